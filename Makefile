@@ -1,0 +1,30 @@
+# One way to set up, test and run Passerelle. Every target creates the virtualenv on demand,
+# so a fresh clone needs nothing installed by hand (python3 and its venv module only).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: -e '.[dev]'
+	touch $(STAMP)
+
+## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## bench: every benchmark, each next to a baseline measured in the same run
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
