@@ -5,12 +5,17 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint bench clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: -e '.[dev]'
 	touch $(STAMP)
+
+## demo: check every shipped proof kind offline, then walk through one message proof step by step
+demo: $(STAMP)
+	$(BIN)/passerelle proof verify docs/examples/*.json
+	$(BIN)/passerelle proof inspect docs/examples/message.json
 
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy
 test: $(STAMP)

@@ -1,0 +1,441 @@
+"""Proof files: the JSON bundles ``passerelle proof verify|inspect`` check offline.
+
+The formats are fixed by DESIGN.md ("Proof files"). Each kind has a parser (JSON → typed
+claim; problems are :class:`FieldError`, exit 2) and a checker (claim → :class:`Report`;
+rejections are light-client :class:`VerificationError`, exit 1). Nothing a file says about its
+own validity is trusted: a ``verified``, ``digest`` or ``signers`` field is ignored like any
+unknown field, and every hash and signature is recomputed (anchors.md T2).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from light_clients import merkle
+from light_clients.committee import Checkpoint, Committee, verify_attestation
+from light_clients.errors import DecodeError, VerificationError
+from light_clients.ethereum import header as eth_header
+from light_clients.ethereum import receipt as eth_receipt
+from light_clients.ethereum import state as eth_state
+from light_clients.hashing import keccak256
+from light_clients.message import verify_delivery
+from light_clients.substrate import grandpa
+from light_clients.substrate import header as sub_header
+from light_clients.substrate import trie as sub_trie
+from relayer.jsonfields import (
+    FieldError,
+    as_hex,
+    as_hex_list,
+    as_int,
+    as_list,
+    as_object,
+    require,
+)
+
+# A proof file larger than this is refused before parsing (the largest real proof we ship is
+# about 200 KB of JSON).
+MAX_FILE_BYTES = 32 * 1024 * 1024
+U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
+
+Row = tuple[str, str]
+
+
+@dataclass
+class Report:
+    """What one file claims, how it was checked, and the verdict.
+
+    ``valid`` is None when the file is unusable (exit 2), False when it is well-formed but
+    does not prove its claim (exit 1), True when every check passed.
+    """
+
+    file: str
+    kind: str | None = None
+    valid: bool | None = None
+    reason: str = ""
+    claims: list[Row] = field(default_factory=list)
+    steps: list[Row] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """The one-line ``--json`` object of DESIGN.md: file, valid, kind, reason, details."""
+        return {
+            "file": self.file,
+            "valid": bool(self.valid),
+            "kind": self.kind,
+            "reason": self.reason,
+            "details": self.details,
+        }
+
+
+def hex0x(data: bytes) -> str:
+    """``0x``-prefixed lowercase hex."""
+    return "0x" + data.hex()
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+def _check_merkle(obj: Mapping[str, Any], report: Report) -> None:
+    root = as_hex(require(obj, "root"), "root", size=32)
+    index = as_int(require(obj, "index"), "index", hi=U32_MAX)
+    branch = as_hex_list(require(obj, "branch"), "branch")
+    if obj.get("leaf") is not None:
+        leaf = as_hex(obj["leaf"], "leaf", size=32)
+        report.claims.append(("leaf", hex0x(leaf)))
+    elif obj.get("message") is not None:
+        message = as_hex(obj["message"], "message")
+        leaf = keccak256(message)
+        report.claims.append(("message", hex0x(message)))
+        report.steps.append(("leaf = keccak256(message)", hex0x(leaf)))
+    else:
+        raise FieldError("missing field 'leaf' (or 'message')")
+    report.claims += [("root", hex0x(root)), ("index", str(index)), ("branch", f"{len(branch)} hashes")]
+    inclusion = merkle.verify_inclusion(root, leaf, index, branch)
+    _merkle_steps(report, inclusion)
+    report.details = {"root": hex0x(root), "index": index, "leaf": hex0x(leaf)}
+
+
+def _merkle_steps(report: Report, inclusion: merkle.MerkleInclusion) -> None:
+    for level, node in enumerate(inclusion.path[1:], start=1):
+        side = "right" if (inclusion.index >> (level - 1)) & 1 else "left"
+        report.steps.append((f"level {level:2d} (we are the {side} child)", hex0x(node)))
+    report.steps.append(("computed root equals claimed root", hex0x(inclusion.root)))
+
+
+def _parse_checkpoint(value: Any, name: str = "checkpoint") -> Checkpoint:
+    obj = as_object(value, name)
+    return Checkpoint(
+        origin=as_int(require(obj, "origin"), f"{name}.origin", hi=U32_MAX),
+        outbox=as_hex(require(obj, "outbox"), f"{name}.outbox", size=32),
+        root=as_hex(require(obj, "root"), f"{name}.root", size=32),
+        index=as_int(require(obj, "index"), f"{name}.index", hi=U32_MAX),
+    )
+
+
+def _parse_committee(obj: Mapping[str, Any]) -> tuple[list[bytes], int, list[bytes]]:
+    validators = as_hex_list(require(obj, "validators"), "validators", size=20)
+    threshold = as_int(require(obj, "threshold"), "threshold", hi=U32_MAX)
+    signatures = as_hex_list(require(obj, "signatures"), "signatures")
+    return validators, threshold, signatures
+
+
+def _checkpoint_claims(report: Report, checkpoint: Checkpoint) -> None:
+    report.claims += [
+        ("checkpoint.origin", str(checkpoint.origin)),
+        ("checkpoint.outbox", hex0x(checkpoint.outbox)),
+        ("checkpoint.root", hex0x(checkpoint.root)),
+        ("checkpoint.index", str(checkpoint.index)),
+    ]
+
+
+def _committee_claims(report: Report, validators: Sequence[bytes], threshold: int, n_sigs: int) -> None:
+    report.claims.append(("committee", f"{threshold} of {len(validators)}"))
+    report.claims += [(f"validator {i}", hex0x(v)) for i, v in enumerate(validators)]
+    report.claims.append(("signatures", str(n_sigs)))
+
+
+def _attestation_steps(report: Report, digest: bytes, signers: Sequence[bytes], threshold: int) -> None:
+    report.steps.append(("digest = EIP-191(keccak256(PASSERELLE/v1/checkpoint ‖ …))", hex0x(digest)))
+    report.steps += [(f"signature {i} recovers to member", hex0x(s)) for i, s in enumerate(signers)]
+    report.steps.append(("distinct signers in ascending order", f"{len(signers)} >= threshold {threshold}"))
+
+
+def _check_committee(obj: Mapping[str, Any], report: Report) -> None:
+    checkpoint = _parse_checkpoint(require(obj, "checkpoint"))
+    validators, threshold, signatures = _parse_committee(obj)
+    _checkpoint_claims(report, checkpoint)
+    _committee_claims(report, validators, threshold, len(signatures))
+    committee = Committee(members=tuple(validators), threshold=threshold)
+    attestation = verify_attestation(committee, checkpoint, signatures)
+    _attestation_steps(report, attestation.digest, attestation.signers, threshold)
+    report.details = {
+        "digest": hex0x(attestation.digest),
+        "signers": [hex0x(s) for s in attestation.signers],
+        "threshold": threshold,
+    }
+
+
+def _check_message(obj: Mapping[str, Any], report: Report) -> None:
+    message = as_hex(require(obj, "message"), "message")
+    checkpoint = _parse_checkpoint(require(obj, "checkpoint"))
+    branch = as_hex_list(require(obj, "branch"), "branch")
+    validators, threshold, signatures = _parse_committee(obj)
+    destination = obj.get("destination")
+    local = None if destination is None else as_int(destination, "destination", hi=U32_MAX)
+    report.claims.append(("message", hex0x(message)))
+    if local is not None:
+        report.claims.append(("destination", str(local)))
+    _checkpoint_claims(report, checkpoint)
+    _committee_claims(report, validators, threshold, len(signatures))
+    committee = Committee(members=tuple(validators), threshold=threshold)
+    delivery = verify_delivery(message, checkpoint, branch, committee, signatures, local_domain=local)
+    decoded = delivery.message
+    report.steps += [
+        ("decoded", f"v{decoded.version} nonce {decoded.nonce} {decoded.origin} → {decoded.destination}"),
+        ("sender", hex0x(decoded.sender)),
+        ("recipient", hex0x(decoded.recipient)),
+        ("id = keccak256(message)", hex0x(delivery.id)),
+        ("origin matches checkpoint", str(checkpoint.origin)),
+    ]
+    if local is not None:
+        report.steps.append(("destination matches", str(local)))
+    _attestation_steps(report, delivery.attestation.digest, delivery.attestation.signers, threshold)
+    _merkle_steps(report, delivery.inclusion)
+    report.details = {
+        "id": hex0x(delivery.id),
+        "nonce": decoded.nonce,
+        "origin": decoded.origin,
+        "destination": decoded.destination,
+        "signers": [hex0x(s) for s in delivery.attestation.signers],
+    }
+
+
+def _check_eth_header(obj: Mapping[str, Any], report: Report) -> None:
+    expected = as_hex(require(obj, "hash"), "hash", size=32)
+    encodings: list[tuple[str, bytes]] = []
+    if obj.get("header") is not None:
+        header_obj = as_object(obj["header"], "header")
+        try:
+            encodings.append(("header", eth_header.header_rlp_from_json(header_obj)))
+        except DecodeError as exc:
+            raise FieldError(f"field 'header': {exc}") from None
+    if obj.get("rlp") is not None:
+        encodings.append(("rlp", as_hex(obj["rlp"], "rlp")))
+    if not encodings:
+        raise FieldError("missing field 'header' (or 'rlp')")
+    report.claims.append(("hash", hex0x(expected)))
+    for source, rlp in encodings:
+        report.claims.append((f"{source} (RLP)", f"{len(rlp)} bytes"))
+        decoded = eth_header.verify_header_hash(rlp, expected)
+        report.steps += [
+            (f"{source}: fork layout", decoded.fork),
+            (f"{source}: keccak256(rlp) equals hash", hex0x(decoded.hash)),
+        ]
+    report.steps += [
+        ("number", str(decoded.number)),
+        ("stateRoot", hex0x(decoded.state_root)),
+        ("receiptsRoot", hex0x(decoded.receipts_root)),
+    ]
+    report.details = {
+        "number": decoded.number,
+        "fork": decoded.fork,
+        "state_root": hex0x(decoded.state_root),
+        "receipts_root": hex0x(decoded.receipts_root),
+    }
+
+
+def _check_eth_getproof(obj: Mapping[str, Any], report: Report) -> None:
+    state_root = as_hex(require(obj, "state_root"), "state_root", size=32)
+    proof_obj = as_object(require(obj, "proof"), "proof")
+    try:
+        get_proof = eth_state.parse_get_proof(proof_obj)
+    except DecodeError as exc:
+        raise FieldError(f"field 'proof': {exc}") from None
+    report.claims += [
+        ("state_root", hex0x(state_root)),
+        ("address", hex0x(get_proof.address)),
+        ("nonce", str(get_proof.nonce)),
+        ("balance", str(get_proof.balance)),
+        ("storageHash", hex0x(get_proof.storage_hash)),
+        ("codeHash", hex0x(get_proof.code_hash)),
+    ]
+    report.claims += [(f"storage {hex0x(s.key)}", str(s.value)) for s in get_proof.storage_proofs]
+    verdict = eth_state.verify_get_proof(state_root, get_proof)
+    report.steps.append(("account proof", f"{len(get_proof.account_proof)} nodes under state_root"))
+    report.steps.append(("account", "present" if verdict.account is not None else "proven absent"))
+    report.steps += [
+        (f"storage {hex0x(s.key)}", f"{s.value} ({len(s.proof)} nodes under storageHash)")
+        for s in get_proof.storage_proofs
+    ]
+    report.details = {
+        "address": hex0x(get_proof.address),
+        "account_exists": verdict.account is not None,
+        "storage_slots": len(get_proof.storage_proofs),
+    }
+
+
+def _check_eth_receipt(obj: Mapping[str, Any], report: Report) -> None:
+    root = as_hex(require(obj, "receipts_root"), "receipts_root", size=32)
+    index = as_int(require(obj, "index"), "index", hi=U64_MAX)
+    proof = as_hex_list(require(obj, "proof"), "proof")
+    raw = as_hex(require(obj, "receipt"), "receipt")
+    report.claims += [
+        ("receipts_root", hex0x(root)),
+        ("index", str(index)),
+        ("proof", f"{len(proof)} nodes"),
+        ("receipt", f"{len(raw)} bytes"),
+    ]
+    inclusion = eth_receipt.verify_receipt(root, index, proof, raw)
+    decoded = inclusion.receipt
+    report.steps.append(("trie key = rlp(index)", hex0x(eth_receipt.receipt_key(index))))
+    report.steps += [(f"node {i}", hex0x(keccak256(n))) for i, n in enumerate(proof)]
+    report.steps.append(("proven value equals receipt", f"type {decoded.tx_type}, {len(decoded.logs)} logs"))
+    report.steps += [
+        (f"log {i} emitter", hex0x(log.address) + (f" topic0 {hex0x(log.topics[0])}" if log.topics else ""))
+        for i, log in enumerate(decoded.logs)
+    ]
+    report.details = {"index": index, "tx_type": decoded.tx_type, "logs": len(decoded.logs)}
+
+
+def _check_substrate_header(obj: Mapping[str, Any], report: Report) -> None:
+    data = as_hex(require(obj, "header"), "header")
+    expected = as_hex(require(obj, "hash"), "hash", size=32)
+    report.claims += [("hash", hex0x(expected)), ("header", f"{len(data)} bytes")]
+    decoded = sub_header.verify_header_hash(data, expected)
+    report.steps += [
+        ("blake2-256(header) equals hash", hex0x(decoded.hash)),
+        ("number", str(decoded.number)),
+        ("parent", hex0x(decoded.parent_hash)),
+        ("stateRoot", hex0x(decoded.state_root)),
+        ("digest items", str(len(decoded.digest))),
+    ]
+    changes = sub_header.grandpa_changes(decoded)
+    report.steps += [("GRANDPA change", type(c).__name__) for c in changes]
+    report.details = {
+        "number": decoded.number,
+        "parent_hash": hex0x(decoded.parent_hash),
+        "state_root": hex0x(decoded.state_root),
+        "grandpa_changes": len(changes),
+    }
+
+
+def _check_substrate_storage(obj: Mapping[str, Any], report: Report) -> None:
+    root = as_hex(require(obj, "state_root"), "state_root", size=32)
+    proof = as_hex_list(require(obj, "proof"), "proof")
+    key = as_hex(require(obj, "key"), "key")
+    if "value" not in obj:
+        raise FieldError("missing field 'value' (use null to claim absence)")
+    claimed = None if obj["value"] is None else as_hex(obj["value"], "value")
+    report.claims += [
+        ("state_root", hex0x(root)),
+        ("key", hex0x(key)),
+        ("value", "absent" if claimed is None else hex0x(claimed)),
+        ("proof", f"{len(proof)} nodes"),
+    ]
+    read = sub_trie.verify_storage_proof(root, proof, key)
+    report.steps += [(f"node {i}", hex0x(h)) for i, h in enumerate(read.nodes)]
+    proven = "absent" if read.value is None else hex0x(read.value)
+    report.steps.append(("proven value", proven))
+    if read.value != claimed:
+        raise _Mismatch(f"proof shows {proven} for key {hex0x(key)}, file claims "
+                        f"{'absent' if claimed is None else hex0x(claimed)}")
+    report.details = {"key": hex0x(key), "present": claimed is not None}
+
+
+def _parse_authorities(value: Any) -> tuple[tuple[bytes, int], ...]:
+    out = []
+    for i, item in enumerate(as_list(value, "authorities")):
+        entry = as_object(item, f"authorities[{i}]")
+        out.append((
+            as_hex(require(entry, "id"), f"authorities[{i}].id", size=32),
+            as_int(require(entry, "weight"), f"authorities[{i}].weight", hi=U64_MAX),
+        ))
+    return tuple(out)
+
+
+def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
+    justification = as_hex(require(obj, "justification"), "justification")
+    authorities = _parse_authorities(require(obj, "authorities"))
+    set_id = as_int(require(obj, "set_id"), "set_id", hi=U64_MAX)
+    header = None if obj.get("header") is None else as_hex(obj["header"], "header")
+    report.claims += [
+        ("set_id", str(set_id)),
+        ("authorities", f"{len(authorities)}, total weight {sum(w for _, w in authorities)}"),
+        ("justification", f"{len(justification)} bytes"),
+    ]
+    expected_target = None
+    if header is not None:
+        decoded = sub_header.decode_header(header)
+        expected_target = (decoded.hash, decoded.number)
+        report.claims.append(("header", f"#{decoded.number} {hex0x(decoded.hash)}"))
+    authority_set = grandpa.AuthoritySet(set_id=set_id, authorities=authorities)
+    proof = grandpa.verify_justification(justification, authority_set, expected_target)
+    report.steps += [
+        ("target", f"#{proof.target_number} {hex0x(proof.target_hash)}"),
+        ("round", str(proof.round)),
+    ]
+    report.steps += [(f"precommit by {hex0x(key)}", f"weight {w}") for key, w in proof.signers]
+    report.steps.append((
+        "signed weight above 2/3",
+        f"{proof.signed_weight} >= {proof.threshold} of {proof.total_weight}",
+    ))
+    report.details = {
+        "target_hash": hex0x(proof.target_hash),
+        "target_number": proof.target_number,
+        "round": proof.round,
+        "signed_weight": proof.signed_weight,
+        "total_weight": proof.total_weight,
+    }
+
+
+class _Mismatch(VerificationError):
+    """The proof holds, but for something other than what the file claims."""
+
+
+KINDS: dict[str, Callable[[Mapping[str, Any], Report], None]] = {
+    "merkle": _check_merkle,
+    "committee": _check_committee,
+    "message": _check_message,
+    "eth-header": _check_eth_header,
+    "eth-getproof": _check_eth_getproof,
+    "eth-receipt": _check_eth_receipt,
+    "substrate-header": _check_substrate_header,
+    "substrate-storage": _check_substrate_storage,
+    "grandpa": _check_grandpa,
+}
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load(path: Path) -> Mapping[str, Any]:
+    """Read and parse one proof file; any problem is a FieldError (the file is unusable)."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise FieldError(f"file too large ({size} bytes, limit {MAX_FILE_BYTES})")
+        text = path.read_text(encoding="utf-8")
+    except FieldError:
+        raise
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FieldError(f"cannot read file: {exc.__class__.__name__}: {exc}") from None
+    if not text.strip():
+        raise FieldError("empty file")
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise FieldError(f"not JSON: {exc}") from None
+    return as_object(obj, "(top level)")
+
+
+def check_file(path: Path) -> Report:
+    """Load and check one proof file; never raises on bad input."""
+    report = Report(file=str(path))
+    try:
+        obj = load(path)
+        kind = require(obj, "kind")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise FieldError(f"unknown kind {kind!r} (expected one of {', '.join(KINDS)})")
+        report.kind = kind
+        KINDS[kind](obj, report)
+    except FieldError as exc:
+        report.valid, report.reason = None, f"unusable: {exc}"
+    except VerificationError as exc:
+        report.valid, report.reason = False, f"invalid: {exc}"
+    else:
+        report.valid, report.reason = True, "valid"
+    return report
+
+
+def exit_code(reports: Sequence[Report]) -> int:
+    """DESIGN.md: 0 all valid, 1 some invalid, 2 some unusable (2 wins over 1)."""
+    if any(r.valid is None for r in reports):
+        return 2
+    if any(r.valid is False for r in reports):
+        return 1
+    return 0
