@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NODE   := node_modules/.installed
 
 .PHONY: demo test lint bench clean
 
@@ -17,8 +18,13 @@ demo: $(STAMP)
 	$(BIN)/passerelle proof verify docs/examples/*.json
 	$(BIN)/passerelle proof inspect docs/examples/message.json
 
+# anvil (EVM devnet) and solcjs come from the npm registry, pinned by package-lock.json.
+$(NODE): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $(NODE)
+
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy
-test: $(STAMP)
+test: $(STAMP) $(NODE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q
@@ -28,8 +34,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 ## bench: every benchmark, each next to a baseline measured in the same run
-bench: $(STAMP)
+bench: $(STAMP) $(NODE)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
