@@ -17,7 +17,8 @@ _blake2b = hashlib.blake2b
 
 def keccak256(data: bytes) -> bytes:
     """Return the 32-byte Keccak-256 digest (Ethereum's "sha3", not NIST SHA3-256)."""
-    return _keccak_256(data).digest()
+    digest: bytes = _keccak_256(data).digest()
+    return digest
 
 
 def blake2_256(data: bytes) -> bytes:
