@@ -17,6 +17,7 @@ import click
 
 from relayer import proof_files
 
+INSPECT_LABEL_WIDTH = 36
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in Passerelle, not in the user's input
 
 
@@ -48,7 +49,9 @@ def proof_verify(files: Sequence[Path], as_json: bool) -> int:
 
 @proof.command("inspect")
 @click.argument("file", type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Claims, steps and verdict as one JSON object.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Claims, steps and verdict as one JSON object."
+)
 def proof_inspect(file: Path, as_json: bool) -> int:
     """Show what the proof FILE claims and each step of its check."""
     report = proof_files.check_file(file)
@@ -66,9 +69,11 @@ def _print_inspection(report: proof_files.Report) -> None:
     for title, rows in (("claims", report.claims), ("checks", report.steps)):
         if rows:
             click.echo(f"{title}:")
-            width = max(len(label) for label, _ in rows)
+            width = min(INSPECT_LABEL_WIDTH, max(len(label) for label, _ in rows))
             for label, value in rows:
-                click.echo(f"  {label.ljust(width)}  {value}")
+                if len(label) > width:  # long labels get their own line rather than a wide table
+                    click.echo(f"  {label}")
+                click.echo(f"  {('' if len(label) > width else label).ljust(width)}  {value}")
     verdict = click.style(report.reason, fg="green" if report.valid else "red", bold=True)
     click.echo(f"verdict: {verdict}")
 

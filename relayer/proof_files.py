@@ -19,6 +19,7 @@ from light_clients import merkle
 from light_clients.committee import Checkpoint, Committee, verify_attestation
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.ethereum import header as eth_header
+from light_clients.ethereum import mpt as eth_mpt
 from light_clients.ethereum import receipt as eth_receipt
 from light_clients.ethereum import state as eth_state
 from light_clients.hashing import keccak256
@@ -77,6 +78,10 @@ def hex0x(data: bytes) -> str:
     return "0x" + data.hex()
 
 
+class _Mismatch(VerificationError):
+    """The proof holds, but for something other than what the file claims."""
+
+
 # --------------------------------------------------------------------------- kinds
 
 
@@ -94,7 +99,11 @@ def _check_merkle(obj: Mapping[str, Any], report: Report) -> None:
         report.steps.append(("leaf = keccak256(message)", hex0x(leaf)))
     else:
         raise FieldError("missing field 'leaf' (or 'message')")
-    report.claims += [("root", hex0x(root)), ("index", str(index)), ("branch", f"{len(branch)} hashes")]
+    report.claims += [
+        ("root", hex0x(root)),
+        ("index", str(index)),
+        ("branch", f"{len(branch)} hashes"),
+    ]
     inclusion = merkle.verify_inclusion(root, leaf, index, branch)
     _merkle_steps(report, inclusion)
     report.details = {"root": hex0x(root), "index": index, "leaf": hex0x(leaf)}
@@ -133,16 +142,24 @@ def _checkpoint_claims(report: Report, checkpoint: Checkpoint) -> None:
     ]
 
 
-def _committee_claims(report: Report, validators: Sequence[bytes], threshold: int, n_sigs: int) -> None:
+def _committee_claims(
+    report: Report, validators: Sequence[bytes], threshold: int, n_sigs: int
+) -> None:
     report.claims.append(("committee", f"{threshold} of {len(validators)}"))
     report.claims += [(f"validator {i}", hex0x(v)) for i, v in enumerate(validators)]
     report.claims.append(("signatures", str(n_sigs)))
 
 
-def _attestation_steps(report: Report, digest: bytes, signers: Sequence[bytes], threshold: int) -> None:
-    report.steps.append(("digest = EIP-191(keccak256(PASSERELLE/v1/checkpoint ‖ …))", hex0x(digest)))
+def _attestation_steps(
+    report: Report, digest: bytes, signers: Sequence[bytes], threshold: int
+) -> None:
+    report.steps.append(
+        ("digest = EIP-191(keccak256(PASSERELLE/v1/checkpoint ‖ …))", hex0x(digest))
+    )
     report.steps += [(f"signature {i} recovers to member", hex0x(s)) for i, s in enumerate(signers)]
-    report.steps.append(("distinct signers in ascending order", f"{len(signers)} >= threshold {threshold}"))
+    report.steps.append(
+        ("distinct signers in ascending order", f"{len(signers)} >= threshold {threshold}")
+    )
 
 
 def _check_committee(obj: Mapping[str, Any], report: Report) -> None:
@@ -173,10 +190,15 @@ def _check_message(obj: Mapping[str, Any], report: Report) -> None:
     _checkpoint_claims(report, checkpoint)
     _committee_claims(report, validators, threshold, len(signatures))
     committee = Committee(members=tuple(validators), threshold=threshold)
-    delivery = verify_delivery(message, checkpoint, branch, committee, signatures, local_domain=local)
+    delivery = verify_delivery(
+        message, checkpoint, branch, committee, signatures, local_domain=local
+    )
     decoded = delivery.message
     report.steps += [
-        ("decoded", f"v{decoded.version} nonce {decoded.nonce} {decoded.origin} → {decoded.destination}"),
+        (
+            "decoded",
+            f"v{decoded.version} nonce {decoded.nonce} {decoded.origin} → {decoded.destination}",
+        ),
         ("sender", hex0x(decoded.sender)),
         ("recipient", hex0x(decoded.recipient)),
         ("id = keccak256(message)", hex0x(delivery.id)),
@@ -229,6 +251,21 @@ def _check_eth_header(obj: Mapping[str, Any], report: Report) -> None:
     }
 
 
+def _mpt_steps(report: Report, label: str, walk: eth_mpt.MptWalk) -> None:
+    """One row per trie node walked: its kind, where it sits on the key path, its hash."""
+    for node in walk.nodes:
+        where = "embedded" if node.hash is None else hex0x(node.hash)
+        report.steps.append((f"{label} {node.kind} @nibble {node.depth} [{node.path}]", where))
+    outcome = f"absent ({walk.absence})" if walk.value is None else f"value {hex0x(walk.value)}"
+    report.steps.append((f"{label} proves", outcome))
+
+
+def _slot_name(key: bytes) -> str:
+    """Small slot numbers as decimals (``slot 1``), hashed slots as hex."""
+    number = int.from_bytes(key, "big")
+    return str(number) if number < 2**32 else hex0x(key)
+
+
 def _check_eth_getproof(obj: Mapping[str, Any], report: Report) -> None:
     state_root = as_hex(require(obj, "state_root"), "state_root", size=32)
     proof_obj = as_object(require(obj, "proof"), "proof")
@@ -244,14 +281,12 @@ def _check_eth_getproof(obj: Mapping[str, Any], report: Report) -> None:
         ("storageHash", hex0x(get_proof.storage_hash)),
         ("codeHash", hex0x(get_proof.code_hash)),
     ]
-    report.claims += [(f"storage {hex0x(s.key)}", str(s.value)) for s in get_proof.storage_proofs]
+    report.claims += [(f"slot {_slot_name(s.key)}", str(s.value)) for s in get_proof.storage_proofs]
     verdict = eth_state.verify_get_proof(state_root, get_proof)
-    report.steps.append(("account proof", f"{len(get_proof.account_proof)} nodes under state_root"))
-    report.steps.append(("account", "present" if verdict.account is not None else "proven absent"))
-    report.steps += [
-        (f"storage {hex0x(s.key)}", f"{s.value} ({len(s.proof)} nodes under storageHash)")
-        for s in get_proof.storage_proofs
-    ]
+    _mpt_steps(report, "account", verdict.account_walk)
+    report.steps.append(("account", "matches the claim" if verdict.account else "proven absent"))
+    for slot in verdict.storage:
+        _mpt_steps(report, f"slot {_slot_name(slot.key)}", slot.walk)
     report.details = {
         "address": hex0x(get_proof.address),
         "account_exists": verdict.account is not None,
@@ -273,10 +308,15 @@ def _check_eth_receipt(obj: Mapping[str, Any], report: Report) -> None:
     inclusion = eth_receipt.verify_receipt(root, index, proof, raw)
     decoded = inclusion.receipt
     report.steps.append(("trie key = rlp(index)", hex0x(eth_receipt.receipt_key(index))))
-    report.steps += [(f"node {i}", hex0x(keccak256(n))) for i, n in enumerate(proof)]
-    report.steps.append(("proven value equals receipt", f"type {decoded.tx_type}, {len(decoded.logs)} logs"))
+    _mpt_steps(report, "receipt", inclusion.walk)
+    report.steps.append(
+        ("proven value equals receipt", f"type {decoded.tx_type}, {len(decoded.logs)} logs")
+    )
     report.steps += [
-        (f"log {i} emitter", hex0x(log.address) + (f" topic0 {hex0x(log.topics[0])}" if log.topics else ""))
+        (
+            f"log {i} emitter",
+            hex0x(log.address) + (f" topic0 {hex0x(log.topics[0])}" if log.topics else ""),
+        )
         for i, log in enumerate(decoded.logs)
     ]
     report.details = {"index": index, "tx_type": decoded.tx_type, "logs": len(decoded.logs)}
@@ -318,12 +358,16 @@ def _check_substrate_storage(obj: Mapping[str, Any], report: Report) -> None:
         ("proof", f"{len(proof)} nodes"),
     ]
     read = sub_trie.verify_storage_proof(root, proof, key)
-    report.steps += [(f"node {i}", hex0x(h)) for i, h in enumerate(read.nodes)]
+    for step in read.steps:
+        where = "inline" if step.node_hash is None else hex0x(step.node_hash)
+        report.steps.append((f"{step.kind.value} @nibble {step.depth} [{step.partial}]", where))
     proven = "absent" if read.value is None else hex0x(read.value)
     report.steps.append(("proven value", proven))
     if read.value != claimed:
-        raise _Mismatch(f"proof shows {proven} for key {hex0x(key)}, file claims "
-                        f"{'absent' if claimed is None else hex0x(claimed)}")
+        raise _Mismatch(
+            f"proof shows {proven} for key {hex0x(key)}, file claims "
+            f"{'absent' if claimed is None else hex0x(claimed)}"
+        )
     report.details = {"key": hex0x(key), "present": claimed is not None}
 
 
@@ -331,10 +375,12 @@ def _parse_authorities(value: Any) -> tuple[tuple[bytes, int], ...]:
     out = []
     for i, item in enumerate(as_list(value, "authorities")):
         entry = as_object(item, f"authorities[{i}]")
-        out.append((
-            as_hex(require(entry, "id"), f"authorities[{i}].id", size=32),
-            as_int(require(entry, "weight"), f"authorities[{i}].weight", hi=U64_MAX),
-        ))
+        out.append(
+            (
+                as_hex(require(entry, "id"), f"authorities[{i}].id", size=32),
+                as_int(require(entry, "weight"), f"authorities[{i}].weight", hi=U64_MAX),
+            )
+        )
     return tuple(out)
 
 
@@ -360,10 +406,12 @@ def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
         ("round", str(proof.round)),
     ]
     report.steps += [(f"precommit by {hex0x(key)}", f"weight {w}") for key, w in proof.signers]
-    report.steps.append((
-        "signed weight above 2/3",
-        f"{proof.signed_weight} >= {proof.threshold} of {proof.total_weight}",
-    ))
+    report.steps.append(
+        (
+            "signed weight above 2/3",
+            f"{proof.signed_weight} >= {proof.threshold} of {proof.total_weight}",
+        )
+    )
     report.details = {
         "target_hash": hex0x(proof.target_hash),
         "target_number": proof.target_number,
@@ -371,10 +419,6 @@ def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
         "signed_weight": proof.signed_weight,
         "total_weight": proof.total_weight,
     }
-
-
-class _Mismatch(VerificationError):
-    """The proof holds, but for something other than what the file claims."""
 
 
 KINDS: dict[str, Callable[[Mapping[str, Any], Report], None]] = {

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from relayer import proof_files
+from relayer.jsonfields import MAX_HEX_CHARS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.json"))
@@ -55,13 +56,21 @@ ALTERATIONS = {
     "merkle": lambda o: o.__setitem__("root", flip_hex(o["root"])),
     "committee": lambda o: o["checkpoint"].__setitem__("root", flip_hex(o["checkpoint"]["root"])),
     "message": lambda o: o.__setitem__("message", flip_hex(o["message"])),
-    "eth-header": lambda o: o["header"].__setitem__("stateRoot", flip_hex(o["header"]["stateRoot"])),
-    "eth-getproof": lambda o: o["proof"].__setitem__("nonce", hex(int(o["proof"]["nonce"], 16) + 1)),
+    "eth-header": lambda o: o["header"].__setitem__(
+        "stateRoot", flip_hex(o["header"]["stateRoot"])
+    ),
+    "eth-getproof": lambda o: o["proof"].__setitem__(
+        "nonce", hex(int(o["proof"]["nonce"], 16) + 1)
+    ),
     "eth-receipt": lambda o: o.__setitem__("receipt", flip_hex(o["receipt"])),
     "substrate-header": lambda o: o.__setitem__("header", flip_hex(o["header"], 10)),
     "substrate-storage": lambda o: o.__setitem__("value", flip_hex(o["value"])),
     "grandpa": lambda o: o.__setitem__("set_id", o["set_id"] + 1),
 }
+
+
+def example(kind: str) -> Path:
+    return next(p for p in EXAMPLES if load(p)["kind"] == kind)
 
 
 def test_every_kind_has_one_example() -> None:
@@ -122,7 +131,13 @@ GARBAGE: dict[str, Any] = {
     "unknown_kind": {"kind": "zk-snark"},
     "kind_not_string": {"kind": 7},
     "odd_hex": {"kind": "merkle", "root": "0x123", "index": 0, "branch": [], "leaf": "0x00"},
-    "not_hex": {"kind": "merkle", "root": "0x" + "zz" * 32, "index": 0, "branch": [], "leaf": "0x00"},
+    "not_hex": {
+        "kind": "merkle",
+        "root": "0x" + "zz" * 32,
+        "index": 0,
+        "branch": [],
+        "leaf": "0x00",
+    },
     "no_0x": {"kind": "merkle", "root": "00" * 32, "index": 0, "branch": [], "leaf": "0x00"},
     "index_string": {"kind": "merkle", "root": "0x" + "11" * 32, "index": "0", "branch": []},
     "index_float": {"kind": "merkle", "root": "0x" + "11" * 32, "index": 1.5, "branch": []},
@@ -130,16 +145,33 @@ GARBAGE: dict[str, Any] = {
     "index_negative": {"kind": "merkle", "root": "0x" + "11" * 32, "index": -1, "branch": []},
     "branch_not_list": {"kind": "merkle", "root": "0x" + "11" * 32, "index": 0, "branch": "0x"},
     "no_leaf": {"kind": "merkle", "root": "0x" + "11" * 32, "index": 0, "branch": []},
-    "checkpoint_not_object": {"kind": "committee", "checkpoint": [], "validators": [],
-                              "threshold": 1, "signatures": []},
-    "validator_short": {"kind": "committee",
-                        "checkpoint": {"origin": 1, "outbox": "0x" + "00" * 32,
-                                       "root": "0x" + "11" * 32, "index": 0},
-                        "validators": ["0x1234"], "threshold": 1, "signatures": []},
+    "checkpoint_not_object": {
+        "kind": "committee",
+        "checkpoint": [],
+        "validators": [],
+        "threshold": 1,
+        "signatures": [],
+    },
+    "validator_short": {
+        "kind": "committee",
+        "checkpoint": {
+            "origin": 1,
+            "outbox": "0x" + "00" * 32,
+            "root": "0x" + "11" * 32,
+            "index": 0,
+        },
+        "validators": ["0x1234"],
+        "threshold": 1,
+        "signatures": [],
+    },
     "getproof_garbage": {"kind": "eth-getproof", "state_root": "0x" + "11" * 32, "proof": {}},
     "header_garbage": {"kind": "eth-header", "hash": "0x" + "11" * 32, "header": {"number": 5}},
-    "storage_no_value": {"kind": "substrate-storage", "state_root": "0x" + "11" * 32,
-                         "proof": [], "key": "0x00"},
+    "storage_no_value": {
+        "kind": "substrate-storage",
+        "state_root": "0x" + "11" * 32,
+        "proof": [],
+        "key": "0x00",
+    },
     "nan": '{"kind": "grandpa", "set_id": NaN}',
     "deep": "[" * 100_000 + "]" * 100_000,
     "huge_number": '{"kind": "merkle", "index": 1' + "0" * 5000 + "}",
@@ -170,8 +202,8 @@ def test_non_utf8_missing_directory_and_oversized(tmp_path: Path) -> None:
 
 
 def test_oversized_hex_field(tmp_path: Path) -> None:
-    obj = load(EXAMPLES[0])
-    obj["root"] = "0x" + "00" * (proof_files.MAX_FILE_BYTES // 8)
+    obj = load(example("merkle"))
+    obj["root"] = "0x" + "00" * (MAX_HEX_CHARS // 2 + 1)
     result = run("proof", "verify", write(tmp_path, "big.json", obj))
     assert result.returncode == 2
     assert "too large" in result.stdout
@@ -209,10 +241,14 @@ def test_inspect_invalid_says_why(tmp_path: Path) -> None:
 
 def test_T2_caller_supplied_verdict_is_ignored(tmp_path: Path) -> None:
     """A file that says it is verified, or lists its own signers/digest, gains nothing."""
-    committee = next(p for p in EXAMPLES if load(p)["kind"] == "committee")
-    obj = load(committee)
+    obj = load(example("committee"))
     obj["checkpoint"]["index"] += 1
-    obj |= {"verified": True, "valid": True, "digest": "0x" + "00" * 32, "signers": obj["validators"]}
+    obj |= {
+        "verified": True,
+        "valid": True,
+        "digest": "0x" + "00" * 32,
+        "signers": obj["validators"],
+    }
     result = run("proof", "verify", write(tmp_path, "t2.json", obj))
     assert result.returncode == 1
 
@@ -236,7 +272,9 @@ def _mutations(obj: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 EXAMPLE_OBJECTS = [load(p) for p in EXAMPLES]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.data())
 def test_mutated_examples_never_crash(data: st.DataObject, tmp_path: Path) -> None:
     obj = copy.deepcopy(data.draw(st.sampled_from(EXAMPLE_OBJECTS)))
@@ -255,7 +293,9 @@ def test_mutated_examples_never_crash(data: st.DataObject, tmp_path: Path) -> No
         )
         if not isinstance(leaf, str)
         else st.one_of(
-            st.integers(min_value=0, max_value=max(len(leaf) - 3, 0)).map(lambda i: flip_hex(leaf, 2 + i)),
+            st.integers(min_value=0, max_value=max(len(leaf) - 3, 0)).map(
+                lambda i: flip_hex(leaf, 2 + i)
+            ),
             st.binary(max_size=80).map(lambda b: "0x" + b.hex()),
             st.just(leaf[:-2]),
             st.just(leaf + "00"),
@@ -274,7 +314,10 @@ def test_mutated_examples_never_crash(data: st.DataObject, tmp_path: Path) -> No
 def test_cli_module_runs_as_python_module() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "relayer.cli", "proof", "verify", *EXAMPLES],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == 0
 
