@@ -39,6 +39,7 @@ __all__ = [
     "ZeroLeafError",
     "branch_path",
     "branch_root",
+    "root_from_branch",
     "verify_inclusion",
 ]
 
@@ -173,6 +174,18 @@ class IncrementalMerkleTree:
         """Return the leaf at ``index`` (MalformedProofError if out of range)."""
         self._check_index(index, self._count)
         return self._levels[0][index]
+
+    def frontier(self) -> tuple[bytes, ...]:
+        """The 32-hash frontier an on-chain tree stores (see :func:`root_from_branch`).
+
+        ``frontier[i]`` is the last completed left subtree at height ``i`` when bit ``i`` of
+        :attr:`count` is set; other entries are never read and are zero here.
+        """
+        count = self._count
+        return tuple(
+            self._levels[height][(count >> height) - 1] if (count >> height) & 1 else bytes(32)
+            for height in range(TREE_DEPTH)
+        )
 
     def root(self, count: int | None = None) -> bytes:
         """Return the root over the first ``count`` leaves (default: all of them).
@@ -360,3 +373,30 @@ def verify_inclusion(
     return MerkleInclusion(
         root=root, leaf=leaf, index=index, path=tuple(path), branch=tuple(branch)
     )
+
+
+# --------------------------------------------------------------------------- outbox state
+
+
+def root_from_branch(branch: Sequence[bytes], count: int) -> bytes:
+    """The root of an outbox whose stored frontier is ``branch`` after ``count`` insertions.
+
+    On chain an incremental tree keeps only ``branch[i]``, the last completed left subtree at
+    height ``i``, and ``count``; this is the tree's ``root()`` recomputed off chain, so that an
+    attester can prove those 33 storage slots with ``eth_getProof`` and derive the root itself
+    instead of trusting a ``root()`` call. Raises :class:`MalformedProofError` for a branch that
+    is not 32 hashes of 32 bytes or a count out of range.
+    """
+    if len(branch) != TREE_DEPTH or any(
+        not isinstance(node, bytes) or len(node) != HASH_SIZE for node in branch
+    ):
+        raise MalformedProofError(f"an outbox frontier is {TREE_DEPTH} hashes of 32 bytes")
+    if not 0 <= count <= MAX_LEAVES:
+        raise MalformedProofError(f"count {count} out of range")
+    node = ZERO_HASHES[0]
+    for height in range(TREE_DEPTH):
+        if (count >> height) & 1:
+            node = keccak256(branch[height] + node)
+        else:
+            node = keccak256(node + ZERO_HASHES[height])
+    return node

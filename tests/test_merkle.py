@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from light_clients import merkle
 from light_clients.errors import MerkleProofError, VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import (
@@ -539,3 +540,25 @@ def test_branch_path_shape_and_errors(leaf: object, index: object, branch: objec
         sibling = branch[height]  # type: ignore[index]
         pair = sibling + path[height] if index >> height & 1 else path[height] + sibling  # type: ignore[operator]
         assert path[height + 1] == keccak256(pair)
+
+
+# --------------------------------------------------------------------------- outbox frontier
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=300))
+def test_root_from_frontier_matches_tree(count: int) -> None:
+    """The attester's off-chain root from the 33 proven slots equals the tree's root."""
+    tree = IncrementalMerkleTree()
+    for i in range(count):
+        tree.append(keccak256(i.to_bytes(8, "big")))
+    assert merkle.root_from_branch(tree.frontier(), count) == tree.root()
+
+
+def test_root_from_frontier_rejects_malformed() -> None:
+    with pytest.raises(MerkleProofError):
+        merkle.root_from_branch([bytes(32)] * 31, 1)
+    with pytest.raises(MerkleProofError):
+        merkle.root_from_branch([bytes(32)] * 32, 2**32)
+    with pytest.raises(MerkleProofError):
+        merkle.root_from_branch([bytes(31)] * 32, 1)
