@@ -1,0 +1,1714 @@
+"""The delivery ledger: each message's progress as an explicit, audited state machine.
+
+One row per message, keyed by ``id = keccak256(message)`` and unique on ``(origin, nonce)``.
+A message's status is always a stored value, never inferred from missing rows::
+
+    discovered → final → attested → submitted → delivered
+                                  ↘ failed(reason) ↗      skipped(reason)
+
+:data:`TRANSITIONS` is the one table of allowed moves; anything else raises
+:class:`IllegalTransition`. Beside messages the ledger keeps scan cursors per chain,
+checkpoints with their signatures, the transactions the relayer submitted (linked to the
+messages they carry) and ``status_events``, an append-only audit trail with one row per change.
+
+Durability and concurrency
+    Every public mutating call is exactly one database transaction, audit rows included;
+    :meth:`Ledger.atomic` groups several calls into one. On SQLite each write transaction starts
+    with ``BEGIN IMMEDIATE``, so two processes sharing the file serialise their read-check-write
+    steps instead of racing; on PostgreSQL a transaction-scoped advisory lock gives the same
+    guarantee. SQLite runs in WAL mode with ``synchronous=FULL``: a commit that returned is on
+    disk, and a process killed at any instant (``kill -9``) leaves either all of a change or none
+    of it. The file is checked with ``PRAGMA integrity_check`` when it is opened.
+
+Encoding
+    Ids, hashes and addresses are stored as lowercase ``0x``-prefixed hex strings of fixed
+    length (readable in ``sqlite3`` and JSON, identical on every backend, and sorting them sorts
+    the underlying bytes); every API accepts ``bytes`` or hex and normalises. Payloads (the raw
+    message, 65-byte signatures) are stored as bytes. Amounts in wei (fees, gas prices) can
+    exceed 64 bits, so they are stored as decimal strings and read back as ``int``.
+
+Blocking
+    All calls block (a commit is an fsync: well under a millisecond on a fast SSD, a few on a
+    VM disk; batch messages per call to amortise it). From trio, call them through
+    ``trio.to_thread.run_sync``; a :class:`Ledger` is safe to share between threads.
+"""
+
+import enum
+import sqlite3
+import struct
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import registry
+from sqlmodel import Field, Session, SQLModel, col, delete, func, select
+
+from light_clients.hashing import keccak256
+
+__all__ = [
+    "HEADER_SIZE",
+    "SCHEMA_VERSION",
+    "TRANSITIONS",
+    "TX_TRANSITIONS",
+    "CheckpointRecord",
+    "CursorRecord",
+    "DiscoveredMessage",
+    "IllegalTransition",
+    "InvalidReference",
+    "Ledger",
+    "LedgerBatch",
+    "LedgerBusy",
+    "LedgerConflict",
+    "LedgerCorrupt",
+    "LedgerError",
+    "LedgerMeta",
+    "LedgerSchemaError",
+    "MessageRecord",
+    "MessageStatus",
+    "NewTransaction",
+    "SignatureRecord",
+    "StatusEvent",
+    "TransactionMessageLink",
+    "TransactionRecord",
+    "TxStatus",
+    "UnknownRecord",
+    "open_ledger",
+]
+
+SCHEMA_VERSION: Final = 1
+"""Version of the tables below; stored in ``ledger_meta`` so later code can migrate old files."""
+
+HEADER_SIZE: Final = 77
+"""Bytes of a version-1 message before its body (DESIGN.md, "Message")."""
+
+_HEADER = struct.Struct(">BII32sI32s")  # version, nonce, origin, sender, destination, recipient
+_MESSAGE_VERSION = 1
+_DEFAULT_STREAM = "outbox"
+_IN_CHUNK = 500  # ids per ``IN (...)`` list, well under every backend's bind-parameter limit
+_PG_LOCK_KEY = 0x70617373_65726C6C  # "passerll": the advisory lock serialising PG writers
+
+
+# --------------------------------------------------------------------------------------------
+# Errors
+
+
+class LedgerError(Exception):
+    """Base class of every error the ledger raises on purpose."""
+
+
+class LedgerCorrupt(LedgerError):
+    """The database file is damaged (``integrity_check`` failed, or it is not a database)."""
+
+
+class LedgerSchemaError(LedgerError):
+    """The file was written by a newer Passerelle, or needs a migration this code lacks."""
+
+
+class LedgerBusy(LedgerError):
+    """Another process held the write lock for longer than the busy timeout."""
+
+
+class LedgerConflict(LedgerError):
+    """Stored state contradicts new information: halt and report, never overwrite (T16, T21).
+
+    Raised for the same ``(origin, nonce)`` under two different ids, for a checkpoint whose root
+    differs from an earlier one at the same index, and for a reorg that orphans work already
+    attested or delivered. ``conflicts`` lists one human-readable line per offending record.
+    """
+
+    def __init__(self, message: str, conflicts: Sequence[str] = ()) -> None:
+        self.conflicts: tuple[str, ...] = tuple(conflicts)
+        detail = "; ".join(self.conflicts[:5])
+        more = f" (+{len(self.conflicts) - 5} more)" if len(self.conflicts) > 5 else ""
+        super().__init__(f"{message}: {detail}{more}" if detail else message)
+
+
+class IllegalTransition(LedgerError):
+    """A status change that the transition table does not allow; names the record and the move."""
+
+    def __init__(
+        self, item_id: str, from_status: str, to_status: str, kind: str = "message"
+    ) -> None:
+        self.kind = kind
+        self.item_id = item_id
+        self.from_status = from_status
+        self.to_status = to_status
+        super().__init__(f"illegal {kind} transition {from_status} -> {to_status} for {item_id}")
+
+
+class UnknownRecord(LedgerError, LookupError):
+    """A message, checkpoint or transaction that the ledger does not hold."""
+
+    def __init__(self, kind: str, keys: Sequence[object]) -> None:
+        self.kind = kind
+        self.keys: tuple[object, ...] = tuple(keys)
+        shown = ", ".join(str(k) for k in self.keys[:5])
+        more = f" (+{len(self.keys) - 5} more)" if len(self.keys) > 5 else ""
+        super().__init__(f"unknown {kind}: {shown}{more}")
+
+
+class InvalidReference(LedgerError):
+    """A transition names a checkpoint or transaction that cannot apply to the message."""
+
+
+# --------------------------------------------------------------------------------------------
+# Statuses and the transition tables
+
+
+class MessageStatus(enum.StrEnum):
+    """Where a message is on its way; stored as the lowercase value."""
+
+    DISCOVERED = "discovered"  # seen in a scanned source block
+    FINAL = "final"  # its source block passed the chain's finality policy
+    ATTESTED = "attested"  # covered by a checkpoint; ready to submit
+    SUBMITTED = "submitted"  # carried by a pending delivery transaction
+    DELIVERED = "delivered"  # the destination marked it delivered (by us or anyone)
+    FAILED = "failed"  # a delivery attempt failed; ``reason`` says why, retry at next_attempt_at
+    SKIPPED = "skipped"  # set aside (operator, or undeliverable); ``reason`` says why
+
+
+class TxStatus(enum.StrEnum):
+    """Life of a submitted transaction."""
+
+    PENDING = "pending"  # recorded (before or at broadcast), not yet mined
+    CONFIRMED = "confirmed"  # mined and succeeded
+    FAILED = "failed"  # mined and reverted, or rejected for good
+    REPLACED = "replaced"  # another transaction took its nonce (fee bump, cancel)
+
+
+_S = MessageStatus
+TRANSITIONS: Final[Mapping[MessageStatus, frozenset[MessageStatus]]] = MappingProxyType(
+    {
+        _S.DISCOVERED: frozenset({_S.FINAL, _S.SKIPPED, _S.DELIVERED}),
+        _S.FINAL: frozenset({_S.ATTESTED, _S.SKIPPED, _S.DELIVERED}),
+        # attested -> failed: the pre-send dry run reverted (and is not "already delivered").
+        _S.ATTESTED: frozenset({_S.SUBMITTED, _S.FAILED, _S.SKIPPED, _S.DELIVERED}),
+        # submitted -> submitted: a replacement transaction (fee bump) now carries it;
+        # submitted -> attested: its transaction was dropped or replaced without delivering it.
+        _S.SUBMITTED: frozenset({_S.SUBMITTED, _S.DELIVERED, _S.FAILED, _S.ATTESTED, _S.SKIPPED}),
+        # failed -> attested / submitted: a retry (back in the queue, or straight into a batch).
+        _S.FAILED: frozenset({_S.ATTESTED, _S.SUBMITTED, _S.SKIPPED, _S.DELIVERED}),
+        # skipped -> discovered: an operator re-queues it; it walks the whole pipeline again.
+        _S.SKIPPED: frozenset({_S.DISCOVERED, _S.DELIVERED}),
+        _S.DELIVERED: frozenset(),  # terminal
+    }
+)
+"""Allowed message moves, ``from -> {to}``; the only place they are defined.
+
+Every status may move to ``delivered``: the destination chain, not the ledger, is the source
+of truth for delivery, so "already delivered on chain" wins from anywhere. A move to the
+current status that is not listed here is an idempotent no-op (nothing written), so a call
+repeated after a crash or by a second relayer is harmless; ``submitted -> submitted`` is
+recorded only when a different transaction carries the message.
+"""
+
+TX_TRANSITIONS: Final[Mapping[TxStatus, frozenset[TxStatus]]] = MappingProxyType(
+    {
+        TxStatus.PENDING: frozenset({TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED}),
+        TxStatus.CONFIRMED: frozenset(),
+        TxStatus.FAILED: frozenset(),
+        TxStatus.REPLACED: frozenset(),
+    }
+)
+"""Allowed transaction moves; a move to the current status updates receipt fields only."""
+
+_REASON_REQUIRED: Final = frozenset({_S.FAILED, _S.SKIPPED, _S.DISCOVERED})
+# Reorg invalidation: rows in these states were never attested, so they can simply be dropped
+# (and re-discovered from the new canonical chain). Anything else is a conflict.
+_DROPPABLE: Final = frozenset({_S.DISCOVERED, _S.FINAL, _S.SKIPPED})
+
+
+# --------------------------------------------------------------------------------------------
+# Column types
+
+
+class _Wei(sa.types.TypeDecorator[int]):
+    """A non-negative integer of up to 256 bits, stored as a decimal string (portable, exact)."""
+
+    impl = sa.String(78)
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: sa.Dialect) -> str | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**256:
+            raise ValueError(f"amount must be an integer in [0, 2**256), got {value!r}")
+        return str(value)
+
+    def process_result_value(self, value: str | None, dialect: sa.Dialect) -> int | None:
+        return None if value is None else int(value)
+
+
+def _enum(enum_cls: type[enum.StrEnum], name: str) -> sa.Enum:
+    # VARCHAR + CHECK on every backend (no native PG enum type to migrate), values not names.
+    return sa.Enum(
+        enum_cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        validate_strings=True,
+        values_callable=lambda members: [m.value for m in members],
+    )
+
+
+# Autoincrementing surrogate keys: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+_HASH = 66  # "0x" + 64 hex digits
+_ADDRESS = 42  # "0x" + 40 hex digits (EVM signer addresses)
+
+
+def _id_column() -> Any:
+    return Field(default=None, sa_column=sa.Column(_ID, primary_key=True, autoincrement=True))
+
+
+def _column(type_: Any, *args: Any, **kwargs: Any) -> Any:
+    return Field(sa_column=sa.Column(type_, *args, nullable=False, **kwargs))
+
+
+def _optional(type_: Any, *args: Any, **kwargs: Any) -> Any:
+    return Field(default=None, sa_column=sa.Column(type_, *args, nullable=True, **kwargs))
+
+
+# --------------------------------------------------------------------------------------------
+# Tables
+
+
+class _LedgerModel(SQLModel, registry=registry()):
+    """Base of the ledger tables: a registry of their own, so only they are created here."""
+
+
+class MessageRecord(_LedgerModel, table=True):
+    """One cross-chain message and where it is (table ``messages``)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        sa.UniqueConstraint("origin", "nonce", name="uq_messages_origin_nonce"),
+        sa.Index("ix_messages_status_lane", "status", "destination", "origin", "nonce"),
+        sa.Index("ix_messages_retry", "status", "next_attempt_at"),
+        sa.Index("ix_messages_source_block", "origin", "source_block_number"),
+    )
+
+    id: str = _column(sa.String(_HASH), primary_key=True)  # keccak256(message)
+    origin: int = _column(sa.BigInteger)
+    nonce: int = _column(sa.BigInteger)
+    destination: int = _column(sa.BigInteger)
+    sender: str = _column(sa.String(_HASH))
+    recipient: str = _column(sa.String(_HASH))
+    message: bytes = _column(sa.LargeBinary)  # the packed message; body = message[77:]
+    status: MessageStatus = _column(_enum(MessageStatus, "ck_messages_status"))
+    reason: str | None = _optional(sa.Text)  # why it reached its current status
+    source_block_number: int = _column(sa.BigInteger)
+    source_block_hash: str = _column(sa.String(_HASH))
+    source_tx_hash: str = _column(sa.String(_HASH))
+    log_index: int = _column(sa.BigInteger)  # position of the event within its block
+    checkpoint_id: int | None = _optional(
+        _ID, sa.ForeignKey("checkpoints.id", name="fk_messages_checkpoint")
+    )
+    delivery_tx_hash: str | None = _optional(sa.String(_HASH))  # latest carrier, or deliverer
+    attempts: int = _column(sa.Integer, default=0)  # times it entered ``submitted``
+    next_attempt_at: float | None = _optional(sa.Float)  # set only while ``failed``
+    created_at: float = _column(sa.Float)
+    updated_at: float = _column(sa.Float)
+
+    @property
+    def body(self) -> bytes:
+        """The application payload (the message after its 77-byte header)."""
+        return self.message[HEADER_SIZE:]
+
+
+class CursorRecord(_LedgerModel, table=True):
+    """How far a chain has been scanned (table ``scan_cursors``), per domain and stream."""
+
+    __tablename__ = "scan_cursors"
+
+    domain: int = _column(sa.BigInteger, primary_key=True)
+    stream: str = _column(sa.String(32), primary_key=True)  # "outbox", or another event feed
+    next_block: int = _column(sa.BigInteger)  # first block not yet scanned
+    last_block_hash: str | None = _optional(sa.String(_HASH))  # hash of block next_block - 1
+    updated_at: float = _column(sa.Float)
+
+
+class CheckpointRecord(_LedgerModel, table=True):
+    """An outbox checkpoint ``(origin, outbox, root, index)`` (table ``checkpoints``)."""
+
+    __tablename__ = "checkpoints"
+    __table_args__ = (
+        sa.UniqueConstraint("origin", "outbox", "index", name="uq_checkpoints_origin_outbox_index"),
+        sa.Index("ix_checkpoints_source_block", "origin", "source_block_number"),
+    )
+
+    id: int | None = _id_column()
+    origin: int = _column(sa.BigInteger)
+    outbox: str = _column(sa.String(_HASH))
+    root: str = _column(sa.String(_HASH))
+    index: int = _column(sa.BigInteger)  # count - 1
+    source_block_number: int = _column(sa.BigInteger)  # block whose state proved root/count
+    source_block_hash: str = _column(sa.String(_HASH))
+    created_at: float = _column(sa.Float)
+
+
+class SignatureRecord(_LedgerModel, table=True):
+    """One attester's signature over a checkpoint (table ``checkpoint_signatures``)."""
+
+    __tablename__ = "checkpoint_signatures"
+    __table_args__ = (
+        sa.UniqueConstraint("checkpoint_id", "signer", name="uq_signatures_checkpoint_signer"),
+    )
+
+    id: int | None = _id_column()
+    checkpoint_id: int = _column(
+        _ID, sa.ForeignKey("checkpoints.id", name="fk_signatures_checkpoint"), index=True
+    )
+    signer: str = _column(sa.String(_ADDRESS))
+    signature: bytes = _column(sa.LargeBinary)  # r ‖ s ‖ v, 65 bytes
+    created_at: float = _column(sa.Float)
+
+
+class TransactionRecord(_LedgerModel, table=True):
+    """A delivery transaction the relayer submitted (table ``transactions``)."""
+
+    __tablename__ = "transactions"
+    __table_args__ = (
+        sa.UniqueConstraint("chain", "hash", name="uq_transactions_chain_hash"),
+        sa.Index("ix_transactions_chain_status", "chain", "status"),
+        sa.Index("ix_transactions_chain_sender_nonce", "chain", "sender", "nonce"),
+    )
+
+    id: int | None = _id_column()
+    chain: int = _column(sa.BigInteger)  # destination domain
+    hash: str = _column(sa.String(_HASH))
+    sender: str = _column(sa.String(_HASH))
+    nonce: int = _column(sa.BigInteger)
+    gas_limit: int | None = _optional(sa.BigInteger)
+    max_fee_per_gas: int | None = _optional(_Wei())
+    max_priority_fee_per_gas: int | None = _optional(_Wei())
+    status: TxStatus = _column(_enum(TxStatus, "ck_transactions_status"))
+    submitted_at: float = _column(sa.Float)
+    confirmed_at: float | None = _optional(sa.Float)  # when its outcome was recorded
+    block_number: int | None = _optional(sa.BigInteger)
+    gas_used: int | None = _optional(sa.BigInteger)
+    effective_gas_price: int | None = _optional(_Wei())
+    fee_paid: int | None = _optional(_Wei())
+    replaces: str | None = _optional(sa.String(_HASH))
+    replaced_by: str | None = _optional(sa.String(_HASH))
+    error: str | None = _optional(sa.Text)
+    updated_at: float = _column(sa.Float)
+
+
+class TransactionMessageLink(_LedgerModel, table=True):
+    """Which messages a transaction carries (table ``transaction_messages``)."""
+
+    __tablename__ = "transaction_messages"
+
+    transaction_id: int = _column(
+        _ID, sa.ForeignKey("transactions.id", name="fk_txmsg_transaction"), primary_key=True
+    )
+    message_id: str = _column(
+        sa.String(_HASH),
+        sa.ForeignKey("messages.id", name="fk_txmsg_message"),
+        primary_key=True,
+        index=True,
+    )
+
+
+class StatusEvent(_LedgerModel, table=True):
+    """One status change (table ``status_events``): append-only, never updated or deleted.
+
+    ``from_status`` is ``None`` when the message was first recorded, ``to_status`` is ``None``
+    when a reorg removed it. There is deliberately no foreign key to ``messages``: the trail
+    outlives the rows it describes.
+    """
+
+    __tablename__ = "status_events"
+
+    id: int | None = _id_column()
+    message_id: str = _column(sa.String(_HASH), index=True)
+    from_status: MessageStatus | None = _optional(_enum(MessageStatus, "ck_events_from"))
+    to_status: MessageStatus | None = _optional(_enum(MessageStatus, "ck_events_to"))
+    reason: str | None = _optional(sa.Text)
+    checkpoint_id: int | None = _optional(_ID)
+    tx_hash: str | None = _optional(sa.String(_HASH))
+    at: float = _column(sa.Float)
+
+
+class LedgerMeta(_LedgerModel, table=True):
+    """Key/value facts about the file itself (table ``ledger_meta``), e.g. ``schema_version``."""
+
+    __tablename__ = "ledger_meta"
+
+    key: str = _column(sa.String(64), primary_key=True)
+    value: str = _column(sa.Text)
+
+
+_METADATA: Final = _LedgerModel.metadata
+_MESSAGES: Final[sa.Table] = _METADATA.tables["messages"]
+_EVENTS: Final[sa.Table] = _METADATA.tables["status_events"]
+_LINKS: Final[sa.Table] = _METADATA.tables["transaction_messages"]
+
+# The audit trail is append-only in the database itself, not just by convention.
+_TRIGGERS_SQLITE = (
+    "CREATE TRIGGER IF NOT EXISTS status_events_no_update BEFORE UPDATE ON status_events "
+    "BEGIN SELECT RAISE(ABORT, 'status_events is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS status_events_no_delete BEFORE DELETE ON status_events "
+    "BEGIN SELECT RAISE(ABORT, 'status_events is append-only'); END",
+)
+_TRIGGERS_POSTGRESQL = (
+    "CREATE OR REPLACE FUNCTION passerelle_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'status_events is append-only'; END $$",
+    "DROP TRIGGER IF EXISTS status_events_append_only ON status_events",
+    "CREATE TRIGGER status_events_append_only BEFORE UPDATE OR DELETE ON status_events "
+    "FOR EACH ROW EXECUTE FUNCTION passerelle_append_only()",
+)
+
+# Schema migrations: version v -> v + 1, run in order inside the opening transaction.
+_MIGRATIONS: Final[Mapping[int, Callable[[sa.Connection], None]]] = MappingProxyType({})
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredMessage:
+    """A message seen on its origin chain, with where it was seen.
+
+    ``message`` is the packed version-1 message; its id, origin, nonce, sender, destination and
+    recipient are read from it, so a row can never disagree with its own bytes.
+    """
+
+    message: bytes
+    block_number: int
+    block_hash: bytes | str
+    tx_hash: bytes | str
+    log_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewTransaction:
+    """A delivery transaction to record (before broadcasting it: see ``record_transaction``)."""
+
+    chain: int
+    hash: bytes | str
+    sender: bytes | str
+    nonce: int
+    gas_limit: int | None = None
+    max_fee_per_gas: int | None = None
+    max_priority_fee_per_gas: int | None = None
+    replaces: bytes | str | None = None  # hash of the pending transaction this one replaces
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _hex(value: bytes | bytearray | memoryview | str, size: int | None, what: str) -> str:
+    """Normalise bytes or 0x-hex to lowercase 0x-hex, checking the byte length if given."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+    elif isinstance(value, str):
+        if not value.startswith(("0x", "0X")):
+            raise ValueError(f"{what} must be 0x-prefixed hex, got {value!r}")
+        try:
+            raw = bytes.fromhex(value[2:])
+        except ValueError:
+            raise ValueError(f"{what} is not valid hex: {value!r}") from None
+    else:
+        raise TypeError(f"{what} must be bytes or a hex string, not {type(value).__name__}")
+    if size is not None and len(raw) != size:
+        raise ValueError(f"{what} must be {size} bytes, got {len(raw)}")
+    if not raw:
+        raise ValueError(f"{what} is empty")
+    return "0x" + raw.hex()
+
+
+def _uint(value: int, what: str, bits: int = 63) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**bits:
+        raise ValueError(f"{what} must be an integer in [0, 2**{bits}), got {value!r}")
+    return value
+
+
+def _wei(value: int | None, what: str) -> int | None:
+    return None if value is None else _uint(value, what, 256)
+
+
+def _dedupe(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _is_corruption(error: BaseException) -> bool:
+    text = str(error).lower()
+    return any(
+        marker in text for marker in ("not a database", "malformed", "corrupt", "disk image")
+    )
+
+
+def _is_busy(error: BaseException) -> bool:
+    text = str(error).lower()
+    return "locked" in text or "busy" in text
+
+
+# --------------------------------------------------------------------------------------------
+# Operations shared by the ledger and by an atomic batch
+
+
+class _Operations:
+    """Every ledger operation, written once against "a write session" and "a read session".
+
+    :class:`Ledger` opens one transaction per call; :class:`LedgerBatch` runs every call inside
+    the single transaction of :meth:`Ledger.atomic`.
+    """
+
+    clock: Callable[[], float]
+    _postgres: bool
+
+    def _writing(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError
+
+    def _reading(self) -> AbstractContextManager[Session]:
+        raise NotImplementedError
+
+    # ---- messages --------------------------------------------------------------------------
+
+    def record_discovered(self, records: Iterable[DiscoveredMessage]) -> int:
+        """Insert newly seen messages; return how many were new.
+
+        Idempotent: a message whose id is already stored is ignored, whatever its status. The
+        same ``(origin, nonce)`` under a different id (in the ledger or within ``records``) is a
+        reorg or an equivocating source: :class:`LedgerConflict` is raised and nothing is
+        written, because overwriting would silently drop a message (T16, T21).
+        """
+        parsed: dict[str, dict[str, Any]] = {}
+        by_key: dict[tuple[int, int], str] = {}
+        conflicts: list[str] = []
+        now = self.clock()
+        for record in records:
+            row = _parse_discovery(record, now)
+            key = (row["origin"], row["nonce"])
+            if by_key.setdefault(key, row["id"]) != row["id"]:
+                conflicts.append(
+                    f"origin {key[0]} nonce {key[1]}: {by_key[key]} and {row['id']} in one batch"
+                )
+            parsed.setdefault(row["id"], row)
+        if conflicts:
+            raise LedgerConflict("two messages claim one (origin, nonce)", conflicts)
+        if not parsed:
+            return 0
+        with self._writing() as session:
+            existing: set[str] = set()
+            for chunk in _chunks(list(parsed)):
+                existing.update(
+                    session.exec(select(MessageRecord.id).where(col(MessageRecord.id).in_(chunk)))
+                )
+            fresh = [row for mid, row in parsed.items() if mid not in existing]
+            nonces_by_origin: dict[int, list[int]] = {}
+            for row in fresh:
+                nonces_by_origin.setdefault(row["origin"], []).append(row["nonce"])
+            for origin, nonces in nonces_by_origin.items():
+                for chunk in _chunks(nonces):
+                    stored = session.exec(
+                        select(MessageRecord.nonce, MessageRecord.id).where(
+                            MessageRecord.origin == origin, col(MessageRecord.nonce).in_(chunk)
+                        )
+                    )
+                    for nonce, stored_id in stored:
+                        conflicts.append(
+                            f"origin {origin} nonce {nonce}: stored {stored_id}, "
+                            f"new {by_key[(origin, nonce)]}"
+                        )
+            if conflicts:
+                raise LedgerConflict("two messages claim one (origin, nonce)", conflicts)
+            if fresh:
+                connection = session.connection()
+                connection.execute(sa.insert(_MESSAGES), fresh)
+                connection.execute(
+                    sa.insert(_EVENTS),
+                    [
+                        {
+                            "message_id": row["id"],
+                            "from_status": None,
+                            "to_status": MessageStatus.DISCOVERED,
+                            "reason": None,
+                            "checkpoint_id": None,
+                            "tx_hash": None,
+                            "at": now,
+                        }
+                        for row in fresh
+                    ],
+                )
+            return len(fresh)
+
+    def transition(
+        self,
+        ids: Iterable[bytes | str],
+        to: MessageStatus,
+        *,
+        reason: str | None = None,
+        checkpoint_id: int | None = None,
+        tx_hash: bytes | str | None = None,
+        retry_at: float | None = None,
+    ) -> list[str]:
+        """Move messages to status ``to`` in one transaction; return the ids that changed.
+
+        All or nothing: if any id is unknown (:class:`UnknownRecord`), any move is not in
+        :data:`TRANSITIONS` (:class:`IllegalTransition`) or a reference does not fit
+        (:class:`InvalidReference`), nothing is written. Ids already in ``to`` are skipped
+        (idempotent). What each target needs:
+
+        - ``attested``: ``checkpoint_id`` of a stored checkpoint of the message's origin whose
+          index covers its nonce (optional when the message already has one, e.g. on retry);
+        - ``submitted``: ``tx_hash`` of a recorded pending transaction on the message's
+          destination (see :meth:`record_transaction`, which does both in one step);
+        - ``delivered``: optionally the ``tx_hash`` that delivered it (ours or anyone's);
+        - ``failed``: a ``reason``, and ``retry_at`` (clock time) if it should be retried
+          automatically (see :meth:`due_for_retry`);
+        - ``skipped``, and ``discovered`` (an operator re-queueing a skipped message): a reason.
+        """
+        target = MessageStatus(to)
+        wanted = _dedupe(_hex(i, 32, "message id") for i in ids)
+        tx = None if tx_hash is None else _hex(tx_hash, 32, "transaction hash")
+        _check_transition_arguments(target, reason, checkpoint_id, tx, retry_at)
+        if not wanted:
+            return []
+        with self._writing() as session:
+            return _apply_transition(
+                session,
+                now=self.clock(),
+                ids=wanted,
+                to=target,
+                reason=reason,
+                checkpoint_id=checkpoint_id,
+                tx_hash=tx,
+                retry_at=retry_at,
+            )
+
+    def invalidate_above(
+        self,
+        origin: int,
+        block_number: int,
+        block_hash: bytes | str,
+        *,
+        stream: str = _DEFAULT_STREAM,
+        reason: str | None = None,
+    ) -> list[str]:
+        """Forget what came from orphaned blocks of ``origin``; return the removed message ids.
+
+        ``block_number`` is the newest block still canonical (the common ancestor) and
+        ``block_hash`` its hash. In one transaction: messages from later blocks that were never
+        attested (discovered, final, or skipped before attestation) are deleted, with an audit
+        row each, so a re-scan records the new canonical messages afresh; unsigned checkpoints
+        proven at later blocks are deleted; the ``stream`` cursor is rewound to
+        ``block_number + 1`` if it was beyond.
+
+        If anything from those blocks was already attested, submitted, failed (after attestation)
+        or delivered, or a later checkpoint carries signatures or is referenced, nothing is
+        changed and :class:`LedgerConflict` is raised: the committee has signed, or the
+        destination acted on, history that no longer exists. That is the "halt and report"
+        case of T21: only a person can decide what to do about it.
+        """
+        _uint(origin, "origin", 32)
+        _uint(block_number, "block number")
+        anchor = _hex(block_hash, 32, "block hash")
+        why = reason or f"reorg: origin {origin} blocks after {block_number} ({anchor}) orphaned"
+        now = self.clock()
+        with self._writing() as session:
+            orphans = session.exec(
+                select(MessageRecord).where(
+                    MessageRecord.origin == origin,
+                    col(MessageRecord.source_block_number) > block_number,
+                )
+            ).all()
+            checkpoints = session.exec(
+                select(CheckpointRecord).where(
+                    CheckpointRecord.origin == origin,
+                    col(CheckpointRecord.source_block_number) > block_number,
+                )
+            ).all()
+            conflicts = [
+                f"message {row.id} (nonce {row.nonce}, block {row.source_block_number}) "
+                f"is {row.status}" + ("" if row.checkpoint_id is None else " and attested")
+                for row in orphans
+                if row.status not in _DROPPABLE or row.checkpoint_id is not None
+            ]
+            for cp in checkpoints:
+                signed = session.exec(
+                    select(func.count()).where(SignatureRecord.checkpoint_id == cp.id)
+                ).one()
+                used = session.exec(
+                    select(func.count()).where(MessageRecord.checkpoint_id == cp.id)
+                ).one()
+                if signed or used:
+                    conflicts.append(
+                        f"checkpoint {cp.id} (index {cp.index}, root {cp.root}, block "
+                        f"{cp.source_block_number}) has {signed} signatures, {used} messages"
+                    )
+            if conflicts:
+                raise LedgerConflict(
+                    f"reorg of origin {origin} below block {block_number + 1} orphans "
+                    "attested state; halting",
+                    conflicts,
+                )
+            removed = [row.id for row in orphans]
+            for chunk in _chunks(removed):
+                session.exec(
+                    delete(TransactionMessageLink).where(
+                        col(TransactionMessageLink.message_id).in_(chunk)
+                    )
+                )
+            for row in orphans:
+                session.add(
+                    StatusEvent(
+                        message_id=row.id,
+                        from_status=row.status,
+                        to_status=None,
+                        reason=why,
+                        at=now,
+                    )
+                )
+                session.delete(row)
+            for cp in checkpoints:
+                session.delete(cp)
+            cursor = session.get(CursorRecord, (origin, stream))
+            if cursor is not None and cursor.next_block > block_number + 1:
+                cursor.next_block = block_number + 1
+                cursor.last_block_hash = anchor
+                cursor.updated_at = now
+                session.add(cursor)
+            session.flush()
+            return removed
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def save_checkpoint(
+        self,
+        origin: int,
+        outbox: bytes | str,
+        root: bytes | str,
+        index: int,
+        *,
+        block_number: int,
+        block_hash: bytes | str,
+    ) -> int:
+        """Store a checkpoint (or find the identical one); return its id.
+
+        A different root at the same ``(origin, outbox, index)`` raises :class:`LedgerConflict`:
+        two histories of one outbox means a reorg below finality or an equivocating committee.
+        """
+        row = CheckpointRecord(
+            origin=_uint(origin, "origin", 32),
+            outbox=_hex(outbox, 32, "outbox"),
+            root=_hex(root, 32, "root"),
+            index=_uint(index, "index", 32),
+            source_block_number=_uint(block_number, "block number"),
+            source_block_hash=_hex(block_hash, 32, "block hash"),
+            created_at=self.clock(),
+        )
+        with self._writing() as session:
+            stored = session.exec(
+                select(CheckpointRecord).where(
+                    CheckpointRecord.origin == row.origin,
+                    CheckpointRecord.outbox == row.outbox,
+                    CheckpointRecord.index == row.index,
+                )
+            ).first()
+            if stored is not None:
+                if stored.root != row.root:
+                    raise LedgerConflict(
+                        f"checkpoint conflict for origin {row.origin} outbox {row.outbox} "
+                        f"index {row.index}",
+                        [f"stored root {stored.root}, new root {row.root}"],
+                    )
+                assert stored.id is not None
+                return stored.id
+            session.add(row)
+            session.flush()
+            assert row.id is not None
+            return row.id
+
+    def add_signature(self, checkpoint_id: int, signer: bytes | str, signature: bytes) -> bool:
+        """Store one attester's 65-byte signature; return False if that signer already has one.
+
+        The ledger does not verify signatures: store only what the committee light client
+        accepted. The first signature stored for a signer is kept.
+        """
+        signer_hex = _hex(signer, 20, "signer address")
+        if not isinstance(signature, bytes | bytearray) or len(signature) != 65:
+            raise ValueError("a signature is exactly 65 bytes (r ‖ s ‖ v)")
+        with self._writing() as session:
+            if session.get(CheckpointRecord, checkpoint_id) is None:
+                raise UnknownRecord("checkpoint", [checkpoint_id])
+            stored = session.exec(
+                select(SignatureRecord.id).where(
+                    SignatureRecord.checkpoint_id == checkpoint_id,
+                    SignatureRecord.signer == signer_hex,
+                )
+            ).first()
+            if stored is not None:
+                return False
+            session.add(
+                SignatureRecord(
+                    checkpoint_id=checkpoint_id,
+                    signer=signer_hex,
+                    signature=bytes(signature),
+                    created_at=self.clock(),
+                )
+            )
+            session.flush()
+            return True
+
+    # ---- transactions ----------------------------------------------------------------------
+
+    def record_transaction(
+        self, tx: NewTransaction, message_ids: Iterable[bytes | str] = ()
+    ) -> TransactionRecord:
+        """Record a delivery transaction and move ``message_ids`` to ``submitted`` in it.
+
+        One database transaction, so there is never a pending transaction without its messages
+        or a submitted message without its transaction. Record it before broadcasting (its hash
+        is known once signed): after a crash the relayer then finds it and asks the chain,
+        instead of forgetting a transaction that may land. Idempotent for the same
+        ``(chain, hash)``. With ``tx.replaces``, the replaced transaction is marked ``replaced``.
+        """
+        chain = _uint(tx.chain, "chain", 32)
+        tx_hash = _hex(tx.hash, 32, "transaction hash")
+        replaces = None if tx.replaces is None else _hex(tx.replaces, 32, "replaced hash")
+        if replaces == tx_hash:
+            raise ValueError("a transaction cannot replace itself")
+        ids = _dedupe(_hex(i, 32, "message id") for i in message_ids)
+        now = self.clock()
+        with self._writing() as session:
+            row = _find_tx(session, chain, tx_hash)
+            if row is None:
+                if replaces is not None:
+                    old = _find_tx(session, chain, replaces)
+                    if old is None:
+                        raise UnknownRecord("transaction", [f"{chain}:{replaces}"])
+                    _move_tx(old, TxStatus.REPLACED, now)
+                    old.replaced_by = tx_hash
+                    session.add(old)
+                row = TransactionRecord(
+                    chain=chain,
+                    hash=tx_hash,
+                    sender=_hex(tx.sender, None, "sender"),
+                    nonce=_uint(tx.nonce, "nonce"),
+                    gas_limit=None if tx.gas_limit is None else _uint(tx.gas_limit, "gas limit"),
+                    max_fee_per_gas=_wei(tx.max_fee_per_gas, "max fee per gas"),
+                    max_priority_fee_per_gas=_wei(tx.max_priority_fee_per_gas, "priority fee"),
+                    status=TxStatus.PENDING,
+                    submitted_at=now,
+                    replaces=replaces,
+                    updated_at=now,
+                )
+                session.add(row)
+                session.flush()
+            if ids:
+                _apply_transition(
+                    session,
+                    now=now,
+                    ids=ids,
+                    to=MessageStatus.SUBMITTED,
+                    reason=None,
+                    checkpoint_id=None,
+                    tx_hash=tx_hash,
+                    retry_at=None,
+                )
+            return row
+
+    def update_transaction(
+        self,
+        chain: int,
+        tx_hash: bytes | str,
+        status: TxStatus,
+        *,
+        block_number: int | None = None,
+        gas_used: int | None = None,
+        effective_gas_price: int | None = None,
+        fee_paid: int | None = None,
+        error: str | None = None,
+        replaced_by: bytes | str | None = None,
+    ) -> TransactionRecord:
+        """Record a transaction's outcome (status per :data:`TX_TRANSITIONS`, receipt fields).
+
+        Messages are not moved here: a batch can deliver some and fail others, so move them with
+        :meth:`transition`, inside the same :meth:`Ledger.atomic` block to keep it one commit.
+        """
+        target = TxStatus(status)
+        chain = _uint(chain, "chain", 32)
+        hash_hex = _hex(tx_hash, 32, "transaction hash")
+        now = self.clock()
+        with self._writing() as session:
+            row = _find_tx(session, chain, hash_hex)
+            if row is None:
+                raise UnknownRecord("transaction", [f"{chain}:{hash_hex}"])
+            _move_tx(row, target, now)
+            if block_number is not None:
+                row.block_number = _uint(block_number, "block number")
+            if gas_used is not None:
+                row.gas_used = _uint(gas_used, "gas used")
+            if effective_gas_price is not None:
+                row.effective_gas_price = _wei(effective_gas_price, "effective gas price")
+            if fee_paid is not None:
+                row.fee_paid = _wei(fee_paid, "fee paid")
+            if error is not None:
+                row.error = error
+            if replaced_by is not None:
+                row.replaced_by = _hex(replaced_by, 32, "replacement hash")
+            session.add(row)
+            session.flush()
+            return row
+
+    # ---- cursors ---------------------------------------------------------------------------
+
+    def set_cursor(
+        self,
+        domain: int,
+        next_block: int,
+        last_block_hash: bytes | str | None,
+        *,
+        stream: str = _DEFAULT_STREAM,
+    ) -> None:
+        """Record that ``domain`` is scanned up to ``next_block - 1``, whose hash is given.
+
+        Keep the hash: a later scan that finds a different hash at that height has found a
+        reorg below the cursor (call :meth:`invalidate_above`). Call this in the same
+        :meth:`Ledger.atomic` block as the :meth:`record_discovered` of those blocks.
+        """
+        _uint(domain, "domain", 32)
+        _uint(next_block, "next block")
+        last = None if last_block_hash is None else _hex(last_block_hash, 32, "block hash")
+        with self._writing() as session:
+            row = session.get(CursorRecord, (domain, stream))
+            if row is None:
+                row = CursorRecord(domain=domain, stream=stream, next_block=0, updated_at=0.0)
+            row.next_block = next_block
+            row.last_block_hash = last
+            row.updated_at = self.clock()
+            session.add(row)
+            session.flush()
+
+    def get_cursor(self, domain: int, *, stream: str = _DEFAULT_STREAM) -> CursorRecord | None:
+        """Return the scan cursor of ``domain`` (and ``stream``), or None if never scanned."""
+        with self._reading() as session:
+            return session.get(CursorRecord, (domain, stream))
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def get(self, message_id: bytes | str) -> MessageRecord | None:
+        """Return one message, or None."""
+        with self._reading() as session:
+            return session.get(MessageRecord, _hex(message_id, 32, "message id"))
+
+    def by_status(
+        self,
+        status: MessageStatus,
+        limit: int = 100,
+        *,
+        origin: int | None = None,
+        destination: int | None = None,
+    ) -> list[MessageRecord]:
+        """Return up to ``limit`` messages in ``status``, oldest nonce first per origin."""
+        return self.messages(
+            status=MessageStatus(status), origin=origin, destination=destination, limit=limit
+        )
+
+    def due_for_retry(
+        self, now: float | None = None, limit: int = 100, *, destination: int | None = None
+    ) -> list[MessageRecord]:
+        """Return failed messages whose ``next_attempt_at`` has come, the most overdue first."""
+        when = self.clock() if now is None else now
+        query = select(MessageRecord).where(
+            MessageRecord.status == MessageStatus.FAILED,
+            col(MessageRecord.next_attempt_at).is_not(None),
+            col(MessageRecord.next_attempt_at) <= when,
+        )
+        if destination is not None:
+            query = query.where(MessageRecord.destination == destination)
+        query = query.order_by(col(MessageRecord.next_attempt_at), col(MessageRecord.id))
+        with self._reading() as session:
+            return list(session.exec(query.limit(limit)).all())
+
+    def counts_by_status(
+        self, *, origin: int | None = None, destination: int | None = None
+    ) -> dict[MessageStatus, int]:
+        """Return the number of messages in every status (zeros included), for metrics."""
+        query = select(MessageRecord.status, func.count()).group_by(col(MessageRecord.status))
+        if origin is not None:
+            query = query.where(MessageRecord.origin == origin)
+        if destination is not None:
+            query = query.where(MessageRecord.destination == destination)
+        counts = dict.fromkeys(MessageStatus, 0)
+        with self._reading() as session:
+            for status, count in session.exec(query):
+                counts[MessageStatus(status)] = count
+        return counts
+
+    def messages(
+        self,
+        *,
+        origin: int | None = None,
+        destination: int | None = None,
+        status: MessageStatus | None = None,
+        after: tuple[int, int] | None = None,
+        limit: int = 1000,
+    ) -> list[MessageRecord]:
+        """List messages ordered by ``(origin, nonce)``, filtered; ``after`` pages by that key."""
+        query = select(MessageRecord)
+        if origin is not None:
+            query = query.where(MessageRecord.origin == origin)
+        if destination is not None:
+            query = query.where(MessageRecord.destination == destination)
+        if status is not None:
+            query = query.where(MessageRecord.status == MessageStatus(status))
+        if after is not None:
+            after_origin, after_nonce = after
+            query = query.where(
+                sa.or_(
+                    col(MessageRecord.origin) > after_origin,
+                    sa.and_(
+                        col(MessageRecord.origin) == after_origin,
+                        col(MessageRecord.nonce) > after_nonce,
+                    ),
+                )
+            )
+        query = query.order_by(col(MessageRecord.origin), col(MessageRecord.nonce)).limit(limit)
+        with self._reading() as session:
+            return list(session.exec(query).all())
+
+    def history(self, message_id: bytes | str) -> list[StatusEvent]:
+        """Return the audit trail of one message, oldest first (it survives the message row)."""
+        mid = _hex(message_id, 32, "message id")
+        with self._reading() as session:
+            return list(
+                session.exec(
+                    select(StatusEvent)
+                    .where(StatusEvent.message_id == mid)
+                    .order_by(col(StatusEvent.id))
+                ).all()
+            )
+
+    def get_checkpoint(self, checkpoint_id: int) -> CheckpointRecord | None:
+        """Return one checkpoint, or None."""
+        with self._reading() as session:
+            return session.get(CheckpointRecord, checkpoint_id)
+
+    def latest_checkpoint(
+        self, origin: int, outbox: bytes | str | None = None
+    ) -> CheckpointRecord | None:
+        """Return the checkpoint of ``origin`` (and ``outbox``) with the highest index."""
+        query = select(CheckpointRecord).where(CheckpointRecord.origin == origin)
+        if outbox is not None:
+            query = query.where(CheckpointRecord.outbox == _hex(outbox, 32, "outbox"))
+        query = query.order_by(col(CheckpointRecord.index).desc()).limit(1)
+        with self._reading() as session:
+            return session.exec(query).first()
+
+    def signatures(self, checkpoint_id: int) -> list[SignatureRecord]:
+        """Return a checkpoint's signatures in ascending signer order (as inboxes require)."""
+        with self._reading() as session:
+            return list(
+                session.exec(
+                    select(SignatureRecord)
+                    .where(SignatureRecord.checkpoint_id == checkpoint_id)
+                    .order_by(col(SignatureRecord.signer))
+                ).all()
+            )
+
+    def get_transaction(self, chain: int, tx_hash: bytes | str) -> TransactionRecord | None:
+        """Return one recorded transaction, or None."""
+        with self._reading() as session:
+            return _find_tx(session, chain, _hex(tx_hash, 32, "transaction hash"))
+
+    def transactions(
+        self, *, chain: int | None = None, status: TxStatus | None = None, limit: int = 1000
+    ) -> list[TransactionRecord]:
+        """List recorded transactions, oldest first (e.g. the pending ones to re-check on start)."""
+        query = select(TransactionRecord)
+        if chain is not None:
+            query = query.where(TransactionRecord.chain == chain)
+        if status is not None:
+            query = query.where(TransactionRecord.status == TxStatus(status))
+        query = query.order_by(col(TransactionRecord.id)).limit(limit)
+        with self._reading() as session:
+            return list(session.exec(query).all())
+
+    def transaction_messages(self, chain: int, tx_hash: bytes | str) -> list[str]:
+        """Return the ids of the messages a recorded transaction carries."""
+        hash_hex = _hex(tx_hash, 32, "transaction hash")
+        with self._reading() as session:
+            row = _find_tx(session, chain, hash_hex)
+            if row is None:
+                raise UnknownRecord("transaction", [f"{chain}:{hash_hex}"])
+            return list(
+                session.exec(
+                    select(TransactionMessageLink.message_id)
+                    .where(TransactionMessageLink.transaction_id == row.id)
+                    .order_by(col(TransactionMessageLink.message_id))
+                ).all()
+            )
+
+    def verify_audit(self) -> list[str]:
+        """Check the audit trail against the rows; return one line per problem (empty = sound).
+
+        Each message's events must chain (``from`` = previous ``to``), follow
+        :data:`TRANSITIONS` (plus recording, and removal of never-attested rows by a reorg),
+        and end at the row's current status; a row must not exist without events.
+        """
+        problems: list[str] = []
+        with self._reading() as session:
+            current = dict(session.exec(select(MessageRecord.id, MessageRecord.status)).all())
+            events = session.exec(
+                select(StatusEvent.message_id, StatusEvent.from_status, StatusEvent.to_status)
+                .order_by(col(StatusEvent.message_id), col(StatusEvent.id))
+                .execution_options(yield_per=2000)
+            )
+            last: dict[str, MessageStatus | None] = {}
+            for mid, raw_from, raw_to in events:
+                frm, to = _status_or_none(raw_from), _status_or_none(raw_to)
+                prev = last.get(mid)
+                if frm != prev:
+                    problems.append(f"{mid}: event from {frm} but previous state was {prev}")
+                if not _audit_edge_ok(frm, to):
+                    problems.append(f"{mid}: illegal recorded move {frm} -> {to}")
+                last[mid] = to
+        for mid, status in current.items():
+            if mid not in last:
+                problems.append(f"{mid}: status {status} with no audit events")
+            elif last[mid] != status:
+                problems.append(f"{mid}: status {status} but last event says {last[mid]}")
+        problems.extend(
+            f"{mid}: last event says {to} but the row is gone"
+            for mid, to in last.items()
+            if to is not None and mid not in current
+        )
+        return problems
+
+
+def _status_or_none(value: str | None) -> MessageStatus | None:
+    return None if value is None else MessageStatus(value)
+
+
+def _audit_edge_ok(frm: MessageStatus | None, to: MessageStatus | None) -> bool:
+    if frm is None:
+        return to is MessageStatus.DISCOVERED
+    if to is None:
+        return frm in _DROPPABLE
+    return to in TRANSITIONS[frm]
+
+
+def _parse_discovery(record: DiscoveredMessage, now: float) -> dict[str, Any]:
+    raw = bytes(record.message)
+    if len(raw) < HEADER_SIZE:
+        raise ValueError(f"a message is at least {HEADER_SIZE} bytes, got {len(raw)}")
+    version, nonce, origin, sender, destination, recipient = _HEADER.unpack_from(raw)
+    if version != _MESSAGE_VERSION:
+        raise ValueError(f"unsupported message version {version}")
+    return {
+        "id": "0x" + keccak256(raw).hex(),
+        "origin": origin,
+        "nonce": nonce,
+        "destination": destination,
+        "sender": "0x" + sender.hex(),
+        "recipient": "0x" + recipient.hex(),
+        "message": raw,
+        "status": MessageStatus.DISCOVERED,
+        "reason": None,
+        "source_block_number": _uint(record.block_number, "block number"),
+        "source_block_hash": _hex(record.block_hash, 32, "block hash"),
+        "source_tx_hash": _hex(record.tx_hash, 32, "transaction hash"),
+        "log_index": _uint(record.log_index, "log index"),
+        "checkpoint_id": None,
+        "delivery_tx_hash": None,
+        "attempts": 0,
+        "next_attempt_at": None,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _check_transition_arguments(
+    to: MessageStatus,
+    reason: str | None,
+    checkpoint_id: int | None,
+    tx_hash: str | None,
+    retry_at: float | None,
+) -> None:
+    if to in _REASON_REQUIRED and not reason:
+        raise ValueError(f"a move to {to} needs a reason")
+    if checkpoint_id is not None and to is not MessageStatus.ATTESTED:
+        raise ValueError("checkpoint_id applies only to a move to attested")
+    if to is MessageStatus.SUBMITTED and tx_hash is None:
+        raise ValueError("a move to submitted needs the tx_hash of a recorded transaction")
+    if tx_hash is not None and to not in (MessageStatus.SUBMITTED, MessageStatus.DELIVERED):
+        raise ValueError("tx_hash applies only to a move to submitted or delivered")
+    if retry_at is not None and to is not MessageStatus.FAILED:
+        raise ValueError("retry_at applies only to a move to failed")
+
+
+@dataclass(slots=True)
+class _State:
+    """What a transition needs to know about a message (read without building ORM objects)."""
+
+    id: str
+    status: MessageStatus
+    origin: int
+    nonce: int
+    destination: int
+    checkpoint_id: int | None
+    delivery_tx_hash: str | None
+
+
+def _apply_transition(
+    session: Session,
+    *,
+    now: float,
+    ids: Sequence[str],
+    to: MessageStatus,
+    reason: str | None,
+    checkpoint_id: int | None,
+    tx_hash: str | None,
+    retry_at: float | None,
+) -> list[str]:
+    """Validate every move first, then apply them all (so a failure changes nothing).
+
+    The hot path of the relayer, so it runs as a few set-based statements (one UPDATE per
+    chunk of ids, one multi-row INSERT of audit rows) rather than through ORM objects.
+    """
+    m = _MESSAGES.c
+    states: dict[str, _State] = {}
+    session.flush()  # Core statements below must see this session's pending ORM changes
+    connection = session.connection()
+    for chunk in _chunks(ids):
+        for row in connection.execute(
+            sa.select(
+                m.id,
+                m.status,
+                m.origin,
+                m.nonce,
+                m.destination,
+                m.checkpoint_id,
+                m.delivery_tx_hash,
+            ).where(m.id.in_(chunk))
+        ):
+            states[row.id] = _State(*row)
+    missing = [i for i in ids if i not in states]
+    if missing:
+        raise UnknownRecord("message", missing)
+
+    checkpoint = None
+    if checkpoint_id is not None:
+        checkpoint = session.get(CheckpointRecord, checkpoint_id)
+        if checkpoint is None:
+            raise UnknownRecord("checkpoint", [checkpoint_id])
+    carriers: dict[int, TransactionRecord] = {}
+    if to is MessageStatus.SUBMITTED:
+        carriers = {
+            tx.chain: tx
+            for tx in session.exec(
+                select(TransactionRecord).where(TransactionRecord.hash == tx_hash)
+            ).all()
+        }
+
+    moving: list[_State] = []
+    for mid in ids:
+        state = states[mid]
+        frm = MessageStatus(state.status)
+        if frm == to and not (to is MessageStatus.SUBMITTED and state.delivery_tx_hash != tx_hash):
+            continue  # already there: idempotent
+        if to not in TRANSITIONS[frm]:
+            raise IllegalTransition(mid, frm.value, to.value)
+        if to is MessageStatus.ATTESTED:
+            if checkpoint is not None:
+                if checkpoint.origin != state.origin or state.nonce > checkpoint.index:
+                    raise InvalidReference(
+                        f"checkpoint {checkpoint.id} (origin {checkpoint.origin}, index "
+                        f"{checkpoint.index}) cannot cover message {mid} (origin "
+                        f"{state.origin}, nonce {state.nonce})"
+                    )
+            elif state.checkpoint_id is None:
+                raise InvalidReference(f"message {mid} needs a checkpoint to become attested")
+        if to is MessageStatus.SUBMITTED:
+            carrier = carriers.get(state.destination)
+            if carrier is None:
+                raise InvalidReference(
+                    f"no recorded transaction {tx_hash} on chain {state.destination} "
+                    f"(the destination of {mid})"
+                )
+            if carrier.status is not TxStatus.PENDING:
+                raise InvalidReference(
+                    f"transaction {tx_hash} is {carrier.status}, not pending; it cannot carry {mid}"
+                )
+        moving.append(state)
+    if not moving:
+        return []
+
+    values: dict[str, Any] = {
+        "status": to,
+        "reason": reason,
+        "updated_at": now,
+        "next_attempt_at": retry_at if to is MessageStatus.FAILED else None,
+    }
+    if to is MessageStatus.ATTESTED and checkpoint is not None:
+        values["checkpoint_id"] = checkpoint.id
+    elif to is MessageStatus.DISCOVERED:
+        values["checkpoint_id"] = None  # re-queued from scratch: it must be attested again
+    if tx_hash is not None:
+        values["delivery_tx_hash"] = tx_hash
+    moving_ids = [state.id for state in moving]
+    for chunk in _chunks(moving_ids):
+        connection.execute(sa.update(_MESSAGES).where(m.id.in_(chunk)).values(**values))
+    if to is MessageStatus.SUBMITTED:
+        entering = [s.id for s in moving if s.status is not MessageStatus.SUBMITTED]
+        for chunk in _chunks(entering):
+            connection.execute(
+                sa.update(_MESSAGES).where(m.id.in_(chunk)).values(attempts=m.attempts + 1)
+            )
+        _link(connection, carriers, moving)
+
+    connection.execute(
+        sa.insert(_EVENTS),
+        [
+            {
+                "message_id": state.id,
+                "from_status": state.status,
+                "to_status": to,
+                "reason": reason,
+                "checkpoint_id": (
+                    values.get("checkpoint_id", state.checkpoint_id)
+                    if to is MessageStatus.ATTESTED
+                    else None
+                ),
+                "tx_hash": tx_hash,
+                "at": now,
+            }
+            for state in moving
+        ],
+    )
+    # Message objects already loaded in this session (inside ledger.atomic()) see the change.
+    for mid in moving_ids:
+        loaded = session.identity_map.get(session.identity_key(MessageRecord, mid))
+        if loaded is not None:
+            session.refresh(loaded)
+    return moving_ids
+
+
+def _link(
+    connection: sa.Connection, carriers: Mapping[int, TransactionRecord], moving: Sequence[_State]
+) -> None:
+    """Record which transaction carries each message (once per pair)."""
+    links = _LINKS.c
+    wanted: set[tuple[int, str]] = set()
+    for state in moving:
+        carrier_id = carriers[state.destination].id
+        assert carrier_id is not None
+        wanted.add((carrier_id, state.id))
+    for carrier_id in {c for c, _ in wanted}:
+        mids = [mid for c, mid in wanted if c == carrier_id]
+        for chunk in _chunks(mids):
+            wanted.difference_update(
+                (carrier_id, mid)
+                for (mid,) in connection.execute(
+                    sa.select(links.message_id).where(
+                        links.transaction_id == carrier_id, links.message_id.in_(chunk)
+                    )
+                )
+            )
+    if wanted:
+        connection.execute(
+            sa.insert(_LINKS),
+            [{"transaction_id": c, "message_id": mid} for c, mid in sorted(wanted)],
+        )
+
+
+def _find_tx(session: Session, chain: int, tx_hash: str) -> TransactionRecord | None:
+    return session.exec(
+        select(TransactionRecord).where(
+            TransactionRecord.chain == chain, TransactionRecord.hash == tx_hash
+        )
+    ).first()
+
+
+def _move_tx(row: TransactionRecord, to: TxStatus, now: float) -> None:
+    if row.status == to:
+        return
+    if to not in TX_TRANSITIONS[row.status]:
+        raise IllegalTransition(row.hash, row.status.value, to.value, kind="transaction")
+    row.status = to
+    if to in (TxStatus.CONFIRMED, TxStatus.FAILED):
+        row.confirmed_at = now
+    row.updated_at = now
+
+
+# --------------------------------------------------------------------------------------------
+# The ledger and its atomic batches
+
+
+class LedgerBatch(_Operations):
+    """The operations of a :class:`Ledger`, all inside one database transaction.
+
+    Obtained from :meth:`Ledger.atomic`. If any operation raises, the whole batch is rolled
+    back, even if the caller catches the exception inside the block.
+    """
+
+    def __init__(self, session: Session, clock: Callable[[], float], postgres: bool) -> None:
+        self.clock = clock
+        self._postgres = postgres
+        self._session = session
+        self._closed = False
+        self.poisoned = False
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        if self._closed:
+            raise LedgerError("this atomic batch has already ended")
+        if self.poisoned:
+            raise LedgerError("an earlier operation in this atomic batch failed")
+        try:
+            yield self._session
+        except BaseException:
+            self.poisoned = True
+            raise
+
+    _reading = _writing
+
+
+class Ledger(_Operations):
+    """The delivery ledger; obtain one with :func:`open_ledger` and close it when done."""
+
+    _WRITE_OPTION: ClassVar[str] = "passerelle_ledger_write"
+
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        """Wrap an engine prepared by :func:`open_ledger` (use that, not this)."""
+        self.clock = clock
+        self._engine = engine
+        self._write_engine = engine.execution_options(**{self._WRITE_OPTION: True})
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (for inspection and tests; write through the API)."""
+        return self._engine
+
+    @property
+    def location(self) -> str:
+        """Where the ledger lives (the database URL, password hidden)."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Close every pooled connection (on SQLite this also checkpoints the WAL)."""
+        self._engine.dispose()
+
+    def __enter__(self) -> "Ledger":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def atomic(self) -> Iterator[LedgerBatch]:
+        """Run several operations as ONE database transaction: all of them commit, or none.
+
+        Example: a receipt that delivered some messages of a batch and failed others::
+
+            with ledger.atomic() as batch:
+                batch.update_transaction(chain, tx, TxStatus.CONFIRMED, gas_used=...)
+                batch.transition(ok_ids, MessageStatus.DELIVERED, tx_hash=tx)
+                batch.transition(bad_ids, MessageStatus.FAILED, reason=..., retry_at=...)
+
+        Keep the block short and free of network I/O: it holds the write lock throughout.
+        """
+        with self._writing() as session:
+            batch = LedgerBatch(session, self.clock, self._postgres)
+            try:
+                yield batch
+                if batch.poisoned:
+                    raise LedgerError(
+                        "an operation inside ledger.atomic() failed; the batch was rolled back"
+                    )
+            finally:
+                batch._closed = True
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        try:
+            with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
+                if self._postgres:
+                    session.connection().execute(
+                        sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY))
+                    )
+                yield session
+        except sa_exc.OperationalError as error:
+            raise _translate(error) from error
+        except sa_exc.IntegrityError as error:
+            raise LedgerError(f"constraint violated: {error.orig}") from error
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        try:
+            with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except sa_exc.OperationalError as error:
+            raise _translate(error) from error
+
+
+def _translate(error: sa_exc.DBAPIError) -> LedgerError:
+    if _is_busy(error):
+        return LedgerBusy(f"ledger is busy (another process holds the write lock): {error.orig}")
+    if _is_corruption(error):
+        return LedgerCorrupt(f"ledger database is corrupt: {error.orig}")
+    return LedgerError(f"ledger database error: {error.orig}")
+
+
+# --------------------------------------------------------------------------------------------
+# Opening
+
+
+def open_ledger(
+    location: str | Path,
+    *,
+    clock: Callable[[], float] = time.time,
+    busy_timeout: float = 30.0,
+    check_integrity: bool = True,
+) -> Ledger:
+    """Open (creating if needed) the ledger at ``location`` and return it.
+
+    ``location`` is a file path for SQLite, or a database URL (``postgresql+psycopg://…``;
+    ``sqlite:///path`` also works). SQLite files get ``journal_mode=WAL``, ``synchronous=FULL``,
+    ``foreign_keys=ON`` and a busy timeout of ``busy_timeout`` seconds on every connection, and
+    are checked with ``PRAGMA integrity_check`` first: a damaged file raises
+    :class:`LedgerCorrupt` and is left untouched (restore it, or move it away and run
+    ``passerelle ledger rebuild``). ``clock`` supplies every timestamp (seconds).
+    """
+    if isinstance(location, str) and "://" in location:
+        url = sa.make_url(location)
+    else:
+        path = Path(location)
+        if str(location) == ":memory:":
+            raise LedgerError("the ledger must be a file, not an in-memory database")
+        if not path.parent.is_dir():
+            raise LedgerError(f"ledger directory {path.parent} does not exist")
+        if path.is_dir():
+            raise LedgerError(f"ledger path {path} is a directory")
+        url = sa.URL.create("sqlite+pysqlite", database=str(path))
+    sqlite = url.get_backend_name() == "sqlite"
+    if sqlite and url.database in (None, "", ":memory:"):
+        raise LedgerError("the ledger must be a file, not an in-memory database")
+
+    if sqlite:
+        engine = sa.create_engine(
+            url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+        )
+        _prepare_sqlite(engine, busy_timeout)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    try:
+        if sqlite and check_integrity:
+            assert url.database is not None
+            _check_integrity(url.database, busy_timeout)
+        ledger = Ledger(engine, clock)
+        with ledger._writing() as session:
+            _create_schema(session.connection())
+    except sa_exc.DBAPIError as error:
+        engine.dispose()
+        if _is_corruption(error):
+            raise LedgerCorrupt(f"ledger {location} is corrupt: {error.orig}") from error
+        raise _translate(error) from error
+    except BaseException:
+        engine.dispose()
+        raise
+    return ledger
+
+
+def _prepare_sqlite(engine: Engine, busy_timeout: float) -> None:
+    write_option = Ledger._WRITE_OPTION
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control away from the sqlite3 module: we emit BEGIN ourselves.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise LedgerError(f"SQLite refused WAL mode (journal_mode is {mode})")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        # IMMEDIATE takes the write lock up front, so a read-check-write cannot interleave with
+        # another process's; readers use a plain (deferred) BEGIN and never block on WAL.
+        if connection.get_execution_options().get(write_option):
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            connection.exec_driver_sql("BEGIN")
+
+
+def _check_integrity(database: str, busy_timeout: float) -> None:
+    """Run ``PRAGMA integrity_check`` on a plain connection, before anything writes the file."""
+    if not Path(database).exists():
+        return  # a new ledger
+    try:
+        connection = sqlite3.connect(database, timeout=busy_timeout, isolation_level=None)
+        try:
+            rows = [str(r[0]) for r in connection.execute("PRAGMA integrity_check").fetchall()]
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as error:
+        if _is_corruption(error):
+            raise LedgerCorrupt(f"ledger {database} is corrupt: {error}") from error
+        if _is_busy(error):
+            raise LedgerBusy(f"ledger {database} is locked: {error}") from error
+        raise LedgerError(f"cannot read ledger {database}: {error}") from error
+    if rows != ["ok"]:
+        problems = [" ".join(row.split()) for row in rows]
+        shown = "; ".join(problems[:3]) + ("; …" if len(problems) > 3 else "")
+        raise LedgerCorrupt(
+            f"ledger {database} failed integrity_check ({len(problems)} problems; restore it or "
+            f"move it away and rebuild): {shown}"
+        )
+
+
+def _create_schema(connection: sa.Connection) -> None:
+    """Create missing tables and triggers, then check or record the schema version."""
+    _METADATA.create_all(connection)
+    triggers = {"sqlite": _TRIGGERS_SQLITE, "postgresql": _TRIGGERS_POSTGRESQL}
+    for statement in triggers.get(connection.dialect.name, ()):
+        connection.exec_driver_sql(statement)
+    meta = LedgerMeta.__table__  # type: ignore[attr-defined]
+    stored = connection.execute(
+        sa.select(meta.c.value).where(meta.c.key == "schema_version")
+    ).scalar_one_or_none()
+    if stored is None:
+        connection.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
+        return
+    version = int(stored)
+    if version > SCHEMA_VERSION:
+        raise LedgerSchemaError(
+            f"ledger schema version {version} is newer than this Passerelle "
+            f"(version {SCHEMA_VERSION}); upgrade Passerelle"
+        )
+    while version < SCHEMA_VERSION:
+        migrate = _MIGRATIONS.get(version)
+        if migrate is None:
+            raise LedgerSchemaError(f"no migration from ledger schema version {version}")
+        migrate(connection)
+        version += 1
+        connection.execute(
+            meta.update().where(meta.c.key == "schema_version").values(value=str(version))
+        )
