@@ -1,0 +1,257 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.30;
+
+import {IMessageRecipient} from "./IMessageRecipient.sol";
+import {Inbox} from "./Inbox.sol";
+import {Outbox} from "./Outbox.sol";
+import {WrappedToken} from "./WrappedToken.sol";
+
+/// @title TokenBridge: lock-and-mint / burn-and-unlock of ERC-20s over Passerelle messages
+/// @notice One TokenBridge per chain; each trusts exactly one remote bridge per domain.
+///         - A *home token* lives on this chain. `transferRemote` locks it here and asks the
+///           remote bridge to mint its WrappedToken there.
+///         - A *wrapped token* represents a token whose home is another domain.
+///           `transferRemote` burns it here and asks the home bridge to unlock the original.
+///
+///         Message body (exactly 128 bytes):
+///             abi.encode(uint8 action, bytes32 homeToken, uint256 amount, bytes32 recipient)
+///         action 1 = MINT   (home -> remote): mint `amount` of the wrapped `homeToken`;
+///         action 2 = UNLOCK (remote -> home): release `amount` of `homeToken` (the home
+///                    chain's token address, left-padded);
+///         recipient is the beneficiary on the destination (an EVM address, left-padded).
+///
+///         Safety (anchors.md): `handle` accepts only calls from our Inbox carrying a message
+///         whose sender is the registered bridge of its origin (T14); zero or unregistered
+///         tokens, zero amounts and malformed bodies are rejected (T15); a remote can unlock
+///         at most what was locked towards that same remote (`locked`), so even a compromised
+///         remote domain cannot drain what other routes locked; the only effects a message can
+///         have are a mint or an unlock - every admin function is owner-only (T20). A rejected
+///         message reverts `handle`, which the Inbox records as failed and lets anyone retry
+///         (e.g. once the owner registers a missing token pair).
+contract TokenBridge is IMessageRecipient {
+    uint8 public constant ACTION_MINT = 1;
+    uint8 public constant ACTION_UNLOCK = 2;
+    uint256 internal constant BODY_SIZE = 128;
+
+    Outbox public immutable outbox;
+    Inbox public immutable inbox;
+    uint32 public immutable localDomain;
+
+    address public owner;
+
+    /// @notice The trusted bridge (32-byte id) on each remote domain; zero = none.
+    mapping(uint32 => bytes32) public remoteBridge;
+    /// @notice Whether a home token may be sent to a remote domain.
+    mapping(address => mapping(uint32 => bool)) public homeTokenRoute;
+    /// @notice Home tokens locked here per remote domain: what that domain can unlock.
+    mapping(address => mapping(uint32 => uint256)) public locked;
+    /// @notice The WrappedToken here for (home domain, home token).
+    mapping(uint32 => mapping(bytes32 => address)) public wrappedTokenOf;
+
+    struct Home {
+        uint32 domain;
+        bytes32 token;
+    }
+
+    /// @notice For a wrapped token here: its home domain and home token.
+    mapping(address => Home) public homeOf;
+
+    bool private transient entered;
+
+    event RemoteSet(uint32 indexed domain, bytes32 bridge);
+    event HomeTokenRegistered(address indexed token, uint32 indexed remoteDomain);
+    event WrappedTokenRegistered(
+        uint32 indexed homeDomain, bytes32 indexed homeToken, address indexed wrapped
+    );
+    event TransferRemote(
+        bytes32 indexed id,
+        address indexed token,
+        uint32 indexed destination,
+        bytes32 recipient,
+        uint256 amount
+    );
+    event TransferReceived(
+        uint32 indexed origin, address indexed token, address indexed recipient, uint256 amount
+    );
+    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
+
+    error NotOwner(address caller);
+    error NotInbox(address caller);
+    error ZeroAddress();
+    error Reentrancy();
+    error DomainMismatch(uint32 localDomain, uint32 outboxDomain, uint32 inboxDomain);
+    error DomainIsLocal(uint32 domain);
+    error UnknownRemote(uint32 domain);
+    error UnknownSender(uint32 origin, bytes32 sender);
+    error NotAContract(address token);
+    error NotOurWrappedToken(address wrapped);
+    error AlreadyRegistered();
+    error UnregisteredToken(bytes32 token, uint32 domain);
+    error WrongDestination(uint32 destination, uint32 homeDomain);
+    error ZeroAmount();
+    error InvalidRecipient(bytes32 recipient);
+    error MalformedBody(uint256 length);
+    error UnknownAction(uint8 action);
+    error InsufficientLocked(address token, uint32 domain, uint256 locked, uint256 amount);
+    error TokenTransferFailed(address token);
+
+    modifier onlyOwner() {
+        if (msg.sender != owner) revert NotOwner(msg.sender);
+        _;
+    }
+
+    modifier nonReentrant() {
+        if (entered) revert Reentrancy();
+        entered = true;
+        _;
+        entered = false;
+    }
+
+    constructor(Outbox outbox_, Inbox inbox_, uint32 localDomain_, address owner_) {
+        if (owner_ == address(0)) revert ZeroAddress();
+        uint32 outboxDomain = outbox_.localDomain();
+        uint32 inboxDomain = inbox_.localDomain();
+        if (outboxDomain != localDomain_ || inboxDomain != localDomain_) {
+            revert DomainMismatch(localDomain_, outboxDomain, inboxDomain);
+        }
+        outbox = outbox_;
+        inbox = inbox_;
+        localDomain = localDomain_;
+        owner = owner_;
+        emit OwnershipTransferred(address(0), owner_);
+    }
+
+    // ------------------------------------------------------------------ administration
+
+    /// @notice Trusts `bridge` as the TokenBridge of `domain` (zero forgets it).
+    function setRemote(uint32 domain, bytes32 bridge) external onlyOwner {
+        if (domain == localDomain) revert DomainIsLocal(domain);
+        remoteBridge[domain] = bridge;
+        emit RemoteSet(domain, bridge);
+    }
+
+    /// @notice Lets `token` (an ERC-20 whose home is this chain) be sent to `remoteDomain`.
+    function registerHomeToken(address token, uint32 remoteDomain) external onlyOwner {
+        if (remoteDomain == localDomain) revert DomainIsLocal(remoteDomain);
+        // T15: an address without code "succeeds" every transferFrom while locking nothing.
+        if (token.code.length == 0) revert NotAContract(token);
+        if (homeOf[token].token != bytes32(0)) revert AlreadyRegistered();
+        homeTokenRoute[token][remoteDomain] = true;
+        emit HomeTokenRegistered(token, remoteDomain);
+    }
+
+    /// @notice Pairs `wrapped` (a WrappedToken minted only by this bridge) with `homeToken` of
+    ///         `homeDomain`. A pairing is permanent: re-pointing it would strand holders.
+    function registerWrappedToken(uint32 homeDomain, bytes32 homeToken, address wrapped)
+        external
+        onlyOwner
+    {
+        if (homeDomain == localDomain) revert DomainIsLocal(homeDomain);
+        if (homeToken == bytes32(0) || wrapped == address(0)) revert ZeroAddress();
+        if (wrapped.code.length == 0) revert NotAContract(wrapped);
+        if (WrappedToken(wrapped).bridge() != address(this)) revert NotOurWrappedToken(wrapped);
+        if (wrappedTokenOf[homeDomain][homeToken] != address(0)) revert AlreadyRegistered();
+        if (homeOf[wrapped].token != bytes32(0)) revert AlreadyRegistered();
+        wrappedTokenOf[homeDomain][homeToken] = wrapped;
+        homeOf[wrapped] = Home(homeDomain, homeToken);
+        emit WrappedTokenRegistered(homeDomain, homeToken, wrapped);
+    }
+
+    function transferOwnership(address newOwner) external onlyOwner {
+        if (newOwner == address(0)) revert ZeroAddress();
+        emit OwnershipTransferred(owner, newOwner);
+        owner = newOwner;
+    }
+
+    // ------------------------------------------------------------------ transfers
+
+    /// @notice Sends `amount` of `token` to `recipient` on `destination`: locks a home token
+    ///         (needs an allowance; the amount sent is what the bridge actually received) or
+    ///         burns a wrapped one (which can only go back to its home domain).
+    /// @return id The Passerelle message id.
+    function transferRemote(address token, uint256 amount, uint32 destination, bytes32 recipient)
+        external
+        nonReentrant
+        returns (bytes32 id)
+    {
+        if (amount == 0) revert ZeroAmount();
+        if (recipient == bytes32(0)) revert InvalidRecipient(recipient);
+        bytes32 remote = remoteBridge[destination];
+        if (remote == bytes32(0)) revert UnknownRemote(destination);
+        bytes memory body;
+        Home memory home = homeOf[token];
+        if (home.token != bytes32(0)) {
+            if (destination != home.domain) revert WrongDestination(destination, home.domain);
+            WrappedToken(token).burn(msg.sender, amount);
+            body = abi.encode(ACTION_UNLOCK, home.token, amount, recipient);
+        } else if (homeTokenRoute[token][destination]) {
+            // Credit what arrived, not what was asked (fee-on-transfer tokens, T15).
+            uint256 before = _balanceOf(token);
+            _call(token, abi.encodeWithSelector(0x23b872dd, msg.sender, address(this), amount));
+            amount = _balanceOf(token) - before;
+            if (amount == 0) revert ZeroAmount();
+            locked[token][destination] += amount;
+            body = abi.encode(ACTION_MINT, bytes32(uint256(uint160(token))), amount, recipient);
+        } else {
+            revert UnregisteredToken(bytes32(uint256(uint160(token))), destination);
+        }
+        id = outbox.dispatch(destination, remote, body);
+        emit TransferRemote(id, token, destination, recipient, amount);
+    }
+
+    /// @notice Delivery from the Inbox; see the contract comment for what is accepted.
+    function handle(uint32 origin, bytes32 sender, bytes calldata body) external nonReentrant {
+        if (msg.sender != address(inbox)) revert NotInbox(msg.sender);
+        bytes32 remote = remoteBridge[origin];
+        if (remote == bytes32(0) || sender != remote) revert UnknownSender(origin, sender);
+        // Exactly one encoding per transfer: no trailing bytes (T10); abi.decode also rejects
+        // an action that does not fit a uint8.
+        if (body.length != BODY_SIZE) revert MalformedBody(body.length);
+        (uint8 action, bytes32 homeToken, uint256 amount, bytes32 recipientId) =
+            abi.decode(body, (uint8, bytes32, uint256, bytes32));
+        if (amount == 0) revert ZeroAmount();
+        if (recipientId == bytes32(0) || uint256(recipientId) >> 160 != 0) {
+            revert InvalidRecipient(recipientId);
+        }
+        address recipient = address(uint160(uint256(recipientId)));
+        address token;
+        if (action == ACTION_MINT) {
+            token = wrappedTokenOf[origin][homeToken];
+            if (token == address(0)) revert UnregisteredToken(homeToken, origin);
+            WrappedToken(token).mint(recipient, amount);
+        } else if (action == ACTION_UNLOCK) {
+            if (uint256(homeToken) >> 160 != 0) revert UnregisteredToken(homeToken, origin);
+            token = address(uint160(uint256(homeToken)));
+            // An unregistered or zero token has nothing locked, so it fails here too (T15).
+            uint256 available = locked[token][origin];
+            if (available < amount) revert InsufficientLocked(token, origin, available, amount);
+            unchecked {
+                locked[token][origin] = available - amount;
+            }
+            _call(token, abi.encodeWithSelector(0xa9059cbb, recipient, amount));
+        } else {
+            revert UnknownAction(action);
+        }
+        emit TransferReceived(origin, token, recipient, amount);
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _balanceOf(address token) internal view returns (uint256) {
+        (bool ok, bytes memory data) =
+            token.staticcall(abi.encodeWithSelector(0x70a08231, address(this)));
+        if (!ok || data.length < 32) revert TokenTransferFailed(token);
+        return abi.decode(data, (uint256));
+    }
+
+    /// @dev transfer/transferFrom that also accepts tokens returning nothing (USDT-style) but
+    ///      not a `false` return or an address without code.
+    function _call(address token, bytes memory data) internal {
+        if (token.code.length == 0) revert NotAContract(token);
+        (bool ok, bytes memory returned) = token.call(data);
+        if (!ok || (returned.length != 0 && (returned.length < 32 || !abi.decode(returned, (bool)))))
+        {
+            revert TokenTransferFailed(token);
+        }
+    }
+}

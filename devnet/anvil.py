@@ -1,0 +1,316 @@
+"""Start and stop local anvil chains (npm ``@foundry-rs/anvil``, pinned by package-lock.json).
+
+Usage::
+
+    with start_anvil(chain_id=31337, block_time=None) as chain:
+        print(chain.rpc_url)  # http://127.0.0.1:<a free port>
+
+Every chain binds 127.0.0.1 only. ``start_anvil`` returns once ``eth_chainId`` answers with
+the requested chain id, or raises :class:`AnvilError` with the tail of anvil's log (busy port,
+missing npm install, crash, timeout). ``AnvilProcess.stop`` stops exactly the process it
+started, by PID.
+
+The devnet uses anvil's well-known development accounts (:data:`DEV_PRIVATE_KEYS`): they hold
+no value anywhere, and must never be used outside a local chain.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+__all__ = [
+    "DEV_ADDRESSES",
+    "DEV_PRIVATE_KEYS",
+    "HOST",
+    "AnvilError",
+    "AnvilProcess",
+    "anvil_binary",
+    "free_port",
+    "start_anvil",
+]
+
+HOST = "127.0.0.1"
+"""The only interface a devnet chain listens on."""
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NODE_MODULES = REPO_ROOT / "node_modules"
+
+DEV_PRIVATE_KEYS: tuple[str, ...] = (
+    "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
+    "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d",
+    "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a",
+    "0x7c852118294e51e653712a81e05800f419141751be58f605c371e15141b007a6",
+    "0x47e179ec197488593b187f80a00eb0da91f1b9d0b13f8733639f19c30a34926a",
+    "0x8b3a350cf5c34c9194ca85829a2df0ec3153be0318b5e2d3348e872092edffba",
+    "0x92db14e403b83dfe3df233f83dfa3a0d7096f21ca9b0d6d6b8d88b2b4ec1564e",
+    "0x4bbbf85ce3377467afe5d46f804f221813b2bb87f24d81f60f1fcdbf7cbf4356",
+    "0xdbda1821b80551c9d65939329250298aa3472ba22feea921c0cf5d620ea67b97",
+    "0x2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6",
+)
+"""Private keys of anvil's ten default accounts (mnemonic "test test … junk"): devnet only."""
+
+DEV_ADDRESSES: tuple[str, ...] = (
+    "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+    "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+    "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
+    "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",
+    "0x976EA74026E726554dB657fA54763abd0C3a0aa9",
+    "0x14dC79964da2C08b23698B3D3cc7Ca32193d9955",
+    "0x23618e81E3f5cdF7f54C3d65f7FBc0aBf5B21E8f",
+    "0xa0Ee7A142d267C1f36714E4a8F75612F20a79720",
+)
+"""Checksummed addresses of :data:`DEV_PRIVATE_KEYS`, in the same order (pre-funded by anvil)."""
+
+_STARTUP_TIMEOUT = 30.0
+_STOP_TIMEOUT = 5.0
+_LOG_TAIL_LINES = 20
+
+
+class AnvilError(RuntimeError):
+    """anvil is missing, could not start, or did not answer in time."""
+
+
+def anvil_binary() -> Path:
+    """The anvil executable to run.
+
+    ``node_modules/.bin/anvil`` (installed by ``make`` / ``npm ci``) must exist. It is a node
+    wrapper that spawns the platform binary of ``@foundry-rs/anvil-<os>-<arch>``; when that
+    binary is present it is run directly, so the PID we hold is anvil's own (stopping the
+    wrapper would not stop its child on SIGKILL) and no node process sits in between.
+    """
+    wrapper = NODE_MODULES / ".bin" / "anvil"
+    if not wrapper.exists():
+        raise AnvilError(
+            f"anvil is not installed ({wrapper.relative_to(REPO_ROOT)} is missing): "
+            "run `make` (npm ci) first"
+        )
+    system = {"Linux": "linux", "Darwin": "darwin"}.get(platform.system())
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
+        platform.machine().lower()
+    )
+    if system and arch:
+        native = NODE_MODULES / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil"
+        if native.is_file() and os.access(native, os.X_OK):
+            return native
+    return wrapper
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    tail = "\n".join(lines[-_LOG_TAIL_LINES:]).strip()
+    return tail or "(empty log)"
+
+
+def _chain_id(rpc_url: str, timeout: float) -> int | None:
+    """``eth_chainId`` of the node at ``rpc_url``, or None if it does not answer (yet)."""
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
+    request = urllib.request.Request(
+        rpc_url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    result = answer.get("result") if isinstance(answer, dict) else None
+    return int(result, 16) if isinstance(result, str) else None
+
+
+class AnvilProcess:
+    """A running anvil started by :func:`start_anvil`; a context manager that stops it.
+
+    The process leads its own process group (``start_new_session``), so :meth:`stop` signals
+    exactly what was started here: the group whose id is :attr:`pid`.
+    """
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        *,
+        port: int,
+        chain_id: int,
+        log_path: Path,
+        owns_log: bool,
+    ) -> None:
+        """Wrap an already started anvil; use :func:`start_anvil` rather than this."""
+        self._process = process
+        self.pid: int = process.pid
+        self.port: int = port
+        self.chain_id: int = chain_id
+        self.log_path: Path = log_path
+        self._owns_log = owns_log
+
+    @property
+    def rpc_url(self) -> str:
+        """HTTP JSON-RPC endpoint, ``http://127.0.0.1:<port>``."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True until the process has exited."""
+        return self._process.poll() is None
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL and wait. Idempotent."""
+        if self._process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self._process.wait(timeout=timeout)
+        if self._owns_log:
+            self.log_path.unlink(missing_ok=True)
+            self._owns_log = False
+
+    def _signal(self, signum: signal.Signals) -> None:
+        try:
+            os.killpg(self.pid, signum)  # our own group: pgid == pid (start_new_session)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover - group gone and id reused: fall back
+            self._process.send_signal(signum)
+
+    def __enter__(self) -> Self:
+        """Return self; the chain is already up."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the chain."""
+        self.stop()
+
+    def __repr__(self) -> str:
+        """Show pid, port and chain id."""
+        return f"AnvilProcess(pid={self.pid}, rpc_url={self.rpc_url!r}, chain_id={self.chain_id})"
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
+
+
+def start_anvil(
+    *,
+    port: int | None = None,
+    chain_id: int,
+    block_time: float | None = 1.0,
+    log_path: Path | None = None,
+    timeout: float = _STARTUP_TIMEOUT,
+    extra_args: tuple[str, ...] = (),
+) -> AnvilProcess:
+    """Start anvil on 127.0.0.1 and wait until it answers ``eth_chainId`` with ``chain_id``.
+
+    ``port`` defaults to a free one. ``block_time`` mines a block every so many seconds;
+    ``None`` means automine (a block per transaction, for fast tests). anvil's output goes to
+    ``log_path`` (appended) or to a temporary file removed by :meth:`AnvilProcess.stop`.
+    ``extra_args`` are passed through (e.g. ``("--hardfork", "cancun")``).
+
+    Raises :class:`AnvilError` when anvil is not installed, the port is busy, the process exits,
+    or it does not answer within ``timeout`` seconds; the message includes the log tail.
+    """
+    if not isinstance(chain_id, int) or isinstance(chain_id, bool) or chain_id <= 0:
+        raise AnvilError(f"chain id must be a positive integer, got {chain_id!r}")
+    if block_time is not None and block_time <= 0:
+        raise AnvilError(f"block time must be positive (or None for automine), got {block_time}")
+    binary = anvil_binary()
+    if port is None:
+        port = free_port()
+    elif not _port_is_free(port):
+        raise AnvilError(f"port {port} on {HOST} is busy: stop what uses it or pick another port")
+
+    owns_log = log_path is None
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix=f"anvil-{chain_id}-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    command = [
+        str(binary),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--chain-id",
+        str(chain_id),
+    ]
+    if block_time is not None:
+        command += ["--block-time", _format_seconds(block_time)]
+    command += list(extra_args)
+
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            start_new_session=True,
+        )
+    anvil = AnvilProcess(
+        process, port=port, chain_id=chain_id, log_path=log_path, owns_log=owns_log
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if process.poll() is not None:
+                raise AnvilError(
+                    f"anvil exited with code {process.returncode} before answering on "
+                    f"{anvil.rpc_url} (port busy?); its log ends:\n{_log_tail(log_path)}"
+                )
+            answered = _chain_id(anvil.rpc_url, timeout=1.0)
+            if answered is not None:
+                if answered != chain_id:
+                    raise AnvilError(
+                        f"{anvil.rpc_url} answers chain id {answered}, not {chain_id}: "
+                        "another node holds the port"
+                    )
+                break
+            if time.monotonic() > deadline:
+                raise AnvilError(
+                    f"anvil did not answer on {anvil.rpc_url} within {timeout:g} s; "
+                    f"its log ends:\n{_log_tail(log_path)}"
+                )
+            time.sleep(0.05)
+    except BaseException:
+        anvil.stop()  # also removes a temporary log; the error already quotes its tail
+        raise
+    return anvil

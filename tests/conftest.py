@@ -1,0 +1,47 @@
+"""Shared fixtures: real local anvil chains (devnet/anvil.py), stopped by PID afterwards.
+
+- ``anvil``: one automining chain for the whole session (a block per transaction, so contract
+  tests run in milliseconds). Tests share it: deploy fresh contracts rather than assume an
+  empty chain.
+- ``fresh_anvil``: a chain of its own for one test (e.g. one that reorgs or stops the node).
+
+Both skip, with the reason, when anvil is not installed (`make` installs it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from devnet.anvil import AnvilError, AnvilProcess, anvil_binary, start_anvil
+
+ANVIL_CHAIN_ID = 31337
+
+
+def _start(chain_id: int) -> AnvilProcess:
+    try:
+        anvil_binary()
+    except AnvilError as error:
+        pytest.skip(str(error))
+    return start_anvil(chain_id=chain_id, block_time=None)
+
+
+@pytest.fixture(scope="session")
+def anvil() -> Iterator[AnvilProcess]:
+    """A session-wide automining anvil on a free port of 127.0.0.1."""
+    chain = _start(ANVIL_CHAIN_ID)
+    try:
+        yield chain
+    finally:
+        chain.stop()
+
+
+@pytest.fixture
+def fresh_anvil() -> Iterator[AnvilProcess]:
+    """An automining anvil used by one test only."""
+    chain = _start(ANVIL_CHAIN_ID)
+    try:
+        yield chain
+    finally:
+        chain.stop()
