@@ -1,0 +1,279 @@
+"""The one TOML file that configures attesters and relayers.
+
+Everything is validated when loaded, before any chain is contacted: a typo or an unsafe
+committee stops the process with one line naming the field (anchors.md T3, T5, T7).
+
+```toml
+[ledger]
+location = "passerelle.db"            # a SQLite path (relative to this file) or a database URL
+
+[committee]
+validators = ["0x…", "0x…", "0x…"]    # Ethereum addresses, strictly ascending
+threshold = 2
+checkpoint_store = "checkpoints"       # directory where attesters publish signed checkpoints
+
+[[chains]]
+name = "alpha"
+domain = 1                             # Passerelle domain (u32), not necessarily the chain id
+kind = "evm"
+rpc = ["http://127.0.0.1:8545"]        # several endpoints: ordered failover
+chain_id = 31337
+finality = "finalized"                 # "finalized" | "safe" | "confirmations:N" | "devnet-instant"
+outbox = "0x…"
+inbox = "0x…"
+
+[relayer]
+key = "0x…"                            # only with devnet = true; else key_env or key_file
+
+[[attesters]]                          # the devnet's own attesters (an operator runs one)
+key_env = "PASSERELLE_ATTESTER_KEY"
+
+[client]                               # who `passerelle send` sends as
+key_file = "sender.key"
+```
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from light_clients.committee import Committee
+from light_clients.errors import VerificationError
+from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, require
+
+U32_MAX = 2**32 - 1
+FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
+
+
+class ConfigError(Exception):
+    """The configuration file is missing, unreadable or invalid; str() says where."""
+
+
+@dataclass(frozen=True)
+class FinalityPolicy:
+    """How a chain's final head is chosen; always explicit, never assumed.
+
+    ``finalized``/``safe``: the node's block tag. ``confirmations``: latest minus ``depth``.
+    ``devnet-instant``: a development chain without a finality gadget (chopsticks); a block is
+    final once included. Shown by ``passerelle status`` so nobody mistakes it for real finality.
+    """
+
+    name: str
+    depth: int = 0
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> FinalityPolicy:
+        """Parse ``finalized``, ``safe``, ``devnet-instant`` or ``confirmations:N``."""
+        if text in FINALITY_TAGS:
+            return cls(text)
+        name, _, depth = text.partition(":")
+        if name == "confirmations" and depth.isdigit() and 0 < int(depth) <= 10_000:
+            return cls(name, int(depth))
+        raise ConfigError(
+            f"{where}: finality {text!r} is not one of "
+            "finalized, safe, devnet-instant, confirmations:N"
+        )
+
+    def __str__(self) -> str:
+        return f"confirmations:{self.depth}" if self.name == "confirmations" else self.name
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """One chain Passerelle reads from or delivers to."""
+
+    name: str
+    domain: int
+    kind: str
+    rpc: tuple[str, ...]
+    finality: FinalityPolicy
+    chain_id: int | None = None
+    contracts: Mapping[str, bytes] = field(default_factory=dict)
+    start_block: int = 0
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def contract(self, name: str) -> bytes:
+        """The address of a deployed contract, or ConfigError naming what is missing."""
+        try:
+            return self.contracts[name]
+        except KeyError:
+            raise ConfigError(f"chain {self.name!r}: no {name!r} address configured") from None
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a signing key comes from: an environment variable, a file, or (devnet) inline."""
+
+    inline: bytes | None = None
+    env: str | None = None
+    file: Path | None = None
+
+    def load(self) -> bytes:
+        """Read the 32-byte private key; ConfigError if it is missing or malformed."""
+        if self.inline is not None:
+            return self.inline
+        if self.env is not None:
+            text = os.environ.get(self.env)
+            if text is None:
+                raise ConfigError(f"environment variable {self.env} (a private key) is not set")
+        elif self.file is not None:
+            try:
+                text = self.file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read key file {self.file}: {exc.strerror}") from None
+        else:
+            raise ConfigError("no key configured")
+        try:
+            return as_hex(text.strip(), "private key", size=32)
+        except FieldError as exc:
+            raise ConfigError(str(exc)) from None
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    devnet: bool
+    ledger: str
+    committee: Committee
+    checkpoint_store: Path
+    chains: tuple[ChainConfig, ...]
+    relayer_key: KeySource | None
+    attester_keys: tuple[KeySource, ...]
+    client_key: KeySource | None
+    raw: Mapping[str, Any]
+
+    def chain(self, key: str | int) -> ChainConfig:
+        """Find a chain by name or domain."""
+        for chain in self.chains:
+            if key in (chain.name, chain.domain, str(chain.domain)):
+                return chain
+        known = ", ".join(f"{c.name} ({c.domain})" for c in self.chains)
+        raise ConfigError(f"unknown chain {key!r}; configured: {known}")
+
+
+def _key_source(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) -> KeySource:
+    if "key" in obj:
+        if not devnet:
+            raise ConfigError(
+                f"{where}: inline private keys are refused outside a devnet; "
+                "use key_env or key_file"
+            )
+        return KeySource(inline=as_hex(obj["key"], f"{where}.key", size=32))
+    if "key_env" in obj:
+        return KeySource(env=str(obj["key_env"]))
+    if "key_file" in obj:
+        return KeySource(file=base / str(obj["key_file"]))
+    raise ConfigError(f"{where}: one of key_env, key_file (or key, devnet only) is required")
+
+
+def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
+    where = f"chains[{index}]"
+    name = require(obj, "name")
+    if not isinstance(name, str) or not name:
+        raise FieldError(f"{where}.name must be a non-empty string")
+    kind = require(obj, "kind")
+    if kind not in ("evm", "substrate"):
+        raise FieldError(f"{where}.kind must be 'evm' or 'substrate', got {kind!r}")
+    rpc = as_list(require(obj, "rpc"), f"{where}.rpc")
+    if not rpc or not all(
+        isinstance(u, str) and u.startswith(("http://", "https://", "ws://", "wss://")) for u in rpc
+    ):
+        raise FieldError(f"{where}.rpc must be a non-empty list of http(s)/ws(s) URLs")
+    finality = require(obj, "finality")
+    if not isinstance(finality, str):
+        raise FieldError(f"{where}.finality must be a string")
+    contracts = {
+        key: as_hex(value, f"{where}.{key}")
+        for key, value in obj.items()
+        if key in ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
+    }
+    chain_id = obj.get("chain_id")
+    return ChainConfig(
+        name=name,
+        domain=as_int(require(obj, "domain"), f"{where}.domain", hi=U32_MAX),
+        kind=kind,
+        rpc=tuple(rpc),
+        finality=FinalityPolicy.parse(finality, f"{where}.finality"),
+        chain_id=None if chain_id is None else as_int(chain_id, f"{where}.chain_id"),
+        contracts=contracts,
+        start_block=as_int(obj.get("start_block", 0), f"{where}.start_block"),
+        extra={k: v for k, v in obj.items() if k not in contracts},
+    )
+
+
+def _check_unique(chains: Sequence[ChainConfig]) -> None:
+    for attr in ("name", "domain"):
+        values = [getattr(c, attr) for c in chains]
+        duplicates = {v for v in values if values.count(v) > 1}
+        if duplicates:
+            raise ConfigError(f"chains: duplicate {attr} {sorted(duplicates)[0]!r}")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate the TOML file at ``path``."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    try:
+        return _build(raw, path)
+    except (FieldError, VerificationError) as exc:
+        raise ConfigError(f"config {path}: {exc}") from None
+
+
+def _build(raw: Mapping[str, Any], path: Path) -> Config:
+    base = path.parent
+    devnet = raw.get("devnet", False) is True
+    ledger = as_object(require(raw, "ledger"), "ledger")
+    location = str(require(ledger, "location"))
+    if "://" not in location:
+        location = str((base / location).resolve())
+    committee_obj = as_object(require(raw, "committee"), "committee")
+    validators = [
+        as_hex(v, "committee.validators", size=20)
+        for v in as_list(require(committee_obj, "validators"), "committee.validators")
+    ]
+    committee = Committee(
+        members=tuple(validators),
+        threshold=as_int(require(committee_obj, "threshold"), "committee.threshold", hi=U32_MAX),
+    )
+    chains = tuple(
+        _chain(as_object(c, f"chains[{i}]"), i)
+        for i, c in enumerate(as_list(require(raw, "chains"), "chains"))
+    )
+    _check_unique(chains)
+    relayer = raw.get("relayer")
+    relayer_key = (
+        None
+        if relayer is None
+        else _key_source(as_object(relayer, "relayer"), "relayer", devnet, base)
+    )
+    client = raw.get("client")
+    client_key = (
+        None if client is None else _key_source(as_object(client, "client"), "client", devnet, base)
+    )
+    attesters = tuple(
+        _key_source(as_object(a, f"attesters[{i}]"), f"attesters[{i}]", devnet, base)
+        for i, a in enumerate(as_list(raw.get("attesters", []), "attesters"))
+    )
+    return Config(
+        path=path,
+        devnet=devnet,
+        ledger=location,
+        committee=committee,
+        checkpoint_store=base / str(committee_obj.get("checkpoint_store", "checkpoints")),
+        chains=chains,
+        relayer_key=relayer_key,
+        attester_keys=attesters,
+        client_key=client_key,
+        raw=raw,
+    )
