@@ -8,14 +8,25 @@ exit 0 on success, 1 when the answer is "no" (an invalid proof), 2 on unusable i
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import click
+import trio
 
 from relayer import proof_files
+
+# Errors a user can cause or fix (bad config, a chain not running, a busy port): one line each.
+# Imported lazily by the commands that need chains, so `proof verify` starts fast.
+DEFAULT_CONFIG = Path(".devnet") / "passerelle.toml"
+DEFAULT_DEVNET_DIR = Path(".devnet")
+EXIT_HALTED = 3  # the relayer stopped itself on a safety violation: an operator must look
 
 INSPECT_LABEL_WIDTH = 36
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in Passerelle, not in the user's input
@@ -63,6 +74,266 @@ def proof_inspect(file: Path, as_json: bool) -> int:
     return proof_files.exit_code([report])
 
 
+# --------------------------------------------------------------------------- chains
+
+
+def _config_option(func: Any) -> Any:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_CONFIG,
+        show_default=True,
+        envvar="PASSERELLE_CONFIG",
+        help="The TOML configuration (`passerelle devnet up` writes one).",
+    )(func)
+
+
+def _load(config_path: Path) -> Any:
+    from relayer.config import load_config
+
+    return load_config(config_path)
+
+
+def _logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@cli.group()
+def devnet() -> None:
+    """Local chains for trying Passerelle: two anvil EVM chains with everything deployed."""
+
+
+@devnet.command("up")
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DEVNET_DIR,
+    show_default=True,
+    help="Where the devnet keeps its state, logs and config.",
+)
+def devnet_up(state_dir: Path) -> int:
+    """Start (or reuse) the devnet; print the path of its config TOML."""
+    from devnet import manager
+
+    click.echo(str(manager.up(state_dir)))
+    return 0
+
+
+@devnet.command("down")
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DEVNET_DIR,
+    show_default=True,
+)
+def devnet_down(state_dir: Path) -> int:
+    """Stop exactly the processes `devnet up` started."""
+    from devnet import manager
+
+    for line in manager.down(state_dir):
+        click.echo(line)
+    return 0
+
+
+@devnet.command("status")
+@click.option(
+    "--dir",
+    "state_dir",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_DEVNET_DIR,
+    show_default=True,
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def devnet_status(state_dir: Path, as_json: bool) -> int:
+    """Show the devnet's chains, processes and finality policies."""
+    from devnet import manager
+
+    info = manager.status(state_dir)
+    if as_json:
+        click.echo(json.dumps(info))
+        return 0
+    chains = info.get("chains", [])
+    if not chains:
+        click.echo("devnet: not running")
+        return 0
+    for chain in chains:
+        state = "up" if chain.get("alive") else "DOWN"
+        click.echo(
+            f"{chain['name']:<8} domain {chain['domain']:<4} {state:<5} pid {chain.get('pid')} "
+            f"{chain['rpc']} block {chain.get('block')} finality {chain.get('finality')}"
+        )
+    click.echo(f"config: {info.get('config')}")
+    return 0
+
+
+@cli.command()
+@_config_option
+@click.option("--index", type=int, required=True, help="Which of the config's attester keys.")
+@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between polls.")
+def attest(config_path: Path, index: int, poll: float) -> int:
+    """Run an attester: sign each final outbox checkpoint the light clients accept."""
+    from relayer.attester import run_attester
+
+    config = _load(config_path)
+    _logging()
+    trio.run(partial(_until_signal, run_attester, config, index, poll=poll))
+    return 0
+
+
+@cli.command()
+@_config_option
+@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@click.option("--batch-size", type=click.IntRange(1, 200), default=50, show_default=True)
+def relay(config_path: Path, poll: float, batch_size: int) -> int:
+    """Run the relayer for every route of the config until SIGINT/SIGTERM."""
+    from relayer.ledger import open_ledger
+    from relayer.relay import Relayer
+
+    config = _load(config_path)
+    _logging()
+    with open_ledger(config.ledger) as ledger:
+        relayer = Relayer(config, ledger, poll=poll, batch_size=batch_size)
+        trio.run(relayer.run)
+    return 0
+
+
+async def _until_signal(fn: Any, *args: Any, **kwargs: Any) -> None:
+    """Run ``fn`` until it returns or SIGINT/SIGTERM arrives (then cancel it cleanly)."""
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch)
+        await fn(*args, **kwargs)
+        nursery.cancel_scope.cancel()
+
+
+@cli.command()
+@_config_option
+@click.option("--from", "origin", required=True, help="Origin chain (name or domain).")
+@click.option("--to", "destination", required=True, help="Destination chain (name or domain).")
+@click.option("--body", help="Message body (text). Default recipient: the destination's Ping.")
+@click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True)
+@click.option("--token", "amount", type=click.IntRange(1), help="Bridge this many token units.")
+@click.option("--recipient", help="0x-address of the recipient (default: Ping, or yourself).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+def send(  # noqa: PLR0917 - click passes every option positionally
+    config_path: Path,
+    origin: str,
+    destination: str,
+    body: str | None,
+    count: int,
+    amount: int | None,
+    recipient: str | None,
+    as_json: bool,
+) -> int:
+    """Dispatch messages (--body) or a token transfer (--token) from the client key."""
+    from relayer import client
+    from relayer.jsonfields import as_hex
+
+    if (body is None) == (amount is None):
+        raise click.UsageError("give exactly one of --body or --token")
+    config = _load(config_path)
+    to = None if recipient is None else as_hex(recipient, "--recipient", size=20)
+    if amount is not None:
+        sent = trio.run(
+            partial(client.send_tokens, config, origin, destination, amount, recipient=to)
+        )
+    else:
+        assert body is not None
+        sent = trio.run(
+            partial(
+                client.send_messages,
+                config,
+                origin,
+                destination,
+                body.encode(),
+                count=count,
+                recipient=to,
+            )
+        )
+    for message in sent:
+        if as_json:
+            click.echo(json.dumps(message.as_json()))
+        else:
+            click.echo(
+                f"sent 0x{message.id.hex()} nonce {message.nonce} "
+                f"{message.origin} → {message.destination} (tx 0x{message.tx_hash.hex()})"
+            )
+    return 0
+
+
+@cli.command()
+@_config_option
+@click.argument("message_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
+@click.option("--no-chain", is_flag=True, help="Ledger only: do not ask the destination chains.")
+def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: bool) -> int:
+    """Each message's ledger state, its transactions, and the destination's delivered flag."""
+    from relayer import client
+    from relayer.ledger import open_ledger
+
+    config = _load(config_path)
+    with open_ledger(config.ledger) as ledger:
+        rows = client.status_rows(ledger, message_id)
+    if message_id is not None and not rows:
+        click.echo(f"passerelle: no message {message_id} in the ledger", err=True)
+        return 1
+    flags = {} if no_chain else trio.run(client.delivered_on_chain, config, rows)
+    names = {c.domain: c.name for c in config.chains}
+    for row in rows:
+        on_chain = flags.get(row.id)
+        if as_json:
+            click.echo(
+                json.dumps(
+                    {
+                        "id": row.id,
+                        "origin": row.origin,
+                        "nonce": row.nonce,
+                        "destination": row.destination,
+                        "status": str(row.status),
+                        "reason": row.reason,
+                        "source_tx": row.source_tx_hash,
+                        "delivery_tx": row.delivery_tx_hash,
+                        "delivered_on_chain": on_chain,
+                    }
+                )
+            )
+        else:
+            route = f"{names.get(row.origin, row.origin)} → "
+            route += str(names.get(row.destination, row.destination))
+            flag = (
+                ""
+                if on_chain is None
+                else ("  on-chain: delivered" if on_chain else "  on-chain: not yet")
+            )
+            click.echo(
+                f"{row.id[:18]}…  {route:<16} nonce {row.nonce:<5} {row.status!s:<10}{flag}"
+                + (f"  ({row.reason})" if row.reason else "")
+            )
+    if not as_json:
+        counts: dict[str, int] = {}
+        for row in rows:
+            counts[str(row.status)] = counts.get(str(row.status), 0) + 1
+        click.echo(
+            "total: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no messages")
+        )
+        finality = ", ".join(f"{c.name}: {c.finality}" for c in config.chains)
+        click.echo(f"finality: {finality}")
+    return 0
+
+
 def _print_inspection(report: proof_files.Report) -> None:
     click.echo(f"file:  {report.file}")
     click.echo(f"kind:  {report.kind or '?'}")
@@ -78,25 +349,73 @@ def _print_inspection(report: proof_files.Report) -> None:
     click.echo(f"verdict: {verdict}")
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that describe a situation, not a bug: shown as one line."""
+    from adapters.evm.chain import AdapterError
+    from adapters.evm.tx import TxError
+    from adapters.rpc import RpcError
+    from relayer.checkpoints import CheckpointStoreError
+    from relayer.config import ConfigError
+    from relayer.jsonfields import FieldError
+    from relayer.ledger import LedgerError
+    from relayer.relay import RouteHalted
+
+    errors: list[type[BaseException]] = [
+        AdapterError,
+        TxError,
+        RpcError,
+        CheckpointStoreError,
+        ConfigError,
+        FieldError,
+        LedgerError,
+        RouteHalted,
+    ]
+    try:
+        from devnet.manager import DevnetError
+
+        errors.append(DevnetError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (possibly nested) trio exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _exit_code_for(exc: BaseException, verbose: bool) -> int:
+    """Print one line for ``exc`` (a traceback too under -v) and choose the exit code."""
+    exc = _first_leaf(exc)
+    if isinstance(exc, click.exceptions.Exit):
+        return exc.exit_code
+    if isinstance(exc, click.ClickException):
+        click.echo(f"passerelle: {exc.format_message()}", err=True)
+        return exc.exit_code
+    if isinstance(exc, click.exceptions.Abort | KeyboardInterrupt):
+        click.echo("passerelle: interrupted", err=True)
+        return 130
+    if verbose:
+        traceback.print_exception(exc)
+    if isinstance(exc, _user_errors()):
+        click.echo(f"passerelle: {exc}", err=True)
+        return EXIT_HALTED if exc.__class__.__name__ == "RouteHalted" else 1
+    click.echo(f"passerelle: internal error: {exc.__class__.__name__}: {exc}", err=True)
+    return EXIT_INTERNAL
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every failure into one line and an exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = any(a in ("-v", "--verbose") for a in args)
     try:
         code = cli.main(args=args, prog_name="passerelle", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        code = exc.exit_code
-    except click.ClickException as exc:
-        click.echo(f"passerelle: {exc.format_message()}", err=True)
-        code = exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("passerelle: interrupted", err=True)
-        code = 130
-    except Exception as exc:  # a bug: one line, the trace only when asked for
-        if verbose:
-            traceback.print_exc()
-        click.echo(f"passerelle: internal error: {exc.__class__.__name__}: {exc}", err=True)
-        code = EXIT_INTERNAL
+    except BaseException as exc:
+        if isinstance(exc, SystemExit):
+            raise
+        code = _exit_code_for(exc, verbose)
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -1,0 +1,259 @@
+"""Sending transactions from one key: nonces, EIP-1559 fees, capped escalation.
+
+The failure modes this avoids (anchors.md §4.2): a nonce burned by a failed broadcast (Hermes
+#3547), a local nonce drifting above the chain's (OpenZeppelin relayer #818), a transaction stuck
+forever behind a fee spike (#808), "replacement transaction underpriced" (Hyperlane #2924).
+
+- The next nonce is only advanced after the node accepted the broadcast; any broadcast error
+  re-syncs it from ``eth_getTransactionCount(…, "pending")``.
+- Fees are EIP-1559: ``maxFeePerGas = 2 × baseFee + tip``, never above ``fee_cap``.
+- A transaction not mined within ``escalate_after`` seconds is replaced (same nonce) with fees
+  raised by at least 12.5 % (the replacement rule of geth's pool), up to ``fee_cap``; every
+  hash sent for the nonce is watched, whichever is mined wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+from eth_account import Account
+
+from adapters.rpc import JsonRpcClient, RpcCallError, RpcError
+
+GWEI = 10**9
+REPLACEMENT_BUMP_PERCENT = 125  # at least +12.5 % to replace, per geth's txpool; we use +25 %
+
+
+BroadcastHook = Callable[["SentTx", bytes], Awaitable[None]]
+
+
+class TxError(Exception):
+    """A transaction could not be sent or was not mined; str() says why."""
+
+
+class TxReverted(TxError):
+    """The transaction was mined but reverted (status 0)."""
+
+
+@dataclass
+class SentTx:
+    """A transaction in flight: every hash sent for its nonce, latest fees first."""
+
+    nonce: int
+    to: bytes
+    data: bytes
+    gas: int
+    max_fee: int
+    priority_fee: int
+    hashes: list[bytes] = field(default_factory=list)
+    sent_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class MinedTx:
+    """A mined transaction and what it cost."""
+
+    hash: bytes
+    nonce: int
+    block_number: int
+    gas_used: int
+    effective_gas_price: int
+    logs: list[dict[str, Any]]
+
+    @property
+    def fee_paid(self) -> int:
+        """Wei paid for gas."""
+        return self.gas_used * self.effective_gas_price
+
+
+def _int(value: Any) -> int:
+    return int(value, 16) if isinstance(value, str) else int(value)
+
+
+class TxEngine:
+    """One signing key on one chain."""
+
+    def __init__(
+        self,
+        rpc: JsonRpcClient,
+        private_key: bytes,
+        chain_id: int,
+        *,
+        fee_cap: int = 500 * GWEI,
+        priority_fee: int = 1 * GWEI,
+        escalate_after: float = 12.0,
+        gas_margin_percent: int = 25,
+    ) -> None:
+        self.rpc = rpc
+        self._account = Account.from_key(private_key)
+        self.address = bytes.fromhex(self._account.address[2:])
+        self.chain_id = chain_id
+        self.fee_cap, self.priority_fee = fee_cap, priority_fee
+        self.escalate_after = escalate_after
+        self.gas_margin_percent = gas_margin_percent
+        self._next_nonce: int | None = None
+        self._lock = trio.Lock()
+        self.broadcast_errors = 0
+        self.replacements = 0
+
+    @property
+    def checksum_address(self) -> str:
+        """The sender as a checksummed hex string."""
+        return str(self._account.address)
+
+    async def sync_nonce(self) -> int:
+        """Re-read the next nonce from the chain (pending pool included)."""
+        count = await self.rpc.call("eth_getTransactionCount", [self.checksum_address, "pending"])
+        self._next_nonce = _int(count)
+        return self._next_nonce
+
+    async def estimate_gas(self, to: bytes, data: bytes, value: int = 0) -> int:
+        """``eth_estimateGas`` plus the safety margin; raises RpcCallError if it would revert."""
+        call = {
+            "from": self.checksum_address,
+            "to": "0x" + to[-20:].hex(),
+            "data": "0x" + data.hex(),
+            "value": hex(value),
+        }
+        estimate = _int(await self.rpc.call("eth_estimateGas", [call]))
+        return estimate * (100 + self.gas_margin_percent) // 100
+
+    async def _fees(self) -> tuple[int, int]:
+        block = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
+        base_fee = _int(block.get("baseFeePerGas", "0x0"))
+        tip = min(self.priority_fee, self.fee_cap)
+        return min(self.fee_cap, 2 * base_fee + tip), tip
+
+    async def send(
+        self,
+        to: bytes,
+        data: bytes,
+        *,
+        gas: int | None = None,
+        value: int = 0,
+        before_broadcast: BroadcastHook | None = None,
+    ) -> SentTx:
+        """Sign and broadcast; the nonce is consumed only if the node accepts it.
+
+        ``before_broadcast(sent, tx_hash)`` runs after signing and before the transaction leaves
+        the process, so a caller can record the hash durably first: a crash in between then
+        leaves a record of a transaction that may or may not exist, never an unrecorded one.
+        """
+        if gas is None:
+            gas = await self.estimate_gas(to, data, value)
+        max_fee, tip = await self._fees()
+        async with self._lock:
+            if self._next_nonce is None:
+                await self.sync_nonce()
+            assert self._next_nonce is not None
+            sent = SentTx(
+                nonce=self._next_nonce, to=to, data=data, gas=gas, max_fee=max_fee, priority_fee=tip
+            )
+            await self._broadcast(sent, value, before_broadcast)
+            self._next_nonce += 1
+        return sent
+
+    async def _broadcast(
+        self, sent: SentTx, value: int = 0, before_broadcast: BroadcastHook | None = None
+    ) -> None:
+        tx = {
+            "type": 2,
+            "chainId": self.chain_id,
+            "nonce": sent.nonce,
+            "to": "0x" + sent.to[-20:].hex(),
+            "data": "0x" + sent.data.hex(),
+            "value": value,
+            "gas": sent.gas,
+            "maxFeePerGas": sent.max_fee,
+            "maxPriorityFeePerGas": sent.priority_fee,
+        }
+        signed = self._account.sign_transaction(tx)
+        tx_hash = bytes(signed.hash)
+        if before_broadcast is not None:
+            await before_broadcast(sent, tx_hash)
+        try:
+            await self.rpc.call("eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()])
+        except RpcError as exc:
+            self.broadcast_errors += 1
+            await self.sync_nonce()  # never keep a nonce the node did not take
+            raise TxError(f"broadcast of nonce {sent.nonce} failed: {exc}") from None
+        sent.hashes.append(tx_hash)
+        sent.sent_at = trio.current_time()
+
+    async def _replace(self, sent: SentTx, before_broadcast: BroadcastHook | None) -> bool:
+        """Re-send the same nonce with higher fees; False when already at the cap."""
+        max_fee, tip = await self._fees()
+        bumped_tip = min(
+            self.fee_cap, max(tip, sent.priority_fee * REPLACEMENT_BUMP_PERCENT // 100)
+        )
+        bumped_fee = min(self.fee_cap, max(max_fee, sent.max_fee * REPLACEMENT_BUMP_PERCENT // 100))
+        if bumped_fee <= sent.max_fee:
+            return False
+        previous = (sent.max_fee, sent.priority_fee)
+        sent.max_fee, sent.priority_fee = bumped_fee, max(bumped_tip, sent.priority_fee)
+        try:
+            async with self._lock:
+                await self._broadcast(sent, 0, before_broadcast)
+        except TxError:
+            sent.max_fee, sent.priority_fee = previous
+            return False
+        self.replacements += 1
+        return True
+
+    async def receipt(self, tx_hash: bytes) -> MinedTx | None:
+        """The receipt of ``tx_hash`` if mined, else None; TxReverted if it reverted."""
+        receipt = await self.rpc.call("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
+        if receipt is None:
+            return None
+        mined = MinedTx(
+            hash=tx_hash,
+            nonce=-1,
+            block_number=_int(receipt["blockNumber"]),
+            gas_used=_int(receipt["gasUsed"]),
+            effective_gas_price=_int(receipt.get("effectiveGasPrice", "0x0")),
+            logs=list(receipt.get("logs", [])),
+        )
+        if _int(receipt.get("status", "0x1")) != 1:
+            raise TxReverted(
+                f"transaction 0x{tx_hash.hex()} reverted in block {mined.block_number}"
+            )
+        return mined
+
+    async def wait(
+        self,
+        sent: SentTx,
+        *,
+        timeout: float = 120.0,
+        poll: float = 0.25,
+        before_broadcast: BroadcastHook | None = None,
+    ) -> MinedTx:
+        """Wait until one of ``sent``'s hashes is mined, escalating fees when it is stuck.
+
+        Replacements go through ``before_broadcast`` like the first broadcast did.
+        """
+        with trio.move_on_after(timeout):
+            while True:
+                for tx_hash in reversed(sent.hashes):
+                    try:
+                        mined = await self.receipt(tx_hash)
+                    except RpcCallError:
+                        mined = None
+                    if mined is not None:
+                        return MinedTx(
+                            mined.hash,
+                            sent.nonce,
+                            mined.block_number,
+                            mined.gas_used,
+                            mined.effective_gas_price,
+                            mined.logs,
+                        )
+                if trio.current_time() - sent.sent_at > self.escalate_after:
+                    await self._replace(sent, before_broadcast)
+                    sent.sent_at = trio.current_time()
+                await trio.sleep(poll)
+        raise TxError(
+            f"nonce {sent.nonce} not mined within {timeout:.0f} s ({len(sent.hashes)} broadcasts)"
+        )

@@ -1,0 +1,153 @@
+"""Where attesters publish signed checkpoints and relayers collect them.
+
+A directory tree shared by the processes (a local disk on a devnet; any shared or synced
+filesystem in production — the same shape as Hyperlane's checkpoint syncers)::
+
+    <store>/<origin>/<outbox>/<index, 10 digits>/<signer>.json    one signature
+    <store>/<origin>/<outbox>/latest/<signer>.json                 that signer's newest one
+
+Files are written to a temporary name and renamed, so a reader never sees half a file. Nothing
+read from the store is trusted: the relayer verifies every signature against the configured
+committee (``light_clients.committee.verify_attestation``) and the root against its own copy of
+the outbox tree before using a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from light_clients.committee import Checkpoint
+from light_clients.errors import VerificationError
+
+
+class CheckpointStoreError(Exception):
+    """The store cannot be written, or an attester would contradict itself."""
+
+
+@dataclass(frozen=True)
+class SignedCheckpoint:
+    """One attester's signature over a checkpoint, and the block whose state it attests."""
+
+    checkpoint: Checkpoint
+    signer: bytes
+    signature: bytes
+    block_number: int
+    block_hash: bytes
+
+    def to_json(self) -> str:
+        """The file contents."""
+        cp = self.checkpoint
+        return json.dumps(
+            {
+                "checkpoint": {
+                    "origin": cp.origin,
+                    "outbox": "0x" + cp.outbox.hex(),
+                    "root": "0x" + cp.root.hex(),
+                    "index": cp.index,
+                },
+                "signer": "0x" + self.signer.hex(),
+                "signature": "0x" + self.signature.hex(),
+                "block_number": self.block_number,
+                "block_hash": "0x" + self.block_hash.hex(),
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SignedCheckpoint:
+        """Parse a file; ValueError/KeyError/TypeError on anything malformed."""
+        obj = json.loads(text)
+        cp = obj["checkpoint"]
+        return cls(
+            checkpoint=Checkpoint(
+                origin=int(cp["origin"]),
+                outbox=_hex(cp["outbox"]),
+                root=_hex(cp["root"]),
+                index=int(cp["index"]),
+            ),
+            signer=_hex(obj["signer"]),
+            signature=_hex(obj["signature"]),
+            block_number=int(obj["block_number"]),
+            block_hash=_hex(obj["block_hash"]),
+        )
+
+
+def _hex(value: object) -> bytes:
+    if not isinstance(value, str) or not value.startswith("0x"):
+        raise ValueError(f"not 0x-hex: {value!r}")
+    return bytes.fromhex(value[2:])
+
+
+class CheckpointStore:
+    """A directory of signed checkpoints."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _lane(self, origin: int, outbox: bytes) -> Path:
+        return self.root / str(origin) / ("0x" + outbox.hex())
+
+    def publish(self, signed: SignedCheckpoint) -> None:
+        """Write one signature, refusing to sign two roots at the same index (equivocation)."""
+        cp = signed.checkpoint
+        lane = self._lane(cp.origin, cp.outbox)
+        path = lane / f"{cp.index:010d}" / f"0x{signed.signer.hex()}.json"
+        if path.exists():
+            previous = self._read(path)
+            if previous is not None and previous.checkpoint.root != cp.root:
+                raise CheckpointStoreError(
+                    f"refusing to sign a second root at index {cp.index} of origin {cp.origin}: "
+                    f"already signed 0x{previous.checkpoint.root.hex()} (reorg below finality?)"
+                )
+            return
+        _atomic_write(path, signed.to_json())
+        _atomic_write(lane / "latest" / f"0x{signed.signer.hex()}.json", signed.to_json())
+
+    def latest_indices(self, origin: int, outbox: bytes) -> list[int]:
+        """The newest index each signer has published, highest first."""
+        latest = self._lane(origin, outbox) / "latest"
+        found = (self._read(p) for p in _json_files(latest))
+        return sorted({s.checkpoint.index for s in found if s is not None}, reverse=True)
+
+    def signatures(self, origin: int, outbox: bytes, index: int) -> list[SignedCheckpoint]:
+        """Every readable signature published for ``index`` (unverified)."""
+        folder = self._lane(origin, outbox) / f"{index:010d}"
+        return [s for s in (self._read(p) for p in _json_files(folder)) if s is not None]
+
+    def latest_own(self, origin: int, outbox: bytes, signer: bytes) -> SignedCheckpoint | None:
+        """The newest checkpoint ``signer`` published (an attester resumes from it)."""
+        return self._read(self._lane(origin, outbox) / "latest" / f"0x{signer.hex()}.json")
+
+    @staticmethod
+    def _read(path: Path) -> SignedCheckpoint | None:
+        try:
+            return SignedCheckpoint.from_json(path.read_text())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, VerificationError):
+            # Missing, corrupt or foreign files are skipped: signatures are verified anyway.
+            return None
+
+
+def _json_files(folder: Path) -> Iterable[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix == ".json")
+    except FileNotFoundError:
+        return []
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise CheckpointStoreError(f"cannot write {path}: {exc.strerror}") from None

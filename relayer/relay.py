@@ -1,0 +1,606 @@
+"""The relayer: carries attested messages from each origin to its destination.
+
+Three kinds of task run in one trio nursery (structured concurrency: if one fails for a reason
+that must stop the relayer, all stop):
+
+- ``scan`` (one per origin): Dispatch events from final blocks only, checked gapless by nonce
+  (never trusting that every log arrived), recorded ``discovered → final`` with the scan cursor
+  in one ledger transaction; the relayer's copy of the origin's accumulator grows with them.
+- ``collect`` (one per origin): reads signed checkpoints from the store, keeps only signatures
+  that recover to committee members over the checkpoint *whose root equals our own tree's root
+  at that index*, and once ``threshold`` of them verify (``verify_attestation``) stores them
+  and moves the covered messages to ``attested``. A quorum for another root halts the relayer.
+- ``deliver`` (one per destination): batches attested messages, skips those the inbox already
+  delivered, re-runs the inbox's whole check off chain (``verify_delivery``: the light client is
+  the gatekeeper), dry-runs the call, records the transaction before broadcasting it, waits for
+  the receipt (with fee escalation) and records the outcome.
+
+The ledger is the source of truth for progress (a restarted relayer resumes from it, and
+re-checks every transaction left pending); the destination chain is the source of truth for
+delivery (``delivered(id)`` on chain always wins).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, TypeVar
+
+import trio
+from eth_abi.abi import encode as abi_encode
+
+from adapters.evm.chain import AdapterError, DispatchEvent, EvmChain, selector
+from adapters.evm.tx import MinedTx, SentTx, TxEngine, TxError
+from adapters.rpc import RpcCallError, RpcError
+from light_clients.committee import Checkpoint, recover_signer, verify_attestation
+from light_clients.errors import VerificationError
+from light_clients.hashing import keccak256
+from light_clients.merkle import IncrementalMerkleTree
+from light_clients.message import verify_delivery
+from relayer.checkpoints import CheckpointStore, SignedCheckpoint
+from relayer.config import ChainConfig, Config
+from relayer.endpoints import bytes32, open_evm
+from relayer.ledger import (
+    DiscoveredMessage,
+    Ledger,
+    LedgerBatch,
+    MessageRecord,
+    MessageStatus,
+    NewTransaction,
+    TxStatus,
+)
+
+log = logging.getLogger("passerelle.relayer")
+T = TypeVar("T")
+
+PROCESS = selector("process((uint32,bytes32,bytes32,uint32),bytes,bytes[],bytes32[32][])")
+DELIVERED = selector("delivered(bytes32)")
+TOPIC_DELIVERED = keccak256(b"Delivered(bytes32,uint32,uint32)")
+TOPIC_ALREADY = keccak256(b"AlreadyDelivered(bytes32)")
+TOPIC_HANDLE_FAILED = keccak256(b"HandleFailed(bytes32,bytes)")
+SCAN_CHUNK = 1_000  # blocks recorded per ledger transaction while catching up
+RETRY_BACKOFF = (2.0, 5.0, 15.0, 60.0, 300.0)  # seconds, by attempt; then the last one
+
+
+class RouteHalted(Exception):
+    """Something the relayer must not paper over: an operator has to look (anchors.md T21)."""
+
+
+@dataclass
+class Lane:
+    """One origin as the relayer sees it: its accumulator and its newest stored checkpoint."""
+
+    chain: ChainConfig
+    outbox: bytes
+    tree: IncrementalMerkleTree = field(default_factory=IncrementalMerkleTree)
+    checkpoint_index: int = -1
+
+
+@dataclass
+class RelayerMetrics:
+    """Operator-facing numbers (``passerelle relay`` logs them; tests read them)."""
+
+    scanned_blocks: int = 0
+    discovered: int = 0
+    checkpoints: int = 0
+    batches: int = 0
+    delivered: int = 0
+    already_delivered: int = 0
+    handle_failed: int = 0
+    dry_run_failures: int = 0
+    rpc_errors: int = 0
+    gas_used: int = 0
+    fees_paid: int = 0
+
+
+class Relayer:
+    """Relays every route of a configuration."""
+
+    def __init__(
+        self,
+        config: Config,
+        ledger: Ledger,
+        *,
+        poll: float = 0.5,
+        batch_size: int = 50,
+        confirm_timeout: float = 120.0,
+    ) -> None:
+        self.config = config
+        self.ledger = ledger
+        self.poll = poll
+        self.batch_size = batch_size
+        self.confirm_timeout = confirm_timeout
+        self.store = CheckpointStore(config.checkpoint_store)
+        self.metrics = RelayerMetrics()
+        self.lanes: dict[int, Lane] = {}
+        self._db_limiter = trio.CapacityLimiter(1)
+
+    async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a blocking ledger call in a worker thread (one at a time)."""
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._db_limiter)
+
+    # ------------------------------------------------------------------ startup
+
+    def _load_lanes(self) -> None:
+        """Rebuild each origin's accumulator from the ledger (gapless by construction)."""
+        for chain in self.config.chains:
+            if "outbox" not in chain.contracts:
+                continue
+            lane = Lane(chain=chain, outbox=bytes32(chain.contract("outbox")))
+            after: tuple[int, int] | None = None
+            while True:
+                page = self.ledger.messages(origin=chain.domain, after=after, limit=5_000)
+                for record in page:
+                    if record.nonce != lane.tree.count:
+                        raise RouteHalted(
+                            f"ledger for origin {chain.name} has a gap at nonce {lane.tree.count}"
+                        )
+                    lane.tree.append(bytes.fromhex(record.id[2:]))
+                if len(page) < 5_000:
+                    break
+                after = (chain.domain, page[-1].nonce)
+            latest = self.ledger.latest_checkpoint(chain.domain, lane.outbox)
+            lane.checkpoint_index = -1 if latest is None else latest.index
+            self.lanes[chain.domain] = lane
+
+    async def run(self) -> None:
+        """Run until cancelled, SIGINT/SIGTERM, or a :class:`RouteHalted`."""
+        await self._db(self._load_lanes)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            for lane in self.lanes.values():
+                nursery.start_soon(self._scan_loop, lane)
+                nursery.start_soon(self._collect_loop, lane)
+            for chain in self.config.chains:
+                if "inbox" in chain.contracts:
+                    nursery.start_soon(self._deliver_loop, chain)
+
+    @staticmethod
+    async def _watch_signals(scope: trio.CancelScope) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                log.info("received %s, shutting down", signal.Signals(signum).name)
+                scope.cancel()
+                return
+
+    # ------------------------------------------------------------------ scanning
+
+    async def _scan_loop(self, lane: Lane) -> None:
+        async with open_evm(lane.chain) as evm:
+            while True:
+                try:
+                    caught_up = await self._scan_once(lane, evm)
+                except (RpcError, AdapterError) as exc:
+                    self.metrics.rpc_errors += 1
+                    log.warning("scan %s: %s", lane.chain.name, exc)
+                    caught_up = True
+                if caught_up:
+                    await trio.sleep(self.poll)
+
+    async def _scan_once(self, lane: Lane, evm: EvmChain) -> bool:
+        """Scan the next chunk of final blocks; True when there is nothing left to scan."""
+        domain = lane.chain.domain
+        cursor = await self._db(self.ledger.get_cursor, domain)
+        next_block = lane.chain.start_block if cursor is None else cursor.next_block
+        if cursor is not None and cursor.last_block_hash and next_block > 0:
+            canonical = await evm.block_hash(next_block - 1)
+            if canonical is not None and "0x" + canonical.hex() != cursor.last_block_hash:
+                raise RouteHalted(
+                    f"origin {lane.chain.name}: block {next_block - 1} changed after it was final "
+                    f"({cursor.last_block_hash} → 0x{canonical.hex()}); the finality policy "
+                    f"{lane.chain.finality} was violated, not resuming"
+                )
+        final = await evm.final_header()
+        if final.number < next_block:
+            return True
+        end = min(final.number, next_block + SCAN_CHUNK - 1)
+        events = await evm.dispatches(lane.outbox, next_block, end)
+        end_hash = final.hash if end == final.number else await evm.block_hash(end)
+        self._check_gapless(lane, events)
+        await self._db(self._record_scan, lane, events, end, end_hash)
+        for event in events:
+            lane.tree.append(event.id)
+        self.metrics.scanned_blocks += end - next_block + 1
+        self.metrics.discovered += len(events)
+        return end == final.number
+
+    @staticmethod
+    def _check_gapless(lane: Lane, events: Sequence[DispatchEvent]) -> None:
+        """Nonces must continue the tree exactly: a missing log is an error, never skipped."""
+        expected = lane.tree.count
+        for event in events:
+            if event.message.nonce != expected:
+                raise AdapterError(
+                    f"origin {lane.chain.name}: expected nonce {expected}, got "
+                    f"{event.message.nonce} (missed or duplicated logs; rescanning)"
+                )
+            expected += 1
+
+    def _record_scan(
+        self, lane: Lane, events: Sequence[DispatchEvent], end: int, end_hash: bytes | None
+    ) -> None:
+        routed = {c.domain for c in self.config.chains if "inbox" in c.contracts}
+        with self.ledger.atomic() as batch:
+            batch.record_discovered(
+                DiscoveredMessage(
+                    message=e.raw,
+                    block_number=e.block.number,
+                    block_hash=e.block.hash,
+                    tx_hash=e.tx_hash,
+                    log_index=e.log_index,
+                )
+                for e in events
+            )
+            final = [e.id for e in events if e.message.destination in routed]
+            unrouted = [e.id for e in events if e.message.destination not in routed]
+            batch.transition(final, MessageStatus.FINAL)
+            if unrouted:
+                batch.transition(
+                    unrouted, MessageStatus.SKIPPED, reason="no configured route to destination"
+                )
+            batch.set_cursor(lane.chain.domain, end + 1, end_hash)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    async def _collect_loop(self, lane: Lane) -> None:
+        while True:
+            await self._collect_once(lane)
+            await trio.sleep(self.poll)
+
+    async def _collect_once(self, lane: Lane) -> None:
+        """Adopt the newest checkpoint a committee quorum signed over our own root."""
+        origin = lane.chain.domain
+        for index in self.store.latest_indices(origin, lane.outbox):
+            if index <= lane.checkpoint_index:
+                break
+            if index >= lane.tree.count:
+                continue  # signed past what we scanned: wait for the scanner
+            checkpoint = Checkpoint(
+                origin=origin, outbox=lane.outbox, root=lane.tree.root(index + 1), index=index
+            )
+            signatures = self._quorum(checkpoint, self.store.signatures(origin, lane.outbox, index))
+            if signatures is None:
+                continue
+            await self._db(self._record_checkpoint, checkpoint, signatures)
+            lane.checkpoint_index = index
+            self.metrics.checkpoints += 1
+            log.info("origin %s: checkpoint %d attested", lane.chain.name, index)
+            break
+        if lane.checkpoint_index >= 0:
+            await self._db(self._attach_final, lane)
+
+    def _quorum(
+        self, checkpoint: Checkpoint, published: Sequence[SignedCheckpoint]
+    ) -> list[SignedCheckpoint] | None:
+        """Signatures of distinct members over exactly ``checkpoint``, if they reach threshold."""
+        committee = self.config.committee
+        digest = checkpoint.digest()
+        good: dict[bytes, SignedCheckpoint] = {}
+        dissent: set[bytes] = set()
+        for signed in published:
+            try:
+                signer = recover_signer(signed.checkpoint.digest(), signed.signature)
+            except VerificationError:
+                continue
+            if signer != signed.signer or signer not in committee.members:
+                continue
+            if signed.checkpoint.digest() == digest:
+                good[signer] = signed
+            else:
+                dissent.add(signer)
+        if len(dissent) >= committee.threshold:
+            raise RouteHalted(
+                f"a committee quorum signed a different root at index {checkpoint.index} of origin "
+                f"{checkpoint.origin} than this relayer computed from the chain: not relaying"
+            )
+        if dissent:
+            log.error(
+                "attesters %s signed another root at index %d", sorted(dissent), checkpoint.index
+            )
+        if len(good) < committee.threshold:
+            return None
+        chosen = [good[s] for s in sorted(good)]
+        verify_attestation(committee, checkpoint, [s.signature for s in chosen])  # the gate
+        return chosen
+
+    def _record_checkpoint(
+        self, checkpoint: Checkpoint, signatures: Sequence[SignedCheckpoint]
+    ) -> None:
+        first = signatures[0]
+        with self.ledger.atomic() as batch:
+            checkpoint_id = batch.save_checkpoint(
+                checkpoint.origin,
+                checkpoint.outbox,
+                checkpoint.root,
+                checkpoint.index,
+                block_number=first.block_number,
+                block_hash=first.block_hash,
+            )
+            for signed in signatures:
+                batch.add_signature(checkpoint_id, signed.signer, signed.signature)
+
+    def _attach_final(self, lane: Lane) -> None:
+        """Move final messages covered by the newest checkpoint to ``attested``."""
+        latest = self.ledger.latest_checkpoint(lane.chain.domain, lane.outbox)
+        if latest is None or latest.id is None:
+            return
+        finals = self.ledger.by_status(MessageStatus.FINAL, limit=10_000, origin=lane.chain.domain)
+        covered = [m.id for m in finals if m.nonce <= latest.index]
+        if covered:
+            self.ledger.transition(covered, MessageStatus.ATTESTED, checkpoint_id=latest.id)
+
+    # ------------------------------------------------------------------ delivery
+
+    async def _deliver_loop(self, chain: ChainConfig) -> None:
+        key = self._relayer_key()
+        async with open_evm(chain) as evm:
+            engine = TxEngine(evm.rpc, key, chain.chain_id or await evm.chain_id())
+            await self._recover_pending(chain, evm, engine)
+            while True:
+                try:
+                    busy = await self._deliver_once(chain, evm, engine)
+                except (RpcError, AdapterError, TxError) as exc:
+                    self.metrics.rpc_errors += 1
+                    log.warning("deliver to %s: %s", chain.name, exc)
+                    busy = False
+                if not busy:
+                    await trio.sleep(self.poll)
+
+    def _relayer_key(self) -> bytes:
+        if self.config.relayer_key is None:
+            raise RouteHalted("no [relayer] key configured: cannot deliver")
+        return self.config.relayer_key.load()
+
+    async def _deliver_once(self, chain: ChainConfig, evm: EvmChain, engine: TxEngine) -> bool:
+        """Deliver one batch; True if there was work."""
+        domain = chain.domain
+        await self._db(self._requeue_due, domain)
+        records = await self._db(
+            self.ledger.by_status, MessageStatus.ATTESTED, self.batch_size, destination=domain
+        )
+        if not records:
+            return False
+        by_origin: dict[int, list[MessageRecord]] = defaultdict(list)
+        for record in records:
+            by_origin[record.origin].append(record)
+        for origin, group in by_origin.items():
+            await self._deliver_group(chain, evm, engine, self.lanes[origin], group)
+        return True
+
+    def _requeue_due(self, destination: int) -> None:
+        due = self.ledger.due_for_retry(limit=self.batch_size, destination=destination)
+        if due:
+            self.ledger.transition([m.id for m in due], MessageStatus.ATTESTED)
+
+    async def _deliver_group(
+        self,
+        chain: ChainConfig,
+        evm: EvmChain,
+        engine: TxEngine,
+        lane: Lane,
+        group: Sequence[MessageRecord],
+    ) -> None:
+        inbox = chain.contract("inbox")
+        checkpoint, signatures = await self._db(self._checkpoint_for, lane)
+        pending = []
+        for record in group:
+            flag = await evm.call(inbox, DELIVERED + bytes.fromhex(record.id[2:]))
+            if int.from_bytes(flag, "big"):
+                await self._db(
+                    self.ledger.transition,
+                    [record.id],
+                    MessageStatus.DELIVERED,
+                    reason="already delivered on chain",
+                )
+                self.metrics.already_delivered += 1
+            else:
+                pending.append(record)
+        if not pending:
+            return
+        messages, branches = [], []
+        for record in pending:
+            branch = lane.tree.proof(record.nonce, checkpoint.index + 1)
+            # The gatekeeper: exactly the inbox's checks, off chain, before spending gas.
+            verify_delivery(
+                record.message,
+                checkpoint,
+                branch,
+                self.config.committee,
+                signatures,
+                local_domain=chain.domain,
+                outbox=lane.outbox,
+            )
+            messages.append(record.message)
+            branches.append(list(branch))
+        calldata = PROCESS + abi_encode(
+            ["(uint32,bytes32,bytes32,uint32)", "bytes", "bytes[]", "bytes32[32][]"],
+            [
+                (checkpoint.origin, checkpoint.outbox, checkpoint.root, checkpoint.index),
+                b"".join(signatures),
+                messages,
+                branches,
+            ],
+        )
+        ids = [r.id for r in pending]
+        try:
+            gas = await engine.estimate_gas(inbox, calldata)
+        except RpcCallError as exc:
+            await self._fail(ids, f"dry run reverted: {exc.message}", pending)
+            self.metrics.dry_run_failures += 1
+            return
+        await self._submit(chain, engine=engine, inbox=inbox, calldata=calldata, gas=gas, ids=ids)
+
+    def _checkpoint_for(self, lane: Lane) -> tuple[Checkpoint, list[bytes]]:
+        """The newest stored checkpoint of ``lane`` and its signatures in signer order."""
+        record = self.ledger.latest_checkpoint(lane.chain.domain, lane.outbox)
+        if record is None or record.id is None:
+            raise RouteHalted(f"attested messages of {lane.chain.name} but no checkpoint stored")
+        checkpoint = Checkpoint(
+            origin=record.origin,
+            outbox=bytes.fromhex(record.outbox[2:]),
+            root=bytes.fromhex(record.root[2:]),
+            index=record.index,
+        )
+        return checkpoint, [s.signature for s in self.ledger.signatures(record.id)]
+
+    async def _fail(
+        self, ids: Sequence[str], reason: str, records: Sequence[MessageRecord]
+    ) -> None:
+        attempts = max((r.attempts for r in records), default=0)
+        delay = RETRY_BACKOFF[min(attempts, len(RETRY_BACKOFF) - 1)]
+        log.warning("%d message(s) failed (%s); retry in %.0f s", len(ids), reason, delay)
+        await self._db(
+            self.ledger.transition,
+            ids,
+            MessageStatus.FAILED,
+            reason=reason,
+            retry_at=time.time() + delay,
+        )
+
+    async def _submit(
+        self,
+        chain: ChainConfig,
+        *,
+        engine: TxEngine,
+        inbox: bytes,
+        calldata: bytes,
+        gas: int,
+        ids: Sequence[str],
+    ) -> None:
+        async def record(sent: SentTx, tx_hash: bytes) -> None:
+            await self._db(
+                self.ledger.record_transaction,
+                NewTransaction(
+                    chain=chain.domain,
+                    hash=tx_hash,
+                    sender=engine.address,
+                    nonce=sent.nonce,
+                    gas_limit=sent.gas,
+                    max_fee_per_gas=sent.max_fee,
+                    max_priority_fee_per_gas=sent.priority_fee,
+                    replaces=sent.hashes[-1] if sent.hashes else None,
+                ),
+                ids,
+            )
+
+        try:
+            sent = await engine.send(inbox, calldata, gas=gas, before_broadcast=record)
+        except TxError as exc:
+            await self._db(self._broadcast_failed, chain.domain, ids, str(exc))
+            raise
+        self.metrics.batches += 1
+        mined = await engine.wait(sent, timeout=self.confirm_timeout, before_broadcast=record)
+        await self._db(self._apply_receipt, chain.domain, mined)
+
+    def _broadcast_failed(self, domain: int, ids: Sequence[str], error: str) -> None:
+        with self.ledger.atomic() as batch:
+            for tx in batch.transactions(chain=domain, status=TxStatus.PENDING):
+                linked = set(batch.transaction_messages(domain, tx.hash))
+                if linked & set(ids):
+                    batch.update_transaction(domain, tx.hash, TxStatus.FAILED, error=error)
+            batch.transition(ids, MessageStatus.ATTESTED, reason=f"broadcast failed: {error}")
+
+    def _apply_receipt(self, domain: int, mined: MinedTx) -> None:
+        """Record a mined delivery: the inbox's events say what happened to each message."""
+        outcome = _receipt_outcome(mined)
+        with self.ledger.atomic() as batch:
+            batch.update_transaction(
+                domain,
+                mined.hash,
+                TxStatus.CONFIRMED,
+                block_number=mined.block_number,
+                gas_used=mined.gas_used,
+                effective_gas_price=mined.effective_gas_price,
+                fee_paid=mined.fee_paid,
+            )
+            _mark_delivered(batch, outcome, mined.hash)
+        self.metrics.delivered += len(outcome.delivered)
+        self.metrics.already_delivered += len(outcome.already)
+        self.metrics.handle_failed += len(outcome.handle_failed)
+        self.metrics.gas_used += mined.gas_used
+        self.metrics.fees_paid += mined.fee_paid
+
+    async def _recover_pending(self, chain: ChainConfig, evm: EvmChain, engine: TxEngine) -> None:
+        """After a restart: settle every transaction the ledger still has as pending."""
+        pending = await self._db(
+            self.ledger.transactions, chain=chain.domain, status=TxStatus.PENDING
+        )
+        for tx in pending:
+            tx_hash = bytes.fromhex(tx.hash[2:])
+            try:
+                mined = await engine.receipt(tx_hash)
+            except TxError:
+                mined = None
+            if mined is not None:
+                await self._db(self._apply_receipt, chain.domain, mined)
+                continue
+            ids = await self._db(self.ledger.transaction_messages, chain.domain, tx.hash)
+            await self._db(self._dropped, chain.domain, tx.hash, ids)
+        await engine.sync_nonce()
+
+    def _dropped(self, domain: int, tx_hash: str, ids: Sequence[str]) -> None:
+        """A recorded transaction the chain does not know: its messages go back to attested.
+
+        Delivering them again is safe: the inbox skips anything already delivered.
+        """
+        with self.ledger.atomic() as batch:
+            batch.update_transaction(
+                domain, tx_hash, TxStatus.FAILED, error="not found after restart"
+            )
+            still = [
+                i
+                for i in ids
+                if (m := batch.get(i)) is not None and m.status == MessageStatus.SUBMITTED
+            ]
+            if still:
+                batch.transition(still, MessageStatus.ATTESTED, reason="transaction dropped")
+
+
+@dataclass
+class ReceiptOutcome:
+    """Which messages a delivery transaction delivered, skipped as replays, or failed to handle."""
+
+    delivered: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    handle_failed: dict[str, str] = field(default_factory=dict)
+
+
+def _receipt_outcome(mined: MinedTx) -> ReceiptOutcome:
+    outcome = ReceiptOutcome()
+    for entry in mined.logs:
+        topics = entry.get("topics", [])
+        if len(topics) < 2:
+            continue
+        topic0 = bytes.fromhex(topics[0][2:])
+        message_id = topics[1].lower()
+        if topic0 == TOPIC_DELIVERED:
+            outcome.delivered.append(message_id)
+        elif topic0 == TOPIC_ALREADY:
+            outcome.already.append(message_id)
+        elif topic0 == TOPIC_HANDLE_FAILED:
+            outcome.handle_failed[message_id] = "recipient reverted"
+    return outcome
+
+
+def _mark_delivered(batch: LedgerBatch, outcome: ReceiptOutcome, tx_hash: bytes) -> None:
+    if outcome.delivered:
+        batch.transition(outcome.delivered, MessageStatus.DELIVERED, tx_hash=tx_hash)
+    if outcome.already:
+        batch.transition(
+            outcome.already,
+            MessageStatus.DELIVERED,
+            tx_hash=tx_hash,
+            reason="already delivered on chain",
+        )
+    for message_id, reason in outcome.handle_failed.items():
+        batch.transition(
+            [message_id],
+            MessageStatus.DELIVERED,
+            tx_hash=tx_hash,
+            reason=f"accepted by the inbox, but the {reason}; anyone can retry it on chain",
+        )
