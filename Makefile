@@ -13,10 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: -e '.[dev]'
 	touch $(STAMP)
 
-## demo: check every shipped proof kind offline, then walk through one message proof step by step
-demo: $(STAMP)
-	$(BIN)/passerelle proof verify docs/examples/*.json
-	$(BIN)/passerelle proof inspect docs/examples/message.json
+## demo: two real local chains, messages relayed both ways and a token round trip, status shown
+demo: $(STAMP) $(NODE)
+	$(BIN)/python -m devnet.demo
 
 # anvil (EVM devnet) and solcjs come from the npm registry, pinned by package-lock.json.
 $(NODE): package.json package-lock.json

@@ -1,0 +1,330 @@
+"""`passerelle devnet up|down|status` (devnet/manager.py) on real anvil chains.
+
+Each test uses its own state directory and tears its devnet down in a ``finally``; the
+``state_dir`` fixture additionally kills (by recorded PID, after checking it is still the
+recorded anvil) anything a failed test left behind, so no anvil outlives the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from web3 import Web3
+
+import devnet.anvil
+import devnet.manager as manager
+from adapters.evm.contracts import load_artifact
+from devnet.anvil import DEV_ADDRESSES, AnvilError, AnvilProcess, anvil_binary, free_port
+from devnet.evm import DEMO_BALANCE, DeployError
+from devnet.manager import CONFIG_FILE, STATE_FILE, DevnetError, down, status, up
+from light_clients.committee import address_of
+from relayer.config import load_config
+
+pytestmark = pytest.mark.chain
+
+
+@pytest.fixture(autouse=True)
+def _needs_anvil() -> None:
+    try:
+        anvil_binary()
+    except AnvilError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A state directory whose devnet is always stopped afterwards, whatever the test did."""
+    directory = tmp_path / "devnet"
+    binary = str(anvil_binary())  # now: a test may hide node_modules until teardown
+    seen: set[int] = set()
+    original = manager._write_state
+
+    def spy(state_dir: Path, state: dict[str, Any]) -> None:
+        seen.update(p["pid"] for p in state["processes"])
+        original(state_dir, state)
+
+    monkeypatch.setattr(manager, "_write_state", spy)
+    try:
+        yield directory
+    finally:
+        down(directory)
+        for pid in seen:  # belt and braces: anything recorded at any time must be gone
+            if _alive(pid) and _cmdline_names_anvil(pid, binary):
+                os.killpg(pid, signal.SIGKILL)
+        manager._CHILDREN.clear()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in "ZX"
+
+
+def _cmdline_names_anvil(pid: int, binary: str) -> bool:
+    try:
+        return binary in Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:2]
+    except OSError:
+        return False
+
+
+def _pids(state_dir: Path) -> dict[str, int]:
+    record = json.loads((state_dir / STATE_FILE).read_text())
+    return {p["chain"]: p["pid"] for p in record["processes"]}
+
+
+def _wait_dead(pid: int, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _contract(w3: Web3, name: str, address: bytes) -> Any:
+    return w3.eth.contract(address=Web3.to_checksum_address(address), abi=load_artifact(name).abi)
+
+
+def _pad(address: bytes) -> bytes:
+    return bytes(12) + address
+
+
+# --------------------------------------------------------------------------- up
+
+
+def test_up_deploys_linked_contracts_and_is_idempotent(state_dir: Path) -> None:
+    started = time.monotonic()
+    config_path = up(state_dir)
+    elapsed = time.monotonic() - started
+    assert config_path == state_dir.resolve() / CONFIG_FILE
+    assert elapsed < 15, f"devnet up took {elapsed:.1f} s"
+
+    config = load_config(config_path)
+    assert config.devnet
+    assert config.ledger == str(state_dir.resolve() / "ledger.db")
+    assert config.checkpoint_store == state_dir.resolve() / "checkpoints"
+    assert [c.name for c in config.chains] == ["alpha", "beta"]
+    assert [c.domain for c in config.chains] == [1, 2]
+    assert [c.chain_id for c in config.chains] == [31337, 31338]
+    assert all(str(c.finality) == "confirmations:3" for c in config.chains)
+
+    # Keys: three fresh attesters whose addresses are the committee, threshold 2, dev accounts
+    # 1 and 2 as relayer and client.
+    members = config.committee.members
+    assert list(members) == sorted(members) and len(set(members)) == 3
+    assert config.committee.threshold == 2
+    assert [address_of(k.load()) for k in config.attester_keys] == list(members)
+    assert config.relayer_key is not None and config.client_key is not None
+    relayer = Web3.to_checksum_address(address_of(config.relayer_key.load()))
+    client = Web3.to_checksum_address(address_of(config.client_key.load()))
+    assert (relayer, client) == (DEV_ADDRESSES[1], DEV_ADDRESSES[2])
+
+    alpha, beta = config.chains
+    w3 = {c.name: Web3(Web3.HTTPProvider(c.rpc[0])) for c in config.chains}
+    for chain in config.chains:
+        assert w3[chain.name].eth.chain_id == chain.chain_id
+        for key, address in chain.contracts.items():
+            assert w3[chain.name].eth.get_code(Web3.to_checksum_address(address)), (chain, key)
+
+    for here, there in ((alpha, beta), (beta, alpha)):
+        inbox = _contract(w3[here.name], "Inbox", here.contract("inbox"))
+        assert inbox.functions.localDomain().call() == here.domain
+        assert inbox.functions.outboxOf(there.domain).call() == _pad(there.contract("outbox"))
+        assert inbox.functions.threshold().call() == 2
+        assert [bytes.fromhex(v[2:]) for v in inbox.functions.validators().call()] == list(members)
+        assert inbox.functions.owner().call() == DEV_ADDRESSES[0]
+        bridge = _contract(w3[here.name], "TokenBridge", here.contract("token_bridge"))
+        assert bridge.functions.remoteBridge(there.domain).call() == _pad(
+            there.contract("token_bridge")
+        )
+        ping = _contract(w3[here.name], "Ping", here.contract("ping"))
+        assert ping.functions.inbox().call() == Web3.to_checksum_address(here.contract("inbox"))
+
+    # The TestToken on alpha is routed to beta and maps to beta's WrappedToken.
+    token = alpha.contract("token")
+    assert "wrapped_token" not in alpha.contracts and "token" not in beta.contracts
+    alpha_bridge = _contract(w3["alpha"], "TokenBridge", alpha.contract("token_bridge"))
+    assert alpha_bridge.functions.homeTokenRoute(Web3.to_checksum_address(token), 2).call()
+    beta_bridge = _contract(w3["beta"], "TokenBridge", beta.contract("token_bridge"))
+    wrapped = beta_bridge.functions.wrappedTokenOf(1, _pad(token)).call()
+    assert wrapped == Web3.to_checksum_address(beta.contract("wrapped_token"))
+    wrapped_token = _contract(w3["beta"], "WrappedToken", beta.contract("wrapped_token"))
+    assert wrapped_token.functions.bridge().call() == Web3.to_checksum_address(
+        beta.contract("token_bridge")
+    )
+    test_token = _contract(w3["alpha"], "TestToken", token)
+    assert test_token.functions.balanceOf(client).call() == DEMO_BALANCE
+
+    # The chains are detached: their own session, not our process group.
+    pids = _pids(state_dir)
+    for pid in pids.values():
+        assert os.getsid(pid) == pid != os.getsid(0)
+
+    # A second `up` finds them healthy: same file, same processes, nothing restarted.
+    text = config_path.read_text()
+    assert up(state_dir) == config_path
+    assert _pids(state_dir) == pids
+    assert config_path.read_text() == text
+
+    # status: both alive, blocks advancing with 1-second blocks, JSON-serializable.
+    first = status(state_dir)
+    json.dumps(first)
+    assert first["running"] is True
+    assert first["config"] == str(config_path)
+    assert [(c["name"], c["pid"], c["alive"]) for c in first["chains"]] == [
+        ("alpha", pids["alpha"], True),
+        ("beta", pids["beta"], True),
+    ]
+    assert all(c["finality"] == "confirmations:3" for c in first["chains"])
+    assert [c["rpc"] for c in first["chains"]] == [alpha.rpc[0], beta.rpc[0]]
+    time.sleep(2.2)
+    second = status(state_dir)
+    for before, after in zip(first["chains"], second["chains"], strict=True):
+        assert isinstance(before["block"], int)
+        assert after["block"] > before["block"]
+
+
+# --------------------------------------------------------------------------- down
+
+
+def test_down_stops_exactly_the_recorded_processes(state_dir: Path, anvil: AnvilProcess) -> None:
+    # `anvil` (conftest) is another anvil from the same binary: down must leave it alone.
+    up(state_dir)
+    pids = _pids(state_dir)
+    log_paths = sorted(state_dir.glob("anvil-*.log"))
+    lines = down(state_dir)
+    assert len(lines) == 2
+    for (name, pid), line in zip(pids.items(), lines, strict=True):
+        assert line.startswith(f"{name}: stopped") and str(pid) in line
+        assert _wait_dead(pid)
+    assert not (state_dir / STATE_FILE).exists()
+    assert sorted(state_dir.glob("anvil-*.log")) == log_paths  # logs are kept
+    assert (state_dir / CONFIG_FILE).exists()
+    assert anvil.running
+
+    assert down(state_dir) == []  # nothing recorded: harmless
+    after = status(state_dir)
+    assert after["running"] is False
+    assert all(not c["alive"] and c["block"] is None for c in after["chains"])
+
+
+def test_down_never_signals_a_recycled_pid(state_dir: Path) -> None:
+    """A record whose pid now belongs to another program: nothing is signalled."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        state_dir.mkdir(parents=True)
+        record = {
+            "version": 1,
+            "complete": True,
+            "config": str(state_dir / CONFIG_FILE),
+            "processes": [
+                {
+                    "chain": "alpha",
+                    "domain": 1,
+                    "chain_id": 31337,
+                    "pid": bystander.pid,
+                    "port": free_port(),
+                    "rpc": "http://127.0.0.1:1",
+                    "binary": str(anvil_binary()),
+                    "log": str(state_dir / "anvil-alpha.log"),
+                    "start_ticks": None,
+                }
+            ],
+        }
+        (state_dir / STATE_FILE).write_text(json.dumps(record))
+        assert status(state_dir)["chains"][0]["alive"] is False
+        lines = down(state_dir)
+        assert lines == [f"alpha: pid {bystander.pid} was not running (nothing signalled)"]
+        time.sleep(0.2)
+        assert bystander.poll() is None
+        assert not (state_dir / STATE_FILE).exists()
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_up_replaces_a_stale_record(state_dir: Path) -> None:
+    """One recorded chain died: `up` stops the survivor and starts a fresh, complete devnet."""
+    up(state_dir)
+    old = _pids(state_dir)
+    (state_dir / "ledger.db").write_bytes(b"old ledger")  # as a relayer would have left it
+    os.killpg(old["alpha"], signal.SIGKILL)
+    assert _wait_dead(old["alpha"])
+    assert status(state_dir)["running"] is False
+
+    config_path = up(state_dir)
+    new = _pids(state_dir)
+    assert set(new.values()).isdisjoint(old.values())
+    assert _wait_dead(old["beta"])  # the survivor of the stale devnet was stopped
+    assert status(state_dir)["running"] is True
+    load_config(config_path)
+    # The old ledger belongs to chains that no longer exist: moved aside, not reused.
+    assert not (state_dir / "ledger.db").exists()
+    archived = list((state_dir / "previous").glob("*/ledger.db"))
+    assert [p.read_bytes() for p in archived] == [b"old ledger"]
+
+
+# --------------------------------------------------------------------------- failures
+
+
+def test_busy_port_is_one_line_and_starts_nothing(state_dir: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        free = free_port()
+        with pytest.raises(DevnetError) as caught:
+            up(state_dir, ports=(free, port))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert f"port {port}" in message and "busy" in message
+    assert not (state_dir / STATE_FILE).exists()
+    # alpha, started on the free port before beta failed, was stopped again.
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", free), timeout=2).close()
+
+
+def test_deploy_failure_stops_what_was_started(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    started: list[AnvilProcess] = []
+    real_start = devnet.anvil.start_anvil
+
+    def spy(**kwargs: Any) -> AnvilProcess:
+        chain = real_start(**kwargs)
+        started.append(chain)
+        return chain
+
+    def broken_deploy(*args: Any, **kwargs: Any) -> dict[str, bytes]:
+        raise DeployError("domain 1: deploying Inbox reverted (tx 0x00, NotOwner(0x00))")
+
+    monkeypatch.setattr(manager, "start_anvil", spy)
+    monkeypatch.setattr(manager, "deploy_evm_chain", broken_deploy)
+    with pytest.raises(DevnetError) as caught:
+        up(state_dir)
+    assert "\n" not in str(caught.value)
+    assert "deploying Inbox reverted" in str(caught.value)
+    assert len(started) == 2
+    assert all(not chain.running for chain in started)
+    assert not (state_dir / STATE_FILE).exists()
+
+
+def test_missing_anvil_is_one_line(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(devnet.anvil, "NODE_MODULES", devnet.anvil.REPO_ROOT / "no_node_modules")
+    with pytest.raises(DevnetError) as caught:
+        up(state_dir)
+    assert "\n" not in str(caught.value)
+    assert "not installed" in str(caught.value)
+    assert not (state_dir / STATE_FILE).exists()
