@@ -101,6 +101,7 @@ def _logging(verbose: bool = False) -> None:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call is noise
 
 
 @cli.group()

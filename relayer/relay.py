@@ -152,7 +152,12 @@ class Relayer:
         """Run until cancelled, SIGINT/SIGTERM, or a :class:`RouteHalted`."""
         await self._db(self._load_lanes)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_signals, nursery.cancel_scope)
+            await nursery.start(self._watch_signals, nursery.cancel_scope)
+            log.info(
+                "relaying: origins %s, destinations %s",
+                [lane.chain.name for lane in self.lanes.values()],
+                [c.name for c in self.config.chains if "inbox" in c.contracts],
+            )
             for lane in self.lanes.values():
                 nursery.start_soon(self._scan_loop, lane)
                 nursery.start_soon(self._collect_loop, lane)
@@ -161,8 +166,11 @@ class Relayer:
                     nursery.start_soon(self._deliver_loop, chain)
 
     @staticmethod
-    async def _watch_signals(scope: trio.CancelScope) -> None:
+    async def _watch_signals(
+        scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s, shutting down", signal.Signals(signum).name)
                 scope.cancel()

@@ -204,6 +204,9 @@ def test_relayer_sigkill_mid_stream_delivers_each_exactly_once(
 
 
 def test_relayer_sigterm_is_clean(devnet_config: Path, procs: Procs) -> None:
+    deadline = time.monotonic() + 30
+    while "relaying: origins" not in procs.log("relayer") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert procs.stop("relayer", signal.SIGTERM) == 0
     assert "Traceback" not in procs.log("relayer")
     procs.start("relayer", "relay", "--poll", "0.3")

@@ -195,7 +195,7 @@ class EvmChain:
         The root is not read from ``root()``: the 32 frontier slots and the count slot are
         proven under the header's state root and the root is recomputed from them.
         """
-        slots = [quantity(slot) for slot in range(OUTBOX_COUNT_SLOT + 1)]
+        slots = [hex0x(slot.to_bytes(32, "big")) for slot in range(OUTBOX_COUNT_SLOT + 1)]
         result = await self.rpc.call(
             "eth_getProof", [hex0x(outbox[-20:]), slots, quantity(header.number)]
         )

@@ -20,6 +20,7 @@ from typing import Any
 
 import trio
 from eth_account import Account
+from eth_utils import to_checksum_address
 
 from adapters.rpc import JsonRpcClient, RpcCallError, RpcError
 
@@ -163,7 +164,7 @@ class TxEngine:
             "type": 2,
             "chainId": self.chain_id,
             "nonce": sent.nonce,
-            "to": "0x" + sent.to[-20:].hex(),
+            "to": to_checksum_address(sent.to[-20:]),
             "data": "0x" + sent.data.hex(),
             "value": value,
             "gas": sent.gas,
