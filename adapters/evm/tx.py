@@ -20,7 +20,7 @@ from typing import Any
 
 import trio
 from eth_account import Account
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
 
 from adapters.rpc import JsonRpcClient, RpcCallError, RpcError
 
