@@ -191,8 +191,21 @@ def attest(config_path: Path, index: int, poll: float) -> int:
 @cli.command()
 @_config_option
 @click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
-@click.option("--batch-size", type=click.IntRange(1, 200), default=50, show_default=True)
-def relay(config_path: Path, poll: float, batch_size: int) -> int:
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1, 400),
+    default=100,
+    show_default=True,
+    help="Messages per delivery transaction.",
+)
+@click.option(
+    "--max-inflight",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="Delivery transactions in flight per destination.",
+)
+def relay(config_path: Path, poll: float, batch_size: int, max_inflight: int) -> int:
     """Run the relayer for every route of the config until SIGINT/SIGTERM."""
     from relayer.ledger import open_ledger
     from relayer.relay import Relayer
@@ -200,7 +213,9 @@ def relay(config_path: Path, poll: float, batch_size: int) -> int:
     config = _load(config_path)
     _logging()
     with open_ledger(config.ledger) as ledger:
-        relayer = Relayer(config, ledger, poll=poll, batch_size=batch_size)
+        relayer = Relayer(
+            config, ledger, poll=poll, batch_size=batch_size, max_inflight=max_inflight
+        )
         trio.run(relayer.run)
     return 0
 

@@ -35,7 +35,7 @@ import trio
 from eth_abi.abi import encode as abi_encode
 
 from adapters.evm.chain import AdapterError, DispatchEvent, EvmChain, selector
-from adapters.evm.tx import MinedTx, SentTx, TxEngine, TxError
+from adapters.evm.tx import BroadcastHook, MinedTx, SentTx, TxEngine, TxError, TxReverted
 from adapters.rpc import RpcCallError, RpcError
 from light_clients.committee import Checkpoint, recover_signer, verify_attestation
 from light_clients.errors import VerificationError
@@ -109,6 +109,7 @@ class Relayer:
         poll: float = 0.5,
         batch_size: int = 50,
         confirm_timeout: float = 120.0,
+        max_inflight: int = 4,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -119,6 +120,8 @@ class Relayer:
         self.metrics = RelayerMetrics()
         self.lanes: dict[int, Lane] = {}
         self._db_limiter = trio.CapacityLimiter(1)
+        self.max_inflight = max_inflight
+        self._started = False
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking ledger call in a worker thread (one at a time)."""
@@ -345,27 +348,41 @@ class Relayer:
     # ------------------------------------------------------------------ delivery
 
     async def _deliver_loop(self, chain: ChainConfig) -> None:
+        """Deliver to ``chain`` forever, with up to ``max_inflight`` transactions in flight."""
         key = self._relayer_key()
         async with open_evm(chain) as evm:
             engine = TxEngine(evm.rpc, key, chain.chain_id or await evm.chain_id())
-            await self._recover_pending(chain, evm, engine)
-            while True:
-                try:
-                    busy = await self._deliver_once(chain, evm, engine)
-                except (RpcError, AdapterError, TxError) as exc:
-                    self.metrics.rpc_errors += 1
-                    log.warning("deliver to %s: %s", chain.name, exc)
-                    busy = False
-                if not busy:
-                    await trio.sleep(self.poll)
+            await self._settle_pending(chain, engine)
+            inflight = trio.Semaphore(self.max_inflight)
+            last_settle = trio.current_time()
+            async with trio.open_nursery() as confirmations:
+                while True:
+                    try:
+                        busy = await self._deliver_once(chain, evm, engine, confirmations, inflight)
+                        if trio.current_time() - last_settle > self.confirm_timeout:
+                            await self._settle_pending(chain, engine)
+                            last_settle = trio.current_time()
+                    except (RpcError, AdapterError, TxError) as exc:
+                        self.metrics.rpc_errors += 1
+                        log.warning("deliver to %s: %s", chain.name, exc)
+                        busy = False
+                    if not busy:
+                        await trio.sleep(self.poll)
 
     def _relayer_key(self) -> bytes:
         if self.config.relayer_key is None:
             raise RouteHalted("no [relayer] key configured: cannot deliver")
         return self.config.relayer_key.load()
 
-    async def _deliver_once(self, chain: ChainConfig, evm: EvmChain, engine: TxEngine) -> bool:
-        """Deliver one batch; True if there was work."""
+    async def _deliver_once(
+        self,
+        chain: ChainConfig,
+        evm: EvmChain,
+        engine: TxEngine,
+        confirmations: trio.Nursery,
+        inflight: trio.Semaphore,
+    ) -> bool:
+        """Submit one batch per origin; True if there was work."""
         domain = chain.domain
         await self._db(self._requeue_due, domain)
         records = await self._db(
@@ -377,7 +394,9 @@ class Relayer:
         for record in records:
             by_origin[record.origin].append(record)
         for origin, group in by_origin.items():
-            await self._deliver_group(chain, evm, engine, self.lanes[origin], group)
+            submission = await self._prepare(chain, evm, self.lanes[origin], group)
+            if submission is not None:
+                await self._submit(chain, engine, submission, confirmations, inflight)
         return True
 
     def _requeue_due(self, destination: int) -> None:
@@ -385,14 +404,10 @@ class Relayer:
         if due:
             self.ledger.transition([m.id for m in due], MessageStatus.ATTESTED)
 
-    async def _deliver_group(
-        self,
-        chain: ChainConfig,
-        evm: EvmChain,
-        engine: TxEngine,
-        lane: Lane,
-        group: Sequence[MessageRecord],
-    ) -> None:
+    async def _prepare(
+        self, chain: ChainConfig, evm: EvmChain, lane: Lane, group: Sequence[MessageRecord]
+    ) -> Submission | None:
+        """Build (and dry-run) one ``process`` call for ``group``; None if nothing to send."""
         inbox = chain.contract("inbox")
         checkpoint, signatures = await self._db(self._checkpoint_for, lane)
         pending = []
@@ -409,7 +424,7 @@ class Relayer:
             else:
                 pending.append(record)
         if not pending:
-            return
+            return None
         messages, branches = [], []
         for record in pending:
             branch = lane.tree.proof(record.nonce, checkpoint.index + 1)
@@ -434,14 +449,7 @@ class Relayer:
                 branches,
             ],
         )
-        ids = [r.id for r in pending]
-        try:
-            gas = await engine.estimate_gas(inbox, calldata)
-        except RpcCallError as exc:
-            await self._fail(ids, f"dry run reverted: {exc.message}", pending)
-            self.metrics.dry_run_failures += 1
-            return
-        await self._submit(chain, engine=engine, inbox=inbox, calldata=calldata, gas=gas, ids=ids)
+        return Submission(inbox, calldata, pending)
 
     def _checkpoint_for(self, lane: Lane) -> tuple[Checkpoint, list[bytes]]:
         """The newest stored checkpoint of ``lane`` and its signatures in signer order."""
@@ -473,13 +481,20 @@ class Relayer:
     async def _submit(
         self,
         chain: ChainConfig,
-        *,
         engine: TxEngine,
-        inbox: bytes,
-        calldata: bytes,
-        gas: int,
-        ids: Sequence[str],
+        submission: Submission,
+        confirmations: trio.Nursery,
+        inflight: trio.Semaphore,
     ) -> None:
+        """Dry-run, record, broadcast; the receipt is awaited in ``confirmations``."""
+        ids = [r.id for r in submission.records]
+        try:
+            gas = await engine.estimate_gas(submission.inbox, submission.calldata)
+        except RpcCallError as exc:
+            await self._fail(ids, f"dry run reverted: {exc.message}", submission.records)
+            self.metrics.dry_run_failures += 1
+            return
+
         async def record(sent: SentTx, tx_hash: bytes) -> None:
             await self._db(
                 self.ledger.record_transaction,
@@ -496,14 +511,59 @@ class Relayer:
                 ids,
             )
 
+        await inflight.acquire()
         try:
-            sent = await engine.send(inbox, calldata, gas=gas, before_broadcast=record)
-        except TxError as exc:
-            await self._db(self._broadcast_failed, chain.domain, ids, str(exc))
+            sent = await engine.send(
+                submission.inbox, submission.calldata, gas=gas, before_broadcast=record
+            )
+        except BaseException as exc:
+            inflight.release()
+            if isinstance(exc, TxError):
+                await self._db(self._broadcast_failed, chain.domain, ids, str(exc))
             raise
         self.metrics.batches += 1
-        mined = await engine.wait(sent, timeout=self.confirm_timeout, before_broadcast=record)
-        await self._db(self._apply_receipt, chain.domain, mined)
+        confirmations.start_soon(
+            partial(self._confirm, chain, engine, sent, record=record, ids=ids, inflight=inflight)
+        )
+
+    async def _confirm(
+        self,
+        chain: ChainConfig,
+        engine: TxEngine,
+        sent: SentTx,
+        *,
+        record: BroadcastHook,
+        ids: Sequence[str],
+        inflight: trio.Semaphore,
+    ) -> None:
+        """Wait for one delivery transaction and record what it did."""
+        try:
+            mined = await engine.wait(sent, timeout=self.confirm_timeout, before_broadcast=record)
+        except TxReverted as exc:
+            await self._db(self._reverted, chain.domain, exc, ids)
+        except TxError as exc:  # not mined in time: _settle_pending picks it up later
+            log.warning("deliver to %s: %s", chain.name, exc)
+        except RpcError as exc:
+            log.warning("deliver to %s: receipt unavailable: %s", chain.name, exc)
+        else:
+            await self._db(self._apply_receipt, chain.domain, mined)
+        finally:
+            inflight.release()
+
+    def _reverted(self, domain: int, exc: TxReverted, ids: Sequence[str]) -> None:
+        """A delivery that reverted on chain (after a good dry run: state changed in between)."""
+        with self.ledger.atomic() as batch:
+            batch.update_transaction(
+                domain,
+                exc.tx_hash,
+                TxStatus.FAILED,
+                block_number=exc.block_number,
+                gas_used=exc.gas_used,
+                error=str(exc),
+            )
+            batch.transition(
+                ids, MessageStatus.FAILED, reason=str(exc), retry_at=time.time() + RETRY_BACKOFF[0]
+            )
 
     def _broadcast_failed(self, domain: int, ids: Sequence[str], error: str) -> None:
         with self.ledger.atomic() as batch:
@@ -533,23 +593,29 @@ class Relayer:
         self.metrics.gas_used += mined.gas_used
         self.metrics.fees_paid += mined.fee_paid
 
-    async def _recover_pending(self, chain: ChainConfig, evm: EvmChain, engine: TxEngine) -> None:
-        """After a restart: settle every transaction the ledger still has as pending."""
+    async def _settle_pending(self, chain: ChainConfig, engine: TxEngine) -> None:
+        """Settle transactions the ledger has as pending for longer than ``confirm_timeout``
+        (all of them at start-up): mined ones are recorded, unknown ones count as dropped."""
         pending = await self._db(
             self.ledger.transactions, chain=chain.domain, status=TxStatus.PENDING
         )
+        cutoff = time.time() - self.confirm_timeout
         for tx in pending:
+            if self._started and tx.submitted_at > cutoff:
+                continue
             tx_hash = bytes.fromhex(tx.hash[2:])
+            ids = await self._db(self.ledger.transaction_messages, chain.domain, tx.hash)
             try:
                 mined = await engine.receipt(tx_hash)
-            except TxError:
-                mined = None
+            except TxReverted as exc:
+                await self._db(self._reverted, chain.domain, exc, ids)
+                continue
             if mined is not None:
                 await self._db(self._apply_receipt, chain.domain, mined)
-                continue
-            ids = await self._db(self.ledger.transaction_messages, chain.domain, tx.hash)
-            await self._db(self._dropped, chain.domain, tx.hash, ids)
+            else:
+                await self._db(self._dropped, chain.domain, tx.hash, ids)
         await engine.sync_nonce()
+        self._started = True
 
     def _dropped(self, domain: int, tx_hash: str, ids: Sequence[str]) -> None:
         """A recorded transaction the chain does not know: its messages go back to attested.
@@ -567,6 +633,15 @@ class Relayer:
             ]
             if still:
                 batch.transition(still, MessageStatus.ATTESTED, reason="transaction dropped")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One ``process`` call ready to send: the inbox, the calldata, the messages it carries."""
+
+    inbox: bytes
+    calldata: bytes
+    records: Sequence[MessageRecord]
 
 
 @dataclass

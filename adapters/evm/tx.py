@@ -38,6 +38,10 @@ class TxError(Exception):
 class TxReverted(TxError):
     """The transaction was mined but reverted (status 0)."""
 
+    def __init__(self, tx_hash: bytes, block_number: int, gas_used: int) -> None:
+        super().__init__(f"transaction 0x{tx_hash.hex()} reverted in block {block_number}")
+        self.tx_hash, self.block_number, self.gas_used = tx_hash, block_number, gas_used
+
 
 @dataclass
 class SentTx:
@@ -218,9 +222,7 @@ class TxEngine:
             logs=list(receipt.get("logs", [])),
         )
         if _int(receipt.get("status", "0x1")) != 1:
-            raise TxReverted(
-                f"transaction 0x{tx_hash.hex()} reverted in block {mined.block_number}"
-            )
+            raise TxReverted(tx_hash, mined.block_number, mined.gas_used)
         return mined
 
     async def wait(
