@@ -126,7 +126,8 @@ class TxEngine:
         estimate = _int(await self.rpc.call("eth_estimateGas", [call]))
         return estimate * (100 + self.gas_margin_percent) // 100
 
-    async def _fees(self) -> tuple[int, int]:
+    async def current_fees(self) -> tuple[int, int]:
+        """``(maxFeePerGas, maxPriorityFeePerGas)`` for a new transaction, within the cap."""
         block = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
         base_fee = _int(block.get("baseFeePerGas", "0x0"))
         tip = min(self.priority_fee, self.fee_cap)
@@ -149,7 +150,7 @@ class TxEngine:
         """
         if gas is None:
             gas = await self.estimate_gas(to, data, value)
-        max_fee, tip = await self._fees()
+        max_fee, tip = await self.current_fees()
         async with self._lock:
             if self._next_nonce is None:
                 await self.sync_nonce()
@@ -190,7 +191,7 @@ class TxEngine:
 
     async def _replace(self, sent: SentTx, before_broadcast: BroadcastHook | None) -> bool:
         """Re-send the same nonce with higher fees; False when already at the cap."""
-        max_fee, tip = await self._fees()
+        max_fee, tip = await self.current_fees()
         bumped_tip = min(
             self.fee_cap, max(tip, sent.priority_fee * REPLACEMENT_BUMP_PERCENT // 100)
         )

@@ -1,0 +1,95 @@
+"""The transaction engine on a real anvil: nonces are never burned, stuck transactions escalate."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import trio
+
+from adapters.evm.tx import TxEngine, TxError
+from adapters.rpc import JsonRpcClient
+from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
+
+pytestmark = pytest.mark.chain
+
+SENDER_KEY = bytes.fromhex(DEV_PRIVATE_KEYS[5][2:])
+RECIPIENT = bytes.fromhex(DEV_ADDRESSES[6][2:])
+CHAIN_ID = 31337
+
+
+def rpc(chain: AnvilProcess, method: str, params: list[object]) -> object:
+    body = httpx.post(
+        chain.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    ).json()
+    assert "error" not in body, body
+    return body["result"]
+
+
+def test_failed_broadcast_does_not_burn_a_nonce(fresh_anvil: AnvilProcess) -> None:
+    async def scenario() -> None:
+        async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
+            engine = TxEngine(client, SENDER_KEY, CHAIN_ID)
+            start = await engine.sync_nonce()
+            with pytest.raises(TxError):  # below intrinsic gas: the node refuses it
+                await engine.send(RECIPIENT, b"", gas=1_000)
+            assert engine.broadcast_errors == 1
+            sent = await engine.send(RECIPIENT, b"", gas=21_000)
+            assert sent.nonce == start
+            mined = await engine.wait(sent, timeout=30)
+            assert mined.nonce == start
+
+    trio.run(scenario)
+
+
+def test_fee_cap_below_base_fee_is_refused_without_burning(fresh_anvil: AnvilProcess) -> None:
+    async def scenario() -> None:
+        async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
+            capped = TxEngine(client, SENDER_KEY, CHAIN_ID, fee_cap=1)
+            start = await capped.sync_nonce()
+            with pytest.raises(TxError):
+                await capped.send(RECIPIENT, b"", gas=21_000)
+            assert await capped.sync_nonce() == start
+
+    trio.run(scenario)
+
+
+def test_stuck_transaction_is_replaced_with_higher_fees(fresh_anvil: AnvilProcess) -> None:
+    rpc(fresh_anvil, "evm_setAutomine", [False])
+
+    async def scenario() -> None:
+        async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
+            engine = TxEngine(client, SENDER_KEY, CHAIN_ID, escalate_after=0.3)
+            sent = await engine.send(RECIPIENT, b"", gas=21_000)
+            first_fee = sent.max_fee
+            async with trio.open_nursery() as nursery:
+
+                async def mine_later() -> None:
+                    await trio.sleep(1.5)
+                    rpc(fresh_anvil, "evm_mine", [])
+
+                nursery.start_soon(mine_later)
+                mined = await engine.wait(sent, timeout=30, poll=0.1)
+            assert engine.replacements >= 1
+            assert len(sent.hashes) == engine.replacements + 1
+            assert sent.max_fee > first_fee
+            assert mined.hash == sent.hashes[-1]  # the pool kept the highest-fee replacement
+            assert mined.nonce == sent.nonce
+
+    trio.run(scenario)
+
+
+def test_escalation_stops_at_the_fee_cap(fresh_anvil: AnvilProcess) -> None:
+    rpc(fresh_anvil, "evm_setAutomine", [False])
+
+    async def scenario() -> None:
+        async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
+            probe = TxEngine(client, SENDER_KEY, CHAIN_ID)
+            max_fee, _ = await probe.current_fees()
+            engine = TxEngine(client, SENDER_KEY, CHAIN_ID, escalate_after=0.2, fee_cap=max_fee)
+            sent = await engine.send(RECIPIENT, b"", gas=21_000)
+            with pytest.raises(TxError, match="not mined"):
+                await engine.wait(sent, timeout=1.5, poll=0.1)
+            assert engine.replacements == 0
+            assert sent.max_fee <= max_fee
+
+    trio.run(scenario)
