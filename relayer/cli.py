@@ -205,7 +205,15 @@ def attest(config_path: Path, index: int, poll: float) -> int:
     show_default=True,
     help="Delivery transactions in flight per destination.",
 )
-def relay(config_path: Path, poll: float, batch_size: int, max_inflight: int) -> int:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
+)
+def relay(
+    config_path: Path, poll: float, batch_size: int, max_inflight: int, metrics_port: int | None
+) -> int:
     """Run the relayer for every route of the config until SIGINT/SIGTERM."""
     from relayer.ledger import open_ledger
     from relayer.relay import Relayer
@@ -214,7 +222,12 @@ def relay(config_path: Path, poll: float, batch_size: int, max_inflight: int) ->
     _logging()
     with open_ledger(config.ledger) as ledger:
         relayer = Relayer(
-            config, ledger, poll=poll, batch_size=batch_size, max_inflight=max_inflight
+            config,
+            ledger,
+            poll=poll,
+            batch_size=batch_size,
+            max_inflight=max_inflight,
+            metrics_port=metrics_port,
         )
         trio.run(relayer.run)
     return 0

@@ -36,7 +36,7 @@ from eth_abi.abi import encode as abi_encode
 
 from adapters.evm.chain import AdapterError, DispatchEvent, EvmChain, selector
 from adapters.evm.tx import BroadcastHook, MinedTx, SentTx, TxEngine, TxError, TxReverted
-from adapters.rpc import RpcCallError, RpcError
+from adapters.rpc import EndpointHealth, RpcCallError, RpcError
 from light_clients.committee import Checkpoint, recover_signer, verify_attestation
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
@@ -54,6 +54,7 @@ from relayer.ledger import (
     NewTransaction,
     TxStatus,
 )
+from relayer.metrics import render, serve_metrics
 
 log = logging.getLogger("passerelle.relayer")
 T = TypeVar("T")
@@ -110,6 +111,7 @@ class Relayer:
         batch_size: int = 50,
         confirm_timeout: float = 120.0,
         max_inflight: int = 4,
+        metrics_port: int | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -121,6 +123,8 @@ class Relayer:
         self.lanes: dict[int, Lane] = {}
         self._db_limiter = trio.CapacityLimiter(1)
         self.max_inflight = max_inflight
+        self.metrics_port = metrics_port
+        self.endpoints: dict[str, Sequence[EndpointHealth]] = {}
         self._started = False
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -156,6 +160,8 @@ class Relayer:
         await self._db(self._load_lanes)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._watch_signals, nursery.cancel_scope)
+            if self.metrics_port is not None:
+                await nursery.start(serve_metrics, self.metrics_port, self.metrics_text)
             log.info(
                 "relaying: origins %s, destinations %s",
                 [lane.chain.name for lane in self.lanes.values()],
@@ -167,6 +173,11 @@ class Relayer:
             for chain in self.config.chains:
                 if "inbox" in chain.contracts:
                     nursery.start_soon(self._deliver_loop, chain)
+
+    async def metrics_text(self) -> str:
+        """The Prometheus exposition of the counters, the ledger backlog and RPC health."""
+        backlog = await self._db(self.ledger.counts_by_status)
+        return render(self.metrics, {str(k): v for k, v in backlog.items()}, self.endpoints)
 
     @staticmethod
     async def _watch_signals(
@@ -183,6 +194,7 @@ class Relayer:
 
     async def _scan_loop(self, lane: Lane) -> None:
         async with open_evm(lane.chain) as evm:
+            self.endpoints[f"{lane.chain.name}/scan"] = evm.rpc.endpoints
             while True:
                 try:
                     caught_up = await self._scan_once(lane, evm)
@@ -351,6 +363,7 @@ class Relayer:
         """Deliver to ``chain`` forever, with up to ``max_inflight`` transactions in flight."""
         key = self._relayer_key()
         async with open_evm(chain) as evm:
+            self.endpoints[f"{chain.name}/deliver"] = evm.rpc.endpoints
             engine = TxEngine(evm.rpc, key, chain.chain_id or await evm.chain_id())
             await self._settle_pending(chain, engine)
             inflight = trio.Semaphore(self.max_inflight)
