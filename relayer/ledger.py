@@ -35,7 +35,6 @@ Blocking
 
 import enum
 import sqlite3
-import struct
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -51,7 +50,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, delete, func, select
 
-from light_clients.hashing import keccak256
+from light_clients.errors import VerificationError
+from light_clients.message import HEADER_SIZE, decode_message
 
 __all__ = [
     "HEADER_SIZE",
@@ -86,11 +86,6 @@ __all__ = [
 SCHEMA_VERSION: Final = 1
 """Version of the tables below; stored in ``ledger_meta`` so later code can migrate old files."""
 
-HEADER_SIZE: Final = 77
-"""Bytes of a version-1 message before its body (DESIGN.md, "Message")."""
-
-_HEADER = struct.Struct(">BII32sI32s")  # version, nonce, origin, sender, destination, recipient
-_MESSAGE_VERSION = 1
 _DEFAULT_STREAM = "outbox"
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under every backend's bind-parameter limit
 _PG_LOCK_KEY = 0x70617373_65726C6C  # "passerll": the advisory lock serialising PG writers
@@ -1210,18 +1205,17 @@ def _audit_edge_ok(frm: MessageStatus | None, to: MessageStatus | None) -> bool:
 
 def _parse_discovery(record: DiscoveredMessage, now: float) -> dict[str, Any]:
     raw = bytes(record.message)
-    if len(raw) < HEADER_SIZE:
-        raise ValueError(f"a message is at least {HEADER_SIZE} bytes, got {len(raw)}")
-    version, nonce, origin, sender, destination, recipient = _HEADER.unpack_from(raw)
-    if version != _MESSAGE_VERSION:
-        raise ValueError(f"unsupported message version {version}")
+    try:
+        message = decode_message(raw)  # the one codec: the row cannot disagree with its bytes
+    except VerificationError as exc:
+        raise ValueError(str(exc)) from None
     return {
-        "id": "0x" + keccak256(raw).hex(),
-        "origin": origin,
-        "nonce": nonce,
-        "destination": destination,
-        "sender": "0x" + sender.hex(),
-        "recipient": "0x" + recipient.hex(),
+        "id": "0x" + message.id.hex(),
+        "origin": message.origin,
+        "nonce": message.nonce,
+        "destination": message.destination,
+        "sender": "0x" + message.sender.hex(),
+        "recipient": "0x" + message.recipient.hex(),
         "message": raw,
         "status": MessageStatus.DISCOVERED,
         "reason": None,

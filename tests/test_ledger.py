@@ -525,7 +525,7 @@ def test_bad_messages_are_refused(ledger: Ledger) -> None:
     def record(message: bytes, block_hash: bytes | str = good.block_hash) -> None:
         ledger.record_discovered([DiscoveredMessage(message, 1, block_hash, good.tx_hash, 0)])
 
-    with pytest.raises(ValueError, match="at least 77"):
+    with pytest.raises(ValueError, match="shorter than the 77-byte header"):
         record(b"\x01" * 76)
     with pytest.raises(ValueError, match="version 2"):
         record(b"\x02" + good.message[1:])
