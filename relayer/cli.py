@@ -104,20 +104,24 @@ def _logging(verbose: bool = False) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per RPC call is noise
 
 
+def _dir_option(func: Any) -> Any:
+    return click.option(
+        "--dir",
+        "state_dir",
+        type=click.Path(path_type=Path),
+        default=DEFAULT_DEVNET_DIR,
+        show_default=True,
+        help="Where the devnet keeps its state, logs and config.",
+    )(func)
+
+
 @cli.group()
 def devnet() -> None:
     """Local chains for trying Passerelle: two anvil EVM chains with everything deployed."""
 
 
 @devnet.command("up")
-@click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_DEVNET_DIR,
-    show_default=True,
-    help="Where the devnet keeps its state, logs and config.",
-)
+@_dir_option
 def devnet_up(state_dir: Path) -> int:
     """Start (or reuse) the devnet; print the path of its config TOML."""
     from devnet import manager
@@ -127,13 +131,7 @@ def devnet_up(state_dir: Path) -> int:
 
 
 @devnet.command("down")
-@click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_DEVNET_DIR,
-    show_default=True,
-)
+@_dir_option
 def devnet_down(state_dir: Path) -> int:
     """Stop exactly the processes `devnet up` started."""
     from devnet import manager
@@ -144,13 +142,7 @@ def devnet_down(state_dir: Path) -> int:
 
 
 @devnet.command("status")
-@click.option(
-    "--dir",
-    "state_dir",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_DEVNET_DIR,
-    show_default=True,
-)
+@_dir_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def devnet_status(state_dir: Path, as_json: bool) -> int:
     """Show the devnet's chains, processes and finality policies."""

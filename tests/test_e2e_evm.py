@@ -6,155 +6,39 @@ three `passerelle attest`, one `passerelle relay`, `passerelle send`, `passerell
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 import trio
+from e2e_support import (
+    Procs,
+    delivered_events,
+    devnet,
+    rpc,
+    running,
+    send,
+    statuses,
+    wait_delivered,
+)
 
-from devnet import manager
-from light_clients.hashing import keccak256
 from relayer.client import token_balance
-from relayer.config import Config, load_config
+from relayer.config import load_config
 
 pytestmark = pytest.mark.chain
-
-PASSERELLE = str(Path(sys.executable).parent / "passerelle")
-DELIVERED_TOPIC = "0x" + keccak256(b"Delivered(bytes32,uint32,uint32)").hex()
-
-
-class Procs:
-    """Long-running passerelle processes, each logging to a file, stopped by PID."""
-
-    def __init__(self, config: Path, logs: Path) -> None:
-        self.config, self.logs = config, logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}.log").open("ab")
-        proc = subprocess.Popen(
-            [PASSERELLE, *args, "--config", str(self.config)],
-            stdout=log,
-            stderr=log,
-            start_new_session=True,
-        )
-        self.running[name] = proc
-        return proc
-
-    def start_all(self) -> None:
-        for i in range(3):
-            self.start(f"attester{i}", "attest", "--index", str(i), "--poll", "0.5")
-        self.start("relayer", "relay", "--poll", "0.3")
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
-        proc = self.running.pop(name)
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(timeout=20)
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
-
-    def log(self, name: str) -> str:
-        return (self.logs / f"{name}.log").read_text(errors="replace")
-
-
-def cli(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [PASSERELLE, *args, "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    assert "Traceback" not in result.stderr, result.stderr
-    return result
-
-
-def send(config: Path, origin: str, destination: str, *extra: str) -> list[dict[str, Any]]:
-    result = cli(config, "send", "--from", origin, "--to", destination, "--json", *extra)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def statuses(config: Path) -> dict[str, dict[str, Any]]:
-    result = cli(config, "status", "--json")
-    assert result.returncode == 0, result.stderr
-    return {row["id"]: row for row in map(json.loads, result.stdout.splitlines())}
-
-
-def wait_delivered(config: Path, ids: list[str], procs: Procs, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    rows: dict[str, dict[str, Any]] = {}
-    while time.monotonic() < deadline:
-        rows = statuses(config)
-        if all(rows.get(i, {}).get("status") == "delivered" for i in ids):
-            assert all(rows[i]["delivered_on_chain"] for i in ids)
-            return
-        time.sleep(1)
-    missing = {
-        i: rows.get(i, {}).get("status")
-        for i in ids
-        if rows.get(i, {}).get("status") != "delivered"
-    }
-    pytest.fail(f"not delivered: {missing}\nrelayer log:\n{procs.log('relayer')[-3000:]}")
-
-
-def rpc(url: str, method: str, params: list[Any]) -> Any:
-    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    response = httpx.post(url, json=request, timeout=10)
-    body = response.json()
-    assert "error" not in body, body
-    return body["result"]
-
-
-def delivered_events(config: Config, chain: str) -> list[str]:
-    """Every message id the chain's Inbox emitted Delivered for (duplicates kept)."""
-    target = config.chain(chain)
-    logs = rpc(
-        target.rpc[0],
-        "eth_getLogs",
-        [
-            {
-                "address": "0x" + target.contract("inbox").hex(),
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [DELIVERED_TOPIC],
-            }
-        ],
-    )
-    return [entry["topics"][1] for entry in logs]
 
 
 @pytest.fixture(scope="module")
 def devnet_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    state = tmp_path_factory.mktemp("devnet")
-    path = manager.up(state)
-    try:
-        yield path
-    finally:
-        manager.down(state)
+    yield from devnet(tmp_path_factory)
 
 
 @pytest.fixture
 def procs(devnet_config: Path, tmp_path: Path) -> Iterator[Procs]:
-    running = Procs(devnet_config, tmp_path)
-    running.start_all()
-    try:
-        yield running
-    finally:
-        running.stop_all()
+    with running(devnet_config, tmp_path) as started:
+        yield started
 
 
 def test_messages_both_ways(devnet_config: Path, procs: Procs) -> None:
@@ -196,7 +80,7 @@ def test_relayer_sigkill_mid_stream_delivers_each_exactly_once(
         while time.monotonic() < deadline and len(delivered_events(config, "beta")) == before:
             time.sleep(0.2)
         procs.stop("relayer", signal.SIGKILL)
-        procs.start("relayer", "relay", "--poll", "0.3")
+        procs.start_relayer()
     wait_delivered(devnet_config, ids, procs, timeout=180)
     events = delivered_events(config, "beta")
     assert len(events) == len(set(events)), "a message was delivered twice"
@@ -209,7 +93,7 @@ def test_relayer_sigterm_is_clean(devnet_config: Path, procs: Procs) -> None:
         time.sleep(0.2)
     assert procs.stop("relayer", signal.SIGTERM) == 0
     assert "Traceback" not in procs.log("relayer")
-    procs.start("relayer", "relay", "--poll", "0.3")
+    procs.start_relayer()
 
 
 def test_reorg_shallower_than_finality_is_never_relayed(devnet_config: Path, procs: Procs) -> None:
