@@ -11,6 +11,7 @@ import json
 import logging
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from functools import partial
@@ -308,6 +309,7 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
     config = _load(config_path)
     with open_ledger(config.ledger) as ledger:
         rows = client.status_rows(ledger, message_id)
+        history = ledger.history(rows[0].id) if message_id is not None and rows else []
     if message_id is not None and not rows:
         click.echo(f"passerelle: no message {message_id} in the ledger", err=True)
         return 1
@@ -329,6 +331,7 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
                         "delivery_tx": row.delivery_tx_hash,
                         "delivered_on_chain": on_chain,
                     }
+                    | ({"history": [_event_json(e) for e in history]} if message_id else {})
                 )
             )
         else:
@@ -343,6 +346,15 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
                 f"{row.id[:18]}…  {route:<16} nonce {row.nonce:<5} {row.status!s:<10}{flag}"
                 + (f"  ({row.reason})" if row.reason else "")
             )
+    for event in [] if as_json else history:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.at))
+        step = f"{event.from_status or '(new)'} → {event.to_status or '(removed)'}"
+        extra = "".join(
+            f"  {label} {value}"
+            for label, value in (("tx", event.tx_hash), ("checkpoint", event.checkpoint_id))
+            if value is not None
+        )
+        click.echo(f"  {when}  {step}{extra}" + (f"  ({event.reason})" if event.reason else ""))
     if not as_json:
         counts: dict[str, int] = {}
         for row in rows:
@@ -353,6 +365,17 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
         finality = ", ".join(f"{c.name}: {c.finality}" for c in config.chains)
         click.echo(f"finality: {finality}")
     return 0
+
+
+def _event_json(event: Any) -> dict[str, Any]:
+    return {
+        "at": event.at,
+        "from": None if event.from_status is None else str(event.from_status),
+        "to": None if event.to_status is None else str(event.to_status),
+        "reason": event.reason,
+        "tx": event.tx_hash,
+        "checkpoint": event.checkpoint_id,
+    }
 
 
 def _print_inspection(report: proof_files.Report) -> None:
