@@ -1,0 +1,473 @@
+"""Helpers shared by the end-to-end tests on real anvil chains (tests/test_e2e_*.py).
+
+Everything goes through the command line, as an operator would run it: the devnet of
+``passerelle devnet up`` (``devnet.manager``), ``passerelle attest`` and ``passerelle relay`` as
+separate processes (:class:`Procs`), ``passerelle send`` and ``passerelle status --json``.
+
+Fixtures are plain generator functions here (:func:`devnet`, :func:`running`); each test module
+wraps them in its own ``@pytest.fixture`` so that every module gets a devnet of its own.
+
+:class:`TcpProxy` stands between the processes and one chain's RPC, so a test can make that
+endpoint go away (connections refused, open ones reset) and come back on the same port while
+the chain itself keeps running.
+"""
+
+from __future__ import annotations
+
+import json
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from devnet import manager
+from light_clients.hashing import keccak256
+from relayer.config import Config, load_config
+
+PASSERELLE = str(Path(sys.executable).parent / "passerelle")
+DELIVERED_TOPIC = "0x" + keccak256(b"Delivered(bytes32,uint32,uint32)").hex()
+HOST = "127.0.0.1"
+
+
+# --------------------------------------------------------------------------- processes
+
+
+class Procs:
+    """Long-running passerelle processes, each logging to a file, stopped by PID."""
+
+    def __init__(self, config: Path, logs: Path) -> None:
+        self.config, self.logs = config, logs
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        with (self.logs / f"{name}.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [PASSERELLE, *args, "--config", str(self.config)],
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )
+        self.running[name] = proc
+        return proc
+
+    def start_attester(self, index: int) -> subprocess.Popen[bytes]:
+        return self.start(f"attester{index}", "attest", "--index", str(index), "--poll", "0.5")
+
+    def start_relayer(self) -> subprocess.Popen[bytes]:
+        return self.start("relayer", "relay", "--poll", "0.3")
+
+    def start_all(self) -> None:
+        for i in range(3):
+            self.start_attester(i)
+        self.start_relayer()
+
+    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
+        proc = self.running.pop(name)
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait(timeout=20)
+
+    def stop_all(self) -> None:
+        for name in list(self.running):
+            self.stop(name)
+
+    def exited(self) -> dict[str, int]:
+        """The processes that should be running but are not, with their exit codes."""
+        codes = {name: proc.poll() for name, proc in self.running.items()}
+        return {name: code for name, code in codes.items() if code is not None}
+
+    def log(self, name: str) -> str:
+        path = self.logs / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs_with(self, text: str) -> list[str]:
+        """Names of the processes (running or not) whose log contains ``text``."""
+        names = sorted(p.stem for p in self.logs.glob("*.log"))
+        return [name for name in names if text in self.log(name)]
+
+
+@contextmanager
+def running(config: Path, logs: Path) -> Iterator[Procs]:
+    """Three attesters and a relayer on ``config``; all stopped on exit, whatever happened."""
+    procs = Procs(config, logs)
+    try:
+        procs.start_all()
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Body of a module-scoped fixture: a fresh devnet, its config path, ``down`` at the end."""
+    state = tmp_path_factory.mktemp("devnet")
+    try:
+        yield manager.up(state)
+    finally:
+        manager.down(state)
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+def cli(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [PASSERELLE, *args, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    return result
+
+
+def send(config: Path, origin: str, destination: str, *extra: str) -> list[dict[str, Any]]:
+    result = cli(config, "send", "--from", origin, "--to", destination, "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def statuses(config: Path) -> dict[str, dict[str, Any]]:
+    result = cli(config, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return {row["id"]: row for row in map(json.loads, result.stdout.splitlines())}
+
+
+def wait_delivered(
+    config: Path,
+    ids: list[str],
+    procs: Procs,
+    timeout: float = 90,
+    *,
+    settle: float | None = None,
+) -> None:
+    """Every id ``delivered`` in the ledger and flagged delivered on chain, within ``timeout``.
+
+    First waits (cheaply, by RPC) for each id's Delivered event on some chain, then for
+    ``passerelle status --json`` (a process start per look) to agree, within ``settle``
+    seconds of the last event if given: the relayer records a mined delivery at once.
+    """
+    deadline = time.monotonic() + timeout
+    chains = load_config(config)
+    wanted = set(ids)
+    while time.monotonic() < deadline:
+        if wanted <= {i for c in chains.chains for i in delivered_events(chains, c.name)}:
+            if settle is not None:
+                deadline = min(deadline, time.monotonic() + settle)
+            break
+        time.sleep(0.3)
+    rows: dict[str, dict[str, Any]] = {}
+    while True:
+        rows = statuses(config)
+        if all(rows.get(i, {}).get("status") == "delivered" for i in ids):
+            assert all(rows[i]["delivered_on_chain"] for i in ids)
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    missing = {
+        i: rows.get(i, {}).get("status")
+        for i in ids
+        if rows.get(i, {}).get("status") != "delivered"
+    }
+    pytest.fail(f"not delivered: {missing}\nrelayer log:\n{collapsed(procs.log('relayer'))}")
+
+
+def collapsed(log: str, limit: int = 4000) -> str:
+    """The end of a log, runs of lines that differ only in their timestamp shown once."""
+    out: list[str] = []
+    previous, repeats = "", 0
+    for line in log.splitlines():
+        message = line[24:]  # after "2026-01-01 00:00:00,000 "
+        if message == previous:
+            repeats += 1
+            continue
+        if repeats:
+            out.append(f"    (and {repeats} more like it)")
+        out.append(line)
+        previous, repeats = message, 0
+    if repeats:
+        out.append(f"    (and {repeats} more like it)")
+    return "\n".join(out)[-limit:]
+
+
+# --------------------------------------------------------------------------- the chains
+
+
+def rpc(url: str, method: str, params: list[Any]) -> Any:
+    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
+    response = httpx.post(url, json=request, timeout=10)
+    body = response.json()
+    assert "error" not in body, body
+    return body["result"]
+
+
+def delivered_events(config: Config, chain: str) -> list[str]:
+    """Every message id the chain's Inbox emitted Delivered for (duplicates kept)."""
+    target = config.chain(chain)
+    logs = rpc(
+        target.rpc[0],
+        "eth_getLogs",
+        [
+            {
+                "address": "0x" + target.contract("inbox").hex(),
+                "fromBlock": "0x0",
+                "toBlock": "latest",
+                "topics": [DELIVERED_TOPIC],
+            }
+        ],
+    )
+    return [entry["topics"][1] for entry in logs]
+
+
+def pending_to(url: str, address: bytes) -> bool:
+    """True while the node's pool holds a transaction to ``address`` (anvil's txpool_content)."""
+    pool = rpc(url, "txpool_content", [])["pending"]
+    wanted = "0x" + address.hex()
+    return any(
+        str(tx.get("to", "")).lower() == wanted for txs in pool.values() for tx in txs.values()
+    )
+
+
+def assert_delivered_once(config: Config, chain: str, ids: Iterable[str]) -> None:
+    """``chain``'s Inbox emitted Delivered for every id, and for no message twice."""
+    events = delivered_events(config, chain)
+    twice = {i: n for i, n in Counter(events).items() if n > 1}
+    assert not twice, f"{chain}: delivered more than once: {twice}"
+    missing = set(ids) - set(events)
+    assert not missing, f"{chain}: no Delivered event for {sorted(missing)}"
+
+
+def config_with_rpc(config_path: Path, chain: str, url: str, name: str) -> Path:
+    """A copy of the config, written beside it as ``name``, where ``chain``'s rpc is ``url``.
+
+    Beside the original, so relative paths (the ledger, the checkpoint store) still name the
+    same files: processes run on the copy share the devnet's ledger and checkpoints.
+    """
+    text = config_path.read_text(encoding="utf-8")
+    chains = tomllib.loads(text)["chains"]
+    (old,) = [c["rpc"] for c in chains if c["name"] == chain]
+    assert len(old) == 1, f"{chain} has several endpoints: {old}"
+    line = f"rpc = [{json.dumps(old[0])}]"
+    assert text.count(line) == 1, f"{line!r} is not exactly once in {config_path}"
+    copy = config_path.with_name(name)
+    copy.write_text(text.replace(line, f"rpc = [{json.dumps(url)}]"), encoding="utf-8")
+    rewritten = {c["name"]: c["rpc"] for c in tomllib.loads(copy.read_text())["chains"]}
+    assert rewritten == {c["name"]: [url] if c["name"] == chain else c["rpc"] for c in chains}
+    return copy
+
+
+# --------------------------------------------------------------------------- a TCP proxy
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with SO_LINGER 0: the peer gets a TCP reset, not a polite end of stream."""
+    with suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:``port`` to ``target``; :meth:`stop` and :meth:`start` it at will.
+
+    Threads and blocking sockets: one thread accepts, one thread per connection pumps bytes
+    both ways. :meth:`stop` closes the listener (new connections are refused) and resets every
+    open connection; :meth:`start` listens again on the same port. Every thread polls a stop
+    flag, so no socket is ever closed under a thread blocked on it.
+    """
+
+    def __init__(self, target_port: int, target_host: str = HOST) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0  # chosen by the kernel on the first start, then kept
+        self.connections = 0  # accepted, over the proxy's life
+        self.resets = 0  # open connections cut by stop()
+        self._listener: socket.socket | None = None
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        assert self.port, "start the proxy first"
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    def start(self) -> None:
+        assert self._listener is None, "already listening"
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind((HOST, self.port))
+        except OSError:
+            listener.close()
+            raise
+        listener.listen(128)
+        listener.settimeout(0.05)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        self._stopping = threading.Event()
+        self._spawn(self._accept, listener, self._stopping)
+
+    def stop(self) -> None:
+        """Refuse new connections and reset the open ones; returns once all are closed."""
+        if self._listener is None:
+            return
+        self._stopping.set()
+        # Join before closing: the accept thread is the only user of the listener.
+        while True:
+            with self._lock:
+                threads, self._threads = self._threads, []
+            if not threads:
+                break
+            for thread in threads:
+                thread.join(timeout=10)
+                assert not thread.is_alive(), f"proxy thread {thread.name} did not stop"
+        self._listener.close()
+        self._listener = None
+
+    def __enter__(self) -> TcpProxy:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _spawn(self, target: Any, *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True)
+        with self._lock:
+            self._threads = [t for t in self._threads if t.is_alive()]
+            self._threads.append(thread)
+            thread.start()
+
+    def _accept(self, listener: socket.socket, stopping: threading.Event) -> None:
+        while not stopping.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            client.settimeout(None)
+            with self._lock:
+                self.connections += 1
+            self._spawn(self._pump, client, stopping)
+
+    def _pump(self, client: socket.socket, stopping: threading.Event) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=5)
+        except OSError:
+            _reset(client)
+            return
+        upstream.settimeout(None)
+        for sock in (client, upstream):  # forward each write at once, as a direct link would
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        peer = {client: upstream, upstream: client}
+        cut = False
+        with selectors.DefaultSelector() as selector:
+            selector.register(client, selectors.EVENT_READ)
+            selector.register(upstream, selectors.EVENT_READ)
+            try:
+                while not (cut := stopping.is_set()):
+                    for key, _ in selector.select(timeout=0.05):
+                        source: socket.socket = key.fileobj  # type: ignore[assignment]
+                        data = source.recv(65536)
+                        if not data:
+                            return
+                        peer[source].sendall(data)
+            except OSError:
+                return
+            finally:
+                if cut:
+                    with self._lock:
+                        self.resets += 1
+                    _reset(client)
+                else:
+                    client.close()
+                upstream.close()
+
+
+# --------------------------------------------------------------------------- waiting, streams
+
+
+def wait_until(condition: Any, what: str, timeout: float = 60, poll: float = 0.3) -> None:
+    """Poll ``condition()`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(poll)
+
+
+class Stream:
+    """Sends messages on each of ``routes`` in the background until :meth:`finish`.
+
+    One thread per route (routes from different origins do not wait for each other), each
+    sending rounds of one ``passerelle send --count N`` followed by ``gap`` seconds of pause.
+    ``rounds`` records when each send started and ended (monotonic seconds), so a test can tell
+    which ones overlapped an event.
+    """
+
+    def __init__(
+        self, config: Path, routes: list[tuple[str, str]], *, count: int, gap: float
+    ) -> None:
+        self.config, self.count, self.gap = config, count, gap
+        self.sent: dict[tuple[str, str], list[str]] = {route: [] for route in routes}
+        self.rounds: list[tuple[float, float]] = []
+        self.errors: list[BaseException] = []
+        self._finish = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=route, daemon=True) for route in routes
+        ]
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def ids(self, origin: str, destination: str) -> list[str]:
+        with self._lock:
+            return list(self.sent[origin, destination])
+
+    def _run(self, origin: str, destination: str) -> None:
+        try:
+            while not self._finish.is_set():
+                began = time.monotonic()
+                body = f"stream {origin}->{destination} {len(self.sent[origin, destination])}"
+                out = send(
+                    self.config, origin, destination, "--body", body, "--count", str(self.count)
+                )
+                assert len(out) == self.count, out
+                with self._lock:
+                    self.sent[origin, destination] += [m["id"] for m in out]
+                    self.rounds.append((began, time.monotonic()))
+                self._finish.wait(self.gap)
+        except BaseException as exc:  # re-raised in the test's thread by finish()
+            with self._lock:
+                self.errors.append(exc)
+
+    def finish(self, timeout: float = 120) -> dict[tuple[str, str], list[str]]:
+        """Stop after the sends in progress; every id sent, by route."""
+        self._finish.set()
+        for thread in self._threads:
+            thread.join(timeout)
+            assert not thread.is_alive(), "a sending thread did not finish"
+        if self.errors:
+            raise self.errors[0]
+        return self.sent
