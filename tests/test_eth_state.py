@@ -583,11 +583,14 @@ def test_key_ending_at_a_branch_without_value_is_absent() -> None:
     assert walk.absence == "the key ends at a branch node with an empty value slot"
 
 
-def test_empty_trie_root_proves_absence_with_no_nodes() -> None:
-    walk = walk_proof(EMPTY_TRIE_ROOT, keccak256(b"anything"), [])
-    assert walk.value is None and walk.nodes == () and walk.absence == "the trie is empty"
-    with pytest.raises(UnusedProofNodesError, match="empty trie"):
-        walk_proof(EMPTY_TRIE_ROOT, b"\x01", [b"\x80"])
+def test_empty_trie_root_proves_absence_with_no_nodes_or_its_root_node() -> None:
+    """geth sends no node for an empty trie; anvil and erigon send the root node 0x80 itself."""
+    for proof in ([], [b"\x80"]):
+        walk = walk_proof(EMPTY_TRIE_ROOT, keccak256(b"anything"), proof)
+        assert walk.value is None and walk.nodes == () and walk.absence == "the trie is empty"
+    for extra in ([b"\x80", b"\x80"], [b"\xc0"], [b"\x80", b"\x01"]):
+        with pytest.raises(UnusedProofNodesError, match="T10"):
+            walk_proof(EMPTY_TRIE_ROOT, b"\x01", extra)
 
 
 def test_walk_argument_types() -> None:

@@ -131,14 +131,20 @@ def walk_proof(root: bytes, key: bytes, proof: Sequence[bytes]) -> MptWalk:
             "trie root is 0x00…00: the zero hash is a default value, not a root (T1)"
         )
     if root == EMPTY_TRIE_ROOT:
-        # The empty trie has no node to show; its root alone proves every key absent. Accepting
-        # an encoded empty node as well would give the same fact a second proof form.
-        if proof:
+        # The empty trie's root alone proves every key absent. Nodes differ in what they send:
+        # geth sends no node, anvil and erigon send the root node itself, rlp(b"") = 0x80, whose
+        # keccak *is* the empty root. Both are accepted; anything else is an unused node (T10).
+        if list(proof) not in ([], [EMPTY_NODE]):
             raise UnusedProofNodesError(
-                f"the empty trie needs no proof nodes, got {len(proof)} (T10)"
+                f"the empty trie is proven by no node or by its root node 0x80, got {len(proof)} "
+                "node(s) (T10)"
             )
         return MptWalk(root, key, None, (), "the trie is empty")
     return _Walker(root, key, proof).run()
+
+
+EMPTY_NODE = b"\x80"
+"""The root node of the empty trie (``rlp(b"")``); ``keccak256(EMPTY_NODE) == EMPTY_TRIE_ROOT``."""
 
 
 def _check_arguments(root: object, key: object, proof: object) -> None:
