@@ -150,15 +150,6 @@ def _cut_during_delivery(proxy: TcpProxy, direct_url: str, inbox: bytes) -> None
     pytest.fail("every delivery was mined before the proxy could be stopped")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "relayer bug: a delivery whose receipt poll hits a transport error is abandoned "
-        "(TxEngine.wait retries only RpcCallError; Relayer._confirm logs 'receipt unavailable' "
-        "and returns), so its messages stay 'submitted' until _settle_pending runs, "
-        "confirm_timeout (120 s) to twice that later, though the transaction was mined at once"
-    ),
-)
 def test_rpc_outage_during_relaying(devnet_config: Path, tmp_path: Path) -> None:
     """beta's RPC endpoint goes away for a few seconds while messages flow both ways.
 

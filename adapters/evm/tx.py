@@ -14,6 +14,7 @@ forever behind a fee spike (#808), "replacement transaction underpriced" (Hyperl
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +23,7 @@ import trio
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
-from adapters.rpc import JsonRpcClient, RpcCallError, RpcError
+from adapters.rpc import JsonRpcClient, RpcError
 
 GWEI = 10**9
 REPLACEMENT_BUMP_PERCENT = 125  # at least +12.5 % to replace, per geth's txpool; we use +25 %
@@ -184,7 +185,11 @@ class TxEngine:
             await self.rpc.call("eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()])
         except RpcError as exc:
             self.broadcast_errors += 1
-            await self.sync_nonce()  # never keep a nonce the node did not take
+            # Never keep a nonce the node did not take: re-read it now, or (node unreachable)
+            # before the next send.
+            self._next_nonce = None
+            with contextlib.suppress(RpcError):
+                await self.sync_nonce()
             raise TxError(f"broadcast of nonce {sent.nonce} failed: {exc}") from None
         sent.hashes.append(tx_hash)
         sent.sent_at = trio.current_time()
@@ -243,7 +248,7 @@ class TxEngine:
                 for tx_hash in reversed(sent.hashes):
                     try:
                         mined = await self.receipt(tx_hash)
-                    except RpcCallError:
+                    except RpcError:  # an unreachable node is not an answer: keep polling
                         mined = None
                     if mined is not None:
                         return MinedTx(
@@ -255,7 +260,8 @@ class TxEngine:
                             mined.logs,
                         )
                 if trio.current_time() - sent.sent_at > self.escalate_after:
-                    await self._replace(sent, before_broadcast)
+                    with contextlib.suppress(RpcError):  # no fee data now: escalate later
+                        await self._replace(sent, before_broadcast)
                     sent.sent_at = trio.current_time()
                 await trio.sleep(poll)
         raise TxError(
