@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 demo: $(STAMP) $(NODE)
 	$(BIN)/python -m devnet.demo
 
-# anvil (EVM devnet) and solcjs come from the npm registry, pinned by package-lock.json.
+# anvil, chopsticks and solcjs come from the npm registry, pinned by package-lock.json.
+# --ignore-scripts: anvil's binary comes as an optional dependency, and chopsticks does not use
+# the sqlite3 module whose install script would compile it from source (minutes, needs g++).
 $(NODE): package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(NODE)
 
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy
