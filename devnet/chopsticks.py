@@ -1,0 +1,535 @@
+"""Start and stop a local Substrate chain: chopsticks running Rococo Asset Hub from its chain spec.
+
+Usage::
+
+    with start_chopsticks(funded={ALICE: DEV_BALANCE}) as chain:
+        print(chain.ws_url)  # ws://127.0.0.1:<port>; chain.http_url serves plain JSON-RPC too
+
+chopsticks 1.5.1 (npm ``@acala-network/chopsticks``) builds blocks on top of the raw genesis
+state of Rococo Asset Hub, exported by npm ``@substrate/connect-known-chains@1.10.3`` as
+``rococo_v2_2_asset_hub``. Nothing is fetched from any remote endpoint: chopsticks is given the
+spec as a local file (``genesis:``), which makes it serve storage from the spec instead of an
+upstream node. Signatures are verified for real (no ``mock-signature-host``). Accounts are
+funded by writing ``System.Account`` through chopsticks' ``import-storage``.
+
+What this chain is, and is not (details and measurements in ``docs/substrate-devnet.md``):
+
+- The runtime is the *genesis* runtime of Rococo Asset Hub: ``statemine`` spec version 900
+  (metadata V14, SS58 prefix 2, 12 decimals, weights are plain ``u64``, Uniques still speaks of
+  ``class``/``instance``).
+- Every block is final as soon as it is built (``chain_getFinalizedHead`` is the best head):
+  the finality policy is :data:`FINALITY_POLICY`, to be named in configs, never assumed.
+- Header state roots are all zero (chopsticks does not compute them) and block 0 is a
+  placeholder (hash ``0x4545…45``, not blake2-256 of the genesis header); the hash of every
+  built block is blake2-256 of its SCALE header. ``state_getReadProof`` and
+  ``grandpa_proveFinality`` do not work.
+
+Every chain binds 127.0.0.1 only. :func:`start_chopsticks` returns once chopsticks announces
+its RPC server on the requested port and answers ``system_chain``, or raises
+:class:`ChopsticksError` with the tail of its log. :meth:`ChopsticksProcess.stop` stops exactly
+the process it started, by PID (chopsticks is a single node process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+from scalecodec.utils.ss58 import ss58_decode
+
+from devnet.anvil import HOST, NODE_MODULES, REPO_ROOT
+
+__all__ = [
+    "ALICE",
+    "BLOCK_MODES",
+    "CHAIN_NAME",
+    "CHAIN_SPEC_EXPORT",
+    "CHAIN_SPEC_PACKAGE",
+    "CHOPSTICKS_PACKAGE",
+    "DEV_BALANCE",
+    "DEV_URIS",
+    "EXISTENTIAL_DEPOSIT",
+    "FINALITY_POLICY",
+    "GENESIS_HASH",
+    "HOST",
+    "SS58_FORMAT",
+    "TOKEN_DECIMALS",
+    "ChopsticksError",
+    "ChopsticksProcess",
+    "account_id",
+    "chopsticks_entry",
+    "node_binary",
+    "start_chopsticks",
+    "write_chain_spec",
+]
+
+CHOPSTICKS_PACKAGE: Final = "@acala-network/chopsticks"
+CHAIN_SPEC_PACKAGE: Final = "@substrate/connect-known-chains"
+CHAIN_SPEC_EXPORT: Final = "rococo_v2_2_asset_hub"
+"""The export of :data:`CHAIN_SPEC_PACKAGE` holding the raw chain spec, as a JSON string."""
+
+CHAIN_NAME: Final = "asset-hub-rococo"
+"""What ``system_chain`` answers (the spec's ``id``; ``system_name`` is "Rococo Asset Hub")."""
+
+SS58_FORMAT: Final = 2
+"""``System.SS58Prefix`` of the runtime (the spec's properties do not say; Kusama's prefix)."""
+
+TOKEN_DECIMALS: Final = 12
+"""ROC has 12 decimals: 1 ROC = 10**12 planck."""
+
+EXISTENTIAL_DEPOSIT: Final = 3_333_333
+"""``Balances.ExistentialDeposit`` in planck; a funded balance must be at least this."""
+
+DEV_BALANCE: Final = 10**18
+"""A generous devnet balance: one million ROC."""
+
+FINALITY_POLICY: Final = "devnet-instant"
+"""chopsticks finalizes every block it builds, at once; no GRANDPA, no justifications."""
+
+GENESIS_HASH: Final = "0x" + "45" * 32
+"""What chopsticks reports as block 0's hash (and what ``CheckGenesis`` signs): frame_system's
+``hash69`` placeholder, not blake2-256 of a header. Block 1's parent hash is this too."""
+
+BLOCK_MODES: Final = ("Instant", "Batch", "Manual")
+"""chopsticks ``build-block-mode``: a block per submitted extrinsic; a block per burst
+(100 ms debounce, at most 1 s); only on ``dev_newBlock``."""
+
+DEV_URIS: Final = ("//Alice", "//Bob", "//Charlie", "//Dave", "//Eve", "//Ferdie")
+"""The well-known sr25519 development accounts (devnet only; fund them explicitly)."""
+
+ALICE: Final = "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d"
+"""The public key (account id) of sr25519 ``//Alice``."""
+
+_STARTUP_TIMEOUT = 90.0
+_STOP_TIMEOUT = 5.0
+_LOG_TAIL_LINES = 25
+_MAX_BALANCE = 2**128 - 1
+_SPEC_FILE = "rococo-asset-hub.json"
+_STORAGE_FILE = "import-storage.json"
+_CONFIG_FILE = "chopsticks.yml"
+_LOG_FILE = "chopsticks.log"
+_LISTENING = re.compile(r"RPC listening on http://([0-9.]+):(\d+)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_HEX_ACCOUNT = re.compile(r"0x[0-9a-fA-F]{64}")
+# chopsticks passes its config file through a lodash template (``<%= %>`` and ``${…}``).
+_TEMPLATE_MARKERS = ("<%", "${")
+
+
+class ChopsticksError(RuntimeError):
+    """chopsticks is missing, could not start, or did not answer in time."""
+
+
+def node_binary() -> str:
+    """The ``node`` executable that runs chopsticks (Node 20 works; chopsticks asks for 22)."""
+    node = shutil.which("node")
+    if node is None:
+        raise ChopsticksError("node is not on PATH: chopsticks needs Node.js (>= 20)")
+    return node
+
+
+def chopsticks_entry() -> Path:
+    """chopsticks' CLI script in node_modules (installed by ``make`` / ``npm ci``).
+
+    ``node_modules/.bin/chopsticks`` is a symlink to this file; running it with ``node``
+    directly means the PID we hold is chopsticks' own (it spawns no child processes).
+    """
+    entry = NODE_MODULES / CHOPSTICKS_PACKAGE / "chopsticks.cjs"
+    if not entry.is_file():
+        raise ChopsticksError(
+            f"chopsticks is not installed ({entry.relative_to(REPO_ROOT)} is missing): "
+            "run `make` (npm ci) first"
+        )
+    return entry
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def _log_tail(path: Path) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    tail = "\n".join(_ANSI.sub("", text).splitlines()[-_LOG_TAIL_LINES:]).strip()
+    return tail or "(empty log)"
+
+
+def account_id(key: str) -> str:
+    """The 32-byte account id, as ``0x``-hex, of an SS58 address (any prefix) or a hex key."""
+    if not isinstance(key, str):
+        raise ChopsticksError(f"an account must be an SS58 address or 0x-hex key, got {key!r}")
+    if _HEX_ACCOUNT.fullmatch(key):
+        return key.lower()
+    try:
+        public = str(ss58_decode(key))
+    except (ValueError, IndexError, TypeError) as error:
+        raise ChopsticksError(
+            f"not an SS58 address or 32-byte hex key: {key!r} ({error})"
+        ) from error
+    if len(public) != 64:
+        raise ChopsticksError(
+            f"{key!r} is not a 32-byte account (decoded to {len(public) // 2} bytes)"
+        )
+    return "0x" + public.lower()
+
+
+def _funding_storage(funded: Mapping[str, int]) -> dict[str, object]:
+    """The ``import-storage`` object that sets ``System.Account`` of each funded account."""
+    entries: list[object] = []
+    seen: dict[str, str] = {}
+    for key, amount in funded.items():
+        account = account_id(key)
+        if account in seen:
+            raise ChopsticksError(f"{key!r} and {seen[account]!r} are the same account")
+        seen[account] = key
+        if not isinstance(amount, int) or isinstance(amount, bool):
+            raise ChopsticksError(f"balance of {key} must be an integer (planck), got {amount!r}")
+        if not EXISTENTIAL_DEPOSIT <= amount <= _MAX_BALANCE:
+            raise ChopsticksError(
+                f"balance of {key} must be between the existential deposit "
+                f"({EXISTENTIAL_DEPOSIT} planck) and 2**128 - 1, got {amount}"
+            )
+        # A string, not a number: chopsticks reads numbers as JS doubles (exact only to 2**53).
+        entries.append([[account], {"providers": 1, "data": {"free": str(amount)}}])
+    return {"System": {"Account": entries}}
+
+
+def write_chain_spec(path: Path) -> Path:
+    """Write the Rococo Asset Hub raw chain spec (from the pinned npm package) to ``path``.
+
+    Runs ``node`` to read the export, so the bytes are exactly what the installed
+    :data:`CHAIN_SPEC_PACKAGE` ships (about 1.2 MB of JSON).
+    """
+    if not (NODE_MODULES / CHAIN_SPEC_PACKAGE / "package.json").is_file():
+        raise ChopsticksError(
+            f"{CHAIN_SPEC_PACKAGE} is not installed (node_modules/{CHAIN_SPEC_PACKAGE} is "
+            "missing): run `make` (npm ci) first"
+        )
+    script = f"process.stdout.write(require({json.dumps(CHAIN_SPEC_PACKAGE)}).{CHAIN_SPEC_EXPORT})"
+    try:
+        exported = subprocess.run(
+            [node_binary(), "-e", script],
+            cwd=REPO_ROOT,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except subprocess.CalledProcessError as error:
+        stderr = error.stderr.decode(errors="replace").strip()
+        raise ChopsticksError(f"could not export {CHAIN_SPEC_EXPORT}: {stderr}") from error
+    except subprocess.TimeoutExpired as error:
+        raise ChopsticksError(f"exporting {CHAIN_SPEC_EXPORT} timed out") from error
+    try:
+        spec = json.loads(exported)
+    except ValueError as error:
+        raise ChopsticksError(f"{CHAIN_SPEC_EXPORT} is not JSON: {error}") from error
+    if (
+        not isinstance(spec, dict)
+        or spec.get("id") != CHAIN_NAME
+        or "raw" not in spec.get("genesis", {})
+    ):
+        raise ChopsticksError(f"{CHAIN_SPEC_EXPORT} is not the raw {CHAIN_NAME} chain spec")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(exported)
+    return path
+
+
+def _write_config(state_dir: Path, *, spec_path: Path, storage_path: Path, block_mode: str) -> Path:
+    """Write chopsticks' YAML config (host and port are given on the command line)."""
+    for path in (spec_path, storage_path):
+        if any(marker in str(path) for marker in _TEMPLATE_MARKERS):
+            raise ChopsticksError(f"chopsticks cannot take a path containing '<%' or '${{': {path}")
+    lines = [
+        "# Written by devnet/chopsticks.py; run by hand with:",
+        "#   node node_modules/@acala-network/chopsticks/chopsticks.cjs \\",
+        f"#     --config {state_dir / _CONFIG_FILE} --host {HOST} --port <port>",
+        f"genesis: {json.dumps(str(spec_path))}",
+        f"import-storage: {json.dumps(str(storage_path))}",
+        f"build-block-mode: {block_mode}",
+        "",
+    ]
+    config_path = state_dir / _CONFIG_FILE
+    config_path.write_text("\n".join(lines), encoding="utf-8")
+    return config_path
+
+
+def _system_chain(http_url: str, timeout: float) -> str | None:
+    """``system_chain`` of the node at ``http_url``, or None if it does not answer (yet)."""
+    payload = {"jsonrpc": "2.0", "id": 1, "method": "system_chain", "params": []}
+    request = urllib.request.Request(
+        http_url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            answer = json.loads(response.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+    result = answer.get("result") if isinstance(answer, dict) else None
+    return result if isinstance(result, str) else None
+
+
+class ChopsticksProcess:
+    """A running chopsticks started by :func:`start_chopsticks`; a context manager that stops it.
+
+    The process leads its own process group (``start_new_session``), so :meth:`stop` signals
+    exactly what was started here: the group whose id is :attr:`pid`.
+    """
+
+    def __init__(
+        self,
+        process: subprocess.Popen[bytes],
+        *,
+        state_dir: Path,
+        config_path: Path,
+        log_path: Path,
+        block_mode: str,
+        owns_state_dir: bool,
+    ) -> None:
+        """Wrap an already started chopsticks; use :func:`start_chopsticks` rather than this."""
+        self._process = process
+        self.pid: int = process.pid
+        self.port: int = 0  # set by start_chopsticks once chopsticks announces it
+        self.state_dir: Path = state_dir
+        self.config_path: Path = config_path
+        self.log_path: Path = log_path
+        self.block_mode: str = block_mode
+        self.finality_policy: str = FINALITY_POLICY
+        self._owns_state_dir = owns_state_dir
+
+    @property
+    def ws_url(self) -> str:
+        """WebSocket JSON-RPC endpoint (subscriptions work here), ``ws://127.0.0.1:<port>``."""
+        return f"ws://{HOST}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """Plain HTTP JSON-RPC (POST only, no subscriptions) on the same port."""
+        return f"http://{HOST}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        """True until the process has exited."""
+        return self._process.poll() is None
+
+    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
+        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL and wait. Idempotent.
+
+        A state directory this object created itself (none was given) is removed, log included.
+        """
+        if self._process.poll() is None:
+            self._signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self._process.wait(timeout=timeout)
+        if self._owns_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
+            self._owns_state_dir = False
+
+    def _signal(self, signum: signal.Signals) -> None:
+        try:
+            os.killpg(self.pid, signum)  # our own group: pgid == pid (start_new_session)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # pragma: no cover - group gone and id reused: fall back
+            self._process.send_signal(signum)
+
+    def __enter__(self) -> Self:
+        """Return self; the chain is already up."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop the chain."""
+        self.stop()
+
+    def __repr__(self) -> str:
+        """Show pid, endpoint and block mode."""
+        return (
+            f"ChopsticksProcess(pid={self.pid}, ws_url={self.ws_url!r}, "
+            f"block_mode={self.block_mode!r})"
+        )
+
+
+def start_chopsticks(
+    *,
+    port: int | None = None,
+    funded: Mapping[str, int] | None = None,
+    log_path: Path | None = None,
+    block_mode: str = "Instant",
+    state_dir: Path | None = None,
+    timeout: float = _STARTUP_TIMEOUT,
+) -> ChopsticksProcess:
+    """Start chopsticks (Rococo Asset Hub) on 127.0.0.1 and wait until it serves RPC.
+
+    ``port`` defaults to one the OS picks (chopsticks is started with port 0 and the port is read
+    from its log, so there is no race for a free port). A given port must be free: chopsticks
+    itself would silently move to one of the next nine ports, which is treated as an error.
+
+    ``funded`` maps accounts (SS58 address of any prefix, or ``0x`` 32-byte public key) to free
+    balances in planck, written into ``System.Account`` before the RPC server starts; it
+    defaults to //Alice with :data:`DEV_BALANCE`. Pass ``{}`` to fund nobody.
+
+    ``block_mode`` is chopsticks' ``build-block-mode``, one of :data:`BLOCK_MODES`.
+
+    The chain spec, ``import-storage`` file and YAML config are written to ``state_dir`` (a new
+    temporary directory, removed by :meth:`ChopsticksProcess.stop`, when not given); the
+    process runs there. Output goes to ``log_path`` (appended), by default
+    ``state_dir/chopsticks.log``.
+
+    Raises :class:`ChopsticksError` when node or chopsticks is missing, an argument is invalid,
+    the port is busy, the process exits, or it does not serve within ``timeout`` seconds
+    (start-up takes 10-20 s: the runtime is compiled and block 1 built first); the message
+    includes the log tail.
+    """
+    if block_mode not in BLOCK_MODES:
+        raise ChopsticksError(
+            f"block mode must be one of {', '.join(BLOCK_MODES)}, got {block_mode!r}"
+        )
+    if port is not None and (
+        not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536
+    ):
+        raise ChopsticksError(f"port must be in 1..65535, got {port!r}")
+    storage = _funding_storage({ALICE: DEV_BALANCE} if funded is None else funded)
+    node = node_binary()
+    entry = chopsticks_entry()
+    if port is not None and not _port_is_free(port):
+        raise ChopsticksError(
+            f"port {port} on {HOST} is busy: stop what uses it or pick another port"
+        )
+
+    owns_state_dir = state_dir is None
+    if state_dir is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="chopsticks-"))
+    state_dir = state_dir.resolve()
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = write_chain_spec(state_dir / _SPEC_FILE)
+        storage_path = state_dir / _STORAGE_FILE
+        storage_path.write_text(json.dumps(storage, indent=1), encoding="utf-8")
+        config_path = _write_config(
+            state_dir, spec_path=spec_path, storage_path=storage_path, block_mode=block_mode
+        )
+        log_path = (state_dir / _LOG_FILE) if log_path is None else log_path.resolve()
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    except BaseException:
+        if owns_state_dir:
+            shutil.rmtree(state_dir, ignore_errors=True)
+        raise
+
+    command = [
+        node,
+        str(entry),
+        "--config",
+        str(config_path),
+        "--host",
+        HOST,
+        "--port",
+        str(port or 0),
+    ]
+    # chopsticks lets $PORT override --port, and loads a .env from its working directory.
+    env = {key: value for key, value in os.environ.items() if key != "PORT"}
+    env.setdefault("LOG_LEVEL", "info")
+    log_offset = log_path.stat().st_size if log_path.exists() else 0
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=state_dir,
+            env=env,
+            start_new_session=True,
+        )
+    chain = ChopsticksProcess(
+        process,
+        state_dir=state_dir,
+        config_path=config_path,
+        log_path=log_path,
+        block_mode=block_mode,
+        owns_state_dir=owns_state_dir,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        _wait_until_serving(chain, process, log_offset, requested=port, deadline=deadline)
+    except BaseException as error:
+        tail = _log_tail(log_path)
+        chain.stop()  # also removes a temporary state directory; the error quotes the log tail
+        if isinstance(error, ChopsticksError):
+            raise ChopsticksError(f"{error}; its log ends:\n{tail}") from None
+        raise
+    return chain
+
+
+def _wait_until_serving(
+    chain: ChopsticksProcess,
+    process: subprocess.Popen[bytes],
+    log_offset: int,
+    *,
+    requested: int | None,
+    deadline: float,
+) -> None:
+    """Poll the log for the listening line, then ``system_chain`` over HTTP."""
+    while True:
+        if process.poll() is not None:
+            raise ChopsticksError(
+                f"chopsticks exited with code {process.returncode} while starting"
+            )
+        if chain.port == 0:
+            announced = _listening_port_after(chain.log_path, log_offset)
+            if announced is not None:
+                if requested is not None and announced != requested:
+                    raise ChopsticksError(
+                        f"port {requested} on {HOST} was taken while chopsticks started "
+                        f"(it moved to {announced})"
+                    )
+                chain.port = announced
+        if chain.port != 0:
+            answered = _system_chain(chain.http_url, timeout=2.0)
+            if answered is not None:
+                if answered != CHAIN_NAME:
+                    raise ChopsticksError(
+                        f"{chain.http_url} answers system_chain {answered!r}, not {CHAIN_NAME!r}"
+                    )
+                return
+        if time.monotonic() > deadline:
+            where = chain.http_url if chain.port else "its RPC port"
+            raise ChopsticksError(f"chopsticks did not serve on {where} in time")
+        time.sleep(0.1)
+
+
+def _listening_port_after(log_path: Path, offset: int) -> int | None:
+    """:func:`_listening_port` in what was appended to ``log_path`` after ``offset``."""
+    try:
+        with log_path.open("rb") as log:
+            log.seek(offset)
+            text = log.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    match = _LISTENING.search(_ANSI.sub("", text))
+    return int(match.group(2)) if match else None

@@ -1,0 +1,544 @@
+"""A real Substrate runtime (Rococo Asset Hub's genesis runtime) under chopsticks.
+
+One chopsticks process (``Instant``: a block per extrinsic) serves the whole module and is
+stopped in the fixture's ``finally``. The tests pin what issue 4 builds on: real sr25519
+signatures, ``System.remark_with_event`` and its ``Remarked {sender, hash}`` event,
+``Utility.batch_all`` (atomic), ``Assets``, ``Uniques`` as the replay guard, the
+``pallet_multisig`` flow (``approve_as_multi`` then ``as_multi`` with the timepoint of the first
+approval) and block hash = blake2-256 of the SCALE header. Accounts are funded through
+chopsticks' ``import-storage``, so nothing here depends on the order the tests run in.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from substrateinterface import Keypair, SubstrateInterface
+from substrateinterface.base import ExtrinsicReceipt
+from substrateinterface.exceptions import SubstrateRequestException
+
+from devnet.chopsticks import (
+    ALICE,
+    CHAIN_NAME,
+    DEV_BALANCE,
+    EXISTENTIAL_DEPOSIT,
+    FINALITY_POLICY,
+    GENESIS_HASH,
+    HOST,
+    SS58_FORMAT,
+    ChopsticksError,
+    ChopsticksProcess,
+    account_id,
+    chopsticks_entry,
+    node_binary,
+    start_chopsticks,
+)
+from light_clients.hashing import blake2_256
+from light_clients.substrate.header import decode_header, header_hash
+from light_clients.substrate.scale import encode_compact
+
+pytestmark = pytest.mark.chain
+
+ALICE_KEY = Keypair.create_from_uri("//Alice")
+BOB_KEY = Keypair.create_from_uri("//Bob")
+CHARLIE_KEY = Keypair.create_from_uri("//Charlie")
+ZERO_HASH = "0x" + "00" * 32
+
+# Runtime constants of this runtime (statemine spec 900), in planck.
+ASSET_DEPOSIT = 10**12
+CLASS_DEPOSIT = 10**12
+INSTANCE_DEPOSIT = 10**10
+MULTISIG_DEPOSIT_BASE = 6_695_999_640
+MULTISIG_DEPOSIT_FACTOR = 10_666_560
+# pallet_uniques (index 51) Error::AlreadyExists (2); a module error carries 4 error bytes.
+ALREADY_EXISTS = {"Module": {"index": 51, "error": "0x" + (2).to_bytes(4, "little").hex()}}
+
+
+def multisig_account(signatories: list[bytes], threshold: int) -> bytes:
+    """pallet_multisig's account id.
+
+    blake2-256("modlpy/utilisuba" ‖ Compact(n) ‖ sorted signers ‖ u16 LE threshold).
+    """
+    ordered = sorted(signatories)
+    return blake2_256(
+        b"modlpy/utilisuba"
+        + encode_compact(len(ordered))
+        + b"".join(ordered)
+        + threshold.to_bytes(2, "little")
+    )
+
+
+MULTISIG = multisig_account(
+    [ALICE_KEY.public_key, BOB_KEY.public_key, CHARLIE_KEY.public_key], threshold=2
+)
+MULTISIG_HEX = "0x" + MULTISIG.hex()
+
+
+def hex_of(keypair: Keypair) -> str:
+    """The account id of ``keypair`` as 0x-hex (what compose_call takes for an account)."""
+    public: bytes = keypair.public_key
+    return "0x" + public.hex()
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[ChopsticksProcess]:
+    """One chopsticks for the module, always stopped; //Alice, //Bob, //Charlie and their
+    2-of-3 multisig account are funded through import-storage."""
+    try:
+        node_binary()
+        chopsticks_entry()
+    except ChopsticksError as error:
+        pytest.skip(str(error))
+    process = start_chopsticks(
+        funded={
+            ALICE: DEV_BALANCE,
+            BOB_KEY.ss58_address: DEV_BALANCE,  # SS58 (prefix 42) works as a key too
+            hex_of(CHARLIE_KEY): DEV_BALANCE,
+            MULTISIG_HEX: DEV_BALANCE,
+        },
+        block_mode="Instant",
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+    assert not process.running
+
+
+@pytest.fixture(scope="module")
+def substrate(chain: ChopsticksProcess) -> Iterator[SubstrateInterface]:
+    """substrate-interface over WebSocket, as the Substrate adapter will use it."""
+    interface = SubstrateInterface(url=chain.ws_url)
+    interface.init_runtime()  # metadata: ~3 s; sets ss58_format from System.SS58Prefix
+    try:
+        yield interface
+    finally:
+        interface.close()
+
+
+def rpc(chain: ChopsticksProcess, method: str, params: list[Any] | None = None) -> dict[str, Any]:
+    """One plain-HTTP JSON-RPC request; the whole answer (``result`` or ``error``)."""
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
+    request = urllib.request.Request(
+        chain.http_url, data=body.encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer: dict[str, Any] = json.loads(response.read())
+    return answer
+
+
+def submit(substrate: SubstrateInterface, signer: Keypair, call: Any) -> ExtrinsicReceipt:
+    """Sign (immortal era), submit and wait for inclusion (in Instant mode: its own block)."""
+    extrinsic = substrate.create_signed_extrinsic(call=call, keypair=signer)
+    return substrate.submit_extrinsic(extrinsic, wait_for_inclusion=True)
+
+
+def events(receipt: ExtrinsicReceipt) -> list[tuple[str, str, Any]]:
+    """(pallet, event, attributes) of every event the extrinsic triggered, in order."""
+    return [
+        (e.value["module_id"], e.value["event_id"], e.value["attributes"])
+        for e in receipt.triggered_events
+    ]
+
+
+def named(receipt: ExtrinsicReceipt, pallet: str, event: str) -> list[Any]:
+    """The attributes of each ``pallet.event`` the extrinsic triggered."""
+    return [attrs for p, e, attrs in events(receipt) if (p, e) == (pallet, event)]
+
+
+def free_balance(substrate: SubstrateInterface, account: str) -> int:
+    """``System.Account[account].data.free``."""
+    return int(substrate.query("System", "Account", [account]).value["data"]["free"])
+
+
+def timepoint(substrate: SubstrateInterface, receipt: ExtrinsicReceipt) -> dict[str, int]:
+    """The multisig timepoint of an extrinsic: its block number and index in the block."""
+    return {
+        "height": substrate.get_block_number(receipt.block_hash),
+        "index": receipt.extrinsic_idx,
+    }
+
+
+# --- RPC surface ---------------------------------------------------------------------------
+
+
+def test_rpc_surface_over_http(chain: ChopsticksProcess) -> None:
+    assert chain.finality_policy == FINALITY_POLICY == "devnet-instant"
+    assert chain.ws_url == f"ws://{HOST}:{chain.port}"
+    assert rpc(chain, "system_chain")["result"] == CHAIN_NAME
+    assert rpc(chain, "system_properties")["result"] == {"tokenDecimals": 12, "tokenSymbol": "ROC"}
+    version = rpc(chain, "state_getRuntimeVersion")["result"]
+    assert (version["specName"], version["specVersion"], version["transactionVersion"]) == (
+        "statemine",
+        900,
+        6,
+    )
+    methods = set(rpc(chain, "rpc_methods")["result"]["methods"])
+    needed = {
+        "chain_getHeader",
+        "chain_getBlock",
+        "chain_getBlockHash",
+        "chain_getFinalizedHead",
+        "chain_subscribeFinalizedHeads",
+        "state_getStorage",
+        "state_getKeysPaged",
+        "state_queryStorageAt",
+        "state_getMetadata",
+        "author_submitExtrinsic",
+        "author_submitAndWatchExtrinsic",
+        "payment_queryInfo",
+        "system_accountNextIndex",
+    }
+    assert needed <= methods
+    assert "grandpa_proveFinality" not in methods
+    # Listed, but there is no upstream node to ask for a proof.
+    assert "state_getReadProof" in methods
+    proof = rpc(chain, "state_getReadProof", [[ZERO_HASH]])
+    assert "state_getReadProof not implemented" in proof["error"]["message"]
+    assert rpc(chain, "grandpa_proveFinality", [1])["error"] == {
+        "message": "Method not found: grandpa_proveFinality"
+    }
+    # Every block is final at once; state roots are not computed.
+    best = rpc(chain, "chain_getBlockHash")["result"]
+    assert rpc(chain, "chain_getFinalizedHead")["result"] == best
+    assert rpc(chain, "chain_getHeader", [best])["result"]["stateRoot"] == ZERO_HASH
+    assert rpc(chain, "chain_getBlockHash", [0])["result"] == GENESIS_HASH
+    # Storage reads and key paging work (System.Account prefix).
+    prefix = "0x26aa394eea5630e07c48ae0c9558cef7b99d880ec681799c0cf30e8886371da9"
+    keys = rpc(chain, "state_getKeysPaged", [prefix, 100])["result"]
+    assert any(key.endswith(ALICE[2:]) for key in keys)
+    assert rpc(chain, "system_accountNextIndex", [ALICE])["result"] >= 0
+
+
+def test_accounts_are_funded_through_import_storage(substrate: SubstrateInterface) -> None:
+    assert substrate.ss58_format == SS58_FORMAT
+    for account in (ALICE, hex_of(BOB_KEY), hex_of(CHARLIE_KEY), MULTISIG_HEX):
+        # Others' fees may have been paid already; the funding is what is asserted.
+        assert DEV_BALANCE - 10**12 < free_balance(substrate, account) <= DEV_BALANCE
+    multisig = substrate.generate_multisig_account(
+        [hex_of(k) for k in (ALICE_KEY, BOB_KEY, CHARLIE_KEY)], 2
+    )
+    assert multisig.value == MULTISIG_HEX
+
+
+# --- extrinsics ----------------------------------------------------------------------------
+
+
+def test_signatures_are_verified(substrate: SubstrateInterface) -> None:
+    call = substrate.compose_call("System", "remark", {"remark": b"unsigned"})
+    forged = substrate.create_signed_extrinsic(call=call, keypair=ALICE_KEY, signature=b"\x01" * 64)
+    with pytest.raises(SubstrateRequestException) as refused:
+        substrate.submit_extrinsic(forged, wait_for_inclusion=True)
+    assert refused.value.args[0] == {"code": 1010, "message": '{"invalid":{"badProof":null}}'}
+
+
+def test_remark_with_event_emits_remarked(substrate: SubstrateInterface) -> None:
+    remark = b"PSRL" + bytes.fromhex("01000000000000000100") + b"hello, asset hub"
+    call = substrate.compose_call("System", "remark_with_event", {"remark": remark})
+    fee = substrate.get_payment_info(call, ALICE_KEY)  # payment_queryInfo
+    assert fee["partialFee"] > 0 and fee["weight"] > 0
+    receipt = submit(substrate, ALICE_KEY, call)
+    assert receipt.is_success, receipt.error_message
+    [remarked] = named(receipt, "System", "Remarked")
+    assert account_id(remarked["sender"]) == ALICE
+    assert remarked["hash"] == "0x" + blake2_256(remark).hex()
+    # The same event read back from System.Events of that block, with its extrinsic index.
+    stored = [
+        e.value
+        for e in substrate.get_events(receipt.block_hash)
+        if (e.value["module_id"], e.value["event_id"]) == ("System", "Remarked")
+    ]
+    assert [(e["extrinsic_idx"], e["attributes"]["hash"]) for e in stored] == [
+        (receipt.extrinsic_idx, remarked["hash"])
+    ]
+    # Extrinsic 0 and 1 of every block are the inherents (set_validation_data, timestamp).
+    assert receipt.extrinsic_idx == 2
+    block = substrate.get_block(receipt.block_hash)
+    included = block["extrinsics"][receipt.extrinsic_idx]
+    assert "0x" + included.extrinsic_hash.hex() == receipt.extrinsic_hash
+
+
+def test_batch_all_runs_every_call_or_none(substrate: SubstrateInterface) -> None:
+    bob_before = free_balance(substrate, hex_of(BOB_KEY))
+    batch = substrate.compose_call(
+        "Utility",
+        "batch_all",
+        {
+            "calls": [
+                substrate.compose_call("System", "remark_with_event", {"remark": b"PSRL batch"}),
+                substrate.compose_call(
+                    "Balances", "transfer", {"dest": hex_of(BOB_KEY), "value": 12345}
+                ),
+            ]
+        },
+    )
+    receipt = submit(substrate, ALICE_KEY, batch)
+    assert receipt.is_success, receipt.error_message
+    assert len(named(receipt, "Utility", "ItemCompleted")) == 2
+    assert named(receipt, "Utility", "BatchCompleted") == [None]
+    assert len(named(receipt, "System", "Remarked")) == 1
+    assert free_balance(substrate, hex_of(BOB_KEY)) == bob_before + 12345
+
+
+def test_assets_create_and_mint(substrate: SubstrateInterface) -> None:
+    asset_id = 1984
+    create_and_mint = substrate.compose_call(
+        "Utility",
+        "batch_all",
+        {
+            "calls": [
+                substrate.compose_call(
+                    "Assets", "create", {"id": asset_id, "admin": ALICE, "min_balance": 1}
+                ),
+                substrate.compose_call(
+                    "Assets",
+                    "mint",
+                    {"id": asset_id, "beneficiary": hex_of(BOB_KEY), "amount": 10**6},
+                ),
+            ]
+        },
+    )
+    receipt = submit(substrate, ALICE_KEY, create_and_mint)
+    assert receipt.is_success, receipt.error_message
+    # The creator reserves AssetDeposit (1 ROC), whatever min_balance is.
+    assert substrate.get_constant("Assets", "AssetDeposit").value == ASSET_DEPOSIT
+    assert [r["amount"] for r in named(receipt, "Balances", "Reserved")] == [ASSET_DEPOSIT]
+    [created] = named(receipt, "Assets", "Created")
+    assert created["asset_id"] == asset_id and account_id(created["owner"]) == ALICE
+    [issued] = named(receipt, "Assets", "Issued")
+    assert issued["total_supply"] == 10**6
+    balance = substrate.query("Assets", "Account", [asset_id, hex_of(BOB_KEY)]).value
+    assert balance["balance"] == 10**6
+    assert substrate.query("Assets", "Asset", [asset_id]).value["supply"] == 10**6
+
+
+def test_uniques_refuses_a_second_mint_of_the_same_item(substrate: SubstrateInterface) -> None:
+    collection, item = 7, 42
+    mint = substrate.compose_call(
+        "Uniques", "mint", {"class": collection, "instance": item, "owner": ALICE}
+    )
+    create = substrate.compose_call("Uniques", "create", {"class": collection, "admin": ALICE})
+    first = submit(
+        substrate,
+        ALICE_KEY,
+        substrate.compose_call("Utility", "batch_all", {"calls": [create, mint]}),
+    )
+    assert first.is_success, first.error_message
+    # ClassDeposit (1 ROC) for the collection, InstanceDeposit (0.01 ROC) per item.
+    assert [r["amount"] for r in named(first, "Balances", "Reserved")] == [
+        CLASS_DEPOSIT,
+        INSTANCE_DEPOSIT,
+    ]
+    assert named(first, "Uniques", "Issued")[0]["instance"] == item
+
+    second = submit(substrate, ALICE_KEY, mint)
+    assert not second.is_success
+    assert second.error_message["name"] == "AlreadyExists"
+    [failed] = named(second, "System", "ExtrinsicFailed")
+    assert failed["dispatch_error"] == ALREADY_EXISTS
+
+
+def run_multisig(
+    substrate: SubstrateInterface, call: Any, *, first: Keypair, last: Keypair
+) -> ExtrinsicReceipt:
+    """2-of-3: ``first`` approves the call hash, ``last`` executes with the call itself.
+
+    ``approve_as_multi`` opens the operation (max_weight 0 is fine: only the executing approval
+    is weighed) and reserves DepositBase + 2 * DepositFactor from ``first``; ``as_multi`` must
+    carry the timepoint (block number, extrinsic index) of that first approval, the other
+    signatories sorted, the call (``OpaqueCall``: substrate-interface takes the GenericCall)
+    and a u64 ``max_weight`` at least the call's weight.
+    """
+    everyone = [ALICE_KEY, BOB_KEY, CHARLIE_KEY]
+
+    def others(me: Keypair) -> list[str]:
+        return sorted(hex_of(k) for k in everyone if k is not me)
+
+    approve = substrate.compose_call(
+        "Multisig",
+        "approve_as_multi",
+        {
+            "threshold": 2,
+            "other_signatories": others(first),
+            "maybe_timepoint": None,
+            "call_hash": call.call_hash,
+            "max_weight": 0,
+        },
+    )
+    opened = submit(substrate, first, approve)
+    assert opened.is_success, opened.error_message
+    [new] = named(opened, "Multisig", "NewMultisig")
+    assert account_id(new["multisig"]) == MULTISIG_HEX
+    assert new["call_hash"] == "0x" + call.call_hash.hex()
+    assert named(opened, "Balances", "Reserved")[0]["amount"] == (
+        MULTISIG_DEPOSIT_BASE + 2 * MULTISIG_DEPOSIT_FACTOR
+    )
+    when = timepoint(substrate, opened)
+    pending = substrate.query("Multisig", "Multisigs", [MULTISIG_HEX, call.call_hash]).value
+    assert pending["when"] == when
+
+    weight = substrate.get_payment_info(call, last)["weight"]  # u64 on this runtime
+    execute = substrate.compose_call(
+        "Multisig",
+        "as_multi",
+        {
+            "threshold": 2,
+            "other_signatories": others(last),
+            "maybe_timepoint": when,
+            "call": call,
+            "store_call": False,
+            "max_weight": weight,
+        },
+    )
+    executed = submit(substrate, last, execute)
+    # The outer extrinsic succeeds even when the inner call fails: read MultisigExecuted.
+    assert executed.is_success, executed.error_message
+    [done] = named(executed, "Multisig", "MultisigExecuted")
+    assert done["timepoint"] == when
+    assert account_id(done["multisig"]) == MULTISIG_HEX
+    assert substrate.query("Multisig", "Multisigs", [MULTISIG_HEX, call.call_hash]).value is None
+    return executed
+
+
+def test_multisig_delivers_once_and_a_replay_fails_on_chain(
+    substrate: SubstrateInterface,
+) -> None:
+    collection, asset_id, nonce, amount = 1000, 2000, 5, 7 * 10**6
+    # The multisig creates the replay-guard collection and the wrapped asset itself, so it is
+    # owner, admin and sole issuer of both: nobody else can mint (or set_team and then mint)
+    # an item to jam a delivery, or mint wrapped tokens. It pays ClassDeposit + AssetDeposit.
+    setup = substrate.compose_call(
+        "Utility",
+        "batch_all",
+        {
+            "calls": [
+                substrate.compose_call(
+                    "Uniques", "create", {"class": collection, "admin": MULTISIG_HEX}
+                ),
+                substrate.compose_call(
+                    "Assets", "create", {"id": asset_id, "admin": MULTISIG_HEX, "min_balance": 1}
+                ),
+            ]
+        },
+    )
+    created = run_multisig(substrate, setup, first=ALICE_KEY, last=BOB_KEY)
+    assert named(created, "Multisig", "MultisigExecuted")[0]["result"] == {"Ok": ()}
+    reserved = [
+        r["amount"]
+        for r in named(created, "Balances", "Reserved")
+        if account_id(r["who"]) == MULTISIG_HEX
+    ]
+    assert reserved == [CLASS_DEPOSIT, ASSET_DEPOSIT]
+    guard = substrate.query("Uniques", "Class", [collection]).value
+    wrapped = substrate.query("Assets", "Asset", [asset_id]).value
+    assert {account_id(guard[role]) for role in ("owner", "issuer", "admin", "freezer")} == {
+        MULTISIG_HEX
+    }
+    assert {account_id(wrapped[role]) for role in ("owner", "issuer", "admin", "freezer")} == {
+        MULTISIG_HEX
+    }
+
+    # A delivery as the inbox makes it: the replay guard first, then the delivery itself.
+    delivery = substrate.compose_call(
+        "Utility",
+        "batch_all",
+        {
+            "calls": [
+                substrate.compose_call(
+                    "Uniques",
+                    "mint",
+                    {"class": collection, "instance": nonce, "owner": MULTISIG_HEX},
+                ),
+                substrate.compose_call(
+                    "Assets",
+                    "mint",
+                    {"id": asset_id, "beneficiary": hex_of(BOB_KEY), "amount": amount},
+                ),
+                substrate.compose_call("System", "remark_with_event", {"remark": b"delivered 5"}),
+            ]
+        },
+    )
+    delivered = run_multisig(substrate, delivery, first=ALICE_KEY, last=CHARLIE_KEY)
+    assert named(delivered, "Multisig", "MultisigExecuted")[0]["result"] == {"Ok": ()}
+    assert len(named(delivered, "System", "Remarked")) == 1
+    item = substrate.query("Uniques", "Asset", [collection, nonce]).value
+    assert account_id(item["owner"]) == MULTISIG_HEX
+    bob = substrate.query("Assets", "Account", [asset_id, hex_of(BOB_KEY)]).value
+    assert bob["balance"] == amount
+
+    # The same delivery again: the outer extrinsic succeeds, the multisig call fails.
+    replay = run_multisig(substrate, delivery, first=ALICE_KEY, last=BOB_KEY)
+    [result] = [e["result"] for e in named(replay, "Multisig", "MultisigExecuted")]
+    assert result == {"Err": ALREADY_EXISTS}
+    # batch_all: the rest of the delivery is undone too.
+    assert named(replay, "System", "Remarked") == []
+    assert named(replay, "Assets", "Issued") == []
+    bob = substrate.query("Assets", "Account", [asset_id, hex_of(BOB_KEY)]).value
+    assert bob["balance"] == amount
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+def scale_header(header: dict[str, Any]) -> bytes:
+    """SCALE bytes of a JSON header as chopsticks returns it (digest logs are SCALE hex)."""
+    logs = [bytes.fromhex(log[2:]) for log in header["digest"]["logs"]]
+    return (
+        bytes.fromhex(header["parentHash"][2:])
+        + encode_compact(int(header["number"], 16))
+        + bytes.fromhex(header["stateRoot"][2:])
+        + bytes.fromhex(header["extrinsicsRoot"][2:])
+        + encode_compact(len(logs))
+        + b"".join(logs)
+    )
+
+
+def test_block_hash_is_blake2_of_the_scale_header(
+    chain: ChopsticksProcess, substrate: SubstrateInterface
+) -> None:
+    best = int(substrate.get_block_header()["header"]["number"])
+    assert best >= 2
+    parent = GENESIS_HASH
+    for number in range(1, best + 1):
+        block_hash = substrate.get_block_hash(number)
+        header = rpc(chain, "chain_getHeader", [block_hash])["result"]
+        raw = scale_header(header)
+        decoded = decode_header(raw)
+        assert "0x" + header_hash(raw).hex() == block_hash
+        assert "0x" + decoded.hash.hex() == block_hash
+        assert decoded.number == number
+        assert "0x" + decoded.parent_hash.hex() == parent
+        assert decoded.state_root == bytes(32)  # chopsticks does not compute state roots
+        assert [(item.kind.name, item.engine) for item in decoded.digest] == [
+            ("PRE_RUNTIME", b"aura")
+        ]
+        parent = block_hash
+    # Block 0 is a placeholder: its hash is not the hash of the header chopsticks serves.
+    genesis = rpc(chain, "chain_getHeader", [GENESIS_HASH])["result"]
+    assert "0x" + header_hash(scale_header(genesis)).hex() != GENESIS_HASH
+
+
+# --- start_chopsticks argument checks (no process is started) ------------------------------
+
+
+def test_start_refuses_bad_arguments_before_starting(tmp_path: Path) -> None:
+    with pytest.raises(ChopsticksError, match="block mode"):
+        start_chopsticks(block_mode="Sometimes", state_dir=tmp_path)
+    with pytest.raises(ChopsticksError, match="existential deposit"):
+        start_chopsticks(funded={ALICE: EXISTENTIAL_DEPOSIT - 1}, state_dir=tmp_path)
+    with pytest.raises(ChopsticksError, match="same account"):
+        start_chopsticks(funded={ALICE: DEV_BALANCE, ALICE_KEY.ss58_address: 1}, state_dir=tmp_path)
+    with pytest.raises(ChopsticksError, match="SS58"):
+        start_chopsticks(funded={"not-an-address": DEV_BALANCE}, state_dir=tmp_path)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind((HOST, 0))
+        busy.listen()
+        with pytest.raises(ChopsticksError, match="busy"):
+            start_chopsticks(port=busy.getsockname()[1], state_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []
