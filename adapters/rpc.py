@@ -119,52 +119,73 @@ class JsonRpcClient:
 
     async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         """Call ``method``; fail over across endpoints on transport errors."""
+        return (await self._failover(method, [(method, params)], batch=False))[0]
+
+    async def call_batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
+        """Several calls in one JSON-RPC batch request (one round trip); results in order.
+
+        Fails over like :meth:`call`; a JSON-RPC error in any answer raises RpcCallError.
+        """
+        if not calls:
+            return []
+        return await self._failover(f"batch of {len(calls)}", calls, batch=True)
+
+    async def _failover(
+        self, what: str, calls: Sequence[tuple[str, Sequence[Any]]], *, batch: bool
+    ) -> list[Any]:
         errors: list[str] = []
         for endpoint in self._ordered():
             try:
-                return await self._call_one(endpoint, method, params)
+                return await self._post(endpoint, calls, batch=batch)
             except RpcCallError:
                 raise
             except RpcError as exc:
                 errors.append(str(exc))
-        raise RpcError(f"{method}: every endpoint failed: " + "; ".join(errors))
+        raise RpcError(f"{what}: every endpoint failed: " + "; ".join(errors))
 
-    async def _call_one(self, endpoint: EndpointHealth, method: str, params: Sequence[Any]) -> Any:
-        request = {
-            "jsonrpc": "2.0",
-            "id": next(self._ids),
-            "method": method,
-            "params": list(params),
-        }
+    def _unusable(self, endpoint: EndpointHealth, reason: str) -> RpcError:
+        endpoint.record_failure(trio.current_time(), reason, self._base_backoff, self._max_backoff)
+        return RpcError(reason)
+
+    async def _post(
+        self, endpoint: EndpointHealth, calls: Sequence[tuple[str, Sequence[Any]]], *, batch: bool
+    ) -> list[Any]:
+        """One HTTP exchange with one endpoint: a single request, or a batch of them."""
+        requests = [
+            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
+            for method, params in calls
+        ]
+        what = f"{calls[0][0] if not batch else f'batch of {len(calls)}'} on {endpoint.url}"
         started = trio.current_time()
         try:
-            response = await self._http.post(endpoint.url, json=request)
+            response = await self._http.post(endpoint.url, json=requests if batch else requests[0])
             response.raise_for_status()
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
-            reason = f"{method} on {endpoint.url}: {exc.__class__.__name__}: {exc}".rstrip(": ")
-            endpoint.record_failure(
-                trio.current_time(), reason, self._base_backoff, self._max_backoff
-            )
-            raise RpcError(reason) from None
-        if not isinstance(body, dict) or ("result" not in body and "error" not in body):
-            reason = f"{method} on {endpoint.url}: malformed JSON-RPC response"
-            endpoint.record_failure(
-                trio.current_time(), reason, self._base_backoff, self._max_backoff
-            )
-            raise RpcError(reason)
+            raise self._unusable(
+                endpoint, f"{what}: {exc.__class__.__name__}: {exc}".rstrip(": ")
+            ) from None
+        answers = body if batch else [body]
+        if not isinstance(answers, list) or not all(
+            isinstance(a, dict) and ("result" in a or "error" in a) for a in answers
+        ):
+            raise self._unusable(endpoint, f"{what}: malformed JSON-RPC response")
+        by_id = {answer.get("id"): answer for answer in answers}
+        if any(request["id"] not in by_id for request in requests):
+            raise self._unusable(endpoint, f"{what}: JSON-RPC response misses answers")
         endpoint.record_success(trio.current_time() - started)
-        if body.get("error") is not None:
-            error = (
-                body["error"]
-                if isinstance(body["error"], dict)
-                else {"message": str(body["error"])}
-            )
-            raise RpcCallError(
-                endpoint.url,
-                method,
-                int(error.get("code", 0)),
-                str(error.get("message", "")),
-                error.get("data"),
-            )
-        return body["result"]
+        results = []
+        for request in requests:
+            answer = by_id[request["id"]]
+            if answer.get("error") is not None:
+                error = answer["error"]
+                error = error if isinstance(error, dict) else {"message": str(error)}
+                raise RpcCallError(
+                    endpoint.url,
+                    str(request["method"]),
+                    int(error.get("code", 0)),
+                    str(error.get("message", "")),
+                    error.get("data"),
+                )
+            results.append(answer["result"])
+        return results

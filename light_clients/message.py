@@ -33,6 +33,7 @@ __all__ = [
     "WrongOutboxError",
     "decode_message",
     "verify_delivery",
+    "verify_message_inclusion",
 ]
 
 VERSION = 1
@@ -206,17 +207,15 @@ class Delivery:
     inclusion: MerkleInclusion
 
 
-def verify_delivery(
+def verify_message_inclusion(
     message: bytes,
     checkpoint: Checkpoint,
     branch: Sequence[bytes],
-    committee: Committee,
-    signatures: Sequence[bytes],
     *,
     local_domain: int | None = None,
     outbox: bytes | None = None,
-) -> Delivery:
-    """Everything an inbox checks before delivering ``message``.
+) -> tuple[Message, MerkleInclusion]:
+    """Everything an inbox checks about one message except the committee attestation.
 
     1. ``message`` decodes (:class:`MalformedMessageError`);
     2. its origin is the checkpoint's origin (:class:`WrongOriginError`: a checkpoint of another
@@ -226,10 +225,10 @@ def verify_delivery(
     5. ``nonce <= checkpoint.index`` (:class:`NonceBeyondCheckpointError`: a leaf past the count is
        not in the tree);
     6. ``keccak256(message)`` is leaf ``nonce`` under ``checkpoint.root`` (MerkleProofError;
-       the index is the nonce, so a proof for another slot fails, T12/T13);
-    7. the committee attested the checkpoint (AttestationError, T2–T6, T17).
+       the index is the nonce, so a proof for another slot fails, T12/T13).
 
-    The cheap checks run first so that junk costs no signature recovery.
+    A batch of messages proven against one checkpoint needs this per message and the
+    attestation once, exactly as ``Inbox.process`` does; :func:`verify_delivery` is both for one.
     """
     decoded = decode_message(message)
     if not isinstance(checkpoint, Checkpoint):
@@ -258,7 +257,27 @@ def verify_delivery(
         raise NonceBeyondCheckpointError(
             f"message nonce {decoded.nonce} is beyond checkpoint index {checkpoint.index}"
         )
-    message_id = decoded.id
-    inclusion = verify_inclusion(checkpoint.root, message_id, decoded.nonce, branch)
+    return decoded, verify_inclusion(checkpoint.root, decoded.id, decoded.nonce, branch)
+
+
+def verify_delivery(
+    message: bytes,
+    checkpoint: Checkpoint,
+    branch: Sequence[bytes],
+    committee: Committee,
+    signatures: Sequence[bytes],
+    *,
+    local_domain: int | None = None,
+    outbox: bytes | None = None,
+) -> Delivery:
+    """Everything an inbox checks before delivering ``message``.
+
+    The checks of :func:`verify_message_inclusion`, then 7. the committee attested the
+    checkpoint (AttestationError, T2–T6, T17). The cheap checks run first so that junk costs no
+    signature recovery.
+    """
+    decoded, inclusion = verify_message_inclusion(
+        message, checkpoint, branch, local_domain=local_domain, outbox=outbox
+    )
     attestation = verify_attestation(committee, checkpoint, signatures)
-    return Delivery(message=decoded, id=message_id, attestation=attestation, inclusion=inclusion)
+    return Delivery(message=decoded, id=decoded.id, attestation=attestation, inclusion=inclusion)

@@ -52,11 +52,16 @@ async def attest_origin(
     outbox = bytes32(chain.contract("outbox"))
     previous = store.latest_own(chain.domain, outbox, signer)
     last_index = -1 if previous is None else previous.checkpoint.index
+    proven = b""  # hash of the last final header whose outbox state was proven
     async with open_evm(chain) as evm:
         while True:
             try:
                 header = await evm.final_header()
+                if header.hash == proven:  # nothing new is final: no proof to fetch
+                    await trio.sleep(poll)
+                    continue
                 outbox_state = await evm.outbox_state(outbox, header)
+                proven = header.hash
             except (RpcError, AdapterError) as exc:
                 state.errors += 1
                 log.warning("origin %s: %s", chain.name, exc)

@@ -222,6 +222,17 @@ class EvmChain:
         )
         return _bytes(result, "call result")
 
+    async def call_many(
+        self, to: bytes, datas: Sequence[bytes], block: int | str = "latest"
+    ) -> list[bytes]:
+        """Several ``eth_call`` to one contract in a single JSON-RPC batch (one round trip)."""
+        tag = quantity(block) if isinstance(block, int) else block
+        target = hex0x(to[-20:])
+        results = await self.rpc.call_batch(
+            [("eth_call", [{"to": target, "data": hex0x(data)}, tag]) for data in datas]
+        )
+        return [_bytes(result, "call result") for result in results]
+
     async def block_hash(self, number: int) -> bytes | None:
         """The canonical hash at ``number`` now (None if the node has no such block)."""
         obj = await self.rpc.call("eth_getBlockByNumber", [quantity(number), False])

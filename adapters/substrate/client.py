@@ -1,0 +1,848 @@
+"""Talking to one Substrate node: headers, events, remarks, extrinsic submission (trio).
+
+py-substrate-interface does the SCALE work against the runtime's metadata; it blocks, and it is
+not thread-safe even with one instance per thread (``docs/substrate-devnet.md``: concurrent
+runtime initialisation crashes its decoder registry). So every call into it runs in a worker
+thread through :data:`SUBSTRATE_LIMITER`, one ``trio.CapacityLimiter(1)`` for the whole
+process, shared by every :class:`SubstrateClient`: at most one substrate-interface call runs
+at any time, and the trio loop never blocks. Waiting (for inclusion, between polls) happens in
+trio, not in a worker, so a slow block never holds the limiter.
+
+What passes a light client before it is returned:
+
+- headers: the SCALE bytes (``archive_v1_header`` where the node has it, else the JSON of
+  ``chain_getHeader`` re-encoded) must hash to the block hash asked for
+  (:func:`light_clients.substrate.header.verify_header_hash`). chopsticks, asked for a block it
+  does not have, answers with its genesis header: that is caught here.
+- remarks: the block body comes with its header, which must hash to the block asked for. The
+  body itself is not yet checked against the header's extrinsics root, and events are read
+  from the node (no read proof: chopsticks has none, and its state roots are zero).
+
+Every node problem is an :class:`AdapterError` with one line naming the endpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal, TypeVar, overload
+
+import trio
+from scalecodec.base import ScaleBytes
+from scalecodec.utils.ss58 import ss58_decode
+from substrateinterface import Keypair, SubstrateInterface
+
+from adapters.evm.chain import AdapterError
+from light_clients.errors import VerificationError
+from light_clients.hashing import blake2_256
+from light_clients.message import Message
+from light_clients.substrate.header import SubstrateHeader, verify_header_hash
+from light_clients.substrate.remark import validate_remark
+from light_clients.substrate.scale import ScaleReader, encode_compact
+
+__all__ = [
+    "MORTALITY_PERIOD",
+    "SUBSTRATE_LIMITER",
+    "AdapterError",
+    "Call",
+    "Fee",
+    "Included",
+    "RemarkSeen",
+    "SubstrateClient",
+    "SubstrateEvent",
+    "Submitted",
+    "header_from_json",
+]
+
+log = logging.getLogger("passerelle.adapters.substrate")
+
+SUBSTRATE_LIMITER: Final = trio.CapacityLimiter(1)
+"""The one worker slot for every substrate-interface call of this process (not thread-safe)."""
+
+MORTALITY_PERIOD: Final = 64
+"""Extrinsics are mortal: valid for this many blocks after the head they were signed at, so a
+submission that was dropped can be declared dead instead of landing by surprise later."""
+
+REQUEST_TIMEOUT: Final = 30.0
+"""Seconds a single request may wait for the node's answer (websocket read timeout). A worker
+thread is never abandoned, so this also bounds how long a cancellation can take."""
+
+INCLUSION_TIMEOUT: Final = 120.0
+POLL_INTERVAL: Final = 0.25
+MAX_CALL_DEPTH: Final = 8
+"""How deep :meth:`SubstrateClient.remarks` looks into nested ``Utility`` batches."""
+
+_BATCH_CALLS: Final = frozenset({"batch", "batch_all", "force_batch"})
+_HASH_LEN = 32
+_ERROR_TEXT_LIMIT = 300
+
+T = TypeVar("T")
+
+
+# --- values returned ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Call:
+    """A composed runtime call: ``data`` is its SCALE encoding, ``hash`` blake2-256 of it.
+
+    ``generic`` is substrate-interface's ``GenericCall``, for nesting into other calls
+    (``Utility.batch_all``, ``Multisig.as_multi``): pass the :class:`Call` itself in ``params``.
+    """
+
+    module: str
+    function: str
+    data: bytes = field(repr=False)
+    hash: bytes
+    generic: Any = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class Fee:
+    """What ``TransactionPaymentApi.query_info`` (``payment_queryInfo``) says a call costs."""
+
+    partial_fee: int
+    """Planck, without tip."""
+    weight: int
+    """The call's dispatch weight (ref time)."""
+    proof_size: int = 0
+    """The proof-size part of the weight (weights v2 runtimes; 0 on v1 runtimes like ours)."""
+
+
+@dataclass(frozen=True)
+class SubstrateEvent:
+    """One ``System.Events`` record, attributes as substrate-interface decodes them.
+
+    Accounts in ``attributes`` are SS58 strings (see :func:`account_bytes`). ``error`` names the
+    ``DispatchError`` the event carries, for the events that carry one (``System.ExtrinsicFailed``,
+    ``Multisig.MultisigExecuted`` with an ``Err`` result, ``Utility.BatchInterrupted``), e.g.
+    ``Uniques.AlreadyExists``.
+    """
+
+    extrinsic_index: int | None
+    """The extrinsic that emitted it (phase ``ApplyExtrinsic``); None for block init/finalize."""
+    pallet: str
+    name: str
+    attributes: Any
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """An extrinsic the node accepted into its pool; not yet included."""
+
+    extrinsic_hash: bytes
+    signer: bytes
+    nonce: int
+    since_block: int
+    """The best block when it was signed: it can only be included after this one."""
+    period: int
+    """Mortality: it cannot be included after ``since_block + period``."""
+
+
+@dataclass(frozen=True)
+class Included:
+    """An extrinsic in a block, with the events it emitted.
+
+    ``success`` is the outer dispatch result (``System.ExtrinsicSuccess``), ``error`` the name of
+    the ``DispatchError`` otherwise. A call wrapped by ``Multisig.as_multi`` can fail while the
+    extrinsic succeeds: see :func:`adapters.substrate.multisig.executed_ok`.
+    """
+
+    block_hash: bytes
+    block_number: int
+    extrinsic_index: int
+    extrinsic_hash: bytes
+    nonce: int
+    success: bool
+    error: str | None
+    events: tuple[SubstrateEvent, ...] = field(repr=False)
+
+    def named(self, pallet: str, name: str) -> list[SubstrateEvent]:
+        """The events ``pallet.name`` of this extrinsic, in order."""
+        return [e for e in self.events if (e.pallet, e.name) == (pallet, name)]
+
+
+@dataclass(frozen=True)
+class RemarkSeen:
+    """A ``System.Remarked`` event joined with the ``remark_with_event`` call that emitted it.
+
+    Nothing here is checked against the outbox rules yet: :meth:`validate` does that.
+    """
+
+    block_number: int
+    block_hash: bytes
+    extrinsic_index: int
+    signer: bytes
+    """The extrinsic's signer (32-byte account id)."""
+    remark: bytes
+    """The call's ``remark`` argument, exactly as submitted."""
+    event_sender: bytes
+    event_hash: bytes
+
+    def validate(self, origin_domain: int) -> Message:
+        """:func:`light_clients.substrate.remark.validate_remark` of this remark."""
+        return validate_remark(
+            self.remark, self.signer, self.event_sender, self.event_hash, origin_domain
+        )
+
+
+# --- conversions -------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _ERROR_TEXT_LIMIT else line[: _ERROR_TEXT_LIMIT - 1] + "…"
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception from substrate-interface, websocket-client or scalecodec."""
+    args = exc.args
+    if len(args) == 1 and isinstance(args[0], dict):  # a JSON-RPC error object
+        error: dict[str, Any] = args[0]
+        code = error.get("code")
+        text = f"error {code}: {error.get('message')}" if code is not None else error.get("message")
+        return _one_line(str(text))
+    return _one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _hash_bytes(value: Any, what: str) -> bytes:
+    """A ``0x``-hex 32-byte hash from the node."""
+    if isinstance(value, str) and value.startswith("0x") and len(value) == 2 + 2 * _HASH_LEN:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(value[2:])
+    raise AdapterError(f"node returned a malformed {what}: {_one_line(repr(value))}")
+
+
+def _hex_bytes(value: Any, what: str) -> bytes:
+    if isinstance(value, str) and value.startswith("0x"):
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(value[2:])
+    raise AdapterError(f"node returned a malformed {what}: {_one_line(repr(value))}")
+
+
+def account_bytes(value: Any) -> bytes:
+    """A 32-byte account id from what substrate-interface shows: SS58, ``0x``-hex or ``{"Id": …}``."""
+    if isinstance(value, dict) and set(value) == {"Id"}:
+        value = value["Id"]
+    if isinstance(value, bytes | bytearray) and len(value) == _HASH_LEN:
+        return bytes(value)
+    if isinstance(value, str):
+        if value.startswith("0x"):
+            return _hash_bytes(value, "account id")
+        try:
+            public = bytes.fromhex(str(ss58_decode(value)))
+        except (ValueError, IndexError, TypeError):
+            public = b""
+        if len(public) == _HASH_LEN:
+            return public
+    raise AdapterError(f"node returned a malformed account: {_one_line(repr(value))}")
+
+
+def header_from_json(obj: Any, block_hash: bytes) -> SubstrateHeader:
+    """The header of ``chain_getHeader``'s JSON, SCALE-encoded again and checked against
+    ``block_hash`` by the light client.
+
+    The digest logs come as SCALE hex already; the rest is ``parent ‖ Compact(number) ‖
+    state_root ‖ extrinsics_root ‖ Compact(len(logs)) ‖ logs``. Raises :class:`AdapterError`
+    when the JSON is malformed or the header is not that block.
+    """
+    if not isinstance(obj, dict):
+        raise AdapterError(f"node has no header for block {_hex(block_hash)}")
+    digest = obj.get("digest")
+    logs = digest.get("logs") if isinstance(digest, dict) else None
+    number = obj.get("number")
+    if not isinstance(logs, list) or not isinstance(number, str | int):
+        raise AdapterError(f"node returned a malformed header for block {_hex(block_hash)}")
+    try:
+        number_int = int(number, 16) if isinstance(number, str) else number
+    except ValueError:
+        raise AdapterError(f"node returned a malformed block number {number!r}") from None
+    if not 0 <= number_int < 2**32:
+        raise AdapterError(f"node returned an out-of-range block number {number!r}")
+    raw = (
+        _hash_bytes(obj.get("parentHash"), "parent hash")
+        + encode_compact(number_int)
+        + _hash_bytes(obj.get("stateRoot"), "state root")
+        + _hash_bytes(obj.get("extrinsicsRoot"), "extrinsics root")
+        + encode_compact(len(logs))
+        + b"".join(_hex_bytes(item, "digest log") for item in logs)
+    )
+    return _verified_header(raw, block_hash)
+
+
+def _verified_header(raw: bytes, block_hash: bytes) -> SubstrateHeader:
+    try:
+        return verify_header_hash(raw, block_hash)
+    except VerificationError as exc:
+        raise AdapterError(f"header of block {_hex(block_hash)}: {exc}") from None
+
+
+def _result(answer: Any, method: str) -> Any:
+    """The ``result`` of a substrate-interface ``rpc_request`` answer."""
+    if not isinstance(answer, dict) or "result" not in answer:
+        raise AdapterError(f"{method}: malformed JSON-RPC answer")
+    return answer["result"]
+
+
+def _to_generic(value: Any) -> Any:
+    """Params with every :class:`Call` replaced by its ``GenericCall``."""
+    if isinstance(value, Call):
+        return value.generic
+    if isinstance(value, list | tuple):
+        return [_to_generic(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _to_generic(item) for key, item in value.items()}
+    return value
+
+
+def _weight(value: Any) -> tuple[int, int]:
+    """(ref time, proof size) of a weight: u64 (weights v1) or ``{ref_time, proof_size}`` (v2)."""
+    ref_time, proof_size = (
+        (value.get("ref_time"), value.get("proof_size", 0)) if isinstance(value, dict) else (value, 0)
+    )
+    for part in (ref_time, proof_size):
+        if not isinstance(part, int) or isinstance(part, bool) or part < 0:
+            raise AdapterError(f"node returned a malformed weight: {_one_line(repr(value))}")
+    return ref_time, proof_size
+
+
+# --- substrate-interface work, run in the worker thread ----------------------------------
+
+
+def _error_name(substrate: SubstrateInterface, error: Any) -> str:
+    """A ``DispatchError`` (as substrate-interface decodes it) by name, e.g. ``Uniques.AlreadyExists``."""
+    if isinstance(error, str):
+        return error  # BadOrigin, CannotLookup, Other, …
+    if isinstance(error, dict) and len(error) == 1:
+        [(kind, detail)] = error.items()
+        if kind == "Module" and isinstance(detail, dict):
+            pallet_index, code = detail.get("index"), detail.get("error")
+            if isinstance(code, str) and code.startswith("0x") and len(code) >= 4:
+                code = int(code[2:4], 16)  # the first byte is the error; the rest is reserved
+            try:
+                pallet = substrate.metadata.get_pallet_by_index(pallet_index).name
+                variant = substrate.metadata.get_module_error(pallet_index, code)
+                return f"{pallet}.{variant.name}"
+            except Exception:  # unknown index: show the numbers
+                return f"Module(index={pallet_index}, error={code})"
+        if isinstance(detail, str):
+            return f"{kind}.{detail}"
+        return f"{kind}({_one_line(repr(detail))})"
+    return _one_line(repr(error))
+
+
+def _event_error(substrate: SubstrateInterface, pallet: str, name: str, attrs: Any) -> str | None:
+    if not isinstance(attrs, dict):
+        return None
+    if (pallet, name) == ("System", "ExtrinsicFailed"):
+        return _error_name(substrate, attrs.get("dispatch_error"))
+    if (pallet, name) == ("Utility", "BatchInterrupted"):
+        return _error_name(substrate, attrs.get("error"))
+    if (pallet, name) == ("Multisig", "MultisigExecuted"):
+        result = attrs.get("result")
+        if isinstance(result, dict) and "Err" in result:
+            return _error_name(substrate, result["Err"])
+    return None
+
+
+def _events(substrate: SubstrateInterface, block_hash: bytes) -> list[SubstrateEvent]:
+    events: list[SubstrateEvent] = []
+    for record in substrate.get_events(block_hash=_hex(block_hash)):
+        value = record.value
+        pallet, name, attrs = value["module_id"], value["event_id"], value["attributes"]
+        index = value.get("extrinsic_idx")
+        events.append(
+            SubstrateEvent(
+                extrinsic_index=index if isinstance(index, int) else None,
+                pallet=pallet,
+                name=name,
+                attributes=attrs,
+                error=_event_error(substrate, pallet, name, attrs),
+            )
+        )
+    return events
+
+
+def _decode_call(substrate: SubstrateInterface, data: bytes) -> tuple[str, str, bytes]:
+    """(pallet, function, exact bytes) of the call at the start of ``data``."""
+    call = substrate.runtime_config.create_scale_object(
+        "Call", data=ScaleBytes(data), metadata=substrate.metadata
+    )
+    value = call.decode(check_remaining=False)
+    return value["call_module"], value["call_function"], bytes(call.get_used_bytes())
+
+
+def _remarks_in_call(substrate: SubstrateInterface, data: bytes, depth: int = 0) -> list[bytes]:
+    """The ``remark`` arguments of every ``System.remark_with_event`` in a call, in execution
+    order, looking into ``Utility`` batches (which dispatch with the signer's own origin).
+
+    The bytes are cut from the call's encoding with the light client's SCALE reader, not taken
+    from substrate-interface's decoded values, which show ``Vec<u8>`` as text when it is UTF-8
+    (and, for nested calls, are shared between calls of the same function).
+    """
+    pallet, function, used = _decode_call(substrate, data)
+    if (pallet, function) == ("System", "remark_with_event"):
+        reader = ScaleReader(used, 2)  # 2 bytes of call index
+        remark = reader.length_prefixed()
+        reader.finish()
+        return [remark]
+    if pallet != "Utility" or function not in _BATCH_CALLS or depth >= MAX_CALL_DEPTH:
+        return []
+    reader = ScaleReader(used, 2)
+    count = reader.compact_u32()
+    offset = reader.offset
+    remarks: list[bytes] = []
+    for _ in range(count):
+        _, _, inner = _decode_call(substrate, used[offset:])
+        remarks += _remarks_in_call(substrate, inner, depth + 1)
+        offset += len(inner)
+    if offset != len(used):
+        raise AdapterError(f"Utility.{function} does not decode to its own length")
+    return remarks
+
+
+def _extrinsic_signer_and_call(
+    substrate: SubstrateInterface, encoded: bytes
+) -> tuple[bytes | None, bytes]:
+    extrinsic = substrate.runtime_config.create_scale_object(
+        "Extrinsic", data=ScaleBytes(encoded), metadata=substrate.metadata
+    )
+    value = extrinsic.decode()
+    call_bytes = bytes(extrinsic.value_object["call"].get_used_bytes())
+    if not extrinsic.signed:
+        return None, call_bytes
+    return account_bytes(value.get("address")), call_bytes
+
+
+# --- the client --------------------------------------------------------------------------
+
+
+class SubstrateClient:
+    """One Substrate node over WebSocket (``ws://`` or ``wss://``), used from trio.
+
+    ``async with SubstrateClient(url) as client:`` connects (and reads the runtime metadata,
+    ~1-3 s) and closes. Several clients may exist; all share :data:`SUBSTRATE_LIMITER`.
+    """
+
+    def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.url = url
+        self.timeout = timeout
+        self._substrate: SubstrateInterface | None = None
+        self._raw_header_method: str | None = None
+        self._next_nonces: dict[bytes, int] = {}
+        self._nonce_lock = trio.Lock()
+
+    # lifecycle
+
+    async def connect(self) -> None:
+        """Open the websocket and load the runtime metadata (idempotent)."""
+        if self._substrate is not None:
+            return
+
+        def open_interface() -> tuple[SubstrateInterface, str | None]:
+            substrate = SubstrateInterface(url=self.url, ws_options={"timeout": self.timeout})
+            try:
+                substrate.init_runtime()
+                methods = _result(substrate.rpc_request("rpc_methods", []), "rpc_methods")
+                listed = set(methods.get("methods", [])) if isinstance(methods, dict) else set()
+            except BaseException:
+                substrate.close()
+                raise
+            raw = next((m for m in ("archive_v1_header", "archive_unstable_header") if m in listed), None)
+            return substrate, raw
+
+        try:
+            substrate, raw = await trio.to_thread.run_sync(open_interface, limiter=SUBSTRATE_LIMITER)
+        except Exception as exc:
+            raise AdapterError(f"cannot connect to {self.url}: {_describe(exc)}") from None
+        self._substrate, self._raw_header_method = substrate, raw
+
+    async def aclose(self) -> None:
+        """Close the websocket."""
+        substrate, self._substrate = self._substrate, None
+        if substrate is not None:
+            with contextlib.suppress(Exception):
+                await trio.to_thread.run_sync(substrate.close, limiter=SUBSTRATE_LIMITER)
+
+    async def __aenter__(self) -> SubstrateClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def _run(self, what: str, work: Callable[[SubstrateInterface], T]) -> T:
+        """Run ``work(substrate)`` in the worker thread; any failure is one AdapterError line."""
+        substrate = self._substrate
+        if substrate is None:
+            raise AdapterError(f"{what} on {self.url}: not connected")
+        try:
+            return await trio.to_thread.run_sync(work, substrate, limiter=SUBSTRATE_LIMITER)
+        except AdapterError as exc:
+            raise AdapterError(f"{what} on {self.url}: {exc}") from None
+        except Exception as exc:  # substrate-interface, websocket and scalecodec raise anything
+            raise AdapterError(f"{what} on {self.url}: {_describe(exc)}") from None
+
+    async def rpc(self, method: str, params: Sequence[Any] = ()) -> Any:
+        """A raw JSON-RPC call; its ``result``."""
+        return await self._run(
+            method, lambda s: _result(s.rpc_request(method, list(params)), method)
+        )
+
+    # chain
+
+    async def genesis_hash(self) -> bytes:
+        """Block 0's hash as the node reports it (what ``CheckGenesis`` signs).
+
+        On chopsticks this is a placeholder (``0x4545…45``), not the hash of a header.
+        """
+        return _hash_bytes(await self.rpc("chain_getBlockHash", [0]), "genesis hash")
+
+    async def block_hash(self, number: int) -> bytes | None:
+        """The canonical hash at ``number`` now; None if the node has no such block yet."""
+        result = await self.rpc("chain_getBlockHash", [number])
+        return None if result is None else _hash_bytes(result, f"hash of block {number}")
+
+    async def header(self, block_hash: bytes) -> SubstrateHeader:
+        """The header of ``block_hash``, its SCALE bytes hashed by the light client."""
+        method = self._raw_header_method
+        if method is not None:
+            result = await self.rpc(method, [_hex(block_hash)])
+            if result is None:
+                raise AdapterError(f"{self.url} has no header for block {_hex(block_hash)}")
+            raw = _hex_bytes(result, "SCALE header")
+            try:
+                return _verified_header(raw, block_hash)
+            except AdapterError as exc:
+                raise AdapterError(f"{method} on {self.url}: {exc}") from None
+        obj = await self.rpc("chain_getHeader", [_hex(block_hash)])
+        try:
+            return header_from_json(obj, block_hash)
+        except AdapterError as exc:
+            raise AdapterError(f"chain_getHeader on {self.url}: {exc}") from None
+
+    async def finalized_head(self) -> SubstrateHeader:
+        """The header of the node's finalized head (on chopsticks: every block, at once)."""
+        head = _hash_bytes(await self.rpc("chain_getFinalizedHead"), "finalized head")
+        return await self.header(head)
+
+    async def best_number(self) -> int:
+        """The number of the node's best block."""
+        obj = await self.rpc("chain_getHeader")
+        number = obj.get("number") if isinstance(obj, dict) else None
+        try:
+            return int(number, 16) if isinstance(number, str) else int(str(number))
+        except ValueError:
+            raise AdapterError(f"chain_getHeader on {self.url}: malformed number") from None
+
+    async def events(self, block_hash: bytes) -> list[SubstrateEvent]:
+        """Every event of the block (``System.Events`` at ``block_hash``), in order."""
+        return await self._run("events", lambda s: _events(s, block_hash))
+
+    async def remarks(self, block_hash: bytes) -> list[RemarkSeen]:
+        """Every ``System.Remarked`` event of the block, joined with the remark that emitted it.
+
+        The event's phase gives the extrinsic; the remark bytes are the ``remark`` argument of a
+        ``System.remark_with_event`` in that extrinsic's call (at top level or inside
+        ``Utility.batch``/``batch_all``/``force_batch``). Several remarks in one extrinsic are
+        matched in order: each event to the next remark call whose blake2-256 is the event's
+        hash (so a nested dispatch that emitted nothing is stepped over). An event with no such
+        call (a remark dispatched from a stored multisig call, or through a proxy, whose bytes
+        are not in this extrinsic's own batches) is left out and logged: its sender is not the
+        signer, so it could never be a valid message anyway.
+        """
+
+        def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
+            substrate.init_runtime(block_hash=_hex(block_hash))  # decode with this block's runtime
+            block = _result(substrate.rpc_request("chain_getBlock", [_hex(block_hash)]), "block")
+            if not isinstance(block, dict) or not isinstance(block.get("block"), dict):
+                raise AdapterError(f"node has no block {_hex(block_hash)}")
+            header = header_from_json(block["block"].get("header"), block_hash)
+            extrinsics = block["block"].get("extrinsics")
+            if not isinstance(extrinsics, list):
+                raise AdapterError(f"block {_hex(block_hash)} has a malformed body")
+            remarked: dict[int, list[SubstrateEvent]] = {}
+            for event in _events(substrate, block_hash):
+                if (event.pallet, event.name) == ("System", "Remarked"):
+                    if event.extrinsic_index is None:
+                        log.warning("block %d: Remarked outside an extrinsic", header.number)
+                        continue
+                    remarked.setdefault(event.extrinsic_index, []).append(event)
+            seen: list[RemarkSeen] = []
+            for index, events in sorted(remarked.items()):
+                if index >= len(extrinsics):
+                    raise AdapterError(
+                        f"block {header.number} has {len(extrinsics)} extrinsics, "
+                        f"an event names extrinsic {index}"
+                    )
+                encoded = _hex_bytes(extrinsics[index], "extrinsic")
+                signer, call = _extrinsic_signer_and_call(substrate, encoded)
+                if signer is None:
+                    log.warning("block %d: Remarked from unsigned extrinsic %d", header.number, index)
+                    continue
+                candidates = _remarks_in_call(substrate, call)
+                hashes = [blake2_256(remark) for remark in candidates]
+                cursor = 0
+                for event in events:
+                    attrs = event.attributes if isinstance(event.attributes, dict) else {}
+                    event_hash = _hash_bytes(attrs.get("hash"), "Remarked hash")
+                    sender = account_bytes(attrs.get("sender"))
+                    match = next(
+                        (j for j in range(cursor, len(hashes)) if hashes[j] == event_hash), None
+                    )
+                    if match is None:
+                        log.info(
+                            "block %d extrinsic %d: Remarked %s by %s has no remark call in the "
+                            "extrinsic's own batches; skipped",
+                            header.number,
+                            index,
+                            _hex(event_hash),
+                            _hex(sender),
+                        )
+                        continue
+                    cursor = match + 1
+                    seen.append(
+                        RemarkSeen(
+                            block_number=header.number,
+                            block_hash=block_hash,
+                            extrinsic_index=index,
+                            signer=signer,
+                            remark=candidates[match],
+                            event_sender=sender,
+                            event_hash=event_hash,
+                        )
+                    )
+            return seen
+
+        return await self._run(f"remarks of block {_hex(block_hash)}", work)
+
+    # calls and extrinsics
+
+    async def compose(
+        self, module: str, function: str, params: Mapping[str, Any] | None = None
+    ) -> Call:
+        """Compose ``module.function(**params)``.
+
+        ``params`` are as substrate-interface takes them: accounts as SS58 or ``0x``-hex strings
+        (not bytes), ``Vec<u8>`` as bytes, nested calls as :class:`Call` objects.
+        """
+        arguments = _to_generic(dict(params or {}))
+
+        def work(substrate: SubstrateInterface) -> Call:
+            generic = substrate.compose_call(module, function, arguments)
+            data = bytes(generic.data.data)
+            return Call(module, function, data, blake2_256(data), generic)
+
+        return await self._run(f"compose {module}.{function}", work)
+
+    async def estimate_fee(self, keypair: Keypair, call: Call) -> Fee:
+        """Fee and weight of ``call`` signed by ``keypair`` (``TransactionPaymentApi.query_info``,
+        the runtime call behind ``payment_queryInfo``; chopsticks' own ``payment_queryInfo``
+        cannot decode this runtime's extrinsics)."""
+
+        def work(substrate: SubstrateInterface) -> Fee:
+            info = substrate.get_payment_info(call.generic, keypair)
+            partial = info.get("partialFee") if isinstance(info, dict) else None
+            if not isinstance(partial, int):
+                raise AdapterError(f"malformed fee estimate {_one_line(repr(info))}")
+            ref_time, proof_size = _weight(info.get("weight"))
+            return Fee(partial_fee=partial, weight=ref_time, proof_size=proof_size)
+
+        return await self._run(f"fee of {call.module}.{call.function}", work)
+
+    def weight_arg(self, ref_time: int, proof_size: int = 0) -> int | dict[str, int]:
+        """A ``Weight`` call argument for this runtime: a u64 (weights v1, like our devnet's
+        runtime) or ``{ref_time, proof_size}`` (weights v2)."""
+        substrate = self._substrate
+        if substrate is not None and substrate.config.get("is_weight_v2"):
+            return {"ref_time": ref_time, "proof_size": proof_size}
+        return ref_time
+
+    async def account_next_index(self, account: bytes) -> int:
+        """``system_accountNextIndex``: the next nonce, transactions in the pool included."""
+        result = await self.rpc("system_accountNextIndex", [_hex(account)])
+        if not isinstance(result, int) or isinstance(result, bool) or result < 0:
+            raise AdapterError(f"system_accountNextIndex on {self.url}: malformed {result!r}")
+        return result
+
+    @overload
+    async def submit(
+        self,
+        keypair: Keypair,
+        call_module: str,
+        call_function: str,
+        params: Mapping[str, Any] | None = ...,
+        *,
+        wait_for_inclusion: Literal[True] = ...,
+        timeout: float = ...,
+    ) -> Included: ...
+
+    @overload
+    async def submit(
+        self,
+        keypair: Keypair,
+        call_module: str,
+        call_function: str,
+        params: Mapping[str, Any] | None = ...,
+        *,
+        wait_for_inclusion: Literal[False],
+        timeout: float = ...,
+    ) -> Submitted: ...
+
+    async def submit(
+        self,
+        keypair: Keypair,
+        call_module: str,
+        call_function: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        wait_for_inclusion: bool = True,
+        timeout: float = INCLUSION_TIMEOUT,
+    ) -> Included | Submitted:
+        """Compose, sign with ``keypair``, submit; by default wait until it is in a block."""
+        call = await self.compose(call_module, call_function, params)
+        if wait_for_inclusion:
+            return await self.submit_call(keypair, call, timeout=timeout)
+        return await self.submit_call(keypair, call, wait_for_inclusion=False)
+
+    @overload
+    async def submit_call(
+        self,
+        keypair: Keypair,
+        call: Call,
+        *,
+        wait_for_inclusion: Literal[True] = ...,
+        timeout: float = ...,
+    ) -> Included: ...
+
+    @overload
+    async def submit_call(
+        self,
+        keypair: Keypair,
+        call: Call,
+        *,
+        wait_for_inclusion: Literal[False],
+        timeout: float = ...,
+    ) -> Submitted: ...
+
+    async def submit_call(
+        self,
+        keypair: Keypair,
+        call: Call,
+        *,
+        wait_for_inclusion: bool = True,
+        timeout: float = INCLUSION_TIMEOUT,
+    ) -> Included | Submitted:
+        """Sign ``call`` with ``keypair`` (mortal, :data:`MORTALITY_PERIOD`) and submit it.
+
+        Nonces: the next one is ``system_accountNextIndex`` (pool included), or the one after
+        this client's last accepted submission if that is higher. It only advances when the
+        node accepted the extrinsic into its pool (a refused one consumed nothing); any failure
+        to submit, or to see the extrinsic included, forgets the local value so the next
+        submission asks the node again. An extrinsic included with a failed dispatch consumed
+        its nonce like any other. Submissions of one client are serialised by a lock, so two
+        tasks never sign with the same nonce.
+        """
+        signer = bytes(keypair.public_key)
+        async with self._nonce_lock:
+            since = await self.best_number()
+            nonce = max(await self.account_next_index(signer), self._next_nonces.get(signer, 0))
+
+            def sign(substrate: SubstrateInterface) -> tuple[bytes, bytes]:
+                extrinsic = substrate.create_signed_extrinsic(
+                    call=call.generic,
+                    keypair=keypair,
+                    nonce=nonce,
+                    era={"period": MORTALITY_PERIOD, "current": since},
+                )
+                return bytes(extrinsic.data.data), bytes(extrinsic.extrinsic_hash)
+
+            encoded, extrinsic_hash = await self._run(f"sign {call.module}.{call.function}", sign)
+            try:
+                answer = await self.rpc("author_submitExtrinsic", [_hex(encoded)])
+            except AdapterError:
+                self._next_nonces.pop(signer, None)
+                raise
+            if _hash_bytes(answer, "extrinsic hash") != extrinsic_hash:
+                self._next_nonces.pop(signer, None)
+                raise AdapterError(f"{self.url} accepted an extrinsic with another hash")
+            self._next_nonces[signer] = nonce + 1
+        submitted = Submitted(extrinsic_hash, signer, nonce, since, MORTALITY_PERIOD)
+        if not wait_for_inclusion:
+            return submitted
+        return await self.wait_included(submitted, timeout=timeout)
+
+    async def wait_included(
+        self, submitted: Submitted, *, timeout: float = INCLUSION_TIMEOUT
+    ) -> Included:
+        """Poll new blocks until ``submitted`` is in one; AdapterError on timeout or expiry.
+
+        Waits in trio between polls (the worker slot is free meanwhile). Blocks are followed by
+        number on the node's canonical chain; a reorg after inclusion is the finality policy's
+        business, not this method's.
+        """
+        scanned = submitted.since_block
+        with trio.move_on_after(timeout):
+            while True:
+                best = await self.best_number()
+                while scanned < best:
+                    number = scanned + 1
+                    block_hash = await self.block_hash(number)
+                    if block_hash is None:
+                        break
+                    found = await self._find_extrinsic(block_hash, submitted.extrinsic_hash)
+                    if found is not None:
+                        return await self._included(submitted, block_hash, number, found)
+                    scanned = number
+                if scanned > submitted.since_block + submitted.period:
+                    self._next_nonces.pop(submitted.signer, None)
+                    raise AdapterError(
+                        f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "
+                        f"expired on {self.url} without being included"
+                    )
+                await trio.sleep(POLL_INTERVAL)
+        self._next_nonces.pop(submitted.signer, None)
+        raise AdapterError(
+            f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) not included "
+            f"on {self.url} within {timeout:g} s"
+        )
+
+    async def _find_extrinsic(self, block_hash: bytes, extrinsic_hash: bytes) -> int | None:
+        block = await self.rpc("chain_getBlock", [_hex(block_hash)])
+        body = block.get("block") if isinstance(block, dict) else None
+        extrinsics = body.get("extrinsics") if isinstance(body, dict) else None
+        if not isinstance(extrinsics, list):
+            raise AdapterError(f"chain_getBlock on {self.url}: malformed block {_hex(block_hash)}")
+        for index, encoded in enumerate(extrinsics):
+            if blake2_256(_hex_bytes(encoded, "extrinsic")) == extrinsic_hash:
+                return index
+        return None
+
+    async def _included(
+        self, submitted: Submitted, block_hash: bytes, number: int, index: int
+    ) -> Included:
+        events = tuple(e for e in await self.events(block_hash) if e.extrinsic_index == index)
+        outcome = [e for e in events if e.pallet == "System" and e.name.startswith("Extrinsic")]
+        success = any(e.name == "ExtrinsicSuccess" for e in outcome)
+        failed = next((e for e in outcome if e.name == "ExtrinsicFailed"), None)
+        if not success and failed is None:
+            raise AdapterError(
+                f"extrinsic {_hex(submitted.extrinsic_hash)} in block {number} has no outcome event"
+            )
+        return Included(
+            block_hash=block_hash,
+            block_number=number,
+            extrinsic_index=index,
+            extrinsic_hash=submitted.extrinsic_hash,
+            nonce=submitted.nonce,
+            success=success,
+            error=None if success or failed is None else failed.error,
+            events=events,
+        )
