@@ -23,9 +23,13 @@ from e2e_support import (
     statuses,
     wait_delivered,
 )
+from eth_abi.abi import encode as abi_encode
 
-from relayer.client import token_balance
-from relayer.config import load_config
+from adapters.evm.chain import DISPATCH_TOPIC
+from adapters.evm.tx import TxEngine
+from relayer.client import DISPATCH, token_balance
+from relayer.config import Config, load_config
+from relayer.endpoints import bytes32, open_evm
 
 pytestmark = pytest.mark.chain
 
@@ -96,20 +100,45 @@ def test_relayer_sigterm_is_clean(devnet_config: Path, procs: Procs) -> None:
     procs.start_relayer()
 
 
+async def _broadcast_dispatch(config: Config, body: bytes) -> bytes:
+    """Broadcast a dispatch alpha → beta without waiting for it to be mined; its hash."""
+    source, target = config.chain("alpha"), config.chain("beta")
+    assert config.client_key is not None
+    async with open_evm(source) as evm:
+        engine = TxEngine(evm.rpc, config.client_key.load(), await evm.chain_id())
+        data = DISPATCH + abi_encode(
+            ["uint32", "bytes32", "bytes"], [target.domain, bytes32(target.contract("ping")), body]
+        )
+        sent = await engine.send(source.contract("outbox"), data, gas=300_000)
+    return sent.hashes[-1]
+
+
 def test_reorg_shallower_than_finality_is_never_relayed(devnet_config: Path, procs: Procs) -> None:
-    """A message orphaned before the finality depth is never attested nor delivered."""
+    """A message orphaned before the finality depth is never attested nor delivered.
+
+    Block production is paused so the reorg is deterministic: the dispatch is mined into the
+    head block (0 confirmations of the 3 the policy needs), that block is replaced by an empty
+    one, and the orphaned transaction is dropped from the pool so it is never mined again.
+    """
     config = load_config(devnet_config)
-    alpha = config.chain("alpha")
-    orphan = send(devnet_config, "alpha", "beta", "--body", "doomed")[0]
-    # finality is confirmations:3 with 1 s blocks: reorg the message's block away at once.
-    receipt_block = orphan["block"]
-    head = int(rpc(alpha.rpc[0], "eth_blockNumber", []), 16)
-    depth = head - receipt_block + 1
-    assert depth < 3, "too slow to reorg before finality; the test machine is overloaded"
-    rpc(alpha.rpc[0], "anvil_reorg", [depth, []])
+    url = config.chain("alpha").rpc[0]
+    rpc(url, "evm_setIntervalMining", [0])
+    try:
+        tx_hash = trio.run(_broadcast_dispatch, config, b"doomed")
+        rpc(url, "evm_mine", [])
+        receipt = rpc(url, "eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
+        dispatch = next(
+            entry for entry in receipt["logs"] if entry["topics"][0] == "0x" + DISPATCH_TOPIC.hex()
+        )
+        orphan_id, orphan_nonce = dispatch["topics"][1], int(dispatch["data"][2:66], 16)
+        rpc(url, "anvil_reorg", [1, []])
+        rpc(url, "anvil_dropAllTransactions", [])
+        assert rpc(url, "eth_getTransactionReceipt", ["0x" + tx_hash.hex()]) is None
+    finally:
+        rpc(url, "evm_setIntervalMining", [1])
     survivor = send(devnet_config, "alpha", "beta", "--body", "after the reorg")[0]
     wait_delivered(devnet_config, [survivor["id"]], procs)
     rows = statuses(devnet_config)
-    assert orphan["id"] not in rows or rows[orphan["id"]]["status"] != "delivered"
-    assert orphan["id"] not in delivered_events(config, "beta")
-    assert survivor["nonce"] == orphan["nonce"]  # the orphaned nonce was reused by the survivor
+    assert orphan_id not in rows  # never even recorded: the relayer reads final blocks only
+    assert orphan_id not in delivered_events(config, "beta")
+    assert survivor["nonce"] == orphan_nonce  # the orphaned nonce went to the survivor
