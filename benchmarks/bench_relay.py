@@ -59,7 +59,7 @@ from adapters.evm.chain import DISPATCH_TOPIC, selector
 from devnet import manager
 from devnet.anvil import anvil_binary
 from light_clients.hashing import keccak256
-from relayer.config import ChainConfig, Config, load_config
+from relayer.config import ATTESTER_POLL, RELAY_POLL, ChainConfig, Config, load_config
 
 PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 BLOCK_TIME = 1.0  # seconds, what the targets assume
@@ -746,12 +746,12 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=100, help="relay --batch-size")
     parser.add_argument("--max-inflight", type=int, default=4, help="relay --max-inflight")
-    parser.add_argument("--poll", type=float, default=0.5, help="relay --poll (its default)")
+    parser.add_argument("--poll", type=float, default=RELAY_POLL, help="relay --poll (its default)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the --max-inflight 1 run")
     parser.add_argument("--paced-messages", type=int, default=1_000, help="paced run (0: skip it)")
     parser.add_argument("--paced-rate", type=int, default=100, help="paced run: messages/s")
     parser.add_argument(
-        "--attester-poll", type=float, default=1.0, help="attest --poll (its default)"
+        "--attester-poll", type=float, default=ATTESTER_POLL, help="attest --poll (its default)"
     )
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs, ledger)")
     args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])

@@ -25,7 +25,7 @@ from adapters.evm.chain import AdapterError
 from adapters.rpc import RpcError
 from light_clients.committee import Checkpoint, address_of, sign_checkpoint
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
-from relayer.config import ChainConfig, Config, ConfigError
+from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError
 from relayer.endpoints import bytes32, open_evm
 
 log = logging.getLogger("passerelle.attester")
@@ -45,7 +45,7 @@ async def attest_origin(
     store: CheckpointStore,
     state: AttesterState,
     *,
-    poll: float = 1.0,
+    poll: float = ATTESTER_POLL,
 ) -> None:
     """Follow one origin forever, signing each new final outbox state."""
     signer = address_of(key)
@@ -93,7 +93,7 @@ async def attest_origin(
             await trio.sleep(poll)
 
 
-async def run_attester(config: Config, index: int, *, poll: float = 1.0) -> None:
+async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POLL) -> None:
     """Run attester ``index`` of the configuration over every EVM origin with an outbox."""
     if not 0 <= index < len(config.attester_keys):
         raise ConfigError(

@@ -22,6 +22,7 @@ import click
 import trio
 
 from relayer import proof_files
+from relayer.config import ATTESTER_POLL, RELAY_POLL
 
 # Errors a user can cause or fix (bad config, a chain not running, a busy port): one line each.
 # Imported lazily by the commands that need chains, so `proof verify` starts fast.
@@ -170,7 +171,9 @@ def devnet_status(state_dir: Path, as_json: bool) -> int:
 @cli.command()
 @_config_option
 @click.option("--index", type=int, required=True, help="Which of the config's attester keys.")
-@click.option("--poll", type=float, default=1.0, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--poll", type=float, default=ATTESTER_POLL, show_default=True, help="Seconds between polls."
+)
 def attest(config_path: Path, index: int, poll: float) -> int:
     """Run an attester: sign each final outbox checkpoint the light clients accept."""
     from relayer.attester import run_attester
@@ -183,7 +186,9 @@ def attest(config_path: Path, index: int, poll: float) -> int:
 
 @cli.command()
 @_config_option
-@click.option("--poll", type=float, default=0.5, show_default=True, help="Seconds between polls.")
+@click.option(
+    "--poll", type=float, default=RELAY_POLL, show_default=True, help="Seconds between polls."
+)
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 400),

@@ -47,6 +47,10 @@ from light_clients.errors import VerificationError
 from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, require
 
 U32_MAX = 2**32 - 1
+# Operating defaults (seconds). Polls are cheap: an attester asks for one header unless something
+# new became final; the relayer reads its ledger and the checkpoint directory.
+ATTESTER_POLL = 0.25
+RELAY_POLL = 0.2
 FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
 
 

@@ -43,7 +43,7 @@ from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
 from light_clients.message import verify_message_inclusion
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
-from relayer.config import ChainConfig, Config
+from relayer.config import RELAY_POLL, ChainConfig, Config
 from relayer.endpoints import bytes32, open_evm
 from relayer.ledger import (
     DiscoveredMessage,
@@ -107,7 +107,7 @@ class Relayer:
         config: Config,
         ledger: Ledger,
         *,
-        poll: float = 0.5,
+        poll: float = RELAY_POLL,
         batch_size: int = 50,
         confirm_timeout: float = 120.0,
         max_inflight: int = 4,
