@@ -17,6 +17,7 @@ from typing import Any
 
 from eth_abi.abi import decode as abi_decode
 
+from adapters.errors import AdapterError
 from adapters.rpc import JsonRpcClient
 from light_clients.errors import VerificationError
 from light_clients.ethereum.header import EthHeader, header_rlp_from_json, verify_header_hash
@@ -29,10 +30,6 @@ DISPATCH_TOPIC = keccak256(b"Dispatch(bytes32,uint32,uint32,bytes)")
 # Outbox storage layout (adapters/evm/contracts/Outbox.sol): branch[32] in slots 0..31, count 32.
 OUTBOX_COUNT_SLOT = TREE_DEPTH
 MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request: public nodes cap ranges around here
-
-
-class AdapterError(Exception):
-    """A node's answer is malformed or does not pass the light clients; str() says which."""
 
 
 @dataclass(frozen=True)

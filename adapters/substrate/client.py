@@ -34,7 +34,7 @@ from scalecodec.base import ScaleBytes
 from scalecodec.utils.ss58 import ss58_decode
 from substrateinterface import Keypair, SubstrateInterface
 
-from adapters.evm.chain import AdapterError
+from adapters.errors import AdapterError
 from light_clients.errors import VerificationError
 from light_clients.hashing import blake2_256
 from light_clients.message import Message
@@ -50,9 +50,9 @@ __all__ = [
     "Fee",
     "Included",
     "RemarkSeen",
+    "Submitted",
     "SubstrateClient",
     "SubstrateEvent",
-    "Submitted",
     "header_from_json",
 ]
 
@@ -62,8 +62,8 @@ SUBSTRATE_LIMITER: Final = trio.CapacityLimiter(1)
 """The one worker slot for every substrate-interface call of this process (not thread-safe)."""
 
 MORTALITY_PERIOD: Final = 64
-"""Extrinsics are mortal: valid for this many blocks after the head they were signed at, so a
-submission that was dropped can be declared dead instead of landing by surprise later."""
+"""Extrinsics are mortal: valid for at most this many blocks from the finalized head they were
+signed at, so a submission that was dropped can be declared dead instead of landing later."""
 
 REQUEST_TIMEOUT: Final = 30.0
 """Seconds a single request may wait for the node's answer (websocket read timeout). A worker
@@ -138,8 +138,8 @@ class Submitted:
     nonce: int
     since_block: int
     """The best block when it was signed: it can only be included after this one."""
-    period: int
-    """Mortality: it cannot be included after ``since_block + period``."""
+    valid_until: int
+    """Mortality: it cannot be included in a block numbered above this."""
 
 
 @dataclass(frozen=True)
@@ -228,7 +228,7 @@ def _hex_bytes(value: Any, what: str) -> bytes:
 
 
 def account_bytes(value: Any) -> bytes:
-    """A 32-byte account id from what substrate-interface shows: SS58, ``0x``-hex or ``{"Id": …}``."""
+    """A 32-byte account id from SS58, ``0x``-hex or ``{"Id": …}`` (substrate-interface's forms)."""
     if isinstance(value, dict) and set(value) == {"Id"}:
         value = value["Id"]
     if isinstance(value, bytes | bytearray) and len(value) == _HASH_LEN:
@@ -304,20 +304,22 @@ def _to_generic(value: Any) -> Any:
 
 def _weight(value: Any) -> tuple[int, int]:
     """(ref time, proof size) of a weight: u64 (weights v1) or ``{ref_time, proof_size}`` (v2)."""
-    ref_time, proof_size = (
-        (value.get("ref_time"), value.get("proof_size", 0)) if isinstance(value, dict) else (value, 0)
+    parts = (
+        (value.get("ref_time"), value.get("proof_size", 0))
+        if isinstance(value, dict)
+        else (value, 0)
     )
-    for part in (ref_time, proof_size):
-        if not isinstance(part, int) or isinstance(part, bool) or part < 0:
-            raise AdapterError(f"node returned a malformed weight: {_one_line(repr(value))}")
-    return ref_time, proof_size
+    checked = [part for part in parts if isinstance(part, int) and not isinstance(part, bool)]
+    if len(checked) != len(parts) or min(checked) < 0:
+        raise AdapterError(f"node returned a malformed weight: {_one_line(repr(value))}")
+    return checked[0], checked[1]
 
 
 # --- substrate-interface work, run in the worker thread ----------------------------------
 
 
 def _error_name(substrate: SubstrateInterface, error: Any) -> str:
-    """A ``DispatchError`` (as substrate-interface decodes it) by name, e.g. ``Uniques.AlreadyExists``."""
+    """A decoded ``DispatchError`` by name, e.g. ``Uniques.AlreadyExists`` or ``BadOrigin``."""
     if isinstance(error, str):
         return error  # BadOrigin, CannotLookup, Other, …
     if isinstance(error, dict) and len(error) == 1:
@@ -436,6 +438,7 @@ class SubstrateClient:
         self.timeout = timeout
         self._substrate: SubstrateInterface | None = None
         self._raw_header_method: str | None = None
+        self._genesis = b""
         self._next_nonces: dict[bytes, int] = {}
         self._nonce_lock = trio.Lock()
 
@@ -446,23 +449,28 @@ class SubstrateClient:
         if self._substrate is not None:
             return
 
-        def open_interface() -> tuple[SubstrateInterface, str | None]:
+        def open_interface() -> tuple[SubstrateInterface, str | None, bytes]:
             substrate = SubstrateInterface(url=self.url, ws_options={"timeout": self.timeout})
             try:
                 substrate.init_runtime()
                 methods = _result(substrate.rpc_request("rpc_methods", []), "rpc_methods")
                 listed = set(methods.get("methods", [])) if isinstance(methods, dict) else set()
+                genesis = _hash_bytes(substrate.get_block_hash(0), "genesis hash")
             except BaseException:
                 substrate.close()
                 raise
-            raw = next((m for m in ("archive_v1_header", "archive_unstable_header") if m in listed), None)
-            return substrate, raw
+            raw = next(
+                (m for m in ("archive_v1_header", "archive_unstable_header") if m in listed), None
+            )
+            return substrate, raw, genesis
 
         try:
-            substrate, raw = await trio.to_thread.run_sync(open_interface, limiter=SUBSTRATE_LIMITER)
+            substrate, raw, genesis = await trio.to_thread.run_sync(
+                open_interface, limiter=SUBSTRATE_LIMITER
+            )
         except Exception as exc:
             raise AdapterError(f"cannot connect to {self.url}: {_describe(exc)}") from None
-        self._substrate, self._raw_header_method = substrate, raw
+        self._substrate, self._raw_header_method, self._genesis = substrate, raw, genesis
 
     async def aclose(self) -> None:
         """Close the websocket."""
@@ -535,12 +543,30 @@ class SubstrateClient:
 
     async def best_number(self) -> int:
         """The number of the node's best block."""
-        obj = await self.rpc("chain_getHeader")
+        return await self._number_of(None)
+
+    async def _number_of(self, block_hash: bytes | None) -> int:
+        obj = await self.rpc("chain_getHeader", [] if block_hash is None else [_hex(block_hash)])
         number = obj.get("number") if isinstance(obj, dict) else None
         try:
             return int(number, 16) if isinstance(number, str) else int(str(number))
         except ValueError:
             raise AdapterError(f"chain_getHeader on {self.url}: malformed number") from None
+
+    async def query(
+        self,
+        module: str,
+        storage_function: str,
+        params: Sequence[Any] = (),
+        block_hash: bytes | None = None,
+    ) -> Any:
+        """A storage value as substrate-interface decodes it (None when absent), at the best
+        block or ``block_hash``. Not proven (chopsticks has no read proofs)."""
+        at = None if block_hash is None else _hex(block_hash)
+        return await self._run(
+            f"query {module}.{storage_function}",
+            lambda s: s.query(module, storage_function, list(params), block_hash=at).value,
+        )
 
     async def events(self, block_hash: bytes) -> list[SubstrateEvent]:
         """Every event of the block (``System.Events`` at ``block_hash``), in order."""
@@ -551,12 +577,16 @@ class SubstrateClient:
 
         The event's phase gives the extrinsic; the remark bytes are the ``remark`` argument of a
         ``System.remark_with_event`` in that extrinsic's call (at top level or inside
-        ``Utility.batch``/``batch_all``/``force_batch``). Several remarks in one extrinsic are
-        matched in order: each event to the next remark call whose blake2-256 is the event's
-        hash (so a nested dispatch that emitted nothing is stepped over). An event with no such
-        call (a remark dispatched from a stored multisig call, or through a proxy, whose bytes
-        are not in this extrinsic's own batches) is left out and logged: its sender is not the
-        signer, so it could never be a valid message anyway.
+        ``Utility.batch``/``batch_all``/``force_batch``, which dispatch with the signer's own
+        origin). Several remarks in one extrinsic are matched in order: each event to the next
+        remark call whose blake2-256 is the event's hash (so a call that emitted nothing, as
+        after an interrupted ``Utility.batch``, is stepped over).
+
+        Left out, and logged: events whose sender is not the signer (remarks dispatched as
+        another account: through ``Multisig.as_multi``, a proxy, a derivative account; the
+        committee's own deliveries are such), since no call of the signer's own batches can
+        have emitted them and no such remark could be a valid message; and events with no
+        matching call at all. The result holds every remark the outbox rules must judge.
         """
 
         def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
@@ -585,7 +615,9 @@ class SubstrateClient:
                 encoded = _hex_bytes(extrinsics[index], "extrinsic")
                 signer, call = _extrinsic_signer_and_call(substrate, encoded)
                 if signer is None:
-                    log.warning("block %d: Remarked from unsigned extrinsic %d", header.number, index)
+                    log.warning(
+                        "block %d: Remarked from unsigned extrinsic %d", header.number, index
+                    )
                     continue
                 candidates = _remarks_in_call(substrate, call)
                 hashes = [blake2_256(remark) for remark in candidates]
@@ -597,10 +629,10 @@ class SubstrateClient:
                     match = next(
                         (j for j in range(cursor, len(hashes)) if hashes[j] == event_hash), None
                     )
-                    if match is None:
+                    if sender != signer or match is None:
                         log.info(
-                            "block %d extrinsic %d: Remarked %s by %s has no remark call in the "
-                            "extrinsic's own batches; skipped",
+                            "block %d extrinsic %d: Remarked %s by %s is not one of the signer's "
+                            "own remark calls; skipped",
                             header.number,
                             index,
                             _hex(event_hash),
@@ -753,14 +785,30 @@ class SubstrateClient:
         signer = bytes(keypair.public_key)
         async with self._nonce_lock:
             since = await self.best_number()
+            # The era starts at the finalized head: its block hash (signed into the extrinsic)
+            # cannot be reorged away.
+            era_start = await self._number_of(
+                _hash_bytes(await self.rpc("chain_getFinalizedHead"), "finalized head")
+            )
             nonce = max(await self.account_next_index(signer), self._next_nonces.get(signer, 0))
 
             def sign(substrate: SubstrateInterface) -> tuple[bytes, bytes]:
+                # substrate-interface signs CheckGenesis with whatever chain_getBlockHash(0) says
+                # now. chopsticks, asked for any block hash it does not know, answers with its
+                # genesis header and from then on reports that hash as block 0's: every
+                # signature would be refused as badProof. Say so instead.
+                genesis = _hash_bytes(substrate.get_block_hash(0), "genesis hash")
+                if genesis != self._genesis:
+                    raise AdapterError(
+                        f"the node's genesis hash changed from {_hex(self._genesis)} to "
+                        f"{_hex(genesis)} (chopsticks does this after a query for an unknown "
+                        "block hash; restart it)"
+                    )
                 extrinsic = substrate.create_signed_extrinsic(
                     call=call.generic,
                     keypair=keypair,
                     nonce=nonce,
-                    era={"period": MORTALITY_PERIOD, "current": since},
+                    era={"period": MORTALITY_PERIOD, "current": era_start},
                 )
                 return bytes(extrinsic.data.data), bytes(extrinsic.extrinsic_hash)
 
@@ -774,7 +822,9 @@ class SubstrateClient:
                 self._next_nonces.pop(signer, None)
                 raise AdapterError(f"{self.url} accepted an extrinsic with another hash")
             self._next_nonces[signer] = nonce + 1
-        submitted = Submitted(extrinsic_hash, signer, nonce, since, MORTALITY_PERIOD)
+        submitted = Submitted(
+            extrinsic_hash, signer, nonce, since, era_start + MORTALITY_PERIOD - 1
+        )
         if not wait_for_inclusion:
             return submitted
         return await self.wait_included(submitted, timeout=timeout)
@@ -801,7 +851,7 @@ class SubstrateClient:
                     if found is not None:
                         return await self._included(submitted, block_hash, number, found)
                     scanned = number
-                if scanned > submitted.since_block + submitted.period:
+                if scanned >= submitted.valid_until:
                     self._next_nonces.pop(submitted.signer, None)
                     raise AdapterError(
                         f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "

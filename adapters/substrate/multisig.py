@@ -1,0 +1,201 @@
+"""The committee's ``pallet_multisig`` account: its address, approvals, execution, the outcome.
+
+DESIGN.md, "Inbox": the committee's multisig executes ``Utility.batch_all([Uniques.mint(…,
+item = nonce, …), <delivery call>])``. The flow (``docs/substrate-devnet.md``, shapes checked on
+the devnet runtime):
+
+1. the first signer opens the operation with :func:`approve` (``approve_as_multi`` with the call
+   hash); the block number and extrinsic index of that approval are the operation's
+   :class:`Timepoint`, which every later approval must quote (others read it with
+   :func:`pending`);
+2. further signers approve with that timepoint, and the last one runs :func:`execute`
+   (``as_multi`` with the call itself and a ``max_weight``);
+3. the ``as_multi`` extrinsic succeeds even when the call it executes fails: read the call's own
+   result with :func:`executed_ok` (``Multisig.MultisigExecuted.result``). A replayed delivery
+   shows up there as ``Uniques.AlreadyExists``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from substrateinterface import Keypair
+
+from adapters.errors import AdapterError
+from adapters.substrate.client import Call, Included, SubstrateClient, account_bytes
+from light_clients.hashing import blake2_256
+from light_clients.substrate.scale import encode_compact
+
+__all__ = [
+    "MULTISIG_PREFIX",
+    "Timepoint",
+    "approve",
+    "execute",
+    "executed_ok",
+    "multisig_account",
+    "pending",
+]
+
+MULTISIG_PREFIX = b"modlpy/utilisuba"
+"""pallet_multisig's derivation prefix for multi-account ids."""
+
+_ACCOUNT_LEN = 32
+_MAX_SIGNATORIES = 2**16 - 1
+
+
+@dataclass(frozen=True)
+class Timepoint:
+    """Where an operation was opened: the first approval's block number and extrinsic index."""
+
+    height: int
+    index: int
+
+    def as_param(self) -> dict[str, int]:
+        """As ``maybe_timepoint`` takes it."""
+        return {"height": self.height, "index": self.index}
+
+
+def _check_signatories(signatories: Sequence[bytes], threshold: int) -> list[bytes]:
+    keys = [bytes(key) for key in signatories]
+    if any(len(key) != _ACCOUNT_LEN for key in keys):
+        raise ValueError("every signatory must be a 32-byte account id")
+    if len(set(keys)) != len(keys):
+        raise ValueError("signatories must be distinct")
+    if not 1 <= len(keys) <= _MAX_SIGNATORIES:
+        raise ValueError(f"need 1 to {_MAX_SIGNATORIES} signatories, got {len(keys)}")
+    if isinstance(threshold, bool) or not 1 <= threshold <= len(keys):
+        raise ValueError(f"threshold must be in 1..{len(keys)}, got {threshold!r}")
+    return sorted(keys)
+
+
+def multisig_account(signatories: Sequence[bytes], threshold: int) -> bytes:
+    """The multisig's account id: ``blake2_256(b"modlpy/utilisuba" ‖ Compact(n) ‖ sorted
+    signatories ‖ threshold as u16 LE)``. Raises ValueError for duplicates or a bad threshold."""
+    ordered = _check_signatories(signatories, threshold)
+    return blake2_256(
+        MULTISIG_PREFIX
+        + encode_compact(len(ordered))
+        + b"".join(ordered)
+        + threshold.to_bytes(2, "little")
+    )
+
+
+def _others(keypair: Keypair, others: Sequence[bytes], threshold: int) -> tuple[list[str], bytes]:
+    """``other_signatories`` (sorted ``0x``-hex, as the pallet requires) and the multisig id."""
+    me = bytes(keypair.public_key)
+    keys = [bytes(key) for key in others]
+    if me in keys:
+        raise ValueError("other signatories must not include the signer")
+    account = multisig_account([me, *keys], threshold)
+    return ["0x" + key.hex() for key in sorted(keys)], account
+
+
+async def pending(client: SubstrateClient, multisig: bytes, call_hash: bytes) -> Timepoint | None:
+    """The timepoint of the open operation ``(multisig, call_hash)``, None if none is open."""
+    entry = await client.query("Multisig", "Multisigs", ["0x" + multisig.hex(), call_hash])
+    if entry is None:
+        return None
+    when = entry.get("when") if isinstance(entry, dict) else None
+    if not isinstance(when, dict):
+        raise AdapterError(f"malformed Multisig.Multisigs entry on {client.url}")
+    return Timepoint(height=int(when["height"]), index=int(when["index"]))
+
+
+async def approve(
+    client: SubstrateClient,
+    keypair: Keypair,
+    others: Sequence[bytes],
+    threshold: int,
+    call: Call,
+    *,
+    timepoint: Timepoint | None = None,
+) -> Timepoint:
+    """Approve ``call`` by its hash (``approve_as_multi``) and return the operation's timepoint.
+
+    Without ``timepoint`` this opens the operation (the signer reserves the pallet's deposit)
+    and the timepoint is this approval's own; with it, the approval joins that operation.
+    Raises :class:`AdapterError` if the approval failed on chain.
+    """
+    other_signatories, multisig = _others(keypair, others, threshold)
+    included = await client.submit(
+        keypair,
+        "Multisig",
+        "approve_as_multi",
+        {
+            "threshold": threshold,
+            "other_signatories": other_signatories,
+            "maybe_timepoint": None if timepoint is None else timepoint.as_param(),
+            "call_hash": call.hash,
+            # Only the executing approval is weighed.
+            "max_weight": client.weight_arg(0),
+        },
+    )
+    what = f"approve_as_multi of 0x{call.hash.hex()} on {client.url}"
+    if not included.success:
+        raise AdapterError(f"{what} failed: {included.error}")
+    expected = "NewMultisig" if timepoint is None else "MultisigApproval"
+    events = included.named("Multisig", expected)
+    if len(events) != 1 or account_bytes(events[0].attributes.get("multisig")) != multisig:
+        raise AdapterError(f"{what}: no Multisig.{expected} event for 0x{multisig.hex()}")
+    if timepoint is None:
+        return Timepoint(height=included.block_number, index=included.extrinsic_index)
+    return timepoint
+
+
+async def execute(
+    client: SubstrateClient,
+    keypair: Keypair,
+    others: Sequence[bytes],
+    threshold: int,
+    call: Call,
+    *,
+    timepoint: Timepoint,
+    max_weight: int | None = None,
+) -> Included:
+    """The last approval: ``as_multi`` with the call itself, which the runtime then dispatches
+    as the multisig account.
+
+    ``max_weight`` (ref time) defaults to the call's weight from a fee estimate. The returned
+    extrinsic succeeding says nothing about the call: check :func:`executed_ok`.
+    """
+    other_signatories, _ = _others(keypair, others, threshold)
+    if max_weight is None:
+        fee = await client.estimate_fee(keypair, call)
+        weight = client.weight_arg(fee.weight, fee.proof_size)
+    else:
+        weight = client.weight_arg(max_weight)
+    return await client.submit(
+        keypair,
+        "Multisig",
+        "as_multi",
+        {
+            "threshold": threshold,
+            "other_signatories": other_signatories,
+            "maybe_timepoint": timepoint.as_param(),
+            "call": call,
+            "store_call": False,
+            "max_weight": weight,
+        },
+    )
+
+
+def executed_ok(included: Included) -> tuple[bool, str | None]:
+    """Did the multisig call itself succeed? ``(True, None)`` or ``(False, reason)``.
+
+    The reason is the outer extrinsic's error if ``as_multi`` itself failed, the call's
+    ``DispatchError`` (e.g. ``Uniques.AlreadyExists``) if it ran and failed, or a note that
+    the threshold was not reached (only an approval was recorded).
+    """
+    if not included.success:
+        return False, included.error or "as_multi failed"
+    executed = included.named("Multisig", "MultisigExecuted")
+    if not executed:
+        return False, "not executed: approval recorded, threshold not reached"
+    if len(executed) != 1:
+        return False, f"{len(executed)} MultisigExecuted events in one extrinsic"
+    attributes = executed[0].attributes
+    result = attributes.get("result") if isinstance(attributes, dict) else None
+    if isinstance(result, dict) and "Ok" in result:
+        return True, None
+    return False, executed[0].error or f"unexpected MultisigExecuted result {result!r}"

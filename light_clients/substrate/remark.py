@@ -1,0 +1,232 @@
+"""The Substrate outbox: which ``System.remark_with_event`` remarks are messages, and their nonces.
+
+DESIGN.md, "Substrate origin and destination": a message leaves a Substrate chain as
+``System.remark_with_event(b"PSRL" ‖ message)``; the runtime emits ``System.Remarked { sender,
+hash }``. A remark is accepted as a message only if
+
+1. the event's hash is blake2-256 of the remark bytes (the event is about these bytes);
+2. the event's sender is the extrinsic's signer (the remark was dispatched by the signer itself,
+   not through a proxy, a multisig or a derivative account);
+3. the bytes start with :data:`REMARK_PREFIX` and the rest is a valid message;
+4. the message's sender is the signer's 32-byte public key, its origin is this chain's domain,
+   and it is not addressed to its own origin.
+
+The sender cannot choose the nonce (anyone could jam the lane by claiming nonce N first): the
+nonce field of the remark is ignored, and the canonical message carries the remark's position
+among the *accepted* remarks of the origin in finalized blocks, ordered by (block number,
+extrinsic index), and by event order within one extrinsic (a ``Utility.batch_all`` may carry
+several remarks). Rejected remarks consume no nonce. :func:`validate_remark` checks one remark,
+:func:`assign_nonces` numbers a run of accepted ones, :func:`canonical_message` sets one nonce.
+
+Pure, like the rest of :mod:`light_clients`: every rejection is a :class:`RemarkRejected`
+subclass (a :class:`~light_clients.errors.VerificationError`) with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import ClassVar
+
+from light_clients.errors import VerificationError
+from light_clients.hashing import blake2_256
+from light_clients.message import Message, decode_message
+
+__all__ = [
+    "REMARK_PREFIX",
+    "EventHashMismatch",
+    "EventSenderMismatch",
+    "InvalidRemarkInput",
+    "MalformedPayload",
+    "MessageSenderMismatch",
+    "MissingPrefix",
+    "NonceAssignmentError",
+    "RemarkRejected",
+    "SelfAddressed",
+    "WrongOrigin",
+    "assign_nonces",
+    "canonical_message",
+    "validate_remark",
+]
+
+REMARK_PREFIX = b"PSRL"
+"""The first bytes of every Passerelle remark; the message follows."""
+
+ACCOUNT_LEN = 32
+HASH_LEN = 32
+U32_MAX = 2**32 - 1
+
+
+class RemarkRejected(VerificationError):
+    """A remark that is not an acceptable outbox message; ``reason`` is a short stable tag."""
+
+    reason: ClassVar[str] = "rejected"
+
+
+class InvalidRemarkInput(RemarkRejected):
+    """A signer, event sender or event hash that is not 32 bytes, or a domain that is not a u32."""
+
+    reason = "invalid-input"
+
+
+class EventHashMismatch(RemarkRejected):
+    """The ``Remarked`` event's hash is not blake2-256 of the remark bytes."""
+
+    reason = "event-hash-mismatch"
+
+
+class EventSenderMismatch(RemarkRejected):
+    """The ``Remarked`` event's sender is not the extrinsic's signer (proxy, multisig, …)."""
+
+    reason = "event-sender-mismatch"
+
+
+class MissingPrefix(RemarkRejected):
+    """The remark does not start with :data:`REMARK_PREFIX`: not meant for Passerelle."""
+
+    reason = "missing-prefix"
+
+
+class MalformedPayload(RemarkRejected):
+    """The bytes after the prefix are not a valid message."""
+
+    reason = "malformed-payload"
+
+
+class MessageSenderMismatch(RemarkRejected):
+    """The message names another sender than the account that signed the remark (T14)."""
+
+    reason = "wrong-sender"
+
+
+class WrongOrigin(RemarkRejected):
+    """The message names another origin domain than this chain's (T14)."""
+
+    reason = "wrong-origin"
+
+
+class SelfAddressed(RemarkRejected):
+    """The message's destination is its own origin domain."""
+
+    reason = "self-addressed"
+
+
+class NonceAssignmentError(VerificationError):
+    """Accepted remarks given out of chain order, or nonces beyond u32."""
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def _check_bytes32(name: str, value: object) -> bytes:
+    if isinstance(value, bytearray | memoryview):
+        value = bytes(value)
+    if not isinstance(value, bytes) or len(value) != ACCOUNT_LEN:
+        size = f"{len(value)} bytes" if isinstance(value, bytes) else type(value).__name__
+        raise InvalidRemarkInput(f"{name} must be 32 bytes, got {size}")
+    return value
+
+
+def _is_u32(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U32_MAX
+
+
+def validate_remark(
+    remark: bytes,
+    signer: bytes,
+    event_sender: bytes,
+    event_hash: bytes,
+    origin_domain: int,
+) -> Message:
+    """Check one remark against the outbox rules and return its message, nonce set to 0.
+
+    ``remark`` is the argument of ``System.remark_with_event`` exactly as submitted (prefix
+    included), ``signer`` the extrinsic's signer, ``event_sender``/``event_hash`` the fields of
+    the ``System.Remarked`` event it emitted, ``origin_domain`` this chain's domain.
+
+    The nonce the sender wrote is ignored: the returned message carries nonce 0, a placeholder
+    until :func:`assign_nonces` (or :func:`canonical_message`) gives it its canonical nonce.
+    Raises a :class:`RemarkRejected` subclass naming the first rule that failed.
+    """
+    if isinstance(remark, bytearray | memoryview):
+        remark = bytes(remark)
+    if not isinstance(remark, bytes):
+        raise InvalidRemarkInput(f"remark must be bytes, got {type(remark).__name__}")
+    signer = _check_bytes32("signer", signer)
+    event_sender = _check_bytes32("event sender", event_sender)
+    event_hash = _check_bytes32("event hash", event_hash)
+    if not _is_u32(origin_domain):
+        raise InvalidRemarkInput(f"origin domain must be a u32, got {origin_domain!r}")
+
+    actual = blake2_256(remark)
+    if actual != event_hash:
+        raise EventHashMismatch(
+            f"event hash {_hex(event_hash)} is not blake2-256 of the remark ({_hex(actual)})"
+        )
+    if event_sender != signer:
+        raise EventSenderMismatch(
+            f"remark emitted by {_hex(event_sender)}, not by the signer {_hex(signer)}"
+        )
+    if not remark.startswith(REMARK_PREFIX):
+        raise MissingPrefix(f"remark does not start with {REMARK_PREFIX.decode()}")
+    try:
+        message = decode_message(remark[len(REMARK_PREFIX) :])
+    except VerificationError as error:
+        raise MalformedPayload(f"remark payload is not a message: {error}") from None
+    if message.sender != signer:
+        raise MessageSenderMismatch(
+            f"message sender {_hex(message.sender)} is not the signer {_hex(signer)}"
+        )
+    if message.origin != origin_domain:
+        raise WrongOrigin(f"message origin {message.origin} is not this domain {origin_domain}")
+    if message.destination == origin_domain:
+        raise SelfAddressed(f"message is addressed to its own origin domain {origin_domain}")
+    return canonical_message(message, 0)
+
+
+def canonical_message(message: Message, nonce: int) -> Message:
+    """``message`` with its canonical ``nonce``; every other field unchanged.
+
+    Raises :class:`~light_clients.message.MalformedMessageError` if ``nonce`` is not a u32.
+    """
+    return dataclasses.replace(message, nonce=nonce)
+
+
+def assign_nonces(next_nonce: int, accepted: Sequence[tuple[int, int, Message]]) -> list[Message]:
+    """Number accepted remarks: the canonical messages, nonces ``next_nonce``, ``next_nonce + 1``…
+
+    ``accepted`` holds ``(block number, extrinsic index, message)`` of remarks that passed
+    :func:`validate_remark`, in chain order: (block number, extrinsic index) must never
+    decrease. Equal keys are several remarks of one extrinsic (a batch) and keep the order
+    given, which must be their event order. Raises :class:`NonceAssignmentError` for input out
+    of order, negative positions, or nonces that would not fit the message's u32 field.
+    """
+    if not _is_u32(next_nonce):
+        raise NonceAssignmentError(f"next nonce must be a u32, got {next_nonce!r}")
+    if accepted and next_nonce + len(accepted) - 1 > U32_MAX:
+        raise NonceAssignmentError(
+            f"{len(accepted)} messages from nonce {next_nonce} would exceed the u32 nonce space"
+        )
+    canonical: list[Message] = []
+    previous: tuple[int, int] | None = None
+    for position, entry in enumerate(accepted):
+        block, index, message = entry
+        for name, value in (("block number", block), ("extrinsic index", index)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise NonceAssignmentError(
+                    f"remark {position}: {name} must be a non-negative integer, got {value!r}"
+                )
+        if not isinstance(message, Message):
+            raise NonceAssignmentError(
+                f"remark {position}: expected a Message, got {type(message).__name__}"
+            )
+        key = (block, index)
+        if previous is not None and key < previous:
+            raise NonceAssignmentError(
+                f"remark {position} at block {block} extrinsic {index} comes after "
+                f"block {previous[0]} extrinsic {previous[1]}: not in chain order"
+            )
+        previous = key
+        canonical.append(canonical_message(message, next_nonce + position))
+    return canonical

@@ -1,0 +1,474 @@
+"""The Substrate adapter (adapters/substrate) against a real runtime: Rococo Asset Hub under
+chopsticks (one process for the module, ``Instant`` block mode, always stopped).
+
+What is pinned here: headers come back as SCALE bytes whose blake2-256 is the block hash (the
+light client checks every one); ``PSRL`` remarks are found in a block with their signer and
+event, at top level and inside ``Utility.batch_all``, and the outbox rules accept the good one
+and reject the others with the right reason; nonces survive a failed extrinsic; the computed
+multisig account is the chain's; a 2-of-3 multisig delivery guarded by ``Uniques.mint(item =
+nonce)`` executes once and a replay fails on chain, which :func:`executed_ok` reports.
+
+chopsticks quirk to keep in mind: asking it for a block hash it does not know makes it answer
+with its genesis header *and* report that hash as block 0's from then on, which breaks every
+later signature (CheckGenesis). Nothing here asks it for an unknown hash; the "lying node" cases
+are played against recorded answers instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import pytest
+import trio
+from substrateinterface import Keypair
+
+from adapters.substrate import (
+    AdapterError,
+    Included,
+    SubstrateClient,
+    SubstrateEvent,
+    approve,
+    execute,
+    executed_ok,
+    multisig_account,
+    pending,
+)
+from adapters.substrate.client import account_bytes, header_from_json
+from devnet.chopsticks import (
+    ALICE,
+    DEV_BALANCE,
+    GENESIS_HASH,
+    ChopsticksError,
+    ChopsticksProcess,
+    chopsticks_entry,
+    node_binary,
+    start_chopsticks,
+)
+from light_clients.hashing import blake2_256
+from light_clients.message import Message
+from light_clients.substrate.header import SubstrateHeader, header_hash
+from light_clients.substrate.remark import (
+    REMARK_PREFIX,
+    EventSenderMismatch,
+    RemarkRejected,
+    assign_nonces,
+    validate_remark,
+)
+from light_clients.substrate.scale import encode_compact
+
+pytestmark = pytest.mark.chain
+
+T = TypeVar("T")
+
+ALICE_KEY = Keypair.create_from_uri("//Alice")
+BOB_KEY = Keypair.create_from_uri("//Bob")
+CHARLIE_KEY = Keypair.create_from_uri("//Charlie")
+ALICE_ID, BOB_ID, CHARLIE_ID = (bytes(k.public_key) for k in (ALICE_KEY, BOB_KEY, CHARLIE_KEY))
+ORIGIN, DESTINATION = 1000, 31337
+RECIPIENT = b"\x00" * 12 + b"\x0b" * 20
+
+
+def hex0x(data: bytes) -> str:
+    return "0x" + data.hex()
+
+
+def message(
+    *, sender: bytes = ALICE_ID, origin: int = ORIGIN, nonce: int = 0, body: bytes = b"hi"
+) -> Message:
+    return Message(1, nonce, origin, sender, DESTINATION, RECIPIENT, body)
+
+
+def psrl(msg: Message) -> bytes:
+    return REMARK_PREFIX + msg.encode()
+
+
+@pytest.fixture(scope="module")
+def chain() -> Iterator[ChopsticksProcess]:
+    """One chopsticks for the module (//Alice, //Bob, //Charlie funded), always stopped."""
+    try:
+        node_binary()
+        chopsticks_entry()
+    except ChopsticksError as error:
+        pytest.skip(str(error))
+    process = start_chopsticks(
+        funded={ALICE: DEV_BALANCE, hex0x(BOB_ID): DEV_BALANCE, hex0x(CHARLIE_ID): DEV_BALANCE},
+        block_mode="Instant",
+    )
+    try:
+        yield process
+    finally:
+        process.stop()
+    assert not process.running
+
+
+@pytest.fixture(scope="module")
+def client(chain: ChopsticksProcess) -> Iterator[SubstrateClient]:
+    """One connected client for the module (each test drives it from its own ``trio.run``)."""
+    connected = SubstrateClient(chain.ws_url)
+    trio.run(connected.connect)
+    try:
+        yield connected
+    finally:
+        trio.run(connected.aclose)
+
+
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return trio.run(scenario)
+
+
+# --- headers -------------------------------------------------------------------------------
+
+
+def test_headers_are_scale_bytes_hashing_to_the_block_hash(client: SubstrateClient) -> None:
+    async def scenario() -> tuple[list[SubstrateHeader], SubstrateHeader, list[Any]]:
+        head = await client.finalized_head()
+        headers = []
+        for number in range(1, head.number + 1):
+            block_hash = await client.block_hash(number)
+            assert block_hash is not None
+            headers.append(await client.header(block_hash))
+        jsons = [await client.rpc("chain_getHeader", [hex0x(h.hash)]) for h in headers]
+        assert await client.block_hash(head.number + 1000) is None
+        assert hex0x(await client.genesis_hash()) == GENESIS_HASH
+        # Block 0 is chopsticks' placeholder (0x4545…45), not the hash of a header.
+        with pytest.raises(AdapterError, match=r"header hashes to 0x[0-9a-f]{64}, expected 0x4545"):
+            await client.header(bytes.fromhex(GENESIS_HASH[2:]))
+        return headers, head, jsons
+
+    headers, head, jsons = run(scenario)
+    assert headers[-1] == head  # chopsticks: the best block is final at once
+    parent = bytes.fromhex(GENESIS_HASH[2:])
+    for number, (header, obj) in enumerate(zip(headers, jsons, strict=True), start=1):
+        assert header.hash == header_hash(header.raw) == blake2_256(header.raw)
+        assert header.number == number
+        assert header.parent_hash == parent
+        # The JSON of chain_getHeader, re-encoded, is the same header (the fallback path).
+        assert header_from_json(obj, header.hash) == header
+        parent = header.hash
+
+
+class RecordedNode(SubstrateClient):
+    """A client whose node answers every request from a table (a node that may lie)."""
+
+    def __init__(self, answers: dict[str, Any], raw_header_method: str | None) -> None:
+        super().__init__("ws://recorded.invalid")
+        self.answers = answers
+        self._raw_header_method = raw_header_method
+
+    async def rpc(self, method: str, params: Sequence[Any] = ()) -> Any:
+        return self.answers[method]
+
+
+def test_a_node_that_lies_about_a_header_is_an_adapter_error(client: SubstrateClient) -> None:
+    async def scenario() -> tuple[bytes, Any, Any]:
+        best = await client.finalized_head()
+        genesis = await client.rpc("chain_getHeader", [GENESIS_HASH])
+        return best.hash, await client.rpc("chain_getHeader", [hex0x(best.hash)]), genesis
+
+    block_hash, obj, genesis = run(scenario)
+    assert header_from_json(obj, block_hash).hash == block_hash
+    tampered = [
+        {**obj, "number": hex(int(obj["number"], 16) + 1)},
+        {**obj, "stateRoot": "0x" + "11" * 32},
+        {**obj, "digest": {"logs": []}},
+        {**obj, "parentHash": "0x" + "22" * 32},
+    ]
+    for lie in tampered:
+        with pytest.raises(AdapterError, match="header hashes to") as refused:
+            header_from_json(lie, block_hash)
+        assert "\n" not in str(refused.value)
+    for malformed in (None, {**obj, "stateRoot": "0x12"}, {**obj, "digest": None}, {}):
+        with pytest.raises(AdapterError, match=r"no header|malformed"):
+            header_from_json(malformed, block_hash)
+
+    # What chopsticks answers for a hash it does not know: its genesis header.
+    unknown = b"\x12" * 32
+
+    async def lied_to(node: RecordedNode) -> None:
+        await node.header(unknown)
+
+    for node in (
+        RecordedNode({"chain_getHeader": genesis}, None),
+        RecordedNode({"archive_v1_header": hex0x(_scale_of(genesis))}, "archive_v1_header"),
+    ):
+        with pytest.raises(AdapterError, match=f"expected {hex0x(unknown)}"):
+            trio.run(lied_to, node)
+    with pytest.raises(AdapterError, match="has no header"):
+        trio.run(lied_to, RecordedNode({"archive_v1_header": None}, "archive_v1_header"))
+
+
+def _scale_of(obj: dict[str, Any]) -> bytes:
+    """SCALE bytes of a JSON header, whatever it hashes to."""
+    logs = [bytes.fromhex(log[2:]) for log in obj["digest"]["logs"]]
+    return (
+        bytes.fromhex(obj["parentHash"][2:])
+        + encode_compact(int(obj["number"], 16))
+        + bytes.fromhex(obj["stateRoot"][2:])
+        + bytes.fromhex(obj["extrinsicsRoot"][2:])
+        + encode_compact(len(logs))
+        + b"".join(logs)
+    )
+
+
+# --- remarks -------------------------------------------------------------------------------
+
+
+def test_psrl_remark_is_found_and_accepted(client: SubstrateClient) -> None:
+    sent = message(nonce=12345, body=b"hello, asset hub")  # the sender's nonce is ignored
+    remark = psrl(sent)
+
+    async def scenario() -> tuple[Included, list[Any]]:
+        included = await client.submit(ALICE_KEY, "System", "remark_with_event", {"remark": remark})
+        return included, await client.remarks(included.block_hash)
+
+    included, seen = run(scenario)
+    assert included.success and included.error is None
+    [remarked] = included.named("System", "Remarked")
+    assert account_bytes(remarked.attributes["sender"]) == ALICE_ID
+    [found] = seen
+    assert (found.block_number, found.block_hash) == (included.block_number, included.block_hash)
+    assert found.extrinsic_index == included.extrinsic_index == 2  # after the two inherents
+    assert found.signer == found.event_sender == ALICE_ID
+    assert found.remark == remark
+    assert found.event_hash == blake2_256(remark)
+    accepted = found.validate(ORIGIN)
+    assert accepted == validate_remark(
+        found.remark, found.signer, found.event_sender, found.event_hash, ORIGIN
+    )
+    assert accepted.nonce == 0 and accepted.body == sent.body
+    [canonical] = assign_nonces(7, [(found.block_number, found.extrinsic_index, accepted)])
+    assert canonical.nonce == 7
+
+
+def test_remarks_inside_batch_all_are_found_in_order_and_judged(client: SubstrateClient) -> None:
+    remarks = [
+        psrl(message(body=b"0x41")),  # valid; a body that looks like hex when shown as text
+        psrl(message(sender=BOB_ID)),  # T14: Alice signs a message claiming to be Bob's
+        psrl(message(origin=2000)),  # T14: another origin
+        REMARK_PREFIX + b"\x01\x02\x03",  # malformed payload
+        b"0x" + b"PSRL" * 3,  # not for us; would decode as hex if taken from the text form
+    ]
+
+    async def scenario() -> tuple[Included, list[Any]]:
+        calls = [
+            await client.compose("Balances", "transfer", {"dest": hex0x(BOB_ID), "value": 10**10})
+        ]
+        calls += [
+            await client.compose("System", "remark_with_event", {"remark": r}) for r in remarks
+        ]
+        included = await client.submit(ALICE_KEY, "Utility", "batch_all", {"calls": calls})
+        return included, await client.remarks(included.block_hash)
+
+    included, seen = run(scenario)
+    assert included.success, included.error
+    assert [s.remark for s in seen] == remarks
+    assert {(s.extrinsic_index, s.signer, s.event_sender) for s in seen} == {
+        (included.extrinsic_index, ALICE_ID, ALICE_ID)
+    }
+    outcomes: list[str] = []
+    for found in seen:
+        try:
+            found.validate(ORIGIN)
+            outcomes.append("accepted")
+        except RemarkRejected as rejected:
+            outcomes.append(rejected.reason)
+    assert outcomes == [
+        "accepted",
+        "wrong-sender",
+        "wrong-origin",
+        "malformed-payload",
+        "missing-prefix",
+    ]
+
+
+def test_an_interrupted_batch_gives_only_the_remarks_that_ran(client: SubstrateClient) -> None:
+    ran, never = psrl(message(body=b"ran")), psrl(message(body=b"never"))
+
+    async def scenario() -> tuple[Included, list[Any]]:
+        calls = [
+            await client.compose("System", "remark_with_event", {"remark": ran}),
+            await client.compose(
+                "Uniques", "mint", {"class": 4343, "instance": 1, "owner": hex0x(ALICE_ID)}
+            ),
+            await client.compose("System", "remark_with_event", {"remark": never}),
+        ]
+        # Utility.batch (not batch_all): stops at the failing call, keeps what ran before it.
+        included = await client.submit(ALICE_KEY, "Utility", "batch", {"calls": calls})
+        return included, await client.remarks(included.block_hash)
+
+    included, seen = run(scenario)
+    assert included.success  # batch itself succeeds; the interruption is an event
+    [interrupted] = included.named("Utility", "BatchInterrupted")
+    assert interrupted.error == "Uniques.UnknownClass"
+    assert [s.remark for s in seen] == [ran]
+
+
+# --- submission ----------------------------------------------------------------------------
+
+
+def test_an_unreachable_node_is_one_adapter_error_line() -> None:
+    async def scenario() -> None:
+        async with SubstrateClient("ws://127.0.0.1:1", timeout=5):
+            pass
+
+    with pytest.raises(AdapterError, match=r"^cannot connect to ws://127\.0\.0\.1:1: ") as error:
+        trio.run(scenario)
+    assert "\n" not in str(error.value)
+
+    async def unconnected() -> None:
+        await SubstrateClient("ws://127.0.0.1:1").genesis_hash()
+
+    with pytest.raises(AdapterError, match="not connected"):
+        trio.run(unconnected)
+
+
+def test_fees_and_nonces_across_a_failed_extrinsic(client: SubstrateClient) -> None:
+    async def scenario() -> tuple[Any, Included, Included, list[Included]]:
+        remark = await client.compose("System", "remark_with_event", {"remark": b"fee?"})
+        fee = await client.estimate_fee(BOB_KEY, remark)
+        # Dispatch fails (no such collection), but the extrinsic is in a block: nonce consumed.
+        failed = await client.submit(
+            BOB_KEY, "Uniques", "mint", {"class": 4242, "instance": 1, "owner": hex0x(BOB_ID)}
+        )
+        after = await client.submit(BOB_KEY, "System", "remark", {"remark": b"after"})
+        # Two in flight at once (not waited for): two consecutive nonces.
+        first = await client.submit(
+            BOB_KEY, "System", "remark", {"remark": b"one"}, wait_for_inclusion=False
+        )
+        second = await client.submit(
+            BOB_KEY, "System", "remark", {"remark": b"two"}, wait_for_inclusion=False
+        )
+        assert second.nonce == first.nonce + 1
+        both = [await client.wait_included(s, timeout=60) for s in (first, second)]
+        return fee, failed, after, both
+
+    fee, failed, after, both = run(scenario)
+    assert fee.partial_fee > 0 and fee.weight > 0
+    assert not failed.success
+    assert failed.error == "Uniques.UnknownClass"
+    [failed_event] = failed.named("System", "ExtrinsicFailed")
+    assert failed_event.error == "Uniques.UnknownClass"
+    assert after.success and after.nonce == failed.nonce + 1
+    assert [i.nonce for i in both] == [after.nonce + 1, after.nonce + 2]
+    assert all(i.success for i in both)
+
+
+# --- multisig ------------------------------------------------------------------------------
+
+
+def test_multisig_account_is_pure_and_strict() -> None:
+    keys = [ALICE_ID, BOB_ID, CHARLIE_ID]
+    account = multisig_account(keys, 2)
+    assert multisig_account(list(reversed(keys)), 2) == account  # order does not matter
+    assert multisig_account(keys, 3) != account
+    # That it is the chain's account is held by the multisig test below.
+    for bad_keys, threshold, reason in [
+        ([ALICE_ID, ALICE_ID], 1, "distinct"),
+        ([ALICE_ID[:31]], 1, "32-byte"),
+        ([], 1, "need 1 to"),
+        (keys, 0, "threshold"),
+        (keys, 4, "threshold"),
+        (keys, True, "threshold"),
+    ]:
+        with pytest.raises(ValueError, match=reason):
+            multisig_account(bad_keys, threshold)
+
+
+def _included(events: Sequence[SubstrateEvent], *, success: bool = True) -> Included:
+    return Included(
+        block_hash=b"\x01" * 32,
+        block_number=5,
+        extrinsic_index=2,
+        extrinsic_hash=b"\x02" * 32,
+        nonce=0,
+        success=success,
+        error=None if success else "Multisig.MaxWeightTooLow",
+        events=tuple(events),
+    )
+
+
+def test_executed_ok_reads_the_inner_result() -> None:
+    executed = SubstrateEvent(2, "Multisig", "MultisigExecuted", {"result": {"Ok": ()}})
+    err = {"Err": {"Module": {"index": 51, "error": "0x02000000"}}}
+    failed = SubstrateEvent(
+        2, "Multisig", "MultisigExecuted", {"result": err}, "Uniques.AlreadyExists"
+    )
+    approval = SubstrateEvent(2, "Multisig", "MultisigApproval", {})
+    assert executed_ok(_included([executed])) == (True, None)
+    assert executed_ok(_included([failed])) == (False, "Uniques.AlreadyExists")
+    assert executed_ok(_included([approval]))[0] is False
+    assert executed_ok(_included([], success=False)) == (False, "Multisig.MaxWeightTooLow")
+
+
+def test_multisig_delivers_once_and_a_replay_fails_on_chain(client: SubstrateClient) -> None:
+    signers = {ALICE_KEY: [BOB_ID, CHARLIE_ID], BOB_KEY: [ALICE_ID, CHARLIE_ID]}
+    signers[CHARLIE_KEY] = [ALICE_ID, BOB_ID]
+    multisig = multisig_account([ALICE_ID, BOB_ID, CHARLIE_ID], 2)
+    collection, nonce = 77, 5
+
+    async def flow(call: Any, last: Keypair) -> tuple[Any, Any, Included]:
+        opened = await approve(client, ALICE_KEY, signers[ALICE_KEY], 2, call)
+        seen = await pending(client, multisig, call.hash)
+        done = await execute(client, last, signers[last], 2, call, timepoint=opened)
+        assert await pending(client, multisig, call.hash) is None
+        return opened, seen, done
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        # Fund the computed account: if it were not the chain's, the multisig could not pay the
+        # collection's deposit below.
+        funded = await client.submit(
+            ALICE_KEY, "Balances", "transfer", {"dest": hex0x(multisig), "value": 10 * 10**12}
+        )
+        assert funded.success, funded.error
+        create = await client.compose(
+            "Uniques", "create", {"class": collection, "admin": hex0x(multisig)}
+        )
+        out["create"] = await flow(create, BOB_KEY)
+        out["class"] = await client.query("Uniques", "Class", [collection])
+        delivery = await client.compose(
+            "Utility",
+            "batch_all",
+            {
+                "calls": [
+                    await client.compose(
+                        "Uniques",
+                        "mint",
+                        {"class": collection, "instance": nonce, "owner": hex0x(multisig)},
+                    ),
+                    await client.compose("System", "remark_with_event", {"remark": b"delivered 5"}),
+                ]
+            },
+        )
+        out["delivery"] = await flow(delivery, CHARLIE_KEY)
+        out["delivery_remarks"] = await client.remarks(out["delivery"][2].block_hash)
+        out["item"] = await client.query("Uniques", "Asset", [collection, nonce])
+        out["replay"] = await flow(delivery, BOB_KEY)
+        return out
+
+    out = run(scenario)
+    opened, seen, created = out["create"]
+    assert seen == opened  # Multisig.Multisigs[(multisig, hash)].when is the first approval
+    assert executed_ok(created) == (True, None)
+    [executed] = created.named("Multisig", "MultisigExecuted")
+    assert account_bytes(executed.attributes["multisig"]) == multisig
+    assert {account_bytes(out["class"][role]) for role in ("owner", "admin", "issuer")} == {
+        multisig
+    }
+
+    opened, _, delivered = out["delivery"]
+    assert executed_ok(delivered) == (True, None)
+    [remarked] = delivered.named("System", "Remarked")
+    assert account_bytes(remarked.attributes["sender"]) == multisig
+    # A remark made by the multisig is not the signer's: remarks() does not offer it as one.
+    assert out["delivery_remarks"] == []
+    with pytest.raises(EventSenderMismatch):
+        validate_remark(b"delivered 5", CHARLIE_ID, multisig, blake2_256(b"delivered 5"), ORIGIN)
+    assert account_bytes(out["item"]["owner"]) == multisig
+
+    replay_opened, _, replay = out["replay"]
+    assert replay_opened != opened  # a new operation, new timepoint
+    assert replay.success  # the as_multi extrinsic itself succeeds …
+    assert executed_ok(replay) == (False, "Uniques.AlreadyExists")  # … the delivery does not
+    assert replay.named("System", "Remarked") == []  # batch_all: nothing of it happened
