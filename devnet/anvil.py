@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,8 +26,8 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from types import TracebackType
-from typing import Self
+
+from devnet.process import NodeProcess
 
 __all__ = [
     "DEV_ADDRESSES",
@@ -76,7 +75,6 @@ DEV_ADDRESSES: tuple[str, ...] = (
 """Checksummed addresses of :data:`DEV_PRIVATE_KEYS`, in the same order (pre-funded by anvil)."""
 
 _STARTUP_TIMEOUT = 30.0
-_STOP_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 20
 
 
@@ -150,12 +148,8 @@ def _chain_id(rpc_url: str, timeout: float) -> int | None:
     return int(result, 16) if isinstance(result, str) else None
 
 
-class AnvilProcess:
-    """A running anvil started by :func:`start_anvil`; a context manager that stops it.
-
-    The process leads its own process group (``start_new_session``), so :meth:`stop` signals
-    exactly what was started here: the group whose id is :attr:`pid`.
-    """
+class AnvilProcess(NodeProcess):
+    """A running anvil started by :func:`start_anvil`; a context manager that stops it."""
 
     def __init__(
         self,
@@ -167,8 +161,7 @@ class AnvilProcess:
         owns_log: bool,
     ) -> None:
         """Wrap an already started anvil; use :func:`start_anvil` rather than this."""
-        self._process = process
-        self.pid: int = process.pid
+        super().__init__(process)
         self.port: int = port
         self.chain_id: int = chain_id
         self.log_path: Path = log_path
@@ -179,44 +172,10 @@ class AnvilProcess:
         """HTTP JSON-RPC endpoint, ``http://127.0.0.1:<port>``."""
         return f"http://{HOST}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        """True until the process has exited."""
-        return self._process.poll() is None
-
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL and wait. Idempotent."""
-        if self._process.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self._process.wait(timeout=timeout)
+    def _cleanup(self) -> None:
         if self._owns_log:
             self.log_path.unlink(missing_ok=True)
             self._owns_log = False
-
-    def _signal(self, signum: signal.Signals) -> None:
-        try:
-            os.killpg(self.pid, signum)  # our own group: pgid == pid (start_new_session)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # pragma: no cover - group gone and id reused: fall back
-            self._process.send_signal(signum)
-
-    def __enter__(self) -> Self:
-        """Return self; the chain is already up."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the chain."""
-        self.stop()
 
     def __repr__(self) -> str:
         """Show pid, port and chain id."""

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -45,12 +44,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from scalecodec.utils.ss58 import ss58_decode
 
 from devnet.anvil import HOST, NODE_MODULES, REPO_ROOT
+from devnet.process import NodeProcess
 
 __all__ = [
     "ALICE",
@@ -114,7 +113,6 @@ ALICE: Final = "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da2
 """The public key (account id) of sr25519 ``//Alice``."""
 
 _STARTUP_TIMEOUT = 90.0
-_STOP_TIMEOUT = 5.0
 _LOG_TAIL_LINES = 25
 _MAX_BALANCE = 2**128 - 1
 _SPEC_FILE = "rococo-asset-hub.json"
@@ -288,12 +286,8 @@ def _system_chain(http_url: str, timeout: float) -> str | None:
     return result if isinstance(result, str) else None
 
 
-class ChopsticksProcess:
-    """A running chopsticks started by :func:`start_chopsticks`; a context manager that stops it.
-
-    The process leads its own process group (``start_new_session``), so :meth:`stop` signals
-    exactly what was started here: the group whose id is :attr:`pid`.
-    """
+class ChopsticksProcess(NodeProcess):
+    """A running chopsticks started by :func:`start_chopsticks`; a context manager that stops it."""
 
     def __init__(
         self,
@@ -306,8 +300,7 @@ class ChopsticksProcess:
         owns_state_dir: bool,
     ) -> None:
         """Wrap an already started chopsticks; use :func:`start_chopsticks` rather than this."""
-        self._process = process
-        self.pid: int = process.pid
+        super().__init__(process)
         self.port: int = 0  # set by start_chopsticks once chopsticks announces it
         self.state_dir: Path = state_dir
         self.config_path: Path = config_path
@@ -326,47 +319,11 @@ class ChopsticksProcess:
         """Plain HTTP JSON-RPC (POST only, no subscriptions) on the same port."""
         return f"http://{HOST}:{self.port}"
 
-    @property
-    def running(self) -> bool:
-        """True until the process has exited."""
-        return self._process.poll() is None
-
-    def stop(self, timeout: float = _STOP_TIMEOUT) -> None:
-        """SIGTERM, wait up to ``timeout`` seconds, then SIGKILL and wait. Idempotent.
-
-        A state directory this object created itself (none was given) is removed, log included.
-        """
-        if self._process.poll() is None:
-            self._signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self._process.wait(timeout=timeout)
+    def _cleanup(self) -> None:
+        """A state directory this object created itself (none was given) is removed."""
         if self._owns_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
             self._owns_state_dir = False
-
-    def _signal(self, signum: signal.Signals) -> None:
-        try:
-            os.killpg(self.pid, signum)  # our own group: pgid == pid (start_new_session)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # pragma: no cover - group gone and id reused: fall back
-            self._process.send_signal(signum)
-
-    def __enter__(self) -> Self:
-        """Return self; the chain is already up."""
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop the chain."""
-        self.stop()
 
     def __repr__(self) -> str:
         """Show pid, endpoint and block mode."""
