@@ -45,7 +45,6 @@ from light_clients.substrate.scale import ScaleReader, encode_compact
 __all__ = [
     "MORTALITY_PERIOD",
     "SUBSTRATE_LIMITER",
-    "AdapterError",
     "Call",
     "Fee",
     "Included",
