@@ -21,7 +21,7 @@ from functools import partial
 
 import trio
 
-from adapters.evm.chain import AdapterError
+from adapters.errors import AdapterError
 from adapters.rpc import RpcError
 from light_clients.committee import Checkpoint, address_of, sign_checkpoint
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint

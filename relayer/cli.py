@@ -400,7 +400,7 @@ def _print_inspection(report: proof_files.Report) -> None:
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that describe a situation, not a bug: shown as one line."""
-    from adapters.evm.chain import AdapterError
+    from adapters.errors import AdapterError
     from adapters.evm.tx import TxError
     from adapters.rpc import RpcError
     from relayer.checkpoints import CheckpointStoreError

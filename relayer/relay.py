@@ -34,7 +34,8 @@ from typing import Any, TypeVar
 import trio
 from eth_abi.abi import encode as abi_encode
 
-from adapters.evm.chain import AdapterError, DispatchEvent, EvmChain, selector
+from adapters.errors import AdapterError
+from adapters.evm.chain import DispatchEvent, EvmChain, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine, TxError, TxReverted
 from adapters.rpc import EndpointHealth, RpcCallError, RpcError
 from light_clients.committee import Checkpoint, recover_signer, verify_attestation

@@ -10,9 +10,9 @@
 The outbox rules a remark must pass live in :mod:`light_clients.substrate.remark`.
 """
 
+from adapters.errors import AdapterError
 from adapters.substrate.client import (
     SUBSTRATE_LIMITER,
-    AdapterError,
     Call,
     Fee,
     Included,
