@@ -9,6 +9,7 @@ trip, waits until the destination inboxes mark everything delivered, prints
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -91,6 +92,8 @@ def start_processes(config: Path, logs: Path) -> list[subprocess.Popen[bytes]]:
 
 def main() -> None:
     """Run the demo end to end."""
+    # SIGTERM must tear the devnet down too (Ctrl-C already does, through the finally below).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     step("starting the devnet: two anvil chains (alpha, beta), contracts, a 2-of-3 committee")
     config = manager.up(STATE_DIR)
     processes: list[subprocess.Popen[bytes]] = []
