@@ -89,15 +89,17 @@ def _check_merkle(obj: Mapping[str, Any], report: Report) -> None:
     root = as_hex(require(obj, "root"), "root", size=32)
     index = as_int(require(obj, "index"), "index", hi=U32_MAX)
     branch = as_hex_list(require(obj, "branch"), "branch")
-    if obj.get("leaf") is not None:
-        leaf = as_hex(obj["leaf"], "leaf", size=32)
+    leaf = None if obj.get("leaf") is None else as_hex(obj["leaf"], "leaf", size=32)
+    if leaf is not None:
         report.claims.append(("leaf", hex0x(leaf)))
-    elif obj.get("message") is not None:
+    if obj.get("message") is not None:
         message = as_hex(obj["message"], "message")
-        leaf = keccak256(message)
         report.claims.append(("message", hex0x(message)))
+        if leaf is not None and keccak256(message) != leaf:
+            raise _Mismatch(f"leaf {hex0x(leaf)} is not keccak256(message)")
+        leaf = keccak256(message)
         report.steps.append(("leaf = keccak256(message)", hex0x(leaf)))
-    else:
+    if leaf is None:
         raise FieldError("missing field 'leaf' (or 'message')")
     report.claims += [
         ("root", hex0x(root)),

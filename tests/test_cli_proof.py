@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from light_clients.hashing import keccak256
 from relayer import proof_files
 from relayer.jsonfields import MAX_HEX_CHARS
 
@@ -327,3 +328,14 @@ def test_examples_copy_verifies(tmp_path: Path) -> None:
     for example in EXAMPLES:
         shutil.copy(example, tmp_path / example.name)
     assert run("proof", "verify", *sorted(tmp_path.glob("*.json"))).returncode == 0
+
+
+def test_merkle_leaf_and_message_must_agree(tmp_path: Path) -> None:
+    obj = load(example("merkle"))
+    message = bytes.fromhex(obj["message"][2:])
+    agreeing = obj | {"leaf": "0x" + keccak256(message).hex()}
+    disagreeing = obj | {"leaf": "0x" + keccak256(message + b"!").hex()}
+    assert run("proof", "verify", write(tmp_path, "a.json", agreeing)).returncode == 0
+    result = run("proof", "verify", write(tmp_path, "d.json", disagreeing))
+    assert result.returncode == 1
+    assert "is not keccak256(message)" in result.stdout
