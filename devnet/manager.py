@@ -1,9 +1,13 @@
-"""``passerelle devnet up|down|status``: two local anvil chains with Passerelle deployed.
+"""``passerelle devnet up|down|status``: two local anvil chains with Passerelle deployed, and
+chopsticks running Rococo Asset Hub with the committee's multisig set up on it.
 
 Usage::
 
     config_path = up(Path("devnet"))   # starts alpha (domain 1) and beta (domain 2), deploys,
-                                       # links, writes devnet/passerelle.toml and devnet.json
+                                       # links; starts assethub (domain 3, chopsticks) and has
+                                       # the committee's multisig create its replay-guard
+                                       # collections and wrapped asset (devnet/substrate.py);
+                                       # writes devnet/passerelle.toml and devnet.json
     status(Path("devnet"))             # {"config": …, "running": True, "chains": [...]}
     down(Path("devnet"))               # stops exactly what `up` started
 
@@ -12,13 +16,24 @@ Everything lives in the state directory:
 - ``passerelle.toml``: a ready config (relayer.config schema, ``devnet = true``).
 - ``devnet.json``: the record of every process ``up`` started (pid, port, binary, log, the
   kernel's start time of the pid). ``down`` and ``status`` trust nothing else, and before
-  signalling a pid they check it is still that anvil (``/proc/<pid>/cmdline`` names the recorded
-  binary and port, and the start time matches), so a recycled pid is never killed.
-- ``anvil-<chain>.log``: each chain's output, appended across runs; kept by ``down``.
+  signalling a pid they check it is still that anvil or chopsticks (``/proc/<pid>/cmdline``
+  names the recorded binary and port argument, chopsticks' also its config file, and the start
+  time matches), so a recycled pid is never killed.
+- ``anvil-<chain>.log``, ``chopsticks-assethub.log``: each chain's output, appended across runs;
+  kept by ``down``. ``chopsticks/`` holds chopsticks' chain spec, funding and YAML config.
 - ``ledger.db`` and ``checkpoints/``: created by the relayer and attesters, kept by ``down``.
   A fresh ``up`` starts new chains, on which an old ledger's cursors and delivered ids mean
   nothing (the fresh chains even reuse the same contract addresses), so it moves them into
-  ``previous/<UTC time>/`` rather than letting a relayer resume from them.
+  ``previous/<UTC time>/`` rather than letting a relayer resume from them. chopsticks, too,
+  starts from genesis every time (no database), so its block hashes are new on every ``up``:
+  a block hash remembered from an earlier run must never be asked for (chopsticks would answer
+  with its genesis header and from then on refuse every signature, see
+  ``docs/substrate-devnet.md``); moving the old ledger aside is what prevents it.
+
+The config's attesters each get a fresh sr25519 seed (``substrate_key``), their Substrate
+identity next to their secp256k1 EVM key; the 2-of-3 multisig of those keys owns the
+assethub's Uniques collections (one per EVM origin domain, the replay guard) and its wrapped
+asset. chopsticks funds //Alice, the attesters and the multisig through ``import-storage``.
 
 The chains are detached (own session, stdin closed, output to the log files), so they outlive
 the ``passerelle devnet up`` process; ``down`` is how they stop. Every failure of ``up`` (busy
@@ -37,6 +52,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -49,6 +65,7 @@ from typing import Any
 
 from web3 import Web3
 
+from adapters.substrate import multisig_account
 from devnet.anvil import (
     DEV_PRIVATE_KEYS,
     HOST,
@@ -57,11 +74,23 @@ from devnet.anvil import (
     anvil_binary,
     start_anvil,
 )
+from devnet.chopsticks import (
+    ALICE,
+    CHAIN_NAME,
+    DEV_BALANCE,
+    FINALITY_POLICY,
+    ChopsticksError,
+    ChopsticksProcess,
+    chopsticks_entry,
+    start_chopsticks,
+)
 from devnet.evm import DeployError, EvmDeployment, deploy_evm_chain, link_evm_chains
+from devnet.substrate import SubstrateSetupError, keypair_from_seed, setup_asset_hub
 from light_clients.committee import SECP256K1_N, address_of
 from relayer.config import ConfigError, load_config
 
 __all__ = [
+    "ASSETHUB",
     "CHAINS",
     "CONFIG_FILE",
     "STATE_FILE",
@@ -87,6 +116,7 @@ THRESHOLD = 2
 DEPLOYER_KEY = bytes.fromhex(DEV_PRIVATE_KEYS[0][2:])  # owns every contract
 RELAYER_KEY = bytes.fromhex(DEV_PRIVATE_KEYS[1][2:])
 CLIENT_KEY = bytes.fromhex(DEV_PRIVATE_KEYS[2][2:])  # `passerelle send`; holds the TestToken
+SUBSTRATE_CLIENT_URI = "//Alice"  # `passerelle send` on assethub
 
 _STATE_VERSION = 1
 _STOP_TIMEOUT = 5.0
@@ -107,6 +137,18 @@ CHAINS: tuple[ChainSpec, ...] = (
     ChainSpec("alpha", 1, 31337, home_token=True),
     ChainSpec("beta", 2, 31338, home_token=False),
 )
+"""The anvil chains (``ports`` of :func:`up` gives one port per entry)."""
+
+
+@dataclass(frozen=True)
+class SubstrateChainSpec:
+    """The devnet's Substrate chain: chopsticks running Rococo Asset Hub."""
+
+    name: str
+    domain: int
+
+
+ASSETHUB = SubstrateChainSpec("assethub", 3)
 
 
 class DevnetError(RuntimeError):
@@ -118,7 +160,7 @@ class DevnetError(RuntimeError):
 # Chains started by this Python process, by pid. Keeping the Popen objects lets `down` in the
 # same process (tests) reap its own children instead of leaving zombies, and stops Python from
 # warning that a still-running subprocess was garbage-collected: outliving us is the point.
-_CHILDREN: dict[int, AnvilProcess] = {}
+_CHILDREN: dict[int, AnvilProcess | ChopsticksProcess] = {}
 
 
 _HAVE_PROC = Path("/proc/self/stat").exists()
@@ -174,12 +216,14 @@ def _gone(pid: int) -> bool:
 
 
 def _is_ours(entry: dict[str, Any]) -> bool:
-    """True if the recorded process is alive and is still the anvil `up` started.
+    """True if the recorded process is alive and is still the anvil or chopsticks `up` started.
 
     Checked, because a pid is only a number the kernel recycles: the command line must name
-    the recorded binary (argv[0], or argv[1] when the npm node wrapper runs it) and the
-    recorded port, and the kernel start time must match when it was recorded. A zombie (exited,
-    not yet reaped) is not alive.
+    the recorded binary (argv[0], or argv[1] when node runs it: the npm anvil wrapper,
+    chopsticks.cjs) and the recorded ``--port`` argument (``port_arg``, else ``port``: chopsticks
+    is started with port 0 and told its port afterwards), the recorded ``--config`` when there
+    is one, and the kernel start time must match when it was recorded. A zombie (exited, not
+    yet reaped) is not alive.
     """
     pid = entry.get("pid")
     if not isinstance(pid, int) or pid <= 0:
@@ -193,16 +237,23 @@ def _is_ours(entry: dict[str, Any]) -> bool:
     _, started, argv = seen
     if str(entry.get("binary", "")) not in argv[:2]:
         return False
-    port = str(entry.get("port", ""))
+    port = str(entry.get("port_arg", entry.get("port", "")))
     if not any(a == "--port" and b == port for a, b in itertools.pairwise(argv)):
+        return False
+    config = entry.get("config_arg")
+    if config is not None and not any(
+        a == "--config" and b == str(config) for a, b in itertools.pairwise(argv)
+    ):
         return False
     ticks = entry.get("start_ticks")
     return ticks is None or started is None or ticks == started
 
 
-def _rpc(url: str, method: str) -> Any:
+def _rpc(url: str, method: str, params: Sequence[Any] = ()) -> Any:
     """One JSON-RPC call with a short timeout; None if the node does not answer."""
-    payload = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+    payload = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": method, "params": list(params)}
+    ).encode()
     request = urllib.request.Request(
         url, data=payload, headers={"Content-Type": "application/json"}
     )
@@ -218,8 +269,28 @@ def _hex_int(value: Any) -> int | None:
     return int(value, 16) if isinstance(value, str) and value.startswith("0x") else None
 
 
+def _http_url(rpc: str) -> str:
+    """chopsticks serves plain HTTP JSON-RPC on its WebSocket port."""
+    return "http://" + rpc.removeprefix("ws://") if rpc.startswith("ws://") else rpc
+
+
 def _answers(entry: dict[str, Any]) -> bool:
+    if entry.get("kind") == "substrate":
+        # Asset Hub, and still the genesis hash this run was set up with: after a query for an
+        # unknown block hash chopsticks reports another one and refuses every signature.
+        url = _http_url(str(entry.get("rpc")))
+        return bool(
+            _rpc(url, "system_chain") == CHAIN_NAME
+            and _rpc(url, "chain_getBlockHash", [0]) == entry.get("genesis_hash")
+        )
     return _hex_int(_rpc(str(entry.get("rpc")), "eth_chainId")) == entry.get("chain_id")
+
+
+def _block_number(kind: Any, rpc: str) -> int | None:
+    if kind == "substrate":
+        header = _rpc(_http_url(rpc), "chain_getHeader")
+        return _hex_int(header.get("number")) if isinstance(header, dict) else None
+    return _hex_int(_rpc(rpc, "eth_blockNumber"))
 
 
 def _wait_gone(pid: int, timeout: float) -> bool:
@@ -265,7 +336,7 @@ def _stop(entry: dict[str, Any]) -> str:
         _wait_gone(pid, _STOP_TIMEOUT)
         how = "killed (SIGKILL after SIGTERM timed out)"
     _CHILDREN.pop(pid, None)
-    return f"{name}: {how} anvil pid {pid} on {HOST}:{port}"
+    return f"{name}: {how} {entry.get('program', 'anvil')} pid {pid} on {HOST}:{port}"
 
 
 # --------------------------------------------------------------------------- state files
@@ -353,10 +424,12 @@ def _render_config(
     chains: Sequence[tuple[ChainSpec, str, dict[str, bytes]]],
     validators: Sequence[bytes],
     attester_keys: Sequence[bytes],
+    substrate_seeds: Sequence[bytes] | None = None,
+    assethub: tuple[str, dict[str, object]] | None = None,
 ) -> str:
     lines = [
         "# Written by `passerelle devnet up`. Devnet only: every key below is a throwaway",
-        "# (anvil's public development accounts, and attester keys made for this run).",
+        "# (anvil's public development accounts, //Alice, and attester keys made for this run).",
         "devnet = true",
         "",
         "[ledger]",
@@ -382,9 +455,42 @@ def _render_config(
         for key in ("outbox", "inbox", "ping", "token_bridge", "token", "wrapped_token"):
             if key in contracts:
                 lines.append(f"{key} = {_toml_string(_checksum(contracts[key]))}")
+    if assethub is not None:
+        rpc, setup = assethub
+        collections = setup["collections"]
+        assert isinstance(collections, dict)
+        lines += [
+            "",
+            "# chopsticks (Rococo Asset Hub): every block is final once built, no GRANDPA",
+            "# justifications and no read proofs; the finality policy says so.",
+            "[[chains]]",
+            f"name = {_toml_string(ASSETHUB.name)}",
+            f"domain = {ASSETHUB.domain}",
+            'kind = "substrate"',
+            f"rpc = [{_toml_string(rpc)}]",
+            f"finality = {_toml_string(FINALITY_POLICY)}",
+            f"genesis_hash = {_toml_string(str(setup['genesis_hash']))}",
+            "# The committee's multisig (of the attesters' substrate_key accounts): owner, issuer",
+            "# and admin of the replay-guard collections (item = nonce) and the wrapped asset.",
+            f"multisig = {_toml_string(str(setup['multisig']))}",
+            f"multisig_threshold = {int(str(setup['multisig_threshold']))}",
+            f"asset_id = {int(str(setup['asset_id']))}",
+            "collections = { "
+            + ", ".join(
+                f"{_toml_string(str(origin))} = {int(str(cid))}"
+                for origin, cid in collections.items()
+            )
+            + " }  # EVM origin domain -> Uniques collection",
+            f"client_uri = {_toml_string(str(setup['client_uri']))}",
+        ]
     lines += ["", "[relayer]", f"key = {_toml_string(_hex(RELAYER_KEY))}"]
-    for attester_key in attester_keys:
+    seeds: Sequence[bytes | None] = (
+        [None] * len(attester_keys) if substrate_seeds is None else substrate_seeds
+    )
+    for attester_key, seed in zip(attester_keys, seeds, strict=True):
         lines += ["", "[[attesters]]", f"key = {_toml_string(_hex(attester_key))}"]
+        if seed is not None:  # sr25519 mini-secret: the attester's assethub identity
+            lines.append(f"substrate_key = {_toml_string(_hex(seed))}")
     lines += ["", "[client]", f"key = {_toml_string(_hex(CLIENT_KEY))}", ""]
     return "\n".join(lines)
 
@@ -412,26 +518,36 @@ def _one_line(error: BaseException) -> str:
     return f"{first}: {tail[-1][:200]}" if tail else first
 
 
-def _healthy(state_dir: Path, state: dict[str, Any]) -> bool:
+def _healthy(state_dir: Path, state: dict[str, Any], *, assethub: bool) -> bool:
     processes = _processes(state)
+    expected = {spec.name for spec in CHAINS} | ({ASSETHUB.name} if assethub else set())
     return (
         state.get("complete") is True
         and (state_dir / CONFIG_FILE).is_file()
-        and {p.get("chain") for p in processes} == {spec.name for spec in CHAINS}
+        and {p.get("chain") for p in processes} == expected
         and all(_is_ours(p) and _answers(p) for p in processes)
     )
 
 
-def up(state_dir: Path, *, block_time: float = 1.0, ports: Sequence[int] | None = None) -> Path:
+def up(
+    state_dir: Path,
+    *,
+    block_time: float = 1.0,
+    ports: Sequence[int] | None = None,
+    assethub: bool = False,
+) -> Path:
     """Start the devnet (or find it running) and return the path of its config TOML.
 
     If ``state_dir/devnet.json`` records a complete devnet whose every process is alive, is
-    still the recorded anvil and answers ``eth_chainId``, nothing is started and the existing
-    config path is returned. Otherwise whatever that record names is stopped and a fresh
-    devnet is started: two anvils with ``block_time``-second blocks on free ports of 127.0.0.1
-    (or on ``ports``, one per chain of :data:`CHAINS`, e.g. to test a busy port), contracts
-    deployed and linked, three fresh attester keys with threshold 2, the config written and
-    checked with :func:`relayer.config.load_config`.
+    still the recorded anvil or chopsticks and answers (``eth_chainId``; ``system_chain`` and
+    the recorded genesis hash), nothing is started and the existing config path is returned.
+    Otherwise whatever that record names is stopped and a fresh devnet is started: two anvils
+    with ``block_time``-second blocks on free ports of 127.0.0.1 (or on ``ports``, one per
+    chain of :data:`CHAINS`, e.g. to test a busy port), contracts deployed and linked, three
+    fresh attester keys with threshold 2, and - when ``assethub`` is True - chopsticks
+    (:data:`ASSETHUB`, on a free port) with the committee's multisig, collections and wrapped
+    asset set up (:func:`devnet.substrate.setup_asset_hub`) while the EVM contracts deploy;
+    then the config is written and checked with :func:`relayer.config.load_config`.
 
     Raises :class:`DevnetError` (one line) on any failure, having stopped what it started.
     """
@@ -440,20 +556,98 @@ def up(state_dir: Path, *, block_time: float = 1.0, ports: Sequence[int] | None 
         config_path = state_dir / CONFIG_FILE
         previous = _read_state(state_dir)
         if previous is not None:
-            if _healthy(state_dir, previous):
+            if _healthy(state_dir, previous, assethub=assethub):
                 return config_path
             for entry in _processes(previous):
                 _stop(entry)
             (state_dir / STATE_FILE).unlink(missing_ok=True)
-        return _start_fresh(state_dir, block_time=block_time, ports=ports)
+        return _start_fresh(state_dir, block_time=block_time, ports=ports, assethub=assethub)
 
 
-def _start_fresh(state_dir: Path, *, block_time: float, ports: Sequence[int] | None) -> Path:
+def _substrate_seeds() -> list[bytes]:
+    """Fresh sr25519 seeds for the attesters' Substrate identities (not their EVM keys)."""
+    return [secrets.token_bytes(32) for _ in range(ATTESTERS)]
+
+
+def _start_assethub(
+    state_dir: Path,
+    seeds: Sequence[bytes],
+    *,
+    state: dict[str, Any],
+    state_lock: threading.Lock,
+    started: list[ChopsticksProcess],
+    abort: threading.Event,
+) -> tuple[str, dict[str, object]]:
+    """Start chopsticks (funding //Alice, the attesters and the multisig), record it, and set
+    up the multisig's collections and asset. Runs in a worker thread next to the deploys."""
+    publics = [bytes(keypair_from_seed(seed).public_key) for seed in seeds]
+    multisig = multisig_account(publics, THRESHOLD)
+    funded = {ALICE: DEV_BALANCE, _hex(multisig): DEV_BALANCE}
+    funded.update({_hex(public): DEV_BALANCE for public in publics})
+    try:
+        chain = start_chopsticks(
+            funded=funded,
+            state_dir=state_dir / "chopsticks",
+            log_path=state_dir / f"chopsticks-{ASSETHUB.name}.log",
+            block_mode="Instant",
+        )
+    except ChopsticksError as error:
+        raise DevnetError(f"{ASSETHUB.name}: {_one_line(error)}") from None
+    started.append(chain)
+    _CHILDREN[chain.pid] = chain
+    seen = _inspect(chain.pid)
+    with state_lock:
+        state["processes"].append(
+            {
+                "chain": ASSETHUB.name,
+                "kind": "substrate",
+                "program": "chopsticks",
+                "domain": ASSETHUB.domain,
+                "chain_id": None,
+                "pid": chain.pid,
+                "port": chain.port,
+                "port_arg": 0,  # started with --port 0; chopsticks announced the real one
+                "config_arg": str(chain.config_path),
+                "rpc": chain.ws_url,
+                "binary": str(chopsticks_entry()),
+                "log": str(chain.log_path),
+                "start_ticks": None if seen is None else seen[1],
+                "block_mode": chain.block_mode,
+                "finality": chain.finality_policy,
+                "genesis_hash": None,
+            }
+        )
+        _write_state(state_dir, state)
+    if abort.is_set():
+        raise DevnetError(f"{ASSETHUB.name}: not set up (another chain failed)")
+    try:
+        setup = setup_asset_hub(
+            chain.ws_url,
+            committee_seeds=seeds,
+            threshold=THRESHOLD,
+            evm_origins=[spec.domain for spec in CHAINS],
+            client_seed_uri=SUBSTRATE_CLIENT_URI,
+        )
+    except SubstrateSetupError as error:
+        raise DevnetError(f"{ASSETHUB.name}: {_one_line(error)}") from None
+    with state_lock:
+        for entry in state["processes"]:
+            if entry["chain"] == ASSETHUB.name:
+                entry["genesis_hash"] = setup["genesis_hash"]
+        _write_state(state_dir, state)
+    return chain.ws_url, setup
+
+
+def _start_fresh(
+    state_dir: Path, *, block_time: float, ports: Sequence[int] | None, assethub: bool
+) -> Path:
     if ports is not None and len(ports) != len(CHAINS):
         raise DevnetError(f"give {len(CHAINS)} ports (one per chain), got {len(ports)}")
     try:
         binary = anvil_binary()
-    except AnvilError as error:
+        if assethub:
+            chopsticks_entry()
+    except (AnvilError, ChopsticksError) as error:
         raise DevnetError(_one_line(error)) from None
     state: dict[str, Any] = {
         "version": _STATE_VERSION,
@@ -463,6 +657,9 @@ def _start_fresh(state_dir: Path, *, block_time: float, ports: Sequence[int] | N
         "processes": [],
     }
     started: list[AnvilProcess] = []
+    hub_started: list[ChopsticksProcess] = []
+    state_lock = threading.Lock()  # the assethub worker records its process too
+    abort = threading.Event()
     try:
         for index, spec in enumerate(CHAINS):
             try:
@@ -497,29 +694,49 @@ def _start_fresh(state_dir: Path, *, block_time: float, ports: Sequence[int] | N
 
         attester_keys = _attester_keys()
         validators = [address_of(key) for key in attester_keys]
-        # The two chains are independent until linked: deploy them in parallel (one block each).
-        with ThreadPoolExecutor(max_workers=len(CHAINS)) as pool:
-            futures = [
-                pool.submit(
-                    deploy_evm_chain,
-                    chain.rpc_url,
-                    domain=spec.domain,
-                    deployer_key=DEPLOYER_KEY,
-                    committee=validators,
-                    threshold=THRESHOLD,
-                    home_token=spec.home_token,
-                    client=address_of(CLIENT_KEY),
+        substrate_seeds = _substrate_seeds() if assethub else None
+        # The chains are independent until linked: deploy both EVM chains in parallel (one
+        # block each), and start and set up assethub (the slow part) next to them.
+        with ThreadPoolExecutor(max_workers=len(CHAINS) + 1) as pool:
+            hub_future = (
+                None
+                if substrate_seeds is None
+                else pool.submit(
+                    _start_assethub,
+                    state_dir,
+                    substrate_seeds,
+                    state=state,
+                    state_lock=state_lock,
+                    started=hub_started,
+                    abort=abort,
                 )
-                for spec, chain in zip(CHAINS, started, strict=True)
-            ]
-            deployed = [future.result() for future in futures]
-        link_evm_chains(
-            *(
-                EvmDeployment(chain.rpc_url, spec.domain, contracts)
-                for spec, chain, contracts in zip(CHAINS, started, deployed, strict=True)
-            ),
-            deployer_key=DEPLOYER_KEY,
-        )
+            )
+            try:
+                futures = [
+                    pool.submit(
+                        deploy_evm_chain,
+                        chain.rpc_url,
+                        domain=spec.domain,
+                        deployer_key=DEPLOYER_KEY,
+                        committee=validators,
+                        threshold=THRESHOLD,
+                        home_token=spec.home_token,
+                        client=address_of(CLIENT_KEY),
+                    )
+                    for spec, chain in zip(CHAINS, started, strict=True)
+                ]
+                deployed = [future.result() for future in futures]
+                link_evm_chains(
+                    *(
+                        EvmDeployment(chain.rpc_url, spec.domain, contracts)
+                        for spec, chain, contracts in zip(CHAINS, started, deployed, strict=True)
+                    ),
+                    deployer_key=DEPLOYER_KEY,
+                )
+            except BaseException:
+                abort.set()  # assethub: skip the setup; its process is stopped below
+                raise
+            hub = None if hub_future is None else hub_future.result()
 
         archived = _archive_previous_run(state_dir)
         config_path = state_dir / CONFIG_FILE
@@ -532,17 +749,20 @@ def _start_fresh(state_dir: Path, *, block_time: float, ports: Sequence[int] | N
                 ],
                 validators,
                 attester_keys,
+                substrate_seeds,
+                hub,
             ),
         )
         load_config(config_path)  # the file we hand out must be one the relayer accepts
-        state["complete"] = True
-        state["archived_previous_run"] = None if archived is None else str(archived)
-        _write_state(state_dir, state)
+        with state_lock:
+            state["complete"] = True
+            state["archived_previous_run"] = None if archived is None else str(archived)
+            _write_state(state_dir, state)
         return config_path
     except BaseException as error:
-        for chain in started:
-            chain.stop()
-            _CHILDREN.pop(chain.pid, None)
+        for process in [*started, *hub_started]:
+            process.stop()
+            _CHILDREN.pop(process.pid, None)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         if isinstance(error, DevnetError):
             raise
@@ -606,7 +826,8 @@ def status(state_dir: Path) -> dict[str, Any]:
     for name, domain, chain_id, rpc, finality in described:
         record = records.get(name)
         alive = record is not None and _is_ours(record)
-        block = _hex_int(_rpc(str(rpc), "eth_blockNumber")) if alive else None
+        kind = None if record is None else record.get("kind")
+        block = _block_number(kind, str(rpc)) if alive else None
         chains.append(
             {
                 "name": name,

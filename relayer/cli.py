@@ -119,16 +119,21 @@ def _dir_option(func: Any) -> Any:
 
 @cli.group()
 def devnet() -> None:
-    """Local chains for trying Passerelle: two anvil EVM chains with everything deployed."""
+    """Local chains: two anvil EVM chains with everything deployed (and Asset Hub on request)."""
 
 
 @devnet.command("up")
 @_dir_option
-def devnet_up(state_dir: Path) -> int:
+@click.option(
+    "--assethub",
+    is_flag=True,
+    help="Also start Rococo Asset Hub under chopsticks (the Substrate route is not wired yet).",
+)
+def devnet_up(state_dir: Path, assethub: bool) -> int:
     """Start (or reuse) the devnet; print the path of its config TOML."""
     from devnet import manager
 
-    click.echo(str(manager.up(state_dir)))
+    click.echo(str(manager.up(state_dir, assethub=assethub)))
     return 0
 
 

@@ -1,8 +1,10 @@
-"""`passerelle devnet up|down|status` (devnet/manager.py) on real anvil chains.
+"""`passerelle devnet up|down|status` (devnet/manager.py) on real anvil and chopsticks chains.
 
 Each test uses its own state directory and tears its devnet down in a ``finally``; the
 ``state_dir`` fixture additionally kills (by recorded PID, after checking it is still the
-recorded anvil) anything a failed test left behind, so no anvil outlives the suite.
+recorded anvil or chopsticks) anything a failed test left behind, so no chain outlives the
+suite. Starting chopsticks costs ~5-15 s, so only the tests about Asset Hub start it
+(``assethub=True``; the default is the anvil-only devnet until the Substrate route exists).
 """
 
 from __future__ import annotations
@@ -19,12 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
+from substrateinterface import Keypair, KeypairType
 from web3 import Web3
 
 import devnet.anvil
+import devnet.chopsticks
 import devnet.manager as manager
 from adapters.evm.contracts import load_artifact
+from adapters.substrate import SubstrateClient, multisig_account
+from adapters.substrate.client import account_bytes
 from devnet.anvil import DEV_ADDRESSES, AnvilError, AnvilProcess, anvil_binary, free_port
+from devnet.chopsticks import ALICE, ChopsticksError, ChopsticksProcess, chopsticks_entry
 from devnet.evm import DEMO_BALANCE, DeployError
 from devnet.manager import CONFIG_FILE, STATE_FILE, DevnetError, down, status, up
 from light_clients.committee import address_of
@@ -42,10 +50,19 @@ def _needs_anvil() -> None:
 
 
 @pytest.fixture
+def needs_chopsticks() -> None:
+    try:
+        chopsticks_entry()
+    except ChopsticksError as error:
+        pytest.skip(str(error))
+
+
+@pytest.fixture
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A state directory whose devnet is always stopped afterwards, whatever the test did."""
     directory = tmp_path / "devnet"
     binary = str(anvil_binary())  # now: a test may hide node_modules until teardown
+    chopsticks = str(devnet.anvil.NODE_MODULES / "@acala-network/chopsticks/chopsticks.cjs")
     seen: set[int] = set()
     original = manager._write_state
 
@@ -59,7 +76,9 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     finally:
         down(directory)
         for pid in seen:  # belt and braces: anything recorded at any time must be gone
-            if _alive(pid) and _cmdline_names_anvil(pid, binary):
+            if _alive(pid) and (
+                _cmdline_names_anvil(pid, binary) or _cmdline_names_anvil(pid, chopsticks)
+            ):
                 os.killpg(pid, signal.SIGKILL)
         manager._CHILDREN.clear()
 
@@ -104,21 +123,78 @@ def _pad(address: bytes) -> bytes:
 # --------------------------------------------------------------------------- up
 
 
-def test_up_deploys_linked_contracts_and_is_idempotent(state_dir: Path) -> None:
+def _asset_hub_storage(url: str, multisig: bytes) -> dict[str, Any]:
+    """What assethub's storage says about the multisig's collections, asset and balance."""
+
+    async def read() -> dict[str, Any]:
+        async with SubstrateClient(url) as client:
+            return {
+                "class": {c: await client.query("Uniques", "Class", [c]) for c in (1, 2, 3)},
+                "asset": await client.query("Assets", "Asset", [1]),
+                "account": await client.query("System", "Account", ["0x" + multisig.hex()]),
+                "alice": await client.query("System", "Account", [ALICE]),
+                "genesis": await client.genesis_hash(),
+            }
+
+    return trio.run(read)
+
+
+def _roles(entry: Any) -> set[bytes]:
+    return {account_bytes(entry[role]) for role in ("owner", "issuer", "admin", "freezer")}
+
+
+def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
+    state_dir: Path, anvil: AnvilProcess, needs_chopsticks: None
+) -> None:
+    # `anvil` (conftest) is another anvil from the same binary: down must leave it alone.
     started = time.monotonic()
-    config_path = up(state_dir)
+    config_path = up(state_dir, assethub=True)
     elapsed = time.monotonic() - started
     assert config_path == state_dir.resolve() / CONFIG_FILE
-    assert elapsed < 15, f"devnet up took {elapsed:.1f} s"
+    assert elapsed < 45, f"devnet up took {elapsed:.1f} s"
 
     config = load_config(config_path)
     assert config.devnet
     assert config.ledger == str(state_dir.resolve() / "ledger.db")
     assert config.checkpoint_store == state_dir.resolve() / "checkpoints"
-    assert [c.name for c in config.chains] == ["alpha", "beta"]
-    assert [c.domain for c in config.chains] == [1, 2]
-    assert [c.chain_id for c in config.chains] == [31337, 31338]
-    assert all(str(c.finality) == "confirmations:3" for c in config.chains)
+    assert [c.name for c in config.chains] == ["alpha", "beta", "assethub"]
+    assert [c.domain for c in config.chains] == [1, 2, 3]
+    assert [c.kind for c in config.chains] == ["evm", "evm", "substrate"]
+    assert [c.chain_id for c in config.chains] == [31337, 31338, None]
+    assert [str(c.finality) for c in config.chains] == [
+        "confirmations:3",
+        "confirmations:3",
+        "devnet-instant",
+    ]
+
+    # assethub: the committee's 2-of-3 multisig of the attesters' fresh sr25519 keys owns one
+    # replay-guard collection per EVM origin and the wrapped asset, wholly.
+    hub = config.chain("assethub")
+    assert hub.rpc[0].startswith("ws://127.0.0.1:")
+    assert hub.contracts == {}
+    seeds = [bytes.fromhex(a["substrate_key"][2:]) for a in config.raw["attesters"]]
+    assert len(seeds) == 3 and len(set(seeds)) == 3 and all(len(k) == 32 for k in seeds)
+    assert not set(seeds) & {k.load() for k in config.attester_keys}  # not the EVM keys
+    publics = [
+        bytes(Keypair.create_from_seed(k.hex(), crypto_type=KeypairType.SR25519).public_key)
+        for k in seeds
+    ]
+    multisig = multisig_account(publics, 2)
+    assert hub.extra["multisig"] == "0x" + multisig.hex()
+    assert hub.extra["multisig_threshold"] == 2
+    assert hub.extra["asset_id"] == 1
+    assert hub.extra["collections"] == {"1": 1, "2": 2}
+    assert hub.extra["client_uri"] == "//Alice"
+    seen = _asset_hub_storage(hub.rpc[0], multisig)
+    assert "0x" + seen["genesis"].hex() == hub.extra["genesis_hash"]
+    for origin, collection in hub.extra["collections"].items():
+        assert _roles(seen["class"][collection]) == {multisig}, origin
+    assert seen["class"][3] is None  # one collection per EVM origin, no more
+    assert _roles(seen["asset"]) == {multisig}
+    assert seen["asset"]["min_balance"] == 1 and seen["asset"]["supply"] == 0
+    # Funded through import-storage: the multisig holds the deposits of what it created.
+    assert seen["account"]["data"]["reserved"] == 3 * 10**12
+    assert seen["account"]["data"]["free"] > 0 and seen["alice"]["data"]["free"] > 0
 
     # Keys: three fresh attesters whose addresses are the committee, threshold 2, dev accounts
     # 1 and 2 as relayer and client.
@@ -131,9 +207,9 @@ def test_up_deploys_linked_contracts_and_is_idempotent(state_dir: Path) -> None:
     client = Web3.to_checksum_address(address_of(config.client_key.load()))
     assert (relayer, client) == (DEV_ADDRESSES[1], DEV_ADDRESSES[2])
 
-    alpha, beta = config.chains
-    w3 = {c.name: Web3(Web3.HTTPProvider(c.rpc[0])) for c in config.chains}
-    for chain in config.chains:
+    alpha, beta, _ = config.chains
+    w3 = {c.name: Web3(Web3.HTTPProvider(c.rpc[0])) for c in (alpha, beta)}
+    for chain in (alpha, beta):
         assert w3[chain.name].eth.chain_id == chain.chain_id
         for key, address in chain.contracts.items():
             assert w3[chain.name].eth.get_code(Web3.to_checksum_address(address)), (chain, key)
@@ -169,12 +245,13 @@ def test_up_deploys_linked_contracts_and_is_idempotent(state_dir: Path) -> None:
 
     # The chains are detached: their own session, not our process group.
     pids = _pids(state_dir)
+    assert set(pids) == {"alpha", "beta", "assethub"}
     for pid in pids.values():
         assert os.getsid(pid) == pid != os.getsid(0)
 
     # A second `up` finds them healthy: same file, same processes, nothing restarted.
     text = config_path.read_text()
-    assert up(state_dir) == config_path
+    assert up(state_dir, assethub=True) == config_path
     assert _pids(state_dir) == pids
     assert config_path.read_text() == text
 
@@ -186,38 +263,66 @@ def test_up_deploys_linked_contracts_and_is_idempotent(state_dir: Path) -> None:
     assert [(c["name"], c["pid"], c["alive"]) for c in first["chains"]] == [
         ("alpha", pids["alpha"], True),
         ("beta", pids["beta"], True),
+        ("assethub", pids["assethub"], True),
     ]
-    assert all(c["finality"] == "confirmations:3" for c in first["chains"])
-    assert [c["rpc"] for c in first["chains"]] == [alpha.rpc[0], beta.rpc[0]]
+    assert [c["finality"] for c in first["chains"]] == [
+        "confirmations:3",
+        "confirmations:3",
+        "devnet-instant",
+    ]
+    assert [c["rpc"] for c in first["chains"]] == [alpha.rpc[0], beta.rpc[0], hub.rpc[0]]
     time.sleep(2.2)
     second = status(state_dir)
-    for before, after in zip(first["chains"], second["chains"], strict=True):
+    for before, after in zip(first["chains"][:2], second["chains"][:2], strict=True):
         assert isinstance(before["block"], int)
         assert after["block"] > before["block"]
+    # chopsticks builds a block only per extrinsic: 1 at start, then the two multisig calls.
+    assert second["chains"][2]["block"] == first["chains"][2]["block"] == 3
 
+    # The unknown-block-hash trap (docs/substrate-devnet.md): asked about a hash it does not
+    # know (say, one a relayer kept from a previous run), chopsticks changes its genesis hash
+    # and refuses every signature from then on. `up` notices and starts everything afresh,
+    # moving the old ledger aside.
+    http = "http://" + hub.rpc[0].removeprefix("ws://")
+    manager._rpc(http, "chain_getHeader", ["0x" + "ab" * 32])
+    assert manager._rpc(http, "chain_getBlockHash", [0]) != hub.extra["genesis_hash"]
+    (state_dir / "ledger.db").write_bytes(b"old ledger")
+    assert up(state_dir, assethub=True) == config_path
+    fresh = _pids(state_dir)
+    assert set(fresh) == set(pids) and set(fresh.values()).isdisjoint(pids.values())
+    assert all(_wait_dead(pid) for pid in pids.values())
+    assert not (state_dir / "ledger.db").exists()
+    hub = load_config(config_path).chain("assethub")
+    http = "http://" + hub.rpc[0].removeprefix("ws://")
+    assert manager._rpc(http, "chain_getBlockHash", [0]) == hub.extra["genesis_hash"]
+    pids = fresh
 
-# --------------------------------------------------------------------------- down
-
-
-def test_down_stops_exactly_the_recorded_processes(state_dir: Path, anvil: AnvilProcess) -> None:
-    # `anvil` (conftest) is another anvil from the same binary: down must leave it alone.
-    up(state_dir)
-    pids = _pids(state_dir)
-    log_paths = sorted(state_dir.glob("anvil-*.log"))
+    # down: exactly the three recorded processes, by PID; logs and config stay.
+    log_paths = sorted(state_dir.glob("*.log"))
+    assert [p.name for p in log_paths] == [
+        "anvil-alpha.log",
+        "anvil-beta.log",
+        "chopsticks-assethub.log",
+    ]
     lines = down(state_dir)
-    assert len(lines) == 2
+    assert len(lines) == 3
     for (name, pid), line in zip(pids.items(), lines, strict=True):
-        assert line.startswith(f"{name}: stopped") and str(pid) in line
+        program = "chopsticks" if name == "assethub" else "anvil"
+        assert line.startswith(f"{name}: stopped {program} pid {pid}")
         assert _wait_dead(pid)
     assert not (state_dir / STATE_FILE).exists()
-    assert sorted(state_dir.glob("anvil-*.log")) == log_paths  # logs are kept
+    assert sorted(state_dir.glob("*.log")) == log_paths
     assert (state_dir / CONFIG_FILE).exists()
     assert anvil.running
 
     assert down(state_dir) == []  # nothing recorded: harmless
     after = status(state_dir)
     assert after["running"] is False
+    assert len(after["chains"]) == 3
     assert all(not c["alive"] and c["block"] is None for c in after["chains"])
+
+
+# --------------------------------------------------------------------------- down
 
 
 def test_down_never_signals_a_recycled_pid(state_dir: Path) -> None:
@@ -257,14 +362,14 @@ def test_down_never_signals_a_recycled_pid(state_dir: Path) -> None:
 
 def test_up_replaces_a_stale_record(state_dir: Path) -> None:
     """One recorded chain died: `up` stops the survivor and starts a fresh, complete devnet."""
-    up(state_dir)
+    up(state_dir, assethub=False)
     old = _pids(state_dir)
     (state_dir / "ledger.db").write_bytes(b"old ledger")  # as a relayer would have left it
     os.killpg(old["alpha"], signal.SIGKILL)
     assert _wait_dead(old["alpha"])
     assert status(state_dir)["running"] is False
 
-    config_path = up(state_dir)
+    config_path = up(state_dir, assethub=False)
     new = _pids(state_dir)
     assert set(new.values()).isdisjoint(old.values())
     assert _wait_dead(old["beta"])  # the survivor of the stale devnet was stopped
@@ -286,7 +391,7 @@ def test_busy_port_is_one_line_and_starts_nothing(state_dir: Path) -> None:
         port = busy.getsockname()[1]
         free = free_port()
         with pytest.raises(DevnetError) as caught:
-            up(state_dir, ports=(free, port))
+            up(state_dir, ports=(free, port), assethub=True)
     message = str(caught.value)
     assert "\n" not in message
     assert f"port {port}" in message and "busy" in message
@@ -297,14 +402,21 @@ def test_busy_port_is_one_line_and_starts_nothing(state_dir: Path) -> None:
 
 
 def test_deploy_failure_stops_what_was_started(
-    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch, needs_chopsticks: None
 ) -> None:
     started: list[AnvilProcess] = []
+    hubs: list[ChopsticksProcess] = []
     real_start = devnet.anvil.start_anvil
+    real_chopsticks = devnet.chopsticks.start_chopsticks
 
     def spy(**kwargs: Any) -> AnvilProcess:
         chain = real_start(**kwargs)
         started.append(chain)
+        return chain
+
+    def spy_chopsticks(**kwargs: Any) -> ChopsticksProcess:
+        chain = real_chopsticks(**kwargs)
+        hubs.append(chain)
         return chain
 
     def broken_deploy(*args: Any, **kwargs: Any) -> dict[str, bytes]:
@@ -312,19 +424,32 @@ def test_deploy_failure_stops_what_was_started(
 
     monkeypatch.setattr(manager, "start_anvil", spy)
     monkeypatch.setattr(manager, "deploy_evm_chain", broken_deploy)
+    monkeypatch.setattr(manager, "start_chopsticks", spy_chopsticks)
     with pytest.raises(DevnetError) as caught:
-        up(state_dir)
+        up(state_dir, assethub=True)
     assert "\n" not in str(caught.value)
     assert "deploying Inbox reverted" in str(caught.value)
-    assert len(started) == 2
-    assert all(not chain.running for chain in started)
+    assert len(started) == 2 and len(hubs) == 1  # chopsticks was starting next to the deploys
+    assert all(not chain.running for chain in [*started, *hubs])
     assert not (state_dir / STATE_FILE).exists()
 
 
 def test_missing_anvil_is_one_line(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(devnet.anvil, "NODE_MODULES", devnet.anvil.REPO_ROOT / "no_node_modules")
     with pytest.raises(DevnetError) as caught:
-        up(state_dir)
+        up(state_dir, assethub=True)
     assert "\n" not in str(caught.value)
     assert "not installed" in str(caught.value)
     assert not (state_dir / STATE_FILE).exists()
+
+
+def test_missing_chopsticks_is_one_line(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        devnet.chopsticks, "NODE_MODULES", devnet.anvil.REPO_ROOT / "no_node_modules"
+    )
+    with pytest.raises(DevnetError) as caught:
+        up(state_dir, assethub=True)
+    assert "\n" not in str(caught.value)
+    assert "chopsticks is not installed" in str(caught.value)
+    assert not (state_dir / STATE_FILE).exists()
+    assert not list(state_dir.glob("*.log"))  # not even the anvils were started
