@@ -72,15 +72,14 @@ async def attest_origin(
                 checkpoint = Checkpoint(
                     origin=chain.domain, outbox=outbox, root=outbox_state.root, index=index
                 )
-                store.publish(
-                    SignedCheckpoint(
-                        checkpoint=checkpoint,
-                        signer=signer,
-                        signature=sign_checkpoint(key, checkpoint),
-                        block_number=header.number,
-                        block_hash=header.hash,
-                    )
+                signed = SignedCheckpoint(
+                    checkpoint=checkpoint,
+                    signer=signer,
+                    signature=sign_checkpoint(key, checkpoint),
+                    block_number=header.number,
+                    block_hash=header.hash,
                 )
+                await trio.to_thread.run_sync(store.publish, signed)  # writes and fsyncs
                 log.info(
                     "origin %s: signed index %d root 0x%s at block %d",
                     chain.name,

@@ -279,7 +279,9 @@ class Relayer:
     async def _collect_once(self, lane: Lane) -> None:
         """Adopt the newest checkpoint a committee quorum signed over our own root."""
         origin = lane.chain.domain
-        for index in self.store.latest_indices(origin, lane.outbox):
+        # The store is a directory: read it in a worker thread, never on the event loop.
+        indices = await trio.to_thread.run_sync(self.store.latest_indices, origin, lane.outbox)
+        for index in indices:
             if index <= lane.checkpoint_index:
                 break
             if index >= lane.tree.count:
@@ -287,7 +289,10 @@ class Relayer:
             checkpoint = Checkpoint(
                 origin=origin, outbox=lane.outbox, root=lane.tree.root(index + 1), index=index
             )
-            signatures = self._quorum(checkpoint, self.store.signatures(origin, lane.outbox, index))
+            published = await trio.to_thread.run_sync(
+                self.store.signatures, origin, lane.outbox, index
+            )
+            signatures = self._quorum(checkpoint, published)
             if signatures is None:
                 continue
             await self._db(self._record_checkpoint, checkpoint, signatures)
