@@ -150,6 +150,7 @@ class Config:
     chains: tuple[ChainConfig, ...]
     relayer_key: KeySource | None
     attester_keys: tuple[KeySource, ...]
+    attester_substrate_keys: tuple[KeySource | None, ...]
     client_key: KeySource | None
     raw: Mapping[str, Any]
 
@@ -162,19 +163,29 @@ class Config:
         raise ConfigError(f"unknown chain {key!r}; configured: {known}")
 
 
-def _key_source(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) -> KeySource:
-    if "key" in obj:
+def _key_source(
+    obj: Mapping[str, Any], where: str, devnet: bool, base: Path, *, name: str = "key"
+) -> KeySource | None:
+    """``name`` (inline, devnet only), ``name_env`` or ``name_file``; None if none is given."""
+    if name in obj:
         if not devnet:
             raise ConfigError(
                 f"{where}: inline private keys are refused outside a devnet; "
-                "use key_env or key_file"
+                f"use {name}_env or {name}_file"
             )
-        return KeySource(inline=as_hex(obj["key"], f"{where}.key", size=32))
-    if "key_env" in obj:
-        return KeySource(env=str(obj["key_env"]))
-    if "key_file" in obj:
-        return KeySource(file=base / str(obj["key_file"]))
-    raise ConfigError(f"{where}: one of key_env, key_file (or key, devnet only) is required")
+        return KeySource(inline=as_hex(obj[name], f"{where}.{name}", size=32))
+    if f"{name}_env" in obj:
+        return KeySource(env=str(obj[f"{name}_env"]))
+    if f"{name}_file" in obj:
+        return KeySource(file=base / str(obj[f"{name}_file"]))
+    return None
+
+
+def _required_key(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) -> KeySource:
+    source = _key_source(obj, where, devnet, base)
+    if source is None:
+        raise ConfigError(f"{where}: one of key_env, key_file (or key, devnet only) is required")
+    return source
 
 
 def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
@@ -259,15 +270,23 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
     relayer_key = (
         None
         if relayer is None
-        else _key_source(as_object(relayer, "relayer"), "relayer", devnet, base)
+        else _required_key(as_object(relayer, "relayer"), "relayer", devnet, base)
     )
     client = raw.get("client")
     client_key = (
-        None if client is None else _key_source(as_object(client, "client"), "client", devnet, base)
+        None
+        if client is None
+        else _required_key(as_object(client, "client"), "client", devnet, base)
     )
-    attesters = tuple(
-        _key_source(as_object(a, f"attesters[{i}]"), f"attesters[{i}]", devnet, base)
+    attester_tables = [
+        (as_object(a, f"attesters[{i}]"), f"attesters[{i}]")
         for i, a in enumerate(as_list(raw.get("attesters", []), "attesters"))
+    ]
+    attesters = tuple(_required_key(obj, where, devnet, base) for obj, where in attester_tables)
+    # An attester's Substrate identity (sr25519 seed): what it signs multisig approvals with.
+    substrate_keys = tuple(
+        _key_source(obj, where, devnet, base, name="substrate_key")
+        for obj, where in attester_tables
     )
     return Config(
         path=path,
@@ -278,6 +297,7 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
         chains=chains,
         relayer_key=relayer_key,
         attester_keys=attesters,
+        attester_substrate_keys=substrate_keys,
         client_key=client_key,
         raw=raw,
     )

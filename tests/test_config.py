@@ -164,3 +164,31 @@ def test_unknown_chain_and_missing_contract_say_what_exists(tmp_path: Path) -> N
 def test_finality_policies_are_explicit(text: str, name: str, depth: int) -> None:
     policy = FinalityPolicy.parse(text, "test")
     assert (policy.name, policy.depth, str(policy)) == (name, depth, text)
+
+
+def test_attesters_substrate_identities(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed = keccak256(b"sr25519 seed")
+    attesters = (
+        f'\n[[attesters]]\nkey = "0x{KEYS[0].hex()}"\nsubstrate_key = "0x{seed.hex()}"\n'
+        f'\n[[attesters]]\nkey = "0x{KEYS[1].hex()}"\n'
+    )
+    config = load_config(_write(tmp_path, toml() + attesters))
+    first, second = config.attester_substrate_keys
+    assert first is not None and first.load() == seed
+    assert second is None
+    production = toml(devnet=False, relayer='key_env = "R"') + (
+        '\n[[attesters]]\nkey_env = "A"\nsubstrate_key = "0x' + seed.hex() + '"\n'
+    )
+    with pytest.raises(ConfigError, match="use substrate_key_env or substrate_key_file"):
+        load_config(_write(tmp_path, production))
+    monkeypatch.setenv("S", "0x" + seed.hex())
+    from_env = toml(devnet=False, relayer='key_env = "R"') + (
+        '\n[[attesters]]\nkey_env = "A"\nsubstrate_key_env = "S"\n'
+    )
+    [source] = load_config(_write(tmp_path, from_env)).attester_substrate_keys
+    assert source is not None and source.load() == seed
+
+
+def test_a_relayer_table_without_a_key_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"relayer: one of key_env, key_file"):
+        load_config(_write(tmp_path, toml(relayer="poll = 1")))
