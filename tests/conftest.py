@@ -13,8 +13,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import settings
 
 from devnet.anvil import AnvilError, AnvilProcess, anvil_binary, start_anvil
+
+# Property tests share 2 cores with real chains in CI: time limits per example would only add
+# flakiness (speed is measured in benchmarks/, never asserted in a test).
+settings.register_profile("passerelle", deadline=None, print_blob=True)
+settings.load_profile("passerelle")
 
 ANVIL_CHAIN_ID = 31337
 
