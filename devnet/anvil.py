@@ -27,7 +27,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from devnet.process import NodeProcess
+from devnet.process import HOST, NodeProcess, log_tail, port_is_free
 
 __all__ = [
     "DEV_ADDRESSES",
@@ -40,7 +40,6 @@ __all__ = [
     "start_anvil",
 ]
 
-HOST = "127.0.0.1"
 """The only interface a devnet chain listens on."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +74,6 @@ DEV_ADDRESSES: tuple[str, ...] = (
 """Checksummed addresses of :data:`DEV_PRIVATE_KEYS`, in the same order (pre-funded by anvil)."""
 
 _STARTUP_TIMEOUT = 30.0
-_LOG_TAIL_LINES = 20
 
 
 class AnvilError(RuntimeError):
@@ -113,24 +111,6 @@ def free_port() -> int:
         probe.bind((HOST, 0))
         port: int = probe.getsockname()[1]
         return port
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    tail = "\n".join(lines[-_LOG_TAIL_LINES:]).strip()
-    return tail or "(empty log)"
 
 
 def _chain_id(rpc_url: str, timeout: float) -> int | None:
@@ -212,7 +192,7 @@ def start_anvil(
     binary = anvil_binary()
     if port is None:
         port = free_port()
-    elif not _port_is_free(port):
+    elif not port_is_free(port):
         raise AnvilError(f"port {port} on {HOST} is busy: stop what uses it or pick another port")
 
     owns_log = log_path is None
@@ -253,7 +233,7 @@ def start_anvil(
             if process.poll() is not None:
                 raise AnvilError(
                     f"anvil exited with code {process.returncode} before answering on "
-                    f"{anvil.rpc_url} (port busy?); its log ends:\n{_log_tail(log_path)}"
+                    f"{anvil.rpc_url} (port busy?); its log ends:\n{log_tail(log_path)}"
                 )
             answered = _chain_id(anvil.rpc_url, timeout=1.0)
             if answered is not None:
@@ -266,7 +246,7 @@ def start_anvil(
             if time.monotonic() > deadline:
                 raise AnvilError(
                     f"anvil did not answer on {anvil.rpc_url} within {timeout:g} s; "
-                    f"its log ends:\n{_log_tail(log_path)}"
+                    f"its log ends:\n{log_tail(log_path)}"
                 )
             time.sleep(0.05)
     except BaseException:

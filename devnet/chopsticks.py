@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -49,7 +48,7 @@ from typing import Final
 from scalecodec.utils.ss58 import ss58_decode
 
 from devnet.anvil import HOST, NODE_MODULES, REPO_ROOT
-from devnet.process import NodeProcess
+from devnet.process import ANSI_CODES, NodeProcess, log_tail, port_is_free
 
 __all__ = [
     "ALICE",
@@ -113,14 +112,12 @@ ALICE: Final = "0xd43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da2
 """The public key (account id) of sr25519 ``//Alice``."""
 
 _STARTUP_TIMEOUT = 90.0
-_LOG_TAIL_LINES = 25
 _MAX_BALANCE = 2**128 - 1
 _SPEC_FILE = "rococo-asset-hub.json"
 _STORAGE_FILE = "import-storage.json"
 _CONFIG_FILE = "chopsticks.yml"
 _LOG_FILE = "chopsticks.log"
 _LISTENING = re.compile(r"RPC listening on http://([0-9.]+):(\d+)")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _HEX_ACCOUNT = re.compile(r"0x[0-9a-fA-F]{64}")
 # chopsticks passes its config file through a lodash template (``<%= %>`` and ``${…}``).
 _TEMPLATE_MARKERS = ("<%", "${")
@@ -151,24 +148,6 @@ def chopsticks_entry() -> Path:
             "run `make` (npm ci) first"
         )
     return entry
-
-
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def _log_tail(path: Path) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no log)"
-    tail = "\n".join(_ANSI.sub("", text).splitlines()[-_LOG_TAIL_LINES:]).strip()
-    return tail or "(empty log)"
 
 
 def account_id(key: str) -> str:
@@ -375,7 +354,7 @@ def start_chopsticks(
     storage = _funding_storage({ALICE: DEV_BALANCE} if funded is None else funded)
     node = node_binary()
     entry = chopsticks_entry()
-    if port is not None and not _port_is_free(port):
+    if port is not None and not port_is_free(port):
         raise ChopsticksError(
             f"port {port} on {HOST} is busy: stop what uses it or pick another port"
         )
@@ -435,7 +414,7 @@ def start_chopsticks(
     try:
         _wait_until_serving(chain, process, log_offset, requested=port, deadline=deadline)
     except BaseException as error:
-        tail = _log_tail(log_path)
+        tail = log_tail(log_path)
         chain.stop()  # also removes a temporary state directory; the error quotes the log tail
         if isinstance(error, ChopsticksError):
             raise ChopsticksError(f"{error}; its log ends:\n{tail}") from None
@@ -488,5 +467,5 @@ def _listening_port_after(log_path: Path, offset: int) -> int | None:
             text = log.read().decode("utf-8", errors="replace")
     except OSError:
         return None
-    match = _LISTENING.search(_ANSI.sub("", text))
+    match = _LISTENING.search(ANSI_CODES.sub("", text))
     return int(match.group(2)) if match else None

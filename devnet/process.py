@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
+import socket
 import subprocess
+from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+HOST = "127.0.0.1"  # every devnet node binds loopback only
 STOP_TIMEOUT = 5.0
+LOG_TAIL_LINES = 20
+ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")  # colour codes some nodes write even to files
+
+
+def port_is_free(port: int) -> bool:
+    """True if ``port`` on 127.0.0.1 can be bound right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """The last ``lines`` lines of a node's log, colour codes removed, for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no log)"
+    tail = "\n".join(ANSI_CODES.sub("", text).splitlines()[-lines:]).strip()
+    return tail or "(empty log)"
 
 
 class NodeProcess:
