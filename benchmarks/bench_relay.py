@@ -59,7 +59,15 @@ from adapters.evm.chain import DISPATCH_TOPIC, selector
 from devnet import manager
 from devnet.anvil import anvil_binary
 from light_clients.hashing import keccak256
-from relayer.config import ATTESTER_POLL, RELAY_POLL, ChainConfig, Config, load_config
+from relayer.config import (
+    ATTESTER_POLL,
+    RELAY_BATCH_SIZE,
+    RELAY_MAX_INFLIGHT,
+    RELAY_POLL,
+    ChainConfig,
+    Config,
+    load_config,
+)
 
 PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 BLOCK_TIME = 1.0  # seconds, what the targets assume
@@ -744,8 +752,12 @@ def main() -> None:
     parser.add_argument(
         "--baseline-messages", type=int, default=None, help="--max-inflight 1 run (default: same)"
     )
-    parser.add_argument("--batch-size", type=int, default=100, help="relay --batch-size")
-    parser.add_argument("--max-inflight", type=int, default=4, help="relay --max-inflight")
+    parser.add_argument(
+        "--batch-size", type=int, default=RELAY_BATCH_SIZE, help="relay --batch-size"
+    )
+    parser.add_argument(
+        "--max-inflight", type=int, default=RELAY_MAX_INFLIGHT, help="relay --max-inflight"
+    )
     parser.add_argument("--poll", type=float, default=RELAY_POLL, help="relay --poll (its default)")
     parser.add_argument("--no-baseline", action="store_true", help="skip the --max-inflight 1 run")
     parser.add_argument("--paced-messages", type=int, default=1_000, help="paced run (0: skip it)")

@@ -22,7 +22,7 @@ import click
 import trio
 
 from relayer import proof_files
-from relayer.config import ATTESTER_POLL, RELAY_POLL
+from relayer.config import ATTESTER_POLL, RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL
 
 # Errors a user can cause or fix (bad config, a chain not running, a busy port): one line each.
 # Imported lazily by the commands that need chains, so `proof verify` starts fast.
@@ -197,14 +197,14 @@ def attest(config_path: Path, index: int, poll: float) -> int:
 @click.option(
     "--batch-size",
     type=click.IntRange(1, 400),
-    default=100,
+    default=RELAY_BATCH_SIZE,
     show_default=True,
     help="Messages per delivery transaction.",
 )
 @click.option(
     "--max-inflight",
     type=click.IntRange(1, 64),
-    default=4,
+    default=RELAY_MAX_INFLIGHT,
     show_default=True,
     help="Delivery transactions in flight per destination.",
 )

@@ -51,6 +51,8 @@ U32_MAX = 2**32 - 1
 # new became final; the relayer reads its ledger and the checkpoint directory.
 ATTESTER_POLL = 0.25
 RELAY_POLL = 0.2
+RELAY_BATCH_SIZE = 100  # messages per delivery tx (~5 M gas used, ~6.9 M limit: 4 per 30 M block)
+RELAY_MAX_INFLIGHT = 4  # delivery transactions in flight per destination
 FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
 
 

@@ -44,7 +44,13 @@ from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
 from light_clients.message import verify_message_inclusion
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
-from relayer.config import RELAY_POLL, ChainConfig, Config
+from relayer.config import (
+    RELAY_BATCH_SIZE,
+    RELAY_MAX_INFLIGHT,
+    RELAY_POLL,
+    ChainConfig,
+    Config,
+)
 from relayer.endpoints import bytes32, open_evm
 from relayer.ledger import (
     DiscoveredMessage,
@@ -109,9 +115,9 @@ class Relayer:
         ledger: Ledger,
         *,
         poll: float = RELAY_POLL,
-        batch_size: int = 50,
+        batch_size: int = RELAY_BATCH_SIZE,
         confirm_timeout: float = 120.0,
-        max_inflight: int = 4,
+        max_inflight: int = RELAY_MAX_INFLIGHT,
         metrics_port: int | None = None,
     ) -> None:
         self.config = config
