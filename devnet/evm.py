@@ -10,7 +10,8 @@ Usage::
                     deployer_key=key)
 
 Two phases because linking needs the other chain's addresses: deploying both chains can run in
-parallel, linking runs once both are done.
+parallel, linking runs once both are done. A Substrate chain (Asset Hub, which has no contracts)
+is linked to an EVM chain with :func:`link_substrate_remote` instead.
 
 Speed: every transaction of a phase is signed locally and sent back to back with explicit
 nonces, then all receipts are awaited together, so a phase costs one block (one second with
@@ -50,6 +51,7 @@ __all__ = [
     "EvmDeployment",
     "deploy_evm_chain",
     "link_evm_chains",
+    "link_substrate_remote",
 ]
 
 DEMO_BALANCE = 1_000_000 * 10**18
@@ -388,3 +390,45 @@ def link_evm_chains(a: EvmDeployment, b: EvmDeployment, *, deployer_key: bytes) 
         batches.append(batch)
     for batch in batches:
         batch.wait()
+
+
+def link_substrate_remote(
+    evm: EvmDeployment, *, domain: int, outbox: bytes, bridge_account: bytes, deployer_key: bytes
+) -> None:
+    """Make ``evm`` trust the Substrate chain of ``domain`` as an escrow remote of its bridge.
+
+    A Substrate chain such as Asset Hub has no contracts: its "outbox" is its 32-byte genesis
+    hash ``outbox`` (what the committee signs checkpoints for), and its "bridge" is the escrow
+    account ``bridge_account`` (e.g. the committee's multisig) that receives the messages and
+    tokens sent there. A token return is the user's own extrinsic (escrow transfer plus message
+    remark), so its message sender is the user, never ``bridge_account``: the TokenBridge must
+    mark the domain with ``setEscrowRemote`` to accept it, and then accepts only UNLOCKs from
+    it, capped by what it locked towards that domain; the attesters sign only escrow-backed
+    remarks.
+
+    On ``evm`` (deployed by ``deployer_key``): ``Inbox.setOrigin(domain, outbox)``,
+    ``TokenBridge.setRemote(domain, bridge_account)``, ``TokenBridge.setEscrowRemote(domain,
+    true)`` and, if it has a home ``token``, ``TokenBridge.registerHomeToken(token, domain)``
+    (a wrapped token here cannot be paired: nothing here is minted for an escrow remote). All
+    are sent before any receipt is awaited. Raises :class:`DeployError` (one line) if anything
+    fails.
+    """
+    if not 0 <= domain < 2**32:
+        raise DeployError(f"domain {domain} is not a u32")
+    if domain == evm.domain:
+        raise DeployError(f"cannot link domain {domain} to itself")
+    for label, value in (("outbox", outbox), ("bridge account", bridge_account)):
+        if len(value) != 32 or value == bytes(32):
+            raise DeployError(f"domain {domain}: {label} must be 32 non-zero bytes")
+    try:
+        inbox, bridge = evm.contracts["inbox"], evm.contracts["token_bridge"]
+    except KeyError as missing:
+        raise DeployError(f"domain {evm.domain}: no {missing} address") from None
+    batch = _Batch(evm.rpc_url, deployer_key, chain_label=f"domain {evm.domain} ({evm.rpc_url})")
+    batch.call("Inbox", inbox, "setOrigin(uint32,bytes32)", domain, bytes(outbox))
+    batch.call("TokenBridge", bridge, "setRemote(uint32,bytes32)", domain, bytes(bridge_account))
+    batch.call("TokenBridge", bridge, "setEscrowRemote(uint32,bool)", domain, True)
+    home = evm.contracts.get("token")
+    if home is not None:
+        batch.call("TokenBridge", bridge, "registerHomeToken(address,uint32)", home, domain)
+    batch.wait()

@@ -84,7 +84,13 @@ from devnet.chopsticks import (
     chopsticks_entry,
     start_chopsticks,
 )
-from devnet.evm import DeployError, EvmDeployment, deploy_evm_chain, link_evm_chains
+from devnet.evm import (
+    DeployError,
+    EvmDeployment,
+    deploy_evm_chain,
+    link_evm_chains,
+    link_substrate_remote,
+)
 from devnet.substrate import SubstrateSetupError, keypair_from_seed, setup_asset_hub
 from light_clients.committee import SECP256K1_N, address_of
 from relayer.config import ConfigError, load_config
@@ -458,7 +464,8 @@ def _render_config(
     if assethub is not None:
         rpc, setup = assethub
         collections = setup["collections"]
-        assert isinstance(collections, dict)
+        signatories = setup["signatories"]
+        assert isinstance(collections, dict) and isinstance(signatories, list)
         lines += [
             "",
             "# chopsticks (Rococo Asset Hub): every block is final once built, no GRANDPA",
@@ -474,14 +481,20 @@ def _render_config(
             "# and admin of the replay-guard collections (item = nonce) and the wrapped asset.",
             f"multisig = {_toml_string(str(setup['multisig']))}",
             f"multisig_threshold = {int(str(setup['multisig_threshold']))}",
-            f"asset_id = {int(str(setup['asset_id']))}",
+            "signatories = ["
+            + ", ".join(_toml_string(str(s)) for s in signatories)
+            + "]  # the attesters' substrate_key accounts",
             "collections = { "
             + ", ".join(
                 f"{_toml_string(str(origin))} = {int(str(cid))}"
                 for origin, cid in collections.items()
             )
             + " }  # EVM origin domain -> Uniques collection",
-            f"client_uri = {_toml_string(str(setup['client_uri']))}",
+            f"asset_id = {int(str(setup['asset_id']))}",
+            "asset_home = { "
+            + f"domain = {CHAINS[0].domain}, "
+            + f"token = {_toml_string(_checksum(chains[0][2]['token']))}"
+            + " }  # the EVM token the asset wraps",
         ]
     lines += ["", "[relayer]", f"key = {_toml_string(_hex(RELAYER_KEY))}"]
     seeds: Sequence[bytes | None] = (
@@ -491,7 +504,10 @@ def _render_config(
         lines += ["", "[[attesters]]", f"key = {_toml_string(_hex(attester_key))}"]
         if seed is not None:  # sr25519 mini-secret: the attester's assethub identity
             lines.append(f"substrate_key = {_toml_string(_hex(seed))}")
-    lines += ["", "[client]", f"key = {_toml_string(_hex(CLIENT_KEY))}", ""]
+    lines += ["", "[client]", f"key = {_toml_string(_hex(CLIENT_KEY))}"]
+    if assethub is not None:
+        lines.append(f"substrate_uri = {_toml_string(SUBSTRATE_CLIENT_URI)}")
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -534,7 +550,7 @@ def up(
     *,
     block_time: float = 1.0,
     ports: Sequence[int] | None = None,
-    assethub: bool = False,
+    assethub: bool = True,
 ) -> Path:
     """Start the devnet (or find it running) and return the path of its config TOML.
 
@@ -737,6 +753,15 @@ def _start_fresh(
                 abort.set()  # assethub: skip the setup; its process is stopped below
                 raise
             hub = None if hub_future is None else hub_future.result()
+            if hub is not None:  # the EVM inboxes and bridges learn assethub's outbox and escrow
+                for spec, chain, contracts in zip(CHAINS, started, deployed, strict=True):
+                    link_substrate_remote(
+                        EvmDeployment(chain.rpc_url, spec.domain, contracts),
+                        domain=ASSETHUB.domain,
+                        outbox=bytes.fromhex(str(hub[1]["genesis_hash"])[2:]),
+                        bridge_account=bytes.fromhex(str(hub[1]["multisig"])[2:]),
+                        deployer_key=DEPLOYER_KEY,
+                    )
 
         archived = _archive_previous_run(state_dir)
         config_path = state_dir / CONFIG_FILE

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import trio
-from substrateinterface import Keypair, KeypairType
+from substrateinterface import Keypair
 
 from adapters.substrate import (
     AdapterError,
@@ -35,6 +35,7 @@ from adapters.substrate import (
     multisig_account,
 )
 from adapters.substrate.client import account_bytes
+from adapters.substrate.client import keypair_from_seed as client_keypair_from_seed
 
 __all__ = [
     "ASSET_ID",
@@ -46,8 +47,6 @@ __all__ = [
 
 ASSET_ID = 1
 """The wrapped token's ``Assets`` id on the devnet's Asset Hub."""
-
-_SEED_LEN = 32
 
 
 class SubstrateSetupError(RuntimeError):
@@ -61,9 +60,10 @@ def collection_id(origin_domain: int) -> int:
 
 def keypair_from_seed(seed: bytes) -> Keypair:
     """The sr25519 keypair of a 32-byte mini-secret seed (an attester's Substrate identity)."""
-    if len(seed) != _SEED_LEN:
-        raise SubstrateSetupError(f"an sr25519 seed must be {_SEED_LEN} bytes, got {len(seed)}")
-    return Keypair.create_from_seed(seed.hex(), crypto_type=KeypairType.SR25519)
+    try:
+        return client_keypair_from_seed(seed)
+    except ValueError as error:
+        raise SubstrateSetupError(str(error)) from None
 
 
 def _hex(data: bytes) -> str:

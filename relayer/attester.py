@@ -9,6 +9,13 @@ For every configured EVM origin, in a loop:
 3. if the count grew, sign ``(origin, outbox, root, count - 1)`` and publish it to the
    checkpoint store.
 
+For every Substrate origin, the attester scans the remarks of its final blocks itself
+(:func:`relayer.substrate_route.scan_remarks`: the same rules and nonces as the relayer's), keeps
+its own copy of the accumulator and signs it the same way, with the chain's genesis hash as the
+outbox. For every Substrate destination it holds an sr25519 key of the committee's multisig and
+approves the relayer's delivery proposals whose every message it finds under a root it signed
+itself (:func:`approve_deliveries`).
+
 Nothing here trusts a ``root()`` call, a log or the relayer. An attester never signs two roots
 for the same index (the store refuses, and the attester halts: that is a reorg below the
 finality policy, anchors.md T21 — an operator must look).
@@ -18,17 +25,44 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
 from adapters.errors import AdapterError
 from adapters.rpc import RpcError
 from light_clients.committee import Checkpoint, address_of, sign_checkpoint
+from light_clients.errors import VerificationError
+from light_clients.merkle import IncrementalMerkleTree
+from light_clients.message import decode_message, verify_message_inclusion
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
-from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError
-from relayer.endpoints import bytes32, open_evm
+from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError, SubstrateSettings
+from relayer.endpoints import open_evm
+from relayer.substrate_route import (
+    SCAN_CHUNK,
+    Proposal,
+    ProposalStore,
+    check_genesis,
+    delivery_calls,
+    escrow_routes,
+    final_header,
+    scan_remarks,
+    token_bridges,
+)
+
+if TYPE_CHECKING:
+    from substrateinterface import Keypair
+
+    from adapters.substrate.client import SubstrateClient
 
 log = logging.getLogger("passerelle.attester")
+
+MULTISIG_RACES = (
+    "Multisig.NoTimepoint",
+    "Multisig.UnexpectedTimepoint",
+    "Multisig.AlreadyApproved",
+)
+"""Errors of an approval that lost a race with another signatory's (harmless; re-read state)."""
 
 
 class AttesterState:
@@ -37,6 +71,9 @@ class AttesterState:
     def __init__(self) -> None:
         self.signed: dict[int, int] = {}  # origin → newest signed index
         self.errors = 0
+        self.skipped_remarks = 0
+        self.approvals = 0
+        self.executions = 0
 
 
 async def attest_origin(
@@ -48,10 +85,8 @@ async def attest_origin(
     poll: float = ATTESTER_POLL,
 ) -> None:
     """Follow one origin forever, signing each new final outbox state."""
-    signer = address_of(key)
-    outbox = bytes32(chain.contract("outbox"))
-    previous = store.latest_own(chain.domain, outbox, signer)
-    last_index = -1 if previous is None else previous.checkpoint.index
+    outbox = chain.outbox_id
+    last_index = _resume_index(store, chain, key)
     proven = b""  # hash of the last final header whose outbox state was proven
     async with open_evm(chain) as evm:
         while True:
@@ -67,29 +102,266 @@ async def attest_origin(
                 log.warning("origin %s: %s", chain.name, exc)
                 await trio.sleep(poll)
                 continue
-            index = outbox_state.count - 1
-            if index > last_index:
-                checkpoint = Checkpoint(
-                    origin=chain.domain, outbox=outbox, root=outbox_state.root, index=index
-                )
-                signed = SignedCheckpoint(
-                    checkpoint=checkpoint,
-                    signer=signer,
-                    signature=sign_checkpoint(key, checkpoint),
+            if outbox_state.count - 1 > last_index:
+                last_index = await _sign_newer(
+                    store,
+                    state,
+                    key,
+                    chain,
+                    Checkpoint(
+                        origin=chain.domain,
+                        outbox=outbox,
+                        root=outbox_state.root,
+                        index=outbox_state.count - 1,
+                    ),
+                    last_index=last_index,
                     block_number=header.number,
                     block_hash=header.hash,
                 )
-                await trio.to_thread.run_sync(store.publish, signed)  # writes and fsyncs
-                log.info(
-                    "origin %s: signed index %d root 0x%s at block %d",
-                    chain.name,
-                    index,
-                    outbox_state.root.hex(),
-                    header.number,
-                )
-                last_index = index
-                state.signed[chain.domain] = index
             await trio.sleep(poll)
+
+
+def _resume_index(store: CheckpointStore, chain: ChainConfig, key: bytes) -> int:
+    """The newest index this attester signed for ``chain`` (-1 if none): it never signs an
+    index twice, not even after a restart."""
+    previous = store.latest_own(chain.domain, chain.outbox_id, address_of(key))
+    return -1 if previous is None else previous.checkpoint.index
+
+
+async def _sign_newer(
+    store: CheckpointStore,
+    state: AttesterState,
+    key: bytes,
+    chain: ChainConfig,
+    checkpoint: Checkpoint,
+    *,
+    last_index: int,
+    block_number: int,
+    block_hash: bytes,
+) -> int:
+    """Sign and publish ``checkpoint`` if it is newer than ``last_index``; the new last index."""
+    if checkpoint.index <= last_index:
+        return last_index
+    signed = SignedCheckpoint(
+        checkpoint=checkpoint,
+        signer=address_of(key),
+        signature=sign_checkpoint(key, checkpoint),
+        block_number=block_number,
+        block_hash=block_hash,
+    )
+    await trio.to_thread.run_sync(store.publish, signed)  # writes and fsyncs
+    log.info(
+        "origin %s: signed index %d root 0x%s at block %d",
+        chain.name,
+        checkpoint.index,
+        checkpoint.root.hex(),
+        block_number,
+    )
+    state.signed[chain.domain] = checkpoint.index
+    return checkpoint.index
+
+
+async def attest_substrate_origin(
+    config: Config,
+    chain: ChainConfig,
+    key: bytes,
+    store: CheckpointStore,
+    state: AttesterState,
+    *,
+    poll: float = ATTESTER_POLL,
+) -> None:
+    """Follow one Substrate origin forever: rebuild its accumulator from the remarks of its
+    final blocks (from ``start_block``; nothing the relayer says is used) and sign each count."""
+    from adapters.substrate.client import SubstrateClient  # noqa: PLC0415 (heavy import)
+
+    outbox = chain.outbox_id
+    last_index = _resume_index(store, chain, key)
+    routes = escrow_routes(config, chain)
+    tree = IncrementalMerkleTree()
+    next_block = chain.start_block
+    async with SubstrateClient(chain.rpc[0]) as client:
+        await check_genesis(client, chain)
+        while True:
+            try:
+                final = await final_header(client, chain)
+                if final.number < next_block:
+                    await trio.sleep(poll)
+                    continue
+                end = min(final.number, next_block + SCAN_CHUNK - 1)
+                scan = await scan_remarks(
+                    client, chain, routes, range(next_block, end + 1), tree.count
+                )
+            except AdapterError as exc:
+                state.errors += 1
+                log.warning("origin %s: %s", chain.name, exc)
+                await trio.sleep(poll)
+                continue
+            state.skipped_remarks += len(scan.skipped)
+            for found in scan.messages:
+                tree.append(found.id)
+            next_block = end + 1
+            if tree.count and end == final.number:
+                checkpoint = Checkpoint(
+                    origin=chain.domain, outbox=outbox, root=tree.root(), index=tree.count - 1
+                )
+                last_index = await _sign_newer(
+                    store,
+                    state,
+                    key,
+                    chain,
+                    checkpoint,
+                    last_index=last_index,
+                    block_number=end,
+                    block_hash=scan.last_hash,
+                )
+            if end == final.number:
+                await trio.sleep(poll)
+
+
+async def approve_deliveries(
+    config: Config,
+    chain: ChainConfig,
+    key: bytes,
+    keypair: Keypair,
+    store: CheckpointStore,
+    *,
+    state: AttesterState,
+    poll: float = ATTESTER_POLL,
+) -> None:
+    """Approve (or, as the last signatory needed, execute) the relayer's delivery proposals for
+    the Substrate destination ``chain`` — only those this attester verified itself: it signed
+    the proposal's checkpoint, and every message is under that root and addressed here."""
+    from adapters.substrate.client import SubstrateClient  # noqa: PLC0415 (heavy import)
+
+    settings = chain.settings()
+    me = bytes(keypair.public_key)
+    if me not in settings.signatories:
+        raise ConfigError(f"attester substrate key 0x{me.hex()} is not a multisig signatory")
+    proposals = ProposalStore(config.checkpoint_store)
+    bridges = token_bridges(config)
+    done: set[str] = set()  # proposals this attester has nothing more to do for
+    async with SubstrateClient(chain.rpc[0]) as client:
+        await check_genesis(client, chain)
+        while True:
+            pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
+            for path, proposal in pending:
+                if path.name in done:
+                    continue
+                try:
+                    if not await trio.to_thread.run_sync(_signed_by, store, key, proposal):
+                        continue  # not a checkpoint this attester signed: others approve it
+                    _verify_proposal(config, chain, proposal)
+                    finished = await _act_on(
+                        client, chain, keypair, proposal, bridges=bridges, state=state
+                    )
+                except VerificationError as exc:
+                    log.error("proposal %s refused: %s", path.name, exc)
+                    finished = True
+                except (AdapterError, ConfigError) as exc:
+                    finished = False
+                    if any(race in str(exc) for race in MULTISIG_RACES):
+                        # Another attester approved or executed in between: read again.
+                        log.info("proposal %s: another signatory was first (%s)", path.name, exc)
+                        continue
+                    state.errors += 1
+                    log.warning("proposal %s: %s", path.name, exc)
+                if finished:
+                    done.add(path.name)
+            await trio.sleep(poll)
+
+
+def _signed_by(store: CheckpointStore, key: bytes, proposal: Proposal) -> bool:
+    """Did this attester sign exactly the proposal's checkpoint?"""
+    cp = proposal.checkpoint
+    signer = address_of(key)
+    return any(
+        s.signer == signer and s.checkpoint == cp
+        for s in store.signatures(cp.origin, cp.outbox, cp.index)
+    )
+
+
+def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> None:
+    """Every message under the (own) checkpoint, from the configured outbox, addressed here."""
+    cp = proposal.checkpoint
+    origin = config.chain(cp.origin)
+    for message, branch in zip(proposal.messages, proposal.branches, strict=True):
+        verify_message_inclusion(
+            message, cp, branch, local_domain=chain.domain, outbox=origin.outbox_id
+        )
+
+
+async def _act_on(
+    client: SubstrateClient,
+    chain: ChainConfig,
+    keypair: Keypair,
+    proposal: Proposal,
+    *,
+    bridges: dict[int, bytes],
+    state: AttesterState,
+) -> bool:
+    """Approve or execute ``proposal``'s batch; True once nothing is left for this attester."""
+    from adapters.substrate.multisig import (  # noqa: PLC0415 (heavy import)
+        approve,
+        execute,
+        executed_ok,
+        open_operation,
+    )
+
+    settings = chain.settings()
+    calls = []
+    for raw in proposal.messages:
+        for call in delivery_calls(decode_message(raw), settings, bridges):
+            calls.append(await client.compose(call.module, call.function, call.params))
+    batch = await client.compose("Utility", "batch_all", {"calls": calls})
+    me = bytes(keypair.public_key)
+    others = [s for s in settings.signatories if s != me]
+    operation = await open_operation(client, settings.multisig, batch.hash)
+    threshold = settings.multisig_threshold
+    if operation is None:
+        if await _already_delivered(client, settings, proposal):
+            return True
+        await approve(client, keypair, others, threshold, batch)
+        state.approvals += 1
+        log.info("proposal %s: opened the multisig operation", proposal.name)
+        return threshold == 1
+    if me in operation.approvals:
+        return False  # wait for the others (or for the proposal to be withdrawn)
+    if len(operation.approvals) + 1 < threshold:
+        await approve(client, keypair, others, threshold, batch, timepoint=operation.timepoint)
+        state.approvals += 1
+        return True
+    included = await execute(
+        client, keypair, others, threshold, batch, timepoint=operation.timepoint
+    )
+    ok, reason = executed_ok(included)
+    state.executions += 1
+    if ok:
+        log.info(
+            "proposal %s: delivered %d message(s) in block %d",
+            proposal.name,
+            len(proposal.messages),
+            included.block_number,
+        )
+    elif reason is not None and any(race in reason for race in MULTISIG_RACES):
+        log.info("proposal %s: another signatory executed it first", proposal.name)
+    else:
+        log.warning("proposal %s: the batch failed on chain: %s", proposal.name, reason)
+    return True
+
+
+async def _already_delivered(
+    client: SubstrateClient, settings: SubstrateSettings, proposal: Proposal
+) -> bool:
+    """Is any message of ``proposal`` delivered already (its replay-guard item exists)? Then
+    the batch would fail as a whole: leave it to the relayer to propose the rest again."""
+    for raw in proposal.messages:
+        message = decode_message(raw)
+        item = await client.query(
+            "Uniques", "Asset", [settings.collections[message.origin], message.nonce]
+        )
+        if item is not None:
+            return True
+    return False
 
 
 async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POLL) -> None:
@@ -104,7 +376,34 @@ async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POL
         raise ConfigError(f"attester {index} (0x{signer.hex()}) is not a committee member")
     store = CheckpointStore(config.checkpoint_store)
     state = AttesterState()
-    origins = [c for c in config.chains if c.kind == "evm" and "outbox" in c.contracts]
+    substrate_key = config.attester_substrate_keys[index]
     async with trio.open_nursery() as nursery:
-        for chain in origins:
-            nursery.start_soon(partial(attest_origin, chain, key, store, state, poll=poll))
+        for chain in config.chains:
+            if chain.kind == "evm" and "outbox" in chain.contracts:
+                nursery.start_soon(partial(attest_origin, chain, key, store, state, poll=poll))
+            elif chain.kind == "substrate":
+                nursery.start_soon(
+                    partial(attest_substrate_origin, config, chain, key, store, state, poll=poll)
+                )
+                if substrate_key is None:
+                    log.warning(
+                        "attester %d has no substrate_key: not approving deliveries to %s",
+                        index,
+                        chain.name,
+                    )
+                    continue
+                from adapters.substrate.client import keypair_from_seed  # noqa: PLC0415
+
+                keypair = keypair_from_seed(substrate_key.load())
+                nursery.start_soon(
+                    partial(
+                        approve_deliveries,
+                        config,
+                        chain,
+                        key,
+                        keypair,
+                        store,
+                        state=state,
+                        poll=poll,
+                    )
+                )

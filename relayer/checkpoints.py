@@ -105,19 +105,19 @@ class CheckpointStore:
                     f"already signed 0x{previous.checkpoint.root.hex()} (reorg below finality?)"
                 )
             return
-        _atomic_write(path, signed.to_json())
-        _atomic_write(lane / "latest" / f"0x{signed.signer.hex()}.json", signed.to_json())
+        atomic_write(path, signed.to_json())
+        atomic_write(lane / "latest" / f"0x{signed.signer.hex()}.json", signed.to_json())
 
     def latest_indices(self, origin: int, outbox: bytes) -> list[int]:
         """The newest index each signer has published, highest first."""
         latest = self._lane(origin, outbox) / "latest"
-        found = (self._read(p) for p in _json_files(latest))
+        found = (self._read(p) for p in json_files(latest))
         return sorted({s.checkpoint.index for s in found if s is not None}, reverse=True)
 
     def signatures(self, origin: int, outbox: bytes, index: int) -> list[SignedCheckpoint]:
         """Every readable signature published for ``index`` (unverified)."""
         folder = self._lane(origin, outbox) / f"{index:010d}"
-        return [s for s in (self._read(p) for p in _json_files(folder)) if s is not None]
+        return [s for s in (self._read(p) for p in json_files(folder)) if s is not None]
 
     def latest_own(self, origin: int, outbox: bytes, signer: bytes) -> SignedCheckpoint | None:
         """The newest checkpoint ``signer`` published (an attester resumes from it)."""
@@ -132,14 +132,16 @@ class CheckpointStore:
             return None
 
 
-def _json_files(folder: Path) -> Iterable[Path]:
+def json_files(folder: Path) -> Iterable[Path]:
+    """The ``.json`` files of ``folder``, sorted; none if it does not exist."""
     try:
         return sorted(p for p in folder.iterdir() if p.suffix == ".json")
     except FileNotFoundError:
         return []
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file, fsync it and rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:

@@ -119,15 +119,16 @@ def _dir_option(func: Any) -> Any:
 
 @cli.group()
 def devnet() -> None:
-    """Local chains: two anvil EVM chains with everything deployed (and Asset Hub on request)."""
+    """Local chains: two anvil EVM chains and Asset Hub (chopsticks), everything deployed."""
 
 
 @devnet.command("up")
 @_dir_option
 @click.option(
-    "--assethub",
-    is_flag=True,
-    help="Also start Rococo Asset Hub under chopsticks (the Substrate route is not wired yet).",
+    "--assethub/--no-assethub",
+    default=True,
+    show_default=True,
+    help="Also start Rococo Asset Hub under chopsticks (~8 s and ~280 MB more).",
 )
 def devnet_up(state_dir: Path, assethub: bool) -> int:
     """Start (or reuse) the devnet; print the path of its config TOML."""
@@ -258,7 +259,11 @@ async def _until_signal(fn: Any, *args: Any, **kwargs: Any) -> None:
 @click.option("--body", help="Message body (text). Default recipient: the destination's Ping.")
 @click.option("--count", type=click.IntRange(1, 10_000), default=1, show_default=True)
 @click.option("--token", "amount", type=click.IntRange(1), help="Bridge this many token units.")
-@click.option("--recipient", help="0x-address of the recipient (default: Ping, or yourself).")
+@click.option(
+    "--recipient",
+    help="0x-address (EVM) or 0x-account id (Substrate) of the recipient "
+    "(default: the Ping contract, or yourself).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 def send(  # noqa: PLR0917 - click passes every option positionally
     config_path: Path,
@@ -277,7 +282,9 @@ def send(  # noqa: PLR0917 - click passes every option positionally
     if (body is None) == (amount is None):
         raise click.UsageError("give exactly one of --body or --token")
     config = _load(config_path)
-    to = None if recipient is None else as_hex(recipient, "--recipient", size=20)
+    # An EVM address, or a Substrate account's 32-byte public key.
+    size = 32 if config.chain(destination).kind == "substrate" else 20
+    to = None if recipient is None else as_hex(recipient, "--recipient", size=size)
     if amount is not None:
         sent = trio.run(
             partial(client.send_tokens, config, origin, destination, amount, recipient=to)

@@ -28,8 +28,23 @@ key = "0x…"                            # only with devnet = true; else key_env
 [[attesters]]                          # the devnet's own attesters (an operator runs one)
 key_env = "PASSERELLE_ATTESTER_KEY"
 
+[[chains]]                             # a Substrate chain (DESIGN.md "Substrate origin …")
+name = "assethub"
+domain = 3
+kind = "substrate"
+rpc = ["ws://127.0.0.1:9944"]
+finality = "finalized"                 # GRANDPA-final heads; "devnet-instant" on chopsticks
+genesis_hash = "0x…"                   # the outbox id of this origin (checked against the node)
+multisig = "0x…"                       # the committee's pallet_multisig account: the inbox
+multisig_threshold = 2
+signatories = ["0x…", "0x…", "0x…"]    # the attesters' sr25519 accounts
+collections = { "1" = 1, "2" = 2 }     # EVM origin domain -> Uniques collection (replay guard)
+asset_id = 1                           # the wrapped token (Assets pallet), issued by the multisig
+asset_home = { domain = 1, token = "0x…" }   # the EVM token it wraps
+
 [client]                               # who `passerelle send` sends as
 key_file = "sender.key"
+substrate_key_file = "sender.seed"     # sr25519 seed; substrate_uri = "//Alice" on a devnet
 ```
 """
 
@@ -53,6 +68,7 @@ ATTESTER_POLL = 0.25
 RELAY_POLL = 0.2
 RELAY_BATCH_SIZE = 100  # messages per delivery tx (~5 M gas used, ~6.9 M limit: 4 per 30 M block)
 RELAY_MAX_INFLIGHT = 4  # delivery transactions in flight per destination
+SUBSTRATE_BATCH_SIZE = 25  # messages per multisig batch_all (two calls each, ~1/10 of a block)
 FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
 
 
@@ -90,6 +106,31 @@ class FinalityPolicy:
 
 
 @dataclass(frozen=True)
+class SubstrateSettings:
+    """What a Substrate chain needs beyond an endpoint: its identity, the committee's multisig
+    (the inbox: DESIGN.md "Substrate origin and destination"), the replay-guard collections and
+    the wrapped asset."""
+
+    genesis_hash: bytes
+    """The chain's identity and, as an origin, its outbox id in checkpoints."""
+    multisig: bytes
+    multisig_threshold: int
+    signatories: tuple[bytes, ...]
+    """The multisig's sr25519 accounts (ascending), one per attester."""
+    collections: Mapping[int, int]
+    """EVM origin domain → the Uniques collection whose item ``nonce`` marks delivery."""
+    asset_id: int | None = None
+    asset_home_domain: int | None = None
+    asset_home_token: bytes | None = None
+    """The EVM token (20 bytes) the wrapped asset represents, on ``asset_home_domain``."""
+
+    @property
+    def bridge_account(self) -> bytes:
+        """Where wrapped assets go back to, and the recipient of token messages: the multisig."""
+        return self.multisig
+
+
+@dataclass(frozen=True)
 class ChainConfig:
     """One chain Passerelle reads from or delivers to."""
 
@@ -101,7 +142,31 @@ class ChainConfig:
     chain_id: int | None = None
     contracts: Mapping[str, bytes] = field(default_factory=dict)
     start_block: int = 0
-    extra: Mapping[str, Any] = field(default_factory=dict)
+    substrate: SubstrateSettings | None = None
+
+    @property
+    def outbox_id(self) -> bytes:
+        """The 32-byte outbox of this origin in checkpoints: the Outbox contract, left-padded,
+        or a Substrate chain's genesis hash. ConfigError if it is no origin."""
+        if self.substrate is not None:
+            return self.substrate.genesis_hash
+        return self.contract("outbox").rjust(32, b"\0")
+
+    @property
+    def is_origin(self) -> bool:
+        """Does this chain send messages (an Outbox contract, or any Substrate chain)?"""
+        return self.substrate is not None or "outbox" in self.contracts
+
+    @property
+    def is_destination(self) -> bool:
+        """Can this chain receive messages (an Inbox contract, or a Substrate multisig)?"""
+        return self.substrate is not None or "inbox" in self.contracts
+
+    def settings(self) -> SubstrateSettings:
+        """The Substrate settings; ConfigError for an EVM chain."""
+        if self.substrate is None:
+            raise ConfigError(f"chain {self.name!r} is not a Substrate chain")
+        return self.substrate
 
     def contract(self, name: str) -> bytes:
         """The address of a deployed contract, or ConfigError naming what is missing."""
@@ -154,6 +219,10 @@ class Config:
     attester_keys: tuple[KeySource, ...]
     attester_substrate_keys: tuple[KeySource | None, ...]
     client_key: KeySource | None
+    client_substrate_key: KeySource | None
+    """The sr25519 seed `passerelle send` signs Substrate extrinsics with."""
+    client_substrate_uri: str | None
+    """Or a development URI such as ``//Alice`` (devnet only)."""
     raw: Mapping[str, Any]
 
     def chain(self, key: str | int) -> ChainConfig:
@@ -212,6 +281,8 @@ def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
         if key in ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
     }
     chain_id = obj.get("chain_id")
+    if kind == "substrate" and contracts:
+        raise FieldError(f"{where}: a Substrate chain has no contracts ({sorted(contracts)})")
     return ChainConfig(
         name=name,
         domain=as_int(require(obj, "domain"), f"{where}.domain", hi=U32_MAX),
@@ -221,7 +292,44 @@ def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
         chain_id=None if chain_id is None else as_int(chain_id, f"{where}.chain_id"),
         contracts=contracts,
         start_block=as_int(obj.get("start_block", 0), f"{where}.start_block"),
-        extra={k: v for k, v in obj.items() if k not in contracts},
+        substrate=_substrate_settings(obj, where) if kind == "substrate" else None,
+    )
+
+
+def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings:
+    signatories = tuple(
+        as_hex(s, f"{where}.signatories", size=32)
+        for s in as_list(require(obj, "signatories"), f"{where}.signatories")
+    )
+    if list(signatories) != sorted(set(signatories)):
+        raise FieldError(f"{where}.signatories must be distinct and ascending")
+    threshold = as_int(require(obj, "multisig_threshold"), f"{where}.multisig_threshold")
+    if not 1 <= threshold <= len(signatories):
+        raise FieldError(f"{where}.multisig_threshold must be in 1..{len(signatories)}")
+    collections_obj = as_object(obj.get("collections", {}), f"{where}.collections")
+    collections: dict[int, int] = {}
+    for origin, collection in collections_obj.items():
+        if not str(origin).isdigit() or int(origin) > U32_MAX:
+            raise FieldError(f"{where}.collections: {origin!r} is not a domain")
+        collections[int(origin)] = as_int(collection, f"{where}.collections.{origin}", hi=U32_MAX)
+    home = obj.get("asset_home")
+    home_obj = None if home is None else as_object(home, f"{where}.asset_home")
+    asset_id = obj.get("asset_id")
+    if (home_obj is None) != (asset_id is None):
+        raise FieldError(f"{where}: asset_id and asset_home go together")
+    return SubstrateSettings(
+        genesis_hash=as_hex(require(obj, "genesis_hash"), f"{where}.genesis_hash", size=32),
+        multisig=as_hex(require(obj, "multisig"), f"{where}.multisig", size=32),
+        multisig_threshold=threshold,
+        signatories=signatories,
+        collections=collections,
+        asset_id=None if asset_id is None else as_int(asset_id, f"{where}.asset_id", hi=U32_MAX),
+        asset_home_domain=None
+        if home_obj is None
+        else as_int(require(home_obj, "domain"), f"{where}.asset_home.domain", hi=U32_MAX),
+        asset_home_token=None
+        if home_obj is None
+        else as_hex(require(home_obj, "token"), f"{where}.asset_home.token", size=20),
     )
 
 
@@ -280,6 +388,14 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
         if client is None
         else _required_key(as_object(client, "client"), "client", devnet, base)
     )
+    client_obj = None if client is None else as_object(client, "client")
+    client_substrate_uri = None
+    if client_obj is not None and "substrate_uri" in client_obj:
+        if not devnet:
+            raise ConfigError(
+                "client.substrate_uri (a development key) is refused outside a devnet"
+            )
+        client_substrate_uri = str(client_obj["substrate_uri"])
     attester_tables = [
         (as_object(a, f"attesters[{i}]"), f"attesters[{i}]")
         for i, a in enumerate(as_list(raw.get("attesters", []), "attesters"))
@@ -301,5 +417,9 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
         attester_keys=attesters,
         attester_substrate_keys=substrate_keys,
         client_key=client_key,
+        client_substrate_key=None
+        if client_obj is None
+        else _key_source(client_obj, "client", devnet, base, name="substrate_key"),
+        client_substrate_uri=client_substrate_uri,
         raw=raw,
     )

@@ -1050,6 +1050,18 @@ class _Operations:
                 counts[MessageStatus(status)] = count
         return counts
 
+    def last_before_block(self, origin: int, block_number: int) -> MessageRecord | None:
+        """The highest-nonce message of ``origin`` seen in a block below ``block_number``."""
+        query = (
+            select(MessageRecord)
+            .where(MessageRecord.origin == origin)
+            .where(col(MessageRecord.source_block_number) < block_number)
+            .order_by(col(MessageRecord.nonce).desc())
+            .limit(1)
+        )
+        with self._reading() as session:
+            return session.exec(query).first()
+
     def messages(
         self,
         *,

@@ -26,7 +26,7 @@ import logging
 import signal
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -38,20 +38,23 @@ from adapters.errors import AdapterError
 from adapters.evm.chain import DispatchEvent, EvmChain, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine, TxError, TxReverted
 from adapters.rpc import EndpointHealth, RpcCallError, RpcError
+from adapters.substrate.client import SubstrateClient
 from light_clients.committee import Checkpoint, recover_signer, verify_attestation
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
-from light_clients.message import verify_message_inclusion
+from light_clients.message import decode_message, verify_message_inclusion
+from light_clients.substrate.remark import EscrowRoute
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
 from relayer.config import (
     RELAY_BATCH_SIZE,
     RELAY_MAX_INFLIGHT,
     RELAY_POLL,
+    SUBSTRATE_BATCH_SIZE,
     ChainConfig,
     Config,
 )
-from relayer.endpoints import bytes32, open_evm
+from relayer.endpoints import open_evm
 from relayer.ledger import (
     DiscoveredMessage,
     Ledger,
@@ -62,6 +65,17 @@ from relayer.ledger import (
     TxStatus,
 )
 from relayer.metrics import render, serve_metrics
+from relayer.substrate_route import SCAN_CHUNK as SUBSTRATE_SCAN_CHUNK
+from relayer.substrate_route import (
+    Proposal,
+    ProposalStore,
+    check_genesis,
+    collection_of,
+    escrow_routes,
+    final_header,
+    new_proposal,
+    scan_remarks,
+)
 
 log = logging.getLogger("passerelle.relayer")
 T = TypeVar("T")
@@ -101,6 +115,8 @@ class RelayerMetrics:
     already_delivered: int = 0
     handle_failed: int = 0
     dry_run_failures: int = 0
+    skipped_remarks: int = 0
+    proposals: int = 0
     rpc_errors: int = 0
     gas_used: int = 0
     fees_paid: int = 0
@@ -143,9 +159,9 @@ class Relayer:
     def _load_lanes(self) -> None:
         """Rebuild each origin's accumulator from the ledger (gapless by construction)."""
         for chain in self.config.chains:
-            if "outbox" not in chain.contracts:
+            if not chain.is_origin:
                 continue
-            lane = Lane(chain=chain, outbox=bytes32(chain.contract("outbox")))
+            lane = Lane(chain=chain, outbox=chain.outbox_id)
             after: tuple[int, int] | None = None
             while True:
                 page = self.ledger.messages(origin=chain.domain, after=after, limit=5_000)
@@ -172,13 +188,18 @@ class Relayer:
             log.info(
                 "relaying: origins %s, destinations %s",
                 [lane.chain.name for lane in self.lanes.values()],
-                [c.name for c in self.config.chains if "inbox" in c.contracts],
+                [c.name for c in self.config.chains if c.is_destination],
             )
             for lane in self.lanes.values():
-                nursery.start_soon(self._scan_loop, lane)
+                if lane.chain.kind == "substrate":
+                    nursery.start_soon(self._scan_substrate_loop, lane)
+                else:
+                    nursery.start_soon(self._scan_loop, lane)
                 nursery.start_soon(self._collect_loop, lane)
             for chain in self.config.chains:
-                if "inbox" in chain.contracts:
+                if chain.kind == "substrate":
+                    nursery.start_soon(self._deliver_substrate_loop, chain)
+                elif "inbox" in chain.contracts:
                     nursery.start_soon(self._deliver_loop, chain)
 
     async def metrics_text(self) -> str:
@@ -212,19 +233,26 @@ class Relayer:
                 if caught_up:
                     await trio.sleep(self.poll)
 
-    async def _scan_once(self, lane: Lane, evm: EvmChain) -> bool:
-        """Scan the next chunk of final blocks; True when there is nothing left to scan."""
-        domain = lane.chain.domain
-        cursor = await self._db(self.ledger.get_cursor, domain)
+    async def _resume_point(
+        self, lane: Lane, block_hash: Callable[[int], Awaitable[bytes | None]]
+    ) -> int:
+        """The next block to scan; RouteHalted if the last block scanned is no longer canonical
+        (a reorg below the finality policy: nothing recorded may be trusted to stand)."""
+        cursor = await self._db(self.ledger.get_cursor, lane.chain.domain)
         next_block = lane.chain.start_block if cursor is None else cursor.next_block
         if cursor is not None and cursor.last_block_hash and next_block > 0:
-            canonical = await evm.block_hash(next_block - 1)
+            canonical = await block_hash(next_block - 1)
             if canonical is not None and "0x" + canonical.hex() != cursor.last_block_hash:
                 raise RouteHalted(
                     f"origin {lane.chain.name}: block {next_block - 1} changed after it was final "
                     f"({cursor.last_block_hash} → 0x{canonical.hex()}); the finality policy "
                     f"{lane.chain.finality} was violated, not resuming"
                 )
+        return next_block
+
+    async def _scan_once(self, lane: Lane, evm: EvmChain) -> bool:
+        """Scan the next chunk of final blocks; True when there is nothing left to scan."""
+        next_block = await self._resume_point(lane, evm.block_hash)
         final = await evm.final_header()
         if final.number < next_block:
             return True
@@ -232,11 +260,66 @@ class Relayer:
         events = await evm.dispatches(lane.outbox, next_block, end)
         end_hash = final.hash if end == final.number else await evm.block_hash(end)
         self._check_gapless(lane, events)
-        await self._db(self._record_scan, lane, events, end, end_hash)
+        found = [
+            DiscoveredMessage(
+                message=e.raw,
+                block_number=e.block.number,
+                block_hash=e.block.hash,
+                tx_hash=e.tx_hash,
+                log_index=e.log_index,
+            )
+            for e in events
+        ]
+        await self._db(self._record_scan, lane, found, end, end_hash)
         for event in events:
             lane.tree.append(event.id)
         self.metrics.scanned_blocks += end - next_block + 1
         self.metrics.discovered += len(events)
+        return end == final.number
+
+    async def _scan_substrate_loop(self, lane: Lane) -> None:
+        async with SubstrateClient(lane.chain.rpc[0]) as client:
+            await check_genesis(client, lane.chain)
+            routes = escrow_routes(self.config, lane.chain)
+            while True:
+                try:
+                    caught_up = await self._scan_substrate_once(lane, client, routes)
+                except AdapterError as exc:
+                    self.metrics.rpc_errors += 1
+                    log.warning("scan %s: %s", lane.chain.name, exc)
+                    caught_up = True
+                if caught_up:
+                    await trio.sleep(self.poll)
+
+    async def _scan_substrate_once(
+        self, lane: Lane, client: SubstrateClient, routes: Sequence[EscrowRoute]
+    ) -> bool:
+        """Scan the next chunk of final Substrate blocks for remarks (the attesters' rules and
+        nonces: :func:`relayer.substrate_route.scan_remarks`)."""
+        next_block = await self._resume_point(lane, client.block_hash)
+        final = await final_header(client, lane.chain)
+        if final.number < next_block:
+            return True
+        end = min(final.number, next_block + SUBSTRATE_SCAN_CHUNK - 1)
+        scan = await scan_remarks(
+            client, lane.chain, routes, range(next_block, end + 1), lane.tree.count
+        )
+        found = [
+            DiscoveredMessage(
+                message=m.raw,
+                block_number=m.block_number,
+                block_hash=m.block_hash,
+                tx_hash=m.extrinsic_hash,
+                log_index=m.extrinsic_index,
+            )
+            for m in scan.messages
+        ]
+        await self._db(self._record_scan, lane, found, end, scan.last_hash)
+        for message in scan.messages:
+            lane.tree.append(message.id)
+        self.metrics.scanned_blocks += end - next_block + 1
+        self.metrics.discovered += len(scan.messages)
+        self.metrics.skipped_remarks += len(scan.skipped)
         return end == final.number
 
     @staticmethod
@@ -252,22 +335,18 @@ class Relayer:
             expected += 1
 
     def _record_scan(
-        self, lane: Lane, events: Sequence[DispatchEvent], end: int, end_hash: bytes | None
+        self,
+        lane: Lane,
+        found: Sequence[DiscoveredMessage],
+        end: int,
+        end_hash: bytes | None,
     ) -> None:
-        routed = {c.domain for c in self.config.chains if "inbox" in c.contracts}
+        routed = {c.domain for c in self.config.chains if c.is_destination}
+        destinations = {keccak256(d.message): decode_message(d.message).destination for d in found}
         with self.ledger.atomic() as batch:
-            batch.record_discovered(
-                DiscoveredMessage(
-                    message=e.raw,
-                    block_number=e.block.number,
-                    block_hash=e.block.hash,
-                    tx_hash=e.tx_hash,
-                    log_index=e.log_index,
-                )
-                for e in events
-            )
-            final = [e.id for e in events if e.message.destination in routed]
-            unrouted = [e.id for e in events if e.message.destination not in routed]
+            batch.record_discovered(found)
+            final = [i for i, dest in destinations.items() if dest in routed]
+            unrouted = [i for i, dest in destinations.items() if dest not in routed]
             batch.transition(final, MessageStatus.FINAL)
             if unrouted:
                 batch.transition(
@@ -494,25 +573,12 @@ class Relayer:
                 reason="already delivered on chain",
             )
             self.metrics.already_delivered += len(already)
-        sendable, messages, branches = [], [], []
-        for record in group:
-            if record.id in already:
-                continue
-            branch = lane.tree.proof(record.nonce, checkpoint.index + 1)
-            try:
-                verify_message_inclusion(
-                    record.message,
-                    checkpoint,
-                    branch,
-                    local_domain=chain.domain,
-                    outbox=lane.outbox,
-                )
-            except VerificationError as exc:
-                await self._fail([record.id], f"light client rejected it: {exc}", [record])
-                continue
-            sendable.append(record)
-            messages.append(record.message)
-            branches.append(list(branch))
+        proven = await self._proven(
+            chain, lane, checkpoint, [r for r in group if r.id not in already]
+        )
+        sendable = [record for record, _ in proven]
+        messages = [record.message for record in sendable]
+        branches = [list(branch) for _, branch in proven]
         if not sendable:
             return None
         calldata = PROCESS + abi_encode(
@@ -682,6 +748,135 @@ class Relayer:
             ]
             if still:
                 batch.transition(still, MessageStatus.ATTESTED, reason="transaction dropped")
+
+    # ------------------------------------------------------------------ Substrate delivery
+
+    async def _deliver_substrate_loop(self, chain: ChainConfig) -> None:
+        """Deliver to a Substrate chain through the committee's multisig: propose batches (the
+        attesters approve and execute them), and record what the chain shows delivered."""
+        proposals = ProposalStore(self.config.checkpoint_store)
+        async with SubstrateClient(chain.rpc[0]) as client:
+            await check_genesis(client, chain)
+            while True:
+                try:
+                    await self._deliver_substrate_once(chain, client, proposals)
+                except AdapterError as exc:
+                    self.metrics.rpc_errors += 1
+                    log.warning("deliver to %s: %s", chain.name, exc)
+                await trio.sleep(self.poll)
+
+    async def _delivered_items(
+        self, client: SubstrateClient, chain: ChainConfig, messages: Sequence[bytes]
+    ) -> list[bool]:
+        """For each message, does its replay-guard item exist on ``chain`` (it was delivered)?"""
+        settings = chain.settings()
+        found = []
+        for raw in messages:
+            message = decode_message(raw)
+            item = await client.query(
+                "Uniques", "Asset", [collection_of(settings, message.origin), message.nonce]
+            )
+            found.append(item is not None)
+        return found
+
+    async def _mark_delivered_on(
+        self, chain: ChainConfig, messages: Sequence[bytes], flags: Sequence[bool]
+    ) -> None:
+        ids = ["0x" + keccak256(m).hex() for m, flag in zip(messages, flags, strict=True) if flag]
+        if ids:
+            await self._db(
+                self.ledger.transition,
+                ids,
+                MessageStatus.DELIVERED,
+                reason=f"delivered on {chain.name}: its Uniques replay-guard item exists",
+            )
+            self.metrics.delivered += len(ids)
+
+    async def _deliver_substrate_once(
+        self, chain: ChainConfig, client: SubstrateClient, proposals: ProposalStore
+    ) -> None:
+        outstanding = await trio.to_thread.run_sync(proposals.pending, chain.domain)
+        proposed: set[str] = set()
+        for path, proposal in outstanding:
+            flags = await self._delivered_items(client, chain, proposal.messages)
+            await self._mark_delivered_on(chain, proposal.messages, flags)
+            if any(flags):  # done, or partly delivered elsewhere: its batch can no longer pass
+                await trio.to_thread.run_sync(proposals.remove, path)
+            elif time.time() - proposal.created > self.confirm_timeout:
+                log.warning("proposal %s not executed in time; proposing again", path.name)
+                await trio.to_thread.run_sync(proposals.remove, path)
+            else:
+                proposed.update("0x" + keccak256(m).hex() for m in proposal.messages)
+        records = await self._db(
+            self.ledger.by_status,
+            MessageStatus.ATTESTED,
+            SUBSTRATE_BATCH_SIZE * self.max_inflight + len(proposed),
+            destination=chain.domain,
+        )
+        by_origin: dict[int, list[MessageRecord]] = defaultdict(list)
+        for record in records:
+            if record.id not in proposed:
+                by_origin[record.origin].append(record)
+        for origin, group in by_origin.items():
+            flags = await self._delivered_items(client, chain, [r.message for r in group])
+            await self._mark_delivered_on(chain, [r.message for r in group], flags)
+            todo = [r for r, flag in zip(group, flags, strict=True) if not flag]
+            for start in range(0, len(todo), SUBSTRATE_BATCH_SIZE):
+                fresh = await self._propose(
+                    chain, self.lanes[origin], todo[start : start + SUBSTRATE_BATCH_SIZE]
+                )
+                if fresh is not None:
+                    await trio.to_thread.run_sync(proposals.publish, fresh)
+                    self.metrics.proposals += 1
+                    log.info(
+                        "proposed %d message(s) from %s to %s",
+                        len(fresh.messages),
+                        self.lanes[origin].chain.name,
+                        chain.name,
+                    )
+
+    async def _propose(
+        self, chain: ChainConfig, lane: Lane, group: Sequence[MessageRecord]
+    ) -> Proposal | None:
+        """A proposal for ``group`` under the lane's newest stored checkpoint, each message
+        passed through the light client first (as the attesters will check it)."""
+        checkpoint, signatures = await self._db(self._checkpoint_for, lane)
+        verify_attestation(self.config.committee, checkpoint, signatures)  # the gate
+        proven = await self._proven(chain, lane, checkpoint, group)
+        if not proven:
+            return None
+        return new_proposal(
+            chain.domain,
+            checkpoint,
+            [record.message for record, _ in proven],
+            [branch for _, branch in proven],
+        )
+
+    async def _proven(
+        self,
+        chain: ChainConfig,
+        lane: Lane,
+        checkpoint: Checkpoint,
+        records: Sequence[MessageRecord],
+    ) -> list[tuple[MessageRecord, Sequence[bytes]]]:
+        """Each record with its branch under ``checkpoint``, checked exactly as the destination
+        will check it; one that fails is recorded as failed with the reason, and left out."""
+        proven: list[tuple[MessageRecord, Sequence[bytes]]] = []
+        for record in records:
+            branch = lane.tree.proof(record.nonce, checkpoint.index + 1)
+            try:
+                verify_message_inclusion(
+                    record.message,
+                    checkpoint,
+                    branch,
+                    local_domain=chain.domain,
+                    outbox=lane.outbox,
+                )
+            except VerificationError as exc:
+                await self._fail([record.id], f"light client rejected it: {exc}", [record])
+                continue
+            proven.append((record, branch))
+        return proven
 
 
 @dataclass(frozen=True)

@@ -113,11 +113,13 @@ def running(config: Path, logs: Path) -> Iterator[Procs]:
         procs.stop_all()
 
 
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Body of a module-scoped fixture: a fresh devnet, its config path, ``down`` at the end."""
+def devnet(tmp_path_factory: pytest.TempPathFactory, *, assethub: bool = False) -> Iterator[Path]:
+    """Body of a module-scoped fixture: a fresh devnet, its config path, ``down`` at the end.
+
+    Without ``assethub`` only the two anvil chains run (the EVM route's tests need no more)."""
     state = tmp_path_factory.mktemp("devnet")
     try:
-        yield manager.up(state)
+        yield manager.up(state, assethub=assethub)
     finally:
         manager.down(state)
 

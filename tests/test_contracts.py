@@ -9,7 +9,8 @@ call sent as a transaction must be mined with status 0.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -26,7 +27,8 @@ from web3.logs import DISCARD
 from web3.types import RPCEndpoint, TxParams, TxReceipt
 
 from adapters.evm.contracts import artifact_names, load_artifact
-from devnet.anvil import DEV_ADDRESSES, AnvilProcess
+from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
+from devnet.evm import DeployError, EvmDeployment, deploy_evm_chain, link_substrate_remote
 from light_clients.committee import SECP256K1_N, Checkpoint, address_of, sign_checkpoint
 from light_clients.ethereum.state import parse_get_proof, verify_get_proof
 from light_clients.hashing import keccak256
@@ -896,6 +898,255 @@ def test_bridge_admin_is_owner_only(w3: Web3) -> None:
     assert_rejected(
         bridge.registerWrappedToken(B, pad(token.address), wrapped.address), "AlreadyRegistered"
     )
+
+
+# --------------------------------------------------------------------------- escrow remotes
+
+# An escrow remote stands for a chain without contracts (Asset Hub): its "bridge" is an escrow
+# account (a 32-byte AccountId32, no EVM address), and a token return is a message whose sender
+# is whoever signed the remark. Domain B's Outbox plays that chain's remarks here: the Inbox
+# checks exactly the same things whatever the origin chain is.
+ESCROW_ACCOUNT = keccak256(b"passerelle test escrow account")
+SUBSTRATE_USER = keccak256(b"passerelle test substrate user")
+MINT, UNLOCK = 1, 2
+
+
+def token_body(action: int, home_token: bytes, amount: int, recipient: bytes) -> bytes:
+    return abi_encode(
+        ["uint8", "bytes32", "uint256", "bytes32"], [action, home_token, amount, recipient]
+    )
+
+
+@contextmanager
+def impersonating(w3: Web3, address: str) -> Iterator[str]:
+    """Send transactions as ``address`` (e.g. an Inbox calling ``handle``)."""
+    w3.provider.make_request(RPCEndpoint("anvil_impersonateAccount"), [address])
+    w3.provider.make_request(RPCEndpoint("anvil_setBalance"), [address, hex(10**18)])
+    try:
+        yield address
+    finally:
+        w3.provider.make_request(RPCEndpoint("anvil_stopImpersonatingAccount"), [address])
+
+
+def unlock_from(source: Side, target: Side, sender: str, token: Contract, amount: int) -> bytes:
+    """``sender`` posts an UNLOCK of ``amount`` to ``target``'s bridge; return the message."""
+    message, _ = source.lane.dispatch(
+        target.domain,
+        pad(target.bridge.address),
+        token_body(UNLOCK, pad(token.address), amount, pad(sender)),
+        sender=sender,
+    )
+    return message
+
+
+def failures(side: Side, receipt: TxReceipt) -> list[tuple[str, tuple[Any, ...]]]:
+    return [decode_error(f["reason"]) for f in events(side.inbox, "HandleFailed", receipt)]
+
+
+def test_escrow_remote_unlocks_from_any_sender_up_to_what_was_locked(w3: Web3) -> None:
+    home, remote = make_bridge_pair(w3)
+    bridge = home.bridge.functions
+    send(bridge.setRemote(B, ESCROW_ACCOUNT))
+    send(bridge.setEscrowRemote(B, True))
+    send(bridge.setRemote(C, pad(ATTACKER)))  # another route, with tokens of its own locked
+    token = deploy(w3, "TestToken", "Test", "TST", 18)
+    send(bridge.registerHomeToken(token.address, B))
+    send(bridge.registerHomeToken(token.address, C))
+    send(token.functions.mint(USER, 1000), sender=USER)
+    send(token.functions.approve(home.bridge.address, 2**256 - 1), sender=USER)
+
+    # Toward an escrow remote nothing changes: lock here, MINT addressed to the escrow account.
+    receipt = send(bridge.transferRemote(token.address, 300, B, SUBSTRATE_USER), sender=USER)
+    sent = Message.decode(home.lane.record(receipt))
+    assert (sent.destination, sent.recipient) == (B, ESCROW_ACCOUNT)
+    assert sent.body == token_body(MINT, pad(token.address), 300, SUBSTRATE_USER)
+    home.lane.record(send(bridge.transferRemote(token.address, 200, C, pad(USER)), sender=USER))
+    assert bridge.locked(token.address, B).call() == 300
+    assert bridge.locked(token.address, C).call() == 200
+
+    # A return signed by a user, not by the escrow account, is accepted.
+    unlock_from(remote, home, OTHER_USER, token, 120)
+    receipt = relay(remote, home, [0])
+    assert failures(home, receipt) == []
+    assert events(home.bridge, "TransferReceived", receipt) == [
+        {"origin": B, "token": token.address, "recipient": OTHER_USER, "amount": 120}
+    ]
+    assert token.functions.balanceOf(OTHER_USER).call() == 120
+    assert bridge.locked(token.address, B).call() == 180
+    # Any 32-byte sender (an AccountId32), as the Inbox would pass it.
+    with impersonating(w3, home.inbox.address) as inbox:
+        send(
+            bridge.handle(B, SUBSTRATE_USER, token_body(UNLOCK, pad(token.address), 30, pad(USER))),
+            sender=inbox,
+        )
+    assert token.functions.balanceOf(USER).call() == 1000 - 300 - 200 + 30
+    assert bridge.locked(token.address, B).call() == 150
+
+    # One more than what is left locked towards B fails, though the bridge holds 350.
+    unlock_from(remote, home, USER, token, 151)
+    receipt = relay(remote, home, [1])
+    assert failures(home, receipt) == [("InsufficientLocked", (token.address, B, 150, 151))]
+    assert token.functions.balanceOf(home.bridge.address).call() == 350
+    # Exactly what is left succeeds; after that B can release nothing, C's 200 stay locked.
+    unlock_from(remote, home, ATTACKER, token, 150)
+    unlock_from(remote, home, ATTACKER, token, 1)
+    receipt = relay(remote, home, [2, 3])
+    assert failures(home, receipt) == [("InsufficientLocked", (token.address, B, 0, 1))]
+    assert token.functions.balanceOf(ATTACKER).call() == 150
+    assert bridge.locked(token.address, B).call() == 0
+    assert bridge.locked(token.address, C).call() == 200
+    assert token.functions.balanceOf(home.bridge.address).call() == 200
+
+
+def test_escrow_remote_cannot_mint(w3: Web3) -> None:
+    home, remote = make_bridge_pair(w3)
+    # Home of the token is B: its bridge locks it and sends MINT to A, whose wrapped token is
+    # properly registered, so the escrow flag is the only reason to refuse.
+    token = deploy(w3, "TestToken", "Test", "TST", 18)
+    wrapped = deploy(w3, "WrappedToken", "Wrapped Test", "wTST", 18, home.bridge.address)
+    send(remote.bridge.functions.registerHomeToken(token.address, A))
+    send(home.bridge.functions.registerWrappedToken(B, pad(token.address), wrapped.address))
+    receipt = send(home.bridge.functions.setEscrowRemote(B, True))
+    assert events(home.bridge, "EscrowRemoteSet", receipt) == [{"domain": B, "escrow": True}]
+    send(token.functions.mint(USER, 100), sender=USER)
+    send(token.functions.approve(remote.bridge.address, 100), sender=USER)
+    receipt = send(
+        remote.bridge.functions.transferRemote(token.address, 100, A, pad(USER)), sender=USER
+    )
+    from_bridge = remote.lane.record(receipt)
+    forged, _ = remote.lane.dispatch(
+        A,
+        pad(home.bridge.address),
+        token_body(MINT, pad(token.address), 10**24, pad(ATTACKER)),
+        sender=ATTACKER,
+    )
+    receipt = relay(remote, home, [0, 1])
+    assert failures(home, receipt) == [("MintFromEscrowRemote", (B,))] * 2
+    assert wrapped.functions.totalSupply().call() == 0
+    assert_rejected(home.inbox.functions.retry(from_bridge), "MintFromEscrowRemote")
+
+    # Once B is an ordinary remote again, its bridge's MINT goes through, the forgery does not.
+    receipt = send(home.bridge.functions.setEscrowRemote(B, False))
+    assert events(home.bridge, "EscrowRemoteSet", receipt) == [{"domain": B, "escrow": False}]
+    send(home.inbox.functions.retry(from_bridge), sender=OTHER_USER)
+    assert wrapped.functions.balanceOf(USER).call() == 100
+    assert_rejected(home.inbox.functions.retry(forged), "UnknownSender")
+    assert wrapped.functions.totalSupply().call() == 100
+
+
+def test_set_escrow_remote_is_owner_only_and_not_for_the_local_domain(w3: Web3) -> None:
+    home, _remote = make_bridge_pair(w3)
+    bridge = home.bridge.functions
+    assert assert_rejected(bridge.setEscrowRemote(B, True), "NotOwner", sender=ATTACKER) == (
+        ATTACKER,
+    )
+    assert assert_rejected(bridge.setEscrowRemote(A, True), "DomainIsLocal") == (A,)
+    assert assert_rejected(bridge.setEscrowRemote(A, False), "DomainIsLocal") == (A,)
+    assert not bridge.escrowRemote(B).call()
+    assert not bridge.escrowRemote(A).call()
+    receipt = send(bridge.setEscrowRemote(C, True))
+    assert events(home.bridge, "EscrowRemoteSet", receipt) == [{"domain": C, "escrow": True}]
+    assert bridge.escrowRemote(C).call()
+    assert not bridge.escrowRemote(B).call()
+    send(bridge.transferOwnership(OTHER_USER))
+    assert_rejected(bridge.setEscrowRemote(C, False), "NotOwner")
+    send(bridge.setEscrowRemote(C, False), sender=OTHER_USER)
+    assert not bridge.escrowRemote(C).call()
+
+
+def test_non_escrow_remote_still_requires_its_bridge(w3: Web3) -> None:
+    home, remote = make_bridge_pair(w3)
+    bridge = home.bridge.functions
+    send(bridge.setEscrowRemote(C, True))  # escrow elsewhere, and with no remote registered
+    token = deploy(w3, "TestToken", "Test", "TST", 18)
+    send(bridge.registerHomeToken(token.address, B))
+    send(token.functions.mint(USER, 100), sender=USER)
+    send(token.functions.approve(home.bridge.address, 100), sender=USER)
+    send(bridge.transferRemote(token.address, 100, B, pad(USER)), sender=USER)
+
+    unlock_from(remote, home, ATTACKER, token, 100)
+    receipt = relay(remote, home, [0])
+    assert failures(home, receipt) == [("UnknownSender", (B, pad(ATTACKER)))]
+    assert bridge.locked(token.address, B).call() == 100
+    body = token_body(UNLOCK, pad(token.address), 100, pad(ATTACKER))
+    with impersonating(w3, home.inbox.address) as inbox:
+        for origin, sender in ((B, SUBSTRATE_USER), (C, SUBSTRATE_USER), (C, bytes(32))):
+            arguments = assert_rejected(
+                bridge.handle(origin, sender, body), "UnknownSender", sender=inbox
+            )
+            assert arguments == (origin, sender)
+        # The registered bridge itself still can.
+        send(bridge.handle(B, pad(remote.bridge.address), body), sender=inbox)
+    assert token.functions.balanceOf(ATTACKER).call() == 100
+
+
+def test_link_substrate_remote_makes_an_escrow_remote(anvil: AnvilProcess, w3: Web3) -> None:
+    key = bytes.fromhex(DEV_PRIVATE_KEYS[0][2:])
+    committee = [address_of(k) for k in COMMITTEE_KEYS]
+    genesis = keccak256(b"passerelle test asset hub genesis")
+    substrate = 4000
+    for home_token in (True, False):
+        contracts = deploy_evm_chain(
+            anvil.rpc_url,
+            domain=A,
+            deployer_key=key,
+            committee=committee,
+            threshold=THRESHOLD,
+            home_token=home_token,
+            client=bytes.fromhex(USER[2:]),
+        )
+        evm = EvmDeployment(anvil.rpc_url, A, contracts)
+        link_substrate_remote(
+            evm, domain=substrate, outbox=genesis, bridge_account=ESCROW_ACCOUNT, deployer_key=key
+        )
+        inbox = w3.eth.contract(
+            address=checksum(contracts["inbox"]), abi=load_artifact("Inbox").abi
+        )
+        bridge = w3.eth.contract(
+            address=checksum(contracts["token_bridge"]), abi=load_artifact("TokenBridge").abi
+        )
+        assert inbox.functions.outboxOf(substrate).call() == genesis
+        assert bridge.functions.remoteBridge(substrate).call() == ESCROW_ACCOUNT
+        assert bridge.functions.escrowRemote(substrate).call()
+        if not home_token:
+            assert "token" not in contracts
+            continue
+        token = w3.eth.contract(
+            address=checksum(contracts["token"]), abi=load_artifact("TestToken").abi
+        )
+        assert bridge.functions.homeTokenRoute(token.address, substrate).call()
+        send(token.functions.approve(bridge.address, 5), sender=USER)
+        receipt = send(
+            bridge.functions.transferRemote(token.address, 5, substrate, SUBSTRATE_USER),
+            sender=USER,
+        )
+        outbox = w3.eth.contract(
+            address=checksum(contracts["outbox"]), abi=load_artifact("Outbox").abi
+        )
+        sent = Message.decode(Lane(outbox, A).record(receipt))
+        assert (sent.destination, sent.recipient) == (substrate, ESCROW_ACCOUNT)
+        assert bridge.functions.locked(token.address, substrate).call() == 5
+
+    with pytest.raises(DeployError, match="to itself"):
+        link_substrate_remote(
+            evm, domain=A, outbox=genesis, bridge_account=ESCROW_ACCOUNT, deployer_key=key
+        )
+    with pytest.raises(DeployError, match="bridge account must be 32 non-zero bytes"):
+        link_substrate_remote(
+            evm, domain=substrate, outbox=genesis, bridge_account=pad(USER)[12:], deployer_key=key
+        )
+    with pytest.raises(DeployError, match="outbox must be 32 non-zero bytes"):
+        link_substrate_remote(
+            evm, domain=substrate, outbox=bytes(32), bridge_account=ESCROW_ACCOUNT, deployer_key=key
+        )
+    with pytest.raises(DeployError, match="NotOwner"):
+        link_substrate_remote(
+            evm,
+            domain=substrate,
+            outbox=genesis,
+            bridge_account=ESCROW_ACCOUNT,
+            deployer_key=bytes.fromhex(DEV_PRIVATE_KEYS[3][2:]),
+        )
 
 
 # --------------------------------------------------------------------------- gas

@@ -4,7 +4,7 @@ Each test uses its own state directory and tears its devnet down in a ``finally`
 ``state_dir`` fixture additionally kills (by recorded PID, after checking it is still the
 recorded anvil or chopsticks) anything a failed test left behind, so no chain outlives the
 suite. Starting chopsticks costs ~5-15 s, so only the tests about Asset Hub start it
-(``assethub=True``; the default is the anvil-only devnet until the Substrate route exists).
+(``assethub=True``, the default; the others ask for the anvil-only devnet).
 """
 
 from __future__ import annotations
@@ -180,14 +180,18 @@ def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
         for k in seeds
     ]
     multisig = multisig_account(publics, 2)
-    assert hub.extra["multisig"] == "0x" + multisig.hex()
-    assert hub.extra["multisig_threshold"] == 2
-    assert hub.extra["asset_id"] == 1
-    assert hub.extra["collections"] == {"1": 1, "2": 2}
-    assert hub.extra["client_uri"] == "//Alice"
+    settings = hub.settings()
+    assert settings.multisig == multisig
+    assert settings.multisig_threshold == 2
+    assert settings.signatories == tuple(sorted(publics))
+    assert settings.asset_id == 1
+    assert settings.asset_home_domain == 1
+    assert settings.asset_home_token == config.chain("alpha").contract("token")
+    assert settings.collections == {1: 1, 2: 2}
+    assert config.client_substrate_uri == "//Alice"
     seen = _asset_hub_storage(hub.rpc[0], multisig)
-    assert "0x" + seen["genesis"].hex() == hub.extra["genesis_hash"]
-    for origin, collection in hub.extra["collections"].items():
+    assert seen["genesis"] == settings.genesis_hash
+    for origin, collection in settings.collections.items():
         assert _roles(seen["class"][collection]) == {multisig}, origin
     assert seen["class"][3] is None  # one collection per EVM origin, no more
     assert _roles(seen["asset"]) == {multisig}
@@ -285,7 +289,7 @@ def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
     # moving the old ledger aside.
     http = "http://" + hub.rpc[0].removeprefix("ws://")
     manager._rpc(http, "chain_getHeader", ["0x" + "ab" * 32])
-    assert manager._rpc(http, "chain_getBlockHash", [0]) != hub.extra["genesis_hash"]
+    assert manager._rpc(http, "chain_getBlockHash", [0]) != _hex(hub.settings().genesis_hash)
     (state_dir / "ledger.db").write_bytes(b"old ledger")
     assert up(state_dir, assethub=True) == config_path
     fresh = _pids(state_dir)
@@ -294,7 +298,7 @@ def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
     assert not (state_dir / "ledger.db").exists()
     hub = load_config(config_path).chain("assethub")
     http = "http://" + hub.rpc[0].removeprefix("ws://")
-    assert manager._rpc(http, "chain_getBlockHash", [0]) == hub.extra["genesis_hash"]
+    assert manager._rpc(http, "chain_getBlockHash", [0]) == _hex(hub.settings().genesis_hash)
     pids = fresh
 
     # down: exactly the three recorded processes, by PID; logs and config stay.
@@ -453,3 +457,7 @@ def test_missing_chopsticks_is_one_line(state_dir: Path, monkeypatch: pytest.Mon
     assert "chopsticks is not installed" in str(caught.value)
     assert not (state_dir / STATE_FILE).exists()
     assert not list(state_dir.glob("*.log"))  # not even the anvils were started
+
+
+def _hex(data: bytes) -> str:
+    return "0x" + data.hex()

@@ -22,11 +22,13 @@ from adapters.substrate.client import (
     SubstrateEvent,
 )
 from adapters.substrate.multisig import (
+    OpenOperation,
     Timepoint,
     approve,
     execute,
     executed_ok,
     multisig_account,
+    open_operation,
     pending,
 )
 
@@ -36,6 +38,7 @@ __all__ = [
     "Call",
     "Fee",
     "Included",
+    "OpenOperation",
     "RemarkSeen",
     "Submitted",
     "SubstrateClient",
@@ -45,5 +48,6 @@ __all__ = [
     "execute",
     "executed_ok",
     "multisig_account",
+    "open_operation",
     "pending",
 ]

@@ -32,14 +32,14 @@ from typing import Any, Final, Literal, TypeVar, overload
 import trio
 from scalecodec.base import ScaleBytes
 from scalecodec.utils.ss58 import ss58_decode
-from substrateinterface import Keypair, SubstrateInterface
+from substrateinterface import Keypair, KeypairType, SubstrateInterface
 
 from adapters.errors import AdapterError
 from light_clients.errors import VerificationError
 from light_clients.hashing import blake2_256
 from light_clients.message import Message
 from light_clients.substrate.header import SubstrateHeader, verify_header_hash
-from light_clients.substrate.remark import validate_remark
+from light_clients.substrate.remark import AssetTransfer, validate_remark
 from light_clients.substrate.scale import ScaleReader, encode_compact
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "SubstrateClient",
     "SubstrateEvent",
     "header_from_json",
+    "keypair_from_seed",
 ]
 
 log = logging.getLogger("passerelle.adapters.substrate")
@@ -180,6 +181,11 @@ class RemarkSeen:
     """The call's ``remark`` argument, exactly as submitted."""
     event_sender: bytes
     event_hash: bytes
+    extrinsic_hash: bytes = b""
+    """blake2-256 of the extrinsic's bytes."""
+    transfers: tuple[AssetTransfer, ...] = ()
+    """The ``Assets.Transferred`` events of the same extrinsic before this remark's event (what
+    may back a token return: :func:`light_clients.substrate.remark.check_escrow`)."""
 
     def validate(self, origin_domain: int) -> Message:
         """:func:`light_clients.substrate.remark.validate_remark` of this remark."""
@@ -189,6 +195,13 @@ class RemarkSeen:
 
 
 # --- conversions -------------------------------------------------------------------------
+
+
+def keypair_from_seed(seed: bytes) -> Keypair:
+    """The sr25519 keypair of a 32-byte mini-secret seed (an attester's or a client's key)."""
+    if len(seed) != _HASH_LEN:
+        raise ValueError(f"an sr25519 seed must be 32 bytes, got {len(seed)}")
+    return Keypair.create_from_seed(seed.hex(), crypto_type=KeypairType.SR25519)
 
 
 def _one_line(text: str) -> str:
@@ -409,6 +422,19 @@ def _remarks_in_call(substrate: SubstrateInterface, data: bytes, depth: int = 0)
     return remarks
 
 
+def _asset_transfer(event: SubstrateEvent) -> AssetTransfer:
+    attrs = event.attributes if isinstance(event.attributes, dict) else {}
+    try:
+        return AssetTransfer(
+            asset_id=int(attrs["asset_id"]),
+            source=account_bytes(attrs["from"]),
+            target=account_bytes(attrs["to"]),
+            amount=int(attrs["amount"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise AdapterError(f"malformed Assets.Transferred event {_one_line(repr(attrs))}") from None
+
+
 def _extrinsic_signer_and_call(
     substrate: SubstrateInterface, encoded: bytes
 ) -> tuple[bytes | None, bytes]:
@@ -597,15 +623,18 @@ class SubstrateClient:
             extrinsics = block["block"].get("extrinsics")
             if not isinstance(extrinsics, list):
                 raise AdapterError(f"block {_hex(block_hash)} has a malformed body")
-            remarked: dict[int, list[SubstrateEvent]] = {}
+            by_extrinsic: dict[int, list[SubstrateEvent]] = {}
+            with_remarks: set[int] = set()
             for event in _events(substrate, block_hash):
+                if event.extrinsic_index is not None:
+                    by_extrinsic.setdefault(event.extrinsic_index, []).append(event)
                 if (event.pallet, event.name) == ("System", "Remarked"):
                     if event.extrinsic_index is None:
                         log.warning("block %d: Remarked outside an extrinsic", header.number)
                         continue
-                    remarked.setdefault(event.extrinsic_index, []).append(event)
+                    with_remarks.add(event.extrinsic_index)
             seen: list[RemarkSeen] = []
-            for index, events in sorted(remarked.items()):
+            for index in sorted(with_remarks):
                 if index >= len(extrinsics):
                     raise AdapterError(
                         f"block {header.number} has {len(extrinsics)} extrinsics, "
@@ -621,7 +650,13 @@ class SubstrateClient:
                 candidates = _remarks_in_call(substrate, call)
                 hashes = [blake2_256(remark) for remark in candidates]
                 cursor = 0
-                for event in events:
+                transfers: list[AssetTransfer] = []
+                for event in by_extrinsic[index]:
+                    if (event.pallet, event.name) == ("Assets", "Transferred"):
+                        transfers.append(_asset_transfer(event))
+                        continue
+                    if (event.pallet, event.name) != ("System", "Remarked"):
+                        continue
                     attrs = event.attributes if isinstance(event.attributes, dict) else {}
                     event_hash = _hash_bytes(attrs.get("hash"), "Remarked hash")
                     sender = account_bytes(attrs.get("sender"))
@@ -629,7 +664,9 @@ class SubstrateClient:
                         (j for j in range(cursor, len(hashes)) if hashes[j] == event_hash), None
                     )
                     if sender != signer or match is None:
-                        log.info(
+                        # Expected for remarks dispatched as another account (the committee's
+                        # multisig deliveries): nothing an operator must act on.
+                        log.debug(
                             "block %d extrinsic %d: Remarked %s by %s is not one of the signer's "
                             "own remark calls; skipped",
                             header.number,
@@ -648,6 +685,8 @@ class SubstrateClient:
                             remark=candidates[match],
                             event_sender=sender,
                             event_hash=event_hash,
+                            extrinsic_hash=blake2_256(encoded),
+                            transfers=tuple(transfers),
                         )
                     )
             return seen

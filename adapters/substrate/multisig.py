@@ -29,11 +29,13 @@ from light_clients.substrate.scale import encode_compact
 
 __all__ = [
     "MULTISIG_PREFIX",
+    "OpenOperation",
     "Timepoint",
     "approve",
     "execute",
     "executed_ok",
     "multisig_account",
+    "open_operation",
     "pending",
 ]
 
@@ -91,15 +93,35 @@ def _others(keypair: Keypair, others: Sequence[bytes], threshold: int) -> tuple[
     return ["0x" + key.hex() for key in sorted(keys)], account
 
 
+@dataclass(frozen=True)
+class OpenOperation:
+    """A multisig operation awaiting approvals: where it was opened and who approved so far."""
+
+    timepoint: Timepoint
+    approvals: frozenset[bytes]
+
+
 async def pending(client: SubstrateClient, multisig: bytes, call_hash: bytes) -> Timepoint | None:
     """The timepoint of the open operation ``(multisig, call_hash)``, None if none is open."""
+    operation = await open_operation(client, multisig, call_hash)
+    return None if operation is None else operation.timepoint
+
+
+async def open_operation(
+    client: SubstrateClient, multisig: bytes, call_hash: bytes
+) -> OpenOperation | None:
+    """The open operation ``(multisig, call_hash)`` with its approvals, None if none is open."""
     entry = await client.query("Multisig", "Multisigs", ["0x" + multisig.hex(), call_hash])
     if entry is None:
         return None
     when = entry.get("when") if isinstance(entry, dict) else None
-    if not isinstance(when, dict):
+    approvals = entry.get("approvals") if isinstance(entry, dict) else None
+    if not isinstance(when, dict) or not isinstance(approvals, list):
         raise AdapterError(f"malformed Multisig.Multisigs entry on {client.url}")
-    return Timepoint(height=int(when["height"]), index=int(when["index"]))
+    return OpenOperation(
+        Timepoint(height=int(when["height"]), index=int(when["index"])),
+        frozenset(account_bytes(a) for a in approvals),
+    )
 
 
 async def approve(

@@ -34,6 +34,8 @@ from light_clients.message import Message, decode_message
 
 __all__ = [
     "REMARK_PREFIX",
+    "AssetTransfer",
+    "EscrowRoute",
     "EventHashMismatch",
     "EventSenderMismatch",
     "InvalidRemarkInput",
@@ -43,9 +45,11 @@ __all__ = [
     "NonceAssignmentError",
     "RemarkRejected",
     "SelfAddressed",
+    "UnbackedTokenTransfer",
     "WrongOrigin",
     "assign_nonces",
     "canonical_message",
+    "check_escrow",
     "validate_remark",
 ]
 
@@ -109,6 +113,13 @@ class SelfAddressed(RemarkRejected):
     """The message's destination is its own origin domain."""
 
     reason = "self-addressed"
+
+
+class UnbackedTokenTransfer(RemarkRejected):
+    """A message to a destination's token bridge that no escrow transfer in the same extrinsic
+    backs (or that is not a well-formed unlock): it would release tokens nobody paid (T15)."""
+
+    reason = "unbacked-token-transfer"
 
 
 class NonceAssignmentError(VerificationError):
@@ -230,3 +241,93 @@ def assign_nonces(next_nonce: int, accepted: Sequence[tuple[int, int, Message]])
         previous = key
         canonical.append(canonical_message(message, next_nonce + position))
     return canonical
+
+
+# --- token returns ---------------------------------------------------------------------------
+
+TOKEN_BODY_SIZE = 128
+ACTION_UNLOCK = 2
+U128_MAX = 2**128 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class AssetTransfer:
+    """An ``Assets.Transferred`` event of the extrinsic that carried a remark."""
+
+    asset_id: int
+    source: bytes
+    target: bytes
+    amount: int
+
+
+@dataclasses.dataclass(frozen=True)
+class EscrowRoute:
+    """Where token returns from a Substrate origin go, and what must back them.
+
+    ``bridge`` is the destination's TokenBridge (32 bytes, left-padded); a message from this
+    origin to it can release ``home_token`` there. It is accepted only if the same extrinsic
+    moved ``amount`` of ``asset_id`` from the sender to ``escrow`` (the committee's account)
+    before the remark: the destination bridge cannot check that, the attesters do.
+    """
+
+    destination: int
+    bridge: bytes
+    home_token: bytes
+    asset_id: int
+    escrow: bytes
+
+
+def check_escrow(
+    message: Message,
+    transfers: Sequence[AssetTransfer],
+    routes: Sequence[EscrowRoute],
+    used: set[int],
+) -> None:
+    """Reject a token return that is not paid for; other messages pass untouched.
+
+    ``transfers`` are the ``Assets.Transferred`` events of the remark's extrinsic that precede
+    its ``Remarked`` event, ``used`` the positions in it that earlier remarks of the same
+    extrinsic already consumed (updated here: one transfer backs one message). The body must be
+    exactly ``abi.encode(uint8 2, bytes32 home_token, uint256 amount, bytes32 recipient)`` with
+    a non-zero amount and an EVM recipient. Raises :class:`UnbackedTokenTransfer`.
+    """
+    route = next(
+        (
+            r
+            for r in routes
+            if r.destination == message.destination and r.bridge == message.recipient
+        ),
+        None,
+    )
+    if route is None:
+        return
+    body = message.body
+    if len(body) != TOKEN_BODY_SIZE:
+        raise UnbackedTokenTransfer(f"token message body is {len(body)} bytes, not 128")
+    action = int.from_bytes(body[0:32], "big")
+    home_token = body[32:64]
+    amount = int.from_bytes(body[64:96], "big")
+    recipient = body[96:128]
+    if action != ACTION_UNLOCK:
+        raise UnbackedTokenTransfer(f"token action {action} from a Substrate origin (only unlock)")
+    if home_token != route.home_token.rjust(32, b"\0"):
+        raise UnbackedTokenTransfer(f"token {_hex(home_token)} is not the wrapped asset's home")
+    if not 0 < amount <= U128_MAX:
+        raise UnbackedTokenTransfer(f"amount {amount} is not a positive u128")
+    if recipient[:12] != bytes(12) or recipient == bytes(32):
+        raise UnbackedTokenTransfer(f"recipient {_hex(recipient)} is not an EVM address")
+    for position, transfer in enumerate(transfers):
+        if position in used:
+            continue
+        if (
+            transfer.asset_id == route.asset_id
+            and transfer.source == message.sender
+            and transfer.target == route.escrow
+            and transfer.amount == amount
+        ):
+            used.add(position)
+            return
+    raise UnbackedTokenTransfer(
+        f"no transfer of {amount} of asset {route.asset_id} from the sender to the escrow "
+        f"{_hex(route.escrow)} precedes the remark in its extrinsic"
+    )

@@ -20,14 +20,21 @@ import {WrappedToken} from "./WrappedToken.sol";
 ///                    chain's token address, left-padded);
 ///         recipient is the beneficiary on the destination (an EVM address, left-padded).
 ///
+///         An *escrow remote* (`escrowRemote`) is a domain without contracts (a Substrate
+///         chain such as Asset Hub) where "the bridge" is an escrow account: a token return
+///         there is the user's own extrinsic (an escrow transfer batched with a message
+///         remark), so its sender is the user, and the committee attests only escrow-backed
+///         messages. From such a domain any sender is accepted, but only UNLOCK.
+///
 ///         Safety (anchors.md): `handle` accepts only calls from our Inbox carrying a message
-///         whose sender is the registered bridge of its origin (T14); zero or unregistered
-///         tokens, zero amounts and malformed bodies are rejected (T15); a remote can unlock
-///         at most what was locked towards that same remote (`locked`), so even a compromised
-///         remote domain cannot drain what other routes locked; the only effects a message can
-///         have are a mint or an unlock - every admin function is owner-only (T20). A rejected
-///         message reverts `handle`, which the Inbox records as failed and lets anyone retry
-///         (e.g. once the owner registers a missing token pair).
+///         whose sender is the registered bridge of its origin, or, from an escrow remote,
+///         any sender but only UNLOCK (T14); zero or unregistered tokens, zero amounts and
+///         malformed bodies are rejected (T15); a remote can unlock at most what was locked
+///         towards that same remote (`locked`), so even a compromised remote domain - or a
+///         compromised escrow route - cannot drain what other routes locked; the only effects
+///         a message can have are a mint or an unlock - every admin function is owner-only
+///         (T20). A rejected message reverts `handle`, which the Inbox records as failed and
+///         lets anyone retry (e.g. once the owner registers a missing token pair).
 contract TokenBridge is IMessageRecipient {
     uint8 public constant ACTION_MINT = 1;
     uint8 public constant ACTION_UNLOCK = 2;
@@ -39,8 +46,25 @@ contract TokenBridge is IMessageRecipient {
 
     address public owner;
 
-    /// @notice The trusted bridge (32-byte id) on each remote domain; zero = none.
+    /// @notice The trusted bridge (32-byte id) on each remote domain; zero = none. For an
+    ///         escrow remote it is the bridge (escrow) account there: the recipient of the
+    ///         messages this bridge sends there (e.g. the committee's multisig on Asset Hub).
     mapping(uint32 => bytes32) public remoteBridge;
+    /// @notice Whether a remote domain is an *escrow remote*: a chain without contracts (such
+    ///         as Asset Hub) where tokens sent from here are held by the account
+    ///         `remoteBridge[domain]`, and returned by a user's own extrinsic that transfers them
+    ///         back into that escrow and posts the UNLOCK message in the same atomic batch
+    ///         (`Utility.batch_all([Assets.transfer(..), System.remark_with_event(..)])`).
+    ///         Such a message's sender is necessarily the user's account (the remark signer),
+    ///         never a bridge contract, so from an escrow remote `handle` accepts any sender:
+    ///         the committee attests only remarks backed by such an escrow transfer (of the
+    ///         asset matching the message's token, for at least its amount). In exchange:
+    ///         - only ACTION_UNLOCK is accepted from it; a MINT reverts
+    ///           `MintFromEscrowRemote` (no wrapped token here is backed by that escrow);
+    ///         - unlocks stay capped by `locked[token][domain]`, what this bridge locked
+    ///           towards that domain, so even a compromised escrow route (a committee signing
+    ///           unbacked remarks) releases at most what was sent to that domain.
+    mapping(uint32 => bool) public escrowRemote;
     /// @notice Whether a home token may be sent to a remote domain.
     mapping(address => mapping(uint32 => bool)) public homeTokenRoute;
     /// @notice Home tokens locked here per remote domain: what that domain can unlock.
@@ -59,6 +83,7 @@ contract TokenBridge is IMessageRecipient {
     bool private transient entered;
 
     event RemoteSet(uint32 indexed domain, bytes32 bridge);
+    event EscrowRemoteSet(uint32 indexed domain, bool escrow);
     event HomeTokenRegistered(address indexed token, uint32 indexed remoteDomain);
     event WrappedTokenRegistered(
         uint32 indexed homeDomain, bytes32 indexed homeToken, address indexed wrapped
@@ -83,6 +108,7 @@ contract TokenBridge is IMessageRecipient {
     error DomainIsLocal(uint32 domain);
     error UnknownRemote(uint32 domain);
     error UnknownSender(uint32 origin, bytes32 sender);
+    error MintFromEscrowRemote(uint32 origin);
     error NotAContract(address token);
     error NotOurWrappedToken(address wrapped);
     error AlreadyRegistered();
@@ -128,6 +154,14 @@ contract TokenBridge is IMessageRecipient {
         if (domain == localDomain) revert DomainIsLocal(domain);
         remoteBridge[domain] = bridge;
         emit RemoteSet(domain, bridge);
+    }
+
+    /// @notice Marks `domain` as an escrow remote (or not): see `escrowRemote`. Its
+    ///         `remoteBridge` is then the escrow account there, set with `setRemote`.
+    function setEscrowRemote(uint32 domain, bool escrow) external onlyOwner {
+        if (domain == localDomain) revert DomainIsLocal(domain);
+        escrowRemote[domain] = escrow;
+        emit EscrowRemoteSet(domain, escrow);
     }
 
     /// @notice Lets `token` (an ERC-20 whose home is this chain) be sent to `remoteDomain`.
@@ -203,7 +237,10 @@ contract TokenBridge is IMessageRecipient {
     function handle(uint32 origin, bytes32 sender, bytes calldata body) external nonReentrant {
         if (msg.sender != address(inbox)) revert NotInbox(msg.sender);
         bytes32 remote = remoteBridge[origin];
-        if (remote == bytes32(0) || sender != remote) revert UnknownSender(origin, sender);
+        // T14: the registered bridge, or from an escrow remote any sender (UNLOCK only, below).
+        if (remote == bytes32(0) || (sender != remote && !escrowRemote[origin])) {
+            revert UnknownSender(origin, sender);
+        }
         // Exactly one encoding per transfer: no trailing bytes (T10); abi.decode also rejects
         // an action that does not fit a uint8.
         if (body.length != BODY_SIZE) revert MalformedBody(body.length);
@@ -216,6 +253,8 @@ contract TokenBridge is IMessageRecipient {
         address recipient = address(uint160(uint256(recipientId)));
         address token;
         if (action == ACTION_MINT) {
+            // Nothing here is backed by an escrow account: it can only return what we locked.
+            if (escrowRemote[origin]) revert MintFromEscrowRemote(origin);
             token = wrappedTokenOf[origin][homeToken];
             if (token == address(0)) revert UnregisteredToken(homeToken, origin);
             WrappedToken(token).mint(recipient, amount);
