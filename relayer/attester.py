@@ -243,8 +243,7 @@ async def approve_deliveries(
     async with SubstrateClient(chain.rpc[0]) as client:
         await check_genesis(client, chain)
         while True:
-            pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
-            for path, proposal in pending:
+            for path, proposal in await trio.to_thread.run_sync(proposals.pending, chain.domain):
                 if path.name in done:
                     continue
                 try:

@@ -53,6 +53,7 @@ from relayer.config import (
     SUBSTRATE_BATCH_SIZE,
     ChainConfig,
     Config,
+    ConfigError,
 )
 from relayer.endpoints import open_evm
 from relayer.ledger import (
@@ -760,7 +761,7 @@ class Relayer:
             while True:
                 try:
                     await self._deliver_substrate_once(chain, client, proposals)
-                except AdapterError as exc:
+                except (AdapterError, ConfigError) as exc:
                     self.metrics.rpc_errors += 1
                     log.warning("deliver to %s: %s", chain.name, exc)
                 await trio.sleep(self.poll)

@@ -33,6 +33,7 @@ from typing import Any
 from adapters.errors import AdapterError
 from adapters.substrate.client import RemarkSeen, SubstrateClient
 from light_clients.committee import Checkpoint
+from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import TREE_DEPTH
 from light_clients.message import Message, decode_message
@@ -287,7 +288,7 @@ class Proposal:
         """The file name: origin, first and last nonce, and the checkpoint index."""
         nonces = [decode_message(m).nonce for m in self.messages]
         cp = self.checkpoint
-        return f"{cp.origin}-{min(nonces):010d}-{max(nonces):010d}-{cp.index:010d}.json"
+        return f"{cp.origin:010d}-{min(nonces):010d}-{max(nonces):010d}-{cp.index:010d}.json"
 
     def to_json(self) -> str:
         """The file contents."""
@@ -310,15 +311,31 @@ class Proposal:
 
     @classmethod
     def from_json(cls, text: str) -> Proposal:
-        """Parse a file; ValueError/KeyError/TypeError on anything malformed."""
+        """Parse a file; ValueError/KeyError/TypeError on anything malformed (a bad checkpoint
+        or message included: nothing in a proposal is trusted, but it must at least parse)."""
         obj = json.loads(text)
         cp = obj["checkpoint"]
         branches = tuple(tuple(_hex(h) for h in b) for b in obj["branches"])
-        if any(len(b) != TREE_DEPTH for b in branches):
-            raise ValueError("a branch is not 32 hashes")
+        if any(len(b) != TREE_DEPTH or any(len(h) != 32 for h in b) for b in branches):
+            raise ValueError("a branch is not 32 hashes of 32 bytes")
         messages = tuple(_hex(m) for m in obj["messages"])
         if not messages or len(messages) != len(branches):
             raise ValueError("messages and branches do not pair up")
+        try:
+            for message in messages:
+                decode_message(message)
+            return cls._build(obj, cp, messages, branches)
+        except VerificationError as exc:
+            raise ValueError(str(exc)) from None
+
+    @classmethod
+    def _build(
+        cls,
+        obj: Any,
+        cp: Any,
+        messages: tuple[bytes, ...],
+        branches: tuple[tuple[bytes, ...], ...],
+    ) -> Proposal:
         return cls(
             destination=int(obj["destination"]),
             checkpoint=Checkpoint(

@@ -1,0 +1,423 @@
+"""Token returns from a Substrate origin (light_clients.substrate.remark.check_escrow): a message
+to a destination's TokenBridge is accepted only as a well-formed UNLOCK paid for by an
+``Assets.Transferred`` of the same extrinsic into the committee's escrow (T15), one transfer per
+message; every other message passes untouched."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from light_clients.message import Message
+from light_clients.substrate.remark import (
+    AssetTransfer,
+    EscrowRoute,
+    RemarkRejected,
+    UnbackedTokenTransfer,
+    check_escrow,
+)
+
+PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+U128_MAX = 2**128 - 1
+ORIGIN = 1000  # the Substrate chain
+HOME = 1  # the EVM chain the wrapped asset comes from
+ELSEWHERE = 2  # another EVM chain with a TokenBridge, no home token there
+ASSET = 7
+OTHER_ASSET = 8
+
+ALICE = bytes.fromhex("d43593c715fdd31c61141abd04a99fd6822c8558854ccde39a5684e7a56da27d")
+MALLORY = b"\x66" * 32
+ESCROW = b"\xee" * 32  # the committee's multisig
+HOME_TOKEN = b"\x70" * 20
+OTHER_TOKEN = b"\x71" * 20
+HOME_BRIDGE = bytes(12) + b"\xb1" * 20
+ELSEWHERE_BRIDGE = bytes(12) + b"\xb2" * 20
+EVM_RECIPIENT = bytes(12) + b"\x0b" * 20
+
+ROUTE = EscrowRoute(
+    destination=HOME, bridge=HOME_BRIDGE, home_token=HOME_TOKEN, asset_id=ASSET, escrow=ESCROW
+)
+ELSEWHERE_ROUTE = EscrowRoute(
+    destination=ELSEWHERE,
+    bridge=ELSEWHERE_BRIDGE,
+    home_token=b"\xff" * 20,
+    asset_id=ASSET,
+    escrow=ESCROW,
+)
+ROUTES = (ROUTE, ELSEWHERE_ROUTE)
+
+
+def word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def token_body(
+    *,
+    action: int = 2,
+    token: bytes = HOME_TOKEN,
+    amount: int = 1000,
+    recipient: bytes = EVM_RECIPIENT,
+) -> bytes:
+    """``abi.encode(uint8 action, bytes32 token, uint256 amount, bytes32 recipient)``, built by
+    hand so that out-of-range words (an action above 255) can be written too."""
+    return word(action) + token.rjust(32, b"\0") + word(amount) + recipient.rjust(32, b"\0")
+
+
+def message(
+    *,
+    body: bytes | None = None,
+    sender: bytes = ALICE,
+    destination: int = HOME,
+    recipient: bytes = HOME_BRIDGE,
+    nonce: int = 0,
+) -> Message:
+    return Message(
+        version=1,
+        nonce=nonce,
+        origin=ORIGIN,
+        sender=sender,
+        destination=destination,
+        recipient=recipient,
+        body=token_body() if body is None else body,
+    )
+
+
+def paid(amount: int = 1000, *, source: bytes = ALICE) -> AssetTransfer:
+    return AssetTransfer(asset_id=ASSET, source=source, target=ESCROW, amount=amount)
+
+
+# --- messages that are not token returns ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("destination", "recipient"),
+    [
+        (HOME, EVM_RECIPIENT),  # the home chain, another contract
+        (ELSEWHERE + 1, HOME_BRIDGE),  # the bridge's address on a chain with no route
+        (ELSEWHERE, HOME_BRIDGE),  # one route's destination with the other's bridge
+        (HOME, ELSEWHERE_BRIDGE),
+    ],
+)
+def test_a_message_to_no_routed_bridge_passes_untouched(destination: int, recipient: bytes) -> None:
+    used = {5}
+    for body in (b"", b"hello", token_body(action=1), token_body(amount=0), b"\xff" * 300):
+        check_escrow(
+            message(destination=destination, recipient=recipient, body=body), [], ROUTES, used
+        )
+    assert used == {5}
+
+
+def test_without_routes_nothing_is_checked() -> None:
+    used: set[int] = set()
+    check_escrow(message(body=b"not a token body"), [], [], used)
+    assert used == set()
+
+
+# --- a paid-for unlock --------------------------------------------------------------------------
+
+
+def test_a_backed_unlock_passes_and_consumes_its_transfer() -> None:
+    used: set[int] = set()
+    check_escrow(message(), [paid(1000)], ROUTES, used)
+    assert used == {0}
+
+
+def test_the_first_unused_matching_transfer_is_consumed() -> None:
+    transfers = [
+        paid(999),  # wrong amount
+        AssetTransfer(asset_id=OTHER_ASSET, source=ALICE, target=ESCROW, amount=1000),
+        paid(1000),
+        paid(1000),
+    ]
+    used: set[int] = set()
+    check_escrow(message(), transfers, ROUTES, used)
+    assert used == {2}
+    check_escrow(message(), transfers, ROUTES, used)
+    assert used == {2, 3}
+    with pytest.raises(UnbackedTokenTransfer):
+        check_escrow(message(), transfers, ROUTES, used)
+    assert used == {2, 3}
+
+
+def test_two_remarks_of_one_extrinsic_cannot_share_one_transfer() -> None:
+    used: set[int] = set()
+    transfers = [paid(1000)]
+    check_escrow(message(), transfers, ROUTES, used)
+    with pytest.raises(UnbackedTokenTransfer) as refused:
+        check_escrow(message(), transfers, ROUTES, used)
+    assert refused.value.reason == "unbacked-token-transfer"
+    assert used == {0}
+
+
+def test_a_transfer_already_consumed_by_an_earlier_remark_does_not_count() -> None:
+    used = {0}
+    with pytest.raises(UnbackedTokenTransfer, match="no transfer of 1000 of asset 7"):
+        check_escrow(message(), [paid(1000)], ROUTES, used)
+    assert used == {0}
+
+
+def test_a_home_token_given_left_padded_in_the_route_is_the_same_token() -> None:
+    route = EscrowRoute(
+        destination=HOME,
+        bridge=HOME_BRIDGE,
+        home_token=HOME_TOKEN.rjust(32, b"\0"),
+        asset_id=ASSET,
+        escrow=ESCROW,
+    )
+    used: set[int] = set()
+    check_escrow(message(), [paid()], [route], used)
+    assert used == {0}
+
+
+def test_limits_of_the_amount_are_accepted() -> None:
+    for amount in (1, U128_MAX):
+        used: set[int] = set()
+        check_escrow(message(body=token_body(amount=amount)), [paid(amount)], ROUTES, used)
+        assert used == {0}
+
+
+def test_each_route_requires_its_own_asset_and_escrow() -> None:
+    route = EscrowRoute(
+        destination=HOME, bridge=HOME_BRIDGE, home_token=HOME_TOKEN, asset_id=9, escrow=MALLORY
+    )
+    transfers = [paid(), AssetTransfer(asset_id=9, source=ALICE, target=MALLORY, amount=1000)]
+    used: set[int] = set()
+    check_escrow(message(), transfers, [route], used)
+    assert used == {1}
+
+
+def test_the_bridge_elsewhere_gets_nothing_for_the_home_token() -> None:
+    """The route to a bridge where the asset is not at home carries an impossible token."""
+    with pytest.raises(UnbackedTokenTransfer, match="not the wrapped asset's home"):
+        check_escrow(
+            message(destination=ELSEWHERE, recipient=ELSEWHERE_BRIDGE), [paid()], ROUTES, set()
+        )
+
+
+# --- unbacked or malformed token messages ------------------------------------------------------
+
+UNBACKED = [
+    ("wrong amount", message(), [paid(999)], "no transfer of 1000"),
+    ("more than paid", message(), [paid(1)], "no transfer"),
+    (
+        "wrong asset",
+        message(),
+        [AssetTransfer(asset_id=OTHER_ASSET, source=ALICE, target=ESCROW, amount=1000)],
+        "no transfer",
+    ),
+    ("paid by someone else", message(), [paid(source=MALLORY)], "no transfer"),
+    (
+        "paid to someone else",
+        message(),
+        [AssetTransfer(asset_id=ASSET, source=ALICE, target=MALLORY, amount=1000)],
+        "no transfer",
+    ),
+    ("no transfer at all", message(), [], "no transfer"),
+    ("mint action", message(body=token_body(action=1)), [paid()], "token action 1"),
+    ("unknown action", message(body=token_body(action=3)), [paid()], "token action 3"),
+    ("action beyond uint8", message(body=token_body(action=0x102)), [paid()], "token action 258"),
+    (
+        "wrong home token",
+        message(body=token_body(token=OTHER_TOKEN)),
+        [paid()],
+        "not the wrapped asset's home",
+    ),
+    (
+        "home token not left-padded",
+        message(body=word(2) + HOME_TOKEN.ljust(32, b"\0") + word(1000) + EVM_RECIPIENT),
+        [paid()],
+        "not the wrapped asset's home",
+    ),
+    ("zero amount", message(body=token_body(amount=0)), [paid(0)], "amount 0 is not"),
+    (
+        "amount beyond u128",
+        message(body=token_body(amount=U128_MAX + 1)),
+        [paid(U128_MAX + 1)],
+        "not a positive u128",
+    ),
+    ("empty body", message(body=b""), [paid()], "body is 0 bytes"),
+    ("short body", message(body=token_body()[:127]), [paid()], "body is 127 bytes"),
+    ("long body", message(body=token_body() + b"\0"), [paid()], "body is 129 bytes"),
+    (
+        "recipient with dirty upper bytes",
+        message(body=token_body(recipient=b"\x01" + bytes(11) + b"\x0b" * 20)),
+        [paid()],
+        "not an EVM address",
+    ),
+    (
+        "recipient a Substrate account",
+        message(body=token_body(recipient=ALICE)),
+        [paid()],
+        "not an EVM address",
+    ),
+    (
+        "zero recipient",
+        message(body=token_body(recipient=bytes(32))),
+        [paid()],
+        "not an EVM address",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("msg", "transfers", "reason"),
+    [pytest.param(m, t, r, id=name) for name, m, t, r in UNBACKED],
+)
+def test_unbacked_or_malformed_token_messages_are_rejected(
+    msg: Message, transfers: list[AssetTransfer], reason: str
+) -> None:
+    used: set[int] = set()
+    with pytest.raises(UnbackedTokenTransfer, match=reason) as refused:
+        check_escrow(msg, transfers, ROUTES, used)
+    assert isinstance(refused.value, RemarkRejected)
+    assert refused.value.reason == "unbacked-token-transfer"
+    assert "\n" not in str(refused.value)
+    assert used == set()  # a rejected remark consumes no transfer
+
+
+# --- property: accepted iff a matching unused transfer exists ----------------------------------
+
+SENDERS = (ALICE, MALLORY)
+AMOUNTS = (0, 1, 1000, U128_MAX, U128_MAX + 1)
+
+transfers_st = st.lists(
+    st.builds(
+        AssetTransfer,
+        asset_id=st.sampled_from((ASSET, OTHER_ASSET)),
+        source=st.sampled_from((ALICE, MALLORY, ESCROW)),
+        target=st.sampled_from((ESCROW, MALLORY)),
+        amount=st.sampled_from(AMOUNTS),
+    ),
+    max_size=6,
+)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> bytes:
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=160))
+    body = token_body(
+        action=draw(st.sampled_from((0, 1, 2, 2, 2, 3, 0x102))),
+        token=draw(st.sampled_from((HOME_TOKEN, HOME_TOKEN, OTHER_TOKEN, b"\xff" * 20))),
+        amount=draw(st.sampled_from(AMOUNTS)),
+        recipient=draw(
+            st.sampled_from((EVM_RECIPIENT, EVM_RECIPIENT, bytes(32), ALICE, b"\x01" + bytes(31)))
+        ),
+    )
+    cut = draw(st.sampled_from((None, None, None, 127, 129)))
+    if cut is None:
+        return body
+    return body[:cut] if cut < len(body) else body + b"\0"
+
+
+messages_st = st.builds(
+    message,
+    body=bodies(),
+    sender=st.sampled_from(SENDERS),
+    destination=st.sampled_from((HOME, ELSEWHERE, 3)),
+    recipient=st.sampled_from((HOME_BRIDGE, ELSEWHERE_BRIDGE, EVM_RECIPIENT)),
+)
+
+
+def oracle(
+    msg: Message, transfers: Sequence[AssetTransfer], routes: Sequence[EscrowRoute], used: set[int]
+) -> tuple[bool, int | None]:
+    """``(accepted, transfer consumed)``, by an independent reading of the rules: the body is
+    decoded by eth_abi exactly as TokenBridge's ``abi.decode`` would (strict uint8 padding)."""
+    matching = [r for r in routes if (r.destination, r.bridge) == (msg.destination, msg.recipient)]
+    if not matching:
+        return True, None
+    route = matching[0]
+    if len(msg.body) != 128:
+        return False, None
+    try:
+        action, token, amount, recipient = abi_decode(
+            ["uint8", "bytes32", "uint256", "bytes32"], msg.body
+        )
+    except DecodingError:  # an action word that is not a uint8: TokenBridge reverts
+        return False, None
+    well_formed = (
+        action == 2
+        and token == bytes(12) + route.home_token[-20:]
+        and 1 <= amount < 2**128
+        and recipient.startswith(bytes(12))
+        and any(recipient)
+    )
+    if not well_formed:
+        return False, None
+    backing = sorted(
+        i
+        for i, t in enumerate(transfers)
+        if i not in used
+        and t.asset_id == route.asset_id
+        and t.source == msg.sender
+        and t.target == route.escrow
+        and t.amount == amount
+    )
+    return (True, backing[0]) if backing else (False, None)
+
+
+@PROPERTY
+@given(
+    transfers=transfers_st,
+    msgs=st.lists(messages_st, min_size=1, max_size=5),
+    used_data=st.data(),
+)
+def test_check_escrow_accepts_iff_an_unused_matching_transfer_exists(
+    transfers: list[AssetTransfer], msgs: list[Message], used_data: st.DataObject
+) -> None:
+    used = used_data.draw(st.sets(st.integers(0, max(len(transfers), 1) + 1)), label="used")
+    expected_used = set(used)
+    for msg in msgs:
+        accepted, consumed = oracle(msg, transfers, ROUTES, expected_used)
+        try:
+            check_escrow(msg, transfers, ROUTES, used)
+        except UnbackedTokenTransfer as refused:
+            assert not accepted, f"rejected a backed message: {refused}"
+            assert refused.reason == "unbacked-token-transfer"
+        else:
+            assert accepted, "accepted an unbacked token return"
+        if consumed is not None:
+            expected_used.add(consumed)
+        assert used == expected_used
+
+
+@PROPERTY
+@given(
+    body=st.binary(max_size=200),
+    transfers=transfers_st,
+    recipient=st.sampled_from((HOME_BRIDGE, ELSEWHERE_BRIDGE)),
+    sender=st.binary(min_size=32, max_size=32),
+)
+def test_arbitrary_bodies_raise_nothing_but_unbacked_token_transfer(
+    body: bytes, transfers: list[AssetTransfer], recipient: bytes, sender: bytes
+) -> None:
+    destination = HOME if recipient == HOME_BRIDGE else ELSEWHERE
+    msg = message(body=body, sender=sender, destination=destination, recipient=recipient)
+    used: set[int] = set()
+    try:
+        check_escrow(msg, transfers, ROUTES, used)
+    except UnbackedTokenTransfer:
+        assert used == set()
+    else:
+        assert len(used) == 1
+        (position,) = used
+        assert transfers[position].source == sender
+        assert transfers[position].target == ESCROW
+
+
+def test_the_oracle_agrees_with_solidity_abi_encoding() -> None:
+    """The hand-built body is what TokenBridge sends: abi.encode(uint8, bytes32, uint256, ...)."""
+    expected = abi_encode(
+        ["uint8", "bytes32", "uint256", "bytes32"],
+        [2, HOME_TOKEN.rjust(32, b"\0"), 1000, EVM_RECIPIENT],
+    )
+    assert token_body() == expected
+    assert oracle(message(), [paid()], ROUTES, set()) == (True, 0)
