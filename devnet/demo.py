@@ -1,9 +1,11 @@
 """The README demo: ``make demo`` (``python -m devnet.demo``).
 
-Brings up the devnet (two anvil chains with the contracts deployed), starts three attesters and
-the relayer as separate ``passerelle`` processes, sends messages both ways and a token round
-trip, waits until the destination inboxes mark everything delivered, prints
-``passerelle status``, and tears everything down — also on Ctrl-C or failure.
+Brings up the devnet (two anvil chains with the contracts deployed, and Rococo Asset Hub under
+chopsticks with the committee's multisig set up), starts three attesters and the relayer as
+separate ``passerelle`` processes, sends messages both ways between the EVM chains and between
+alpha and Asset Hub, and a token round trip on each route, waits until the destination chains
+show everything delivered, prints ``passerelle status``, and tears everything down — also on
+Ctrl-C or failure.
 """
 
 from __future__ import annotations
@@ -69,11 +71,12 @@ def wait_delivered(config: Path, ids: Sequence[str]) -> None:
 
 
 def balances(config: Path) -> str:
-    """The client's token balance on both chains."""
+    """The client's token balance on every chain (//Alice's on Asset Hub)."""
     loaded = load_config(config)
     alpha = trio.run(token_balance, loaded, "alpha")
     beta = trio.run(token_balance, loaded, "beta")
-    return f"alpha TestToken {alpha}, beta wrapped {beta}"
+    hub = trio.run(token_balance, loaded, "assethub")
+    return f"alpha TestToken {alpha}, beta wrapped {beta}, assethub wrapped {hub}"
 
 
 def start_processes(config: Path, logs: Path) -> list[subprocess.Popen[bytes]]:
@@ -94,24 +97,31 @@ def main() -> None:
     """Run the demo end to end."""
     # SIGTERM must tear the devnet down too (Ctrl-C already does, through the finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    step("starting the devnet: two anvil chains (alpha, beta), contracts, a 2-of-3 committee")
+    step(
+        "starting the devnet: two anvil chains (alpha, beta), Asset Hub (chopsticks), "
+        "contracts, a 2-of-3 committee and its multisig"
+    )
     config = manager.up(STATE_DIR)
     processes: list[subprocess.Popen[bytes]] = []
     try:
         print(f"    config: {config}")
         step("starting 3 attesters and the relayer")
         processes = start_processes(config, STATE_DIR / "logs")
-        step("sending messages both ways")
+        step("sending messages both ways: alpha ⇄ beta (EVM), alpha ⇄ assethub (Substrate)")
         sent = send(config, "alpha", "beta", "--body", "hello beta", "--count", "3")
         sent += send(config, "beta", "alpha", "--body", "hello alpha", "--count", "3")
-        step(f"token round trip; before: {balances(config)}")
+        sent += send(config, "alpha", "assethub", "--body", "hello Asset Hub", "--count", "3")
+        sent += send(config, "assethub", "alpha", "--body", "hello from Asset Hub", "--count", "3")
+        step(f"token round trips; before: {balances(config)}")
         out = send(config, "alpha", "beta", "--token", "1000")
-        step("waiting for delivery (finality: 3 confirmations of 1-second blocks)")
+        out += send(config, "alpha", "assethub", "--token", "700")
+        step("waiting for delivery (finality: 3 confirmations of 1-second blocks on alpha, beta)")
         wait_delivered(config, [m["id"] for m in sent + out])
-        step(f"tokens arrived; now: {balances(config)}; sending 1000 back")
+        step(f"tokens arrived; now: {balances(config)}; sending them back")
         back = send(config, "beta", "alpha", "--token", "1000")
+        back += send(config, "assethub", "alpha", "--token", "700")
         wait_delivered(config, [m["id"] for m in back])
-        step(f"round trip done; after: {balances(config)}")
+        step(f"round trips done; after: {balances(config)}")
         step("passerelle status")
         print(passerelle(config, "status"), end="")
     finally:

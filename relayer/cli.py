@@ -360,7 +360,7 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
                 else ("  on-chain: delivered" if on_chain else "  on-chain: not yet")
             )
             click.echo(
-                f"{row.id[:18]}…  {route:<16} nonce {row.nonce:<5} {row.status!s:<10}{flag}"
+                f"{row.id[:18]}…  {route:<20} nonce {row.nonce:<5} {row.status!s:<10}{flag}"
                 + (f"  ({row.reason})" if row.reason else "")
             )
     for event in [] if as_json else history:
