@@ -31,6 +31,8 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.rpc import RpcError
+from adapters.substrate.client import SubstrateClient, keypair_from_seed
+from adapters.substrate.multisig import approve, execute, executed_ok, open_operation
 from light_clients.committee import Checkpoint, address_of, sign_checkpoint
 from light_clients.errors import VerificationError
 from light_clients.merkle import IncrementalMerkleTree
@@ -42,7 +44,8 @@ from relayer.substrate_route import (
     SCAN_CHUNK,
     Proposal,
     ProposalStore,
-    check_genesis,
+    connected,
+    delivered_items,
     delivery_calls,
     escrow_routes,
     final_header,
@@ -52,8 +55,6 @@ from relayer.substrate_route import (
 
 if TYPE_CHECKING:
     from substrateinterface import Keypair
-
-    from adapters.substrate.client import SubstrateClient
 
 log = logging.getLogger("passerelle.attester")
 
@@ -172,15 +173,12 @@ async def attest_substrate_origin(
 ) -> None:
     """Follow one Substrate origin forever: rebuild its accumulator from the remarks of its
     final blocks (from ``start_block``; nothing the relayer says is used) and sign each count."""
-    from adapters.substrate.client import SubstrateClient  # noqa: PLC0415 (heavy import)
-
     outbox = chain.outbox_id
     last_index = _resume_index(store, chain, key)
     routes = escrow_routes(config, chain)
     tree = IncrementalMerkleTree()
     next_block = chain.start_block
-    async with SubstrateClient(chain.rpc[0]) as client:
-        await check_genesis(client, chain)
+    async with connected(chain) as client:
         while True:
             try:
                 final = await final_header(client, chain)
@@ -231,8 +229,6 @@ async def approve_deliveries(
     """Approve (or, as the last signatory needed, execute) the relayer's delivery proposals for
     the Substrate destination ``chain`` — only those this attester verified itself: it signed
     the proposal's checkpoint, and every message is under that root and addressed here."""
-    from adapters.substrate.client import SubstrateClient  # noqa: PLC0415 (heavy import)
-
     settings = chain.settings()
     me = bytes(keypair.public_key)
     if me not in settings.signatories:
@@ -240,8 +236,7 @@ async def approve_deliveries(
     proposals = ProposalStore(config.checkpoint_store)
     bridges = token_bridges(config)
     done: set[str] = set()  # proposals this attester has nothing more to do for
-    async with SubstrateClient(chain.rpc[0]) as client:
-        await check_genesis(client, chain)
+    async with connected(chain) as client:
         while True:
             for path, proposal in await trio.to_thread.run_sync(proposals.pending, chain.domain):
                 if path.name in done:
@@ -299,13 +294,6 @@ async def _act_on(
     state: AttesterState,
 ) -> bool:
     """Approve or execute ``proposal``'s batch; True once nothing is left for this attester."""
-    from adapters.substrate.multisig import (  # noqa: PLC0415 (heavy import)
-        approve,
-        execute,
-        executed_ok,
-        open_operation,
-    )
-
     settings = chain.settings()
     calls = []
     for raw in proposal.messages:
@@ -353,18 +341,13 @@ async def _already_delivered(
 ) -> bool:
     """Is any message of ``proposal`` delivered already (its replay-guard item exists)? Then
     the batch would fail as a whole: leave it to the relayer to propose the rest again."""
-    for raw in proposal.messages:
-        message = decode_message(raw)
-        item = await client.query(
-            "Uniques", "Asset", [settings.collections[message.origin], message.nonce]
-        )
-        if item is not None:
-            return True
-    return False
+    messages = [decode_message(raw) for raw in proposal.messages]
+    return any(await delivered_items(client, settings, messages))
 
 
 async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POLL) -> None:
-    """Run attester ``index`` of the configuration over every EVM origin with an outbox."""
+    """Run attester ``index`` of the configuration: sign every origin's checkpoints (EVM and
+    Substrate) and, with a ``substrate_key``, approve deliveries to every Substrate chain."""
     if not 0 <= index < len(config.attester_keys):
         raise ConfigError(
             f"no attester {index}: the config has {len(config.attester_keys)} attester keys"
@@ -391,8 +374,6 @@ async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POL
                         chain.name,
                     )
                     continue
-                from adapters.substrate.client import keypair_from_seed  # noqa: PLC0415
-
                 keypair = keypair_from_seed(substrate_key.load())
                 nursery.start_soon(
                     partial(

@@ -20,7 +20,7 @@ from adapters.errors import AdapterError
 from adapters.evm.chain import DISPATCH_TOPIC, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine
 from light_clients.committee import address_of
-from light_clients.message import Message
+from light_clients.message import Message, decode_message
 from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
 from relayer.config import ChainConfig, Config, ConfigError
 from relayer.endpoints import bytes32, open_evm
@@ -392,17 +392,13 @@ async def _delivered_on_substrate(
     chain: ChainConfig, records: Sequence[MessageRecord]
 ) -> dict[str, bool]:
     """Each message's replay-guard item on ``chain`` (it exists once delivered)."""
-    from relayer.substrate_route import collection_of  # noqa: PLC0415
+    from relayer.substrate_route import delivered_items  # noqa: PLC0415
 
-    settings = chain.settings()
-    flags = {}
     async with _substrate(chain) as sub:
-        for record in records:
-            item = await sub.query(
-                "Uniques", "Asset", [collection_of(settings, record.origin), record.nonce]
-            )
-            flags[record.id] = item is not None
-    return flags
+        flags = await delivered_items(
+            sub, chain.settings(), [decode_message(r.message) for r in records]
+        )
+    return {record.id: flag for record, flag in zip(records, flags, strict=True)}
 
 
 __all__ = [

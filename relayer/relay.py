@@ -70,8 +70,8 @@ from relayer.substrate_route import SCAN_CHUNK as SUBSTRATE_SCAN_CHUNK
 from relayer.substrate_route import (
     Proposal,
     ProposalStore,
-    check_genesis,
-    collection_of,
+    connected,
+    delivered_items,
     escrow_routes,
     final_header,
     new_proposal,
@@ -279,8 +279,7 @@ class Relayer:
         return end == final.number
 
     async def _scan_substrate_loop(self, lane: Lane) -> None:
-        async with SubstrateClient(lane.chain.rpc[0]) as client:
-            await check_genesis(client, lane.chain)
+        async with connected(lane.chain) as client:
             routes = escrow_routes(self.config, lane.chain)
             while True:
                 try:
@@ -756,8 +755,7 @@ class Relayer:
         """Deliver to a Substrate chain through the committee's multisig: propose batches (the
         attesters approve and execute them), and record what the chain shows delivered."""
         proposals = ProposalStore(self.config.checkpoint_store)
-        async with SubstrateClient(chain.rpc[0]) as client:
-            await check_genesis(client, chain)
+        async with connected(chain) as client:
             while True:
                 try:
                     await self._deliver_substrate_once(chain, client, proposals)
@@ -766,19 +764,14 @@ class Relayer:
                     log.warning("deliver to %s: %s", chain.name, exc)
                 await trio.sleep(self.poll)
 
+    @staticmethod
     async def _delivered_items(
-        self, client: SubstrateClient, chain: ChainConfig, messages: Sequence[bytes]
+        client: SubstrateClient, chain: ChainConfig, messages: Sequence[bytes]
     ) -> list[bool]:
         """For each message, does its replay-guard item exist on ``chain`` (it was delivered)?"""
-        settings = chain.settings()
-        found = []
-        for raw in messages:
-            message = decode_message(raw)
-            item = await client.query(
-                "Uniques", "Asset", [collection_of(settings, message.origin), message.nonce]
-            )
-            found.append(item is not None)
-        return found
+        return await delivered_items(
+            client, chain.settings(), [decode_message(raw) for raw in messages]
+        )
 
     async def _mark_delivered_on(
         self, chain: ChainConfig, messages: Sequence[bytes], flags: Sequence[bool]

@@ -25,10 +25,13 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import RemarkSeen, SubstrateClient
@@ -115,6 +118,27 @@ async def check_genesis(client: SubstrateClient, chain: ChainConfig) -> None:
             f"chain {chain.name!r}: endpoint reports genesis 0x{actual.hex()}, "
             f"config says 0x{chain.settings().genesis_hash.hex()}"
         )
+
+
+@asynccontextmanager
+async def connected(chain: ChainConfig, *, retry: float = 2.0) -> AsyncIterator[SubstrateClient]:
+    """A client of ``chain``'s first endpoint, its genesis checked; a node that is down (or
+    still starting) is retried every ``retry`` seconds instead of stopping the process, while a
+    node of another chain is a ConfigError at once."""
+    while True:
+        client = SubstrateClient(chain.rpc[0])
+        try:
+            await client.connect()
+        except AdapterError as exc:
+            log.warning("%s: %s; retrying in %g s", chain.name, exc, retry)
+            await trio.sleep(retry)
+            continue
+        try:
+            await check_genesis(client, chain)
+            yield client
+            return
+        finally:
+            await client.aclose()
 
 
 async def final_header(client: SubstrateClient, chain: ChainConfig) -> SubstrateHeader:
@@ -208,6 +232,16 @@ def collection_of(settings: SubstrateSettings, origin: int) -> int:
         return settings.collections[origin]
     except KeyError:
         raise ConfigError(f"no Uniques collection configured for origin {origin}") from None
+
+
+async def delivered_items(
+    client: SubstrateClient, settings: SubstrateSettings, messages: Sequence[Message]
+) -> list[bool]:
+    """For each message, does its replay-guard item exist (it was delivered)? One round trip."""
+    entries = await client.query_many(
+        "Uniques", "Asset", [[collection_of(settings, m.origin), m.nonce] for m in messages]
+    )
+    return [entry is not None for entry in entries]
 
 
 def token_mint(

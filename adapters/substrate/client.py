@@ -593,6 +593,21 @@ class SubstrateClient:
             lambda s: s.query(module, storage_function, list(params), block_hash=at).value,
         )
 
+    async def query_many(
+        self, module: str, storage_function: str, params: Sequence[Sequence[Any]]
+    ) -> list[Any]:
+        """Several entries of one storage map in one round trip (``state_queryStorageAt``), in
+        the order of ``params``; None for absent ones. Not proven, like :meth:`query`."""
+        if not params:
+            return []
+
+        def work(substrate: SubstrateInterface) -> list[Any]:
+            keys = [substrate.create_storage_key(module, storage_function, list(p)) for p in params]
+            found = {key.to_hex(): obj for key, obj in substrate.query_multi(keys)}
+            return [None if (obj := found.get(key.to_hex())) is None else obj.value for key in keys]
+
+        return await self._run(f"query {module}.{storage_function} ×{len(params)}", work)
+
     async def events(self, block_hash: bytes) -> list[SubstrateEvent]:
         """Every event of the block (``System.Events`` at ``block_hash``), in order."""
         return await self._run("events", lambda s: _events(s, block_hash))
