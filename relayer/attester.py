@@ -49,6 +49,7 @@ from relayer.substrate_route import (
     delivery_calls,
     escrow_routes,
     final_header,
+    grandpa_follower,
     scan_remarks,
     token_bridges,
 )
@@ -178,17 +179,23 @@ async def attest_substrate_origin(
     routes = escrow_routes(config, chain)
     tree = IncrementalMerkleTree()
     next_block = chain.start_block
+    grandpa = grandpa_follower(chain)
     async with connected(chain) as client:
         while True:
             try:
-                final = await final_header(client, chain)
+                final = await final_header(client, chain, grandpa)
                 if final.number < next_block:
                     await trio.sleep(poll)
                     continue
                 end = min(final.number, next_block + SCAN_CHUNK - 1)
                 scan = await scan_remarks(
-                    client, chain, routes, range(next_block, end + 1), tree.count
+                    client, chain, routes, range(next_block, end + 1), tree.count, grandpa=grandpa
                 )
+            except VerificationError as exc:
+                state.errors += 1
+                log.error("origin %s: the node served an invalid proof: %s", chain.name, exc)
+                await trio.sleep(poll)
+                continue
             except AdapterError as exc:
                 state.errors += 1
                 log.warning("origin %s: %s", chain.name, exc)
@@ -235,11 +242,14 @@ async def approve_deliveries(
         raise ConfigError(f"attester substrate key 0x{me.hex()} is not a multisig signatory")
     proposals = ProposalStore(config.checkpoint_store)
     bridges = token_bridges(config)
-    done: set[str] = set()  # proposals this attester has nothing more to do for
+    # Proposals this attester has nothing more to do for, by name *and* creation time: the
+    # relayer re-proposes a batch that did not execute under the same name, and that one must
+    # be acted on afresh (its earlier execution may have failed).
+    done: set[tuple[str, float]] = set()
     async with connected(chain) as client:
         while True:
             for path, proposal in await trio.to_thread.run_sync(proposals.pending, chain.domain):
-                if path.name in done:
+                if (path.name, proposal.created) in done:
                     continue
                 try:
                     if not await trio.to_thread.run_sync(_signed_by, store, key, proposal):
@@ -260,7 +270,7 @@ async def approve_deliveries(
                     state.errors += 1
                     log.warning("proposal %s: %s", path.name, exc)
                 if finished:
-                    done.add(path.name)
+                    done.add((path.name, proposal.created))
             await trio.sleep(poll)
 
 

@@ -379,9 +379,17 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
         click.echo(
             "total: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no messages")
         )
-        finality = ", ".join(f"{c.name}: {c.finality}" for c in config.chains)
+        finality = ", ".join(f"{c.name}: {_finality(c)}" for c in config.chains)
         click.echo(f"finality: {finality}")
     return 0
+
+
+def _finality(chain: Any) -> str:
+    """The chain's policy, saying when a Substrate head is the node's word only."""
+    text = str(chain.finality)
+    if chain.substrate is not None and text == "finalized":
+        text += " (GRANDPA-proven)" if chain.substrate.grandpa else " (node's word: no checkpoint)"
+    return text
 
 
 def _event_json(event: Any) -> dict[str, Any]:

@@ -309,11 +309,13 @@ async def _canonical(
     from relayer.substrate_route import (  # noqa: PLC0415
         escrow_routes,
         final_header,
+        grandpa_follower,
         scan_remarks,
     )
 
+    grandpa = grandpa_follower(source)
     with trio.move_on_after(FINALITY_TIMEOUT) as waited:
-        while (await final_header(sub, source)).number < block_number:
+        while (await final_header(sub, source, grandpa)).number < block_number:
             await trio.sleep(0.5)
     if waited.cancelled_caught:
         raise AdapterError(
@@ -324,7 +326,12 @@ async def _canonical(
     first = source.start_block if last is None else last.source_block_number + 1
     next_nonce = 0 if last is None else last.nonce + 1
     scan = await scan_remarks(
-        sub, source, escrow_routes(config, source), range(first, block_number + 1), next_nonce
+        sub,
+        source,
+        escrow_routes(config, source),
+        range(first, block_number + 1),
+        next_nonce,
+        grandpa=grandpa,
     )
     sent = [
         Sent(

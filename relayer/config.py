@@ -41,6 +41,8 @@ signatories = ["0x…", "0x…", "0x…"]    # the attesters' sr25519 accounts
 collections = { "1" = 1, "2" = 2 }     # EVM origin domain -> Uniques collection (replay guard)
 asset_id = 1                           # the wrapped token (Assets pallet), issued by the multisig
 asset_home = { domain = 1, token = "0x…" }   # the EVM token it wraps
+# grandpa = { set_id = 1234, block_hash = "0x…", block_number = 21000000, authorities = ["0x…"] }
+#   a trusted GRANDPA checkpoint: heads are then proven final by justifications (real chains)
 
 [client]                               # who `passerelle send` sends as
 key_file = "sender.key"
@@ -106,6 +108,19 @@ class FinalityPolicy:
 
 
 @dataclass(frozen=True)
+class GrandpaCheckpoint:
+    """A trusted GRANDPA starting point: the authority set that signs the blocks after the
+    finalized block ``block_hash`` (#``block_number``). Taken from a node the operator trusts,
+    once, like any light client's checkpoint; everything after it is proven."""
+
+    set_id: int
+    block_hash: bytes
+    block_number: int
+    authorities: tuple[tuple[bytes, int], ...]
+    """(ed25519 public key, weight) pairs."""
+
+
+@dataclass(frozen=True)
 class SubstrateSettings:
     """What a Substrate chain needs beyond an endpoint: its identity, the committee's multisig
     (the inbox: DESIGN.md "Substrate origin and destination"), the replay-guard collections and
@@ -123,6 +138,9 @@ class SubstrateSettings:
     asset_home_domain: int | None = None
     asset_home_token: bytes | None = None
     """The EVM token (20 bytes) the wrapped asset represents, on ``asset_home_domain``."""
+    grandpa: GrandpaCheckpoint | None = None
+    """With ``finality = "finalized"``: verify the final head with GRANDPA justifications
+    (``grandpa_proveFinality``) from this checkpoint, instead of taking the node's word."""
 
     @property
     def bridge_account(self) -> bytes:
@@ -317,7 +335,13 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
     asset_id = obj.get("asset_id")
     if (home_obj is None) != (asset_id is None):
         raise FieldError(f"{where}: asset_id and asset_home go together")
+    grandpa = obj.get("grandpa")
+    if grandpa is not None and obj.get("finality") != "finalized":
+        raise FieldError(f'{where}.grandpa needs finality = "finalized"')
     return SubstrateSettings(
+        grandpa=None
+        if grandpa is None
+        else _grandpa(as_object(grandpa, f"{where}.grandpa"), where),
         genesis_hash=as_hex(require(obj, "genesis_hash"), f"{where}.genesis_hash", size=32),
         multisig=as_hex(require(obj, "multisig"), f"{where}.multisig", size=32),
         multisig_threshold=threshold,
@@ -330,6 +354,24 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
         asset_home_token=None
         if home_obj is None
         else as_hex(require(home_obj, "token"), f"{where}.asset_home.token", size=20),
+    )
+
+
+def _grandpa(obj: Mapping[str, Any], where: str) -> GrandpaCheckpoint:
+    authorities: list[tuple[bytes, int]] = []
+    for i, entry in enumerate(as_list(require(obj, "authorities"), f"{where}.grandpa.authorities")):
+        name = f"{where}.grandpa.authorities[{i}]"
+        if isinstance(entry, list) and len(entry) == 2:  # ["0x…", weight]
+            authorities.append((as_hex(entry[0], name, size=32), as_int(entry[1], name, lo=1)))
+        else:
+            authorities.append((as_hex(entry, name, size=32), 1))
+    if not authorities:
+        raise FieldError(f"{where}.grandpa.authorities must not be empty")
+    return GrandpaCheckpoint(
+        set_id=as_int(require(obj, "set_id"), f"{where}.grandpa.set_id", hi=2**64 - 1),
+        block_hash=as_hex(require(obj, "block_hash"), f"{where}.grandpa.block_hash", size=32),
+        block_number=as_int(require(obj, "block_number"), f"{where}.grandpa.block_number"),
+        authorities=tuple(authorities),
     )
 
 

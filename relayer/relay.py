@@ -39,6 +39,7 @@ from adapters.evm.chain import DispatchEvent, EvmChain, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine, TxError, TxReverted
 from adapters.rpc import EndpointHealth, RpcCallError, RpcError
 from adapters.substrate.client import SubstrateClient
+from adapters.substrate.finality import GrandpaFinality
 from light_clients.committee import Checkpoint, recover_signer, verify_attestation
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
@@ -74,6 +75,7 @@ from relayer.substrate_route import (
     delivered_items,
     escrow_routes,
     final_header,
+    grandpa_follower,
     new_proposal,
     scan_remarks,
 )
@@ -279,11 +281,16 @@ class Relayer:
         return end == final.number
 
     async def _scan_substrate_loop(self, lane: Lane) -> None:
+        grandpa = grandpa_follower(lane.chain)
         async with connected(lane.chain) as client:
             routes = escrow_routes(self.config, lane.chain)
             while True:
                 try:
-                    caught_up = await self._scan_substrate_once(lane, client, routes)
+                    caught_up = await self._scan_substrate_once(lane, client, routes, grandpa)
+                except VerificationError as exc:
+                    self.metrics.rpc_errors += 1
+                    log.error("scan %s: the node served an invalid proof: %s", lane.chain.name, exc)
+                    caught_up = True
                 except AdapterError as exc:
                     self.metrics.rpc_errors += 1
                     log.warning("scan %s: %s", lane.chain.name, exc)
@@ -292,17 +299,21 @@ class Relayer:
                     await trio.sleep(self.poll)
 
     async def _scan_substrate_once(
-        self, lane: Lane, client: SubstrateClient, routes: Sequence[EscrowRoute]
+        self,
+        lane: Lane,
+        client: SubstrateClient,
+        routes: Sequence[EscrowRoute],
+        grandpa: GrandpaFinality | None,
     ) -> bool:
         """Scan the next chunk of final Substrate blocks for remarks (the attesters' rules and
         nonces: :func:`relayer.substrate_route.scan_remarks`)."""
         next_block = await self._resume_point(lane, client.block_hash)
-        final = await final_header(client, lane.chain)
+        final = await final_header(client, lane.chain, grandpa)
         if final.number < next_block:
             return True
         end = min(final.number, next_block + SUBSTRATE_SCAN_CHUNK - 1)
         scan = await scan_remarks(
-            client, lane.chain, routes, range(next_block, end + 1), lane.tree.count
+            client, lane.chain, routes, range(next_block, end + 1), lane.tree.count, grandpa=grandpa
         )
         found = [
             DiscoveredMessage(

@@ -35,11 +35,13 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import RemarkSeen, SubstrateClient
+from adapters.substrate.finality import PROVE_FINALITY, GrandpaFinality, offered
 from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import TREE_DEPTH
 from light_clients.message import Message, decode_message
+from light_clients.substrate.grandpa import AuthoritySet
 from light_clients.substrate.header import SubstrateHeader
 from light_clients.substrate.remark import (
     EscrowRoute,
@@ -141,16 +143,39 @@ async def connected(chain: ChainConfig, *, retry: float = 2.0) -> AsyncIterator[
             await client.aclose()
 
 
-async def final_header(client: SubstrateClient, chain: ChainConfig) -> SubstrateHeader:
+def grandpa_follower(chain: ChainConfig) -> GrandpaFinality | None:
+    """The GRANDPA light client of ``chain`` if its config has a checkpoint (one per task)."""
+    checkpoint = chain.settings().grandpa
+    if checkpoint is None:
+        return None
+    try:
+        authority_set = AuthoritySet(checkpoint.set_id, checkpoint.authorities)
+    except VerificationError as exc:
+        raise ConfigError(f"chain {chain.name!r}: grandpa checkpoint: {exc}") from None
+    return GrandpaFinality(authority_set, checkpoint.block_hash, checkpoint.block_number)
+
+
+async def final_header(
+    client: SubstrateClient, chain: ChainConfig, grandpa: GrandpaFinality | None = None
+) -> SubstrateHeader:
     """The newest block ``chain``'s finality policy accepts, its hash checked by the light client.
 
-    ``finalized`` and ``devnet-instant`` take the node's finalized head (GRANDPA on a real
-    chain; on chopsticks every block, which is why that policy has its own name);
-    ``confirmations:N`` the best block minus N.
+    ``finalized`` takes the node's finalized head and, with a ``grandpa`` checkpoint, proves it
+    final with the node's GRANDPA justification (refusing a node that offers none);
+    ``devnet-instant`` is the same head on a chain without a finality gadget (chopsticks: every
+    block, which is why the policy has its own name); ``confirmations:N`` the best block minus N.
     """
     policy = chain.finality
     if policy.name in ("finalized", "devnet-instant"):
-        return await client.finalized_head()
+        head = await client.finalized_head()
+        if grandpa is not None:
+            if PROVE_FINALITY not in await offered(client):
+                raise ConfigError(
+                    f"chain {chain.name!r}: a grandpa checkpoint is configured but "
+                    f"{client.url} does not offer {PROVE_FINALITY}"
+                )
+            await grandpa.verify_final(client, head)
+        return head
     if policy.name == "confirmations":
         number = max(await client.best_number() - policy.depth, 0)
         block_hash = await client.block_hash(number)
@@ -166,8 +191,13 @@ async def scan_remarks(
     routes: Sequence[EscrowRoute],
     blocks: range,
     next_nonce: int,
+    *,
+    grandpa: GrandpaFinality | None = None,
 ) -> RemarkScan:
-    """The canonical messages of the (final) ``blocks``, numbered from ``next_nonce``."""
+    """The canonical messages of the (final) ``blocks``, numbered from ``next_nonce``.
+
+    With ``grandpa``, each block must be the one proven final at its height (a node cannot
+    slip in a block of another fork)."""
     scan = RemarkScan()
     accepted: list[tuple[int, int, Message]] = []
     sources: list[RemarkSeen] = []
@@ -175,6 +205,8 @@ async def scan_remarks(
         block_hash = await client.block_hash(number)
         if block_hash is None:
             raise AdapterError(f"{chain.name}: block {number} vanished while scanning")
+        if grandpa is not None and grandpa.final_hash(number) != block_hash:
+            await grandpa.verify_final(client, await client.header(block_hash))
         scan.last_hash = block_hash
         if number == 0:
             continue  # genesis has no extrinsics (and chopsticks reports a placeholder hash)
