@@ -61,6 +61,7 @@ from typing import Any
 
 from light_clients.committee import Committee
 from light_clients.errors import VerificationError
+from light_clients.substrate.grandpa import AuthoritySet
 from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, require
 
 U32_MAX = 2**32 - 1
@@ -301,7 +302,7 @@ def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
     chain_id = obj.get("chain_id")
     if kind == "substrate" and contracts:
         raise FieldError(f"{where}: a Substrate chain has no contracts ({sorted(contracts)})")
-    return ChainConfig(
+    chain = ChainConfig(
         name=name,
         domain=as_int(require(obj, "domain"), f"{where}.domain", hi=U32_MAX),
         kind=kind,
@@ -312,6 +313,14 @@ def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
         start_block=as_int(obj.get("start_block", 0), f"{where}.start_block"),
         substrate=_substrate_settings(obj, where) if kind == "substrate" else None,
     )
+    grandpa = None if chain.substrate is None else chain.substrate.grandpa
+    if grandpa is not None and chain.start_block < grandpa.block_number:
+        # Blocks below the checkpoint cannot be proven from it: the scan would never start.
+        raise FieldError(
+            f"{where}.start_block {chain.start_block} is below the grandpa checkpoint's block "
+            f"{grandpa.block_number}"
+        )
+    return chain
 
 
 def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings:
@@ -367,12 +376,20 @@ def _grandpa(obj: Mapping[str, Any], where: str) -> GrandpaCheckpoint:
             authorities.append((as_hex(entry, name, size=32), 1))
     if not authorities:
         raise FieldError(f"{where}.grandpa.authorities must not be empty")
-    return GrandpaCheckpoint(
-        set_id=as_int(require(obj, "set_id"), f"{where}.grandpa.set_id", hi=2**64 - 1),
-        block_hash=as_hex(require(obj, "block_hash"), f"{where}.grandpa.block_hash", size=32),
-        block_number=as_int(require(obj, "block_number"), f"{where}.grandpa.block_number"),
-        authorities=tuple(authorities),
-    )
+    try:
+        checkpoint = GrandpaCheckpoint(
+            set_id=as_int(require(obj, "set_id"), f"{where}.grandpa.set_id", hi=2**64 - 1),
+            block_hash=as_hex(require(obj, "block_hash"), f"{where}.grandpa.block_hash", size=32),
+            block_number=as_int(require(obj, "block_number"), f"{where}.grandpa.block_number"),
+            authorities=tuple(authorities),
+        )
+    except FieldError as exc:
+        raise FieldError(f"{where}.grandpa: {exc}") from None
+    try:  # the light client's own rules (distinct keys, weights and total within u64)
+        AuthoritySet(checkpoint.set_id, checkpoint.authorities)
+    except VerificationError as exc:
+        raise FieldError(f"{where}.grandpa.authorities: {exc}") from None
+    return checkpoint
 
 
 def _check_unique(chains: Sequence[ChainConfig]) -> None:

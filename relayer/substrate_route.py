@@ -169,7 +169,9 @@ async def final_header(
     if policy.name in ("finalized", "devnet-instant"):
         head = await client.finalized_head()
         if grandpa is not None:
-            if PROVE_FINALITY not in await offered(client):
+            if grandpa.head_number == grandpa.checkpoint_number and PROVE_FINALITY not in (
+                await offered(client)
+            ):  # asked once, before the first proof (not on every poll)
                 raise ConfigError(
                     f"chain {chain.name!r}: a grandpa checkpoint is configured but "
                     f"{client.url} does not offer {PROVE_FINALITY}"

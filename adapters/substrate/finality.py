@@ -372,6 +372,8 @@ class GrandpaFinality:
         self._max_segment = max_segment
         self._history = history
         self._final: dict[int, bytes] = {head_number: head_hash}
+        self.checkpoint_number = head_number
+        """Where the trusted checkpoint is (the head stays there until a proof is accepted)."""
         self._lock = trio.Lock()
         self.last_proof: FinalityProof | None = None
         """The light client's verdict on the last justification accepted."""
