@@ -24,6 +24,7 @@ finality policy, anchors.md T21 — an operator must look).
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -31,7 +32,7 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.rpc import RpcError
-from adapters.substrate.client import SubstrateClient, keypair_from_seed
+from adapters.substrate.client import Call, SubstrateClient, keypair_from_seed
 from adapters.substrate.multisig import approve, execute, executed_ok, open_operation
 from light_clients.committee import Checkpoint, address_of, sign_checkpoint
 from light_clients.errors import VerificationError
@@ -242,21 +243,34 @@ async def approve_deliveries(
         raise ConfigError(f"attester substrate key 0x{me.hex()} is not a multisig signatory")
     proposals = ProposalStore(config.checkpoint_store)
     bridges = token_bridges(config)
-    # Proposals this attester has nothing more to do for, by name *and* creation time: the
-    # relayer re-proposes a batch that did not execute under the same name, and that one must
-    # be acted on afresh (its earlier execution may have failed).
+    # Per proposal (by name *and* creation time: the relayer re-proposes a batch that did not
+    # execute under the same name, and that one must be acted on afresh): the batch call once
+    # verified and composed (None: not ours to approve), and whether we are done with it.
+    batches: dict[tuple[str, float], Call | None] = {}
     done: set[tuple[str, float]] = set()
+    first_seen: dict[bytes, float] = {}  # call hash -> when we first saw its operation open
     async with connected(chain) as client:
         while True:
-            for path, proposal in await trio.to_thread.run_sync(proposals.pending, chain.domain):
-                if (path.name, proposal.created) in done:
+            pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
+            live = {(path.name, proposal.created) for path, proposal in pending}
+            for stale in set(batches) - live:
+                del batches[stale]
+            done &= live
+            for path, proposal in pending:
+                key_ = (path.name, proposal.created)
+                if key_ in done:
                     continue
                 try:
-                    if not await trio.to_thread.run_sync(_signed_by, store, key, proposal):
-                        continue  # not a checkpoint this attester signed: others approve it
-                    _verify_proposal(config, chain, proposal)
+                    if key_ not in batches:
+                        batches[key_] = await _verified_batch(
+                            config, chain, client, proposal, store=store, key=key, bridges=bridges
+                        )
+                    batch = batches[key_]
+                    if batch is None:
+                        done.add(key_)  # not a checkpoint this attester signed: others approve
+                        continue
                     finished = await _act_on(
-                        client, chain, keypair, proposal, bridges=bridges, state=state
+                        client, chain, keypair, proposal, batch, state=state, first_seen=first_seen
                     )
                 except VerificationError as exc:
                     log.error("proposal %s refused: %s", path.name, exc)
@@ -270,8 +284,31 @@ async def approve_deliveries(
                     state.errors += 1
                     log.warning("proposal %s: %s", path.name, exc)
                 if finished:
-                    done.add((path.name, proposal.created))
+                    done.add(key_)
             await trio.sleep(poll)
+
+
+async def _verified_batch(
+    config: Config,
+    chain: ChainConfig,
+    client: SubstrateClient,
+    proposal: Proposal,
+    *,
+    store: CheckpointStore,
+    key: bytes,
+    bridges: dict[int, bytes],
+) -> Call | None:
+    """The proposal's ``batch_all``, if this attester signed its checkpoint and every message
+    verifies under it; None if the checkpoint is not one this attester signed."""
+    if not await trio.to_thread.run_sync(_signed_by, store, key, proposal):
+        return None
+    _verify_proposal(config, chain, proposal)
+    settings = chain.settings()
+    calls = []
+    for raw in proposal.messages:
+        for call in delivery_calls(decode_message(raw), settings, bridges):
+            calls.append(await client.compose(call.module, call.function, call.params))
+    return await client.compose("Utility", "batch_all", {"calls": calls})
 
 
 def _signed_by(store: CheckpointStore, key: bytes, proposal: Proposal) -> bool:
@@ -294,27 +331,43 @@ def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> 
         )
 
 
+ROLE_GRACE = 4.0
+"""Seconds each signatory waits per rank before doing what a higher-ranked one should have."""
+
+
+def _rank(settings: SubstrateSettings, call_hash: bytes, me: bytes, skip: frozenset[bytes]) -> int:
+    """My turn for an operation: signatories in a rotation picked by the call hash, those in
+    ``skip`` left out. Rank 0 acts at once, rank r after r × :data:`ROLE_GRACE` — so the usual
+    case is one opener and one executor, not every attester racing (each loser pays a failed
+    extrinsic), while a signatory that is down only delays the others."""
+    order = list(settings.signatories)
+    start = int.from_bytes(call_hash[:8], "big") % len(order)
+    rotation = [s for s in order[start:] + order[:start] if s not in skip]
+    return rotation.index(me)
+
+
 async def _act_on(
     client: SubstrateClient,
     chain: ChainConfig,
     keypair: Keypair,
     proposal: Proposal,
+    batch: Call,
     *,
-    bridges: dict[int, bytes],
     state: AttesterState,
+    first_seen: dict[bytes, float],
 ) -> bool:
-    """Approve or execute ``proposal``'s batch; True once nothing is left for this attester."""
+    """Approve or execute ``proposal``'s batch when it is our turn; True once nothing is left
+    for this attester."""
     settings = chain.settings()
-    calls = []
-    for raw in proposal.messages:
-        for call in delivery_calls(decode_message(raw), settings, bridges):
-            calls.append(await client.compose(call.module, call.function, call.params))
-    batch = await client.compose("Utility", "batch_all", {"calls": calls})
     me = bytes(keypair.public_key)
     others = [s for s in settings.signatories if s != me]
     operation = await open_operation(client, settings.multisig, batch.hash)
     threshold = settings.multisig_threshold
+    now = time.time()
     if operation is None:
+        first_seen.pop(batch.hash, None)
+        if now - proposal.created < _rank(settings, batch.hash, me, frozenset()) * ROLE_GRACE:
+            return False  # the designated opener goes first
         if await _already_delivered(client, settings, proposal):
             return True
         await approve(client, keypair, others, threshold, batch)
@@ -323,6 +376,10 @@ async def _act_on(
         return threshold == 1
     if me in operation.approvals:
         return False  # wait for the others (or for the proposal to be withdrawn)
+    seen = first_seen.setdefault(batch.hash, now)
+    if now - seen < _rank(settings, batch.hash, me, operation.approvals) * ROLE_GRACE:
+        return False
+    first_seen.pop(batch.hash, None)
     if len(operation.approvals) + 1 < threshold:
         await approve(client, keypair, others, threshold, batch, timepoint=operation.timepoint)
         state.approvals += 1

@@ -135,7 +135,10 @@ class CheckpointStore:
 def json_files(folder: Path) -> Iterable[Path]:
     """The ``.json`` files of ``folder``, sorted; none if it does not exist."""
     try:
-        return sorted(p for p in folder.iterdir() if p.suffix == ".json")
+        # Not ``.tmp-*`` files: those are being written, and are renamed when complete.
+        return sorted(
+            p for p in folder.iterdir() if p.suffix == ".json" and not p.name.startswith(".")
+        )
     except FileNotFoundError:
         return []
 
