@@ -245,8 +245,8 @@ async def approve_deliveries(
     bridges = token_bridges(config)
     # Per proposal (by name *and* creation time: the relayer re-proposes a batch that did not
     # execute under the same name, and that one must be acted on afresh): the batch call once
-    # verified and composed (None: not ours to approve), and whether we are done with it.
-    batches: dict[tuple[str, float], Call | None] = {}
+    # verified and composed, and whether we are done with it.
+    batches: dict[tuple[str, float], Call] = {}
     done: set[tuple[str, float]] = set()
     first_seen: dict[bytes, float] = {}  # call hash -> when we first saw its operation open
     async with connected(chain) as client:
@@ -261,14 +261,14 @@ async def approve_deliveries(
                 if key_ in done:
                     continue
                 try:
-                    if key_ not in batches:
-                        batches[key_] = await _verified_batch(
+                    batch = batches.get(key_)
+                    if batch is None:
+                        batch = await _verified_batch(
                             config, chain, client, proposal, store=store, key=key, bridges=bridges
                         )
-                    batch = batches[key_]
                     if batch is None:
-                        done.add(key_)  # not a checkpoint this attester signed: others approve
-                        continue
+                        continue  # not a checkpoint this attester signed (yet): others approve
+                    batches[key_] = batch
                     finished = await _act_on(
                         client, chain, keypair, proposal, batch, state=state, first_seen=first_seen
                     )
@@ -300,7 +300,7 @@ async def _verified_batch(
 ) -> Call | None:
     """The proposal's ``batch_all``, if this attester signed its checkpoint and every message
     verifies under it; None if the checkpoint is not one this attester signed."""
-    if not await trio.to_thread.run_sync(_signed_by, store, key, proposal):
+    if not await trio.to_thread.run_sync(store.signed_by, proposal.checkpoint, address_of(key)):
         return None
     _verify_proposal(config, chain, proposal)
     settings = chain.settings()
@@ -309,16 +309,6 @@ async def _verified_batch(
         for call in delivery_calls(decode_message(raw), settings, bridges):
             calls.append(await client.compose(call.module, call.function, call.params))
     return await client.compose("Utility", "batch_all", {"calls": calls})
-
-
-def _signed_by(store: CheckpointStore, key: bytes, proposal: Proposal) -> bool:
-    """Did this attester sign exactly the proposal's checkpoint?"""
-    cp = proposal.checkpoint
-    signer = address_of(key)
-    return any(
-        s.signer == signer and s.checkpoint == cp
-        for s in store.signatures(cp.origin, cp.outbox, cp.index)
-    )
 
 
 def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from light_clients.committee import Checkpoint
+from light_clients.committee import Checkpoint, recover_signer
 from light_clients.errors import VerificationError
 
 
@@ -97,9 +97,9 @@ class CheckpointStore:
         cp = signed.checkpoint
         lane = self._lane(cp.origin, cp.outbox)
         path = lane / f"{cp.index:010d}" / f"0x{signed.signer.hex()}.json"
-        if path.exists():
-            previous = self._read(path)
-            if previous is not None and previous.checkpoint.root != cp.root:
+        previous = self._read_own(path, signed.signer)  # a forged file is overwritten
+        if previous is not None:
+            if previous.checkpoint.root != cp.root:
                 raise CheckpointStoreError(
                     f"refusing to sign a second root at index {cp.index} of origin {cp.origin}: "
                     f"already signed 0x{previous.checkpoint.root.hex()} (reorg below finality?)"
@@ -120,14 +120,39 @@ class CheckpointStore:
         return [s for s in (self._read(p) for p in json_files(folder)) if s is not None]
 
     def latest_own(self, origin: int, outbox: bytes, signer: bytes) -> SignedCheckpoint | None:
-        """The newest checkpoint ``signer`` published (an attester resumes from it)."""
-        return self._read(self._lane(origin, outbox) / "latest" / f"0x{signer.hex()}.json")
+        """The newest checkpoint ``signer`` published (an attester resumes from it), only if its
+        signature is ``signer``'s: others can write to the store too."""
+        return self._read_own(
+            self._lane(origin, outbox) / "latest" / f"0x{signer.hex()}.json", signer
+        )
+
+    def signed_by(self, checkpoint: Checkpoint, signer: bytes) -> bool:
+        """Did ``signer`` sign exactly ``checkpoint``? Its file must hold a signature that
+        recovers to ``signer`` (a file name or field proves nothing: the store is shared)."""
+        path = (
+            self._lane(checkpoint.origin, checkpoint.outbox)
+            / f"{checkpoint.index:010d}"
+            / f"0x{signer.hex()}.json"
+        )
+        own = self._read_own(path, signer)
+        return own is not None and own.checkpoint == checkpoint
+
+    def _read_own(self, path: Path, signer: bytes) -> SignedCheckpoint | None:
+        signed = self._read(path)
+        if signed is None or signed.signer != signer:
+            return None
+        try:
+            if recover_signer(signed.checkpoint.digest(), signed.signature) != signer:
+                return None
+        except VerificationError:
+            return None
+        return signed
 
     @staticmethod
     def _read(path: Path) -> SignedCheckpoint | None:
         try:
             return SignedCheckpoint.from_json(path.read_text())
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, VerificationError):
+        except Exception:  # anyone may write here: nothing read may stop a reader
             # Missing, corrupt or foreign files are skipped: signatures are verified anyway.
             return None
 

@@ -151,6 +151,9 @@ class Relayer:
         self.max_inflight = max_inflight
         self.metrics_port = metrics_port
         self.endpoints: dict[str, Sequence[EndpointHealth]] = {}
+        # Messages whose Substrate batch did not execute in time: proposed one by one from then
+        # on (in memory: after a restart a failing batch is found out again the same way).
+        self._suspects: set[str] = set()
         self._started = False
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -788,6 +791,7 @@ class Relayer:
         self, chain: ChainConfig, messages: Sequence[bytes], flags: Sequence[bool]
     ) -> None:
         ids = ["0x" + keccak256(m).hex() for m, flag in zip(messages, flags, strict=True) if flag]
+        self._suspects.difference_update(ids)
         if ids:
             await self._db(
                 self.ledger.transition,
@@ -800,18 +804,33 @@ class Relayer:
     async def _deliver_substrate_once(
         self, chain: ChainConfig, client: SubstrateClient, proposals: ProposalStore
     ) -> None:
+        await self._db(self._requeue_due, chain.domain)
         outstanding = await trio.to_thread.run_sync(proposals.pending, chain.domain)
         proposed: set[str] = set()
         for path, proposal in outstanding:
             flags = await self._delivered_items(client, chain, proposal.messages)
             await self._mark_delivered_on(chain, proposal.messages, flags)
+            ids = ["0x" + keccak256(m).hex() for m in proposal.messages]
             if any(flags):  # done, or partly delivered elsewhere: its batch can no longer pass
                 await trio.to_thread.run_sync(proposals.remove, path)
             elif time.time() - proposal.created > self.confirm_timeout:
-                log.warning("proposal %s not executed in time; proposing again", path.name)
+                # Its batch failed on chain (one bad message fails a whole batch_all) or too
+                # few signatories are up: retry with backoff, each message on its own, so one
+                # that cannot be delivered holds up nobody else.
                 await trio.to_thread.run_sync(proposals.remove, path)
+                self._suspects.update(ids)
+                await self._db(
+                    self.ledger.transition,
+                    ids,
+                    MessageStatus.FAILED,
+                    reason=f"not delivered by the committee within {self.confirm_timeout:g} s",
+                    retry_at=time.time() + RETRY_BACKOFF[1],
+                )
+                log.warning(
+                    "proposal %s not executed in time; retrying its messages singly", path.name
+                )
             else:
-                proposed.update("0x" + keccak256(m).hex() for m in proposal.messages)
+                proposed.update(ids)
         records = await self._db(
             self.ledger.by_status,
             MessageStatus.ATTESTED,
@@ -826,10 +845,14 @@ class Relayer:
             flags = await self._delivered_items(client, chain, [r.message for r in group])
             await self._mark_delivered_on(chain, [r.message for r in group], flags)
             todo = [r for r, flag in zip(group, flags, strict=True) if not flag]
-            for start in range(0, len(todo), SUBSTRATE_BATCH_SIZE):
-                fresh = await self._propose(
-                    chain, self.lanes[origin], todo[start : start + SUBSTRATE_BATCH_SIZE]
-                )
+            batches = [[r] for r in todo if r.id in self._suspects]
+            todo = [r for r in todo if r.id not in self._suspects]
+            batches += [
+                todo[start : start + SUBSTRATE_BATCH_SIZE]
+                for start in range(0, len(todo), SUBSTRATE_BATCH_SIZE)
+            ]
+            for batch in batches:
+                fresh = await self._propose(chain, self.lanes[origin], batch)
                 if fresh is not None:
                     await trio.to_thread.run_sync(proposals.publish, fresh)
                     self.metrics.proposals += 1

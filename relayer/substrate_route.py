@@ -12,12 +12,13 @@ Origin (:func:`scan_remarks`)
 
 Destination (:func:`delivery_calls`, :class:`ProposalStore`)
     The committee's multisig executes ``Utility.batch_all`` of, per message,
-    ``Uniques.mint(collection of its origin, item = nonce, owner = recipient)`` (the replay
-    guard: a second mint of an item fails, so the whole batch does) and the delivery itself: an
+    ``Uniques.mint(collection of its origin, item = nonce, owner = the multisig)`` (the replay
+    guard: a second mint of an item fails, so the whole batch does; the multisig keeps the item,
+    since an owner could burn it and re-open the message) and the delivery itself: an
     ``Assets.mint`` of the wrapped token for a transfer from the home chain's TokenBridge, else
-    ``System.remark_with_event(message)`` — the message on chain, its recipient the owner of
-    the item. The relayer proposes batches (a file per batch); each attester approves a batch
-    only after checking every message against a checkpoint root *it* signed.
+    ``System.remark_with_event(message)`` — the message on chain, naming its recipient. The
+    relayer proposes batches (a file per batch); each attester approves a batch only after
+    checking every message against a checkpoint root *it* signed.
 """
 
 from __future__ import annotations
@@ -316,7 +317,9 @@ def delivery_calls(
         {
             "class": collection_of(settings, message.origin),
             "instance": message.nonce,
-            "owner": "0x" + message.recipient.hex(),
+            # The multisig keeps the item: an owner may burn it, which would re-open the
+            # message to a second delivery. The recipient is in the delivered message itself.
+            "owner": "0x" + settings.multisig.hex(),
         },
     )
     mint = token_mint(message, settings, token_bridges)
@@ -443,7 +446,7 @@ class ProposalStore:
         for path in json_files(self.root / str(destination)):
             try:
                 found.append((path, Proposal.from_json(path.read_text())))
-            except (OSError, ValueError, KeyError, TypeError):
+            except Exception:  # anyone may write here: nothing read may stop us
                 continue  # half-deleted or foreign: ignored, like unreadable checkpoints
         return found
 

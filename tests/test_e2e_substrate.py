@@ -238,14 +238,15 @@ def psrl(message: Message) -> bytes:
 
 
 def assert_hub_delivered(config: Config, hub: Hub, records: Sequence[MessageRecord]) -> None:
-    """Each message's replay-guard item is its recipient's, and the multisig remarked it once
+    """Each message's replay-guard item is the multisig's (so nobody can burn it and re-open
+    the message), and the multisig remarked it once
     (token transfers mint the wrapped asset instead of a remark: not checked here)."""
     remarks = hub.multisig_remarks()
     for record in records:
         message = decode_message(record.message)
         assert record.destination == config.chain(HUB).domain
         owner = hub.item_owner(record.origin, record.nonce)
-        assert owner == message.recipient, (record.nonce, owner)
+        assert owner == hub.settings.multisig, (record.nonce, owner, message.recipient)
         assert remarks[blake2_256(record.message)] == 1, (record.id, record.nonce)
 
 

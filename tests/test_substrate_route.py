@@ -102,7 +102,7 @@ def message(
 
 def guard(msg: Message, collection: int) -> RuntimeCall:
     return RuntimeCall(
-        "Uniques", "mint", {"class": collection, "instance": msg.nonce, "owner": h(msg.recipient)}
+        "Uniques", "mint", {"class": collection, "instance": msg.nonce, "owner": h(MULTISIG)}
     )
 
 
@@ -134,7 +134,7 @@ def test_any_other_message_is_delivered_as_a_remark() -> None:
     msg = message(origin=GAMMA, sender=ALICE, recipient=ALICE, body=b"hello", nonce=U32_MAX)
     settings_ = dataclasses.replace(SETTINGS, collections={GAMMA: 99})
     assert delivery_calls(msg, settings_, BRIDGES) == [
-        RuntimeCall("Uniques", "mint", {"class": 99, "instance": U32_MAX, "owner": h(ALICE)}),
+        RuntimeCall("Uniques", "mint", {"class": 99, "instance": U32_MAX, "owner": h(MULTISIG)}),
         RuntimeCall("System", "remark_with_event", {"remark": msg.encode()}),
     ]
 
