@@ -62,6 +62,7 @@ from typing import Any
 from light_clients.committee import Committee
 from light_clients.errors import VerificationError
 from light_clients.substrate.grandpa import AuthoritySet
+from light_clients.substrate.multisig import multisig_account
 from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, require
 
 U32_MAX = 2**32 - 1
@@ -330,15 +331,28 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
     )
     if list(signatories) != sorted(set(signatories)):
         raise FieldError(f"{where}.signatories must be distinct and ascending")
+    if not signatories:
+        raise FieldError(f"{where}.signatories must not be empty")
     threshold = as_int(require(obj, "multisig_threshold"), f"{where}.multisig_threshold")
-    if not 1 <= threshold <= len(signatories):
-        raise FieldError(f"{where}.multisig_threshold must be in 1..{len(signatories)}")
+    # pallet_multisig's approve_as_multi refuses a threshold of 1 (nothing would be delivered).
+    if not 2 <= threshold <= len(signatories):
+        raise FieldError(f"{where}.multisig_threshold must be in 2..{len(signatories)}")
+    multisig = as_hex(require(obj, "multisig"), f"{where}.multisig", size=32)
+    if multisig != multisig_account(signatories, threshold):
+        raise FieldError(
+            f"{where}.multisig is not the {threshold}-of-{len(signatories)} multisig of "
+            "the signatories"
+        )
     collections_obj = as_object(obj.get("collections", {}), f"{where}.collections")
     collections: dict[int, int] = {}
     for origin, collection in collections_obj.items():
         if not str(origin).isdigit() or int(origin) > U32_MAX:
             raise FieldError(f"{where}.collections: {origin!r} is not a domain")
         collections[int(origin)] = as_int(collection, f"{where}.collections.{origin}", hi=U32_MAX)
+    if len(set(collections.values())) != len(collections):
+        raise FieldError(
+            f"{where}.collections: two origins share a collection (nonces would collide)"
+        )
     home = obj.get("asset_home")
     home_obj = None if home is None else as_object(home, f"{where}.asset_home")
     asset_id = obj.get("asset_id")
@@ -352,7 +366,7 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
         if grandpa is None
         else _grandpa(as_object(grandpa, f"{where}.grandpa"), where),
         genesis_hash=as_hex(require(obj, "genesis_hash"), f"{where}.genesis_hash", size=32),
-        multisig=as_hex(require(obj, "multisig"), f"{where}.multisig", size=32),
+        multisig=multisig,
         multisig_threshold=threshold,
         signatories=signatories,
         collections=collections,
@@ -390,6 +404,24 @@ def _grandpa(obj: Mapping[str, Any], where: str) -> GrandpaCheckpoint:
     except VerificationError as exc:
         raise FieldError(f"{where}.grandpa.authorities: {exc}") from None
     return checkpoint
+
+
+def _check_collections(chains: Sequence[ChainConfig]) -> None:
+    """Every EVM origin needs a replay-guard collection on every Substrate chain: a message
+    from an origin without one could never be delivered there."""
+    for index, chain in enumerate(chains):
+        if chain.substrate is None:
+            continue
+        for origin in chains:
+            if (
+                origin.is_origin
+                and origin.kind == "evm"
+                and (origin.domain not in chain.substrate.collections)
+            ):
+                raise ConfigError(
+                    f"chains[{index}].collections: no Uniques collection for origin "
+                    f"{origin.name} ({origin.domain})"
+                )
 
 
 def _check_unique(chains: Sequence[ChainConfig]) -> None:
@@ -435,6 +467,7 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
         for i, c in enumerate(as_list(require(raw, "chains"), "chains"))
     )
     _check_unique(chains)
+    _check_collections(chains)
     relayer = raw.get("relayer")
     relayer_key = (
         None

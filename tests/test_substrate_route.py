@@ -21,6 +21,7 @@ from light_clients.committee import Checkpoint, address_of
 from light_clients.hashing import keccak256
 from light_clients.merkle import EMPTY_ROOT, TREE_DEPTH
 from light_clients.message import Message
+from light_clients.substrate.multisig import multisig_account
 from light_clients.substrate.remark import EscrowRoute
 from relayer.config import Config, ConfigError, SubstrateSettings, load_config
 from relayer.substrate_route import (
@@ -41,8 +42,8 @@ U128_MAX = 2**128 - 1
 
 ALPHA, BETA, ASSETHUB, GAMMA = 1, 2, 3, 4
 GENESIS = b"\x9e" * 32
-MULTISIG = b"\x4d" * 32
 SIGNATORIES = (b"\x01" * 32, b"\x02" * 32, b"\x03" * 32)
+MULTISIG = multisig_account(SIGNATORIES, 2)  # the config checks the derivation
 ASSET_ID = 5
 HOME_TOKEN = b"\x70" * 20
 OTHER_TOKEN = b"\x71" * 20
@@ -261,7 +262,7 @@ SUBSTRATE_KEYS: dict[str, str] = {
     "multisig": f'"{h(MULTISIG)}"',
     "multisig_threshold": "2",
     "signatories": "[" + ", ".join(f'"{h(s)}"' for s in SIGNATORIES) + "]",
-    "collections": '{ "1" = 11, "2" = 12 }',
+    "collections": '{ "1" = 11, "2" = 12, "4" = 13 }',
     "asset_id": str(ASSET_ID),
     "asset_home": f'{{ domain = {ALPHA}, token = "{h(HOME_TOKEN)}" }}',
 }
@@ -343,7 +344,7 @@ def test_a_substrate_chain_loads_with_its_settings(tmp_path: Path) -> None:
     assert chain.contracts == {}
     assert chain.is_origin and chain.is_destination
     assert chain.outbox_id == GENESIS
-    assert chain.settings() == SETTINGS
+    assert chain.settings() == dataclasses.replace(SETTINGS, collections={**COLLECTIONS, GAMMA: 13})
     assert chain.settings().bridge_account == MULTISIG
     assert config.chain("alpha").substrate is None
     with pytest.raises(ConfigError, match="'alpha' is not a Substrate chain"):
@@ -420,8 +421,13 @@ SIGS = [h(s) for s in SIGNATORIES]
         ({"multisig": None}, "missing field 'multisig'"),
         ({"multisig": f'"{h(b"M" * 20)}"'}, WHERE + r"\.multisig' must be 32 bytes"),
         ({"multisig_threshold": None}, "missing field 'multisig_threshold'"),
-        ({"multisig_threshold": "0"}, WHERE + r"\.multisig_threshold must be in 1\.\.3"),
-        ({"multisig_threshold": "4"}, WHERE + r"\.multisig_threshold must be in 1\.\.3"),
+        ({"multisig_threshold": "0"}, WHERE + r"\.multisig_threshold must be in 2\.\.3"),
+        ({"multisig_threshold": "1"}, WHERE + r"\.multisig_threshold must be in 2\.\.3"),
+        ({"multisig_threshold": "4"}, WHERE + r"\.multisig_threshold must be in 2\.\.3"),
+        ({"multisig_threshold": "3"}, WHERE + r"\.multisig is not the 3-of-3 multisig"),
+        ({"multisig": f'"{h(bytes(32))}"'}, WHERE + r"\.multisig is not the 2-of-3 multisig"),
+        ({"collections": '{ "1" = 11, "2" = 12 }'}, r"no Uniques collection for origin gamma"),
+        ({"collections": '{ "1" = 11, "2" = 12, "4" = 11 }'}, r"share a collection"),
         ({"multisig_threshold": '"2"'}, r"multisig_threshold' must be an integer"),
         ({"signatories": None}, "missing field 'signatories'"),
         ({"signatories": f'"{SIGS[0]}"'}, WHERE + r"\.signatories' must be an array"),
@@ -441,7 +447,7 @@ SIGS = [h(s) for s in SIGNATORIES]
             {"signatories": f'["{SIGS[0]}", "0x{"04" * 20}", "{SIGS[2]}"]'},
             WHERE + r"\.signatories' must be 32 bytes",
         ),
-        ({"signatories": "[]"}, r"multisig_threshold must be in 1\.\.0"),
+        ({"signatories": "[]"}, r"signatories must not be empty"),
         ({"collections": "5"}, WHERE + r"\.collections' must be an object"),
         ({"collections": '{ "x" = 1 }'}, WHERE + r"\.collections: 'x' is not a domain"),
         ({"collections": '{ "-1" = 1 }'}, "'-1' is not a domain"),
