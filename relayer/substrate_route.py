@@ -45,10 +45,13 @@ from light_clients.message import Message, decode_message
 from light_clients.substrate.grandpa import AuthoritySet
 from light_clients.substrate.header import SubstrateHeader
 from light_clients.substrate.remark import (
+    ACTION_MINT,
+    U128_MAX,
     EscrowRoute,
     RemarkRejected,
     assign_nonces,
     check_escrow,
+    decode_token_body,
 )
 from relayer.checkpoints import atomic_write, json_files
 from relayer.config import ChainConfig, Config, ConfigError, SubstrateSettings
@@ -58,8 +61,6 @@ log = logging.getLogger("passerelle.substrate")
 
 SCAN_CHUNK = 50
 """Substrate blocks read per scan step (three RPC round trips each)."""
-MINT_ACTION = 1
-U128_MAX = 2**128 - 1
 
 
 # --- origin --------------------------------------------------------------------------------
@@ -284,27 +285,21 @@ def token_mint(
 ) -> tuple[bytes, int] | None:
     """``(beneficiary, amount)`` if ``message`` is a transfer of the wrapped asset's home token
     from its home TokenBridge to the bridge account; None for any other message."""
+    token = decode_token_body(message.body)
     if (
-        settings.asset_id is None
+        token is None
+        or settings.asset_id is None
         or settings.asset_home_token is None
         or message.origin != settings.asset_home_domain
         or token_bridges.get(message.origin) != message.sender
         or message.recipient != settings.bridge_account
-        or len(message.body) != 128
+        or token.action != ACTION_MINT
+        or token.home_token != bytes32(settings.asset_home_token)
+        or not 0 < token.amount <= U128_MAX
+        or token.recipient == bytes(32)
     ):
         return None
-    body = message.body
-    action = int.from_bytes(body[0:32], "big")
-    amount = int.from_bytes(body[64:96], "big")
-    beneficiary = body[96:128]
-    if (
-        action != MINT_ACTION
-        or body[32:64] != bytes32(settings.asset_home_token)
-        or not 0 < amount <= U128_MAX
-        or beneficiary == bytes(32)
-    ):
-        return None
-    return beneficiary, amount
+    return token.recipient, token.amount
 
 
 def delivery_calls(

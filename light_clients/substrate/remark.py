@@ -45,11 +45,13 @@ __all__ = [
     "NonceAssignmentError",
     "RemarkRejected",
     "SelfAddressed",
+    "TokenBody",
     "UnbackedTokenTransfer",
     "WrongOrigin",
     "assign_nonces",
     "canonical_message",
     "check_escrow",
+    "decode_token_body",
     "validate_remark",
 ]
 
@@ -246,8 +248,32 @@ def assign_nonces(next_nonce: int, accepted: Sequence[tuple[int, int, Message]])
 # --- token returns ---------------------------------------------------------------------------
 
 TOKEN_BODY_SIZE = 128
+ACTION_MINT = 1
 ACTION_UNLOCK = 2
 U128_MAX = 2**128 - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenBody:
+    """A TokenBridge message body: ``abi.encode(uint8 action, bytes32 homeToken, uint256
+    amount, bytes32 recipient)`` (the action word read whole: anything above 255 is no action)."""
+
+    action: int
+    home_token: bytes
+    amount: int
+    recipient: bytes
+
+
+def decode_token_body(body: bytes) -> TokenBody | None:
+    """The fields of a 128-byte token body; None for any other length."""
+    if len(body) != TOKEN_BODY_SIZE:
+        return None
+    return TokenBody(
+        action=int.from_bytes(body[0:32], "big"),
+        home_token=body[32:64],
+        amount=int.from_bytes(body[64:96], "big"),
+        recipient=body[96:128],
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -301,21 +327,22 @@ def check_escrow(
     )
     if route is None:
         return
-    body = message.body
-    if len(body) != TOKEN_BODY_SIZE:
-        raise UnbackedTokenTransfer(f"token message body is {len(body)} bytes, not 128")
-    action = int.from_bytes(body[0:32], "big")
-    home_token = body[32:64]
-    amount = int.from_bytes(body[64:96], "big")
-    recipient = body[96:128]
-    if action != ACTION_UNLOCK:
-        raise UnbackedTokenTransfer(f"token action {action} from a Substrate origin (only unlock)")
-    if home_token != route.home_token.rjust(32, b"\0"):
-        raise UnbackedTokenTransfer(f"token {_hex(home_token)} is not the wrapped asset's home")
+    token = decode_token_body(message.body)
+    if token is None:
+        raise UnbackedTokenTransfer(f"token message body is {len(message.body)} bytes, not 128")
+    if token.action != ACTION_UNLOCK:
+        raise UnbackedTokenTransfer(
+            f"token action {token.action} from a Substrate origin (only unlock)"
+        )
+    if token.home_token != route.home_token.rjust(32, b"\0"):
+        raise UnbackedTokenTransfer(
+            f"token {_hex(token.home_token)} is not the wrapped asset's home"
+        )
+    amount = token.amount
     if not 0 < amount <= U128_MAX:
         raise UnbackedTokenTransfer(f"amount {amount} is not a positive u128")
-    if recipient[:12] != bytes(12) or recipient == bytes(32):
-        raise UnbackedTokenTransfer(f"recipient {_hex(recipient)} is not an EVM address")
+    if token.recipient[:12] != bytes(12) or token.recipient == bytes(32):
+        raise UnbackedTokenTransfer(f"recipient {_hex(token.recipient)} is not an EVM address")
     for position, transfer in enumerate(transfers):
         if position in used:
             continue

@@ -58,7 +58,7 @@ contract TokenBridge is IMessageRecipient {
     ///         Such a message's sender is necessarily the user's account (the remark signer),
     ///         never a bridge contract, so from an escrow remote `handle` accepts any sender:
     ///         the committee attests only remarks backed by such an escrow transfer (of the
-    ///         asset matching the message's token, for at least its amount). In exchange:
+    ///         asset matching the message's token, for exactly its amount). In exchange:
     ///         - only ACTION_UNLOCK is accepted from it; a MINT reverts
     ///           `MintFromEscrowRemote` (no wrapped token here is backed by that escrow);
     ///         - unlocks stay capped by `locked[token][domain]`, what this bridge locked
