@@ -100,14 +100,13 @@ def escrow_routes(config: Config, chain: ChainConfig) -> list[EscrowRoute]:
     for other in config.chains:
         if "token_bridge" not in other.contracts:
             continue
-        home = settings.asset_home_token
-        at_home = settings.asset_id is not None and other.domain == settings.asset_home_domain
+        at_home = other.domain == settings.asset_home_domain
         routes.append(
             EscrowRoute(
                 destination=other.domain,
                 bridge=bytes32(other.contract("token_bridge")),
-                home_token=home if at_home and home is not None else b"\xff" * 20,
-                asset_id=settings.asset_id if settings.asset_id is not None else -1,
+                home_token=settings.asset_home_token if at_home else None,
+                asset_id=settings.asset_id if at_home else None,
                 escrow=settings.bridge_account,
             )
         )

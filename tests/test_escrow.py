@@ -47,8 +47,8 @@ ROUTE = EscrowRoute(
 ELSEWHERE_ROUTE = EscrowRoute(
     destination=ELSEWHERE,
     bridge=ELSEWHERE_BRIDGE,
-    home_token=b"\xff" * 20,
-    asset_id=ASSET,
+    home_token=None,  # the wrapped asset has no home there
+    asset_id=None,
     escrow=ESCROW,
 )
 ROUTES = (ROUTE, ELSEWHERE_ROUTE)
@@ -194,11 +194,19 @@ def test_each_route_requires_its_own_asset_and_escrow() -> None:
 
 
 def test_the_bridge_elsewhere_gets_nothing_for_the_home_token() -> None:
-    """The route to a bridge where the asset is not at home carries an impossible token."""
-    with pytest.raises(UnbackedTokenTransfer, match="not the wrapped asset's home"):
-        check_escrow(
-            message(destination=ELSEWHERE, recipient=ELSEWHERE_BRIDGE), [paid()], ROUTES, set()
-        )
+    """A bridge where the asset has no home gets nothing, whatever the body names."""
+    for token in (HOME_TOKEN, b"\xff" * 20, bytes(20)):
+        used: set[int] = set()
+        with pytest.raises(UnbackedTokenTransfer, match="no home at the bridge of domain"):
+            check_escrow(
+                message(
+                    destination=ELSEWHERE, recipient=ELSEWHERE_BRIDGE, body=token_body(token=token)
+                ),
+                [paid()],
+                ROUTES,
+                used,
+            )
+        assert used == set()
 
 
 # --- unbacked or malformed token messages ------------------------------------------------------
@@ -335,7 +343,7 @@ def oracle(
     if not matching:
         return True, None
     route = matching[0]
-    if len(msg.body) != 128:
+    if route.home_token is None or len(msg.body) != 128:
         return False, None
     try:
         action, token, amount, recipient = abi_decode(

@@ -298,8 +298,9 @@ class EscrowRoute:
 
     destination: int
     bridge: bytes
-    home_token: bytes
-    asset_id: int
+    home_token: bytes | None
+    """None: the wrapped asset has no home there, so nothing may be returned to that bridge."""
+    asset_id: int | None
     escrow: bytes
 
 
@@ -327,6 +328,10 @@ def check_escrow(
     )
     if route is None:
         return
+    if route.home_token is None or route.asset_id is None:
+        raise UnbackedTokenTransfer(
+            f"the wrapped asset has no home at the bridge of domain {route.destination}"
+        )
     token = decode_token_body(message.body)
     if token is None:
         raise UnbackedTokenTransfer(f"token message body is {len(message.body)} bytes, not 128")
