@@ -36,7 +36,14 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import RemarkSeen, SubstrateClient
-from adapters.substrate.finality import PROVE_FINALITY, GrandpaFinality, offered
+from adapters.substrate.finality import (
+    GET_READ_PROOF,
+    PROVE_FINALITY,
+    SYSTEM_EVENTS_KEY,
+    GrandpaFinality,
+    offered,
+    read_proof,
+)
 from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
@@ -204,6 +211,8 @@ async def scan_remarks(
     scan = RemarkScan()
     accepted: list[tuple[int, int, Message]] = []
     sources: list[RemarkSeen] = []
+    # Events are proven by read proofs under proven-final headers, where the node offers them.
+    prove_events = grandpa is not None and GET_READ_PROOF in await offered(client)
     for number in blocks:
         block_hash = await client.block_hash(number)
         if block_hash is None:
@@ -213,8 +222,13 @@ async def scan_remarks(
         scan.last_hash = block_hash
         if number == 0:
             continue  # genesis has no extrinsics (and chopsticks reports a placeholder hash)
+        proven_events = None
+        if prove_events:
+            header = await client.header(block_hash)
+            value = (await read_proof(client, [SYSTEM_EVENTS_KEY], header))[SYSTEM_EVENTS_KEY]
+            proven_events = b"\x00" if value is None else value  # absent: no events
         used: dict[int, set[int]] = {}
-        for seen in await client.remarks(block_hash):
+        for seen in await client.remarks(block_hash, proven_events=proven_events):
             try:
                 message = seen.validate(chain.domain)
                 check_escrow(

@@ -251,6 +251,7 @@ class FakeNode:
         self.calls: list[tuple[str, list[Any]]] = []
         self.upstream: str | None = None
         self.extra_methods: list[str] = []
+        self.hidden_methods: set[str] = set()  # upstream methods the proxy does not list
         self.url = ""
 
     def on(self, method: str, handler: Callable[[list[Any]], Any]) -> None:
@@ -306,7 +307,10 @@ class FakeNode:
                             break
                     if method == "rpc_methods":  # the proxy adds its own methods
                         answer = json.loads(reply)
-                        answer["result"]["methods"] += self.extra_methods
+                        listed = answer["result"]["methods"] + self.extra_methods
+                        answer["result"]["methods"] = [
+                            m for m in listed if m not in self.hidden_methods
+                        ]
                         reply = json.dumps(answer)
                     connection.send(reply)
                     continue

@@ -366,9 +366,19 @@ def _event_error(substrate: SubstrateInterface, pallet: str, name: str, attrs: A
     return None
 
 
-def _events(substrate: SubstrateInterface, block_hash: bytes) -> list[SubstrateEvent]:
+def _events(
+    substrate: SubstrateInterface, block_hash: bytes, proven: bytes | None = None
+) -> list[SubstrateEvent]:
+    """The block's events: read from the node, or decoded from ``proven`` (the ``System.Events``
+    value a read proof established under the block's state root)."""
+    if proven is None:
+        records = substrate.get_events(block_hash=_hex(block_hash))
+    else:
+        substrate.init_runtime(block_hash=_hex(block_hash))
+        key = substrate.create_storage_key("System", "Events")
+        records = key.decode_scale_value(ScaleBytes(proven)).elements
     events: list[SubstrateEvent] = []
-    for record in substrate.get_events(block_hash=_hex(block_hash)):
+    for record in records:
         value = record.value
         pallet, name, attrs = value["module_id"], value["event_id"], value["attributes"]
         index = value.get("extrinsic_idx")
@@ -612,7 +622,9 @@ class SubstrateClient:
         """Every event of the block (``System.Events`` at ``block_hash``), in order."""
         return await self._run("events", lambda s: _events(s, block_hash))
 
-    async def remarks(self, block_hash: bytes) -> list[RemarkSeen]:
+    async def remarks(
+        self, block_hash: bytes, *, proven_events: bytes | None = None
+    ) -> list[RemarkSeen]:
         """Every ``System.Remarked`` event of the block, joined with the remark that emitted it.
 
         The event's phase gives the extrinsic; the remark bytes are the ``remark`` argument of a
@@ -627,6 +639,9 @@ class SubstrateClient:
         committee's own deliveries are such), since no call of the signer's own batches can
         have emitted them and no such remark could be a valid message; and events with no
         matching call at all. The result holds every remark the outbox rules must judge.
+
+        ``proven_events``: the raw ``System.Events`` value proven under the block's state root
+        (:func:`adapters.substrate.finality.read_proof`), decoded instead of asking the node.
         """
 
         def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
@@ -640,7 +655,7 @@ class SubstrateClient:
                 raise AdapterError(f"block {_hex(block_hash)} has a malformed body")
             by_extrinsic: dict[int, list[SubstrateEvent]] = {}
             with_remarks: set[int] = set()
-            for event in _events(substrate, block_hash):
+            for event in _events(substrate, block_hash, proven_events):
                 if event.extrinsic_index is not None:
                     by_extrinsic.setdefault(event.extrinsic_index, []).append(event)
                 if (event.pallet, event.name) == ("System", "Remarked"):
