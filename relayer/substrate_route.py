@@ -211,8 +211,12 @@ async def scan_remarks(
     scan = RemarkScan()
     accepted: list[tuple[int, int, Message]] = []
     sources: list[RemarkSeen] = []
-    # Events are proven by read proofs under proven-final headers, where the node offers them.
-    prove_events = grandpa is not None and GET_READ_PROOF in await offered(client)
+    # Events are proven by read proofs under the (hash-checked, and with a GRANDPA checkpoint
+    # proven-final) headers wherever the node offers them; chopsticks lists the method but
+    # cannot serve it, hence never under its named devnet-instant policy.
+    prove_events = chain.finality.name != "devnet-instant" and GET_READ_PROOF in (
+        await offered(client)
+    )
     for number in blocks:
         block_hash = await client.block_hash(number)
         if block_hash is None:
