@@ -10,12 +10,19 @@ Both skip, with the reason, when anvil is not installed (`make` installs it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pytest
 from hypothesis import settings
 
 from devnet.anvil import AnvilError, AnvilProcess, anvil_binary, start_anvil
+from devnet.chopsticks import (
+    ChopsticksError,
+    ChopsticksProcess,
+    chopsticks_entry,
+    node_binary,
+    start_chopsticks,
+)
 
 # Property tests share 2 cores with real chains in CI: time limits per example would only add
 # flakiness (speed is measured in benchmarks/, never asserted in a test).
@@ -51,3 +58,19 @@ def fresh_anvil() -> Iterator[AnvilProcess]:
         yield chain
     finally:
         chain.stop()
+
+
+def running_chopsticks(funded: Mapping[str, int] | None = None) -> Iterator[ChopsticksProcess]:
+    """Body of a module-scoped fixture: chopsticks (Instant blocks) with ``funded`` accounts
+    (default //Alice), stopped — and checked gone — at the end."""
+    try:
+        node_binary()
+        chopsticks_entry()
+    except ChopsticksError as error:
+        pytest.skip(str(error))
+    process = start_chopsticks(funded=funded, block_mode="Instant")
+    try:
+        yield process
+    finally:
+        process.stop()
+    assert not process.running

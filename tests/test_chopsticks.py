@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import running_chopsticks
 from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.base import ExtrinsicReceipt
 from substrateinterface.exceptions import SubstrateRequestException
@@ -35,8 +36,6 @@ from devnet.chopsticks import (
     ChopsticksError,
     ChopsticksProcess,
     account_id,
-    chopsticks_entry,
-    node_binary,
     start_chopsticks,
 )
 from light_clients.hashing import blake2_256
@@ -90,25 +89,14 @@ def hex_of(keypair: Keypair) -> str:
 def chain() -> Iterator[ChopsticksProcess]:
     """One chopsticks for the module, always stopped; //Alice, //Bob, //Charlie and their
     2-of-3 multisig account are funded through import-storage."""
-    try:
-        node_binary()
-        chopsticks_entry()
-    except ChopsticksError as error:
-        pytest.skip(str(error))
-    process = start_chopsticks(
-        funded={
+    yield from running_chopsticks(
+        {
             ALICE: DEV_BALANCE,
             BOB_KEY.ss58_address: DEV_BALANCE,  # SS58 (prefix 42) works as a key too
             hex_of(CHARLIE_KEY): DEV_BALANCE,
             MULTISIG_HEX: DEV_BALANCE,
-        },
-        block_mode="Instant",
+        }
     )
-    try:
-        yield process
-    finally:
-        process.stop()
-    assert not process.running
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import trio
+from conftest import running_chopsticks
 from substrateinterface import Keypair
 from test_substrate_finality import (
     PUBLIC,
@@ -54,11 +55,7 @@ from adapters.substrate.finality import (
 )
 from devnet.chopsticks import (
     GENESIS_HASH,
-    ChopsticksError,
     ChopsticksProcess,
-    chopsticks_entry,
-    node_binary,
-    start_chopsticks,
 )
 from light_clients.hashing import blake2_256
 from light_clients.message import Message
@@ -367,17 +364,7 @@ def test_an_invalid_authority_set_in_the_file_is_refused_before_any_chain_is_ask
 @pytest.fixture(scope="module")
 def chopsticks() -> Iterator[ChopsticksProcess]:
     """One chopsticks for this module (//Alice funded), always stopped."""
-    try:
-        node_binary()
-        chopsticks_entry()
-    except ChopsticksError as error:
-        pytest.skip(str(error))
-    process = start_chopsticks(block_mode="Instant")
-    try:
-        yield process
-    finally:
-        process.stop()
-    assert not process.running
+    yield from running_chopsticks()
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+from conftest import running_chopsticks
 from substrateinterface import Keypair
 
 from adapters.substrate import (
@@ -39,11 +40,7 @@ from devnet.chopsticks import (
     ALICE,
     DEV_BALANCE,
     GENESIS_HASH,
-    ChopsticksError,
     ChopsticksProcess,
-    chopsticks_entry,
-    node_binary,
-    start_chopsticks,
 )
 from light_clients.hashing import blake2_256
 from light_clients.message import Message
@@ -86,20 +83,9 @@ def psrl(msg: Message) -> bytes:
 @pytest.fixture(scope="module")
 def chain() -> Iterator[ChopsticksProcess]:
     """One chopsticks for the module (//Alice, //Bob, //Charlie funded), always stopped."""
-    try:
-        node_binary()
-        chopsticks_entry()
-    except ChopsticksError as error:
-        pytest.skip(str(error))
-    process = start_chopsticks(
-        funded={ALICE: DEV_BALANCE, hex0x(BOB_ID): DEV_BALANCE, hex0x(CHARLIE_ID): DEV_BALANCE},
-        block_mode="Instant",
+    yield from running_chopsticks(
+        {ALICE: DEV_BALANCE, hex0x(BOB_ID): DEV_BALANCE, hex0x(CHARLIE_ID): DEV_BALANCE}
     )
-    try:
-        yield process
-    finally:
-        process.stop()
-    assert not process.running
 
 
 @pytest.fixture(scope="module")

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 
 import pytest
 import trio
+from conftest import running_chopsticks
 from ed25519_zebra import ed_from_seed, ed_sign
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,11 +66,7 @@ from adapters.substrate.finality import (
     verify_read_proof,
 )
 from devnet.chopsticks import (
-    ChopsticksError,
     ChopsticksProcess,
-    chopsticks_entry,
-    node_binary,
-    start_chopsticks,
 )
 from light_clients.errors import (
     DecodeError,
@@ -897,17 +894,7 @@ def test_mutated_read_proof_never_proves_another_value(data: st.DataObject) -> N
 @pytest.fixture(scope="module")
 def chopsticks() -> Iterator[ChopsticksProcess]:
     """One chopsticks for these tests (nobody funded), always stopped."""
-    try:
-        node_binary()
-        chopsticks_entry()
-    except ChopsticksError as error:
-        pytest.skip(str(error))
-    process = start_chopsticks(funded={}, block_mode="Instant")
-    try:
-        yield process
-    finally:
-        process.stop()
-    assert not process.running
+    yield from running_chopsticks({})
 
 
 async def connected_scenario(url: str, scenario: Callable[[SubstrateClient], Any]) -> Any:
