@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from light_clients.committee import Checkpoint, recover_signer
 from light_clients.errors import VerificationError
@@ -44,12 +45,7 @@ class SignedCheckpoint:
         cp = self.checkpoint
         return json.dumps(
             {
-                "checkpoint": {
-                    "origin": cp.origin,
-                    "outbox": "0x" + cp.outbox.hex(),
-                    "root": "0x" + cp.root.hex(),
-                    "index": cp.index,
-                },
+                "checkpoint": checkpoint_to_json(cp),
                 "signer": "0x" + self.signer.hex(),
                 "signature": "0x" + self.signature.hex(),
                 "block_number": self.block_number,
@@ -62,25 +58,41 @@ class SignedCheckpoint:
     def from_json(cls, text: str) -> SignedCheckpoint:
         """Parse a file; ValueError/KeyError/TypeError on anything malformed."""
         obj = json.loads(text)
-        cp = obj["checkpoint"]
         return cls(
-            checkpoint=Checkpoint(
-                origin=int(cp["origin"]),
-                outbox=_hex(cp["outbox"]),
-                root=_hex(cp["root"]),
-                index=int(cp["index"]),
-            ),
-            signer=_hex(obj["signer"]),
-            signature=_hex(obj["signature"]),
+            checkpoint=checkpoint_from_json(obj["checkpoint"]),
+            signer=parse_hex(obj["signer"]),
+            signature=parse_hex(obj["signature"]),
             block_number=int(obj["block_number"]),
-            block_hash=_hex(obj["block_hash"]),
+            block_hash=parse_hex(obj["block_hash"]),
         )
 
 
-def _hex(value: object) -> bytes:
+def parse_hex(value: object) -> bytes:
+    """``0x``-hex text as bytes; ValueError otherwise."""
     if not isinstance(value, str) or not value.startswith("0x"):
         raise ValueError(f"not 0x-hex: {value!r}")
     return bytes.fromhex(value[2:])
+
+
+def checkpoint_to_json(cp: Checkpoint) -> dict[str, object]:
+    """A checkpoint as the store's files (and proposals) write it."""
+    return {
+        "origin": cp.origin,
+        "outbox": "0x" + cp.outbox.hex(),
+        "root": "0x" + cp.root.hex(),
+        "index": cp.index,
+    }
+
+
+def checkpoint_from_json(obj: Any) -> Checkpoint:
+    """The inverse of :func:`checkpoint_to_json`; ValueError/KeyError/TypeError, or the light
+    client's VerificationError for a checkpoint that cannot exist (zero root, …)."""
+    return Checkpoint(
+        origin=int(obj["origin"]),
+        outbox=parse_hex(obj["outbox"]),
+        root=parse_hex(obj["root"]),
+        index=int(obj["index"]),
+    )
 
 
 class CheckpointStore:

@@ -60,7 +60,13 @@ from light_clients.substrate.remark import (
     check_escrow,
     decode_token_body,
 )
-from relayer.checkpoints import atomic_write, json_files
+from relayer.checkpoints import (
+    atomic_write,
+    checkpoint_from_json,
+    checkpoint_to_json,
+    json_files,
+    parse_hex,
+)
 from relayer.config import ChainConfig, Config, ConfigError, SubstrateSettings
 from relayer.endpoints import bytes32
 
@@ -379,12 +385,7 @@ class Proposal:
         return json.dumps(
             {
                 "destination": self.destination,
-                "checkpoint": {
-                    "origin": cp.origin,
-                    "outbox": "0x" + cp.outbox.hex(),
-                    "root": "0x" + cp.root.hex(),
-                    "index": cp.index,
-                },
+                "checkpoint": checkpoint_to_json(cp),
                 "messages": ["0x" + m.hex() for m in self.messages],
                 "branches": [["0x" + h.hex() for h in b] for b in self.branches],
                 "created": self.created,
@@ -398,45 +399,25 @@ class Proposal:
         or message included: nothing in a proposal is trusted, but it must at least parse)."""
         obj = json.loads(text)
         cp = obj["checkpoint"]
-        branches = tuple(tuple(_hex(h) for h in b) for b in obj["branches"])
+        branches = tuple(tuple(parse_hex(h) for h in b) for b in obj["branches"])
         if any(len(b) != TREE_DEPTH or any(len(h) != 32 for h in b) for b in branches):
             raise ValueError("a branch is not 32 hashes of 32 bytes")
-        messages = tuple(_hex(m) for m in obj["messages"])
+        messages = tuple(parse_hex(m) for m in obj["messages"])
         if not messages or len(messages) != len(branches):
             raise ValueError("messages and branches do not pair up")
         try:
             for message in messages:
                 decode_message(message)
-            return cls._build(obj, cp, messages, branches)
+            checkpoint = checkpoint_from_json(cp)
         except VerificationError as exc:
             raise ValueError(str(exc)) from None
-
-    @classmethod
-    def _build(
-        cls,
-        obj: Any,
-        cp: Any,
-        messages: tuple[bytes, ...],
-        branches: tuple[tuple[bytes, ...], ...],
-    ) -> Proposal:
         return cls(
             destination=int(obj["destination"]),
-            checkpoint=Checkpoint(
-                origin=int(cp["origin"]),
-                outbox=_hex(cp["outbox"]),
-                root=_hex(cp["root"]),
-                index=int(cp["index"]),
-            ),
+            checkpoint=checkpoint,
             messages=messages,
             branches=branches,
             created=float(obj.get("created", 0.0)),
         )
-
-
-def _hex(value: object) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise ValueError(f"not 0x-hex: {value!r}")
-    return bytes.fromhex(value[2:])
 
 
 class ProposalStore:
