@@ -28,6 +28,7 @@ from relayer.config import ATTESTER_POLL, RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, 
 # Imported lazily by the commands that need chains, so `proof verify` starts fast.
 DEFAULT_CONFIG = Path(".devnet") / "passerelle.toml"
 DEFAULT_DEVNET_DIR = Path(".devnet")
+EXIT_USAGE = 2  # unusable input: a config that does not load (or does not match its chains)
 EXIT_HALTED = 3  # the relayer stopped itself on a safety violation: an operator must look
 
 INSPECT_LABEL_WIDTH = 36
@@ -154,6 +155,7 @@ def devnet_down(state_dir: Path) -> int:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object.")
 def devnet_status(state_dir: Path, as_json: bool) -> int:
     """Show the devnet's chains, processes and finality policies."""
+    from adapters.redact import redact_url
     from devnet import manager
 
     info = manager.status(state_dir)
@@ -168,7 +170,8 @@ def devnet_status(state_dir: Path, as_json: bool) -> int:
         state = "up" if chain.get("alive") else "DOWN"
         click.echo(
             f"{chain['name']:<8} domain {chain['domain']:<4} {state:<5} pid {chain.get('pid')} "
-            f"{chain['rpc']} block {chain.get('block')} finality {chain.get('finality')}"
+            f"{redact_url(str(chain['rpc']))} block {chain.get('block')} "
+            f"finality {chain.get('finality')}"
         )
     click.echo(f"config: {info.get('config')}")
     return 0
@@ -302,14 +305,19 @@ def send(  # noqa: PLR0917 - click passes every option positionally
                 recipient=to,
             )
         )
+    source = config.chain(origin)
     for message in sent:
         if as_json:
-            click.echo(json.dumps(message.as_json()))
+            click.echo(
+                json.dumps(message.as_json() | {"origin_policy": client.policy_json(source)})
+            )
         else:
             click.echo(
                 f"sent 0x{message.id.hex()} nonce {message.nonce} "
                 f"{message.origin} → {message.destination} (tx 0x{message.tx_hash.hex()})"
             )
+    if not as_json:
+        click.echo(f"{source.name}: {client.policy_text(source)}")
     return 0
 
 
@@ -330,7 +338,9 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
     if message_id is not None and not rows:
         click.echo(f"passerelle: no message {message_id} in the ledger", err=True)
         return 1
-    flags = {} if no_chain else trio.run(client.delivered_on_chain, config, rows)
+    # A destination that cannot be asked is reported on its own line, not fatal for the rest.
+    unreadable: dict[int, str] = {}
+    flags = {} if no_chain else trio.run(client.delivered_on_chain, config, rows, unreadable)
     names = {c.domain: c.name for c in config.chains}
     for row in rows:
         on_chain = flags.get(row.id)
@@ -348,6 +358,12 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
                         "delivery_tx": row.delivery_tx_hash,
                         "delivered_on_chain": on_chain,
                     }
+                    | _policies(config, row.origin, row.destination)
+                    | (
+                        {"on_chain_error": unreadable[row.destination]}
+                        if row.destination in unreadable
+                        else {}
+                    )
                     | ({"history": [_event_json(e) for e in history]} if message_id else {})
                 )
             )
@@ -355,7 +371,7 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
             route = f"{names.get(row.origin, row.origin)} → "
             route += str(names.get(row.destination, row.destination))
             flag = (
-                ""
+                ("  on-chain: unknown" if row.destination in unreadable else "")
                 if on_chain is None
                 else ("  on-chain: delivered" if on_chain else "  on-chain: not yet")
             )
@@ -379,17 +395,27 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
         click.echo(
             "total: " + (", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "no messages")
         )
-        finality = ", ".join(f"{c.name}: {_finality(c)}" for c in config.chains)
-        click.echo(f"finality: {finality}")
+        for chain in config.chains:
+            problem = unreadable.get(chain.domain)
+            click.echo(
+                f"{chain.name} ({chain.domain}): {client.policy_text(chain)}"
+                + (f"; on-chain check failed: {problem}" if problem is not None else "")
+            )
     return 0
 
 
-def _finality(chain: Any) -> str:
-    """The chain's policy, saying when a Substrate head is the node's word only."""
-    text = str(chain.finality)
-    if chain.substrate is not None and text == "finalized":
-        text += " (GRANDPA-proven)" if chain.substrate.grandpa else " (node's word: no checkpoint)"
-    return text
+def _policies(config: Any, origin: int, destination: int) -> dict[str, Any]:
+    """The origin's and destination's finality and RPC policies, for ``status --json``."""
+    from relayer import client
+    from relayer.config import ConfigError
+
+    policies: dict[str, Any] = {}
+    for key, domain in (("origin_policy", origin), ("destination_policy", destination)):
+        try:
+            policies[key] = client.policy_json(config.chain(domain))
+        except ConfigError:  # a ledger row for a chain no longer configured
+            policies[key] = None
+    return policies
 
 
 def _event_json(event: Any) -> dict[str, Any]:
@@ -470,6 +496,10 @@ def _exit_code_for(exc: BaseException, verbose: bool) -> int:
         traceback.print_exception(exc)
     if isinstance(exc, _user_errors()):
         click.echo(f"passerelle: {exc}", err=True)
+        from relayer.config import ConfigError
+
+        if isinstance(exc, ConfigError):
+            return EXIT_USAGE  # the configuration is unusable input, like a malformed proof file
         return EXIT_HALTED if exc.__class__.__name__ == "RouteHalted" else 1
     click.echo(f"passerelle: internal error: {exc.__class__.__name__}: {exc}", err=True)
     return EXIT_INTERNAL

@@ -19,6 +19,7 @@ from eth_abi.abi import encode as abi_encode
 from adapters.errors import AdapterError
 from adapters.evm.chain import DISPATCH_TOPIC, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine
+from adapters.rpc import RpcError
 from light_clients.committee import address_of
 from light_clients.message import Message, decode_message
 from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
@@ -61,6 +62,34 @@ class Sent:
             "tx": "0x" + self.tx_hash.hex(),
             "block": self.block_number,
         }
+
+
+def finality_text(chain: ChainConfig) -> str:
+    """The chain's finality policy, saying when a Substrate head is the node's word only."""
+    text = str(chain.finality)
+    if chain.substrate is not None and text == "finalized":
+        text += " (GRANDPA-proven)" if chain.substrate.grandpa else " (node's word: no checkpoint)"
+    return text
+
+
+def policy_text(chain: ChainConfig) -> str:
+    """What a message from ``chain`` rests on, in one phrase: ``finalized, rpc quorum 2 of 3``.
+
+    Shown by ``send`` and ``status`` so an operator sees which chains run a devnet policy or
+    trust a single endpoint (issue #8, point 3). Endpoint URLs never appear: they carry keys.
+    """
+    return f"{finality_text(chain)}, {chain.rpc_policy}"
+
+
+def policy_json(chain: ChainConfig) -> dict[str, Any]:
+    """:func:`policy_text` for ``--json``."""
+    return {
+        "chain": chain.name,
+        "domain": chain.domain,
+        "finality": finality_text(chain),
+        "rpc_quorum": chain.rpc_quorum,
+        "rpc_endpoints": len(chain.rpc),
+    }
 
 
 def _dispatched(mined: MinedTx, origin: int, destination: int) -> list[Sent]:
@@ -174,8 +203,19 @@ async def token_balance(config: Config, chain: str | int, owner: bytes | None = 
     return int.from_bytes(result, "big")
 
 
-async def delivered_on_chain(config: Config, records: Sequence[MessageRecord]) -> dict[str, bool]:
-    """``delivered(id)`` on each message's destination inbox (the source of truth)."""
+async def delivered_on_chain(
+    config: Config,
+    records: Sequence[MessageRecord],
+    unreadable: dict[int, str] | None = None,
+) -> dict[str, bool]:
+    """``delivered(id)`` on each message's destination inbox (the source of truth).
+
+    With ``unreadable`` given, a destination that cannot be asked — its nodes are down, or one
+    of its endpoints serves another chain (a :class:`ConfigError` from :func:`open_evm`) — gets
+    no flags and its one-line reason under its domain there, and the other destinations are
+    still asked: one bad chain must not hide the state of every other (``status``). Without
+    it, the first such error is raised.
+    """
     flags: dict[str, bool] = {}
     by_destination: dict[int, list[MessageRecord]] = {}
     for record in records:
@@ -185,17 +225,26 @@ async def delivered_on_chain(config: Config, records: Sequence[MessageRecord]) -
             chain = config.chain(domain)
         except ConfigError:
             continue
-        if chain.kind == "substrate":
-            flags.update(await _delivered_on_substrate(chain, group))
-            continue
-        if "inbox" not in chain.contracts:
-            continue
-        async with open_evm(chain) as evm:
-            for record in group:
-                raw = await evm.call(
-                    chain.contract("inbox"), DELIVERED + bytes.fromhex(record.id[2:])
-                )
-                flags[record.id] = bool(int.from_bytes(raw, "big"))
+        try:
+            flags.update(await _delivered_on(chain, group))
+        except (ConfigError, RpcError, AdapterError) as exc:
+            if unreadable is None:
+                raise
+            unreadable[domain] = " ".join(str(exc).split())  # one line, whatever the node said
+    return flags
+
+
+async def _delivered_on(chain: ChainConfig, records: Sequence[MessageRecord]) -> dict[str, bool]:
+    """Each message's delivered flag on its destination ``chain`` (none without an inbox)."""
+    if chain.kind == "substrate":
+        return await _delivered_on_substrate(chain, records)
+    if "inbox" not in chain.contracts:
+        return {}
+    flags: dict[str, bool] = {}
+    async with open_evm(chain) as evm:
+        for record in records:
+            raw = await evm.call(chain.contract("inbox"), DELIVERED + bytes.fromhex(record.id[2:]))
+            flags[record.id] = bool(int.from_bytes(raw, "big"))
     return flags
 
 

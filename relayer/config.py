@@ -9,7 +9,8 @@ location = "passerelle.db"            # a SQLite path (relative to this file) or
 
 [committee]
 validators = ["0x…", "0x…", "0x…"]    # Ethereum addresses, strictly ascending
-threshold = 2
+threshold = 2                          # at least 2/3 of the validators (rounded up), unless
+# allow_weak_threshold = true          #   the operator accepts a weaker committee by name
 checkpoint_store = "checkpoints"       # directory where attesters publish signed checkpoints
 
 [[chains]]
@@ -17,7 +18,8 @@ name = "alpha"
 domain = 1                             # Passerelle domain (u32), not necessarily the chain id
 kind = "evm"
 rpc = ["http://127.0.0.1:8545"]        # several endpoints: ordered failover
-chain_id = 31337
+rpc_quorum = 1                         # k of the endpoints must agree on the final block (1..len)
+chain_id = 31337                       # required for EVM chains (a fork or wrong node is refused)
 finality = "finalized"                 # "finalized" | "safe" | "confirmations:N" | "devnet-instant"
 outbox = "0x…"
 inbox = "0x…"
@@ -25,10 +27,15 @@ inbox = "0x…"
 [relayer]
 key = "0x…"                            # only with devnet = true; else key_env or key_file
 
+[relayer.policy]                       # optional: which messages this relayer pays to deliver
+deny_senders = ["0x…"]                 # 20-byte EVM addresses or 32-byte accounts
+allow_origins = ["alpha", 3]           # chain names or domains; allow lists present = only those
+# allow_senders, allow_recipients, deny_origins, deny_recipients: same shapes; deny wins
+
 [[attesters]]                          # the devnet's own attesters (an operator runs one)
 key_env = "PASSERELLE_ATTESTER_KEY"
 
-[[chains]]                             # a Substrate chain (DESIGN.md "Substrate origin …")
+[[chains]]                             # a Substrate chain (docs/design.md "Substrate origin …")
 name = "assethub"
 domain = 3
 kind = "substrate"
@@ -43,37 +50,92 @@ asset_id = 1                           # the wrapped token (Assets pallet), issu
 asset_home = { domain = 1, token = "0x…" }   # the EVM token it wraps
 # grandpa = { set_id = 1234, block_hash = "0x…", block_number = 21000000, authorities = ["0x…"] }
 #   a trusted GRANDPA checkpoint: heads are then proven final by justifications (real chains)
+# recipients = { "1" = ["0x…"] }     # destination domain -> what messages from here may address;
+#   default: each EVM destination's token_bridge and ping (see allowed_recipients)
 
 [client]                               # who `passerelle send` sends as
 key_file = "sender.key"
 substrate_key_file = "sender.seed"     # sr25519 seed; substrate_uri = "//Alice" on a devnet
 ```
+
+Strict by design (issue #8, point 12): every table lists the keys it knows and an unknown one is
+refused with a "did you mean" hint, because an ignored key is a setting silently not applied (a
+misspelled ``grandpa`` would turn GRANDPA verification off). ``key``, ``key_env`` and
+``key_file`` are exclusive, every address has its exact size. Each problem is one
+:class:`ConfigError` line naming the field; the CLI turns it into exit 2 (unusable input).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from adapters.redact import redact_url
 from light_clients.committee import Committee
 from light_clients.errors import VerificationError
+from light_clients.message import Message
 from light_clients.substrate.grandpa import AuthoritySet
 from light_clients.substrate.multisig import multisig_account
-from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, require
+from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, type_name
 
 U32_MAX = 2**32 - 1
+U64_MAX = 2**64 - 1
 # Operating defaults (seconds). Polls are cheap: an attester asks for one header unless something
 # new became final; the relayer reads its ledger and the checkpoint directory.
 ATTESTER_POLL = 0.25
 RELAY_POLL = 0.2
-RELAY_BATCH_SIZE = 100  # messages per delivery tx (~5 M gas used, ~6.9 M limit: 4 per 30 M block)
-RELAY_MAX_INFLIGHT = 4  # delivery transactions in flight per destination
+# A delivery asks for its estimate plus one full handle stipend (~518k gas) per message, so that no
+# recipient can make a batch run out of gas (issue #8): 20 messages ask ~12.3 M, under the half
+# block a batch may take (a larger one is split, and its pieces then go one after another); 16
+# such transactions in flight per destination kept 280 msg/s on the devnet (docs/performance.md).
+RELAY_BATCH_SIZE = 20  # messages per delivery transaction
+RELAY_MAX_INFLIGHT = 16  # delivery transactions in flight per destination
 SUBSTRATE_BATCH_SIZE = 25  # messages per multisig batch_all (two calls each, ~1/10 of a block)
 FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
+
+# The keys each table knows; anything else is refused (see the module docstring).
+TOP_LEVEL_KEYS = ("devnet", "ledger", "committee", "chains", "relayer", "attesters", "client")
+LEDGER_KEYS = ("location",)
+COMMITTEE_KEYS = ("validators", "threshold", "checkpoint_store", "allow_weak_threshold")
+CHAIN_KEYS = ("name", "domain", "kind", "rpc", "rpc_quorum", "finality", "start_block")
+EVM_CONTRACTS = ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
+EVM_KEYS = (*CHAIN_KEYS, "chain_id", *EVM_CONTRACTS)
+SUBSTRATE_KEYS = (
+    *CHAIN_KEYS,
+    "genesis_hash",
+    "multisig",
+    "multisig_threshold",
+    "signatories",
+    "collections",
+    "asset_id",
+    "asset_home",
+    "grandpa",
+    "recipients",
+)
+ASSET_HOME_KEYS = ("domain", "token")
+GRANDPA_KEYS = ("set_id", "block_hash", "block_number", "authorities")
+POLICY_KEYS = tuple(
+    f"{verdict}_{what}"
+    for verdict in ("allow", "deny")
+    for what in ("origins", "senders", "recipients")
+)
+KEY_KEYS = ("key", "key_env", "key_file")
+SUBSTRATE_KEY_KEYS = ("substrate_key", "substrate_key_env", "substrate_key_file")
+RELAYER_KEYS = (*KEY_KEYS, "policy")
+ATTESTER_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS)
+CLIENT_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS, "substrate_uri")
+DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
+"""The port an rpc URL without one uses (the schemes ``rpc`` accepts)."""
+RECIPIENT_CONTRACTS = ("token_bridge", "ping")
+"""The EVM contracts that handle messages: what a Substrate origin may address by default.
+``inbox``/``outbox`` are the bridge itself and ``token``/``wrapped_token`` are ERC-20s, which
+no message has any business calling."""
 
 
 class ConfigError(Exception):
@@ -125,7 +187,7 @@ class GrandpaCheckpoint:
 @dataclass(frozen=True)
 class SubstrateSettings:
     """What a Substrate chain needs beyond an endpoint: its identity, the committee's multisig
-    (the inbox: DESIGN.md "Substrate origin and destination"), the replay-guard collections and
+    (the inbox: docs/design.md "Substrate origin and destination"), the replay-guard collections and
     the wrapped asset."""
 
     genesis_hash: bytes
@@ -143,6 +205,9 @@ class SubstrateSettings:
     grandpa: GrandpaCheckpoint | None = None
     """With ``finality = "finalized"``: verify the final head with GRANDPA justifications
     (``grandpa_proveFinality``) from this checkpoint, instead of taking the node's word."""
+    recipients: Mapping[int, frozenset[bytes]] | None = None
+    """The ``recipients`` table as written: destination domain → the 32-byte recipients that
+    messages from this origin may address. None: the default of :func:`allowed_recipients`."""
 
     @property
     def bridge_account(self) -> bytes:
@@ -160,9 +225,19 @@ class ChainConfig:
     rpc: tuple[str, ...]
     finality: FinalityPolicy
     chain_id: int | None = None
+    """The EVM chain id, required for ``kind = "evm"`` and checked against every endpoint (an
+    endpoint serving a fork or another chain is refused); None for Substrate (genesis_hash)."""
     contracts: Mapping[str, bytes] = field(default_factory=dict)
     start_block: int = 0
     substrate: SubstrateSettings | None = None
+    rpc_quorum: int = 1
+    """How many of the ``rpc`` endpoints must agree on the final block before an attester signs
+    (1 ≤ k ≤ len(rpc)); 1 trusts whichever endpoint answers."""
+
+    @property
+    def rpc_policy(self) -> str:
+        """How this chain's endpoints are trusted, as ``status`` shows it (URLs never appear)."""
+        return f"rpc quorum {self.rpc_quorum} of {len(self.rpc)}"
 
     @property
     def outbox_id(self) -> bytes:
@@ -225,6 +300,64 @@ class KeySource:
             raise ConfigError(str(exc)) from None
 
 
+def _show_account(account: bytes) -> str:
+    """A 32-byte sender/recipient as an operator wrote it: an EVM address if it is one."""
+    return "0x" + (account[12:] if account[:12] == bytes(12) else account).hex()
+
+
+@dataclass(frozen=True)
+class RelayPolicy:
+    """Which messages this relayer spends its own gas and fees on (``[relayer.policy]``).
+
+    Delivery costs the relayer, and anyone can dispatch a message, so an operator can limit what
+    it carries by origin domain, sender and recipient (senders and recipients 32 bytes, EVM
+    addresses left-padded, as in messages). A deny list refuses its entries; an allow list, when
+    present, refuses everything else; deny wins over allow. The default admits everything. This
+    is relayer policy only: the inbox accepts any correctly attested message from anyone.
+    """
+
+    allow_origins: frozenset[int] | None = None
+    deny_origins: frozenset[int] = frozenset()
+    allow_senders: frozenset[bytes] | None = None
+    deny_senders: frozenset[bytes] = frozenset()
+    allow_recipients: frozenset[bytes] | None = None
+    deny_recipients: frozenset[bytes] = frozenset()
+    origin_names: Mapping[int, str] = field(default_factory=dict, compare=False)
+    """Domain → chain name, only to word refusals."""
+
+    def refusal(self, message: Message) -> str | None:
+        """None if ``message`` may be delivered, else one line saying which list refuses it."""
+        origin = message.origin
+        origin_text = (
+            f"origin {self.origin_names[origin]} ({origin})"
+            if origin in self.origin_names
+            else f"origin domain {origin}"
+        )
+        checks = (
+            (origin_text, origin, self.allow_origins, self.deny_origins),
+            (
+                f"sender {_show_account(message.sender)}",
+                message.sender,
+                self.allow_senders,
+                self.deny_senders,
+            ),
+            (
+                f"recipient {_show_account(message.recipient)}",
+                message.recipient,
+                self.allow_recipients,
+                self.deny_recipients,
+            ),
+        )
+        # Every deny list before any allow list: deny wins, whatever field it is about.
+        for text, value, _, deny in checks:
+            if value in deny:
+                return f"{text} is on the relayer's deny list"
+        for text, value, allow, _ in checks:
+            if allow is not None and value not in allow:
+                return f"{text} is not on the relayer's allow list"
+        return None
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
@@ -244,6 +377,8 @@ class Config:
     client_substrate_uri: str | None
     """Or a development URI such as ``//Alice`` (devnet only)."""
     raw: Mapping[str, Any]
+    relay_policy: RelayPolicy = field(default_factory=RelayPolicy)
+    """What the relayer agrees to deliver (``[relayer.policy]``); admits everything by default."""
 
     def chain(self, key: str | int) -> ChainConfig:
         """Find a chain by name or domain."""
@@ -254,65 +389,201 @@ class Config:
         raise ConfigError(f"unknown chain {key!r}; configured: {known}")
 
 
+def allowed_recipients(config: Config, origin: ChainConfig) -> Mapping[int, frozenset[bytes]]:
+    """For a Substrate ``origin``: destination domain → the 32-byte recipients its messages may
+    address (every other destination is a key; an empty set means nothing may be addressed).
+
+    The escrow rule checks what a message to a *configured* TokenBridge must carry; a bridge the
+    config does not know (on a chain configured without ``token_bridge``) would otherwise take a
+    Substrate message unchecked and release tokens (issue #8, point 10). So the list fails
+    closed: the origin's explicit ``recipients`` table if it has one, else the message-handling
+    contracts (:data:`RECIPIENT_CONTRACTS`) configured on each EVM destination. A Substrate
+    destination gets nothing by default: Passerelle has no Substrate → Substrate route, an
+    operator who builds one lists its recipients.
+    """
+    explicit = origin.settings().recipients
+    allowed: dict[int, frozenset[bytes]] = {}
+    for chain in config.chains:
+        if chain.domain == origin.domain or not chain.is_destination:
+            continue
+        if explicit is not None:
+            allowed[chain.domain] = explicit.get(chain.domain, frozenset())
+        elif chain.kind == "evm":
+            allowed[chain.domain] = frozenset(
+                chain.contracts[name].rjust(32, b"\0")
+                for name in RECIPIENT_CONTRACTS
+                if name in chain.contracts
+            )
+        else:
+            allowed[chain.domain] = frozenset()
+    return allowed
+
+
+# --------------------------------------------------------------------------- field readers
+
+
+def _table(value: Any, where: str, known: Collection[str], *, kind: str = "") -> Mapping[str, Any]:
+    """``value`` as a TOML table whose every key is in ``known``; else one line naming the
+    first unknown key, the closest known one and the full list."""
+    obj = as_object(value, where)
+    for key in obj:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), list(known), n=1)
+            hint = f", did you mean {close[0]!r}?" if close else ""
+            scope = f" for a {kind} chain" if kind else ""
+            raise FieldError(
+                f"{where}: unknown key {key!r}{scope}{hint} (known: {', '.join(sorted(known))})"
+            )
+    return obj
+
+
+def _need(obj: Mapping[str, Any], where: str, key: str) -> Any:
+    """``obj[key]``, or one line naming ``where.key`` as missing."""
+    if key not in obj:
+        raise FieldError(f"{where}: missing field {key!r}")
+    return obj[key]
+
+
+def _string(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise FieldError(f"field {name!r} must be a non-empty string, got {type_name(value)}")
+    return value
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(f"field {name!r} must be true or false, got {type_name(value)}")
+    return value
+
+
+def _domain_key(text: Any, name: str) -> int:
+    """A TOML table key that names a domain (``"1"``): keys are strings in TOML."""
+    # Canonical digits only: "1" and "01" are two TOML keys, and one would silently replace the
+    # other once both are read as domain 1.
+    if not isinstance(text, str) or not text.isdigit() or str(int(text)) != text:
+        raise FieldError(f"{name}: {text!r} is not a domain")
+    if int(text) > U32_MAX:
+        raise FieldError(f"{name}: {text!r} is not a domain")
+    return int(text)
+
+
+def _account(value: Any, name: str) -> bytes:
+    """A message sender/recipient: a 20-byte EVM address (left-padded) or a 32-byte account."""
+    data = as_hex(value, name)
+    if len(data) not in (20, 32):
+        raise FieldError(
+            f"field {name!r} must be a 20-byte address or a 32-byte account, got {len(data)} bytes"
+        )
+    return data.rjust(32, b"\0")
+
+
+def _two_thirds(threshold: int, members: int) -> bool:
+    """Is ``threshold`` at least two thirds of ``members`` (BFT: a third may be faulty)?"""
+    return 3 * threshold >= 2 * members
+
+
+def _weak_threshold(name: str, threshold: int, members: int) -> FieldError:
+    need = -(-2 * members // 3)
+    return FieldError(
+        f"{name} {threshold} of {members} is below two thirds (at least {need}); set "
+        "[committee] allow_weak_threshold = true to run a weaker committee on purpose"
+    )
+
+
 def _key_source(
     obj: Mapping[str, Any], where: str, devnet: bool, base: Path, *, name: str = "key"
 ) -> KeySource | None:
-    """``name`` (inline, devnet only), ``name_env`` or ``name_file``; None if none is given."""
+    """``name`` (inline, devnet only), ``name_env`` or ``name_file`` (at most one); None if none
+    is given. Two at once is refused: silently preferring one would sign with a key the operator
+    may not have meant."""
+    given = [k for k in (name, f"{name}_env", f"{name}_file") if k in obj]
+    if len(given) > 1:
+        raise FieldError(f"{where}: {' and '.join(given)} conflict; give only one")
     if name in obj:
         if not devnet:
-            raise ConfigError(
+            raise FieldError(
                 f"{where}: inline private keys are refused outside a devnet; "
                 f"use {name}_env or {name}_file"
             )
         return KeySource(inline=as_hex(obj[name], f"{where}.{name}", size=32))
     if f"{name}_env" in obj:
-        return KeySource(env=str(obj[f"{name}_env"]))
+        return KeySource(env=_string(obj[f"{name}_env"], f"{where}.{name}_env"))
     if f"{name}_file" in obj:
-        return KeySource(file=base / str(obj[f"{name}_file"]))
+        return KeySource(file=base / _string(obj[f"{name}_file"], f"{where}.{name}_file"))
     return None
 
 
 def _required_key(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) -> KeySource:
     source = _key_source(obj, where, devnet, base)
     if source is None:
-        raise ConfigError(f"{where}: one of key_env, key_file (or key, devnet only) is required")
+        raise FieldError(f"{where}: one of key_env, key_file (or key, devnet only) is required")
     return source
 
 
-def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
+# --------------------------------------------------------------------------- chains
+
+
+def _rpc(obj: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], int]:
+    """The endpoints and the quorum of them that must agree."""
+    urls = as_list(_need(obj, where, "rpc"), f"{where}.rpc")
+    if not urls:
+        raise FieldError(f"{where}.rpc must be a non-empty list of http(s)/ws(s) URLs")
+    seen: set[tuple[object, ...]] = set()
+    for i, url in enumerate(urls):
+        if not isinstance(url, str) or not url.startswith(
+            ("http://", "https://", "ws://", "wss://")
+        ):
+            raise FieldError(f"{where}.rpc[{i}] must be an http(s)/ws(s) URL")
+        try:
+            parts = urlsplit(url)
+            # Host case, a trailing slash or the scheme's default port written out do not make
+            # another endpoint.
+            port = None if parts.port == DEFAULT_PORTS[parts.scheme] else parts.port
+            endpoint = (parts.hostname, port, parts.path.rstrip("/"), parts.query)
+        except ValueError:
+            raise FieldError(f"{where}.rpc[{i}] is not a valid URL") from None
+        if not parts.hostname:
+            raise FieldError(f"{where}.rpc[{i}] has no host")
+        # A repeated endpoint would count twice towards rpc_quorum: one node, two votes.
+        if endpoint in seen:
+            raise FieldError(f"{where}.rpc[{i}] repeats {redact_url(url)}")
+        seen.add(endpoint)
+    quorum = as_int(obj.get("rpc_quorum", 1), f"{where}.rpc_quorum", lo=-U64_MAX, hi=U64_MAX)
+    if not 1 <= quorum <= len(urls):
+        raise FieldError(
+            f"{where}.rpc_quorum {quorum} is not in 1..{len(urls)} (the number of rpc endpoints)"
+        )
+    return tuple(urls), quorum
+
+
+def _chain(value: Any, index: int, allow_weak: bool) -> ChainConfig:
     where = f"chains[{index}]"
-    name = require(obj, "name")
-    if not isinstance(name, str) or not name:
-        raise FieldError(f"{where}.name must be a non-empty string")
-    kind = require(obj, "kind")
+    kind = _need(as_object(value, where), where, "kind")
     if kind not in ("evm", "substrate"):
         raise FieldError(f"{where}.kind must be 'evm' or 'substrate', got {kind!r}")
-    rpc = as_list(require(obj, "rpc"), f"{where}.rpc")
-    if not rpc or not all(
-        isinstance(u, str) and u.startswith(("http://", "https://", "ws://", "wss://")) for u in rpc
-    ):
-        raise FieldError(f"{where}.rpc must be a non-empty list of http(s)/ws(s) URLs")
-    finality = require(obj, "finality")
+    obj = _table(value, where, EVM_KEYS if kind == "evm" else SUBSTRATE_KEYS, kind=kind)
+    name = _string(_need(obj, where, "name"), f"{where}.name")
+    finality = _need(obj, where, "finality")
     if not isinstance(finality, str):
         raise FieldError(f"{where}.finality must be a string")
-    contracts = {
-        key: as_hex(value, f"{where}.{key}")
-        for key, value in obj.items()
-        if key in ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
-    }
-    chain_id = obj.get("chain_id")
-    if kind == "substrate" and contracts:
-        raise FieldError(f"{where}: a Substrate chain has no contracts ({sorted(contracts)})")
+    rpc, quorum = _rpc(obj, where)
     chain = ChainConfig(
         name=name,
-        domain=as_int(require(obj, "domain"), f"{where}.domain", hi=U32_MAX),
+        domain=as_int(_need(obj, where, "domain"), f"{where}.domain", hi=U32_MAX),
         kind=kind,
-        rpc=tuple(rpc),
+        rpc=rpc,
+        rpc_quorum=quorum,
         finality=FinalityPolicy.parse(finality, f"{where}.finality"),
-        chain_id=None if chain_id is None else as_int(chain_id, f"{where}.chain_id"),
-        contracts=contracts,
+        # An EVM chain is identified by its chain id (a Substrate chain by its genesis hash):
+        # without one, an endpoint serving a fork or another network would be believed.
+        chain_id=as_int(_need(obj, where, "chain_id"), f"{where}.chain_id", lo=1, hi=U64_MAX)
+        if kind == "evm"
+        else None,
+        contracts={
+            key: as_hex(obj[key], f"{where}.{key}", size=20) for key in EVM_CONTRACTS if key in obj
+        },
         start_block=as_int(obj.get("start_block", 0), f"{where}.start_block"),
-        substrate=_substrate_settings(obj, where) if kind == "substrate" else None,
+        substrate=_substrate_settings(obj, where, allow_weak) if kind == "substrate" else None,
     )
     grandpa = None if chain.substrate is None else chain.substrate.grandpa
     if grandpa is not None and chain.start_block < grandpa.block_number:
@@ -324,20 +595,23 @@ def _chain(obj: Mapping[str, Any], index: int) -> ChainConfig:
     return chain
 
 
-def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings:
+def _substrate_settings(obj: Mapping[str, Any], where: str, allow_weak: bool) -> SubstrateSettings:
     signatories = tuple(
-        as_hex(s, f"{where}.signatories", size=32)
-        for s in as_list(require(obj, "signatories"), f"{where}.signatories")
+        as_hex(s, f"{where}.signatories[{i}]", size=32)
+        for i, s in enumerate(as_list(_need(obj, where, "signatories"), f"{where}.signatories"))
     )
     if list(signatories) != sorted(set(signatories)):
         raise FieldError(f"{where}.signatories must be distinct and ascending")
     if not signatories:
         raise FieldError(f"{where}.signatories must not be empty")
-    threshold = as_int(require(obj, "multisig_threshold"), f"{where}.multisig_threshold")
+    threshold = as_int(_need(obj, where, "multisig_threshold"), f"{where}.multisig_threshold")
     # pallet_multisig's approve_as_multi refuses a threshold of 1 (nothing would be delivered).
     if not 2 <= threshold <= len(signatories):
         raise FieldError(f"{where}.multisig_threshold must be in 2..{len(signatories)}")
-    multisig = as_hex(require(obj, "multisig"), f"{where}.multisig", size=32)
+    # The multisig mints and releases on the destination: the same bar as the committee.
+    if not allow_weak and not _two_thirds(threshold, len(signatories)):
+        raise _weak_threshold(f"{where}.multisig_threshold", threshold, len(signatories))
+    multisig = as_hex(_need(obj, where, "multisig"), f"{where}.multisig", size=32)
     if multisig != multisig_account(signatories, threshold):
         raise FieldError(
             f"{where}.multisig is not the {threshold}-of-{len(signatories)} multisig of "
@@ -346,15 +620,14 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
     collections_obj = as_object(obj.get("collections", {}), f"{where}.collections")
     collections: dict[int, int] = {}
     for origin, collection in collections_obj.items():
-        if not str(origin).isdigit() or int(origin) > U32_MAX:
-            raise FieldError(f"{where}.collections: {origin!r} is not a domain")
-        collections[int(origin)] = as_int(collection, f"{where}.collections.{origin}", hi=U32_MAX)
+        domain = _domain_key(origin, f"{where}.collections")
+        collections[domain] = as_int(collection, f"{where}.collections.{origin}", hi=U32_MAX)
     if len(set(collections.values())) != len(collections):
         raise FieldError(
             f"{where}.collections: two origins share a collection (nonces would collide)"
         )
     home = obj.get("asset_home")
-    home_obj = None if home is None else as_object(home, f"{where}.asset_home")
+    home_obj = None if home is None else _table(home, f"{where}.asset_home", ASSET_HOME_KEYS)
     asset_id = obj.get("asset_id")
     if (home_obj is None) != (asset_id is None):
         raise FieldError(f"{where}: asset_id and asset_home go together")
@@ -362,10 +635,8 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
     if grandpa is not None and obj.get("finality") != "finalized":
         raise FieldError(f'{where}.grandpa needs finality = "finalized"')
     return SubstrateSettings(
-        grandpa=None
-        if grandpa is None
-        else _grandpa(as_object(grandpa, f"{where}.grandpa"), where),
-        genesis_hash=as_hex(require(obj, "genesis_hash"), f"{where}.genesis_hash", size=32),
+        grandpa=None if grandpa is None else _grandpa(grandpa, where),
+        genesis_hash=as_hex(_need(obj, where, "genesis_hash"), f"{where}.genesis_hash", size=32),
         multisig=multisig,
         multisig_threshold=threshold,
         signatories=signatories,
@@ -373,16 +644,36 @@ def _substrate_settings(obj: Mapping[str, Any], where: str) -> SubstrateSettings
         asset_id=None if asset_id is None else as_int(asset_id, f"{where}.asset_id", hi=U32_MAX),
         asset_home_domain=None
         if home_obj is None
-        else as_int(require(home_obj, "domain"), f"{where}.asset_home.domain", hi=U32_MAX),
+        else as_int(
+            _need(home_obj, f"{where}.asset_home", "domain"),
+            f"{where}.asset_home.domain",
+            hi=U32_MAX,
+        ),
         asset_home_token=None
         if home_obj is None
-        else as_hex(require(home_obj, "token"), f"{where}.asset_home.token", size=20),
+        else as_hex(
+            _need(home_obj, f"{where}.asset_home", "token"), f"{where}.asset_home.token", size=20
+        ),
+        recipients=None if "recipients" not in obj else _recipients(obj["recipients"], where),
     )
 
 
-def _grandpa(obj: Mapping[str, Any], where: str) -> GrandpaCheckpoint:
+def _recipients(value: Any, where: str) -> Mapping[int, frozenset[bytes]]:
+    table = as_object(value, f"{where}.recipients")
+    return {
+        _domain_key(domain, f"{where}.recipients"): frozenset(
+            _account(item, f"{where}.recipients.{domain}[{i}]")
+            for i, item in enumerate(as_list(items, f"{where}.recipients.{domain}"))
+        )
+        for domain, items in table.items()
+    }
+
+
+def _grandpa(value: Any, where: str) -> GrandpaCheckpoint:
+    obj = _table(value, f"{where}.grandpa", GRANDPA_KEYS)
     authorities: list[tuple[bytes, int]] = []
-    for i, entry in enumerate(as_list(require(obj, "authorities"), f"{where}.grandpa.authorities")):
+    entries = as_list(_need(obj, f"{where}.grandpa", "authorities"), f"{where}.grandpa.authorities")
+    for i, entry in enumerate(entries):
         name = f"{where}.grandpa.authorities[{i}]"
         if isinstance(entry, list) and len(entry) == 2:  # ["0x…", weight]
             authorities.append((as_hex(entry[0], name, size=32), as_int(entry[1], name, lo=1)))
@@ -390,15 +681,18 @@ def _grandpa(obj: Mapping[str, Any], where: str) -> GrandpaCheckpoint:
             authorities.append((as_hex(entry, name, size=32), 1))
     if not authorities:
         raise FieldError(f"{where}.grandpa.authorities must not be empty")
-    try:
-        checkpoint = GrandpaCheckpoint(
-            set_id=as_int(require(obj, "set_id"), f"{where}.grandpa.set_id", hi=2**64 - 1),
-            block_hash=as_hex(require(obj, "block_hash"), f"{where}.grandpa.block_hash", size=32),
-            block_number=as_int(require(obj, "block_number"), f"{where}.grandpa.block_number"),
-            authorities=tuple(authorities),
-        )
-    except FieldError as exc:
-        raise FieldError(f"{where}.grandpa: {exc}") from None
+    checkpoint = GrandpaCheckpoint(
+        set_id=as_int(
+            _need(obj, f"{where}.grandpa", "set_id"), f"{where}.grandpa.set_id", hi=U64_MAX
+        ),
+        block_hash=as_hex(
+            _need(obj, f"{where}.grandpa", "block_hash"), f"{where}.grandpa.block_hash", size=32
+        ),
+        block_number=as_int(
+            _need(obj, f"{where}.grandpa", "block_number"), f"{where}.grandpa.block_number"
+        ),
+        authorities=tuple(authorities),
+    )
     try:  # the light client's own rules (distinct keys, weights and total within u64)
         AuthoritySet(checkpoint.set_id, checkpoint.authorities)
     except VerificationError as exc:
@@ -418,9 +712,23 @@ def _check_collections(chains: Sequence[ChainConfig]) -> None:
                 and origin.kind == "evm"
                 and (origin.domain not in chain.substrate.collections)
             ):
-                raise ConfigError(
+                raise FieldError(
                     f"chains[{index}].collections: no Uniques collection for origin "
                     f"{origin.name} ({origin.domain})"
+                )
+
+
+def _check_recipients(chains: Sequence[ChainConfig]) -> None:
+    """An explicit ``recipients`` table names destinations: each must be another configured
+    destination (a typo would otherwise silently leave the real one with no recipients)."""
+    for index, chain in enumerate(chains):
+        if chain.substrate is None or chain.substrate.recipients is None:
+            continue
+        for domain in chain.substrate.recipients:
+            if not any(c.domain == domain and c.is_destination for c in chains if c is not chain):
+                raise FieldError(
+                    f"chains[{index}].recipients: domain {domain} is not another configured "
+                    "destination"
                 )
 
 
@@ -429,11 +737,72 @@ def _check_unique(chains: Sequence[ChainConfig]) -> None:
         values = [getattr(c, attr) for c in chains]
         duplicates = {v for v in values if values.count(v) > 1}
         if duplicates:
-            raise ConfigError(f"chains: duplicate {attr} {sorted(duplicates)[0]!r}")
+            raise FieldError(f"chains: duplicate {attr} {sorted(duplicates)[0]!r}")
+
+
+# --------------------------------------------------------------------------- the rest
+
+
+def _committee(value: Any) -> tuple[Committee, Mapping[str, Any], bool]:
+    obj = _table(value, "committee", COMMITTEE_KEYS)
+    validators = [
+        as_hex(v, f"committee.validators[{i}]", size=20)
+        for i, v in enumerate(
+            as_list(_need(obj, "committee", "validators"), "committee.validators")
+        )
+    ]
+    committee = Committee(
+        members=tuple(validators),
+        threshold=as_int(_need(obj, "committee", "threshold"), "committee.threshold", hi=U32_MAX),
+    )
+    allow_weak = _bool(obj.get("allow_weak_threshold", False), "committee.allow_weak_threshold")
+    # Below 2/3, fewer keys than a BFT quorum sign anything the committee can: 1-of-3 is one
+    # stolen key. Allowed only by name, so a weak committee is a decision, not a default.
+    if not allow_weak and not _two_thirds(committee.threshold, len(committee.members)):
+        raise _weak_threshold("committee.threshold", committee.threshold, len(committee.members))
+    return committee, obj, allow_weak
+
+
+def _origin(value: Any, name: str, chains: Sequence[ChainConfig]) -> int:
+    """A policy origin: a configured chain's name or domain."""
+    for chain in chains:
+        if chain.is_origin and (
+            value == chain.name
+            or (isinstance(value, int) and not isinstance(value, bool) and value == chain.domain)
+        ):
+            return chain.domain
+    known = ", ".join(f"{c.name} ({c.domain})" for c in chains if c.is_origin)
+    raise FieldError(f"{name}: {value!r} is not a configured origin (configured: {known})")
+
+
+def _policy(value: Any, chains: Sequence[ChainConfig]) -> RelayPolicy:
+    obj = _table(value, "relayer.policy", POLICY_KEYS)
+    lists: dict[str, frozenset[Any]] = {}
+    for key, items in obj.items():
+        name = f"relayer.policy.{key}"
+        entries = as_list(items, name)
+        if key.startswith("allow") and not entries:
+            # An empty allow list would refuse every message: surely not what was meant.
+            raise FieldError(f"{name} is empty (it would refuse everything); remove it")
+        if key.endswith("origins"):
+            lists[key] = frozenset(
+                _origin(e, f"{name}[{i}]", chains) for i, e in enumerate(entries)
+            )
+        else:  # senders and recipients: 32 bytes, as messages carry them
+            lists[key] = frozenset(_account(e, f"{name}[{i}]") for i, e in enumerate(entries))
+    return RelayPolicy(
+        allow_origins=lists.get("allow_origins"),
+        deny_origins=lists.get("deny_origins", frozenset()),
+        allow_senders=lists.get("allow_senders"),
+        deny_senders=lists.get("deny_senders", frozenset()),
+        allow_recipients=lists.get("allow_recipients"),
+        deny_recipients=lists.get("deny_recipients", frozenset()),
+        origin_names={c.domain: c.name for c in chains},
+    )
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate the TOML file at ``path``."""
+    """Read and validate the TOML file at ``path``; ConfigError (one line) for any problem."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -442,76 +811,66 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
     try:
         return _build(raw, path)
-    except (FieldError, VerificationError) as exc:
+    except (FieldError, VerificationError, ConfigError) as exc:
         raise ConfigError(f"config {path}: {exc}") from None
 
 
 def _build(raw: Mapping[str, Any], path: Path) -> Config:
     base = path.parent
-    devnet = raw.get("devnet", False) is True
-    ledger = as_object(require(raw, "ledger"), "ledger")
-    location = str(require(ledger, "location"))
+    raw = _table(raw, "top level", TOP_LEVEL_KEYS)
+    devnet = _bool(raw.get("devnet", False), "devnet")
+    ledger = _table(_need(raw, "top level", "ledger"), "ledger", LEDGER_KEYS)
+    location = _string(_need(ledger, "ledger", "location"), "ledger.location")
     if "://" not in location:
         location = str((base / location).resolve())
-    committee_obj = as_object(require(raw, "committee"), "committee")
-    validators = [
-        as_hex(v, "committee.validators", size=20)
-        for v in as_list(require(committee_obj, "validators"), "committee.validators")
-    ]
-    committee = Committee(
-        members=tuple(validators),
-        threshold=as_int(require(committee_obj, "threshold"), "committee.threshold", hi=U32_MAX),
-    )
+    committee, committee_obj, allow_weak = _committee(_need(raw, "top level", "committee"))
     chains = tuple(
-        _chain(as_object(c, f"chains[{i}]"), i)
-        for i, c in enumerate(as_list(require(raw, "chains"), "chains"))
+        _chain(c, i, allow_weak)
+        for i, c in enumerate(as_list(_need(raw, "top level", "chains"), "chains"))
     )
     _check_unique(chains)
     _check_collections(chains)
-    relayer = raw.get("relayer")
-    relayer_key = (
-        None
-        if relayer is None
-        else _required_key(as_object(relayer, "relayer"), "relayer", devnet, base)
-    )
-    client = raw.get("client")
-    client_key = (
-        None
-        if client is None
-        else _required_key(as_object(client, "client"), "client", devnet, base)
-    )
-    client_obj = None if client is None else as_object(client, "client")
+    _check_recipients(chains)
+    relayer = None if "relayer" not in raw else _table(raw["relayer"], "relayer", RELAYER_KEYS)
+    client = None if "client" not in raw else _table(raw["client"], "client", CLIENT_KEYS)
     client_substrate_uri = None
-    if client_obj is not None and "substrate_uri" in client_obj:
+    if client is not None and "substrate_uri" in client:
         if not devnet:
-            raise ConfigError(
-                "client.substrate_uri (a development key) is refused outside a devnet"
-            )
-        client_substrate_uri = str(client_obj["substrate_uri"])
+            raise FieldError("client.substrate_uri (a development key) is refused outside a devnet")
+        conflicting = [k for k in SUBSTRATE_KEY_KEYS if k in client]
+        if conflicting:
+            raise FieldError(f"client: substrate_uri and {conflicting[0]} conflict; give only one")
+        client_substrate_uri = _string(client["substrate_uri"], "client.substrate_uri")
     attester_tables = [
-        (as_object(a, f"attesters[{i}]"), f"attesters[{i}]")
+        (_table(a, f"attesters[{i}]", ATTESTER_KEYS), f"attesters[{i}]")
         for i, a in enumerate(as_list(raw.get("attesters", []), "attesters"))
     ]
-    attesters = tuple(_required_key(obj, where, devnet, base) for obj, where in attester_tables)
-    # An attester's Substrate identity (sr25519 seed): what it signs multisig approvals with.
-    substrate_keys = tuple(
-        _key_source(obj, where, devnet, base, name="substrate_key")
-        for obj, where in attester_tables
-    )
     return Config(
         path=path,
         devnet=devnet,
         ledger=location,
         committee=committee,
-        checkpoint_store=base / str(committee_obj.get("checkpoint_store", "checkpoints")),
+        checkpoint_store=base
+        / _string(
+            committee_obj.get("checkpoint_store", "checkpoints"), "committee.checkpoint_store"
+        ),
         chains=chains,
-        relayer_key=relayer_key,
-        attester_keys=attesters,
-        attester_substrate_keys=substrate_keys,
-        client_key=client_key,
+        relayer_key=None if relayer is None else _required_key(relayer, "relayer", devnet, base),
+        attester_keys=tuple(
+            _required_key(obj, where, devnet, base) for obj, where in attester_tables
+        ),
+        # An attester's Substrate identity (sr25519 seed): what it signs multisig approvals with.
+        attester_substrate_keys=tuple(
+            _key_source(obj, where, devnet, base, name="substrate_key")
+            for obj, where in attester_tables
+        ),
+        client_key=None if client is None else _required_key(client, "client", devnet, base),
         client_substrate_key=None
-        if client_obj is None
-        else _key_source(client_obj, "client", devnet, base, name="substrate_key"),
+        if client is None
+        else _key_source(client, "client", devnet, base, name="substrate_key"),
         client_substrate_uri=client_substrate_uri,
         raw=raw,
+        relay_policy=RelayPolicy()
+        if relayer is None or "policy" not in relayer
+        else _policy(relayer["policy"], chains),
     )

@@ -111,8 +111,8 @@ def _write(tmp_path: Path, text: str) -> Path:
         (
             toml(
                 chains='[[chains]]\nname = "a"\ndomain = 1\nkind = "evm"\nrpc = ["http://x"]\n'
-                'finality = "safe"\n[[chains]]\nname = "b"\ndomain = 1\nkind = "evm"\n'
-                'rpc = ["http://y"]\nfinality = "safe"\n'
+                'chain_id = 1\nfinality = "safe"\n[[chains]]\nname = "b"\ndomain = 1\n'
+                'kind = "evm"\nrpc = ["http://y"]\nchain_id = 2\nfinality = "safe"\n'
             ),
             "duplicate domain",
         ),
@@ -191,4 +191,4 @@ def test_attesters_substrate_identities(tmp_path: Path, monkeypatch: pytest.Monk
 
 def test_a_relayer_table_without_a_key_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"relayer: one of key_env, key_file"):
-        load_config(_write(tmp_path, toml(relayer="poll = 1")))
+        load_config(_write(tmp_path, toml(relayer="")))
