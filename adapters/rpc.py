@@ -5,23 +5,41 @@ HTTP natively under trio, and a JSON-RPC request is small enough to build by han
 endpoints per chain give failover (anchors.md §4.3): an endpoint that fails at the transport
 level is quarantined with exponential backoff and the next healthy one is tried; a JSON-RPC
 *error response* is the node's answer, not an outage, and is raised to the caller as is.
-Every error names the endpoint that produced it.
+Every error names the endpoint that produced it — by its redacted URL
+(:func:`adapters.redact.redact_url`): provider URLs carry API keys, and error texts end up in
+logs, ``status`` output and metrics labels. The real URL is used only to connect.
+
+An *identity check* (``identity=``) guards against an endpoint that serves another chain (a
+fork, a testnet): each endpoint must pass it before its first use, and one that fails it is
+never used again (:class:`WrongChainError`). Callers that must not take one node's word for
+something (an attester's final block, ``rpc_quorum``) ask endpoints one by one with
+:meth:`JsonRpcClient.call_on`.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import trio
 
+from adapters.redact import redact_url, scrub_url
+
+log = logging.getLogger("passerelle.rpc")
+
 
 class RpcError(Exception):
     """No endpoint could answer (transport failures, timeouts, malformed responses)."""
+
+
+class WrongChainError(RpcError):
+    """An endpoint failed the client's identity check: it serves another chain."""
 
 
 class RpcCallError(RpcError):
@@ -40,15 +58,36 @@ class RpcCallError(RpcError):
 
 @dataclass
 class EndpointHealth:
-    """Per-endpoint counters, exported as metrics and used to order failover."""
+    """Per-endpoint counters, exported as metrics and used to order failover.
 
-    url: str
+    Built from the real URL (``target``, kept out of ``repr``); ``url`` is its redacted form,
+    the only one that may be shown (metrics labels, logs, error texts).
+    """
+
+    target: str = field(repr=False)
     successes: int = 0
     failures: int = 0
     consecutive_failures: int = 0
     quarantined_until: float = 0.0
     last_error: str = ""
     latency_ewma: float = field(default=math.nan)
+    identified: bool = False
+    """True once the endpoint passed the client's identity check (or there is none)."""
+    refused: str = ""
+    """Why the endpoint is never used again (it failed the identity check); empty if usable."""
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = redact_url(self.target)
+
+    def scrub(self, text: str) -> str:
+        """``text`` (a library's or a node's message) with the real URL redacted: whole, as
+        given and as httpx normalises it, and piece by piece (:func:`scrub_url`) — a node sees
+        the request path and may echo only that (``invalid project id <key>``)."""
+        # An invalid URL: httpx cannot have quoted it in another form either.
+        with suppress(httpx.InvalidURL):
+            text = scrub_url(text, str(httpx.URL(self.target)))
+        return scrub_url(text, self.target)
 
     def record_success(self, latency: float) -> None:
         """Note a good answer and fold its latency into the moving average."""
@@ -73,6 +112,11 @@ class EndpointHealth:
         self.quarantined_until = now + backoff
 
 
+Identity = tuple[str, Callable[[Any], str | None]]
+"""An identity check: a method to call without parameters (``eth_chainId``) and a function of
+its result that returns None for the right chain, or a one-line reason why not."""
+
+
 class JsonRpcClient:
     """A JSON-RPC 2.0 client over HTTP with ordered failover across endpoints."""
 
@@ -84,10 +128,12 @@ class JsonRpcClient:
         base_backoff: float = 0.5,
         max_backoff: float = 30.0,
         max_connections: int = 16,
+        identity: Identity | None = None,
     ) -> None:
         if not urls:
             raise ValueError("at least one RPC endpoint is required")
-        self.endpoints = [EndpointHealth(url) for url in urls]
+        self.endpoints = [EndpointHealth(url, identified=identity is None) for url in urls]
+        self._identity = identity
         self._ids = itertools.count(1)
         self._base_backoff, self._max_backoff = base_backoff, max_backoff
         self._http = httpx.AsyncClient(
@@ -110,9 +156,10 @@ class JsonRpcClient:
     def _ordered(self) -> list[EndpointHealth]:
         """Healthy endpoints first (in configured order), then quarantined ones soonest-first."""
         now = trio.current_time()
-        healthy = [e for e in self.endpoints if e.quarantined_until <= now]
+        usable = [e for e in self.endpoints if not e.refused]
+        healthy = [e for e in usable if e.quarantined_until <= now]
         resting = sorted(
-            (e for e in self.endpoints if e.quarantined_until > now),
+            (e for e in usable if e.quarantined_until > now),
             key=lambda e: e.quarantined_until,
         )
         return healthy + resting
@@ -120,6 +167,53 @@ class JsonRpcClient:
     async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         """Call ``method``; fail over across endpoints on transport errors."""
         return (await self._failover(method, [(method, params)], batch=False))[0]
+
+    async def call_on(
+        self, endpoint: EndpointHealth, method: str, params: Sequence[Any] = ()
+    ) -> Any:
+        """Call ``method`` on ``endpoint`` only (no failover): for answers that must come from
+        several independent endpoints. Raises :class:`RpcError` as :meth:`call` does."""
+        if endpoint.refused:
+            raise WrongChainError(endpoint.refused)
+        await self._identify(endpoint)
+        return (await self._post(endpoint, [(method, params)], batch=False))[0]
+
+    async def identify_all(self) -> None:
+        """Run the identity check on every endpoint that answers now; :class:`WrongChainError`
+        for the first that serves another chain. Endpoints that do not answer are checked
+        before their first use instead (an outage at start-up must not stop the process)."""
+        for endpoint in self.endpoints:
+            try:
+                await self._identify(endpoint, quiet=True)  # the caller reports the refusal
+            except WrongChainError:
+                raise
+            except RpcError:
+                continue
+
+    async def _identify(self, endpoint: EndpointHealth, *, quiet: bool = False) -> None:
+        """Pass the identity check once per endpoint before it is used; refuse it for good if
+        it serves another chain (its answers would be genuine — for the wrong chain)."""
+        if endpoint.identified or self._identity is None:
+            return
+        method, check = self._identity
+        try:
+            result = (await self._post(endpoint, [(method, [])], batch=False))[0]
+        except RpcCallError as exc:
+            # No identity, no use — but no verdict either: it rests (backoff) like a failing
+            # endpoint and is asked again later, rather than before every single call.
+            raise self._unusable(
+                endpoint, f"{endpoint.url}: identity check {method} failed: {exc}"
+            ) from None
+        problem = check(result)
+        if problem is not None:
+            endpoint.refused = f"{endpoint.url}: {problem}"
+            endpoint.last_error = endpoint.refused
+            if not quiet:
+                # Said once, here: from now on the endpoint is skipped without a word, and the
+                # operator would otherwise not learn that failover is one endpoint short.
+                log.warning("%s", endpoint.refused)
+            raise WrongChainError(endpoint.refused)
+        endpoint.identified = True
 
     async def call_batch(self, calls: Sequence[tuple[str, Sequence[Any]]]) -> list[Any]:
         """Several calls in one JSON-RPC batch request (one round trip); results in order.
@@ -133,9 +227,10 @@ class JsonRpcClient:
     async def _failover(
         self, what: str, calls: Sequence[tuple[str, Sequence[Any]]], *, batch: bool
     ) -> list[Any]:
-        errors: list[str] = []
+        errors = [e.refused for e in self.endpoints if e.refused]
         for endpoint in self._ordered():
             try:
+                await self._identify(endpoint)
                 return await self._post(endpoint, calls, batch=batch)
             except RpcCallError:
                 raise
@@ -158,19 +253,26 @@ class JsonRpcClient:
         what = f"{calls[0][0] if not batch else f'batch of {len(calls)}'} on {endpoint.url}"
         started = trio.current_time()
         try:
-            response = await self._http.post(endpoint.url, json=requests if batch else requests[0])
+            response = await self._http.post(
+                endpoint.target, json=requests if batch else requests[0]
+            )
             response.raise_for_status()
             body = response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+        except httpx.HTTPStatusError as exc:
+            # Its text quotes the full request URL: say the status, never the URL.
             raise self._unusable(
-                endpoint, f"{what}: {exc.__class__.__name__}: {exc}".rstrip(": ")
+                endpoint, f"{what}: HTTP {exc.response.status_code} {exc.response.reason_phrase}"
             ) from None
+        except (httpx.HTTPError, ValueError) as exc:
+            detail = endpoint.scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": "))
+            raise self._unusable(endpoint, f"{what}: {detail}") from None
         answers = body if batch else [body]
         if not isinstance(answers, list) or not all(
             isinstance(a, dict) and ("result" in a or "error" in a) for a in answers
         ):
             raise self._unusable(endpoint, f"{what}: malformed JSON-RPC response")
-        by_id = {answer.get("id"): answer for answer in answers}
+        # Only integer ids can be ours (an unhashable id from a hostile node must not crash us).
+        by_id = {a["id"]: a for a in answers if isinstance(a.get("id"), int)}
         if any(request["id"] not in by_id for request in requests):
             raise self._unusable(endpoint, f"{what}: JSON-RPC response misses answers")
         endpoint.record_success(trio.current_time() - started)
@@ -180,11 +282,12 @@ class JsonRpcClient:
             if answer.get("error") is not None:
                 error = answer["error"]
                 error = error if isinstance(error, dict) else {"message": str(error)}
+                code = error.get("code")
                 raise RpcCallError(
                     endpoint.url,
                     str(request["method"]),
-                    int(error.get("code", 0)),
-                    str(error.get("message", "")),
+                    code if isinstance(code, int) else 0,
+                    endpoint.scrub(str(error.get("message", ""))),
                     error.get("data"),
                 )
             results.append(answer["result"])

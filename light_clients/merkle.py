@@ -1,6 +1,6 @@
 """The outbox accumulator: a depth-32 incremental Merkle tree of message ids.
 
-This is the Ethereum deposit-contract / Hyperlane ``MerkleLib`` shape (DESIGN.md, "Outbox
+This is the Ethereum deposit-contract / Hyperlane ``MerkleLib`` shape (docs/design.md, "Outbox
 accumulator"): ``zero[0]`` is 32 zero bytes, ``zero[i+1] = keccak256(zero[i] ‖ zero[i])``, an inner
 node is ``keccak256(left ‖ right)``, and the root covers the first ``count`` leaves with
 zero-subtrees to their right. There is no length mix-in.
@@ -39,6 +39,7 @@ __all__ = [
     "ZeroLeafError",
     "branch_path",
     "branch_root",
+    "frontier_append",
     "root_from_branch",
     "verify_inclusion",
 ]
@@ -376,6 +377,38 @@ def verify_inclusion(
 
 
 # --------------------------------------------------------------------------- outbox state
+
+
+def frontier_append(
+    branch: Sequence[bytes], count: int, leaves: Sequence[bytes]
+) -> tuple[tuple[bytes, ...], int]:
+    """The stored frontier and count of an outbox after it inserts ``leaves`` (in order).
+
+    This is the on-chain insertion (``MerkleLib.insert``) run off chain: a new leaf completes
+    subtrees upward while the count's low bits are set, and the first height whose bit is
+    clear stores the folded node. The relayer uses it to say what the outbox's state must be
+    at the end of a scanned range *if* the logs it got are exactly the messages dispatched —
+    then :func:`root_from_branch` of the result is compared with the state proven there, so
+    a node that drops, reorders or alters logs is caught (not only one that changes their
+    number). ``branch`` entries whose count bit is clear are never read, as on chain.
+    Raises :class:`MalformedProofError` for a malformed branch or leaf, :class:`TreeFullError`
+    past :data:`MAX_LEAVES`.
+    """
+    root_from_branch(branch, count)  # the same shape checks, one place
+    frontier = list(branch)
+    for leaf in leaves:
+        if not isinstance(leaf, bytes) or len(leaf) != HASH_SIZE:
+            raise MalformedProofError(f"leaf must be {HASH_SIZE} bytes, got {_describe(leaf)}")
+        if count >= MAX_LEAVES:
+            raise TreeFullError(f"tree is full ({MAX_LEAVES} leaves)")
+        count += 1
+        node, size, height = leaf, count, 0
+        while not size & 1:  # ends below TREE_DEPTH: 0 < count < 2**TREE_DEPTH
+            node = keccak256(frontier[height] + node)
+            size >>= 1
+            height += 1
+        frontier[height] = node
+    return tuple(frontier), count
 
 
 def root_from_branch(branch: Sequence[bytes], count: int) -> bytes:

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from adapters.evm.chain import EvmChain
-from adapters.rpc import JsonRpcClient
+from adapters.rpc import Identity, JsonRpcClient, WrongChainError
 from relayer.config import ChainConfig, ConfigError
 
 
@@ -15,24 +15,49 @@ def bytes32(address: bytes) -> bytes:
     return address.rjust(32, b"\0")
 
 
+def _chain_id_check(chain: ChainConfig, expected: int) -> Identity:
+    """The identity check of ``chain``'s endpoints: ``eth_chainId`` must be ``expected``."""
+
+    def check(result: object) -> str | None:
+        if not isinstance(result, str) or not result.startswith("0x"):
+            return f"eth_chainId answered {str(result)[:80]!r}, not a chain id"
+        try:
+            actual = int(result, 16)
+        except ValueError:
+            return f"eth_chainId answered {result[:80]!r}, not a chain id"
+        if actual != expected:
+            return (
+                f"serves chain id {actual}, but chain {chain.name!r} has chain_id {expected} "
+                "(another network or a fork): endpoint refused"
+            )
+        return None
+
+    return ("eth_chainId", check)
+
+
 @asynccontextmanager
 async def open_evm(chain: ChainConfig) -> AsyncIterator[EvmChain]:
     """An :class:`EvmChain` for ``chain``, its RPC connections closed on exit.
 
-    Checks the node's chain id against the configuration first: an endpoint pointing at another
-    chain (or a fork with a new id) would otherwise be trusted with the wrong state (T8).
+    Every endpoint must report the configured chain id before it is used: one pointing at
+    another chain (or a fork with a new id) would otherwise be trusted with the wrong state
+    (T8). Endpoints that answer now are checked here, and a wrong one is a
+    :class:`ConfigError` (the process refuses to start); one that is down now is checked
+    before its first use and, if wrong then, never used (the others carry on).
     """
     if chain.kind != "evm":
         raise ConfigError(f"chain {chain.name!r} is {chain.kind}, not evm")
-    async with JsonRpcClient(chain.rpc) as rpc:
-        evm = EvmChain(
-            rpc, domain=chain.domain, finality=chain.finality.name, depth=chain.finality.depth
+    if chain.chain_id is None:
+        raise ConfigError(f"chain {chain.name!r}: chain_id is required for an EVM chain")
+    async with JsonRpcClient(chain.rpc, identity=_chain_id_check(chain, chain.chain_id)) as rpc:
+        try:
+            await rpc.identify_all()
+        except WrongChainError as exc:
+            raise ConfigError(str(exc)) from None
+        yield EvmChain(
+            rpc,
+            domain=chain.domain,
+            finality=chain.finality.name,
+            depth=chain.finality.depth,
+            rpc_quorum=chain.rpc_quorum,
         )
-        if chain.chain_id is not None:
-            actual = await evm.chain_id()
-            if actual != chain.chain_id:
-                raise ConfigError(
-                    f"chain {chain.name!r}: endpoint reports chain id {actual}, "
-                    f"config says {chain.chain_id}"
-                )
-        yield evm

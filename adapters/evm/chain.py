@@ -4,9 +4,16 @@ Everything a node returns that Passerelle acts on passes a light client first: a
 is recomputed from its fields (``light_clients.ethereum.header``), the outbox's 33 storage
 slots are proven with ``eth_getProof`` against that header's state root
 (``light_clients.ethereum.state``) and the root is recomputed from them
-(``light_clients.merkle.root_from_branch``); a Dispatch log must carry a message that decodes,
-comes from this domain and hashes to the logged id. A node that lies is caught here, with an
-:class:`AdapterError` naming what did not hold.
+(``light_clients.merkle.root_from_branch``); the proof must be *of the outbox's account* (a
+genuine proof of another contract under the genuine state root would otherwise pass); a Dispatch
+log must carry a message that decodes, comes from this domain and hashes to the logged id. A node
+that lies is caught here, with an :class:`AdapterError` naming what did not hold.
+
+What no light client can check is the final header itself: a node that lies can invent a block
+whose hash matches its own fields, state root included. With ``rpc_quorum`` k > 1 the final
+block is only accepted once k distinct endpoints report it final with the same hash
+(:meth:`EvmChain.final_header`), so one lying or compromised endpoint cannot make an attester
+sign a state it made up.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ from typing import Any
 from eth_abi.abi import decode as abi_decode
 
 from adapters.errors import AdapterError
-from adapters.rpc import JsonRpcClient
+from adapters.evm.contracts import load_artifact
+from adapters.rpc import EndpointHealth, JsonRpcClient, RpcError
 from light_clients.errors import VerificationError
 from light_clients.ethereum.header import EthHeader, header_rlp_from_json, verify_header_hash
 from light_clients.ethereum.state import parse_get_proof, verify_get_proof
@@ -96,13 +104,32 @@ def _int(value: Any, what: str) -> int:
 class EvmChain:
     """Read access to one EVM chain through a :class:`JsonRpcClient`."""
 
-    def __init__(self, rpc: JsonRpcClient, *, domain: int, finality: str, depth: int = 0) -> None:
+    def __init__(
+        self,
+        rpc: JsonRpcClient,
+        *,
+        domain: int,
+        finality: str,
+        depth: int = 0,
+        rpc_quorum: int = 1,
+    ) -> None:
         """``finality`` is ``finalized``, ``safe``, ``confirmations`` (with ``depth``) or
-        ``devnet-instant`` (see :class:`relayer.config.FinalityPolicy`)."""
+        ``devnet-instant`` (see :class:`relayer.config.FinalityPolicy`); ``rpc_quorum`` is how
+        many distinct endpoints must agree on the final block (1: the first that answers)."""
+        # The same URL listed twice is one node: it must not vote twice.
+        distinct = len({e.target for e in rpc.endpoints})
+        if not 1 <= rpc_quorum <= distinct:
+            raise ValueError(
+                f"rpc_quorum {rpc_quorum} is not in 1..{distinct} (distinct endpoints)"
+            )
         self.rpc = rpc
         self.domain = domain
         self.finality = finality
         self.depth = depth
+        self.rpc_quorum = rpc_quorum
+        # The endpoints that vouched for the last agreed final block: they have its state, so
+        # its proofs are asked of them first (an outvoted endpoint may not even have the block).
+        self._vouched: tuple[bytes, list[EndpointHealth]] = (b"", [])
 
     async def chain_id(self) -> int:
         """``eth_chainId``."""
@@ -112,10 +139,19 @@ class EvmChain:
         """The number of the latest block."""
         return _int(await self.rpc.call("eth_blockNumber"), "block number")
 
-    async def header(self, block: int | str) -> EthHeader:
-        """The header of ``block`` (a number or a tag), its hash recomputed by the light client."""
+    async def _call(self, endpoint: EndpointHealth | None, method: str, params: list[Any]) -> Any:
+        """``method`` on ``endpoint``, or on the first endpoint that answers if None."""
+        if endpoint is None:
+            return await self.rpc.call(method, params)
+        return await self.rpc.call_on(endpoint, method, params)
+
+    async def header(
+        self, block: int | str, *, endpoint: EndpointHealth | None = None
+    ) -> EthHeader:
+        """The header of ``block`` (a number or a tag), its hash recomputed by the light client;
+        from ``endpoint`` only, if given."""
         tag = quantity(block) if isinstance(block, int) else block
-        obj = await self.rpc.call("eth_getBlockByNumber", [tag, False])
+        obj = await self._call(endpoint, "eth_getBlockByNumber", [tag, False])
         if not isinstance(obj, dict):
             raise AdapterError(f"node has no block {tag}")
         try:
@@ -124,14 +160,106 @@ class EvmChain:
         except VerificationError as exc:
             raise AdapterError(f"block {tag}: {exc}") from None
 
-    async def final_header(self) -> EthHeader:
-        """The newest block the finality policy accepts."""
+    async def _final_on(self, endpoint: EndpointHealth | None) -> EthHeader:
+        """The newest block the finality policy accepts, by one endpoint's word."""
         if self.finality in ("finalized", "safe"):
-            return await self.header(self.finality)
-        latest = await self.latest_number()
+            return await self.header(self.finality, endpoint=endpoint)
+        latest = _int(await self._call(endpoint, "eth_blockNumber", []), "block number")
         if self.finality == "devnet-instant":
-            return await self.header(latest)
-        return await self.header(max(0, latest - self.depth))
+            return await self.header(latest, endpoint=endpoint)
+        return await self.header(max(0, latest - self.depth), endpoint=endpoint)
+
+    def _distinct_endpoints(self) -> list[EndpointHealth]:
+        """One endpoint per distinct URL: a URL listed twice is one node, with one vote."""
+        first: dict[str, EndpointHealth] = {}
+        for endpoint in self.rpc.endpoints:
+            first.setdefault(endpoint.target, endpoint)
+        return list(first.values())
+
+    async def final_header(self) -> EthHeader:
+        """The newest block the finality policy accepts — on ``rpc_quorum`` endpoints.
+
+        With a quorum of 1 this is the first answering endpoint's final block. Otherwise every
+        endpoint is asked for its final block; the newest block number that at least k of them
+        call final is tried first, then older ones: a block is accepted once k endpoints that
+        call it final (or something newer) return the same header hash for it. Endpoints that
+        disagree, lag behind or fail just do not count; if no block gathers k votes an
+        :class:`AdapterError` says so (nothing is signed from it).
+        """
+        if self.rpc_quorum == 1:
+            return await self._final_on(None)
+        finals: list[tuple[EndpointHealth, EthHeader]] = []
+        problems: list[str] = []
+        for endpoint in self._distinct_endpoints():
+            try:
+                finals.append((endpoint, await self._final_on(endpoint)))
+            except (RpcError, AdapterError) as exc:
+                problems.append(f"{endpoint.url}: {exc}")
+        numbers = sorted({h.number for _, h in finals}, reverse=True)
+        for number in numbers:
+            voters = [(e, h) for e, h in finals if h.number >= number]
+            if len(voters) < self.rpc_quorum:
+                continue  # fewer than k endpoints call this block final yet
+            votes: dict[bytes, list[tuple[EndpointHealth, EthHeader]]] = {}
+            for endpoint, final in voters:
+                try:
+                    seen = (
+                        final
+                        if final.number == number
+                        else await self.header(number, endpoint=endpoint)
+                    )
+                except (RpcError, AdapterError) as exc:
+                    problems.append(f"{endpoint.url}: {exc}")
+                    continue
+                votes.setdefault(seen.hash, []).append((endpoint, seen))
+            for agreed, ballots in votes.items():
+                if len(ballots) >= self.rpc_quorum:
+                    self._vouched = (agreed, [endpoint for endpoint, _ in ballots])
+                    return ballots[0][1]
+            problems.append(
+                f"block {number}: "
+                + ", ".join(f"0x{h.hex()[:16]}… ×{len(v)}" for h, v in votes.items())
+            )
+        raise AdapterError(
+            f"rpc_quorum {self.rpc_quorum} of {len(self.rpc.endpoints)} endpoints not reached on "
+            f"the final block ({'; '.join(problems) or 'no endpoint answered'})"
+        )
+
+    async def _from_vouchers(self, header: EthHeader, method: str, params: list[Any]) -> Any:
+        """``method`` asked first of the endpoints that vouched for ``header`` in the quorum
+        (an outvoted endpoint may be on another chain and lack the block), then of any. The
+        answer is verified by the caller either way: this is about liveness, not trust."""
+        agreed, vouchers = self._vouched
+        if agreed == header.hash:
+            for endpoint in vouchers:
+                try:
+                    return await self.rpc.call_on(endpoint, method, params)
+                except RpcError:
+                    continue
+        return await self.rpc.call(method, params)
+
+    async def agreed_block_hash(self, number: int) -> bytes | None:
+        """The hash of block ``number`` on which ``rpc_quorum`` endpoints agree (None if they
+        agree that there is no such block); :class:`AdapterError` if they do not agree."""
+        if self.rpc_quorum == 1:
+            return await self.block_hash(number)
+        votes: dict[bytes | None, int] = {}
+        for endpoint in self._distinct_endpoints():
+            try:
+                answer = await self.rpc.call_on(
+                    endpoint, "eth_getBlockByNumber", [quantity(number), False]
+                )
+                if answer is not None and not isinstance(answer, dict):
+                    raise AdapterError(f"malformed block {number}")
+                seen = None if answer is None else _bytes(answer.get("hash"), "block hash")
+            except (RpcError, AdapterError):
+                continue  # a failing or babbling endpoint just does not vote
+            votes[seen] = votes.get(seen, 0) + 1
+            if votes[seen] >= self.rpc_quorum:
+                return seen
+        raise AdapterError(
+            f"rpc_quorum {self.rpc_quorum}: the endpoints do not agree on block {number}"
+        )
 
     async def dispatches(
         self, outbox: bytes, from_block: int, to_block: int
@@ -186,23 +314,58 @@ class EvmChain:
             log_index=_int(log.get("logIndex"), "log index"),
         )
 
-    async def outbox_state(self, outbox: bytes, header: EthHeader) -> OutboxState:
-        """The outbox's count and root at ``header``, proven by ``eth_getProof``.
-
-        The root is not read from ``root()``: the 32 frontier slots and the count slot are
-        proven under the header's state root and the root is recomputed from them.
-        """
-        slots = [hex0x(slot.to_bytes(32, "big")) for slot in range(OUTBOX_COUNT_SLOT + 1)]
-        result = await self.rpc.call(
-            "eth_getProof", [hex0x(outbox[-20:]), slots, quantity(header.number)]
-        )
+    async def proven_slots(
+        self,
+        contract: bytes,
+        header: EthHeader,
+        slots: Sequence[int],
+        what: str,
+        *,
+        may_be_absent: bool = False,
+    ) -> dict[int, int]:
+        """The values of ``slots`` of ``contract`` at ``header``, proven by ``eth_getProof``
+        under the header's state root — and proven *for ``contract``*: a genuine proof of
+        another account (one whose slots hold chosen values) passes the light client, which
+        binds a proof to the address it names, so that address is compared here.
+        AdapterError (naming ``what``) for anything that does not hold or is missing — an
+        account proven absent included, unless ``may_be_absent`` (then its slots read 0)."""
+        params = [
+            hex0x(contract[-20:]),
+            [hex0x(slot.to_bytes(32, "big")) for slot in slots],
+            quantity(header.number),
+        ]
+        result = await self._from_vouchers(header, "eth_getProof", params)
         try:
             verdict = verify_get_proof(header.state_root, parse_get_proof(result))
         except VerificationError as exc:
-            raise AdapterError(f"outbox state proof at block {header.number}: {exc}") from None
+            raise AdapterError(f"{what} proof at block {header.number}: {exc}") from None
+        if verdict.address != contract[-20:]:
+            raise AdapterError(
+                f"{what} proof at block {header.number} is of account {hex0x(verdict.address)}, "
+                f"not of {hex0x(contract[-20:])}"
+            )
         values = {int.from_bytes(slot.key, "big"): slot.value for slot in verdict.storage}
-        if verdict.account is None or set(values) != set(range(OUTBOX_COUNT_SLOT + 1)):
-            raise AdapterError(f"outbox state proof at block {header.number} is incomplete")
+        if (verdict.account is None and not may_be_absent) or set(values) != set(slots):
+            raise AdapterError(f"{what} proof at block {header.number} is incomplete")
+        return values
+
+    async def outbox_state(
+        self, outbox: bytes, header: EthHeader, *, may_be_absent: bool = False
+    ) -> OutboxState:
+        """The outbox's count and root at ``header``, proven by ``eth_getProof``.
+
+        The root is not read from ``root()``: the 32 frontier slots and the count slot are
+        proven under the header's state root (:meth:`proven_slots`) and the root is recomputed
+        from them. With ``may_be_absent``, an outbox not deployed yet at ``header`` (proven
+        absent) is the empty outbox: a relayer's scan may start before its deployment.
+        """
+        values = await self.proven_slots(
+            outbox,
+            header,
+            range(OUTBOX_COUNT_SLOT + 1),
+            "outbox state",
+            may_be_absent=may_be_absent,
+        )
         count = values[OUTBOX_COUNT_SLOT]
         frontier = [values[i].to_bytes(32, "big") for i in range(TREE_DEPTH)]
         try:
@@ -233,7 +396,79 @@ class EvmChain:
     async def block_hash(self, number: int) -> bytes | None:
         """The canonical hash at ``number`` now (None if the node has no such block)."""
         obj = await self.rpc.call("eth_getBlockByNumber", [quantity(number), False])
+        if obj is not None and not isinstance(obj, dict):
+            raise AdapterError(f"node returned a malformed block {number}")
         return None if obj is None else _bytes(obj.get("hash"), "block hash")
+
+    async def delivery_state(
+        self, inbox: bytes, header: EthHeader, ids: Sequence[bytes]
+    ) -> dict[bytes, tuple[bool, bool]]:
+        """For each message id: ``(delivered(id), failedMessage(id) != 0)`` in ``inbox`` at
+        ``header``, read from the two mappings' storage slots proven by ``eth_getProof`` under
+        the header's state root (:meth:`proven_slots`), never from an ``eth_call`` answer.
+
+        The relayer records ``delivered`` — terminal — from this: an RPC endpoint's word alone
+        could have a message recorded delivered that never was (lost for good), or one
+        delivered read as not (delivered again and again, at the relayer's expense)."""
+        state: dict[bytes, tuple[bool, bool]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), PROOF_CHUNK):
+            chunk = unique[start : start + PROOF_CHUNK]
+            slots = {
+                i: (mapping_slot(i, INBOX_DELIVERED_SLOT), mapping_slot(i, INBOX_FAILED_SLOT))
+                for i in chunk
+            }
+            values = await self.proven_slots(
+                inbox, header, [s for pair in slots.values() for s in pair], "inbox delivery"
+            )
+            for i, (delivered, failed) in slots.items():
+                state[i] = (values[delivered] != 0, values[failed] != 0)
+        return state
+
+    async def agreed_header(self, number: int) -> EthHeader:
+        """The header of block ``number`` whose hash ``rpc_quorum`` endpoints agree on
+        (:meth:`agreed_block_hash`), its fields from an endpoint that serves exactly that hash
+        (the light client recomputes the hash from them). With a quorum of 1: :meth:`header`.
+
+        What the relayer's scanner records as the hash of the last block it scanned must not
+        be one endpoint's word: the next resume compares it with the quorum's hash, and a
+        made-up one would read as a reorg below finality and halt the relayer."""
+        if self.rpc_quorum == 1:
+            return await self.header(number)
+        agreed = await self.agreed_block_hash(number)
+        if agreed is None:
+            raise AdapterError(f"rpc_quorum {self.rpc_quorum}: no block {number} yet")
+        for endpoint in self._distinct_endpoints():
+            try:
+                header = await self.header(number, endpoint=endpoint)
+            except (RpcError, AdapterError):
+                continue
+            if header.hash == agreed:
+                return header
+        raise AdapterError(
+            f"rpc_quorum {self.rpc_quorum}: no endpoint serves block {number} as agreed "
+            f"(0x{agreed.hex()[:16]}…)"
+        )
+
+
+def mapping_slot(key: bytes, slot: int) -> int:
+    """The storage slot of ``mapping[key]`` for a mapping declared at ``slot`` (a 32-byte key:
+    ``keccak256(key . slot)``, Solidity's layout)."""
+    return int.from_bytes(keccak256(key.rjust(32, b"\0") + slot.to_bytes(32, "big")), "big")
+
+
+def _inbox_slot(label: str) -> int:
+    """The slot of the Inbox's state variable ``label``, from its compiled storage layout (so
+    a change to the contract cannot silently move what the relayer proves)."""
+    for entry in load_artifact("Inbox").storage_layout:
+        if entry["label"] == label:
+            return int(entry["slot"])
+    raise RuntimeError(f"the Inbox artifact has no storage variable {label!r}")
+
+
+INBOX_DELIVERED_SLOT = _inbox_slot("delivered")
+INBOX_FAILED_SLOT = _inbox_slot("failedMessage")
+PROOF_CHUNK = 100  # message ids per eth_getProof (two slots each)
 
 
 def selector(signature: str) -> bytes:
