@@ -409,7 +409,9 @@ def link_substrate_remote(
     On ``evm`` (deployed by ``deployer_key``): ``Inbox.setOrigin(domain, outbox)``,
     ``TokenBridge.setRemote(domain, bridge_account)``, ``TokenBridge.setEscrowRemote(domain,
     true)`` and, if it has a home ``token``, ``TokenBridge.registerHomeToken(token, domain)``
-    (a wrapped token here cannot be paired: nothing here is minted for an escrow remote). All
+    and ``TokenBridge.setRemoteWraps(domain, token, true)`` (the remote's wrapped asset is that
+    token: nothing else may be sent there; a wrapped token here cannot be paired: nothing here
+    is minted for an escrow remote). All
     are sent before any receipt is awaited. Raises :class:`DeployError` (one line) if anything
     fails.
     """
@@ -431,4 +433,6 @@ def link_substrate_remote(
     home = evm.contracts.get("token")
     if home is not None:
         batch.call("TokenBridge", bridge, "registerHomeToken(address,uint32)", home, domain)
+        # What the remote wraps: any other token sent there reverts at dispatch.
+        batch.call("TokenBridge", bridge, "setRemoteWraps(uint32,address,bool)", domain, home, True)
     batch.wait()

@@ -3,10 +3,15 @@
 For every configured EVM origin, in a loop:
 
 1. take the newest block the chain's finality policy accepts, its header hash recomputed by the
-   Ethereum light client;
-2. prove the outbox's 33 storage slots with ``eth_getProof`` against that header's state root
-   and recompute the root from them (``adapters.evm.chain.EvmChain.outbox_state``);
-3. if the count grew, sign ``(origin, outbox, root, count - 1)`` and publish it to the
+   Ethereum light client — and, with ``rpc_quorum`` k, reported final with that hash by k
+   distinct endpoints;
+2. check that the block of its last signed checkpoint is still canonical, halting with
+   :class:`OriginReorged` if not (a reorg below the finality policy: the root it signed may be
+   gone from the chain, and signing on would build on it);
+3. prove the outbox's 33 storage slots with ``eth_getProof`` against that header's state root
+   and recompute the root from them (``adapters.evm.chain.EvmChain.outbox_state``: the proof
+   must be of the outbox's own account);
+4. if the count grew, sign ``(origin, outbox, root, count - 1)`` and publish it to the
    checkpoint store.
 
 For every Substrate origin, the attester scans the remarks of its final blocks itself
@@ -25,32 +30,46 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
 
 from adapters.errors import AdapterError
+from adapters.evm.chain import EvmChain
 from adapters.rpc import RpcError
 from adapters.substrate.client import Call, SubstrateClient, keypair_from_seed
-from adapters.substrate.multisig import approve, execute, executed_ok, open_operation
-from light_clients.committee import Checkpoint, address_of, sign_checkpoint
+from adapters.substrate.multisig import (
+    OpenOperation,
+    Timepoint,
+    approve,
+    cancel,
+    execute,
+    executed_ok,
+    held_operations,
+    open_operation,
+)
+from light_clients.committee import Checkpoint, address_of
 from light_clients.errors import VerificationError
 from light_clients.merkle import IncrementalMerkleTree
 from light_clients.message import decode_message, verify_message_inclusion
-from relayer.checkpoints import CheckpointStore, SignedCheckpoint
+from relayer.checkpoints import CheckpointStore, CheckpointStoreError, SignedCheckpoint
 from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError, SubstrateSettings
 from relayer.endpoints import open_evm
 from relayer.substrate_route import (
+    REFUND_REASONS,
     SCAN_CHUNK,
     Proposal,
     ProposalStore,
+    Refund,
     connected,
     delivered_items,
     delivery_calls,
     escrow_routes,
     final_header,
     grandpa_follower,
+    refund_reason,
     scan_remarks,
     token_bridges,
 )
@@ -77,6 +96,27 @@ class AttesterState:
         self.skipped_remarks = 0
         self.approvals = 0
         self.executions = 0
+        self.cancellations = 0  # stale multisig operations of ours cancelled
+
+
+class OriginReorged(CheckpointStoreError):
+    """A block this attester signed a checkpoint from is no longer canonical: the origin
+    reorganised below its finality policy. The signed root may not be the chain's any more, and
+    every later signature would build on it, so the attester stops; an operator must look
+    (anchors.md T21). A :class:`CheckpointStoreError`: the attester would contradict itself."""
+
+
+@dataclass
+class OriginProgress:
+    """Where an attester stands on one EVM origin."""
+
+    last_index: int
+    """The newest index it signed (-1: none)."""
+    last_block: tuple[int, bytes] | None
+    """(number, hash) of the block that checkpoint was read at, if provably its own (signed by
+    it: the store is shared, and an edited block would make it halt for nothing)."""
+    proven: bytes = b""
+    """Hash of the last final header whose outbox state was proven (nothing new to prove)."""
 
 
 async def attest_origin(
@@ -88,40 +128,94 @@ async def attest_origin(
     poll: float = ATTESTER_POLL,
 ) -> None:
     """Follow one origin forever, signing each new final outbox state."""
-    outbox = chain.outbox_id
-    last_index = _resume_index(store, chain, key)
-    proven = b""  # hash of the last final header whose outbox state was proven
+    progress = await trio.to_thread.run_sync(_resume, store, chain, key)
     async with open_evm(chain) as evm:
         while True:
-            try:
-                header = await evm.final_header()
-                if header.hash == proven:  # nothing new is final: no proof to fetch
-                    await trio.sleep(poll)
-                    continue
-                outbox_state = await evm.outbox_state(outbox, header)
-                proven = header.hash
-            except (RpcError, AdapterError) as exc:
-                state.errors += 1
-                log.warning("origin %s: %s", chain.name, exc)
-                await trio.sleep(poll)
-                continue
-            if outbox_state.count - 1 > last_index:
-                last_index = await _sign_newer(
-                    store,
-                    state,
-                    key,
-                    chain,
-                    Checkpoint(
-                        origin=chain.domain,
-                        outbox=outbox,
-                        root=outbox_state.root,
-                        index=outbox_state.count - 1,
-                    ),
-                    last_index=last_index,
-                    block_number=header.number,
-                    block_hash=header.hash,
-                )
+            await attest_once(evm, chain, key, store, state, progress=progress)
             await trio.sleep(poll)
+
+
+async def attest_once(
+    evm: EvmChain,
+    chain: ChainConfig,
+    key: bytes,
+    store: CheckpointStore,
+    state: AttesterState,
+    *,
+    progress: OriginProgress,
+) -> None:
+    """One poll of an EVM origin: sign its final outbox state if the count grew.
+
+    A node that fails or lies costs a warning and a retry at the next poll (nothing is signed
+    from an answer the light clients refuse); :class:`OriginReorged` ends the attester.
+    """
+    try:
+        header = await evm.final_header()
+        if header.hash == progress.proven:  # nothing new is final: no proof to fetch
+            return
+        await _check_still_canonical(evm, chain, progress)
+        outbox_state = await evm.outbox_state(chain.outbox_id, header)
+        progress.proven = header.hash
+    except (RpcError, AdapterError) as exc:
+        state.errors += 1
+        log.warning("origin %s: %s", chain.name, exc)
+        return
+    if outbox_state.count - 1 > progress.last_index:
+        progress.last_index = await _sign_newer(
+            store,
+            state,
+            key,
+            chain,
+            Checkpoint(
+                origin=chain.domain,
+                outbox=chain.outbox_id,
+                root=outbox_state.root,
+                index=outbox_state.count - 1,
+            ),
+            last_index=progress.last_index,
+            block_number=header.number,
+            block_hash=header.hash,
+        )
+        progress.last_block = (header.number, header.hash)
+
+
+async def _check_still_canonical(
+    evm: EvmChain, chain: ChainConfig, progress: OriginProgress
+) -> None:
+    """:class:`OriginReorged` if the block of the last signed checkpoint was replaced (on the
+    word of ``rpc_quorum`` endpoints); AdapterError if that cannot be told now."""
+    if progress.last_block is None:
+        return
+    number, signed_hash = progress.last_block
+    canonical = await evm.agreed_block_hash(number)
+    if canonical is None:  # a lagging or resyncing node: no verdict either way
+        raise AdapterError(f"cannot check block {number} (of index {progress.last_index}): absent")
+    if canonical != signed_hash:
+        raise OriginReorged(
+            f"origin {chain.name}: block {number}, at which this attester signed index "
+            f"{progress.last_index}, is now 0x{canonical.hex()} (was 0x{signed_hash.hex()}): "
+            f"a reorg deeper than the finality policy {chain.finality}; not signing any more "
+            "until an operator has looked"
+        )
+
+
+def _resume(store: CheckpointStore, chain: ChainConfig, key: bytes) -> OriginProgress:
+    """Where this attester left ``chain``: it never signs an index twice, not even after a
+    restart, and checks that the block of its last signature is still canonical."""
+    previous = store.latest_own(chain.domain, chain.outbox_id, address_of(key))
+    if previous is None:
+        return OriginProgress(last_index=-1, last_block=None)
+    block = None
+    if previous.block_is_signed():
+        block = (previous.block_number, previous.block_hash)
+    else:
+        log.warning(
+            "origin %s: the block of index %d carries no block signature of ours: "
+            "no reorg check below it until the next signature",
+            chain.name,
+            previous.checkpoint.index,
+        )
+    return OriginProgress(last_index=previous.checkpoint.index, last_block=block)
 
 
 def _resume_index(store: CheckpointStore, chain: ChainConfig, key: bytes) -> int:
@@ -145,12 +239,8 @@ async def _sign_newer(
     """Sign and publish ``checkpoint`` if it is newer than ``last_index``; the new last index."""
     if checkpoint.index <= last_index:
         return last_index
-    signed = SignedCheckpoint(
-        checkpoint=checkpoint,
-        signer=address_of(key),
-        signature=sign_checkpoint(key, checkpoint),
-        block_number=block_number,
-        block_hash=block_hash,
+    signed = SignedCheckpoint.create(
+        key, checkpoint, block_number=block_number, block_hash=block_hash
     )
     await trio.to_thread.run_sync(store.publish, signed)  # writes and fsyncs
     log.info(
@@ -235,8 +325,13 @@ async def approve_deliveries(
     poll: float = ATTESTER_POLL,
 ) -> None:
     """Approve (or, as the last signatory needed, execute) the relayer's delivery proposals for
-    the Substrate destination ``chain`` — only those this attester verified itself: it signed
-    the proposal's checkpoint, and every message is under that root and addressed here."""
+    the Substrate destination ``chain`` — only those this attester verified itself: a quorum
+    signed the proposal's checkpoint, this attester among them, and every message is under that
+    root and addressed here. Each approval reserves a deposit of this attester's: it holds at
+    most :data:`MAX_OPEN_OPERATIONS` open operations, opens one call at most
+    :data:`MAX_OPENS_PER_CALL` times, and cancels its operations that stay open longer than
+    :data:`STALE_OPERATION` seconds by its own clock (the proposal's ``created`` is the
+    relayer's to write, so it never decides anything here)."""
     settings = chain.settings()
     me = bytes(keypair.public_key)
     if me not in settings.signatories:
@@ -248,9 +343,14 @@ async def approve_deliveries(
     # verified and composed, and whether we are done with it.
     batches: dict[tuple[str, float], Call] = {}
     done: set[tuple[str, float]] = set()
-    first_seen: dict[bytes, float] = {}  # call hash -> when we first saw its operation open
+    duty = DeliveryDuty()
     async with connected(chain) as client:
         while True:
+            try:
+                await _tend_held(client, chain, keypair, duty, state=state)
+            except AdapterError as exc:
+                state.errors += 1
+                log.warning("%s: open operations: %s", chain.name, exc)
             pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
             live = {(path.name, proposal.created) for path, proposal in pending}
             for stale in set(batches) - live:
@@ -267,10 +367,10 @@ async def approve_deliveries(
                             config, chain, client, proposal, store=store, key=key, bridges=bridges
                         )
                     if batch is None:
-                        continue  # not a checkpoint this attester signed (yet): others approve
+                        continue  # not a checkpoint a quorum (with us) signed: not yet, or never
                     batches[key_] = batch
                     finished = await _act_on(
-                        client, chain, keypair, proposal, batch, state=state, first_seen=first_seen
+                        client, chain, keypair, proposal, batch, state=state, duty=duty
                     )
                 except VerificationError as exc:
                     log.error("proposal %s refused: %s", path.name, exc)
@@ -288,6 +388,98 @@ async def approve_deliveries(
             await trio.sleep(poll)
 
 
+MAX_OPEN_OPERATIONS = 8
+"""Open multisig operations an attester holds at once (each reserves the pallet's
+``DepositBase`` + ``DepositFactor`` × threshold of its own: about 0.0067 ROC on Rococo Asset
+Hub); beyond it, it opens nothing until some execute or are cancelled. A relayer proposing
+batch after batch that nobody else approves can lock at most this many deposits."""
+
+MAX_OPENS_PER_CALL = 2
+"""How often an attester opens an operation for one call: a batch that was opened and then
+cancelled as stale twice is not opened by it again (the relayer bounds its retries too)."""
+
+STALE_OPERATION = 300.0
+"""Seconds (by the attester's own clock, from when it first saw the operation open) after which
+it cancels an operation it opened (``cancel_as_multi``: the deposit comes back). Longer than the
+relayer's ``confirm_timeout`` (120 s), after which the relayer has withdrawn the proposal."""
+
+_REMEMBERED_CALLS = 4096
+"""Bound of :attr:`DeliveryDuty.opens` (oldest entries dropped): memory a relayer cannot grow."""
+
+
+@dataclass
+class DeliveryDuty:
+    """What an attester remembers about multisig operations, by its own clock."""
+
+    held: dict[bytes, OpenOperation] = field(default_factory=dict)
+    """Call hash → the open operations whose deposit is ours (read from the chain)."""
+    first_seen: dict[tuple[bytes, Timepoint | None], float] = field(default_factory=dict)
+    """(call hash, timepoint or None when not open) → when we first saw it in that state."""
+    opens: dict[bytes, int] = field(default_factory=dict)
+    """Call hash → how often we opened an operation for it."""
+
+    def seen(self, call_hash: bytes, timepoint: Timepoint | None, now: float) -> float:
+        """When we first saw ``call_hash`` in this state (now, if never before)."""
+        if len(self.first_seen) > _REMEMBERED_CALLS:
+            # Bounded memory: forgetting a role's clock only delays it by a grace period. Not
+            # so the clocks of the operations we hold: reset, they would never grow stale (a
+            # relayer proposing a few thousand batches in time would keep our deposits locked
+            # and us at MAX_OPEN_OPERATIONS for good).
+            self.first_seen = {k: t for k, t in self.first_seen.items() if k[0] in self.held}
+        return self.first_seen.setdefault((call_hash, timepoint), now)
+
+    def opened(self, call_hash: bytes) -> None:
+        """Count an operation we opened for ``call_hash``."""
+        self.opens[call_hash] = self.opens.get(call_hash, 0) + 1
+        while len(self.opens) > _REMEMBERED_CALLS:
+            del self.opens[next(iter(self.opens))]
+
+
+async def _tend_held(
+    client: SubstrateClient,
+    chain: ChainConfig,
+    keypair: Keypair,
+    duty: DeliveryDuty,
+    *,
+    state: AttesterState,
+    now: float | None = None,
+) -> None:
+    """Read the operations whose deposit we hold and cancel those open for longer than
+    :data:`STALE_OPERATION` (by our own clock: a proposal's ``created`` proves nothing)."""
+    settings = chain.settings()
+    me = bytes(keypair.public_key)
+    duty.held = await held_operations(client, settings.multisig, me)
+    now = time.time() if now is None else now
+    others = [s for s in settings.signatories if s != me]
+    for call_hash, operation in list(duty.held.items()):
+        if now - duty.seen(call_hash, operation.timepoint, now) < STALE_OPERATION:
+            continue
+        await cancel(
+            client,
+            keypair,
+            others,
+            settings.multisig_threshold,
+            call_hash,
+            timepoint=operation.timepoint,
+        )
+        del duty.held[call_hash]
+        state.cancellations += 1
+        log.warning(
+            "%s: cancelled the stale multisig operation 0x%s (open > %g s)",
+            chain.name,
+            call_hash.hex(),
+            STALE_OPERATION,
+        )
+
+
+def _quorum_signed(config: Config, store: CheckpointStore, checkpoint: Checkpoint) -> bool:
+    """Did at least the committee threshold of members sign exactly ``checkpoint``? Each
+    signature is recovered from its file (the store is writable by others)."""
+    committee = config.committee
+    signers = sum(1 for member in committee.members if store.signed_by(checkpoint, member))
+    return signers >= committee.threshold
+
+
 async def _verified_batch(
     config: Config,
     chain: ChainConfig,
@@ -298,22 +490,51 @@ async def _verified_batch(
     key: bytes,
     bridges: dict[int, bytes],
 ) -> Call | None:
-    """The proposal's ``batch_all``, if this attester signed its checkpoint and every message
-    verifies under it; None if the checkpoint is not one this attester signed."""
-    if not await trio.to_thread.run_sync(store.signed_by, proposal.checkpoint, address_of(key)):
+    """The proposal's ``batch_all``, if this attester and a quorum signed its checkpoint and
+    every message verifies under it; None if not (yet) such a checkpoint.
+
+    A quorum, not just this attester: the relayer could pin proposals to an index this attester
+    signed while the others signed other indices (an operation nobody would ever join, holding
+    our deposit). A token transfer that can never be minted (:func:`refund_reason`, read from
+    the chain here) is delivered as a refund."""
+    cp = proposal.checkpoint
+    if not await trio.to_thread.run_sync(store.signed_by, cp, address_of(key)):
+        return None
+    if not await trio.to_thread.run_sync(_quorum_signed, config, store, cp):
         return None
     _verify_proposal(config, chain, proposal)
     settings = chain.settings()
     calls = []
     for raw in proposal.messages:
-        for call in delivery_calls(decode_message(raw), settings, bridges):
+        message = decode_message(raw)
+        reason = await refund_reason(client, settings, message, bridges)
+        refund = None
+        if reason is not None:
+            refund = Refund(chain.domain, reason)
+            log.warning(
+                "proposal %s: message %d/%d will be refunded: %s",
+                proposal.name,
+                message.origin,
+                message.nonce,
+                REFUND_REASONS[reason],
+            )
+        for call in delivery_calls(message, settings, bridges, refund=refund):
             calls.append(await client.compose(call.module, call.function, call.params))
     return await client.compose("Utility", "batch_all", {"calls": calls})
 
 
 def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> None:
-    """Every message under the (own) checkpoint, from the configured outbox, addressed here."""
+    """Every message under the (own) checkpoint, from the configured outbox, addressed here,
+    in strictly increasing nonce order (as the relayer proposes them).
+
+    The order is checked because a proposal is anyone's to write: the same message twice mints
+    its replay-guard item twice, so the batch is sure to fail on chain, and every repetition
+    or permutation is another call hash — an endless supply of operations to open and execute
+    at the committee's expense for as long as one message is pending."""
     cp = proposal.checkpoint
+    nonces = [decode_message(raw).nonce for raw in proposal.messages]
+    if nonces != sorted(set(nonces)):
+        raise VerificationError(f"proposal nonces {nonces} are not strictly increasing")
     origin = config.chain(cp.origin)
     for message, branch in zip(proposal.messages, proposal.branches, strict=True):
         verify_message_inclusion(
@@ -344,32 +565,50 @@ async def _act_on(
     batch: Call,
     *,
     state: AttesterState,
-    first_seen: dict[bytes, float],
+    duty: DeliveryDuty,
+    now: float | None = None,
 ) -> bool:
     """Approve or execute ``proposal``'s batch when it is our turn; True once nothing is left
-    for this attester."""
+    for this attester. Turns are timed from when *we* first saw the state (never from the
+    proposal's ``created``); an operation is opened only within :data:`MAX_OPEN_OPERATIONS`
+    and :data:`MAX_OPENS_PER_CALL`."""
     settings = chain.settings()
     me = bytes(keypair.public_key)
     others = [s for s in settings.signatories if s != me]
     operation = await open_operation(client, settings.multisig, batch.hash)
     threshold = settings.multisig_threshold
-    now = time.time()
+    now = time.time() if now is None else now
     if operation is None:
-        first_seen.pop(batch.hash, None)
-        if now - proposal.created < _rank(settings, batch.hash, me, frozenset()) * ROLE_GRACE:
+        seen = duty.seen(batch.hash, None, now)
+        if now - seen < _rank(settings, batch.hash, me, frozenset()) * ROLE_GRACE:
             return False  # the designated opener goes first
         if await _already_delivered(client, settings, proposal):
             return True
-        await approve(client, keypair, others, threshold, batch)
+        if duty.opens.get(batch.hash, 0) >= MAX_OPENS_PER_CALL:
+            log.warning(
+                "proposal %s: opened %d times already, never executed; not opening it again",
+                proposal.name,
+                MAX_OPENS_PER_CALL,
+            )
+            return True
+        if len(duty.held) >= MAX_OPEN_OPERATIONS:
+            log.info(
+                "proposal %s: %d operations of ours are open; not opening another yet",
+                proposal.name,
+                len(duty.held),
+            )
+            return False
+        timepoint = await approve(client, keypair, others, threshold, batch)
+        duty.opened(batch.hash)
+        duty.held[batch.hash] = OpenOperation(timepoint, frozenset({me}), me)
         state.approvals += 1
         log.info("proposal %s: opened the multisig operation", proposal.name)
         return threshold == 1
     if me in operation.approvals:
         return False  # wait for the others (or for the proposal to be withdrawn)
-    seen = first_seen.setdefault(batch.hash, now)
+    seen = duty.seen(batch.hash, operation.timepoint, now)
     if now - seen < _rank(settings, batch.hash, me, operation.approvals) * ROLE_GRACE:
         return False
-    first_seen.pop(batch.hash, None)
     if len(operation.approvals) + 1 < threshold:
         await approve(client, keypair, others, threshold, batch, timepoint=operation.timepoint)
         state.approvals += 1

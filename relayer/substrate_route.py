@@ -1,6 +1,6 @@
 """Substrate as an origin and as a destination: the rules attesters and the relayer share.
 
-DESIGN.md, "Substrate origin and destination". One piece of code serves both roles, so an
+docs/design.md, "Substrate origin and destination". One piece of code serves both roles, so an
 attester and the relayer cannot disagree about a nonce or a call hash:
 
 Origin (:func:`scan_remarks`)
@@ -16,9 +16,13 @@ Destination (:func:`delivery_calls`, :class:`ProposalStore`)
     guard: a second mint of an item fails, so the whole batch does; the multisig keeps the item,
     since an owner could burn it and re-open the message) and the delivery itself: an
     ``Assets.mint`` of the wrapped token for a transfer from the home chain's TokenBridge, else
-    ``System.remark_with_event(message)`` — the message on chain, naming its recipient. The
-    relayer proposes batches (a file per batch); each attester approves a batch only after
-    checking every message against a checkpoint root *it* signed.
+    ``System.remark_with_event(message)`` — the message on chain, naming its recipient. A
+    token transfer that can never be minted (:func:`refund_reason`, judged by each attester on
+    chain state) is refunded instead: the guard item is minted *and frozen*, and the multisig
+    remarks ``PSRL ‖ REFUND`` back to the sending TokenBridge (:func:`refund_message`), a
+    message of this chain as an origin. The relayer proposes batches (a file per batch); each
+    attester approves a batch only after checking every message against a checkpoint root
+    that it and a quorum signed.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +39,7 @@ from typing import Any
 import trio
 
 from adapters.errors import AdapterError
+from adapters.redact import redact_url
 from adapters.substrate.client import RemarkSeen, SubstrateClient
 from adapters.substrate.finality import (
     GET_READ_PROOF,
@@ -48,16 +53,20 @@ from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import TREE_DEPTH
-from light_clients.message import Message, decode_message
+from light_clients.message import MAX_MESSAGE_BYTES, Message, decode_message
 from light_clients.substrate.grandpa import AuthoritySet
 from light_clients.substrate.header import SubstrateHeader
 from light_clients.substrate.remark import (
     ACTION_MINT,
+    ACTION_REFUND,
+    REMARK_PREFIX,
     U128_MAX,
     EscrowRoute,
     RemarkRejected,
+    TokenBody,
     assign_nonces,
     check_escrow,
+    check_recipient,
     decode_token_body,
 )
 from relayer.checkpoints import (
@@ -66,8 +75,16 @@ from relayer.checkpoints import (
     checkpoint_to_json,
     json_files,
     parse_hex,
+    read_small_file,
 )
-from relayer.config import ChainConfig, Config, ConfigError, SubstrateSettings
+from relayer.config import (
+    SUBSTRATE_BATCH_SIZE,
+    ChainConfig,
+    Config,
+    ConfigError,
+    SubstrateSettings,
+    allowed_recipients,
+)
 from relayer.endpoints import bytes32
 
 log = logging.getLogger("passerelle.substrate")
@@ -101,8 +118,25 @@ class RemarkScan:
     last_hash: bytes = b""
 
 
-def escrow_routes(config: Config, chain: ChainConfig) -> list[EscrowRoute]:
-    """The token bridges a message from ``chain`` may address, and what must back it.
+class OriginRoutes(list[EscrowRoute]):
+    """The escrow routes of a Substrate origin, and the recipients its messages may address.
+
+    A list (of :class:`EscrowRoute`) so that it reads as before; ``allowed`` is
+    :func:`relayer.config.allowed_recipients` of the origin: a remark to any other recipient is
+    never a message (issue #8, point 10: the escrow rule alone failed open for a TokenBridge
+    missing from the config).
+    """
+
+    def __init__(
+        self, routes: Iterable[EscrowRoute], allowed: Mapping[int, frozenset[bytes]]
+    ) -> None:
+        super().__init__(routes)
+        self.allowed = allowed
+
+
+def escrow_routes(config: Config, chain: ChainConfig) -> OriginRoutes:
+    """The token bridges a message from ``chain`` may address, what must back it, and every
+    recipient it may address at all.
 
     Every configured TokenBridge is listed: a message to one is accepted only as a paid-for
     return of the wrapped asset to its home chain, so a bridge elsewhere (no home token there)
@@ -123,7 +157,7 @@ def escrow_routes(config: Config, chain: ChainConfig) -> list[EscrowRoute]:
                 escrow=settings.bridge_account,
             )
         )
-    return routes
+    return OriginRoutes(routes, allowed_recipients(config, chain))
 
 
 async def check_genesis(client: SubstrateClient, chain: ChainConfig) -> None:
@@ -188,7 +222,7 @@ async def final_header(
             ):  # asked once, before the first proof (not on every poll)
                 raise ConfigError(
                     f"chain {chain.name!r}: a grandpa checkpoint is configured but "
-                    f"{client.url} does not offer {PROVE_FINALITY}"
+                    f"{redact_url(client.url)} does not offer {PROVE_FINALITY}"
                 )
             await grandpa.verify_final(client, head)
         return head
@@ -213,7 +247,12 @@ async def scan_remarks(
     """The canonical messages of the (final) ``blocks``, numbered from ``next_nonce``.
 
     With ``grandpa``, each block must be the one proven final at its height (a node cannot
-    slip in a block of another fork)."""
+    slip in a block of another fork). A remark is a message only if it passes the outbox rules
+    (a remark the committee's multisig made itself included: a refund), addresses a recipient
+    ``routes.allowed`` lists, and, to a TokenBridge, is escrow-backed (or a committee refund)."""
+    if not isinstance(routes, OriginRoutes):  # fail closed: no list of allowed recipients
+        raise TypeError("scan_remarks needs the routes of escrow_routes (allowed recipients)")
+    committee = chain.settings().multisig
     scan = RemarkScan()
     accepted: list[tuple[int, int, Message]] = []
     sources: list[RemarkSeen] = []
@@ -240,7 +279,8 @@ async def scan_remarks(
         used: dict[int, set[int]] = {}
         for seen in await client.remarks(block_hash, proven_events=proven_events):
             try:
-                message = seen.validate(chain.domain)
+                message = seen.validate(chain.domain, committee)
+                check_recipient(message, routes.allowed)
                 check_escrow(
                     message, seen.transfers, routes, used.setdefault(seen.extrinsic_index, set())
                 )
@@ -293,14 +333,41 @@ def collection_of(settings: SubstrateSettings, origin: int) -> int:
         raise ConfigError(f"no Uniques collection configured for origin {origin}") from None
 
 
-async def delivered_items(
+MAX_DELIVERY_ATTEMPTS = 5
+"""Proposals a message to a Substrate chain gets before the relayer leaves it ``failed`` for
+good. A transfer the committee can show undeliverable is refunded on the first one; this bounds
+everything else (a runtime that refuses a call for a reason nobody foresaw)."""
+
+GUARD_DELIVERED = "delivered"
+GUARD_REFUNDED = "refunded"
+
+
+async def guard_items(
     client: SubstrateClient, settings: SubstrateSettings, messages: Sequence[Message]
-) -> list[bool]:
-    """For each message, does its replay-guard item exist (it was delivered)? One round trip."""
+) -> list[str | None]:
+    """For each message, what its replay-guard item says, in one round trip: None (no item:
+    not handled yet), :data:`GUARD_DELIVERED`, or :data:`GUARD_REFUNDED` (the committee froze
+    the item in the batch that refunded the transfer: :func:`delivery_calls`)."""
     entries = await client.query_many(
         "Uniques", "Asset", [[collection_of(settings, m.origin), m.nonce] for m in messages]
     )
-    return [entry is not None for entry in entries]
+    states: list[str | None] = []
+    for entry in entries:
+        if entry is None:
+            states.append(None)
+        elif isinstance(entry, dict) and entry.get("is_frozen") is True:
+            states.append(GUARD_REFUNDED)
+        else:
+            states.append(GUARD_DELIVERED)
+    return states
+
+
+async def delivered_items(
+    client: SubstrateClient, settings: SubstrateSettings, messages: Sequence[Message]
+) -> list[bool]:
+    """For each message, does its replay-guard item exist (it was delivered or refunded: it
+    can never be delivered again)? One round trip."""
+    return [state is not None for state in await guard_items(client, settings, messages)]
 
 
 def token_mint(
@@ -325,10 +392,148 @@ def token_mint(
     return token.recipient, token.amount
 
 
-def delivery_calls(
+def token_transfer(
     message: Message, settings: SubstrateSettings, token_bridges: Mapping[int, bytes]
+) -> TokenBody | None:
+    """The body of ``message`` if it is a token transfer to this chain — 128 bytes from its
+    origin's TokenBridge to the bridge account — else None. Such a message moved tokens on its
+    origin (locked them): it is delivered as a mint or refunded, never as a mere remark."""
+    token = decode_token_body(message.body)
+    if (
+        token is None
+        or token_bridges.get(message.origin) != message.sender
+        or message.recipient != settings.bridge_account
+    ):
+        return None
+    return token
+
+
+REFUND_NOT_WRAPPED = 1
+REFUND_CANNOT_HOLD = 2
+REFUND_BELOW_MINIMUM = 3
+REFUND_SUPPLY_OVERFLOW = 4
+REFUND_NO_CONSUMER_ROOM = 5
+REFUND_REASONS: Mapping[int, str] = {
+    REFUND_NOT_WRAPPED: "not a mint of the wrapped asset this chain can make (token or amount)",
+    REFUND_CANNOT_HOLD: "the beneficiary has no native balance, so it cannot hold the "
+    "non-sufficient wrapped asset",
+    REFUND_BELOW_MINIMUM: "the amount is below the wrapped asset's minimum balance",
+    REFUND_SUPPLY_OVERFLOW: "the wrapped asset's supply would overflow a u128",
+    REFUND_NO_CONSUMER_ROOM: "the beneficiary's account has no room for another consumer "
+    "reference, so it cannot hold the non-sufficient wrapped asset",
+}
+"""Why the committee refunds a transfer (the last word of the REFUND body, for the record)."""
+
+MAX_CONSUMERS = 16
+"""``frame_system``'s ``MaxConsumers`` on Asset Hub runtimes (``ConstU32<16>``; the metadata does
+not carry it). A new holder of a non-sufficient asset takes a consumer reference, and newer
+``pallet_assets`` want room for two (``can_accrue_consumers(who, 2)``): with fewer the mint
+fails ``Token.CannotCreate``. Judging by the stricter rule refunds, at worst, a transfer an
+older runtime could have minted — a safe outcome; the other way, a mint that can never succeed
+is retried until the relayer gives up, its tokens locked on the origin."""
+
+
+async def refund_reason(
+    client: SubstrateClient,
+    settings: SubstrateSettings,
+    message: Message,
+    token_bridges: Mapping[int, bytes],
+) -> int | None:
+    """Why ``message``, a token transfer to this chain, can never be delivered (a key of
+    :data:`REFUND_REASONS`), judged on chain state read here — never on the relayer's word;
+    None if it can be (or is no token transfer at all).
+
+    ``Assets.mint`` of a non-sufficient asset to an account that does not hold it yet needs the
+    account to exist (a provider: native balance) with room for a consumer reference
+    (:data:`MAX_CONSUMERS`), and at least the asset's minimum balance; a mint that could not
+    succeed now would fail again on every retry until someone funds the account, so it is
+    refunded at once instead of costing the committee approvals forever.
+    """
+    token = token_transfer(message, settings, token_bridges)
+    if token is None:
+        return None
+    mint = token_mint(message, settings, token_bridges)
+    if mint is None:
+        return REFUND_NOT_WRAPPED
+    beneficiary, amount = mint
+    who = "0x" + beneficiary.hex()
+    asset = await client.query("Assets", "Asset", [settings.asset_id])
+    holding = await client.query("Assets", "Account", [settings.asset_id, who])
+    account = await client.query("System", "Account", [who])
+    if not isinstance(asset, dict):
+        raise AdapterError(f"asset {settings.asset_id} does not exist on {redact_url(client.url)}")
+    if int(asset.get("supply", 0)) + amount > U128_MAX:
+        return REFUND_SUPPLY_OVERFLOW
+    if holding is not None:
+        return None  # already a holder: the mint only adds to its balance
+    if amount < int(asset.get("min_balance", 0)):
+        return REFUND_BELOW_MINIMUM
+    providers = int(account.get("providers", 0)) if isinstance(account, dict) else 0
+    consumers = int(account.get("consumers", 0)) if isinstance(account, dict) else 0
+    if not asset.get("is_sufficient"):
+        if providers == 0:
+            return REFUND_CANNOT_HOLD
+        if consumers + 2 > MAX_CONSUMERS:  # anyone can fill an account of their own up to it
+            return REFUND_NO_CONSUMER_ROOM
+    return None
+
+
+@dataclass(frozen=True)
+class Refund:
+    """Deliver a transfer as a refund: this chain's ``domain`` and the reason code."""
+
+    domain: int
+    reason: int
+
+
+def refund_message(message: Message, settings: SubstrateSettings, refund: Refund) -> Message:
+    """The committee's answer to a transfer it can never deliver: from the multisig on this
+    chain to the TokenBridge that sent it, ``REFUND(message id, amount, reason)``. Its nonce is
+    0 here; the scan of this chain as an origin gives it its canonical one."""
+    token = decode_token_body(message.body)
+    if token is None:
+        raise VerificationError("only a token transfer can be refunded")
+    body = b"".join(
+        (
+            ACTION_REFUND.to_bytes(32, "big"),
+            keccak256(message.encode()),
+            token.amount.to_bytes(32, "big"),
+            refund.reason.to_bytes(32, "big"),
+        )
+    )
+    return Message(
+        version=message.version,
+        nonce=0,
+        origin=refund.domain,
+        sender=settings.multisig,
+        destination=message.origin,
+        recipient=message.sender,
+        body=body,
+    )
+
+
+class NotDeliverable(VerificationError):
+    """A token transfer that is no mint this chain can make, asked for without a refund."""
+
+
+def delivery_calls(
+    message: Message,
+    settings: SubstrateSettings,
+    token_bridges: Mapping[int, bytes],
+    *,
+    refund: Refund | None = None,
 ) -> list[RuntimeCall]:
-    """The two calls that deliver ``message``: the replay guard's mint, then the delivery."""
+    """The calls that deliver ``message``: the replay guard's mint, then the delivery — or,
+    with ``refund``, the guard's mint, its freeze (the relayer reads "refunded" from it) and the
+    refund remark, ``PSRL ‖`` :func:`refund_message`, which this chain then carries back as a
+    message of its own (from the multisig: :func:`~light_clients.substrate.remark.check_escrow`
+    admits it as a refund only). One guard item either way: a message is delivered or refunded,
+    never both, and never twice.
+
+    A token transfer (:func:`token_transfer`) that is not a mint of the wrapped asset is never
+    delivered as a remark (its tokens are locked on the origin): without ``refund`` it raises
+    :class:`NotDeliverable`.
+    """
     guard = RuntimeCall(
         "Uniques",
         "mint",
@@ -340,7 +545,20 @@ def delivery_calls(
             "owner": "0x" + settings.multisig.hex(),
         },
     )
+    if refund is not None:
+        collection = collection_of(settings, message.origin)
+        remark = REMARK_PREFIX + refund_message(message, settings, refund).encode()
+        return [
+            guard,
+            RuntimeCall("Uniques", "freeze", {"class": collection, "instance": message.nonce}),
+            RuntimeCall("System", "remark_with_event", {"remark": remark}),
+        ]
     mint = token_mint(message, settings, token_bridges)
+    if mint is None and token_transfer(message, settings, token_bridges) is not None:
+        raise NotDeliverable(
+            f"message {message.origin}/{message.nonce} is a token transfer but no mint of the "
+            "wrapped asset: it can only be refunded"
+        )
     if mint is not None:
         beneficiary, amount = mint
         deliver = RuntimeCall(
@@ -420,33 +638,67 @@ class Proposal:
         )
 
 
+# The largest proposal file the relayer writes: SUBSTRATE_BATCH_SIZE messages of the largest
+# size, hex-encoded, each with its 32-hash branch, plus the checkpoint (a generous 4 KiB).
+MAX_PROPOSAL_BYTES = SUBSTRATE_BATCH_SIZE * (2 * MAX_MESSAGE_BYTES + TREE_DEPTH * 72 + 16) + 4096
+
+
 class ProposalStore:
     """``<checkpoint store>/proposals/<destination>/<proposal>.json``: batches the relayer asks
-    the committee to deliver. Nothing in it is trusted: attesters check every message."""
+    the committee to deliver. Nothing in it is trusted: attesters check every message, and the
+    relayer tells the proposals this object wrote (:meth:`ours`) from any other file there."""
 
     def __init__(self, checkpoint_store: Path) -> None:
         self.root = checkpoint_store / "proposals"
+        self._published: dict[Path, str] = {}
+        self._first_seen: dict[Path, float] = {}
 
     def publish(self, proposal: Proposal) -> Path:
         """Write ``proposal`` (atomically); returns its path."""
         path = self.root / str(proposal.destination) / proposal.name
-        atomic_write(path, proposal.to_json())
+        text = proposal.to_json()
+        atomic_write(path, text)
+        self._published[path] = text
         return path
+
+    def ours(self, path: Path, proposal: Proposal) -> bool:
+        """Is ``proposal`` (read from ``path``) exactly what this object published there? Only
+        such a proposal's ``created`` is ours, and only its timing out says the committee did
+        not execute what we asked: a file anyone else wrote (or rewrote; or ours from before a
+        restart) must not count as a failed attempt of its messages."""
+        return self._published.get(path) == proposal.to_json()
+
+    def first_seen(self, path: Path, now: float) -> float:
+        """When this object first listed ``path`` (``now`` if never): a clock for files that
+        are not :meth:`ours`, whose ``created`` is anyone's to write."""
+        return self._first_seen.setdefault(path, now)
 
     def pending(self, destination: int) -> list[tuple[Path, Proposal]]:
         """Every readable proposal for ``destination``, oldest name first."""
         found = []
-        for path in json_files(self.root / str(destination)):
+        listed = set(json_files(self.root / str(destination)))
+        for path in sorted(listed):
             try:
-                found.append((path, Proposal.from_json(path.read_text())))
+                # Not read_text(): a FIFO planted here would block the read for ever, and a
+                # symlink to /dev/zero would fill the memory (relayer and attesters alike).
+                text = read_small_file(path, MAX_PROPOSAL_BYTES)
+                if text is None:
+                    continue  # not a regular file, or larger than any proposal we write
+                found.append((path, Proposal.from_json(text)))
             except Exception:  # anyone may write here: nothing read may stop us
                 continue  # half-deleted or foreign: ignored, like unreadable checkpoints
+        # Files someone else removed are forgotten (memory stays bounded by what is there).
+        here = self.root / str(destination)
+        for memory in (self._published, self._first_seen):
+            for gone in [p for p in memory if p.parent == here and p not in listed]:
+                del memory[gone]
         return found
 
-    @staticmethod
-    def remove(path: Path) -> None:
+    def remove(self, path: Path) -> None:
         """Forget a proposal (delivered, or superseded)."""
         path.unlink(missing_ok=True)
+        self._published.pop(path, None)
+        self._first_seen.pop(path, None)
 
 
 def new_proposal(

@@ -951,6 +951,7 @@ def test_escrow_remote_unlocks_from_any_sender_up_to_what_was_locked(w3: Web3) -
     send(bridge.setRemote(C, pad(ATTACKER)))  # another route, with tokens of its own locked
     token = deploy(w3, "TestToken", "Test", "TST", 18)
     send(bridge.registerHomeToken(token.address, B))
+    send(bridge.setRemoteWraps(B, token.address, True))  # what B wraps
     send(bridge.registerHomeToken(token.address, C))
     send(token.functions.mint(USER, 1000), sender=USER)
     send(token.functions.approve(home.bridge.address, 2**256 - 1), sender=USER)
@@ -1115,6 +1116,7 @@ def test_link_substrate_remote_makes_an_escrow_remote(anvil: AnvilProcess, w3: W
             address=checksum(contracts["token"]), abi=load_artifact("TestToken").abi
         )
         assert bridge.functions.homeTokenRoute(token.address, substrate).call()
+        assert bridge.functions.remoteWraps(substrate, token.address).call()
         send(token.functions.approve(bridge.address, 5), sender=USER)
         receipt = send(
             bridge.functions.transferRemote(token.address, 5, substrate, SUBSTRATE_USER),

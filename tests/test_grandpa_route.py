@@ -626,6 +626,8 @@ def test_scan_remarks_takes_only_the_proven_final_blocks(
             "rpc": f'["{proxy.url}"]',
             "finality": FINALIZED,
             "grandpa": chopsticks_checkpoint(),
+            # gamma has no TokenBridge or Ping: the recipient must be allowed explicitly.
+            "recipients": f'{{ "{GAMMA}" = ["0x{"0b" * 32}"] }}',
         }
     )
     config = load(tmp_path, text)

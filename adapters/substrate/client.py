@@ -35,11 +35,12 @@ from scalecodec.utils.ss58 import ss58_decode
 from substrateinterface import Keypair, KeypairType, SubstrateInterface
 
 from adapters.errors import AdapterError
+from adapters.redact import redact_url, scrub_url
 from light_clients.errors import VerificationError
 from light_clients.hashing import blake2_256
 from light_clients.message import Message
 from light_clients.substrate.header import SubstrateHeader, verify_header_hash
-from light_clients.substrate.remark import AssetTransfer, validate_remark
+from light_clients.substrate.remark import REMARK_PREFIX, AssetTransfer, validate_remark
 from light_clients.substrate.scale import ScaleReader, encode_compact
 
 __all__ = [
@@ -187,10 +188,16 @@ class RemarkSeen:
     """The ``Assets.Transferred`` events of the same extrinsic before this remark's event (what
     may back a token return: :func:`light_clients.substrate.remark.check_escrow`)."""
 
-    def validate(self, origin_domain: int) -> Message:
-        """:func:`light_clients.substrate.remark.validate_remark` of this remark."""
+    def validate(self, origin_domain: int, committee: bytes | None = None) -> Message:
+        """:func:`light_clients.substrate.remark.validate_remark` of this remark (``committee``:
+        the multisig whose own remarks are accepted)."""
         return validate_remark(
-            self.remark, self.signer, self.event_sender, self.event_hash, origin_domain
+            self.remark,
+            self.signer,
+            self.event_sender,
+            self.event_hash,
+            origin_domain,
+            committee=committee,
         )
 
 
@@ -403,9 +410,36 @@ def _decode_call(substrate: SubstrateInterface, data: bytes) -> tuple[str, str, 
     return value["call_module"], value["call_function"], bytes(call.get_used_bytes())
 
 
-def _remarks_in_call(substrate: SubstrateInterface, data: bytes, depth: int = 0) -> list[bytes]:
+def _as_multi_call(substrate: SubstrateInterface, used: bytes) -> bytes:
+    """The call a ``Multisig.as_multi`` carries, cut from its encoding: after ``threshold: u16``,
+    ``other_signatories: Vec<AccountId32>`` and ``maybe_timepoint: Option<{height: u32, index:
+    u32}>``, either a length-prefixed ``OpaqueCall`` (older runtimes, the devnet's included) or
+    the call itself (``Box<RuntimeCall>``), as the runtime's metadata says."""
+    reader = ScaleReader(used, 2)  # 2 bytes of call index
+    reader.u16()
+    for _ in range(reader.compact_u32()):
+        reader.fixed(32, "signatory")
+    if reader.u8() == 1:
+        reader.fixed(8, "timepoint")
+    function = substrate.get_metadata_call_function("Multisig", "as_multi")
+    [kind] = [a.value.get("typeName", "") for a in function.args if a.value["name"] == "call"]
+    if "Opaque" in str(kind):
+        data = reader.fixed(reader.compact_u32(), "opaque call")
+        _, _, inner = _decode_call(substrate, data)
+        if len(inner) != len(data):
+            raise AdapterError("Multisig.as_multi: the opaque call does not decode to its length")
+        return inner
+    _, _, inner = _decode_call(substrate, used[reader.offset :])
+    return inner
+
+
+def _remarks_in_call(
+    substrate: SubstrateInterface, data: bytes, depth: int = 0, *, as_multisig: bool = False
+) -> list[tuple[bytes, bool]]:
     """The ``remark`` arguments of every ``System.remark_with_event`` in a call, in execution
-    order, looking into ``Utility`` batches (which dispatch with the signer's own origin).
+    order, looking into ``Utility`` batches (which dispatch with the signer's own origin) and
+    into the call of a ``Multisig.as_multi`` (dispatched as the multisig, if it executes), each
+    with whether it is dispatched as a multisig rather than as the signer.
 
     The bytes are cut from the call's encoding with the light client's SCALE reader, not taken
     from substrate-interface's decoded values, which show ``Vec<u8>`` as text when it is UTF-8
@@ -416,16 +450,34 @@ def _remarks_in_call(substrate: SubstrateInterface, data: bytes, depth: int = 0)
         reader = ScaleReader(used, 2)  # 2 bytes of call index
         remark = reader.length_prefixed()
         reader.finish()
-        return [remark]
-    if pallet != "Utility" or function not in _BATCH_CALLS or depth >= MAX_CALL_DEPTH:
+        return [(remark, as_multisig)]
+    if depth >= MAX_CALL_DEPTH:
+        return []
+    if (pallet, function) == ("Multisig", "as_multi"):
+        try:
+            inner = _as_multi_call(substrate, used)
+        except Exception as exc:
+            # An OpaqueCall is bytes the runtime keeps undecoded: anyone can put garbage on
+            # chain in one (it just never executes), and scalecodec then raises whatever it
+            # likes (RemainingScaleBytesNotEmptyException is no ValueError). Nothing in it can
+            # be a message; every party skips it alike (same code), and a scan must never
+            # stall on one crafted extrinsic.
+            log.warning(
+                "Multisig.as_multi whose call does not decode (%s): %s",
+                type(exc).__name__,
+                _one_line(str(exc)),
+            )
+            return []
+        return _remarks_in_call(substrate, inner, depth + 1, as_multisig=True)
+    if pallet != "Utility" or function not in _BATCH_CALLS:
         return []
     reader = ScaleReader(used, 2)
     count = reader.compact_u32()
     offset = reader.offset
-    remarks: list[bytes] = []
+    remarks: list[tuple[bytes, bool]] = []
     for _ in range(count):
         _, _, inner = _decode_call(substrate, used[offset:])
-        remarks += _remarks_in_call(substrate, inner, depth + 1)
+        remarks += _remarks_in_call(substrate, inner, depth + 1, as_multisig=as_multisig)
         offset += len(inner)
     if offset != len(used):
         raise AdapterError(f"Utility.{function} does not decode to its own length")
@@ -504,7 +556,9 @@ class SubstrateClient:
                 open_interface, limiter=SUBSTRATE_LIMITER
             )
         except Exception as exc:
-            raise AdapterError(f"cannot connect to {self.url}: {_describe(exc)}") from None
+            raise AdapterError(
+                f"cannot connect to {redact_url(self.url)}: {scrub_url(_describe(exc), self.url)}"
+            ) from None
         self._substrate, self._raw_header_method, self._genesis = substrate, raw, genesis
 
     async def aclose(self) -> None:
@@ -525,13 +579,15 @@ class SubstrateClient:
         """Run ``work(substrate)`` in the worker thread; any failure is one AdapterError line."""
         substrate = self._substrate
         if substrate is None:
-            raise AdapterError(f"{what} on {self.url}: not connected")
+            raise AdapterError(f"{what} on {redact_url(self.url)}: not connected")
         try:
             return await trio.to_thread.run_sync(work, substrate, limiter=SUBSTRATE_LIMITER)
         except AdapterError as exc:
-            raise AdapterError(f"{what} on {self.url}: {exc}") from None
+            raise AdapterError(f"{what} on {redact_url(self.url)}: {exc}") from None
         except Exception as exc:  # substrate-interface, websocket and scalecodec raise anything
-            raise AdapterError(f"{what} on {self.url}: {_describe(exc)}") from None
+            raise AdapterError(
+                f"{what} on {redact_url(self.url)}: {scrub_url(_describe(exc), self.url)}"
+            ) from None
 
     async def rpc(self, method: str, params: Sequence[Any] = ()) -> Any:
         """A raw JSON-RPC call; its ``result``."""
@@ -559,17 +615,19 @@ class SubstrateClient:
         if method is not None:
             result = await self.rpc(method, [_hex(block_hash)])
             if result is None:
-                raise AdapterError(f"{self.url} has no header for block {_hex(block_hash)}")
+                raise AdapterError(
+                    f"{redact_url(self.url)} has no header for block {_hex(block_hash)}"
+                )
             raw = _hex_bytes(result, "SCALE header")
             try:
                 return _verified_header(raw, block_hash)
             except AdapterError as exc:
-                raise AdapterError(f"{method} on {self.url}: {exc}") from None
+                raise AdapterError(f"{method} on {redact_url(self.url)}: {exc}") from None
         obj = await self.rpc("chain_getHeader", [_hex(block_hash)])
         try:
             return header_from_json(obj, block_hash)
         except AdapterError as exc:
-            raise AdapterError(f"chain_getHeader on {self.url}: {exc}") from None
+            raise AdapterError(f"chain_getHeader on {redact_url(self.url)}: {exc}") from None
 
     async def finalized_head(self) -> SubstrateHeader:
         """The header of the node's finalized head (on chopsticks: every block, at once)."""
@@ -586,7 +644,9 @@ class SubstrateClient:
         try:
             return int(number, 16) if isinstance(number, str) else int(str(number))
         except ValueError:
-            raise AdapterError(f"chain_getHeader on {self.url}: malformed number") from None
+            raise AdapterError(
+                f"chain_getHeader on {redact_url(self.url)}: malformed number"
+            ) from None
 
     async def query(
         self,
@@ -617,6 +677,20 @@ class SubstrateClient:
             return [None if (obj := found.get(key.to_hex())) is None else obj.value for key in keys]
 
         return await self._run(f"query {module}.{storage_function} ×{len(params)}", work)
+
+    async def query_map(
+        self, module: str, storage_function: str, params: Sequence[Any] = (), *, limit: int = 1000
+    ) -> list[tuple[Any, Any]]:
+        """Up to ``limit`` entries ``(remaining key, value)`` of a storage map under the prefix
+        ``params`` (e.g. every open operation of one multisig). Not proven, like :meth:`query`."""
+
+        def work(substrate: SubstrateInterface) -> list[tuple[Any, Any]]:
+            result = substrate.query_map(
+                module, storage_function, list(params), max_results=limit, page_size=min(limit, 100)
+            )
+            return [(key.value, value.value) for key, value in result]
+
+        return await self._run(f"query_map {module}.{storage_function}", work)
 
     async def events(self, block_hash: bytes) -> list[SubstrateEvent]:
         """Every event of the block (``System.Events`` at ``block_hash``), in order."""
@@ -678,7 +752,7 @@ class SubstrateClient:
                     )
                     continue
                 candidates = _remarks_in_call(substrate, call)
-                hashes = [blake2_256(remark) for remark in candidates]
+                hashes = [blake2_256(remark) for remark, _ in candidates]
                 cursor = 0
                 transfers: list[AssetTransfer] = []
                 for event in by_extrinsic[index]:
@@ -693,7 +767,16 @@ class SubstrateClient:
                     match = next(
                         (j for j in range(cursor, len(hashes)) if hashes[j] == event_hash), None
                     )
-                    if sender != signer or match is None:
+                    # A remark the multisig dispatched (inside an executed as_multi) is passed
+                    # on only if it is meant for Passerelle (the committee's refunds:
+                    # validate_remark accepts it from the configured multisig alone); the
+                    # committee's deliveries (the message itself, no prefix) are not.
+                    as_multisig = (
+                        match is not None
+                        and candidates[match][1]
+                        and candidates[match][0].startswith(REMARK_PREFIX)
+                    )
+                    if match is None or (sender != signer and not as_multisig):
                         # Expected for remarks dispatched as another account (the committee's
                         # multisig deliveries): nothing an operator must act on.
                         log.debug(
@@ -712,7 +795,7 @@ class SubstrateClient:
                             block_hash=block_hash,
                             extrinsic_index=index,
                             signer=signer,
-                            remark=candidates[match],
+                            remark=candidates[match][0],
                             event_sender=sender,
                             event_hash=event_hash,
                             extrinsic_hash=blake2_256(encoded),
@@ -769,7 +852,9 @@ class SubstrateClient:
         """``system_accountNextIndex``: the next nonce, transactions in the pool included."""
         result = await self.rpc("system_accountNextIndex", [_hex(account)])
         if not isinstance(result, int) or isinstance(result, bool) or result < 0:
-            raise AdapterError(f"system_accountNextIndex on {self.url}: malformed {result!r}")
+            raise AdapterError(
+                f"system_accountNextIndex on {redact_url(self.url)}: malformed {result!r}"
+            )
         return result
 
     @overload
@@ -888,7 +973,9 @@ class SubstrateClient:
                 raise
             if _hash_bytes(answer, "extrinsic hash") != extrinsic_hash:
                 self._next_nonces.pop(signer, None)
-                raise AdapterError(f"{self.url} accepted an extrinsic with another hash")
+                raise AdapterError(
+                    f"{redact_url(self.url)} accepted an extrinsic with another hash"
+                )
             self._next_nonces[signer] = nonce + 1
         submitted = Submitted(
             extrinsic_hash, signer, nonce, since, era_start + MORTALITY_PERIOD - 1
@@ -923,13 +1010,13 @@ class SubstrateClient:
                     self._next_nonces.pop(submitted.signer, None)
                     raise AdapterError(
                         f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "
-                        f"expired on {self.url} without being included"
+                        f"expired on {redact_url(self.url)} without being included"
                     )
                 await trio.sleep(POLL_INTERVAL)
         self._next_nonces.pop(submitted.signer, None)
         raise AdapterError(
             f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) not included "
-            f"on {self.url} within {timeout:g} s"
+            f"on {redact_url(self.url)} within {timeout:g} s"
         )
 
     async def _find_extrinsic(self, block_hash: bytes, extrinsic_hash: bytes) -> int | None:
@@ -937,7 +1024,9 @@ class SubstrateClient:
         body = block.get("block") if isinstance(block, dict) else None
         extrinsics = body.get("extrinsics") if isinstance(body, dict) else None
         if not isinstance(extrinsics, list):
-            raise AdapterError(f"chain_getBlock on {self.url}: malformed block {_hex(block_hash)}")
+            raise AdapterError(
+                f"chain_getBlock on {redact_url(self.url)}: malformed block {_hex(block_hash)}"
+            )
         for index, encoded in enumerate(extrinsics):
             if blake2_256(_hex_bytes(encoded, "extrinsic")) == extrinsic_hash:
                 return index

@@ -54,6 +54,7 @@ import trio
 import xxhash
 
 from adapters.errors import AdapterError
+from adapters.redact import redact_url
 from adapters.substrate.client import header_from_json
 from light_clients.errors import DecodeError, FinalityError, VerificationError
 from light_clients.substrate.grandpa import (
@@ -208,7 +209,9 @@ async def offered(client: NodeRpc) -> frozenset[str]:
     result = await client.rpc("rpc_methods")
     methods = result.get("methods") if isinstance(result, dict) else None
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
-        raise AdapterError(f"rpc_methods on {client.url}: malformed {_one_line(repr(result))}")
+        raise AdapterError(
+            f"rpc_methods on {redact_url(client.url)}: malformed {_one_line(repr(result))}"
+        )
     return PROOF_METHODS.intersection(methods)
 
 
@@ -426,7 +429,7 @@ class GrandpaFinality:
 
     async def _canonical_header(self, client: NodeRpc, number: int) -> SubstrateHeader:
         """The node's block at ``number`` (trusted only after a proof finalizes it)."""
-        where = f"chain_getBlockHash({number}) on {client.url}"
+        where = f"chain_getBlockHash({number}) on {redact_url(client.url)}"
         result = await client.rpc("chain_getBlockHash", [number])
         if result is None:
             raise AdapterError(f"{where}: the node has no block {number}")
@@ -438,7 +441,7 @@ class GrandpaFinality:
         try:
             return header_from_json(obj, block_hash)
         except AdapterError as exc:
-            raise AdapterError(f"chain_getHeader on {client.url}: {exc}") from None
+            raise AdapterError(f"chain_getHeader on {redact_url(client.url)}: {exc}") from None
 
     async def _segment(self, client: NodeRpc, target: SubstrateHeader) -> list[SubstrateHeader]:
         """Headers ``head+1 .. target``, fetched back from ``target`` by parent hash."""
@@ -449,7 +452,7 @@ class GrandpaFinality:
             parent = await self._header(client, child.parent_hash)
             if parent.number != child.number - 1:
                 raise NotOnFinalizedChain(
-                    f"chain_getHeader on {client.url}: the parent of #{child.number} "
+                    f"chain_getHeader on {redact_url(client.url)}: the parent of #{child.number} "
                     f"{_hex(child.hash)} is #{parent.number}"
                 )
             segment.append(parent)
@@ -475,7 +478,7 @@ class GrandpaFinality:
                         cut = index + 1
                         break
             except VerificationError as exc:  # e.g. a forced change: re-checkpoint
-                raise _located(exc, f"headers from {client.url}") from exc
+                raise _located(exc, f"headers from {redact_url(client.url)}") from exc
             await self._prove(client, segment[:cut])
             rest = segment[cut:]
             for header in rest:
@@ -491,7 +494,7 @@ class GrandpaFinality:
     async def _prove(self, client: NodeRpc, part: Sequence[SubstrateHeader]) -> None:
         """Fetch and verify the finality proof of ``part[-1]``; ``part`` starts at head+1."""
         block = part[-1]
-        where = f"{PROVE_FINALITY}({block.number}) on {client.url}"
+        where = f"{PROVE_FINALITY}({block.number}) on {redact_url(client.url)}"
         base = _clone(self._tracker)
         for header in part[:-1]:
             base.import_header(header)
@@ -565,7 +568,7 @@ async def read_proof(
     wanted = list(dict.fromkeys(bytes(key) for key in keys))
     if not wanted:
         return {}
-    where = f"{GET_READ_PROOF} at #{header.number} on {client.url}"
+    where = f"{GET_READ_PROOF} at #{header.number} on {redact_url(client.url)}"
     answer = await client.rpc(GET_READ_PROOF, [[_hex(key) for key in wanted], _hex(header.hash)])
     if not isinstance(answer, dict) or not isinstance(answer.get("proof"), list):
         raise AdapterError(f"{where}: malformed answer {_one_line(repr(answer))}")

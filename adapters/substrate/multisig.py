@@ -1,8 +1,8 @@
 """The committee's ``pallet_multisig`` account: its address, approvals, execution, the outcome.
 
-DESIGN.md, "Inbox": the committee's multisig executes ``Utility.batch_all([Uniques.mint(…,
-item = nonce, …), <delivery call>])``. The flow (``docs/substrate-devnet.md``, shapes checked on
-the devnet runtime):
+docs/design.md, "Substrate origin and destination", "Inbox": the committee's multisig executes
+``Utility.batch_all([Uniques.mint(…, item = nonce, …), <delivery call>])``. The flow
+(``docs/substrate-devnet.md``, shapes checked on the devnet runtime):
 
 1. the first signer opens the operation with :func:`approve` (``approve_as_multi`` with the call
    hash); the block number and extrinsic index of that approval are the operation's
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from substrateinterface import Keypair
 
 from adapters.errors import AdapterError
+from adapters.redact import redact_url
 from adapters.substrate.client import Call, Included, SubstrateClient, account_bytes
 from light_clients.substrate.multisig import MULTISIG_PREFIX, multisig_account
 
@@ -31,8 +32,10 @@ __all__ = [
     "OpenOperation",
     "Timepoint",
     "approve",
+    "cancel",
     "execute",
     "executed_ok",
+    "held_operations",
     "multisig_account",
     "open_operation",
     "pending",
@@ -67,6 +70,8 @@ class OpenOperation:
 
     timepoint: Timepoint
     approvals: frozenset[bytes]
+    depositor: bytes = b""
+    """Who opened it and holds its deposit (the only one who can cancel it)."""
 
 
 async def pending(client: SubstrateClient, multisig: bytes, call_hash: bytes) -> Timepoint | None:
@@ -82,14 +87,70 @@ async def open_operation(
     entry = await client.query("Multisig", "Multisigs", ["0x" + multisig.hex(), call_hash])
     if entry is None:
         return None
+    return _operation(entry, redact_url(client.url))
+
+
+def _operation(entry: object, url: str) -> OpenOperation:
     when = entry.get("when") if isinstance(entry, dict) else None
     approvals = entry.get("approvals") if isinstance(entry, dict) else None
-    if not isinstance(when, dict) or not isinstance(approvals, list):
-        raise AdapterError(f"malformed Multisig.Multisigs entry on {client.url}")
+    depositor = entry.get("depositor") if isinstance(entry, dict) else None
+    if not isinstance(when, dict) or not isinstance(approvals, list) or depositor is None:
+        raise AdapterError(f"malformed Multisig.Multisigs entry on {url}")
     return OpenOperation(
         Timepoint(height=int(when["height"]), index=int(when["index"])),
         frozenset(account_bytes(a) for a in approvals),
+        account_bytes(depositor),
     )
+
+
+async def held_operations(
+    client: SubstrateClient, multisig: bytes, depositor: bytes
+) -> dict[bytes, OpenOperation]:
+    """The open operations of ``multisig`` whose deposit ``depositor`` holds, by call hash: read
+    from the chain, so an attester sees those it opened before a restart too."""
+    found: dict[bytes, OpenOperation] = {}
+    for key, entry in await client.query_map("Multisig", "Multisigs", ["0x" + multisig.hex()]):
+        operation = _operation(entry, redact_url(client.url))
+        if operation.depositor != depositor:
+            continue
+        call_hash = key[0] if isinstance(key, list | tuple) and len(key) == 1 else key
+        if isinstance(call_hash, str) and call_hash.startswith("0x") and len(call_hash) == 66:
+            found[bytes.fromhex(call_hash[2:])] = operation
+        else:
+            raise AdapterError(
+                f"malformed Multisig.Multisigs key on {redact_url(client.url)}: {key!r}"
+            )
+    return found
+
+
+async def cancel(
+    client: SubstrateClient,
+    keypair: Keypair,
+    others: Sequence[bytes],
+    threshold: int,
+    call_hash: bytes,
+    *,
+    timepoint: Timepoint,
+) -> None:
+    """``cancel_as_multi``: close an operation this signer opened and get its deposit back.
+    Raises :class:`AdapterError` if the chain refused."""
+    other_signatories, _ = _others(keypair, others, threshold)
+    included = await client.submit(
+        keypair,
+        "Multisig",
+        "cancel_as_multi",
+        {
+            "threshold": threshold,
+            "other_signatories": other_signatories,
+            "timepoint": timepoint.as_param(),
+            "call_hash": call_hash,
+        },
+    )
+    if not included.success:
+        raise AdapterError(
+            f"cancel_as_multi of 0x{call_hash.hex()} on {redact_url(client.url)} failed: "
+            f"{included.error}"
+        )
 
 
 async def approve(
@@ -121,7 +182,7 @@ async def approve(
             "max_weight": client.weight_arg(0),
         },
     )
-    what = f"approve_as_multi of 0x{call.hash.hex()} on {client.url}"
+    what = f"approve_as_multi of 0x{call.hash.hex()} on {redact_url(client.url)}"
     if not included.success:
         raise AdapterError(f"{what} failed: {included.error}")
     expected = "NewMultisig" if timepoint is None else "MultisigApproval"

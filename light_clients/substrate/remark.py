@@ -1,12 +1,14 @@
 """The Substrate outbox: which ``System.remark_with_event`` remarks are messages, and their nonces.
 
-DESIGN.md, "Substrate origin and destination": a message leaves a Substrate chain as
+docs/design.md, "Substrate origin and destination": a message leaves a Substrate chain as
 ``System.remark_with_event(b"PSRL" ‖ message)``; the runtime emits ``System.Remarked { sender,
 hash }``. A remark is accepted as a message only if
 
 1. the event's hash is blake2-256 of the remark bytes (the event is about these bytes);
 2. the event's sender is the extrinsic's signer (the remark was dispatched by the signer itself,
-   not through a proxy, a multisig or a derivative account);
+   not through a proxy, a multisig or a derivative account) — or it is the committee's own
+   multisig (``committee``), which emits a remark only when a threshold of the attesters made
+   it: a refund (:func:`check_escrow` allows it nothing else);
 3. the bytes start with :data:`REMARK_PREFIX` and the rest is a valid message;
 4. the message's sender is the signer's 32-byte public key, its origin is this chain's domain,
    and it is not addressed to its own origin.
@@ -25,7 +27,7 @@ subclass (a :class:`~light_clients.errors.VerificationError`) with a one-line re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import ClassVar
 
 from light_clients.errors import VerificationError
@@ -35,6 +37,7 @@ from light_clients.message import Message, decode_message
 __all__ = [
     "REMARK_PREFIX",
     "AssetTransfer",
+    "CommitteeRemarkRejected",
     "EscrowRoute",
     "EventHashMismatch",
     "EventSenderMismatch",
@@ -43,6 +46,7 @@ __all__ = [
     "MessageSenderMismatch",
     "MissingPrefix",
     "NonceAssignmentError",
+    "RecipientNotAllowed",
     "RemarkRejected",
     "SelfAddressed",
     "TokenBody",
@@ -51,6 +55,7 @@ __all__ = [
     "assign_nonces",
     "canonical_message",
     "check_escrow",
+    "check_recipient",
     "decode_token_body",
     "validate_remark",
 ]
@@ -124,6 +129,20 @@ class UnbackedTokenTransfer(RemarkRejected):
     reason = "unbacked-token-transfer"
 
 
+class CommitteeRemarkRejected(RemarkRejected):
+    """A remark of the committee's multisig that is not a refund to a token's home bridge."""
+
+    reason = "committee-not-refund"
+
+
+class RecipientNotAllowed(RemarkRejected):
+    """The message addresses a recipient its destination does not list for this origin: a
+    contract the configuration does not know could act on it unchecked (a TokenBridge
+    missing from an attester's config would release tokens nobody escrowed)."""
+
+    reason = "recipient-not-allowed"
+
+
 class NonceAssignmentError(VerificationError):
     """Accepted remarks given out of chain order, or nonces beyond u32."""
 
@@ -151,12 +170,19 @@ def validate_remark(
     event_sender: bytes,
     event_hash: bytes,
     origin_domain: int,
+    *,
+    committee: bytes | None = None,
 ) -> Message:
     """Check one remark against the outbox rules and return its message, nonce set to 0.
 
     ``remark`` is the argument of ``System.remark_with_event`` exactly as submitted (prefix
     included), ``signer`` the extrinsic's signer, ``event_sender``/``event_hash`` the fields of
-    the ``System.Remarked`` event it emitted, ``origin_domain`` this chain's domain.
+    the ``System.Remarked`` event it emitted, ``origin_domain`` this chain's domain,
+    ``committee`` the committee's multisig account on this chain (None: no remark dispatched as
+    another account is accepted). A remark whose event names ``committee`` as its sender was
+    dispatched by the multisig itself (the runtime sets the event's sender to the dispatch
+    origin; no one signs as a multisig), so it is accepted whoever signed the extrinsic that
+    carried the approval, and its message must name the multisig as its sender.
 
     The nonce the sender wrote is ignored: the returned message carries nonce 0, a placeholder
     until :func:`assign_nonces` (or :func:`canonical_message`) gives it its canonical nonce.
@@ -177,7 +203,9 @@ def validate_remark(
         raise EventHashMismatch(
             f"event hash {_hex(event_hash)} is not blake2-256 of the remark ({_hex(actual)})"
         )
-    if event_sender != signer:
+    if committee is not None:
+        committee = _check_bytes32("committee", committee)
+    if event_sender not in (signer, committee):
         raise EventSenderMismatch(
             f"remark emitted by {_hex(event_sender)}, not by the signer {_hex(signer)}"
         )
@@ -187,9 +215,9 @@ def validate_remark(
         message = decode_message(remark[len(REMARK_PREFIX) :])
     except VerificationError as error:
         raise MalformedPayload(f"remark payload is not a message: {error}") from None
-    if message.sender != signer:
+    if message.sender != event_sender:
         raise MessageSenderMismatch(
-            f"message sender {_hex(message.sender)} is not the signer {_hex(signer)}"
+            f"message sender {_hex(message.sender)} is not the signer {_hex(event_sender)}"
         )
     if message.origin != origin_domain:
         raise WrongOrigin(f"message origin {message.origin} is not this domain {origin_domain}")
@@ -245,18 +273,34 @@ def assign_nonces(next_nonce: int, accepted: Sequence[tuple[int, int, Message]])
     return canonical
 
 
+def check_recipient(message: Message, allowed: Mapping[int, Collection[bytes]]) -> None:
+    """Accept a message only to a recipient ``allowed`` lists for its destination (domain →
+    32-byte recipients); a destination that is not a key allows nothing. Fails closed: raises
+    :class:`RecipientNotAllowed`."""
+    if message.recipient not in allowed.get(message.destination, ()):
+        raise RecipientNotAllowed(
+            f"recipient {_hex(message.recipient)} on domain {message.destination} is not one "
+            "this origin may address"
+        )
+
+
 # --- token returns ---------------------------------------------------------------------------
 
 TOKEN_BODY_SIZE = 128
 ACTION_MINT = 1
 ACTION_UNLOCK = 2
+ACTION_REFUND = 3
 U128_MAX = 2**128 - 1
 
 
 @dataclasses.dataclass(frozen=True)
 class TokenBody:
     """A TokenBridge message body: ``abi.encode(uint8 action, bytes32 homeToken, uint256
-    amount, bytes32 recipient)`` (the action word read whole: anything above 255 is no action)."""
+    amount, bytes32 recipient)`` (the action word read whole: anything above 255 is no action).
+
+    For a REFUND (action 3) the words are ``(3, message id, amount, reason)``: ``home_token``
+    holds the refunded message's id and ``recipient`` a reason code.
+    """
 
     action: int
     home_token: bytes
@@ -310,7 +354,16 @@ def check_escrow(
     routes: Sequence[EscrowRoute],
     used: set[int],
 ) -> None:
-    """Reject a token return that is not paid for; other messages pass untouched.
+    """Reject a token return that is not paid for, and any committee remark but a refund;
+    other messages pass untouched.
+
+    A message whose sender is a route's ``escrow`` (the committee's multisig: only a
+    threshold of attesters can make it remark, :func:`validate_remark`) needs no escrow
+    transfer, and is accepted only as exactly a REFUND — body ``abi.encode(uint8 3, bytes32
+    id, uint256 amount, bytes32 reason)`` with a non-zero amount — to the bridge of a domain
+    where the wrapped asset has its home. Nothing more: the EVM TokenBridge pays a refund only
+    for a transfer it recorded, once, for its recorded amount, to its recorded sender, within
+    what it locked towards this domain. Raises :class:`CommitteeRemarkRejected` otherwise.
 
     ``transfers`` are the ``Assets.Transferred`` events of the remark's extrinsic that precede
     its ``Remarked`` event, ``used`` the positions in it that earlier remarks of the same
@@ -326,6 +379,9 @@ def check_escrow(
         ),
         None,
     )
+    if any(r.escrow == message.sender for r in routes):
+        _check_refund(message, route)
+        return
     if route is None:
         return
     if route.home_token is None or route.asset_id is None:
@@ -363,3 +419,17 @@ def check_escrow(
         f"no transfer of {amount} of asset {route.asset_id} from the sender to the escrow "
         f"{_hex(route.escrow)} precedes the remark in its extrinsic"
     )
+
+
+def _check_refund(message: Message, route: EscrowRoute | None) -> None:
+    """A committee remark must be a well-formed REFUND to a home bridge (see check_escrow)."""
+    if route is None or route.home_token is None or route.escrow != message.sender:
+        raise CommitteeRemarkRejected(
+            f"committee remark to {_hex(message.recipient)} on domain {message.destination}, "
+            "not to a bridge where the wrapped asset has its home"
+        )
+    token = decode_token_body(message.body)
+    if token is None or token.action != ACTION_REFUND:
+        raise CommitteeRemarkRejected("committee remark is not a refund")
+    if token.amount == 0:
+        raise CommitteeRemarkRejected("refund of zero")

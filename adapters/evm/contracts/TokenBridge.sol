@@ -19,6 +19,10 @@ import {WrappedToken} from "./WrappedToken.sol";
 ///         action 2 = UNLOCK (remote -> home): release `amount` of `homeToken` (the home
 ///                    chain's token address, left-padded);
 ///         recipient is the beneficiary on the destination (an EVM address, left-padded).
+///         action 3 = REFUND (escrow remote -> home, from its escrow account only): the body
+///                    is abi.encode(uint8 3, bytes32 messageId, uint256 amount, bytes32
+///                    reason): give back a transfer this bridge sent to that remote and the
+///                    remote could never deliver (see `refunds`).
 ///
 ///         An *escrow remote* (`escrowRemote`) is a domain without contracts (a Substrate
 ///         chain such as Asset Hub) where "the bridge" is an escrow account: a token return
@@ -38,6 +42,7 @@ import {WrappedToken} from "./WrappedToken.sol";
 contract TokenBridge is IMessageRecipient {
     uint8 public constant ACTION_MINT = 1;
     uint8 public constant ACTION_UNLOCK = 2;
+    uint8 public constant ACTION_REFUND = 3;
     uint256 internal constant BODY_SIZE = 128;
 
     Outbox public immutable outbox;
@@ -65,6 +70,29 @@ contract TokenBridge is IMessageRecipient {
     ///           towards that domain, so even a compromised escrow route (a committee signing
     ///           unbacked remarks) releases at most what was sent to that domain.
     mapping(uint32 => bool) public escrowRemote;
+    /// @notice The home tokens an escrow remote wraps (Asset Hub: the asset minted for it).
+    ///         A transfer to an escrow remote of any other token, or of more than a u128 (the
+    ///         Substrate balance type), could never be delivered there: it reverts at dispatch
+    ///         (`NotWrappedAtRemote`, `AmountAboveU128`) instead of locking tokens for nothing.
+    mapping(uint32 => mapping(address => bool)) public remoteWraps;
+    /// @notice Transfers sent to an escrow remote, by message id, until refunded: who sent
+    ///         what. An escrow remote's escrow account (a committee multisig, acting only with
+    ///         a threshold of its signatories) answers a transfer it can never deliver with a
+    ///         REFUND naming the message id; the entry is deleted when paid, so a transfer is
+    ///         refunded at most once, and only to its sender. (The remote's replay guard makes
+    ///         delivery and refund of one message mutually exclusive there; entries of
+    ///         delivered transfers stay, unused.)
+    mapping(bytes32 => Refund) public refunds;
+
+    /// @dev `amount` fits a uint128 (an escrow remote takes no more: `AmountAboveU128`), so
+    ///      it shares a slot with `destination`: three slots per entry.
+    struct Refund {
+        address token;
+        address sender;
+        uint128 amount;
+        uint32 destination;
+    }
+
     /// @notice Whether a home token may be sent to a remote domain.
     mapping(address => mapping(uint32 => bool)) public homeTokenRoute;
     /// @notice Home tokens locked here per remote domain: what that domain can unlock.
@@ -98,6 +126,15 @@ contract TokenBridge is IMessageRecipient {
     event TransferReceived(
         uint32 indexed origin, address indexed token, address indexed recipient, uint256 amount
     );
+    event RemoteWrapsSet(uint32 indexed domain, address indexed token, bool wraps);
+    event Refunded(
+        uint32 indexed origin,
+        bytes32 indexed id,
+        address indexed sender,
+        address token,
+        uint256 amount,
+        bytes32 reason
+    );
     event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
     error NotOwner(address caller);
@@ -120,6 +157,12 @@ contract TokenBridge is IMessageRecipient {
     error UnknownAction(uint8 action);
     error InsufficientLocked(address token, uint32 domain, uint256 locked, uint256 amount);
     error TokenTransferFailed(address token);
+    error NotWrappedAtRemote(address token, uint32 domain);
+    error AmountAboveU128(uint256 amount);
+    error RefundNotFromEscrow(uint32 origin, bytes32 sender);
+    error UnknownRefund(bytes32 id);
+    error RefundMismatch(bytes32 id, uint256 expected, uint256 amount);
+    error RefundFromOtherRemote(bytes32 id, uint32 destination, uint32 origin);
 
     modifier onlyOwner() {
         if (msg.sender != owner) revert NotOwner(msg.sender);
@@ -162,6 +205,14 @@ contract TokenBridge is IMessageRecipient {
         if (domain == localDomain) revert DomainIsLocal(domain);
         escrowRemote[domain] = escrow;
         emit EscrowRemoteSet(domain, escrow);
+    }
+
+    /// @notice Declares that the escrow remote `domain` wraps (`wraps`) the home `token`:
+    ///         only such tokens may be sent there (see `remoteWraps`).
+    function setRemoteWraps(uint32 domain, address token, bool wraps) external onlyOwner {
+        if (domain == localDomain) revert DomainIsLocal(domain);
+        remoteWraps[domain][token] = wraps;
+        emit RemoteWrapsSet(domain, token, wraps);
     }
 
     /// @notice Lets `token` (an ERC-20 whose home is this chain) be sent to `remoteDomain`.
@@ -212,6 +263,12 @@ contract TokenBridge is IMessageRecipient {
         if (recipient == bytes32(0)) revert InvalidRecipient(recipient);
         bytes32 remote = remoteBridge[destination];
         if (remote == bytes32(0)) revert UnknownRemote(destination);
+        bool escrow = escrowRemote[destination];
+        if (escrow) {
+            // Refuse now what the remote could never deliver: the tokens would stay locked.
+            if (!remoteWraps[destination][token]) revert NotWrappedAtRemote(token, destination);
+            if (amount > type(uint128).max) revert AmountAboveU128(amount);
+        }
         bytes memory body;
         Home memory home = homeOf[token];
         if (home.token != bytes32(0)) {
@@ -229,7 +286,16 @@ contract TokenBridge is IMessageRecipient {
         } else {
             revert UnregisteredToken(bytes32(uint256(uint160(token))), destination);
         }
+        // Checked again on what arrived (a token may credit more than was asked).
+        if (escrow && amount > type(uint128).max) revert AmountAboveU128(amount);
         id = outbox.dispatch(destination, remote, body);
+        // Only a locked home token can be refunded (a wrapped one never goes to an escrow
+        // remote: its home is a domain with a bridge contract). The remote it went to is
+        // recorded: only that remote's escrow account may refund it (another escrow remote
+        // cannot know whether this one delivered it).
+        if (escrow && home.token == bytes32(0)) {
+            refunds[id] = Refund(token, msg.sender, uint128(amount), destination);
+        }
         emit TransferRemote(id, token, destination, recipient, amount);
     }
 
@@ -237,6 +303,10 @@ contract TokenBridge is IMessageRecipient {
     function handle(uint32 origin, bytes32 sender, bytes calldata body) external nonReentrant {
         if (msg.sender != address(inbox)) revert NotInbox(msg.sender);
         bytes32 remote = remoteBridge[origin];
+        if (body.length == BODY_SIZE && uint256(bytes32(body[0:32])) == ACTION_REFUND) {
+            _refund(origin, sender, remote, body);
+            return;
+        }
         // T14: the registered bridge, or from an escrow remote any sender (UNLOCK only, below).
         if (remote == bytes32(0) || (sender != remote && !escrowRemote[origin])) {
             revert UnknownSender(origin, sender);
@@ -275,6 +345,36 @@ contract TokenBridge is IMessageRecipient {
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev A REFUND: only from an escrow remote's own escrow account (a remark the committee's
+    ///      multisig itself made, never a user's), only for a transfer recorded in `refunds`
+    ///      as sent to that same remote, for exactly its amount, paid once to its sender and
+    ///      within what is locked there.
+    function _refund(uint32 origin, bytes32 sender, bytes32 remote, bytes calldata body)
+        internal
+    {
+        if (!escrowRemote[origin] || remote == bytes32(0) || sender != remote) {
+            revert RefundNotFromEscrow(origin, sender);
+        }
+        (, bytes32 id, uint256 amount, bytes32 reason) =
+            abi.decode(body, (uint8, bytes32, uint256, bytes32));
+        Refund memory entry = refunds[id];
+        if (entry.sender == address(0)) revert UnknownRefund(id);
+        if (entry.destination != origin) {
+            revert RefundFromOtherRemote(id, entry.destination, origin);
+        }
+        if (entry.amount != amount) revert RefundMismatch(id, entry.amount, amount);
+        delete refunds[id];
+        uint256 available = locked[entry.token][origin];
+        if (available < amount) {
+            revert InsufficientLocked(entry.token, origin, available, amount);
+        }
+        unchecked {
+            locked[entry.token][origin] = available - amount;
+        }
+        _call(entry.token, abi.encodeWithSelector(0xa9059cbb, entry.sender, amount));
+        emit Refunded(origin, id, entry.sender, entry.token, amount, reason);
+    }
 
     function _balanceOf(address token) internal view returns (uint256) {
         (bool ok, bytes memory data) =
