@@ -210,7 +210,9 @@ TX_TRANSITIONS: Final[Mapping[TxStatus, frozenset[TxStatus]]] = MappingProxyType
         TxStatus.PENDING: frozenset({TxStatus.CONFIRMED, TxStatus.FAILED, TxStatus.REPLACED}),
         TxStatus.CONFIRMED: frozenset(),
         TxStatus.FAILED: frozenset(),
-        TxStatus.REPLACED: frozenset(),
+        # A fee bump does not make the older broadcast of the nonce go away: it may be the one
+        # mined (or mined and reverted) after all.
+        TxStatus.REPLACED: frozenset({TxStatus.CONFIRMED, TxStatus.FAILED}),
     }
 )
 """Allowed transaction moves; a move to the current status updates receipt fields only."""
@@ -1352,9 +1354,12 @@ def _apply_transition(
                     f"no recorded transaction {tx_hash} on chain {state.destination} "
                     f"(the destination of {mid})"
                 )
-            if carrier.status is not TxStatus.PENDING:
+            # Confirmed too: the mined one of a nonce's broadcasts carries its messages until
+            # the block is final (its row is confirmed first, the replaced one possibly).
+            if carrier.status not in (TxStatus.PENDING, TxStatus.CONFIRMED):
                 raise InvalidReference(
-                    f"transaction {tx_hash} is {carrier.status}, not pending; it cannot carry {mid}"
+                    f"transaction {tx_hash} is {carrier.status}, not pending or confirmed; it "
+                    f"cannot carry {mid}"
                 )
         moving.append(state)
     if not moving:

@@ -62,7 +62,7 @@ ROOT_HASH = "0x" + "77" * 32
 SENDER = b"\x5e" * 32
 RECIPIENT = b"\x8e" * 32
 
-# The transition table as specified (DESIGN.md "The ledger", issue 3, research §4.1), written
+# The transition table as specified (docs/design.md "The ledger", issue 3, research §4.1), written
 # out independently of relayer/ledger.py so the code is checked against the spec.
 SPEC_EDGES = {
     ("discovered", "final"),
@@ -328,15 +328,21 @@ def test_replacement_transaction(ledger: Ledger) -> None:
     # Recording the same transaction again is a no-op.
     again = ledger.record_transaction(tx_for(seed=2, replaces=old.hash), ids)
     assert again.id == new.id and len(ledger.history(ids[0])) == 5
-    # A replaced transaction cannot carry anything, nor be confirmed afterwards.
-    with pytest.raises(InvalidReference, match="not pending"):
+    # A replaced transaction cannot carry anything while it is only replaced…
+    with pytest.raises(InvalidReference, match="not pending or confirmed"):
         ledger.transition(ids, S.SUBMITTED, tx_hash=old.hash)
+    # …but it may be the broadcast that is mined after all: then it is confirmed and carries
+    # its messages again (a fee bump does not take the older hash out of the mempools).
+    ledger.update_transaction(DEST, old.hash, TxStatus.CONFIRMED, block_number=9)
+    assert ledger.transition(ids, S.SUBMITTED, tx_hash=old.hash) == ids
+    row = ledger.get(ids[0])
+    assert row is not None and row.delivery_tx_hash == old.hash
     with pytest.raises(IllegalTransition) as caught:
-        ledger.update_transaction(DEST, old.hash, TxStatus.CONFIRMED)
+        ledger.update_transaction(DEST, old.hash, TxStatus.REPLACED)
     assert (caught.value.kind, caught.value.from_status, caught.value.to_status) == (
         "transaction",
-        "replaced",
         "confirmed",
+        "replaced",
     )
 
 

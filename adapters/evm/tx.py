@@ -116,13 +116,25 @@ class TxEngine:
         self._next_nonce = _int(count)
         return self._next_nonce
 
-    async def estimate_gas(self, to: bytes, data: bytes, value: int = 0) -> int:
-        """``eth_estimateGas`` plus the safety margin; raises RpcCallError if it would revert."""
+    async def estimate_gas(
+        self, to: bytes, data: bytes, value: int = 0, *, fees: tuple[int, int] | None = None
+    ) -> int:
+        """``eth_estimateGas`` plus the safety margin; raises RpcCallError if it would revert.
+
+        ``fees`` is the ``(maxFeePerGas, maxPriorityFeePerGas)`` the transaction will carry
+        (:meth:`current_fees` when not given). The dry run must see the same ``tx.gasprice`` as
+        the real transaction: without fee fields a node estimates at gas price 0, and a callee
+        that behaves differently when ``tx.gasprice == 0`` passes the estimate and then makes
+        every real transaction run out of gas (issue #8, point 2).
+        """
+        max_fee, tip = fees if fees is not None else await self.current_fees()
         call = {
             "from": self.checksum_address,
             "to": "0x" + to[-20:].hex(),
             "data": "0x" + data.hex(),
             "value": hex(value),
+            "maxFeePerGas": hex(max_fee),
+            "maxPriorityFeePerGas": hex(tip),
         }
         estimate = _int(await self.rpc.call("eth_estimateGas", [call]))
         return estimate * (100 + self.gas_margin_percent) // 100
@@ -149,9 +161,9 @@ class TxEngine:
         the process, so a caller can record the hash durably first: a crash in between then
         leaves a record of a transaction that may or may not exist, never an unrecorded one.
         """
-        if gas is None:
-            gas = await self.estimate_gas(to, data, value)
         max_fee, tip = await self.current_fees()
+        if gas is None:
+            gas = await self.estimate_gas(to, data, value, fees=(max_fee, tip))
         async with self._lock:
             if self._next_nonce is None:
                 await self.sync_nonce()

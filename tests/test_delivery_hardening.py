@@ -1,0 +1,809 @@
+"""The relayer's EVM delivery against hostile recipients, backends and senders (issue #8).
+
+Real anvil chains (the devnet), real attesters (processes), the relayer in this process so a
+test can watch its ledger and its exceptions. The hostile recipients are test-only contracts
+(``tests/contracts/HostileRecipients.sol``), compiled here with the project's pinned solcjs:
+
+- ``EventForger``: its ``handle`` emits the Inbox's own events about ids of its choosing;
+- ``GasPriceBomb``: behaves in a dry run at gas price 0, burns its stipend in a real delivery.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, cast
+
+import pytest
+import trio
+from e2e_support import Procs, devnet, rpc
+from eth_abi.abi import encode as abi_encode
+from eth_account import Account
+from test_attester_hardening import RpcProxy, deploy_outbox, honest
+from test_attester_hardening import dispatch as send
+from test_attester_hardening import origin as quorum_origin
+from test_ledger import ORIGIN, checkpoint_for, disc, drive, msg_id, tx_for
+from test_substrate_route import ALPHA, ASSETHUB, config_toml, load
+from web3 import Web3
+
+from adapters.errors import AdapterError
+from adapters.evm import compile as solc
+from adapters.evm.chain import DISPATCH_TOPIC, EvmChain
+from adapters.evm.tx import MinedTx, TxEngine, TxReverted
+from adapters.substrate.client import SubstrateClient
+from devnet.anvil import AnvilProcess
+from light_clients.committee import Checkpoint
+from light_clients.ethereum.header import header_rlp_from_json
+from light_clients.hashing import keccak256
+from light_clients.merkle import EMPTY_ROOT
+from light_clients.message import MAX_BODY_BYTES, Message
+from relayer import relay
+from relayer.checkpoints import CheckpointStore
+from relayer.config import SUBSTRATE_BATCH_SIZE, ChainConfig, Config, RelayPolicy, load_config
+from relayer.endpoints import bytes32, open_evm
+from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, TxStatus, open_ledger
+from relayer.relay import Relayer
+from relayer.substrate_route import MAX_PROPOSAL_BYTES, ProposalStore, new_proposal
+
+pytestmark = pytest.mark.chain
+
+CONTRACTS = Path(__file__).parent / "contracts"
+DISPATCH = keccak256(b"dispatch(uint32,bytes32,bytes)")[:4]
+COUNT = keccak256(b"count()")[:4]
+INBOX_EVENTS = (
+    b"Delivered(bytes32,uint32,uint32)",
+    b"AlreadyDelivered(bytes32)",
+    b"HandleFailed(bytes32,bytes)",
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def devnet_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    yield from devnet(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def attesters(devnet_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
+    """The devnet's three attesters, signing checkpoints of both chains for the whole module."""
+    procs = Procs(devnet_config, tmp_path_factory.mktemp("logs"))
+    try:
+        for index in range(3):
+            procs.start_attester(index)
+        yield procs
+    finally:
+        procs.stop_all()
+
+
+@pytest.fixture(scope="module")
+def config(devnet_config: Path, attesters: Procs) -> Config:
+    return load_config(devnet_config)
+
+
+@pytest.fixture(scope="module")
+def hostile() -> dict[str, dict[str, Any]]:
+    """ABI and bytecode of each test-only contract."""
+    _, output = solc.compile_sources(solc.standard_input(CONTRACTS))
+    return {
+        name: {"abi": c["abi"], "bytecode": "0x" + c["evm"]["bytecode"]["object"]}
+        for name, c in output["contracts"]["HostileRecipients.sol"].items()
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def web3(chain: ChainConfig) -> Web3:
+    return Web3(Web3.HTTPProvider(chain.rpc[0]))
+
+
+def deploy(chain: ChainConfig, hostile: dict[str, dict[str, Any]], name: str) -> Any:
+    """Deploy a hostile recipient from anvil's first (unlocked) account, as anyone could."""
+    w3 = web3(chain)
+    factory = w3.eth.contract(abi=hostile[name]["abi"], bytecode=hostile[name]["bytecode"])
+    sender = w3.eth.accounts[0]
+    receipt = w3.eth.wait_for_transaction_receipt(factory.constructor().transact({"from": sender}))
+    assert receipt["status"] == 1
+    return w3.eth.contract(address=receipt["contractAddress"], abi=hostile[name]["abi"])
+
+
+def dispatch(config: Config, origin: str, destination: str, recipients: list[bytes]) -> list[str]:
+    """One message per recipient from ``origin``'s outbox (sent by the devnet client); ids."""
+    source, target = config.chain(origin), config.chain(destination)
+    assert config.client_key is not None
+    key = config.client_key.load()
+
+    async def run() -> list[str]:
+        ids = []
+        async with open_evm(source) as evm:
+            engine = TxEngine(evm.rpc, key, await evm.chain_id())
+            for n, recipient in enumerate(recipients):
+                data = DISPATCH + abi_encode(
+                    ["uint32", "bytes32", "bytes"],
+                    [target.domain, bytes32(recipient), f"hardening {n}".encode()],
+                )
+                sent = await engine.send(source.contract("outbox"), data)
+                mined = await engine.wait(sent, timeout=30)
+                ids += [_dispatch_id(mined)]
+        return ids
+
+    return trio.run(run)
+
+
+def wait_signed(config: Config, origin: str, timeout: float = 60) -> None:
+    """Until a quorum of attesters signed ``origin``'s outbox up to its newest message, so the
+    relayer starts with all of them attested under one checkpoint (one batch, in nonce order)."""
+    chain = config.chain(origin)
+    outbox = chain.contract("outbox")
+    call = {"to": "0x" + outbox[-20:].hex(), "data": "0x" + COUNT.hex()}
+    index = int(rpc(chain.rpc[0], "eth_call", [call, "latest"]), 16) - 1
+    store = CheckpointStore(config.checkpoint_store)
+    deadline = time.monotonic() + timeout
+    while len(store.signatures(chain.domain, chain.outbox_id, index)) < config.committee.threshold:
+        assert time.monotonic() < deadline, f"checkpoint {index} of {origin} not signed"
+        time.sleep(0.3)
+
+
+def _dispatch_id(mined: MinedTx) -> str:
+    (entry,) = [e for e in mined.logs if e["topics"][0] == "0x" + DISPATCH_TOPIC.hex()]
+    return str(entry["topics"][1]).lower()
+
+
+def delivered_on_chain(chain: ChainConfig, message_id: str) -> bool:
+    call = {
+        "to": "0x" + chain.contract("inbox")[-20:].hex(),
+        "data": "0x" + (relay.DELIVERED + bytes.fromhex(message_id[2:])).hex(),
+    }
+    return int(rpc(chain.rpc[0], "eth_call", [call, "latest"]), 16) != 0
+
+
+def run_relayer(
+    relayer: Relayer,
+    done: Callable[[], bool],
+    timeout: float,
+    explain: Callable[[], str] = lambda: "",
+) -> float:
+    """Run ``relayer`` until ``done()`` (checked in a thread) holds; the seconds it took.
+
+    Fails the test on timeout; an exception of the relayer propagates (it must not die)."""
+    started = time.monotonic()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(relayer.run)
+            with trio.move_on_after(timeout):
+                while not await trio.to_thread.run_sync(done):
+                    await trio.sleep(0.3)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+    elapsed = time.monotonic() - started
+    assert done(), f"not done within {timeout:g} s: {explain()}"
+    return elapsed
+
+
+def status(ledger: Ledger, message_id: str) -> MessageStatus | None:
+    record = ledger.get(message_id)
+    return None if record is None else record.status
+
+
+def describe(ledger: Ledger, ids: list[str]) -> str:
+    """Each message's status and reason, for a failure message."""
+    records = [ledger.get(i) for i in ids]
+    return "; ".join(f"{r.nonce} {r.status}: {r.reason}" for r in records if r is not None)
+
+
+class OneWayRelayer(Relayer):
+    """Delivers to beta only: a message to alpha stays waiting (attested) in the ledger."""
+
+    async def _deliver_loop(self, chain: ChainConfig) -> None:
+        if chain.name != "beta":
+            await trio.sleep_forever()
+        await super()._deliver_loop(chain)
+
+
+# --------------------------------------------------------------------------- point 1
+
+
+def test_forged_inbox_events_in_a_receipt_decide_nothing(
+    config: Config, hostile: dict[str, dict[str, Any]]
+) -> None:
+    """A recipient emits Delivered/AlreadyDelivered/HandleFailed about a message waiting on
+    the other lane and about an id nobody knows. The relayer keeps running, the victim is not
+    marked delivered, and the forger's own message is recorded from the final state."""
+    alpha, beta = config.chain("alpha"), config.chain("beta")
+    forger = deploy(beta, hostile, "EventForger")
+    (victim,) = dispatch(config, "beta", "alpha", [alpha.contract("ping")])
+    unknown = "0x" + keccak256(b"no such message").hex()
+    tx = forger.functions.setTargets([bytes.fromhex(victim[2:]), bytes.fromhex(unknown[2:])])
+    web3(beta).eth.wait_for_transaction_receipt(tx.transact({"from": web3(beta).eth.accounts[0]}))
+    (bait,) = dispatch(config, "alpha", "beta", [bytes.fromhex(forger.address[2:])])
+
+    with open_ledger(config.ledger) as ledger:
+        relayer = OneWayRelayer(config, ledger, poll=0.3)
+        run_relayer(relayer, lambda: status(ledger, bait) == MessageStatus.DELIVERED, 90)
+        assert forger.functions.handled().call() == 1  # the forgery really was in the receipt
+        assert not delivered_on_chain(alpha, victim)
+        assert status(ledger, victim) != MessageStatus.DELIVERED
+        assert ledger.get(unknown) is None
+        assert relayer.metrics.handle_failed == 0  # forged HandleFailed events are not counted
+        record = ledger.get(bait)
+        assert record is not None and record.reason is not None
+        assert "final block" in record.reason
+
+
+def test_receipt_outcome_counts_only_the_inbox_about_its_batch() -> None:
+    """Pure: a log counts only if the inbox emitted it and it names an id of the batch."""
+    inbox, other = bytes(range(20)), bytes(20)
+    ours, foreign = "0x" + "11" * 32, "0x" + "22" * 32
+
+    def log(address: bytes, event: bytes, message_id: str) -> dict[str, Any]:
+        return {
+            "address": "0x" + address.hex(),
+            "topics": ["0x" + keccak256(event).hex(), message_id],
+        }
+
+    logs = [log(a, e, i) for a in (inbox, other) for e in INBOX_EVENTS for i in (ours, foreign)]
+    mined = MinedTx(b"\1" * 32, 0, 1, 21_000, 1, logs)
+    outcome = relay._receipt_outcome(mined, inbox, [ours])
+    assert outcome.delivered == [ours]
+    assert outcome.already == [ours]
+    assert list(outcome.handle_failed) == [ours]
+
+
+# --------------------------------------------------------------------------- point 2
+
+
+def test_recipient_that_burns_gas_only_for_real_does_not_wedge_the_lane(
+    config: Config, hostile: dict[str, dict[str, Any]]
+) -> None:
+    """The dry run is at the real gas price and every message gets its stipend as margin: the
+    bomb's batch is mined, honest messages are handled, the bomb's own handle fails."""
+    beta = config.chain("beta")
+    bomb = deploy(beta, hostile, "GasPriceBomb")
+    ping = beta.contract("ping")
+    # The bomb first: its batch carries honest messages after it.
+    recipients = [bytes.fromhex(bomb.address[2:])] + [ping] * 6
+    ids = dispatch(config, "alpha", "beta", recipients)
+    wait_signed(config, "alpha")
+    with open_ledger(config.ledger) as ledger:
+        relayer = Relayer(config, ledger, poll=0.3)
+        run_relayer(
+            relayer, lambda: all(status(ledger, i) == MessageStatus.DELIVERED for i in ids), 60
+        )
+        assert all(delivered_on_chain(beta, i) for i in ids)
+        bombed = ledger.get(ids[0])
+        assert bombed is not None and bombed.reason is not None
+        assert "handle failed" in bombed.reason
+        reverted = ledger.transactions(chain=beta.domain, status=TxStatus.FAILED)
+        assert not [t for t in reverted if t.error and "reverted" in t.error]
+
+
+def test_reverting_batch_is_bisected_down_to_its_culprit(
+    config: Config, hostile: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the first two defences switched off (no stipend margin, a dry run at gas price 0,
+    as a node that ignores fee fields would give), a batch with the bomb before honest
+    messages reverts on chain. Bisection delivers every honest message after a bounded number
+    of reverted transactions; the bomb is delivered (its handle failed) once it is last in its
+    batch, or ends ``failed`` alone (see the next test)."""
+    monkeypatch.setattr(relay, "STIPEND_GAS", 0, raising=False)
+    estimate = TxEngine.estimate_gas
+
+    async def at_gas_price_zero(
+        self: TxEngine, to: bytes, data: bytes, value: int = 0, **_: Any
+    ) -> int:
+        try:
+            return await estimate(self, to, data, value, fees=(0, 0))
+        except TypeError:  # the engine before issue #8 took no fees (and sent none)
+            return await estimate(self, to, data, value)
+
+    monkeypatch.setattr(TxEngine, "estimate_gas", at_gas_price_zero)
+    beta = config.chain("beta")
+    bomb = deploy(beta, hostile, "GasPriceBomb")
+    ping = beta.contract("ping")
+    recipients = [ping] * 2 + [bytes.fromhex(bomb.address[2:])] + [ping] * 5
+    ids = dispatch(config, "alpha", "beta", recipients)
+    wait_signed(config, "alpha")
+    culprit, honest = ids[2], ids[:2] + ids[3:]
+    with open_ledger(config.ledger) as ledger:
+        since = len(ledger.transactions(chain=beta.domain, status=TxStatus.FAILED, limit=10**6))
+        relayer = Relayer(config, ledger, poll=0.3)
+
+        def settled() -> bool:
+            bombed = status(ledger, culprit)
+            return all(status(ledger, i) == MessageStatus.DELIVERED for i in honest) and (
+                bombed in (MessageStatus.DELIVERED, MessageStatus.FAILED)
+            )
+
+        elapsed = run_relayer(relayer, settled, 90, lambda: describe(ledger, ids))
+        assert all(delivered_on_chain(beta, i) for i in honest)
+        failed = ledger.transactions(chain=beta.domain, status=TxStatus.FAILED, limit=10**6)
+        reverted = len(failed) - since
+        # 8 messages: one reverted transaction per level of the bisection at most (8, 4, 2).
+        assert 1 <= reverted <= 3, f"{reverted} reverted deliveries"
+        halved = [e.reason or "" for e in ledger.history(culprit)]
+        assert any("retrying in batches of at most 4" in r for r in halved), halved
+        print(f"honest messages through in {elapsed:.1f} s after {reverted} reverted batch(es)")
+
+
+def test_culprit_alone_fails_with_a_backoff_that_grows_per_message(
+    config: Config, tmp_path: Path
+) -> None:
+    """The bisection's bookkeeping on a ledger: a reverted batch of 4 is retried at once in
+    halves; a message that reverts alone fails with its reason, retried later each time, and
+    given up after MAX_DELIVERY_ATTEMPTS lone reverts (also across restarts)."""
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        found = [disc(ORIGIN, n) for n in range(4)]
+        ledger.record_discovered(found)
+        ids = [msg_id(d.message) for d in found]
+        drive(ledger, ids, MessageStatus.SUBMITTED, checkpoint_for(ledger))
+        relayer = Relayer(config, ledger)
+        carrier = ledger.get(ids[0])
+        assert carrier is not None and carrier.delivery_tx_hash is not None
+        tx_hash = bytes.fromhex(carrier.delivery_tx_hash[2:])
+        relayer._reverted(carrier.destination, TxReverted(tx_hash, 7, 90_000), ids)
+        assert {status(ledger, i) for i in ids} == {MessageStatus.FAILED}
+        assert {relayer._batch_limit[i] for i in ids} == {2}
+        assert len(ledger.due_for_retry(limit=10)) == 4  # the halves go again at once
+
+        waits = []
+        for attempt in range(3):
+            sent = ledger.record_transaction(tx_for(seed=900 + attempt), [ids[0]])
+            before = time.time()
+            reverted = TxReverted(bytes.fromhex(sent.hash[2:]), 8, 90_000)
+            relayer._reverted(carrier.destination, reverted, [ids[0]])
+            alone = ledger.get(ids[0])
+            assert alone is not None and alone.status == MessageStatus.FAILED
+            assert alone.reason is not None and "alone" in alone.reason
+            assert alone.next_attempt_at is not None
+            waits.append(alone.next_attempt_at - before)
+        assert relayer._batch_limit[ids[0]] == 1
+        assert waits == sorted(waits) and waits[0] < waits[-1], waits
+
+        # Each try is a reverted transaction the relayer pays for: after MAX_DELIVERY_ATTEMPTS
+        # (counted in the audit trail, not in memory) it stays failed, no retry scheduled.
+        for attempt in range(3, relay.MAX_DELIVERY_ATTEMPTS):
+            sent = ledger.record_transaction(tx_for(seed=900 + attempt), [ids[0]])
+            reverted = TxReverted(bytes.fromhex(sent.hash[2:]), 8, 90_000)
+            Relayer(config, ledger)._reverted(carrier.destination, reverted, [ids[0]])
+        alone = ledger.get(ids[0])
+        assert alone is not None and alone.status == MessageStatus.FAILED
+        assert alone.reason is not None and alone.reason.endswith("5 times: gave up")
+        assert alone.next_attempt_at is None
+        assert ids[0] not in {r.id for r in ledger.due_for_retry(limit=10)}
+
+
+# --------------------------------------------------------------------------- point 6
+
+
+def _drop_last(events: list[Any]) -> list[Any]:
+    return events[:-1]
+
+
+def _alter_last(events: list[Any]) -> list[Any]:
+    """The last message with another body: a self-consistent log (id = keccak of the bytes it
+    carries), same nonce, same count — only the outbox's proven root tells it apart."""
+    last = events[-1]
+    forged = dataclasses.replace(last.message, body=last.message.body + b" (forged)")
+    return [*events[:-1], dataclasses.replace(last, message=forged, raw=forged.encode())]
+
+
+@pytest.mark.parametrize("lie", [_drop_last, _alter_last], ids=["drops-tail", "alters-last"])
+def test_scan_that_loses_tail_logs_rescans_instead_of_moving_on(
+    config: Config,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lie: Callable[[list[Any]], list[Any]],
+) -> None:
+    """A backend drops the last Dispatch log of the range, or alters it (same nonce, a body of
+    its choice): the outbox's count and root proven at the range's end disagree, the cursor
+    stays, and the next (honest) scan records exactly the dispatched messages. (Believed, the
+    altered one would have made the relayer's root differ from the committee's: a halt.)"""
+    alpha = config.chain("alpha")
+    dispatch(config, "alpha", "beta", [config.chain("beta").contract("ping")] * 2)
+    outbox_count = int(
+        rpc(
+            alpha.rpc[0],
+            "eth_call",
+            [
+                {"to": "0x" + alpha.contract("outbox")[-20:].hex(), "data": "0x" + COUNT.hex()},
+                "latest",
+            ],
+        ),
+        16,
+    )
+
+    async def scan() -> None:
+        with open_ledger(tmp_path / "ledger.db") as ledger:
+            relayer = Relayer(config, ledger)
+            relayer._load_lanes()
+            lane = relayer.lanes[alpha.domain]
+            async with open_evm(alpha) as evm:
+                honest = evm.dispatches
+
+                async def drops_tail(outbox: bytes, start: int, end: int) -> Any:
+                    return lie(await honest(outbox, start, end))
+
+                dispatched = await evm.latest_number()
+                while (await evm.final_header()).number < dispatched:
+                    await trio.sleep(0.3)  # both dispatches final
+                monkeypatch.setattr(evm, "dispatches", drops_tail)
+                lied = False
+                try:
+                    while not await relayer._scan_once(lane, evm):
+                        pass
+                except AdapterError as exc:
+                    lied = "rescanning" in str(exc)
+                monkeypatch.setattr(evm, "dispatches", honest)
+                while not await relayer._scan_once(lane, evm):
+                    pass
+            assert lied, "the lying scan was believed"
+            assert lane.tree.count == outbox_count
+            recorded = ledger.messages(origin=alpha.domain, limit=10**6)
+            assert len(recorded) == outbox_count
+            assert not any(r.message.endswith(b" (forged)") for r in recorded)
+
+    trio.run(scan)
+
+
+# --------------------------------------------------------------------------- relay policy
+
+
+def test_relay_policy_refusals_are_set_aside_with_the_reason(config: Config) -> None:
+    """A recipient the operator denies is not delivered (``skipped``, the policy's reason);
+    the rest of the batch is."""
+    beta = config.chain("beta")
+    denied, allowed = beta.contract("token_bridge"), beta.contract("ping")
+    ids = dispatch(config, "alpha", "beta", [denied, allowed])
+    policy = RelayPolicy(deny_recipients=frozenset({bytes32(denied)}))
+    with open_ledger(config.ledger) as ledger:
+        relayer = Relayer(dataclasses.replace(config, relay_policy=policy), ledger, poll=0.3)
+        run_relayer(
+            relayer,
+            lambda: (
+                status(ledger, ids[1]) == MessageStatus.DELIVERED
+                and status(ledger, ids[0]) == MessageStatus.SKIPPED
+            ),
+            60,
+        )
+        refused = ledger.get(ids[0])
+        assert refused is not None and refused.reason is not None
+        assert refused.reason.startswith("relay policy: ") and "recipient" in refused.reason
+        assert not delivered_on_chain(beta, ids[0])
+
+
+# --------------------------------------------------------------------------- review: one policy
+
+
+def test_the_substrate_delivery_path_applies_the_relay_policy_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message the operator's policy refuses is ``skipped`` with the policy's reason on the
+    Substrate route as on the EVM one, and costs nothing there: never proposed (the committee
+    would pay to execute it), and no chain read for it (the client refuses every use)."""
+    config = load(tmp_path, config_toml())
+    hub = config.chain("assethub")
+    refused = Message(1, 4, ALPHA, b"\x5e" * 32, ASSETHUB, b"\x8e" * 32, b"unwanted")
+    policy = RelayPolicy(deny_senders=frozenset({refused.sender}))
+    raw = refused.encode()
+    ids = ["0x" + keccak256(raw).hex()]
+    proposed: list[Any] = []
+
+    async def propose(_chain: Any, _lane: Any, group: Any) -> None:
+        proposed.append(group)
+
+    class Untouchable:
+        def __getattr__(self, name: str) -> Any:
+            raise AssertionError(f"the chain was read ({name}) for a refused message")
+
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        ledger.record_discovered([DiscoveredMessage(raw, 1, b"\x01" * 32, b"\x02" * 32, 0)])
+        ledger.transition(ids, MessageStatus.FINAL)
+        checkpoint = ledger.save_checkpoint(
+            ALPHA, b"\x11" * 32, b"\x33" * 32, 4, block_number=1, block_hash=b"\x01" * 32
+        )
+        ledger.transition(ids, MessageStatus.ATTESTED, checkpoint_id=checkpoint)
+        relayer = Relayer(dataclasses.replace(config, relay_policy=policy), ledger)
+        relayer.lanes = cast(Any, {ALPHA: None})
+        monkeypatch.setattr(relayer, "_propose", propose)
+        proposals = ProposalStore(tmp_path / "store")
+        client = cast(SubstrateClient, Untouchable())
+        trio.run(relayer._deliver_substrate_once, hub, client, proposals)
+        record = ledger.get(ids[0])
+        assert record is not None and record.status == MessageStatus.SKIPPED
+        assert record.reason is not None and record.reason.startswith("relay policy: ")
+        assert "sender" in record.reason
+        assert proposed == [] and proposals.pending(ASSETHUB) == []
+
+
+# --------------------------------------------------------------------------- review: quorum
+
+
+def test_one_lying_endpoint_cannot_fake_a_reorg_under_the_rpc_quorum(
+    anvil: AnvilProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rpc_quorum 2 of 3, the first endpoint (the one plain failover asks) lying about two
+    blocks: the hash of the block the cursor rests on (the resume check), and a whole
+    self-consistent header at the end of a scan chunk (which would become the cursor's hash).
+    Either lie, believed, reads as a reorg below finality and halts the relayer for good; the
+    quorum's word leaves it scanning, its cursor on the real chain."""
+    outbox = deploy_outbox(anvil.rpc_url)
+    rested = int(rpc(anvil.rpc_url, "eth_blockNumber", []), 16)
+    rpc(anvil.rpc_url, "anvil_mine", [hex(3)])
+
+    def block(number: int) -> dict[str, Any]:
+        found = rpc(anvil.rpc_url, "eth_getBlockByNumber", [hex(number), False])
+        assert isinstance(found, dict)
+        return found
+
+    forged = {**block(rested + 1), "extraData": "0x" + b"forged".hex()}
+    forged["hash"] = "0x" + keccak256(header_rlp_from_json(forged)).hex()
+    lies = {hex(rested): {**block(rested), "hash": "0x" + "ee" * 32}, hex(rested + 1): forged}
+    monkeypatch.setattr(relay, "SCAN_CHUNK", 1)  # so block rested + 1 ends a chunk
+    config = load(tmp_path, config_toml())
+    with (
+        RpcProxy(anvil.rpc_url, honest) as liar,
+        RpcProxy(anvil.rpc_url, honest) as mirror,
+        open_ledger(tmp_path / "ledger.db") as ledger,
+    ):
+        liar.answer = lambda r: (
+            lies.get(r["params"][0]) if r["method"] == "eth_getBlockByNumber" else None
+        )
+        chain = quorum_origin([liar.url, anvil.rpc_url, mirror.url], outbox, quorum=2)
+        relayer = Relayer(dataclasses.replace(config, chains=(chain,)), ledger)
+        relayer._load_lanes()
+        ledger.set_cursor(chain.domain, rested + 1, block(rested)["hash"])
+
+        async def scan() -> None:
+            async with open_evm(chain) as evm:
+                for _ in range(10):
+                    if await relayer._scan_once(relayer.lanes[chain.domain], evm):
+                        return
+            raise AssertionError("the scan did not catch up")
+
+        trio.run(scan)
+        assert "eth_getBlockByNumber" in liar.methods  # it was asked, and outvoted
+        cursor = ledger.get_cursor(chain.domain)
+        assert cursor is not None and cursor.next_block == rested + 4
+        assert cursor.last_block_hash == block(rested + 3)["hash"]
+
+
+def test_the_outbox_state_is_proven_and_empty_before_the_outbox_exists(
+    anvil: AnvilProcess,
+) -> None:
+    """``outbox_state(may_be_absent=True)`` (what the scan reconciles with): the empty outbox
+    at a block before the outbox was deployed (a scan may start there: it must not fail for
+    ever), the real count after."""
+    rpc(anvil.rpc_url, "anvil_mine", [hex(1)])  # not block 0: anvil's genesis proofs fail
+    before = int(rpc(anvil.rpc_url, "eth_blockNumber", []), 16)
+    outbox = deploy_outbox(anvil.rpc_url)
+    chain = quorum_origin([anvil.rpc_url], outbox)
+
+    async def counts() -> tuple[int, int]:
+        async with open_evm(chain) as evm:
+            earlier = await evm.outbox_state(outbox, await evm.header(before), may_be_absent=True)
+            later = await evm.outbox_state(outbox, await evm.header("latest"), may_be_absent=True)
+            assert earlier.root == EMPTY_ROOT
+            return earlier.count, later.count
+
+    assert trio.run(counts) == (0, 0)
+    send(anvil.rpc_url, outbox, b"one")
+    assert trio.run(counts) == (0, 1)
+
+
+# --------------------------------------------------------------------------- review: the store
+
+
+def test_a_fifo_or_dev_zero_in_the_proposal_store_is_skipped_not_read(tmp_path: Path) -> None:
+    """Anyone may write the store: a FIFO there blocked ``pending`` (relayer and attesters)
+    for ever, a symlink to /dev/zero would fill the memory. Both are passed over now, while a
+    largest proposal the relayer can write still fits the size limit."""
+    folder = tmp_path / "proposals" / str(ASSETHUB)
+    folder.mkdir(parents=True)
+    fifo, zero = folder / "a.json", folder / "b.json"
+    os.mkfifo(fifo)
+    zero.symlink_to("/dev/zero")
+    store = ProposalStore(tmp_path)
+    listed: list[Any] = []
+    reader = threading.Thread(target=lambda: listed.append(store.pending(ASSETHUB)), daemon=True)
+    reader.start()
+    reader.join(timeout=5)
+    try:
+        assert not reader.is_alive(), "pending() hangs on a FIFO in the proposal store"
+        assert listed == [[]]
+    finally:
+        if reader.is_alive():  # release the old code's reader, without /dev/zero to go on to
+            zero.unlink()
+            with open(fifo, "w"):
+                pass
+            reader.join(timeout=5)
+
+    branch = [b"\xff" * 32] * 32
+    largest = [
+        Message(1, n, ALPHA, b"\x5e" * 32, ASSETHUB, b"\x8e" * 32, b"\xff" * MAX_BODY_BYTES)
+        for n in range(SUBSTRATE_BATCH_SIZE)
+    ]
+    checkpoint = Checkpoint(origin=ALPHA, outbox=b"\x11" * 32, root=b"\x33" * 32, index=99)
+    big = new_proposal(ASSETHUB, checkpoint, [m.encode() for m in largest], [branch] * len(largest))
+    assert len(big.to_json()) <= MAX_PROPOSAL_BYTES
+
+
+# --------------------------------------------------------------------------- review: the stipend
+
+
+def test_the_relayer_stipend_is_the_inbox_handle_gas_needed() -> None:
+    """``relay.STIPEND_GAS`` copies ``Inbox.HANDLE_GAS_NEEDED`` (internal, so not callable):
+    evaluated here from the Solidity source, so the two cannot drift apart. Too small a
+    stipend would let a recipient make batches revert again (issue #8, point 2)."""
+    source = (Path(solc.__file__).parent / "contracts" / "Inbox.sol").read_text()
+    constants = dict(re.findall(r"constant\s+(\w+)\s*=\s*([^;]+);", source))
+
+    def value(node: ast.expr) -> int:
+        """A Solidity integer expression of literals, constants and + - * / (floor)."""
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            return value(ast.parse(constants[node.id], mode="eval").body)
+        if isinstance(node, ast.BinOp):
+            left, right = value(node.left), value(node.right)
+            operations: dict[type[ast.operator], Callable[[int, int], int]] = {
+                ast.Add: lambda a, b: a + b,
+                ast.Sub: lambda a, b: a - b,
+                ast.Mult: lambda a, b: a * b,
+                ast.Div: lambda a, b: a // b,
+            }
+            return operations[type(node.op)](left, right)
+        raise AssertionError(f"unexpected Solidity expression {ast.dump(node)}")
+
+    needed = value(ast.parse("HANDLE_GAS_NEEDED", mode="eval").body)
+    assert needed > 500_000
+    assert needed == relay.STIPEND_GAS
+
+
+# --------------------------------------------------------------------------- review: proven state
+
+
+def test_an_endpoint_lying_about_delivered_cannot_decide_a_delivery(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The destination's endpoint answers ``delivered(id) == true`` (and no handle failure)
+    to every ``eth_call``, at every block. ``delivered`` is terminal: believed, the message
+    would be recorded delivered and never be. The relayer proves the inbox's storage under the
+    final header's state root instead, delivers the message, and records that."""
+    beta = config.chain("beta")
+    (waiting,) = dispatch(config, "alpha", "beta", [beta.contract("ping")])
+    wait_signed(config, "alpha")
+    honest_calls = EvmChain.call_many
+
+    async def lying(self: EvmChain, to: bytes, datas: Any, block: Any = "latest") -> Any:
+        if to[-20:] == beta.contract("inbox")[-20:]:
+            yes = (1).to_bytes(32, "big")
+            return [yes if d[:4] == relay.DELIVERED else bytes(32) for d in datas]
+        return await honest_calls(self, to, datas, block)
+
+    monkeypatch.setattr(EvmChain, "call_many", lying)
+    with open_ledger(config.ledger) as ledger:
+        relayer = Relayer(config, ledger, poll=0.3)
+        run_relayer(relayer, lambda: status(ledger, waiting) == MessageStatus.DELIVERED, 60)
+        assert delivered_on_chain(beta, waiting)
+        record = ledger.get(waiting)
+        assert record is not None and record.reason is not None
+        assert "final block" in record.reason
+
+
+# --------------------------------------------------------------------------- review: fee bumps
+
+
+def test_the_superseded_hash_mined_after_a_fee_bump_carries_its_batch(
+    config: Config, tmp_path: Path
+) -> None:
+    """A fee bump records a second hash for the nonce and marks the first ``replaced``; the
+    first is often the one mined after all. Its receipt is recorded (confirmed, fee paid) and
+    it becomes the messages' carrier, so they are settled from the final block like any other
+    — not left ``submitted`` on a hash that can never be mined until a timeout re-sends them."""
+    beta = config.chain("beta")
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        found = [disc(ORIGIN, n) for n in range(2)]
+        ledger.record_discovered(found)
+        ids = [msg_id(d.message) for d in found]
+        drive(ledger, ids, MessageStatus.ATTESTED, checkpoint_for(ledger))
+        first = ledger.record_transaction(tx_for(beta.domain, seed=41), ids)
+        bump = dataclasses.replace(tx_for(beta.domain, seed=42, replaces=first.hash), nonce=41)
+        second = ledger.record_transaction(bump, ids)
+        relayer = Relayer(config, ledger)
+        mined = MinedTx(bytes.fromhex(first.hash[2:]), 41, 7, 90_000, 10**9, [])
+        relayer._apply_receipt(beta, mined, ids)
+        carrier = ledger.get_transaction(beta.domain, first.hash)
+        assert carrier is not None and carrier.status == TxStatus.CONFIRMED
+        assert carrier.block_number == 7 and carrier.fee_paid == 90_000 * 10**9
+        superseded = ledger.get_transaction(beta.domain, second.hash)
+        assert superseded is not None and superseded.status == TxStatus.REPLACED
+        for i in ids:
+            record = ledger.get(i)
+            assert record is not None and record.status == MessageStatus.SUBMITTED
+            assert record.delivery_tx_hash == first.hash
+
+
+# --------------------------------------------------------------------------- review: block gas
+
+
+def test_an_endpoint_inflating_the_block_gas_limit_cannot_wedge_the_lane(
+    config: Config, tmp_path: Path
+) -> None:
+    """beta's blocks hold 2 M gas; its endpoint says 60 M for ``latest``. Believed, a batch of
+    four (four stipends, > 2 M) is cut to fit "half a block" and refused by the chain at every
+    broadcast, the same batch each round. The ceiling comes from the final header instead."""
+    beta = config.chain("beta")
+    url = beta.rpc[0]
+    real = int(rpc(url, "eth_getBlockByNumber", ["latest", False])["gasLimit"], 16)
+    rpc(url, "anvil_setBlockGasLimit", [hex(2_000_000)])
+    try:
+        rpc(url, "anvil_mine", [hex(5)])  # the final block has the small limit too
+        ids = dispatch(config, "alpha", "beta", [beta.contract("ping")] * 4)
+        wait_signed(config, "alpha")
+
+        def inflated(request: dict[str, Any]) -> Any:
+            if request["method"] != "eth_getBlockByNumber" or request["params"][0] != "latest":
+                return None
+            return {
+                **rpc(url, "eth_getBlockByNumber", ["latest", False]),
+                "gasLimit": hex(60 * 10**6),
+            }
+
+        with RpcProxy(url, honest) as liar, open_ledger(config.ledger) as ledger:
+            liar.answer = inflated
+            lied = tuple(
+                dataclasses.replace(c, rpc=(liar.url,)) if c is beta else c for c in config.chains
+            )
+            relayer = Relayer(dataclasses.replace(config, chains=lied), ledger, poll=0.3)
+            run_relayer(
+                relayer,
+                lambda: all(status(ledger, i) == MessageStatus.DELIVERED for i in ids),
+                60,
+                lambda: describe(ledger, ids),
+            )
+        assert all(delivered_on_chain(beta, i) for i in ids)
+    finally:
+        rpc(url, "anvil_setBlockGasLimit", [hex(real)])
+        rpc(url, "anvil_mine", [hex(5)])
+
+
+# --------------------------------------------------------------------------- stored checkpoints
+
+
+def test_a_stored_checkpoint_of_another_committee_halts_with_one_line(tmp_path: Path) -> None:
+    """The ledger holds a quorum of signatures that the configured committee does not
+    recognise (the committee was changed under it): the relayer halts with one line naming
+    the checkpoint — never a traceback, never a delivery under it."""
+    config = load(tmp_path, config_toml())
+    alpha = config.chain("alpha")
+    lane = relay.Lane(chain=alpha, outbox=alpha.outbox_id)
+    checkpoint = Checkpoint(origin=alpha.domain, outbox=lane.outbox, root=keccak256(b"r"), index=7)
+    strangers = sorted(
+        (Account.from_key(keccak256(b"stranger %d" % i)) for i in range(2)),
+        key=lambda a: bytes.fromhex(a.address[2:]),
+    )
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        stored = ledger.save_checkpoint(
+            checkpoint.origin,
+            checkpoint.outbox,
+            checkpoint.root,
+            checkpoint.index,
+            block_number=1,
+            block_hash=keccak256(b"block"),
+        )
+        for account in strangers:
+            signed = account.unsafe_sign_hash(checkpoint.digest())
+            ledger.add_signature(stored, bytes.fromhex(account.address[2:]), signed.signature)
+        relayer = Relayer(config, ledger)
+        with pytest.raises(relay.RouteHalted, match=r"^the stored checkpoint 7 of origin alpha"):
+            relayer._checkpoint_for(lane)
