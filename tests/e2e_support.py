@@ -15,6 +15,7 @@ the chain itself keeps running.
 from __future__ import annotations
 
 import json
+import os
 import selectors
 import signal
 import socket
@@ -27,19 +28,52 @@ import tomllib
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
 
 from devnet import manager
+from light_clients.committee import address_of
 from light_clients.hashing import keccak256
-from relayer.config import Config, load_config
+from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, Config, load_config
 
 PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 DELIVERED_TOPIC = "0x" + keccak256(b"Delivered(bytes32,uint32,uint32)").hex()
+ALREADY_TOPIC = "0x" + keccak256(b"AlreadyDelivered(bytes32)").hex()
 HOST = "127.0.0.1"
+# The SIGKILL tests' relayer: few messages per delivery transaction and few transactions in
+# flight, so a kill strikes a stream of many deliveries, and the bound on what a kill may cost
+# (what was in flight: 2 transactions of 5 messages) is far below what re-sending everything
+# after a restart would cost.
+KILL_BATCH, KILL_INFLIGHT = 5, 2
+SMALL_BATCHES = ("--batch-size", str(KILL_BATCH), "--max-inflight", str(KILL_INFLIGHT))
+# Set by .ci/run (and by CI services, CI=true): a chain tool that is missing fails the run.
+REQUIRE_TOOLS_VARIABLES = ("PASSERELLE_REQUIRE_CHAIN_TOOLS", "CI")
+
+
+# --------------------------------------------------------------------------- missing tools
+
+
+def chain_tools_required() -> bool:
+    """True in CI: there, a test that needs anvil, chopsticks or node must run, not skip."""
+    return any(
+        os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+        for name in REQUIRE_TOOLS_VARIABLES
+    )
+
+
+def missing_chain_tool(reason: str) -> NoReturn:
+    """Skip a test whose chain tool is not installed, on a developer's machine; fail it in CI.
+
+    A skip exits 0: in CI a missing anvil would otherwise turn every chain test into a green
+    run that tested nothing.
+    """
+    if chain_tools_required():
+        pytest.fail(f"{reason} (chain tools are required here: {REQUIRE_TOOLS_VARIABLES} set)")
+    pytest.skip(reason)
 
 
 # --------------------------------------------------------------------------- processes
@@ -66,8 +100,9 @@ class Procs:
     def start_attester(self, index: int) -> subprocess.Popen[bytes]:
         return self.start(f"attester{index}", "attest", "--index", str(index), "--poll", "0.5")
 
-    def start_relayer(self) -> subprocess.Popen[bytes]:
-        return self.start("relayer", "relay", "--poll", "0.3")
+    def start_relayer(self, *extra: str) -> subprocess.Popen[bytes]:
+        """``passerelle relay``, with ``extra`` options (e.g. ``--batch-size 5``)."""
+        return self.start("relayer", "relay", "--poll", "0.3", *extra)
 
     def start_all(self) -> None:
         for i in range(3):
@@ -221,22 +256,27 @@ def rpc(url: str, method: str, params: list[Any]) -> Any:
     return body["result"]
 
 
+def inbox_logs(
+    config: Config, chain: str, topic: str, since: int = 0, upto: int | None = None
+) -> Any:
+    """The logs with ``topic`` of ``chain``'s Inbox, in blocks ``since`` to ``upto`` (latest)."""
+    target = config.chain(chain)
+    query = {
+        "address": "0x" + target.contract("inbox").hex(),
+        "fromBlock": hex(since),
+        "toBlock": "latest" if upto is None else hex(upto),
+        "topics": [topic],
+    }
+    return rpc(target.rpc[0], "eth_getLogs", [query])
+
+
 def delivered_events(config: Config, chain: str) -> list[str]:
     """Every message id the chain's Inbox emitted Delivered for (duplicates kept)."""
-    target = config.chain(chain)
-    logs = rpc(
-        target.rpc[0],
-        "eth_getLogs",
-        [
-            {
-                "address": "0x" + target.contract("inbox").hex(),
-                "fromBlock": "0x0",
-                "toBlock": "latest",
-                "topics": [DELIVERED_TOPIC],
-            }
-        ],
-    )
-    return [entry["topics"][1] for entry in logs]
+    return [entry["topics"][1] for entry in inbox_logs(config, chain, DELIVERED_TOPIC)]
+
+
+def block_number(config: Config, chain: str) -> int:
+    return int(rpc(config.chain(chain).rpc[0], "eth_blockNumber", []), 16)
 
 
 def pending_to(url: str, address: bytes) -> bool:
@@ -248,13 +288,90 @@ def pending_to(url: str, address: bytes) -> bool:
     )
 
 
-def assert_delivered_once(config: Config, chain: str, ids: Iterable[str]) -> None:
-    """``chain``'s Inbox emitted Delivered for every id, and for no message twice."""
-    events = delivered_events(config, chain)
-    twice = {i: n for i, n in Counter(events).items() if n > 1}
+@dataclass(frozen=True)
+class DeliveryWork:
+    """What the relayer made one chain's Inbox do in a range of blocks, as the chain says.
+
+    The Inbox emits ``Delivered`` at most once per id whatever the relayer does, so "exactly
+    once" alone cannot tell a careful relayer from one that re-sends everything after each
+    restart. These counts can: every message the relayer sends again costs an
+    ``AlreadyDelivered`` event, and every transaction of the relayer's account (its nonce) that
+    delivered nothing was wasted.
+    """
+
+    delivered: Counter[str]  # message id -> Delivered events
+    already: Counter[str]  # message id -> AlreadyDelivered events: sent again, skipped
+    transactions: int  # the relayer account's transactions mined (its nonce went up by this)
+    useful: int  # of them, those that delivered at least one message
+
+    @property
+    def wasted(self) -> int:
+        """Transactions that delivered nothing (all re-sends, or reverted)."""
+        return self.transactions - self.useful
+
+    def __str__(self) -> str:
+        resent = {i[:10]: n for i, n in self.already.items()}
+        return (
+            f"{sum(self.delivered.values())} delivered, {sum(self.already.values())} re-sent "
+            f"{resent}, {self.transactions} transactions of which {self.wasted} wasted"
+        )
+
+
+def delivery_work(config: Config, chain: str, since: int) -> DeliveryWork:
+    """:class:`DeliveryWork` on ``chain`` from block ``since`` to the newest block."""
+    url = config.chain(chain).rpc[0]
+    upto = block_number(config, chain)
+    assert config.relayer_key is not None
+    relayer = "0x" + address_of(config.relayer_key.load()).hex()
+
+    def nonce(block: int) -> int:
+        return (
+            0 if block < 0 else int(rpc(url, "eth_getTransactionCount", [relayer, hex(block)]), 16)
+        )
+
+    delivered = inbox_logs(config, chain, DELIVERED_TOPIC, since, upto)
+    already = inbox_logs(config, chain, ALREADY_TOPIC, since, upto)
+    return DeliveryWork(
+        delivered=Counter(entry["topics"][1] for entry in delivered),
+        already=Counter(entry["topics"][1] for entry in already),
+        transactions=nonce(upto) - nonce(since - 1),
+        useful=len({entry["transactionHash"] for entry in delivered}),
+    )
+
+
+def assert_delivered_once(
+    config: Config,
+    chain: str,
+    ids: Iterable[str],
+    *,
+    since: int,
+    faults: int = 0,
+    batch_size: int = RELAY_BATCH_SIZE,
+    max_inflight: int = RELAY_MAX_INFLIGHT,
+) -> DeliveryWork:
+    """Every id delivered once on ``chain`` since block ``since``, and the redundant work the
+    relayer did there bounded by the ``faults`` (relayer restarts, lost endpoints) it met.
+
+    The bound (docs/relayer.md): a fault can cost at most what was in flight when it struck,
+    ``max_inflight`` delivery transactions of up to ``batch_size`` messages. So at most
+    ``faults * max_inflight`` transactions that deliver nothing, at most
+    ``faults * max_inflight * batch_size`` ``AlreadyDelivered`` events, and no message sent
+    more than ``faults`` times in vain. With no fault, no redundant work at all.
+    """
+    work = delivery_work(config, chain, since)
+    twice = {i: n for i, n in work.delivered.items() if n > 1}
     assert not twice, f"{chain}: delivered more than once: {twice}"
-    missing = set(ids) - set(events)
+    missing = set(ids) - set(work.delivered)
     assert not missing, f"{chain}: no Delivered event for {sorted(missing)}"
+    resent = sum(work.already.values())
+    said = (
+        f"{chain}: after {faults} fault(s) with {max_inflight} transaction(s) of up to "
+        f"{batch_size} in flight: {work}"
+    )
+    assert resent <= faults * max_inflight * batch_size, f"{resent} messages re-sent; {said}"
+    assert work.wasted <= faults * max_inflight, f"{work.wasted} transactions wasted; {said}"
+    assert max(work.already.values(), default=0) <= faults, f"a message re-sent twice; {said}"
+    return work
 
 
 def config_with_rpc(config_path: Path, chain: str, url: str, name: str) -> Path:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from e2e_support import missing_chain_tool
 
 from adapters.evm.compile import (
     ARTIFACTS_DIR,
@@ -82,8 +83,9 @@ def test_artifacts_are_built_from_the_current_sources() -> None:
         assert data["compiler"]["version"].startswith(SOLC_VERSION)
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed (runs solcjs)")
 def test_artifacts_match_a_fresh_compile() -> None:
+    if shutil.which("node") is None:
+        missing_chain_tool("node is not installed (runs solcjs)")
     completed = subprocess.run(
         [sys.executable, "-m", "adapters.evm.compile", "--check"],
         cwd=REPO_ROOT,

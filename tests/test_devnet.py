@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import trio
+from e2e_support import missing_chain_tool
 from substrateinterface import Keypair, KeypairType
 from web3 import Web3
 
@@ -46,7 +47,7 @@ def _needs_anvil() -> None:
     try:
         anvil_binary()
     except AnvilError as error:
-        pytest.skip(str(error))
+        missing_chain_tool(str(error))
 
 
 @pytest.fixture
@@ -54,7 +55,7 @@ def needs_chopsticks() -> None:
     try:
         chopsticks_entry()
     except ChopsticksError as error:
-        pytest.skip(str(error))
+        missing_chain_tool(str(error))
 
 
 @pytest.fixture
@@ -329,10 +330,44 @@ def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
 # --------------------------------------------------------------------------- down
 
 
+# A bystander that blocks every signal it can: one sent to it stays pending, for all to see in
+# /proc/PID/status, instead of killing it at some later moment a test would have to wait for.
+# It echoes each line of stdin, so a reply after a call proves it was not SIGKILLed during it.
+BYSTANDER = """
+import signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+print("ready", flush=True)
+for line in sys.stdin:
+    print(line.strip(), flush=True)
+"""
+
+
+def _pending_signals(pid: int) -> int:
+    """The signals sent to ``pid`` and not yet handled: its thread's and its process's."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)
+
+
+def _answers(process: subprocess.Popen[str], word: str) -> bool:
+    assert process.stdin is not None and process.stdout is not None
+    process.stdin.write(word + "\n")
+    process.stdin.flush()
+    return process.stdout.readline().strip() == word
+
+
 def test_down_never_signals_a_recycled_pid(state_dir: Path) -> None:
     """A record whose pid now belongs to another program: nothing is signalled."""
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", BYSTANDER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # so a killpg of the recorded pid would reach it too
+    )
     try:
+        assert bystander.stdout is not None and bystander.stdout.readline() == "ready\n"
         state_dir.mkdir(parents=True)
         record = {
             "version": 1,
@@ -356,8 +391,8 @@ def test_down_never_signals_a_recycled_pid(state_dir: Path) -> None:
         assert status(state_dir)["chains"][0]["alive"] is False
         lines = down(state_dir)
         assert lines == [f"alpha: pid {bystander.pid} was not running (nothing signalled)"]
-        time.sleep(0.2)
-        assert bystander.poll() is None
+        assert _pending_signals(bystander.pid) == 0  # no catchable signal was sent …
+        assert _answers(bystander, "still here")  # … nor SIGKILL or SIGSTOP
         assert not (state_dir / STATE_FILE).exists()
     finally:
         bystander.kill()

@@ -4,7 +4,6 @@ py-trie as an oracle on random tries, and the T1/T10/T13/T14 attacks."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 from collections.abc import Callable
@@ -15,6 +14,7 @@ import pytest
 import rlp as pyrlp  # test oracle only
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from reach import Reach
 from trie import HexaryTrie  # test oracle only
 
 from light_clients.errors import DecodeError, IncompleteProof, VerificationError
@@ -658,36 +658,105 @@ def test_T10_any_byte_mutation_of_a_real_proof_is_rejected(kind: str, data: st.D
     position = data.draw(st.integers(0, len(node) - 1))
     node[position] ^= data.draw(st.integers(1, 255))
     proof[index] = bytes(node)
-    with pytest.raises(VerificationError):
+    # Every node is hash-linked, so the changed node itself is the one refused: by the root
+    # hash for node 0, by its parent's reference for the others.
+    with pytest.raises(NodeHashMismatchError, match=f"proof node {index} hashes to 0x"):
         walk_proof(root, key, proof)
 
 
-@PROPERTY
-@given(st.lists(st.binary(max_size=120), max_size=4), st.binary(max_size=33))
-def test_arbitrary_proofs_raise_only_verification_errors(proof: list[bytes], key: bytes) -> None:
-    # With the first node's own hash as the root, the walk gets past the hash check and must
-    # judge the arbitrary bytes on their shape.
-    root = keccak256(proof[0]) if proof else STATE_ROOT
+def _pytrie_answer(root: bytes, key: bytes, proof: list[bytes]) -> bytes | None:
+    """What py-trie (a second implementation) says ``proof`` proves: the value, or None."""
+    found = HexaryTrie.get_from_proof(root, key, [pyrlp.decode(node) for node in proof])
+    return found or None  # py-trie answers b"" for an absent key; no stored value is empty
+
+
+def _refused_or_as_pytrie(reach: Reach, root: bytes, key: bytes, proof: list[bytes]) -> None:
+    """Walk ``proof``: a VerificationError, or exactly the value (or absence) py-trie reads."""
     try:
         walk = walk_proof(root, key, proof)
     except VerificationError:
+        reach.hit("refused")
         return
-    assert walk.root == root
+    reach.hit("proves")
+    assert walk.value == _pytrie_answer(root, key, proof)
 
 
-@PROPERTY
-@given(st.data())
-def test_relinked_arbitrary_node_raises_only_verification_errors(data: st.DataObject) -> None:
-    index = data.draw(st.integers(0, len(STORAGE.proof) - 1))
-    replacement = data.draw(
+@st.composite
+def _one_leaf_proofs(draw: st.DrawFn) -> tuple[list[bytes], bytes]:
+    """A one-node trie (a leaf over a whole key, hex-prefix flag 0x20) and a key that is that
+    leaf's key, extends it, shares a prefix with it, or not: proofs of a value and of absence."""
+    leaf_key = draw(st.binary(min_size=1, max_size=33))
+    value = draw(st.binary(min_size=1, max_size=40))
+    key = draw(
         st.one_of(
-            st.binary(max_size=120),
-            st.lists(st.one_of(st.binary(max_size=40), st.just(b"")), max_size=18).map(encode),
+            st.just(leaf_key),
+            st.binary(max_size=33),
+            # Longer than the leaf's path, or sharing all but its last byte: a walker that
+            # compared paths loosely would report the leaf's value for these.
+            st.binary(min_size=1, max_size=2).map(lambda tail: leaf_key + tail),
+            st.binary(max_size=2).map(lambda tail: leaf_key[:-1] + tail),
         )
     )
-    root, proof = _relink(list(STORAGE.proof), index, replacement)
-    with contextlib.suppress(VerificationError):
-        walk_proof(root, keccak256(STORAGE.key), proof)
+    return [pyrlp.encode([b"\x20" + leaf_key, value])], key
+
+
+def test_arbitrary_proofs_raise_only_verification_errors() -> None:
+    """Arbitrary bytes, and small well-formed tries, either fail with a VerificationError or
+    prove exactly what py-trie reads from the same nodes."""
+    reach = Reach("proves", "refused")
+
+    @PROPERTY
+    @given(
+        st.one_of(
+            st.tuples(st.lists(st.binary(max_size=120), max_size=4), st.binary(max_size=33)),
+            _one_leaf_proofs(),
+        )
+    )
+    def check(case: tuple[list[bytes], bytes]) -> None:
+        proof, key = case
+        # With the first node's own hash as the root, the walk gets past the hash check and
+        # must judge the bytes on their shape.
+        root = keccak256(proof[0]) if proof else STATE_ROOT
+        _refused_or_as_pytrie(reach, root, key, proof)
+
+    check()
+    reach.assert_reached()
+
+
+def _rewritten_node(node: bytes) -> st.SearchStrategy[bytes]:
+    """``node`` (a branch or leaf) with one item replaced: a value, a child reference, a path."""
+    items = decode(node)
+    assert isinstance(items, list)
+    # An emptied slot or another 32-byte reference keeps the node well-formed, so a change off
+    # the key's path leaves a valid (forged but consistent) proof: the "proves" half.
+    item = st.one_of(st.just(b""), st.binary(min_size=32, max_size=32), st.binary(max_size=40))
+    return st.tuples(st.integers(0, len(items) - 1), item).map(
+        lambda change: encode([change[1] if i == change[0] else it for i, it in enumerate(items)])
+    )
+
+
+def test_relinked_arbitrary_node_raises_only_verification_errors() -> None:
+    """A node replaced and every hash above it fixed (a forgery only the walker's strictness
+    can catch): refused, or what py-trie reads from the same forged nodes."""
+    reach = Reach("proves", "refused")
+
+    @PROPERTY
+    @given(st.data())
+    def check(data: st.DataObject) -> None:
+        index = data.draw(st.integers(0, len(STORAGE.proof) - 1))
+        replacement = data.draw(
+            st.one_of(
+                st.binary(max_size=120),
+                st.lists(st.one_of(st.binary(max_size=40), st.just(b"")), max_size=18).map(encode),
+                _rewritten_node(STORAGE.proof[index]),
+                _rewritten_node(STORAGE.proof[index]),
+            )
+        )
+        root, proof = _relink(list(STORAGE.proof), index, replacement)
+        _refused_or_as_pytrie(reach, root, keccak256(STORAGE.key), proof)
+
+    check()
+    reach.assert_reached()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 from ed25519_zebra import ed_from_seed, ed_sign, ed_verify
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reach import Reach
 
 import light_clients.substrate.grandpa as grandpa_module
 from light_clients.errors import DecodeError, FinalityError, VerificationError
@@ -506,13 +507,44 @@ def test_verdict_matches_two_thirds_rule(weights: list[int], data: st.DataObject
             verify_justification(raw, authorities)
 
 
-@PROPERTY
-@given(st.binary(max_size=400))
-def test_arbitrary_bytes_only_raise_verification_errors(data: bytes) -> None:
-    try:
-        verify_justification(data, REAL_SET)
-    except VerificationError as exc:
-        assert "\n" not in str(exc)
+@st.composite
+def real_vote_subsets(draw: st.DrawFn) -> tuple[bytes, int]:
+    """The real justification re-encoded with a subset of its five precommits (4 of 5 weight-1
+    votes pass the threshold, 3 do not), then with 0-2 bytes changed: ``(bytes, votes kept)``."""
+    precommits = REAL.commit.precommits
+    kept = draw(st.lists(st.integers(0, len(precommits) - 1), unique=True, min_size=3).map(sorted))
+    commit = Commit(
+        REAL.commit.target_hash, REAL.commit.target_number, tuple(precommits[i] for i in kept)
+    )
+    raw = bytearray(encode_justification(Justification(REAL.round, commit, ())))
+    for _ in range(draw(st.sampled_from((0, 0, 1, 2)))):
+        raw[draw(st.integers(0, len(raw) - 1))] ^= draw(st.integers(1, 255))
+    return bytes(raw), len(kept)
+
+
+def test_arbitrary_bytes_only_raise_verification_errors() -> None:
+    reach = Reach("accepted", "rejected")
+
+    @PROPERTY
+    @given(st.one_of(st.binary(max_size=400).map(lambda raw: (raw, 0)), real_vote_subsets()))
+    def check(case: tuple[bytes, int]) -> None:
+        data, votes = case
+        try:
+            proof = verify_justification(data, REAL_SET)
+        except VerificationError as exc:
+            assert isinstance(exc, DecodeError | FinalityError)
+            assert "\n" not in str(exc)
+            reach.hit("rejected")
+            return
+        # Only genuine votes for the real target, enough of them, can get here.
+        reach.hit("accepted")
+        assert votes >= REAL_SET.threshold
+        assert (proof.target_hash, proof.target_number) == REAL.target
+        assert proof.signed_weight >= REAL_SET.threshold
+        assert {vote.authority for vote in proof.votes} <= {key for key, _ in REAL_SET.authorities}
+
+    check()
+    reach.assert_reached()
 
 
 @PROPERTY

@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from Crypto.Hash import keccak as cryptodome_keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reach import Reach
 
 from light_clients import merkle
 from light_clients.errors import MerkleProofError, VerificationError
@@ -494,28 +496,77 @@ _junk = st.one_of(
 )
 
 
-@PROPERTY
-@given(
-    root=st.one_of(st.binary(min_size=32, max_size=32), _junk),
-    leaf=st.one_of(st.binary(min_size=32, max_size=32), _junk),
-    index=st.one_of(st.integers(-(2**40), 2**40), _junk),
-    branch=st.one_of(
-        st.lists(st.binary(min_size=32, max_size=32), min_size=32, max_size=32),
-        st.lists(st.one_of(st.binary(min_size=30, max_size=34), _junk), min_size=30, max_size=34),
-        _junk,
-    ),
-)
-def test_arbitrary_input_only_raises_merkle_proof_error(
-    root: object, leaf: object, index: object, branch: object
-) -> None:
-    try:
-        inclusion = verify_inclusion(root, leaf, index, branch)  # type: ignore[arg-type]
-    except MerkleProofError:
-        return
-    except VerificationError as error:  # pragma: no cover - the assertion below reports it
-        pytest.fail(f"wrong error type {type(error).__name__}: {error}")
-    # Random inputs that verify would be a keccak break; the only way is a consistent triple.
-    assert inclusion.path[-1] == root
+def _cryptodome_keccak(data: bytes) -> bytes:
+    return cryptodome_keccak.new(digest_bits=256, data=data).digest()
+
+
+def _reference_fold(leaf: bytes, index: int, branch: Sequence[bytes]) -> bytes:
+    """The root a branch implies, by the contract's loop with another keccak implementation:
+    bit ``d`` of the index says whether the level-``d`` sibling is on the left."""
+    node = leaf
+    for depth, sibling in enumerate(branch):
+        pair = sibling + node if (index >> depth) & 1 else node + sibling
+        node = _cryptodome_keccak(pair)
+    return node
+
+
+@st.composite
+def _genuine_or_junk(draw: st.DrawFn) -> tuple[object, object, object, object]:
+    """Half the time a genuine (root, leaf, index, branch) of a real tree, with each part
+    replaced by junk with probability 1/4; otherwise junk throughout."""
+    if draw(st.booleans()):
+        leaves = _leaves(draw(st.integers(0, 2**16)), draw(st.integers(1, 9)))
+        index = draw(st.integers(0, len(leaves) - 1))
+        genuine: list[object] = [
+            _tree(leaves).root(),
+            leaves[index],
+            index,
+            list(_tree(leaves).proof(index)),
+        ]
+    else:
+        genuine = [None, None, None, None]
+    junk = (
+        st.one_of(st.binary(min_size=32, max_size=32), _junk),
+        st.one_of(st.binary(min_size=32, max_size=32), _junk),
+        st.one_of(st.integers(-(2**40), 2**40), _junk),
+        st.one_of(
+            st.lists(st.binary(min_size=32, max_size=32), min_size=32, max_size=32),
+            st.lists(
+                st.one_of(st.binary(min_size=30, max_size=34), _junk), min_size=30, max_size=34
+            ),
+            _junk,
+        ),
+    )
+    root, leaf, index, branch = (
+        part if part is not None and draw(st.integers(0, 3)) else draw(strategy)
+        for part, strategy in zip(genuine, junk, strict=True)
+    )
+    return root, leaf, index, branch
+
+
+def test_arbitrary_input_only_raises_merkle_proof_error() -> None:
+    """Any input is refused with a MerkleProofError or accepted, and an acceptance is exactly
+    a branch that folds to the root by an independent keccak."""
+    reach = Reach("accepted", "refused")
+
+    @PROPERTY
+    @given(_genuine_or_junk())
+    def check(case: tuple[object, object, object, object]) -> None:
+        root, leaf, index, branch = case
+        try:
+            inclusion = verify_inclusion(root, leaf, index, branch)  # type: ignore[arg-type]
+        except MerkleProofError:
+            reach.hit("refused")
+            return
+        except VerificationError as error:  # pragma: no cover - the failure reports it
+            pytest.fail(f"wrong error type {type(error).__name__}: {error}")
+        reach.hit("accepted")
+        assert isinstance(index, int) and isinstance(leaf, bytes)
+        assert _reference_fold(leaf, index, inclusion.branch) == root
+        assert inclusion.branch == tuple(branch)  # type: ignore[arg-type]
+
+    check()
+    reach.assert_reached()
 
 
 @PROPERTY
@@ -562,3 +613,54 @@ def test_root_from_frontier_rejects_malformed() -> None:
         merkle.root_from_branch([bytes(32)] * 32, 2**32)
     with pytest.raises(MerkleProofError):
         merkle.root_from_branch([bytes(31)] * 32, 1)
+
+
+# --------------------------------------------------------------------------- frontier_append
+# The relayer's scan reconciliation: the outbox's stored frontier after inserting the logged
+# messages must be exactly what the chain's storage proves.
+
+
+@given(
+    batches=st.lists(
+        st.lists(st.binary(min_size=32, max_size=32), max_size=9), min_size=1, max_size=12
+    )
+)
+def test_frontier_append_is_the_on_chain_insertion(batches: list[list[bytes]]) -> None:
+    """Batch after batch, the frontier and count equal the reference tree's, and the root
+    recomputed from them is the tree's root (the same state an outbox proves)."""
+    tree = IncrementalMerkleTree()
+    frontier, count = tree.frontier(), 0
+    for leaves in batches:
+        frontier, count = merkle.frontier_append(frontier, count, leaves)
+        tree.extend(leaves)
+        assert count == tree.count
+        assert merkle.root_from_branch(frontier, count) == tree.root()
+
+
+def test_frontier_append_differs_for_an_altered_or_missing_leaf() -> None:
+    """What the reconciliation relies on: another last leaf, or one fewer, is another root."""
+    leaves = [keccak256(bytes([i])) for i in range(5)]
+    start = IncrementalMerkleTree().frontier()
+    honest = merkle.root_from_branch(*merkle.frontier_append(start, 0, leaves))
+    altered = merkle.root_from_branch(
+        *merkle.frontier_append(start, 0, [*leaves[:-1], keccak256(b"forged")])
+    )
+    fewer = merkle.frontier_append(start, 0, leaves[:-1])
+    assert altered != honest
+    assert fewer[1] == 4 and merkle.root_from_branch(*fewer) != honest
+
+
+def test_frontier_append_rejects_a_malformed_leaf() -> None:
+    with pytest.raises(MalformedProofError, match="leaf must be 32 bytes, got 31 bytes"):
+        merkle.frontier_append(IncrementalMerkleTree().frontier(), 0, [bytes(31)])
+
+
+def test_frontier_append_rejects_a_malformed_frontier() -> None:
+    with pytest.raises(MalformedProofError, match="frontier is 32 hashes"):
+        merkle.frontier_append([bytes(32)] * 31, 0, [bytes(32)])
+
+
+def test_frontier_append_stops_at_capacity() -> None:
+    full = [keccak256(bytes([i])) for i in range(merkle.TREE_DEPTH)]
+    with pytest.raises(TreeFullError, match="full"):
+        merkle.frontier_append(full, merkle.MAX_LEAVES, [bytes(32)])

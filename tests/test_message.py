@@ -9,6 +9,7 @@ import pytest
 from Crypto.Hash import keccak as cryptodome_keccak
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reach import Reach
 
 from light_clients.committee import (
     SECP256K1_N,
@@ -29,7 +30,6 @@ from light_clients.errors import (
     DecodeError,
     MerkleProofError,
     MessageError,
-    VerificationError,
 )
 from light_clients.hashing import keccak256
 from light_clients.merkle import (
@@ -510,6 +510,25 @@ def test_T17_reordered_votes_rejected(outbox: Outbox) -> None:
 # --------------------------------------------------------------------------- properties
 
 
+def _rejection_for(position: int, changed: bytes, index: int) -> tuple[type[Exception], str]:
+    """The check that must refuse a message changed at byte ``position``, read off the packed
+    layout (version 1 B, nonce 4 B, origin 4 B, sender 32 B, destination 4 B, recipient 32 B,
+    body; integers big-endian) rather than from the decoder: the cheap field checks come first,
+    and any other change is a leaf that is not in the tree."""
+    if position == 0:
+        return MalformedMessageError, "unsupported message version"
+    if position < 5:
+        nonce = int.from_bytes(changed[1:5], "big")
+        if nonce > index:
+            return NonceBeyondCheckpointError, f"message nonce {nonce} is beyond checkpoint index"
+        return RootMismatchError, "computed root 0x[0-9a-f]{64} != claimed root"
+    if position < 9:
+        return WrongOriginError, "does not match checkpoint origin"
+    if 41 <= position < 45:
+        return WrongDestinationError, f"this is domain {DESTINATION}"
+    return RootMismatchError, "computed root 0x[0-9a-f]{64} != claimed root"
+
+
 @PROPERTY
 @given(position=st.integers(0, HEADER_SIZE + 5), mask=st.integers(1, 255), nonce=st.integers(0, 4))
 def test_any_message_byte_change_is_rejected(
@@ -517,7 +536,8 @@ def test_any_message_byte_change_is_rejected(
 ) -> None:
     encoded = bytearray(outbox.messages[nonce].encode())
     encoded[position] ^= mask
-    with pytest.raises(VerificationError):
+    expected, reason = _rejection_for(position, bytes(encoded), outbox.checkpoint.index)
+    with pytest.raises(expected, match=reason):
         verify_delivery(
             bytes(encoded),
             outbox.checkpoint,
@@ -528,47 +548,83 @@ def test_any_message_byte_change_is_rejected(
         )
 
 
-@PROPERTY
-@given(
-    message=st.one_of(
-        st.binary(max_size=120),
-        st.none(),
-        st.integers(),
-        st.sampled_from([m.encode() for m in _BOX.messages]),
-    ),
-    branch=st.one_of(
-        st.lists(st.binary(min_size=32, max_size=32), min_size=32, max_size=32),
-        st.lists(st.binary(max_size=33), max_size=33),
-        st.none(),
-        st.sampled_from([_BOX.tree.proof(n) for n in range(5)]),
-    ),
-    signatures=st.one_of(
-        st.lists(st.binary(max_size=66), max_size=3),
-        st.none(),
-        st.just(_BOX.signatures),
-    ),
-    local_domain=st.one_of(st.none(), st.integers(-5, 2**33), st.just(DESTINATION)),
+_ANY_MESSAGE = st.one_of(
+    st.binary(max_size=120),
+    st.none(),
+    st.integers(),
+    st.sampled_from([m.encode() for m in _BOX.messages]),
 )
-def test_arbitrary_input_only_raises_verification_errors(
-    message: object, branch: object, signatures: object, local_domain: object
-) -> None:
-    try:
-        delivery = verify_delivery(
-            message,  # type: ignore[arg-type]
-            _BOX.checkpoint,
-            branch,  # type: ignore[arg-type]
-            COMMITTEE,
-            signatures,  # type: ignore[arg-type]
-            local_domain=local_domain,  # type: ignore[arg-type]
-        )
-    except (DecodeError, MessageError, MerkleProofError, AttestationError):
-        return
-    # Accepted only for a genuine (message, its proof, the committee's votes) triple.
-    nonce = delivery.message.nonce
-    assert message == _BOX.messages[nonce].encode()
-    assert tuple(branch) == _BOX.tree.proof(nonce)  # type: ignore[arg-type]
-    assert signatures == _BOX.signatures
-    assert local_domain in (None, DESTINATION)
+_ANY_BRANCH = st.one_of(
+    st.lists(st.binary(min_size=32, max_size=32), min_size=32, max_size=32),
+    st.lists(st.binary(max_size=33), max_size=33),
+    st.none(),
+    st.sampled_from([_BOX.tree.proof(n) for n in range(5)]),
+)
+_ANY_SIGNATURES = st.one_of(
+    st.lists(st.binary(max_size=66), max_size=3),
+    st.none(),
+    st.just(_BOX.signatures),
+    st.just(_BOX.signatures[:1]),
+)
+_ANY_DOMAIN = st.one_of(st.none(), st.integers(-5, 2**33), st.just(DESTINATION))
+
+
+@st.composite
+def delivery_inputs(draw: st.DrawFn) -> dict[str, object]:
+    """``verify_delivery``'s inputs: half the time a genuine delivery of one of _BOX's
+    messages (its bytes, its branch, the votes, our domain or none) with 0-2 parts replaced;
+    otherwise every part drawn on its own, mostly junk."""
+    anything = {
+        "message": _ANY_MESSAGE,
+        "branch": _ANY_BRANCH,
+        "signatures": _ANY_SIGNATURES,
+        "local_domain": _ANY_DOMAIN,
+    }
+    if not draw(st.booleans()):
+        return {name: draw(strategy) for name, strategy in anything.items()}
+    nonce = draw(st.integers(0, len(_BOX.messages) - 1))
+    parts: dict[str, object] = {
+        "message": _BOX.messages[nonce].encode(),
+        "branch": _BOX.tree.proof(nonce),
+        "signatures": _BOX.signatures,
+        "local_domain": draw(st.sampled_from((None, DESTINATION))),
+    }
+    for _ in range(draw(st.sampled_from((0, 0, 1, 2)))):
+        name = draw(st.sampled_from(sorted(anything)))
+        parts[name] = draw(anything[name])
+    return parts
+
+
+def test_arbitrary_input_only_raises_verification_errors() -> None:
+    reach = Reach("accepted", "rejected")
+
+    @PROPERTY
+    @given(delivery_inputs())
+    def check(parts: dict[str, object]) -> None:
+        message, branch = parts["message"], parts["branch"]
+        signatures, local_domain = parts["signatures"], parts["local_domain"]
+        try:
+            delivery = verify_delivery(
+                message,  # type: ignore[arg-type]
+                _BOX.checkpoint,
+                branch,  # type: ignore[arg-type]
+                COMMITTEE,
+                signatures,  # type: ignore[arg-type]
+                local_domain=local_domain,  # type: ignore[arg-type]
+            )
+        except (DecodeError, MessageError, MerkleProofError, AttestationError):
+            reach.hit("rejected")
+            return
+        reach.hit("accepted")
+        # Accepted only for a genuine (message, its proof, the committee's votes) triple.
+        nonce = delivery.message.nonce
+        assert message == _BOX.messages[nonce].encode()
+        assert tuple(branch) == _BOX.tree.proof(nonce)  # type: ignore[arg-type]
+        assert signatures == _BOX.signatures
+        assert local_domain in (None, DESTINATION)
+
+    check()
+    reach.assert_reached()
 
 
 @settings(max_examples=40, deadline=None)

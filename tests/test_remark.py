@@ -4,11 +4,14 @@ payload twice), and nobody can jam the lane with a nonce of their choosing."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reach import Reach
 
 from light_clients.errors import VerificationError
 from light_clients.hashing import blake2_256
@@ -294,34 +297,78 @@ accounts = st.one_of(st.binary(min_size=32, max_size=32), st.binary(max_size=40)
 domains = st.integers(min_value=-1, max_value=2**32)
 
 
-@PROPERTY
-@given(
-    payload=byte_strings,
-    prefixed=st.booleans(),
-    signer=accounts,
-    sender=accounts,
-    event_hash=st.one_of(st.none(), accounts),
-    origin=domains,
-)
-def test_arbitrary_input_only_raises_verification_errors(
-    payload: bytes,
-    prefixed: bool,
-    signer: bytes,
-    sender: bytes,
-    event_hash: bytes | None,
-    origin: int,
-) -> None:
-    remark = (REMARK_PREFIX if prefixed else b"") + payload
-    claimed = blake2_256(remark) if event_hash is None else event_hash
-    try:
-        accepted = validate_remark(remark, signer, sender, claimed, origin)
-    except VerificationError as rejected:
-        assert isinstance(rejected, RemarkRejected)
-        assert str(rejected) and "\n" not in str(rejected)
+@st.composite
+def remark_inputs(draw: st.DrawFn) -> tuple[bytes, object, object, object, object]:
+    """``validate_remark``'s five arguments: half the time a valid remark as the chain would
+    present it (Alice's message, signed and emitted by her, its true hash, our origin) with
+    0-2 of its parts replaced by arbitrary ones; otherwise arbitrary throughout."""
+    payload = draw(byte_strings)
+    arbitrary = {
+        "remark": st.builds(
+            lambda prefixed, data: (REMARK_PREFIX if prefixed else b"") + data,
+            st.booleans(),
+            st.one_of(byte_strings, st.just(payload)),
+        ),
+        "signer": accounts,
+        "sender": accounts,
+        "event hash": accounts,
+        "origin": domains,
+    }
+    if draw(st.booleans()):
+        sent = message(
+            nonce=draw(st.integers(0, 2**32 - 1)),
+            destination=draw(st.sampled_from((DESTINATION, 0, ORIGIN + 1))),
+            body=payload,
+        )
+        parts: dict[str, object] = {
+            "remark": remark_of(sent),
+            "signer": ALICE,
+            "sender": ALICE,
+            "event hash": None,  # the true hash, filled in below
+            "origin": ORIGIN,
+        }
+        for name in draw(st.lists(st.sampled_from(sorted(arbitrary)), max_size=2)):
+            parts[name] = draw(arbitrary[name])
     else:
-        assert accepted.nonce == 0
-        assert accepted.sender == signer == sender
-        assert accepted.origin == origin != accepted.destination
+        parts = {name: draw(strategy) for name, strategy in arbitrary.items()}
+        parts["event hash"] = draw(st.one_of(st.none(), accounts))
+    remark = parts["remark"]
+    assert isinstance(remark, bytes)
+    if parts["event hash"] is None:
+        parts["event hash"] = blake2_256(remark)
+    # Arbitrary parts are deliberately of any type: validate_remark must refuse them itself.
+    return remark, parts["signer"], parts["sender"], parts["event hash"], parts["origin"]
+
+
+def test_arbitrary_input_only_raises_verification_errors() -> None:
+    reach = Reach("accepted", "rejected")
+
+    @PROPERTY
+    @given(remark_inputs())
+    def check(case: tuple[Any, ...]) -> None:
+        remark, signer, sender, claimed, origin = case
+        try:
+            accepted = validate_remark(remark, signer, sender, claimed, origin)
+        except VerificationError as rejected:
+            assert isinstance(rejected, RemarkRejected)
+            assert str(rejected) and "\n" not in str(rejected)
+            reach.hit("rejected")
+        else:
+            assert accepted.nonce == 0
+            assert accepted.sender == signer == sender
+            assert accepted.origin == origin != accepted.destination
+            # What was accepted is exactly the message the remark carries (nonce aside).
+            assert (
+                remark
+                == REMARK_PREFIX
+                + dataclasses.replace(
+                    accepted, nonce=int.from_bytes(remark[len(REMARK_PREFIX) + 1 :][:4], "big")
+                ).encode()
+            )
+            reach.hit("accepted")
+
+    check()
+    reach.assert_reached()
 
 
 messages = st.builds(

@@ -1,7 +1,7 @@
 """The pure parts of relayer/substrate_route.py: delivery calls for a Substrate destination (the
 replay guard's Uniques mint, then an Assets mint or the message as a remark), the escrow routes
 and token bridges taken from a config, delivery proposals and their store; and the Substrate
-keys of relayer/config.py (DESIGN.md, "Substrate origin and destination")."""
+keys of relayer/config.py (docs/design.md, "Substrate origin and destination")."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.exceptions import DecodingError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from reach import Reach
 
 from light_clients.committee import Checkpoint, address_of
 from light_clients.hashing import keccak256
@@ -25,6 +26,7 @@ from light_clients.substrate.multisig import multisig_account
 from light_clients.substrate.remark import EscrowRoute
 from relayer.config import Config, ConfigError, SubstrateSettings, load_config
 from relayer.substrate_route import (
+    NotDeliverable,
     Proposal,
     ProposalStore,
     RuntimeCall,
@@ -140,11 +142,18 @@ def test_any_other_message_is_delivered_as_a_remark() -> None:
     ]
 
 
-NOT_A_MINT = [
+NOT_A_TRANSFER = [
     ("sender not the bridge", message(sender=ALICE)),
     ("another domain's bridge as sender", message(sender=BRIDGES[BETA])),
-    ("from a bridge that is not at home", message(origin=BETA, sender=BRIDGES[BETA])),
     ("recipient not the multisig", message(recipient=ALICE)),
+    ("empty body", message(body=b"")),
+    ("short body", message(body=token_body()[:127])),
+    ("long body", message(body=token_body() + b"\0")),
+]
+# From the origin's TokenBridge to the multisig, 128 bytes: tokens were locked for it, so it is
+# minted or refunded, never a mere remark (issue #8, point 4).
+TRANSFER_NOT_A_MINT = [
+    ("from a bridge that is not at home", message(origin=BETA, sender=BRIDGES[BETA])),
     ("wrong home token", message(body=token_body(token=OTHER_TOKEN))),
     ("home token right-padded", message(body=word(1) + HOME_TOKEN.ljust(32, b"\0") + bytes(64))),
     ("unlock action", message(body=token_body(action=2))),
@@ -153,19 +162,23 @@ NOT_A_MINT = [
     ("zero amount", message(body=token_body(amount=0))),
     ("amount beyond u128", message(body=token_body(amount=U128_MAX + 1))),
     ("zero beneficiary", message(body=token_body(to=bytes(32)))),
-    ("empty body", message(body=b"")),
-    ("short body", message(body=token_body()[:127])),
-    ("long body", message(body=token_body() + b"\0")),
 ]
 
 
-@pytest.mark.parametrize("msg", [pytest.param(m, id=name) for name, m in NOT_A_MINT])
-def test_anything_but_a_well_formed_mint_from_home_is_a_remark(msg: Message) -> None:
+@pytest.mark.parametrize("msg", [pytest.param(m, id=name) for name, m in NOT_A_TRANSFER])
+def test_anything_but_a_token_transfer_is_a_remark(msg: Message) -> None:
     assert token_mint(msg, SETTINGS, BRIDGES) is None
     assert delivery_calls(msg, SETTINGS, BRIDGES) == [
         guard(msg, COLLECTIONS[msg.origin]),
         remark(msg),
     ]
+
+
+@pytest.mark.parametrize("msg", [pytest.param(m, id=name) for name, m in TRANSFER_NOT_A_MINT])
+def test_a_token_transfer_that_is_no_mint_is_never_a_remark(msg: Message) -> None:
+    assert token_mint(msg, SETTINGS, BRIDGES) is None
+    with pytest.raises(NotDeliverable):
+        delivery_calls(msg, SETTINGS, BRIDGES)
 
 
 def test_without_a_wrapped_asset_or_bridges_every_message_is_a_remark() -> None:
@@ -179,7 +192,9 @@ def test_without_a_wrapped_asset_or_bridges_every_message_is_a_remark() -> None:
     )
     assert token_mint(msg, no_asset, BRIDGES) is None
     assert token_mint(msg, SETTINGS, {}) is None
-    assert delivery_calls(msg, no_asset, BRIDGES) == [guard(msg, 11), remark(msg)]
+    assert delivery_calls(msg, SETTINGS, {}) == [guard(msg, 11), remark(msg)]
+    with pytest.raises(NotDeliverable):  # tokens were locked for it: refund only
+        delivery_calls(msg, no_asset, BRIDGES)
 
 
 def test_collection_of_an_unknown_origin_is_a_config_error() -> None:
@@ -222,29 +237,64 @@ def expected_mint(msg: Message) -> tuple[bytes, int] | None:
     return to, amount
 
 
-@PROPERTY
-@given(
-    nonce=st.integers(0, U32_MAX),
-    origin=st.sampled_from((ALPHA, BETA)),
-    sender=st.sampled_from((BRIDGES[ALPHA], BRIDGES[BETA], ALICE)),
-    recipient=st.sampled_from((MULTISIG, ALICE)),
-    body=mint_bodies(),
-)
-def test_delivery_calls_match_an_independent_oracle(
-    nonce: int, origin: int, sender: bytes, recipient: bytes, body: bytes
-) -> None:
-    msg = message(nonce=nonce, origin=origin, sender=sender, recipient=recipient, body=body)
-    calls = delivery_calls(msg, SETTINGS, BRIDGES)
-    assert len(calls) == 2
-    assert calls[0] == guard(msg, COLLECTIONS[origin])
-    mint = expected_mint(msg)
-    assert token_mint(msg, SETTINGS, BRIDGES) == mint
-    if mint is None:
-        assert calls[1] == remark(msg)
-    else:
-        assert calls[1] == RuntimeCall(
-            "Assets", "mint", {"id": ASSET_ID, "beneficiary": h(mint[0]), "amount": mint[1]}
-        )
+@st.composite
+def routed_messages(draw: st.DrawFn) -> Message:
+    """A valid mint (ALPHA's bridge to the multisig, action 1 of the home token, an amount
+    in 1..2^128-1, a non-zero beneficiary) with, half the time, one or two parts swapped for
+    a wrong one: the mint branch and each way out of it are all common draws."""
+    parts: dict[str, Any] = {
+        "nonce": draw(st.integers(0, U32_MAX)),
+        "origin": ALPHA,
+        "sender": BRIDGES[ALPHA],
+        "recipient": MULTISIG,
+        "body": token_body(
+            amount=draw(st.sampled_from((1, 1000, U128_MAX))),
+            to=draw(st.sampled_from((BENEFICIARY, b"\x01" + bytes(31), bytes(31) + b"\x01"))),
+        ),
+    }
+    wrong = {
+        "origin": st.just(BETA),
+        "sender": st.sampled_from((BRIDGES[BETA], ALICE)),
+        "recipient": st.just(ALICE),
+        "body": mint_bodies(),
+    }
+    if draw(st.booleans()):
+        # A wrong body is drawn twice as often: it alone separates a mint from a refund.
+        names = st.sampled_from(("body", "body", "origin", "sender", "recipient"))
+        for name in draw(st.lists(names, min_size=1, max_size=2)):
+            parts[name] = draw(wrong[name])
+    return message(**parts)
+
+
+def test_delivery_calls_match_an_independent_oracle() -> None:
+    reach = Reach("mint", "refund", "remark")
+
+    @PROPERTY
+    @given(routed_messages())
+    def check(msg: Message) -> None:
+        mint = expected_mint(msg)
+        assert token_mint(msg, SETTINGS, BRIDGES) == mint
+        to_multisig = msg.sender == BRIDGES[msg.origin] and msg.recipient == MULTISIG
+        transfer = to_multisig and len(msg.body) == 128
+        if mint is None and transfer:  # locked tokens: refunded, never a remark
+            with pytest.raises(NotDeliverable):
+                delivery_calls(msg, SETTINGS, BRIDGES)
+            reach.hit("refund")
+            return
+        calls = delivery_calls(msg, SETTINGS, BRIDGES)
+        assert len(calls) == 2
+        assert calls[0] == guard(msg, COLLECTIONS[msg.origin])
+        if mint is None:
+            assert calls[1] == remark(msg)
+            reach.hit("remark")
+        else:
+            assert calls[1] == RuntimeCall(
+                "Assets", "mint", {"id": ASSET_ID, "beneficiary": h(mint[0]), "amount": mint[1]}
+            )
+            reach.hit("mint")
+
+    check()
+    reach.assert_reached()
 
 
 # --- config: a Substrate chain, its routes and bridges -----------------------------------------
@@ -294,6 +344,7 @@ name = "alpha"
 domain = {ALPHA}
 kind = "evm"
 rpc = ["http://127.0.0.1:8545"]
+chain_id = 1
 finality = "finalized"
 outbox = "0x{"11" * 20}"
 inbox = "0x{"12" * 20}"
@@ -305,6 +356,7 @@ name = "beta"
 domain = {BETA}
 kind = "evm"
 rpc = ["http://127.0.0.1:8546"]
+chain_id = 2
 finality = "finalized"
 outbox = "0x{"21" * 20}"
 inbox = "0x{"22" * 20}"
@@ -315,6 +367,7 @@ name = "gamma"
 domain = {GAMMA}
 kind = "evm"
 rpc = ["http://127.0.0.1:8547"]
+chain_id = 3
 finality = "finalized"
 outbox = "0x{"41" * 20}"
 inbox = "0x{"42" * 20}"
@@ -445,7 +498,7 @@ SIGS = [h(s) for s in SIGNATORIES]
         ),
         (
             {"signatories": f'["{SIGS[0]}", "0x{"04" * 20}", "{SIGS[2]}"]'},
-            WHERE + r"\.signatories' must be 32 bytes",
+            WHERE + r"\.signatories\[1\]' must be 32 bytes",
         ),
         ({"signatories": "[]"}, r"signatories must not be empty"),
         ({"collections": "5"}, WHERE + r"\.collections' must be an object"),
@@ -471,8 +524,8 @@ SIGS = [h(s) for s in SIGNATORIES]
             {"asset_home": f'{{ domain = 4294967296, token = "{h(HOME_TOKEN)}" }}'},
             WHERE + r"\.asset_home\.domain' out of range",
         ),
-        ({"outbox": f'"0x{"11" * 20}"'}, WHERE + r": a Substrate chain has no contracts"),
-        ({"token_bridge": f'"{h(ALPHA_BRIDGE)}"'}, r"no contracts \(\['token_bridge'\]\)"),
+        ({"outbox": f'"0x{"11" * 20}"'}, WHERE + r": unknown key 'outbox' for a substrate chain"),
+        ({"token_bridge": f'"{h(ALPHA_BRIDGE)}"'}, r"unknown key 'token_bridge' for a substrate"),
         ({"finality": '"latest"'}, WHERE + r"\.finality: finality 'latest'"),
     ],
 )
@@ -491,13 +544,17 @@ def test_a_client_substrate_uri_only_on_a_devnet(
     config = load(tmp_path, config_toml(client=client))
     assert config.client_substrate_uri == "//Alice"
     assert config.client_substrate_key is None
-    for text in (
-        config_toml(devnet=False, client=client),
-        config_toml(devnet=False, client=client).replace("devnet = false", 'devnet = "true"'),
+    for text, reason in (
+        (
+            config_toml(devnet=False, client=client),
+            r"client\.substrate_uri \(a development key\) is refused outside",
+        ),
+        (  # a string is not a devnet: refused as such, not read as false
+            config_toml(devnet=False, client=client).replace("devnet = false", 'devnet = "true"'),
+            r"field 'devnet' must be true or false",
+        ),
     ):
-        with pytest.raises(
-            ConfigError, match=r"client\.substrate_uri \(a development key\) is refused outside"
-        ) as refused:
+        with pytest.raises(ConfigError, match=reason) as refused:
             load(tmp_path, text)
         assert "\n" not in str(refused.value)
     seed = keccak256(b"client seed")
@@ -668,17 +725,21 @@ def test_malformed_proposals_raise_value_key_or_type_errors(
         Proposal.from_json(text)
 
 
+# Proposal.from_json turns the light client's rejection into a ValueError carrying its reason:
+# each case must be refused for its own reason, not for a KeyError/TypeError of a broken fixture.
 INVALID_CHECKPOINTS = [
-    pytest.param({"root": h(bytes(32))}, id="zero root"),
-    pytest.param({"root": h(EMPTY_ROOT)}, id="empty-tree root"),
-    pytest.param({"outbox": "0x1234"}, id="short outbox"),
-    pytest.param({"origin": U32_MAX + 1}, id="origin beyond u32"),
+    pytest.param({"root": h(bytes(32))}, "root is the zero hash", id="zero root"),
+    pytest.param({"root": h(EMPTY_ROOT)}, "root is the empty-tree root", id="empty root"),
+    pytest.param({"outbox": "0x1234"}, "outbox must be 32 bytes, got 2 bytes", id="short outbox"),
+    pytest.param({"origin": U32_MAX + 1}, "origin must be a u32", id="origin beyond u32"),
 ]
 
 
-@pytest.mark.parametrize("change", INVALID_CHECKPOINTS)
-def test_an_invalid_checkpoint_is_a_documented_parse_error(change: dict[str, Any]) -> None:
-    with pytest.raises((ValueError, KeyError, TypeError)):
+@pytest.mark.parametrize(("change", "reason"), INVALID_CHECKPOINTS)
+def test_an_invalid_checkpoint_is_a_documented_parse_error(
+    change: dict[str, Any], reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
         Proposal.from_json(_edited(lambda o: o["checkpoint"].update(change)))
 
 
@@ -744,8 +805,9 @@ def test_remove_forgets_a_proposal_and_tolerates_a_second_remove(tmp_path: Path)
     store = ProposalStore(tmp_path)
     keep = store.publish(proposal((1,)))
     gone = store.publish(proposal((2,)))
-    ProposalStore.remove(gone)
-    assert not gone.exists()
+    assert store.ours(gone, proposal((2,)))
+    store.remove(gone)
+    assert not gone.exists() and not store.ours(gone, proposal((2,)))
     assert store.pending(ASSETHUB) == [(keep, proposal((1,)))]
     store.remove(gone)  # already removed: no error
     assert store.pending(ASSETHUB) == [(keep, proposal((1,)))]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from reach import Reach
 
 from light_clients.errors import (
     DecodeError,
@@ -504,39 +504,69 @@ def test_values_and_absence_match_reference(
         assert full.read(trie.root_hash, key).value == expected
 
 
-@PROPERTY
-@given(tries, keys, st.randoms(use_true_random=False))
-def test_T1_missing_node_is_incomplete_never_absent(
-    trie_spec: tuple[dict[bytes, bytes], bool], key: bytes, rng: random.Random
-) -> None:
-    items, v1 = trie_spec
-    trie = ref_trie(items, v1)
-    proof, _ = trie.proof_and_value(key)
-    dropped = rng.randrange(len(proof))
-    with pytest.raises(IncompleteProof):
-        verify_storage_proof(trie.root_hash, proof[:dropped] + proof[dropped + 1 :], key)
+# Small tries with short values inline every node into the root (a child under 32 bytes is
+# embedded, not hashed), so almost every proof is a lone root node and "a node in the middle
+# is missing or changed" is never drawn. Values that do not fit, at least two keys, and a key
+# on a stored path make proofs of two to five nodes the common case.
+deep_values = st.one_of(st.binary(min_size=32, max_size=48), st.binary(max_size=8))
 
 
-@PROPERTY
-@given(tries, keys, st.data())
-def test_mutated_proof_never_proves_something_else(
-    trie_spec: tuple[dict[bytes, bytes], bool], key: bytes, data: st.DataObject
-) -> None:
-    items, v1 = trie_spec
-    trie = ref_trie(items, v1)
+@st.composite
+def deep_proofs(draw: st.DrawFn) -> tuple[RefTrie, bytes, list[bytes], bytes | None]:
+    """A reference trie, a key (stored, an extension of a stored one, or any) and its proof."""
+    items = draw(st.dictionaries(keys, deep_values, min_size=2, max_size=24))
+    trie = ref_trie(items, draw(st.booleans()))
+    stored = st.sampled_from(sorted(items))
+    key = draw(
+        st.one_of(stored, stored, stored.flatmap(lambda k: st.binary(max_size=2).map(k.__add__)))
+    )
     proof, expected = trie.proof_and_value(key)
-    index = data.draw(st.integers(0, len(proof) - 1))
-    node = bytearray(proof[index])
-    assume(node)
-    position = data.draw(st.integers(0, len(node) - 1))
-    node[position] ^= data.draw(st.integers(1, 255))
-    mutated = [*proof[:index], bytes(node), *proof[index + 1 :]]
-    try:
-        read = verify_storage_proof(trie.root_hash, mutated, key)
-    except VerificationError as exc:
-        assert "\n" not in str(exc)
-        return
-    assert read.value == expected
+    return trie, key, proof, expected
+
+
+def _position(index: int) -> str:
+    return "root node" if index == 0 else "inner node"
+
+
+def test_T1_missing_node_is_incomplete_never_absent() -> None:
+    reach = Reach("root node", "inner node")
+
+    @PROPERTY
+    @given(deep_proofs(), st.data())
+    def check(case: tuple[RefTrie, bytes, list[bytes], bytes | None], data: st.DataObject) -> None:
+        trie, key, proof, _ = case
+        dropped = data.draw(st.integers(0, len(proof) - 1), label="dropped")
+        reach.hit(_position(dropped))
+        with pytest.raises(IncompleteProof):
+            verify_storage_proof(trie.root_hash, proof[:dropped] + proof[dropped + 1 :], key)
+
+    check()
+    reach.assert_reached()
+
+
+def test_mutated_proof_never_proves_something_else() -> None:
+    reach = Reach("root node", "inner node")
+
+    @PROPERTY
+    @given(deep_proofs(), st.data())
+    def check(case: tuple[RefTrie, bytes, list[bytes], bytes | None], data: st.DataObject) -> None:
+        trie, key, proof, expected = case
+        index = data.draw(st.integers(0, len(proof) - 1), label="changed node")
+        node = bytearray(proof[index])
+        assume(node)
+        position = data.draw(st.integers(0, len(node) - 1))
+        node[position] ^= data.draw(st.integers(1, 255))
+        mutated = [*proof[:index], bytes(node), *proof[index + 1 :]]
+        reach.hit(_position(index))
+        try:
+            read = verify_storage_proof(trie.root_hash, mutated, key)
+        except VerificationError as exc:
+            assert "\n" not in str(exc)
+            return
+        assert read.value == expected
+
+    check()
+    reach.assert_reached()
 
 
 @PROPERTY

@@ -30,8 +30,11 @@ def test_failed_broadcast_does_not_burn_a_nonce(fresh_anvil: AnvilProcess) -> No
         async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
             engine = TxEngine(client, SENDER_KEY, CHAIN_ID)
             start = await engine.sync_nonce()
-            with pytest.raises(TxError):  # below intrinsic gas: the node refuses it
+            # Below intrinsic gas: the node refuses the broadcast (not a revert, not a timeout).
+            refusal = rf"^broadcast of nonce {start} failed: .*intrinsic gas too low"
+            with pytest.raises(TxError, match=refusal) as refused:
                 await engine.send(RECIPIENT, b"", gas=1_000)
+            assert type(refused.value) is TxError
             assert engine.broadcast_errors == 1
             sent = await engine.send(RECIPIENT, b"", gas=21_000)
             assert sent.nonce == start
@@ -46,8 +49,10 @@ def test_fee_cap_below_base_fee_is_refused_without_burning(fresh_anvil: AnvilPro
         async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
             capped = TxEngine(client, SENDER_KEY, CHAIN_ID, fee_cap=1)
             start = await capped.sync_nonce()
-            with pytest.raises(TxError):
+            refusal = rf"^broadcast of nonce {start} failed: .*max fee per gas less than block base"
+            with pytest.raises(TxError, match=refusal) as refused:
                 await capped.send(RECIPIENT, b"", gas=21_000)
+            assert type(refused.value) is TxError
             assert await capped.sync_nonce() == start
 
     trio.run(scenario)
