@@ -1,6 +1,6 @@
 """Checkpoint attestations: a committee of Ethereum keys signs an outbox root.
 
-Exactly DESIGN.md, "Checkpoint attestation"::
+Exactly docs/design.md, "Checkpoint attestation"::
 
     inner  = keccak256("PASSERELLE/v1/checkpoint" ‖ u32 origin ‖ bytes32 outbox
                        ‖ bytes32 root ‖ u32 index)

@@ -1,6 +1,6 @@
 """Cross-chain messages and everything an inbox checks before delivering one.
 
-Wire format (DESIGN.md, "Message"), packed, big-endian integers::
+Wire format (docs/design.md, "Message"), packed, big-endian integers::
 
     version (1) ‖ nonce (4) ‖ origin (4) ‖ sender (32) ‖ destination (4) ‖ recipient (32) ‖ body
 
@@ -137,7 +137,7 @@ class Message:
             )
 
     def encode(self) -> bytes:
-        """The canonical packed encoding (DESIGN.md, "Message")."""
+        """The canonical packed encoding (docs/design.md, "Message")."""
         return b"".join(
             (
                 bytes((self.version,)),

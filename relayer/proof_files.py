@@ -1,6 +1,6 @@
 """Proof files: the JSON bundles ``passerelle proof verify|inspect`` check offline.
 
-The formats are fixed by DESIGN.md ("Proof files"). Each kind has a parser (JSON → typed
+The formats are fixed by docs/design.md ("Proof files"). Each kind has a parser (JSON → typed
 claim; problems are :class:`FieldError`, exit 2) and a checker (claim → :class:`Report`;
 rejections are light-client :class:`VerificationError`, exit 1). Nothing a file says about its
 own validity is trusted: a ``verified``, ``digest`` or ``signers`` field is ignored like any
@@ -63,7 +63,7 @@ class Report:
     details: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
-        """The one-line ``--json`` object of DESIGN.md: file, valid, kind, reason, details."""
+        """The one-line ``--json`` object of docs/design.md: file, valid, kind, reason, details."""
         return {
             "file": self.file,
             "valid": bool(self.valid),
@@ -479,7 +479,7 @@ def check_file(path: Path) -> Report:
 
 
 def exit_code(reports: Sequence[Report]) -> int:
-    """DESIGN.md: 0 all valid, 1 some invalid, 2 some unusable (2 wins over 1)."""
+    """docs/design.md: 0 all valid, 1 some invalid, 2 some unusable (2 wins over 1)."""
     if any(r.valid is None for r in reports):
         return 2
     if any(r.valid is False for r in reports):
