@@ -29,13 +29,21 @@ from typing import Any
 import httpx
 import trio
 
+from adapters.errors import AdapterError
 from adapters.redact import redact_url, scrub_url
 
 log = logging.getLogger("passerelle.rpc")
 
 
-class RpcError(Exception):
+class RpcError(AdapterError):
     """No endpoint could answer (transport failures, timeouts, malformed responses)."""
+
+
+class MalformedAnswer(RpcError):
+    """A node answered, but its result is not the shape the method promises (a missing key, a
+    wrong type, a quantity that is not hex). An :class:`RpcError` because, to every caller, a
+    garbled answer is no answer: code that retries or fails over on a dead node does the same
+    here, and never sees a ``KeyError`` or ``ValueError`` from someone else's JSON."""
 
 
 class WrongChainError(RpcError):

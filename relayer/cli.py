@@ -216,7 +216,7 @@ def attest(config_path: Path, index: int, poll: float) -> int:
     "--metrics-port",
     type=click.IntRange(1, 65535),
     default=None,
-    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics.",
+    help="Serve /metrics (Prometheus), /healthz and /readyz on 127.0.0.1:PORT.",
 )
 def relay(
     config_path: Path, poll: float, batch_size: int, max_inflight: int, metrics_port: int | None
@@ -445,10 +445,12 @@ def _print_inspection(report: proof_files.Report) -> None:
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions that describe a situation, not a bug: shown as one line."""
+    """The roots of the exceptions that describe a situation, not a bug: shown as one line.
+
+    :class:`AdapterError` covers every chain-side failure (``RpcError``, ``TxError`` and their
+    subclasses). Imported here, not at module level, so that ``proof verify`` does not pay for
+    the adapters and the relayer at start-up."""
     from adapters.errors import AdapterError
-    from adapters.evm.tx import TxError
-    from adapters.rpc import RpcError
     from relayer.checkpoints import CheckpointStoreError
     from relayer.config import ConfigError
     from relayer.jsonfields import FieldError
@@ -457,8 +459,6 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [
         AdapterError,
-        TxError,
-        RpcError,
         CheckpointStoreError,
         ConfigError,
         FieldError,
@@ -497,10 +497,11 @@ def _exit_code_for(exc: BaseException, verbose: bool) -> int:
     if isinstance(exc, _user_errors()):
         click.echo(f"passerelle: {exc}", err=True)
         from relayer.config import ConfigError
+        from relayer.relay import RouteHalted
 
         if isinstance(exc, ConfigError):
             return EXIT_USAGE  # the configuration is unusable input, like a malformed proof file
-        return EXIT_HALTED if exc.__class__.__name__ == "RouteHalted" else 1
+        return EXIT_HALTED if isinstance(exc, RouteHalted) else 1
     click.echo(f"passerelle: internal error: {exc.__class__.__name__}: {exc}", err=True)
     return EXIT_INTERNAL
 

@@ -37,7 +37,7 @@ from eth_abi.abi import encode as abi_encode
 from adapters.errors import AdapterError
 from adapters.evm.chain import DispatchEvent, EvmChain, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine, TxError, TxReverted
-from adapters.rpc import EndpointHealth, RpcCallError, RpcError
+from adapters.rpc import EndpointHealth, MalformedAnswer, RpcCallError, RpcError
 from adapters.substrate.client import SubstrateClient
 from adapters.substrate.finality import GrandpaFinality
 from light_clients.committee import Checkpoint, recover_signer, verify_attestation
@@ -69,7 +69,7 @@ from relayer.ledger import (
     TxStatus,
     UnknownRecord,
 )
-from relayer.metrics import render, serve_metrics
+from relayer.metrics import relay_readiness, render, serve_metrics
 from relayer.substrate_route import (
     GUARD_DELIVERED,
     GUARD_REFUNDED,
@@ -206,7 +206,15 @@ class Relayer:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._watch_signals, nursery.cancel_scope)
             if self.metrics_port is not None:
-                await nursery.start(serve_metrics, self.metrics_port, self.metrics_text)
+                # /readyz: the loops started below in this nursery run, and the ledger answers a
+                # primary-key read (cheap; its result does not matter, only that it comes).
+                ledger_probe = partial(self._db, self.ledger.get_cursor, 0)
+                await nursery.start(
+                    serve_metrics,
+                    self.metrics_port,
+                    self.metrics_text,
+                    partial(relay_readiness, nursery, ledger_probe),
+                )
             log.info(
                 "relaying: origins %s, destinations %s",
                 [lane.chain.name for lane in self.lanes.values()],
@@ -1031,7 +1039,9 @@ class Relayer:
                     await self._db(self._apply_receipt, chain, mined, ids)
                 else:
                     await self._db(self._dropped, chain.domain, tx.hash, ids)
-            except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
+            except (UnknownRecord, IllegalTransition, InvalidReference, MalformedAnswer) as exc:
+                # A garbled receipt is a hostile or broken node's, not the ledger's fault: this
+                # transaction stays pending (the next settle asks again), the others settle.
                 log.error(
                     "deliver to %s: cannot settle transaction %s: %s", chain.name, tx.hash, exc
                 )

@@ -36,6 +36,7 @@ from adapters.errors import AdapterError
 from adapters.evm import compile as solc
 from adapters.evm.chain import DISPATCH_TOPIC, EvmChain
 from adapters.evm.tx import MinedTx, TxEngine, TxReverted
+from adapters.rpc import MalformedAnswer
 from adapters.substrate.client import SubstrateClient
 from devnet.anvil import AnvilProcess
 from light_clients.committee import Checkpoint
@@ -731,6 +732,47 @@ def test_the_superseded_hash_mined_after_a_fee_bump_carries_its_batch(
             record = ledger.get(i)
             assert record is not None and record.status == MessageStatus.SUBMITTED
             assert record.delivery_tx_hash == first.hash
+
+
+class _GarbledReceipts:
+    """The two calls ``_settle_pending`` makes of a transaction engine, for a node that garbles
+    one receipt (the parsing itself is tested against a real anvil in test_error_tree)."""
+
+    def __init__(self, garbled: bytes, mined: MinedTx) -> None:
+        self.garbled, self.mined = garbled, mined
+
+    async def receipt(self, tx_hash: bytes) -> MinedTx | None:
+        if tx_hash == self.garbled:
+            raise MalformedAnswer("eth_getTransactionReceipt answered a receipt without status")
+        return self.mined if tx_hash == self.mined.hash else None
+
+    async def sync_nonce(self) -> None:
+        return None
+
+
+def test_a_garbled_receipt_at_start_up_settles_the_others_and_stops_nothing(
+    config: Config, tmp_path: Path
+) -> None:
+    """At start-up the relayer settles its predecessor's pending transactions from their
+    receipts. One garbled receipt (a hostile node) used to end the whole pass, and the start:
+    now that transaction stays pending (asked again later) and the others are settled."""
+    beta = config.chain("beta")
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        found = [disc(ORIGIN, n) for n in range(2)]
+        ledger.record_discovered(found)
+        ids = [msg_id(d.message) for d in found]
+        drive(ledger, ids, MessageStatus.ATTESTED, checkpoint_for(ledger))
+        garbled = ledger.record_transaction(tx_for(beta.domain, seed=51), [ids[0]])
+        good = ledger.record_transaction(tx_for(beta.domain, seed=52), [ids[1]])
+        mined = MinedTx(bytes.fromhex(good.hash[2:]), 52, 7, 90_000, 10**9, [])
+        engine = _GarbledReceipts(bytes.fromhex(garbled.hash[2:]), mined)
+        relayer = Relayer(config, ledger)
+        trio.run(relayer._settle_pending, beta, cast(TxEngine, engine))
+        still = ledger.get_transaction(beta.domain, garbled.hash)
+        settled = ledger.get_transaction(beta.domain, good.hash)
+        assert still is not None and still.status == TxStatus.PENDING
+        assert settled is not None and settled.status == TxStatus.CONFIRMED
+        assert beta.domain in relayer._settled
 
 
 # --------------------------------------------------------------------------- review: block gas

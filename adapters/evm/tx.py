@@ -15,6 +15,7 @@ forever behind a fee spike (#808), "replacement transaction underpriced" (Hyperl
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,8 @@ import trio
 from eth_account import Account
 from eth_utils.address import to_checksum_address
 
-from adapters.rpc import JsonRpcClient, RpcError
+from adapters.errors import AdapterError
+from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcError
 
 GWEI = 10**9
 REPLACEMENT_BUMP_PERCENT = 125  # at least +12.5 % to replace, per geth's txpool; we use +25 %
@@ -32,7 +34,7 @@ REPLACEMENT_BUMP_PERCENT = 125  # at least +12.5 % to replace, per geth's txpool
 BroadcastHook = Callable[["SentTx", bytes], Awaitable[None]]
 
 
-class TxError(Exception):
+class TxError(AdapterError):
     """A transaction could not be sent or was not mined; str() says why."""
 
 
@@ -75,8 +77,103 @@ class MinedTx:
         return self.gas_used * self.effective_gas_price
 
 
-def _int(value: Any) -> int:
-    return int(value, 16) if isinstance(value, str) else int(value)
+# A JSON-RPC quantity: "0x" and 1..64 hex digits (at most 256 bits). Checked with a pattern
+# because int(s, 16) also takes "+1", " 1 " and "1_0", and an unbounded string would be an
+# unbounded integer.
+_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
+_WORD = re.compile(r"0x[0-9a-fA-F]{64}")
+_DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
+_MAX_TOPICS = 4  # LOG0..LOG4
+_SHOWN = 60  # characters of a bad value quoted in an error: one readable line, however big it is
+
+
+def _malformed(what: str, value: Any) -> MalformedAnswer:
+    shown = repr(value)
+    if len(shown) > _SHOWN:
+        shown = shown[:_SHOWN] + "…"
+    return MalformedAnswer(f"node returned a malformed {what}: {shown}")
+
+
+def _matches(pattern: re.Pattern[str], value: Any) -> bool:
+    return isinstance(value, str) and pattern.fullmatch(value) is not None
+
+
+def parse_quantity(value: Any, what: str) -> int:
+    """A JSON-RPC quantity (``"0x1a"``) as an int; :class:`MalformedAnswer` for anything else
+    (numbers, booleans, decimal or signed strings, more than 256 bits)."""
+    if not _matches(_QUANTITY, value):
+        raise _malformed(what, value)
+    return int(value, 16)
+
+
+def _field(obj: dict[str, Any], key: str, what: str) -> Any:
+    if key not in obj:
+        raise MalformedAnswer(f"node returned a {what} without {key!r}")
+    return obj[key]
+
+
+def parse_base_fee(block: Any) -> int:
+    """The ``baseFeePerGas`` of an ``eth_getBlockByNumber`` answer (0 for a pre-London block
+    that has none); :class:`MalformedAnswer` if the answer is not a block object."""
+    if not isinstance(block, dict):
+        raise _malformed("block", block)
+    if "baseFeePerGas" not in block:
+        return 0
+    return parse_quantity(block["baseFeePerGas"], "block baseFeePerGas")
+
+
+def _parse_log(entry: Any) -> dict[str, Any]:
+    """One receipt log reduced to the checked ``address``, ``topics`` and ``data`` (lower-case
+    hex), so that code reading ``entry["topics"][1]`` cannot meet a number or a short string."""
+    if not isinstance(entry, dict):
+        raise _malformed("receipt log", entry)
+    address = _field(entry, "address", "receipt log")
+    topics = _field(entry, "topics", "receipt log")
+    data = _field(entry, "data", "receipt log")
+    if not _matches(_ADDRESS, address):
+        raise _malformed("log address", address)
+    if not isinstance(topics, list) or len(topics) > _MAX_TOPICS:
+        raise _malformed("log topics", topics)
+    for topic in topics:
+        if not _matches(_WORD, topic):
+            raise _malformed("log topic", topic)
+    if not _matches(_DATA, data):
+        raise _malformed("log data", data)
+    return {
+        "address": address.lower(),
+        "topics": [topic.lower() for topic in topics],
+        "data": data.lower(),
+    }
+
+
+def parse_receipt(tx_hash: bytes, answer: Any) -> MinedTx | None:
+    """An ``eth_getTransactionReceipt`` answer for ``tx_hash``: None if not mined, the
+    :class:`MinedTx` (nonce -1: a receipt does not carry it) if it succeeded, :class:`TxReverted`
+    if it reverted, and :class:`MalformedAnswer` for any other shape — including a receipt of
+    another transaction, and one without ``status`` (it could not say whether it reverted).
+    """
+    if answer is None:
+        return None
+    if not isinstance(answer, dict):
+        raise _malformed("receipt", answer)
+    answered_hash = _field(answer, "transactionHash", "receipt")
+    if not isinstance(answered_hash, str) or answered_hash.lower() != "0x" + tx_hash.hex():
+        raise _malformed(f"receipt for 0x{tx_hash.hex()} (transactionHash)", answered_hash)
+    block_number = parse_quantity(_field(answer, "blockNumber", "receipt"), "receipt blockNumber")
+    gas_used = parse_quantity(_field(answer, "gasUsed", "receipt"), "receipt gasUsed")
+    # Optional: pre-London nodes do not report it; it only feeds the fee statistics.
+    price = parse_quantity(answer.get("effectiveGasPrice", "0x0"), "receipt effectiveGasPrice")
+    status = parse_quantity(_field(answer, "status", "receipt"), "receipt status")
+    if status not in (0, 1):
+        raise _malformed("receipt status", answer["status"])
+    logs = answer.get("logs", [])
+    if not isinstance(logs, list):
+        raise _malformed("receipt logs", logs)
+    mined = MinedTx(tx_hash, -1, block_number, gas_used, price, [_parse_log(e) for e in logs])
+    if status == 0:
+        raise TxReverted(tx_hash, block_number, gas_used)
+    return mined
 
 
 class TxEngine:
@@ -113,7 +210,7 @@ class TxEngine:
     async def sync_nonce(self) -> int:
         """Re-read the next nonce from the chain (pending pool included)."""
         count = await self.rpc.call("eth_getTransactionCount", [self.checksum_address, "pending"])
-        self._next_nonce = _int(count)
+        self._next_nonce = parse_quantity(count, "transaction count")
         return self._next_nonce
 
     async def estimate_gas(
@@ -136,13 +233,14 @@ class TxEngine:
             "maxFeePerGas": hex(max_fee),
             "maxPriorityFeePerGas": hex(tip),
         }
-        estimate = _int(await self.rpc.call("eth_estimateGas", [call]))
+        estimate = parse_quantity(await self.rpc.call("eth_estimateGas", [call]), "gas estimate")
         return estimate * (100 + self.gas_margin_percent) // 100
 
     async def current_fees(self) -> tuple[int, int]:
-        """``(maxFeePerGas, maxPriorityFeePerGas)`` for a new transaction, within the cap."""
+        """``(maxFeePerGas, maxPriorityFeePerGas)`` for a new transaction, within the cap;
+        :class:`MalformedAnswer` if the latest block is not a block."""
         block = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
-        base_fee = _int(block.get("baseFeePerGas", "0x0"))
+        base_fee = parse_base_fee(block)
         tip = min(self.priority_fee, self.fee_cap)
         return min(self.fee_cap, 2 * base_fee + tip), tip
 
@@ -227,21 +325,11 @@ class TxEngine:
         return True
 
     async def receipt(self, tx_hash: bytes) -> MinedTx | None:
-        """The receipt of ``tx_hash`` if mined, else None; TxReverted if it reverted."""
-        receipt = await self.rpc.call("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
-        if receipt is None:
-            return None
-        mined = MinedTx(
-            hash=tx_hash,
-            nonce=-1,
-            block_number=_int(receipt["blockNumber"]),
-            gas_used=_int(receipt["gasUsed"]),
-            effective_gas_price=_int(receipt.get("effectiveGasPrice", "0x0")),
-            logs=list(receipt.get("logs", [])),
-        )
-        if _int(receipt.get("status", "0x1")) != 1:
-            raise TxReverted(tx_hash, mined.block_number, mined.gas_used)
-        return mined
+        """The receipt of ``tx_hash`` if mined, else None; TxReverted if it reverted,
+        :class:`MalformedAnswer` if the node's answer is not a receipt of ``tx_hash``
+        (see :func:`parse_receipt`)."""
+        answer = await self.rpc.call("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
+        return parse_receipt(tx_hash, answer)
 
     async def wait(
         self,
@@ -260,7 +348,8 @@ class TxEngine:
                 for tx_hash in reversed(sent.hashes):
                     try:
                         mined = await self.receipt(tx_hash)
-                    except RpcError:  # an unreachable node is not an answer: keep polling
+                    except RpcError:  # an unreachable node, or a garbled receipt (a
+                        # MalformedAnswer), is not an answer: keep polling until the timeout
                         mined = None
                     if mined is not None:
                         return MinedTx(
