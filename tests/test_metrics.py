@@ -1,17 +1,28 @@
-"""The relayer's Prometheus endpoint: exposition text and the tiny HTTP server."""
+"""The relayer's Prometheus endpoint: the exposition (parsed back with prometheus_client's own
+parser, as a scraper would read it) and the tiny trio HTTP server over a real socket."""
 
 from __future__ import annotations
 
 import socket
 import struct
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 import trio
+import trio.testing
+from prometheus_client.parser import text_string_to_metric_families
+from test_substrate_route import config_toml, load
 
 from adapters.rpc import EndpointHealth
 from devnet.anvil import free_port
-from relayer.metrics import render, serve_metrics
+from relayer.ledger import open_ledger
+from relayer.metrics import relay_readiness, render, serve_metrics
+from relayer.relay import Relayer
 
 
 @dataclass
@@ -20,39 +31,53 @@ class Counters:
     rpc_errors: int = 1
 
 
+Sample = tuple[str, tuple[tuple[str, str], ...], float]
+
+
+def samples(text: str) -> list[Sample]:
+    """Every sample of an exposition as (name, sorted labels, value), via the library parser."""
+    return [
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    ]
+
+
 def test_render_exposes_counters_backlog_and_endpoints() -> None:
     healthy, broken = EndpointHealth("http://a"), EndpointHealth("http://b")
     healthy.record_success(0.01)
     broken.record_failure(0.0, "refused", 0.5, 30)
-    text = render(Counters(), {"attested": 3, "delivered": 9}, {"beta/deliver": [healthy, broken]})
-    assert "passerelle_delivered_total 7" in text
-    assert 'passerelle_messages{status="attested"} 3' in text
-    assert (
-        'passerelle_rpc_requests_total{chain="beta/deliver",endpoint="http://b",outcome="error"} 1'
-        in text
+    found = samples(
+        render(Counters(), {"attested": 3, "delivered": 9}, {"beta/deliver": [healthy, broken]})
     )
-    assert 'passerelle_rpc_quarantined{chain="beta/deliver",endpoint="http://b"} 1' in text
-    assert 'passerelle_rpc_quarantined{chain="beta/deliver",endpoint="http://a"} 0' in text
+    b = (("chain", "beta/deliver"), ("endpoint", "http://b"))
+    a = (("chain", "beta/deliver"), ("endpoint", "http://a"))
+    assert ("passerelle_delivered_total", (), 7.0) in found
+    assert ("passerelle_rpc_errors_total", (), 1.0) in found
+    assert ("passerelle_messages", (("status", "attested"),), 3.0) in found
+    assert ("passerelle_rpc_requests_total", (*b, ("outcome", "error")), 1.0) in found
+    assert ("passerelle_rpc_requests_total", (*a, ("outcome", "ok")), 1.0) in found
+    assert ("passerelle_rpc_quarantined", b, 1.0) in found
+    assert ("passerelle_rpc_quarantined", a, 0.0) in found
 
 
-def test_metrics_server_answers_on_loopback() -> None:
-    port = free_port()
-
-    async def snapshot() -> str:
-        return "passerelle_up 1\n"
-
-    async def scenario() -> None:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(serve_metrics, port, snapshot)
-            async with httpx.AsyncClient() as client:
-                ok = await client.get(f"http://127.0.0.1:{port}/metrics")
-                missing = await client.get(f"http://127.0.0.1:{port}/")
-            nursery.cancel_scope.cancel()
-        assert ok.status_code == 200
-        assert ok.text == "passerelle_up 1\n"
-        assert missing.status_code == 404
-
-    trio.run(scenario)
+def test_every_metric_family_is_one_contiguous_group() -> None:
+    # The old exporter wrote both RPC `# TYPE` lines first and then interleaved their samples:
+    # a strict parser (Prometheus' own) rejects a family that reappears after another.
+    endpoints = {"alpha/scan": [EndpointHealth("http://a")], "beta/deliver": [EndpointHealth("b")]}
+    text = render(Counters(), {"attested": 1, "failed": 2}, endpoints)
+    order: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if not order or order[-1] != name:
+            order.append(name)
+    assert len(order) == len(set(order)), f"a family is split: {order}"
+    families = {f.name: f.type for f in text_string_to_metric_families(text)}
+    assert families["passerelle_rpc_requests"] == "counter"
+    assert families["passerelle_rpc_quarantined"] == "gauge"
+    assert families["passerelle_messages"] == "gauge"
 
 
 def test_an_endpoint_refused_for_another_chain_shows_as_quarantined() -> None:
@@ -60,8 +85,9 @@ def test_an_endpoint_refused_for_another_chain_shows_as_quarantined() -> None:
     # healthy (quarantined 0, no errors) while failover is one endpoint short.
     refused = EndpointHealth("http://c")
     refused.refused = "http://c: serves chain id 5, but chain 'beta' has chain_id 1"
-    text = render(Counters(), {}, {"beta/deliver": [refused]})
-    assert 'passerelle_rpc_quarantined{chain="beta/deliver",endpoint="http://c"} 1' in text
+    found = samples(render(Counters(), {}, {"beta/deliver": [refused]}))
+    labels = (("chain", "beta/deliver"), ("endpoint", "http://c"))
+    assert ("passerelle_rpc_quarantined", labels, 1.0) in found
 
 
 def test_endpoint_labels_never_carry_the_provider_key() -> None:
@@ -73,45 +99,289 @@ def test_endpoint_labels_never_carry_the_provider_key() -> None:
     ]
     text = render(Counters(), {}, {"alpha/scan": endpoints})
     assert key not in text
-    assert 'endpoint="https://eth-mainnet.g.alchemy.com/v2/***"' in text
-    assert 'endpoint="https://***@node.example:8545/rpc"' in text
-    assert 'endpoint="wss://polkadot.api.onfinality.io/ws?***"' in text
+    shown = {
+        dict(labels)["endpoint"]
+        for name, labels, _ in samples(text)
+        if name == "passerelle_rpc_quarantined"
+    }
+    assert shown == {
+        "https://eth-mainnet.g.alchemy.com/v2/***",
+        "https://***@node.example:8545/rpc",
+        "wss://polkadot.api.onfinality.io/ws?***",
+    }
 
 
-def test_label_values_are_escaped_so_no_series_can_be_forged() -> None:
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        'x"} 1\npasserelle_delivered_total{a="\\',
+        "back\\slash",
+        'a "quoted" name',
+        "two\nlines",
+        "trailing\\",
+        "ünïcødé ✓",
+    ],
+)
+def test_label_values_round_trip_so_no_series_can_be_forged(hostile: str) -> None:
     # A chain name (from the config) or a status with a quote, a backslash or a newline must
     # stay inside its own label value: unescaped, `"` would end it and `\n` start a new sample.
-    hostile = 'x"} 1\npasserelle_delivered_total{a="\\'
     text = render(Counters(), {hostile: 1}, {hostile: [EndpointHealth("http://a")]})
-    samples = [line for line in text.splitlines() if not line.startswith("#")]
-    assert not any(line.startswith("passerelle_delivered_total{") for line in samples)
-    escaped = 'x\\"} 1\\npasserelle_delivered_total{a=\\"\\\\'
-    assert f'passerelle_messages{{status="{escaped}"}} 1' in samples
-    assert f'passerelle_rpc_quarantined{{chain="{escaped}",endpoint="http://a"}} 0' in samples
+    found = samples(text)
+    assert ("passerelle_messages", (("status", hostile),), 1.0) in found
+    labels = (("chain", hostile), ("endpoint", "http://a"))
+    assert ("passerelle_rpc_quarantined", labels, 0.0) in found
+    # Nothing but what we emitted: one delivered sample, without labels.
+    assert [s for s in found if s[0] == "passerelle_delivered_total"] == [
+        ("passerelle_delivered_total", (), 7.0)
+    ]
+
+
+# --------------------------------------------------------------------------- the server
+
+
+async def fixed_snapshot() -> str:
+    return "passerelle_up 1\n"
+
+
+async def get(port: int, path: str) -> httpx.Response:
+    async with httpx.AsyncClient() as client:
+        return await client.get(f"http://127.0.0.1:{port}{path}")
+
+
+def serve(
+    scenario: Callable[[int], Awaitable[None]],
+    snapshot: Callable[[], Awaitable[str]] = fixed_snapshot,
+    ready: Callable[[], Awaitable[str | None]] | None = None,
+    max_connections: int = 16,
+) -> None:
+    """Run ``scenario(port)`` against a live server, then stop the server."""
+    port = free_port()
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                partial(serve_metrics, port, snapshot, ready, max_connections=max_connections)
+            )
+            await scenario(port)
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_metrics_health_and_readiness_answer_on_loopback() -> None:
+    async def scenario(port: int) -> None:
+        ok, health = await get(port, "/metrics"), await get(port, "/healthz")
+        ready = await get(port, "/readyz")
+        missing = await get(port, "/")
+        assert (ok.status_code, ok.text) == (200, "passerelle_up 1\n")
+        assert ok.headers["content-type"].startswith("text/plain; version=0.0.4")
+        assert (health.status_code, health.text) == (200, "ok\n")
+        assert (ready.status_code, ready.text) == (200, "ready\n")
+        assert missing.status_code == 404
+        async with httpx.AsyncClient() as client:
+            posted = await client.post(f"http://127.0.0.1:{port}/metrics", content=b"x")
+        assert posted.status_code == 405
+        garbled = await trio.open_tcp_stream("127.0.0.1", port)
+        await garbled.send_all(b"GET /a b c HTTP/1.1\r\n\r\n")
+        assert (await garbled.receive_some(1024)).startswith(b"HTTP/1.1 400 Bad Request\r\n")
+        await garbled.aclose()
+
+    serve(scenario)
+
+
+def test_readyz_answers_503_with_a_one_line_reason() -> None:
+    async def not_yet() -> str | None:
+        return "ledger did not answer\nwithin 2 s"
+
+    async def scenario(port: int) -> None:
+        answer = await get(port, "/readyz")
+        assert answer.status_code == 503
+        assert answer.text == "not ready: ledger did not answer within 2 s\n"
+        assert (await get(port, "/healthz")).status_code == 200  # alive, just not ready
+
+    serve(scenario, ready=not_yet)
+
+
+def test_a_failing_snapshot_answers_500_and_the_server_keeps_serving() -> None:
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("database is locked\nsecret detail")
+        return "passerelle_up 1\n"
+
+    async def broken_probe() -> str | None:
+        raise OSError("probe exploded")
+
+    async def scenario(port: int) -> None:
+        failed = await get(port, "/metrics")
+        assert failed.status_code == 500
+        assert failed.text == "metrics snapshot failed: RuntimeError\n"  # one line, no detail
+        assert (await get(port, "/metrics")).text == "passerelle_up 1\n"
+        probe = await get(port, "/readyz")
+        assert (probe.status_code, probe.text) == (
+            503,
+            "not ready: readiness probe failed: OSError\n",
+        )
+        assert (await get(port, "/healthz")).status_code == 200
+
+    serve(scenario, snapshot=flaky, ready=broken_probe)
 
 
 def test_a_client_that_resets_its_connection_does_not_stop_the_server() -> None:
     """Any local process may connect and reset (RST) mid-request: that one connection fails,
     the server — and the relayer whose nursery runs it — carries on."""
-    port = free_port()
 
-    async def snapshot() -> str:
-        return "passerelle_up 1\n"
-
-    def reset_midway() -> None:
+    def reset_midway(port: int) -> None:
         with socket.create_connection(("127.0.0.1", port)) as rude:
             rude.sendall(b"GET /metr")
             # Linger 0: close() sends a RST, so the server's next read fails with ECONNRESET.
             rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
-    async def scenario() -> httpx.Response:
+    async def scenario(port: int) -> None:
+        for _ in range(3):
+            await trio.to_thread.run_sync(reset_midway, port)
+            assert (await get(port, "/metrics")).text == "passerelle_up 1\n"
+
+    serve(scenario)
+
+
+def test_connections_beyond_the_cap_are_closed_unanswered() -> None:
+    """Two connections held inside the snapshot fill a cap of two: a third is closed at once
+    with no answer (it costs no task for 5 s); once they finish, the server answers again."""
+    inside, release = 0, trio.Event()
+    full = trio.Event()
+
+    async def slow() -> str:
+        nonlocal inside
+        inside += 1
+        if inside == 2:
+            full.set()
+        await release.wait()
+        return "passerelle_up 1\n"
+
+    async def scenario(port: int) -> None:
+        answers: list[httpx.Response] = []
+
+        async def hold() -> None:
+            answers.append(await get(port, "/metrics"))
+
+        async with trio.open_nursery() as holders:
+            holders.start_soon(hold)
+            holders.start_soon(hold)
+            await full.wait()
+            extra = await trio.open_tcp_stream("127.0.0.1", port)
+            await extra.send_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            with trio.fail_after(2):
+                assert await extra.receive_some(1024) == b""  # closed, nothing said
+            await extra.aclose()
+            release.set()
+        assert [a.status_code for a in answers] == [200, 200]
+        assert (await get(port, "/healthz")).status_code == 200
+
+    serve(scenario, snapshot=slow, max_connections=2)
+
+
+# --------------------------------------------------------------------------- readiness rule
+
+
+async def relay_loop_stub() -> None:
+    """Stands in for ``Relayer._scan_loop``: readiness goes by the ``*_loop`` task name."""
+    await trio.sleep_forever()
+
+
+def test_readiness_needs_a_running_loop_and_an_answering_ledger() -> None:
+    async def answers() -> object:
+        return None
+
+    async def refuses() -> object:
+        raise ConnectionRefusedError("no database")
+
+    async def hangs() -> object:
+        await trio.sleep_forever()
+
+    async def main() -> list[str | None]:
+        seen: list[str | None] = []
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_metrics, port, snapshot)
-            for _ in range(3):
-                await trio.to_thread.run_sync(reset_midway)
-                async with httpx.AsyncClient() as client:
-                    answer = await client.get(f"http://127.0.0.1:{port}/metrics")
+            seen.append(await relay_readiness(nursery, answers))
+            nursery.start_soon(relay_loop_stub, name="relayer.relay.Relayer._scan_loop")
+            seen.append(await relay_readiness(nursery, answers))
+            seen.append(await relay_readiness(nursery, refuses))
+            seen.append(await relay_readiness(nursery, hangs))
             nursery.cancel_scope.cancel()
+        return seen
+
+    clock = trio.testing.MockClock(autojump_threshold=0)  # the 2 s probe timeout, instantly
+    assert trio.run(main, clock=clock) == [
+        "relay loops not started yet",
+        None,
+        "ledger does not answer: ConnectionRefusedError",
+        "ledger did not answer within 2 s",
+    ]
+
+
+# --------------------------------------------------------------------------- wired into run()
+
+
+class IdleRelayer(Relayer):
+    """A real ``Relayer.run`` (ledger, lanes, signal watcher, metrics server) whose relay loops
+    wait instead of talking to chains: what is under test is the wiring of ``/readyz``."""
+
+    async def _scan_loop(self, lane: Any) -> None:
+        await trio.sleep_forever()
+
+    async def _scan_substrate_loop(self, lane: Any) -> None:
+        await trio.sleep_forever()
+
+    async def _collect_loop(self, lane: Any) -> None:
+        await trio.sleep_forever()
+
+    async def _deliver_loop(self, chain: Any) -> None:
+        await trio.sleep_forever()
+
+    async def _deliver_substrate_loop(self, chain: Any) -> None:
+        await trio.sleep_forever()
+
+
+def test_a_running_relayer_is_ready_until_its_ledger_stops_answering(tmp_path: Path) -> None:
+    config = load(tmp_path, config_toml())
+    port = free_port()
+
+    async def until(path: str, status: int) -> httpx.Response:
+        with trio.fail_after(10):  # the server starts before the loops: poll, bounded
+            while (answer := await get_or_none(port, path)) is None or answer.status_code != status:
+                await trio.sleep(0.05)
         return answer
 
-    assert trio.run(scenario).text == "passerelle_up 1\n"
+    with open_ledger(config.ledger) as ledger:
+        relayer = IdleRelayer(config, ledger, metrics_port=port)
+
+        async def main() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(relayer.run)
+                ready = await until("/readyz", 200)
+                scraped = await until("/metrics", 200)
+                # The probe's read now fails (as on a damaged or vanished database).
+                with ledger.engine.begin() as connection:
+                    connection.exec_driver_sql("DROP TABLE scan_cursors")
+                unready = await until("/readyz", 503)
+                nursery.cancel_scope.cancel()
+            return ready, scraped, unready
+
+        ready, scraped, unready = trio.run(main)
+    assert ready.text == "ready\n"
+    assert any(
+        f.name == "passerelle_messages" for f in text_string_to_metric_families(scraped.text)
+    )
+    assert unready.text.startswith("not ready: ledger does not answer: ")
+    assert "\n" not in unready.text.rstrip("\n")
+
+
+async def get_or_none(port: int, path: str) -> httpx.Response | None:
+    """``GET path``, or None while nothing listens yet."""
+    try:
+        return await get(port, path)
+    except httpx.ConnectError:
+        return None
