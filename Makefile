@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,20 @@ $(NODE): package.json package-lock.json
 ## light clients' branch coverage drops below its floor (pyproject.toml, [tool.coverage.report])
 # Coverage is taken in the same single pytest run (the suite is not run twice); the report lists
 # every line of light_clients/ no test reaches, so an untriggered rejection shows by name.
+# --durations=15 lists the slowest tests, so a test that grows slow shows up in CI's log.
 test: $(STAMP) $(NODE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
+	$(BIN)/pytest -q --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
+
+## test-fast: everything but the tests marked slow (the multi-process end-to-end runs: SIGKILL
+## and restarts, chopsticks), plus ruff and mypy; for the edit-test loop. `make test` is the
+## whole suite and what CI runs.
+# No coverage floor here: the slow tests are skipped, so the floor would not be a fair measure.
+test-fast: $(STAMP) $(NODE)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/pytest -q -m "not slow" --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

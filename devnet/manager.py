@@ -16,9 +16,9 @@ Everything lives in the state directory:
 - ``passerelle.toml``: a ready config (relayer.config schema, ``devnet = true``).
 - ``devnet.json``: the record of every process ``up`` started (pid, port, binary, log, the
   kernel's start time of the pid). ``down`` and ``status`` trust nothing else, and before
-  signalling a pid they check it is still that anvil or chopsticks (``/proc/<pid>/cmdline``
-  names the recorded binary and port argument, chopsticks' also its config file, and the start
-  time matches), so a recycled pid is never killed.
+  signalling a pid they check it is still that anvil or chopsticks (its command line, read
+  through psutil, names the recorded binary and port argument, chopsticks' also its config
+  file, and its start time matches the recorded one), so a recycled pid is never killed.
 - ``anvil-<chain>.log``, ``chopsticks-assethub.log``: each chain's output, appended across runs;
   kept by ``down``. ``chopsticks/`` holds chopsticks' chain spec, funding and YAML config.
 - ``ledger.db`` and ``checkpoints/``: created by the relayer and attesters, kept by ``down``.
@@ -51,7 +51,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import threading
 import time
 import urllib.error
@@ -63,6 +62,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import psutil
 from web3 import Web3
 
 from adapters.substrate import multisig_account
@@ -169,56 +169,35 @@ class DevnetError(RuntimeError):
 _CHILDREN: dict[int, AnvilProcess | ChopsticksProcess] = {}
 
 
-_HAVE_PROC = Path("/proc/self/stat").exists()
+# The start time recorded by `up` and the one `down` or `status` reads later are both the
+# kernel's (boot-relative, exact) start time plus the boot time, which the kernel reports in
+# whole seconds from the current wall clock: the two readings can differ by a second, or more
+# if the clock is stepped in between. Such a step makes the check refuse (nothing signalled);
+# a recycled pid would also need the recorded binary and port to get within this window.
+_START_TOLERANCE = 2.0
+
+_GONE_STATES = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of ``pid`` from /proc, or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces: split after it.
-    fields = text[text.rindex(")") + 2 :].split()
-    return fields[0], int(fields[19])
+def _inspect(pid: int) -> tuple[str, float, list[str]] | None:
+    """(psutil status, start time in seconds since the epoch, argv) of ``pid``, or None.
 
-
-def _inspect(pid: int) -> tuple[str, int | None, list[str]] | None:
-    """(state letter, kernel start time or None, argv) of a live or zombie ``pid``, or None.
-
-    /proc where there is one (Linux); elsewhere (macOS) ``ps``, which gives no start time and
-    splits argv on spaces - good enough for our space-free node_modules paths.
+    None when there is no such process, when it is a zombie psutil cannot read, or when we may
+    not read it (another user's process is not one `up` started). psutil reads the same kernel
+    fields on Linux and macOS, so there is one code path and a start time on both.
     """
-    if _HAVE_PROC:
-        stat = _proc_stat(pid)
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return None
-        if stat is None:
-            return None
-        argv = [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-        return stat[0], stat[1], argv
     try:
-        shown = subprocess.run(
-            ["ps", "-ww", "-o", "state=", "-o", "command=", "-p", str(pid)],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
+        process = psutil.Process(pid)
+        with process.oneshot():
+            return process.status(), process.create_time(), process.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # ZombieProcess is a NoSuchProcess
         return None
-    state, _, command = shown.stdout.strip().partition(" ")
-    if shown.returncode != 0 or not state:
-        return None
-    return state[0], None, command.split()
 
 
 def _gone(pid: int) -> bool:
     """No such process any more, or only a zombie waiting to be reaped."""
     seen = _inspect(pid)
-    return seen is None or seen[0] in "ZX"
+    return seen is None or seen[0] in _GONE_STATES
 
 
 def _is_ours(entry: dict[str, Any]) -> bool:
@@ -228,8 +207,8 @@ def _is_ours(entry: dict[str, Any]) -> bool:
     the recorded binary (argv[0], or argv[1] when node runs it: the npm anvil wrapper,
     chopsticks.cjs) and the recorded ``--port`` argument (``port_arg``, else ``port``: chopsticks
     is started with port 0 and told its port afterwards), the recorded ``--config`` when there
-    is one, and the kernel start time must match when it was recorded. A zombie (exited, not
-    yet reaped) is not alive.
+    is one, and the start time must match the recorded one within ``_START_TOLERANCE``. A
+    zombie (exited, not yet reaped) is not alive.
     """
     pid = entry.get("pid")
     if not isinstance(pid, int) or pid <= 0:
@@ -238,7 +217,7 @@ def _is_ours(entry: dict[str, Any]) -> bool:
     if child is not None and not child.running:  # also reaps our own exited child
         return False
     seen = _inspect(pid)
-    if seen is None or seen[0] in "ZX":
+    if seen is None or seen[0] in _GONE_STATES:
         return False
     _, started, argv = seen
     if str(entry.get("binary", "")) not in argv[:2]:
@@ -251,8 +230,12 @@ def _is_ours(entry: dict[str, Any]) -> bool:
         a == "--config" and b == str(config) for a, b in itertools.pairwise(argv)
     ):
         return False
-    ticks = entry.get("start_ticks")
-    return ticks is None or started is None or ticks == started
+    # A record without a start time (written before psutil was used: "start_ticks") is judged
+    # on its command line alone, as such records always were when no start time was readable.
+    recorded = entry.get("start_time")
+    if recorded is None:
+        return True
+    return isinstance(recorded, int | float) and abs(recorded - started) <= _START_TOLERANCE
 
 
 def _rpc(url: str, method: str, params: Sequence[Any] = ()) -> Any:
@@ -627,7 +610,7 @@ def _start_assethub(
                 "rpc": chain.ws_url,
                 "binary": str(chopsticks_entry()),
                 "log": str(chain.log_path),
-                "start_ticks": None if seen is None else seen[1],
+                "start_time": None if seen is None else seen[1],
                 "block_mode": chain.block_mode,
                 "finality": chain.finality_policy,
                 "genesis_hash": None,
@@ -700,7 +683,7 @@ def _start_fresh(
                     "rpc": chain.rpc_url,
                     "binary": str(binary),
                     "log": str(chain.log_path),
-                    "start_ticks": None if seen is None else seen[1],
+                    "start_time": None if seen is None else seen[1],
                     "block_time": block_time,
                     "finality": FINALITY,
                 }

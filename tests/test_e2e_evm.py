@@ -79,6 +79,7 @@ def test_token_round_trip(devnet_config: Path, procs: Procs) -> None:
 KILL_MESSAGES, KILLS = 60, 3
 
 
+@pytest.mark.slow
 def test_relayer_sigkill_mid_stream_delivers_each_exactly_once(
     devnet_config: Path, procs: Procs
 ) -> None:

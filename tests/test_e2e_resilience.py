@@ -116,6 +116,7 @@ def _assert_healthy(procs: Procs) -> None:
         assert procs.stop(name, signal.SIGTERM) == 0, procs.log(name)[-2000:]
 
 
+@pytest.mark.slow
 def test_attester_restarted_mid_stream(devnet_config: Path, procs: Procs) -> None:
     """SIGKILL one attester, SIGTERM another, restart both: all delivered, once each.
 
@@ -194,6 +195,7 @@ def _cut_during_delivery(proxy: TcpProxy, direct_url: str, inbox: bytes) -> None
     pytest.fail("every delivery was mined before the proxy could be stopped")
 
 
+@pytest.mark.slow
 def test_rpc_outage_during_relaying(devnet_config: Path, tmp_path: Path) -> None:
     """beta's RPC endpoint goes away for a few seconds while messages flow both ways.
 

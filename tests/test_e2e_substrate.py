@@ -294,6 +294,7 @@ def alice(config: Config) -> bytes:
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 def test_messages_both_ways(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub, alice: bytes
 ) -> None:
@@ -327,6 +328,7 @@ def test_messages_both_ways(
     assert_hub_delivered(config, hub, records)
 
 
+@pytest.mark.slow
 def test_token_round_trip(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub, alice: bytes
 ) -> None:
@@ -359,6 +361,7 @@ def test_token_round_trip(
     assert_delivered_once(config, ALPHA, [m["id"] for m in back], since=since)
 
 
+@pytest.mark.slow
 def test_a_transfer_to_an_account_that_cannot_hold_the_asset_is_refunded_once(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub
 ) -> None:
@@ -462,6 +465,7 @@ def _executed_batch(
     pytest.fail(f"no executed batch is a run of nonces {[r.nonce for r in records]}")
 
 
+@pytest.mark.slow
 def test_a_replayed_delivery_fails_on_chain(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub, alice: bytes
 ) -> None:
@@ -518,6 +522,7 @@ def test_a_replayed_delivery_fails_on_chain(
     assert [hub.item_owner(r.origin, r.nonce) for r in batch_records] == owners_before
 
 
+@pytest.mark.slow
 def test_bad_remarks_are_skipped_and_never_attested(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub, alice: bytes
 ) -> None:
@@ -649,6 +654,7 @@ def _check_header(hub: Hub, number: int, block_hash: bytes) -> None:
     assert from_json == header.raw
 
 
+@pytest.mark.slow
 def test_adapter_decoding_agrees_with_the_light_clients(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub
 ) -> None:
@@ -727,6 +733,7 @@ def failed_executions(hub: Hub, since: int) -> list[tuple[int, str]]:
     ]
 
 
+@pytest.mark.slow
 def test_relayer_sigkill_mid_stream_on_each_leg_delivers_each_exactly_once(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub, alice: bytes
 ) -> None:
@@ -813,6 +820,7 @@ def test_relayer_sigkill_mid_stream_on_each_leg_delivers_each_exactly_once(
     assert len(failed) <= len(kills) * KILL_INFLIGHT, failed
 
 
+@pytest.mark.slow
 def test_processes_survived_and_stop_cleanly(procs: Procs) -> None:
     assert not procs.exited(), {n: procs.log(n)[-3000:] for n in procs.exited()}
     for name in sorted(procs.running):
