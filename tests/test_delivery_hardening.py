@@ -704,6 +704,15 @@ def test_an_endpoint_lying_about_delivered_cannot_decide_a_delivery(
 # --------------------------------------------------------------------------- review: fee bumps
 
 
+def _attested(ledger: Ledger, count: int) -> list[str]:
+    """``count`` messages of ``ORIGIN`` recorded and driven to ``attested``; their ids."""
+    found = [disc(ORIGIN, n) for n in range(count)]
+    ledger.record_discovered(found)
+    ids = [msg_id(d.message) for d in found]
+    drive(ledger, ids, MessageStatus.ATTESTED, checkpoint_for(ledger))
+    return ids
+
+
 def test_the_superseded_hash_mined_after_a_fee_bump_carries_its_batch(
     config: Config, tmp_path: Path
 ) -> None:
@@ -713,10 +722,7 @@ def test_the_superseded_hash_mined_after_a_fee_bump_carries_its_batch(
     — not left ``submitted`` on a hash that can never be mined until a timeout re-sends them."""
     beta = config.chain("beta")
     with open_ledger(tmp_path / "ledger.db") as ledger:
-        found = [disc(ORIGIN, n) for n in range(2)]
-        ledger.record_discovered(found)
-        ids = [msg_id(d.message) for d in found]
-        drive(ledger, ids, MessageStatus.ATTESTED, checkpoint_for(ledger))
+        ids = _attested(ledger, 2)
         first = ledger.record_transaction(tx_for(beta.domain, seed=41), ids)
         bump = dataclasses.replace(tx_for(beta.domain, seed=42, replaces=first.hash), nonce=41)
         second = ledger.record_transaction(bump, ids)
@@ -758,10 +764,7 @@ def test_a_garbled_receipt_at_start_up_settles_the_others_and_stops_nothing(
     now that transaction stays pending (asked again later) and the others are settled."""
     beta = config.chain("beta")
     with open_ledger(tmp_path / "ledger.db") as ledger:
-        found = [disc(ORIGIN, n) for n in range(2)]
-        ledger.record_discovered(found)
-        ids = [msg_id(d.message) for d in found]
-        drive(ledger, ids, MessageStatus.ATTESTED, checkpoint_for(ledger))
+        ids = _attested(ledger, 2)
         garbled = ledger.record_transaction(tx_for(beta.domain, seed=51), [ids[0]])
         good = ledger.record_transaction(tx_for(beta.domain, seed=52), [ids[1]])
         mined = MinedTx(bytes.fromhex(good.hash[2:]), 52, 7, 90_000, 10**9, [])
