@@ -29,6 +29,7 @@ from test_attester_hardening import RpcProxy, deploy_outbox, honest
 from test_attester_hardening import dispatch as send
 from test_attester_hardening import origin as quorum_origin
 from test_ledger import ORIGIN, checkpoint_for, disc, drive, msg_id, tx_for
+from test_substrate_hardening import attested_in_ledger
 from test_substrate_route import ALPHA, ASSETHUB, config_toml, load
 from web3 import Web3
 
@@ -48,7 +49,7 @@ from relayer import relay
 from relayer.checkpoints import CheckpointStore
 from relayer.config import SUBSTRATE_BATCH_SIZE, ChainConfig, Config, RelayPolicy, load_config
 from relayer.endpoints import bytes32, open_evm
-from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, TxStatus, open_ledger
+from relayer.ledger import Ledger, MessageStatus, TxStatus, open_ledger
 from relayer.relay import Relayer
 from relayer.substrate_route import MAX_PROPOSAL_BYTES, ProposalStore, new_proposal
 
@@ -507,12 +508,7 @@ def test_the_substrate_delivery_path_applies_the_relay_policy_too(
             raise AssertionError(f"the chain was read ({name}) for a refused message")
 
     with open_ledger(tmp_path / "ledger.db") as ledger:
-        ledger.record_discovered([DiscoveredMessage(raw, 1, b"\x01" * 32, b"\x02" * 32, 0)])
-        ledger.transition(ids, MessageStatus.FINAL)
-        checkpoint = ledger.save_checkpoint(
-            ALPHA, b"\x11" * 32, b"\x33" * 32, 4, block_number=1, block_hash=b"\x01" * 32
-        )
-        ledger.transition(ids, MessageStatus.ATTESTED, checkpoint_id=checkpoint)
+        attested_in_ledger(ledger, raw, checkpoint_index=4)
         relayer = Relayer(dataclasses.replace(config, relay_policy=policy), ledger)
         relayer.lanes = cast(Any, {ALPHA: None})
         monkeypatch.setattr(relayer, "_propose", propose)

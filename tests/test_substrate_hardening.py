@@ -108,7 +108,7 @@ from relayer.attester import (
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
 from relayer.config import ChainConfig
 from relayer.endpoints import bytes32
-from relayer.ledger import DiscoveredMessage, MessageStatus, open_ledger
+from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, open_ledger
 from relayer.relay import Relayer
 from relayer.substrate_route import (
     GUARD_REFUNDED,
@@ -136,6 +136,17 @@ ROUTES = [
     EscrowRoute(ALPHA, BRIDGES[ALPHA], bytes32(HOME_TOKEN), 5, MULTISIG),
     EscrowRoute(BETA, BRIDGES[BETA], None, None, MULTISIG),
 ]
+
+
+def attested_in_ledger(ledger: Ledger, raw: bytes, *, checkpoint_index: int) -> None:
+    """``raw`` (a message from ALPHA) recorded and attested under a stored checkpoint."""
+    ids = ["0x" + keccak256(raw).hex()]
+    ledger.record_discovered([DiscoveredMessage(raw, 1, b"\x01" * 32, b"\x02" * 32, 0)])
+    ledger.transition(ids, MessageStatus.FINAL)
+    checkpoint = ledger.save_checkpoint(
+        ALPHA, b"\x11" * 32, b"\x33" * 32, checkpoint_index, block_number=1, block_hash=b"\x01" * 32
+    )
+    ledger.transition(ids, MessageStatus.ATTESTED, checkpoint_id=checkpoint)
 
 
 def refund_body(message_id: bytes = b"\x11" * 32, amount: int = 1000, reason: int = 2) -> bytes:
@@ -779,12 +790,7 @@ def test_proposals_someone_else_wrote_never_fail_a_message(
         proposed.append([record.id for record in group])
 
     with open_ledger(tmp_path / "ledger.db") as ledger:
-        ledger.record_discovered([DiscoveredMessage(raw, 1, b"\x01" * 32, b"\x02" * 32, 0)])
-        ledger.transition(ids, MessageStatus.FINAL)
-        checkpoint = ledger.save_checkpoint(
-            ALPHA, b"\x11" * 32, b"\x33" * 32, 909, block_number=1, block_hash=b"\x01" * 32
-        )
-        ledger.transition(ids, MessageStatus.ATTESTED, checkpoint_id=checkpoint)
+        attested_in_ledger(ledger, raw, checkpoint_index=909)
         relayer = Relayer(config, ledger)
         relayer.lanes = cast(Any, {ALPHA: None})
         monkeypatch.setattr(relayer, "_propose", propose)
