@@ -103,9 +103,11 @@ FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
 TOP_LEVEL_KEYS = ("devnet", "ledger", "committee", "chains", "relayer", "attesters", "client")
 LEDGER_KEYS = ("location",)
 COMMITTEE_KEYS = ("validators", "threshold", "checkpoint_store", "allow_weak_threshold")
-CHAIN_KEYS = ("name", "domain", "kind", "rpc", "rpc_quorum", "finality", "start_block")
+CHAIN_KEYS = ("name", "domain", "kind", "rpc", "finality", "start_block")
 EVM_CONTRACTS = ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
-EVM_KEYS = (*CHAIN_KEYS, "chain_id", *EVM_CONTRACTS)
+# rpc_quorum is EVM only: a Substrate chain is read from its first endpoint (SubstrateClient), so
+# the key would be a setting silently not applied.
+EVM_KEYS = (*CHAIN_KEYS, "rpc_quorum", "chain_id", *EVM_CONTRACTS)
 SUBSTRATE_KEYS = (
     *CHAIN_KEYS,
     "genesis_hash",
@@ -237,6 +239,8 @@ class ChainConfig:
     @property
     def rpc_policy(self) -> str:
         """How this chain's endpoints are trusted, as ``status`` shows it (URLs never appear)."""
+        if self.substrate is not None:
+            return f"first of {len(self.rpc)} endpoint(s), no rpc quorum"
         return f"rpc quorum {self.rpc_quorum} of {len(self.rpc)}"
 
     @property

@@ -433,6 +433,15 @@ older runtime could have minted — a safe outcome; the other way, a mint that c
 is retried until the relayer gives up, its tokens locked on the origin."""
 
 
+def _state_count(obj: Mapping[str, Any], key: str) -> int:
+    """A non-negative integer field of decoded chain state (0 if absent); AdapterError for
+    anything else — a node's answer, not something to crash an attester on."""
+    value = obj.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AdapterError(f"chain state field {key!r} is {str(value)[:60]!r}, not a count")
+    return value
+
+
 async def refund_reason(
     client: SubstrateClient,
     settings: SubstrateSettings,
@@ -459,17 +468,17 @@ async def refund_reason(
     who = "0x" + beneficiary.hex()
     asset = await client.query("Assets", "Asset", [settings.asset_id])
     holding = await client.query("Assets", "Account", [settings.asset_id, who])
-    account = await client.query("System", "Account", [who])
     if not isinstance(asset, dict):
         raise AdapterError(f"asset {settings.asset_id} does not exist on {redact_url(client.url)}")
-    if int(asset.get("supply", 0)) + amount > U128_MAX:
+    if _state_count(asset, "supply") + amount > U128_MAX:
         return REFUND_SUPPLY_OVERFLOW
     if holding is not None:
         return None  # already a holder: the mint only adds to its balance
-    if amount < int(asset.get("min_balance", 0)):
+    if amount < _state_count(asset, "min_balance"):
         return REFUND_BELOW_MINIMUM
-    providers = int(account.get("providers", 0)) if isinstance(account, dict) else 0
-    consumers = int(account.get("consumers", 0)) if isinstance(account, dict) else 0
+    account = await client.query("System", "Account", [who])
+    providers = _state_count(account, "providers") if isinstance(account, dict) else 0
+    consumers = _state_count(account, "consumers") if isinstance(account, dict) else 0
     if not asset.get("is_sufficient"):
         if providers == 0:
             return REFUND_CANNOT_HOLD

@@ -122,6 +122,8 @@ def test_an_unknown_key_anywhere_is_refused_naming_it(
             r"chains\[3\]: unknown key 'granpda' for a substrate chain, did you mean 'grandpa'\?",
         ),
         ({"chain_id": "1000"}, "unknown key 'chain_id' for a substrate chain"),
+        # Read from its first endpoint only: a quorum there would be a setting not applied.
+        ({"rpc_quorum": "1"}, "unknown key 'rpc_quorum' for a substrate chain"),
         (
             {"asset_home": f'{{ domain = 1, token = "{h(HOME_TOKEN)}", tokn = 1 }}'},
             r"chains\[3\]\.asset_home: unknown key 'tokn', did you mean 'token'\?",

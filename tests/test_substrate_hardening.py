@@ -902,3 +902,43 @@ def test_a_beneficiary_without_room_for_a_consumer_is_refunded(
             assert executed_ok(included) == (False, "Token.CannotCreate")
 
     trio.run(scenario)
+
+
+class _StateOf:
+    """A node answering ``query`` from a table: what a lying or broken node can decode."""
+
+    url = "ws://127.0.0.1:9944"
+
+    def __init__(self, state: dict[tuple[str, str], Any]) -> None:
+        self.state = state
+
+    async def query(self, module: str, item: str, params: Any = None) -> Any:
+        return self.state.get((module, item))
+
+
+@pytest.mark.parametrize(
+    "asset, account",
+    [
+        ({"supply": "lots", "min_balance": 1, "is_sufficient": False}, None),
+        ({"supply": 0, "min_balance": [1], "is_sufficient": False}, None),
+        ({"supply": 0, "min_balance": 1, "is_sufficient": False}, {"providers": -1}),
+        ({"supply": 0, "min_balance": 1, "is_sufficient": False}, {"consumers": True}),
+    ],
+)
+def test_refund_reason_on_garbled_chain_state_is_an_adapter_error(
+    asset: dict[str, Any], account: dict[str, Any] | None
+) -> None:
+    """The refund decision reads Asset Hub state: a malformed answer is one AdapterError (the
+    attester logs it and asks again), never a ValueError or TypeError ending its task."""
+    mint = message(
+        nonce=71, recipient=COMMITTEE_MULTISIG, body=token_body(amount=10, to=b"\x46" * 32)
+    )
+    node = _StateOf(
+        {("Assets", "Asset"): asset, ("System", "Account"): account or {"providers": 1}}
+    )
+
+    async def decide() -> Any:
+        return await refund_reason(cast(SubstrateClient, node), HUB_SETTINGS, mint, BRIDGES)
+
+    with pytest.raises(AdapterError, match="not a count"):
+        trio.run(decide)
