@@ -44,6 +44,7 @@ __all__ = [
     "address_of",
     "recover_signer",
     "sign_checkpoint",
+    "sign_digest",
     "verify_attestation",
 ]
 
@@ -264,7 +265,14 @@ def sign_checkpoint(private_key: bytes, checkpoint: Checkpoint) -> bytes:
     """
     if not isinstance(checkpoint, Checkpoint):
         raise InvalidCheckpointError(f"expected a Checkpoint, got {type(checkpoint).__name__}")
-    signature = _private_key(private_key).sign_recoverable(checkpoint.digest(), hasher=None)
+    return sign_digest(private_key, checkpoint.digest())
+
+
+def sign_digest(private_key: bytes, digest: bytes) -> bytes:
+    """The signature :func:`sign_checkpoint` makes, over any 32-byte ``digest`` the caller
+    built under its own domain tag (an attester's attested-block digest, say), so that
+    :func:`recover_signer` checks both alike."""
+    signature = _private_key(private_key).sign_recoverable(digest, hasher=None)
     return signature[:64] + bytes((signature[64] + 27,))
 
 

@@ -37,14 +37,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import coincurve
-
 from light_clients.committee import (
     EIP191_PREFIX,
     Checkpoint,
     address_of,
     recover_signer,
     sign_checkpoint,
+    sign_digest,
 )
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
@@ -114,7 +113,7 @@ class SignedCheckpoint:
             signature=sign_checkpoint(key, checkpoint),
             block_number=block_number,
             block_hash=block_hash,
-            block_signature=_sign_digest(
+            block_signature=sign_digest(
                 key, attested_block_digest(checkpoint, block_number, block_hash)
             ),
         )
@@ -137,13 +136,6 @@ def attested_block_digest(checkpoint: Checkpoint, block_number: int, block_hash:
         ATTESTED_BLOCK_TAG + checkpoint.inner_hash() + block_number.to_bytes(8, "big") + block_hash
     )
     return keccak256(EIP191_PREFIX + inner)
-
-
-def _sign_digest(key: bytes, digest: bytes) -> bytes:
-    """65 bytes ``r ‖ s ‖ v`` (v in {27, 28}, low-s) over a 32-byte digest, as
-    :func:`light_clients.committee.sign_checkpoint` signs (``recover_signer`` checks both)."""
-    signature = coincurve.PrivateKey(key).sign_recoverable(digest, hasher=None)
-    return signature[:64] + bytes((signature[64] + 27,))
 
 
 def parse_hex(value: object) -> bytes:

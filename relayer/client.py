@@ -19,7 +19,6 @@ from eth_abi.abi import encode as abi_encode
 from adapters.errors import AdapterError
 from adapters.evm.chain import DISPATCH_TOPIC, selector
 from adapters.evm.tx import MinedTx, SentTx, TxEngine
-from adapters.rpc import RpcError
 from light_clients.committee import address_of
 from light_clients.message import Message, decode_message
 from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
@@ -227,7 +226,7 @@ async def delivered_on_chain(
             continue
         try:
             flags.update(await _delivered_on(chain, group))
-        except (ConfigError, RpcError, AdapterError) as exc:
+        except (ConfigError, AdapterError) as exc:
             if unreadable is None:
                 raise
             unreadable[domain] = " ".join(str(exc).split())  # one line, whatever the node said

@@ -34,7 +34,6 @@ import trio
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from adapters.redact import redact_url
 from adapters.rpc import EndpointHealth
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ class RelayerCollector:
         )
         for chain, health in sorted(self.endpoints.items()):
             for endpoint in health:
-                url = redact_url(endpoint.url)
+                url = endpoint.url  # already redacted (EndpointHealth)
                 requests.add_metric([chain, url, "ok"], endpoint.successes)
                 requests.add_metric([chain, url, "error"], endpoint.failures)
                 # A refused endpoint is out for good: quarantined too, or it would look healthy

@@ -536,7 +536,7 @@ class Relayer:
                         if trio.current_time() - last_settle > self.confirm_timeout:
                             await self._settle_pending(chain, engine)
                             last_settle = trio.current_time()
-                    except (RpcError, AdapterError, TxError) as exc:
+                    except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
                         self.metrics.rpc_errors += 1
                         log.warning("deliver to %s: %s", chain.name, exc)
                         batches = []
@@ -619,7 +619,7 @@ class Relayer:
                 submission = await self._prepare(chain, evm, lane, group)
                 if submission is not None:
                     todo += await self._submit(chain, evm, engine, submission)
-        except (RpcError, AdapterError, TxError) as exc:
+        except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
             self.metrics.rpc_errors += 1
             log.warning("deliver to %s: %s", chain.name, exc)
         except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
@@ -807,7 +807,7 @@ class Relayer:
 
         try:
             sent = await engine.send(
-                submission.inbox, submission.calldata, gas=gas, before_broadcast=record
+                submission.inbox, submission.calldata, gas=gas, fees=fees, before_broadcast=record
             )
         except TxError as exc:
             await self._db(self._broadcast_failed, chain.domain, ids, str(exc))

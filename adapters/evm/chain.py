@@ -26,6 +26,7 @@ from eth_abi.abi import decode as abi_decode
 
 from adapters.errors import AdapterError
 from adapters.evm.contracts import load_artifact
+from adapters.evm.tx import parse_quantity
 from adapters.rpc import EndpointHealth, JsonRpcClient, RpcError
 from light_clients.errors import VerificationError
 from light_clients.ethereum.header import EthHeader, header_rlp_from_json, verify_header_hash
@@ -92,15 +93,6 @@ def _bytes(value: Any, what: str) -> bytes:
         raise AdapterError(f"node returned a malformed {what}: {value!r}") from None
 
 
-def _int(value: Any, what: str) -> int:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise AdapterError(f"node returned a malformed {what}: {value!r}")
-    try:
-        return int(value, 16)
-    except ValueError:
-        raise AdapterError(f"node returned a malformed {what}: {value!r}") from None
-
-
 class EvmChain:
     """Read access to one EVM chain through a :class:`JsonRpcClient`."""
 
@@ -133,11 +125,11 @@ class EvmChain:
 
     async def chain_id(self) -> int:
         """``eth_chainId``."""
-        return _int(await self.rpc.call("eth_chainId"), "chain id")
+        return parse_quantity(await self.rpc.call("eth_chainId"), "chain id")
 
     async def latest_number(self) -> int:
         """The number of the latest block."""
-        return _int(await self.rpc.call("eth_blockNumber"), "block number")
+        return parse_quantity(await self.rpc.call("eth_blockNumber"), "block number")
 
     async def _call(self, endpoint: EndpointHealth | None, method: str, params: list[Any]) -> Any:
         """``method`` on ``endpoint``, or on the first endpoint that answers if None."""
@@ -164,7 +156,7 @@ class EvmChain:
         """The newest block the finality policy accepts, by one endpoint's word."""
         if self.finality in ("finalized", "safe"):
             return await self.header(self.finality, endpoint=endpoint)
-        latest = _int(await self._call(endpoint, "eth_blockNumber", []), "block number")
+        latest = parse_quantity(await self._call(endpoint, "eth_blockNumber", []), "block number")
         if self.finality == "devnet-instant":
             return await self.header(latest, endpoint=endpoint)
         return await self.header(max(0, latest - self.depth), endpoint=endpoint)
@@ -307,11 +299,11 @@ class EvmChain:
             message=message,
             raw=bytes(raw),
             block=BlockRef(
-                _int(log.get("blockNumber"), "block number"),
+                parse_quantity(log.get("blockNumber"), "block number"),
                 _bytes(log.get("blockHash"), "block hash"),
             ),
             tx_hash=_bytes(log.get("transactionHash"), "transaction hash"),
-            log_index=_int(log.get("logIndex"), "log index"),
+            log_index=parse_quantity(log.get("logIndex"), "log index"),
         )
 
     async def proven_slots(

@@ -251,15 +251,18 @@ class TxEngine:
         *,
         gas: int | None = None,
         value: int = 0,
+        fees: tuple[int, int] | None = None,
         before_broadcast: BroadcastHook | None = None,
     ) -> SentTx:
         """Sign and broadcast; the nonce is consumed only if the node accepts it.
 
-        ``before_broadcast(sent, tx_hash)`` runs after signing and before the transaction leaves
-        the process, so a caller can record the hash durably first: a crash in between then
-        leaves a record of a transaction that may or may not exist, never an unrecorded one.
+        ``fees`` (max fee, priority fee) are those a caller's dry run used, so the transaction
+        carries exactly the gas price its recipients were estimated at; default: the current
+        ones. ``before_broadcast(sent, tx_hash)`` runs after signing and before the transaction
+        leaves the process, so a caller can record the hash durably first: a crash in between
+        then leaves a record of a transaction that may or may not exist, never an unrecorded one.
         """
-        max_fee, tip = await self.current_fees()
+        max_fee, tip = fees if fees is not None else await self.current_fees()
         if gas is None:
             gas = await self.estimate_gas(to, data, value, fees=(max_fee, tip))
         async with self._lock:
