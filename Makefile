@@ -5,6 +5,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
+# Test workers: CI has 2 cores, and the chain tests mostly wait for 1-second blocks.
+WORKERS ?= 2
 
 .PHONY: demo test test-fast lint bench clean
 
@@ -29,10 +31,11 @@ $(NODE): package.json package-lock.json
 # Coverage is taken in the same single pytest run (the suite is not run twice); the report lists
 # every line of light_clients/ no test reaches, so an untriggered rejection shows by name.
 # --durations=15 lists the slowest tests, so a test that grows slow shows up in CI's log.
+# -n $(WORKERS) --dist loadfile: whole modules per worker, so a module's chain fixtures start once.
 test: $(STAMP) $(NODE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
 
 ## test-fast: everything but the tests marked slow (the multi-process end-to-end runs: SIGKILL
 ## and restarts, chopsticks), plus ruff and mypy; for the edit-test loop. `make test` is the
@@ -41,7 +44,7 @@ test: $(STAMP) $(NODE)
 test-fast: $(STAMP) $(NODE)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q -m "not slow" --durations=15
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile -m "not slow" --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -2,9 +2,10 @@
 
 Why not web3.py's provider: it blocks, so every call would need a worker thread; httpx speaks
 HTTP natively under trio, and a JSON-RPC request is small enough to build by hand. Several
-endpoints per chain give failover (anchors.md §4.3): an endpoint that fails at the transport
-level is quarantined with exponential backoff and the next healthy one is tried; a JSON-RPC
-*error response* is the node's answer, not an outage, and is raised to the caller as is.
+endpoints per chain give failover (what operators of other relayers most ask for): an endpoint
+that fails at the transport level is quarantined with exponential backoff and the next healthy
+one is tried; a JSON-RPC *error response* is the node's answer, not an outage, and is raised
+to the caller as is.
 Every error names the endpoint that produced it — by its redacted URL
 (:func:`adapters.redact.redact_url`): provider URLs carry API keys, and error texts end up in
 logs, ``status`` output and metrics labels. The real URL is used only to connect.
@@ -24,44 +25,31 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import trio
 
-from adapters.errors import AdapterError
+from adapters.jsonrpc import MalformedAnswer, RpcCallError, RpcError, request
 from adapters.redact import redact_url, scrub_url
+
+# The errors of a JSON-RPC exchange live with the envelope (adapters.jsonrpc, shared with the
+# blocking call_sync); re-exported here, where callers have always imported them from.
+__all__ = [
+    "EndpointHealth",
+    "Identity",
+    "JsonRpcClient",
+    "MalformedAnswer",
+    "RpcCallError",
+    "RpcError",
+    "WrongChainError",
+]
 
 log = logging.getLogger("passerelle.rpc")
 
 
-class RpcError(AdapterError):
-    """No endpoint could answer (transport failures, timeouts, malformed responses)."""
-
-
-class MalformedAnswer(RpcError):
-    """A node answered, but its result is not the shape the method promises (a missing key, a
-    wrong type, a quantity that is not hex). An :class:`RpcError` because, to every caller, a
-    garbled answer is no answer: code that retries or fails over on a dead node does the same
-    here, and never sees a ``KeyError`` or ``ValueError`` from someone else's JSON."""
-
-
 class WrongChainError(RpcError):
     """An endpoint failed the client's identity check: it serves another chain."""
-
-
-class RpcCallError(RpcError):
-    """The node answered with a JSON-RPC error object."""
-
-    def __init__(self, endpoint: str, method: str, code: int, message: str, data: Any = None):
-        super().__init__(f"{method} on {endpoint}: error {code}: {message}")
-        self.endpoint, self.method, self.code, self.message, self.data = (
-            endpoint,
-            method,
-            code,
-            message,
-            data,
-        )
 
 
 @dataclass
@@ -155,7 +143,7 @@ class JsonRpcClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def __aenter__(self) -> JsonRpcClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -254,10 +242,7 @@ class JsonRpcClient:
         self, endpoint: EndpointHealth, calls: Sequence[tuple[str, Sequence[Any]]], *, batch: bool
     ) -> list[Any]:
         """One HTTP exchange with one endpoint: a single request, or a batch of them."""
-        requests = [
-            {"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": list(params)}
-            for method, params in calls
-        ]
+        requests = [request(method, params, next(self._ids)) for method, params in calls]
         what = f"{calls[0][0] if not batch else f'batch of {len(calls)}'} on {endpoint.url}"
         started = trio.current_time()
         try:
@@ -281,19 +266,19 @@ class JsonRpcClient:
             raise self._unusable(endpoint, f"{what}: malformed JSON-RPC response")
         # Only integer ids can be ours (an unhashable id from a hostile node must not crash us).
         by_id = {a["id"]: a for a in answers if isinstance(a.get("id"), int)}
-        if any(request["id"] not in by_id for request in requests):
+        if any(asked["id"] not in by_id for asked in requests):
             raise self._unusable(endpoint, f"{what}: JSON-RPC response misses answers")
         endpoint.record_success(trio.current_time() - started)
         results = []
-        for request in requests:
-            answer = by_id[request["id"]]
+        for asked in requests:
+            answer = by_id[asked["id"]]
             if answer.get("error") is not None:
                 error = answer["error"]
                 error = error if isinstance(error, dict) else {"message": str(error)}
                 code = error.get("code")
                 raise RpcCallError(
                     endpoint.url,
-                    str(request["method"]),
+                    str(asked["method"]),
                     code if isinstance(code, int) else 0,
                     endpoint.scrub(str(error.get("message", ""))),
                     error.get("data"),

@@ -24,19 +24,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import rlp
 from eth_hash.auto import keccak as eth_hash_keccak
-from eth_utils import to_bytes
-from trie import HexaryTrie
+from eth_utils.conversions import to_bytes
+from trie.hexary import HexaryTrie
 
 from light_clients.ethereum.header import header_rlp_from_json, verify_header_hash
 from light_clients.ethereum.receipt import receipt_key, verify_receipt
 from light_clients.ethereum.rlp import decode
 from light_clients.ethereum.state import GetProof, parse_get_proof, verify_get_proof
 from light_clients.hashing import keccak256
+from light_clients.hexstr import parse_data, to_hex
 
 VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors"
 REPEAT = 15
@@ -44,10 +46,6 @@ REPEAT = 15
 
 def _load(path: str) -> Any:
     return json.loads((VECTORS / path).read_text())
-
-
-def _hex(value: str) -> bytes:
-    return bytes.fromhex(value.removeprefix("0x"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,13 +86,19 @@ def _fmt(values: Sequence[float]) -> str:
 # Baselines: py-trie, the rlp package and eth-hash, used the way a caller would
 
 
+def _get_from_proof(root: bytes, key: bytes, nodes: Any) -> bytes:
+    """py-trie's proof walk (untyped in py-trie)."""
+    value: bytes = HexaryTrie.get_from_proof(root, key, nodes)  # type: ignore[no-untyped-call]
+    return value
+
+
 def _pytrie_get_proof(state_root: bytes, get_proof: GetProof, predecoded: Any) -> int:
     """Verify an eth_getProof with py-trie; return the number of storage slots checked."""
     account_nodes, storage_nodes = predecoded or (
         [rlp.decode(node) for node in get_proof.account_proof],
         [[rlp.decode(node) for node in entry.proof] for entry in get_proof.storage_proofs],
     )
-    leaf = HexaryTrie.get_from_proof(state_root, eth_hash_keccak(get_proof.address), account_nodes)
+    leaf = _get_from_proof(state_root, eth_hash_keccak(get_proof.address), account_nodes)
     nonce, balance, storage_root, code_hash = rlp.decode(leaf)
     if (
         rlp.sedes.big_endian_int.deserialize(nonce) != get_proof.nonce
@@ -104,7 +108,7 @@ def _pytrie_get_proof(state_root: bytes, get_proof: GetProof, predecoded: Any) -
     ):
         raise AssertionError("baseline: account mismatch")
     for entry, nodes in zip(get_proof.storage_proofs, storage_nodes, strict=True):
-        value = HexaryTrie.get_from_proof(storage_root, eth_hash_keccak(entry.key), nodes)
+        value = _get_from_proof(storage_root, eth_hash_keccak(entry.key), nodes)
         proven = rlp.sedes.big_endian_int.deserialize(rlp.decode(value)) if value else 0
         if proven != entry.value:
             raise AssertionError("baseline: storage mismatch")
@@ -129,7 +133,8 @@ def _baseline_header_rlp(obj: Mapping[str, Any]) -> bytes:
             break
         value = obj[name]
         fields.append(int(value, 16) if is_int else to_bytes(hexstr=value))
-    return rlp.encode(fields)
+    encoded: bytes = rlp.encode(fields)
+    return encoded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +142,7 @@ def _baseline_header_rlp(obj: Mapping[str, Any]) -> bytes:
 
 def _bench_get_proof() -> None:
     manifest = _load("eth_state_proofs/vectors.json")
-    state_root = _hex(manifest["vectors"][0]["state_root"])
+    state_root = parse_data(manifest["vectors"][0]["state_root"], "state_root")
     for file, label, number in (
         ("helios_eth_getProof_deposit_contract_21925176.json", "deposit contract", 100),
         ("helios_eth_getProof_block_miner_21925176.json", "fee recipient", 100),
@@ -160,8 +165,8 @@ def _bench_get_proof() -> None:
             name,
             "py-trie get_from_proof + rlp.decode of nodes and leaves",
             _race(
-                lambda gp=get_proof: verify_get_proof(state_root, gp),
-                lambda gp=get_proof: _pytrie_get_proof(state_root, gp, None),
+                partial(verify_get_proof, state_root, get_proof),
+                partial(_pytrie_get_proof, state_root, get_proof, None),
                 number,
             ),
         )
@@ -169,8 +174,8 @@ def _bench_get_proof() -> None:
             name + " (baseline given pre-decoded nodes)",
             "py-trie get_from_proof on already-decoded nodes",
             _race(
-                lambda gp=get_proof: verify_get_proof(state_root, gp),
-                lambda gp=get_proof, pre=predecoded: _pytrie_get_proof(state_root, gp, pre),
+                partial(verify_get_proof, state_root, get_proof),
+                partial(_pytrie_get_proof, state_root, get_proof, predecoded),
                 number,
             ),
         )
@@ -178,22 +183,22 @@ def _bench_get_proof() -> None:
 
 def _bench_receipt() -> None:
     vectors = _load("eth_receipts_tx_tries/receipts_21925176_proofs.json")
-    root = _hex(vectors["receipts_root"])
+    root = parse_data(vectors["receipts_root"], "receipts_root")
     entry = next(p for p in vectors["proofs"] if p["index"] == 128)
-    proof = [_hex(node) for node in entry["proof_nodes"]]
-    receipt = _hex(entry["receipt_encoded"])
+    proof = [parse_data(node, "proof node") for node in entry["proof_nodes"]]
+    receipt = parse_data(entry["receipt_encoded"], "receipt")
     key = receipt_key(128)
 
     def baseline() -> object:
         nodes = [rlp.decode(node) for node in proof]
-        if HexaryTrie.get_from_proof(root, rlp.encode(128), nodes) != receipt:
+        if _get_from_proof(root, rlp.encode(128), nodes) != receipt:
             raise AssertionError("baseline: receipt mismatch")
         return rlp.decode(receipt[1:])
 
     assert verify_receipt(root, 128, proof, receipt).walk.key == key
     baseline()
     _report(
-        f"receipt inclusion, index 128 (key 0x{key.hex()}), {len(proof)} nodes, "
+        f"receipt inclusion, index 128 (key {to_hex(key)}), {len(proof)} nodes, "
         f"{len(receipt)}-byte receipt",
         "py-trie get_from_proof + rlp.decode of nodes and receipt",
         _race(lambda: verify_receipt(root, 128, proof, receipt), baseline, 200),
@@ -202,7 +207,7 @@ def _bench_receipt() -> None:
 
 def _bench_header() -> None:
     block = _load("eth_state_proofs/helios_block_21925176.json")
-    expected = _hex(block["hash"])
+    expected = parse_data(block["hash"], "block hash", 32)
     raw = header_rlp_from_json(block)
     assert _baseline_header_rlp(block) == raw
 

@@ -30,6 +30,7 @@ from scalecodec.type_registry import load_type_registry_preset
 
 import light_clients.substrate.grandpa as grandpa_module
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import parse_data
 from light_clients.substrate.grandpa import (
     AuthoritySet,
     Commit,
@@ -175,8 +176,8 @@ def _deepest_key(root: bytes, nodes: Sequence[bytes]) -> bytes:
 
 def bench_storage_proof() -> None:
     vector = json.loads((VECTORS / "storage_proofs.json").read_text())["vectors"][1]
-    root = bytes.fromhex(vector["state_root"].removeprefix("0x"))
-    nodes = list(decode_storage_proof(bytes.fromhex(vector["proof_scale"].removeprefix("0x"))))
+    root = parse_data(vector["state_root"], "state_root", 32)
+    nodes = list(decode_storage_proof(parse_data(vector["proof_scale"], "proof_scale")))
     key = _deepest_key(root, nodes)
     read = verify_storage_proof(root, nodes, key)
     assert read.value is not None
@@ -230,7 +231,7 @@ def bench_headers() -> None:
     for vector in vectors:
         if vector["name"] not in ("rococo-2021-04-08", "kusama-7472481"):
             continue
-        raw = bytes.fromhex(vector["scale"].removeprefix("0x"))
+        raw = parse_data(vector["scale"], "header scale")
         name = f"decode_header {vector['name']} ({len(raw):,} B)"
         decoded = scalecodec_decode(raw)
         if not isinstance(decoded, tuple) or decoded[1]["number"] != decode_header(raw).number:

@@ -1,4 +1,4 @@
-"""Start and stop local anvil chains (npm ``@foundry-rs/anvil``, pinned by package-lock.json).
+"""Start and stop local anvil chains (npm ``@foundry-rs/anvil`` 1.7.1, or an anvil on PATH).
 
 Usage::
 
@@ -7,8 +7,9 @@ Usage::
 
 Every chain binds 127.0.0.1 only. ``start_anvil`` returns once ``eth_chainId`` answers with
 the requested chain id, or raises :class:`AnvilError` with the tail of anvil's log (busy port,
-missing npm install, crash, timeout). ``AnvilProcess.stop`` stops exactly the process it
-started, by PID.
+anvil not installed, crash, timeout). Which anvil runs is :func:`devnet.tools.anvil_path`'s
+choice: the checkout's ``node_modules``, PATH, or a per-user cache npm fills on first use.
+``AnvilProcess.stop`` stops exactly the process it started, by PID.
 
 The devnet uses anvil's well-known development accounts (:data:`DEV_PRIVATE_KEYS`): they hold
 no value anywhere, and must never be used outside a local chain.
@@ -16,18 +17,18 @@ no value anywhere, and must never be used outside a local chain.
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import socket
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
+from adapters.jsonrpc import RpcError, call_sync
 from devnet.process import HOST, NodeProcess, log_tail, port_is_free
+from devnet.tools import ToolError, anvil_path
+from light_clients.errors import DecodeError
+from light_clients.hexstr import parse_quantity
 
 __all__ = [
     "DEV_ADDRESSES",
@@ -39,11 +40,6 @@ __all__ = [
     "free_port",
     "start_anvil",
 ]
-
-"""The only interface a devnet chain listens on."""
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-NODE_MODULES = REPO_ROOT / "node_modules"
 
 DEV_PRIVATE_KEYS: tuple[str, ...] = (
     "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80",
@@ -81,28 +77,16 @@ class AnvilError(RuntimeError):
 
 
 def anvil_binary() -> Path:
-    """The anvil executable to run.
+    """The anvil executable to run (where it comes from: :mod:`devnet.tools`).
 
-    ``node_modules/.bin/anvil`` (installed by ``make`` / ``npm ci``) must exist. It is a node
-    wrapper that spawns the platform binary of ``@foundry-rs/anvil-<os>-<arch>``; when that
-    binary is present it is run directly, so the PID we hold is anvil's own (stopping the
-    wrapper would not stop its child on SIGKILL) and no node process sits in between.
+    When the npm package's platform binary is there it is run directly, so the PID we hold is
+    anvil's own (stopping the node wrapper would not stop its child on SIGKILL). Raises
+    :class:`AnvilError` (one line) when anvil is nowhere and cannot be installed.
     """
-    wrapper = NODE_MODULES / ".bin" / "anvil"
-    if not wrapper.exists():
-        raise AnvilError(
-            f"anvil is not installed ({wrapper.relative_to(REPO_ROOT)} is missing): "
-            "run `make` (npm ci) first"
-        )
-    system = {"Linux": "linux", "Darwin": "darwin"}.get(platform.system())
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}.get(
-        platform.machine().lower()
-    )
-    if system and arch:
-        native = NODE_MODULES / "@foundry-rs" / f"anvil-{system}-{arch}" / "bin" / "anvil"
-        if native.is_file() and os.access(native, os.X_OK):
-            return native
-    return wrapper
+    try:
+        return anvil_path()
+    except ToolError as error:
+        raise AnvilError(str(error)) from None
 
 
 def free_port() -> int:
@@ -114,18 +98,18 @@ def free_port() -> int:
 
 
 def _chain_id(rpc_url: str, timeout: float) -> int | None:
-    """``eth_chainId`` of the node at ``rpc_url``, or None if it does not answer (yet)."""
-    payload = {"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []}
-    request = urllib.request.Request(
-        rpc_url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
+    """``eth_chainId`` of the node at ``rpc_url``, or None while it does not answer (yet).
+
+    A garbled answer is an :class:`AnvilError`: something that is not anvil holds the port.
+    """
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-    except (OSError, urllib.error.URLError, ValueError):
+        answer = call_sync(rpc_url, "eth_chainId", timeout=timeout)
+    except RpcError:
         return None
-    result = answer.get("result") if isinstance(answer, dict) else None
-    return int(result, 16) if isinstance(result, str) else None
+    try:
+        return parse_quantity(answer, "eth_chainId", 32)
+    except DecodeError as error:
+        raise AnvilError(f"{rpc_url} is not anvil: {error}") from None
 
 
 class AnvilProcess(NodeProcess):
@@ -221,7 +205,8 @@ def start_anvil(
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            cwd=REPO_ROOT,
+            # Not the caller's folder: a detached chain must not keep that one busy.
+            cwd=log_path.parent,
             start_new_session=True,
         )
     anvil = AnvilProcess(

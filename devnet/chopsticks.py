@@ -7,10 +7,14 @@ Usage::
 
 chopsticks 1.5.1 (npm ``@acala-network/chopsticks``) builds blocks on top of the raw genesis
 state of Rococo Asset Hub, exported by npm ``@substrate/connect-known-chains@1.10.3`` as
-``rococo_v2_2_asset_hub``. Nothing is fetched from any remote endpoint: chopsticks is given the
+``rococo_v2_2_asset_hub``. Both npm packages are found by :mod:`devnet.tools` (checkout, PATH,
+per-user cache) and neither is part of Passerelle (the chain-spec package is GPL-3.0-only):
+:func:`write_chain_spec` reads the export at run time and refuses bytes whose sha256 is not
+:data:`CHAIN_SPEC_SHA256`. Nothing is fetched from any remote endpoint: chopsticks is given the
 spec as a local file (``genesis:``), which makes it serve storage from the spec instead of an
-upstream node. Signatures are verified for real (no ``mock-signature-host``). Accounts are
-funded by writing ``System.Account`` through chopsticks' ``import-storage``.
+upstream node. Signatures are verified for real (no
+``mock-signature-host``). Accounts are funded by writing ``System.Account`` through
+chopsticks' ``import-storage``.
 
 What this chain is, and is not (details and measurements in ``docs/substrate-devnet.md``):
 
@@ -32,6 +36,7 @@ the process it started, by PID (chopsticks is a single node process).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,16 +44,21 @@ import shutil
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Final
 
 from scalecodec.utils.ss58 import ss58_decode
 
-from devnet.anvil import HOST, NODE_MODULES, REPO_ROOT
-from devnet.process import ANSI_CODES, NodeProcess, log_tail, port_is_free
+from adapters.jsonrpc import RpcError, call_sync
+from devnet.process import ANSI_CODES, HOST, NodeProcess, log_tail, port_is_free
+from devnet.tools import (
+    PINNED,
+    ToolError,
+    chain_spec_package,
+    chopsticks_script,
+    node_executable,
+)
 
 __all__ = [
     "ALICE",
@@ -56,6 +66,8 @@ __all__ = [
     "CHAIN_NAME",
     "CHAIN_SPEC_EXPORT",
     "CHAIN_SPEC_PACKAGE",
+    "CHAIN_SPEC_SHA256",
+    "CHAIN_SPEC_VERSION",
     "CHOPSTICKS_PACKAGE",
     "DEV_BALANCE",
     "DEV_URIS",
@@ -68,6 +80,8 @@ __all__ = [
     "ChopsticksError",
     "ChopsticksProcess",
     "account_id",
+    "chain_spec_source",
+    "check_chain_spec",
     "chopsticks_entry",
     "node_binary",
     "start_chopsticks",
@@ -78,6 +92,14 @@ CHOPSTICKS_PACKAGE: Final = "@acala-network/chopsticks"
 CHAIN_SPEC_PACKAGE: Final = "@substrate/connect-known-chains"
 CHAIN_SPEC_EXPORT: Final = "rococo_v2_2_asset_hub"
 """The export of :data:`CHAIN_SPEC_PACKAGE` holding the raw chain spec, as a JSON string."""
+
+CHAIN_SPEC_VERSION: Final = PINNED[CHAIN_SPEC_PACKAGE]
+"""The version of :data:`CHAIN_SPEC_PACKAGE` the devnet uses (package.json's)."""
+
+CHAIN_SPEC_SHA256: Final = "75380d2835f80582d634390eb052fe9df4a84bc3754feadbd9baee9783d7f77c"
+"""sha256 of that version's export, 1,219,284 bytes: :func:`write_chain_spec` refuses any other
+bytes (another version, or an edited copy, would start another chain). To move to another
+version: bump it in package.json, ``make``, and take the new digest of the export."""
 
 CHAIN_NAME: Final = "asset-hub-rococo"
 """What ``system_chain`` answers (the spec's ``id``; ``system_name`` is "Rococo Asset Hub")."""
@@ -129,25 +151,23 @@ class ChopsticksError(RuntimeError):
 
 def node_binary() -> str:
     """The ``node`` executable that runs chopsticks (Node 20 works; chopsticks asks for 22)."""
-    node = shutil.which("node")
-    if node is None:
-        raise ChopsticksError("node is not on PATH: chopsticks needs Node.js (>= 20)")
-    return node
+    try:
+        return node_executable()
+    except ToolError as error:
+        raise ChopsticksError(str(error)) from None
 
 
 def chopsticks_entry() -> Path:
-    """chopsticks' CLI script in node_modules (installed by ``make`` / ``npm ci``).
+    """chopsticks' CLI script (where it comes from: :mod:`devnet.tools`).
 
     ``node_modules/.bin/chopsticks`` is a symlink to this file; running it with ``node``
-    directly means the PID we hold is chopsticks' own (it spawns no child processes).
+    directly means the PID we hold is chopsticks' own (it spawns no child processes). Raises
+    :class:`ChopsticksError` (one line) when chopsticks is nowhere and cannot be installed.
     """
-    entry = NODE_MODULES / CHOPSTICKS_PACKAGE / "chopsticks.cjs"
-    if not entry.is_file():
-        raise ChopsticksError(
-            f"chopsticks is not installed ({entry.relative_to(REPO_ROOT)} is missing): "
-            "run `make` (npm ci) first"
-        )
-    return entry
+    try:
+        return chopsticks_script()
+    except ToolError as error:
+        raise ChopsticksError(str(error)) from None
 
 
 def account_id(key: str) -> str:
@@ -190,55 +210,83 @@ def _funding_storage(funded: Mapping[str, int]) -> dict[str, object]:
     return {"System": {"Account": entries}}
 
 
-def write_chain_spec(path: Path) -> Path:
-    """Write the Rococo Asset Hub raw chain spec (from the pinned npm package) to ``path``.
+def chain_spec_source() -> Path:
+    """The installed npm :data:`CHAIN_SPEC_PACKAGE` the spec is read from (where it comes from:
+    :mod:`devnet.tools`; from the per-user cache it is installed on first use). Raises
+    :class:`ChopsticksError` (one line) when it is nowhere and cannot be installed."""
+    try:
+        return chain_spec_package()
+    except ToolError as error:
+        raise ChopsticksError(str(error)) from None
 
-    Runs ``node`` to read the export, so the bytes are exactly what the installed
-    :data:`CHAIN_SPEC_PACKAGE` ships (about 1.2 MB of JSON).
+
+def check_chain_spec() -> Path:
+    """Find the chain spec and check its digest without writing it (what ``devnet up`` does
+    before any chain starts); the package folder it came from. Raises :class:`ChopsticksError`
+    (one line) as :func:`write_chain_spec` does."""
+    return _read_chain_spec()[0]
+
+
+def write_chain_spec(path: Path) -> Path:
+    """Write the Rococo Asset Hub raw chain spec (about 1.2 MB of JSON) to ``path``.
+
+    The bytes are the :data:`CHAIN_SPEC_EXPORT` export of the installed
+    :data:`CHAIN_SPEC_PACKAGE` (:func:`chain_spec_source`), read with ``node`` as chopsticks'
+    own tooling would, and checked against :data:`CHAIN_SPEC_SHA256` before anything is
+    written: a truncated, edited or other version's spec would start another chain.
     """
-    if not (NODE_MODULES / CHAIN_SPEC_PACKAGE / "package.json").is_file():
-        raise ChopsticksError(
-            f"{CHAIN_SPEC_PACKAGE} is not installed (node_modules/{CHAIN_SPEC_PACKAGE} is "
-            "missing): run `make` (npm ci) first"
-        )
-    script = f"process.stdout.write(require({json.dumps(CHAIN_SPEC_PACKAGE)}).{CHAIN_SPEC_EXPORT})"
-    try:
-        exported = subprocess.run(
-            [node_binary(), "-e", script],
-            cwd=REPO_ROOT,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    except subprocess.CalledProcessError as error:
-        stderr = error.stderr.decode(errors="replace").strip()
-        raise ChopsticksError(f"could not export {CHAIN_SPEC_EXPORT}: {stderr}") from error
-    except subprocess.TimeoutExpired as error:
-        raise ChopsticksError(f"exporting {CHAIN_SPEC_EXPORT} timed out") from error
-    try:
-        spec = json.loads(exported)
-    except ValueError as error:
-        raise ChopsticksError(f"{CHAIN_SPEC_EXPORT} is not JSON: {error}") from error
-    if (
-        not isinstance(spec, dict)
-        or spec.get("id") != CHAIN_NAME
-        or "raw" not in spec.get("genesis", {})
-    ):
-        raise ChopsticksError(f"{CHAIN_SPEC_EXPORT} is not the raw {CHAIN_NAME} chain spec")
+    spec = _read_chain_spec()[1]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(exported)
+    path.write_bytes(spec)
     return path
 
 
-def _write_config(state_dir: Path, *, spec_path: Path, storage_path: Path, block_mode: str) -> Path:
+def _read_chain_spec() -> tuple[Path, bytes]:
+    """The package folder and the checked bytes of its export (:func:`write_chain_spec`)."""
+    package = chain_spec_source()
+    node = node_binary()
+    # require() of the package's own folder: no search up the tree for another copy of it. A
+    # missing export writes nothing (refused by the digest); a failing require, its message.
+    script = (
+        "try { process.stdout.write(require(process.argv[1])"
+        f"[{json.dumps(CHAIN_SPEC_EXPORT)}] ?? '') }} catch (error) {{ "
+        "process.stderr.write(String(error?.message ?? error)); process.exit(1) }"
+    )
+    try:
+        done = subprocess.run(
+            [node, "-e", script, str(package)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise ChopsticksError(
+            f"cannot read the chain spec from {package} with node: {error}"
+        ) from None
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.decode(errors="replace").splitlines() if line]
+        why = lines[0].strip()[:200] if lines else f"exit code {done.returncode}"
+        raise ChopsticksError(f"cannot read the chain spec from {package} with node: {why}")
+    if hashlib.sha256(done.stdout).hexdigest() != CHAIN_SPEC_SHA256:
+        raise ChopsticksError(
+            f"the {CHAIN_SPEC_EXPORT} export of {package} is not the one of "
+            f"{CHAIN_SPEC_PACKAGE}@{CHAIN_SPEC_VERSION} (sha256 differs): reinstall that "
+            "version there (in a checkout: `make`)"
+        )
+    return package, done.stdout
+
+
+def _write_config(
+    state_dir: Path, *, spec_path: Path, storage_path: Path, block_mode: str, entry: Path
+) -> Path:
     """Write chopsticks' YAML config (host and port are given on the command line)."""
     for path in (spec_path, storage_path):
         if any(marker in str(path) for marker in _TEMPLATE_MARKERS):
             raise ChopsticksError(f"chopsticks cannot take a path containing '<%' or '${{': {path}")
     lines = [
         "# Written by devnet/chopsticks.py; run by hand with:",
-        "#   node node_modules/@acala-network/chopsticks/chopsticks.cjs \\",
+        f"#   node {entry} \\",
         f"#     --config {state_dir / _CONFIG_FILE} --host {HOST} --port <port>",
         f"genesis: {json.dumps(str(spec_path))}",
         f"import-storage: {json.dumps(str(storage_path))}",
@@ -251,18 +299,14 @@ def _write_config(state_dir: Path, *, spec_path: Path, storage_path: Path, block
 
 
 def _system_chain(http_url: str, timeout: float) -> str | None:
-    """``system_chain`` of the node at ``http_url``, or None if it does not answer (yet)."""
-    payload = {"jsonrpc": "2.0", "id": 1, "method": "system_chain", "params": []}
-    request = urllib.request.Request(
-        http_url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
+    """``system_chain`` of the node at ``http_url``, or None while it does not answer (yet)."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-    except (OSError, urllib.error.URLError, ValueError):
+        answer = call_sync(http_url, "system_chain", timeout=timeout)
+    except RpcError:
         return None
-    result = answer.get("result") if isinstance(answer, dict) else None
-    return result if isinstance(result, str) else None
+    if not isinstance(answer, str):
+        raise ChopsticksError(f"{http_url} answers system_chain with {answer!r:.60}, not a name")
+    return answer
 
 
 class ChopsticksProcess(NodeProcess):
@@ -369,7 +413,11 @@ def start_chopsticks(
         storage_path = state_dir / _STORAGE_FILE
         storage_path.write_text(json.dumps(storage, indent=1), encoding="utf-8")
         config_path = _write_config(
-            state_dir, spec_path=spec_path, storage_path=storage_path, block_mode=block_mode
+            state_dir,
+            spec_path=spec_path,
+            storage_path=storage_path,
+            block_mode=block_mode,
+            entry=entry,
         )
         log_path = (state_dir / _LOG_FILE) if log_path is None else log_path.resolve()
         log_path.parent.mkdir(parents=True, exist_ok=True)

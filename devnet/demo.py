@@ -22,8 +22,8 @@ from typing import Any
 import trio
 
 from devnet import manager
-from relayer.client import token_balance
 from relayer.config import load_config
+from relayer.user import token_balance
 
 STATE_DIR = Path(".devnet")
 PASSERELLE = str(Path(sys.executable).parent / "passerelle")

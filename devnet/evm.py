@@ -42,8 +42,10 @@ from web3.types import TxParams
 
 from adapters.evm.contracts import artifact_names, load_artifact
 from light_clients.committee import address_of
+from light_clients.errors import DecodeError
 from light_clients.ethereum import rlp
 from light_clients.hashing import keccak256
+from light_clients.hexstr import parse_data, to_hex
 
 __all__ = [
     "DEMO_BALANCE",
@@ -114,12 +116,23 @@ def _call_data(contract: str, signature: str, args: Sequence[Any]) -> bytes:
     if selector is None:
         raise DeployError(f"{contract} has no function {signature}")
     types = signature[signature.index("(") + 1 : -1]
-    return bytes.fromhex(selector) + abi_encode(_split_types(types), list(args))
+    # The artifact stores selectors as bare hex ("a9059cbb"), as solc writes them.
+    return parse_data("0x" + selector, f"selector of {signature}", 4) + abi_encode(
+        _split_types(types), list(args)
+    )
 
 
 def _split_types(types: str) -> list[str]:
     """``"address[],uint8"`` → ``["address[]", "uint8"]`` (no tuples in the calls made here)."""
     return [t for t in types.split(",") if t]
+
+
+def _address_or_none(value: object) -> bytes | None:
+    """A receipt's ``contractAddress`` as 20 bytes, None when it is not one."""
+    try:
+        return parse_data(value, "contractAddress", 20)
+    except DecodeError:
+        return None
 
 
 def _deploy_gas(name: str, data: bytes) -> int:
@@ -153,13 +166,13 @@ def _describe_revert(data: bytes) -> str:
     """``NotOwner(0xab…)`` for revert data of our contracts, else the raw hex (shortened)."""
     known = _known_errors().get(data[:4]) if len(data) >= 4 else None
     if known is None:
-        return f"revert data 0x{data.hex()[:80]}" if data else "no revert data"
+        return f"revert data {to_hex(data)[:82]}" if data else "no revert data"
     name, types = known
     try:
         values = abi_decode(types, data[4:])
     except Exception:  # malformed arguments: the name alone still says what happened
         return name
-    shown = ", ".join(("0x" + v.hex()) if isinstance(v, bytes) else str(v) for v in values)
+    shown = ", ".join(to_hex(v) if isinstance(v, bytes) else str(v) for v in values)
     return f"{name}({shown})"
 
 
@@ -247,7 +260,7 @@ class _Batch:
                 )
             except TimeExhausted:
                 raise DeployError(
-                    f"{self.chain_label}: {item.label}: no receipt for 0x{item.tx_hash.hex()} "
+                    f"{self.chain_label}: {item.label}: no receipt for {to_hex(item.tx_hash)} "
                     f"within {_RECEIPT_TIMEOUT:g} s (is the chain mining?)"
                 ) from None
             except (OSError, Web3Exception) as error:
@@ -255,11 +268,11 @@ class _Batch:
             if receipt["status"] != 1:
                 raise DeployError(
                     f"{self.chain_label}: {item.label} reverted "
-                    f"(tx 0x{item.tx_hash.hex()}, {self._why(item, receipt)})"
+                    f"(tx {to_hex(item.tx_hash)}, {self._why(item, receipt)})"
                 )
             if item.expected_address is not None:
                 got = receipt.get("contractAddress")
-                if got is None or bytes.fromhex(got[2:]) != item.expected_address:
+                if got is None or _address_or_none(got) != item.expected_address:
                     raise DeployError(
                         f"{self.chain_label}: {item.label} landed at {got}, not at "
                         f"{Web3.to_checksum_address(item.expected_address)}: something else "
@@ -277,11 +290,10 @@ class _Batch:
             self.w3.eth.call(call, receipt["blockNumber"])
         except Web3Exception as error:
             data = getattr(error, "data", None)
-            if isinstance(data, str) and data.startswith("0x"):
-                try:
-                    return _describe_revert(bytes.fromhex(data[2:]))
-                except ValueError:
-                    pass
+            try:
+                return _describe_revert(parse_data(data, "revert data"))
+            except DecodeError:
+                pass  # no revert data from this node: its message says what happened
             return str(error).splitlines()[0] if str(error) else type(error).__name__
         except OSError as error:
             return f"could not replay it: {error}"

@@ -36,6 +36,7 @@ from adapters.substrate import (
 )
 from adapters.substrate.client import account_bytes
 from adapters.substrate.client import keypair_from_seed as client_keypair_from_seed
+from light_clients.hexstr import to_hex
 
 __all__ = [
     "ASSET_ID",
@@ -64,10 +65,6 @@ def keypair_from_seed(seed: bytes) -> Keypair:
         return client_keypair_from_seed(seed)
     except ValueError as error:
         raise SubstrateSetupError(str(error)) from None
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 def _owners(entry: Any) -> set[bytes]:
@@ -119,10 +116,10 @@ def setup_asset_hub(
             for who, account in [("client", client_account)] + [
                 (f"attester {i}", key) for i, key in enumerate(publics[:threshold])
             ]:
-                info = await client.query("System", "Account", [_hex(account)])
+                info = await client.query("System", "Account", [to_hex(account)])
                 free = info["data"]["free"] if isinstance(info, dict) else 0
                 if not free:
-                    raise SubstrateSetupError(f"the {who} account {_hex(account)} has no funds")
+                    raise SubstrateSetupError(f"the {who} account {to_hex(account)} has no funds")
 
             calls = []
             for origin, class_id in collections.items():
@@ -130,7 +127,7 @@ def setup_asset_hub(
                 if existing is None:
                     calls.append(
                         await client.compose(
-                            "Uniques", "create", {"class": class_id, "admin": _hex(multisig)}
+                            "Uniques", "create", {"class": class_id, "admin": to_hex(multisig)}
                         )
                     )
                 elif _owners(existing) != {multisig}:
@@ -144,7 +141,7 @@ def setup_asset_hub(
                     await client.compose(
                         "Assets",
                         "create",
-                        {"id": ASSET_ID, "admin": _hex(multisig), "min_balance": 1},
+                        {"id": ASSET_ID, "admin": to_hex(multisig), "min_balance": 1},
                     )
                 )
             elif _owners(existing_asset) != {multisig}:
@@ -181,10 +178,10 @@ def setup_asset_hub(
             if asset is None or _owners(asset) != {multisig}:
                 raise SubstrateSetupError(f"asset {ASSET_ID} is not the multisig's")
             return {
-                "genesis_hash": _hex(genesis),
-                "multisig": _hex(multisig),
+                "genesis_hash": to_hex(genesis),
+                "multisig": to_hex(multisig),
                 "multisig_threshold": threshold,
-                "signatories": [_hex(key) for key in sorted(publics)],
+                "signatories": [to_hex(key) for key in sorted(publics)],
                 "asset_id": ASSET_ID,
                 "collections": {str(origin): cid for origin, cid in collections.items()},
                 "client_uri": client_seed_uri,

@@ -9,7 +9,7 @@ Exactly docs/design.md, "Checkpoint attestation"::
 A committee is an ordered set of distinct non-zero 20-byte addresses and a threshold
 ``0 < threshold <= n``. A valid attestation is at least ``threshold`` 65-byte signatures
 ``r ‖ s ‖ v`` (``v`` in {27, 28}, low-s), each recovering to a member, given in strictly ascending
-signer-address order: duplicates are impossible by construction (anchors.md T4).
+signer-address order: duplicates are impossible by construction (docs/threats.md T4).
 
 Nothing the caller supplies is taken on trust (T2): the digest is always recomputed from the
 checkpoint, and every signature is recovered here.
@@ -24,6 +24,7 @@ import coincurve
 
 from light_clients.errors import AttestationError, DecodeError
 from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
 from light_clients.merkle import EMPTY_ROOT
 
 __all__ = [
@@ -101,10 +102,6 @@ class BelowThresholdError(AttestationError):
     """Fewer distinct member signatures than the committee threshold (or none at all, T3)."""
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def _is_u32(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= U32_MAX
 
@@ -155,7 +152,7 @@ class Checkpoint:
             raise InvalidCheckpointError("checkpoint root is the zero hash")
         if self.root == EMPTY_ROOT:
             raise InvalidCheckpointError(
-                f"checkpoint root is the empty-tree root {_hex(EMPTY_ROOT)}"
+                f"checkpoint root is the empty-tree root {to_hex(EMPTY_ROOT)}"
             )
 
     def encode(self) -> bytes:
@@ -222,7 +219,7 @@ class Committee:
             if member == _ZERO_ADDRESS:
                 raise InvalidCommitteeError(f"member {position} is the zero address")
             if member in seen:
-                raise InvalidCommitteeError(f"duplicate committee member {_hex(member)}")
+                raise InvalidCommitteeError(f"duplicate committee member {to_hex(member)}")
             seen.add(member)
         object.__setattr__(self, "_member_set", frozenset(seen))
 
@@ -378,15 +375,15 @@ def verify_attestation(
             raise MalformedSignatureError(f"signature {position}: {error}") from None
         if signer not in committee:
             raise UnknownSignerError(
-                f"signature {position} recovers to {_hex(signer)}, not a committee member"
+                f"signature {position} recovers to {to_hex(signer)}, not a committee member"
             )
         if previous is not None:
             if signer == previous:
-                raise DuplicateSignerError(f"duplicate signer {_hex(signer)}")
+                raise DuplicateSignerError(f"duplicate signer {to_hex(signer)}")
             if signer < previous:
                 raise UnorderedSignaturesError(
                     f"signatures not in ascending signer order (signature {position}: "
-                    f"{_hex(signer)} after {_hex(previous)})"
+                    f"{to_hex(signer)} after {to_hex(previous)})"
                 )
         signers.append(signer)
         previous = signer

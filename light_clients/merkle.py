@@ -5,7 +5,7 @@ accumulator"): ``zero[0]`` is 32 zero bytes, ``zero[i+1] = keccak256(zero[i] ‖
 node is ``keccak256(left ‖ right)``, and the root covers the first ``count`` leaves with
 zero-subtrees to their right. There is no length mix-in.
 
-Why a *fixed* depth matters (anchors.md T12): leaves and inner nodes hash the same way, so a
+Why a *fixed* depth matters (docs/threats.md T12): leaves and inner nodes hash the same way, so a
 64-byte "leaf" ``left ‖ right`` hashes to a real inner node. A proof of any other length than
 :data:`TREE_DEPTH` is therefore refused outright, and a leaf is a 32-byte id, never raw data: a
 forged leaf would have to be a keccak preimage of an inner node.
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from light_clients.errors import MerkleProofError
 from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
 
 __all__ = [
     "EMPTY_ROOT",
@@ -90,10 +91,6 @@ EMPTY_ROOT: bytes = ZERO_HASHES[TREE_DEPTH]
 """Root of the empty tree (0x27ae5ba0…): never a valid checkpoint root."""
 
 _ZERO = ZERO_HASHES[0]
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 # --------------------------------------------------------------------------- accumulator
@@ -361,7 +358,7 @@ def verify_inclusion(
     if root == _ZERO:
         raise InvalidRootError("root is the zero hash")
     if root == EMPTY_ROOT:
-        raise InvalidRootError(f"root is the empty-tree root {_hex(EMPTY_ROOT)}")
+        raise InvalidRootError(f"root is the empty-tree root {to_hex(EMPTY_ROOT)}")
     _check_shape(leaf, index, branch)
     if leaf == _ZERO:
         raise ZeroLeafError("leaf is the zero hash (an empty slot, not a message id)")
@@ -369,7 +366,7 @@ def verify_inclusion(
     computed = path[-1]
     if computed != root:
         raise RootMismatchError(
-            f"computed root {_hex(computed)} != claimed root {_hex(root)} (leaf index {index})"
+            f"computed root {to_hex(computed)} != claimed root {to_hex(root)} (leaf index {index})"
         )
     return MerkleInclusion(
         root=root, leaf=leaf, index=index, path=tuple(path), branch=tuple(branch)

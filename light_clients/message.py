@@ -17,6 +17,7 @@ from functools import cached_property
 from light_clients.committee import Attestation, Checkpoint, Committee, verify_attestation
 from light_clients.errors import DecodeError, MessageError
 from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
 from light_clients.merkle import MerkleInclusion, verify_inclusion
 
 __all__ = [
@@ -78,10 +79,6 @@ class WrongOutboxError(MessageError):
 
 class NonceBeyondCheckpointError(MessageError):
     """The message nonce is past the checkpoint's last leaf, so the checkpoint cannot contain it."""
-
-
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 def _describe(value: object) -> str:
@@ -250,8 +247,8 @@ def verify_message_inclusion(
             )
     if outbox is not None and checkpoint.outbox != outbox:
         raise WrongOutboxError(
-            f"checkpoint is for outbox {_hex(checkpoint.outbox)}, expected "
-            f"{_hex(outbox) if isinstance(outbox, bytes) else repr(outbox)}"
+            f"checkpoint is for outbox {to_hex(checkpoint.outbox)}, expected "
+            f"{to_hex(outbox) if isinstance(outbox, bytes) else repr(outbox)}"
         )
     if decoded.nonce > checkpoint.index:
         raise NonceBeyondCheckpointError(

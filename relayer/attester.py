@@ -1,94 +1,49 @@
 """The attester: signs an origin's outbox checkpoints once the light clients accept them.
 
-For every configured EVM origin, in a loop:
+Chain-neutral: every origin is read through its family's :class:`relayer.family.Origin`. For
+every configured origin, in a loop:
 
-1. take the newest block the chain's finality policy accepts, its header hash recomputed by the
-   Ethereum light client — and, with ``rpc_quorum`` k, reported final with that hash by k
-   distinct endpoints;
+1. take the newest block the chain's finality policy accepts, its hash checked by the family's
+   light client (on EVM chains with ``rpc_quorum`` k, reported final with that hash by k
+   distinct endpoints; on Substrate chains with a GRANDPA checkpoint, proven final);
 2. check that the block of its last signed checkpoint is still canonical, halting with
    :class:`OriginReorged` if not (a reorg below the finality policy: the root it signed may be
    gone from the chain, and signing on would build on it);
-3. prove the outbox's 33 storage slots with ``eth_getProof`` against that header's state root
-   and recompute the root from them (``adapters.evm.chain.EvmChain.outbox_state``: the proof
-   must be of the outbox's own account);
+3. have the family prove the outbox's count and root at that block
+   (:meth:`~relayer.family.Origin.outbox_state`: on EVM chains from the outbox's storage under
+   the header's state root; on Substrate chains from the attester's own scan of every final
+   block's remarks, nothing the relayer says being used);
 4. if the count grew, sign ``(origin, outbox, root, count - 1)`` and publish it to the
    checkpoint store.
 
-For every Substrate origin, the attester scans the remarks of its final blocks itself
-(:func:`relayer.substrate_route.scan_remarks`: the same rules and nonces as the relayer's), keeps
-its own copy of the accumulator and signs it the same way, with the chain's genesis hash as the
-outbox. For every Substrate destination it holds an sr25519 key of the committee's multisig and
-approves the relayer's delivery proposals whose every message it finds under a root it signed
-itself (:func:`approve_deliveries`).
+A family may give an attester more to do (:meth:`~relayer.family.ChainFamily.attester_duties`):
+a Substrate destination's multisig approvals live in :mod:`relayer.families.substrate.approval`.
 
 Nothing here trusts a ``root()`` call, a log or the relayer. An attester never signs two roots
 for the same index (the store refuses, and the attester halts: that is a reorg below the
-finality policy, anchors.md T21 — an operator must look).
+finality policy, docs/threats.md T21 — an operator must look).
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
 
 import trio
 
 from adapters.errors import AdapterError
-from adapters.evm.chain import EvmChain
-from adapters.rpc import RpcError
-from adapters.substrate.client import Call, SubstrateClient, keypair_from_seed
-from adapters.substrate.multisig import (
-    OpenOperation,
-    Timepoint,
-    approve,
-    cancel,
-    execute,
-    executed_ok,
-    held_operations,
-    open_operation,
-)
 from light_clients.committee import Checkpoint, address_of
 from light_clients.errors import VerificationError
-from light_clients.merkle import IncrementalMerkleTree
-from light_clients.message import decode_message, verify_message_inclusion
 from relayer.checkpoints import CheckpointStore, CheckpointStoreError, SignedCheckpoint
-from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError, SubstrateSettings
-from relayer.endpoints import open_evm
-from relayer.substrate_route import (
-    REFUND_REASONS,
-    SCAN_CHUNK,
-    Proposal,
-    ProposalStore,
-    Refund,
-    connected,
-    delivered_items,
-    delivery_calls,
-    escrow_routes,
-    final_header,
-    grandpa_follower,
-    refund_reason,
-    scan_remarks,
-    token_bridges,
-)
-
-if TYPE_CHECKING:
-    from substrateinterface import Keypair
+from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError
+from relayer.family import Origin, family_of
 
 log = logging.getLogger("passerelle.attester")
 
-MULTISIG_RACES = (
-    "Multisig.NoTimepoint",
-    "Multisig.UnexpectedTimepoint",
-    "Multisig.AlreadyApproved",
-)
-"""Errors of an approval that lost a race with another signatory's (harmless; re-read state)."""
-
 
 class AttesterState:
-    """Counters an operator watches (exported by ``passerelle attest --json`` on exit)."""
+    """Counters of this attester's work (read by tests; an attester has no metrics endpoint yet)."""
 
     def __init__(self) -> None:
         self.signed: dict[int, int] = {}  # origin → newest signed index
@@ -103,12 +58,12 @@ class OriginReorged(CheckpointStoreError):
     """A block this attester signed a checkpoint from is no longer canonical: the origin
     reorganised below its finality policy. The signed root may not be the chain's any more, and
     every later signature would build on it, so the attester stops; an operator must look
-    (anchors.md T21). A :class:`CheckpointStoreError`: the attester would contradict itself."""
+    (docs/threats.md T21). A :class:`CheckpointStoreError`: the attester would contradict itself."""
 
 
 @dataclass
 class OriginProgress:
-    """Where an attester stands on one EVM origin."""
+    """Where an attester stands on one origin."""
 
     last_index: int
     """The newest index it signed (-1: none)."""
@@ -120,6 +75,7 @@ class OriginProgress:
 
 
 async def attest_origin(
+    config: Config,
     chain: ChainConfig,
     key: bytes,
     store: CheckpointStore,
@@ -129,14 +85,14 @@ async def attest_origin(
 ) -> None:
     """Follow one origin forever, signing each new final outbox state."""
     progress = await trio.to_thread.run_sync(_resume, store, chain, key)
-    async with open_evm(chain) as evm:
+    async with family_of(chain).open_origin(config, chain) as origin:
         while True:
-            await attest_once(evm, chain, key, store, state, progress=progress)
+            await attest_once(origin, chain, key, store, state, progress=progress)
             await trio.sleep(poll)
 
 
 async def attest_once(
-    evm: EvmChain,
+    origin: Origin,
     chain: ChainConfig,
     key: bytes,
     store: CheckpointStore,
@@ -144,19 +100,24 @@ async def attest_once(
     *,
     progress: OriginProgress,
 ) -> None:
-    """One poll of an EVM origin: sign its final outbox state if the count grew.
+    """One poll of an origin: sign its final outbox state if the count grew.
 
     A node that fails or lies costs a warning and a retry at the next poll (nothing is signed
     from an answer the light clients refuse); :class:`OriginReorged` ends the attester.
     """
     try:
-        header = await evm.final_header()
-        if header.hash == progress.proven:  # nothing new is final: no proof to fetch
+        head = await origin.final_head()
+        if head.hash == progress.proven:  # nothing new is final: no proof to fetch
             return
-        await _check_still_canonical(evm, chain, progress)
-        outbox_state = await evm.outbox_state(chain.outbox_id, header)
-        progress.proven = header.hash
-    except (RpcError, AdapterError) as exc:
+        await _check_still_canonical(origin, chain, progress)
+        outbox_state = await origin.outbox_state(head)
+        progress.proven = head.hash
+        state.skipped_remarks += outbox_state.skipped
+    except VerificationError as exc:
+        state.errors += 1
+        log.error("origin %s: the node served an invalid proof: %s", chain.name, exc)
+        return
+    except AdapterError as exc:  # RpcError, MalformedAnswer too
         state.errors += 1
         log.warning("origin %s: %s", chain.name, exc)
         return
@@ -173,21 +134,22 @@ async def attest_once(
                 index=outbox_state.count - 1,
             ),
             last_index=progress.last_index,
-            block_number=header.number,
-            block_hash=header.hash,
+            block_number=head.number,
+            block_hash=head.hash,
         )
-        progress.last_block = (header.number, header.hash)
+        progress.last_block = (head.number, head.hash)
 
 
 async def _check_still_canonical(
-    evm: EvmChain, chain: ChainConfig, progress: OriginProgress
+    origin: Origin, chain: ChainConfig, progress: OriginProgress
 ) -> None:
-    """:class:`OriginReorged` if the block of the last signed checkpoint was replaced (on the
-    word of ``rpc_quorum`` endpoints); AdapterError if that cannot be told now."""
+    """:class:`OriginReorged` if the block of the last signed checkpoint was replaced (as the
+    origin's :meth:`~relayer.family.Origin.block_hash` vouches: agreed by the RPC quorum,
+    or proven by GRANDPA); AdapterError if that cannot be told now."""
     if progress.last_block is None:
         return
     number, signed_hash = progress.last_block
-    canonical = await evm.agreed_block_hash(number)
+    canonical = await origin.block_hash(number)
     if canonical is None:  # a lagging or resyncing node: no verdict either way
         raise AdapterError(f"cannot check block {number} (of index {progress.last_index}): absent")
     if canonical != signed_hash:
@@ -216,13 +178,6 @@ def _resume(store: CheckpointStore, chain: ChainConfig, key: bytes) -> OriginPro
             previous.checkpoint.index,
         )
     return OriginProgress(last_index=previous.checkpoint.index, last_block=block)
-
-
-def _resume_index(store: CheckpointStore, chain: ChainConfig, key: bytes) -> int:
-    """The newest index this attester signed for ``chain`` (-1 if none): it never signs an
-    index twice, not even after a restart."""
-    previous = store.latest_own(chain.domain, chain.outbox_id, address_of(key))
-    return -1 if previous is None else previous.checkpoint.index
 
 
 async def _sign_newer(
@@ -254,396 +209,23 @@ async def _sign_newer(
     return checkpoint.index
 
 
-async def attest_substrate_origin(
-    config: Config,
-    chain: ChainConfig,
-    key: bytes,
-    store: CheckpointStore,
-    state: AttesterState,
-    *,
-    poll: float = ATTESTER_POLL,
-) -> None:
-    """Follow one Substrate origin forever: rebuild its accumulator from the remarks of its
-    final blocks (from ``start_block``; nothing the relayer says is used) and sign each count."""
-    outbox = chain.outbox_id
-    last_index = _resume_index(store, chain, key)
-    routes = escrow_routes(config, chain)
-    tree = IncrementalMerkleTree()
-    next_block = chain.start_block
-    grandpa = grandpa_follower(chain)
-    async with connected(chain) as client:
-        while True:
-            try:
-                final = await final_header(client, chain, grandpa)
-                if final.number < next_block:
-                    await trio.sleep(poll)
-                    continue
-                end = min(final.number, next_block + SCAN_CHUNK - 1)
-                scan = await scan_remarks(
-                    client, chain, routes, range(next_block, end + 1), tree.count, grandpa=grandpa
-                )
-            except VerificationError as exc:
-                state.errors += 1
-                log.error("origin %s: the node served an invalid proof: %s", chain.name, exc)
-                await trio.sleep(poll)
-                continue
-            except AdapterError as exc:
-                state.errors += 1
-                log.warning("origin %s: %s", chain.name, exc)
-                await trio.sleep(poll)
-                continue
-            state.skipped_remarks += len(scan.skipped)
-            for found in scan.messages:
-                tree.append(found.id)
-            next_block = end + 1
-            if tree.count and end == final.number:
-                checkpoint = Checkpoint(
-                    origin=chain.domain, outbox=outbox, root=tree.root(), index=tree.count - 1
-                )
-                last_index = await _sign_newer(
-                    store,
-                    state,
-                    key,
-                    chain,
-                    checkpoint,
-                    last_index=last_index,
-                    block_number=end,
-                    block_hash=scan.last_hash,
-                )
-            if end == final.number:
-                await trio.sleep(poll)
+@dataclass(frozen=True)
+class AttesterContext:
+    """What a family's extra attester duties may use (:meth:`ChainFamily.attester_duties`)."""
 
-
-async def approve_deliveries(
-    config: Config,
-    chain: ChainConfig,
-    key: bytes,
-    keypair: Keypair,
-    store: CheckpointStore,
-    *,
-    state: AttesterState,
-    poll: float = ATTESTER_POLL,
-) -> None:
-    """Approve (or, as the last signatory needed, execute) the relayer's delivery proposals for
-    the Substrate destination ``chain`` — only those this attester verified itself: a quorum
-    signed the proposal's checkpoint, this attester among them, and every message is under that
-    root and addressed here. Each approval reserves a deposit of this attester's: it holds at
-    most :data:`MAX_OPEN_OPERATIONS` open operations, opens one call at most
-    :data:`MAX_OPENS_PER_CALL` times, and cancels its operations that stay open longer than
-    :data:`STALE_OPERATION` seconds by its own clock (the proposal's ``created`` is the
-    relayer's to write, so it never decides anything here)."""
-    settings = chain.settings()
-    me = bytes(keypair.public_key)
-    if me not in settings.signatories:
-        raise ConfigError(f"attester substrate key 0x{me.hex()} is not a multisig signatory")
-    proposals = ProposalStore(config.checkpoint_store)
-    bridges = token_bridges(config)
-    # Per proposal (by name *and* creation time: the relayer re-proposes a batch that did not
-    # execute under the same name, and that one must be acted on afresh): the batch call once
-    # verified and composed, and whether we are done with it.
-    batches: dict[tuple[str, float], Call] = {}
-    done: set[tuple[str, float]] = set()
-    duty = DeliveryDuty()
-    async with connected(chain) as client:
-        while True:
-            try:
-                await _tend_held(client, chain, keypair, duty, state=state)
-            except AdapterError as exc:
-                state.errors += 1
-                log.warning("%s: open operations: %s", chain.name, exc)
-            pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
-            live = {(path.name, proposal.created) for path, proposal in pending}
-            for stale in set(batches) - live:
-                del batches[stale]
-            done &= live
-            for path, proposal in pending:
-                key_ = (path.name, proposal.created)
-                if key_ in done:
-                    continue
-                try:
-                    batch = batches.get(key_)
-                    if batch is None:
-                        batch = await _verified_batch(
-                            config, chain, client, proposal, store=store, key=key, bridges=bridges
-                        )
-                    if batch is None:
-                        continue  # not a checkpoint a quorum (with us) signed: not yet, or never
-                    batches[key_] = batch
-                    finished = await _act_on(
-                        client, chain, keypair, proposal, batch, state=state, duty=duty
-                    )
-                except VerificationError as exc:
-                    log.error("proposal %s refused: %s", path.name, exc)
-                    finished = True
-                except (AdapterError, ConfigError) as exc:
-                    finished = False
-                    if any(race in str(exc) for race in MULTISIG_RACES):
-                        # Another attester approved or executed in between: read again.
-                        log.info("proposal %s: another signatory was first (%s)", path.name, exc)
-                        continue
-                    state.errors += 1
-                    log.warning("proposal %s: %s", path.name, exc)
-                if finished:
-                    done.add(key_)
-            await trio.sleep(poll)
-
-
-MAX_OPEN_OPERATIONS = 8
-"""Open multisig operations an attester holds at once (each reserves the pallet's
-``DepositBase`` + ``DepositFactor`` × threshold of its own: about 0.0067 ROC on Rococo Asset
-Hub); beyond it, it opens nothing until some execute or are cancelled. A relayer proposing
-batch after batch that nobody else approves can lock at most this many deposits."""
-
-MAX_OPENS_PER_CALL = 2
-"""How often an attester opens an operation for one call: a batch that was opened and then
-cancelled as stale twice is not opened by it again (the relayer bounds its retries too)."""
-
-STALE_OPERATION = 300.0
-"""Seconds (by the attester's own clock, from when it first saw the operation open) after which
-it cancels an operation it opened (``cancel_as_multi``: the deposit comes back). Longer than the
-relayer's ``confirm_timeout`` (120 s), after which the relayer has withdrawn the proposal."""
-
-_REMEMBERED_CALLS = 4096
-"""Bound of :attr:`DeliveryDuty.opens` (oldest entries dropped): memory a relayer cannot grow."""
-
-
-@dataclass
-class DeliveryDuty:
-    """What an attester remembers about multisig operations, by its own clock."""
-
-    held: dict[bytes, OpenOperation] = field(default_factory=dict)
-    """Call hash → the open operations whose deposit is ours (read from the chain)."""
-    first_seen: dict[tuple[bytes, Timepoint | None], float] = field(default_factory=dict)
-    """(call hash, timepoint or None when not open) → when we first saw it in that state."""
-    opens: dict[bytes, int] = field(default_factory=dict)
-    """Call hash → how often we opened an operation for it."""
-
-    def seen(self, call_hash: bytes, timepoint: Timepoint | None, now: float) -> float:
-        """When we first saw ``call_hash`` in this state (now, if never before)."""
-        if len(self.first_seen) > _REMEMBERED_CALLS:
-            # Bounded memory: forgetting a role's clock only delays it by a grace period. Not
-            # so the clocks of the operations we hold: reset, they would never grow stale (a
-            # relayer proposing a few thousand batches in time would keep our deposits locked
-            # and us at MAX_OPEN_OPERATIONS for good).
-            self.first_seen = {k: t for k, t in self.first_seen.items() if k[0] in self.held}
-        return self.first_seen.setdefault((call_hash, timepoint), now)
-
-    def opened(self, call_hash: bytes) -> None:
-        """Count an operation we opened for ``call_hash``."""
-        self.opens[call_hash] = self.opens.get(call_hash, 0) + 1
-        while len(self.opens) > _REMEMBERED_CALLS:
-            del self.opens[next(iter(self.opens))]
-
-
-async def _tend_held(
-    client: SubstrateClient,
-    chain: ChainConfig,
-    keypair: Keypair,
-    duty: DeliveryDuty,
-    *,
-    state: AttesterState,
-    now: float | None = None,
-) -> None:
-    """Read the operations whose deposit we hold and cancel those open for longer than
-    :data:`STALE_OPERATION` (by our own clock: a proposal's ``created`` proves nothing)."""
-    settings = chain.settings()
-    me = bytes(keypair.public_key)
-    duty.held = await held_operations(client, settings.multisig, me)
-    now = time.time() if now is None else now
-    others = [s for s in settings.signatories if s != me]
-    for call_hash, operation in list(duty.held.items()):
-        if now - duty.seen(call_hash, operation.timepoint, now) < STALE_OPERATION:
-            continue
-        await cancel(
-            client,
-            keypair,
-            others,
-            settings.multisig_threshold,
-            call_hash,
-            timepoint=operation.timepoint,
-        )
-        del duty.held[call_hash]
-        state.cancellations += 1
-        log.warning(
-            "%s: cancelled the stale multisig operation 0x%s (open > %g s)",
-            chain.name,
-            call_hash.hex(),
-            STALE_OPERATION,
-        )
-
-
-def _quorum_signed(config: Config, store: CheckpointStore, checkpoint: Checkpoint) -> bool:
-    """Did at least the committee threshold of members sign exactly ``checkpoint``? Each
-    signature is recovered from its file (the store is writable by others)."""
-    committee = config.committee
-    signers = sum(1 for member in committee.members if store.signed_by(checkpoint, member))
-    return signers >= committee.threshold
-
-
-async def _verified_batch(
-    config: Config,
-    chain: ChainConfig,
-    client: SubstrateClient,
-    proposal: Proposal,
-    *,
-    store: CheckpointStore,
-    key: bytes,
-    bridges: dict[int, bytes],
-) -> Call | None:
-    """The proposal's ``batch_all``, if this attester and a quorum signed its checkpoint and
-    every message verifies under it; None if not (yet) such a checkpoint.
-
-    A quorum, not just this attester: the relayer could pin proposals to an index this attester
-    signed while the others signed other indices (an operation nobody would ever join, holding
-    our deposit). A token transfer that can never be minted (:func:`refund_reason`, read from
-    the chain here) is delivered as a refund."""
-    cp = proposal.checkpoint
-    if not await trio.to_thread.run_sync(store.signed_by, cp, address_of(key)):
-        return None
-    if not await trio.to_thread.run_sync(_quorum_signed, config, store, cp):
-        return None
-    _verify_proposal(config, chain, proposal)
-    settings = chain.settings()
-    calls = []
-    for raw in proposal.messages:
-        message = decode_message(raw)
-        reason = await refund_reason(client, settings, message, bridges)
-        refund = None
-        if reason is not None:
-            refund = Refund(chain.domain, reason)
-            log.warning(
-                "proposal %s: message %d/%d will be refunded: %s",
-                proposal.name,
-                message.origin,
-                message.nonce,
-                REFUND_REASONS[reason],
-            )
-        for call in delivery_calls(message, settings, bridges, refund=refund):
-            calls.append(await client.compose(call.module, call.function, call.params))
-    return await client.compose("Utility", "batch_all", {"calls": calls})
-
-
-def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> None:
-    """Every message under the (own) checkpoint, from the configured outbox, addressed here,
-    in strictly increasing nonce order (as the relayer proposes them).
-
-    The order is checked because a proposal is anyone's to write: the same message twice mints
-    its replay-guard item twice, so the batch is sure to fail on chain, and every repetition
-    or permutation is another call hash — an endless supply of operations to open and execute
-    at the committee's expense for as long as one message is pending."""
-    cp = proposal.checkpoint
-    nonces = [decode_message(raw).nonce for raw in proposal.messages]
-    if nonces != sorted(set(nonces)):
-        raise VerificationError(f"proposal nonces {nonces} are not strictly increasing")
-    origin = config.chain(cp.origin)
-    for message, branch in zip(proposal.messages, proposal.branches, strict=True):
-        verify_message_inclusion(
-            message, cp, branch, local_domain=chain.domain, outbox=origin.outbox_id
-        )
-
-
-ROLE_GRACE = 4.0
-"""Seconds each signatory waits per rank before doing what a higher-ranked one should have."""
-
-
-def _rank(settings: SubstrateSettings, call_hash: bytes, me: bytes, skip: frozenset[bytes]) -> int:
-    """My turn for an operation: signatories in a rotation picked by the call hash, those in
-    ``skip`` left out. Rank 0 acts at once, rank r after r × :data:`ROLE_GRACE` — so the usual
-    case is one opener and one executor, not every attester racing (each loser pays a failed
-    extrinsic), while a signatory that is down only delays the others."""
-    order = list(settings.signatories)
-    start = int.from_bytes(call_hash[:8], "big") % len(order)
-    rotation = [s for s in order[start:] + order[:start] if s not in skip]
-    return rotation.index(me)
-
-
-async def _act_on(
-    client: SubstrateClient,
-    chain: ChainConfig,
-    keypair: Keypair,
-    proposal: Proposal,
-    batch: Call,
-    *,
-    state: AttesterState,
-    duty: DeliveryDuty,
-    now: float | None = None,
-) -> bool:
-    """Approve or execute ``proposal``'s batch when it is our turn; True once nothing is left
-    for this attester. Turns are timed from when *we* first saw the state (never from the
-    proposal's ``created``); an operation is opened only within :data:`MAX_OPEN_OPERATIONS`
-    and :data:`MAX_OPENS_PER_CALL`."""
-    settings = chain.settings()
-    me = bytes(keypair.public_key)
-    others = [s for s in settings.signatories if s != me]
-    operation = await open_operation(client, settings.multisig, batch.hash)
-    threshold = settings.multisig_threshold
-    now = time.time() if now is None else now
-    if operation is None:
-        seen = duty.seen(batch.hash, None, now)
-        if now - seen < _rank(settings, batch.hash, me, frozenset()) * ROLE_GRACE:
-            return False  # the designated opener goes first
-        if await _already_delivered(client, settings, proposal):
-            return True
-        if duty.opens.get(batch.hash, 0) >= MAX_OPENS_PER_CALL:
-            log.warning(
-                "proposal %s: opened %d times already, never executed; not opening it again",
-                proposal.name,
-                MAX_OPENS_PER_CALL,
-            )
-            return True
-        if len(duty.held) >= MAX_OPEN_OPERATIONS:
-            log.info(
-                "proposal %s: %d operations of ours are open; not opening another yet",
-                proposal.name,
-                len(duty.held),
-            )
-            return False
-        timepoint = await approve(client, keypair, others, threshold, batch)
-        duty.opened(batch.hash)
-        duty.held[batch.hash] = OpenOperation(timepoint, frozenset({me}), me)
-        state.approvals += 1
-        log.info("proposal %s: opened the multisig operation", proposal.name)
-        return threshold == 1
-    if me in operation.approvals:
-        return False  # wait for the others (or for the proposal to be withdrawn)
-    seen = duty.seen(batch.hash, operation.timepoint, now)
-    if now - seen < _rank(settings, batch.hash, me, operation.approvals) * ROLE_GRACE:
-        return False
-    if len(operation.approvals) + 1 < threshold:
-        await approve(client, keypair, others, threshold, batch, timepoint=operation.timepoint)
-        state.approvals += 1
-        return True
-    included = await execute(
-        client, keypair, others, threshold, batch, timepoint=operation.timepoint
-    )
-    ok, reason = executed_ok(included)
-    state.executions += 1
-    if ok:
-        log.info(
-            "proposal %s: delivered %d message(s) in block %d",
-            proposal.name,
-            len(proposal.messages),
-            included.block_number,
-        )
-    elif reason is not None and any(race in reason for race in MULTISIG_RACES):
-        log.info("proposal %s: another signatory executed it first", proposal.name)
-    else:
-        log.warning("proposal %s: the batch failed on chain: %s", proposal.name, reason)
-    return True
-
-
-async def _already_delivered(
-    client: SubstrateClient, settings: SubstrateSettings, proposal: Proposal
-) -> bool:
-    """Is any message of ``proposal`` delivered already (its replay-guard item exists)? Then
-    the batch would fail as a whole: leave it to the relayer to propose the rest again."""
-    messages = [decode_message(raw) for raw in proposal.messages]
-    return any(await delivered_items(client, settings, messages))
+    config: Config
+    index: int
+    """This attester's position in ``[[attesters]]`` (its keys of other kinds are there too)."""
+    key: bytes
+    """Its committee key (secp256k1): what its checkpoint signatures recover to."""
+    store: CheckpointStore
+    state: AttesterState
+    poll: float
 
 
 async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POLL) -> None:
-    """Run attester ``index`` of the configuration: sign every origin's checkpoints (EVM and
-    Substrate) and, with a ``substrate_key``, approve deliveries to every Substrate chain."""
+    """Run attester ``index`` of the configuration: sign every origin's checkpoints, and do
+    what each chain's family adds (approving deliveries to a Substrate chain)."""
     if not 0 <= index < len(config.attester_keys):
         raise ConfigError(
             f"no attester {index}: the config has {len(config.attester_keys)} attester keys"
@@ -654,32 +236,12 @@ async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POL
         raise ConfigError(f"attester {index} (0x{signer.hex()}) is not a committee member")
     store = CheckpointStore(config.checkpoint_store)
     state = AttesterState()
-    substrate_key = config.attester_substrate_keys[index]
+    context = AttesterContext(config, index, key, store, state, poll)
     async with trio.open_nursery() as nursery:
         for chain in config.chains:
-            if chain.kind == "evm" and "outbox" in chain.contracts:
-                nursery.start_soon(partial(attest_origin, chain, key, store, state, poll=poll))
-            elif chain.kind == "substrate":
+            if chain.is_origin:
                 nursery.start_soon(
-                    partial(attest_substrate_origin, config, chain, key, store, state, poll=poll)
+                    partial(attest_origin, config, chain, key, store, state, poll=poll)
                 )
-                if substrate_key is None:
-                    log.warning(
-                        "attester %d has no substrate_key: not approving deliveries to %s",
-                        index,
-                        chain.name,
-                    )
-                    continue
-                keypair = keypair_from_seed(substrate_key.load())
-                nursery.start_soon(
-                    partial(
-                        approve_deliveries,
-                        config,
-                        chain,
-                        key,
-                        keypair,
-                        store,
-                        state=state,
-                        poll=poll,
-                    )
-                )
+            for duty in family_of(chain).attester_duties(chain, context):
+                nursery.start_soon(duty)

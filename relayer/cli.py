@@ -279,24 +279,25 @@ def send(  # noqa: PLR0917 - click passes every option positionally
     as_json: bool,
 ) -> int:
     """Dispatch messages (--body) or a token transfer (--token) from the client key."""
-    from relayer import client
+    from relayer import user
+    from relayer.family import family_of
     from relayer.jsonfields import as_hex
 
     if (body is None) == (amount is None):
         raise click.UsageError("give exactly one of --body or --token")
     config = _load(config_path)
-    # An EVM address, or a Substrate account's 32-byte public key.
-    size = 32 if config.chain(destination).kind == "substrate" else 20
+    # An account of the destination's family: an EVM address, a Substrate public key.
+    size = family_of(config.chain(destination)).account_size
     to = None if recipient is None else as_hex(recipient, "--recipient", size=size)
     if amount is not None:
         sent = trio.run(
-            partial(client.send_tokens, config, origin, destination, amount, recipient=to)
+            partial(user.send_tokens, config, origin, destination, amount, recipient=to)
         )
     else:
         assert body is not None
         sent = trio.run(
             partial(
-                client.send_messages,
+                user.send_messages,
                 config,
                 origin,
                 destination,
@@ -308,16 +309,14 @@ def send(  # noqa: PLR0917 - click passes every option positionally
     source = config.chain(origin)
     for message in sent:
         if as_json:
-            click.echo(
-                json.dumps(message.as_json() | {"origin_policy": client.policy_json(source)})
-            )
+            click.echo(json.dumps(message.as_json() | {"origin_policy": user.policy_json(source)}))
         else:
             click.echo(
                 f"sent 0x{message.id.hex()} nonce {message.nonce} "
                 f"{message.origin} → {message.destination} (tx 0x{message.tx_hash.hex()})"
             )
     if not as_json:
-        click.echo(f"{source.name}: {client.policy_text(source)}")
+        click.echo(f"{source.name}: {user.policy_text(source)}")
     return 0
 
 
@@ -328,19 +327,19 @@ def send(  # noqa: PLR0917 - click passes every option positionally
 @click.option("--no-chain", is_flag=True, help="Ledger only: do not ask the destination chains.")
 def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: bool) -> int:
     """Each message's ledger state, its transactions, and the destination's delivered flag."""
-    from relayer import client
+    from relayer import user
     from relayer.ledger import open_ledger
 
     config = _load(config_path)
     with open_ledger(config.ledger) as ledger:
-        rows = client.status_rows(ledger, message_id)
+        rows = user.status_rows(ledger, message_id)
         history = ledger.history(rows[0].id) if message_id is not None and rows else []
     if message_id is not None and not rows:
         click.echo(f"passerelle: no message {message_id} in the ledger", err=True)
         return 1
     # A destination that cannot be asked is reported on its own line, not fatal for the rest.
     unreadable: dict[int, str] = {}
-    flags = {} if no_chain else trio.run(client.delivered_on_chain, config, rows, unreadable)
+    flags = {} if no_chain else trio.run(user.delivered_on_chain, config, rows, unreadable)
     names = {c.domain: c.name for c in config.chains}
     for row in rows:
         on_chain = flags.get(row.id)
@@ -398,7 +397,7 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
         for chain in config.chains:
             problem = unreadable.get(chain.domain)
             click.echo(
-                f"{chain.name} ({chain.domain}): {client.policy_text(chain)}"
+                f"{chain.name} ({chain.domain}): {user.policy_text(chain)}"
                 + (f"; on-chain check failed: {problem}" if problem is not None else "")
             )
     return 0
@@ -406,13 +405,13 @@ def status(config_path: Path, message_id: str | None, as_json: bool, no_chain: b
 
 def _policies(config: Any, origin: int, destination: int) -> dict[str, Any]:
     """The origin's and destination's finality and RPC policies, for ``status --json``."""
-    from relayer import client
+    from relayer import user
     from relayer.config import ConfigError
 
     policies: dict[str, Any] = {}
     for key, domain in (("origin_policy", origin), ("destination_policy", destination)):
         try:
-            policies[key] = client.policy_json(config.chain(domain))
+            policies[key] = user.policy_json(config.chain(domain))
         except ConfigError:  # a ledger row for a chain no longer configured
             policies[key] = None
     return policies

@@ -1,7 +1,7 @@
 """The one TOML file that configures attesters and relayers.
 
 Everything is validated when loaded, before any chain is contacted: a typo or an unsafe
-committee stops the process with one line naming the field (anchors.md T3, T5, T7).
+committee stops the process with one line naming the field (docs/threats.md T3, T5, T7).
 
 ```toml
 [ledger]
@@ -23,6 +23,9 @@ chain_id = 31337                       # required for EVM chains (a fork or wron
 finality = "finalized"                 # "finalized" | "safe" | "confirmations:N" | "devnet-instant"
 outbox = "0x…"
 inbox = "0x…"
+# max_log_range = 2000                 # most blocks per eth_getLogs (capped public endpoints)
+# kind = "evm-legacy": the same keys, for chains without EIP-1559 (type-0 gasPrice transactions;
+#   eth_getLogs capped at 500 blocks unless max_log_range says otherwise)
 
 [relayer]
 key = "0x…"                            # only with devnet = true; else key_env or key_file
@@ -80,8 +83,7 @@ from adapters.redact import redact_url
 from light_clients.committee import Committee
 from light_clients.errors import VerificationError
 from light_clients.message import Message
-from light_clients.substrate.grandpa import AuthoritySet
-from light_clients.substrate.multisig import multisig_account
+from relayer.family import UnknownFamily, family, family_of
 from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, type_name
 
 U32_MAX = 2**32 - 1
@@ -104,24 +106,8 @@ TOP_LEVEL_KEYS = ("devnet", "ledger", "committee", "chains", "relayer", "atteste
 LEDGER_KEYS = ("location",)
 COMMITTEE_KEYS = ("validators", "threshold", "checkpoint_store", "allow_weak_threshold")
 CHAIN_KEYS = ("name", "domain", "kind", "rpc", "finality", "start_block")
-EVM_CONTRACTS = ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
-# rpc_quorum is EVM only: a Substrate chain is read from its first endpoint (SubstrateClient), so
-# the key would be a setting silently not applied.
-EVM_KEYS = (*CHAIN_KEYS, "rpc_quorum", "chain_id", *EVM_CONTRACTS)
-SUBSTRATE_KEYS = (
-    *CHAIN_KEYS,
-    "genesis_hash",
-    "multisig",
-    "multisig_threshold",
-    "signatories",
-    "collections",
-    "asset_id",
-    "asset_home",
-    "grandpa",
-    "recipients",
-)
-ASSET_HOME_KEYS = ("domain", "token")
-GRANDPA_KEYS = ("set_id", "block_hash", "block_number", "authorities")
+# rpc_quorum is read here for every family, but only families whose adapter applies it list it
+# among their keys: elsewhere it would be a setting silently not applied.
 POLICY_KEYS = tuple(
     f"{verdict}_{what}"
     for verdict in ("allow", "deny")
@@ -134,10 +120,6 @@ ATTESTER_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS)
 CLIENT_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS, "substrate_uri")
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 """The port an rpc URL without one uses (the schemes ``rpc`` accepts)."""
-RECIPIENT_CONTRACTS = ("token_bridge", "ping")
-"""The EVM contracts that handle messages: what a Substrate origin may address by default.
-``inbox``/``outbox`` are the bridge itself and ``token``/``wrapped_token`` are ERC-20s, which
-no message has any business calling."""
 
 
 class ConfigError(Exception):
@@ -227,11 +209,13 @@ class ChainConfig:
     rpc: tuple[str, ...]
     finality: FinalityPolicy
     chain_id: int | None = None
-    """The EVM chain id, required for ``kind = "evm"`` and checked against every endpoint (an
+    """The EVM chain id, required for EVM kinds and checked against every endpoint (an
     endpoint serving a fork or another chain is refused); None for Substrate (genesis_hash)."""
     contracts: Mapping[str, bytes] = field(default_factory=dict)
     start_block: int = 0
     substrate: SubstrateSettings | None = None
+    options: Mapping[str, int] = field(default_factory=dict)
+    """Settings of the chain's family that the flow never reads (``max_log_range``)."""
     rpc_quorum: int = 1
     """How many of the ``rpc`` endpoints must agree on the final block before an attester signs
     (1 ≤ k ≤ len(rpc)); 1 trusts whichever endpoint answers."""
@@ -239,27 +223,23 @@ class ChainConfig:
     @property
     def rpc_policy(self) -> str:
         """How this chain's endpoints are trusted, as ``status`` shows it (URLs never appear)."""
-        if self.substrate is not None:
-            return f"first of {len(self.rpc)} endpoint(s), no rpc quorum"
-        return f"rpc quorum {self.rpc_quorum} of {len(self.rpc)}"
+        return family_of(self).rpc_policy(self)
 
     @property
     def outbox_id(self) -> bytes:
-        """The 32-byte outbox of this origin in checkpoints: the Outbox contract, left-padded,
-        or a Substrate chain's genesis hash. ConfigError if it is no origin."""
-        if self.substrate is not None:
-            return self.substrate.genesis_hash
-        return self.contract("outbox").rjust(32, b"\0")
+        """The 32-byte outbox of this origin in checkpoints (an Outbox contract, left-padded;
+        a Substrate chain's genesis hash). ConfigError if it is no origin."""
+        return family_of(self).outbox_id(self)
 
     @property
     def is_origin(self) -> bool:
-        """Does this chain send messages (an Outbox contract, or any Substrate chain)?"""
-        return self.substrate is not None or "outbox" in self.contracts
+        """Does this chain send messages (its family says: an Outbox contract, say)?"""
+        return family_of(self).is_origin(self)
 
     @property
     def is_destination(self) -> bool:
-        """Can this chain receive messages (an Inbox contract, or a Substrate multisig)?"""
-        return self.substrate is not None or "inbox" in self.contracts
+        """Can this chain receive messages (an Inbox contract, a Substrate multisig)?"""
+        return family_of(self).is_destination(self)
 
     def settings(self) -> SubstrateSettings:
         """The Substrate settings; ConfigError for an EVM chain."""
@@ -401,7 +381,7 @@ def allowed_recipients(config: Config, origin: ChainConfig) -> Mapping[int, froz
     config does not know (on a chain configured without ``token_bridge``) would otherwise take a
     Substrate message unchecked and release tokens (issue #8, point 10). So the list fails
     closed: the origin's explicit ``recipients`` table if it has one, else the message-handling
-    contracts (:data:`RECIPIENT_CONTRACTS`) configured on each EVM destination. A Substrate
+    contracts (``token_bridge``, ``ping``) configured on each EVM destination. A Substrate
     destination gets nothing by default: Passerelle has no Substrate → Substrate route, an
     operator who builds one lists its recipients.
     """
@@ -412,21 +392,15 @@ def allowed_recipients(config: Config, origin: ChainConfig) -> Mapping[int, froz
             continue
         if explicit is not None:
             allowed[chain.domain] = explicit.get(chain.domain, frozenset())
-        elif chain.kind == "evm":
-            allowed[chain.domain] = frozenset(
-                chain.contracts[name].rjust(32, b"\0")
-                for name in RECIPIENT_CONTRACTS
-                if name in chain.contracts
-            )
         else:
-            allowed[chain.domain] = frozenset()
+            allowed[chain.domain] = family_of(chain).default_recipients(config, chain)
     return allowed
 
 
 # --------------------------------------------------------------------------- field readers
 
 
-def _table(value: Any, where: str, known: Collection[str], *, kind: str = "") -> Mapping[str, Any]:
+def table(value: Any, where: str, known: Collection[str], *, kind: str = "") -> Mapping[str, Any]:
     """``value`` as a TOML table whose every key is in ``known``; else one line naming the
     first unknown key, the closest known one and the full list."""
     obj = as_object(value, where)
@@ -441,7 +415,7 @@ def _table(value: Any, where: str, known: Collection[str], *, kind: str = "") ->
     return obj
 
 
-def _need(obj: Mapping[str, Any], where: str, key: str) -> Any:
+def need(obj: Mapping[str, Any], where: str, key: str) -> Any:
     """``obj[key]``, or one line naming ``where.key`` as missing."""
     if key not in obj:
         raise FieldError(f"{where}: missing field {key!r}")
@@ -460,7 +434,7 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
-def _domain_key(text: Any, name: str) -> int:
+def domain_key(text: Any, name: str) -> int:
     """A TOML table key that names a domain (``"1"``): keys are strings in TOML."""
     # Canonical digits only: "1" and "01" are two TOML keys, and one would silently replace the
     # other once both are read as domain 1.
@@ -471,7 +445,7 @@ def _domain_key(text: Any, name: str) -> int:
     return int(text)
 
 
-def _account(value: Any, name: str) -> bytes:
+def account(value: Any, name: str) -> bytes:
     """A message sender/recipient: a 20-byte EVM address (left-padded) or a 32-byte account."""
     data = as_hex(value, name)
     if len(data) not in (20, 32):
@@ -481,12 +455,12 @@ def _account(value: Any, name: str) -> bytes:
     return data.rjust(32, b"\0")
 
 
-def _two_thirds(threshold: int, members: int) -> bool:
+def two_thirds(threshold: int, members: int) -> bool:
     """Is ``threshold`` at least two thirds of ``members`` (BFT: a third may be faulty)?"""
     return 3 * threshold >= 2 * members
 
 
-def _weak_threshold(name: str, threshold: int, members: int) -> FieldError:
+def weak_threshold(name: str, threshold: int, members: int) -> FieldError:
     need = -(-2 * members // 3)
     return FieldError(
         f"{name} {threshold} of {members} is below two thirds (at least {need}); set "
@@ -529,7 +503,7 @@ def _required_key(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) 
 
 def _rpc(obj: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], int]:
     """The endpoints and the quorum of them that must agree."""
-    urls = as_list(_need(obj, where, "rpc"), f"{where}.rpc")
+    urls = as_list(need(obj, where, "rpc"), f"{where}.rpc")
     if not urls:
         raise FieldError(f"{where}.rpc must be a non-empty list of http(s)/ws(s) URLs")
     seen: set[tuple[object, ...]] = set()
@@ -562,178 +536,36 @@ def _rpc(obj: Mapping[str, Any], where: str) -> tuple[tuple[str, ...], int]:
 
 def _chain(value: Any, index: int, allow_weak: bool) -> ChainConfig:
     where = f"chains[{index}]"
-    kind = _need(as_object(value, where), where, "kind")
-    if kind not in ("evm", "substrate"):
-        raise FieldError(f"{where}.kind must be 'evm' or 'substrate', got {kind!r}")
-    obj = _table(value, where, EVM_KEYS if kind == "evm" else SUBSTRATE_KEYS, kind=kind)
-    name = _string(_need(obj, where, "name"), f"{where}.name")
-    finality = _need(obj, where, "finality")
+    kind = need(as_object(value, where), where, "kind")
+    if not isinstance(kind, str):
+        raise FieldError(f"{where}.kind must be a string, got {type_name(kind)}")
+    try:
+        chain_family = family(kind)
+    except UnknownFamily as exc:
+        raise FieldError(f"{where}.{exc}") from None
+    # The common keys, and those of the family's own section (it validates them).
+    obj = table(value, where, (*CHAIN_KEYS, *chain_family.config_keys), kind=kind)
+    name = _string(need(obj, where, "name"), f"{where}.name")
+    finality = need(obj, where, "finality")
     if not isinstance(finality, str):
         raise FieldError(f"{where}.finality must be a string")
     rpc, quorum = _rpc(obj, where)
-    chain = ChainConfig(
+    domain = as_int(need(obj, where, "domain"), f"{where}.domain", hi=U32_MAX)
+    policy = FinalityPolicy.parse(finality, f"{where}.finality")
+    own = chain_family.chain_fields(obj, where, allow_weak)
+    return ChainConfig(
         name=name,
-        domain=as_int(_need(obj, where, "domain"), f"{where}.domain", hi=U32_MAX),
+        domain=domain,
         kind=kind,
         rpc=rpc,
         rpc_quorum=quorum,
-        finality=FinalityPolicy.parse(finality, f"{where}.finality"),
-        # An EVM chain is identified by its chain id (a Substrate chain by its genesis hash):
-        # without one, an endpoint serving a fork or another network would be believed.
-        chain_id=as_int(_need(obj, where, "chain_id"), f"{where}.chain_id", lo=1, hi=U64_MAX)
-        if kind == "evm"
-        else None,
-        contracts={
-            key: as_hex(obj[key], f"{where}.{key}", size=20) for key in EVM_CONTRACTS if key in obj
-        },
+        finality=policy,
+        chain_id=own.chain_id,
+        contracts=own.contracts,
         start_block=as_int(obj.get("start_block", 0), f"{where}.start_block"),
-        substrate=_substrate_settings(obj, where, allow_weak) if kind == "substrate" else None,
+        substrate=own.substrate,
+        options=own.options,
     )
-    grandpa = None if chain.substrate is None else chain.substrate.grandpa
-    if grandpa is not None and chain.start_block < grandpa.block_number:
-        # Blocks below the checkpoint cannot be proven from it: the scan would never start.
-        raise FieldError(
-            f"{where}.start_block {chain.start_block} is below the grandpa checkpoint's block "
-            f"{grandpa.block_number}"
-        )
-    return chain
-
-
-def _substrate_settings(obj: Mapping[str, Any], where: str, allow_weak: bool) -> SubstrateSettings:
-    signatories = tuple(
-        as_hex(s, f"{where}.signatories[{i}]", size=32)
-        for i, s in enumerate(as_list(_need(obj, where, "signatories"), f"{where}.signatories"))
-    )
-    if list(signatories) != sorted(set(signatories)):
-        raise FieldError(f"{where}.signatories must be distinct and ascending")
-    if not signatories:
-        raise FieldError(f"{where}.signatories must not be empty")
-    threshold = as_int(_need(obj, where, "multisig_threshold"), f"{where}.multisig_threshold")
-    # pallet_multisig's approve_as_multi refuses a threshold of 1 (nothing would be delivered).
-    if not 2 <= threshold <= len(signatories):
-        raise FieldError(f"{where}.multisig_threshold must be in 2..{len(signatories)}")
-    # The multisig mints and releases on the destination: the same bar as the committee.
-    if not allow_weak and not _two_thirds(threshold, len(signatories)):
-        raise _weak_threshold(f"{where}.multisig_threshold", threshold, len(signatories))
-    multisig = as_hex(_need(obj, where, "multisig"), f"{where}.multisig", size=32)
-    if multisig != multisig_account(signatories, threshold):
-        raise FieldError(
-            f"{where}.multisig is not the {threshold}-of-{len(signatories)} multisig of "
-            "the signatories"
-        )
-    collections_obj = as_object(obj.get("collections", {}), f"{where}.collections")
-    collections: dict[int, int] = {}
-    for origin, collection in collections_obj.items():
-        domain = _domain_key(origin, f"{where}.collections")
-        collections[domain] = as_int(collection, f"{where}.collections.{origin}", hi=U32_MAX)
-    if len(set(collections.values())) != len(collections):
-        raise FieldError(
-            f"{where}.collections: two origins share a collection (nonces would collide)"
-        )
-    home = obj.get("asset_home")
-    home_obj = None if home is None else _table(home, f"{where}.asset_home", ASSET_HOME_KEYS)
-    asset_id = obj.get("asset_id")
-    if (home_obj is None) != (asset_id is None):
-        raise FieldError(f"{where}: asset_id and asset_home go together")
-    grandpa = obj.get("grandpa")
-    if grandpa is not None and obj.get("finality") != "finalized":
-        raise FieldError(f'{where}.grandpa needs finality = "finalized"')
-    return SubstrateSettings(
-        grandpa=None if grandpa is None else _grandpa(grandpa, where),
-        genesis_hash=as_hex(_need(obj, where, "genesis_hash"), f"{where}.genesis_hash", size=32),
-        multisig=multisig,
-        multisig_threshold=threshold,
-        signatories=signatories,
-        collections=collections,
-        asset_id=None if asset_id is None else as_int(asset_id, f"{where}.asset_id", hi=U32_MAX),
-        asset_home_domain=None
-        if home_obj is None
-        else as_int(
-            _need(home_obj, f"{where}.asset_home", "domain"),
-            f"{where}.asset_home.domain",
-            hi=U32_MAX,
-        ),
-        asset_home_token=None
-        if home_obj is None
-        else as_hex(
-            _need(home_obj, f"{where}.asset_home", "token"), f"{where}.asset_home.token", size=20
-        ),
-        recipients=None if "recipients" not in obj else _recipients(obj["recipients"], where),
-    )
-
-
-def _recipients(value: Any, where: str) -> Mapping[int, frozenset[bytes]]:
-    table = as_object(value, f"{where}.recipients")
-    return {
-        _domain_key(domain, f"{where}.recipients"): frozenset(
-            _account(item, f"{where}.recipients.{domain}[{i}]")
-            for i, item in enumerate(as_list(items, f"{where}.recipients.{domain}"))
-        )
-        for domain, items in table.items()
-    }
-
-
-def _grandpa(value: Any, where: str) -> GrandpaCheckpoint:
-    obj = _table(value, f"{where}.grandpa", GRANDPA_KEYS)
-    authorities: list[tuple[bytes, int]] = []
-    entries = as_list(_need(obj, f"{where}.grandpa", "authorities"), f"{where}.grandpa.authorities")
-    for i, entry in enumerate(entries):
-        name = f"{where}.grandpa.authorities[{i}]"
-        if isinstance(entry, list) and len(entry) == 2:  # ["0x…", weight]
-            authorities.append((as_hex(entry[0], name, size=32), as_int(entry[1], name, lo=1)))
-        else:
-            authorities.append((as_hex(entry, name, size=32), 1))
-    if not authorities:
-        raise FieldError(f"{where}.grandpa.authorities must not be empty")
-    checkpoint = GrandpaCheckpoint(
-        set_id=as_int(
-            _need(obj, f"{where}.grandpa", "set_id"), f"{where}.grandpa.set_id", hi=U64_MAX
-        ),
-        block_hash=as_hex(
-            _need(obj, f"{where}.grandpa", "block_hash"), f"{where}.grandpa.block_hash", size=32
-        ),
-        block_number=as_int(
-            _need(obj, f"{where}.grandpa", "block_number"), f"{where}.grandpa.block_number"
-        ),
-        authorities=tuple(authorities),
-    )
-    try:  # the light client's own rules (distinct keys, weights and total within u64)
-        AuthoritySet(checkpoint.set_id, checkpoint.authorities)
-    except VerificationError as exc:
-        raise FieldError(f"{where}.grandpa.authorities: {exc}") from None
-    return checkpoint
-
-
-def _check_collections(chains: Sequence[ChainConfig]) -> None:
-    """Every EVM origin needs a replay-guard collection on every Substrate chain: a message
-    from an origin without one could never be delivered there."""
-    for index, chain in enumerate(chains):
-        if chain.substrate is None:
-            continue
-        for origin in chains:
-            if (
-                origin.is_origin
-                and origin.kind == "evm"
-                and (origin.domain not in chain.substrate.collections)
-            ):
-                raise FieldError(
-                    f"chains[{index}].collections: no Uniques collection for origin "
-                    f"{origin.name} ({origin.domain})"
-                )
-
-
-def _check_recipients(chains: Sequence[ChainConfig]) -> None:
-    """An explicit ``recipients`` table names destinations: each must be another configured
-    destination (a typo would otherwise silently leave the real one with no recipients)."""
-    for index, chain in enumerate(chains):
-        if chain.substrate is None or chain.substrate.recipients is None:
-            continue
-        for domain in chain.substrate.recipients:
-            if not any(c.domain == domain and c.is_destination for c in chains if c is not chain):
-                raise FieldError(
-                    f"chains[{index}].recipients: domain {domain} is not another configured "
-                    "destination"
-                )
 
 
 def _check_unique(chains: Sequence[ChainConfig]) -> None:
@@ -748,22 +580,20 @@ def _check_unique(chains: Sequence[ChainConfig]) -> None:
 
 
 def _committee(value: Any) -> tuple[Committee, Mapping[str, Any], bool]:
-    obj = _table(value, "committee", COMMITTEE_KEYS)
+    obj = table(value, "committee", COMMITTEE_KEYS)
     validators = [
         as_hex(v, f"committee.validators[{i}]", size=20)
-        for i, v in enumerate(
-            as_list(_need(obj, "committee", "validators"), "committee.validators")
-        )
+        for i, v in enumerate(as_list(need(obj, "committee", "validators"), "committee.validators"))
     ]
     committee = Committee(
         members=tuple(validators),
-        threshold=as_int(_need(obj, "committee", "threshold"), "committee.threshold", hi=U32_MAX),
+        threshold=as_int(need(obj, "committee", "threshold"), "committee.threshold", hi=U32_MAX),
     )
     allow_weak = _bool(obj.get("allow_weak_threshold", False), "committee.allow_weak_threshold")
     # Below 2/3, fewer keys than a BFT quorum sign anything the committee can: 1-of-3 is one
     # stolen key. Allowed only by name, so a weak committee is a decision, not a default.
-    if not allow_weak and not _two_thirds(committee.threshold, len(committee.members)):
-        raise _weak_threshold("committee.threshold", committee.threshold, len(committee.members))
+    if not allow_weak and not two_thirds(committee.threshold, len(committee.members)):
+        raise weak_threshold("committee.threshold", committee.threshold, len(committee.members))
     return committee, obj, allow_weak
 
 
@@ -780,7 +610,7 @@ def _origin(value: Any, name: str, chains: Sequence[ChainConfig]) -> int:
 
 
 def _policy(value: Any, chains: Sequence[ChainConfig]) -> RelayPolicy:
-    obj = _table(value, "relayer.policy", POLICY_KEYS)
+    obj = table(value, "relayer.policy", POLICY_KEYS)
     lists: dict[str, frozenset[Any]] = {}
     for key, items in obj.items():
         name = f"relayer.policy.{key}"
@@ -793,7 +623,7 @@ def _policy(value: Any, chains: Sequence[ChainConfig]) -> RelayPolicy:
                 _origin(e, f"{name}[{i}]", chains) for i, e in enumerate(entries)
             )
         else:  # senders and recipients: 32 bytes, as messages carry them
-            lists[key] = frozenset(_account(e, f"{name}[{i}]") for i, e in enumerate(entries))
+            lists[key] = frozenset(account(e, f"{name}[{i}]") for i, e in enumerate(entries))
     return RelayPolicy(
         allow_origins=lists.get("allow_origins"),
         deny_origins=lists.get("deny_origins", frozenset()),
@@ -821,22 +651,22 @@ def load_config(path: Path) -> Config:
 
 def _build(raw: Mapping[str, Any], path: Path) -> Config:
     base = path.parent
-    raw = _table(raw, "top level", TOP_LEVEL_KEYS)
+    raw = table(raw, "top level", TOP_LEVEL_KEYS)
     devnet = _bool(raw.get("devnet", False), "devnet")
-    ledger = _table(_need(raw, "top level", "ledger"), "ledger", LEDGER_KEYS)
-    location = _string(_need(ledger, "ledger", "location"), "ledger.location")
+    ledger = table(need(raw, "top level", "ledger"), "ledger", LEDGER_KEYS)
+    location = _string(need(ledger, "ledger", "location"), "ledger.location")
     if "://" not in location:
         location = str((base / location).resolve())
-    committee, committee_obj, allow_weak = _committee(_need(raw, "top level", "committee"))
+    committee, committee_obj, allow_weak = _committee(need(raw, "top level", "committee"))
     chains = tuple(
         _chain(c, i, allow_weak)
-        for i, c in enumerate(as_list(_need(raw, "top level", "chains"), "chains"))
+        for i, c in enumerate(as_list(need(raw, "top level", "chains"), "chains"))
     )
     _check_unique(chains)
-    _check_collections(chains)
-    _check_recipients(chains)
-    relayer = None if "relayer" not in raw else _table(raw["relayer"], "relayer", RELAYER_KEYS)
-    client = None if "client" not in raw else _table(raw["client"], "client", CLIENT_KEYS)
+    for kind in dict.fromkeys(chain.kind for chain in chains):
+        family(kind).check_config(chains)
+    relayer = None if "relayer" not in raw else table(raw["relayer"], "relayer", RELAYER_KEYS)
+    client = None if "client" not in raw else table(raw["client"], "client", CLIENT_KEYS)
     client_substrate_uri = None
     if client is not None and "substrate_uri" in client:
         if not devnet:
@@ -846,7 +676,7 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
             raise FieldError(f"client: substrate_uri and {conflicting[0]} conflict; give only one")
         client_substrate_uri = _string(client["substrate_uri"], "client.substrate_uri")
     attester_tables = [
-        (_table(a, f"attesters[{i}]", ATTESTER_KEYS), f"attesters[{i}]")
+        (table(a, f"attesters[{i}]", ATTESTER_KEYS), f"attesters[{i}]")
         for i, a in enumerate(as_list(raw.get("attesters", []), "attesters"))
     ]
     return Config(

@@ -4,7 +4,7 @@ The formats are fixed by docs/design.md ("Proof files"). Each kind has a parser 
 claim; problems are :class:`FieldError`, exit 2) and a checker (claim → :class:`Report`;
 rejections are light-client :class:`VerificationError`, exit 1). Nothing a file says about its
 own validity is trusted: a ``verified``, ``digest`` or ``signers`` field is ignored like any
-unknown field, and every hash and signature is recomputed (anchors.md T2).
+unknown field, and every hash and signature is recomputed (docs/threats.md T2).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from light_clients.ethereum import mpt as eth_mpt
 from light_clients.ethereum import receipt as eth_receipt
 from light_clients.ethereum import state as eth_state
 from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
 from light_clients.message import verify_delivery
 from light_clients.substrate import grandpa
 from light_clients.substrate import header as sub_header
@@ -73,11 +74,6 @@ class Report:
         }
 
 
-def hex0x(data: bytes) -> str:
-    """``0x``-prefixed lowercase hex."""
-    return "0x" + data.hex()
-
-
 class _Mismatch(VerificationError):
     """The proof holds, but for something other than what the file claims."""
 
@@ -91,31 +87,31 @@ def _check_merkle(obj: Mapping[str, Any], report: Report) -> None:
     branch = as_hex_list(require(obj, "branch"), "branch")
     leaf = None if obj.get("leaf") is None else as_hex(obj["leaf"], "leaf", size=32)
     if leaf is not None:
-        report.claims.append(("leaf", hex0x(leaf)))
+        report.claims.append(("leaf", to_hex(leaf)))
     if obj.get("message") is not None:
         message = as_hex(obj["message"], "message")
-        report.claims.append(("message", hex0x(message)))
+        report.claims.append(("message", to_hex(message)))
         if leaf is not None and keccak256(message) != leaf:
-            raise _Mismatch(f"leaf {hex0x(leaf)} is not keccak256(message)")
+            raise _Mismatch(f"leaf {to_hex(leaf)} is not keccak256(message)")
         leaf = keccak256(message)
-        report.steps.append(("leaf = keccak256(message)", hex0x(leaf)))
+        report.steps.append(("leaf = keccak256(message)", to_hex(leaf)))
     if leaf is None:
         raise FieldError("missing field 'leaf' (or 'message')")
     report.claims += [
-        ("root", hex0x(root)),
+        ("root", to_hex(root)),
         ("index", str(index)),
         ("branch", f"{len(branch)} hashes"),
     ]
     inclusion = merkle.verify_inclusion(root, leaf, index, branch)
     _merkle_steps(report, inclusion)
-    report.details = {"root": hex0x(root), "index": index, "leaf": hex0x(leaf)}
+    report.details = {"root": to_hex(root), "index": index, "leaf": to_hex(leaf)}
 
 
 def _merkle_steps(report: Report, inclusion: merkle.MerkleInclusion) -> None:
     for level, node in enumerate(inclusion.path[1:], start=1):
         side = "right" if (inclusion.index >> (level - 1)) & 1 else "left"
-        report.steps.append((f"level {level:2d} (we are the {side} child)", hex0x(node)))
-    report.steps.append(("computed root equals claimed root", hex0x(inclusion.root)))
+        report.steps.append((f"level {level:2d} (we are the {side} child)", to_hex(node)))
+    report.steps.append(("computed root equals claimed root", to_hex(inclusion.root)))
 
 
 def _parse_checkpoint(value: Any, name: str = "checkpoint") -> Checkpoint:
@@ -138,8 +134,8 @@ def _parse_committee(obj: Mapping[str, Any]) -> tuple[list[bytes], int, list[byt
 def _checkpoint_claims(report: Report, checkpoint: Checkpoint) -> None:
     report.claims += [
         ("checkpoint.origin", str(checkpoint.origin)),
-        ("checkpoint.outbox", hex0x(checkpoint.outbox)),
-        ("checkpoint.root", hex0x(checkpoint.root)),
+        ("checkpoint.outbox", to_hex(checkpoint.outbox)),
+        ("checkpoint.root", to_hex(checkpoint.root)),
         ("checkpoint.index", str(checkpoint.index)),
     ]
 
@@ -148,7 +144,7 @@ def _committee_claims(
     report: Report, validators: Sequence[bytes], threshold: int, n_sigs: int
 ) -> None:
     report.claims.append(("committee", f"{threshold} of {len(validators)}"))
-    report.claims += [(f"validator {i}", hex0x(v)) for i, v in enumerate(validators)]
+    report.claims += [(f"validator {i}", to_hex(v)) for i, v in enumerate(validators)]
     report.claims.append(("signatures", str(n_sigs)))
 
 
@@ -156,9 +152,11 @@ def _attestation_steps(
     report: Report, digest: bytes, signers: Sequence[bytes], threshold: int
 ) -> None:
     report.steps.append(
-        ("digest = EIP-191(keccak256(PASSERELLE/v1/checkpoint ‖ …))", hex0x(digest))
+        ("digest = EIP-191(keccak256(PASSERELLE/v1/checkpoint ‖ …))", to_hex(digest))
     )
-    report.steps += [(f"signature {i} recovers to member", hex0x(s)) for i, s in enumerate(signers)]
+    report.steps += [
+        (f"signature {i} recovers to member", to_hex(s)) for i, s in enumerate(signers)
+    ]
     report.steps.append(
         ("distinct signers in ascending order", f"{len(signers)} >= threshold {threshold}")
     )
@@ -173,8 +171,8 @@ def _check_committee(obj: Mapping[str, Any], report: Report) -> None:
     attestation = verify_attestation(committee, checkpoint, signatures)
     _attestation_steps(report, attestation.digest, attestation.signers, threshold)
     report.details = {
-        "digest": hex0x(attestation.digest),
-        "signers": [hex0x(s) for s in attestation.signers],
+        "digest": to_hex(attestation.digest),
+        "signers": [to_hex(s) for s in attestation.signers],
         "threshold": threshold,
     }
 
@@ -186,7 +184,7 @@ def _check_message(obj: Mapping[str, Any], report: Report) -> None:
     validators, threshold, signatures = _parse_committee(obj)
     destination = obj.get("destination")
     local = None if destination is None else as_int(destination, "destination", hi=U32_MAX)
-    report.claims.append(("message", hex0x(message)))
+    report.claims.append(("message", to_hex(message)))
     if local is not None:
         report.claims.append(("destination", str(local)))
     _checkpoint_claims(report, checkpoint)
@@ -201,9 +199,9 @@ def _check_message(obj: Mapping[str, Any], report: Report) -> None:
             "decoded",
             f"v{decoded.version} nonce {decoded.nonce} {decoded.origin} → {decoded.destination}",
         ),
-        ("sender", hex0x(decoded.sender)),
-        ("recipient", hex0x(decoded.recipient)),
-        ("id = keccak256(message)", hex0x(delivery.id)),
+        ("sender", to_hex(decoded.sender)),
+        ("recipient", to_hex(decoded.recipient)),
+        ("id = keccak256(message)", to_hex(delivery.id)),
         ("origin matches checkpoint", str(checkpoint.origin)),
     ]
     if local is not None:
@@ -211,11 +209,11 @@ def _check_message(obj: Mapping[str, Any], report: Report) -> None:
     _attestation_steps(report, delivery.attestation.digest, delivery.attestation.signers, threshold)
     _merkle_steps(report, delivery.inclusion)
     report.details = {
-        "id": hex0x(delivery.id),
+        "id": to_hex(delivery.id),
         "nonce": decoded.nonce,
         "origin": decoded.origin,
         "destination": decoded.destination,
-        "signers": [hex0x(s) for s in delivery.attestation.signers],
+        "signers": [to_hex(s) for s in delivery.attestation.signers],
     }
 
 
@@ -232,40 +230,40 @@ def _check_eth_header(obj: Mapping[str, Any], report: Report) -> None:
         encodings.append(("rlp", as_hex(obj["rlp"], "rlp")))
     if not encodings:
         raise FieldError("missing field 'header' (or 'rlp')")
-    report.claims.append(("hash", hex0x(expected)))
+    report.claims.append(("hash", to_hex(expected)))
     for source, rlp in encodings:
         report.claims.append((f"{source} (RLP)", f"{len(rlp)} bytes"))
         decoded = eth_header.verify_header_hash(rlp, expected)
         report.steps += [
             (f"{source}: fork layout", decoded.fork),
-            (f"{source}: keccak256(rlp) equals hash", hex0x(decoded.hash)),
+            (f"{source}: keccak256(rlp) equals hash", to_hex(decoded.hash)),
         ]
     report.steps += [
         ("number", str(decoded.number)),
-        ("stateRoot", hex0x(decoded.state_root)),
-        ("receiptsRoot", hex0x(decoded.receipts_root)),
+        ("stateRoot", to_hex(decoded.state_root)),
+        ("receiptsRoot", to_hex(decoded.receipts_root)),
     ]
     report.details = {
         "number": decoded.number,
         "fork": decoded.fork,
-        "state_root": hex0x(decoded.state_root),
-        "receipts_root": hex0x(decoded.receipts_root),
+        "state_root": to_hex(decoded.state_root),
+        "receipts_root": to_hex(decoded.receipts_root),
     }
 
 
 def _mpt_steps(report: Report, label: str, walk: eth_mpt.MptWalk) -> None:
     """One row per trie node walked: its kind, where it sits on the key path, its hash."""
     for node in walk.nodes:
-        where = "embedded" if node.hash is None else hex0x(node.hash)
+        where = "embedded" if node.hash is None else to_hex(node.hash)
         report.steps.append((f"{label} {node.kind} @nibble {node.depth} [{node.path}]", where))
-    outcome = f"absent ({walk.absence})" if walk.value is None else f"value {hex0x(walk.value)}"
+    outcome = f"absent ({walk.absence})" if walk.value is None else f"value {to_hex(walk.value)}"
     report.steps.append((f"{label} proves", outcome))
 
 
 def _slot_name(key: bytes) -> str:
     """Small slot numbers as decimals (``slot 1``), hashed slots as hex."""
     number = int.from_bytes(key, "big")
-    return str(number) if number < 2**32 else hex0x(key)
+    return str(number) if number < 2**32 else to_hex(key)
 
 
 def _check_eth_getproof(obj: Mapping[str, Any], report: Report) -> None:
@@ -276,12 +274,12 @@ def _check_eth_getproof(obj: Mapping[str, Any], report: Report) -> None:
     except DecodeError as exc:
         raise FieldError(f"field 'proof': {exc}") from None
     report.claims += [
-        ("state_root", hex0x(state_root)),
-        ("address", hex0x(get_proof.address)),
+        ("state_root", to_hex(state_root)),
+        ("address", to_hex(get_proof.address)),
         ("nonce", str(get_proof.nonce)),
         ("balance", str(get_proof.balance)),
-        ("storageHash", hex0x(get_proof.storage_hash)),
-        ("codeHash", hex0x(get_proof.code_hash)),
+        ("storageHash", to_hex(get_proof.storage_hash)),
+        ("codeHash", to_hex(get_proof.code_hash)),
     ]
     report.claims += [(f"slot {_slot_name(s.key)}", str(s.value)) for s in get_proof.storage_proofs]
     verdict = eth_state.verify_get_proof(state_root, get_proof)
@@ -290,7 +288,7 @@ def _check_eth_getproof(obj: Mapping[str, Any], report: Report) -> None:
     for slot in verdict.storage:
         _mpt_steps(report, f"slot {_slot_name(slot.key)}", slot.walk)
     report.details = {
-        "address": hex0x(get_proof.address),
+        "address": to_hex(get_proof.address),
         "account_exists": verdict.account is not None,
         "storage_slots": len(get_proof.storage_proofs),
     }
@@ -302,14 +300,14 @@ def _check_eth_receipt(obj: Mapping[str, Any], report: Report) -> None:
     proof = as_hex_list(require(obj, "proof"), "proof")
     raw = as_hex(require(obj, "receipt"), "receipt")
     report.claims += [
-        ("receipts_root", hex0x(root)),
+        ("receipts_root", to_hex(root)),
         ("index", str(index)),
         ("proof", f"{len(proof)} nodes"),
         ("receipt", f"{len(raw)} bytes"),
     ]
     inclusion = eth_receipt.verify_receipt(root, index, proof, raw)
     decoded = inclusion.receipt
-    report.steps.append(("trie key = rlp(index)", hex0x(eth_receipt.receipt_key(index))))
+    report.steps.append(("trie key = rlp(index)", to_hex(eth_receipt.receipt_key(index))))
     _mpt_steps(report, "receipt", inclusion.walk)
     report.steps.append(
         ("proven value equals receipt", f"type {decoded.tx_type}, {len(decoded.logs)} logs")
@@ -317,7 +315,7 @@ def _check_eth_receipt(obj: Mapping[str, Any], report: Report) -> None:
     report.steps += [
         (
             f"log {i} emitter",
-            hex0x(log.address) + (f" topic0 {hex0x(log.topics[0])}" if log.topics else ""),
+            to_hex(log.address) + (f" topic0 {to_hex(log.topics[0])}" if log.topics else ""),
         )
         for i, log in enumerate(decoded.logs)
     ]
@@ -327,21 +325,21 @@ def _check_eth_receipt(obj: Mapping[str, Any], report: Report) -> None:
 def _check_substrate_header(obj: Mapping[str, Any], report: Report) -> None:
     data = as_hex(require(obj, "header"), "header")
     expected = as_hex(require(obj, "hash"), "hash", size=32)
-    report.claims += [("hash", hex0x(expected)), ("header", f"{len(data)} bytes")]
+    report.claims += [("hash", to_hex(expected)), ("header", f"{len(data)} bytes")]
     decoded = sub_header.verify_header_hash(data, expected)
     report.steps += [
-        ("blake2-256(header) equals hash", hex0x(decoded.hash)),
+        ("blake2-256(header) equals hash", to_hex(decoded.hash)),
         ("number", str(decoded.number)),
-        ("parent", hex0x(decoded.parent_hash)),
-        ("stateRoot", hex0x(decoded.state_root)),
+        ("parent", to_hex(decoded.parent_hash)),
+        ("stateRoot", to_hex(decoded.state_root)),
         ("digest items", str(len(decoded.digest))),
     ]
     changes = sub_header.grandpa_changes(decoded)
     report.steps += [("GRANDPA change", type(c).__name__) for c in changes]
     report.details = {
         "number": decoded.number,
-        "parent_hash": hex0x(decoded.parent_hash),
-        "state_root": hex0x(decoded.state_root),
+        "parent_hash": to_hex(decoded.parent_hash),
+        "state_root": to_hex(decoded.state_root),
         "grandpa_changes": len(changes),
     }
 
@@ -354,23 +352,23 @@ def _check_substrate_storage(obj: Mapping[str, Any], report: Report) -> None:
         raise FieldError("missing field 'value' (use null to claim absence)")
     claimed = None if obj["value"] is None else as_hex(obj["value"], "value")
     report.claims += [
-        ("state_root", hex0x(root)),
-        ("key", hex0x(key)),
-        ("value", "absent" if claimed is None else hex0x(claimed)),
+        ("state_root", to_hex(root)),
+        ("key", to_hex(key)),
+        ("value", "absent" if claimed is None else to_hex(claimed)),
         ("proof", f"{len(proof)} nodes"),
     ]
     read = sub_trie.verify_storage_proof(root, proof, key)
     for step in read.steps:
-        where = "inline" if step.node_hash is None else hex0x(step.node_hash)
+        where = "inline" if step.node_hash is None else to_hex(step.node_hash)
         report.steps.append((f"{step.kind.value} @nibble {step.depth} [{step.partial}]", where))
-    proven = "absent" if read.value is None else hex0x(read.value)
+    proven = "absent" if read.value is None else to_hex(read.value)
     report.steps.append(("proven value", proven))
     if read.value != claimed:
         raise _Mismatch(
-            f"proof shows {proven} for key {hex0x(key)}, file claims "
-            f"{'absent' if claimed is None else hex0x(claimed)}"
+            f"proof shows {proven} for key {to_hex(key)}, file claims "
+            f"{'absent' if claimed is None else to_hex(claimed)}"
         )
-    report.details = {"key": hex0x(key), "present": claimed is not None}
+    report.details = {"key": to_hex(key), "present": claimed is not None}
 
 
 def _parse_authorities(value: Any) -> tuple[tuple[bytes, int], ...]:
@@ -400,14 +398,14 @@ def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
     if header is not None:
         decoded = sub_header.decode_header(header)
         expected_target = (decoded.hash, decoded.number)
-        report.claims.append(("header", f"#{decoded.number} {hex0x(decoded.hash)}"))
+        report.claims.append(("header", f"#{decoded.number} {to_hex(decoded.hash)}"))
     authority_set = grandpa.AuthoritySet(set_id=set_id, authorities=authorities)
     proof = grandpa.verify_justification(justification, authority_set, expected_target)
     report.steps += [
-        ("target", f"#{proof.target_number} {hex0x(proof.target_hash)}"),
+        ("target", f"#{proof.target_number} {to_hex(proof.target_hash)}"),
         ("round", str(proof.round)),
     ]
-    report.steps += [(f"precommit by {hex0x(key)}", f"weight {w}") for key, w in proof.signers]
+    report.steps += [(f"precommit by {to_hex(key)}", f"weight {w}") for key, w in proof.signers]
     report.steps.append(
         (
             "signed weight above 2/3",
@@ -415,7 +413,7 @@ def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
         )
     )
     report.details = {
-        "target_hash": hex0x(proof.target_hash),
+        "target_hash": to_hex(proof.target_hash),
         "target_number": proof.target_number,
         "round": proof.round,
         "signed_weight": proof.signed_weight,

@@ -4,6 +4,12 @@ Everything goes through the command line, as an operator would run it: the devne
 ``passerelle devnet up`` (``devnet.manager``), ``passerelle attest`` and ``passerelle relay`` as
 separate processes (:class:`Procs`), ``passerelle send`` and ``passerelle status --json``.
 
+The process harness itself (:class:`Procs`, :func:`running`, the devnet, waiting, the chain
+reads) is ``benchmarks/harness.py``, shared with the relay benchmark; this module adds what only
+tests need (pytest's skip and fail, the CLI's answers checked, the delivery bound of
+:func:`assert_delivered_once`, :class:`TcpProxy`, :class:`Stream`) and keeps the names the test
+modules import.
+
 Fixtures are plain generator functions here (:func:`devnet`, :func:`running`); each test module
 wraps them in its own ``@pytest.fixture`` so that every module gets a devnet of its own.
 
@@ -17,7 +23,6 @@ from __future__ import annotations
 import json
 import os
 import selectors
-import signal
 import socket
 import struct
 import subprocess
@@ -27,22 +32,66 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-import httpx
 import pytest
 
-from devnet import manager
-from light_clients.committee import address_of
-from light_clients.hashing import keccak256
-from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, Config, load_config
+# benchmarks/ is not an installed package and pytest puts only tests/ on sys.path, so the repo
+# root is added for benchmarks.harness (``pythonpath = ["."]`` under [tool.pytest.ini_options]
+# would do the same from pyproject.toml). The root holds the installed packages' own sources,
+# so appending it shadows nothing.
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)
 
-PASSERELLE = str(Path(sys.executable).parent / "passerelle")
-DELIVERED_TOPIC = "0x" + keccak256(b"Delivered(bytes32,uint32,uint32)").hex()
-ALREADY_TOPIC = "0x" + keccak256(b"AlreadyDelivered(bytes32)").hex()
+from benchmarks import harness  # noqa: E402
+from benchmarks.harness import PASSERELLE, Procs, rpc, running  # noqa: E402
+from light_clients.committee import address_of  # noqa: E402
+from light_clients.hexstr import parse_data, to_hex  # noqa: E402
+from relayer.config import (  # noqa: E402
+    RELAY_BATCH_SIZE,
+    RELAY_MAX_INFLIGHT,
+    Config,
+    load_config,
+)
+
+__all__ = [
+    "ALREADY_TOPIC",
+    "DELIVERED_TOPIC",
+    "HOST",
+    "KILL_BATCH",
+    "KILL_INFLIGHT",
+    "PASSERELLE",
+    "SMALL_BATCHES",
+    "DeliveryWork",
+    "Procs",
+    "Stream",
+    "TcpProxy",
+    "assert_delivered_once",
+    "block_number",
+    "chain_tools_required",
+    "cli",
+    "collapsed",
+    "config_with_rpc",
+    "delivered_events",
+    "delivery_work",
+    "devnet",
+    "inbox_logs",
+    "missing_chain_tool",
+    "pending_to",
+    "rpc",
+    "running",
+    "send",
+    "statuses",
+    "wait_delivered",
+    "wait_until",
+]
+
+DELIVERED_TOPIC = to_hex(harness.DELIVERED)
+ALREADY_TOPIC = to_hex(harness.ALREADY_DELIVERED)
 HOST = "127.0.0.1"
 # The SIGKILL tests' relayer: few messages per delivery transaction and few transactions in
 # flight, so a kill strikes a stream of many deliveries, and the bound on what a kill may cost
@@ -79,84 +128,12 @@ def missing_chain_tool(reason: str) -> NoReturn:
 # --------------------------------------------------------------------------- processes
 
 
-class Procs:
-    """Long-running passerelle processes, each logging to a file, stopped by PID."""
-
-    def __init__(self, config: Path, logs: Path) -> None:
-        self.config, self.logs = config, logs
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
-        with (self.logs / f"{name}.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [PASSERELLE, *args, "--config", str(self.config)],
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        self.running[name] = proc
-        return proc
-
-    def start_attester(self, index: int) -> subprocess.Popen[bytes]:
-        return self.start(f"attester{index}", "attest", "--index", str(index), "--poll", "0.5")
-
-    def start_relayer(self, *extra: str) -> subprocess.Popen[bytes]:
-        """``passerelle relay``, with ``extra`` options (e.g. ``--batch-size 5``)."""
-        return self.start("relayer", "relay", "--poll", "0.3", *extra)
-
-    def start_all(self) -> None:
-        for i in range(3):
-            self.start_attester(i)
-        self.start_relayer()
-
-    def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
-        proc = self.running.pop(name)
-        proc.send_signal(sig)
-        try:
-            return proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(timeout=20)
-
-    def stop_all(self) -> None:
-        for name in list(self.running):
-            self.stop(name)
-
-    def exited(self) -> dict[str, int]:
-        """The processes that should be running but are not, with their exit codes."""
-        codes = {name: proc.poll() for name, proc in self.running.items()}
-        return {name: code for name, code in codes.items() if code is not None}
-
-    def log(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs_with(self, text: str) -> list[str]:
-        """Names of the processes (running or not) whose log contains ``text``."""
-        names = sorted(p.stem for p in self.logs.glob("*.log"))
-        return [name for name in names if text in self.log(name)]
-
-
-@contextmanager
-def running(config: Path, logs: Path) -> Iterator[Procs]:
-    """Three attesters and a relayer on ``config``; all stopped on exit, whatever happened."""
-    procs = Procs(config, logs)
-    try:
-        procs.start_all()
-        yield procs
-    finally:
-        procs.stop_all()
-
-
 def devnet(tmp_path_factory: pytest.TempPathFactory, *, assethub: bool = False) -> Iterator[Path]:
     """Body of a module-scoped fixture: a fresh devnet, its config path, ``down`` at the end.
 
     Without ``assethub`` only the two anvil chains run (the EVM route's tests need no more)."""
-    state = tmp_path_factory.mktemp("devnet")
-    try:
-        yield manager.up(state, assethub=assethub)
-    finally:
-        manager.down(state)
+    with harness.devnet(tmp_path_factory.mktemp("devnet"), assethub=assethub) as config:
+        yield config
 
 
 # --------------------------------------------------------------------------- the CLI
@@ -202,14 +179,16 @@ def wait_delivered(
     """
     deadline = time.monotonic() + timeout
     chains = load_config(config)
+    inboxes = [c.name for c in chains.chains if "inbox" in c.contracts]
     wanted = set(ids)
-    while time.monotonic() < deadline:
-        inboxes = [c.name for c in chains.chains if "inbox" in c.contracts]
-        if wanted <= {i for name in inboxes for i in delivered_events(chains, name)}:
-            if settle is not None:
-                deadline = min(deadline, time.monotonic() + settle)
-            break
-        time.sleep(0.3)
+    with suppress(harness.HarnessTimeout):  # then the ledger's answer is the one reported
+        harness.wait_for(
+            lambda: wanted <= {i for name in inboxes for i in delivered_events(chains, name)},
+            "the Delivered events",
+            timeout,
+        )
+        if settle is not None:
+            deadline = min(deadline, time.monotonic() + settle)
     rows: dict[str, dict[str, Any]] = {}
     while True:
         rows = statuses(config)
@@ -248,26 +227,14 @@ def collapsed(log: str, limit: int = 4000) -> str:
 # --------------------------------------------------------------------------- the chains
 
 
-def rpc(url: str, method: str, params: list[Any]) -> Any:
-    request = {"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    response = httpx.post(url, json=request, timeout=10)
-    body = response.json()
-    assert "error" not in body, body
-    return body["result"]
-
-
 def inbox_logs(
     config: Config, chain: str, topic: str, since: int = 0, upto: int | None = None
 ) -> Any:
-    """The logs with ``topic`` of ``chain``'s Inbox, in blocks ``since`` to ``upto`` (latest)."""
+    """The logs with ``topic`` (hex) of ``chain``'s Inbox, in blocks ``since`` to ``upto``
+    (latest)."""
     target = config.chain(chain)
-    query = {
-        "address": "0x" + target.contract("inbox").hex(),
-        "fromBlock": hex(since),
-        "toBlock": "latest" if upto is None else hex(upto),
-        "topics": [topic],
-    }
-    return rpc(target.rpc[0], "eth_getLogs", [query])
+    topic_bytes = parse_data(topic, "topic", 32)
+    return harness.logs(target.rpc[0], target.contract("inbox"), topic_bytes, since, upto)
 
 
 def delivered_events(config: Config, chain: str) -> list[str]:
@@ -276,13 +243,13 @@ def delivered_events(config: Config, chain: str) -> list[str]:
 
 
 def block_number(config: Config, chain: str) -> int:
-    return int(rpc(config.chain(chain).rpc[0], "eth_blockNumber", []), 16)
+    return harness.block_number(config.chain(chain).rpc[0])
 
 
 def pending_to(url: str, address: bytes) -> bool:
     """True while the node's pool holds a transaction to ``address`` (anvil's txpool_content)."""
     pool = rpc(url, "txpool_content", [])["pending"]
-    wanted = "0x" + address.hex()
+    wanted = to_hex(address)
     return any(
         str(tx.get("to", "")).lower() == wanted for txs in pool.values() for tx in txs.values()
     )
@@ -322,7 +289,7 @@ def delivery_work(config: Config, chain: str, since: int) -> DeliveryWork:
     url = config.chain(chain).rpc[0]
     upto = block_number(config, chain)
     assert config.relayer_key is not None
-    relayer = "0x" + address_of(config.relayer_key.load()).hex()
+    relayer = to_hex(address_of(config.relayer_key.load()))
 
     def nonce(block: int) -> int:
         return (
@@ -528,11 +495,10 @@ class TcpProxy:
 
 def wait_until(condition: Any, what: str, timeout: float = 60, poll: float = 0.3) -> None:
     """Poll ``condition()`` until it is truthy; fail naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
+    try:
+        harness.wait_for(condition, what, timeout, poll)
+    except harness.HarnessTimeout as timed_out:
+        pytest.fail(str(timed_out))
 
 
 class Stream:

@@ -16,29 +16,30 @@ Plus redaction: an RPC URL's key never reaches an error text or the metrics.
 from __future__ import annotations
 
 import json
-import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-import httpx
 import pytest
 import trio
 from eth_abi.abi import encode as abi_encode
+from fakes import RpcProxy, honest
 
 from adapters.errors import AdapterError
 from adapters.evm.chain import OUTBOX_COUNT_SLOT, EvmChain, hex0x, selector
 from adapters.evm.contracts import load_artifact
+from adapters.jsonrpc import call_sync
 from adapters.rpc import JsonRpcClient, RpcError
 from devnet.anvil import DEV_ADDRESSES, AnvilProcess, free_port, start_anvil
 from light_clients.committee import Checkpoint, Committee, address_of, sign_checkpoint
 from light_clients.merkle import root_from_branch
 from relayer.attester import AttesterState, _resume, attest_once, attest_origin
 from relayer.checkpoints import CheckpointStore, CheckpointStoreError, SignedCheckpoint
-from relayer.config import ChainConfig, ConfigError, FinalityPolicy
-from relayer.endpoints import open_evm
+from relayer.config import ChainConfig, Config, ConfigError, FinalityPolicy
+from relayer.families.evm.connection import open_evm
+from relayer.families.evm.origin import EvmOrigin
 from relayer.metrics import render
 from relayer.relay import Relayer, RelayerMetrics
 
@@ -55,11 +56,7 @@ DEPLOYER = DEV_ADDRESSES[0]
 
 
 def rpc(url: str, method: str, params: list[Any]) -> Any:
-    body = httpx.post(
-        url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}, timeout=10
-    ).json()
-    assert "error" not in body, body
-    return body["result"]
+    return call_sync(url, method, params)
 
 
 def transact(url: str, to: str | None, data: bytes) -> dict[str, Any]:
@@ -67,8 +64,14 @@ def transact(url: str, to: str | None, data: bytes) -> dict[str, Any]:
     tx: dict[str, Any] = {"from": DEPLOYER, "data": hex0x(data), "gas": hex(3_000_000)}
     if to is not None:
         tx["to"] = to
-    receipt = rpc(url, "eth_getTransactionReceipt", [rpc(url, "eth_sendTransaction", [tx])])
-    assert receipt is not None and receipt["status"] == "0x1", receipt
+    tx_hash = rpc(url, "eth_sendTransaction", [tx])
+    # Automine answers with the hash as soon as the transaction is in; the receipt follows
+    # within milliseconds (bounded wait: a transaction that never mines fails the test).
+    deadline = time.monotonic() + 10
+    while (receipt := rpc(url, "eth_getTransactionReceipt", [tx_hash])) is None:
+        assert time.monotonic() < deadline, f"{tx_hash} not mined"
+        time.sleep(0.02)
+    assert receipt["status"] == "0x1", receipt
     return cast(dict[str, Any], receipt)
 
 
@@ -133,7 +136,7 @@ def poll_once(chain: ChainConfig, store: CheckpointStore) -> AttesterState:
     async def run() -> None:
         progress = _resume(store, chain, KEY)
         async with open_evm(chain) as evm:
-            await attest_once(evm, chain, KEY, store, state, progress=progress)
+            await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
 
     trio.run(run)
     return state
@@ -146,75 +149,6 @@ async def briefly(work: Awaitable[None], seconds: float = 30) -> None:
 
 
 # --------------------------------------------------------------------------- a lying node
-
-
-class RpcProxy:
-    """An HTTP JSON-RPC endpoint in front of a real node that may rewrite requests.
-
-    ``rewrite(request) -> request`` sees every single (non-batch) JSON-RPC request before it is
-    forwarded; ``answer(request)``, if not None, is sent as the result instead of asking the
-    node; ``down`` makes it answer 503 (an outage). Served from a thread.
-    """
-
-    def __init__(self, target: str, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        self.target, self.rewrite, self.down = target, rewrite, False
-        self.answer: Callable[[dict[str, Any]], Any] = lambda request: None
-        # fail(request, request path): a JSON-RPC error message to answer with, or None.
-        self.fail: Callable[[dict[str, Any], str], str | None] = lambda request, path: None
-        self.methods: list[str] = []
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if proxy.down:
-                    self.send_response(503)
-                    self.end_headers()
-                    return
-                canned = failure = None
-                if isinstance(request, dict):
-                    proxy.methods.append(request["method"])
-                    request = proxy.rewrite(request)
-                    canned = proxy.answer(request)
-                    failure = proxy.fail(request, self.path)
-                answer: bytes
-                if failure is not None:
-                    error = {"code": -32001, "message": failure}
-                    reply = {"jsonrpc": "2.0", "id": request["id"], "error": error}
-                    answer = json.dumps(reply).encode()
-                elif canned is not None:
-                    reply = {"jsonrpc": "2.0", "id": request["id"], "result": canned}
-                    answer = json.dumps(reply).encode()
-                else:
-                    answer = httpx.post(proxy.target, json=request, timeout=10).content
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return  # quiet
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def __enter__(self) -> RpcProxy:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
-
-
-def honest(request: dict[str, Any]) -> dict[str, Any]:
-    return request
 
 
 @pytest.fixture
@@ -359,7 +293,12 @@ def test_an_endpoint_of_another_chain_id_is_refused_at_start(
         outbox = deploy_outbox(anvil.rpc_url)
         chain = origin([anvil.rpc_url, other.rpc_url], outbox)
         with pytest.raises(ConfigError) as refused:
-            trio.run(briefly, attest_origin(chain, KEY, CheckpointStore(tmp_path), AttesterState()))
+            # An EVM origin needs nothing of the config but the chain itself.
+            no_config = cast(Config, SimpleNamespace(chains=(chain,)))
+            trio.run(
+                briefly,
+                attest_origin(no_config, chain, KEY, CheckpointStore(tmp_path), AttesterState()),
+            )
     finally:
         other.stop()
     text = str(refused.value)
@@ -520,13 +459,13 @@ def test_a_reorg_below_finality_after_a_signature_halts_the_attester(
         async with open_evm(chain) as evm:
             dispatch(url, outbox, b"doomed")
             rpc(url, "anvil_mine", [hex(2)])
-            await attest_once(evm, chain, KEY, store, state, progress=progress)
+            await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
             assert state.signed == {DOMAIN: 0}
             signed = store.signatures(chain.domain, chain.outbox_id, 0)[0]
             rpc(url, "anvil_reorg", [4, []])
             now = rpc(url, "eth_getBlockByNumber", [hex(signed.block_number), False])["hash"]
             assert now != hex0x(signed.block_hash)
-            await attest_once(evm, chain, KEY, store, state, progress=progress)
+            await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
 
     with pytest.raises(CheckpointStoreError) as halted:
         trio.run(attester)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from relayer.attester import _rank
 from relayer.config import SubstrateSettings
+from relayer.families.substrate.approval import _rank
 
 SIGNATORIES = tuple(sorted(bytes([i]) * 32 for i in (7, 42, 99)))
 

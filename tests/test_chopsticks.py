@@ -24,6 +24,7 @@ from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.base import ExtrinsicReceipt
 from substrateinterface.exceptions import SubstrateRequestException
 
+from adapters.jsonrpc import request
 from devnet.chopsticks import (
     ALICE,
     CHAIN_NAME,
@@ -39,6 +40,7 @@ from devnet.chopsticks import (
     start_chopsticks,
 )
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.substrate.header import decode_header, header_hash
 from light_clients.substrate.scale import encode_compact
 
@@ -76,13 +78,13 @@ def multisig_account(signatories: list[bytes], threshold: int) -> bytes:
 MULTISIG = multisig_account(
     [ALICE_KEY.public_key, BOB_KEY.public_key, CHARLIE_KEY.public_key], threshold=2
 )
-MULTISIG_HEX = "0x" + MULTISIG.hex()
+MULTISIG_HEX = to_hex(MULTISIG)
 
 
 def hex_of(keypair: Keypair) -> str:
     """The account id of ``keypair`` as 0x-hex (what compose_call takes for an account)."""
     public: bytes = keypair.public_key
-    return "0x" + public.hex()
+    return to_hex(public)
 
 
 @pytest.fixture(scope="module")
@@ -112,11 +114,11 @@ def substrate(chain: ChopsticksProcess) -> Iterator[SubstrateInterface]:
 
 def rpc(chain: ChopsticksProcess, method: str, params: list[Any] | None = None) -> dict[str, Any]:
     """One plain-HTTP JSON-RPC request; the whole answer (``result`` or ``error``)."""
-    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []})
-    request = urllib.request.Request(
+    body = json.dumps(request(method, params or []))
+    http_request = urllib.request.Request(
         chain.http_url, data=body.encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=30) as response:
+    with urllib.request.urlopen(http_request, timeout=30) as response:
         answer: dict[str, Any] = json.loads(response.read())
     return answer
 
@@ -235,7 +237,7 @@ def test_remark_with_event_emits_remarked(substrate: SubstrateInterface) -> None
     assert receipt.is_success, receipt.error_message
     [remarked] = named(receipt, "System", "Remarked")
     assert account_id(remarked["sender"]) == ALICE
-    assert remarked["hash"] == "0x" + blake2_256(remark).hex()
+    assert remarked["hash"] == to_hex(blake2_256(remark))
     # The same event read back from System.Events of that block, with its extrinsic index.
     stored = [
         e.value
@@ -249,7 +251,7 @@ def test_remark_with_event_emits_remarked(substrate: SubstrateInterface) -> None
     assert receipt.extrinsic_idx == 2
     block = substrate.get_block(receipt.block_hash)
     included = block["extrinsics"][receipt.extrinsic_idx]
-    assert "0x" + included.extrinsic_hash.hex() == receipt.extrinsic_hash
+    assert to_hex(included.extrinsic_hash) == receipt.extrinsic_hash
 
 
 def test_batch_all_runs_every_call_or_none(substrate: SubstrateInterface) -> None:
@@ -363,7 +365,7 @@ def run_multisig(
     assert opened.is_success, opened.error_message
     [new] = named(opened, "Multisig", "NewMultisig")
     assert account_id(new["multisig"]) == MULTISIG_HEX
-    assert new["call_hash"] == "0x" + call.call_hash.hex()
+    assert new["call_hash"] == to_hex(call.call_hash)
     assert named(opened, "Balances", "Reserved")[0]["amount"] == (
         MULTISIG_DEPOSIT_BASE + 2 * MULTISIG_DEPOSIT_FACTOR
     )
@@ -476,12 +478,12 @@ def test_multisig_delivers_once_and_a_replay_fails_on_chain(
 
 def scale_header(header: dict[str, Any]) -> bytes:
     """SCALE bytes of a JSON header as chopsticks returns it (digest logs are SCALE hex)."""
-    logs = [bytes.fromhex(log[2:]) for log in header["digest"]["logs"]]
+    logs = [parse_data(log, "log") for log in header["digest"]["logs"]]
     return (
-        bytes.fromhex(header["parentHash"][2:])
+        parse_data(header["parentHash"], "parentHash")
         + encode_compact(int(header["number"], 16))
-        + bytes.fromhex(header["stateRoot"][2:])
-        + bytes.fromhex(header["extrinsicsRoot"][2:])
+        + parse_data(header["stateRoot"], "stateRoot")
+        + parse_data(header["extrinsicsRoot"], "extrinsicsRoot")
         + encode_compact(len(logs))
         + b"".join(logs)
     )
@@ -498,10 +500,10 @@ def test_block_hash_is_blake2_of_the_scale_header(
         header = rpc(chain, "chain_getHeader", [block_hash])["result"]
         raw = scale_header(header)
         decoded = decode_header(raw)
-        assert "0x" + header_hash(raw).hex() == block_hash
-        assert "0x" + decoded.hash.hex() == block_hash
+        assert to_hex(header_hash(raw)) == block_hash
+        assert to_hex(decoded.hash) == block_hash
         assert decoded.number == number
-        assert "0x" + decoded.parent_hash.hex() == parent
+        assert to_hex(decoded.parent_hash) == parent
         assert decoded.state_root == bytes(32)  # chopsticks does not compute state roots
         assert [(item.kind.name, item.engine) for item in decoded.digest] == [
             ("PRE_RUNTIME", b"aura")

@@ -33,12 +33,12 @@ from test_substrate_route import (
 
 from devnet import manager
 from devnet.anvil import AnvilProcess
+from devnet.config_file import render_config
 from light_clients.committee import address_of
 from light_clients.hashing import keccak256
 from light_clients.message import Message
 from light_clients.substrate.multisig import multisig_account
 from relayer import cli
-from relayer.client import policy_json, policy_text
 from relayer.config import (
     Config,
     ConfigError,
@@ -47,6 +47,7 @@ from relayer.config import (
     load_config,
 )
 from relayer.ledger import DiscoveredMessage, open_ledger
+from relayer.user import policy_json, policy_text
 
 
 def refused(tmp_path: Path, text: str, reason: str) -> str:
@@ -508,7 +509,7 @@ def test_the_devnet_config_loads_strictly_with_chain_ids(tmp_path: Path) -> None
         "collections": {"1": 1, "2": 2},
         "asset_id": 1,
     }
-    text = manager._render_config(
+    text = render_config(
         [
             (spec, f"http://127.0.0.1:{8545 + i}", contracts)
             for i, spec in enumerate(manager.CHAINS)

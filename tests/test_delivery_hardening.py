@@ -25,7 +25,8 @@ import trio
 from e2e_support import Procs, devnet, rpc
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
-from test_attester_hardening import RpcProxy, deploy_outbox, honest
+from fakes import RpcProxy, honest
+from test_attester_hardening import deploy_outbox
 from test_attester_hardening import dispatch as send
 from test_attester_hardening import origin as quorum_origin
 from test_ledger import ORIGIN, checkpoint_for, disc, drive, msg_id, tx_for
@@ -42,16 +43,22 @@ from adapters.substrate.client import SubstrateClient
 from devnet.anvil import AnvilProcess
 from light_clients.committee import Checkpoint
 from light_clients.ethereum.header import header_rlp_from_json
+from light_clients.ethereum.receipt import Log
 from light_clients.hashing import keccak256
 from light_clients.merkle import EMPTY_ROOT
 from light_clients.message import MAX_BODY_BYTES, Message
 from relayer import relay
+from relayer.accounts import bytes32
 from relayer.checkpoints import CheckpointStore
 from relayer.config import SUBSTRATE_BATCH_SIZE, ChainConfig, Config, RelayPolicy, load_config
-from relayer.endpoints import bytes32, open_evm
+from relayer.families.evm import delivery as evm_delivery
+from relayer.families.evm.connection import open_evm
+from relayer.families.evm.delivery import EvmDelivery
+from relayer.families.evm.origin import EvmOrigin
+from relayer.families.substrate.delivery import SubstrateDelivery
+from relayer.families.substrate.proposals import MAX_PROPOSAL_BYTES, ProposalStore, new_proposal
 from relayer.ledger import Ledger, MessageStatus, TxStatus, open_ledger
 from relayer.relay import Relayer
-from relayer.substrate_route import MAX_PROPOSAL_BYTES, ProposalStore, new_proposal
 
 pytestmark = pytest.mark.chain
 
@@ -155,14 +162,14 @@ def wait_signed(config: Config, origin: str, timeout: float = 60) -> None:
 
 
 def _dispatch_id(mined: MinedTx) -> str:
-    (entry,) = [e for e in mined.logs if e["topics"][0] == "0x" + DISPATCH_TOPIC.hex()]
-    return str(entry["topics"][1]).lower()
+    (entry,) = [e for e in mined.logs if e.topics[0] == DISPATCH_TOPIC]
+    return "0x" + entry.topics[1].hex()
 
 
 def delivered_on_chain(chain: ChainConfig, message_id: str) -> bool:
     call = {
         "to": "0x" + chain.contract("inbox")[-20:].hex(),
-        "data": "0x" + (relay.DELIVERED + bytes.fromhex(message_id[2:])).hex(),
+        "data": "0x" + (evm_delivery.DELIVERED + bytes.fromhex(message_id[2:])).hex(),
     }
     return int(rpc(chain.rpc[0], "eth_call", [call, "latest"]), 16) != 0
 
@@ -247,15 +254,12 @@ def test_receipt_outcome_counts_only_the_inbox_about_its_batch() -> None:
     inbox, other = bytes(range(20)), bytes(20)
     ours, foreign = "0x" + "11" * 32, "0x" + "22" * 32
 
-    def log(address: bytes, event: bytes, message_id: str) -> dict[str, Any]:
-        return {
-            "address": "0x" + address.hex(),
-            "topics": ["0x" + keccak256(event).hex(), message_id],
-        }
+    def log(address: bytes, event: bytes, message_id: str) -> Log:
+        return Log(address, (keccak256(event), bytes.fromhex(message_id[2:])), b"")
 
     logs = [log(a, e, i) for a in (inbox, other) for e in INBOX_EVENTS for i in (ours, foreign)]
     mined = MinedTx(b"\1" * 32, 0, 1, 21_000, 1, logs)
-    outcome = relay._receipt_outcome(mined, inbox, [ours])
+    outcome = evm_delivery._receipt_outcome(mined, inbox, [ours])
     assert outcome.delivered == [ours]
     assert outcome.already == [ours]
     assert list(outcome.handle_failed) == [ours]
@@ -297,7 +301,7 @@ def test_reverting_batch_is_bisected_down_to_its_culprit(
     messages reverts on chain. Bisection delivers every honest message after a bounded number
     of reverted transactions; the bomb is delivered (its handle failed) once it is last in its
     batch, or ends ``failed`` alone (see the next test)."""
-    monkeypatch.setattr(relay, "STIPEND_GAS", 0, raising=False)
+    monkeypatch.setattr(evm_delivery, "STIPEND_GAS", 0)
     estimate = TxEngine.estimate_gas
 
     async def at_gas_price_zero(
@@ -348,13 +352,13 @@ def test_culprit_alone_fails_with_a_backoff_that_grows_per_message(
         ledger.record_discovered(found)
         ids = [msg_id(d.message) for d in found]
         drive(ledger, ids, MessageStatus.SUBMITTED, checkpoint_for(ledger))
-        relayer = Relayer(config, ledger)
         carrier = ledger.get(ids[0])
         assert carrier is not None and carrier.delivery_tx_hash is not None
+        delivery = EvmDelivery(config.chain(carrier.destination), Relayer(config, ledger))
         tx_hash = bytes.fromhex(carrier.delivery_tx_hash[2:])
-        relayer._reverted(carrier.destination, TxReverted(tx_hash, 7, 90_000), ids)
+        delivery._reverted(carrier.destination, TxReverted(tx_hash, 7, 90_000), ids)
         assert {status(ledger, i) for i in ids} == {MessageStatus.FAILED}
-        assert {relayer._batch_limit[i] for i in ids} == {2}
+        assert {delivery._batch_limit[i] for i in ids} == {2}
         assert len(ledger.due_for_retry(limit=10)) == 4  # the halves go again at once
 
         waits = []
@@ -362,13 +366,13 @@ def test_culprit_alone_fails_with_a_backoff_that_grows_per_message(
             sent = ledger.record_transaction(tx_for(seed=900 + attempt), [ids[0]])
             before = time.time()
             reverted = TxReverted(bytes.fromhex(sent.hash[2:]), 8, 90_000)
-            relayer._reverted(carrier.destination, reverted, [ids[0]])
+            delivery._reverted(carrier.destination, reverted, [ids[0]])
             alone = ledger.get(ids[0])
             assert alone is not None and alone.status == MessageStatus.FAILED
             assert alone.reason is not None and "alone" in alone.reason
             assert alone.next_attempt_at is not None
             waits.append(alone.next_attempt_at - before)
-        assert relayer._batch_limit[ids[0]] == 1
+        assert delivery._batch_limit[ids[0]] == 1
         assert waits == sorted(waits) and waits[0] < waits[-1], waits
 
         # Each try is a reverted transaction the relayer pays for: after MAX_DELIVERY_ATTEMPTS
@@ -376,7 +380,8 @@ def test_culprit_alone_fails_with_a_backoff_that_grows_per_message(
         for attempt in range(3, relay.MAX_DELIVERY_ATTEMPTS):
             sent = ledger.record_transaction(tx_for(seed=900 + attempt), [ids[0]])
             reverted = TxReverted(bytes.fromhex(sent.hash[2:]), 8, 90_000)
-            Relayer(config, ledger)._reverted(carrier.destination, reverted, [ids[0]])
+            restarted = EvmDelivery(config.chain(carrier.destination), Relayer(config, ledger))
+            restarted._reverted(carrier.destination, reverted, [ids[0]])
         alone = ledger.get(ids[0])
         assert alone is not None and alone.status == MessageStatus.FAILED
         assert alone.reason is not None and alone.reason.endswith("5 times: gave up")
@@ -441,12 +446,12 @@ def test_scan_that_loses_tail_logs_rescans_instead_of_moving_on(
                 monkeypatch.setattr(evm, "dispatches", drops_tail)
                 lied = False
                 try:
-                    while not await relayer._scan_once(lane, evm):
+                    while not await relayer._scan_once(lane, EvmOrigin(alpha, evm)):
                         pass
                 except AdapterError as exc:
                     lied = "rescanning" in str(exc)
                 monkeypatch.setattr(evm, "dispatches", honest)
-                while not await relayer._scan_once(lane, evm):
+                while not await relayer._scan_once(lane, EvmOrigin(alpha, evm)):
                     pass
             assert lied, "the lying scan was believed"
             assert lane.tree.count == outbox_count
@@ -511,10 +516,11 @@ def test_the_substrate_delivery_path_applies_the_relay_policy_too(
         attested_in_ledger(ledger, raw, checkpoint_index=4)
         relayer = Relayer(dataclasses.replace(config, relay_policy=policy), ledger)
         relayer.lanes = cast(Any, {ALPHA: None})
-        monkeypatch.setattr(relayer, "_propose", propose)
+        delivery = SubstrateDelivery(hub, relayer)
+        monkeypatch.setattr(delivery, "_propose", propose)
         proposals = ProposalStore(tmp_path / "store")
         client = cast(SubstrateClient, Untouchable())
-        trio.run(relayer._deliver_substrate_once, hub, client, proposals)
+        trio.run(delivery._deliver_substrate_once, hub, client, proposals)
         record = ledger.get(ids[0])
         assert record is not None and record.status == MessageStatus.SKIPPED
         assert record.reason is not None and record.reason.startswith("relay policy: ")
@@ -545,7 +551,6 @@ def test_one_lying_endpoint_cannot_fake_a_reorg_under_the_rpc_quorum(
     forged = {**block(rested + 1), "extraData": "0x" + b"forged".hex()}
     forged["hash"] = "0x" + keccak256(header_rlp_from_json(forged)).hex()
     lies = {hex(rested): {**block(rested), "hash": "0x" + "ee" * 32}, hex(rested + 1): forged}
-    monkeypatch.setattr(relay, "SCAN_CHUNK", 1)  # so block rested + 1 ends a chunk
     config = load(tmp_path, config_toml())
     with (
         RpcProxy(anvil.rpc_url, honest) as liar,
@@ -563,7 +568,11 @@ def test_one_lying_endpoint_cannot_fake_a_reorg_under_the_rpc_quorum(
         async def scan() -> None:
             async with open_evm(chain) as evm:
                 for _ in range(10):
-                    if await relayer._scan_once(relayer.lanes[chain.domain], evm):
+                    if await relayer._scan_once(
+                        # Chunks of one block, so block rested + 1 ends a chunk.
+                        relayer.lanes[chain.domain],
+                        EvmOrigin(chain, evm, scan_chunk=1),
+                    ):
                         return
             raise AssertionError("the scan did not catch up")
 
@@ -638,7 +647,7 @@ def test_a_fifo_or_dev_zero_in_the_proposal_store_is_skipped_not_read(tmp_path: 
 
 
 def test_the_relayer_stipend_is_the_inbox_handle_gas_needed() -> None:
-    """``relay.STIPEND_GAS`` copies ``Inbox.HANDLE_GAS_NEEDED`` (internal, so not callable):
+    """``evm_delivery.STIPEND_GAS`` copies ``Inbox.HANDLE_GAS_NEEDED`` (internal, so not callable):
     evaluated here from the Solidity source, so the two cannot drift apart. Too small a
     stipend would let a recipient make batches revert again (issue #8, point 2)."""
     source = (Path(solc.__file__).parent / "contracts" / "Inbox.sol").read_text()
@@ -663,7 +672,7 @@ def test_the_relayer_stipend_is_the_inbox_handle_gas_needed() -> None:
 
     needed = value(ast.parse("HANDLE_GAS_NEEDED", mode="eval").body)
     assert needed > 500_000
-    assert needed == relay.STIPEND_GAS
+    assert needed == evm_delivery.STIPEND_GAS
 
 
 # --------------------------------------------------------------------------- review: proven state
@@ -684,7 +693,7 @@ def test_an_endpoint_lying_about_delivered_cannot_decide_a_delivery(
     async def lying(self: EvmChain, to: bytes, datas: Any, block: Any = "latest") -> Any:
         if to[-20:] == beta.contract("inbox")[-20:]:
             yes = (1).to_bytes(32, "big")
-            return [yes if d[:4] == relay.DELIVERED else bytes(32) for d in datas]
+            return [yes if d[:4] == evm_delivery.DELIVERED else bytes(32) for d in datas]
         return await honest_calls(self, to, datas, block)
 
     monkeypatch.setattr(EvmChain, "call_many", lying)
@@ -722,9 +731,9 @@ def test_the_superseded_hash_mined_after_a_fee_bump_carries_its_batch(
         first = ledger.record_transaction(tx_for(beta.domain, seed=41), ids)
         bump = dataclasses.replace(tx_for(beta.domain, seed=42, replaces=first.hash), nonce=41)
         second = ledger.record_transaction(bump, ids)
-        relayer = Relayer(config, ledger)
+        delivery = EvmDelivery(beta, Relayer(config, ledger))
         mined = MinedTx(bytes.fromhex(first.hash[2:]), 41, 7, 90_000, 10**9, [])
-        relayer._apply_receipt(beta, mined, ids)
+        delivery._apply_receipt(beta, mined, ids)
         carrier = ledger.get_transaction(beta.domain, first.hash)
         assert carrier is not None and carrier.status == TxStatus.CONFIRMED
         assert carrier.block_number == 7 and carrier.fee_paid == 90_000 * 10**9
@@ -765,13 +774,13 @@ def test_a_garbled_receipt_at_start_up_settles_the_others_and_stops_nothing(
         good = ledger.record_transaction(tx_for(beta.domain, seed=52), [ids[1]])
         mined = MinedTx(bytes.fromhex(good.hash[2:]), 52, 7, 90_000, 10**9, [])
         engine = _GarbledReceipts(bytes.fromhex(garbled.hash[2:]), mined)
-        relayer = Relayer(config, ledger)
-        trio.run(relayer._settle_pending, beta, cast(TxEngine, engine))
+        delivery = EvmDelivery(beta, Relayer(config, ledger))
+        trio.run(delivery._settle_pending, beta, cast(TxEngine, engine))
         still = ledger.get_transaction(beta.domain, garbled.hash)
         settled = ledger.get_transaction(beta.domain, good.hash)
         assert still is not None and still.status == TxStatus.PENDING
         assert settled is not None and settled.status == TxStatus.CONFIRMED
-        assert beta.domain in relayer._settled
+        assert delivery._settled
 
 
 # --------------------------------------------------------------------------- review: block gas
@@ -847,4 +856,4 @@ def test_a_stored_checkpoint_of_another_committee_halts_with_one_line(tmp_path: 
             ledger.add_signature(stored, bytes.fromhex(account.address[2:]), signed.signature)
         relayer = Relayer(config, ledger)
         with pytest.raises(relay.RouteHalted, match=r"^the stored checkpoint 7 of origin alpha"):
-            relayer._checkpoint_for(lane)
+            relayer.checkpoint_for(lane)

@@ -10,8 +10,10 @@ suite. Starting chopsticks costs ~5-15 s, so only the tests about Asset Hub star
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,20 +27,26 @@ import psutil
 import pytest
 import trio
 from e2e_support import missing_chain_tool
+from fakes import FAKE_NPM
 from substrateinterface import Keypair, KeypairType
 from web3 import Web3
 
 import devnet.anvil
 import devnet.chopsticks
 import devnet.manager as manager
+import devnet.records
+import devnet.tools
 from adapters.evm.contracts import load_artifact
+from adapters.jsonrpc import RpcError, call_sync
 from adapters.substrate import SubstrateClient, multisig_account
 from adapters.substrate.client import account_bytes
+from devnet import pids
 from devnet.anvil import DEV_ADDRESSES, AnvilError, AnvilProcess, anvil_binary, free_port
 from devnet.chopsticks import ALICE, ChopsticksError, ChopsticksProcess, chopsticks_entry
 from devnet.evm import DEMO_BALANCE, DeployError
 from devnet.manager import CONFIG_FILE, STATE_FILE, DevnetError, down, status, up
 from light_clients.committee import address_of
+from light_clients.hexstr import to_hex
 from relayer.config import load_config
 
 pytestmark = pytest.mark.chain
@@ -64,26 +72,22 @@ def needs_chopsticks() -> None:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A state directory whose devnet is always stopped afterwards, whatever the test did."""
     directory = tmp_path / "devnet"
-    binary = str(anvil_binary())  # now: a test may hide node_modules until teardown
-    chopsticks = str(devnet.anvil.NODE_MODULES / "@acala-network/chopsticks/chopsticks.cjs")
-    seen: set[int] = set()
-    original = manager._write_state
+    seen: dict[int, str] = {}  # every pid ever recorded, with the binary recorded for it
+    original = devnet.records.write_state
 
     def spy(state_dir: Path, state: dict[str, Any]) -> None:
-        seen.update(p["pid"] for p in state["processes"])
+        seen.update((p["pid"], p["binary"]) for p in state["processes"])
         original(state_dir, state)
 
-    monkeypatch.setattr(manager, "_write_state", spy)
+    monkeypatch.setattr(devnet.records, "write_state", spy)
     try:
         yield directory
     finally:
         down(directory)
-        for pid in seen:  # belt and braces: anything recorded at any time must be gone
-            if _alive(pid) and (
-                _cmdline_names_anvil(pid, binary) or _cmdline_names_anvil(pid, chopsticks)
-            ):
+        for pid, binary in seen.items():  # belt and braces: anything recorded must be gone
+            if _alive(pid) and _cmdline_names_anvil(pid, binary):
                 os.killpg(pid, signal.SIGKILL)
-        manager._CHILDREN.clear()
+        pids.CHILDREN.clear()
 
 
 def _alive(pid: int) -> bool:
@@ -289,8 +293,9 @@ def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
     # and refuses every signature from then on. `up` notices and starts everything afresh,
     # moving the old ledger aside.
     http = "http://" + hub.rpc[0].removeprefix("ws://")
-    manager._rpc(http, "chain_getHeader", ["0x" + "ab" * 32])
-    assert manager._rpc(http, "chain_getBlockHash", [0]) != _hex(hub.settings().genesis_hash)
+    with contextlib.suppress(RpcError):  # what it answers does not matter, asking does
+        call_sync(http, "chain_getHeader", ["0x" + "ab" * 32])
+    assert call_sync(http, "chain_getBlockHash", [0]) != to_hex(hub.settings().genesis_hash)
     (state_dir / "ledger.db").write_bytes(b"old ledger")
     assert up(state_dir, assethub=True) == config_path
     fresh = _pids(state_dir)
@@ -299,7 +304,7 @@ def test_up_starts_three_chains_is_idempotent_and_down_stops_them(
     assert not (state_dir / "ledger.db").exists()
     hub = load_config(config_path).chain("assethub")
     http = "http://" + hub.rpc[0].removeprefix("ws://")
-    assert manager._rpc(http, "chain_getBlockHash", [0]) == _hex(hub.settings().genesis_hash)
+    assert call_sync(http, "chain_getBlockHash", [0]) == to_hex(hub.settings().genesis_hash)
     pids = fresh
 
     # down: exactly the three recorded processes, by PID; logs and config stay.
@@ -427,9 +432,9 @@ def test_a_recycled_pid_with_the_recorded_command_line_is_told_apart_by_its_star
         }
         # The control: with its true start time this process passes every check, so each
         # refusal below is the start time's doing.
-        assert manager._is_ours(entry) is True
+        assert pids.is_ours(entry) is True
         for recorded in (started - 60, started + 60, "yesterday", [started]):
-            assert manager._is_ours({**entry, "start_time": recorded}) is False
+            assert pids.is_ours({**entry, "start_time": recorded}) is False
 
         state_dir.mkdir(parents=True)
         record = {
@@ -519,26 +524,356 @@ def test_deploy_failure_stops_what_was_started(
     assert not (state_dir / STATE_FILE).exists()
 
 
-def test_missing_anvil_is_one_line(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(devnet.anvil, "NODE_MODULES", devnet.anvil.REPO_ROOT / "no_node_modules")
+# --------------------------------------------------------------------------- node tools
+#
+# Where anvil, chopsticks and the chain-spec package come from (devnet/tools.py): the checkout's
+# node_modules, else PATH, else a per-user cache `npm ci` fills on first use from the lock in
+# devnet/npm/. These tests hide the checkout by pointing CHECKOUT_NODE_MODULES elsewhere, and
+# give PATH and XDG_CACHE_HOME folders of their own; the only npm they ever run is a stand-in
+# script (nothing is downloaded).
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CHECKOUT = devnet.tools.CHECKOUT_NODE_MODULES
+CACHE_LOCK = REPO_ROOT / "devnet" / "npm" / "package-lock.json"
+SPEC_PACKAGE = devnet.chopsticks.CHAIN_SPEC_PACKAGE
+NODE = shutil.which("node")  # before a test's PATH hides it
+
+
+@pytest.fixture
+def real_node_modules() -> Path:
+    """The checkout's filled node_modules (the tools the stand-ins below point at)."""
+    if CHECKOUT is None or not all(
+        (CHECKOUT / path).is_file()
+        for path in ("@acala-network/chopsticks/chopsticks.cjs", f"{SPEC_PACKAGE}/package.json")
+    ):
+        missing_chain_tool("the checkout's node_modules are not installed: run `make`")
+    return CHECKOUT
+
+
+@pytest.fixture
+def bare(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No checkout node_modules, an empty PATH folder (returned) and an empty tool cache."""
+    monkeypatch.setattr(devnet.tools, "CHECKOUT_NODE_MODULES", tmp_path / "nowhere")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    return bin_dir
+
+
+def _script(path: Path, body: str) -> Path:
+    """An executable Python script at ``path`` (a stand-in command on PATH)."""
+    path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
+    path.chmod(0o755)
+    return path
+
+
+def _installs(cache: Path) -> list[Path]:
+    root = cache / "passerelle" / "node"
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def _node_modules_with(root: Path, real: Path, *scopes: str) -> Path:
+    """A node_modules at ``root`` holding only the given scope folders of the real one."""
+    root.mkdir(parents=True)
+    for scope in scopes:
+        (root / scope).symlink_to(real / scope)
+    return root
+
+
+def _spec_is_in(node_modules: Path) -> Path:
+    return node_modules / SPEC_PACKAGE
+
+
+def test_the_pinned_node_tools_are_package_json_s() -> None:
+    """The cache installs the versions a checkout's `npm ci` gets, solc aside."""
+    manifest = json.loads((REPO_ROOT / "package.json").read_text())
+    lock = json.loads((REPO_ROOT / "package-lock.json").read_text())
+    cache_manifest = json.loads((REPO_ROOT / "devnet/npm/package.json").read_text())
+    assert cache_manifest["dependencies"] == devnet.tools.PINNED
+    assert {**devnet.tools.PINNED, "solc": manifest["devDependencies"]["solc"]} == (
+        manifest["devDependencies"]
+    )
+    for name, version in devnet.tools.PINNED.items():
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version, name
+
+
+def test_the_cache_lock_is_the_checkout_s() -> None:
+    """devnet/npm/package-lock.json locks the three packages at the root lock's versions, and
+    every package it installs is the very one (version, URL, integrity) a checkout's `npm ci`
+    installs: it is the root lock with solc's part pruned (devnet/npm/README.md)."""
+    root = json.loads((REPO_ROOT / "package-lock.json").read_text())["packages"]
+    cache = json.loads(CACHE_LOCK.read_text())["packages"]
+    assert cache[""]["dependencies"] == devnet.tools.PINNED
+    for name in devnet.tools.PINNED:
+        key = f"node_modules/{name}"
+        assert cache[key]["version"] == root[key]["version"], name
+    fields = ("version", "resolved", "integrity")
+    installed = {key: entry for key, entry in cache.items() if key}
+    assert len(installed) > 100  # the whole tree, not just the top-level packages
+    for key, entry in installed.items():
+        assert key in root, key
+        assert [entry.get(f) for f in fields] == [root[key].get(f) for f in fields], key
+        assert entry.get("integrity", "").startswith("sha512-"), key
+    assert "node_modules/solc" not in cache
+
+
+def test_the_checkout_comes_first(
+    real_node_modules: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    decoy = tmp_path / "bin"
+    decoy.mkdir()
+    _script(decoy / "anvil", "raise SystemExit(1)\n")
+    monkeypatch.setenv("PATH", f"{decoy}:{os.environ['PATH']}")
+    assert anvil_binary().is_relative_to(real_node_modules)
+    assert chopsticks_entry() == real_node_modules / "@acala-network/chopsticks/chopsticks.cjs"
+    assert devnet.chopsticks.chain_spec_source() == _spec_is_in(real_node_modules)
+
+
+def test_path_comes_next(
+    real_node_modules: Path, bare: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An npm .bin folder on PATH: its links are followed to the native anvil binary (whose pid
+    # is anvil's own) and to chopsticks.cjs (which the devnet runs with node); the chain-spec
+    # package is taken from beside that chopsticks.
+    monkeypatch.setenv("PATH", f"{bare}:{real_node_modules / '.bin'}")
+    native = anvil_binary()
+    assert native.is_relative_to(real_node_modules / "@foundry-rs") and native.name == "anvil"
+    assert chopsticks_entry() == real_node_modules / "@acala-network/chopsticks/chopsticks.cjs"
+    assert devnet.chopsticks.chain_spec_source() == _spec_is_in(real_node_modules)
+    # A plain anvil on PATH (foundryup's, say) is run as it is, and wins over a later folder.
+    own = _script(bare / "anvil", "raise SystemExit(1)\n")
+    assert anvil_binary() == own
+
+
+def test_a_path_only_setup_takes_the_chain_spec_from_the_cache(
+    real_node_modules: Path, bare: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """chopsticks on PATH without the chain-spec package beside it (a global install), or with
+    another version of it: the package comes from the cache, and without npm that is one line."""
+    # Real folders (a link into the checkout would resolve to the checkout's node_modules);
+    # the script is never run here.
+    global_modules = tmp_path / "global"
+    script = global_modules / "@acala-network/chopsticks/chopsticks.cjs"
+    script.parent.mkdir(parents=True)
+    script.write_text("// a stand-in\n")
+    script.chmod(0o755)
+    (global_modules / ".bin").mkdir()
+    (global_modules / ".bin/chopsticks").symlink_to(script)
+    monkeypatch.setenv("PATH", f"{bare}:{global_modules / '.bin'}")
+    assert chopsticks_entry().is_relative_to(global_modules)
+    with pytest.raises(ChopsticksError) as caught:
+        devnet.chopsticks.chain_spec_source()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"the Asset Hub chain spec ({SPEC_PACKAGE}@1.10.3) is not installed")
+    assert "beside the chopsticks on PATH" in message and "npm is not on PATH" in message
+
+    other = global_modules / SPEC_PACKAGE
+    other.mkdir(parents=True)
+    (other / "package.json").write_text(json.dumps({"name": SPEC_PACKAGE, "version": "1.9.0"}))
+    with pytest.raises(ChopsticksError, match="npm is not on PATH"):
+        devnet.chopsticks.chain_spec_source()  # another version is not taken
+
+    target = tmp_path / "cache" / "passerelle" / "node" / devnet.tools._install_key()
+    target.mkdir(parents=True)
+    (target / "node_modules").symlink_to(real_node_modules)
+    (target / ".passerelle-complete").write_text("{}")
+    assert devnet.chopsticks.chain_spec_source() == _spec_is_in(target / "node_modules")
+    assert chopsticks_entry().is_relative_to(global_modules)  # chopsticks still from PATH
+
+
+def test_the_cache_serves_only_a_finished_install(
+    real_node_modules: Path, bare: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "cache" / "passerelle" / "node" / devnet.tools._install_key()
+    target.mkdir(parents=True)
+    (target / "node_modules").symlink_to(real_node_modules)
+    # Unfinished (no completion mark, as after an interrupted npm): not used, and without npm
+    # nothing can be installed.
+    with pytest.raises(AnvilError, match="npm is not on PATH"):
+        anvil_binary()
+    (target / ".passerelle-complete").write_text("{}")
+    assert anvil_binary().is_relative_to(target / "node_modules")
+    assert chopsticks_entry().is_relative_to(target / "node_modules")
+    assert devnet.chopsticks.chain_spec_source() == _spec_is_in(target / "node_modules")
+
+
+def test_the_cache_folder_names_the_lock() -> None:
+    """Another lock (a changed dependency, same top-level versions) installs afresh."""
+    key = devnet.tools._install_key()
+    assert key.startswith("anvil-1.7.1+chopsticks-1.5.1+connect-known-chains-1.10.3+lock-")
+    assert devnet.tools._install_key(CACHE_LOCK.read_bytes()) == key
+    assert devnet.tools._install_key(CACHE_LOCK.read_bytes() + b"\n") != key
+
+
+def test_a_relative_xdg_cache_home_is_ignored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/cache")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert devnet.tools.cache_dir() == tmp_path / ".cache" / "passerelle" / "node"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert devnet.tools.cache_dir() == tmp_path / "xdg" / "passerelle" / "node"
+
+
+def test_first_use_installs_the_locked_tree_with_npm_ci_once(
+    real_node_modules: Path,
+    bare: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    calls = tmp_path / "npm-calls"
+    monkeypatch.setenv("FAKE_NPM_LOG", str(calls))
+    monkeypatch.setenv("FAKE_NPM_SOURCE", str(real_node_modules))
+    _script(bare / "npm", FAKE_NPM)
+
+    anvil = anvil_binary()
+    [install] = _installs(tmp_path / "cache")
+    assert anvil.is_relative_to(install / "node_modules")
+    assert chopsticks_entry().is_relative_to(install / "node_modules")
+    assert devnet.chopsticks.chain_spec_source() == _spec_is_in(install / "node_modules")
+    [call] = [json.loads(line) for line in calls.read_text().splitlines()]  # npm ran once
+    assert call["args"][0] == "ci" and "--ignore-scripts" in call["args"]
+    assert bytes.fromhex(call["lock"]) == CACHE_LOCK.read_bytes()
+    assert (install / "package-lock.json").read_bytes() == CACHE_LOCK.read_bytes()
+    announced = capsys.readouterr().err.strip().splitlines()
+    assert len(announced) == 1
+    assert all(f"{name}@{version}" in announced[0] for name, version in devnet.tools.PINNED.items())
+    assert [p.name for p in (tmp_path / "cache/passerelle/node").iterdir()] == [
+        ".lock",
+        install.name,
+    ]  # no half-written install left beside it
+
+
+def test_a_failing_npm_is_one_line_and_leaves_nothing(
+    bare: Path, tmp_path: Path, state_dir: Path
+) -> None:
+    _script(
+        bare / "npm",
+        "import sys\n"
+        "sys.stderr.write('npm ERR! code E404\\nnpm ERR! 404 Not Found - GET "
+        "https://registry.npmjs.org/@foundry-rs%2fanvil\\n')\n"
+        "raise SystemExit(1)\n",
+    )
     with pytest.raises(DevnetError) as caught:
-        up(state_dir, assethub=True)
-    assert "\n" not in str(caught.value)
-    assert "not installed" in str(caught.value)
+        up(state_dir, assethub=False)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "npm ci of @foundry-rs/anvil@1.7.1" in message and "404 Not Found" in message
+    assert _installs(tmp_path / "cache") == []
     assert not (state_dir / STATE_FILE).exists()
 
 
-def test_missing_chopsticks_is_one_line(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(
-        devnet.chopsticks, "NODE_MODULES", devnet.anvil.REPO_ROOT / "no_node_modules"
-    )
+def test_without_npm_up_is_one_line_and_starts_nothing(bare: Path, state_dir: Path) -> None:
     with pytest.raises(DevnetError) as caught:
         up(state_dir, assethub=True)
-    assert "\n" not in str(caught.value)
-    assert "chopsticks is not installed" in str(caught.value)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "anvil is not installed" in message and "npm is not on PATH" in message
+    assert not (state_dir / STATE_FILE).exists()
+    assert not list(state_dir.glob("*.log"))
+
+
+@pytest.mark.parametrize("missing", ["chopsticks", "the chain spec", "the right chain spec"])
+def test_missing_chopsticks_or_chain_spec_is_one_line_and_starts_no_anvil(
+    missing: str,
+    real_node_modules: Path,
+    bare: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    state_dir: Path,
+) -> None:
+    """The tools and the chain spec are found, and the spec's digest checked, before any chain
+    starts: no anvil is left behind a missing chopsticks or a missing or wrong chain spec."""
+    scopes = ["@foundry-rs"] if missing == "chopsticks" else ["@foundry-rs", "@acala-network"]
+    partial = _node_modules_with(tmp_path / "partial", real_node_modules, *scopes)
+    if missing == "the right chain spec":
+        _fake_spec_package(partial, "tampered")
+        if NODE is None:
+            missing_chain_tool("node is not on PATH")
+        (bare / "node").symlink_to(NODE)
+    monkeypatch.setattr(devnet.tools, "CHECKOUT_NODE_MODULES", partial)
+    assert anvil_binary().is_relative_to(partial)
+    with pytest.raises(DevnetError) as caught:
+        up(state_dir, assethub=True)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert {
+        "chopsticks": "chopsticks is not installed",
+        "the chain spec": "the Asset Hub chain spec (@substrate/connect-known-chains@1.10.3) is "
+        "not installed",
+        "the right chain spec": "(sha256 differs)",
+    }[missing] in message
     assert not (state_dir / STATE_FILE).exists()
     assert not list(state_dir.glob("*.log"))  # not even the anvils were started
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
+# --------------------------------------------------------------------------- the chain spec
+#
+# Not part of Passerelle (the npm package is GPL-3.0-only): read at run time from the installed
+# @substrate/connect-known-chains and checked by sha256.
+
+
+def test_no_chain_spec_is_in_the_repository() -> None:
+    for path in (REPO_ROOT / "devnet").rglob("*"):
+        assert "rococo" not in path.name, path
+        assert not path.is_file() or path.stat().st_size < 200_000, path
+
+
+def test_the_chain_spec_is_the_pinned_npm_export(real_node_modules: Path, tmp_path: Path) -> None:
+    """write_chain_spec copies the checkout's @substrate/connect-known-chains export (the
+    version package.json pins), whose digest is CHAIN_SPEC_SHA256."""
+    package = _spec_is_in(real_node_modules)
+    assert json.loads((package / "package.json").read_text())["version"] == "1.10.3"
+    written = devnet.chopsticks.write_chain_spec(tmp_path / "spec.json").read_bytes()
+    assert hashlib.sha256(written).hexdigest() == devnet.chopsticks.CHAIN_SPEC_SHA256
+    assert len(written) == 1_219_284
+    assert json.loads(written)["id"] == devnet.chopsticks.CHAIN_NAME
+
+
+def _fake_spec_package(node_modules: Path, export: str) -> Path:
+    """A connect-known-chains at the pinned version whose export is ``export``."""
+    package = node_modules / SPEC_PACKAGE
+    package.mkdir(parents=True)
+    manifest = {"name": SPEC_PACKAGE, "version": "1.10.3", "main": "./index.js"}
+    (package / "package.json").write_text(json.dumps(manifest))
+    name = devnet.chopsticks.CHAIN_SPEC_EXPORT
+    (package / "index.js").write_text(f"exports.{name} = {json.dumps(export)};\n")
+    return package
+
+
+@pytest.mark.parametrize("export", ["tampered", "{}", ""])
+def test_a_chain_spec_that_is_not_the_pinned_one_is_refused(
+    export: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if NODE is None:
+        missing_chain_tool("node is not on PATH")
+    node_modules = tmp_path / "node_modules"
+    package = _fake_spec_package(node_modules, export)
+    monkeypatch.setattr(devnet.tools, "CHECKOUT_NODE_MODULES", node_modules)
+    with pytest.raises(ChopsticksError) as caught:
+        devnet.chopsticks.write_chain_spec(tmp_path / "spec.json")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert str(package) in message and "is not the one of" in message
+    assert "@substrate/connect-known-chains@1.10.3 (sha256 differs)" in message
+    assert not (tmp_path / "spec.json").exists()
+
+
+def test_an_unreadable_chain_spec_package_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if NODE is None:
+        missing_chain_tool("node is not on PATH")
+    node_modules = tmp_path / "node_modules"
+    package = _fake_spec_package(node_modules, "")
+    (package / "index.js").write_text("throw new Error('broken package')\n")
+    monkeypatch.setattr(devnet.tools, "CHECKOUT_NODE_MODULES", node_modules)
+    with pytest.raises(ChopsticksError) as caught:
+        devnet.chopsticks.write_chain_spec(tmp_path / "spec.json")
+    assert "\n" not in str(caught.value)
+    assert "cannot read the chain spec from" in str(caught.value)
+    assert "broken package" in str(caught.value)
+    assert not (tmp_path / "spec.json").exists()

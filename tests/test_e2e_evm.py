@@ -33,9 +33,11 @@ from eth_abi.abi import encode as abi_encode
 
 from adapters.evm.chain import DISPATCH_TOPIC
 from adapters.evm.tx import TxEngine
-from relayer.client import DISPATCH, token_balance
+from relayer.accounts import bytes32
 from relayer.config import Config, load_config
-from relayer.endpoints import bytes32, open_evm
+from relayer.families.evm.connection import open_evm
+from relayer.families.evm.user import DISPATCH
+from relayer.user import token_balance
 
 pytestmark = pytest.mark.chain
 

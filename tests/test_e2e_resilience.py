@@ -33,9 +33,9 @@ from e2e_support import (
 )
 
 from light_clients.committee import address_of
+from relayer.accounts import bytes32
 from relayer.checkpoints import CheckpointStore
 from relayer.config import Config, load_config
-from relayer.endpoints import bytes32
 from relayer.ledger import open_ledger
 
 pytestmark = pytest.mark.chain

@@ -71,12 +71,14 @@ from light_clients.substrate.remark import (
     check_recipient,
 )
 from light_clients.substrate.scale import encode_compact
+from relayer.accounts import bytes32
 from relayer.checkpoints import CheckpointStore
-from relayer.client import client_keypair, token_balance
 from relayer.config import Config, load_config
-from relayer.endpoints import bytes32
+from relayer.families.substrate.calls import delivery_calls, token_bridges
+from relayer.families.substrate.scan import escrow_routes
+from relayer.families.substrate.user import client_keypair
 from relayer.ledger import MessageRecord, open_ledger
-from relayer.substrate_route import delivery_calls, escrow_routes, token_bridges
+from relayer.user import status_rows, token_balance
 
 pytestmark = pytest.mark.chain
 
@@ -100,14 +102,7 @@ def in_parallel(*jobs: Callable[[], T]) -> list[T]:
 def ledger_rows(config: Config) -> list[MessageRecord]:
     """Every message of the ledger, by origin and nonce (read beside the running relayer)."""
     with open_ledger(config.ledger, check_integrity=False) as ledger:
-        rows: list[MessageRecord] = []
-        after: tuple[int, int] | None = None
-        while True:
-            page = ledger.messages(after=after, limit=5_000)
-            rows += page
-            if len(page) < 5_000:
-                return rows
-            after = (page[-1].origin, page[-1].nonce)
+        return status_rows(ledger)
 
 
 def scanned_up_to(config: Config, domain: int) -> int:

@@ -19,9 +19,9 @@ from typing import Any
 import click
 import pytest
 import trio
+from fakes import RpcProxy, honest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_attester_hardening import RpcProxy, honest
 
 from adapters.errors import AdapterError
 from adapters.evm.tx import (
@@ -37,13 +37,15 @@ from adapters.evm.tx import (
 from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcCallError, RpcError, WrongChainError
 from adapters.substrate.finality import NoFinalityProof
 from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
+from light_clients.ethereum.receipt import Log
+from light_clients.hexstr import parse_data, to_hex
 from relayer import cli as cli_module
 from relayer.relay import RouteHalted
 
 TX_HASH = bytes(range(32))
 CHAIN_ID = 31337
-SENDER_KEY = bytes.fromhex(DEV_PRIVATE_KEYS[8][2:])
-RECIPIENT = bytes.fromhex(DEV_ADDRESSES[9][2:])
+SENDER_KEY = parse_data(DEV_PRIVATE_KEYS[8], "dev key")
+RECIPIENT = parse_data(DEV_ADDRESSES[9], "dev address")
 
 JSON: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=70),
@@ -63,7 +65,7 @@ def good_log() -> dict[str, Any]:
 
 def good_receipt(**changes: Any) -> dict[str, Any]:
     receipt = {
-        "transactionHash": "0x" + TX_HASH.hex(),
+        "transactionHash": to_hex(TX_HASH),
         "blockNumber": "0x10",
         "gasUsed": "0x5208",
         "effectiveGasPrice": "0x3b9aca00",
@@ -172,7 +174,13 @@ def test_a_good_receipt_parses_to_typed_values() -> None:
         16,
         21_000,
         10**9,
-        [{"address": "0x" + "ab" * 20, "topics": good_log()["topics"], "data": good_log()["data"]}],
+        [
+            Log(
+                b"\xab" * 20,
+                tuple(bytes.fromhex(t[2:]) for t in good_log()["topics"]),
+                bytes.fromhex(good_log()["data"][2:]),
+            )
+        ],
     )
     assert parse_receipt(TX_HASH, None) is None
     with pytest.raises(TxReverted, match="reverted in block 16"):
@@ -235,7 +243,7 @@ def test_any_corruption_of_a_receipt_is_typed_or_malformed(
         return
     assert mined is not None and mined.hash == TX_HASH
     for entry in mined.logs:
-        assert set(entry) == {"address", "topics", "data"}
+        assert len(entry.address) == 20 and all(len(t) == 32 for t in entry.topics)
 
 
 # --------------------------------------------------------------------------- a lying node

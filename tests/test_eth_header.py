@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import rlp as pyrlp  # test oracle only
+from fakes import unhex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,15 +27,12 @@ from light_clients.ethereum.header import (
 )
 from light_clients.ethereum.rlp import decode, encode
 from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
 
 VECTORS = Path(__file__).parent / "vectors"
 PROPERTY = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 MAINNET_GENESIS = bytes.fromhex("d4e56740f876aef8c010b86a40d5f56745a118d0906a34e69aec8c0db1cb8fa3")
-
-
-def _hex(value: str) -> bytes:
-    return bytes.fromhex(value.removeprefix("0x"))
 
 
 def _load(name: str) -> Any:
@@ -96,7 +94,7 @@ def _json_from_rlp(raw: bytes) -> dict[str, str]:
     for (json_name, _), item in zip(_JSON_NAMES, items, strict=False):
         assert isinstance(item, bytes)
         out[json_name] = (
-            hex(int.from_bytes(item, "big")) if json_name in _QUANTITIES else ("0x" + item.hex())
+            hex(int.from_bytes(item, "big")) if json_name in _QUANTITIES else to_hex(item)
         )
     return out
 
@@ -111,9 +109,9 @@ def _cancun_json() -> dict[str, str]:
 
 @pytest.mark.parametrize("vector", HEADERS, ids=[v["name"] for v in HEADERS])
 def test_vector_verifies_from_rlp(vector: dict[str, Any]) -> None:
-    raw = _hex(vector["rlp"])
-    header = verify_header_hash(raw, _hex(vector["hash"]))
-    assert header.hash == _hex(vector["hash"])
+    raw = unhex(vector["rlp"])
+    header = verify_header_hash(raw, unhex(vector["hash"]))
+    assert header.hash == unhex(vector["hash"])
     assert header.number == vector["number"]
     assert header.rlp == raw
     field_count = len(decode(raw))
@@ -132,43 +130,43 @@ def test_vector_verifies_from_rlp(vector: dict[str, Any]) -> None:
                 if isinstance(actual, int):
                     assert actual == int(expected, 16), json_name
                 else:
-                    assert actual == _hex(expected), json_name
+                    assert actual == unhex(expected), json_name
             else:
                 assert getattr(header, attribute) is None, attribute
 
 
 @pytest.mark.parametrize("vector", HEADERS, ids=[v["name"] for v in HEADERS])
 def test_vector_rebuilds_from_json(vector: dict[str, Any]) -> None:
-    raw = _hex(vector["rlp"])
+    raw = unhex(vector["rlp"])
     # Vectors without JSON fields (the Shanghai payloads, Prague) get theirs from py-rlp, so
     # the expected object never comes from the decoder this checks.
     fields = vector.get("fields") or _json_from_rlp(raw)
     rebuilt = header_rlp_from_json(fields)
     assert rebuilt == raw
-    assert verify_header_hash(rebuilt, _hex(vector["hash"])).number == vector["number"]
+    assert verify_header_hash(rebuilt, unhex(vector["hash"])).number == vector["number"]
 
 
 def test_full_rpc_block_object_with_extra_fields() -> None:
     # A real eth_getBlockByNumber result: hash, size, transactions, uncles … are ignored.
     block = _load("eth_state_proofs/helios_block_21925176.json")
     assert {"hash", "size", "transactions", "uncles"} <= block.keys()
-    header = verify_header_hash(header_rlp_from_json(block), _hex(block["hash"]))
-    assert header.state_root == _hex(block["stateRoot"])
+    header = verify_header_hash(header_rlp_from_json(block), unhex(block["hash"]))
+    assert header.state_root == unhex(block["stateRoot"])
     assert header.fork == "Cancun"
 
 
 def test_snowbridge_rpc_header_with_total_difficulty() -> None:
     block = _load("eth_receipts_tx_tries/snowbridge_header11408438.json")
-    header = verify_header_hash(header_rlp_from_json(block), _hex(block["hash"]))
-    assert header.receipts_root == _hex(block["receiptsRoot"])
+    header = verify_header_hash(header_rlp_from_json(block), unhex(block["hash"]))
+    assert header.receipts_root == unhex(block["receiptsRoot"])
     assert header.number == 11408438
 
 
 def test_chain_linking_of_blocks_1_to_5() -> None:
     chain = [
         verify_header_hash(
-            _hex(BY_NAME[f"mainnet-{n}-frontier"]["rlp"]),
-            _hex(BY_NAME[f"mainnet-{n}-frontier"]["hash"]),
+            unhex(BY_NAME[f"mainnet-{n}-frontier"]["rlp"]),
+            unhex(BY_NAME[f"mainnet-{n}-frontier"]["hash"]),
         )
         for n in range(1, 6)
     ]
@@ -179,7 +177,7 @@ def test_chain_linking_of_blocks_1_to_5() -> None:
 
 def test_chain_link_rejects_a_gap_and_a_swap() -> None:
     one, two, three = (
-        decode_header(_hex(BY_NAME[f"mainnet-{n}-frontier"]["rlp"])) for n in (1, 2, 3)
+        decode_header(unhex(BY_NAME[f"mainnet-{n}-frontier"]["rlp"])) for n in (1, 2, 3)
     )
     with pytest.raises(ParentHashMismatchError, match="block 3 has parentHash"):
         verify_chain_link(one, three)
@@ -191,13 +189,13 @@ def test_chain_link_rejects_a_gap_and_a_swap() -> None:
 
 
 def test_uncle_hash_of_block_9515350() -> None:
-    uncle = _hex(BY_NAME["mainnet-9515348-istanbul-uncle"]["rlp"])
-    block = decode_header(_hex(BY_NAME["mainnet-9515350-istanbul-with-uncle"]["rlp"]))
+    uncle = unhex(BY_NAME["mainnet-9515348-istanbul-uncle"]["rlp"])
+    block = decode_header(unhex(BY_NAME["mainnet-9515350-istanbul-with-uncle"]["rlp"]))
     assert block.ommers_hash == keccak256(encode([decode(uncle)]))
 
 
 def test_paris_has_post_merge_fields() -> None:
-    header = decode_header(_hex(BY_NAME["mainnet-15571241-paris"]["rlp"]))
+    header = decode_header(unhex(BY_NAME["mainnet-15571241-paris"]["rlp"]))
     assert header.fork == "Paris"
     assert header.difficulty == 0
     assert header.nonce == bytes(8)
@@ -205,7 +203,7 @@ def test_paris_has_post_merge_fields() -> None:
 
 
 def test_prague_requests_hash() -> None:
-    header = verify_header_hash(_hex(PRAGUE["rlp"]), _hex(PRAGUE["hash"]))
+    header = verify_header_hash(unhex(PRAGUE["rlp"]), unhex(PRAGUE["hash"]))
     assert header.requests_hash is not None and len(header.requests_hash) == 32
     assert header.parent_beacon_block_root is not None
 
@@ -217,17 +215,17 @@ def test_prague_requests_hash() -> None:
 @pytest.mark.parametrize("vector", NEGATIVES, ids=[v["name"] for v in NEGATIVES])
 def test_negative_vectors_rejected(vector: dict[str, Any]) -> None:
     with pytest.raises(HeaderHashMismatch, match="expected 0x92dabfa3"):
-        verify_header_hash(_hex(vector["rlp"]), _hex(vector["claimed_hash"]))
+        verify_header_hash(unhex(vector["rlp"]), unhex(vector["claimed_hash"]))
 
 
 def test_cancun_without_parent_beacon_root_does_not_decode() -> None:
     missing = next(v for v in NEGATIVES if "missing" in v["name"])
     with pytest.raises(DecodeError, match="19 fields"):
-        decode_header(_hex(missing["rlp"]))
+        decode_header(unhex(missing["rlp"]))
 
 
 def test_hash_mismatch_message_shows_both_hashes() -> None:
-    raw = _hex(CANCUN["rlp"])
+    raw = unhex(CANCUN["rlp"])
     wrong = bytes(32)
     with pytest.raises(HeaderHashMismatch) as info:
         verify_header_hash(raw, wrong)
@@ -242,7 +240,7 @@ def test_hash_mismatch_message_shows_both_hashes() -> None:
     st.data(),
 )
 def test_any_bit_flip_is_rejected(vector: dict[str, Any], data: st.DataObject) -> None:
-    raw = bytearray(_hex(vector["rlp"]))
+    raw = bytearray(unhex(vector["rlp"]))
     bit = data.draw(st.integers(0, len(raw) * 8 - 1))
     raw[bit // 8] ^= 1 << (bit % 8)
     # The hash is compared before anything is parsed: a flip anywhere, even one that leaves
@@ -250,7 +248,7 @@ def test_any_bit_flip_is_rejected(vector: dict[str, Any], data: st.DataObject) -
     with pytest.raises(
         HeaderHashMismatch, match=f"header hashes to 0x[0-9a-f]{{64}}, expected {vector['hash']}"
     ):
-        verify_header_hash(bytes(raw), _hex(vector["hash"]))
+        verify_header_hash(bytes(raw), unhex(vector["hash"]))
     # Decoding alone may accept the flipped bytes (a different, well-formed header) but must
     # never fail with anything but a DecodeError.
     with contextlib.suppress(DecodeError):
@@ -270,7 +268,7 @@ def test_arbitrary_bytes_decode_or_raise_decode_error(data: bytes) -> None:
 @PROPERTY
 @given(st.sampled_from(HEADERS), st.data())
 def test_mutated_header_items_decode_or_raise(vector: dict[str, Any], data: st.DataObject) -> None:
-    items = decode(_hex(vector["rlp"]))
+    items = decode(unhex(vector["rlp"]))
     assert isinstance(items, list)
     index = data.draw(st.integers(0, len(items) - 1))
     items[index] = data.draw(
@@ -288,7 +286,7 @@ def test_mutated_header_items_decode_or_raise(vector: dict[str, Any], data: st.D
 
 
 def test_T13_noncanonical_integer_rejected_even_when_hash_matches() -> None:
-    items = decode(_hex(BY_NAME["mainnet-1-frontier"]["rlp"]))
+    items = decode(unhex(BY_NAME["mainnet-1-frontier"]["rlp"]))
     assert isinstance(items, list)
     items[8] = b"\x00\x01"  # block number 1 with a leading zero byte
     forged = encode(items)
@@ -297,7 +295,7 @@ def test_T13_noncanonical_integer_rejected_even_when_hash_matches() -> None:
 
 
 def test_T13_noncanonical_rlp_length_rejected_even_when_hash_matches() -> None:
-    raw = _hex(BY_NAME["mainnet-1-frontier"]["rlp"])
+    raw = unhex(BY_NAME["mainnet-1-frontier"]["rlp"])
     # extraData is 25 bytes: short form 0x99. Re-encode it with the long form 0xb8 0x19.
     extra = bytes.fromhex("476574682f76312e302e302f6c696e75782f676f312e342e32")
     short = b"\x99" + extra
@@ -320,7 +318,7 @@ def test_T13_noncanonical_rlp_length_rejected_even_when_hash_matches() -> None:
     ],
 )
 def test_wrong_field_shapes_rejected(index: int, value: Any, reason: str) -> None:
-    items = decode(_hex(BY_NAME["mainnet-1-frontier"]["rlp"]))
+    items = decode(unhex(BY_NAME["mainnet-1-frontier"]["rlp"]))
     assert isinstance(items, list)
     items[index] = value
     with pytest.raises(DecodeError, match=reason):
@@ -329,7 +327,7 @@ def test_wrong_field_shapes_rejected(index: int, value: Any, reason: str) -> Non
 
 @pytest.mark.parametrize("count", [14, 18, 19, 22])
 def test_field_counts_no_fork_uses_rejected(count: int) -> None:
-    items = decode(_hex(PRAGUE["rlp"]))
+    items = decode(unhex(PRAGUE["rlp"]))
     assert isinstance(items, list)
     items = (items + [b"\x01"] * 5)[:count]
     with pytest.raises(DecodeError, match=f"{count} fields"):
@@ -343,9 +341,9 @@ def test_header_that_is_a_string_rejected() -> None:
 
 def test_bad_argument_types() -> None:
     with pytest.raises(DecodeError, match="32 bytes"):
-        verify_header_hash(_hex(CANCUN["rlp"]), b"\x00" * 31)
+        verify_header_hash(unhex(CANCUN["rlp"]), b"\x00" * 31)
     with pytest.raises(DecodeError, match="must be bytes"):
-        verify_header_hash(CANCUN["rlp"], _hex(CANCUN["hash"]))
+        verify_header_hash(CANCUN["rlp"], unhex(CANCUN["hash"]))
     with pytest.raises(DecodeError, match="JSON object"):
         header_rlp_from_json(["not", "an", "object"])  # type: ignore[arg-type]
 
@@ -374,7 +372,7 @@ def test_json_field_combinations(drop: tuple[str, ...], reason: str | None) -> N
         rebuilt = header_rlp_from_json(fields)
         assert decode_header(rebuilt).fork == "Shanghai"
         with pytest.raises(HeaderHashMismatch):
-            verify_header_hash(rebuilt, _hex(CANCUN["hash"]))
+            verify_header_hash(rebuilt, unhex(CANCUN["hash"]))
     else:
         with pytest.raises(DecodeError, match=reason):
             header_rlp_from_json(fields)
@@ -393,7 +391,7 @@ def test_json_null_optional_field_counts_as_absent() -> None:
     fields = dict(BY_NAME["mainnet-1-frontier"]["fields"])
     fields["baseFeePerGas"] = None
     fields["withdrawalsRoot"] = None
-    assert header_rlp_from_json(fields) == _hex(BY_NAME["mainnet-1-frontier"]["rlp"])
+    assert header_rlp_from_json(fields) == unhex(BY_NAME["mainnet-1-frontier"]["rlp"])
 
 
 @pytest.mark.parametrize(
@@ -428,7 +426,7 @@ def test_json_uppercase_hex_accepted() -> None:
     fields = _cancun_json()
     fields["stateRoot"] = "0x" + fields["stateRoot"][2:].upper()
     fields["number"] = "0x" + fields["number"][2:].upper()
-    assert header_rlp_from_json(fields) == _hex(CANCUN["rlp"])
+    assert header_rlp_from_json(fields) == unhex(CANCUN["rlp"])
 
 
 @PROPERTY

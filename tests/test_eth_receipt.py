@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import rlp as pyrlp  # test oracle only
+from fakes import unhex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from trie import HexaryTrie  # test oracle only
@@ -46,23 +47,19 @@ WETH_DEPOSIT = keccak256(b"Deposit(address,uint256)")
 WETH = bytes.fromhex("c02aaa39b223fe8d0a0e5c4f27ead9083c756cc2")
 
 
-def _hex(value: str) -> bytes:
-    return bytes.fromhex(value.removeprefix("0x"))
-
-
 def _load(name: str) -> Any:
     return json.loads((VECTORS / name).read_text())
 
 
 PROOFS = _load("receipts_21925176_proofs.json")
-ROOT = _hex(PROOFS["receipts_root"])
-ENCODED = [_hex(receipt) for receipt in PROOFS["all_receipts_encoded"]]
+ROOT = unhex(PROOFS["receipts_root"])
+ENCODED = [unhex(receipt) for receipt in PROOFS["all_receipts_encoded"]]
 JSON_RECEIPTS: list[dict[str, Any]] = _load("helios_receipts_21925176.json")
 VECTOR_PROOFS = {entry["index"]: entry for entry in PROOFS["proofs"]}
 
 
 def _nodes(index: int) -> list[bytes]:
-    return [_hex(node) for node in VECTOR_PROOFS[index]["proof_nodes"]]
+    return [unhex(node) for node in VECTOR_PROOFS[index]["proof_nodes"]]
 
 
 def _pytrie_proof(trie: HexaryTrie, key: bytes) -> list[bytes]:
@@ -82,12 +79,12 @@ def _trie_21925176() -> HexaryTrie:
 def _encode_json_receipt(receipt: dict[str, Any]) -> bytes:
     """Consensus-encode a JSON-RPC receipt (the test's own writer, built on pyrlp)."""
     logs = [
-        [_hex(log["address"]), [_hex(topic) for topic in log["topics"]], _hex(log["data"])]
+        [unhex(log["address"]), [unhex(topic) for topic in log["topics"]], unhex(log["data"])]
         for log in receipt["logs"]
     ]
     status = b"\x01" if int(receipt["status"], 16) else b""
     body = pyrlp.encode(
-        [status, int(receipt["cumulativeGasUsed"], 16), _hex(receipt["logsBloom"]), logs]
+        [status, int(receipt["cumulativeGasUsed"], 16), unhex(receipt["logsBloom"]), logs]
     )
     tx_type = int(receipt.get("type", "0x0"), 16)
     return body if tx_type == 0 else bytes((tx_type,)) + body
@@ -98,9 +95,9 @@ def _assert_matches_json(receipt: Receipt, expected: dict[str, Any]) -> None:
     assert receipt.status == int(expected["status"], 16)
     assert receipt.post_state is None
     assert receipt.cumulative_gas_used == int(expected["cumulativeGasUsed"], 16)
-    assert receipt.logs_bloom == _hex(expected["logsBloom"])
+    assert receipt.logs_bloom == unhex(expected["logsBloom"])
     assert receipt.logs == tuple(
-        Log(_hex(log["address"]), tuple(_hex(t) for t in log["topics"]), _hex(log["data"]))
+        Log(unhex(log["address"]), tuple(unhex(t) for t in log["topics"]), unhex(log["data"]))
         for log in expected["logs"]
     )
 
@@ -112,8 +109,8 @@ def _assert_matches_json(receipt: Receipt, expected: dict[str, Any]) -> None:
 @pytest.mark.parametrize("index", sorted(VECTOR_PROOFS))
 def test_vector_receipt_proofs(index: int) -> None:
     vector = VECTOR_PROOFS[index]
-    assert receipt_key(index) == _hex(vector["key_rlp"])
-    inclusion = verify_receipt(ROOT, index, _nodes(index), _hex(vector["receipt_encoded"]))
+    assert receipt_key(index) == unhex(vector["key_rlp"])
+    inclusion = verify_receipt(ROOT, index, _nodes(index), unhex(vector["receipt_encoded"]))
     assert inclusion.index == index
     assert inclusion.receipts_root == ROOT
     assert inclusion.receipt.raw == ENCODED[index]
@@ -173,8 +170,8 @@ def test_index_past_the_last_receipt_is_proven_absent() -> None:
 def test_block_11408438_legacy_receipts_rebuilt_and_proven() -> None:
     tries = _load("block_11408438_tries.json")
     header = _load("snowbridge_header11408438.json")
-    root = _hex(tries["receipts_root"])
-    assert root == _hex(header["receiptsRoot"])
+    root = unhex(tries["receipts_root"])
+    assert root == unhex(header["receiptsRoot"])
     receipts = _load("snowbridge_receipts11408438.json")
     encoded = [_encode_json_receipt(receipt) for receipt in receipts]
     trie = HexaryTrie(db={})
@@ -192,11 +189,11 @@ def test_block_11408438_legacy_receipts_rebuilt_and_proven() -> None:
 def test_block_11408438_transaction_inclusion() -> None:
     tries = _load("block_11408438_tries.json")
     example = tries["example_tx_proof"]
-    nodes = [_hex(node) for node in example["proof_nodes"]]
+    nodes = [unhex(node) for node in example["proof_nodes"]]
     key = receipt_key(example["index"])  # the transactions trie uses the same rlp(index) keys
-    assert key == _hex(example["key_rlp"])
-    walk = walk_proof(_hex(tries["transactions_root"]), key, nodes)
-    assert walk.value == _hex(example["value"]) == _hex(tries["transactions_encoded"][5])
+    assert key == unhex(example["key_rlp"])
+    walk = walk_proof(unhex(tries["transactions_root"]), key, nodes)
+    assert walk.value == unhex(example["value"]) == unhex(tries["transactions_encoded"][5])
 
 
 # ---------------------------------------------------------------------------------------------

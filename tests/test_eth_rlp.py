@@ -204,14 +204,25 @@ def test_round_trip_and_agreement_with_pyrlp(item: RLPItem) -> None:
     assert encoded == pyrlp.encode(item)
 
 
+def assert_pyrlp_refuses(data: bytes, refused: DecodeError) -> None:
+    """What we refuse, strict pyrlp refuses too — ours is exactly as strict, no more — except
+    nesting deeper than MAX_DEPTH, a limit of ours that pyrlp does not have."""
+    if "deeper than" in str(refused):
+        return
+    with pytest.raises(pyrlp.exceptions.DecodingError):
+        pyrlp.decode(data, strict=True)
+
+
 @PROPERTY
 @given(st.binary(max_size=200))
 def test_arbitrary_bytes_decode_canonically_or_raise(data: bytes) -> None:
     # Canonical means bijective: whatever is accepted re-encodes to exactly the input, and the
     # independent pyrlp decoder agrees on it.
+    # And the other way round: what strict pyrlp accepts, we accept (no stricter than it).
     try:
         item = decode(data)
-    except DecodeError:
+    except DecodeError as refused:
+        assert_pyrlp_refuses(data, refused)
         return
     assert encode(item) == data
     assert pyrlp.decode(data, strict=True) == item
@@ -227,7 +238,8 @@ def test_mutated_encodings_decode_canonically_or_raise(item: RLPItem, data: st.D
     for candidate in (bytes(encoded), bytes(encoded[:cut]), bytes(encoded) + b"\x00"):
         try:
             decoded = decode(candidate)
-        except DecodeError:
+        except DecodeError as refused:
+            assert_pyrlp_refuses(candidate, refused)
             continue
         assert encode(decoded) == candidate
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import rlp as pyrlp  # test oracle only
+from fakes import unhex
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from reach import Reach
@@ -46,10 +47,6 @@ VECTORS = Path(__file__).parent / "vectors"
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _hex(value: str) -> bytes:
-    return bytes.fromhex(value.removeprefix("0x"))
-
-
 def _load(name: str) -> Any:
     return json.loads((VECTORS / "eth_state_proofs" / name).read_text())
 
@@ -57,7 +54,7 @@ def _load(name: str) -> Any:
 MANIFEST = _load("vectors.json")
 DEPOSIT_JSON = _load("helios_eth_getProof_deposit_contract_21925176.json")
 MINER_JSON = _load("helios_eth_getProof_block_miner_21925176.json")
-STATE_ROOT = _hex(MANIFEST["vectors"][0]["state_root"])
+STATE_ROOT = unhex(MANIFEST["vectors"][0]["state_root"])
 DEPOSIT = parse_get_proof(DEPOSIT_JSON)
 MINER = parse_get_proof(MINER_JSON)
 STORAGE = DEPOSIT.storage_proofs[0]
@@ -134,7 +131,7 @@ def _pytrie_proof(trie: HexaryTrie, key: bytes) -> list[bytes]:
 def test_state_root_is_the_verified_headers_state_root() -> None:
     block = _load("helios_block_21925176.json")
     header = verify_header_hash(
-        header_rlp_from_json(block), _hex(MANIFEST["vectors"][0]["block_hash"])
+        header_rlp_from_json(block), unhex(MANIFEST["vectors"][0]["block_hash"])
     )
     assert header.state_root == STATE_ROOT
 
@@ -144,7 +141,7 @@ def test_deposit_contract_account_and_storage_verify() -> None:
     assert verdict.account is not None
     assert verdict.account.nonce == 1
     assert verdict.account.balance == int(DEPOSIT_JSON["balance"], 16)
-    assert verdict.account.storage_hash == _hex(DEPOSIT_JSON["storageHash"])
+    assert verdict.account.storage_hash == unhex(DEPOSIT_JSON["storageHash"])
     assert verdict.storage_root == verdict.account.storage_hash
     (slot,) = verdict.storage
     assert slot.key == (1).to_bytes(32, "big")
@@ -165,8 +162,8 @@ def test_deposit_contract_code_hash_matches_its_code() -> None:
     account = verify_account(STATE_ROOT, DEPOSIT)
     helios = _load("helios_account_deposit_contract_21925176.json")
     assert account is not None
-    assert account.code_hash == keccak256(_hex(helios["code"]))
-    assert account.storage_hash == _hex(helios["account"]["storageRoot"])
+    assert account.code_hash == keccak256(unhex(helios["code"]))
+    assert account.storage_hash == unhex(helios["account"]["storageRoot"])
 
 
 def test_block_miner_account_without_storage_proofs() -> None:
@@ -190,7 +187,7 @@ def test_manifest_negative_vectors(negative: dict[str, Any]) -> None:
         "deposit_contract_truncated_account_proof": IncompleteProof,
     }[negative["name"]]
     with pytest.raises(expected):
-        verify_get_proof(_hex(negative["state_root"]), parse_get_proof(negative["proof"]))
+        verify_get_proof(unhex(negative["state_root"]), parse_get_proof(negative["proof"]))
 
 
 def test_wrong_balance_message_names_both_values() -> None:
@@ -764,7 +761,7 @@ def test_relinked_arbitrary_node_raises_only_verification_errors() -> None:
 
 
 def test_parse_real_response() -> None:
-    assert DEPOSIT.address == _hex(DEPOSIT_JSON["address"])
+    assert DEPOSIT.address == unhex(DEPOSIT_JSON["address"])
     assert DEPOSIT.nonce == 1
     assert len(DEPOSIT.account_proof) == 8
     assert STORAGE.key == (1).to_bytes(32, "big")

@@ -1,6 +1,6 @@
 """GRANDPA finality on the Substrate origin path: the ``grandpa`` table of a Substrate chain in
 relayer/config.py, and :func:`grandpa_follower`, :func:`final_header` and :func:`scan_remarks`
-with a follower (relayer/substrate_route.py).
+with a follower (relayer/families/substrate/).
 
 The light client and adapters/substrate/finality.py are tested in ``test_grandpa.py`` and
 ``test_substrate_finality.py``; here they are driven the way the attester and the relayer drive
@@ -16,9 +16,7 @@ chopsticks' block 0 (its placeholder hash ``0x4545…``, which block 1 names as 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
-import threading
 from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
@@ -27,20 +25,10 @@ from typing import Any
 import pytest
 import trio
 from conftest import running_chopsticks
+from fakes import FakeNode, header_json, serving, ws_call
 from substrateinterface import Keypair
-from test_substrate_finality import (
-    PUBLIC,
-    SET1,
-    FakeNode,
-    RpcFailure,
-    header_json,
-    hex0x,
-    make_header,
-    proof_for,
-)
+from test_substrate_finality import PUBLIC, SET1, make_header, proof_for
 from test_substrate_route import ASSETHUB, GAMMA, config_toml, load
-from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import serve
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import SubstrateClient
@@ -58,6 +46,7 @@ from devnet.chopsticks import (
     ChopsticksProcess,
 )
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.message import Message
 from light_clients.substrate.grandpa import (
     AuthoritySet,
@@ -72,21 +61,25 @@ from light_clients.substrate.grandpa import (
 )
 from light_clients.substrate.header import SubstrateHeader
 from light_clients.substrate.remark import REMARK_PREFIX
+from relayer.attester import AttesterState, OriginProgress, OriginReorged, attest_once
+from relayer.checkpoints import CheckpointStore
 from relayer.config import ChainConfig, ConfigError, GrandpaCheckpoint
-from relayer.substrate_route import escrow_routes, final_header, grandpa_follower, scan_remarks
+from relayer.families.substrate.connection import final_header, grandpa_follower
+from relayer.families.substrate.origin import SubstrateOrigin
+from relayer.families.substrate.scan import escrow_routes, scan_remarks
 
 WHERE = re.escape("chains[3]")
 FINALIZED = '"finalized"'
 CHECKPOINT_HASH = b"\xab" * 32
 CHECKPOINT: dict[str, Any] = {
     "set_id": 7,
-    "block_hash": hex0x(CHECKPOINT_HASH),
+    "block_hash": to_hex(CHECKPOINT_HASH),
     "block_number": 21_000_000,
     "authorities": [
-        hex0x(PUBLIC[0]),
-        [hex0x(PUBLIC[1]), 3],
-        hex0x(PUBLIC[2]),
-        [hex0x(PUBLIC[3]), 1],
+        to_hex(PUBLIC[0]),
+        [to_hex(PUBLIC[1]), 3],
+        to_hex(PUBLIC[2]),
+        [to_hex(PUBLIC[3]), 1],
     ],
 }
 
@@ -136,14 +129,16 @@ def test_a_grandpa_checkpoint_loads_plain_keys_with_weight_one(tmp_path: Path) -
 
 
 def test_the_largest_set_id_and_weights_load(tmp_path: Path) -> None:
-    table = grandpa_table(set_id=2**64 - 1, block_number=0, authorities=[[hex0x(PUBLIC[0]), 2**40]])
+    table = grandpa_table(
+        set_id=2**64 - 1, block_number=0, authorities=[[to_hex(PUBLIC[0]), 2**40]]
+    )
     checkpoint = load(tmp_path, with_grandpa(table)).chain("assethub").settings().grandpa
     assert checkpoint is not None
     assert (checkpoint.set_id, checkpoint.block_number) == (2**64 - 1, 0)
     assert checkpoint.authorities == ((PUBLIC[0], 2**40),)
 
 
-KEY0, KEY1 = hex0x(PUBLIC[0]), hex0x(PUBLIC[1])
+KEY0, KEY1 = to_hex(PUBLIC[0]), to_hex(PUBLIC[1])
 AUTHORITY = WHERE + r"\.grandpa\.authorities"
 
 
@@ -184,7 +179,7 @@ AUTHORITY = WHERE + r"\.grandpa\.authorities"
             id="set-id-a-string",
         ),
         pytest.param(
-            {"grandpa": grandpa_table(block_hash=hex0x(bytes(31)))},
+            {"grandpa": grandpa_table(block_hash=to_hex(bytes(31)))},
             WHERE + r"\.grandpa\.block_hash' must be 32 bytes, got 31",
             id="short-block-hash",
         ),
@@ -209,7 +204,7 @@ AUTHORITY = WHERE + r"\.grandpa\.authorities"
             id="authorities-a-string",
         ),
         pytest.param(
-            {"grandpa": grandpa_table(authorities=[KEY0, hex0x(PUBLIC[1][:31])])},
+            {"grandpa": grandpa_table(authorities=[KEY0, to_hex(PUBLIC[1][:31])])},
             AUTHORITY + r"\[1\]' must be 32 bytes, got 31",
             id="short-key",
         ),
@@ -219,7 +214,7 @@ AUTHORITY = WHERE + r"\.grandpa\.authorities"
             id="long-key",
         ),
         pytest.param(
-            {"grandpa": grandpa_table(authorities=[[hex0x(PUBLIC[0][:20]), 2]])},
+            {"grandpa": grandpa_table(authorities=[[to_hex(PUBLIC[0][:20]), 2]])},
             AUTHORITY + r"\[0\]' must be 32 bytes, got 20",
             id="short-key-in-a-pair",
         ),
@@ -313,11 +308,11 @@ def with_checkpoint(chain: ChainConfig, **changes: Any) -> ChainConfig:
     [
         pytest.param(
             ((PUBLIC[0], 1), (PUBLIC[1], 1), (PUBLIC[0], 2)),
-            f"authority {hex0x(PUBLIC[0])} is listed twice",
+            f"authority {to_hex(PUBLIC[0])} is listed twice",
             id="duplicate-key",
         ),
         pytest.param(
-            ((PUBLIC[0], 2**64),), f"authority {hex0x(PUBLIC[0])} has weight {2**64}", id="weight"
+            ((PUBLIC[0], 2**64),), f"authority {to_hex(PUBLIC[0])} has weight {2**64}", id="weight"
         ),
         pytest.param(
             ((PUBLIC[0], 2**63), (PUBLIC[1], 2**63)),
@@ -386,7 +381,7 @@ def chain_config(tmp_path: Path, url: str, finality: str, table: str | None) -> 
 
 def chopsticks_checkpoint(signers: int = 4) -> str:
     """Set 1 (``SET1``: keys 0..3, one given as a pair) signs the blocks after block 0."""
-    keys: list[Any] = [hex0x(key) for key, _ in SET1.authorities[:signers]]
+    keys: list[Any] = [to_hex(key) for key, _ in SET1.authorities[:signers]]
     keys[-1] = [keys[-1], 1]
     return grandpa_table(set_id=1, block_hash=GENESIS_HASH, block_number=0, authorities=keys)
 
@@ -419,22 +414,12 @@ def test_without_a_follower_the_final_head_is_the_nodes_finalized_head(
         return await final_header(direct, chain), await direct.rpc("chain_getFinalizedHead")
 
     head, finalized = trio.run(scenario)
-    assert hex0x(head.hash) == finalized
+    assert to_hex(head.hash) == finalized
     assert blake2_256(head.raw) == head.hash  # hash-checked by the light client
     assert head.number >= 3
 
 
 # --- chopsticks behind a proxy that proves finality -----------------------------------------
-
-
-def upstream_call(url: str, method: str, params: list[Any]) -> Any:
-    """One JSON-RPC call to ``url`` (the proxy's handlers forward what they do not answer)."""
-    with ws_connect(url, max_size=None) as connection:
-        connection.send(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}))
-        answer = json.loads(connection.recv(timeout=10))
-    if "error" in answer:
-        raise RpcFailure(answer["error"].get("code", -32000), answer["error"]["message"])
-    return answer["result"]
 
 
 @pytest.fixture(scope="module")
@@ -446,15 +431,8 @@ def proxy_node(chopsticks: ChopsticksProcess) -> Iterator[FakeNode]:
     # zero): a node that does not offer read proofs.
     fake.extra_methods = [PROVE_FINALITY]
     fake.hidden_methods = {"state_getReadProof"}
-    server = serve(fake.handle, "127.0.0.1", 0, max_size=None)
-    fake.url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(fake):
         yield fake
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -574,22 +552,22 @@ def test_a_tampered_justification_is_the_light_clients_error(
 def serve_fork(proxy: FakeNode, upstream: str, fork: SubstrateHeader) -> None:
     """The proxy names ``fork`` as the canonical block at its height and serves its header;
     everything else is forwarded to chopsticks (which must never be asked about ``fork``)."""
-    fork_hex = hex0x(fork.hash)
+    fork_hex = to_hex(fork.hash)
 
     def block_hash(params: list[Any]) -> Any:
         if params == [fork.number]:
             return fork_hex
-        return upstream_call(upstream, "chain_getBlockHash", params)
+        return ws_call(upstream, "chain_getBlockHash", params)
 
     def header(params: list[Any]) -> Any:
         if params == [fork_hex]:
             return header_json(fork)
-        return upstream_call(upstream, "chain_getHeader", params)
+        return ws_call(upstream, "chain_getHeader", params)
 
     def raw_header(params: list[Any]) -> Any:
         if params == [fork_hex]:
-            return hex0x(fork.raw)
-        return upstream_call(upstream, "archive_v1_header", params)
+            return to_hex(fork.raw)
+        return ws_call(upstream, "archive_v1_header", params)
 
     proxy.on("chain_getBlockHash", block_hash)
     proxy.on("chain_getHeader", header)
@@ -655,7 +633,7 @@ def test_scan_remarks_takes_only_the_proven_final_blocks(
     assert run(proxied_client.block_hash, 2) == fork.hash
     with pytest.raises(NotOnFinalizedChain, match="conflicts with the block proven final") as no:
         run(scan, range(1, 3), follower)
-    assert hex0x(fork.hash) in str(no.value) and hex0x(headers[1].hash) in str(no.value)
+    assert to_hex(fork.hash) in str(no.value) and to_hex(headers[1].hash) in str(no.value)
     assert not isinstance(no.value, AdapterError)
     assert follower.final_hash(2) == headers[1].hash
 
@@ -687,9 +665,53 @@ def test_events_decoded_from_proven_bytes_are_the_nodes_events(direct: Substrate
     )
     assert included.success
     block = included.block_hash
-    raw = run(direct.rpc, "state_getStorage", ["0x" + SYSTEM_EVENTS_KEY.hex(), "0x" + block.hex()])
-    proven = bytes.fromhex(raw[2:])
+    raw = run(direct.rpc, "state_getStorage", [to_hex(SYSTEM_EVENTS_KEY), to_hex(block)])
+    proven = parse_data(raw, "System.Events")
     from_node = run(direct.remarks, block)
     assert [r.remark for r in from_node] == [REMARK_PREFIX + sent.encode()]
     assert run(partial(direct.remarks, block, proven_events=proven)) == from_node
     assert run(partial(direct.remarks, block, proven_events=b"\x00")) == []  # no events proven
+
+
+@pytest.mark.chain
+def test_a_node_naming_another_signed_block_halts_an_attester_only_if_grandpa_agrees(
+    tmp_path: Path,
+    proxy: FakeNode,
+    proxied_client: SubstrateClient,
+    chopsticks: ChopsticksProcess,
+) -> None:
+    """An attester halts (OriginReorged) when the block of its last signature is no longer
+    canonical. With a GRANDPA checkpoint that block's hash must be proven final first: a node
+    naming a fork for it is the light client's error (logged, retried), never a halt of the
+    attester by one endpoint's word. Without a checkpoint the node's word is all there is, as
+    ``status`` says, and the same answer halts it."""
+    headers = canonical_headers(proxied_client)
+    serve_justifications(proxy, headers)
+    signed = headers[1]  # the attester signed at block #2
+    fork = make_header(headers[0].hash, 2, fork=b"another #2")
+
+    def attest(table: str | None, finality: str) -> AttesterState:
+        config = load(
+            tmp_path,
+            config_toml(
+                substrate={
+                    "rpc": f'["{proxy.url}"]',
+                    "finality": finality,
+                    "grandpa": table,
+                }
+            ),
+        )
+        chain = config.chain("assethub")
+        follower = grandpa_follower(chain)
+        origin = SubstrateOrigin(chain, proxied_client, escrow_routes(config, chain), follower)
+        progress = OriginProgress(last_index=0, last_block=(signed.number, signed.hash))
+        state = AttesterState()
+        store = CheckpointStore(tmp_path / "store")
+        run(attest_once, origin, chain, b"\x01" * 32, store, state, progress=progress)
+        return state
+
+    serve_fork(proxy, chopsticks.ws_url, fork)
+    state = attest(chopsticks_checkpoint(), FINALIZED)
+    assert state.errors == 1 and state.signed == {}  # refused by GRANDPA, not halted
+    with pytest.raises(OriginReorged, match="block 2, at which this attester signed"):
+        attest(None, '"devnet-instant"')

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from Crypto.Hash import keccak as cryptodome_keccak
+from fakes import unhex
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reach import Reach
@@ -37,10 +38,6 @@ from light_clients.merkle import (
 
 VECTORS = Path(__file__).parent / "vectors" / "merkle"
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-def _hex(value: str) -> bytes:
-    return bytes.fromhex(value.removeprefix("0x"))
 
 
 def _ethers_hash_message(text: str) -> bytes:
@@ -102,7 +99,7 @@ def test_zero_hashes_follow_the_recurrence() -> None:
 def test_empty_root_matches_hyperlane_no_leaves_vector() -> None:
     cases = json.loads((VECTORS / "hyperlane" / "merkle.json").read_text())
     (empty,) = [case for case in cases if not case["leaves"]]
-    assert _hex(empty["expectedRoot"]) == EMPTY_ROOT
+    assert unhex(empty["expectedRoot"]) == EMPTY_ROOT
     assert IncrementalMerkleTree().root() == EMPTY_ROOT
 
 
@@ -117,13 +114,13 @@ def test_empty_root_matches_hyperlane_no_leaves_vector() -> None:
 def test_hyperlane_merkle_vectors(case: dict[str, object]) -> None:
     leaves = [_ethers_hash_message(text) for text in case["leaves"]]  # type: ignore[attr-defined]
     tree = _tree(leaves)
-    expected_root = _hex(case["expectedRoot"])  # type: ignore[arg-type]
+    expected_root = unhex(case["expectedRoot"])  # type: ignore[arg-type]
     assert tree.count == len(leaves)
     assert tree.root() == expected_root
     for proof in case["proofs"]:  # type: ignore[attr-defined]
         index = proof["index"]
-        branch = tuple(_hex(node) for node in proof["path"])
-        assert _hex(proof["leaf"]) == leaves[index]
+        branch = tuple(unhex(node) for node in proof["path"])
+        assert unhex(proof["leaf"]) == leaves[index]
         assert tree.proof(index) == branch
         inclusion = verify_inclusion(expected_root, leaves[index], index, branch)
         assert inclusion.root == expected_root
@@ -133,10 +130,10 @@ def test_hyperlane_merkle_vectors(case: dict[str, object]) -> None:
 
 def test_hyperlane_single_proof_vector() -> None:
     data = json.loads((VECTORS / "hyperlane" / "proof.json").read_text())
-    root = _hex(data["root"])
-    leaf = _hex(data["proof"]["leaf"])
+    root = unhex(data["root"])
+    leaf = unhex(data["proof"]["leaf"])
     index = data["proof"]["index"]
-    branch = [_hex(node) for node in data["proof"]["path"]]
+    branch = [unhex(node) for node in data["proof"]["path"]]
     inclusion = verify_inclusion(root, leaf, index, branch)
     assert inclusion.index == index == 1
     assert len(inclusion.path) == TREE_DEPTH + 1
@@ -175,8 +172,8 @@ def _eip4881_cases() -> list[tuple[bytes, bytes, int]]:
 
 def _eip4881_case(fields: dict[str, str]) -> tuple[bytes, bytes, int]:
     return (
-        _hex(fields["deposit_data_root"]),
-        _hex(fields["eth1_data.deposit_root"]),
+        unhex(fields["deposit_data_root"]),
+        unhex(fields["eth1_data.deposit_root"]),
         int(fields["eth1_data.deposit_count"]),
     )
 
@@ -216,7 +213,7 @@ def _merkly_verify(leaf: bytes, proof: Sequence[tuple[str, bytes]], root: bytes)
 def test_T12_merkly_inner_node_as_leaf_forgery_rejected() -> None:
     """merkly accepts a 64-byte "leaf" a‖b with a proof one level shorter; we do not."""
     vectors = _merkly()
-    hashes = {k: _hex(v) for k, v in vectors["leaf_hash_examples"].items()}  # type: ignore[attr-defined]
+    hashes = {k: unhex(v) for k, v in vectors["leaf_hash_examples"].items()}  # type: ignore[attr-defined]
     a, b, c, d = (hashes[name] for name in "abcd")
     (root_vector,) = [
         v
@@ -228,8 +225,8 @@ def test_T12_merkly_inner_node_as_leaf_forgery_rejected() -> None:
         for v in vectors["proof_vectors"]  # type: ignore[attr-defined]
         if v["leaves"] == ["a", "b", "c", "d"] and v.get("leaf") == "a" and "expected_proof" in v
     ]
-    merkly_root = _hex(root_vector["expected_root"])
-    node_cd = _hex(proof_vector["expected_proof"][1]["data"])
+    merkly_root = unhex(root_vector["expected_root"])
+    node_cd = unhex(proof_vector["expected_proof"][1]["data"])
     assert keccak256(keccak256(a + b) + node_cd) == merkly_root
     # The forgery under merkly's rules: leaf hash H(a‖b) is the inner node, proof [cd].
     assert _merkly_verify(keccak256(a + b), [("RIGHT", node_cd)], merkly_root)

@@ -332,16 +332,10 @@ class IdleRelayer(Relayer):
     async def _scan_loop(self, lane: Any) -> None:
         await trio.sleep_forever()
 
-    async def _scan_substrate_loop(self, lane: Any) -> None:
-        await trio.sleep_forever()
-
     async def _collect_loop(self, lane: Any) -> None:
         await trio.sleep_forever()
 
     async def _deliver_loop(self, chain: Any) -> None:
-        await trio.sleep_forever()
-
-    async def _deliver_substrate_loop(self, chain: Any) -> None:
         await trio.sleep_forever()
 
 

@@ -43,6 +43,7 @@ from devnet.chopsticks import (
     ChopsticksProcess,
 )
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.message import Message
 from light_clients.substrate.header import SubstrateHeader, header_hash
 from light_clients.substrate.remark import (
@@ -66,10 +67,6 @@ ORIGIN, DESTINATION = 1000, 31337
 RECIPIENT = b"\x00" * 12 + b"\x0b" * 20
 
 
-def hex0x(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def message(
     *, sender: bytes = ALICE_ID, origin: int = ORIGIN, nonce: int = 0, body: bytes = b"hi"
 ) -> Message:
@@ -84,7 +81,7 @@ def psrl(msg: Message) -> bytes:
 def chain() -> Iterator[ChopsticksProcess]:
     """One chopsticks for the module (//Alice, //Bob, //Charlie funded), always stopped."""
     yield from running_chopsticks(
-        {ALICE: DEV_BALANCE, hex0x(BOB_ID): DEV_BALANCE, hex0x(CHARLIE_ID): DEV_BALANCE}
+        {ALICE: DEV_BALANCE, to_hex(BOB_ID): DEV_BALANCE, to_hex(CHARLIE_ID): DEV_BALANCE}
     )
 
 
@@ -114,17 +111,17 @@ def test_headers_are_scale_bytes_hashing_to_the_block_hash(client: SubstrateClie
             block_hash = await client.block_hash(number)
             assert block_hash is not None
             headers.append(await client.header(block_hash))
-        jsons = [await client.rpc("chain_getHeader", [hex0x(h.hash)]) for h in headers]
+        jsons = [await client.rpc("chain_getHeader", [to_hex(h.hash)]) for h in headers]
         assert await client.block_hash(head.number + 1000) is None
-        assert hex0x(await client.genesis_hash()) == GENESIS_HASH
+        assert to_hex(await client.genesis_hash()) == GENESIS_HASH
         # Block 0 is chopsticks' placeholder (0x4545…45), not the hash of a header.
         with pytest.raises(AdapterError, match=r"header hashes to 0x[0-9a-f]{64}, expected 0x4545"):
-            await client.header(bytes.fromhex(GENESIS_HASH[2:]))
+            await client.header(parse_data(GENESIS_HASH, "GENESIS_HASH"))
         return headers, head, jsons
 
     headers, head, jsons = run(scenario)
     assert headers[-1] == head  # chopsticks: the best block is final at once
-    parent = bytes.fromhex(GENESIS_HASH[2:])
+    parent = parse_data(GENESIS_HASH, "GENESIS_HASH")
     for number, (header, obj) in enumerate(zip(headers, jsons, strict=True), start=1):
         assert header.hash == header_hash(header.raw) == blake2_256(header.raw)
         assert header.number == number
@@ -150,7 +147,7 @@ def test_a_node_that_lies_about_a_header_is_an_adapter_error(client: SubstrateCl
     async def scenario() -> tuple[bytes, Any, Any]:
         best = await client.finalized_head()
         genesis = await client.rpc("chain_getHeader", [GENESIS_HASH])
-        return best.hash, await client.rpc("chain_getHeader", [hex0x(best.hash)]), genesis
+        return best.hash, await client.rpc("chain_getHeader", [to_hex(best.hash)]), genesis
 
     block_hash, obj, genesis = run(scenario)
     assert header_from_json(obj, block_hash).hash == block_hash
@@ -176,9 +173,9 @@ def test_a_node_that_lies_about_a_header_is_an_adapter_error(client: SubstrateCl
 
     for node in (
         RecordedNode({"chain_getHeader": genesis}, None),
-        RecordedNode({"archive_v1_header": hex0x(_scale_of(genesis))}, "archive_v1_header"),
+        RecordedNode({"archive_v1_header": to_hex(_scale_of(genesis))}, "archive_v1_header"),
     ):
-        with pytest.raises(AdapterError, match=f"expected {hex0x(unknown)}"):
+        with pytest.raises(AdapterError, match=f"expected {to_hex(unknown)}"):
             trio.run(lied_to, node)
     with pytest.raises(AdapterError, match="has no header"):
         trio.run(lied_to, RecordedNode({"archive_v1_header": None}, "archive_v1_header"))
@@ -186,12 +183,12 @@ def test_a_node_that_lies_about_a_header_is_an_adapter_error(client: SubstrateCl
 
 def _scale_of(obj: dict[str, Any]) -> bytes:
     """SCALE bytes of a JSON header, whatever it hashes to."""
-    logs = [bytes.fromhex(log[2:]) for log in obj["digest"]["logs"]]
+    logs = [parse_data(log, "log") for log in obj["digest"]["logs"]]
     return (
-        bytes.fromhex(obj["parentHash"][2:])
+        parse_data(obj["parentHash"], "parentHash")
         + encode_compact(int(obj["number"], 16))
-        + bytes.fromhex(obj["stateRoot"][2:])
-        + bytes.fromhex(obj["extrinsicsRoot"][2:])
+        + parse_data(obj["stateRoot"], "stateRoot")
+        + parse_data(obj["extrinsicsRoot"], "extrinsicsRoot")
         + encode_compact(len(logs))
         + b"".join(logs)
     )
@@ -238,7 +235,7 @@ def test_remarks_inside_batch_all_are_found_in_order_and_judged(client: Substrat
 
     async def scenario() -> tuple[Included, list[Any]]:
         calls = [
-            await client.compose("Balances", "transfer", {"dest": hex0x(BOB_ID), "value": 10**10})
+            await client.compose("Balances", "transfer", {"dest": to_hex(BOB_ID), "value": 10**10})
         ]
         calls += [
             await client.compose("System", "remark_with_event", {"remark": r}) for r in remarks
@@ -275,7 +272,7 @@ def test_an_interrupted_batch_gives_only_the_remarks_that_ran(client: SubstrateC
         calls = [
             await client.compose("System", "remark_with_event", {"remark": ran}),
             await client.compose(
-                "Uniques", "mint", {"class": 4343, "instance": 1, "owner": hex0x(ALICE_ID)}
+                "Uniques", "mint", {"class": 4343, "instance": 1, "owner": to_hex(ALICE_ID)}
             ),
             await client.compose("System", "remark_with_event", {"remark": never}),
         ]
@@ -315,7 +312,7 @@ def test_fees_and_nonces_across_a_failed_extrinsic(client: SubstrateClient) -> N
         fee = await client.estimate_fee(BOB_KEY, remark)
         # Dispatch fails (no such collection), but the extrinsic is in a block: nonce consumed.
         failed = await client.submit(
-            BOB_KEY, "Uniques", "mint", {"class": 4242, "instance": 1, "owner": hex0x(BOB_ID)}
+            BOB_KEY, "Uniques", "mint", {"class": 4242, "instance": 1, "owner": to_hex(BOB_ID)}
         )
         after = await client.submit(BOB_KEY, "System", "remark", {"remark": b"after"})
         # Two in flight at once (not waited for): two consecutive nonces.
@@ -405,11 +402,11 @@ def test_multisig_delivers_once_and_a_replay_fails_on_chain(client: SubstrateCli
         # Fund the computed account: if it were not the chain's, the multisig could not pay the
         # collection's deposit below.
         funded = await client.submit(
-            ALICE_KEY, "Balances", "transfer", {"dest": hex0x(multisig), "value": 10 * 10**12}
+            ALICE_KEY, "Balances", "transfer", {"dest": to_hex(multisig), "value": 10 * 10**12}
         )
         assert funded.success, funded.error
         create = await client.compose(
-            "Uniques", "create", {"class": collection, "admin": hex0x(multisig)}
+            "Uniques", "create", {"class": collection, "admin": to_hex(multisig)}
         )
         out["create"] = await flow(create, BOB_KEY)
         out["class"] = await client.query("Uniques", "Class", [collection])
@@ -421,7 +418,7 @@ def test_multisig_delivers_once_and_a_replay_fails_on_chain(client: SubstrateCli
                     await client.compose(
                         "Uniques",
                         "mint",
-                        {"class": collection, "instance": nonce, "owner": hex0x(multisig)},
+                        {"class": collection, "instance": nonce, "owner": to_hex(multisig)},
                     ),
                     await client.compose("System", "remark_with_event", {"remark": b"delivered 5"}),
                 ]

@@ -24,9 +24,7 @@ metadata substrate-interface needs on connect; the proxy adds the two proof meth
 
 from __future__ import annotations
 
-import itertools
 import json
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,11 +33,9 @@ import pytest
 import trio
 from conftest import running_chopsticks
 from ed25519_zebra import ed_from_seed, ed_sign
+from fakes import FakeNode, MemoryRpc, WsRpc, serving, unhex
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as ws_connect
-from websockets.sync.server import Server, ServerConnection, serve
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import SubstrateClient
@@ -76,6 +72,7 @@ from light_clients.errors import (
     VerificationError,
 )
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import to_hex
 from light_clients.substrate.grandpa import (
     AuthoritySet,
     AuthoritySetTracker,
@@ -99,7 +96,6 @@ from light_clients.substrate.header import (
     ScheduledChange,
     SubstrateHeader,
     decode_header,
-    encode_digest_item,
     encode_grandpa_log,
     encode_header,
     grandpa_changes,
@@ -111,14 +107,6 @@ T = TypeVar("T")
 
 VECTORS = Path(__file__).parent / "vectors" / "substrate"
 PROPERTY = settings(max_examples=200, deadline=None)
-
-
-def unhex(text: str) -> bytes:
-    return bytes.fromhex(text.removeprefix("0x"))
-
-
-def hex0x(data: bytes) -> str:
-    return "0x" + data.hex()
 
 
 # --- real data ----------------------------------------------------------------------------
@@ -220,166 +208,14 @@ def proof_for(
     return encode_finality_proof(NodeFinalityProof(target.hash, justification, tuple(unknown)))
 
 
-# --- a JSON-RPC node on a websocket -------------------------------------------------------
-
-
-class RpcFailure(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code, self.message = code, message
-
-
-def header_json(header: SubstrateHeader) -> dict[str, Any]:
-    """``chain_getHeader``'s JSON, as substrate's RPC shapes it."""
-    return {
-        "parentHash": hex0x(header.parent_hash),
-        "number": hex(header.number),
-        "stateRoot": hex0x(header.state_root),
-        "extrinsicsRoot": hex0x(header.extrinsics_root),
-        "digest": {"logs": [hex0x(encode_digest_item(item)) for item in header.digest]},
-    }
-
-
-class FakeNode:
-    """Answers JSON-RPC from handlers; with ``upstream`` set (a proxy), forwards the rest."""
-
-    def __init__(self) -> None:
-        self.handlers: dict[str, Callable[[list[Any]], Any]] = {}
-        self.calls: list[tuple[str, list[Any]]] = []
-        self.upstream: str | None = None
-        self.extra_methods: list[str] = []
-        self.hidden_methods: set[str] = set()  # upstream methods the proxy does not list
-        self.url = ""
-
-    def on(self, method: str, handler: Callable[[list[Any]], Any]) -> None:
-        self.handlers[method] = handler
-
-    def serve_chain(self, headers: Sequence[SubstrateHeader]) -> None:
-        by_hash = {hex0x(h.hash): h for h in headers}
-        by_number = {h.number: h for h in headers}
-        self.on(
-            "chain_getHeader", lambda p: header_json(by_hash[p[0]]) if p[0] in by_hash else None
-        )
-        self.on(
-            "chain_getBlockHash",
-            lambda p: hex0x(by_number[p[0]].hash) if p[0] in by_number else None,
-        )
-
-    def serve_proofs(self, proofs: dict[int, bytes | None]) -> None:
-        def prove(params: list[Any]) -> Any:
-            if params[0] not in proofs:
-                raise RpcFailure(-32000, "Block not yet finalized")
-            proof = proofs[params[0]]
-            return None if proof is None else hex0x(proof)
-
-        self.on(PROVE_FINALITY, prove)
-
-    def serve_read_proof(self, at: bytes, nodes: Sequence[bytes]) -> None:
-        self.on(GET_READ_PROOF, lambda p: {"at": hex0x(at), "proof": [hex0x(n) for n in nodes]})
-
-    def proved(self) -> list[int]:
-        return [params[0] for method, params in self.calls if method == PROVE_FINALITY]
-
-    def answer(self, method: str, params: list[Any]) -> Any:
-        """The result, or RpcFailure (the node's error object)."""
-        self.calls.append((method, params))
-        handler = self.handlers.get(method)
-        if handler is not None:
-            return handler(params)
-        if method == "rpc_methods":
-            return {"version": 1, "methods": sorted({*self.handlers, "rpc_methods"})}
-        raise RpcFailure(-32601, "Method not found")
-
-    def handle(self, connection: ServerConnection) -> None:
-        upstream = None if self.upstream is None else ws_connect(self.upstream, max_size=None)
-        try:
-            for raw in connection:
-                request = json.loads(raw)
-                method, params = request["method"], request.get("params") or []
-                if upstream is not None and method not in self.handlers:
-                    upstream.send(raw)
-                    while True:  # no subscriptions are opened: the next answer with this id
-                        reply = upstream.recv()
-                        if json.loads(reply).get("id") == request["id"]:
-                            break
-                    if method == "rpc_methods":  # the proxy adds its own methods
-                        answer = json.loads(reply)
-                        listed = answer["result"]["methods"] + self.extra_methods
-                        answer["result"]["methods"] = [
-                            m for m in listed if m not in self.hidden_methods
-                        ]
-                        reply = json.dumps(answer)
-                    connection.send(reply)
-                    continue
-                response: dict[str, Any] = {"jsonrpc": "2.0", "id": request["id"]}
-                try:
-                    response["result"] = self.answer(method, params)
-                except RpcFailure as failure:
-                    response["error"] = {"code": failure.code, "message": failure.message}
-                connection.send(json.dumps(response))
-        finally:
-            if upstream is not None:
-                upstream.close()
+# --- a JSON-RPC node on a websocket (tests/fakes.py) ------------------------------------------
 
 
 @pytest.fixture
 def node() -> Iterator[FakeNode]:
     """A FakeNode listening on a free port of 127.0.0.1, shut down afterwards."""
-    fake = FakeNode()
-    server: Server = serve(fake.handle, "127.0.0.1", 0, max_size=None)
-    fake.url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(FakeNode()) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        thread.join(timeout=10)
-
-
-class WsRpc:
-    """A minimal NodeRpc over a real websocket (JSON-RPC errors become AdapterError, as in
-    SubstrateClient), for the tests that need no metadata."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._ids = itertools.count(1)
-        self._connection: ClientConnection | None = None
-
-    def _call(self, method: str, params: list[Any]) -> Any:
-        if self._connection is None:
-            self._connection = ws_connect(self.url, max_size=None)
-        request_id = next(self._ids)
-        payload = {"jsonrpc": "2.0", "id": request_id, "method": method, "params": params}
-        self._connection.send(json.dumps(payload))
-        answer = json.loads(self._connection.recv(timeout=10))
-        assert answer["id"] == request_id
-        if "error" in answer:
-            error = answer["error"]
-            raise AdapterError(f"{method} on {self.url}: error {error['code']}: {error['message']}")
-        return answer["result"]
-
-    async def rpc(self, method: str, params: Sequence[Any] = ()) -> Any:
-        return await trio.to_thread.run_sync(self._call, method, list(params))
-
-    def close(self) -> None:
-        if self._connection is not None:
-            self._connection.close()
-
-
-class MemoryRpc:
-    """The same answers in process (JSON round trip, no socket): for property tests."""
-
-    def __init__(self, fake: FakeNode) -> None:
-        self.url = "memory://fake"
-        self.fake = fake
-
-    async def rpc(self, method: str, params: Sequence[Any] = ()) -> Any:
-        try:
-            result = self.fake.answer(method, json.loads(json.dumps(list(params))))
-        except RpcFailure as failure:
-            raise AdapterError(f"{method} on {self.url}: {failure.message}") from None
-        return json.loads(json.dumps(result))
 
 
 @pytest.fixture
@@ -584,7 +420,7 @@ def test_descendant_justified_through_unknown_headers(node: FakeNode, rpc: WsRpc
     run(finality.verify_final, rpc, chain[4])
     assert node.proved() == [105]
     fetched = [p[0] for m, p in node.calls if m == "chain_getHeader"]
-    assert fetched == [hex0x(h.hash) for h in chain[3::-1]]  # #104..#101 by parent hash
+    assert fetched == [to_hex(h.hash) for h in chain[3::-1]]  # #104..#101 by parent hash
     assert finality.head_number == 110
     assert [finality.final_hash(n) for n in range(100, 111)] == [BASE.hash] + [
         h.hash for h in chain
@@ -733,7 +569,7 @@ def test_read_proof_real_values(node: FakeNode, rpc: WsRpc) -> None:
     values = run(read_proof, rpc, [PRESENT_KEY, ABSENT_KEY, PRESENT_KEY], POLKADOT_GENESIS)
     assert values == {PRESENT_KEY: PRESENT_VALUE, ABSENT_KEY: None}
     assert node.calls == [
-        (GET_READ_PROOF, [[hex0x(PRESENT_KEY), hex0x(ABSENT_KEY)], hex0x(POLKADOT_GENESIS_HASH)])
+        (GET_READ_PROOF, [[to_hex(PRESENT_KEY), to_hex(ABSENT_KEY)], to_hex(POLKADOT_GENESIS_HASH)])
     ]
     assert run(read_proof, rpc, [], POLKADOT_GENESIS) == {}
     assert len(node.calls) == 1  # no keys, no call
@@ -777,10 +613,10 @@ def test_read_proof_duplicate_node_rejected(node: FakeNode, rpc: WsRpc) -> None:
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
-        ({"at": hex0x(bytes(32)), "proof": []}, "the proof is at block 0x0000"),
-        ({"at": hex0x(POLKADOT_GENESIS_HASH)}, "malformed answer"),
+        ({"at": to_hex(bytes(32)), "proof": []}, "the proof is at block 0x0000"),
+        ({"at": to_hex(POLKADOT_GENESIS_HASH)}, "malformed answer"),
         ({"at": "0x12", "proof": []}, "malformed block hash"),
-        ({"at": hex0x(POLKADOT_GENESIS_HASH), "proof": ["zz"]}, "malformed proof node"),
+        ({"at": to_hex(POLKADOT_GENESIS_HASH), "proof": ["zz"]}, "malformed proof node"),
         (None, "malformed answer"),
     ],
 )

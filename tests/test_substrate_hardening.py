@@ -93,11 +93,14 @@ from light_clients.substrate.remark import (
     validate_remark,
 )
 from light_clients.substrate.scale import ScaleReader, encode_compact
-from relayer.attester import (
+from relayer.accounts import bytes32
+from relayer.attester import AttesterState
+from relayer.checkpoints import CheckpointStore, SignedCheckpoint
+from relayer.config import ChainConfig
+from relayer.families.substrate.approval import (
     MAX_OPEN_OPERATIONS,
     MAX_OPENS_PER_CALL,
     STALE_OPERATION,
-    AttesterState,
     DeliveryDuty,
     _act_on,
     _quorum_signed,
@@ -105,29 +108,24 @@ from relayer.attester import (
     _verified_batch,
     _verify_proposal,
 )
-from relayer.checkpoints import CheckpointStore, SignedCheckpoint
-from relayer.config import ChainConfig
-from relayer.endpoints import bytes32
-from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, open_ledger
-from relayer.relay import Relayer
-from relayer.substrate_route import (
+from relayer.families.substrate.calls import (
     GUARD_REFUNDED,
-    MAX_DELIVERY_ATTEMPTS,
     REFUND_CANNOT_HOLD,
     REFUND_NO_CONSUMER_ROOM,
     REFUND_NOT_WRAPPED,
     NotDeliverable,
-    ProposalStore,
     Refund,
     RuntimeCall,
     delivery_calls,
-    escrow_routes,
     guard_items,
-    new_proposal,
     refund_message,
     refund_reason,
-    scan_remarks,
 )
+from relayer.families.substrate.delivery import SubstrateDelivery
+from relayer.families.substrate.proposals import ProposalStore, new_proposal
+from relayer.families.substrate.scan import escrow_routes, scan_remarks
+from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, open_ledger
+from relayer.relay import MAX_DELIVERY_ATTEMPTS, Relayer
 
 U128_MAX = 2**128 - 1
 REFUND = 3
@@ -477,8 +475,9 @@ def test_a_message_the_committee_never_executes_fails_for_good_after_bounded_att
         )
         ledger.transition(ids, MessageStatus.ATTESTED, checkpoint_id=checkpoint)
         relayer = SimpleNamespace(ledger=ledger, confirm_timeout=120.0)
+        delivery = SubstrateDelivery(cast(ChainConfig, None), cast(Relayer, relayer))
         for attempt in range(1, MAX_DELIVERY_ATTEMPTS + 1):
-            Relayer._fail_undelivered(cast(Relayer, relayer), ids)
+            delivery._fail_undelivered(ids)
             record = ledger.get(ids[0])
             assert record is not None and record.status == MessageStatus.FAILED
             if attempt < MAX_DELIVERY_ATTEMPTS:
@@ -793,7 +792,8 @@ def test_proposals_someone_else_wrote_never_fail_a_message(
         attested_in_ledger(ledger, raw, checkpoint_index=909)
         relayer = Relayer(config, ledger)
         relayer.lanes = cast(Any, {ALPHA: None})
-        monkeypatch.setattr(relayer, "_propose", propose)
+        delivery = SubstrateDelivery(HUB, relayer)
+        monkeypatch.setattr(delivery, "_propose", propose)
         ours, theirs = ProposalStore(tmp_path / "store"), ProposalStore(tmp_path / "store")
         forged = dataclasses.replace(
             new_proposal(
@@ -811,7 +811,7 @@ def test_proposals_someone_else_wrote_never_fail_a_message(
             async with SubstrateClient(chopsticks.ws_url) as client:
                 for _ in range(MAX_DELIVERY_ATTEMPTS + 1):
                     theirs.publish(forged)
-                    await relayer._deliver_substrate_once(HUB, client, ours)
+                    await delivery._deliver_substrate_once(HUB, client, ours)
 
         trio.run(scenario)
         record = ledger.get(ids[0])

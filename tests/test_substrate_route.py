@@ -1,7 +1,8 @@
-"""The pure parts of relayer/substrate_route.py: delivery calls for a Substrate destination (the
-replay guard's Uniques mint, then an Assets mint or the message as a remark), the escrow routes
-and token bridges taken from a config, delivery proposals and their store; and the Substrate
-keys of relayer/config.py (docs/design.md, "Substrate origin and destination")."""
+"""The pure parts of the Substrate family (relayer/families/substrate/): delivery calls for a
+Substrate destination (the replay guard's Uniques mint, then an Assets mint or the message as a
+remark), the escrow routes and token bridges taken from a config, delivery proposals and their
+store; and the Substrate keys of the config (docs/design.md, "Substrate origin and
+destination")."""
 
 from __future__ import annotations
 
@@ -25,17 +26,16 @@ from light_clients.message import Message
 from light_clients.substrate.multisig import multisig_account
 from light_clients.substrate.remark import EscrowRoute
 from relayer.config import Config, ConfigError, SubstrateSettings, load_config
-from relayer.substrate_route import (
+from relayer.families.substrate.calls import (
     NotDeliverable,
-    Proposal,
-    ProposalStore,
     RuntimeCall,
     collection_of,
     delivery_calls,
-    escrow_routes,
     token_bridges,
     token_mint,
 )
+from relayer.families.substrate.proposals import Proposal, ProposalStore
+from relayer.families.substrate.scan import escrow_routes
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fakes import unhex
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from reach import Reach
@@ -40,10 +41,6 @@ from light_clients.substrate.trie import (
 
 VECTORS = Path(__file__).parent / "vectors" / "substrate"
 PROPERTY = settings(max_examples=200, deadline=None)
-
-
-def unhex(text: str) -> bytes:
-    return bytes.fromhex(text.removeprefix("0x"))
 
 
 STORAGE = json.loads((VECTORS / "storage_proofs.json").read_text())

@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 import trio
 
 from adapters.evm.tx import TxEngine, TxError
+from adapters.jsonrpc import call_sync
 from adapters.rpc import JsonRpcClient
 from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
+from light_clients.hexstr import parse_data
 
 pytestmark = pytest.mark.chain
 
-SENDER_KEY = bytes.fromhex(DEV_PRIVATE_KEYS[5][2:])
-RECIPIENT = bytes.fromhex(DEV_ADDRESSES[6][2:])
+SENDER_KEY = parse_data(DEV_PRIVATE_KEYS[5], "dev key")
+RECIPIENT = parse_data(DEV_ADDRESSES[6], "dev address")
 CHAIN_ID = 31337
 
 
 def rpc(chain: AnvilProcess, method: str, params: list[object]) -> object:
-    body = httpx.post(
-        chain.rpc_url, json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params}
-    ).json()
-    assert "error" not in body, body
-    return body["result"]
+    return call_sync(chain.rpc_url, method, params)
 
 
 def test_failed_broadcast_does_not_burn_a_nonce(fresh_anvil: AnvilProcess) -> None:

@@ -28,10 +28,11 @@ from adapters.errors import AdapterError
 from adapters.evm.contracts import load_artifact
 from adapters.evm.tx import parse_quantity
 from adapters.rpc import EndpointHealth, JsonRpcClient, RpcError
-from light_clients.errors import VerificationError
+from light_clients.errors import DecodeError, VerificationError
 from light_clients.ethereum.header import EthHeader, header_rlp_from_json, verify_header_hash
 from light_clients.ethereum.state import parse_get_proof, verify_get_proof
 from light_clients.hashing import keccak256
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.merkle import TREE_DEPTH, root_from_branch
 from light_clients.message import Message, decode_message
 
@@ -79,17 +80,16 @@ def quantity(value: int) -> str:
     return hex(value)
 
 
-def hex0x(data: bytes) -> str:
-    """``0x``-prefixed hex."""
-    return "0x" + data.hex()
+hex0x = to_hex
+"""``0x``-prefixed hex: :func:`light_clients.hexstr.to_hex`, under the name callers import."""
 
 
 def _bytes(value: Any, what: str) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise AdapterError(f"node returned a malformed {what}: {value!r}")
+    """``0x``-hex bytes from the node, strictly parsed (:func:`light_clients.hexstr.parse_data`);
+    :class:`AdapterError` naming ``what`` if not."""
     try:
-        return bytes.fromhex(value[2:])
-    except ValueError:
+        return parse_data(value, what)
+    except DecodeError:
         raise AdapterError(f"node returned a malformed {what}: {value!r}") from None
 
 
@@ -104,10 +104,18 @@ class EvmChain:
         finality: str,
         depth: int = 0,
         rpc_quorum: int = 1,
+        max_log_range: int = MAX_LOG_RANGE,
     ) -> None:
         """``finality`` is ``finalized``, ``safe``, ``confirmations`` (with ``depth``) or
         ``devnet-instant`` (see :class:`relayer.config.FinalityPolicy`); ``rpc_quorum`` is how
-        many distinct endpoints must agree on the final block (1: the first that answers)."""
+        many distinct endpoints must agree on the final block (1: the first that answers);
+        ``max_log_range`` is the most blocks one ``eth_getLogs`` request may span (public RPCs
+        cap it, often at 500 or 2,000): a longer scan is split into requests of at most that
+        many blocks."""
+        if isinstance(max_log_range, bool) or not isinstance(max_log_range, int):
+            raise TypeError(f"max_log_range must be an int, not {type(max_log_range).__name__}")
+        if max_log_range < 1:
+            raise ValueError(f"max_log_range {max_log_range} is not a positive number of blocks")
         # The same URL listed twice is one node: it must not vote twice.
         distinct = len({e.target for e in rpc.endpoints})
         if not 1 <= rpc_quorum <= distinct:
@@ -119,6 +127,7 @@ class EvmChain:
         self.finality = finality
         self.depth = depth
         self.rpc_quorum = rpc_quorum
+        self.max_log_range = max_log_range
         # The endpoints that vouched for the last agreed final block: they have its state, so
         # its proofs are asked of them first (an outvoted endpoint may not even have the block).
         self._vouched: tuple[bytes, list[EndpointHealth]] = (b"", [])
@@ -256,11 +265,10 @@ class EvmChain:
     async def dispatches(
         self, outbox: bytes, from_block: int, to_block: int
     ) -> list[DispatchEvent]:
-        """Every Dispatch event of ``outbox`` in ``[from_block, to_block]``, in chain order."""
+        """Every Dispatch event of ``outbox`` in ``[from_block, to_block]``, in chain order: one
+        ``eth_getLogs`` per :func:`log_ranges` window (at most ``max_log_range`` blocks each)."""
         events: list[DispatchEvent] = []
-        start = from_block
-        while start <= to_block:
-            end = min(to_block, start + MAX_LOG_RANGE - 1)
+        for start, end in log_ranges(from_block, to_block, self.max_log_range):
             logs = await self.rpc.call(
                 "eth_getLogs",
                 [
@@ -275,7 +283,6 @@ class EvmChain:
             if not isinstance(logs, list):
                 raise AdapterError("eth_getLogs returned a non-list")
             events += [self._dispatch(log, outbox) for log in logs if not log.get("removed")]
-            start = end + 1
         return events
 
     def _dispatch(self, log: dict[str, Any], outbox: bytes) -> DispatchEvent:
@@ -441,6 +448,17 @@ class EvmChain:
             f"rpc_quorum {self.rpc_quorum}: no endpoint serves block {number} as agreed "
             f"(0x{agreed.hex()[:16]}…)"
         )
+
+
+def log_ranges(from_block: int, to_block: int, span: int) -> list[tuple[int, int]]:
+    """``[from_block, to_block]`` cut into consecutive inclusive ``(start, end)`` windows of at
+    most ``span`` blocks, in order (none if ``from_block > to_block``): the ``eth_getLogs``
+    requests of one scan."""
+    if span < 1:
+        raise ValueError(f"a log range spans at least one block, not {span}")
+    return [
+        (start, min(to_block, start + span - 1)) for start in range(from_block, to_block + 1, span)
+    ]
 
 
 def mapping_slot(key: bytes, slot: int) -> int:

@@ -36,6 +36,9 @@ __all__ = [
     "write",
 ]
 
+# Compiling is a development step: solcjs comes from the checkout's node_modules (package.json
+# pins it), never from PATH or the devnet's tool cache, so the artifacts are always built by
+# exactly SOLC_VERSION. Nothing at run time compiles.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
@@ -111,7 +114,10 @@ def compile_sources(compiler_input: dict[str, Any]) -> tuple[str, dict[str, Any]
     if node is None:
         raise CompileError("node is not installed (needed to run solcjs)")
     if not (SOLC_MODULE / "package.json").is_file():
-        raise CompileError(f"{SOLC_MODULE} is missing: run `make` (npm ci) first")
+        raise CompileError(
+            f"{SOLC_MODULE} is missing: compiling is a step of a Passerelle checkout, after "
+            "`make` (npm ci); an installed package ships the compiled artifacts"
+        )
     completed = subprocess.run(
         [node, "-e", _NODE_SCRIPT, str(SOLC_MODULE)],
         input=_canonical(compiler_input).encode("utf-8"),

@@ -6,7 +6,9 @@ Usage::
     factory = w3.eth.contract(abi=outbox.abi, bytecode=outbox.bytecode)
 
 The artifacts are written by ``python -m adapters.evm.compile`` and checked against the sources
-by the test suite; this module only reads them (no compiler, no web3 import).
+by the test suite; this module only reads them (no compiler, no web3 import). They are package
+data (pyproject.toml, ``[tool.setuptools.package-data]``) read through ``importlib.resources``,
+so an installed Passerelle finds them inside itself, wherever it was installed.
 """
 
 from __future__ import annotations
@@ -14,12 +16,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from functools import cache
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
+
+from light_clients.errors import DecodeError
+from light_clients.hexstr import parse_data
 
 __all__ = ["ARTIFACTS_DIR", "Artifact", "ArtifactError", "artifact_names", "load_artifact"]
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
+"""Where the artifacts are on disk when the package is plain files (a checkout, a wheel
+install); the compiler writes here. Readers below go through :func:`_artifacts`."""
+
+
+def _artifacts() -> Traversable:
+    return resources.files(__package__ or "adapters.evm").joinpath("artifacts")
 
 
 class ArtifactError(RuntimeError):
@@ -46,17 +59,22 @@ class Artifact:
 
 
 def _hex_bytes(value: object, what: str) -> bytes:
-    if not isinstance(value, str) or not value.startswith("0x"):
-        raise ArtifactError(f"{what} must be a 0x-prefixed hex string")
     try:
-        return bytes.fromhex(value[2:])
-    except ValueError:
-        raise ArtifactError(f"{what} is not valid hex") from None
+        return parse_data(value, what)
+    except DecodeError as error:
+        raise ArtifactError(str(error)) from None
 
 
 def artifact_names() -> list[str]:
     """Names of every committed artifact, sorted."""
-    return sorted(path.stem for path in ARTIFACTS_DIR.glob("*.json"))
+    folder = _artifacts()
+    if not folder.is_dir():
+        return []
+    return sorted(
+        entry.name.removesuffix(".json")
+        for entry in folder.iterdir()
+        if entry.name.endswith(".json") and entry.is_file()
+    )
 
 
 @cache
@@ -65,12 +83,12 @@ def load_artifact(name: str) -> Artifact:
 
     Raises :class:`ArtifactError` if there is no such artifact or it is malformed.
     """
-    path = ARTIFACTS_DIR / f"{name}.json"
+    path = _artifacts().joinpath(f"{name}.json")
     if not name.isidentifier() or not path.is_file():
         known = ", ".join(artifact_names()) or "none"
         raise ArtifactError(f"no contract artifact {name!r} (known: {known})")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_bytes())
         abi = data["abi"]
         if not isinstance(abi, list):
             raise ArtifactError(f"{path.name}: abi is not a list")

@@ -1,15 +1,21 @@
-"""Sending transactions from one key: nonces, EIP-1559 fees, capped escalation.
+"""Sending transactions from one key: nonces, EIP-1559 (or legacy) fees, capped escalation.
 
-The failure modes this avoids (anchors.md §4.2): a nonce burned by a failed broadcast (Hermes
-#3547), a local nonce drifting above the chain's (OpenZeppelin relayer #818), a transaction stuck
-forever behind a fee spike (#808), "replacement transaction underpriced" (Hyperlane #2924).
+The failure modes this avoids, each reported by operators of other relayers: a nonce burned by a
+failed broadcast (Hermes #3547), a local nonce drifting above the chain's (OpenZeppelin relayer
+#818), a transaction stuck forever behind a fee spike (#808), "replacement transaction
+underpriced" (Hyperlane #2924).
 
 - The next nonce is only advanced after the node accepted the broadcast; any broadcast error
   re-syncs it from ``eth_getTransactionCount(…, "pending")``.
 - Fees are EIP-1559: ``maxFeePerGas = 2 × baseFee + tip``, never above ``fee_cap``.
+  With ``fee_model="legacy"`` (chains without EIP-1559: BSC, many sidechains and L2s) the
+  transaction is type 0 with ``gasPrice = eth_gasPrice``, never above ``fee_cap``; it is kept in
+  both fee fields of :class:`SentTx` (a legacy price is its own max fee and its own tip, which
+  is how EIP-1559 reads a legacy transaction), so everything downstream reads one shape.
 - A transaction not mined within ``escalate_after`` seconds is replaced (same nonce) with fees
   raised by at least 12.5 % (the replacement rule of geth's pool), up to ``fee_cap``; every
-  hash sent for the nonce is watched, whichever is mined wins.
+  hash sent for the nonce is watched, whichever is mined wins. A legacy ``gasPrice`` is raised
+  by the same rule.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import contextlib
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 import trio
 from eth_account import Account
@@ -26,12 +32,20 @@ from eth_utils.address import to_checksum_address
 
 from adapters.errors import AdapterError
 from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcError
+from light_clients.errors import DecodeError
+from light_clients.ethereum.receipt import Log
+from light_clients.hexstr import parse_loose_uint, to_hex
 
 GWEI = 10**9
 REPLACEMENT_BUMP_PERCENT = 125  # at least +12.5 % to replace, per geth's txpool; we use +25 %
 
 
 BroadcastHook = Callable[["SentTx", bytes], Awaitable[None]]
+
+FeeModel = Literal["eip1559", "legacy"]
+"""How a :class:`TxEngine` prices gas: EIP-1559 (type 2, ``maxFeePerGas`` and
+``maxPriorityFeePerGas``) or legacy (type 0, one ``gasPrice`` from ``eth_gasPrice``)."""
+FEE_MODELS: tuple[FeeModel, ...] = get_args(FeeModel)
 
 
 class TxError(AdapterError):
@@ -48,7 +62,10 @@ class TxReverted(TxError):
 
 @dataclass
 class SentTx:
-    """A transaction in flight: every hash sent for its nonce, latest fees first."""
+    """A transaction in flight: every hash sent for its nonce, latest fees first.
+
+    A legacy transaction (``fee_model="legacy"``) carries its ``gasPrice`` in both
+    ``max_fee`` and ``priority_fee``."""
 
     nonce: int
     to: bytes
@@ -58,6 +75,12 @@ class SentTx:
     priority_fee: int
     hashes: list[bytes] = field(default_factory=list)
     sent_at: float = 0.0
+    fee_model: FeeModel = "eip1559"
+
+    @property
+    def gas_price(self) -> int:
+        """The highest price per gas the transaction may pay (a legacy ``gasPrice``)."""
+        return self.max_fee
 
 
 @dataclass(frozen=True)
@@ -69,7 +92,11 @@ class MinedTx:
     block_number: int
     gas_used: int
     effective_gas_price: int
-    logs: list[dict[str, Any]]
+    logs: list[Log]
+    """The receipt's logs, parsed (:func:`parse_receipt`)."""
+    fee_model: FeeModel = "eip1559"
+    """How the sent transaction was priced (from :class:`SentTx`; a receipt alone has -1 for
+    the nonce and this default, see :func:`parse_receipt`)."""
 
     @property
     def fee_paid(self) -> int:
@@ -77,10 +104,6 @@ class MinedTx:
         return self.gas_used * self.effective_gas_price
 
 
-# A JSON-RPC quantity: "0x" and 1..64 hex digits (at most 256 bits). Checked with a pattern
-# because int(s, 16) also takes "+1", " 1 " and "1_0", and an unbounded string would be an
-# unbounded integer.
-_QUANTITY = re.compile(r"0x[0-9a-fA-F]{1,64}")
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _WORD = re.compile(r"0x[0-9a-fA-F]{64}")
 _DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
@@ -100,11 +123,14 @@ def _matches(pattern: re.Pattern[str], value: Any) -> bool:
 
 
 def parse_quantity(value: Any, what: str) -> int:
-    """A JSON-RPC quantity (``"0x1a"``) as an int; :class:`MalformedAnswer` for anything else
-    (numbers, booleans, decimal or signed strings, more than 256 bits)."""
-    if not _matches(_QUANTITY, value):
-        raise _malformed(what, value)
-    return int(value, 16)
+    """A JSON-RPC quantity (``"0x1a"``, leading zeros tolerated) as an int;
+    :class:`MalformedAnswer` for anything else (numbers, booleans, decimal or signed strings,
+    more than 64 hex digits): :func:`light_clients.hexstr.parse_loose_uint`, with the
+    adapters' error."""
+    try:
+        return parse_loose_uint(value, what, 32)
+    except DecodeError:
+        raise _malformed(what, value) from None
 
 
 def _field(obj: dict[str, Any], key: str, what: str) -> Any:
@@ -123,9 +149,9 @@ def parse_base_fee(block: Any) -> int:
     return parse_quantity(block["baseFeePerGas"], "block baseFeePerGas")
 
 
-def _parse_log(entry: Any) -> dict[str, Any]:
-    """One receipt log reduced to the checked ``address``, ``topics`` and ``data`` (lower-case
-    hex), so that code reading ``entry["topics"][1]`` cannot meet a number or a short string."""
+def _parse_log(entry: Any) -> Log:
+    """One receipt log as a typed :class:`~light_clients.ethereum.receipt.Log` (20-byte
+    address, 32-byte topics, data), every field checked: no code downstream indexes JSON."""
     if not isinstance(entry, dict):
         raise _malformed("receipt log", entry)
     address = _field(entry, "address", "receipt log")
@@ -140,11 +166,11 @@ def _parse_log(entry: Any) -> dict[str, Any]:
             raise _malformed("log topic", topic)
     if not _matches(_DATA, data):
         raise _malformed("log data", data)
-    return {
-        "address": address.lower(),
-        "topics": [topic.lower() for topic in topics],
-        "data": data.lower(),
-    }
+    return Log(
+        bytes.fromhex(address[2:]),
+        tuple(bytes.fromhex(topic[2:]) for topic in topics),
+        bytes.fromhex(data[2:]),
+    )
 
 
 def parse_receipt(tx_hash: bytes, answer: Any) -> MinedTx | None:
@@ -158,7 +184,7 @@ def parse_receipt(tx_hash: bytes, answer: Any) -> MinedTx | None:
     if not isinstance(answer, dict):
         raise _malformed("receipt", answer)
     answered_hash = _field(answer, "transactionHash", "receipt")
-    if not isinstance(answered_hash, str) or answered_hash.lower() != "0x" + tx_hash.hex():
+    if not isinstance(answered_hash, str) or answered_hash.lower() != to_hex(tx_hash):
         raise _malformed(f"receipt for 0x{tx_hash.hex()} (transactionHash)", answered_hash)
     block_number = parse_quantity(_field(answer, "blockNumber", "receipt"), "receipt blockNumber")
     gas_used = parse_quantity(_field(answer, "gasUsed", "receipt"), "receipt gasUsed")
@@ -189,7 +215,14 @@ class TxEngine:
         priority_fee: int = 1 * GWEI,
         escalate_after: float = 12.0,
         gas_margin_percent: int = 25,
+        fee_model: FeeModel = "eip1559",
     ) -> None:
+        """``fee_model="legacy"`` sends type-0 transactions priced by ``eth_gasPrice`` (for
+        chains without EIP-1559; ``priority_fee`` is then unused); ``fee_cap`` bounds the
+        price per gas either way."""
+        if fee_model not in FEE_MODELS:
+            raise ValueError(f"fee_model {fee_model!r} is not one of {', '.join(FEE_MODELS)}")
+        self.fee_model: FeeModel = fee_model
         self.rpc = rpc
         self._account = Account.from_key(private_key)
         self.address = bytes.fromhex(self._account.address[2:])
@@ -219,7 +252,8 @@ class TxEngine:
         """``eth_estimateGas`` plus the safety margin; raises RpcCallError if it would revert.
 
         ``fees`` is the ``(maxFeePerGas, maxPriorityFeePerGas)`` the transaction will carry
-        (:meth:`current_fees` when not given). The dry run must see the same ``tx.gasprice`` as
+        (:meth:`current_fees` when not given; for a legacy engine the dry run is priced with
+        ``gasPrice`` = the first). The dry run must see the same ``tx.gasprice`` as
         the real transaction: without fee fields a node estimates at gas price 0, and a callee
         that behaves differently when ``tx.gasprice == 0`` passes the estimate and then makes
         every real transaction run out of gas (issue #8, point 2).
@@ -227,18 +261,28 @@ class TxEngine:
         max_fee, tip = fees if fees is not None else await self.current_fees()
         call = {
             "from": self.checksum_address,
-            "to": "0x" + to[-20:].hex(),
-            "data": "0x" + data.hex(),
+            "to": to_hex(to[-20:]),
+            "data": to_hex(data),
             "value": hex(value),
-            "maxFeePerGas": hex(max_fee),
-            "maxPriorityFeePerGas": hex(tip),
         }
+        if self.fee_model == "legacy":
+            call["gasPrice"] = hex(max_fee)
+        else:
+            call["maxFeePerGas"] = hex(max_fee)
+            call["maxPriorityFeePerGas"] = hex(tip)
         estimate = parse_quantity(await self.rpc.call("eth_estimateGas", [call]), "gas estimate")
         return estimate * (100 + self.gas_margin_percent) // 100
 
     async def current_fees(self) -> tuple[int, int]:
         """``(maxFeePerGas, maxPriorityFeePerGas)`` for a new transaction, within the cap;
-        :class:`MalformedAnswer` if the latest block is not a block."""
+        :class:`MalformedAnswer` if the latest block is not a block.
+
+        Legacy: ``(gasPrice, gasPrice)``, the price ``eth_gasPrice`` suggests, within the cap
+        (:class:`MalformedAnswer` if it is not a quantity)."""
+        if self.fee_model == "legacy":
+            suggested = parse_quantity(await self.rpc.call("eth_gasPrice"), "gas price")
+            price = min(self.fee_cap, suggested)
+            return price, price
         block = await self.rpc.call("eth_getBlockByNumber", ["latest", False])
         base_fee = parse_base_fee(block)
         tip = min(self.priority_fee, self.fee_cap)
@@ -270,7 +314,13 @@ class TxEngine:
                 await self.sync_nonce()
             assert self._next_nonce is not None
             sent = SentTx(
-                nonce=self._next_nonce, to=to, data=data, gas=gas, max_fee=max_fee, priority_fee=tip
+                nonce=self._next_nonce,
+                to=to,
+                data=data,
+                gas=gas,
+                max_fee=max_fee,
+                priority_fee=tip,
+                fee_model=self.fee_model,
             )
             await self._broadcast(sent, value, before_broadcast)
             self._next_nonce += 1
@@ -279,23 +329,28 @@ class TxEngine:
     async def _broadcast(
         self, sent: SentTx, value: int = 0, before_broadcast: BroadcastHook | None = None
     ) -> None:
-        tx = {
+        tx: dict[str, Any] = {
             "type": 2,
             "chainId": self.chain_id,
             "nonce": sent.nonce,
             "to": to_checksum_address(sent.to[-20:]),
-            "data": "0x" + sent.data.hex(),
+            "data": to_hex(sent.data),
             "value": value,
             "gas": sent.gas,
             "maxFeePerGas": sent.max_fee,
             "maxPriorityFeePerGas": sent.priority_fee,
         }
+        if sent.fee_model == "legacy":
+            # Type 0 with EIP-155 replay protection (chainId): eth_account signs a legacy
+            # transaction when there is no "type" and a gasPrice.
+            del tx["type"], tx["maxFeePerGas"], tx["maxPriorityFeePerGas"]
+            tx["gasPrice"] = sent.gas_price
         signed = self._account.sign_transaction(tx)
         tx_hash = bytes(signed.hash)
         if before_broadcast is not None:
             await before_broadcast(sent, tx_hash)
         try:
-            await self.rpc.call("eth_sendRawTransaction", ["0x" + signed.raw_transaction.hex()])
+            await self.rpc.call("eth_sendRawTransaction", [to_hex(bytes(signed.raw_transaction))])
         except RpcError as exc:
             self.broadcast_errors += 1
             # Never keep a nonce the node did not take: re-read it now, or (node unreachable)
@@ -308,7 +363,12 @@ class TxEngine:
         sent.sent_at = trio.current_time()
 
     async def _replace(self, sent: SentTx, before_broadcast: BroadcastHook | None) -> bool:
-        """Re-send the same nonce with higher fees; False when already at the cap."""
+        """Re-send the same nonce with higher fees; False when already at the cap.
+
+        One rule for both fee models: each fee becomes the larger of the current one and the
+        sent one raised by ``REPLACEMENT_BUMP_PERCENT``, never above the cap. A legacy
+        transaction's fees are one price twice (:meth:`current_fees`), so its ``gasPrice``
+        follows the ``max_fee`` line exactly."""
         max_fee, tip = await self.current_fees()
         bumped_tip = min(
             self.fee_cap, max(tip, sent.priority_fee * REPLACEMENT_BUMP_PERCENT // 100)
@@ -331,7 +391,7 @@ class TxEngine:
         """The receipt of ``tx_hash`` if mined, else None; TxReverted if it reverted,
         :class:`MalformedAnswer` if the node's answer is not a receipt of ``tx_hash``
         (see :func:`parse_receipt`)."""
-        answer = await self.rpc.call("eth_getTransactionReceipt", ["0x" + tx_hash.hex()])
+        answer = await self.rpc.call("eth_getTransactionReceipt", [to_hex(tx_hash)])
         return parse_receipt(tx_hash, answer)
 
     async def wait(
@@ -362,6 +422,7 @@ class TxEngine:
                             mined.gas_used,
                             mined.effective_gas_price,
                             mined.logs,
+                            sent.fee_model,
                         )
                 if trio.current_time() - sent.sent_at > self.escalate_after:
                     with contextlib.suppress(RpcError):  # no fee data now: escalate later

@@ -36,8 +36,9 @@ from substrateinterface import Keypair, KeypairType, SubstrateInterface
 
 from adapters.errors import AdapterError
 from adapters.redact import redact_url, scrub_url
-from light_clients.errors import VerificationError
+from light_clients.errors import DecodeError, VerificationError
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.message import Message
 from light_clients.substrate.header import SubstrateHeader, verify_header_hash
 from light_clients.substrate.remark import REMARK_PREFIX, AssetTransfer, validate_remark
@@ -227,23 +228,18 @@ def _describe(exc: BaseException) -> str:
     return _one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def _hash_bytes(value: Any, what: str) -> bytes:
     """A ``0x``-hex 32-byte hash from the node."""
-    if isinstance(value, str) and value.startswith("0x") and len(value) == 2 + 2 * _HASH_LEN:
-        with contextlib.suppress(ValueError):
-            return bytes.fromhex(value[2:])
-    raise AdapterError(f"node returned a malformed {what}: {_one_line(repr(value))}")
+    return _hex_bytes(value, what, _HASH_LEN)
 
 
-def _hex_bytes(value: Any, what: str) -> bytes:
-    if isinstance(value, str) and value.startswith("0x"):
-        with contextlib.suppress(ValueError):
-            return bytes.fromhex(value[2:])
-    raise AdapterError(f"node returned a malformed {what}: {_one_line(repr(value))}")
+def _hex_bytes(value: Any, what: str, size: int | None = None) -> bytes:
+    """``0x``-hex bytes from the node (exactly ``size`` of them if given), strictly parsed
+    (:func:`light_clients.hexstr.parse_data`); :class:`AdapterError` naming ``what`` if not."""
+    try:
+        return parse_data(value, what, size)
+    except DecodeError:
+        raise AdapterError(f"node returned a malformed {what}: {_one_line(repr(value))}") from None
 
 
 def account_bytes(value: Any) -> bytes:
@@ -273,12 +269,12 @@ def header_from_json(obj: Any, block_hash: bytes) -> SubstrateHeader:
     when the JSON is malformed or the header is not that block.
     """
     if not isinstance(obj, dict):
-        raise AdapterError(f"node has no header for block {_hex(block_hash)}")
+        raise AdapterError(f"node has no header for block {to_hex(block_hash)}")
     digest = obj.get("digest")
     logs = digest.get("logs") if isinstance(digest, dict) else None
     number = obj.get("number")
     if not isinstance(logs, list) or not isinstance(number, str | int):
-        raise AdapterError(f"node returned a malformed header for block {_hex(block_hash)}")
+        raise AdapterError(f"node returned a malformed header for block {to_hex(block_hash)}")
     try:
         number_int = int(number, 16) if isinstance(number, str) else number
     except ValueError:
@@ -300,7 +296,7 @@ def _verified_header(raw: bytes, block_hash: bytes) -> SubstrateHeader:
     try:
         return verify_header_hash(raw, block_hash)
     except VerificationError as exc:
-        raise AdapterError(f"header of block {_hex(block_hash)}: {exc}") from None
+        raise AdapterError(f"header of block {to_hex(block_hash)}: {exc}") from None
 
 
 def _result(answer: Any, method: str) -> Any:
@@ -379,9 +375,9 @@ def _events(
     """The block's events: read from the node, or decoded from ``proven`` (the ``System.Events``
     value a read proof established under the block's state root)."""
     if proven is None:
-        records = substrate.get_events(block_hash=_hex(block_hash))
+        records = substrate.get_events(block_hash=to_hex(block_hash))
     else:
-        substrate.init_runtime(block_hash=_hex(block_hash))
+        substrate.init_runtime(block_hash=to_hex(block_hash))
         key = substrate.create_storage_key("System", "Events")
         records = key.decode_scale_value(ScaleBytes(proven)).elements
     events: list[SubstrateEvent] = []
@@ -613,17 +609,17 @@ class SubstrateClient:
         """The header of ``block_hash``, its SCALE bytes hashed by the light client."""
         method = self._raw_header_method
         if method is not None:
-            result = await self.rpc(method, [_hex(block_hash)])
+            result = await self.rpc(method, [to_hex(block_hash)])
             if result is None:
                 raise AdapterError(
-                    f"{redact_url(self.url)} has no header for block {_hex(block_hash)}"
+                    f"{redact_url(self.url)} has no header for block {to_hex(block_hash)}"
                 )
             raw = _hex_bytes(result, "SCALE header")
             try:
                 return _verified_header(raw, block_hash)
             except AdapterError as exc:
                 raise AdapterError(f"{method} on {redact_url(self.url)}: {exc}") from None
-        obj = await self.rpc("chain_getHeader", [_hex(block_hash)])
+        obj = await self.rpc("chain_getHeader", [to_hex(block_hash)])
         try:
             return header_from_json(obj, block_hash)
         except AdapterError as exc:
@@ -639,7 +635,7 @@ class SubstrateClient:
         return await self._number_of(None)
 
     async def _number_of(self, block_hash: bytes | None) -> int:
-        obj = await self.rpc("chain_getHeader", [] if block_hash is None else [_hex(block_hash)])
+        obj = await self.rpc("chain_getHeader", [] if block_hash is None else [to_hex(block_hash)])
         number = obj.get("number") if isinstance(obj, dict) else None
         try:
             return int(number, 16) if isinstance(number, str) else int(str(number))
@@ -657,7 +653,7 @@ class SubstrateClient:
     ) -> Any:
         """A storage value as substrate-interface decodes it (None when absent), at the best
         block or ``block_hash``. Not proven (chopsticks has no read proofs)."""
-        at = None if block_hash is None else _hex(block_hash)
+        at = None if block_hash is None else to_hex(block_hash)
         return await self._run(
             f"query {module}.{storage_function}",
             lambda s: s.query(module, storage_function, list(params), block_hash=at).value,
@@ -719,14 +715,15 @@ class SubstrateClient:
         """
 
         def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
-            substrate.init_runtime(block_hash=_hex(block_hash))  # decode with this block's runtime
-            block = _result(substrate.rpc_request("chain_getBlock", [_hex(block_hash)]), "block")
+            # decode with this block's runtime
+            substrate.init_runtime(block_hash=to_hex(block_hash))
+            block = _result(substrate.rpc_request("chain_getBlock", [to_hex(block_hash)]), "block")
             if not isinstance(block, dict) or not isinstance(block.get("block"), dict):
-                raise AdapterError(f"node has no block {_hex(block_hash)}")
+                raise AdapterError(f"node has no block {to_hex(block_hash)}")
             header = header_from_json(block["block"].get("header"), block_hash)
             extrinsics = block["block"].get("extrinsics")
             if not isinstance(extrinsics, list):
-                raise AdapterError(f"block {_hex(block_hash)} has a malformed body")
+                raise AdapterError(f"block {to_hex(block_hash)} has a malformed body")
             by_extrinsic: dict[int, list[SubstrateEvent]] = {}
             with_remarks: set[int] = set()
             for event in _events(substrate, block_hash, proven_events):
@@ -784,8 +781,8 @@ class SubstrateClient:
                             "own remark calls; skipped",
                             header.number,
                             index,
-                            _hex(event_hash),
-                            _hex(sender),
+                            to_hex(event_hash),
+                            to_hex(sender),
                         )
                         continue
                     cursor = match + 1
@@ -804,7 +801,7 @@ class SubstrateClient:
                     )
             return seen
 
-        return await self._run(f"remarks of block {_hex(block_hash)}", work)
+        return await self._run(f"remarks of block {to_hex(block_hash)}", work)
 
     # calls and extrinsics
 
@@ -850,7 +847,7 @@ class SubstrateClient:
 
     async def account_next_index(self, account: bytes) -> int:
         """``system_accountNextIndex``: the next nonce, transactions in the pool included."""
-        result = await self.rpc("system_accountNextIndex", [_hex(account)])
+        result = await self.rpc("system_accountNextIndex", [to_hex(account)])
         if not isinstance(result, int) or isinstance(result, bool) or result < 0:
             raise AdapterError(
                 f"system_accountNextIndex on {redact_url(self.url)}: malformed {result!r}"
@@ -953,8 +950,8 @@ class SubstrateClient:
                 genesis = _hash_bytes(substrate.get_block_hash(0), "genesis hash")
                 if genesis != self._genesis:
                     raise AdapterError(
-                        f"the node's genesis hash changed from {_hex(self._genesis)} to "
-                        f"{_hex(genesis)} (chopsticks does this after a query for an unknown "
+                        f"the node's genesis hash changed from {to_hex(self._genesis)} to "
+                        f"{to_hex(genesis)} (chopsticks does this after a query for an unknown "
                         "block hash; restart it)"
                     )
                 extrinsic = substrate.create_signed_extrinsic(
@@ -967,7 +964,7 @@ class SubstrateClient:
 
             encoded, extrinsic_hash = await self._run(f"sign {call.module}.{call.function}", sign)
             try:
-                answer = await self.rpc("author_submitExtrinsic", [_hex(encoded)])
+                answer = await self.rpc("author_submitExtrinsic", [to_hex(encoded)])
             except AdapterError:
                 self._next_nonces.pop(signer, None)
                 raise
@@ -1009,23 +1006,23 @@ class SubstrateClient:
                 if scanned >= submitted.valid_until:
                     self._next_nonces.pop(submitted.signer, None)
                     raise AdapterError(
-                        f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "
+                        f"extrinsic {to_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "
                         f"expired on {redact_url(self.url)} without being included"
                     )
                 await trio.sleep(POLL_INTERVAL)
         self._next_nonces.pop(submitted.signer, None)
         raise AdapterError(
-            f"extrinsic {_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) not included "
+            f"extrinsic {to_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) not included "
             f"on {redact_url(self.url)} within {timeout:g} s"
         )
 
     async def _find_extrinsic(self, block_hash: bytes, extrinsic_hash: bytes) -> int | None:
-        block = await self.rpc("chain_getBlock", [_hex(block_hash)])
+        block = await self.rpc("chain_getBlock", [to_hex(block_hash)])
         body = block.get("block") if isinstance(block, dict) else None
         extrinsics = body.get("extrinsics") if isinstance(body, dict) else None
         if not isinstance(extrinsics, list):
             raise AdapterError(
-                f"chain_getBlock on {redact_url(self.url)}: malformed block {_hex(block_hash)}"
+                f"chain_getBlock on {redact_url(self.url)}: malformed block {to_hex(block_hash)}"
             )
         for index, encoded in enumerate(extrinsics):
             if blake2_256(_hex_bytes(encoded, "extrinsic")) == extrinsic_hash:
@@ -1041,7 +1038,8 @@ class SubstrateClient:
         failed = next((e for e in outcome if e.name == "ExtrinsicFailed"), None)
         if not success and failed is None:
             raise AdapterError(
-                f"extrinsic {_hex(submitted.extrinsic_hash)} in block {number} has no outcome event"
+                f"extrinsic {to_hex(submitted.extrinsic_hash)} in block {number} "
+                "has no outcome event"
             )
         return Included(
             block_hash=block_hash,

@@ -44,7 +44,6 @@ method and endpoint; the class is kept, so callers can tell them apart.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -57,6 +56,7 @@ from adapters.errors import AdapterError
 from adapters.redact import redact_url
 from adapters.substrate.client import header_from_json
 from light_clients.errors import DecodeError, FinalityError, VerificationError
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.substrate.grandpa import (
     AuthoritySet,
     AuthoritySetTracker,
@@ -175,22 +175,17 @@ def _one_line(text: str) -> str:
     return line if len(line) <= _ERROR_TEXT_LIMIT else line[: _ERROR_TEXT_LIMIT - 1] + "…"
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
-def _bytes_field(value: Any, where: str, what: str) -> bytes:
-    if isinstance(value, str) and value.startswith("0x"):
-        with contextlib.suppress(ValueError):
-            return bytes.fromhex(value[2:])
-    raise AdapterError(f"{where}: malformed {what} {_one_line(repr(value))}")
+def _bytes_field(value: Any, where: str, what: str, size: int | None = None) -> bytes:
+    """``0x``-hex bytes of a node's answer (exactly ``size`` if given), strictly parsed
+    (:func:`light_clients.hexstr.parse_data`); :class:`AdapterError` naming ``where`` if not."""
+    try:
+        return parse_data(value, what, size)
+    except DecodeError:
+        raise AdapterError(f"{where}: malformed {what} {_one_line(repr(value))}") from None
 
 
 def _hash_field(value: Any, where: str, what: str) -> bytes:
-    data = _bytes_field(value, where, what)
-    if len(data) != HASH_LEN:
-        raise AdapterError(f"{where}: malformed {what} {_one_line(repr(value))}")
-    return data
+    return _bytes_field(value, where, what, HASH_LEN)
 
 
 def _located(exc: E, where: str) -> E:
@@ -289,13 +284,13 @@ def _check_links(
     for parent, child in pairwise(headers):
         if child.parent_hash != parent.hash or child.number != parent.number + 1:
             raise UnlinkedFinalityProof(
-                f"unknown header #{child.number} {_hex(child.hash)} is not the child of "
-                f"#{parent.number} {_hex(parent.hash)}"
+                f"unknown header #{child.number} {to_hex(child.hash)} is not the child of "
+                f"#{parent.number} {to_hex(parent.hash)}"
             )
     if headers[-1].hash != target_hash:
         raise UnlinkedFinalityProof(
-            f"unknown headers end at {_hex(headers[-1].hash)}, the justification finalizes "
-            f"#{target_number} {_hex(target_hash)}"
+            f"unknown headers end at {to_hex(headers[-1].hash)}, the justification finalizes "
+            f"#{target_number} {to_hex(target_hash)}"
         )
 
 
@@ -318,8 +313,8 @@ def verify_finality_proof(
     target_hash, target_number = justification.target
     if proof.block != target_hash:
         raise InvalidJustificationTarget(
-            f"the proof names block {_hex(proof.block)}, its justification finalizes "
-            f"#{target_number} {_hex(target_hash)}"
+            f"the proof names block {to_hex(proof.block)}, its justification finalizes "
+            f"#{target_number} {to_hex(target_hash)}"
         )
     if target_number < block.number:
         raise NoFinalityProof(
@@ -437,7 +432,7 @@ class GrandpaFinality:
 
     async def _header(self, client: NodeRpc, block_hash: bytes) -> SubstrateHeader:
         """The header of ``block_hash``, its SCALE bytes hashed by the light client."""
-        obj = await client.rpc("chain_getHeader", [_hex(block_hash)])
+        obj = await client.rpc("chain_getHeader", [to_hex(block_hash)])
         try:
             return header_from_json(obj, block_hash)
         except AdapterError as exc:
@@ -453,13 +448,13 @@ class GrandpaFinality:
             if parent.number != child.number - 1:
                 raise NotOnFinalizedChain(
                     f"chain_getHeader on {redact_url(client.url)}: the parent of #{child.number} "
-                    f"{_hex(child.hash)} is #{parent.number}"
+                    f"{to_hex(child.hash)} is #{parent.number}"
                 )
             segment.append(parent)
         if segment[-1].parent_hash != head_hash:
             raise NotOnFinalizedChain(
-                f"#{target.number} {_hex(target.hash)} does not descend from the last proven "
-                f"block #{head_number} {_hex(head_hash)}"
+                f"#{target.number} {to_hex(target.hash)} does not descend from the last proven "
+                f"block #{head_number} {to_hex(head_hash)}"
             )
         segment.reverse()
         return segment
@@ -486,7 +481,7 @@ class GrandpaFinality:
                     break
                 if self._final.get(header.number) != header.hash:
                     raise NotOnFinalizedChain(
-                        f"#{header.number} {_hex(header.hash)} is not the block proven final at "
+                        f"#{header.number} {to_hex(header.hash)} is not the block proven final at "
                         f"that height"
                     )
             segment = [header for header in rest if header.number > self.head_number]
@@ -537,8 +532,8 @@ class GrandpaFinality:
             known = cursor.hash
         if known != header.hash:
             raise NotOnFinalizedChain(
-                f"#{header.number} {_hex(header.hash)} conflicts with the block proven final at "
-                f"that height, {_hex(known)}"
+                f"#{header.number} {to_hex(header.hash)} conflicts with the block proven final at "
+                f"that height, {to_hex(known)}"
             )
 
 
@@ -569,12 +564,16 @@ async def read_proof(
     if not wanted:
         return {}
     where = f"{GET_READ_PROOF} at #{header.number} on {redact_url(client.url)}"
-    answer = await client.rpc(GET_READ_PROOF, [[_hex(key) for key in wanted], _hex(header.hash)])
+    answer = await client.rpc(
+        GET_READ_PROOF, [[to_hex(key) for key in wanted], to_hex(header.hash)]
+    )
     if not isinstance(answer, dict) or not isinstance(answer.get("proof"), list):
         raise AdapterError(f"{where}: malformed answer {_one_line(repr(answer))}")
     at = _hash_field(answer.get("at"), where, "block hash")
     if at != header.hash:
-        raise AdapterError(f"{where}: the proof is at block {_hex(at)}, not {_hex(header.hash)}")
+        raise AdapterError(
+            f"{where}: the proof is at block {to_hex(at)}, not {to_hex(header.hash)}"
+        )
     nodes = [_bytes_field(node, where, "proof node") for node in answer["proof"]]
     try:
         return verify_read_proof(header.state_root, nodes, wanted)

@@ -25,6 +25,8 @@ from substrateinterface import Keypair
 from adapters.errors import AdapterError
 from adapters.redact import redact_url
 from adapters.substrate.client import Call, Included, SubstrateClient, account_bytes
+from light_clients.errors import DecodeError
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.substrate.multisig import MULTISIG_PREFIX, multisig_account
 
 __all__ = [
@@ -61,7 +63,7 @@ def _others(keypair: Keypair, others: Sequence[bytes], threshold: int) -> tuple[
     if me in keys:
         raise ValueError("other signatories must not include the signer")
     account = multisig_account([me, *keys], threshold)
-    return ["0x" + key.hex() for key in sorted(keys)], account
+    return [to_hex(key) for key in sorted(keys)], account
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ async def open_operation(
     client: SubstrateClient, multisig: bytes, call_hash: bytes
 ) -> OpenOperation | None:
     """The open operation ``(multisig, call_hash)`` with its approvals, None if none is open."""
-    entry = await client.query("Multisig", "Multisigs", ["0x" + multisig.hex(), call_hash])
+    entry = await client.query("Multisig", "Multisigs", [to_hex(multisig), call_hash])
     if entry is None:
         return None
     return _operation(entry, redact_url(client.url))
@@ -109,17 +111,17 @@ async def held_operations(
     """The open operations of ``multisig`` whose deposit ``depositor`` holds, by call hash: read
     from the chain, so an attester sees those it opened before a restart too."""
     found: dict[bytes, OpenOperation] = {}
-    for key, entry in await client.query_map("Multisig", "Multisigs", ["0x" + multisig.hex()]):
+    for key, entry in await client.query_map("Multisig", "Multisigs", [to_hex(multisig)]):
         operation = _operation(entry, redact_url(client.url))
         if operation.depositor != depositor:
             continue
         call_hash = key[0] if isinstance(key, list | tuple) and len(key) == 1 else key
-        if isinstance(call_hash, str) and call_hash.startswith("0x") and len(call_hash) == 66:
-            found[bytes.fromhex(call_hash[2:])] = operation
-        else:
+        try:
+            found[parse_data(call_hash, "call hash", 32)] = operation
+        except DecodeError:
             raise AdapterError(
                 f"malformed Multisig.Multisigs key on {redact_url(client.url)}: {key!r}"
-            )
+            ) from None
     return found
 
 

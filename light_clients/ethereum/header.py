@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from light_clients.errors import DecodeError, HeaderHashMismatch
-from light_clients.ethereum._hex import parse_data, parse_quantity
 from light_clients.ethereum.rlp import decode, decode_uint, encode, encode_uint
 from light_clients.hashing import keccak256
+from light_clients.hexstr import parse_data, parse_quantity
 
 __all__ = [
     "EthHeader",

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from light_clients.errors import DecodeError, TrieProofError
-from light_clients.ethereum._hex import parse_data, parse_loose_uint
 from light_clients.ethereum.mpt import EMPTY_TRIE_ROOT, MptWalk, walk_proof
 from light_clients.ethereum.rlp import decode, decode_uint
 from light_clients.hashing import keccak256
+from light_clients.hexstr import parse_data, parse_loose_uint
 
 __all__ = [
     "EMPTY_CODE_HASH",

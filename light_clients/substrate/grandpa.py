@@ -13,7 +13,7 @@ caller's trusted :class:`AuthoritySet`).
 
 :func:`verify_justification` applies the rules of polkadot-sdk's bridges
 (``bridges/primitives/header-chain/src/justification/verification``, strict verifier; exploit
-class T23 in ``research/anchors.md``), with these deliberate differences:
+class T23 in ``docs/threats.md``), with these deliberate differences:
 
 * **Redundant votes are accepted** (polkadot-sdk's strict verifier rejects any vote after the
   threshold is reached, because its relayers first strip them with the optimizer). Nodes

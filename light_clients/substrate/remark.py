@@ -32,6 +32,7 @@ from typing import ClassVar
 
 from light_clients.errors import VerificationError
 from light_clients.hashing import blake2_256
+from light_clients.hexstr import to_hex
 from light_clients.message import Message, decode_message
 
 __all__ = [
@@ -147,10 +148,6 @@ class NonceAssignmentError(VerificationError):
     """Accepted remarks given out of chain order, or nonces beyond u32."""
 
 
-def _hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
 def _check_bytes32(name: str, value: object) -> bytes:
     if isinstance(value, bytearray | memoryview):
         value = bytes(value)
@@ -201,13 +198,13 @@ def validate_remark(
     actual = blake2_256(remark)
     if actual != event_hash:
         raise EventHashMismatch(
-            f"event hash {_hex(event_hash)} is not blake2-256 of the remark ({_hex(actual)})"
+            f"event hash {to_hex(event_hash)} is not blake2-256 of the remark ({to_hex(actual)})"
         )
     if committee is not None:
         committee = _check_bytes32("committee", committee)
     if event_sender not in (signer, committee):
         raise EventSenderMismatch(
-            f"remark emitted by {_hex(event_sender)}, not by the signer {_hex(signer)}"
+            f"remark emitted by {to_hex(event_sender)}, not by the signer {to_hex(signer)}"
         )
     if not remark.startswith(REMARK_PREFIX):
         raise MissingPrefix(f"remark does not start with {REMARK_PREFIX.decode()}")
@@ -217,7 +214,7 @@ def validate_remark(
         raise MalformedPayload(f"remark payload is not a message: {error}") from None
     if message.sender != event_sender:
         raise MessageSenderMismatch(
-            f"message sender {_hex(message.sender)} is not the signer {_hex(event_sender)}"
+            f"message sender {to_hex(message.sender)} is not the signer {to_hex(event_sender)}"
         )
     if message.origin != origin_domain:
         raise WrongOrigin(f"message origin {message.origin} is not this domain {origin_domain}")
@@ -279,7 +276,7 @@ def check_recipient(message: Message, allowed: Mapping[int, Collection[bytes]]) 
     :class:`RecipientNotAllowed`."""
     if message.recipient not in allowed.get(message.destination, ()):
         raise RecipientNotAllowed(
-            f"recipient {_hex(message.recipient)} on domain {message.destination} is not one "
+            f"recipient {to_hex(message.recipient)} on domain {message.destination} is not one "
             "this origin may address"
         )
 
@@ -397,13 +394,13 @@ def check_escrow(
         )
     if token.home_token != route.home_token.rjust(32, b"\0"):
         raise UnbackedTokenTransfer(
-            f"token {_hex(token.home_token)} is not the wrapped asset's home"
+            f"token {to_hex(token.home_token)} is not the wrapped asset's home"
         )
     amount = token.amount
     if not 0 < amount <= U128_MAX:
         raise UnbackedTokenTransfer(f"amount {amount} is not a positive u128")
     if token.recipient[:12] != bytes(12) or token.recipient == bytes(32):
-        raise UnbackedTokenTransfer(f"recipient {_hex(token.recipient)} is not an EVM address")
+        raise UnbackedTokenTransfer(f"recipient {to_hex(token.recipient)} is not an EVM address")
     for position, transfer in enumerate(transfers):
         if position in used:
             continue
@@ -417,7 +414,7 @@ def check_escrow(
             return
     raise UnbackedTokenTransfer(
         f"no transfer of {amount} of asset {route.asset_id} from the sender to the escrow "
-        f"{_hex(route.escrow)} precedes the remark in its extrinsic"
+        f"{to_hex(route.escrow)} precedes the remark in its extrinsic"
     )
 
 
@@ -425,7 +422,7 @@ def _check_refund(message: Message, route: EscrowRoute | None) -> None:
     """A committee remark must be a well-formed REFUND to a home bridge (see check_escrow)."""
     if route is None or route.home_token is None or route.escrow != message.sender:
         raise CommitteeRemarkRejected(
-            f"committee remark to {_hex(message.recipient)} on domain {message.destination}, "
+            f"committee remark to {to_hex(message.recipient)} on domain {message.destination}, "
             "not to a bridge where the wrapped asset has its home"
         )
     token = decode_token_body(message.body)

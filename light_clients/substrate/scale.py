@@ -3,7 +3,7 @@
 Strict means: every read is bounds-checked, compact integers must use their canonical (shortest)
 mode, a declared length can never exceed the bytes that are actually left, and :meth:`finish`
 refuses trailing bytes. Two byte strings that decode to the same value are therefore always
-equal (exploit classes T10 and T13 in ``research/anchors.md``: no byte may escape the hash,
+equal (exploit classes T10 and T13 in ``docs/threats.md``: no byte may escape the hash,
 no value may have a second encoding).
 
 Every failure is a :class:`~light_clients.errors.DecodeError` subclass. The encoders are for

@@ -23,7 +23,7 @@ If the count bits are all ones, the count continues with bytes that are added up
 below 255. Branches then carry a u16 little-endian child bitmap, the value (compact length +
 bytes, or a 32-byte hash) and one compact-length-prefixed reference per child.
 
-Decisions (see ``research/anchors.md`` §5):
+Decisions (threat ids as in docs/threats.md):
 
 * **Canonical only (T10, T13).** Every node must decode with no trailing bytes; the odd-length
   padding nibble must be zero; the bitmap must not be zero; child references longer than 32

@@ -1,18 +1,14 @@
-"""Turning configured chains into adapter objects (one place, for every command)."""
+"""Opening a configured EVM chain: its endpoints identified by chain id, one adapter for every
+task and command (:class:`adapters.evm.chain.EvmChain`)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from adapters.evm.chain import EvmChain
+from adapters.evm.chain import MAX_LOG_RANGE, EvmChain
 from adapters.rpc import Identity, JsonRpcClient, WrongChainError
 from relayer.config import ChainConfig, ConfigError
-
-
-def bytes32(address: bytes) -> bytes:
-    """An EVM address left-padded to 32 bytes, as messages and checkpoints carry it."""
-    return address.rjust(32, b"\0")
 
 
 def _chain_id_check(chain: ChainConfig, expected: int) -> Identity:
@@ -36,17 +32,18 @@ def _chain_id_check(chain: ChainConfig, expected: int) -> Identity:
 
 
 @asynccontextmanager
-async def open_evm(chain: ChainConfig) -> AsyncIterator[EvmChain]:
+async def open_evm(
+    chain: ChainConfig, *, max_log_range: int | None = None
+) -> AsyncIterator[EvmChain]:
     """An :class:`EvmChain` for ``chain``, its RPC connections closed on exit.
 
     Every endpoint must report the configured chain id before it is used: one pointing at
     another chain (or a fork with a new id) would otherwise be trusted with the wrong state
-    (T8). Endpoints that answer now are checked here, and a wrong one is a
+    (T8). ``max_log_range`` caps the blocks of one ``eth_getLogs`` (None: the adapter's
+    default). Endpoints that answer now are checked here, and a wrong one is a
     :class:`ConfigError` (the process refuses to start); one that is down now is checked
     before its first use and, if wrong then, never used (the others carry on).
     """
-    if chain.kind != "evm":
-        raise ConfigError(f"chain {chain.name!r} is {chain.kind}, not evm")
     if chain.chain_id is None:
         raise ConfigError(f"chain {chain.name!r}: chain_id is required for an EVM chain")
     async with JsonRpcClient(chain.rpc, identity=_chain_id_check(chain, chain.chain_id)) as rpc:
@@ -60,4 +57,5 @@ async def open_evm(chain: ChainConfig) -> AsyncIterator[EvmChain]:
             finality=chain.finality.name,
             depth=chain.finality.depth,
             rpc_quorum=chain.rpc_quorum,
+            max_log_range=MAX_LOG_RANGE if max_log_range is None else max_log_range,
         )

@@ -1,4 +1,5 @@
-"""Hex strings of JSON-RPC objects (EIP-1474): DATA and QUANTITY, checked before conversion.
+"""Hex strings, once for the whole project: ``to_hex`` and the strict parsers of JSON-RPC's
+DATA and QUANTITY (EIP-1474), checked before conversion.
 
 ``bytes.fromhex`` skips whitespace and ``int(text, 16)`` accepts underscores and signs, so
 both are only called on text that a regular expression has already accepted.
@@ -13,6 +14,11 @@ from light_clients.errors import DecodeError
 _DATA_RE = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _QUANTITY_RE = re.compile(r"0x(?:0|[1-9a-fA-F][0-9a-fA-F]*)")
 _LOOSE_UINT_RE = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def to_hex(data: bytes) -> str:
+    """``0x`` and lower-case hex: how Passerelle writes bytes in JSON, logs and files."""
+    return "0x" + data.hex()
 
 
 def _text(value: object, what: str) -> str:

@@ -1,0 +1,137 @@
+"""What the Asset Hub legs (issue #4) are and what they record: a leg (:class:`HubPhase`), its
+raw measurements (:class:`HubResult`, with the multisig :class:`Batch` es it saw), the floor
+(:class:`Floor`), everything the section measured (:class:`HubOutcome`) and what the legs
+share (:class:`HubContext`)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks.bench_relay.chains import EvmRpc
+from benchmarks.bench_relay.evm_legs import PhaseResult
+from benchmarks.bench_relay.hub_chain import HeadWatcher, HubBlock
+from benchmarks.harness import Procs
+from relayer.config import Config
+
+
+@dataclass
+class HubPhase:
+    """One Asset Hub leg: ``from_hub`` (Asset Hub → alpha) or not (alpha → Asset Hub)."""
+
+    name: str
+    from_hub: bool
+    messages: int
+    interval: float = 0.0  # 0: a burst; else one message every ``interval`` seconds
+
+    @property
+    def title(self) -> str:
+        route = "Asset Hub → alpha" if self.from_hub else "alpha → Asset Hub"
+        if not self.interval:
+            how = (
+                f"one Utility.batch_all of {self.messages} PSRL remarks"
+                if self.from_hub
+                else f"{self.messages} dispatches at once"
+            )
+        else:
+            how = f"{self.messages}, one every {self.interval:g} s"
+        return f"{route}: {how}"
+
+
+@dataclass
+class Batch:
+    """A multisig batch (a proposal) as the relayer's files and the attesters' logs show it."""
+
+    name: str
+    first: int
+    last: int
+    created: float | None = None  # the relayer wrote the proposal (its ``created`` field)
+    opened: float | None = None  # an attester logged "opened the multisig operation"
+
+
+@dataclass
+class HubResult:
+    """What one Asset Hub leg measured, raw. Times are wall clock (``time.time()``)."""
+
+    phase: HubPhase
+    complete: bool = False
+    prepare_seconds: float = 0.0  # composing the remarks, or pre-signing the dispatches
+    started_at: float = 0.0  # first submission / broadcast
+    finished_at: float = 0.0  # when the bench saw the last delivery
+    submitted_at: dict[int, float] = field(default_factory=dict)  # nonce → its extrinsic sent
+    source_time: dict[int, float] = field(default_factory=dict)  # nonce → source block final
+    delivered_time: dict[int, float] = field(default_factory=dict)  # nonce → delivery appeared
+    source_block: dict[int, int] = field(default_factory=dict)
+    delivery_block: dict[int, int] = field(default_factory=dict)
+    ids: dict[int, str] = field(default_factory=dict)  # nonce → message id
+    blocks: list[HubBlock] = field(default_factory=list)  # Asset Hub blocks of the phase
+    batches: dict[str, Batch] = field(default_factory=dict)
+    races: Counter[str] = field(default_factory=Counter)  # attester logs: lost races and more
+    signed: dict[int, list[float]] = field(default_factory=dict)  # index → attesters' signing
+    stages: dict[str, dict[str, float]] = field(default_factory=dict)  # ledger, by id
+    cpu: dict[str, float] = field(default_factory=dict)  # process group → CPU seconds
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def latencies(self) -> list[float]:
+        """Source block final → delivery block appeared, per delivered message."""
+        return [
+            self.delivered_time[n] - self.source_time[n]
+            for n in self.delivered_time
+            if n in self.source_time
+        ]
+
+    @property
+    def end_to_end(self) -> float | None:
+        """First submission → the last delivery appeared (seconds), if all were delivered."""
+        if not self.complete or not self.delivered_time:
+            return None
+        return max(self.delivered_time.values()) - self.started_at
+
+
+@dataclass
+class Floor:
+    """The bench's own plain extrinsics on Asset Hub: what one block costs chopsticks now."""
+
+    included: list[float] = field(default_factory=list)  # submit → inclusion seen (s)
+    appeared: list[float] = field(default_factory=list)  # submit → head announced (s)
+    last_block: int = 0
+    blocks: list[int] = field(default_factory=list)
+    builds: list[float] = field(default_factory=list)  # chopsticks building each (its log)
+    cpu: dict[str, float] = field(default_factory=dict)  # process group → CPU seconds
+    wall: float = 0.0
+
+    @property
+    def block_seconds(self) -> float | None:
+        values = self.appeared or self.included
+        return statistics.median(values) if values else None
+
+
+@dataclass
+class HubOutcome:
+    """Everything the Asset Hub section measured."""
+
+    floor: Floor | None = None
+    evm: dict[str, PhaseResult] = field(default_factory=dict)  # the same-shape EVM baselines
+    legs: dict[str, HubResult] = field(default_factory=dict)
+
+
+@dataclass
+class HubContext:
+    """Everything the Asset Hub legs share."""
+
+    config: Config
+    procs: Procs
+    relayer: str  # the relayer process all Asset Hub legs (and their EVM baselines) share
+    alpha_rpc: EvmRpc
+    beta_rpc: EvmRpc
+    ledger_path: Path
+    proposals: Path  # the relayer's proposal files for Asset Hub
+    logs: Path
+    watcher: HeadWatcher
+    chopsticks_log: Path | None  # its block builder logs "building #N" and "new head #N"
+    pids: dict[str, list[int]]  # "relayer", "attesters", "chopsticks", "anvils" → pids
+    sent: int  # message bodies used so far (each body is unique)
+    gas_limit: int  # of a beta block

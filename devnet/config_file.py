@@ -1,0 +1,142 @@
+"""The ``passerelle.toml`` that ``passerelle devnet up`` hands out: :func:`render_config`.
+
+The file follows the schema of :mod:`relayer.config` (``devnet = true``) and is loaded with
+:func:`relayer.config.load_config` before ``up`` returns, so it is always one the relayer
+accepts. Addresses are written EIP-55 checksummed so they can be pasted into any wallet or
+explorer; every key in it is a devnet throwaway (:mod:`devnet.topology`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from web3 import Web3
+
+from devnet.chopsticks import FINALITY_POLICY
+from devnet.records import CHECKPOINT_DIR, LEDGER_FILE
+from devnet.topology import (
+    ASSETHUB,
+    CHAINS,
+    CLIENT_KEY,
+    FINALITY,
+    RELAYER_KEY,
+    SUBSTRATE_CLIENT_URI,
+    THRESHOLD,
+    ChainSpec,
+)
+from light_clients.hexstr import to_hex
+
+__all__ = ["CONTRACT_KEYS", "render_config"]
+
+CONTRACT_KEYS = ("outbox", "inbox", "ping", "token_bridge", "token", "wrapped_token")
+"""The contract addresses an EVM chain's table lists, in this order, when deployed."""
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string is a valid TOML basic string for the ASCII values written here.
+    return json.dumps(value)
+
+
+def _checksum(address: bytes) -> str:
+    return str(Web3.to_checksum_address(address))
+
+
+def _evm_chain(spec: ChainSpec, rpc: str, contracts: dict[str, bytes]) -> list[str]:
+    lines = [
+        "",
+        "[[chains]]",
+        f"name = {_toml_string(spec.name)}",
+        f"domain = {spec.domain}",
+        'kind = "evm"',
+        f"rpc = [{_toml_string(rpc)}]",
+        f"chain_id = {spec.chain_id}",
+        f"finality = {_toml_string(FINALITY)}",
+        "start_block = 0",
+    ]
+    lines += [
+        f"{key} = {_toml_string(_checksum(contracts[key]))}"
+        for key in CONTRACT_KEYS
+        if key in contracts
+    ]
+    return lines
+
+
+def _assethub_chain(rpc: str, setup: dict[str, object], home_token: bytes) -> list[str]:
+    collections = setup["collections"]
+    signatories = setup["signatories"]
+    if not isinstance(collections, dict) or not isinstance(signatories, list):
+        raise TypeError("setup_asset_hub's collections / signatories have the wrong shape")
+    return [
+        "",
+        "# chopsticks (Rococo Asset Hub): every block is final once built, no GRANDPA",
+        "# justifications and no read proofs; the finality policy says so.",
+        "[[chains]]",
+        f"name = {_toml_string(ASSETHUB.name)}",
+        f"domain = {ASSETHUB.domain}",
+        'kind = "substrate"',
+        f"rpc = [{_toml_string(rpc)}]",
+        f"finality = {_toml_string(FINALITY_POLICY)}",
+        f"genesis_hash = {_toml_string(str(setup['genesis_hash']))}",
+        "# The committee's multisig (of the attesters' substrate_key accounts): owner, issuer",
+        "# and admin of the replay-guard collections (item = nonce) and the wrapped asset.",
+        f"multisig = {_toml_string(str(setup['multisig']))}",
+        f"multisig_threshold = {int(str(setup['multisig_threshold']))}",
+        "signatories = ["
+        + ", ".join(_toml_string(str(s)) for s in signatories)
+        + "]  # the attesters' substrate_key accounts",
+        "collections = { "
+        + ", ".join(
+            f"{_toml_string(str(origin))} = {int(str(cid))}" for origin, cid in collections.items()
+        )
+        + " }  # EVM origin domain -> Uniques collection",
+        f"asset_id = {int(str(setup['asset_id']))}",
+        "asset_home = { "
+        + f"domain = {CHAINS[0].domain}, "
+        + f"token = {_toml_string(_checksum(home_token))}"
+        + " }  # the EVM token the asset wraps",
+    ]
+
+
+def render_config(
+    chains: Sequence[tuple[ChainSpec, str, dict[str, bytes]]],
+    validators: Sequence[bytes],
+    attester_keys: Sequence[bytes],
+    substrate_seeds: Sequence[bytes] | None = None,
+    assethub: tuple[str, dict[str, object]] | None = None,
+) -> str:
+    """The config text for EVM ``chains`` ((spec, RPC URL, deployed addresses by
+    :data:`CONTRACT_KEYS`), the home-token chain first), the committee (``validators``, their
+    ``attester_keys`` in the same order, and the attesters' sr25519 ``substrate_seeds`` when
+    Asset Hub runs) and ``assethub`` ((ws URL, what :func:`devnet.substrate.setup_asset_hub`
+    returned), or None for the anvil-only devnet)."""
+    lines = [
+        "# Written by `passerelle devnet up`. Devnet only: every key below is a throwaway",
+        "# (anvil's public development accounts, //Alice, and attester keys made for this run).",
+        "devnet = true",
+        "",
+        "[ledger]",
+        f"location = {_toml_string(LEDGER_FILE)}",
+        "",
+        "[committee]",
+        "validators = [" + ", ".join(_toml_string(_checksum(v)) for v in validators) + "]",
+        f"threshold = {THRESHOLD}",
+        f"checkpoint_store = {_toml_string(CHECKPOINT_DIR)}",
+    ]
+    for spec, rpc, contracts in chains:
+        lines += _evm_chain(spec, rpc, contracts)
+    if assethub is not None:
+        lines += _assethub_chain(*assethub, home_token=chains[0][2]["token"])
+    lines += ["", "[relayer]", f"key = {_toml_string(to_hex(RELAYER_KEY))}"]
+    seeds: Sequence[bytes | None] = (
+        [None] * len(attester_keys) if substrate_seeds is None else substrate_seeds
+    )
+    for attester_key, seed in zip(attester_keys, seeds, strict=True):
+        lines += ["", "[[attesters]]", f"key = {_toml_string(to_hex(attester_key))}"]
+        if seed is not None:  # sr25519 mini-secret: the attester's assethub identity
+            lines.append(f"substrate_key = {_toml_string(to_hex(seed))}")
+    lines += ["", "[client]", f"key = {_toml_string(to_hex(CLIENT_KEY))}"]
+    if assethub is not None:
+        lines.append(f"substrate_uri = {_toml_string(SUBSTRATE_CLIENT_URI)}")
+    lines.append("")
+    return "\n".join(lines)

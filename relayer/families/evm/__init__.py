@@ -1,0 +1,192 @@
+"""The EVM family: Ethereum-compatible chains with Passerelle's contracts (Outbox, Inbox,
+TokenBridge) deployed, read and written through JSON-RPC.
+
+As an origin its messages are the Outbox's ``Dispatch`` logs, reconciled with the Outbox's
+storage proven under a final header; as a destination the relayer sends ``Inbox.process``
+transactions and reads delivery from the Inbox's proven storage. Modules: :mod:`.connection`
+(endpoints identified by chain id), :mod:`.origin`, :mod:`.delivery`, :mod:`.user` (send,
+balances). :class:`EvmFamily` is parameterised by how transactions pay for gas and how far one
+``eth_getLogs`` may reach, so EVM profiles (:mod:`relayer.families.evm_legacy`) reuse it whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import TYPE_CHECKING, Any
+
+from adapters.evm.tx import FeeModel
+from relayer.config import U64_MAX, ChainConfig, Config, need
+from relayer.family import ChainFamily, ChainFields, Delivery, Origin
+from relayer.jsonfields import as_hex, as_int
+
+if TYPE_CHECKING:
+    from relayer.attester import AttesterContext
+    from relayer.relay import Relayer
+    from relayer.user import Sent
+
+EVM_CONTRACTS = ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
+"""The contract addresses an EVM chain section may name (20 bytes each)."""
+RECIPIENT_CONTRACTS = ("token_bridge", "ping")
+"""The EVM contracts that handle messages: what a Substrate origin may address by default.
+``inbox``/``outbox`` are the bridge itself and ``token``/``wrapped_token`` are ERC-20s, which
+no message has any business calling."""
+
+
+class EvmFamily:
+    """:class:`relayer.family.ChainFamily` for EVM chains.
+
+    ``fee_model`` is how delivery and send transactions pay (``eip1559`` or ``legacy``
+    ``gasPrice``); ``max_log_range`` caps the blocks of one ``eth_getLogs`` request (None: the
+    adapter's default; a chain's ``max_log_range`` key overrides either)."""
+
+    account_size = 20
+
+    def __init__(
+        self,
+        kind: str = "evm",
+        *,
+        fee_model: FeeModel = "eip1559",
+        max_log_range: int | None = None,
+    ) -> None:
+        self.kind = kind
+        self.fee_model = fee_model
+        self.max_log_range = max_log_range
+        self.config_keys = frozenset({"rpc_quorum", "chain_id", "max_log_range", *EVM_CONTRACTS})
+
+    def chain_fields(self, obj: Mapping[str, Any], where: str, allow_weak: bool) -> ChainFields:
+        # Identified by its chain id: without one, an endpoint serving a fork or another
+        # network would be believed.
+        return ChainFields(
+            chain_id=as_int(need(obj, where, "chain_id"), f"{where}.chain_id", lo=1, hi=U64_MAX),
+            contracts={
+                key: as_hex(obj[key], f"{where}.{key}", size=20)
+                for key in EVM_CONTRACTS
+                if key in obj
+            },
+            options={}
+            if "max_log_range" not in obj
+            else {
+                "max_log_range": as_int(
+                    obj["max_log_range"], f"{where}.max_log_range", lo=1, hi=1_000_000
+                )
+            },
+        )
+
+    def log_range(self, chain: ChainConfig) -> int | None:
+        """The most blocks one ``eth_getLogs`` may span on ``chain``: its ``max_log_range``
+        key, else the family's default."""
+        return chain.options.get("max_log_range", self.max_log_range)
+
+    def check_config(self, chains: Sequence[ChainConfig]) -> None:
+        return None  # nothing across chains
+
+    def is_origin(self, chain: ChainConfig) -> bool:
+        return "outbox" in chain.contracts
+
+    def is_destination(self, chain: ChainConfig) -> bool:
+        return "inbox" in chain.contracts
+
+    def outbox_id(self, chain: ChainConfig) -> bytes:
+        return chain.contract("outbox").rjust(32, b"\0")
+
+    def finality_text(self, chain: ChainConfig) -> str:
+        return str(chain.finality)
+
+    def rpc_policy(self, chain: ChainConfig) -> str:
+        return f"rpc quorum {chain.rpc_quorum} of {len(chain.rpc)}"
+
+    def default_recipients(self, config: Config, chain: ChainConfig) -> frozenset[bytes]:
+        return frozenset(
+            chain.contracts[name].rjust(32, b"\0")
+            for name in RECIPIENT_CONTRACTS
+            if name in chain.contracts
+        )
+
+    def open_origin(
+        self, config: Config, chain: ChainConfig
+    ) -> AbstractAsyncContextManager[Origin]:
+        return self._open_origin(chain)
+
+    @asynccontextmanager
+    async def _open_origin(self, chain: ChainConfig) -> AsyncIterator[Origin]:
+        from relayer.families.evm.connection import open_evm  # noqa: PLC0415
+        from relayer.families.evm.origin import EvmOrigin  # noqa: PLC0415
+
+        async with open_evm(chain, max_log_range=self.log_range(chain)) as evm:
+            yield EvmOrigin(chain, evm)
+
+    def delivery(self, chain: ChainConfig, relayer: Relayer) -> Delivery:
+        from relayer.families.evm.delivery import EvmDelivery  # noqa: PLC0415
+
+        return EvmDelivery(chain, relayer, fee_model=self.fee_model)
+
+    def attester_duties(
+        self, chain: ChainConfig, context: AttesterContext
+    ) -> Sequence[Callable[[], Awaitable[None]]]:
+        return ()
+
+    async def delivered(
+        self, config: Config, chain: ChainConfig, messages: Sequence[bytes]
+    ) -> list[bool]:
+        from relayer.families.evm.user import delivered  # noqa: PLC0415
+
+        return await delivered(chain, messages)
+
+    async def send_messages(
+        self,
+        config: Config,
+        source: ChainConfig,
+        destination: ChainConfig,
+        *,
+        recipient: bytes,
+        body: bytes,
+        count: int,
+    ) -> list[Sent]:
+        from relayer.families.evm.user import send_messages  # noqa: PLC0415
+
+        return await send_messages(
+            config,
+            source,
+            destination,
+            recipient=recipient,
+            body=body,
+            count=count,
+            fee_model=self.fee_model,
+        )
+
+    async def send_tokens(
+        self,
+        config: Config,
+        source: ChainConfig,
+        destination: ChainConfig,
+        *,
+        amount: int,
+        recipient: bytes,
+    ) -> list[Sent]:
+        from relayer.families.evm.user import send_tokens  # noqa: PLC0415
+
+        return await send_tokens(
+            config,
+            source,
+            destination,
+            amount=amount,
+            recipient=recipient,
+            fee_model=self.fee_model,
+        )
+
+    async def token_balance(self, config: Config, chain: ChainConfig, owner: bytes | None) -> int:
+        from relayer.families.evm.user import token_balance  # noqa: PLC0415
+
+        return await token_balance(config, chain, owner)
+
+    def client_account(self, config: Config) -> bytes:
+        from relayer.families.evm.user import client_address  # noqa: PLC0415
+
+        return client_address(config)
+
+    def default_message_recipient(self, config: Config, chain: ChainConfig) -> bytes:
+        return chain.contract("ping").rjust(32, b"\0")
+
+
+FAMILY: ChainFamily = EvmFamily()

@@ -1,0 +1,617 @@
+"""Delivery to an EVM chain: ``Inbox.process`` transactions, sent and settled by the relayer.
+
+Each batch is prepared (the relay policy, the inbox's proven final state, the light client's
+whole check off chain), dry-run, recorded before broadcast, confirmed with fee escalation and
+recorded; up to ``max_inflight`` batches are in flight, one engine keeping the nonces in order.
+``delivered`` is written only from the ``delivered``/``failedMessage`` slots proven under the
+destination's final header (docs/relayer.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import trio
+from eth_abi.abi import encode as abi_encode
+
+from adapters.errors import AdapterError
+from adapters.evm.chain import EvmChain, selector
+from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine, TxError, TxReverted
+from adapters.rpc import MalformedAnswer, RpcCallError
+from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
+from relayer.config import ChainConfig
+from relayer.families.evm.connection import open_evm
+from relayer.ledger import (
+    IllegalTransition,
+    InvalidReference,
+    MessageRecord,
+    MessageStatus,
+    NewTransaction,
+    TxStatus,
+    UnknownRecord,
+)
+from relayer.relay import MAX_DELIVERY_ATTEMPTS, RETRY_BACKOFF, Lane, Relayer
+
+log = logging.getLogger("passerelle.relayer")
+
+
+PROCESS = selector("process((uint32,bytes32,bytes32,uint32),bytes,bytes[],bytes32[32][])")
+DELIVERED = selector("delivered(bytes32)")
+TOPIC_DELIVERED = keccak256(b"Delivered(bytes32,uint32,uint32)")
+TOPIC_ALREADY = keccak256(b"AlreadyDelivered(bytes32)")
+TOPIC_HANDLE_FAILED = keccak256(b"HandleFailed(bytes32,bytes)")
+ALONE_REVERTS = "delivery reverts with this message alone in its batch"
+# The most gas one message's ``handle`` can cost the inbox: Inbox.HANDLE_GAS_NEEDED, that is
+# HANDLE_GAS (500k) forwarded under EIP-150's 63/64 rule plus the call's own cost. Each message
+# of a batch gets this on top of the estimate (see EvmDelivery._submit).
+STIPEND_GAS = 500_000 * 64 // 63 + 10_000
+
+
+class EvmDelivery:
+    """The relayer's delivery to one EVM destination (:class:`relayer.family.Delivery`)."""
+
+    def __init__(
+        self, chain: ChainConfig, relayer: Relayer, *, fee_model: FeeModel = "eip1559"
+    ) -> None:
+        self.chain = chain
+        self.relayer = relayer
+        self.fee_model: FeeModel = fee_model
+        # Message id -> the largest batch it may go in, halved each time a batch carrying it
+        # reverts on chain (in memory: a restart re-bisects).
+        self._batch_limit: dict[str, int] = {}
+        # Whether this destination's pending transactions were all settled once (at start-up).
+        self._settled = False
+
+    async def run(self) -> None:
+        """Deliver to the chain for ever (:meth:`_deliver_loop`)."""
+        await self._deliver_loop(self.chain)
+
+    async def _deliver_loop(self, chain: ChainConfig) -> None:
+        """Deliver to ``chain`` forever: up to ``max_inflight`` batches at once, each one
+        prepared, dry-run, sent and confirmed by its own task (the engine's lock keeps the
+        nonces in order); ``claimed`` keeps a message in at most one batch at a time. Every
+        round also records as delivered what the destination's final state shows delivered."""
+        key = self.relayer.relayer_key()
+        async with open_evm(chain) as evm:
+            self.relayer.endpoints[f"{chain.name}/deliver"] = evm.rpc.endpoints
+            engine = TxEngine(
+                evm.rpc, key, chain.chain_id or await evm.chain_id(), fee_model=self.fee_model
+            )
+            await self._settle_pending(chain, engine)
+            slots = trio.Semaphore(self.relayer.max_inflight)
+            claimed: set[str] = set()
+            last_settle = trio.current_time()
+            async with trio.open_nursery() as workers:
+                while True:
+                    try:
+                        await self._finalize_deliveries(chain, evm)
+                        batches = await self._next_batches(chain, claimed)
+                        if trio.current_time() - last_settle > self.relayer.confirm_timeout:
+                            await self._settle_pending(chain, engine)
+                            last_settle = trio.current_time()
+                    except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
+                        self.relayer.metrics.rpc_errors += 1
+                        log.warning("deliver to %s: %s", chain.name, exc)
+                        batches = []
+                    if not batches:
+                        await trio.sleep(self.relayer.poll)
+                    for origin, batch in batches:
+                        await slots.acquire()
+                        claimed.update(record.id for record in batch)
+                        workers.start_soon(
+                            partial(
+                                self._deliver_batch,
+                                chain,
+                                evm,
+                                engine,
+                                self.relayer.lanes[origin],
+                                batch,
+                                done=partial(self._release, slots, claimed, batch),
+                            )
+                        )
+
+    @staticmethod
+    def _release(slots: trio.Semaphore, claimed: set[str], batch: Sequence[MessageRecord]) -> None:
+        claimed.difference_update(record.id for record in batch)
+        slots.release()
+
+    async def _next_batches(
+        self, chain: ChainConfig, claimed: set[str]
+    ) -> list[tuple[int, list[MessageRecord]]]:
+        """Attested messages for ``chain`` not already in a batch, cut into batches per origin.
+
+        A message from a batch that reverted on chain is only batched with others of the same
+        size limit (:attr:`_batch_limit`), so the bisection of that batch carries on."""
+        await self.relayer.db(self.relayer.requeue_due, chain.domain)
+        records = await self.relayer.db(
+            self.relayer.ledger.by_status,
+            MessageStatus.ATTESTED,
+            self.relayer.batch_size * self.relayer.max_inflight + len(claimed),
+            destination=chain.domain,
+        )
+        groups: dict[tuple[int, int], list[MessageRecord]] = defaultdict(list)
+        for record in records:
+            if record.id not in claimed:
+                limit = self._batch_limit.get(record.id, self.relayer.batch_size)
+                groups[(record.origin, limit)].append(record)
+        return [
+            (origin, group[start : start + limit])
+            for (origin, limit), group in groups.items()
+            for start in range(0, len(group), limit)
+        ]
+
+    async def _deliver_batch(
+        self,
+        chain: ChainConfig,
+        evm: EvmChain,
+        engine: TxEngine,
+        lane: Lane,
+        batch: Sequence[MessageRecord],
+        *,
+        done: Callable[[], None],
+    ) -> None:
+        """One batch from the ledger to a mined receipt; errors are logged, never raised
+        (the messages stay in the ledger and the next round picks them up).
+
+        A batch whose dry run reverts, or whose gas would not fit, is split in halves and the
+        halves are tried at once: one message that cannot pass never holds up the others."""
+        try:
+            todo = [list(batch)]
+            while todo:
+                group = todo.pop()
+                submission = await self._prepare(chain, evm, lane, group)
+                if submission is not None:
+                    todo += await self._submit(chain, evm, engine, submission)
+        except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
+            self.relayer.metrics.rpc_errors += 1
+            log.warning("deliver to %s: %s", chain.name, exc)
+        except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
+            # A receipt or a race the ledger refuses to record: this batch's messages stay
+            # where they are and the next rounds settle them; the relayer goes on.
+            log.error("deliver to %s: not recorded: %s", chain.name, exc)
+        finally:
+            done()
+
+    async def _prepare(
+        self, chain: ChainConfig, evm: EvmChain, lane: Lane, group: Sequence[MessageRecord]
+    ) -> Submission | None:
+        """Build one ``process`` call for ``group``; None if nothing is left to send.
+
+        Messages the relay policy refuses are set aside (``skipped``, with its reason). Messages
+        the inbox already delivered in its *final* state (proven storage) are recorded as
+        delivered; ones an endpoint shows delivered only in newer blocks are sent anyway. The
+        rest pass the light client exactly as the inbox will check them — the attestation once,
+        each message's origin, destination, outbox, nonce and inclusion — and a message that
+        fails is recorded as failed with the reason instead of being sent.
+        """
+        group = await self.relayer.admitted(group)
+        if not group:
+            return None
+        inbox = chain.contract("inbox")
+        checkpoint, signatures = await self.relayer.db(
+            self.relayer.checkpoint_for, lane
+        )  # the gate, once
+        flags = await evm.call_many(inbox, [DELIVERED + bytes.fromhex(r.id[2:]) for r in group])
+        seen = [r for r, flag in zip(group, flags, strict=True) if int.from_bytes(flag, "big")]
+        final = await self._confirmed_delivered(chain, evm, [r.id for r in seen])
+        if final:
+            await self.relayer.db(
+                self.relayer.ledger.transition,
+                final,
+                MessageStatus.DELIVERED,
+                reason="already delivered on chain (final)",
+            )
+            self.relayer.metrics.already_delivered += len(final)
+        # Only what is delivered in *final* (proven) state is left out. One shown delivered
+        # only at latest is sent anyway: that flag is one endpoint's unproven word (holding a
+        # message back on it would let a lying endpoint stall it for ever), and if it is true
+        # the inbox skips the message as a replay (AlreadyDelivered: one redundant delivery).
+        skip = set(final)
+        proven = await self.relayer.proven(
+            chain, lane, checkpoint, [r for r in group if r.id not in skip]
+        )
+        sendable = [record for record, _ in proven]
+        messages = [record.message for record in sendable]
+        branches = [list(branch) for _, branch in proven]
+        if not sendable:
+            return None
+        calldata = PROCESS + abi_encode(
+            ["(uint32,bytes32,bytes32,uint32)", "bytes", "bytes[]", "bytes32[32][]"],
+            [
+                (checkpoint.origin, checkpoint.outbox, checkpoint.root, checkpoint.index),
+                b"".join(signatures),
+                messages,
+                branches,
+            ],
+        )
+        return Submission(inbox, calldata, sendable)
+
+    async def _confirmed_delivered(
+        self, chain: ChainConfig, evm: EvmChain, ids: Sequence[str]
+    ) -> list[str]:
+        """The ids among ``ids`` that ``delivered(id)`` reads true for at the destination's
+        final block (under its finality policy): only that state cannot be reorged away. Read
+        from storage proven under that block's state root (:meth:`EvmChain.delivery_state`),
+        as ``delivered`` is terminal: an endpoint's ``eth_call`` answer is not enough."""
+        if not ids:
+            return []
+        final = await evm.final_header()
+        state = await evm.delivery_state(
+            chain.contract("inbox"), final, [bytes.fromhex(i[2:]) for i in ids]
+        )
+        return [i for i in ids if state[bytes.fromhex(i[2:])][0]]
+
+    async def _submit(
+        self, chain: ChainConfig, evm: EvmChain, engine: TxEngine, submission: Submission
+    ) -> list[list[MessageRecord]]:
+        """Dry-run, record, broadcast, then wait for the receipt and record what it did.
+
+        Returns the groups to try again at once: the two halves of a batch whose dry run
+        reverted or whose gas would not fit in half a block (empty otherwise).
+
+        The gas limit is the dry run's estimate with its margin *plus one full handle stipend
+        per message*: the dry run cannot show what a recipient does in the real transaction (it
+        may burn its whole stipend only then), and with that margin no recipient's behaviour
+        can make the batch run out of gas. Unused gas is not paid for.
+        """
+        records = list(submission.records)
+        ids = [r.id for r in records]
+        fees = await engine.current_fees()
+        try:
+            estimate = await engine.estimate_gas(submission.inbox, submission.calldata, fees=fees)
+        except RpcCallError as exc:
+            self.relayer.metrics.dry_run_failures += 1
+            if len(records) > 1:
+                log.info(
+                    "dry run of %d message(s) reverted (%s); trying each half on its own",
+                    len(records),
+                    exc.message,
+                )
+                return _halves(records)
+            await self.relayer.fail(ids, f"dry run reverted: {exc.message}", records)
+            return []
+        gas = estimate + len(records) * STIPEND_GAS
+        if len(records) > 1 and gas > await self._gas_ceiling(evm):
+            return _halves(records)
+
+        async def record(sent: SentTx, tx_hash: bytes) -> None:
+            await self.relayer.db(
+                self.relayer.ledger.record_transaction,
+                NewTransaction(
+                    chain=chain.domain,
+                    hash=tx_hash,
+                    sender=engine.address,
+                    nonce=sent.nonce,
+                    gas_limit=sent.gas,
+                    max_fee_per_gas=sent.max_fee,
+                    max_priority_fee_per_gas=sent.priority_fee,
+                    replaces=sent.hashes[-1] if sent.hashes else None,
+                ),
+                ids,
+            )
+
+        try:
+            sent = await engine.send(
+                submission.inbox, submission.calldata, gas=gas, fees=fees, before_broadcast=record
+            )
+        except TxError as exc:
+            await self.relayer.db(self._broadcast_failed, chain.domain, ids, str(exc))
+            raise
+        self.relayer.metrics.batches += 1
+        try:
+            mined = await engine.wait(
+                sent, timeout=self.relayer.confirm_timeout, before_broadcast=record
+            )
+        except TxReverted as exc:
+            await self.relayer.db(self._reverted, chain.domain, exc, ids)
+        except TxError as exc:  # not mined in time: _settle_pending picks it up later
+            log.warning("deliver to %s: %s", chain.name, exc)
+        else:
+            await self.relayer.db(self._apply_receipt, chain, mined, ids)
+        return []
+
+    @staticmethod
+    async def _gas_ceiling(evm: EvmChain) -> int:
+        """Half the gas limit of the destination's final block: the most one batch may ask
+        for, so that a batch always fits in a block with room for others (a larger one is split
+        instead). From the final header (hash-checked, agreed by the rpc quorum), not from the
+        ``latest`` block's JSON: an endpoint inflating that would have batches the chain refuses
+        at every broadcast, the same batch each round (a block's limit moves by at most 1/1024
+        per block, so the final one is close enough)."""
+        return (await evm.final_header()).gas_limit // 2
+
+    def _reverted(self, domain: int, exc: TxReverted, ids: Sequence[str]) -> None:
+        """A delivery that reverted on chain although its dry run passed.
+
+        The batch is bisected: each half is retried at once, and only batched with messages of
+        the same bisection from then on; a message that still reverts alone is the culprit and
+        waits a backoff that grows with its own attempts, so the honest messages of the batch
+        are delivered after at most ~log2(batch size) reverted transactions.
+        """
+        with self.relayer.ledger.atomic() as batch:
+            batch.update_transaction(
+                domain,
+                exc.tx_hash,
+                TxStatus.FAILED,
+                block_number=exc.block_number,
+                gas_used=exc.gas_used,
+                error=str(exc),
+            )
+            records = [r for i in ids if (r := batch.get(i)) is not None]
+            # A message already moved on (delivered elsewhere, re-queued) is left alone.
+            waiting = [r for r in records if r.status == MessageStatus.SUBMITTED]
+            if len(waiting) > 1:
+                limit = (len(waiting) + 1) // 2
+                for r in waiting:
+                    self._batch_limit[r.id] = min(limit, self._batch_limit.get(r.id, limit))
+                batch.transition(
+                    [r.id for r in waiting],
+                    MessageStatus.FAILED,
+                    reason=f"{exc}; retrying in batches of at most {limit}",
+                    retry_at=time.time(),
+                )
+            for r in waiting if len(waiting) == 1 else []:
+                self._batch_limit[r.id] = 1
+                reason = f"{ALONE_REVERTS} ({exc})"
+                # Each try is a reverted transaction the relayer pays: bounded, counted in the
+                # audit trail so that restarts do not reset it (an operator can re-queue).
+                alone = sum(
+                    1
+                    for event in batch.history(r.id)
+                    if event.to_status == MessageStatus.FAILED
+                    and (event.reason or "").startswith(ALONE_REVERTS)
+                )
+                if alone + 1 >= MAX_DELIVERY_ATTEMPTS:
+                    batch.transition(
+                        [r.id], MessageStatus.FAILED, reason=f"{reason}, {alone + 1} times: gave up"
+                    )
+                    continue
+                delay = RETRY_BACKOFF[min(r.attempts, len(RETRY_BACKOFF) - 1)]
+                batch.transition(
+                    [r.id], MessageStatus.FAILED, reason=reason, retry_at=time.time() + delay
+                )
+
+    def _broadcast_failed(self, domain: int, ids: Sequence[str], error: str) -> None:
+        with self.relayer.ledger.atomic() as batch:
+            for tx in batch.transactions(chain=domain, status=TxStatus.PENDING):
+                linked = set(batch.transaction_messages(domain, tx.hash))
+                if linked & set(ids):
+                    batch.update_transaction(domain, tx.hash, TxStatus.FAILED, error=error)
+            batch.transition(ids, MessageStatus.ATTESTED, reason=f"broadcast failed: {error}")
+
+    def _apply_receipt(self, chain: ChainConfig, mined: MinedTx, ids: Sequence[str]) -> None:
+        """Record a mined delivery transaction; its messages stay ``submitted`` until the
+        block is final (:meth:`_finalize_deliveries`).
+
+        The mined hash becomes each message's carrier (a fee bump may have sent several hashes
+        for the nonce; the others are marked replaced). The receipt's logs only feed the
+        metrics, and only logs the inbox itself emitted about this batch's ids count: a
+        recipient runs inside the transaction and can emit look-alike events about any id.
+        """
+        outcome = _receipt_outcome(mined, chain.contract("inbox"), ids)
+        domain = chain.domain
+        with self.relayer.ledger.atomic() as batch:
+            tx = batch.get_transaction(domain, mined.hash)
+            # Read before the update below, which may change this very row object.
+            was = None if tx is None else (tx.status, tx.nonce, tx.hash)
+            batch.update_transaction(
+                domain,
+                mined.hash,
+                TxStatus.CONFIRMED,
+                block_number=mined.block_number,
+                gas_used=mined.gas_used,
+                effective_gas_price=mined.effective_gas_price,
+                fee_paid=mined.fee_paid,
+            )
+            # Pending, or replaced: the hash a fee bump superseded is often the one mined,
+            # and then it (not the newest hash, which can never be mined) carries the batch.
+            if was is not None and was[0] in (TxStatus.PENDING, TxStatus.REPLACED):
+                _, nonce, mined_hash = was
+                carried = [
+                    i
+                    for i in ids
+                    if (m := batch.get(i)) is not None
+                    and m.status in (MessageStatus.SUBMITTED, MessageStatus.ATTESTED)
+                ]
+                batch.transition(
+                    carried,
+                    MessageStatus.SUBMITTED,
+                    tx_hash=mined.hash,
+                    reason=f"mined in block {mined.block_number}; waiting for it to be final",
+                )
+                for sibling in batch.transactions(chain=domain, status=TxStatus.PENDING):
+                    if sibling.nonce == nonce and sibling.hash != mined_hash:
+                        batch.update_transaction(
+                            domain, sibling.hash, TxStatus.REPLACED, error="another hash mined"
+                        )
+        self.relayer.metrics.already_delivered += len(outcome.already)
+        self.relayer.metrics.handle_failed += len(outcome.handle_failed)
+        self.relayer.metrics.gas_used += mined.gas_used
+        self.relayer.metrics.fees_paid += mined.fee_paid
+
+    async def _finalize_deliveries(self, chain: ChainConfig, evm: EvmChain) -> None:
+        """Record as ``delivered`` the submitted messages whose delivery transaction is mined
+        at or below the destination's final block and that ``delivered(id)`` reads true for
+        in that final state; ones it reads false for (their transaction was reorged away) go
+        back to ``attested``. ``delivered`` is terminal, so it is only written for final
+        state."""
+        submitted = await self.relayer.db(
+            self.relayer.ledger.by_status,
+            MessageStatus.SUBMITTED,
+            self.relayer.batch_size * self.relayer.max_inflight,
+            destination=chain.domain,
+        )
+        carriers: dict[str, list[str]] = defaultdict(list)
+        for record in submitted:
+            if record.delivery_tx_hash is not None:
+                carriers[record.delivery_tx_hash].append(record.id)
+        mined: list[tuple[int, str, list[str]]] = []
+        for tx_hash, ids in carriers.items():
+            tx = await self.relayer.db(self.relayer.ledger.get_transaction, chain.domain, tx_hash)
+            if tx is not None and tx.status == TxStatus.CONFIRMED and tx.block_number is not None:
+                mined.append((tx.block_number, tx_hash, ids))
+        if not mined:
+            return
+        final = await evm.final_header()
+        settled = [(tx_hash, ids) for block, tx_hash, ids in mined if block <= final.number]
+        if not settled:
+            return
+        ids = [i for _, group in settled for i in group]
+        # Proven storage, not eth_call: a lying endpoint must neither have an undelivered
+        # message recorded delivered (terminal) nor a delivered one sent again for ever.
+        state = await evm.delivery_state(
+            chain.contract("inbox"), final, [bytes.fromhex(i[2:]) for i in ids]
+        )
+        flags = {i: state[bytes.fromhex(i[2:])] for i in ids}
+        await self.relayer.db(self._record_final, chain, final.number, settled, flags)
+
+    def _record_final(
+        self,
+        chain: ChainConfig,
+        final_block: int,
+        settled: Sequence[tuple[str, Sequence[str]]],
+        flags: dict[str, tuple[bool, bool]],
+    ) -> None:
+        with self.relayer.ledger.atomic() as batch:
+            for tx_hash, ids in settled:
+                handled = [i for i in ids if flags[i] == (True, False)]
+                unhandled = [i for i in ids if flags[i] == (True, True)]
+                lost = [i for i in ids if not flags[i][0]]
+                batch.transition(
+                    handled,
+                    MessageStatus.DELIVERED,
+                    tx_hash=tx_hash,
+                    reason=f"delivered in final block {final_block} of {chain.name}",
+                )
+                batch.transition(
+                    unhandled,
+                    MessageStatus.DELIVERED,
+                    tx_hash=tx_hash,
+                    reason="accepted by the inbox, but the recipient's handle failed; anyone "
+                    "can retry it on chain",
+                )
+                if lost:
+                    batch.transition(
+                        lost,
+                        MessageStatus.ATTESTED,
+                        reason=f"transaction {tx_hash} mined but not in the final chain "
+                        f"(block {final_block}): delivering again",
+                    )
+                for i in handled + unhandled:
+                    self._batch_limit.pop(i, None)
+                self.relayer.metrics.delivered += len(handled) + len(unhandled)
+
+    async def _settle_pending(self, chain: ChainConfig, engine: TxEngine) -> None:
+        """Settle transactions the ledger has as pending for longer than ``confirm_timeout``
+        (all of them at start-up): mined ones are recorded, unknown ones count as dropped.
+
+        One transaction that cannot be settled is logged and skipped: it never stops the
+        relayer (a receipt is chain data, and chain data is not trusted to be well-behaved)."""
+        pending = await self.relayer.db(
+            self.relayer.ledger.transactions, chain=chain.domain, status=TxStatus.PENDING
+        )
+        cutoff = time.time() - self.relayer.confirm_timeout
+        for tx in pending:
+            if self._settled and tx.submitted_at > cutoff:
+                continue
+            tx_hash = bytes.fromhex(tx.hash[2:])
+            try:
+                ids = await self.relayer.db(
+                    self.relayer.ledger.transaction_messages, chain.domain, tx.hash
+                )
+                try:
+                    mined = await engine.receipt(tx_hash)
+                except TxReverted as exc:
+                    await self.relayer.db(self._reverted, chain.domain, exc, ids)
+                    continue
+                if mined is not None:
+                    await self.relayer.db(self._apply_receipt, chain, mined, ids)
+                else:
+                    await self.relayer.db(self._dropped, chain.domain, tx.hash, ids)
+            except (UnknownRecord, IllegalTransition, InvalidReference, MalformedAnswer) as exc:
+                # A garbled receipt is a hostile or broken node's, not the ledger's fault: this
+                # transaction stays pending (the next settle asks again), the others settle.
+                log.error(
+                    "deliver to %s: cannot settle transaction %s: %s", chain.name, tx.hash, exc
+                )
+        await engine.sync_nonce()
+        self._settled = True
+
+    def _dropped(self, domain: int, tx_hash: str, ids: Sequence[str]) -> None:
+        """A recorded transaction the chain does not know: its messages go back to attested.
+
+        Only messages this very hash still carries move (after a fee bump the newer hash
+        carries them). Delivering them again is safe: the inbox skips anything already
+        delivered.
+        """
+        with self.relayer.ledger.atomic() as batch:
+            current = batch.get_transaction(domain, tx_hash)
+            if current is None or current.status != TxStatus.PENDING:
+                return
+            batch.update_transaction(
+                domain, tx_hash, TxStatus.FAILED, error="not found after restart"
+            )
+            still = [
+                i
+                for i in ids
+                if (m := batch.get(i)) is not None
+                and m.status == MessageStatus.SUBMITTED
+                and m.delivery_tx_hash == tx_hash
+            ]
+            if still:
+                batch.transition(still, MessageStatus.ATTESTED, reason="transaction dropped")
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One ``process`` call ready to send: the inbox, the calldata, the messages it carries."""
+
+    inbox: bytes
+    calldata: bytes
+    records: Sequence[MessageRecord]
+
+
+@dataclass
+class ReceiptOutcome:
+    """Which messages a delivery transaction delivered, skipped as replays, or failed to handle."""
+
+    delivered: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    handle_failed: dict[str, str] = field(default_factory=dict)
+
+
+def _receipt_outcome(mined: MinedTx, inbox: bytes, ids: Sequence[str]) -> ReceiptOutcome:
+    """What the inbox's own events in ``mined`` say about the messages of this batch.
+
+    A log counts only if the inbox emitted it (``address``) and it names one of ``ids``: the
+    recipients' ``handle`` runs inside the same transaction and can emit an event with the
+    inbox's signature about any id, so anything else in the receipt is noise, not evidence.
+    """
+    outcome = ReceiptOutcome()
+    wanted = {i.lower() for i in ids}
+    for entry in mined.logs:
+        if len(entry.topics) < 2 or entry.address != inbox[-20:]:
+            continue
+        message_id = to_hex(entry.topics[1])
+        if message_id not in wanted:
+            continue
+        if entry.topics[0] == TOPIC_DELIVERED:
+            outcome.delivered.append(message_id)
+        elif entry.topics[0] == TOPIC_ALREADY:
+            outcome.already.append(message_id)
+        elif entry.topics[0] == TOPIC_HANDLE_FAILED:
+            outcome.handle_failed[message_id] = "recipient reverted"
+    return outcome
+
+
+def _halves(records: Sequence[MessageRecord]) -> list[list[MessageRecord]]:
+    """``records`` cut in two (the later half first, so the earlier nonces go first off a
+    stack)."""
+    middle = (len(records) + 1) // 2
+    return [list(records[middle:]), list(records[:middle])]

@@ -1,0 +1,200 @@
+"""What users do on a Substrate chain: remark messages (signed ``System.remark_with_event``),
+send the wrapped asset home, read balances and replay-guard items.
+
+A remark's canonical nonce and id are known once its block is final: :func:`_canonical` scans
+its block range with the attesters' own rules
+(:func:`~relayer.families.substrate.scan.scan_remarks`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+from eth_abi.abi import encode as abi_encode
+
+from adapters.errors import AdapterError
+from light_clients.message import Message, decode_message
+from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
+from relayer.accounts import bytes32
+from relayer.config import ChainConfig, Config, ConfigError
+from relayer.families.substrate.calls import delivered_items
+from relayer.families.substrate.connection import check_genesis, final_header, grandpa_follower
+from relayer.families.substrate.scan import escrow_routes, scan_remarks
+from relayer.ledger import open_ledger
+from relayer.user import Sent
+
+if TYPE_CHECKING:
+    from substrateinterface import Keypair
+
+    from adapters.substrate.client import Call, SubstrateClient
+
+FINALITY_TIMEOUT = 120.0  # seconds `send` waits for a remark's block to be final
+
+
+async def send_messages(
+    config: Config,
+    source: ChainConfig,
+    target: ChainConfig,
+    *,
+    recipient: bytes,
+    body: bytes,
+    count: int,
+) -> list[Sent]:
+    """``count`` remarks of a message from the client's account (one ``batch_all``)."""
+    messages = [_outgoing(config, source, target.domain, recipient, body) for _ in range(count)]
+    return await _remark(config, source, messages)
+
+
+def client_keypair(config: Config) -> Keypair:
+    """The client's sr25519 keypair: ``[client] substrate_uri`` (devnet) or its seed."""
+    from substrateinterface import Keypair  # noqa: PLC0415 (heavy import, only when needed)
+
+    from adapters.substrate.client import keypair_from_seed  # noqa: PLC0415
+
+    if config.client_substrate_uri is not None:
+        return Keypair.create_from_uri(config.client_substrate_uri)
+    if config.client_substrate_key is None:
+        raise ConfigError("no [client] substrate_key configured: cannot sign on Substrate")
+    return keypair_from_seed(config.client_substrate_key.load())
+
+
+def _outgoing(
+    config: Config, source: ChainConfig, destination: int, recipient: bytes, body: bytes
+) -> Message:
+    """A message as the client remarks it; the nonce is the chain's to assign (0 here)."""
+    return Message(
+        version=1,
+        nonce=0,
+        origin=source.domain,
+        sender=bytes(client_keypair(config).public_key),
+        destination=destination,
+        recipient=recipient,
+        body=body,
+    )
+
+
+def _substrate(chain: ChainConfig) -> SubstrateClient:
+    from adapters.substrate.client import SubstrateClient  # noqa: PLC0415 (heavy import)
+
+    return SubstrateClient(chain.rpc[0])
+
+
+async def _remark(
+    config: Config,
+    source: ChainConfig,
+    messages: Sequence[Message],
+    *,
+    before: Sequence[tuple[str, str, dict[str, Any]]] = (),
+) -> list[Sent]:
+    """Submit the remarks (one ``Utility.batch_all`` when there are several, or calls to run
+    first), wait for inclusion and finality, and return the canonical messages."""
+    keypair = client_keypair(config)
+    async with _substrate(source) as sub:
+        await check_genesis(sub, source)
+        calls: list[Call] = [await sub.compose(m, f, p) for m, f, p in before]
+        for message in messages:
+            remark = REMARK_PREFIX + message.encode()
+            calls.append(await sub.compose("System", "remark_with_event", {"remark": remark}))
+        if len(calls) == 1:
+            included = await sub.submit_call(keypair, calls[0])
+        else:
+            batch = await sub.compose("Utility", "batch_all", {"calls": calls})
+            included = await sub.submit_call(keypair, batch)
+        if not included.success:
+            raise AdapterError(f"the extrinsic failed on {source.name}: {included.error}")
+        return await _canonical(config, sub, source, included.block_number, included.extrinsic_hash)
+
+
+async def _canonical(
+    config: Config,
+    sub: SubstrateClient,
+    source: ChainConfig,
+    block_number: int,
+    extrinsic_hash: bytes,
+) -> list[Sent]:
+    """The canonical messages of one extrinsic, once its block is final: nonces counted from
+    the ledger's last message of the origin before that block (or from the chain's start)."""
+    grandpa = grandpa_follower(source)
+    with trio.move_on_after(FINALITY_TIMEOUT) as waited:
+        while (await final_header(sub, source, grandpa)).number < block_number:
+            await trio.sleep(0.5)
+    if waited.cancelled_caught:
+        raise AdapterError(
+            f"block {block_number} of {source.name} not final after {FINALITY_TIMEOUT:g} s"
+        )
+    with open_ledger(config.ledger) as ledger:
+        last = ledger.last_before_block(source.domain, block_number)
+    first = source.start_block if last is None else last.source_block_number + 1
+    next_nonce = 0 if last is None else last.nonce + 1
+    scan = await scan_remarks(
+        sub,
+        source,
+        escrow_routes(config, source),
+        range(first, block_number + 1),
+        next_nonce,
+        grandpa=grandpa,
+    )
+    sent = [
+        Sent(
+            m.id,
+            m.message.nonce,
+            m.message.origin,
+            m.message.destination,
+            extrinsic_hash,
+            block_number,
+        )
+        for m in scan.messages
+        if m.extrinsic_hash == extrinsic_hash
+    ]
+    if not sent:
+        reasons = "; ".join(
+            reason for seen, reason in scan.skipped if seen.extrinsic_hash == extrinsic_hash
+        )
+        raise AdapterError(f"the remark is not a valid message: {reasons or 'not found'}")
+    return sent
+
+
+async def return_tokens(
+    config: Config, source: ChainConfig, target: ChainConfig, amount: int, recipient: bytes
+) -> list[Sent]:
+    """Send the wrapped asset home: its transfer to the bridge account and the unlock remark,
+    in one ``Utility.batch_all`` (the attesters accept the remark only if the transfer is in it)."""
+    settings = source.settings()
+    if settings.asset_id is None or settings.asset_home_token is None:
+        raise ConfigError(f"chain {source.name!r} has no wrapped asset configured")
+    if target.domain != settings.asset_home_domain:
+        raise ConfigError(
+            f"the wrapped asset of {source.name} goes home to domain "
+            f"{settings.asset_home_domain} only"
+        )
+    body = abi_encode(
+        ["uint8", "bytes32", "uint256", "bytes32"],
+        [ACTION_UNLOCK, bytes32(settings.asset_home_token), amount, bytes32(recipient)],
+    )
+    message = _outgoing(
+        config, source, target.domain, bytes32(target.contract("token_bridge")), body
+    )
+    transfer = (
+        "Assets",
+        "transfer",
+        {"id": settings.asset_id, "target": "0x" + settings.bridge_account.hex(), "amount": amount},
+    )
+    return await _remark(config, source, [message], before=[transfer])
+
+
+async def asset_balance(config: Config, chain: ChainConfig, owner: bytes | None) -> int:
+    settings = chain.settings()
+    if settings.asset_id is None:
+        raise ConfigError(f"chain {chain.name!r} has no wrapped asset configured")
+    who = owner if owner is not None else bytes(client_keypair(config).public_key)
+    async with _substrate(chain) as sub:
+        entry = await sub.query("Assets", "Account", [settings.asset_id, "0x" + who.hex()])
+    return int(entry["balance"]) if isinstance(entry, dict) else 0
+
+
+async def delivered(chain: ChainConfig, messages: Sequence[bytes]) -> list[bool]:
+    """Each message's replay-guard item on ``chain`` (it exists once delivered)."""
+    async with _substrate(chain) as sub:
+        return await delivered_items(sub, chain.settings(), [decode_message(m) for m in messages])
