@@ -27,31 +27,55 @@ finality policy, docs/threats.md T21 — an operator must look).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from functools import partial
 
 import trio
 
 from adapters.errors import AdapterError
+from adapters.rpc import EndpointHealth
 from light_clients.committee import Checkpoint, address_of
 from light_clients.errors import VerificationError
 from relayer.checkpoints import CheckpointStore, CheckpointStoreError, SignedCheckpoint
 from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError
 from relayer.family import Origin, family_of
+from relayer.metrics import loops_readiness, render_attester, serve_metrics
 
 log = logging.getLogger("passerelle.attester")
 
 
-class AttesterState:
-    """Counters of this attester's work (read by tests; an attester has no metrics endpoint yet)."""
+@dataclass
+class AttesterCounters:
+    """What an attester has done since it started (``passerelle_attester_<field>_total``)."""
+
+    signatures: int = 0
+    """Checkpoints signed and published."""
+    errors: int = 0
+    """Polls that failed: a node down or lying, a proof the light clients refused."""
+    skipped_remarks: int = 0
+    """Remarks of a Substrate origin its rules refused (attempted abuse shows here)."""
+    approvals: int = 0
+    executions: int = 0
+    cancellations: int = 0
+    """Stale multisig operations of its own it cancelled."""
+
+
+class AttesterState(AttesterCounters):
+    """An attester's counters, the newest index it signed per origin domain, and the health of
+    the RPC endpoints it reads: what ``passerelle attest --metrics-port`` serves."""
 
     def __init__(self) -> None:
-        self.signed: dict[int, int] = {}  # origin → newest signed index
-        self.errors = 0
-        self.skipped_remarks = 0
-        self.approvals = 0
-        self.executions = 0
-        self.cancellations = 0  # stale multisig operations of ours cancelled
+        super().__init__()
+        self.signed: dict[int, int] = {}
+        self.endpoints: dict[str, Sequence[EndpointHealth]] = {}
+
+    def exposition(self, config: Config) -> str:
+        """The Prometheus text of this attester (origins named as configured)."""
+        names = {chain.domain: chain.name for chain in config.chains}
+        counters = AttesterCounters(**{f.name: getattr(self, f.name) for f in fields(self)})
+        signed = {names.get(domain, str(domain)): index for domain, index in self.signed.items()}
+        return render_attester(counters, signed, self.endpoints)
 
 
 class OriginReorged(CheckpointStoreError):
@@ -86,6 +110,7 @@ async def attest_origin(
     """Follow one origin forever, signing each new final outbox state."""
     progress = await trio.to_thread.run_sync(_resume, store, chain, key)
     async with family_of(chain).open_origin(config, chain) as origin:
+        state.endpoints[f"{chain.name}/attest"] = origin.endpoints
         while True:
             await attest_once(origin, chain, key, store, state, progress=progress)
             await trio.sleep(poll)
@@ -206,6 +231,7 @@ async def _sign_newer(
         block_number,
     )
     state.signed[chain.domain] = checkpoint.index
+    state.signatures += 1
     return checkpoint.index
 
 
@@ -223,9 +249,12 @@ class AttesterContext:
     poll: float
 
 
-async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POLL) -> None:
+async def run_attester(
+    config: Config, index: int, *, poll: float = ATTESTER_POLL, metrics_port: int | None = None
+) -> None:
     """Run attester ``index`` of the configuration: sign every origin's checkpoints, and do
-    what each chain's family adds (approving deliveries to a Substrate chain)."""
+    what each chain's family adds (approving deliveries to a Substrate chain). With
+    ``metrics_port``, serve ``/metrics``, ``/healthz`` and ``/readyz`` on 127.0.0.1."""
     if not 0 <= index < len(config.attester_keys):
         raise ConfigError(
             f"no attester {index}: the config has {len(config.attester_keys)} attester keys"
@@ -238,10 +267,20 @@ async def run_attester(config: Config, index: int, *, poll: float = ATTESTER_POL
     state = AttesterState()
     context = AttesterContext(config, index, key, store, state, poll)
     async with trio.open_nursery() as nursery:
+        if metrics_port is not None:
+
+            async def snapshot() -> str:
+                return state.exposition(config)
+
+            async def ready() -> str | None:
+                return loops_readiness(nursery)
+
+            await nursery.start(serve_metrics, metrics_port, snapshot, ready)
         for chain in config.chains:
             if chain.is_origin:
                 nursery.start_soon(
-                    partial(attest_origin, config, chain, key, store, state, poll=poll)
+                    partial(attest_origin, config, chain, key, store, state, poll=poll),
+                    name=f"{chain.name}_attest_loop",
                 )
             for duty in family_of(chain).attester_duties(chain, context):
-                nursery.start_soon(duty)
+                nursery.start_soon(duty, name=f"{chain.name}_duty_loop")

@@ -183,13 +183,20 @@ def devnet_status(state_dir: Path, as_json: bool) -> int:
 @click.option(
     "--poll", type=float, default=ATTESTER_POLL, show_default=True, help="Seconds between polls."
 )
-def attest(config_path: Path, index: int, poll: float) -> int:
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Serve /metrics (Prometheus), /healthz and /readyz on 127.0.0.1:PORT.",
+)
+def attest(config_path: Path, index: int, poll: float, metrics_port: int | None) -> int:
     """Run an attester: sign each final outbox checkpoint the light clients accept."""
     from relayer.attester import run_attester
 
     config = _load(config_path)
     _logging()
-    trio.run(partial(_until_signal, run_attester, config, index, poll=poll))
+    attesting = partial(run_attester, config, index, poll=poll, metrics_port=metrics_port)
+    trio.run(partial(_until_signal, attesting))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Prometheus metrics and health probes for the relayer: ``passerelle relay --metrics-port N``.
+"""Prometheus metrics and health probes: ``passerelle relay --metrics-port N`` and
+``passerelle attest --metrics-port N``.
 
 Three endpoints, bound to 127.0.0.1 only (put a proxy in front to expose them):
 
@@ -55,6 +56,42 @@ Readiness = Callable[[], Awaitable[str | None]]
 """``None`` when ready, else a one-line reason why not."""
 
 
+def _counter_families(prefix: str, counters: Any) -> Iterator[Metric]:
+    """One counter family ``{prefix}_{field}`` per int field of the dataclass ``counters``."""
+    for item in fields(counters):
+        # The library appends `_total` to a counter family's samples.
+        yield CounterMetricFamily(
+            f"{prefix}_{item.name}",
+            f"{type(counters).__name__}.{item.name} since the process started.",
+            value=getattr(counters, item.name),
+        )
+
+
+def _endpoint_families(endpoints: Mapping[str, Sequence[EndpointHealth]]) -> Iterator[Metric]:
+    """RPC health per endpoint: requests by outcome, and whether it is quarantined."""
+    requests = CounterMetricFamily(
+        "passerelle_rpc_requests",
+        "RPC requests per endpoint by outcome.",
+        labels=["chain", "endpoint", "outcome"],
+    )
+    quarantined = GaugeMetricFamily(
+        "passerelle_rpc_quarantined",
+        "1 while an endpoint rests after failures or is refused (it serves another chain).",
+        labels=["chain", "endpoint"],
+    )
+    for chain, health in sorted(endpoints.items()):
+        for endpoint in health:
+            url = endpoint.url  # already redacted (EndpointHealth)
+            requests.add_metric([chain, url, "ok"], endpoint.successes)
+            requests.add_metric([chain, url, "error"], endpoint.failures)
+            # A refused endpoint is out for good: quarantined too, or it would look healthy
+            # (no errors) while failover is one endpoint short.
+            resting = endpoint.consecutive_failures > 0 or bool(endpoint.refused)
+            quarantined.add_metric([chain, url], int(resting))
+    yield requests
+    yield quarantined
+
+
 @dataclass(frozen=True, eq=False)  # hashed by identity: the registry keys collectors
 class RelayerCollector:
     """A ``prometheus_client`` collector over one snapshot of the relayer's numbers.
@@ -70,40 +107,38 @@ class RelayerCollector:
 
     def collect(self) -> Iterator[Metric]:
         """One metric family per counter, then the backlog, then RPC health (each grouped)."""
-        for item in fields(self.counters):
-            # The library appends `_total` to a counter family's samples.
-            yield CounterMetricFamily(
-                f"passerelle_{item.name}",
-                f"RelayerMetrics.{item.name} since the relayer started.",
-                value=getattr(self.counters, item.name),
-            )
+        yield from _counter_families("passerelle", self.counters)
         messages = GaugeMetricFamily(
             "passerelle_messages", "Messages in the ledger by status.", labels=["status"]
         )
         for status, count in sorted(self.backlog.items()):
             messages.add_metric([status], count)
         yield messages
-        requests = CounterMetricFamily(
-            "passerelle_rpc_requests",
-            "RPC requests per endpoint by outcome.",
-            labels=["chain", "endpoint", "outcome"],
+        yield from _endpoint_families(self.endpoints)
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity: the registry keys collectors
+class AttesterCollector:
+    """The attester's numbers: its counters (``passerelle_attester_<field>_total``), the newest
+    index it signed per origin (``passerelle_attester_signed_index{origin}``: a stalled origin
+    shows as a flat line) and its RPC endpoints' health."""
+
+    counters: Any
+    signed: Mapping[str, int]
+    endpoints: Mapping[str, Sequence[EndpointHealth]]
+
+    def collect(self) -> Iterator[Metric]:
+        """Counters, then the signed indices, then RPC health (each family grouped)."""
+        yield from _counter_families("passerelle_attester", self.counters)
+        signed = GaugeMetricFamily(
+            "passerelle_attester_signed_index",
+            "Newest checkpoint index this attester signed, by origin chain.",
+            labels=["origin"],
         )
-        quarantined = GaugeMetricFamily(
-            "passerelle_rpc_quarantined",
-            "1 while an endpoint rests after failures or is refused (it serves another chain).",
-            labels=["chain", "endpoint"],
-        )
-        for chain, health in sorted(self.endpoints.items()):
-            for endpoint in health:
-                url = endpoint.url  # already redacted (EndpointHealth)
-                requests.add_metric([chain, url, "ok"], endpoint.successes)
-                requests.add_metric([chain, url, "error"], endpoint.failures)
-                # A refused endpoint is out for good: quarantined too, or it would look healthy
-                # (no errors) while failover is one endpoint short.
-                resting = endpoint.consecutive_failures > 0 or bool(endpoint.refused)
-                quarantined.add_metric([chain, url], int(resting))
-        yield requests
-        yield quarantined
+        for origin, index in sorted(self.signed.items()):
+            signed.add_metric([origin], index)
+        yield signed
+        yield from _endpoint_families(self.endpoints)
 
 
 def render(
@@ -113,9 +148,29 @@ def render(
 ) -> str:
     """The exposition text (format 0.0.4) for a metrics dataclass, ledger counts and endpoint
     health, written by ``prometheus_client`` from a :class:`RelayerCollector`."""
+    return _exposition(RelayerCollector(counters, backlog, endpoints))
+
+
+def render_attester(
+    counters: Any, signed: Mapping[str, int], endpoints: Mapping[str, Sequence[EndpointHealth]]
+) -> str:
+    """The exposition text of an attester (:class:`AttesterCollector`)."""
+    return _exposition(AttesterCollector(counters, signed, endpoints))
+
+
+def _exposition(collector: RelayerCollector | AttesterCollector) -> str:
+    """Written by ``prometheus_client`` in a registry of its own (never the process-wide one)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(RelayerCollector(counters, backlog, endpoints))
+    registry.register(collector)
     return generate_latest(registry).decode()
+
+
+def loops_readiness(nursery: trio.Nursery) -> str | None:
+    """``None`` if a ``*_loop`` task runs in ``nursery`` (the process's work started), else the
+    reason. A loop that dies takes the nursery, and the server with it, down."""
+    if not any(task.name.endswith("_loop") for task in nursery.child_tasks):
+        return "loops not started yet"
+    return None
 
 
 async def relay_readiness(
@@ -130,8 +185,9 @@ async def relay_readiness(
     It deliberately checks no chain: a chain outage is what ``passerelle_rpc_quarantined``
     reports, and a relayer that restarts because its RPC provider hiccups gains nothing.
     """
-    if not any(task.name.endswith("_loop") for task in nursery.child_tasks):
-        return "relay loops not started yet"
+    not_running = loops_readiness(nursery)
+    if not_running is not None:
+        return f"relay {not_running}"
     with trio.move_on_after(LEDGER_PROBE_TIMEOUT):
         try:
             await ledger_probe()

@@ -9,17 +9,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import httpx
 import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
-from test_substrate_route import config_toml, load
+from test_substrate_route import KEYS, config_toml, load
 
 from adapters.rpc import EndpointHealth
 from devnet.anvil import free_port
+from relayer.attester import AttesterState, run_attester
+from relayer.config import Config
 from relayer.ledger import open_ledger
 from relayer.metrics import relay_readiness, render, serve_metrics
 from relayer.relay import Relayer
@@ -379,3 +382,60 @@ async def get_or_none(port: int, path: str) -> httpx.Response | None:
         return await get(port, path)
     except httpx.ConnectError:
         return None
+
+
+# --------------------------------------------------------------------------- the attester
+
+
+def test_render_attester_exposes_counters_signed_indices_and_endpoints() -> None:
+    state = AttesterState()
+    state.signatures, state.errors = 3, 2
+    state.signed = {1: 41, 3: 7}
+    state.endpoints = {"alpha/attest": [EndpointHealth("http://a")]}
+    config = cast(Config, SimpleNamespace(chains=[SimpleNamespace(domain=1, name='al"pha\n')]))
+    found = samples(state.exposition(config))
+    assert ("passerelle_attester_signatures_total", (), 3.0) in found
+    assert ("passerelle_attester_errors_total", (), 2.0) in found
+    assert ("passerelle_attester_skipped_remarks_total", (), 0.0) in found
+    # A hostile chain name round-trips as one label value; an unnamed domain shows as itself.
+    assert ("passerelle_attester_signed_index", (("origin", 'al"pha\n'),), 41.0) in found
+    assert ("passerelle_attester_signed_index", (("origin", "3"),), 7.0) in found
+    assert (
+        "passerelle_rpc_quarantined",
+        (("chain", "alpha/attest"), ("endpoint", "http://a")),
+        0.0,
+    ) in found
+
+
+def test_a_running_attester_serves_its_numbers_and_counts_a_dead_node(tmp_path: Path) -> None:
+    """``passerelle attest --metrics-port``: ready once its loops run; every EVM origin's node
+    is a closed port here, so each poll is an error, counted, and the endpoints quarantined."""
+    text = config_toml() + f'\n[[attesters]]\nkey = "0x{KEYS[0].hex()}"\n'
+    for port in (8545, 8546, 8547):
+        text = text.replace(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{free_port()}")
+    text = text.replace("ws://127.0.0.1:9944", f"ws://127.0.0.1:{free_port()}")
+    config = load(tmp_path, text)
+    port = free_port()
+
+    async def main() -> tuple[httpx.Response, list[Sample]]:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(run_attester, config, 0, poll=0.05, metrics_port=port))
+            with trio.fail_after(20):
+                while (ready := await get_or_none(port, "/readyz")) is None:
+                    await trio.sleep(0.05)
+                while True:
+                    found = samples((await get(port, "/metrics")).text)
+                    if any(
+                        name == "passerelle_attester_errors_total" and value >= 3
+                        for name, _, value in found
+                    ):
+                        break
+                    await trio.sleep(0.1)
+            nursery.cancel_scope.cancel()
+        return ready, found
+
+    ready, found = trio.run(main)
+    assert (ready.status_code, ready.text) == (200, "ready\n")
+    quarantined = [v for n, labels, v in found if n == "passerelle_rpc_quarantined"]
+    assert quarantined and set(quarantined) == {1.0}
+    assert not [s for s in found if s[0] == "passerelle_attester_signed_index"]
