@@ -329,6 +329,50 @@ def send(  # noqa: PLR0917 - click passes every option positionally
 
 @cli.command()
 @_config_option
+@click.argument("message_ids", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message moved.")
+def retry(config_path: Path, message_ids: Sequence[str], as_json: bool) -> int:
+    """Put failed or skipped messages back on their way (audited; all or nothing)."""
+    from relayer import operator
+
+    return _operate(config_path, as_json, lambda ledger: operator.retry(ledger, message_ids))
+
+
+@cli.command()
+@_config_option
+@click.argument("message_ids", nargs=-1, required=True)
+@click.option("--reason", required=True, help="Why: recorded in each message's trail.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message moved.")
+def skip(config_path: Path, message_ids: Sequence[str], reason: str, as_json: bool) -> int:
+    """Set messages aside: the relayer no longer sends them (audited; all or nothing)."""
+    from relayer import operator
+
+    return _operate(config_path, as_json, lambda ledger: operator.skip(ledger, message_ids, reason))
+
+
+def _operate(config_path: Path, as_json: bool, move: Any) -> int:
+    """Run an operator command on the ledger; what it refuses is one line per id, exit 2."""
+    from relayer.ledger import open_ledger
+    from relayer.operator import OperatorRefused
+
+    config = _load(config_path)
+    try:
+        with open_ledger(config.ledger) as ledger:
+            moved = move(ledger)
+    except OperatorRefused as exc:
+        for line in str(exc).splitlines():
+            click.echo(f"passerelle: {line}", err=True)
+        return 2
+    for item in moved:
+        if as_json:
+            click.echo(json.dumps(item.as_json()))
+        else:
+            click.echo(f"{item.id}  {item.was} → {item.now}")
+    return 0
+
+
+@cli.command()
+@_config_option
 @click.argument("message_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 @click.option("--no-chain", is_flag=True, help="Ledger only: do not ask the destination chains.")

@@ -46,7 +46,7 @@ from light_clients.message import decode_message, verify_message_inclusion
 from relayer.checkpoints import CheckpointStore, SignedCheckpoint
 from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL, ChainConfig, Config
 from relayer.family import Origin, family_of
-from relayer.ledger import DiscoveredMessage, Ledger, MessageRecord, MessageStatus
+from relayer.ledger import DiscoveredMessage, Ledger, MessageRecord, MessageStatus, StatusEvent
 from relayer.metrics import relay_readiness, render, serve_metrics
 
 log = logging.getLogger("passerelle.relayer")
@@ -57,6 +57,22 @@ MAX_DELIVERY_ATTEMPTS = 5
 """Failed deliveries of one message (reverting alone on chain, or a proposal never executed)
 before the relayer leaves it ``failed`` for good (an operator can re-queue it). A transfer a
 committee can show undeliverable is refunded on the first one; this bounds everything else."""
+OPERATOR_RETRY = "retried by the operator"
+"""Reason of a ``passerelle retry``: the attempts counted towards the limit start again."""
+
+
+def failures_since_retry(history: Sequence[StatusEvent], prefix: str) -> int:
+    """How often the message failed with a reason starting with ``prefix`` since an operator
+    last retried it (oldest-first ``history``, the ledger's audit trail: restarts do not reset
+    the count, ``passerelle retry`` does)."""
+    count = 0
+    for event in history:
+        reason = event.reason or ""
+        if reason.startswith(OPERATOR_RETRY):
+            count = 0
+        elif event.to_status == MessageStatus.FAILED and reason.startswith(prefix):
+            count += 1
+    return count
 
 
 class RouteHalted(Exception):

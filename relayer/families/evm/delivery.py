@@ -36,7 +36,13 @@ from relayer.ledger import (
     TxStatus,
     UnknownRecord,
 )
-from relayer.relay import MAX_DELIVERY_ATTEMPTS, RETRY_BACKOFF, Lane, Relayer
+from relayer.relay import (
+    MAX_DELIVERY_ATTEMPTS,
+    RETRY_BACKOFF,
+    Lane,
+    Relayer,
+    failures_since_retry,
+)
 
 log = logging.getLogger("passerelle.relayer")
 
@@ -361,12 +367,7 @@ class EvmDelivery:
                 reason = f"{ALONE_REVERTS} ({exc})"
                 # Each try is a reverted transaction the relayer pays: bounded, counted in the
                 # audit trail so that restarts do not reset it (an operator can re-queue).
-                alone = sum(
-                    1
-                    for event in batch.history(r.id)
-                    if event.to_status == MessageStatus.FAILED
-                    and (event.reason or "").startswith(ALONE_REVERTS)
-                )
+                alone = failures_since_retry(batch.history(r.id), ALONE_REVERTS)
                 if alone + 1 >= MAX_DELIVERY_ATTEMPTS:
                     batch.transition(
                         [r.id], MessageStatus.FAILED, reason=f"{reason}, {alone + 1} times: gave up"

@@ -29,7 +29,13 @@ from relayer.ledger import (
     MessageRecord,
     MessageStatus,
 )
-from relayer.relay import MAX_DELIVERY_ATTEMPTS, RETRY_BACKOFF, Lane, Relayer
+from relayer.relay import (
+    MAX_DELIVERY_ATTEMPTS,
+    RETRY_BACKOFF,
+    Lane,
+    Relayer,
+    failures_since_retry,
+)
 
 log = logging.getLogger("passerelle.relayer")
 
@@ -177,11 +183,8 @@ class SubstrateDelivery:
         re-queue them)."""
         reason = f"not delivered by the committee within {self.relayer.confirm_timeout:g} s"
         for message_id in ids:
-            failures = sum(
-                1
-                for event in self.relayer.ledger.history(message_id)
-                if event.to_status == MessageStatus.FAILED
-                and (event.reason or "").startswith("not delivered by the committee")
+            failures = failures_since_retry(
+                self.relayer.ledger.history(message_id), "not delivered by the committee"
             )
             if failures + 1 >= MAX_DELIVERY_ATTEMPTS:
                 self.relayer.ledger.transition(
