@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -116,6 +117,101 @@ def _dir_option(func: Any) -> Any:
         show_default=True,
         help="Where the devnet keeps its state, logs and config.",
     )(func)
+
+
+@cli.group()
+def keys() -> None:
+    """Signing keys at rest: encrypted keystores, and which key each role uses."""
+
+
+def _password(password_env: str | None, password_file: Path | None, *, confirm: bool) -> str:
+    """The keystore password: from a variable, a file only its owner reads, or a prompt."""
+    from relayer.keys import read_secret
+
+    if password_env is not None:
+        password = os.environ.get(password_env)
+        if password is None:
+            raise click.UsageError(f"environment variable {password_env} is not set")
+        return password
+    if password_file is not None:
+        return read_secret(password_file, "password file").removesuffix("\n")
+    return str(click.prompt("keystore password", hide_input=True, confirmation_prompt=confirm))
+
+
+_password_env = click.option("--password-env", help="Environment variable holding the password.")
+_password_file = click.option(
+    "--password-file", type=click.Path(path_type=Path), help="File (mode 600) with the password."
+)
+
+
+@keys.command("new")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Keystore to create.")
+@_password_env
+@_password_file
+def keys_new(out: Path, password_env: str | None, password_file: Path | None) -> int:
+    """Create a fresh secp256k1 key in a V3 keystore (mode 600); print its address."""
+    from eth_account import Account
+
+    from relayer.keys import encrypt_keystore, write_secret
+
+    password = _password(password_env, password_file, confirm=True)
+    account = Account.create()
+    write_secret(out, encrypt_keystore(bytes(account.key), password))
+    click.echo(f"{account.address}  {out}")
+    return 0
+
+
+@keys.command("import")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Keystore to create.")
+@click.option("--key-env", required=True, help="Environment variable holding the 0x… key.")
+@_password_env
+@_password_file
+def keys_import(
+    out: Path, key_env: str, password_env: str | None, password_file: Path | None
+) -> int:
+    """Put a raw private key (from a variable, never an argument) into a V3 keystore."""
+    from light_clients.committee import address_of
+    from relayer.config import KeySource
+    from relayer.keys import encrypt_keystore, write_secret
+
+    key = KeySource(env=key_env).load()
+    password = _password(password_env, password_file, confirm=True)
+    write_secret(out, encrypt_keystore(key, password))
+    click.echo(f"0x{address_of(key).hex()}  {out}")
+    return 0
+
+
+@keys.command("list")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
+def keys_list(config_path: Path, as_json: bool) -> int:
+    """Each role's key: where it comes from and its address (never the key), or why it does
+    not load. Exit 1 if some key does not load."""
+    from light_clients.committee import address_of
+    from relayer.config import ConfigError, KeySource
+
+    config = _load(config_path)
+    roles: list[tuple[str, KeySource | None]] = [("relayer", config.relayer_key)]
+    roles += [(f"attester {i}", key) for i, key in enumerate(config.attester_keys)]
+    roles.append(("client", config.client_key))
+    failed = False
+    for role, source in roles:
+        if source is None:
+            continue
+        kind = next(
+            k for k in ("keystore", "file", "env", "inline") if getattr(source, k) is not None
+        )
+        try:
+            address, problem = "0x" + address_of(source.load()).hex(), None
+        except ConfigError as exc:
+            address, problem, failed = None, str(exc), True
+        if as_json:
+            click.echo(
+                json.dumps({"role": role, "source": kind, "address": address, "error": problem})
+            )
+        else:
+            click.echo(f"{role:<12} {kind:<9} {address or 'not loaded: ' + str(problem)}")
+    return 1 if failed else 0
 
 
 @cli.group()
@@ -504,6 +600,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from relayer.checkpoints import CheckpointStoreError
     from relayer.config import ConfigError
     from relayer.jsonfields import FieldError
+    from relayer.keys import KeyFileError
     from relayer.ledger import LedgerError
     from relayer.relay import RouteHalted
 
@@ -512,6 +609,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         CheckpointStoreError,
         ConfigError,
         FieldError,
+        KeyFileError,
         LedgerError,
         RouteHalted,
     ]
@@ -547,9 +645,10 @@ def _exit_code_for(exc: BaseException, verbose: bool) -> int:
     if isinstance(exc, _user_errors()):
         click.echo(f"passerelle: {exc}", err=True)
         from relayer.config import ConfigError
+        from relayer.keys import KeyFileError
         from relayer.relay import RouteHalted
 
-        if isinstance(exc, ConfigError):
+        if isinstance(exc, ConfigError | KeyFileError):
             return EXIT_USAGE  # the configuration is unusable input, like a malformed proof file
         return EXIT_HALTED if isinstance(exc, RouteHalted) else 1
     click.echo(f"passerelle: internal error: {exc.__class__.__name__}: {exc}", err=True)

@@ -28,7 +28,9 @@ inbox = "0x…"
 #   eth_getLogs capped at 500 blocks unless max_log_range says otherwise)
 
 [relayer]
-key = "0x…"                            # only with devnet = true; else key_env or key_file
+key = "0x…"                            # only with devnet = true; else key_env, key_file, or
+# key_keystore = "relayer.json"        #   a V3 keystore with key_password_env / key_password_file
+#                                      # (files holding keys or passwords: mode 600, or refused)
 
 [relayer.policy]                       # optional: which messages this relayer pays to deliver
 deny_senders = ["0x…"]                 # 20-byte EVM addresses or 32-byte accounts
@@ -85,6 +87,7 @@ from light_clients.errors import VerificationError
 from light_clients.message import Message
 from relayer.family import UnknownFamily, family, family_of
 from relayer.jsonfields import FieldError, as_hex, as_int, as_list, as_object, type_name
+from relayer.keys import KeyFileError, decrypt_keystore, read_secret
 
 U32_MAX = 2**32 - 1
 U64_MAX = 2**64 - 1
@@ -113,7 +116,7 @@ POLICY_KEYS = tuple(
     for verdict in ("allow", "deny")
     for what in ("origins", "senders", "recipients")
 )
-KEY_KEYS = ("key", "key_env", "key_file")
+KEY_KEYS = ("key", "key_env", "key_file", "key_keystore", "key_password_env", "key_password_file")
 SUBSTRATE_KEY_KEYS = ("substrate_key", "substrate_key_env", "substrate_key_file")
 RELAYER_KEYS = (*KEY_KEYS, "policy")
 ATTESTER_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS)
@@ -257,31 +260,53 @@ class ChainConfig:
 
 @dataclass(frozen=True)
 class KeySource:
-    """Where a signing key comes from: an environment variable, a file, or (devnet) inline."""
+    """Where a signing key comes from: an environment variable, a file only its owner can read,
+    an encrypted keystore (its password from a variable or such a file), or (devnet) inline."""
 
     inline: bytes | None = None
     env: str | None = None
     file: Path | None = None
+    keystore: Path | None = None
+    password_env: str | None = None
+    password_file: Path | None = None
 
     def load(self) -> bytes:
-        """Read the 32-byte private key; ConfigError if it is missing or malformed."""
+        """Read the 32-byte private key; ConfigError (one line) if it is missing, malformed,
+        in a file others can read, or in a keystore that does not open."""
         if self.inline is not None:
             return self.inline
-        if self.env is not None:
-            text = os.environ.get(self.env)
-            if text is None:
-                raise ConfigError(f"environment variable {self.env} (a private key) is not set")
-        elif self.file is not None:
-            try:
-                text = self.file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"cannot read key file {self.file}: {exc.strerror}") from None
-        else:
-            raise ConfigError("no key configured")
+        try:
+            if self.keystore is not None:
+                return decrypt_keystore(
+                    read_secret(self.keystore, "keystore"), self._password(), self.keystore
+                )
+            if self.env is not None:
+                text = os.environ.get(self.env)
+                if text is None:
+                    raise ConfigError(f"environment variable {self.env} (a private key) is not set")
+            elif self.file is not None:
+                text = read_secret(self.file, "key file").strip()
+            else:
+                raise ConfigError("no key configured")
+        except KeyFileError as exc:
+            raise ConfigError(str(exc)) from None
         try:
             return as_hex(text.strip(), "private key", size=32)
         except FieldError as exc:
             raise ConfigError(str(exc)) from None
+
+    def _password(self) -> str:
+        """The keystore's password (one trailing newline of a file is not part of it)."""
+        if self.password_env is not None:
+            password = os.environ.get(self.password_env)
+            if password is None:
+                raise ConfigError(
+                    f"environment variable {self.password_env} (a keystore password) is not set"
+                )
+            return password
+        if self.password_file is None:
+            raise ConfigError("a keystore needs key_password_env or key_password_file")
+        return read_secret(self.password_file, "password file").removesuffix("\n")
 
 
 def _show_account(account: bytes) -> str:
@@ -474,9 +499,28 @@ def _key_source(
     """``name`` (inline, devnet only), ``name_env`` or ``name_file`` (at most one); None if none
     is given. Two at once is refused: silently preferring one would sign with a key the operator
     may not have meant."""
-    given = [k for k in (name, f"{name}_env", f"{name}_file") if k in obj]
+    given = [k for k in (name, f"{name}_env", f"{name}_file", f"{name}_keystore") if k in obj]
     if len(given) > 1:
         raise FieldError(f"{where}: {' and '.join(given)} conflict; give only one")
+    passwords = [k for k in (f"{name}_password_env", f"{name}_password_file") if k in obj]
+    if f"{name}_keystore" in obj:
+        if len(passwords) != 1:
+            raise FieldError(
+                f"{where}: {name}_keystore needs exactly one of {name}_password_env, "
+                f"{name}_password_file"
+            )
+        password = passwords[0]
+        return KeySource(
+            keystore=base / _string(obj[f"{name}_keystore"], f"{where}.{name}_keystore"),
+            password_env=_string(obj[password], f"{where}.{password}")
+            if password.endswith("_env")
+            else None,
+            password_file=base / _string(obj[password], f"{where}.{password}")
+            if password.endswith("_file")
+            else None,
+        )
+    if passwords:
+        raise FieldError(f"{where}: {passwords[0]} is only for {name}_keystore")
     if name in obj:
         if not devnet:
             raise FieldError(
@@ -494,7 +538,9 @@ def _key_source(
 def _required_key(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) -> KeySource:
     source = _key_source(obj, where, devnet, base)
     if source is None:
-        raise FieldError(f"{where}: one of key_env, key_file (or key, devnet only) is required")
+        raise FieldError(
+            f"{where}: one of key_env, key_file, key_keystore (or key, devnet only) is required"
+        )
     return source
 
 

@@ -134,7 +134,13 @@ def test_keys_from_the_environment_and_files(
 ) -> None:
     (tmp_path / "relayer.key").write_text("0x" + KEYS[1].hex() + "\n")
     config = load_config(_write(tmp_path, toml(devnet=False, relayer='key_file = "relayer.key"')))
-    assert config.relayer_key is not None and config.relayer_key.load() == KEYS[1]
+    assert config.relayer_key is not None
+    # A key file others can read is refused before its key is used, with the fix.
+    (tmp_path / "relayer.key").chmod(0o644)
+    with pytest.raises(ConfigError, match=r"can be read by others \(mode 0644\): chmod 600"):
+        config.relayer_key.load()
+    (tmp_path / "relayer.key").chmod(0o600)
+    assert config.relayer_key.load() == KEYS[1]
     config = load_config(_write(tmp_path, toml(devnet=False, relayer='key_env = "PSRL_TEST_KEY"')))
     assert config.relayer_key is not None
     monkeypatch.delenv("PSRL_TEST_KEY", raising=False)
