@@ -56,7 +56,9 @@ class AttesterCounters:
     skipped_remarks: int = 0
     """Remarks of a Substrate origin its rules refused (attempted abuse shows here)."""
     approvals: int = 0
+    """Multisig approvals it sent (Substrate destinations)."""
     executions: int = 0
+    """Multisig operations it executed as the last signatory needed."""
     cancellations: int = 0
     """Stale multisig operations of its own it cancelled."""
 
@@ -109,6 +111,8 @@ async def attest_origin(
 ) -> None:
     """Follow one origin forever, signing each new final outbox state."""
     progress = await trio.to_thread.run_sync(_resume, store, chain, key)
+    if progress.last_index >= 0:  # the metric from the start, not from the next signature
+        state.signed[chain.domain] = progress.last_index
     async with family_of(chain).open_origin(config, chain) as origin:
         state.endpoints[f"{chain.name}/attest"] = origin.endpoints
         while True:

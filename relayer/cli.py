@@ -17,12 +17,16 @@ import traceback
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import trio
 
 from relayer import proof_files
+
+if TYPE_CHECKING:
+    from relayer.config import Config
+    from relayer.ledger import Ledger
 from relayer.config import ATTESTER_POLL, RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL
 
 # Errors a user can cause or fix (bad config, a chain not running, a busy port): one line each.
@@ -431,7 +435,11 @@ def retry(config_path: Path, message_ids: Sequence[str], as_json: bool) -> int:
     """Put failed or skipped messages back on their way (audited; all or nothing)."""
     from relayer import operator
 
-    return _operate(config_path, as_json, lambda ledger: operator.retry(ledger, message_ids))
+    def move(ledger: Ledger, config: Config) -> list[operator.Moved]:
+        routed = {chain.domain for chain in config.chains if chain.is_destination}
+        return operator.retry(ledger, message_ids, routed=routed)
+
+    return _operate(config_path, as_json, move)
 
 
 @cli.command()
@@ -443,7 +451,9 @@ def skip(config_path: Path, message_ids: Sequence[str], reason: str, as_json: bo
     """Set messages aside: the relayer no longer sends them (audited; all or nothing)."""
     from relayer import operator
 
-    return _operate(config_path, as_json, lambda ledger: operator.skip(ledger, message_ids, reason))
+    return _operate(
+        config_path, as_json, lambda ledger, _config: operator.skip(ledger, message_ids, reason)
+    )
 
 
 def _operate(config_path: Path, as_json: bool, move: Any) -> int:
@@ -454,7 +464,7 @@ def _operate(config_path: Path, as_json: bool, move: Any) -> int:
     config = _load(config_path)
     try:
         with open_ledger(config.ledger) as ledger:
-            moved = move(ledger)
+            moved = move(ledger, config)
     except OperatorRefused as exc:
         for line in str(exc).splitlines():
             click.echo(f"passerelle: {line}", err=True)

@@ -11,16 +11,17 @@ from types import SimpleNamespace
 from typing import cast
 
 import pytest
-from test_substrate_route import ALPHA, config_toml, load, message
+from test_substrate_route import ALPHA, ASSETHUB, config_toml, load, message
 
 from light_clients.hashing import keccak256
 from relayer import operator
 from relayer.config import ChainConfig
 from relayer.families.substrate.delivery import SubstrateDelivery
-from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, open_ledger
+from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, NewTransaction, open_ledger
 from relayer.relay import MAX_DELIVERY_ATTEMPTS, OPERATOR_RETRY, Relayer
 
 _S = MessageStatus
+ROUTED = frozenset({ASSETHUB})  # where message() goes
 PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 
 
@@ -58,7 +59,7 @@ def test_a_retry_gives_a_message_given_up_a_fresh_attempt_budget(tmp_path: Path)
         assert record is not None and record.next_attempt_at is None  # given up
         assert record.reason is not None and "gave up" in record.reason
 
-        moved = operator.retry(ledger, ids)
+        moved = operator.retry(ledger, ids, routed=ROUTED)
         assert [m.as_json() for m in moved] == [{"id": ids[0], "was": "failed", "now": "attested"}]
         assert ledger.history(ids[0])[-1].reason == OPERATOR_RETRY
         delivery._fail_undelivered(ids)  # one more failure: retried later, not given up
@@ -77,7 +78,7 @@ def test_a_skipped_message_goes_back_to_final_and_a_skip_is_audited(tmp_path: Pa
             (MessageStatus.ATTESTED, MessageStatus.SKIPPED)
         ] * 2
         assert ledger.history(first)[-1].reason == "skipped by the operator: spam burst"
-        operator.retry(ledger, [first])
+        operator.retry(ledger, [first], routed=ROUTED)
         assert status(ledger, first) == MessageStatus.FINAL
         trail = [(e.to_status, e.reason) for e in ledger.history(first)][-2:]
         assert trail[0] == (MessageStatus.DISCOVERED, OPERATOR_RETRY)
@@ -96,7 +97,7 @@ def test_one_id_that_cannot_move_refuses_the_whole_command(tmp_path: Path) -> No
         assert lines[2].startswith("0x12: ") and len(lines) == 3
         assert status(ledger, ready) == MessageStatus.ATTESTED  # nothing written
         with pytest.raises(operator.OperatorRefused, match="is attested"):
-            operator.retry(ledger, [ready])
+            operator.retry(ledger, [ready], routed=ROUTED)
         with pytest.raises(operator.OperatorRefused, match="give a --reason"):
             operator.skip(ledger, [ready], "  \n")
 
@@ -124,3 +125,47 @@ def test_the_commands_print_one_line_per_move_and_refuse_in_one_line_each(
     assert (retried.returncode, retried.stdout) == (0, f"{ready}  skipped → final\n")
     no_reason = run("skip", ready)
     assert no_reason.returncode == 2 and "Traceback" not in no_reason.stderr
+
+
+def test_a_message_in_flight_cannot_be_skipped_and_no_route_cannot_be_retried(
+    tmp_path: Path,
+) -> None:
+    """A message in a pending transaction may still land (wait for its outcome); a message
+    to a destination the config does not route would wait for ever after a retry."""
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        (flying,) = attested(ledger, range(1, 2))
+        record = ledger.get(flying)
+        assert record is not None
+        ledger.record_transaction(
+            NewTransaction(
+                chain=record.destination, hash=b"\x22" * 32, sender=b"\x01" * 20, nonce=0
+            ),
+            [flying],
+        )
+        with pytest.raises(operator.OperatorRefused, match="is submitted"):
+            operator.skip(ledger, [flying], "in flight")
+        (parked,) = attested(ledger, range(2, 3))
+        operator.skip(ledger, [parked], "park it")
+        with pytest.raises(operator.OperatorRefused, match=f"destination {ASSETHUB} has no route"):
+            operator.retry(ledger, [parked], routed=frozenset())
+        assert status(ledger, parked) == MessageStatus.SKIPPED
+
+
+def test_a_relayer_outpaced_by_the_operator_records_the_rest_and_goes_on(
+    tmp_path: Path,
+) -> None:
+    """An operator skips a message of a proposal that then times out, or that the committee
+    then refunds: the relayer leaves the skipped one as it is and records the others — in one
+    write, never stopping (it used to raise and, for the refund, on every restart)."""
+    with open_ledger(tmp_path / "ledger.db") as ledger:
+        ids = attested(ledger, range(1, 4))
+        operator.skip(ledger, [ids[1]], "stuck")
+        relayer = SimpleNamespace(ledger=ledger, confirm_timeout=120.0)
+        delivery = SubstrateDelivery(cast(ChainConfig, None), cast(Relayer, relayer))
+        delivery._fail_undelivered(ids)
+        assert [status(ledger, i) for i in ids] == [_S.FAILED, _S.SKIPPED, _S.FAILED]
+        refunded = attested(ledger, range(5, 7))
+        operator.skip(ledger, [refunded[0]], "stuck")
+        delivery._record_refunded(cast(ChainConfig, SimpleNamespace(name="hub")), refunded)
+        assert [status(ledger, i) for i in refunded] == [_S.SKIPPED, _S.FAILED]
+        assert "refunded" in (ledger.history(refunded[1])[-1].reason or "")

@@ -42,6 +42,7 @@ from relayer.relay import (
     Lane,
     Relayer,
     failures_since_retry,
+    movable,
 )
 
 log = logging.getLogger("passerelle.relayer")
@@ -104,6 +105,11 @@ class EvmDelivery:
                     except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
                         self.relayer.metrics.rpc_errors += 1
                         log.warning("deliver to %s: %s", chain.name, exc)
+                        batches = []
+                    except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
+                        # A move the ledger refuses (someone else moved a message between our
+                        # read and our write): logged; the next round reads the ledger again.
+                        log.error("deliver to %s: not recorded: %s", chain.name, exc)
                         batches = []
                     if not batches:
                         await trio.sleep(self.relayer.poll)
@@ -483,7 +489,8 @@ class EvmDelivery:
             for tx_hash, ids in settled:
                 handled = [i for i in ids if flags[i] == (True, False)]
                 unhandled = [i for i in ids if flags[i] == (True, True)]
-                lost = [i for i in ids if not flags[i][0]]
+                # Back to attested only what is still ours to move (not set aside meanwhile).
+                lost = movable(batch, [i for i in ids if not flags[i][0]], MessageStatus.ATTESTED)
                 batch.transition(
                     handled,
                     MessageStatus.DELIVERED,

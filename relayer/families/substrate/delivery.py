@@ -26,8 +26,11 @@ from relayer.families.substrate.calls import GUARD_DELIVERED, GUARD_REFUNDED, gu
 from relayer.families.substrate.connection import connected
 from relayer.families.substrate.proposals import Proposal, ProposalStore, new_proposal
 from relayer.ledger import (
+    IllegalTransition,
+    InvalidReference,
     MessageRecord,
     MessageStatus,
+    UnknownRecord,
 )
 from relayer.relay import (
     MAX_DELIVERY_ATTEMPTS,
@@ -35,6 +38,7 @@ from relayer.relay import (
     Lane,
     Relayer,
     failures_since_retry,
+    movable,
 )
 
 log = logging.getLogger("passerelle.relayer")
@@ -65,6 +69,10 @@ class SubstrateDelivery:
                 except (AdapterError, ConfigError) as exc:
                     self.relayer.metrics.rpc_errors += 1
                     log.warning("deliver to %s: %s", chain.name, exc)
+                except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
+                    # A move the ledger refuses (someone else moved the message): logged, the
+                    # next round reads the ledger again; never the end of the relayer.
+                    log.error("deliver to %s: not recorded: %s", chain.name, exc)
                 await trio.sleep(self.relayer.poll)
 
     @staticmethod
@@ -96,13 +104,7 @@ class SubstrateDelivery:
             )
             self.relayer.metrics.delivered += len(ids)
         if refunded:
-            await self.relayer.db(
-                self.relayer.ledger.transition,
-                refunded,
-                MessageStatus.FAILED,
-                reason=f"cannot be delivered on {chain.name}: the committee refunded it (its "
-                "replay-guard item is frozen; the refund is a message back to the origin)",
-            )
+            await self.relayer.db(self._record_refunded, chain, refunded)
             log.warning("%d message(s) to %s refunded by the committee", len(refunded), chain.name)
 
     async def _deliver_substrate_once(
@@ -177,28 +179,42 @@ class SubstrateDelivery:
                         chain.name,
                     )
 
+    def _record_refunded(self, chain: ChainConfig, ids: Sequence[str]) -> None:
+        """Refunded messages ``failed`` for good — those not set aside meanwhile (an operator's
+        ``skip`` stays: the trail and the chain both say what happened)."""
+        with self.relayer.ledger.atomic() as batch:
+            batch.transition(
+                movable(batch, ids, MessageStatus.FAILED),
+                MessageStatus.FAILED,
+                reason=f"cannot be delivered on {chain.name}: the committee refunded it (its "
+                "replay-guard item is frozen; the refund is a message back to the origin)",
+            )
+
     def _fail_undelivered(self, ids: Sequence[str]) -> None:
         """Mark messages whose proposal timed out ``failed``: to be retried after a backoff,
         or, once they failed :data:`MAX_DELIVERY_ATTEMPTS` times, for good (an operator can
-        re-queue them)."""
+        re-queue them). One write; messages moved meanwhile (skipped by an operator,
+        delivered) are left as they are."""
         reason = f"not delivered by the committee within {self.relayer.confirm_timeout:g} s"
-        for message_id in ids:
-            failures = failures_since_retry(
-                self.relayer.ledger.history(message_id), "not delivered by the committee"
-            )
-            if failures + 1 >= MAX_DELIVERY_ATTEMPTS:
-                self.relayer.ledger.transition(
-                    [message_id],
-                    MessageStatus.FAILED,
-                    reason=f"{reason}, {failures + 1} times: gave up",
+        with self.relayer.ledger.atomic() as batch:
+            for message_id in movable(batch, ids, MessageStatus.FAILED):
+                failures = failures_since_retry(
+                    batch.history(message_id), "not delivered by the committee"
                 )
-            else:
-                self.relayer.ledger.transition(
-                    [message_id],
-                    MessageStatus.FAILED,
-                    reason=reason,
-                    retry_at=time.time() + RETRY_BACKOFF[min(failures + 1, len(RETRY_BACKOFF) - 1)],
-                )
+                if failures + 1 >= MAX_DELIVERY_ATTEMPTS:
+                    batch.transition(
+                        [message_id],
+                        MessageStatus.FAILED,
+                        reason=f"{reason}, {failures + 1} times: gave up",
+                    )
+                else:
+                    backoff = RETRY_BACKOFF[min(failures + 1, len(RETRY_BACKOFF) - 1)]
+                    batch.transition(
+                        [message_id],
+                        MessageStatus.FAILED,
+                        reason=reason,
+                        retry_at=time.time() + backoff,
+                    )
 
     async def _propose(
         self, chain: ChainConfig, lane: Lane, group: Sequence[MessageRecord]
