@@ -1052,6 +1052,24 @@ class _Operations:
                 counts[MessageStatus(status)] = count
         return counts
 
+    def pending_by_route(self) -> list[tuple[int, int, int, float]]:
+        """``(origin, destination, count, oldest created_at)`` of the messages not yet delivered
+        or set aside (discovered, final, attested, submitted, failed), per route: the backlog and
+        its age an operator alerts on."""
+        waiting = (_S.DISCOVERED, _S.FINAL, _S.ATTESTED, _S.SUBMITTED, _S.FAILED)
+        query = (
+            select(
+                MessageRecord.origin,
+                MessageRecord.destination,
+                func.count(),
+                func.min(MessageRecord.created_at),
+            )
+            .where(col(MessageRecord.status).in_(waiting))
+            .group_by(col(MessageRecord.origin), col(MessageRecord.destination))
+        )
+        with self._reading() as session:
+            return [(int(o), int(d), int(n), float(t)) for o, d, n, t in session.exec(query)]
+
     def last_before_block(self, origin: int, block_number: int) -> MessageRecord | None:
         """The highest-nonce message of ``origin`` seen in a block below ``block_number``."""
         query = (

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import trio
@@ -104,9 +104,15 @@ class RelayerCollector:
     counters: Any
     backlog: Mapping[str, int]
     endpoints: Mapping[str, Sequence[EndpointHealth]]
+    routes: Sequence[tuple[str, str, int, float]] = ()
+    """(origin, destination, messages waiting, age of the oldest in seconds) per route."""
+    scan_lag: Mapping[str, int] = field(default_factory=dict)
+    """Origin → final blocks not scanned yet (at the last scan)."""
+    last_delivered: Mapping[str, float] = field(default_factory=dict)
+    """Destination → Unix time deliveries were last recorded there."""
 
     def collect(self) -> Iterator[Metric]:
-        """One metric family per counter, then the backlog, then RPC health (each grouped)."""
+        """Counters, the backlog, the routes' lag, then RPC health (each family grouped)."""
         yield from _counter_families("passerelle", self.counters)
         messages = GaugeMetricFamily(
             "passerelle_messages", "Messages in the ledger by status.", labels=["status"]
@@ -114,6 +120,37 @@ class RelayerCollector:
         for status, count in sorted(self.backlog.items()):
             messages.add_metric([status], count)
         yield messages
+        waiting = GaugeMetricFamily(
+            "passerelle_route_pending",
+            "Messages of a route not yet delivered or set aside.",
+            labels=["origin", "destination"],
+        )
+        oldest = GaugeMetricFamily(
+            "passerelle_route_oldest_pending_seconds",
+            "Age of a route's oldest message not yet delivered: alert when it keeps growing.",
+            labels=["origin", "destination"],
+        )
+        for origin, destination, count, age in sorted(self.routes):
+            waiting.add_metric([origin, destination], count)
+            oldest.add_metric([origin, destination], age)
+        yield waiting
+        yield oldest
+        lag = GaugeMetricFamily(
+            "passerelle_scan_lag_blocks",
+            "Final blocks of an origin the relayer has not scanned yet.",
+            labels=["origin"],
+        )
+        for origin, blocks in sorted(self.scan_lag.items()):
+            lag.add_metric([origin], blocks)
+        yield lag
+        delivered = GaugeMetricFamily(
+            "passerelle_last_delivered_timestamp_seconds",
+            "When deliveries to a destination were last recorded (Unix time).",
+            labels=["destination"],
+        )
+        for destination, when in sorted(self.last_delivered.items()):
+            delivered.add_metric([destination], when)
+        yield delivered
         yield from _endpoint_families(self.endpoints)
 
 
@@ -145,10 +182,18 @@ def render(
     counters: Any,
     backlog: Mapping[str, int],
     endpoints: Mapping[str, Sequence[EndpointHealth]],
+    *,
+    routes: Sequence[tuple[str, str, int, float]] = (),
+    scan_lag: Mapping[str, int] | None = None,
+    last_delivered: Mapping[str, float] | None = None,
 ) -> str:
-    """The exposition text (format 0.0.4) for a metrics dataclass, ledger counts and endpoint
-    health, written by ``prometheus_client`` from a :class:`RelayerCollector`."""
-    return _exposition(RelayerCollector(counters, backlog, endpoints))
+    """The exposition text (format 0.0.4) of a relayer (:class:`RelayerCollector`), written by
+    ``prometheus_client``."""
+    return _exposition(
+        RelayerCollector(
+            counters, backlog, endpoints, routes, dict(scan_lag or {}), dict(last_delivered or {})
+        )
+    )
 
 
 def render_attester(

@@ -154,6 +154,10 @@ class Relayer:
         self.max_inflight = max_inflight
         self.metrics_port = metrics_port
         self.endpoints: dict[str, Sequence[EndpointHealth]] = {}
+        self.scan_lag: dict[str, int] = {}
+        """Origin name → final blocks not scanned yet, at its last scan (a metric)."""
+        self.last_delivered: dict[str, float] = {}
+        """Destination name → when deliveries were last recorded there (a metric)."""
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking ledger call in a worker thread (one at a time)."""
@@ -215,9 +219,24 @@ class Relayer:
         await family_of(chain).delivery(chain, self).run()
 
     async def metrics_text(self) -> str:
-        """The Prometheus exposition of the counters, the ledger backlog and RPC health."""
+        """The Prometheus exposition: counters, the ledger backlog, each route's backlog and
+        age, each origin's scan lag, each destination's last delivery, and RPC health."""
         backlog = await self.db(self.ledger.counts_by_status)
-        return render(self.metrics, {str(k): v for k, v in backlog.items()}, self.endpoints)
+        pending = await self.db(self.ledger.pending_by_route)
+        names = {chain.domain: chain.name for chain in self.config.chains}
+        now = time.time()
+        routes = [
+            (names.get(o, str(o)), names.get(d, str(d)), count, max(0.0, now - oldest))
+            for o, d, count, oldest in pending
+        ]
+        return render(
+            self.metrics,
+            {str(k): v for k, v in backlog.items()},
+            self.endpoints,
+            routes=routes,
+            scan_lag=self.scan_lag,
+            last_delivered=self.last_delivered,
+        )
 
     @staticmethod
     async def _watch_signals(
@@ -276,11 +295,13 @@ class Relayer:
         next_block = await self._resume_point(lane, origin.block_hash)
         final = await origin.final_head()
         if final.number < next_block:
+            self.scan_lag[lane.chain.name] = 0
             return True
         scanned = await origin.scan(lane.tree, next_block, final)
         await self.db(self._record_scan, lane, scanned.messages, scanned.end, scanned.end_hash)
         for message_id in scanned.ids:
             lane.tree.append(message_id)
+        self.scan_lag[lane.chain.name] = final.number - scanned.end
         self.metrics.scanned_blocks += scanned.end - next_block + 1
         self.metrics.discovered += len(scanned.ids)
         self.metrics.skipped_remarks += scanned.skipped

@@ -17,13 +17,14 @@ import pytest
 import trio
 import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
-from test_substrate_route import KEYS, config_toml, load
+from test_substrate_route import KEYS, config_toml, load, message
 
 from adapters.rpc import EndpointHealth
 from devnet.anvil import free_port
+from light_clients.hashing import keccak256
 from relayer.attester import AttesterState, run_attester
 from relayer.config import Config
-from relayer.ledger import open_ledger
+from relayer.ledger import DiscoveredMessage, MessageStatus, open_ledger
 from relayer.metrics import relay_readiness, render, serve_metrics
 from relayer.relay import Relayer
 
@@ -439,3 +440,40 @@ def test_a_running_attester_serves_its_numbers_and_counts_a_dead_node(tmp_path: 
     quarantined = [v for n, labels, v in found if n == "passerelle_rpc_quarantined"]
     assert quarantined and set(quarantined) == {1.0}
     assert not [s for s in found if s[0] == "passerelle_attester_signed_index"]
+
+
+def test_render_exposes_each_routes_backlog_age_scan_lag_and_last_delivery() -> None:
+    found = samples(
+        render(
+            Counters(),
+            {},
+            {},
+            routes=[("alpha", "beta", 4, 12.5)],
+            scan_lag={"alpha": 3},
+            last_delivered={"beta": 1_700_000_000.0},
+        )
+    )
+    route = (("destination", "beta"), ("origin", "alpha"))
+    assert ("passerelle_route_pending", route, 4.0) in found
+    assert ("passerelle_route_oldest_pending_seconds", route, 12.5) in found
+    assert ("passerelle_scan_lag_blocks", (("origin", "alpha"),), 3.0) in found
+    delivered = ("passerelle_last_delivered_timestamp_seconds", (("destination", "beta"),))
+    assert (*delivered, 1_700_000_000.0) in found
+
+
+def test_a_relayer_reports_its_routes_from_the_ledger(tmp_path: Path) -> None:
+    """The route gauges come from the ledger: what waits, per route, and for how long; a
+    delivered message is no longer counted."""
+    config = load(tmp_path, config_toml())
+    with open_ledger(config.ledger) as ledger:
+        raws = [message(nonce=n).encode() for n in range(3)]
+        ledger.record_discovered(
+            [DiscoveredMessage(r, 1, b"\x01" * 32, bytes([n]) * 32, 0) for n, r in enumerate(raws)]
+        )
+        ledger.transition(["0x" + keccak256(raws[0]).hex()], MessageStatus.DELIVERED)
+        relayer = Relayer(config, ledger)
+        found = samples(trio.run(relayer.metrics_text))
+    route = (("destination", "assethub"), ("origin", "alpha"))
+    assert ("passerelle_route_pending", route, 2.0) in found
+    (age,) = [v for n, labels, v in found if n == "passerelle_route_oldest_pending_seconds"]
+    assert 0.0 <= age < 60.0

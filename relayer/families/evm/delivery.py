@@ -514,6 +514,8 @@ class EvmDelivery:
                 for i in handled + unhandled:
                     self._batch_limit.pop(i, None)
                 self.relayer.metrics.delivered += len(handled) + len(unhandled)
+                if handled or unhandled:
+                    self.relayer.last_delivered[chain.name] = time.time()
 
     async def _settle_pending(self, chain: ChainConfig, engine: TxEngine) -> None:
         """Settle transactions the ledger has as pending for longer than ``confirm_timeout``

@@ -103,6 +103,7 @@ class SubstrateDelivery:
                 reason=f"delivered on {chain.name}: its Uniques replay-guard item exists",
             )
             self.relayer.metrics.delivered += len(ids)
+            self.relayer.last_delivered[chain.name] = time.time()
         if refunded:
             await self.relayer.db(self._record_refunded, chain, refunded)
             log.warning("%d message(s) to %s refunded by the committee", len(refunded), chain.name)
