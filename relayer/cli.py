@@ -49,7 +49,7 @@ def cli(verbose: bool) -> None:
 
 @cli.group()
 def proof() -> None:
-    """Check proofs offline: Merkle, committee, message, Ethereum and Substrate."""
+    """Check proofs offline: Merkle, committee, message, Ethereum, Substrate and beacon."""
 
 
 @proof.command("verify")

@@ -13,9 +13,16 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from light_clients import merkle
+from light_clients import beacon, merkle
+from light_clients.beacon.sync import sync_committee_period
+from light_clients.beacon.types import (
+    SYNC_COMMITTEE_SIZE,
+    LightClientBootstrap,
+    LightClientFinalityUpdate,
+    LightClientUpdate,
+)
 from light_clients.committee import Checkpoint, Committee, verify_attestation
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.ethereum import header as eth_header
@@ -421,6 +428,208 @@ def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
     }
 
 
+# Beacon light client (docs/proofs.md "beacon-bootstrap", "beacon-update"): mainnet, Capella.
+BEACON_CONFIG = beacon.MAINNET
+
+# A beacon object whose JSON has the right shape but whose BLS key or signature is not a point
+# of the curve (or of its subgroup) is a broken proof, like a committee signature with a high s
+# (exit 1), not an unusable file. The parser reports both as MalformedBeaconData; the point
+# errors are the ones that name the curve.
+_BLS_POINT_ERROR = "BLS12-381"
+
+
+class _BeaconStepFailed(VerificationError):
+    """A bootstrap or update was rejected; the message names which one and why."""
+
+
+_T = TypeVar("_T")
+
+
+def _parse_beacon(parser: Callable[[object], _T], value: Any, name: str) -> _T | VerificationError:
+    """Parse one beacon API object; a shape problem is a FieldError (exit 2), an invalid BLS
+    point is returned as the rejection to raise when the chain reaches this object."""
+    try:
+        return parser(value)
+    except beacon.MalformedBeaconData as exc:
+        if _BLS_POINT_ERROR in str(exc):
+            return _BeaconStepFailed(f"{name}: {exc}")
+        raise FieldError(f"field {name!r}: {exc}") from None
+
+
+_BeaconUpdate = LightClientUpdate | LightClientFinalityUpdate
+
+
+def _rejected(name: str, exc: VerificationError) -> VerificationError:
+    """The light client's rejection, prefixed once with the object it rejected."""
+    message = str(exc)
+    return _BeaconStepFailed(message if message.startswith(f"{name}:") else f"{name}: {message}")
+
+
+def _parsed(value: _T | VerificationError) -> _T:
+    if isinstance(value, VerificationError):
+        raise value
+    return value
+
+
+def _beacon_bootstrap(
+    obj: Mapping[str, Any], report: Report
+) -> tuple[bytes, LightClientBootstrap | VerificationError]:
+    block_root = as_hex(require(obj, "block_root"), "block_root", size=32)
+    data = _parse_beacon(beacon.parse_bootstrap, require(obj, "bootstrap"), "bootstrap")
+    report.claims.append(("trusted block root", to_hex(block_root)))
+    return block_root, data
+
+
+def _bootstrap_store(
+    block_root: bytes,
+    data: LightClientBootstrap | VerificationError,
+    report: Report,
+) -> beacon.LightClientStore:
+    store = beacon.bootstrap(_parsed(data), block_root, BEACON_CONFIG)
+    header = store.finalized_header
+    report.steps += [
+        ("bootstrap header root equals trusted root", to_hex(header.beacon.hash_tree_root())),
+        ("bootstrap slot", f"{header.beacon.slot} (period {store.period})"),
+        ("execution payload in body (branch)", f"block {header.execution.block_number}"),
+        (
+            "current sync committee in state (branch)",
+            to_hex(store.current_sync_committee.hash_tree_root()),
+        ),
+    ]
+    return store
+
+
+def _header_details(store: beacon.LightClientStore) -> dict[str, Any]:
+    """The ``--json`` details of a beacon kind: the store's finalized header."""
+    finalized = store.finalized_header
+    return {
+        "slot": finalized.beacon.slot,
+        "period": store.period,
+        "header_root": to_hex(finalized.beacon.hash_tree_root()),
+        "execution_block_number": finalized.execution.block_number,
+        "execution_block_hash": to_hex(finalized.execution.block_hash),
+        "execution_state_root": to_hex(finalized.execution.state_root),
+    }
+
+
+def _check_beacon_bootstrap(obj: Mapping[str, Any], report: Report) -> None:
+    block_root, data = _beacon_bootstrap(obj, report)
+    store = _bootstrap_store(block_root, data, report)
+    report.steps.append(
+        ("execution state root", to_hex(store.finalized_header.execution.state_root))
+    )
+    report.details = _header_details(store)
+
+
+def _update_outcome(outcome: beacon.UpdateOutcome) -> str:
+    """What an accepted update established, in a few words."""
+    store = outcome.store
+    done = [f"{outcome.participants}/{SYNC_COMMITTEE_SIZE} signed"]
+    if outcome.sync_committee_rotated:
+        done.append(f"committee rotated to period {store.period}")
+    if outcome.next_sync_committee_learned:
+        done.append(f"learned committee for period {store.period + 1}")
+    if outcome.finalized_advanced:
+        done.append(f"finalized slot {store.finalized_header.beacon.slot}")
+    else:
+        done.append("finalized header unchanged")
+    return ", ".join(done)
+
+
+def _check_beacon_update(obj: Mapping[str, Any], report: Report) -> None:
+    block_root, data = _beacon_bootstrap(obj, report)
+    updates = [
+        _parse_beacon(beacon.parse_update, item, f"updates[{i}]")
+        for i, item in enumerate(as_list(require(obj, "updates"), "updates"))
+    ]
+    finality = (
+        None
+        if obj.get("finality_update") is None
+        else _parse_beacon(beacon.parse_finality_update, obj["finality_update"], "finality_update")
+    )
+    if not updates and finality is None:
+        raise FieldError("no update to verify: 'updates' is empty and no 'finality_update'")
+    claimed_root = (
+        None
+        if obj.get("finalized_header_root") is None
+        else as_hex(obj["finalized_header_root"], "finalized_header_root", size=32)
+    )
+    claimed_state = (
+        None
+        if obj.get("execution_state_root") is None
+        else as_hex(obj["execution_state_root"], "execution_state_root", size=32)
+    )
+    claimed_number = (
+        None
+        if obj.get("execution_block_number") is None
+        else as_int(obj["execution_block_number"], "execution_block_number", hi=U64_MAX)
+    )
+    if claimed_root is None and claimed_state is None:
+        raise FieldError("missing field 'finalized_header_root' (or 'execution_state_root')")
+    report.claims.append(
+        ("updates", f"{len(updates)}" + (" and a finality update" if finality else ""))
+    )
+    if claimed_root is not None:
+        report.claims.append(("finalized header root", to_hex(claimed_root)))
+    if claimed_state is not None:
+        report.claims.append(("execution state root", to_hex(claimed_state)))
+    if claimed_number is not None:
+        report.claims.append(("execution block number", str(claimed_number)))
+
+    try:
+        store = _bootstrap_store(block_root, data, report)
+    except VerificationError as exc:
+        raise _rejected("bootstrap", exc) from None
+    chain: list[tuple[str, _BeaconUpdate | VerificationError]] = [
+        (f"updates[{i}]", update) for i, update in enumerate(updates)
+    ]
+    if finality is not None:
+        chain.append(("finality_update", finality))
+    for name, item in chain:
+        try:
+            if isinstance(item, VerificationError):
+                raise item
+            update = item
+            outcome = (
+                beacon.process_update(store, update)
+                if isinstance(update, LightClientUpdate)
+                else beacon.process_finality_update(store, update)
+            )
+        except VerificationError as exc:
+            raise _rejected(name, exc) from None
+        store = outcome.store
+        period = sync_committee_period(update.signature_slot)
+        report.steps.append((f"{name} (signed in period {period})", _update_outcome(outcome)))
+
+    finalized = store.finalized_header
+    proven_root = finalized.beacon.hash_tree_root()
+    report.steps += [
+        ("finalized header", f"slot {finalized.beacon.slot}, root {to_hex(proven_root)}"),
+        (
+            "finalized execution payload",
+            f"block {finalized.execution.block_number}, "
+            f"state root {to_hex(finalized.execution.state_root)}",
+        ),
+    ]
+    if claimed_root is not None and proven_root != claimed_root:
+        raise _Mismatch(
+            f"the updates finalize header {to_hex(proven_root)} (slot {finalized.beacon.slot}), "
+            f"file claims {to_hex(claimed_root)}"
+        )
+    if claimed_state is not None and finalized.execution.state_root != claimed_state:
+        raise _Mismatch(
+            f"the finalized execution state root is {to_hex(finalized.execution.state_root)} "
+            f"(block {finalized.execution.block_number}), file claims {to_hex(claimed_state)}"
+        )
+    if claimed_number is not None and finalized.execution.block_number != claimed_number:
+        raise _Mismatch(
+            f"the finalized execution block is {finalized.execution.block_number}, "
+            f"file claims {claimed_number}"
+        )
+    report.steps.append(("finalized header matches the claim", "yes"))
+    report.details = _header_details(store) | {"updates": len(chain)}
+
+
 KINDS: dict[str, Callable[[Mapping[str, Any], Report], None]] = {
     "merkle": _check_merkle,
     "committee": _check_committee,
@@ -431,6 +640,8 @@ KINDS: dict[str, Callable[[Mapping[str, Any], Report], None]] = {
     "substrate-header": _check_substrate_header,
     "substrate-storage": _check_substrate_storage,
     "grandpa": _check_grandpa,
+    "beacon-bootstrap": _check_beacon_bootstrap,
+    "beacon-update": _check_beacon_update,
 }
 
 

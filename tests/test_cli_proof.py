@@ -68,6 +68,10 @@ ALTERATIONS = {
     "substrate-header": lambda o: o.__setitem__("header", flip_hex(o["header"], 10)),
     "substrate-storage": lambda o: o.__setitem__("value", flip_hex(o["value"])),
     "grandpa": lambda o: o.__setitem__("set_id", o["set_id"] + 1),
+    "beacon-bootstrap": lambda o: o.__setitem__("block_root", flip_hex(o["block_root"])),
+    "beacon-update": lambda o: o.__setitem__(
+        "execution_state_root", flip_hex(o["execution_state_root"])
+    ),
 }
 
 
@@ -309,7 +313,14 @@ UNCOMMITTED = {
 }
 # Optional claims: null removes the claim (the report then lists no destination) rather than
 # changing it, so the file may stay valid.
-OPTIONAL = {("message", "destination")}
+OPTIONAL = {
+    ("message", "destination"),
+    # A beacon-update claims the finalized header root and/or the execution state root (and
+    # optionally the block number): dropping one of them leaves the other claim standing.
+    ("beacon-update", "finalized_header_root"),
+    ("beacon-update", "execution_state_root"),
+    ("beacon-update", "execution_block_number"),
+}
 
 
 def _field(kind: str, path: tuple[Any, ...]) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 Real chain data comes from ``tests/vectors/`` (see the PROVENANCE.md files there); the
 Passerelle-native kinds (merkle, committee, message) are built with the light clients from
-fixed demo keys, so the output is deterministic.
+fixed demo keys, so the output is deterministic. The beacon examples copy real mainnet beacon
+API answers unchanged; their claims are computed here by the beacon light client.
 """
 
 from __future__ import annotations
@@ -11,6 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from light_clients.beacon import (
+    MAINNET,
+    bootstrap,
+    parse_bootstrap,
+    parse_update,
+    process_update,
+)
 from light_clients.committee import Checkpoint, address_of, sign_checkpoint
 from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
@@ -155,9 +163,45 @@ def chain_examples() -> dict[str, dict[str, Any]]:
     }
 
 
+# The beacon-update example: the bootstrap (period 862) and the first two of the six real
+# updates. updates[0] is signed in period 862 and teaches the next committee (period 863);
+# updates[1] is signed by that committee and finalizes a header in period 863: the smallest real
+# chain that both crosses a sync-committee period and advances finality. Every further update
+# adds ~70 KB (512 keys); the vectors' finality update is signed in period 867, so it would need
+# all five updates before it (~420 KB).
+BEACON_UPDATES = 2
+
+
+def beacon_examples() -> dict[str, dict[str, Any]]:
+    """beacon-bootstrap and beacon-update from the mainnet Capella vectors (eth_consensus_lc)."""
+    block_root = vector("eth_consensus_lc/expected.json")["trusted_checkpoint_block_root"]
+    bootstrap_json = vector("eth_consensus_lc/bootstrap.json")
+    updates_json = vector("eth_consensus_lc/updates.json")[:BEACON_UPDATES]
+    store = bootstrap(parse_bootstrap(bootstrap_json), bytes.fromhex(block_root[2:]), MAINNET)
+    for update in updates_json:
+        store = process_update(store, parse_update(update)).store
+    finalized = store.finalized_header
+    return {
+        "beacon-bootstrap": {
+            "kind": "beacon-bootstrap",
+            "block_root": block_root,
+            "bootstrap": bootstrap_json,
+        },
+        "beacon-update": {
+            "kind": "beacon-update",
+            "block_root": block_root,
+            "finalized_header_root": hex0x(finalized.beacon.hash_tree_root()),
+            "execution_state_root": hex0x(finalized.execution.state_root),
+            "execution_block_number": finalized.execution.block_number,
+            "bootstrap": bootstrap_json,
+            "updates": updates_json,
+        },
+    }
+
+
 def main() -> None:
     """Write one example file per kind."""
-    for kind, obj in (native_examples() | chain_examples()).items():
+    for kind, obj in (native_examples() | chain_examples() | beacon_examples()).items():
         (HERE / f"{kind}.json").write_text(json.dumps(obj, indent=2) + "\n")
         print(f"wrote {kind}.json")
 
