@@ -554,8 +554,11 @@ def _is_corruption(error: BaseException) -> bool:
 
 
 def _is_busy(error: BaseException) -> bool:
+    """SQLite's "database is locked"/"busy", or PostgreSQL's lock timeout (SQLSTATE 55P03)."""
     text = str(error).lower()
-    return "locked" in text or "busy" in text
+    if getattr(getattr(error, "orig", None), "sqlstate", None) == "55P03":
+        return True
+    return "locked" in text or "busy" in text or "lock timeout" in text
 
 
 # --------------------------------------------------------------------------------------------
@@ -1518,12 +1521,21 @@ class Ledger(_Operations):
 
     _WRITE_OPTION: ClassVar[str] = "passerelle_ledger_write"
 
-    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        clock: Callable[[], float] = time.time,
+        *,
+        busy_timeout: float = 30.0,
+    ) -> None:
         """Wrap an engine prepared by :func:`open_ledger` (use that, not this)."""
         self.clock = clock
         self._engine = engine
         self._write_engine = engine.execution_options(**{self._WRITE_OPTION: True})
         self._postgres = engine.dialect.name == "postgresql"
+        # SQLite applies it per connection (PRAGMA busy_timeout); PostgreSQL per transaction,
+        # as the lock_timeout of the advisory lock every writer takes (see _writing).
+        self._busy_ms = max(1, int(busy_timeout * 1000))
 
     @property
     def engine(self) -> Engine:
@@ -1574,9 +1586,11 @@ class Ledger(_Operations):
         try:
             with Session(self._write_engine, expire_on_commit=False) as session, session.begin():
                 if self._postgres:
-                    session.connection().execute(
-                        sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY))
-                    )
+                    # Without a lock_timeout a writer behind a stuck one would wait for ever;
+                    # with it, it gets LedgerBusy after busy_timeout, as on SQLite.
+                    connection = session.connection()
+                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {self._busy_ms}")
+                    connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
                 yield session
         except sa_exc.OperationalError as error:
             raise _translate(error) from error
@@ -1646,7 +1660,7 @@ def open_ledger(
         if sqlite and check_integrity:
             assert url.database is not None
             _check_integrity(url.database, busy_timeout)
-        ledger = Ledger(engine, clock)
+        ledger = Ledger(engine, clock, busy_timeout=busy_timeout)
         with ledger._writing() as session:
             _create_schema(session.connection())
     except sa_exc.DBAPIError as error:

@@ -11,7 +11,11 @@ fail instead (:func:`e2e_support.missing_chain_tool`).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import pytest
 from e2e_support import chain_tools_required, missing_chain_tool
@@ -25,6 +29,7 @@ from devnet.chopsticks import (
     node_binary,
     start_chopsticks,
 )
+from devnet.postgres import PostgresProcess, PostgresUnavailable, postgres_bin_dir, start_postgres
 
 # Property tests share 2 cores with real chains in CI: time limits per example would only add
 # flakiness (speed is measured in benchmarks/, never asserted in a test).
@@ -64,6 +69,30 @@ def fresh_anvil() -> Iterator[AnvilProcess]:
         yield chain
     finally:
         chain.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresProcess]:
+    """A throwaway PostgreSQL server for the whole run (devnet/postgres.py); skips (fails in CI)
+    without binaries. Under pytest-xdist each worker starts its own, in its own directory and on
+    its own free port. Tests create a database each (``CREATE DATABASE``) on :attr:`url`."""
+    try:
+        postgres_bin_dir()
+    except PostgresUnavailable as error:
+        missing_chain_tool(str(error))
+    # tmpfs when there is one: a database per test is created 2-10x faster than on a VM disk.
+    shm = Path("/dev/shm")
+    base = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+    directory = Path(tempfile.mkdtemp(prefix="passerelle-postgres-", dir=base))
+    directory.chmod(0o711)  # as root the server runs as "nobody", which must reach its data
+    try:
+        server = start_postgres(directory)
+        try:
+            yield server
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def running_chopsticks(funded: Mapping[str, int] | None = None) -> Iterator[ChopsticksProcess]:

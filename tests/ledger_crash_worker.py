@@ -1,6 +1,7 @@
 """A process that hammers a ledger with legal-looking transitions, for tests/test_ledger.py.
 
-Usage: ``python ledger_crash_worker.py DB SEED MODE [SECONDS]``
+Usage: ``python ledger_crash_worker.py LOCATION SEED MODE [SECONDS]``, where LOCATION is a SQLite
+file or a database URL (``postgresql+psycopg://…``): the test runs both.
 
 - ``crash``: loop forever (the test SIGKILLs it at a random moment);
 - ``race``: run for SECONDS, then print one JSON line of statistics. Two of these run on the
@@ -105,13 +106,13 @@ def step(ledger: Ledger, rng: random.Random, checkpoint_id: int, serial: int, *,
 
 
 def main() -> None:
-    db, seed, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    location, seed, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     seconds = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
     print("loaded", flush=True)
     if sys.stdin.readline().strip() != "go":
         return
     rng = random.Random(seed)
-    ledger = open_ledger(db)
+    ledger = open_ledger(location)
     checkpoint = ledger.latest_checkpoint(ORIGIN)
     assert checkpoint is not None and checkpoint.id is not None
     print("ready", flush=True)

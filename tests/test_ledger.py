@@ -1,9 +1,12 @@
 """The delivery ledger (relayer/ledger.py): lifecycle, the transition table, conflicts (T16,
 T21), the audit trail, SQLite durability settings, corruption, crash safety and concurrency.
 
-Everything runs on SQLite files under tmp_path. The crash and concurrency tests drive real
-processes (tests/ledger_crash_worker.py) and check the file with plain sqlite3 afterwards, so
-they do not trust the code under test to judge itself.
+Every test that opens a ledger through the ``backend`` fixture runs twice: on SQLite files
+(tmpfs, or tmp_path for the crash tests) and on PostgreSQL, one fresh database per ledger on the
+session's throwaway server (the ``postgres`` fixture, tests/conftest.py), dropped afterwards.
+The pragma, corruption and path tests are SQLite's alone. The crash and concurrency tests
+drive real processes (tests/ledger_crash_worker.py) and check the database afterwards with
+plain sqlite3 or psycopg, so they do not trust the code under test to judge itself.
 """
 
 from __future__ import annotations
@@ -22,15 +25,24 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 
+from devnet.postgres import PostgresProcess
 from light_clients.hashing import keccak256
 from relayer.ledger import (
     SCHEMA_VERSION,
@@ -217,9 +229,80 @@ def clock() -> Clock:
     return Clock()
 
 
+_serial = itertools.count()
+
+
+@dataclass
+class Backend:
+    """Where one test's ledgers live: fresh SQLite files, or fresh PostgreSQL databases."""
+
+    name: str  # "sqlite" or "postgresql"
+    directory: Path  # SQLite files go here unless a test names another directory
+    admin: sa.Engine | None = None  # PostgreSQL: AUTOCOMMIT, to create and drop databases
+    databases: list[str] = field(default_factory=list)
+
+    def fresh(self, stem: str = "ledger", directory: Path | None = None) -> str:
+        """The location of a new, empty ledger (a path, or a database URL)."""
+        if self.admin is None:
+            return str((directory or self.directory) / f"{stem}-{next(_serial)}.db")
+        name = f"{stem}_{next(_serial)}"
+        with self.admin.connect() as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name} STRATEGY FILE_COPY")  # 2x faster
+        self.databases.append(name)
+        return self.admin.url.set(database=name).render_as_string(hide_password=False)
+
+    def raw(self, location: str) -> Any:
+        """A plain DB-API connection (sqlite3 or psycopg) to ``location``, for checks that
+        must not go through the code under test."""
+        if self.admin is None:
+            return sqlite3.connect(location)
+        import psycopg  # noqa: PLC0415 - needed by the PostgreSQL variants only
+
+        return psycopg.connect(
+            sa.make_url(location).set(drivername="postgresql").render_as_string(False)
+        )
+
+    def release(self, location: str) -> None:
+        """Delete a ledger this backend made (its file, or its database) before the test ends."""
+        if self.admin is None:
+            Path(location).unlink(missing_ok=True)
+            for suffix in ("-wal", "-shm"):
+                Path(location + suffix).unlink(missing_ok=True)
+            return
+        name = str(sa.make_url(location).database)
+        with self.admin.connect() as conn:  # FORCE: ends sessions a failed test left behind
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        self.databases.remove(name)
+
+    def release_all(self) -> None:
+        if self.admin is not None:
+            for name in list(self.databases):
+                self.release(self.admin.url.set(database=name).render_as_string(False))
+
+
+@pytest.fixture(scope="module")
+def postgres_admin(postgres: PostgresProcess) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(postgres.url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, fast_dir: Path) -> Iterator[Backend]:
+    """Each test that takes it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        yield Backend("sqlite", fast_dir)
+        return
+    chosen = Backend("postgresql", fast_dir, admin=request.getfixturevalue("postgres_admin"))
+    try:
+        yield chosen
+    finally:
+        chosen.release_all()
+
+
 @pytest.fixture
-def ledger(fast_dir: Path, clock: Clock) -> Iterator[Ledger]:
-    opened = open_ledger(fast_dir / "ledger.db", clock=clock)
+def ledger(backend: Backend, clock: Clock) -> Iterator[Ledger]:
+    opened = open_ledger(backend.fresh(), clock=clock)
     yield opened
     opened.close()
 
@@ -378,8 +461,8 @@ def test_transition_table_is_the_spec() -> None:
 
 
 @pytest.mark.parametrize(("frm", "to"), ILLEGAL)
-def test_illegal_transition_raises_and_writes_nothing(fast_dir: Path, frm: str, to: str) -> None:
-    ledger = open_ledger(fast_dir / "l.db", clock=Clock())
+def test_illegal_transition_raises_and_writes_nothing(backend: Backend, frm: str, to: str) -> None:
+    ledger = open_ledger(backend.fresh(), clock=Clock())
     try:
         ledger.record_discovered([disc(ORIGIN, 0), disc(ORIGIN, 1)])
         victim, bystander = msg_id(encode(ORIGIN, 0)), msg_id(encode(ORIGIN, 1))
@@ -634,8 +717,8 @@ def test_reorg_drops_unattested_messages_and_rewinds(ledger: Ledger) -> None:
 
 
 @pytest.mark.parametrize("status", [S.ATTESTED, S.SUBMITTED, S.FAILED, S.DELIVERED])
-def test_reorg_of_attested_work_halts(fast_dir: Path, status: MessageStatus) -> None:
-    ledger = open_ledger(fast_dir / "l.db", clock=Clock())
+def test_reorg_of_attested_work_halts(backend: Backend, status: MessageStatus) -> None:
+    ledger = open_ledger(backend.fresh(), clock=Clock())
     try:
         ledger.record_discovered([disc(ORIGIN, 0, block=10), disc(ORIGIN, 1, block=20)])
         ids = [msg_id(encode(ORIGIN, n)) for n in range(2)]
@@ -760,23 +843,31 @@ def test_sqlite_durability_settings(tmp_path: Path) -> None:
         raw.close()
 
 
-def test_writers_take_the_lock_up_front(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    first = open_ledger(path)
-    second = open_ledger(path, busy_timeout=0.2)
+def test_writers_take_the_lock_up_front(backend: Backend, tmp_path: Path) -> None:
+    location = backend.fresh("lock", tmp_path)
+    first = open_ledger(location)
+    second = open_ledger(location, busy_timeout=0.2)
+    waiter = ThreadPoolExecutor(1)
     try:
         first.record_discovered([disc(ORIGIN, 0)])
         mid = msg_id(encode(ORIGIN, 0))
         with first.atomic() as batch:
-            batch.get(mid)  # only a read so far, yet the write lock is held (BEGIN IMMEDIATE)
+            # Only a read so far, yet the write lock is held (SQLite: BEGIN IMMEDIATE;
+            # PostgreSQL: the advisory lock, taken when the write transaction begins), and a
+            # second writer gets LedgerBusy after its busy_timeout on both (PostgreSQL: the
+            # transaction's lock_timeout) instead of waiting for ever.
+            batch.get(mid)
             started = time.monotonic()
-            with pytest.raises(LedgerBusy):
-                second.transition([mid], S.FINAL)
+            # Bounded: a writer that would wait for ever fails the test (TimeoutError), and the
+            # batch's rollback then releases it.
+            refused = waiter.submit(second.transition, [mid], S.FINAL).exception(timeout=10)
+            assert isinstance(refused, LedgerBusy), refused
             assert time.monotonic() - started >= 0.15
-            assert second.get(mid) is not None  # readers are never blocked (WAL)
+            assert second.get(mid) is not None  # readers are never blocked (WAL; MVCC)
             batch.transition([mid], S.FINAL)
         assert second.get(mid).status is S.FINAL  # type: ignore[union-attr]
     finally:
+        waiter.shutdown(wait=True)
         first.close()
         second.close()
 
@@ -812,14 +903,17 @@ def test_integrity_check_refuses_a_corrupt_file(tmp_path: Path) -> None:
         assert len(ledger.messages()) == 400
 
 
-def test_newer_schema_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    open_ledger(path).close()
-    with sqlite3.connect(path) as raw:
+def test_newer_schema_is_refused(backend: Backend) -> None:
+    location = backend.fresh("schema")
+    open_ledger(location).close()
+    raw = backend.raw(location)
+    try:
         raw.execute("UPDATE ledger_meta SET value = '99' WHERE key = 'schema_version'")
-    raw.close()
+        raw.commit()
+    finally:
+        raw.close()
     with pytest.raises(LedgerSchemaError, match="99 is newer"):
-        open_ledger(path)
+        open_ledger(location)
 
 
 def test_opening_errors(tmp_path: Path) -> None:
@@ -855,13 +949,17 @@ candidate = st.tuples(
 
 
 class LedgerMachine(RuleBasedStateMachine):
-    """Drives the ledger with random batches and compares it with a dict-based model."""
+    """Drives the ledger with random batches and compares it with a dict-based model.
+
+    ``backend`` (set by the test) gives each example a fresh ledger on its backend."""
+
+    backend: Backend
 
     def __init__(self) -> None:
         super().__init__()
-        self.dir = scratch_dir()
         self.clock = Clock(0.0)
-        self.ledger = open_ledger(self.dir / "l.db", clock=self.clock)
+        self.location = self.backend.fresh("machine")
+        self.ledger = open_ledger(self.location, clock=self.clock)
         self.model: dict[str, ModelMessage] = {}
         self.keys: dict[tuple[int, int], str] = {}
         self.events = 0
@@ -876,7 +974,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.ledger.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
+        self.backend.release(self.location)
 
     @rule(batch=st.lists(candidate, min_size=1, max_size=4))
     def discover(self, batch: list[tuple[int, int, int, int]]) -> None:
@@ -1004,32 +1102,36 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.ledger.verify_audit() == []
 
 
-LedgerMachine.TestCase.settings = settings(
-    max_examples=25,
-    stateful_step_count=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-test_ledger_state_machine = LedgerMachine.TestCase
+def test_ledger_state_machine(backend: Backend) -> None:
+    machine = type(f"LedgerMachine_{backend.name}", (LedgerMachine,), {"backend": backend})
+    run_state_machine_as_test(
+        machine,
+        settings=settings(
+            max_examples=25,
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
 
 
 # --------------------------------------------------------------------------------------------
 # Crash safety and concurrency, with real processes
 
 
-def prepare_shared_ledger(path: Path, messages: int) -> None:
-    with open_ledger(path) as ledger:
+def prepare_shared_ledger(location: str, messages: int) -> None:
+    with open_ledger(location) as ledger:
         ledger.record_discovered([disc(ORIGIN, n) for n in range(messages)])
         ledger.save_checkpoint(
             ORIGIN, OUTBOX, ROOT_HASH, messages - 1, block_number=1, block_hash=keccak256(b"1")
         )
 
 
-def spawn(path: Path, seed: int, mode: str, seconds: float = 0.0) -> subprocess.Popen[str]:
+def spawn(location: str, seed: int, mode: str, seconds: float = 0.0) -> subprocess.Popen[str]:
     """Start a worker and wait until it has imported everything (it then waits for ``go``)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
     proc = subprocess.Popen(
-        [sys.executable, str(WORKER), str(path), str(seed), mode, str(seconds)],
+        [sys.executable, str(WORKER), location, str(seed), mode, str(seconds)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -1060,22 +1162,25 @@ def expect_line(proc: subprocess.Popen[str], expected: str) -> None:
         pytest.fail(f"worker said {line!r}, not {expected!r}: {err}")
 
 
-def check_file(path: Path) -> int:
-    """Check a ledger file with plain sqlite3; return the number of audit events.
+def check_database(backend: Backend, location: str) -> int:
+    """Check a ledger with plain sqlite3 or psycopg; return the number of audit events.
 
     Every message's status must equal the ``to`` of its last audit event (its last committed
     transition), every recorded move must be in the spec, consecutive events must chain, and
-    every submitted message must sit in a recorded transaction that lists it.
+    every submitted message must sit in a recorded transaction that lists it. SQLite files must
+    also pass ``integrity_check``.
     """
-    raw = sqlite3.connect(path)
+    raw = backend.raw(location)
+    mark = "?" if backend.name == "sqlite" else "%s"  # the drivers' placeholders
     try:
-        assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        statuses = dict(raw.execute("SELECT id, status FROM messages"))
+        if backend.name == "sqlite":
+            assert raw.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        statuses = dict(raw.execute("SELECT id, status FROM messages").fetchall())
         last: dict[str, str | None] = {}
         events = 0
         for mid, frm, to in raw.execute(
             "SELECT message_id, from_status, to_status FROM status_events ORDER BY id"
-        ):
+        ).fetchall():
             events += 1
             assert frm == last.get(mid), f"{mid}: event from {frm} after {last.get(mid)}"
             assert (frm is None and to == "discovered") or (frm, to) in SPEC_EDGES, (frm, to)
@@ -1083,13 +1188,13 @@ def check_file(path: Path) -> int:
         assert statuses == last, "a status differs from its last committed transition"
         for mid, status, tx_hash, checkpoint in raw.execute(
             "SELECT id, status, delivery_tx_hash, checkpoint_id FROM messages"
-        ):
+        ).fetchall():
             if status in ("attested", "submitted", "failed"):
                 assert checkpoint is not None, (mid, status)
             if status == "submitted":
                 linked = raw.execute(
                     "SELECT t.status FROM transactions t JOIN transaction_messages l "
-                    "ON l.transaction_id = t.id WHERE l.message_id = ? AND t.hash = ?",
+                    f"ON l.transaction_id = t.id WHERE l.message_id = {mark} AND t.hash = {mark}",
                     (mid, tx_hash),
                 ).fetchall()
                 assert len(linked) == 1, (mid, tx_hash)
@@ -1098,32 +1203,34 @@ def check_file(path: Path) -> int:
         raw.close()
 
 
-def test_crash_safety_under_sigkill(tmp_path: Path) -> None:
-    path = tmp_path / "crash.db"
-    prepare_shared_ledger(path, 120)
+def test_crash_safety_under_sigkill(backend: Backend, tmp_path: Path) -> None:
+    location = backend.fresh("crash", tmp_path)
+    prepare_shared_ledger(location, 120)
     rng = random.Random(20240611)
-    events = [check_file(path)]
+    events = [check_database(backend, location)]
     rounds = 6
     # Every worker imports up front, in parallel; each round then costs little more than the
     # random time its worker is allowed to live before SIGKILL.
-    workers = [spawn(path, seed=round_ + 1, mode="crash") for round_ in range(rounds)]
+    workers = [spawn(location, seed=round_ + 1, mode="crash") for round_ in range(rounds)]
     for worker in workers:
         go(worker)
         time.sleep(rng.uniform(0.1, 0.4))
         os.kill(worker.pid, signal.SIGKILL)
         worker.communicate(timeout=10)
         assert worker.returncode == -signal.SIGKILL
-        with open_ledger(path) as ledger:  # opening runs integrity_check
+        # Opening runs integrity_check on SQLite; on PostgreSQL the server has rolled back the
+        # killed client's open transaction and released its advisory lock.
+        with open_ledger(location) as ledger:
             assert ledger.verify_audit() == []
-        events.append(check_file(path))
+        events.append(check_database(backend, location))
     progressed = sum(after > before for before, after in itertools.pairwise(events))
     assert progressed >= rounds // 2, events  # the workers really were mid-flight when killed
 
 
-def test_two_processes_never_interleave_illegally(tmp_path: Path) -> None:
-    path = tmp_path / "race.db"
-    prepare_shared_ledger(path, 10)
-    procs = [spawn(path, seed=seed, mode="race", seconds=1.0) for seed in (11, 12)]
+def test_two_processes_never_interleave_illegally(backend: Backend, tmp_path: Path) -> None:
+    location = backend.fresh("race", tmp_path)
+    prepare_shared_ledger(location, 10)
+    procs = [spawn(location, seed=seed, mode="race", seconds=1.0) for seed in (11, 12)]
     go(*procs)
     stats = []
     for proc in procs:
@@ -1136,7 +1243,7 @@ def test_two_processes_never_interleave_illegally(tmp_path: Path) -> None:
     # Some moves were chosen from a status the other worker had already changed, and the
     # ledger refused them under its write lock (instead of recording an illegal sequence).
     assert a["refused"] + b["refused"] > 0, stats
-    check_file(path)
-    with open_ledger(path) as ledger:
+    check_database(backend, location)
+    with open_ledger(location) as ledger:
         assert ledger.verify_audit() == []
         assert len(ledger.messages()) == 10
