@@ -1501,6 +1501,18 @@ class LedgerBatch(_Operations):
         self._closed = False
         self.poisoned = False
 
+    def movable(self, ids: Iterable[bytes | str], to: MessageStatus) -> list[str]:
+        """The ids whose current status may move to ``to`` (:data:`TRANSITIONS`), read under
+        this batch's write lock. For a writer that must not fail a whole write because someone
+        else — an operator's ``skip``, another relayer, the chain — moved some of them
+        meanwhile: it moves these and leaves the rest as they are."""
+        ready = []
+        for message_id in ids:
+            record = self.get(message_id)
+            if record is not None and (record.status == to or to in TRANSITIONS[record.status]):
+                ready.append(record.id)
+        return ready
+
     @contextmanager
     def _writing(self) -> Iterator[Session]:
         if self._closed:

@@ -47,10 +47,8 @@ from relayer.checkpoints import CheckpointStore, SignedCheckpoint
 from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL, ChainConfig, Config
 from relayer.family import Origin, family_of
 from relayer.ledger import (
-    TRANSITIONS,
     DiscoveredMessage,
     Ledger,
-    LedgerBatch,
     MessageRecord,
     MessageStatus,
     StatusEvent,
@@ -67,18 +65,6 @@ before the relayer leaves it ``failed`` for good (an operator can re-queue it). 
 committee can show undeliverable is refunded on the first one; this bounds everything else."""
 OPERATOR_RETRY = "retried by the operator"
 """Reason of a ``passerelle retry``: the attempts counted towards the limit start again."""
-
-
-def movable(batch: LedgerBatch, ids: Sequence[str], to: MessageStatus) -> list[str]:
-    """The ids whose current status may move to ``to`` (read under the batch's lock). The rest
-    were moved meanwhile by someone else — an operator's ``skip``, another relayer, the chain —
-    and are left as they are rather than failing the whole write."""
-    ready = []
-    for message_id in ids:
-        record = batch.get(message_id)
-        if record is not None and (record.status == to or to in TRANSITIONS[record.status]):
-            ready.append(message_id)
-    return ready
 
 
 def failures_since_retry(history: Sequence[StatusEvent], prefix: str) -> int:

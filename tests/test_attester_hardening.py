@@ -28,12 +28,13 @@ from eth_abi.abi import encode as abi_encode
 from fakes import RpcProxy, honest
 
 from adapters.errors import AdapterError
-from adapters.evm.chain import OUTBOX_COUNT_SLOT, EvmChain, hex0x, selector
+from adapters.evm.chain import OUTBOX_COUNT_SLOT, EvmChain, selector
 from adapters.evm.contracts import load_artifact
 from adapters.jsonrpc import call_sync
 from adapters.rpc import JsonRpcClient, RpcError
 from devnet.anvil import DEV_ADDRESSES, AnvilProcess, free_port, start_anvil
 from light_clients.committee import Checkpoint, Committee, address_of, sign_checkpoint
+from light_clients.hexstr import to_hex
 from light_clients.merkle import root_from_branch
 from relayer.attester import AttesterState, _resume, attest_once, attest_origin
 from relayer.checkpoints import CheckpointStore, CheckpointStoreError, SignedCheckpoint
@@ -61,7 +62,7 @@ def rpc(url: str, method: str, params: list[Any]) -> Any:
 
 def transact(url: str, to: str | None, data: bytes) -> dict[str, Any]:
     """Send from anvil's unlocked dev account; the mined receipt (automine)."""
-    tx: dict[str, Any] = {"from": DEPLOYER, "data": hex0x(data), "gas": hex(3_000_000)}
+    tx: dict[str, Any] = {"from": DEPLOYER, "data": to_hex(data), "gas": hex(3_000_000)}
     if to is not None:
         tx["to"] = to
     tx_hash = rpc(url, "eth_sendTransaction", [tx])
@@ -85,16 +86,13 @@ def dispatch(url: str, outbox: bytes, body: bytes) -> None:
     data = selector("dispatch(uint32,bytes32,bytes)") + abi_encode(
         ["uint32", "bytes32", "bytes"], [9, b"\x01" * 32, body]
     )
-    transact(url, hex0x(outbox), data)
+    transact(url, to_hex(outbox), data)
 
 
 def onchain_root(url: str, outbox: bytes) -> bytes:
     """What ``root()`` says (only to check the test's expectations: the attester never asks)."""
-    return bytes.fromhex(
-        rpc(url, "eth_call", [{"to": hex0x(outbox), "data": hex0x(selector("root()"))}, "latest"])[
-            2:
-        ]
-    )
+    call = {"to": to_hex(outbox), "data": to_hex(selector("root()"))}
+    return bytes.fromhex(rpc(url, "eth_call", [call, "latest"])[2:])
 
 
 def origin(
@@ -120,7 +118,7 @@ def origin(
 def signed_roots(store: CheckpointStore, chain: ChainConfig) -> dict[int, bytes]:
     """index → root of every checkpoint ``KEY`` published for ``chain`` (checked signatures)."""
     found: dict[int, bytes] = {}
-    lane = store.root / str(chain.domain) / hex0x(chain.outbox_id)
+    lane = store.root / str(chain.domain) / to_hex(chain.outbox_id)
     for folder in sorted(lane.glob("[0-9]*")):
         for signed in store.signatures(chain.domain, chain.outbox_id, int(folder.name)):
             if signed.signer == address_of(KEY):
@@ -168,8 +166,9 @@ def decoy_with_frontier(url: str, leaf: bytes) -> tuple[bytes, bytes]:
     """A contract whose slots 0..32 hold the frontier of a one-leaf tree of ``leaf``; its
     address and the root that frontier gives."""
     decoy = deploy_outbox(url, domain=DOMAIN + 1)
-    rpc(url, "anvil_setStorageAt", [hex0x(decoy), hex(0), hex0x(leaf)])
-    rpc(url, "anvil_setStorageAt", [hex0x(decoy), hex(OUTBOX_COUNT_SLOT), hex0x((1).to_bytes(32))])
+    rpc(url, "anvil_setStorageAt", [to_hex(decoy), hex(0), to_hex(leaf)])
+    one = to_hex((1).to_bytes(32))
+    rpc(url, "anvil_setStorageAt", [to_hex(decoy), hex(OUTBOX_COUNT_SLOT), one])
     rpc(url, "evm_mine", [])
     return decoy, root_from_branch([leaf] + [bytes(32)] * 31, 1)
 
@@ -179,8 +178,8 @@ def proof_of(decoy: bytes, outbox: bytes) -> Callable[[dict[str, Any]], dict[str
 
     def rewrite(request: dict[str, Any]) -> dict[str, Any]:
         params = request.get("params", [])
-        if request["method"] == "eth_getProof" and params[0].lower() == hex0x(outbox):
-            request = {**request, "params": [hex0x(decoy), *params[1:]]}
+        if request["method"] == "eth_getProof" and params[0].lower() == to_hex(outbox):
+            request = {**request, "params": [to_hex(decoy), *params[1:]]}
         return request
 
     return rewrite
@@ -238,7 +237,7 @@ def test_endpoints_that_disagree_on_the_final_block_sign_nothing(
     made to differ from block 1 on, and to be as long as the first one's.)"""
     outbox = deploy_outbox(anvil.rpc_url)
     dispatch(anvil.rpc_url, outbox, b"real")
-    transact(second_anvil.rpc_url, hex0x(b"\xde\xad" * 10), b"another history")
+    transact(second_anvil.rpc_url, to_hex(b"\xde\xad" * 10), b"another history")
     height = int(rpc(anvil.rpc_url, "eth_blockNumber", []), 16)
     rpc(second_anvil.rpc_url, "anvil_mine", [hex(height)])
     store = CheckpointStore(tmp_path)
@@ -375,7 +374,7 @@ def _signed(key: bytes, checkpoint: Checkpoint) -> SignedCheckpoint:
 def _copy(store: CheckpointStore, signed: SignedCheckpoint, index: int) -> None:
     """Put a genuine file where it does not belong: the folder of ``index``."""
     cp = signed.checkpoint
-    folder = store.root / str(cp.origin) / hex0x(cp.outbox) / f"{index:010d}"
+    folder = store.root / str(cp.origin) / to_hex(cp.outbox) / f"{index:010d}"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"0x{signed.signer.hex()}.json").write_text(signed.to_json())
 
@@ -428,9 +427,9 @@ def test_replayed_member_files_are_no_dissent_for_the_relayer(
     elsewhere = Checkpoint(origin=2, outbox=outbox, root=b"\x0b" * 32, index=5)
     _copy(store, _signed(OTHER_KEYS[0], elsewhere), 5)  # lane 2's file…
     lane2 = (
-        tmp_path / "2" / hex0x(outbox) / f"{5:010d}" / f"0x{address_of(OTHER_KEYS[0]).hex()}.json"
+        tmp_path / "2" / to_hex(outbox) / f"{5:010d}" / f"0x{address_of(OTHER_KEYS[0]).hex()}.json"
     )
-    lane1 = tmp_path / "1" / hex0x(outbox) / f"{5:010d}" / "0x00.json"
+    lane1 = tmp_path / "1" / to_hex(outbox) / f"{5:010d}" / "0x00.json"
     lane1.write_text(lane2.read_text())  # …in lane 1, under another file name
     store.publish(_signed(OTHER_KEYS[1], five))  # one genuine signature at 5
     published = store.signatures(1, outbox, 5)
@@ -464,7 +463,7 @@ def test_a_reorg_below_finality_after_a_signature_halts_the_attester(
             signed = store.signatures(chain.domain, chain.outbox_id, 0)[0]
             rpc(url, "anvil_reorg", [4, []])
             now = rpc(url, "eth_getBlockByNumber", [hex(signed.block_number), False])["hash"]
-            assert now != hex0x(signed.block_hash)
+            assert now != to_hex(signed.block_hash)
             await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
 
     with pytest.raises(CheckpointStoreError) as halted:
@@ -490,12 +489,12 @@ def test_an_edited_block_in_the_store_does_not_halt_the_attester(
     latest = (
         tmp_path
         / str(DOMAIN)
-        / hex0x(chain.outbox_id)
+        / to_hex(chain.outbox_id)
         / "latest"
         / f"0x{address_of(KEY).hex()}.json"
     )
     obj = json.loads(latest.read_text())
-    obj["block_hash"] = hex0x(b"\x99" * 32)
+    obj["block_hash"] = to_hex(b"\x99" * 32)
     latest.write_text(json.dumps(obj))
     dispatch(url, outbox, b"second")
     state = poll_once(chain, store)

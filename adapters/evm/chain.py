@@ -80,10 +80,6 @@ def quantity(value: int) -> str:
     return hex(value)
 
 
-hex0x = to_hex
-"""``0x``-prefixed hex: :func:`light_clients.hexstr.to_hex`, under the name callers import."""
-
-
 def _bytes(value: Any, what: str) -> bytes:
     """``0x``-hex bytes from the node, strictly parsed (:func:`light_clients.hexstr.parse_data`);
     :class:`AdapterError` naming ``what`` if not."""
@@ -273,10 +269,10 @@ class EvmChain:
                 "eth_getLogs",
                 [
                     {
-                        "address": hex0x(outbox[-20:]),
+                        "address": to_hex(outbox[-20:]),
                         "fromBlock": quantity(start),
                         "toBlock": quantity(end),
-                        "topics": [hex0x(DISPATCH_TOPIC)],
+                        "topics": [to_hex(DISPATCH_TOPIC)],
                     }
                 ],
             )
@@ -289,7 +285,7 @@ class EvmChain:
         """Decode one Dispatch log and check it is what it says (T14: right emitter)."""
         emitter = _bytes(log.get("address"), "log address")
         if emitter != outbox[-20:]:
-            raise AdapterError(f"log from {hex0x(emitter)}, not the outbox")
+            raise AdapterError(f"log from {to_hex(emitter)}, not the outbox")
         topics = [_bytes(t, "topic") for t in log.get("topics", [])]
         if len(topics) != 3 or topics[0] != DISPATCH_TOPIC:
             raise AdapterError("malformed Dispatch log topics")
@@ -301,7 +297,7 @@ class EvmChain:
         except Exception as exc:  # eth_abi raises assorted decoding errors
             raise AdapterError(f"undecodable Dispatch log: {exc}") from None
         if message.id != topics[1] or message.nonce != nonce or message.origin != self.domain:
-            raise AdapterError(f"Dispatch log {hex0x(topics[1])} does not match its message")
+            raise AdapterError(f"Dispatch log {to_hex(topics[1])} does not match its message")
         return DispatchEvent(
             message=message,
             raw=bytes(raw),
@@ -329,8 +325,8 @@ class EvmChain:
         AdapterError (naming ``what``) for anything that does not hold or is missing — an
         account proven absent included, unless ``may_be_absent`` (then its slots read 0)."""
         params = [
-            hex0x(contract[-20:]),
-            [hex0x(slot.to_bytes(32, "big")) for slot in slots],
+            to_hex(contract[-20:]),
+            [to_hex(slot.to_bytes(32, "big")) for slot in slots],
             quantity(header.number),
         ]
         result = await self._from_vouchers(header, "eth_getProof", params)
@@ -340,8 +336,8 @@ class EvmChain:
             raise AdapterError(f"{what} proof at block {header.number}: {exc}") from None
         if verdict.address != contract[-20:]:
             raise AdapterError(
-                f"{what} proof at block {header.number} is of account {hex0x(verdict.address)}, "
-                f"not of {hex0x(contract[-20:])}"
+                f"{what} proof at block {header.number} is of account {to_hex(verdict.address)}, "
+                f"not of {to_hex(contract[-20:])}"
             )
         values = {int.from_bytes(slot.key, "big"): slot.value for slot in verdict.storage}
         if (verdict.account is None and not may_be_absent) or set(values) != set(slots):
@@ -377,7 +373,7 @@ class EvmChain:
         """``eth_call`` at ``block``; raises :class:`adapters.rpc.RpcCallError` on revert."""
         tag = quantity(block) if isinstance(block, int) else block
         result = await self.rpc.call(
-            "eth_call", [{"to": hex0x(to[-20:]), "data": hex0x(data)}, tag]
+            "eth_call", [{"to": to_hex(to[-20:]), "data": to_hex(data)}, tag]
         )
         return _bytes(result, "call result")
 
@@ -386,9 +382,9 @@ class EvmChain:
     ) -> list[bytes]:
         """Several ``eth_call`` to one contract in a single JSON-RPC batch (one round trip)."""
         tag = quantity(block) if isinstance(block, int) else block
-        target = hex0x(to[-20:])
+        target = to_hex(to[-20:])
         results = await self.rpc.call_batch(
-            [("eth_call", [{"to": target, "data": hex0x(data)}, tag]) for data in datas]
+            [("eth_call", [{"to": target, "data": to_hex(data)}, tag]) for data in datas]
         )
         return [_bytes(result, "call result") for result in results]
 

@@ -42,7 +42,6 @@ from relayer.relay import (
     Lane,
     Relayer,
     failures_since_retry,
-    movable,
 )
 
 log = logging.getLogger("passerelle.relayer")
@@ -490,7 +489,7 @@ class EvmDelivery:
                 handled = [i for i in ids if flags[i] == (True, False)]
                 unhandled = [i for i in ids if flags[i] == (True, True)]
                 # Back to attested only what is still ours to move (not set aside meanwhile).
-                lost = movable(batch, [i for i in ids if not flags[i][0]], MessageStatus.ATTESTED)
+                lost = batch.movable([i for i in ids if not flags[i][0]], MessageStatus.ATTESTED)
                 batch.transition(
                     handled,
                     MessageStatus.DELIVERED,

@@ -38,7 +38,6 @@ from relayer.relay import (
     Lane,
     Relayer,
     failures_since_retry,
-    movable,
 )
 
 log = logging.getLogger("passerelle.relayer")
@@ -185,7 +184,7 @@ class SubstrateDelivery:
         ``skip`` stays: the trail and the chain both say what happened)."""
         with self.relayer.ledger.atomic() as batch:
             batch.transition(
-                movable(batch, ids, MessageStatus.FAILED),
+                batch.movable(ids, MessageStatus.FAILED),
                 MessageStatus.FAILED,
                 reason=f"cannot be delivered on {chain.name}: the committee refunded it (its "
                 "replay-guard item is frozen; the refund is a message back to the origin)",
@@ -198,7 +197,7 @@ class SubstrateDelivery:
         delivered) are left as they are."""
         reason = f"not delivered by the committee within {self.relayer.confirm_timeout:g} s"
         with self.relayer.ledger.atomic() as batch:
-            for message_id in movable(batch, ids, MessageStatus.FAILED):
+            for message_id in batch.movable(ids, MessageStatus.FAILED):
                 failures = failures_since_retry(
                     batch.history(message_id), "not delivered by the committee"
                 )
