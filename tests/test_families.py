@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import cast
 
 import pytest
 import trio
 from test_config import KEYS
 from test_substrate_route import config_toml, h, load
 
+from adapters.errors import AdapterError
+from adapters.substrate.client import SubstrateClient
 from relayer import user
 from relayer.config import ConfigError
-from relayer.family import FAMILIES, family, family_of
+from relayer.families.substrate.origin import SubstrateOrigin
+from relayer.families.substrate.scan import escrow_routes
+from relayer.family import FAMILIES, Head, family, family_of
 
 
 def retyped(text: str, chain: str, kind: str, extra: str = "") -> str:
@@ -90,3 +95,17 @@ def test_a_token_send_is_refused_before_any_transaction_without_an_outbox(
     assert not config.chain("alpha").is_origin
     with pytest.raises(ConfigError, match="no 'outbox' address configured"):
         trio.run(lambda: user.send_tokens(config, "alpha", "beta", 5))
+
+
+def test_a_substrate_origin_never_states_its_outbox_at_a_head_it_scanned_past(
+    tmp_path: Path,
+) -> None:
+    """A node that reports an older final head after the attester scanned further: the tree
+    holds blocks that head does not cover, so no outbox state is given for it (it would be
+    signed with the wrong block); the attester logs and polls again."""
+    config = load(tmp_path, config_toml())
+    chain = config.chain("assethub")
+    origin = SubstrateOrigin(chain, cast(SubstrateClient, None), escrow_routes(config, chain), None)
+    origin._next = chain.start_block + 10  # scanned up to start_block + 9 already
+    with pytest.raises(AdapterError, match="is below block"):
+        trio.run(origin.outbox_state, Head(chain.start_block + 5, b"\x01" * 32))
