@@ -39,6 +39,8 @@ import pytest
 from e2e_support import missing_chain_tool
 from fakes import FAKE_NPM
 
+from adapters.evm.contracts import EVM_VERSIONS
+
 pytestmark = [pytest.mark.slow, pytest.mark.chain]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -158,8 +160,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 def test_the_wheel_carries_the_package_data(installed: Installed) -> None:
     with zipfile.ZipFile(installed.wheel) as wheel:
         names = set(wheel.namelist())
-    artifacts = sorted((REPO_ROOT / "adapters/evm/artifacts").glob("*.json"))
-    assert artifacts
+    # One folder per EVM version (adapters/evm/artifacts/<version>/), each must be shipped.
+    artifacts = sorted((REPO_ROOT / "adapters/evm/artifacts").glob("*/*.json"))
+    assert {path.parent.name for path in artifacts} == set(EVM_VERSIONS)
     for path in [*artifacts, *CACHE_MANIFEST]:
         assert path.relative_to(REPO_ROOT).as_posix() in names, path
     assert not any(name.startswith(("tests/", "benchmarks/")) for name in names)
@@ -167,6 +170,14 @@ def test_the_wheel_carries_the_package_data(installed: Installed) -> None:
     assert not any("rococo" in name or "node_modules" in name for name in names)
     devnet_json = sorted(name for name in names if name.startswith("devnet/") and ".json" in name)
     assert devnet_json == sorted(path.relative_to(REPO_ROOT).as_posix() for path in CACHE_MANIFEST)
+    # ... and the installed copy reads each version's set from inside itself.
+    loaded = installed.python(
+        "from adapters.evm.contracts import EVM_VERSIONS, artifact_names, load_artifact\n"
+        "for v in EVM_VERSIONS:\n"
+        "    print(v, len([load_artifact(n, v).bytecode for n in artifact_names(v)]))"
+    )
+    per_version = str(len(artifacts) // len(EVM_VERSIONS))
+    assert loaded.split() == [word for v in EVM_VERSIONS for word in (v, per_version)]
 
 
 def test_the_installed_copy_is_what_runs(installed: Installed) -> None:

@@ -1,10 +1,17 @@
 """Compile the Solidity contracts into committed, deterministic artifacts.
 
-``python -m adapters.evm.compile`` builds one fixed standard-JSON input from
+``python -m adapters.evm.compile`` builds, for each EVM version of
+:data:`~adapters.evm.contracts.EVM_VERSIONS`, one fixed standard-JSON input from
 ``adapters/evm/contracts/*.sol``, runs solcjs (npm ``solc``, pinned by package-lock.json) through
-node, and writes ``adapters/evm/artifacts/<Contract>.json``. ``--check`` compiles afresh and
-exits 1 if the committed artifacts differ (tests/test_contract_artifacts.py runs it), so the
-relayer never needs a compiler and the bytecode it deploys is provably built from the sources.
+node, and writes ``adapters/evm/artifacts/<evm version>/<Contract>.json``. ``--check`` compiles
+afresh and exits 1 if the committed artifacts differ (tests/test_contract_artifacts.py runs it),
+so the relayer never needs a compiler and the bytecode it deploys is provably built from the
+sources.
+
+The sources are the same for every version; only solc's ``evmVersion`` differs, which decides
+the opcodes the compiler may emit (cancun: MCOPY for memory copies; shanghai: none of EIP-1153
+and EIP-5656). So the sources must not use what the oldest version lacks (``transient``
+variables, inline ``tstore``/``mcopy``): solc refuses them for shanghai, and the compile fails.
 
 Determinism: sources are read in sorted order, the JSON is written with sorted keys and no
 timestamps or absolute paths, and the compiler version is checked against :data:`SOLC_VERSION`.
@@ -18,20 +25,30 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from adapters.evm.contracts import (
+    ARTIFACTS_DIR,
+    DEFAULT_EVM_VERSION,
+    EVM_VERSIONS,
+    ArtifactError,
+    check_evm_version,
+)
 
 __all__ = [
     "ARTIFACTS_DIR",
     "CONTRACTS_DIR",
-    "SETTINGS",
     "SOLC_VERSION",
     "CompileError",
+    "build_all",
     "build_artifacts",
     "check",
     "compile_sources",
     "input_sha256",
     "main",
+    "settings",
     "standard_input",
     "write",
 ]
@@ -41,16 +58,14 @@ __all__ = [
 # exactly SOLC_VERSION. Nothing at run time compiles.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS_DIR = Path(__file__).resolve().parent / "contracts"
-ARTIFACTS_DIR = Path(__file__).resolve().parent / "artifacts"
 SOLC_MODULE = REPO_ROOT / "node_modules" / "solc"
 
 SOLC_VERSION = "0.8.30+commit.73712a01"
 """The compiler the artifacts are built with (package.json pins npm ``solc`` 0.8.30)."""
 
-SETTINGS: dict[str, Any] = {
-    # cancun: the newest target every chain we deploy to runs (anvil's default is newer); the
-    # contracts use transient storage (EIP-1153), so nothing older.
-    "evmVersion": "cancun",
+# Everything but `evmVersion`, which `settings` adds per EVM version: one source, one optimizer
+# configuration, so the versions differ only in the opcodes the compiler may use.
+_SETTINGS: dict[str, Any] = {
     # runs=10000 favours cheap calls over small deployments: delivery is the hot path.
     "optimizer": {"enabled": True, "runs": 10000},
     "viaIR": True,
@@ -66,7 +81,17 @@ SETTINGS: dict[str, Any] = {
         }
     },
 }
-"""Compiler settings, part of the input hash (so changing them invalidates the artifacts)."""
+
+
+def settings(evm_version: str = DEFAULT_EVM_VERSION) -> dict[str, Any]:
+    """Compiler settings for ``evm_version`` (part of the input hash, so changing them
+    invalidates the artifacts). Raises :class:`CompileError` for an unknown version."""
+    try:
+        check_evm_version(evm_version)
+    except ArtifactError as error:
+        raise CompileError(str(error)) from None
+    return {"evmVersion": evm_version, **_SETTINGS}
+
 
 # Runs solcjs on the standard-JSON input read from stdin; prints `{"version", "output"}`.
 _NODE_SCRIPT = """
@@ -84,15 +109,18 @@ class CompileError(RuntimeError):
     """The compiler is missing, failed, or reported errors."""
 
 
-def standard_input(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, Any]:
-    """The standard-JSON input: every ``*.sol`` under ``contracts_dir`` keyed by file name."""
+def standard_input(
+    contracts_dir: Path = CONTRACTS_DIR, evm_version: str = DEFAULT_EVM_VERSION
+) -> dict[str, Any]:
+    """The standard-JSON input: every ``*.sol`` under ``contracts_dir`` keyed by file name,
+    compiled for ``evm_version``."""
     sources = {
         path.name: {"content": path.read_text(encoding="utf-8")}
         for path in sorted(contracts_dir.glob("*.sol"))
     }
     if not sources:
         raise CompileError(f"no Solidity sources in {contracts_dir}")
-    return {"language": "Solidity", "sources": sources, "settings": SETTINGS}
+    return {"language": "Solidity", "sources": sources, "settings": settings(evm_version)}
 
 
 def _canonical(value: object) -> str:
@@ -161,6 +189,9 @@ def build_artifacts(compiler_input: dict[str, Any]) -> dict[str, str]:
     """Compile and return ``{file name: JSON text}`` for every contract with an ABI."""
     version, output = compile_sources(compiler_input)
     digest = input_sha256(compiler_input)
+    recorded = {
+        key: value for key, value in compiler_input["settings"].items() if key != "outputSelection"
+    }
     artifacts: dict[str, str] = {}
     for source_name, contracts in sorted(output.get("contracts", {}).items()):
         for name, contract in sorted(contracts.items()):
@@ -179,28 +210,50 @@ def build_artifacts(compiler_input: dict[str, Any]) -> dict[str, str]:
                 "deployedBytecode": "0x" + deployed,
                 "methodIdentifiers": evm.get("methodIdentifiers", {}),
                 "storageLayout": _storage_layout(contract.get("storageLayout")),
-                "compiler": {
-                    "version": version,
-                    "settings": {
-                        key: value for key, value in SETTINGS.items() if key != "outputSelection"
-                    },
-                },
+                "compiler": {"version": version, "settings": recorded},
                 "inputSha256": digest,
             }
             artifacts[f"{name}.json"] = json.dumps(artifact, indent=2, sort_keys=True) + "\n"
     return artifacts
 
 
+def build_all(contracts_dir: Path = CONTRACTS_DIR) -> dict[str, str]:
+    """Compile the sources for every EVM version; return ``{"<version>/<Contract>.json": text}``.
+
+    The versions compile concurrently (one node process each, ~10 s apiece).
+    """
+    inputs = [standard_input(contracts_dir, version) for version in EVM_VERSIONS]
+    with ThreadPoolExecutor(max_workers=len(inputs)) as pool:
+        built = list(pool.map(build_artifacts, inputs))
+    return {
+        f"{version}/{name}": text
+        for version, artifacts in zip(EVM_VERSIONS, built, strict=True)
+        for name, text in artifacts.items()
+    }
+
+
+def _present(directory: Path) -> set[str]:
+    # Every artifact file below `directory`, as a relative posix path: files of an older layout
+    # (directly in `directory`) or of a dropped EVM version count, so they are reported as stale.
+    if not directory.is_dir():
+        return set()
+    return {path.relative_to(directory).as_posix() for path in directory.rglob("*.json")}
+
+
 def write(artifacts: dict[str, str], directory: Path = ARTIFACTS_DIR) -> list[str]:
-    """Write the artifacts, remove stale ones; return the names of files that changed."""
+    """Write ``{relative path: text}`` under ``directory``, remove stale ``*.json`` files (and
+    folders they leave empty); return the relative paths that changed."""
     directory.mkdir(parents=True, exist_ok=True)
     changed: list[str] = []
-    for stale in sorted(directory.glob("*.json")):
-        if stale.name not in artifacts:
-            stale.unlink()
-            changed.append(stale.name)
+    for stale in sorted(_present(directory) - artifacts.keys()):
+        (directory / stale).unlink()
+        changed.append(stale)
+    for folder in sorted((p for p in directory.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
     for name, text in sorted(artifacts.items()):
         path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             path.write_text(text, encoding="utf-8")
             changed.append(name)
@@ -210,9 +263,9 @@ def write(artifacts: dict[str, str], directory: Path = ARTIFACTS_DIR) -> list[st
 def check(artifacts: dict[str, str], directory: Path = ARTIFACTS_DIR) -> list[str]:
     """Return one line per committed artifact that differs from ``artifacts`` (empty: all good)."""
     problems: list[str] = []
-    present = {path.name for path in directory.glob("*.json")} if directory.is_dir() else set()
+    present = _present(directory)
     for name in sorted(present - artifacts.keys()):
-        problems.append(f"{name}: stale (no such contract in the sources)")
+        problems.append(f"{name}: stale (no such contract or EVM version in the sources)")
     for name, text in sorted(artifacts.items()):
         path = directory / name
         if name not in present:
@@ -234,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     arguments = parser.parse_args(argv)
     try:
-        artifacts = build_artifacts(standard_input())
+        artifacts = build_all()
     except CompileError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -248,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(artifacts)} artifacts match the sources")
         return 0
     changed = write(artifacts)
-    print(f"{len(artifacts)} artifacts in {ARTIFACTS_DIR.relative_to(REPO_ROOT)}", end="")
+    where = ARTIFACTS_DIR.relative_to(REPO_ROOT)
+    print(f"{len(artifacts)} artifacts ({', '.join(EVM_VERSIONS)}) in {where}", end="")
     print(f", updated: {', '.join(changed)}" if changed else ", unchanged")
     return 0
 
