@@ -10,7 +10,11 @@ Run with ``.venv/bin/python -m benchmarks.bench_beacon``. On the real mainnet Ca
     same bare BLS cost;
 (c) what is paid once per period, when an update's JSON is parsed: 512 key decompressions
     with subgroup checks and the 512-key SyncCommittee root (both computed when a
-    ``SyncCommittee`` is built, never per update); the root is also timed alone.
+    ``SyncCommittee`` is built, never per update); the root is also timed alone;
+(d) the minimal preset (a committee of 32, as on the devnet): ``process_update`` of the
+    Electra spec-test chain's first update (depth-6/7 branches, Deneb payload header) against
+    the same bare BLS check, its 32 keys (tests/vectors/eth_consensus_lc/spec_tests/, decoded
+    from SSZ by the decoder in tests/test_beacon_spec_vectors.py).
 
 Timings are best-of-N wall clock (time.perf_counter); raw numbers follow each line.
 """
@@ -18,6 +22,7 @@ Timings are best-of-N wall clock (time.perf_counter); raw numbers follow each li
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any
 
 from light_clients.beacon import (
     MAINNET,
+    BeaconConfig,
     LightClientStore,
     bootstrap,
     parse_bootstrap,
@@ -42,7 +48,8 @@ from light_clients.beacon.types import (
     sync_committee_root,
 )
 
-VECTORS = Path(__file__).resolve().parent.parent / "tests" / "vectors" / "eth_consensus_lc"
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+VECTORS = TESTS / "vectors" / "eth_consensus_lc"
 TARGET_OVERHEAD = 0.25
 
 
@@ -74,10 +81,15 @@ def _raw(label: str, values: Sequence[float]) -> None:
 
 
 def _bare(
-    committee: SyncCommittee, header: LightClientHeader, aggregate: SyncAggregate
+    committee: SyncCommittee,
+    header: LightClientHeader,
+    aggregate: SyncAggregate,
+    signature_slot: int,
+    config: BeaconConfig = MAINNET,
 ) -> Callable[[], object]:
     keys = [key for key, bit in zip(committee.points, aggregate.bits, strict=True) if bit]
-    domain = compute_domain(MAINNET.fork_version, MAINNET.genesis_validators_root)
+    version = config.fork_version_at_slot(signature_slot - 1, "benchmark")
+    domain = compute_domain(version, config.genesis_validators_root)
     root = compute_signing_root(header.beacon.hash_tree_root(), domain)
 
     def bare() -> None:
@@ -118,7 +130,12 @@ def main() -> None:
     _compare(
         "process_finality_update",
         lambda: process_finality_update(after, finality),
-        _bare(after.current_sync_committee, finality.attested_header, finality.sync_aggregate),
+        _bare(
+            after.current_sync_committee,
+            finality.attested_header,
+            finality.sync_aggregate,
+            finality.signature_slot,
+        ),
     )
 
     print("(b) sync-committee update, period 863 (next committee and its branch), 512 signers")
@@ -129,12 +146,13 @@ def main() -> None:
     _compare(
         "process_update",
         lambda: process_update(before, update),
-        _bare(signing, update.attested_header, update.sync_aggregate),
+        _bare(signing, update.attested_header, update.sync_aggregate, update.signature_slot),
     )
 
     print("(c) once per period")
     parse_runs = [_runs(lambda: parse_update(raw_updates[1]), 2) for _ in range(5)]
     committee = update.next_sync_committee
+    assert committee is not None
     root_runs = [
         _runs(lambda: sync_committee_root(committee.pubkeys, committee.aggregate_pubkey), 20)
         for _ in range(10)
@@ -143,6 +161,33 @@ def main() -> None:
     _raw("parse", parse_runs)
     print(f"  of which the SyncCommittee root        {min(root_runs) * 1e3:8.3f} ms")
     _raw("root", root_runs)
+    _minimal()
+
+
+def _minimal() -> None:
+    """(d): the Electra spec-test chain, minimal preset."""
+    # The SSZ decoder of the spec vectors lives with their test (one implementation).
+    sys.path.insert(0, str(TESTS))
+    from test_beacon_spec_vectors import load  # noqa: PLC0415 (test helper, bench only)
+
+    case = load("electra/light_client_sync")
+    first = next(step["process_update"] for step in case.steps if "process_update" in step)
+    data = parse_bootstrap(case.json("bootstrap"), case.config)
+    store = bootstrap(data, case.trusted_block_root, case.config)
+    update = case.update(first["update"])
+    participants = update.sync_aggregate.participants
+    print(f"(d) minimal preset, Electra spec-test update, {participants} of 32 signers")
+    _compare(
+        "process_update (minimal, Electra)",
+        lambda: process_update(store, update),
+        _bare(
+            store.current_sync_committee,
+            update.attested_header,
+            update.sync_aggregate,
+            update.signature_slot,
+            case.config,
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from light_clients import beacon, merkle
-from light_clients.beacon.sync import sync_committee_period
 from light_clients.beacon.types import (
-    SYNC_COMMITTEE_SIZE,
     LightClientBootstrap,
     LightClientFinalityUpdate,
     LightClientUpdate,
@@ -428,8 +426,29 @@ def _check_grandpa(obj: Mapping[str, Any], report: Report) -> None:
     }
 
 
-# Beacon light client (docs/proofs.md "beacon-bootstrap", "beacon-update"): mainnet, Capella.
+# Beacon light client (docs/proofs.md "beacon-bootstrap", "beacon-update"): mainnet unless the
+# file names its chain in "config" ({"preset", "genesis_validators_root", "forks"}).
 BEACON_CONFIG = beacon.MAINNET
+
+
+def _beacon_config(obj: Mapping[str, Any]) -> beacon.BeaconConfig:
+    """The chain a beacon file is for: its optional ``config`` (the attester's TOML table,
+    as JSON) or mainnet. The file picks the chain, not the trust: a config of the wrong chain
+    only makes the signatures fail (the domain mixes in the genesis validators root)."""
+    value = obj.get("config")
+    if value is None:
+        return BEACON_CONFIG
+    table = as_object(value, "config")
+    keys = ("preset", "genesis_validators_root", "forks")
+    unknown = sorted(set(table) - set(keys))
+    missing = [key for key in keys if key not in table]
+    if unknown or missing:
+        raise FieldError(f"field 'config': missing {missing}, unexpected {unknown}")
+    try:
+        return beacon.BeaconConfig.from_schedule(*(table[key] for key in keys))
+    except beacon.InvalidBeaconConfig as exc:
+        raise FieldError(f"field 'config': {exc}") from None
+
 
 # A beacon object whose JSON has the right shape but whose BLS key or signature is not a point
 # of the curve (or of its subgroup) is a broken proof, like a committee signature with a high s
@@ -445,11 +464,16 @@ class _BeaconStepFailed(VerificationError):
 _T = TypeVar("_T")
 
 
-def _parse_beacon(parser: Callable[[object], _T], value: Any, name: str) -> _T | VerificationError:
+def _parse_beacon(
+    parser: Callable[[object, beacon.BeaconConfig], _T],
+    value: Any,
+    name: str,
+    config: beacon.BeaconConfig,
+) -> _T | VerificationError:
     """Parse one beacon API object; a shape problem is a FieldError (exit 2), an invalid BLS
     point is returned as the rejection to raise when the chain reaches this object."""
     try:
-        return parser(value)
+        return parser(value, config)
     except beacon.MalformedBeaconData as exc:
         if _BLS_POINT_ERROR in str(exc):
             return _BeaconStepFailed(f"{name}: {exc}")
@@ -473,19 +497,29 @@ def _parsed(value: _T | VerificationError) -> _T:
 
 def _beacon_bootstrap(
     obj: Mapping[str, Any], report: Report
-) -> tuple[bytes, LightClientBootstrap | VerificationError]:
+) -> tuple[bytes, LightClientBootstrap | VerificationError, beacon.BeaconConfig]:
+    config = _beacon_config(obj)
     block_root = as_hex(require(obj, "block_root"), "block_root", size=32)
-    data = _parse_beacon(beacon.parse_bootstrap, require(obj, "bootstrap"), "bootstrap")
+    data = _parse_beacon(beacon.parse_bootstrap, require(obj, "bootstrap"), "bootstrap", config)
+    if config is not BEACON_CONFIG:
+        report.claims.append(
+            (
+                "chain",
+                f"{config.preset.name} preset, genesis validators root "
+                f"{to_hex(config.genesis_validators_root)}",
+            )
+        )
     report.claims.append(("trusted block root", to_hex(block_root)))
-    return block_root, data
+    return block_root, data, config
 
 
 def _bootstrap_store(
     block_root: bytes,
     data: LightClientBootstrap | VerificationError,
     report: Report,
+    config: beacon.BeaconConfig,
 ) -> beacon.LightClientStore:
-    store = beacon.bootstrap(_parsed(data), block_root, BEACON_CONFIG)
+    store = beacon.bootstrap(_parsed(data), block_root, config)
     header = store.finalized_header
     report.steps += [
         ("bootstrap header root equals trusted root", to_hex(header.beacon.hash_tree_root())),
@@ -513,8 +547,8 @@ def _header_details(store: beacon.LightClientStore) -> dict[str, Any]:
 
 
 def _check_beacon_bootstrap(obj: Mapping[str, Any], report: Report) -> None:
-    block_root, data = _beacon_bootstrap(obj, report)
-    store = _bootstrap_store(block_root, data, report)
+    block_root, data, config = _beacon_bootstrap(obj, report)
+    store = _bootstrap_store(block_root, data, report, config)
     report.steps.append(
         ("execution state root", to_hex(store.finalized_header.execution.state_root))
     )
@@ -524,7 +558,7 @@ def _check_beacon_bootstrap(obj: Mapping[str, Any], report: Report) -> None:
 def _update_outcome(outcome: beacon.UpdateOutcome) -> str:
     """What an accepted update established, in a few words."""
     store = outcome.store
-    done = [f"{outcome.participants}/{SYNC_COMMITTEE_SIZE} signed"]
+    done = [f"{outcome.participants}/{store.config.preset.sync_committee_size} signed"]
     if outcome.sync_committee_rotated:
         done.append(f"committee rotated to period {store.period}")
     if outcome.next_sync_committee_learned:
@@ -537,15 +571,17 @@ def _update_outcome(outcome: beacon.UpdateOutcome) -> str:
 
 
 def _check_beacon_update(obj: Mapping[str, Any], report: Report) -> None:
-    block_root, data = _beacon_bootstrap(obj, report)
+    block_root, data, config = _beacon_bootstrap(obj, report)
     updates = [
-        _parse_beacon(beacon.parse_update, item, f"updates[{i}]")
+        _parse_beacon(beacon.parse_update, item, f"updates[{i}]", config)
         for i, item in enumerate(as_list(require(obj, "updates"), "updates"))
     ]
     finality = (
         None
         if obj.get("finality_update") is None
-        else _parse_beacon(beacon.parse_finality_update, obj["finality_update"], "finality_update")
+        else _parse_beacon(
+            beacon.parse_finality_update, obj["finality_update"], "finality_update", config
+        )
     )
     if not updates and finality is None:
         raise FieldError("no update to verify: 'updates' is empty and no 'finality_update'")
@@ -577,7 +613,7 @@ def _check_beacon_update(obj: Mapping[str, Any], report: Report) -> None:
         report.claims.append(("execution block number", str(claimed_number)))
 
     try:
-        store = _bootstrap_store(block_root, data, report)
+        store = _bootstrap_store(block_root, data, report, config)
     except VerificationError as exc:
         raise _rejected("bootstrap", exc) from None
     chain: list[tuple[str, _BeaconUpdate | VerificationError]] = [
@@ -598,7 +634,7 @@ def _check_beacon_update(obj: Mapping[str, Any], report: Report) -> None:
         except VerificationError as exc:
             raise _rejected(name, exc) from None
         store = outcome.store
-        period = sync_committee_period(update.signature_slot)
+        period = config.period(update.signature_slot)
         report.steps.append((f"{name} (signed in period {period})", _update_outcome(outcome)))
 
     finalized = store.finalized_header

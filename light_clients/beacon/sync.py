@@ -1,7 +1,9 @@
-"""The Altair/Capella sync-committee light client: bootstrap, then verify updates.
+"""The sync-committee light client: bootstrap, then verify updates (Capella to Electra).
 
-Follows the consensus spec's ``specs/altair/light-client/sync-protocol.md`` with the Capella
-header (``specs/capella/light-client/sync-protocol.md``), as pure functions over a frozen
+Follows the consensus spec's ``specs/altair/light-client/sync-protocol.md`` with the headers
+and branches of Capella, Deneb and Electra (``specs/{capella,deneb,electra}/light-client/
+sync-protocol.md``), for the mainnet or minimal preset and any fork schedule
+(:class:`~light_clients.beacon.config.BeaconConfig`), as pure functions over a frozen
 :class:`LightClientStore`: each call returns a new store and what it established, or raises
 one of the errors below. Checks run cheapest first; the BLS pairing check is last.
 
@@ -11,9 +13,11 @@ Deliberate differences from the spec's store:
   have a 2/3 supermajority, or it is rejected (:class:`InsufficientParticipation`) before any
   BLS work; the spec would keep it as ``best_valid_update`` for a forced update after a
   timeout, which this client never does (no clock, no force update: safety over liveness);
-* only Capella headers are accepted: ``config`` names the Capella fork epoch and version and
-  the epoch of the next fork (Deneb), and a header or signature outside that range is
-  :class:`UnsupportedFork`.
+* only headers of Capella, Deneb and Electra are accepted (:class:`UnsupportedFork`
+  otherwise); each must have the shape of the fork its slot is in (:class:`ForkMismatch`),
+  where the spec would also accept an older header upgraded to a newer container;
+* the signature domain uses the version of whatever fork the config schedules at
+  ``max(signature_slot, 1) - 1`` (``compute_fork_version``), as the spec does.
 """
 
 from __future__ import annotations
@@ -22,21 +26,25 @@ import hashlib
 from dataclasses import dataclass, replace
 
 from light_clients.beacon.bls import fast_aggregate_verify
+from light_clients.beacon.config import (
+    MAINNET,
+    BeaconConfig,
+    ForkLayout,
+    LightClientError,
+    UnsupportedFork,
+)
 from light_clients.beacon.ssz import is_valid_merkle_branch
 from light_clients.beacon.types import (
-    EXECUTION_BRANCH_DEPTH,
-    FINALITY_BRANCH_DEPTH,
-    SYNC_COMMITTEE_BRANCH_DEPTH,
-    SYNC_COMMITTEE_SIZE,
     LightClientBootstrap,
     LightClientFinalityUpdate,
     LightClientHeader,
     LightClientOptimisticUpdate,
     LightClientUpdate,
+    MalformedBeaconData,
     SyncAggregate,
     SyncCommittee,
 )
-from light_clients.errors import FinalityError, HeaderHashMismatch
+from light_clients.errors import HeaderHashMismatch
 from light_clients.hexstr import to_hex
 
 __all__ = [
@@ -45,6 +53,7 @@ __all__ = [
     "BeaconConfig",
     "BootstrapMismatch",
     "ConflictingSyncCommittee",
+    "ForkMismatch",
     "InsufficientParticipation",
     "InvalidExecutionBranch",
     "InvalidFinalityBranch",
@@ -58,6 +67,7 @@ __all__ = [
     "UpdateOutcome",
     "WrongSyncCommitteePeriod",
     "bootstrap",
+    "check_header",
     "compute_domain",
     "compute_signing_root",
     "process_finality_update",
@@ -66,32 +76,20 @@ __all__ = [
     "sync_committee_period",
 ]
 
-SLOTS_PER_EPOCH = 32
-EPOCHS_PER_SYNC_COMMITTEE_PERIOD = 256
-SLOTS_PER_PERIOD = SLOTS_PER_EPOCH * EPOCHS_PER_SYNC_COMMITTEE_PERIOD
 DOMAIN_SYNC_COMMITTEE = bytes.fromhex("07000000")
 MIN_SYNC_COMMITTEE_PARTICIPANTS = 1
 
-# Capella generalized indices (depths are in light_clients.beacon.types).
-CURRENT_SYNC_COMMITTEE_INDEX = 22  # gindex 54
-NEXT_SYNC_COMMITTEE_INDEX = 23  # gindex 55
-FINALIZED_ROOT_INDEX = 41  # gindex 105
-EXECUTION_PAYLOAD_INDEX = 9  # gindex 25
-
 
 # --------------------------------------------------------------------------- errors
-
-
-class LightClientError(FinalityError):
-    """A beacon light-client bootstrap or update is not acceptable."""
 
 
 class BootstrapMismatch(HeaderHashMismatch):
     """The bootstrap header does not hash to the trusted block root."""
 
 
-class UnsupportedFork(LightClientError):
-    """A header or signature slot outside the configured (Capella) fork."""
+class ForkMismatch(LightClientError):
+    """A header whose shape is not the one of the fork its slot is in (a Deneb-era header
+    without the blob-gas fields, a Capella-era header with them)."""
 
 
 class InvalidExecutionBranch(LightClientError):
@@ -134,33 +132,6 @@ class InvalidSyncCommitteeSignature(LightClientError):
 
 
 @dataclass(frozen=True)
-class BeaconConfig:
-    """The chain: its genesis validators root and the Capella fork it verifies."""
-
-    genesis_validators_root: bytes
-    fork_version: bytes
-    fork_epoch: int
-    next_fork_epoch: int | None
-
-    def fork_covers(self, slot: int) -> bool:
-        """Whether ``slot`` is in the configured fork."""
-        epoch = slot // SLOTS_PER_EPOCH
-        return epoch >= self.fork_epoch and (
-            self.next_fork_epoch is None or epoch < self.next_fork_epoch
-        )
-
-
-MAINNET = BeaconConfig(
-    genesis_validators_root=bytes.fromhex(
-        "4b363db94e286120d76eb905340fdd4e54bfe9f06bf33ff6cf5ad27f511bfe95"
-    ),
-    fork_version=bytes.fromhex("03000000"),  # CAPELLA_FORK_VERSION
-    fork_epoch=194048,  # CAPELLA_FORK_EPOCH
-    next_fork_epoch=269568,  # DENEB_FORK_EPOCH
-)
-
-
-@dataclass(frozen=True)
 class LightClientStore:
     """What the light client trusts: the spec's ``LightClientStore`` without the force-update
     fields (``best_valid_update``)."""
@@ -176,7 +147,7 @@ class LightClientStore:
     @property
     def period(self) -> int:
         """The sync-committee period of the finalized header."""
-        return sync_committee_period(self.finalized_header.beacon.slot)
+        return self.config.period(self.finalized_header.beacon.slot)
 
 
 @dataclass(frozen=True)
@@ -192,9 +163,9 @@ class UpdateOutcome:
     sync_committee_rotated: bool
 
 
-def sync_committee_period(slot: int) -> int:
-    """``compute_sync_committee_period_at_slot``."""
-    return slot // SLOTS_PER_PERIOD
+def sync_committee_period(slot: int, config: BeaconConfig = MAINNET) -> int:
+    """``compute_sync_committee_period_at_slot`` (of ``config``'s preset)."""
+    return config.period(slot)
 
 
 def compute_domain(fork_version: bytes, genesis_validators_root: bytes) -> bytes:
@@ -211,19 +182,36 @@ def compute_signing_root(object_root: bytes, domain: bytes) -> bytes:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_header(config: BeaconConfig, header: LightClientHeader, what: str) -> None:
-    """``is_valid_light_client_header`` for Capella."""
-    if not config.fork_covers(header.beacon.slot):
-        raise UnsupportedFork(f"{what} slot {header.beacon.slot} is outside the configured fork")
+def check_header(config: BeaconConfig, header: LightClientHeader, what: str) -> ForkLayout:
+    """``is_valid_light_client_header``: a fork this client verifies, the shape of that fork,
+    and the execution payload header in the beacon block's body. Returns the fork's layout
+    (the depths of the branches into this header's state)."""
+    layout = config.layout_at_slot(header.beacon.slot, what)
+    if layout.blob_gas != (header.execution.blob_gas_used is not None):
+        raise ForkMismatch(
+            f"{what} slot {header.beacon.slot} is in {layout.name} but its execution header "
+            f"{'lacks' if layout.blob_gas else 'has'} the blob-gas fields"
+        )
+    gindex = layout.execution_payload_gindex
     if not is_valid_merkle_branch(
         header.execution.hash_tree_root(),
         header.execution_branch,
-        EXECUTION_BRANCH_DEPTH,
-        EXECUTION_PAYLOAD_INDEX,
+        layout.depth(gindex),
+        layout.index(gindex),
         header.beacon.body_root,
     ):
         raise InvalidExecutionBranch(
             f"{what} execution payload is not in body {to_hex(header.beacon.body_root)}"
+        )
+    return layout
+
+
+def _check_committee_size(config: BeaconConfig, size: int, what: str) -> None:
+    """An object parsed under another preset than the store's cannot be compared bit by bit."""
+    expected = config.preset.sync_committee_size
+    if size != expected:
+        raise MalformedBeaconData(
+            f"{what} has {size} members, the {config.preset.name} preset's committee {expected}"
         )
 
 
@@ -236,12 +224,15 @@ def bootstrap(
         raise BootstrapMismatch(
             f"bootstrap header root {to_hex(root)} is not the trusted {to_hex(trusted_block_root)}"
         )
-    _check_header(config, data.header, "bootstrap header")
+    layout = check_header(config, data.header, "bootstrap header")
+    committee = data.current_sync_committee
+    _check_committee_size(config, len(committee.pubkeys), "bootstrap current sync committee")
+    gindex = layout.current_sync_committee_gindex
     if not is_valid_merkle_branch(
-        data.current_sync_committee.hash_tree_root(),
+        committee.hash_tree_root(),
         data.current_sync_committee_branch,
-        SYNC_COMMITTEE_BRANCH_DEPTH,
-        CURRENT_SYNC_COMMITTEE_INDEX,
+        layout.depth(gindex),
+        layout.index(gindex),
         data.header.beacon.state_root,
     ):
         raise InvalidSyncCommitteeBranch(
@@ -273,13 +264,15 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
     """``validate_light_client_update``; returns the signing root that was verified."""
     config = store.config
     aggregate = update.sync_aggregate
+    size = config.preset.sync_committee_size
+    _check_committee_size(config, len(aggregate.bits), "sync aggregate")
     participants = aggregate.participants
     if participants < MIN_SYNC_COMMITTEE_PARTICIPANTS:
         raise InsufficientParticipation("no sync-committee member signed")
     finalized = update.finalized_header
-    if finalized is not None and participants * 3 < SYNC_COMMITTEE_SIZE * 2:
+    if finalized is not None and participants * 3 < size * 2:
         raise InsufficientParticipation(
-            f"{participants} of {SYNC_COMMITTEE_SIZE} signers is under 2/3, needed for finality"
+            f"{participants} of {size} signers is under 2/3, needed for finality"
         )
 
     attested = update.attested_header
@@ -294,10 +287,10 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
         raise SlotOrderError(
             f"signature slot {update.signature_slot} is after the current slot {current_slot}"
         )
-    _check_header(config, attested, "attested header")
+    layout = check_header(config, attested, "attested header")
 
     store_period = store.period
-    signature_period = sync_committee_period(update.signature_slot)
+    signature_period = config.period(update.signature_slot)
     allowed = (
         (store_period,)
         if store.next_sync_committee is None
@@ -311,7 +304,7 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
             f"signature period {signature_period}, the store knows committees for {allowed}"
         )
 
-    attested_period = sync_committee_period(attested_slot)
+    attested_period = config.period(attested_slot)
     learns_next = (
         store.next_sync_committee is None
         and update.next_sync_committee is not None
@@ -324,12 +317,14 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
         )
 
     if finalized is not None:
-        _check_header(config, finalized, "finalized header")
+        check_header(config, finalized, "finalized header")
+        # The branch goes into the attested state, so its depth is the attested fork's.
+        gindex = layout.finalized_root_gindex
         if not is_valid_merkle_branch(
             finalized.beacon.hash_tree_root(),
             update.finality_branch,
-            FINALITY_BRANCH_DEPTH,
-            FINALIZED_ROOT_INDEX,
+            layout.depth(gindex),
+            layout.index(gindex),
             attested.beacon.state_root,
         ):
             raise InvalidFinalityBranch(
@@ -338,6 +333,9 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
             )
 
     if update.next_sync_committee is not None:
+        _check_committee_size(
+            config, len(update.next_sync_committee.pubkeys), "next sync committee"
+        )
         if (
             attested_period == store_period
             and store.next_sync_committee is not None
@@ -346,22 +344,25 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
             raise ConflictingSyncCommittee(
                 f"next sync committee for period {store_period + 1} differs from the known one"
             )
+        gindex = layout.next_sync_committee_gindex
         if not is_valid_merkle_branch(
             update.next_sync_committee.hash_tree_root(),
             update.next_sync_committee_branch,
-            SYNC_COMMITTEE_BRANCH_DEPTH,
-            NEXT_SYNC_COMMITTEE_INDEX,
+            layout.depth(gindex),
+            layout.index(gindex),
             attested.beacon.state_root,
         ):
             raise InvalidSyncCommitteeBranch(
                 "next sync committee is not in the attested header's state"
             )
 
-    fork_slot = max(update.signature_slot, 1) - 1
-    if not config.fork_covers(fork_slot):
-        raise UnsupportedFork(
-            f"signature slot {update.signature_slot} is outside the configured fork"
-        )
+    # compute_fork_version(compute_epoch_at_slot(max(signature_slot, 1) - 1)): the committee
+    # members sign during the slot before the block that includes their aggregate, so they
+    # sign with the version of that earlier slot; a fork's first block carries a signature
+    # under the previous fork's version.
+    fork_version = config.fork_version_at_slot(
+        max(update.signature_slot, 1) - 1, f"update signed at slot {update.signature_slot}:"
+    )
     committee = (
         store.current_sync_committee
         if signature_period == store_period
@@ -369,7 +370,7 @@ def _validate(store: LightClientStore, update: _Update, current_slot: int | None
     )
     assert committee is not None  # the period check above: next is known when used
     keys = [point for point, bit in zip(committee.points, aggregate.bits, strict=True) if bit]
-    domain = compute_domain(config.fork_version, config.genesis_validators_root)
+    domain = compute_domain(fork_version, config.genesis_validators_root)
     signing_root = compute_signing_root(attested.beacon.hash_tree_root(), domain)
     if not fast_aggregate_verify(keys, signing_root, aggregate.signature):
         raise InvalidSyncCommitteeSignature(
@@ -384,7 +385,9 @@ def _process(store: LightClientStore, update: _Update, current_slot: int | None)
     signing_root = _validate(store, update, current_slot)
     participants = update.sync_aggregate.participants
     current_max = max(store.current_max_active_participants, participants)
-    safety_threshold = (store.previous_max_active_participants + current_max) // 2
+    # get_safety_threshold: half the larger of the two periods' high-water marks (not their
+    # mean: with the mean, a full committee of 512 would need 513 signers to move it).
+    safety_threshold = max(store.previous_max_active_participants, current_max) // 2
     attested = update.attested_header
     optimistic = store.optimistic_header
     optimistic_advanced = (
@@ -398,11 +401,11 @@ def _process(store: LightClientStore, update: _Update, current_slot: int | None)
     learned = rotated = advanced = False
     # A finality-carrying update has a supermajority (checked in _validate).
     if finalized is not None:
-        finalized_period = sync_committee_period(finalized.beacon.slot)
+        finalized_period = new.config.period(finalized.beacon.slot)
         learns_next = (
             new.next_sync_committee is None
             and update.next_sync_committee is not None
-            and finalized_period == sync_committee_period(attested.beacon.slot)
+            and finalized_period == new.config.period(attested.beacon.slot)
         )
         advanced = finalized.beacon.slot > new.finalized_header.beacon.slot
         if advanced or learns_next:

@@ -6,6 +6,15 @@ integers are decimal strings without leading zeros or signs, bytes are ``0x`` he
 size. Every field is checked and no unknown field is accepted, so two texts that parse
 alike are the same object. Anything else raises :class:`MalformedBeaconData`.
 
+The shape depends on the chain (:class:`~light_clients.beacon.config.BeaconConfig`, mainnet
+unless given): the preset fixes the committee size, and the fork of a header's own slot fixes
+its execution payload header (Deneb adds ``blob_gas_used`` and ``excess_blob_gas``; a Capella
+header must not have them) and, for the attested header of an update (or a bootstrap's
+header), the depth of the branches into its state (Electra: 7 and 6 instead of 6 and 5). A
+header in a fork this client does not verify raises
+:class:`~light_clients.beacon.config.UnsupportedFork` while parsing. ``*_to_json`` write the
+same encoding back (the persisted store uses them).
+
 Sync-committee public keys are decompressed (and subgroup-checked) once, when the committee is
 parsed: a committee signs for a whole period (8192 slots), so this cost is not per update.
 """
@@ -15,10 +24,17 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from light_clients.beacon.bls import PublicKey, Signature, decode_pubkey, decode_signature
+from light_clients.beacon.config import (
+    MAINNET,
+    PRESETS,
+    BeaconConfig,
+    ForkLayout,
+    UnsupportedFork,
+)
 from light_clients.beacon.ssz import (
     merkleize,
     mix_in_length,
@@ -27,7 +43,7 @@ from light_clients.beacon.ssz import (
     uint256_root,
 )
 from light_clients.errors import DecodeError
-from light_clients.hexstr import parse_data
+from light_clients.hexstr import parse_data, to_hex
 
 __all__ = [
     "EXECUTION_BRANCH_DEPTH",
@@ -44,20 +60,29 @@ __all__ = [
     "MalformedBeaconData",
     "SyncAggregate",
     "SyncCommittee",
+    "UnsupportedForkData",
+    "header_to_json",
     "parse_bootstrap",
     "parse_finality_update",
+    "parse_header",
     "parse_optimistic_update",
+    "parse_sync_committee",
     "parse_update",
     "sync_committee_root",
+    "sync_committee_to_json",
 ]
 
 SYNC_COMMITTEE_SIZE = 512
-"""Mainnet preset (SYNC_COMMITTEE_SIZE); the bitvector is 64 bytes."""
+"""Mainnet preset (SYNC_COMMITTEE_SIZE); the bitvector is 64 bytes. The minimal preset has 32:
+use ``config.preset.sync_committee_size``."""
 
-# Capella generalized indices: depth = floorlog2(gindex), as in expected.json.
+# Capella/Deneb generalized indices: depth = floorlog2(gindex), as in expected.json. Electra's
+# are deeper; config.ForkLayout has every fork's.
 SYNC_COMMITTEE_BRANCH_DEPTH = 5  # current 54, next 55
 FINALITY_BRANCH_DEPTH = 6  # finalized_checkpoint.root 105
 EXECUTION_BRANCH_DEPTH = 4  # execution_payload in the body 25
+_COMMITTEE_SIZES = frozenset(preset.sync_committee_size for preset in PRESETS.values())
+_SIZES_TEXT = " or ".join(str(size) for size in sorted(_COMMITTEE_SIZES))
 
 _U64_MAX = 2**64 - 1
 _U256_MAX = 2**256 - 1
@@ -71,6 +96,13 @@ _MAX_EXTRA_DATA = 32
 
 class MalformedBeaconData(DecodeError):
     """Beacon API JSON that is not exactly a light-client object of the expected shape."""
+
+
+class UnsupportedForkData(MalformedBeaconData, UnsupportedFork):
+    """A header, met while parsing, in a fork whose shape this client does not know (before
+    Capella, or Fulu). Both kinds of error at once, so that whoever catches parse failures
+    (:class:`MalformedBeaconData`) and whoever catches fork failures (:class:`UnsupportedFork`)
+    each catch it."""
 
 
 # --------------------------------------------------------------------------- field parsers
@@ -137,7 +169,8 @@ class BeaconBlockHeader:
 
 @dataclass(frozen=True)
 class ExecutionPayloadHeader:
-    """Capella ``ExecutionPayloadHeader`` (15 fields, with ``withdrawals_root``)."""
+    """Capella ``ExecutionPayloadHeader`` (15 fields, with ``withdrawals_root``) or, with the
+    two blob-gas fields set, Deneb's (17 fields; Electra did not change it)."""
 
     parent_hash: bytes
     fee_recipient: bytes
@@ -154,9 +187,22 @@ class ExecutionPayloadHeader:
     block_hash: bytes
     transactions_root: bytes
     withdrawals_root: bytes
+    blob_gas_used: int | None = None
+    excess_blob_gas: int | None = None
+
+    def __post_init__(self) -> None:
+        """Both blob-gas fields (Deneb) or neither (Capella): there is no third shape."""
+        if (self.blob_gas_used is None) != (self.excess_blob_gas is None):
+            raise MalformedBeaconData("execution header has one blob-gas field without the other")
 
     def hash_tree_root(self) -> bytes:
-        """SSZ root: ``logs_bloom`` is ByteVector[256], ``extra_data`` ByteList[32]."""
+        """SSZ root: ``logs_bloom`` is ByteVector[256], ``extra_data`` ByteList[32]; 15 fields
+        pad to 16 leaves, Deneb's 17 to 32, so the shapes never share a root."""
+        deneb = (
+            [uint64_root(self.blob_gas_used), uint64_root(self.excess_blob_gas)]
+            if self.blob_gas_used is not None and self.excess_blob_gas is not None
+            else []
+        )
         return merkleize(
             [
                 self.parent_hash,
@@ -174,8 +220,9 @@ class ExecutionPayloadHeader:
                 self.block_hash,
                 self.transactions_root,
                 self.withdrawals_root,
+                *deneb,
             ],
-            16,
+            32 if deneb else 16,
         )
 
 
@@ -191,8 +238,9 @@ class LightClientHeader:
 
 @dataclass(frozen=True)
 class SyncCommittee:
-    """512 BLS public keys and their aggregate; ``points`` are the keys decompressed (and
-    subgroup-checked) once, at construction, so they cannot disagree with ``pubkeys``."""
+    """512 (mainnet) or 32 (minimal) BLS public keys and their aggregate; ``points`` are the
+    keys decompressed (and subgroup-checked) once, at construction, so they cannot disagree
+    with ``pubkeys``. The parser checks the size against the chain's preset."""
 
     pubkeys: tuple[bytes, ...]
     aggregate_pubkey: bytes
@@ -202,23 +250,24 @@ class SyncCommittee:
     def __post_init__(self) -> None:
         """Decompress every key (raise :class:`MalformedBeaconData` for a bad one) and compute
         the root: both once per committee, i.e. once per period, never per update."""
-        if len(self.pubkeys) != SYNC_COMMITTEE_SIZE:
+        if len(self.pubkeys) not in _COMMITTEE_SIZES:
             raise MalformedBeaconData(
-                f"pubkeys has {len(self.pubkeys)} keys, expected {SYNC_COMMITTEE_SIZE}"
+                f"pubkeys has {len(self.pubkeys)} keys, expected {_SIZES_TEXT} (a preset's)"
             )
         points = tuple(_g1(key, f"pubkeys[{i}]") for i, key in enumerate(self.pubkeys))
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "root", sync_committee_root(self.pubkeys, self.aggregate_pubkey))
 
     def hash_tree_root(self) -> bytes:
-        """SSZ root: Vector[BLSPubkey, 512] and the aggregate key (each key is two chunks),
+        """SSZ root: Vector[BLSPubkey, size] and the aggregate key (each key is two chunks),
         computed at construction."""
         return self.root
 
 
 def sync_committee_root(pubkeys: tuple[bytes, ...], aggregate_pubkey: bytes) -> bytes:
-    """``hash_tree_root(SyncCommittee)``: Vector[BLSPubkey, 512] and the aggregate key."""
-    keys = merkleize([_pubkey_root(key) for key in pubkeys], SYNC_COMMITTEE_SIZE)
+    """``hash_tree_root(SyncCommittee)``: Vector[BLSPubkey, len(pubkeys)] and the aggregate
+    key; ``len(pubkeys)`` is the preset's committee size, a power of two."""
+    keys = merkleize([_pubkey_root(key) for key in pubkeys], len(pubkeys))
     return merkleize([keys, _pubkey_root(aggregate_pubkey)], 2)
 
 
@@ -229,7 +278,8 @@ def _pubkey_root(key: bytes) -> bytes:
 
 @dataclass(frozen=True)
 class SyncAggregate:
-    """The participation bitvector (512 bits) and the aggregate signature of the participants."""
+    """The participation bitvector (one bit per committee member) and the aggregate signature
+    of the participants."""
 
     bits: tuple[bool, ...]
     signature: Signature = field(compare=False)
@@ -237,9 +287,9 @@ class SyncAggregate:
 
     def __post_init__(self) -> None:
         """A bitvector of exactly one bit per committee member."""
-        if len(self.bits) != SYNC_COMMITTEE_SIZE:
+        if len(self.bits) not in _COMMITTEE_SIZES:
             raise MalformedBeaconData(
-                f"sync_committee_bits has {len(self.bits)} bits, expected {SYNC_COMMITTEE_SIZE}"
+                f"sync_committee_bits has {len(self.bits)} bits, expected {_SIZES_TEXT}"
             )
 
     @property
@@ -259,12 +309,17 @@ class LightClientBootstrap:
 
 @dataclass(frozen=True)
 class LightClientUpdate:
-    """``LightClientUpdate`` (from ``/updates``): finality and the next sync committee."""
+    """``LightClientUpdate`` (from ``/updates``): finality and the next sync committee.
+
+    Either part may be absent, as in the spec: the server sends the empty (all-zero)
+    committee or header with an all-zero branch (``is_sync_committee_update`` /
+    ``is_finality_update`` are false), parsed here as None. A server with no finality yet
+    (a young chain) serves such updates."""
 
     attested_header: LightClientHeader
-    next_sync_committee: SyncCommittee
+    next_sync_committee: SyncCommittee | None
     next_sync_committee_branch: tuple[bytes, ...]
-    finalized_header: LightClientHeader
+    finalized_header: LightClientHeader | None
     finality_branch: tuple[bytes, ...]
     sync_aggregate: SyncAggregate
     signature_slot: int
@@ -310,6 +365,7 @@ _EXECUTION_KEYS = (
     "transactions_root",
     "withdrawals_root",
 )
+_DENEB_KEYS = ("blob_gas_used", "excess_blob_gas")
 
 
 def _beacon_header(value: object, what: str) -> BeaconBlockHeader:
@@ -323,11 +379,15 @@ def _beacon_header(value: object, what: str) -> BeaconBlockHeader:
     )
 
 
-def _execution_header(value: object, what: str) -> ExecutionPayloadHeader:
-    obj = _object(value, what, _EXECUTION_KEYS)
+def _execution_header(value: object, what: str, layout: ForkLayout) -> ExecutionPayloadHeader:
+    keys = _EXECUTION_KEYS + _DENEB_KEYS if layout.blob_gas else _EXECUTION_KEYS
+    obj = _object(value, f"{what} ({layout.name})", keys)
     extra_data = _bytes(obj["extra_data"], f"{what}.extra_data", None)
     if len(extra_data) > _MAX_EXTRA_DATA:
         raise MalformedBeaconData(f"{what}.extra_data is longer than {_MAX_EXTRA_DATA} bytes")
+    deneb = (
+        {key: _uint(obj[key], f"{what}.{key}") for key in _DENEB_KEYS} if layout.blob_gas else {}
+    )
     return ExecutionPayloadHeader(
         parent_hash=_bytes(obj["parent_hash"], f"{what}.parent_hash", 32),
         fee_recipient=_bytes(obj["fee_recipient"], f"{what}.fee_recipient", 20),
@@ -344,31 +404,77 @@ def _execution_header(value: object, what: str) -> ExecutionPayloadHeader:
         block_hash=_bytes(obj["block_hash"], f"{what}.block_hash", 32),
         transactions_root=_bytes(obj["transactions_root"], f"{what}.transactions_root", 32),
         withdrawals_root=_bytes(obj["withdrawals_root"], f"{what}.withdrawals_root", 32),
+        **deneb,
     )
 
 
-def _light_client_header(value: object, what: str) -> LightClientHeader:
+def _light_client_header(
+    value: object, what: str, config: BeaconConfig, container: ForkLayout | None = None
+) -> tuple[LightClientHeader, ForkLayout]:
+    """A header and the layout of the fork of its own slot.
+
+    Its JSON has the shape of ``container``, the fork of the object that carries it (the
+    attested header's, for an update's finalized header), or else of its own fork. The one
+    difference that can arise is the spec's upgrade of an older header into a newer container
+    (a Capella-era finalized header in a Deneb update, at the fork): the Deneb fields must then
+    be zero, and the header is kept in its own (Capella) shape, whose root the execution branch
+    proves (``get_lc_execution_root``).
+    """
     obj = _object(value, what, ("beacon", "execution", "execution_branch"))
-    return LightClientHeader(
-        beacon=_beacon_header(obj["beacon"], f"{what}.beacon"),
-        execution=_execution_header(obj["execution"], f"{what}.execution"),
+    beacon = _beacon_header(obj["beacon"], f"{what}.beacon")
+    try:
+        layout = config.layout_at_slot(beacon.slot, what)
+    except UnsupportedFork as error:
+        raise UnsupportedForkData(str(error)) from None
+    shape = container or layout
+    if layout.blob_gas and not shape.blob_gas:
+        raise MalformedBeaconData(
+            f"{what} slot {beacon.slot} is in {layout.name}, after the {shape.name} object "
+            "that carries it"
+        )
+    execution = _execution_header(obj["execution"], f"{what}.execution", shape)
+    if shape.blob_gas and not layout.blob_gas:
+        if execution.blob_gas_used or execution.excess_blob_gas:
+            raise MalformedBeaconData(
+                f"{what} slot {beacon.slot} is in {layout.name}: its blob-gas fields must be 0"
+            )
+        execution = replace(execution, blob_gas_used=None, excess_blob_gas=None)
+    header = LightClientHeader(
+        beacon=beacon,
+        execution=execution,
         execution_branch=_branch(
-            obj["execution_branch"], f"{what}.execution_branch", EXECUTION_BRANCH_DEPTH
+            obj["execution_branch"],
+            f"{what}.execution_branch",
+            layout.depth(layout.execution_payload_gindex),
         ),
     )
+    return header, layout
 
 
-def _sync_committee(value: object, what: str) -> SyncCommittee:
+def parse_header(value: object, config: BeaconConfig = MAINNET) -> LightClientHeader:
+    """Parse a ``LightClientHeader`` (the shape of the fork of its slot)."""
+    return _light_client_header(value, "header", config)[0]
+
+
+def _sync_committee(value: object, what: str, config: BeaconConfig) -> SyncCommittee:
+    size = config.preset.sync_committee_size
     obj = _object(value, what, ("pubkeys", "aggregate_pubkey"))
     raw = obj["pubkeys"]
-    if not isinstance(raw, list):
-        raise MalformedBeaconData(f"{what}.pubkeys must be a list of {SYNC_COMMITTEE_SIZE} keys")
+    if not isinstance(raw, list) or len(raw) != size:
+        raise MalformedBeaconData(
+            f"{what}.pubkeys must be a list of {size} keys ({config.preset.name} preset)"
+        )
     pubkeys = tuple(_bytes(key, f"{what}.pubkeys[{i}]", _PUBKEY_SIZE) for i, key in enumerate(raw))
     aggregate = _bytes(obj["aggregate_pubkey"], f"{what}.aggregate_pubkey", _PUBKEY_SIZE)
     try:
         return SyncCommittee(pubkeys=pubkeys, aggregate_pubkey=aggregate)
     except MalformedBeaconData as error:
         raise MalformedBeaconData(f"{what}.{error}") from None
+
+
+def parse_sync_committee(value: object, config: BeaconConfig = MAINNET) -> SyncCommittee:
+    """Parse a ``SyncCommittee`` of the preset's size."""
+    return _sync_committee(value, "sync committee", config)
 
 
 def _g1(key: bytes, what: str) -> PublicKey:
@@ -378,9 +484,10 @@ def _g1(key: bytes, what: str) -> PublicKey:
     return point
 
 
-def _sync_aggregate(value: object, what: str) -> SyncAggregate:
+def _sync_aggregate(value: object, what: str, config: BeaconConfig) -> SyncAggregate:
+    size = config.preset.sync_committee_size
     obj = _object(value, what, ("sync_committee_bits", "sync_committee_signature"))
-    packed = _bytes(obj["sync_committee_bits"], f"{what}.sync_committee_bits", 64)
+    packed = _bytes(obj["sync_committee_bits"], f"{what}.sync_committee_bits", size // 8)
     signature = _bytes(
         obj["sync_committee_signature"], f"{what}.sync_committee_signature", _SIGNATURE_SIZE
     )
@@ -389,39 +496,96 @@ def _sync_aggregate(value: object, what: str) -> SyncAggregate:
         raise MalformedBeaconData(
             f"{what}.sync_committee_signature is not a BLS12-381 G2 signature"
         )
-    bits = tuple(bool(packed[i // 8] >> (i % 8) & 1) for i in range(SYNC_COMMITTEE_SIZE))
+    bits = tuple(bool(packed[i // 8] >> (i % 8) & 1) for i in range(size))
     return SyncAggregate(bits=bits, signature=point, signature_bytes=signature)
 
 
-def _data(value: object, what: str) -> object:
-    """Accept the API's whole answer ``{"version", "data"}`` (Capella only) or ``data`` alone."""
+def _data(value: object, what: str) -> tuple[object, str | None]:
+    """Accept the API's whole answer ``{"version", "data"}`` or ``data`` alone; returns the data
+    and the version it claims (checked by the caller against the header's fork)."""
     if isinstance(value, dict) and "version" in value:
         obj = _object(value, what, ("version", "data"))
-        if obj["version"] != "capella":
-            raise MalformedBeaconData(f"{what} is for fork {obj['version']!r:.40}, not capella")
-        return obj["data"]
-    return value
+        version = obj["version"]
+        if not isinstance(version, str):
+            raise MalformedBeaconData(f"{what}.version must be a fork name, got {version!r:.40}")
+        return obj["data"], version
+    return value, None
 
 
-def parse_bootstrap(value: object) -> LightClientBootstrap:
-    """Parse a ``LightClientBootstrap``."""
+def _check_version(version: str | None, layout: ForkLayout, what: str) -> None:
+    """The answer's ``version`` must name the fork its (attested) header is in: the version
+    is what a client would pick the container type by, so a mismatch means a confused or
+    lying server."""
+    if version is not None and version != layout.name:
+        raise MalformedBeaconData(
+            f"{what} is labelled fork {version!r:.40} but its header is in {layout.name}"
+        )
+
+
+def parse_bootstrap(value: object, config: BeaconConfig = MAINNET) -> LightClientBootstrap:
+    """Parse a ``LightClientBootstrap`` (branch depth of its header's fork)."""
     what = "bootstrap"
-    obj = _object(
-        _data(value, what),
-        what,
-        ("header", "current_sync_committee", "current_sync_committee_branch"),
-    )
+    data, version = _data(value, what)
+    obj = _object(data, what, ("header", "current_sync_committee", "current_sync_committee_branch"))
+    header, layout = _light_client_header(obj["header"], f"{what}.header", config)
+    _check_version(version, layout, what)
     return LightClientBootstrap(
-        header=_light_client_header(obj["header"], f"{what}.header"),
+        header=header,
         current_sync_committee=_sync_committee(
-            obj["current_sync_committee"], f"{what}.current_sync_committee"
+            obj["current_sync_committee"], f"{what}.current_sync_committee", config
         ),
         current_sync_committee_branch=_branch(
             obj["current_sync_committee_branch"],
             f"{what}.current_sync_committee_branch",
-            SYNC_COMMITTEE_BRANCH_DEPTH,
+            layout.depth(layout.current_sync_committee_gindex),
         ),
     )
+
+
+@dataclass(frozen=True)
+class _UpdateParts:
+    """The fields every update kind shares, parsed; ``layout`` is the attested header's."""
+
+    obj: Mapping[str, Any]
+    attested_header: LightClientHeader
+    layout: ForkLayout
+    sync_aggregate: SyncAggregate
+    signature_slot: int
+
+
+def _update_parts(
+    value: object, what: str, keys: tuple[str, ...], config: BeaconConfig
+) -> _UpdateParts:
+    data, version = _data(value, what)
+    obj = _object(data, what, keys)
+    attested, layout = _light_client_header(
+        obj["attested_header"], f"{what}.attested_header", config
+    )
+    _check_version(version, layout, what)
+    return _UpdateParts(
+        obj=obj,
+        attested_header=attested,
+        layout=layout,
+        sync_aggregate=_sync_aggregate(obj["sync_aggregate"], f"{what}.sync_aggregate", config),
+        signature_slot=_uint(obj["signature_slot"], f"{what}.signature_slot"),
+    )
+
+
+def _finality_branch(parts: _UpdateParts, what: str) -> tuple[bytes, ...]:
+    """The finality branch: the depth of the attested header's fork, since the branch goes
+    into the attested state."""
+    return _branch(
+        parts.obj["finality_branch"],
+        f"{what}.finality_branch",
+        parts.layout.depth(parts.layout.finalized_root_gindex),
+    )
+
+
+def _finalized_header(parts: _UpdateParts, what: str, config: BeaconConfig) -> LightClientHeader:
+    """The finalized header, in the attested header's container."""
+    return _light_client_header(
+        parts.obj["finalized_header"], f"{what}.finalized_header", config, parts.layout
+    )[0]
 
 
 _UPDATE_KEYS = (
@@ -433,62 +597,159 @@ _UPDATE_KEYS = (
     "sync_aggregate",
     "signature_slot",
 )
+_FINALITY_UPDATE_KEYS = (
+    "attested_header",
+    "finalized_header",
+    "finality_branch",
+    "sync_aggregate",
+    "signature_slot",
+)
 
 
-def parse_update(value: object) -> LightClientUpdate:
-    """Parse a ``LightClientUpdate`` (one element of the ``/updates`` answer)."""
+def _zero_header_json(layout: ForkLayout) -> dict[str, Any]:
+    """``LightClientHeader()`` of a fork, in the API's encoding: every field zero."""
+    execution = dict.fromkeys(
+        _EXECUTION_KEYS + _DENEB_KEYS if layout.blob_gas else _EXECUTION_KEYS, "0"
+    )
+    sizes = {"fee_recipient": 20, "logs_bloom": 256, "extra_data": 0}
+    for key in ("parent_hash", "fee_recipient", "state_root", "receipts_root", "logs_bloom",
+                "prev_randao", "extra_data", "block_hash", "transactions_root",
+                "withdrawals_root"):  # fmt: skip
+        execution[key] = to_hex(bytes(sizes.get(key, 32)))
+    beacon = dict.fromkeys(_BEACON_KEYS, to_hex(bytes(32))) | {"slot": "0", "proposer_index": "0"}
+    depth = layout.depth(layout.execution_payload_gindex)
+    return {
+        "beacon": beacon,
+        "execution": execution,
+        "execution_branch": [to_hex(bytes(32))] * depth,
+    }
+
+
+def _absent(branch: tuple[bytes, ...], value: object, empty: object, what: str) -> bool:
+    """Whether an optional part of an update is absent: its branch all zero (the spec's
+    ``is_sync_committee_update`` / ``is_finality_update``), and then the part itself must be
+    the empty value, so that an update has one reading only."""
+    if any(any(node) for node in branch):
+        return False
+    if value != empty:
+        raise MalformedBeaconData(f"{what} has an all-zero branch but is not empty")
+    return True
+
+
+def parse_update(value: object, config: BeaconConfig = MAINNET) -> LightClientUpdate:
+    """Parse a ``LightClientUpdate`` (one element of the ``/updates`` answer); an absent next
+    sync committee or finalized header (all-zero branch, empty value) is None."""
     what = "update"
-    obj = _object(_data(value, what), what, _UPDATE_KEYS)
+    parts = _update_parts(value, what, _UPDATE_KEYS, config)
+    layout = parts.layout
+    committee_branch = _branch(
+        parts.obj["next_sync_committee_branch"],
+        f"{what}.next_sync_committee_branch",
+        layout.depth(layout.next_sync_committee_gindex),
+    )
+    size = config.preset.sync_committee_size
+    empty_committee = {
+        "pubkeys": [to_hex(bytes(_PUBKEY_SIZE))] * size,
+        "aggregate_pubkey": to_hex(bytes(_PUBKEY_SIZE)),
+    }
+    raw_committee = parts.obj["next_sync_committee"]
+    next_committee = (
+        None
+        if _absent(committee_branch, raw_committee, empty_committee, f"{what}.next_sync_committee")
+        else _sync_committee(raw_committee, f"{what}.next_sync_committee", config)
+    )
+    finality_branch = _finality_branch(parts, what)
+    raw_finalized = parts.obj["finalized_header"]
+    finalized = (
+        None
+        if _absent(
+            finality_branch, raw_finalized, _zero_header_json(layout), f"{what}.finalized_header"
+        )
+        else _finalized_header(parts, what, config)
+    )
     return LightClientUpdate(
-        attested_header=_light_client_header(obj["attested_header"], f"{what}.attested_header"),
-        next_sync_committee=_sync_committee(
-            obj["next_sync_committee"], f"{what}.next_sync_committee"
-        ),
-        next_sync_committee_branch=_branch(
-            obj["next_sync_committee_branch"],
-            f"{what}.next_sync_committee_branch",
-            SYNC_COMMITTEE_BRANCH_DEPTH,
-        ),
-        finalized_header=_light_client_header(obj["finalized_header"], f"{what}.finalized_header"),
-        finality_branch=_branch(
-            obj["finality_branch"], f"{what}.finality_branch", FINALITY_BRANCH_DEPTH
-        ),
-        sync_aggregate=_sync_aggregate(obj["sync_aggregate"], f"{what}.sync_aggregate"),
-        signature_slot=_uint(obj["signature_slot"], f"{what}.signature_slot"),
+        attested_header=parts.attested_header,
+        next_sync_committee=next_committee,
+        next_sync_committee_branch=committee_branch,
+        finalized_header=finalized,
+        finality_branch=finality_branch,
+        sync_aggregate=parts.sync_aggregate,
+        signature_slot=parts.signature_slot,
     )
 
 
-def parse_finality_update(value: object) -> LightClientFinalityUpdate:
+def parse_finality_update(
+    value: object, config: BeaconConfig = MAINNET
+) -> LightClientFinalityUpdate:
     """Parse a ``LightClientFinalityUpdate``."""
     what = "finality update"
-    obj = _object(
-        _data(value, what),
-        what,
-        (
-            "attested_header",
-            "finalized_header",
-            "finality_branch",
-            "sync_aggregate",
-            "signature_slot",
-        ),
-    )
+    parts = _update_parts(value, what, _FINALITY_UPDATE_KEYS, config)
     return LightClientFinalityUpdate(
-        attested_header=_light_client_header(obj["attested_header"], f"{what}.attested_header"),
-        finalized_header=_light_client_header(obj["finalized_header"], f"{what}.finalized_header"),
-        finality_branch=_branch(
-            obj["finality_branch"], f"{what}.finality_branch", FINALITY_BRANCH_DEPTH
-        ),
-        sync_aggregate=_sync_aggregate(obj["sync_aggregate"], f"{what}.sync_aggregate"),
-        signature_slot=_uint(obj["signature_slot"], f"{what}.signature_slot"),
+        attested_header=parts.attested_header,
+        finalized_header=_finalized_header(parts, what, config),
+        finality_branch=_finality_branch(parts, what),
+        sync_aggregate=parts.sync_aggregate,
+        signature_slot=parts.signature_slot,
     )
 
 
-def parse_optimistic_update(value: object) -> LightClientOptimisticUpdate:
+def parse_optimistic_update(
+    value: object, config: BeaconConfig = MAINNET
+) -> LightClientOptimisticUpdate:
     """Parse a ``LightClientOptimisticUpdate``."""
     what = "optimistic update"
-    obj = _object(_data(value, what), what, ("attested_header", "sync_aggregate", "signature_slot"))
-    return LightClientOptimisticUpdate(
-        attested_header=_light_client_header(obj["attested_header"], f"{what}.attested_header"),
-        sync_aggregate=_sync_aggregate(obj["sync_aggregate"], f"{what}.sync_aggregate"),
-        signature_slot=_uint(obj["signature_slot"], f"{what}.signature_slot"),
+    parts = _update_parts(
+        value, what, ("attested_header", "sync_aggregate", "signature_slot"), config
     )
+    return LightClientOptimisticUpdate(
+        attested_header=parts.attested_header,
+        sync_aggregate=parts.sync_aggregate,
+        signature_slot=parts.signature_slot,
+    )
+
+
+# --------------------------------------------------------------------------- writers
+
+
+def header_to_json(header: LightClientHeader) -> dict[str, Any]:
+    """A ``LightClientHeader`` in the beacon API's encoding; :func:`parse_header` reads it back."""
+    beacon, execution = header.beacon, header.execution
+    fields: dict[str, Any] = {
+        "parent_hash": to_hex(execution.parent_hash),
+        "fee_recipient": to_hex(execution.fee_recipient),
+        "state_root": to_hex(execution.state_root),
+        "receipts_root": to_hex(execution.receipts_root),
+        "logs_bloom": to_hex(execution.logs_bloom),
+        "prev_randao": to_hex(execution.prev_randao),
+        "block_number": str(execution.block_number),
+        "gas_limit": str(execution.gas_limit),
+        "gas_used": str(execution.gas_used),
+        "timestamp": str(execution.timestamp),
+        "extra_data": to_hex(execution.extra_data),
+        "base_fee_per_gas": str(execution.base_fee_per_gas),
+        "block_hash": to_hex(execution.block_hash),
+        "transactions_root": to_hex(execution.transactions_root),
+        "withdrawals_root": to_hex(execution.withdrawals_root),
+    }
+    if execution.blob_gas_used is not None:
+        fields["blob_gas_used"] = str(execution.blob_gas_used)
+        fields["excess_blob_gas"] = str(execution.excess_blob_gas)
+    return {
+        "beacon": {
+            "slot": str(beacon.slot),
+            "proposer_index": str(beacon.proposer_index),
+            "parent_root": to_hex(beacon.parent_root),
+            "state_root": to_hex(beacon.state_root),
+            "body_root": to_hex(beacon.body_root),
+        },
+        "execution": fields,
+        "execution_branch": [to_hex(node) for node in header.execution_branch],
+    }
+
+
+def sync_committee_to_json(committee: SyncCommittee) -> dict[str, Any]:
+    """A ``SyncCommittee`` in the beacon API's encoding."""
+    return {
+        "pubkeys": [to_hex(key) for key in committee.pubkeys],
+        "aggregate_pubkey": to_hex(committee.aggregate_pubkey),
+    }
