@@ -5,10 +5,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NODE   := node_modules/.installed
+POS    := devnet/npm-pos/node_modules/.installed
 # Test workers: CI has 2 cores, and the chain tests mostly wait for 1-second blocks.
 WORKERS ?= 2
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench clean pos-tools test-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,13 +27,29 @@ $(NODE): package.json package-lock.json
 	npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 	touch $(NODE)
 
+## pos-tools: Lodestar and the EthereumJS client for `passerelle devnet up --pos` (devnet/npm-pos/)
+# A separate npm project: Lodestar 1.5.1 needs `overrides` (docs/pos-devnet.md) and its install
+# scripts compile native code (g++ and make; ~90 s, ~450 MB), which the root project's
+# --ignore-scripts install must not pay for `make demo`.
+pos-tools: $(POS)
+
+$(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
+	cd devnet/npm-pos && JOBS=max npm ci --no-audit --no-fund --loglevel=error
+	touch $(POS)
+
+# What the tests need, installed side by side: pip's wheels, the root npm project and the PoS
+# tools' native build do not wait for each other (a fresh clone's setup takes the longest of
+# them, not their sum).
+test-tools:
+	$(MAKE) --no-print-directory -j3 $(STAMP) $(NODE) $(POS)
+
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy; fails when the
 ## light clients' branch coverage drops below its floor (pyproject.toml, [tool.coverage.report])
 # Coverage is taken in the same single pytest run (the suite is not run twice); the report lists
 # every line of light_clients/ no test reaches, so an untriggered rejection shows by name.
 # --durations=15 lists the slowest tests, so a test that grows slow shows up in CI's log.
 # -n $(WORKERS) --dist loadfile: whole modules per worker, so a module's chain fixtures start once.
-test: $(STAMP) $(NODE)
+test: test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
@@ -41,7 +58,7 @@ test: $(STAMP) $(NODE)
 ## and restarts, chopsticks), plus ruff and mypy; for the edit-test loop. `make test` is the
 ## whole suite and what CI runs.
 # No coverage floor here: the slow tests are skipped, so the floor would not be a fair measure.
-test-fast: $(STAMP) $(NODE)
+test-fast: test-tools
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile -m "not slow" --durations=15
@@ -55,4 +72,4 @@ bench: $(STAMP) $(NODE)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) node_modules devnet/npm-pos/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -22,7 +22,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Self
@@ -43,6 +43,7 @@ __all__ = [
     "RpcCallError",
     "RpcError",
     "WrongChainError",
+    "failover_order",
 ]
 
 log = logging.getLogger("passerelle.rpc")
@@ -108,6 +109,18 @@ class EndpointHealth:
         self.quarantined_until = now + backoff
 
 
+def failover_order(endpoints: Iterable[EndpointHealth]) -> list[EndpointHealth]:
+    """The order to try ``endpoints`` in: healthy ones first (as given), then the quarantined
+    ones, soonest out of quarantine first."""
+    now = trio.current_time()
+    usable = list(endpoints)
+    healthy = [e for e in usable if e.quarantined_until <= now]
+    resting = sorted(
+        (e for e in usable if e.quarantined_until > now), key=lambda e: e.quarantined_until
+    )
+    return healthy + resting
+
+
 Identity = tuple[str, Callable[[Any], str | None]]
 """An identity check: a method to call without parameters (``eth_chainId``) and a function of
 its result that returns None for the right chain, or a one-line reason why not."""
@@ -151,14 +164,7 @@ class JsonRpcClient:
 
     def _ordered(self) -> list[EndpointHealth]:
         """Healthy endpoints first (in configured order), then quarantined ones soonest-first."""
-        now = trio.current_time()
-        usable = [e for e in self.endpoints if not e.refused]
-        healthy = [e for e in usable if e.quarantined_until <= now]
-        resting = sorted(
-            (e for e in usable if e.quarantined_until > now),
-            key=lambda e: e.quarantined_until,
-        )
-        return healthy + resting
+        return failover_order(e for e in self.endpoints if not e.refused)
 
     async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         """Call ``method``; fail over across endpoints on transport errors."""

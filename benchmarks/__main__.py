@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import importlib
 
-BENCHMARKS = ("bench_merkle", "bench_ethereum", "bench_grandpa", "bench_beacon", "bench_relay")
+BENCHMARKS = (
+    "bench_merkle",
+    "bench_ethereum",
+    "bench_grandpa",
+    "bench_beacon",
+    "bench_delivery_gas",
+    "bench_relay",
+)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from adapters.jsonrpc import call_sync
+from adapters.jsonrpc import RpcCallError, call_sync
 from devnet import manager
 from light_clients.hashing import keccak256
 from light_clients.hexstr import to_hex
@@ -214,6 +214,9 @@ def block_number(url: str) -> int:
     return int(rpc(url, "eth_blockNumber"), 16)
 
 
+_LOGS_RETRIES = 25
+
+
 def logs(
     url: str,
     address: bytes,
@@ -231,8 +234,17 @@ def logs(
         "toBlock": "latest" if upto is None else hex(upto),
         "topics": [to_hex(topic)],
     }
-    found: list[dict[str, Any]] = rpc(url, "eth_getLogs", [query], timeout=timeout)
-    return found
+    for attempt in range(_LOGS_RETRIES):
+        try:
+            found: list[dict[str, Any]] = rpc(url, "eth_getLogs", [query], timeout=timeout)
+            return found
+        except RpcCallError as exc:
+            # The EthereumJS client (the PoS devnet) answers "latest" with a block whose number
+            # it has not indexed yet for a moment after import: "Block number N not found".
+            if "not found" not in exc.message or attempt == _LOGS_RETRIES - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def delivered_blocks(url: str, inbox: bytes, since: int = 0) -> dict[str, int]:

@@ -18,14 +18,13 @@ no value anywhere, and must never be used outside a local chain.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from adapters.jsonrpc import RpcError, call_sync
-from devnet.process import HOST, NodeProcess, log_tail, port_is_free
+from devnet.process import HOST, NodeProcess, free_ports, log_tail, port_is_free
 from devnet.tools import ToolError, anvil_path
 from light_clients.errors import DecodeError
 from light_clients.hexstr import parse_quantity
@@ -91,10 +90,7 @@ def anvil_binary() -> Path:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
+    return free_ports(1)[0]
 
 
 def _chain_id(rpc_url: str, timeout: float) -> int | None:

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from web3 import Web3
 
 from devnet.chopsticks import FINALITY_POLICY
+from devnet.pos import FINALITY_POLICY as POS_FINALITY_POLICY
+from devnet.pos import BeaconInfo
 from devnet.records import CHECKPOINT_DIR, LEDGER_FILE
 from devnet.topology import (
     ASSETHUB,
@@ -27,7 +30,7 @@ from devnet.topology import (
 )
 from light_clients.hexstr import to_hex
 
-__all__ = ["CONTRACT_KEYS", "render_config"]
+__all__ = ["CONTRACT_KEYS", "PosSection", "render_config"]
 
 CONTRACT_KEYS = ("outbox", "inbox", "ping", "token_bridge", "token", "wrapped_token")
 """The contract addresses an EVM chain's table lists, in this order, when deployed."""
@@ -42,7 +45,23 @@ def _checksum(address: bytes) -> str:
     return str(Web3.to_checksum_address(address))
 
 
-def _evm_chain(spec: ChainSpec, rpc: str, contracts: dict[str, bytes]) -> list[str]:
+@dataclass(frozen=True)
+class PosSection:
+    """The proof-of-stake chain as the config names it: its EVM part like any chain's, and the
+    ``[chains.beacon]`` table its attesters' light client starts from."""
+
+    spec: ChainSpec
+    rpc: str
+    contracts: dict[str, bytes]
+    beacon_api: str
+    checkpoint: str  # 0x block root of a finalized block whose bootstrap the node serves
+    beacon: BeaconInfo
+    store: str  # absolute folder of the attesters' light-client store
+
+
+def _evm_chain(
+    spec: ChainSpec, rpc: str, contracts: dict[str, bytes], finality: str = FINALITY
+) -> list[str]:
     lines = [
         "",
         "[[chains]]",
@@ -51,7 +70,7 @@ def _evm_chain(spec: ChainSpec, rpc: str, contracts: dict[str, bytes]) -> list[s
         'kind = "evm"',
         f"rpc = [{_toml_string(rpc)}]",
         f"chain_id = {spec.chain_id}",
-        f"finality = {_toml_string(FINALITY)}",
+        f"finality = {_toml_string(finality)}",
         "start_block = 0",
     ]
     lines += [
@@ -60,6 +79,34 @@ def _evm_chain(spec: ChainSpec, rpc: str, contracts: dict[str, bytes]) -> list[s
         if key in contracts
     ]
     return lines
+
+
+def _pos_chain(pos: PosSection) -> list[str]:
+    """gamma's tables: the EVM chain with ``finality = "beacon"``, then ``[chains.beacon]``."""
+    forks = ", ".join(
+        f"{name} = [{_toml_string(version)}, {epoch}]"
+        for name, (version, epoch) in pos.beacon.forks.items()
+    )
+    return [
+        "",
+        "# Proof of stake (Lodestar + EthereumJS): the attesters follow the beacon chain's sync",
+        "# committee from the checkpoint below and prove state under its finalized execution",
+        "# state root; they never ask the execution RPC which block is final.",
+        *_evm_chain(pos.spec, pos.rpc, pos.contracts, POS_FINALITY_POLICY)[1:],
+        "",
+        "[chains.beacon]",
+        f"api = [{_toml_string(pos.beacon_api)}]",
+        "# A finalized block root taken from this chain's own bootstrap when `up` ran: trust on",
+        "# first use of the devnet's own node (an operator takes a checkpoint from a source",
+        "# independent of the beacon API the light client then reads).",
+        f"checkpoint = {_toml_string(pos.checkpoint)}",
+        f"preset = {_toml_string(pos.beacon.preset)}",
+        f"genesis_validators_root = {_toml_string(pos.beacon.genesis_validators_root)}",
+        f"genesis_time = {pos.beacon.genesis_time}",
+        f"seconds_per_slot = {pos.beacon.seconds_per_slot}",
+        f"forks = {{ {forks} }}",
+        f"store = {_toml_string(pos.store)}",
+    ]
 
 
 def _assethub_chain(rpc: str, setup: dict[str, object], home_token: bytes) -> list[str]:
@@ -104,12 +151,15 @@ def render_config(
     attester_keys: Sequence[bytes],
     substrate_seeds: Sequence[bytes] | None = None,
     assethub: tuple[str, dict[str, object]] | None = None,
+    *,
+    pos: PosSection | None = None,
 ) -> str:
     """The config text for EVM ``chains`` ((spec, RPC URL, deployed addresses by
     :data:`CONTRACT_KEYS`), the home-token chain first), the committee (``validators``, their
     ``attester_keys`` in the same order, and the attesters' sr25519 ``substrate_seeds`` when
     Asset Hub runs) and ``assethub`` ((ws URL, what :func:`devnet.substrate.setup_asset_hub`
-    returned), or None for the anvil-only devnet)."""
+    returned), or None for the anvil-only devnet) and ``pos`` (the proof-of-stake chain, or
+    None without ``--pos``)."""
     lines = [
         "# Written by `passerelle devnet up`. Devnet only: every key below is a throwaway",
         "# (anvil's public development accounts, //Alice, and attester keys made for this run).",
@@ -125,6 +175,8 @@ def render_config(
     ]
     for spec, rpc, contracts in chains:
         lines += _evm_chain(spec, rpc, contracts)
+    if pos is not None:
+        lines += _pos_chain(pos)
     if assethub is not None:
         lines += _assethub_chain(*assethub, home_token=chains[0][2]["token"])
     lines += ["", "[relayer]", f"key = {_toml_string(to_hex(RELAYER_KEY))}"]

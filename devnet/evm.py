@@ -1,4 +1,5 @@
-"""Deploy and link Passerelle's contracts on a local EVM chain (anvil).
+"""Deploy and link Passerelle's contracts on a local EVM chain (anvil, or the EthereumJS client
+of the proof-of-stake chain).
 
 Usage::
 
@@ -21,6 +22,12 @@ when we estimate), so gas limits are computed up front: see :func:`_deploy_gas`.
 addresses are predicted from (deployer, nonce) and checked against every receipt, which also
 catches anyone else sending from the deployer account meanwhile.
 
+Each chain gets the contracts compiled for the EVM it executes (``evm_version`` of
+:func:`deploy_evm_chain`: anvil runs cancun, the proof-of-stake chain shanghai, which has no
+transient storage). Nothing here is anvil-specific: only standard ``eth_*`` calls, explicit
+EIP-1559 fees from the latest base fee, and receipts polled, so a chain that builds a block
+per slot (the PoS chain's EthereumJS client) takes the same path; a phase then costs a slot.
+
 Failures raise :class:`DeployError` with one line naming the chain, the step and the revert
 reason decoded from the contracts' ABI when the node gives it.
 """
@@ -40,7 +47,13 @@ from web3 import Web3
 from web3.exceptions import TimeExhausted, Web3Exception
 from web3.types import TxParams
 
-from adapters.evm.contracts import artifact_names, load_artifact
+from adapters.evm.contracts import (
+    DEFAULT_EVM_VERSION,
+    ArtifactError,
+    artifact_names,
+    check_evm_version,
+    load_artifact,
+)
 from light_clients.committee import address_of
 from light_clients.errors import DecodeError
 from light_clients.ethereum import rlp
@@ -104,8 +117,8 @@ def _constructor_types(name: str) -> list[str]:
     return []
 
 
-def _deploy_data(name: str, args: Sequence[Any]) -> bytes:
-    artifact = load_artifact(name)
+def _deploy_data(name: str, args: Sequence[Any], evm_version: str) -> bytes:
+    artifact = load_artifact(name, evm_version)
     if not artifact.bytecode:
         raise DeployError(f"contract {name} has no bytecode (an interface?)")
     return artifact.bytecode + abi_encode(_constructor_types(name), list(args))
@@ -135,7 +148,7 @@ def _address_or_none(value: object) -> bytes | None:
         return None
 
 
-def _deploy_gas(name: str, data: bytes) -> int:
+def _deploy_gas(name: str, data: bytes, evm_version: str) -> int:
     """A gas limit that certainly covers deploying ``name`` with init code ``data``.
 
     Intrinsic cost (21000 + 32000 for CREATE), calldata at the EIP-7623 floor price of 40 gas
@@ -143,7 +156,7 @@ def _deploy_gas(name: str, data: bytes) -> int:
     runtime code, and 500k for the constructor's own work (a few storage writes and calls).
     anvil charges gas used, not this limit, so generosity costs nothing but block space.
     """
-    runtime = len(load_artifact(name).deployed_bytecode)
+    runtime = len(load_artifact(name, evm_version).deployed_bytecode)
     return 53_000 + 40 * len(data) + 200 * runtime + 500_000
 
 
@@ -195,8 +208,16 @@ class _Batch:
     reported is the root cause (later ones usually fail because of it).
     """
 
-    def __init__(self, rpc_url: str, key: bytes, *, chain_label: str) -> None:
+    def __init__(
+        self,
+        rpc_url: str,
+        key: bytes,
+        *,
+        chain_label: str,
+        evm_version: str = DEFAULT_EVM_VERSION,
+    ) -> None:
         self.chain_label = chain_label
+        self.evm_version = evm_version
         self.w3 = Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": _RPC_TIMEOUT}))
         self.key = key
         self.sender = address_of(key)
@@ -214,9 +235,10 @@ class _Batch:
 
     def deploy(self, name: str, *args: Any) -> bytes:
         """Send a deployment of ``name``; return the address it will have once mined."""
-        data = _deploy_data(name, args)
+        data = _deploy_data(name, args, self.evm_version)
         address = _create_address(self.sender, self.nonce)
-        self._send(f"deploying {name}", None, data, _deploy_gas(name, data), address)
+        gas = _deploy_gas(name, data, self.evm_version)
+        self._send(f"deploying {name}", None, data, gas, address)
         return address
 
     def call(self, contract: str, address: bytes, signature: str, *args: Any) -> None:
@@ -313,6 +335,7 @@ def deploy_evm_chain(
     home_token: bool,
     client: bytes | None = None,
     demo_balance: int = DEMO_BALANCE,
+    evm_version: str = DEFAULT_EVM_VERSION,
 ) -> dict[str, bytes]:
     """Deploy Outbox, Inbox, Ping, TokenBridge and a token on the chain at ``rpc_url``.
 
@@ -323,8 +346,14 @@ def deploy_evm_chain(
 
     Returns the addresses by config key: ``outbox``, ``inbox``, ``ping``, ``token_bridge`` and
     ``token`` or ``wrapped_token``. Nothing is linked to another chain yet: see
-    :func:`link_evm_chains`. Raises :class:`DeployError` (one line) if anything fails.
+    :func:`link_evm_chains`. ``evm_version`` picks the artifacts (one of
+    :data:`adapters.evm.contracts.EVM_VERSIONS`): the version the chain executes. Raises
+    :class:`DeployError` (one line) if anything fails.
     """
+    try:
+        check_evm_version(evm_version)
+    except ArtifactError as error:
+        raise DeployError(str(error)) from None
     members = sorted(bytes(m) for m in committee)
     if not members or any(len(m) != 20 or m == bytes(20) for m in members):
         raise DeployError("committee must be non-empty 20-byte non-zero addresses")
@@ -335,7 +364,9 @@ def deploy_evm_chain(
     if not 0 <= domain < 2**32:
         raise DeployError(f"domain {domain} is not a u32")
 
-    batch = _Batch(rpc_url, deployer_key, chain_label=f"domain {domain} ({rpc_url})")
+    batch = _Batch(
+        rpc_url, deployer_key, chain_label=f"domain {domain} ({rpc_url})", evm_version=evm_version
+    )
     owner = batch.sender
     outbox = batch.deploy("Outbox", domain)
     inbox = batch.deploy("Inbox", domain, owner)

@@ -1,5 +1,6 @@
-"""``passerelle devnet up|down|status``: two local anvil chains with Passerelle deployed, and
-chopsticks running Rococo Asset Hub with the committee's multisig set up on it.
+"""``passerelle devnet up|down|status``: two local anvil chains with Passerelle deployed,
+chopsticks running Rococo Asset Hub with the committee's multisig set up on it, and (``--pos``)
+a proof-of-stake chain, Lodestar driving the EthereumJS client.
 
 Usage::
 
@@ -8,6 +9,9 @@ Usage::
                                        # the committee's multisig create its replay-guard
                                        # collections and wrapped asset (devnet/substrate.py);
                                        # writes devnet/passerelle.toml and devnet.json
+    up(Path("devnet"), pos=True)       # also gamma (domain 4, proof of stake, devnet/pos.py),
+                                       # linked both ways with every chain, its config naming
+                                       # a finalized beacon checkpoint (~35 s after its genesis)
     status(Path("devnet"))             # {"config": …, "running": True, "chains": [...]}
     down(Path("devnet"))               # stops exactly what `up` started
 
@@ -22,7 +26,8 @@ This module is the orchestration; the pieces it puts together each have their ow
 - :mod:`devnet.kinds`: the one table of what differs between an anvil and a chopsticks chain;
 - :mod:`devnet.config_file`: the ``passerelle.toml`` handed out;
 - :mod:`devnet.evm` and :mod:`devnet.substrate`: deploying and linking contracts, setting up
-  Asset Hub.
+  Asset Hub;
+- :mod:`devnet.pos`: the proof-of-stake chain's genesis, processes and beacon API.
 
 Everything lives in the state directory:
 
@@ -32,6 +37,9 @@ Everything lives in the state directory:
   pid is still that anvil or chopsticks before signalling it (:func:`devnet.pids.is_ours`).
 - ``anvil-<chain>.log``, ``chopsticks-assethub.log``: each chain's output, appended across runs;
   kept by ``down``. ``chopsticks/`` holds chopsticks' chain spec, funding and YAML config.
+  ``gamma/`` (with ``--pos``) holds the PoS chain's genesis, Engine API secret, databases and
+  its two logs, ``ethereumjs.log`` and ``lodestar.log``; ``beacon/`` is the attesters'
+  light-client store.
 - ``ledger.db`` and ``checkpoints/``: created by the relayer and attesters, kept by ``down``;
   a fresh ``up`` moves them into ``previous/<UTC time>/``
   (:func:`devnet.records.archive_previous_run` says why).
@@ -57,7 +65,7 @@ from typing import Any
 
 from adapters.substrate import multisig_account
 from devnet import pids, records
-from devnet.anvil import AnvilError, AnvilProcess, anvil_binary, start_anvil
+from devnet.anvil import DEV_ADDRESSES, AnvilError, AnvilProcess, anvil_binary, start_anvil
 from devnet.chopsticks import (
     ALICE,
     DEV_BALANCE,
@@ -67,7 +75,7 @@ from devnet.chopsticks import (
     chopsticks_entry,
     start_chopsticks,
 )
-from devnet.config_file import render_config
+from devnet.config_file import PosSection, render_config
 from devnet.errors import DevnetError
 from devnet.evm import (
     DeployError,
@@ -77,14 +85,27 @@ from devnet.evm import (
     link_substrate_remote,
 )
 from devnet.kinds import kind_of
-from devnet.records import CONFIG_FILE, STATE_FILE
+from devnet.pos import FINALITY_POLICY as POS_FINALITY
+from devnet.pos import (
+    BeaconInfo,
+    PosChain,
+    PosChainError,
+    beacon_info,
+    start_pos_chain,
+    wait_for_checkpoint,
+)
+from devnet.process import free_ports
+from devnet.records import BEACON_STORE_DIR, CONFIG_FILE, STATE_FILE
 from devnet.substrate import SubstrateSetupError, keypair_from_seed, setup_asset_hub
+from devnet.tools import ToolError, ethereumjs_script, lodestar_script
 from devnet.topology import (
     ASSETHUB,
     CHAINS,
     CLIENT_KEY,
     DEPLOYER_KEY,
     FINALITY,
+    POS_CHAIN,
+    POS_EVM_VERSION,
     SUBSTRATE_CLIENT_URI,
     THRESHOLD,
     attester_keys,
@@ -98,6 +119,7 @@ __all__ = [
     "ASSETHUB",
     "CHAINS",
     "CONFIG_FILE",
+    "POS_CHAIN",
     "STATE_FILE",
     "DevnetError",
     "down",
@@ -116,10 +138,20 @@ def _one_line(error: BaseException) -> str:
     return f"{first}: {tail[-1][:200]}" if tail else first
 
 
-def _healthy(state_dir: Path, state: dict[str, Any], *, assethub: bool) -> bool:
+POS_DEV_BALANCE = 10_000 * 10**18
+"""What each development account holds in gamma's genesis (anvil's default balance)."""
+
+CHECKPOINT_TIMEOUT = 240.0
+"""How long ``up --pos`` waits for gamma's first finalized checkpoint. ~35 s after genesis on an
+idle machine; a CPU shared with other work delays attestations and with them justification
+(minutes have been seen with four test runs beside it: docs/pos-devnet.md)."""
+
+
+def _healthy(state_dir: Path, state: dict[str, Any], *, assethub: bool, pos: bool) -> bool:
     """Every chain of the wanted devnet is recorded, ours, and answers as the recorded chain."""
     entries = records.processes(state)
     expected = {spec.name for spec in CHAINS} | ({ASSETHUB.name} if assethub else set())
+    expected |= {POS_CHAIN.name} if pos else set()
     return (
         state.get("complete") is True
         and (state_dir / CONFIG_FILE).is_file()
@@ -139,6 +171,7 @@ def up(
     block_time: float = 1.0,
     ports: Sequence[int] | None = None,
     assethub: bool = True,
+    pos: bool = False,
 ) -> Path:
     """Start the devnet (or find it running) and return the path of its config TOML.
 
@@ -151,7 +184,11 @@ def up(
     fresh attester keys with threshold 2, and - when ``assethub`` is True - chopsticks
     (:data:`ASSETHUB`, on a free port) with the committee's multisig, collections and wrapped
     asset set up (:func:`devnet.substrate.setup_asset_hub`) while the EVM contracts deploy;
-    then the config is written and checked with :func:`relayer.config.load_config`.
+    and - when ``pos`` is True - the proof-of-stake chain :data:`POS_CHAIN` (:mod:`devnet.pos`,
+    started first so its wait for finality overlaps everything else), its shanghai contracts
+    linked both ways with every other chain; then the config is written (gamma's beacon
+    checkpoint: its first finalized block root whose bootstrap the node serves) and checked
+    with :func:`relayer.config.load_config`.
 
     Raises :class:`DevnetError` (one line) on any failure, having stopped what it started.
     """
@@ -160,25 +197,29 @@ def up(
         config_path = state_dir / CONFIG_FILE
         previous = records.read_state(state_dir)
         if previous is not None:
-            if _healthy(state_dir, previous, assethub=assethub):
+            if _healthy(state_dir, previous, assethub=assethub, pos=pos):
                 return config_path
             for entry in records.processes(previous):
                 pids.stop(entry)
             (state_dir / STATE_FILE).unlink(missing_ok=True)
-        return _start_fresh(state_dir, block_time=block_time, ports=ports, assethub=assethub)
+        return _start_fresh(
+            state_dir, block_time=block_time, ports=ports, assethub=assethub, pos=pos
+        )
 
 
 def _start_assethub(
     state_dir: Path,
     seeds: Sequence[bytes],
     *,
+    evm_origins: Sequence[int],
     state: dict[str, Any],
     state_lock: threading.Lock,
     started: list[ChopsticksProcess],
     abort: threading.Event,
 ) -> tuple[str, dict[str, object]]:
     """Start chopsticks (funding //Alice, the attesters and the multisig), record it, and set
-    up the multisig's collections and asset. Runs in a worker thread next to the deploys."""
+    up the multisig's collections (one replay guard per domain of ``evm_origins``) and asset.
+    Runs in a worker thread next to the deploys."""
     publics = [bytes(keypair_from_seed(seed).public_key) for seed in seeds]
     multisig = multisig_account(publics, THRESHOLD)
     funded = {ALICE: DEV_BALANCE, to_hex(multisig): DEV_BALANCE}
@@ -223,7 +264,7 @@ def _start_assethub(
             chain.ws_url,
             committee_seeds=seeds,
             threshold=THRESHOLD,
-            evm_origins=[spec.domain for spec in CHAINS],
+            evm_origins=list(evm_origins),
             client_seed_uri=SUBSTRATE_CLIENT_URI,
         )
     except SubstrateSetupError as error:
@@ -278,48 +319,168 @@ def _start_anvils(
         records.write_state(state_dir, state)
 
 
+def _pos_entries(chain: PosChain, info: BeaconInfo) -> list[dict[str, Any]]:
+    """gamma's two ``devnet.json`` entries: the execution client (the chain's row in
+    ``status``; kind ``pos``) and the beacon node (kind ``beacon``)."""
+    common = {
+        "chain": POS_CHAIN.name,
+        "domain": POS_CHAIN.domain,
+        "finality": POS_FINALITY,
+        "genesis_validators_root": info.genesis_validators_root,
+        "beacon_api": chain.beacon_api,
+    }
+    return [
+        {
+            **common,
+            "kind": "pos",
+            "program": "ethereumjs",
+            "chain_id": POS_CHAIN.chain_id,
+            "pid": chain.execution.pid,
+            "port": chain.rpc_port,
+            "port_flag": "--rpcPort",  # what pids.is_ours looks for in its command line
+            "engine_port": chain.engine_port,
+            "rpc": chain.rpc_url,
+            "binary": str(chain.ethereumjs),
+            "log": str(chain.execution.log_path),
+            "start_time": pids.adopt(chain.execution),
+            "stop_grace": chain.execution.stop_grace,
+            "genesis_hash": chain.genesis_hash,
+            "evm_version": POS_EVM_VERSION,
+        },
+        {
+            **common,
+            "kind": "beacon",
+            "program": "lodestar",
+            "chain_id": None,
+            "pid": chain.beacon.pid,
+            "port": chain.beacon_port,
+            "port_flag": "--rest.port",
+            "p2p_port": chain.p2p_port,
+            "rpc": chain.beacon_api,
+            "binary": str(chain.lodestar),
+            "log": str(chain.beacon.log_path),
+            "start_time": pids.adopt(chain.beacon),
+            "stop_grace": chain.beacon.stop_grace,  # Lodestar 1.5.1 ignores SIGTERM
+        },
+    ]
+
+
+def _start_pos(
+    state_dir: Path,
+    validators: Sequence[bytes],
+    *,
+    state: dict[str, Any],
+    state_lock: threading.Lock,
+    started: list[PosChain],
+    abort: threading.Event,
+) -> tuple[PosChain, dict[str, bytes], BeaconInfo]:
+    """Start gamma (execution client, then Lodestar), record both processes, and deploy its
+    contracts (shanghai). Runs in a worker thread, started before anything else."""
+    funded = dict.fromkeys(DEV_ADDRESSES, POS_DEV_BALANCE)
+    rpc, engine, rest, p2p = free_ports(4)
+    try:
+        chain = start_pos_chain(
+            state_dir / POS_CHAIN.name,
+            chain_id=POS_CHAIN.chain_id,
+            funded=funded,
+            ports=(rpc, engine, rest, p2p),
+        )
+    except PosChainError as error:
+        raise DevnetError(f"{POS_CHAIN.name}: {_one_line(error)}") from None
+    started.append(chain)
+    try:
+        info = beacon_info(chain.beacon_api)
+    except PosChainError as error:
+        raise DevnetError(f"{POS_CHAIN.name}: {_one_line(error)}") from None
+    with state_lock:
+        state["processes"].extend(_pos_entries(chain, info))
+        records.write_state(state_dir, state)
+    if abort.is_set():
+        raise DevnetError(f"{POS_CHAIN.name}: not deployed (another chain failed)")
+    contracts = deploy_evm_chain(
+        chain.rpc_url,
+        domain=POS_CHAIN.domain,
+        deployer_key=DEPLOYER_KEY,
+        committee=validators,
+        threshold=THRESHOLD,
+        home_token=POS_CHAIN.home_token,
+        evm_version=POS_EVM_VERSION,
+    )
+    return chain, contracts, info
+
+
 def _start_fresh(
-    state_dir: Path, *, block_time: float, ports: Sequence[int] | None, assethub: bool
+    state_dir: Path,
+    *,
+    block_time: float,
+    ports: Sequence[int] | None,
+    assethub: bool,
+    pos: bool,
 ) -> Path:
     if ports is not None and len(ports) != len(CHAINS):
         raise DevnetError(f"give {len(CHAINS)} ports (one per chain), got {len(ports)}")
-    # Both tools and the chain spec are looked up (and, from the per-user cache, installed), and
-    # the spec's digest checked, before any chain starts: a missing chopsticks or a wrong spec
-    # must not leave two anvils behind.
+    # Every tool and the chain spec are looked up (and, from the per-user cache, installed),
+    # and the spec's digest checked, before any chain starts: a missing chopsticks or Lodestar
+    # or a wrong spec must not leave two anvils behind.
     try:
         binary = anvil_binary()
         if assethub:
             chopsticks_entry()
             check_chain_spec()
-    except (AnvilError, ChopsticksError) as error:
+        if pos:
+            lodestar_script()
+            ethereumjs_script()
+    except (AnvilError, ChopsticksError, ToolError) as error:
         raise DevnetError(_one_line(error)) from None
     state = records.new_state(state_dir)
     started: list[AnvilProcess] = []
     hub_started: list[ChopsticksProcess] = []
-    state_lock = threading.Lock()  # the assethub worker records its process too
+    pos_started: list[PosChain] = []
+    state_lock = threading.Lock()  # the assethub and gamma workers record their processes too
     abort = threading.Event()
     try:
-        _start_anvils(state_dir, state, started, binary=binary, block_time=block_time, ports=ports)
         keys = attester_keys()
         validators = [address_of(key) for key in keys]
         seeds = substrate_seeds() if assethub else None
-        # The chains are independent until linked: deploy both EVM chains in parallel (one
-        # block each), and start and set up assethub (the slow part) next to them.
-        with ThreadPoolExecutor(max_workers=len(CHAINS) + 1) as pool:
-            hub_future = (
-                None
-                if seeds is None
-                else pool.submit(
-                    _start_assethub,
+        # The chains are independent until linked. gamma starts first, in a worker: its first
+        # finalized checkpoint, which the config needs, comes ~35 s after its genesis, and that
+        # wait runs while everything else happens. The anvils start here, then both deploy in
+        # parallel (one block each) while assethub (the slow part) starts and is set up.
+        with ThreadPoolExecutor(max_workers=len(CHAINS) + 2) as pool:
+            pos_future = (
+                pool.submit(
+                    _start_pos,
                     state_dir,
-                    seeds,
+                    validators,
                     state=state,
                     state_lock=state_lock,
-                    started=hub_started,
+                    started=pos_started,
                     abort=abort,
                 )
+                if pos
+                else None
             )
             try:
+                with state_lock:
+                    _start_anvils(
+                        state_dir, state, started, binary=binary, block_time=block_time, ports=ports
+                    )
+                hub_future = (
+                    None
+                    if seeds is None
+                    else pool.submit(
+                        _start_assethub,
+                        state_dir,
+                        seeds,
+                        # gamma's messages reach assethub too: it needs a replay guard as well
+                        evm_origins=[spec.domain for spec in CHAINS]
+                        + ([POS_CHAIN.domain] if pos else []),
+                        state=state,
+                        state_lock=state_lock,
+                        started=hub_started,
+                        abort=abort,
+                    )
+                )
                 futures = [
                     pool.submit(
                         deploy_evm_chain,
@@ -339,8 +500,16 @@ def _start_fresh(
                     for spec, chain, contracts in zip(CHAINS, started, deployed, strict=True)
                 ]
                 link_evm_chains(*evm, deployer_key=DEPLOYER_KEY)
+                gamma = None if pos_future is None else pos_future.result()
+                if gamma is not None:
+                    gamma_deployment = EvmDeployment(gamma[0].rpc_url, POS_CHAIN.domain, gamma[1])
+                    # One pair at a time: each link sends from the deployer on both of its
+                    # chains, with nonces read from the chain, so two at once would collide.
+                    for deployment in evm:
+                        link_evm_chains(deployment, gamma_deployment, deployer_key=DEPLOYER_KEY)
+                    evm.append(gamma_deployment)
             except BaseException:
-                abort.set()  # assethub: skip the setup; its process is stopped below
+                abort.set()  # assethub, gamma: skip their setup; processes are stopped below
                 raise
             hub = None if hub_future is None else hub_future.result()
             if hub is not None:  # the EVM inboxes and bridges learn assethub's outbox and escrow
@@ -353,6 +522,22 @@ def _start_fresh(
                         deployer_key=DEPLOYER_KEY,
                     )
 
+        pos_section = None
+        if gamma is not None:
+            chain, contracts, info = gamma
+            try:
+                checkpoint = wait_for_checkpoint(chain.beacon_api, timeout=CHECKPOINT_TIMEOUT)
+            except PosChainError as error:
+                raise DevnetError(f"{POS_CHAIN.name}: {_one_line(error)}") from None
+            pos_section = PosSection(
+                spec=POS_CHAIN,
+                rpc=chain.rpc_url,
+                contracts=contracts,
+                beacon_api=chain.beacon_api,
+                checkpoint=checkpoint,
+                beacon=info,
+                store=str(state_dir / BEACON_STORE_DIR),
+            )
         archived = records.archive_previous_run(state_dir)
         config_path = state_dir / CONFIG_FILE
         records.write_atomic(
@@ -366,6 +551,7 @@ def _start_fresh(
                 keys,
                 seeds,
                 hub,
+                pos=pos_section,
             ),
         )
         load_config(config_path)  # the file we hand out must be one the relayer accepts
@@ -378,6 +564,10 @@ def _start_fresh(
         for process in [*started, *hub_started]:
             process.stop()
             pids.CHILDREN.pop(process.pid, None)
+        for pos_chain in pos_started:
+            pos_chain.stop()
+            pids.CHILDREN.pop(pos_chain.execution.pid, None)
+            pids.CHILDREN.pop(pos_chain.beacon.pid, None)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         if isinstance(error, DevnetError):
             raise
@@ -417,12 +607,18 @@ def status(state_dir: Path) -> dict[str, Any]:
     "chains": [{"name", "domain", "chain_id", "rpc", "port", "pid", "alive", "block",
     "finality", "log"}]}`` where ``block`` is the latest block number, or None when the chain
     is not ours-and-alive or does not answer. Chains and their finality come from the config
-    when it is readable, else from ``devnet.json``.
+    when it is readable, else from ``devnet.json``. The proof-of-stake chain's row describes
+    its execution client and adds ``"beacon": {"api", "pid", "alive", "slot", "log"}`` for
+    its beacon node; the row is alive only when both are.
     """
     state_dir = Path(state_dir).resolve()
     config_path = state_dir / CONFIG_FILE
     state = records.read_state(state_dir)
-    recorded = {str(p.get("chain")): p for p in records.processes(state)} if state else {}
+    entries = records.processes(state) if state else []
+    # A chain's row is its node (anvil, chopsticks, the PoS execution client); a beacon node
+    # is shown inside its chain's row.
+    recorded = {str(p.get("chain")): p for p in entries if p.get("kind") != "beacon"}
+    beacons = {str(p.get("chain")): p for p in entries if p.get("kind") == "beacon"}
     chains: list[dict[str, Any]] = []
     try:
         config = load_config(config_path) if config_path.is_file() else None
@@ -442,6 +638,20 @@ def status(state_dir: Path) -> dict[str, Any]:
         record = recorded.get(name)
         alive = record is not None and pids.is_ours(record)
         kind = kind_of(record) if alive else None
+        row: dict[str, Any] = {}
+        beacon = beacons.get(name)
+        if beacon is not None:
+            beacon_alive = pids.is_ours(beacon)
+            beacon_kind = kind_of(beacon) if beacon_alive else None
+            api = str(beacon.get("rpc"))
+            row["beacon"] = {
+                "api": api,
+                "pid": beacon.get("pid"),
+                "alive": beacon_alive,
+                "slot": None if beacon_kind is None else beacon_kind.block_number(api),
+                "log": beacon.get("log"),
+            }
+            alive = alive and beacon_alive
         chains.append(
             {
                 "name": name,
@@ -454,6 +664,7 @@ def status(state_dir: Path) -> dict[str, Any]:
                 "block": None if kind is None else kind.block_number(str(rpc)),
                 "finality": finality,
                 "log": None if record is None else record.get("log"),
+                **row,
             }
         )
     return {

@@ -2,8 +2,10 @@
 
 A pid is only a number the kernel recycles. Before ``down`` signals one, or ``status`` calls
 it alive, :func:`is_ours` checks the process behind it against its ``devnet.json`` entry: its
-command line (read through psutil) names the recorded binary and ``--port`` (and chopsticks'
-``--config``), and its start time matches the recorded one. A recycled pid fails that, and
+command line (read through psutil) names the recorded binary and its port argument (``--port``,
+or the entry's ``port_flag``: the proof-of-stake chain's EthereumJS client is recognised by
+``--rpcPort``, Lodestar by ``--rest.port``; and chopsticks' ``--config``), and its start time
+matches the recorded one. A recycled pid fails that, and
 nothing is signalled.
 """
 
@@ -18,15 +20,13 @@ from typing import Any
 
 import psutil
 
-from devnet.anvil import AnvilProcess
-from devnet.chopsticks import ChopsticksProcess
-from devnet.process import HOST
+from devnet.process import HOST, NodeProcess
 
 __all__ = ["CHILDREN", "adopt", "inspect", "is_ours", "start_time", "stop"]
 
 STOP_TIMEOUT = 5.0
 
-CHILDREN: dict[int, AnvilProcess | ChopsticksProcess] = {}
+CHILDREN: dict[int, NodeProcess] = {}
 """Chains started by this Python process, by pid. Keeping the Popen objects lets ``down`` in the
 same process (tests) reap its own children instead of leaving zombies, and stops Python from
 warning that a still-running subprocess was garbage-collected: outliving us is the point."""
@@ -56,7 +56,7 @@ def inspect(pid: int) -> tuple[str, float, list[str]] | None:
         return None
 
 
-def adopt(chain: AnvilProcess | ChopsticksProcess) -> float | None:
+def adopt(chain: NodeProcess) -> float | None:
     """Remember a chain this process just started; return its start time for the record."""
     CHILDREN[chain.pid] = chain
     return start_time(chain.pid)
@@ -78,8 +78,9 @@ def is_ours(entry: dict[str, Any]) -> bool:
     """True if the recorded process is alive and is still the anvil or chopsticks `up` started.
 
     The command line must name the recorded binary (argv[0], or argv[1] when node runs it: the
-    npm anvil wrapper, chopsticks.cjs) and the recorded ``--port`` argument (``port_arg``, else
-    ``port``: chopsticks is started with port 0 and told its port afterwards), the recorded
+    npm anvil wrapper, chopsticks.cjs, Lodestar, the EthereumJS client) and the recorded port
+    argument (``port_flag``, default ``--port``, followed by ``port_arg``, else ``port``:
+    chopsticks is started with port 0 and told its port afterwards), the recorded
     ``--config`` when there is one, and the start time must match the recorded one within
     :data:`START_TOLERANCE`. A zombie (exited, not yet reaped) is not alive.
     """
@@ -96,7 +97,8 @@ def is_ours(entry: dict[str, Any]) -> bool:
     if str(entry.get("binary", "")) not in argv[:2]:
         return False
     port = str(entry.get("port_arg", entry.get("port", "")))
-    if not any(a == "--port" and b == port for a, b in itertools.pairwise(argv)):
+    flag = str(entry.get("port_flag", "--port"))
+    if not any(a == flag and b == port for a, b in itertools.pairwise(argv)):
         return False
     config = entry.get("config_arg")
     if config is not None and not any(
@@ -140,9 +142,19 @@ def _signal(pid: int, signum: signal.Signals) -> None:
         pass
 
 
+def _grace(entry: dict[str, Any]) -> float:
+    """Seconds between SIGTERM and SIGKILL: the entry's ``stop_grace`` (Lodestar, which ignores
+    SIGTERM, records a short one) when it is a sane number, else :data:`STOP_TIMEOUT`."""
+    grace = entry.get("stop_grace")
+    if isinstance(grace, int | float) and not isinstance(grace, bool) and 0 < grace <= 60:
+        return float(grace)
+    return STOP_TIMEOUT
+
+
 def stop(entry: dict[str, Any]) -> str:
     """Stop one recorded process if it is still ours (:func:`is_ours`): SIGTERM to its group,
-    SIGKILL if it is still there after a few seconds. One line saying what happened."""
+    SIGKILL if it is still there after its grace (:func:`_grace`). One line saying what
+    happened."""
     name, pid, port = entry.get("chain", "?"), entry.get("pid"), entry.get("port")
     if not isinstance(pid, int) or not is_ours(entry):
         if isinstance(pid, int):
@@ -150,7 +162,7 @@ def stop(entry: dict[str, Any]) -> str:
         return f"{name}: pid {pid} was not running (nothing signalled)"
     _signal(pid, signal.SIGTERM)
     how = "stopped"
-    if not _wait_gone(pid, STOP_TIMEOUT):
+    if not _wait_gone(pid, _grace(entry)):
         _signal(pid, signal.SIGKILL)
         _wait_gone(pid, STOP_TIMEOUT)
         how = "killed (SIGKILL after SIGTERM timed out)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -25,6 +26,18 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that are free right now (the OS picks them;
+    all are held open together while picking, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        ports: list[int] = []
+        for _ in range(count):
+            probe = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            probe.bind((HOST, 0))
+            ports.append(int(probe.getsockname()[1]))
+        return ports
 
 
 def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

@@ -23,6 +23,7 @@ from devnet.errors import DevnetError
 
 __all__ = [
     "ARCHIVE_DIR",
+    "BEACON_STORE_DIR",
     "CHECKPOINT_DIR",
     "CONFIG_FILE",
     "LEDGER_FILE",
@@ -43,6 +44,7 @@ STATE_FILE = "devnet.json"
 LOCK_FILE = ".devnet.lock"
 LEDGER_FILE = "ledger.db"
 CHECKPOINT_DIR = "checkpoints"
+BEACON_STORE_DIR = "beacon"  # the attesters' light-client store of the PoS chain (up --pos)
 ARCHIVE_DIR = "previous"
 STATE_VERSION = 1
 
@@ -103,14 +105,16 @@ def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def archive_previous_run(state_dir: Path) -> Path | None:
-    """Move an old ledger and checkpoint store into ``previous/<UTC time>/``; return that
-    folder, or None when there was nothing to move.
+    """Move an old ledger, checkpoint store and beacon light-client store into
+    ``previous/<UTC time>/``; return that folder, or None when there was nothing to move.
 
     A fresh ``up`` starts new chains, on which an old ledger's cursors and delivered ids mean
     nothing (the fresh chains even reuse the same contract addresses), and chopsticks' block
     hashes are new on every start: a relayer resuming from the old ledger would ask chopsticks
     for a block hash it never had, which breaks that chopsticks for good
-    (``docs/substrate-devnet.md``). Moving the old files aside is what prevents it.
+    (``docs/substrate-devnet.md``). The PoS chain's beacon genesis is new on every start too:
+    a light-client store of the old chain would follow a committee that no longer exists.
+    Moving the old files aside is what prevents it.
     """
     stale = [
         path
@@ -119,6 +123,7 @@ def archive_previous_run(state_dir: Path) -> Path | None:
             state_dir / f"{LEDGER_FILE}-wal",
             state_dir / f"{LEDGER_FILE}-shm",
             state_dir / CHECKPOINT_DIR,
+            state_dir / BEACON_STORE_DIR,
         )
         if path.exists()
     ]

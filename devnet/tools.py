@@ -28,6 +28,15 @@ published under GPL-3.0-only, Passerelle under Apache-2.0, so it is read at run 
 installed npm package (:func:`devnet.chopsticks.write_chain_spec` checks its sha256), like the
 tools, which are not redistributed either.
 
+The proof-of-stake chain's two tools (``passerelle devnet up --pos``, ``docs/pos-devnet.md``),
+Lodestar and the EthereumJS client (:data:`POS_PINNED`), come from a separate npm project,
+``devnet/npm-pos/`` (its ``package.json`` pins them and the ``overrides`` they need), installed by
+``make pos-tools``; or from PATH (``lodestar``, ``ethereumjs``) when the package behind the
+command is the pinned version. The per-user cache does not cover them: their install compiles
+native code (g++, make, ~90 s, ~450 MB), which no first ``devnet up`` should start behind the
+user's back, so outside a checkout a missing one is one line (:class:`ToolError`) saying how to
+get it.
+
 Nothing here runs at import: a lookup happens when a chain is about to start.
 """
 
@@ -53,13 +62,17 @@ __all__ = [
     "CACHE_MANIFEST",
     "CHECKOUT_NODE_MODULES",
     "PINNED",
+    "POS_PINNED",
     "ToolError",
     "anvil_path",
     "cache_dir",
     "chain_spec_package",
     "checkout_node_modules",
     "chopsticks_script",
+    "ethereumjs_script",
+    "lodestar_script",
     "node_executable",
+    "pos_node_modules",
 ]
 
 PINNED: Final[dict[str, str]] = {
@@ -75,6 +88,20 @@ CACHE_MANIFEST: Final = ("npm", "package.json", "package-lock.json")
 """Package data of ``devnet``: the folder, and the two files ``npm ci`` installs the cache from.
 The lock is the repository's ``package-lock.json`` without solc's part (``devnet/npm/README.md``
 says how it is made)."""
+
+POS_PINNED: Final[dict[str, str]] = {
+    "@chainsafe/lodestar": "1.5.1",
+    "@ethereumjs/client": "0.10.5",
+}
+"""The proof-of-stake chain's tools, at the versions of ``devnet/npm-pos/package.json`` (a test
+checks they agree). Lodestar 1.5.1 is the only one whose whole tree the registry serves; it
+stops at Capella, so the chain is Shanghai (``docs/pos-devnet.md``)."""
+
+_POS_SCRIPTS: Final[dict[str, tuple[str, str]]] = {
+    # command on PATH: (npm package, its CLI script inside the package folder)
+    "lodestar": ("@chainsafe/lodestar", "lib/index.js"),
+    "ethereumjs": ("@ethereumjs/client", "dist/esm/bin/cli.js"),
+}
 
 _CHAIN_SPEC_PACKAGE = "@substrate/connect-known-chains"
 _PROJECT_PACKAGE_NAME = "passerelle-devnet"  # the "name" in the checkout's package.json
@@ -261,6 +288,66 @@ def chain_spec_package() -> Path:
     """The folder of the npm package ``@substrate/connect-known-chains`` (order: module
     docstring); :func:`devnet.chopsticks.write_chain_spec` reads its export and checks it."""
     return _locate("chain spec")
+
+
+def pos_node_modules() -> Path | None:
+    """The checkout's ``devnet/npm-pos/node_modules`` (``make pos-tools`` fills it), or None when
+    Passerelle runs from an installed package (read at call time, like
+    :func:`checkout_node_modules`)."""
+    checkout = checkout_node_modules()
+    return None if checkout is None else checkout.parent / "devnet" / "npm-pos" / "node_modules"
+
+
+def _package_version(folder: Path) -> str | None:
+    try:
+        manifest = json.loads((folder / "package.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    version = manifest.get("version") if isinstance(manifest, dict) else None
+    return version if isinstance(version, str) else None
+
+
+def _pos_script(command: str) -> Path:
+    """The CLI script of ``command`` (a key of :data:`_POS_SCRIPTS`) at its pinned version."""
+    package, script = _POS_SCRIPTS[command]
+    pinned = POS_PINNED[package]
+    node_modules = pos_node_modules()
+    if node_modules is not None:
+        candidate = node_modules / package / script
+        if candidate.is_file() and _package_version(node_modules / package) == pinned:
+            return candidate
+    found = shutil.which(command)
+    if found is not None:
+        # npm links .bin/<command> to the package's script: walk up from the script to the
+        # package folder, and take it only at the pinned version (others differ in flags).
+        resolved = Path(found).resolve()
+        for folder in resolved.parents:
+            if (folder / "package.json").is_file():
+                if _package_version(folder) == pinned and resolved == folder / script:
+                    return resolved
+                break
+    where = (
+        f"run `make pos-tools` in the checkout (fills {node_modules.parent})"
+        if node_modules is not None
+        else f"install {package}@{pinned} with npm (see docs/pos-devnet.md) so that "
+        f"`{command}` is on PATH"
+    )
+    raise ToolError(
+        f"{command} ({package}@{pinned}) is not installed for the proof-of-stake devnet: {where}"
+    )
+
+
+def lodestar_script() -> Path:
+    """Lodestar's CLI script (``@chainsafe/lodestar`` 1.5.1), to run with :func:`node_executable`:
+    the checkout's ``devnet/npm-pos/node_modules``, else a ``lodestar`` on PATH at that version;
+    :class:`ToolError` (one line) otherwise (no per-user cache: module docstring)."""
+    return _pos_script("lodestar")
+
+
+def ethereumjs_script() -> Path:
+    """The EthereumJS client's CLI script (``@ethereumjs/client`` 0.10.5); found like
+    :func:`lodestar_script`."""
+    return _pos_script("ethereumjs")
 
 
 def node_executable() -> str:

@@ -1,9 +1,11 @@
 """What the devnet is made of: its chains and domains, its keys, its committee and finality.
 
-Two anvil chains (:data:`CHAINS`: alpha, the home of the test token, and beta) and Rococo
-Asset Hub under chopsticks (:data:`ASSETHUB`). anvil's public development accounts deploy
-(:data:`DEPLOYER_KEY`), relay (:data:`RELAYER_KEY`) and send (:data:`CLIENT_KEY`); the
-attesters get fresh keys on every ``up`` (:func:`attester_keys`, :func:`substrate_seeds`).
+Two anvil chains (:data:`CHAINS`: alpha, the home of the test token, and beta), Rococo
+Asset Hub under chopsticks (:data:`ASSETHUB`) and, with ``up --pos``, a proof-of-stake chain
+(:data:`POS_CHAIN`: gamma, Lodestar + EthereumJS, :mod:`devnet.pos`). anvil's public
+development accounts deploy (:data:`DEPLOYER_KEY`), relay (:data:`RELAYER_KEY`) and send
+(:data:`CLIENT_KEY`); the attesters get fresh keys on every ``up`` (:func:`attester_keys`,
+:func:`substrate_seeds`).
 Every key here is a throwaway that holds value nowhere.
 """
 
@@ -23,6 +25,8 @@ __all__ = [
     "CLIENT_KEY",
     "DEPLOYER_KEY",
     "FINALITY",
+    "POS_CHAIN",
+    "POS_EVM_VERSION",
     "RELAYER_KEY",
     "SUBSTRATE_CLIENT_URI",
     "THRESHOLD",
@@ -48,6 +52,15 @@ CHAINS: tuple[ChainSpec, ...] = (
     ChainSpec("beta", 2, 31338, home_token=False),
 )
 """The anvil chains (``ports`` of :func:`devnet.manager.up` gives one port per entry)."""
+
+
+POS_CHAIN = ChainSpec("gamma", 4, 31340, home_token=False)
+"""The proof-of-stake chain (``up --pos``): a wrapped-token chain like beta, linked both ways
+with every other chain. Its finality policy is :data:`devnet.pos.FINALITY_POLICY`."""
+
+POS_EVM_VERSION = "shanghai"
+"""What gamma executes: Lodestar 1.5.1 stops at Capella, whose execution fork is Shanghai (no
+transient storage, no MCOPY), so its contracts are the shanghai artifacts."""
 
 
 @dataclass(frozen=True)

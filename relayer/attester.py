@@ -37,7 +37,12 @@ from adapters.errors import AdapterError
 from adapters.rpc import EndpointHealth
 from light_clients.committee import Checkpoint, address_of
 from light_clients.errors import VerificationError
-from relayer.checkpoints import CheckpointStore, CheckpointStoreError, SignedCheckpoint
+from relayer.checkpoints import (
+    CheckpointStore,
+    CheckpointStoreError,
+    SignedCheckpoint,
+    open_checkpoint_store,
+)
 from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError
 from relayer.family import Origin, family_of
 from relayer.metrics import loops_readiness, render_attester, serve_metrics
@@ -113,7 +118,8 @@ async def attest_origin(
     progress = await trio.to_thread.run_sync(_resume, store, chain, key)
     if progress.last_index >= 0:  # the metric from the start, not from the next signature
         state.signed[chain.domain] = progress.last_index
-    async with family_of(chain).open_origin(config, chain) as origin:
+    role = f"attester-0x{address_of(key).hex()}"
+    async with family_of(chain).open_origin(config, chain, role=role) as origin:
         state.endpoints[f"{chain.name}/attest"] = origin.endpoints
         while True:
             await attest_once(origin, chain, key, store, state, progress=progress)
@@ -267,7 +273,7 @@ async def run_attester(
     signer = address_of(key)
     if signer not in config.committee.members:
         raise ConfigError(f"attester {index} (0x{signer.hex()}) is not a committee member")
-    store = CheckpointStore(config.checkpoint_store)
+    store = open_checkpoint_store(config.checkpoint_location)
     state = AttesterState()
     context = AttesterContext(config, index, key, store, state, poll)
     async with trio.open_nursery() as nursery:

@@ -25,6 +25,8 @@ import trio
 from relayer import proof_files
 
 if TYPE_CHECKING:
+    from substrateinterface import Keypair
+
     from relayer.config import Config
     from relayer.ledger import Ledger
 from relayer.config import ATTESTER_POLL, RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL
@@ -148,40 +150,79 @@ _password_file = click.option(
 )
 
 
+_kind_option = click.option(
+    "--kind",
+    type=click.Choice(["secp256k1", "sr25519"]),
+    default="secp256k1",
+    show_default=True,
+    help="secp256k1 (EVM, committee): an Ethereum V3 keystore; "
+    "sr25519 (Substrate): a Polkadot JS keystore.",
+)
+
+
+def _write_keystore(kind: str, secret: bytes | Keypair, out: Path, password: str) -> str:
+    """Write ``secret`` into a new keystore ``out`` of ``kind``; its address (0x… or SS58)."""
+    from light_clients.committee import address_of
+    from relayer.keys import encrypt_keystore, encrypt_sr25519_keystore, write_secret
+
+    if isinstance(secret, bytes):
+        write_secret(out, encrypt_keystore(secret, password))
+        return "0x" + address_of(secret).hex()
+    write_secret(out, encrypt_sr25519_keystore(secret, password))
+    return str(secret.ss58_address)
+
+
 @keys.command("new")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Keystore to create.")
+@_kind_option
 @_password_env
 @_password_file
-def keys_new(out: Path, password_env: str | None, password_file: Path | None) -> int:
-    """Create a fresh secp256k1 key in a V3 keystore (mode 600); print its address."""
+def keys_new(out: Path, kind: str, password_env: str | None, password_file: Path | None) -> int:
+    """Create a fresh key in a keystore (mode 600, never overwriting); print its address."""
+    import secrets
+
     from eth_account import Account
 
-    from relayer.keys import encrypt_keystore, write_secret
+    from adapters.substrate.client import keypair_from_seed
 
     password = _password(password_env, password_file, confirm=True)
-    account = Account.create()
-    write_secret(out, encrypt_keystore(bytes(account.key), password))
-    click.echo(f"{account.address}  {out}")
+    seed = secrets.token_bytes(32)  # a secp256k1 key (valid but for 2^-128) or an sr25519 seed
+    secret = seed if kind == "secp256k1" else keypair_from_seed(seed)
+    address = _write_keystore(kind, secret, out, password)
+    if kind == "secp256k1":
+        address = Account.from_key(seed).address  # EIP-55 checksummed, as a wallet shows it
+    click.echo(f"{address}  {out}")
     return 0
 
 
 @keys.command("import")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Keystore to create.")
-@click.option("--key-env", required=True, help="Environment variable holding the 0x… key.")
+@click.option(
+    "--key-env",
+    required=True,
+    help="Environment variable holding the key: 0x… (secp256k1); a 0x… seed or a BIP39 "
+    "mnemonic (sr25519).",
+)
+@_kind_option
 @_password_env
 @_password_file
 def keys_import(
-    out: Path, key_env: str, password_env: str | None, password_file: Path | None
+    out: Path, key_env: str, kind: str, password_env: str | None, password_file: Path | None
 ) -> int:
-    """Put a raw private key (from a variable, never an argument) into a V3 keystore."""
-    from light_clients.committee import address_of
+    """Put a key (from a variable, never an argument) into a keystore; print its address."""
     from relayer.config import KeySource
-    from relayer.keys import encrypt_keystore, write_secret
+    from relayer.keys import sr25519_keypair_from_secret
 
-    key = KeySource(env=key_env).load()
+    secret: bytes | Keypair
+    if kind == "secp256k1":
+        secret = KeySource(env=key_env).load()
+    else:
+        text = os.environ.get(key_env)
+        if text is None:
+            raise click.UsageError(f"environment variable {key_env} is not set")
+        secret = sr25519_keypair_from_secret(text, f"environment variable {key_env}")
     password = _password(password_env, password_file, confirm=True)
-    write_secret(out, encrypt_keystore(key, password))
-    click.echo(f"0x{address_of(key).hex()}  {out}")
+    click.echo(f"{_write_keystore(kind, secret, out, password)}  {out}")
     return 0
 
 
@@ -189,38 +230,45 @@ def keys_import(
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per key.")
 def keys_list(config_path: Path, as_json: bool) -> int:
-    """Each role's key: where it comes from and its address (never the key), or why it does
-    not load. Exit 1 if some key does not load."""
-    from light_clients.committee import address_of
+    """Each role's keys: kind, where each comes from and its address (0x… for secp256k1, SS58
+    for sr25519; never the key), or why it does not load. Exit 1 if some key does not load."""
     from relayer.config import ConfigError, KeySource
+    from relayer.signer import client_substrate_signer, evm_signer, substrate_signer
 
     config = _load(config_path)
     roles: list[tuple[str, KeySource | None]] = [("relayer", config.relayer_key)]
-    roles += [(f"attester {i}", key) for i, key in enumerate(config.attester_keys)]
-    roles.append(("client", config.client_key))
+    for i, key in enumerate(config.attester_keys):
+        roles += [(f"attester {i}", key), (f"attester {i}", config.attester_substrate_keys[i])]
+    roles += [("client", config.client_key), ("client", config.client_substrate_key)]
     failed = False
     for role, source in roles:
-        if source is None:
+        if source is None and not (role == "client" and config.client_substrate_uri):
             continue
-        kind = next(
-            k for k in ("keystore", "file", "env", "inline") if getattr(source, k) is not None
-        )
+        kind = "sr25519" if source is None or source.sr25519 else "secp256k1"
+        origin = "uri" if source is None else source.origin  # uri: a devnet development key
         try:
-            address, problem = "0x" + address_of(source.load()).hex(), None
+            if kind == "secp256k1" and source is not None:
+                address = "0x" + evm_signer(source).address.hex()
+            elif source is None:
+                address = client_substrate_signer(config).ss58_address
+            else:
+                address = substrate_signer(source).ss58_address
+            problem = None
         except ConfigError as exc:
             address, problem, failed = None, str(exc), True
         if as_json:
-            click.echo(
-                json.dumps({"role": role, "source": kind, "address": address, "error": problem})
-            )
+            row = {"role": role, "kind": kind, "source": origin, "address": address}
+            click.echo(json.dumps({**row, "error": problem}))
         else:
-            click.echo(f"{role:<12} {kind:<9} {address or 'not loaded: ' + str(problem)}")
+            shown = address or "not loaded: " + str(problem)
+            click.echo(f"{role:<12} {kind:<9} {origin:<9} {shown}")
     return 1 if failed else 0
 
 
 @cli.group()
 def devnet() -> None:
-    """Local chains: two anvil EVM chains and Asset Hub (chopsticks), everything deployed."""
+    """Local chains: two anvil EVM chains, Asset Hub (chopsticks) and optionally a
+    proof-of-stake chain (Lodestar + EthereumJS), everything deployed and linked."""
 
 
 @devnet.command("up")
@@ -231,11 +279,18 @@ def devnet() -> None:
     show_default=True,
     help="Also start Rococo Asset Hub under chopsticks (~8 s and ~280 MB more).",
 )
-def devnet_up(state_dir: Path, assethub: bool) -> int:
+@click.option(
+    "--pos",
+    is_flag=True,
+    help="Also start gamma, a proof-of-stake chain (Lodestar + EthereumJS; `make pos-tools` "
+    "installs them): ~450 MB and ~35 s more, its config waits for its first finalized "
+    "beacon checkpoint.",
+)
+def devnet_up(state_dir: Path, assethub: bool, pos: bool) -> int:
     """Start (or reuse) the devnet; print the path of its config TOML."""
     from devnet import manager
 
-    click.echo(str(manager.up(state_dir, assethub=assethub)))
+    click.echo(str(manager.up(state_dir, assethub=assethub, pos=pos)))
     return 0
 
 
@@ -273,6 +328,13 @@ def devnet_status(state_dir: Path, as_json: bool) -> int:
             f"{redact_url(str(chain['rpc']))} block {chain.get('block')} "
             f"finality {chain.get('finality')}"
         )
+        beacon = chain.get("beacon")
+        if isinstance(beacon, dict):  # the PoS chain's beacon node, under its chain
+            click.echo(
+                f"{'':<8} beacon {'up' if beacon.get('alive') else 'DOWN':<5} "
+                f"pid {beacon.get('pid')} {redact_url(str(beacon.get('api')))} "
+                f"slot {beacon.get('slot')}"
+            )
     click.echo(f"config: {info.get('config')}")
     return 0
 
@@ -456,6 +518,50 @@ def skip(config_path: Path, message_ids: Sequence[str], reason: str, as_json: bo
     )
 
 
+@cli.group()
+def ledger() -> None:
+    """The delivery ledger's database: its schema version, migrations and rebuild."""
+
+
+@ledger.command("migrate")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="What was done, as one JSON object.")
+def ledger_migrate(config_path: Path, as_json: bool) -> int:
+    """Bring the ledger to this Passerelle's schema (refused while a relayer uses it).
+
+    All revisions run in one transaction: a failure leaves the database as it was."""
+    from relayer.ledger import migrate_ledger
+
+    done = migrate_ledger(_load(config_path).ledger)
+    if as_json:
+        click.echo(json.dumps(done.as_json()))
+    elif done.before == done.after:
+        click.echo(f"{done.location}: already at schema version {done.after}")
+    else:
+        click.echo(f"{done.location}: schema version {done.before or 'none'} → {done.after}")
+    return 0
+
+
+@ledger.command("version")
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="The versions as one JSON object.")
+def ledger_version(config_path: Path, as_json: bool) -> int:
+    """Show the ledger's schema version and the one this Passerelle needs (changes nothing).
+
+    Exit 0 when they match (or the database is empty: the relayer creates it), 1 otherwise."""
+    from relayer.ledger import ledger_schema
+
+    found = ledger_schema(_load(config_path).ledger)
+    if as_json:
+        click.echo(json.dumps(found.as_json()))
+    else:
+        click.echo(
+            f"{found.location}: schema version {found.current or 'none'} "
+            f"(this Passerelle: {found.head}; {found.state})"
+        )
+    return 0 if found.state in ("current", "empty") else 1
+
+
 def _operate(config_path: Path, as_json: bool, move: Any) -> int:
     """Run an operator command on the ledger; what it refuses is one line per id, exit 2."""
     from relayer.ledger import open_ledger
@@ -475,6 +581,57 @@ def _operate(config_path: Path, as_json: bool, move: Any) -> int:
         else:
             click.echo(f"{item.id}  {item.was} → {item.now}")
     return 0
+
+
+@ledger.command("rebuild")
+@_config_option
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=1.0),
+    default=60.0,
+    show_default=True,
+    help="Seconds a chain may go without progress before the rebuild stops (resumable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="The summary as one JSON object.")
+def ledger_rebuild(config_path: Path, timeout: float, as_json: bool) -> int:
+    """Recover a lost ledger from the chains, into a new, empty one (see docs/relayer.md).
+
+    Progress goes to stderr, the summary (messages per route: delivered, pending) to stdout.
+    Exit 1 if a chain did not answer: what was recorded stays, and running it again resumes."""
+    from relayer.ledger import open_ledger
+    from relayer.rebuild import rebuild
+
+    config = _load(config_path)
+    _logging()
+    with open_ledger(config.ledger) as opened:
+        summary = trio.run(
+            partial(
+                rebuild,
+                config,
+                opened,
+                timeout=timeout,
+                progress=lambda line: click.echo(f"rebuild: {line}", err=True),
+            )
+        )
+    if as_json:
+        click.echo(json.dumps(summary.as_json()))
+    else:
+        for route in summary.routes:
+            click.echo(
+                f"{route.origin} → {route.destination}: {route.messages} message(s), "
+                f"{route.delivered} delivered, {route.pending} pending"
+                + (f", {route.skipped} without a route" if route.skipped else "")
+            )
+        for name, next_block in summary.cursors.items():
+            click.echo(f"{name}: a relayer continues scanning at block {next_block}")
+        click.echo(
+            "complete"
+            if summary.complete
+            else "INCOMPLETE: the counts above are what is recorded so far; run it again to resume"
+        )
+    if summary.error is not None:
+        click.echo(f"passerelle: {summary.error}", err=True)
+    return 0 if summary.complete else 1
 
 
 @cli.command()

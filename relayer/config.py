@@ -11,7 +11,8 @@ location = "passerelle.db"            # a SQLite path (relative to this file) or
 validators = ["0x…", "0x…", "0x…"]    # Ethereum addresses, strictly ascending
 threshold = 2                          # at least 2/3 of the validators (rounded up), unless
 # allow_weak_threshold = true          #   the operator accepts a weaker committee by name
-checkpoint_store = "checkpoints"       # directory where attesters publish signed checkpoints
+checkpoint_store = "checkpoints"       # directory where attesters publish signed checkpoints,
+                                       #   or a postgresql+psycopg:// URL (several machines)
 
 [[chains]]
 name = "alpha"
@@ -61,6 +62,8 @@ asset_home = { domain = 1, token = "0x…" }   # the EVM token it wraps
 [client]                               # who `passerelle send` sends as
 key_file = "sender.key"
 substrate_key_file = "sender.seed"     # sr25519 seed; substrate_uri = "//Alice" on a devnet
+# substrate_key_keystore = "sender-sr25519.json"   # or a Polkadot JS keystore, with
+#                                      #   substrate_key_password_env / substrate_key_password_file
 ```
 
 Strict by design (issue #8, point 12): every table lists the keys it knows and an unknown one is
@@ -102,7 +105,7 @@ RELAY_POLL = 0.2
 RELAY_BATCH_SIZE = 20  # messages per delivery transaction
 RELAY_MAX_INFLIGHT = 16  # delivery transactions in flight per destination
 SUBSTRATE_BATCH_SIZE = 25  # messages per multisig batch_all (two calls each, ~1/10 of a block)
-FINALITY_TAGS = ("finalized", "safe", "devnet-instant")
+FINALITY_TAGS = ("finalized", "safe", "devnet-instant", "beacon")
 
 # The keys each table knows; anything else is refused (see the module docstring).
 TOP_LEVEL_KEYS = ("devnet", "ledger", "committee", "chains", "relayer", "attesters", "client")
@@ -117,7 +120,14 @@ POLICY_KEYS = tuple(
     for what in ("origins", "senders", "recipients")
 )
 KEY_KEYS = ("key", "key_env", "key_file", "key_keystore", "key_password_env", "key_password_file")
-SUBSTRATE_KEY_KEYS = ("substrate_key", "substrate_key_env", "substrate_key_file")
+SUBSTRATE_KEY_KEYS = (
+    "substrate_key",
+    "substrate_key_env",
+    "substrate_key_file",
+    "substrate_key_keystore",
+    "substrate_key_password_env",
+    "substrate_key_password_file",
+)
 RELAYER_KEYS = (*KEY_KEYS, "policy")
 ATTESTER_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS)
 CLIENT_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS, "substrate_uri")
@@ -136,6 +146,8 @@ class FinalityPolicy:
     ``finalized``/``safe``: the node's block tag. ``confirmations``: latest minus ``depth``.
     ``devnet-instant``: a development chain without a finality gadget (chopsticks); a block is
     final once included. Shown by ``passerelle status`` so nobody mistakes it for real finality.
+    ``beacon``: what the chain's beacon sync committee finalized, followed by a light client
+    from a trusted checkpoint (an EVM chain's ``[chains.beacon]`` table); no RPC is asked.
     """
 
     name: str
@@ -151,7 +163,7 @@ class FinalityPolicy:
             return cls(name, int(depth))
         raise ConfigError(
             f"{where}: finality {text!r} is not one of "
-            "finalized, safe, devnet-instant, confirmations:N"
+            "finalized, safe, devnet-instant, beacon, confirmations:N"
         )
 
     def __str__(self) -> str:
@@ -219,6 +231,9 @@ class ChainConfig:
     substrate: SubstrateSettings | None = None
     options: Mapping[str, int] = field(default_factory=dict)
     """Settings of the chain's family that the flow never reads (``max_log_range``)."""
+    family_settings: object = None
+    """The family's own parsed settings object, opaque to the flow (an EVM chain's beacon
+    light-client settings)."""
     rpc_quorum: int = 1
     """How many of the ``rpc`` endpoints must agree on the final block before an attester signs
     (1 ≤ k ≤ len(rpc)); 1 trusts whichever endpoint answers."""
@@ -261,7 +276,12 @@ class ChainConfig:
 @dataclass(frozen=True)
 class KeySource:
     """Where a signing key comes from: an environment variable, a file only its owner can read,
-    an encrypted keystore (its password from a variable or such a file), or (devnet) inline."""
+    an encrypted keystore (its password from a variable or such a file), or (devnet) inline.
+
+    ``sr25519`` sources (``substrate_key*``) hold a 32-byte mini-secret seed, or a Polkadot JS
+    keystore, which holds the 64-byte expanded secret and no seed: open those through
+    :func:`relayer.signer.substrate_signer`, which handles both. The others hold a secp256k1
+    key (a V3 keystore for ``key_keystore``); :func:`relayer.signer.evm_signer` signs with it."""
 
     inline: bytes | None = None
     env: str | None = None
@@ -269,16 +289,29 @@ class KeySource:
     keystore: Path | None = None
     password_env: str | None = None
     password_file: Path | None = None
+    sr25519: bool = False
+
+    @property
+    def origin(self) -> str:
+        """Where the key comes from, for an operator: keystore, file, env or inline."""
+        kinds = ("keystore", "file", "env", "inline")
+        return next(k for k in kinds if getattr(self, k) is not None)
 
     def load(self) -> bytes:
-        """Read the 32-byte private key; ConfigError (one line) if it is missing, malformed,
-        in a file others can read, or in a keystore that does not open."""
+        """Read the 32 bytes: a secp256k1 private key, or an sr25519 source's seed; ConfigError
+        (one line) if it is missing, malformed, in a file others can read, or in a keystore that
+        does not open (or, sr25519, is a keystore: it has no seed to give)."""
         if self.inline is not None:
             return self.inline
         try:
             if self.keystore is not None:
+                if self.sr25519:
+                    raise ConfigError(
+                        f"keystore {self.keystore} holds an sr25519 secret, not a seed "
+                        "(open it with relayer.signer.substrate_signer)"
+                    )
                 return decrypt_keystore(
-                    read_secret(self.keystore, "keystore"), self._password(), self.keystore
+                    read_secret(self.keystore, "keystore"), self.password(), self.keystore
                 )
             if self.env is not None:
                 text = os.environ.get(self.env)
@@ -295,7 +328,7 @@ class KeySource:
         except FieldError as exc:
             raise ConfigError(str(exc)) from None
 
-    def _password(self) -> str:
+    def password(self) -> str:
         """The keystore's password (one trailing newline of a file is not part of it)."""
         if self.password_env is not None:
             password = os.environ.get(self.password_env)
@@ -388,6 +421,16 @@ class Config:
     raw: Mapping[str, Any]
     relay_policy: RelayPolicy = field(default_factory=RelayPolicy)
     """What the relayer agrees to deliver (``[relayer.policy]``); admits everything by default."""
+    checkpoint_url: str | None = None
+    """``[committee] checkpoint_store`` when it is a database URL: signatures are shared in
+    PostgreSQL (relayer/checkpoints.py). ``checkpoint_store`` is then ``checkpoints/`` beside
+    the config, still the directory of the Substrate multisig proposals."""
+
+    @property
+    def checkpoint_location(self) -> str | Path:
+        """Where attesters publish signatures and relayers read them: the URL, or the
+        directory (what :func:`relayer.checkpoints.open_checkpoint_store` takes)."""
+        return self.checkpoint_url or self.checkpoint_store
 
     def chain(self, key: str | int) -> ChainConfig:
         """Find a chain by name or domain."""
@@ -496,9 +539,11 @@ def weak_threshold(name: str, threshold: int, members: int) -> FieldError:
 def _key_source(
     obj: Mapping[str, Any], where: str, devnet: bool, base: Path, *, name: str = "key"
 ) -> KeySource | None:
-    """``name`` (inline, devnet only), ``name_env`` or ``name_file`` (at most one); None if none
-    is given. Two at once is refused: silently preferring one would sign with a key the operator
-    may not have meant."""
+    """``name`` (inline, devnet only), ``name_env``, ``name_file`` or ``name_keystore`` (with
+    one ``name_password_*``), at most one; None if none is given. Two at once is refused:
+    silently preferring one would sign with a key the operator may not have meant.
+    ``name = "substrate_key"`` makes an sr25519 source (a seed, or a Polkadot JS keystore)."""
+    sr25519 = name == "substrate_key"
     given = [k for k in (name, f"{name}_env", f"{name}_file", f"{name}_keystore") if k in obj]
     if len(given) > 1:
         raise FieldError(f"{where}: {' and '.join(given)} conflict; give only one")
@@ -511,6 +556,7 @@ def _key_source(
             )
         password = passwords[0]
         return KeySource(
+            sr25519=sr25519,
             keystore=base / _string(obj[f"{name}_keystore"], f"{where}.{name}_keystore"),
             password_env=_string(obj[password], f"{where}.{password}")
             if password.endswith("_env")
@@ -527,11 +573,12 @@ def _key_source(
                 f"{where}: inline private keys are refused outside a devnet; "
                 f"use {name}_env or {name}_file"
             )
-        return KeySource(inline=as_hex(obj[name], f"{where}.{name}", size=32))
+        return KeySource(inline=as_hex(obj[name], f"{where}.{name}", size=32), sr25519=sr25519)
     if f"{name}_env" in obj:
-        return KeySource(env=_string(obj[f"{name}_env"], f"{where}.{name}_env"))
+        return KeySource(env=_string(obj[f"{name}_env"], f"{where}.{name}_env"), sr25519=sr25519)
     if f"{name}_file" in obj:
-        return KeySource(file=base / _string(obj[f"{name}_file"], f"{where}.{name}_file"))
+        file = base / _string(obj[f"{name}_file"], f"{where}.{name}_file")
+        return KeySource(file=file, sr25519=sr25519)
     return None
 
 
@@ -611,6 +658,7 @@ def _chain(value: Any, index: int, allow_weak: bool) -> ChainConfig:
         start_block=as_int(obj.get("start_block", 0), f"{where}.start_block"),
         substrate=own.substrate,
         options=own.options,
+        family_settings=own.family_settings,
     )
 
 
@@ -725,15 +773,25 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
         (table(a, f"attesters[{i}]", ATTESTER_KEYS), f"attesters[{i}]")
         for i, a in enumerate(as_list(raw.get("attesters", []), "attesters"))
     ]
+    checkpoint_text = _string(
+        committee_obj.get("checkpoint_store", "checkpoints"), "committee.checkpoint_store"
+    )
+    checkpoint_url = None
+    if "://" in checkpoint_text:
+        # Checked here, so that a typo is one line at start-up; the password never shown.
+        if not checkpoint_text.startswith(("postgresql://", "postgresql+psycopg://")):
+            raise ConfigError(
+                f"committee.checkpoint_store: {redact_url(checkpoint_text)} is neither a "
+                "directory nor a postgresql+psycopg:// URL"
+            )
+        checkpoint_url = checkpoint_text
     return Config(
         path=path,
         devnet=devnet,
         ledger=location,
         committee=committee,
-        checkpoint_store=base
-        / _string(
-            committee_obj.get("checkpoint_store", "checkpoints"), "committee.checkpoint_store"
-        ),
+        checkpoint_store=base / (checkpoint_text if checkpoint_url is None else "checkpoints"),
+        checkpoint_url=checkpoint_url,
         chains=chains,
         relayer_key=None if relayer is None else _required_key(relayer, "relayer", devnet, base),
         attester_keys=tuple(

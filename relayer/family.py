@@ -138,6 +138,8 @@ class ChainFields:
     substrate: Any = None
     options: Mapping[str, int] = field(default_factory=dict)
     """The family's own settings (:attr:`relayer.config.ChainConfig.options`)."""
+    family_settings: object = None
+    """The family's own parsed settings object (``ChainConfig.family_settings``)."""
 
 
 class ChainFamily(Protocol):
@@ -197,9 +199,11 @@ class ChainFamily(Protocol):
     # --- the flow --------------------------------------------------------------------------
 
     def open_origin(
-        self, config: Config, chain: ChainConfig
+        self, config: Config, chain: ChainConfig, *, role: str | None = None
     ) -> AbstractAsyncContextManager[Origin]:
-        """A fresh :class:`Origin` for ``chain`` (one per task), closed on exit."""
+        """A fresh :class:`Origin` for ``chain`` (one per task), closed on exit. ``role`` names
+        the process (``relayer``, ``attester-0x…``) where a family keeps state of its own per
+        process (a beacon light client's store); None keeps nothing."""
         ...
 
     def delivery(self, chain: ChainConfig, relayer: Relayer) -> Delivery:

@@ -34,6 +34,9 @@ Blocking
 """
 
 import enum
+import fcntl
+import functools
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -41,7 +44,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypeGuard
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -50,11 +53,14 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, delete, func, select
 
+from adapters.redact import redact_url
 from light_clients.errors import VerificationError
 from light_clients.message import HEADER_SIZE, decode_message
 
 __all__ = [
     "HEADER_SIZE",
+    "LEDGER_TABLES",
+    "MIGRATIONS_DIR",
     "SCHEMA_VERSION",
     "TRANSITIONS",
     "TX_TRANSITIONS",
@@ -69,26 +75,37 @@ __all__ = [
     "LedgerConflict",
     "LedgerCorrupt",
     "LedgerError",
+    "LedgerInUse",
     "LedgerMeta",
     "LedgerSchemaError",
     "MessageRecord",
     "MessageStatus",
+    "Migrated",
     "NewTransaction",
+    "SchemaVersion",
     "SignatureRecord",
     "StatusEvent",
     "TransactionMessageLink",
     "TransactionRecord",
     "TxStatus",
     "UnknownRecord",
+    "ledger_schema",
+    "migrate_ledger",
     "open_ledger",
 ]
 
 SCHEMA_VERSION: Final = 1
-"""Version of the tables below; stored in ``ledger_meta`` so later code can migrate old files."""
+"""The schema revision this code reads and writes: the ordinal of the newest Alembic revision
+in ``relayer/migrations/versions`` (``0001`` is 1; a test keeps them equal). Also stored in
+``ledger_meta.schema_version``, which Passerelle releases older than Alembic check."""
+
+MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
+"""The Alembic scripts, shipped inside the package (``env.py`` and ``versions/``)."""
 
 _DEFAULT_STREAM = "outbox"
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under every backend's bind-parameter limit
 _PG_LOCK_KEY = 0x70617373_65726C6C  # "passerll": the advisory lock serialising PG writers
+_PG_USE_KEY = 0x70617373_75736572  # "passuser": Ledger.in_use (another key: one key space)
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,6 +126,11 @@ class LedgerSchemaError(LedgerError):
 
 class LedgerBusy(LedgerError):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+class LedgerInUse(LedgerError):
+    """Another process uses the ledger in a way that excludes this one (:meth:`Ledger.in_use`):
+    a relayer while a rebuild or a migration is asked for, or the reverse. Nothing was done."""
 
 
 class LedgerConflict(LedgerError):
@@ -451,23 +473,11 @@ _MESSAGES: Final[sa.Table] = _METADATA.tables["messages"]
 _EVENTS: Final[sa.Table] = _METADATA.tables["status_events"]
 _LINKS: Final[sa.Table] = _METADATA.tables["transaction_messages"]
 
-# The audit trail is append-only in the database itself, not just by convention.
-_TRIGGERS_SQLITE = (
-    "CREATE TRIGGER IF NOT EXISTS status_events_no_update BEFORE UPDATE ON status_events "
-    "BEGIN SELECT RAISE(ABORT, 'status_events is append-only'); END",
-    "CREATE TRIGGER IF NOT EXISTS status_events_no_delete BEFORE DELETE ON status_events "
-    "BEGIN SELECT RAISE(ABORT, 'status_events is append-only'); END",
-)
-_TRIGGERS_POSTGRESQL = (
-    "CREATE OR REPLACE FUNCTION passerelle_append_only() RETURNS trigger LANGUAGE plpgsql AS "
-    "$$ BEGIN RAISE EXCEPTION 'status_events is append-only'; END $$",
-    "DROP TRIGGER IF EXISTS status_events_append_only ON status_events",
-    "CREATE TRIGGER status_events_append_only BEFORE UPDATE OR DELETE ON status_events "
-    "FOR EACH ROW EXECUTE FUNCTION passerelle_append_only()",
-)
-
-# Schema migrations: version v -> v + 1, run in order inside the opening transaction.
-_MIGRATIONS: Final[Mapping[int, Callable[[sa.Connection], None]]] = MappingProxyType({})
+LEDGER_TABLES: Final = frozenset(_METADATA.tables)
+"""The ledger's tables. Another store (the PostgreSQL checkpoint store) may share the database:
+its tables are neither the ledger's business nor a sign that the database is not empty.
+The tables, their constraints and the append-only triggers on ``status_events`` are created by
+the Alembic revisions in :data:`MIGRATIONS_DIR`, never from these models directly."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -1556,8 +1566,8 @@ class Ledger(_Operations):
 
     @property
     def location(self) -> str:
-        """Where the ledger lives (the database URL, password hidden)."""
-        return self._engine.url.render_as_string(hide_password=True)
+        """Where the ledger lives (the URL, passwords hidden: :func:`shown_database_url`)."""
+        return shown_database_url(self._engine.url)
 
     def close(self) -> None:
         """Close every pooled connection (on SQLite this also checkpoints the WAL)."""
@@ -1568,6 +1578,71 @@ class Ledger(_Operations):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @contextmanager
+    def in_use(self, *, exclusive: bool, by: str) -> Iterator[None]:
+        """Hold the ledger's use lock for the block: shared (relayers, any number at once) or
+        exclusive (``ledger rebuild``, ``ledger migrate``: alone). ``by`` names the holder in
+        the refusal. Never waits: if the lock cannot be had now, :class:`LedgerInUse`.
+
+        Why: a rebuild keeps each origin's message tree in memory and a relayer does too, so
+        two of them writing one ledger each scan from a cursor the other moved (an EVM origin
+        then fails its gapless check for ever; a Substrate one numbers remarks from a stale
+        count and halts on a "conflict"); and a relayer across a migration meets tables it does
+        not know. The lock turns "stop the relayers first" into a refusal.
+
+        SQLite: ``flock`` on ``<ledger file>.lock`` (created beside it, mode 0600), released when
+        the process ends however it ends. PostgreSQL: a session advisory lock
+        (``pg_try_advisory_lock[_shared]``) on a connection held for the block, released when
+        that connection closes — also if the process dies or the server drops it. Any role that
+        can connect can take that lock too: like a stuck writer, that stops rebuilds and
+        migrations (with this one line), never a running relayer.
+        """
+        kind = "exclusive" if exclusive else "shared"
+        others = "a relayer, a rebuild or a migration" if exclusive else "a rebuild or a migration"
+        refusal = (
+            f"ledger {self.location} is in use by another process ({others}): {by} needs it "
+            f"{kind}; stop that process first, or wait for it to finish"
+        )
+        if self._postgres:
+            with self._pg_use_lock(exclusive, refusal):
+                yield
+            return
+        database = self._engine.url.database
+        assert database, "open_ledger refuses an in-memory SQLite ledger"
+        try:
+            fd = os.open(f"{database}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise LedgerError(f"cannot open {database}.lock: {exc.strerror}") from None
+        try:
+            try:
+                fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise LedgerInUse(refusal) from None
+            yield
+        finally:
+            os.close(fd)  # releases the flock
+
+    @contextmanager
+    def _pg_use_lock(self, exclusive: bool, refusal: str) -> Iterator[None]:
+        take = func.pg_try_advisory_lock if exclusive else func.pg_try_advisory_lock_shared
+        try:
+            connection = self._engine.connect()
+        except sa_exc.DBAPIError as error:
+            raise _translate(error) from error
+        try:
+            try:
+                got = connection.execute(sa.select(take(_PG_USE_KEY))).scalar_one()
+                connection.commit()  # a session lock: it outlives this transaction
+            except sa_exc.DBAPIError as error:
+                raise _translate(error) from error
+            if not got:
+                raise LedgerInUse(refusal)
+            yield
+        finally:
+            # Closed, not returned to the pool: a pooled connection would keep the lock.
+            connection.invalidate()
+            connection.close()
 
     @contextmanager
     def atomic(self) -> Iterator[LedgerBatch]:
@@ -1601,7 +1676,7 @@ class Ledger(_Operations):
                     # Without a lock_timeout a writer behind a stuck one would wait for ever;
                     # with it, it gets LedgerBusy after busy_timeout, as on SQLite.
                     connection = session.connection()
-                    connection.exec_driver_sql(f"SET LOCAL lock_timeout = {self._busy_ms}")
+                    set_local_timeouts(connection, lock_ms=self._busy_ms)
                     connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
                 yield session
         except sa_exc.OperationalError as error:
@@ -1613,6 +1688,8 @@ class Ledger(_Operations):
     def _reading(self) -> Iterator[Session]:
         try:
             with Session(self._engine, expire_on_commit=False) as session, session.begin():
+                if self._postgres:
+                    set_local_timeouts(session.connection(), statement_ms=PG_READ_TIMEOUT_MS)
                 yield session
         except sa_exc.OperationalError as error:
             raise _translate(error) from error
@@ -1620,10 +1697,68 @@ class Ledger(_Operations):
 
 def _translate(error: sa_exc.DBAPIError) -> LedgerError:
     if _is_busy(error):
-        return LedgerBusy(f"ledger is busy (another process holds the write lock): {error.orig}")
+        return LedgerBusy(
+            f"ledger is busy (another process holds the write lock): {_one_line(error.orig)}"
+        )
     if _is_corruption(error):
-        return LedgerCorrupt(f"ledger database is corrupt: {error.orig}")
-    return LedgerError(f"ledger database error: {error.orig}")
+        return LedgerCorrupt(f"ledger database is corrupt: {_one_line(error.orig)}")
+    return LedgerError(f"ledger database error: {_one_line(error.orig)}")
+
+
+def _one_line(reason: object) -> str:
+    """A driver's message on one line: PostgreSQL's run over several (DETAIL, HINT, "Is the
+    server running…"), and the CLI shows every error as one line."""
+    return " ".join(str(reason).split())
+
+
+# --------------------------------------------------------------------------------------------
+# PostgreSQL connections (the ledger's and the checkpoint store's: one policy, here)
+
+PG_CONNECT_ARGS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        # Without these, a server that stopped answering (a failover, a half-open TCP
+        # connection after a network cut) holds a worker thread for ever: libpq waits for a
+        # connection with no limit, and a dead peer is only noticed by TCP keepalives.
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+)
+"""libpq connection parameters of every PostgreSQL engine Passerelle opens."""
+
+PG_READ_TIMEOUT_MS: Final = 60_000
+"""``statement_timeout`` of the ledger's reads on PostgreSQL: the relayer runs them one at a
+time, so one stuck read would stall every loop (writes are bounded by their lock_timeout;
+migrations, which may legitimately run long, are not bounded)."""
+
+
+def set_local_timeouts(
+    connection: sa.Connection, *, lock_ms: int | None = None, statement_ms: int | None = None
+) -> None:
+    """Bound the current PostgreSQL transaction: ``lock_timeout`` (waiting for any lock,
+    advisory ones included) and ``statement_timeout``, both ``SET LOCAL`` so they end with the
+    transaction and never leak into a pooled connection's next user."""
+    if lock_ms is not None:
+        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_ms))}")
+    if statement_ms is not None:
+        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(statement_ms))}")
+
+
+def shown_database_url(location: str | sa.URL) -> str:
+    """A database URL as it may be shown (output, logs, errors): the userinfo password hidden,
+    and every query-string value too — libpq also takes ``?password=…`` and ``sslpassword``,
+    and a value hidden for nothing costs less than a password shown. Text that is not a URL
+    goes through :func:`adapters.redact.redact_url` (which hides even more)."""
+    try:
+        url = sa.make_url(location)
+    except (sa_exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+        return redact_url(str(location))
+    shown = url.set(query={}).render_as_string(hide_password=True)
+    if url.query:
+        shown += "?" + "&".join(f"{name}=***" for name in url.query)
+    return shown
 
 
 # --------------------------------------------------------------------------------------------
@@ -1637,7 +1772,7 @@ def open_ledger(
     busy_timeout: float = 30.0,
     check_integrity: bool = True,
 ) -> Ledger:
-    """Open (creating if needed) the ledger at ``location`` and return it.
+    """Open the ledger at ``location`` (creating it in an empty database) and return it.
 
     ``location`` is a file path for SQLite, or a database URL (``postgresql+psycopg://…``;
     ``sqlite:///path`` also works). SQLite files get ``journal_mode=WAL``, ``synchronous=FULL``,
@@ -1645,9 +1780,177 @@ def open_ledger(
     are checked with ``PRAGMA integrity_check`` first: a damaged file raises
     :class:`LedgerCorrupt` and is left untouched (restore it, or move it away and run
     ``passerelle ledger rebuild``). ``clock`` supplies every timestamp (seconds).
+
+    The schema must be this code's (:data:`SCHEMA_VERSION`), and opening never migrates it:
+    several relayers may share the database, and a schema changed under a running one is a
+    schema it does not know. So an empty database is created at the newest revision (nobody can
+    be using it), a ledger made before migrations existed is recognised and stamped (its tables
+    are revision 0001's), and any other version raises :class:`LedgerSchemaError` with one line:
+    an older one names ``passerelle ledger migrate``, a newer one asks for a newer Passerelle.
     """
+    engine, location_text = _engine(location, busy_timeout, check_integrity)
+    ledger = Ledger(engine, clock, busy_timeout=busy_timeout)
+    try:
+        with ledger._writing() as session:
+            connection = session.connection()
+            state = _schema_state(connection, location_text)
+            if state.state == "empty" or (state.legacy and state.head == _LEGACY_REVISION):
+                _upgrade(connection, state)
+            elif state.state != "current":
+                raise LedgerSchemaError(state.refusal())
+    except sa_exc.DBAPIError as error:
+        engine.dispose()
+        if _is_corruption(error):
+            raise LedgerCorrupt(f"ledger {location_text} is corrupt: {error.orig}") from error
+        raise _translate(error) from error
+    except BaseException:
+        engine.dispose()
+        raise
+    return ledger
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """Which schema revision a ledger database holds, against the one this code needs."""
+
+    location: str  # where (the URL with its password hidden, or the file)
+    current: str | None  # the revision stored in the database; None: no ledger there yet
+    head: str  # the revision this Passerelle reads and writes
+    legacy: bool = False  # made before migrations: ``ledger_meta`` only, no ``alembic_version``
+    known: bool = True  # ``current`` is one of this Passerelle's revisions (or None)
+
+    @property
+    def state(self) -> str:
+        """``empty``, ``current``, ``behind`` (run ``passerelle ledger migrate``) or ``ahead``
+        (written by a newer Passerelle)."""
+        if self.current is None:
+            return "empty"
+        if not self.known:
+            return "ahead"
+        return "current" if self.current == self.head else "behind"
+
+    def refusal(self) -> str:
+        """The one line that explains why a relayer may not use this database."""
+        if self.state == "ahead":
+            return (
+                f"ledger {self.location}: schema version {self.current} is newer than this "
+                f"Passerelle's ({self.head}), or not one of its own: upgrade Passerelle"
+            )
+        return (
+            f"ledger {self.location}: schema version {self.current} is older than this "
+            f"Passerelle's ({self.head}): stop the relayers, back the ledger up, and run "
+            "`passerelle ledger migrate --config FILE`"
+        )
+
+    def as_json(self) -> dict[str, object]:
+        """For ``passerelle ledger version --json``."""
+        return {
+            "location": self.location,
+            "current": self.current,
+            "head": self.head,
+            "state": self.state,
+            "legacy": self.legacy,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Migrated:
+    """What :func:`migrate_ledger` did: ``before`` is None for a database it created."""
+
+    location: str
+    before: str | None
+    after: str
+
+    def as_json(self) -> dict[str, object]:
+        """For ``passerelle ledger migrate --json``."""
+        return {"location": self.location, "before": self.before, "after": self.after}
+
+
+def migrate_ledger(
+    location: str | Path, *, busy_timeout: float = 30.0, check_integrity: bool = True
+) -> Migrated:
+    """Bring the ledger at ``location`` to this code's schema (``passerelle ledger migrate``).
+
+    Creates it in an empty database, stamps a ledger made before migrations, applies the missing
+    revisions in order, and refuses (:class:`LedgerSchemaError`) a database written by a newer
+    Passerelle or holding tables that are not a ledger's. Everything runs in ONE transaction
+    under the ledger's write lock: a failing revision leaves the database exactly as it was, on
+    PostgreSQL (transactional DDL) and on SQLite (which rolls DDL back too, because the ledger
+    issues ``BEGIN IMMEDIATE`` itself and the sqlite3 module never commits implicitly), and two
+    ``migrate`` runs at once serialise (the second finds nothing to do). It holds the ledger's
+    use lock exclusively (:meth:`Ledger.in_use`): while a relayer runs on the ledger (it would
+    meet tables it does not know) or a rebuild does, it raises :class:`LedgerInUse`.
+    """
+    engine, location_text = _engine(location, busy_timeout, check_integrity)
+    ledger = Ledger(engine, busy_timeout=busy_timeout)
+    try:
+        with ledger.in_use(exclusive=True, by="a migration"), ledger._writing() as session:
+            connection = session.connection()
+            state = _schema_state(connection, location_text)
+            if state.state == "ahead":
+                raise LedgerSchemaError(state.refusal())
+            if state.state != "current" or state.legacy:
+                try:
+                    _upgrade(connection, state)
+                except sa_exc.DBAPIError as error:
+                    raise LedgerError(
+                        f"ledger {location_text}: migrating from {state.current or 'none'} to "
+                        f"{state.head} failed and changed nothing: {_one_line(error.orig)}"
+                    ) from error
+            return Migrated(location_text, state.current, state.head)
+    except sa_exc.DBAPIError as error:
+        raise _translate(error) from error
+    finally:
+        engine.dispose()
+
+
+def ledger_schema(location: str | Path, *, busy_timeout: float = 30.0) -> SchemaVersion:
+    """The schema version of the ledger at ``location``, read without changing anything (a
+    missing SQLite file is reported empty, not created)."""
+    file = _sqlite_path(location)
+    if file is not None and not Path(file).exists():
+        return SchemaVersion(file, None, _head())
+    engine, location_text = _engine(location, busy_timeout, check_integrity=False)
+    try:
+        with engine.connect() as connection:
+            return _schema_state(connection, location_text)
+    except sa_exc.DBAPIError as error:
+        raise _translate(error) from error
+    finally:
+        engine.dispose()
+
+
+_LEGACY_REVISION: Final = "0001"  # what a ledger made before migrations holds
+
+VERSION_TABLE: Final = "passerelle_alembic_version"
+"""Where Alembic records the ledger's revision (relayer/migrations/env.py uses it too). Not
+Alembic's default ``alembic_version``: the database may be shared (a checkpoint store, another
+application with migrations of its own), and two applications in one version table would
+each read the other's revision as theirs."""
+
+
+def _sqlite_path(location: str | Path) -> str | None:
+    """The file of a SQLite location (a path or ``sqlite:///``), None for another database."""
     if isinstance(location, str) and "://" in location:
-        url = sa.make_url(location)
+        try:
+            url = sa.make_url(location)
+        except (sa_exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+            return None  # not a URL at all: _engine says so in one line
+        return url.database if url.get_backend_name() == "sqlite" else None
+    return str(location)
+
+
+def _engine(location: str | Path, busy_timeout: float, check_integrity: bool) -> tuple[Engine, str]:
+    """An engine for ``location`` with the ledger's connection settings, and the location as
+    it may be shown (password hidden). Bad locations raise :class:`LedgerError`."""
+    if isinstance(location, str) and "://" in location:
+        try:
+            url = sa.make_url(location)
+        except (sa_exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
+            # Not the library's text: it may quote the URL, password included.
+            raise LedgerError(
+                f"ledger location {shown_database_url(location)} is not a database URL"
+            ) from None
     else:
         path = Path(location)
         if str(location) == ":memory:":
@@ -1660,30 +1963,124 @@ def open_ledger(
     sqlite = url.get_backend_name() == "sqlite"
     if sqlite and url.database in (None, "", ":memory:"):
         raise LedgerError("the ledger must be a file, not an in-memory database")
-
-    if sqlite:
-        engine = sa.create_engine(
-            url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
-        )
-        _prepare_sqlite(engine, busy_timeout)
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
+    shown = url.database if sqlite and url.database else shown_database_url(url)
     try:
-        if sqlite and check_integrity:
-            assert url.database is not None
+        if sqlite:
+            engine = sa.create_engine(
+                url, connect_args={"timeout": busy_timeout, "check_same_thread": False}
+            )
+            _prepare_sqlite(engine, busy_timeout)
+        else:
+            connect_args = dict(PG_CONNECT_ARGS) if url.get_backend_name() == "postgresql" else {}
+            engine = sa.create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+    except (sa_exc.ArgumentError, ImportError) as error:  # unknown dialect or missing driver
+        raise LedgerError(f"cannot use ledger {shown}: {error}") from None
+    if sqlite and check_integrity:
+        assert url.database is not None
+        try:
             _check_integrity(url.database, busy_timeout)
-        ledger = Ledger(engine, clock, busy_timeout=busy_timeout)
-        with ledger._writing() as session:
-            _create_schema(session.connection())
-    except sa_exc.DBAPIError as error:
-        engine.dispose()
-        if _is_corruption(error):
-            raise LedgerCorrupt(f"ledger {location} is corrupt: {error.orig}") from error
-        raise _translate(error) from error
-    except BaseException:
-        engine.dispose()
-        raise
-    return ledger
+        except BaseException:
+            engine.dispose()
+            raise
+    return engine, shown
+
+
+@functools.cache
+def _scripts_at(directory: Path) -> Any:
+    """Alembic's view of the revisions in ``directory`` (parsed once per process)."""
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415 - alembic is slow to import
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(directory))
+    return ScriptDirectory.from_config(config)
+
+
+def _scripts() -> Any:
+    return _scripts_at(MIGRATIONS_DIR)
+
+
+def _head() -> str:
+    head = _scripts().get_current_head()
+    assert isinstance(head, str), "relayer/migrations/versions holds no revision"
+    return head
+
+
+def _schema_state(connection: sa.Connection, location: str) -> SchemaVersion:
+    """Read which revision the database holds (see :class:`SchemaVersion`)."""
+    from alembic.migration import MigrationContext  # noqa: PLC0415
+    from alembic.script.revision import RevisionError  # noqa: PLC0415
+    from alembic.util import CommandError  # noqa: PLC0415
+
+    scripts = _scripts()
+    head = _head()
+    tables = set(sa.inspect(connection).get_table_names())
+    try:
+        current = MigrationContext.configure(
+            connection, opts={"version_table": VERSION_TABLE}
+        ).get_current_revision()
+    except CommandError as error:  # several rows in the version table: no linear history
+        raise LedgerSchemaError(
+            f"ledger {location} has an unusable schema version: {error}"
+        ) from None
+    if current is None:
+        ours = tables & LEDGER_TABLES
+        if not ours:
+            return SchemaVersion(location, None, head)
+        stored = _stored_schema_version(connection) if "ledger_meta" in ours else None
+        if stored == "1" and ours == LEDGER_TABLES:
+            return SchemaVersion(location, _LEGACY_REVISION, head, legacy=True)
+        if _is_number(stored) and int(stored) > 1:
+            return SchemaVersion(location, stored, head, legacy=True, known=False)
+        raise LedgerSchemaError(
+            f"{location} holds tables of a ledger ({', '.join(sorted(ours))}) but no schema "
+            "version Passerelle can recognise: not a ledger, or a damaged one; use another "
+            "database, or move this one away and run `passerelle ledger rebuild`"
+        )
+    try:
+        # Exactly: get_revision also resolves a unique prefix ("00" would find "0001").
+        known = getattr(scripts.get_revision(current), "revision", None) == current
+    except (CommandError, RevisionError):
+        known = False
+    if known:
+        # Passerelle releases older than Alembic read only ledger_meta; a newer one that
+        # rewrote it (or a hand edit) must not pass for this version either.
+        stored = _stored_schema_version(connection)
+        if _is_number(stored) and int(stored) > int(head):
+            return SchemaVersion(location, stored, head, known=False)
+    return SchemaVersion(location, current, head, known=known)
+
+
+def _is_number(stored: str | None) -> TypeGuard[str]:
+    """Whether a stored schema version is a plain decimal number. Not ``str.isdigit()``
+    alone: it is true of ``'²'`` and other digits ``int()`` refuses."""
+    return stored is not None and stored.isascii() and stored.isdigit() and len(stored) <= 9
+
+
+def _stored_schema_version(connection: sa.Connection) -> str | None:
+    meta = LedgerMeta.__table__  # type: ignore[attr-defined]
+    value = connection.execute(
+        sa.select(meta.c.value).where(meta.c.key == "schema_version")
+    ).scalar_one_or_none()
+    return None if value is None else str(value)
+
+
+def _upgrade(connection: sa.Connection, state: SchemaVersion) -> None:
+    """Stamp a legacy ledger, apply every missing revision, record the version in
+    ``ledger_meta``: inside the caller's transaction, so all of it or none of it happens."""
+    from alembic import command  # noqa: PLC0415
+    from alembic.config import Config as AlembicConfig  # noqa: PLC0415
+
+    config = AlembicConfig()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection  # relayer/migrations/env.py runs on it
+    if state.legacy:
+        command.stamp(config, _LEGACY_REVISION)
+    command.upgrade(config, "head")
+    meta = LedgerMeta.__table__  # type: ignore[attr-defined]
+    connection.execute(
+        meta.update().where(meta.c.key == "schema_version").values(value=str(int(state.head)))
+    )
 
 
 def _prepare_sqlite(engine: Engine, busy_timeout: float) -> None:
@@ -1736,34 +2133,4 @@ def _check_integrity(database: str, busy_timeout: float) -> None:
         raise LedgerCorrupt(
             f"ledger {database} failed integrity_check ({len(problems)} problems; restore it or "
             f"move it away and rebuild): {shown}"
-        )
-
-
-def _create_schema(connection: sa.Connection) -> None:
-    """Create missing tables and triggers, then check or record the schema version."""
-    _METADATA.create_all(connection)
-    triggers = {"sqlite": _TRIGGERS_SQLITE, "postgresql": _TRIGGERS_POSTGRESQL}
-    for statement in triggers.get(connection.dialect.name, ()):
-        connection.exec_driver_sql(statement)
-    meta = LedgerMeta.__table__  # type: ignore[attr-defined]
-    stored = connection.execute(
-        sa.select(meta.c.value).where(meta.c.key == "schema_version")
-    ).scalar_one_or_none()
-    if stored is None:
-        connection.execute(meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION)))
-        return
-    version = int(stored)
-    if version > SCHEMA_VERSION:
-        raise LedgerSchemaError(
-            f"ledger schema version {version} is newer than this Passerelle "
-            f"(version {SCHEMA_VERSION}); upgrade Passerelle"
-        )
-    while version < SCHEMA_VERSION:
-        migrate = _MIGRATIONS.get(version)
-        if migrate is None:
-            raise LedgerSchemaError(f"no migration from ledger schema version {version}")
-        migrate(connection)
-        version += 1
-        connection.execute(
-            meta.update().where(meta.c.key == "schema_version").values(value=str(version))
         )

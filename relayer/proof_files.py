@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from light_clients import beacon, merkle
+from light_clients import beacon, merkle, multiproof
 from light_clients.beacon.types import (
     LightClientBootstrap,
     LightClientFinalityUpdate,
@@ -219,6 +219,49 @@ def _check_message(obj: Mapping[str, Any], report: Report) -> None:
         "origin": decoded.origin,
         "destination": decoded.destination,
         "signers": [to_hex(s) for s in delivery.attestation.signers],
+    }
+
+
+def _check_batch_delivery(obj: Mapping[str, Any], report: Report) -> None:
+    """``evm-batch-delivery``: the arguments of one ``Inbox.process`` call (docs/proofs.md):
+    messages in ascending nonce order, the checkpoint, the committee's signatures and ONE
+    multiproof of all the messages, checked exactly as the inbox does."""
+    messages = as_hex_list(require(obj, "messages"), "messages")
+    checkpoint = _parse_checkpoint(require(obj, "checkpoint"))
+    proof = as_hex_list(require(obj, "proof"), "proof", size=32)
+    validators, threshold, signatures = _parse_committee(obj)
+    destination = obj.get("destination")
+    local = None if destination is None else as_int(destination, "destination", hi=U32_MAX)
+    report.claims.append(("messages", str(len(messages))))
+    if local is not None:
+        report.claims.append(("destination", str(local)))
+    _checkpoint_claims(report, checkpoint)
+    report.claims.append(("proof", f"{len(proof)} hashes"))
+    _committee_claims(report, validators, threshold, len(signatures))
+    committee = Committee(members=tuple(validators), threshold=threshold)
+    batch = multiproof.verify_batch_delivery(
+        messages, checkpoint, proof, committee, signatures, local_domain=local
+    )
+    report.steps += [
+        (f"message {i}: nonce {m.nonce} {m.origin} → {m.destination}", to_hex(m.id))
+        for i, m in enumerate(batch.messages)
+    ]
+    report.steps.append(("nonces strictly ascending, origin matches", str(checkpoint.origin)))
+    if local is not None:
+        report.steps.append(("destination matches", str(local)))
+    signers = batch.attestation.signers
+    _attestation_steps(report, batch.attestation.digest, signers, threshold)
+    report.steps.append(
+        (
+            f"multiproof of {len(messages)} leaves uses all {len(proof)} hashes",
+            to_hex(checkpoint.root),
+        )
+    )
+    report.details = {
+        "ids": [to_hex(m.id) for m in batch.messages],
+        "nonces": [m.nonce for m in batch.messages],
+        "origin": checkpoint.origin,
+        "signers": [to_hex(s) for s in signers],
     }
 
 
@@ -670,6 +713,7 @@ KINDS: dict[str, Callable[[Mapping[str, Any], Report], None]] = {
     "merkle": _check_merkle,
     "committee": _check_committee,
     "message": _check_message,
+    "evm-batch-delivery": _check_batch_delivery,
     "eth-header": _check_eth_header,
     "eth-getproof": _check_eth_getproof,
     "eth-receipt": _check_eth_receipt,

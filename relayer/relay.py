@@ -43,7 +43,7 @@ from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
 from light_clients.message import decode_message, verify_message_inclusion
-from relayer.checkpoints import CheckpointStore, SignedCheckpoint
+from relayer.checkpoints import SignedCheckpoint, open_checkpoint_store
 from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL, ChainConfig, Config
 from relayer.family import Origin, family_of
 from relayer.ledger import (
@@ -133,7 +133,7 @@ class Relayer:
         self.poll = poll
         self.batch_size = batch_size
         self.confirm_timeout = confirm_timeout
-        self.store = CheckpointStore(config.checkpoint_store)
+        self.store = open_checkpoint_store(config.checkpoint_location)
         self.metrics = RelayerMetrics()
         self.lanes: dict[int, Lane] = {}
         self._db_limiter = trio.CapacityLimiter(1)
@@ -174,7 +174,12 @@ class Relayer:
             self.lanes[chain.domain] = lane
 
     async def run(self) -> None:
-        """Run until cancelled, SIGINT/SIGTERM, or a :class:`RouteHalted`."""
+        """Run until cancelled, SIGINT/SIGTERM, or a :class:`RouteHalted`; LedgerInUse (one
+        line) while a rebuild or a migration holds the ledger (:meth:`Ledger.in_use`)."""
+        with self.ledger.in_use(exclusive=False, by="a relayer"):
+            await self._run()
+
+    async def _run(self) -> None:
         await self.db(self._load_lanes)
         async with trio.open_nursery() as nursery:
             await nursery.start(self._watch_signals, nursery.cancel_scope)
@@ -238,7 +243,9 @@ class Relayer:
     # ------------------------------------------------------------------ scanning
 
     async def _scan_loop(self, lane: Lane) -> None:
-        async with family_of(lane.chain).open_origin(self.config, lane.chain) as origin:
+        async with family_of(lane.chain).open_origin(
+            self.config, lane.chain, role="relayer-scan"
+        ) as origin:
             self.endpoints[f"{lane.chain.name}/scan"] = origin.endpoints
             while True:
                 try:

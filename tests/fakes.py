@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,7 @@ from light_clients.substrate.header import SubstrateHeader, encode_digest_item
 
 __all__ = [
     "FAKE_NPM",
+    "BeaconProxy",
     "FakeNode",
     "MemoryRpc",
     "RpcFailure",
@@ -241,7 +243,27 @@ class MemoryRpc:
 # --------------------------------------------------------------------------- a lying HTTP node
 
 
-class RpcProxy:
+class _HttpServer:
+    """An HTTP server on a free port of 127.0.0.1, served from a thread while in a ``with``."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+class RpcProxy(_HttpServer):
     """An HTTP JSON-RPC endpoint in front of a real node that may rewrite requests.
 
     ``rewrite(request) -> request`` sees every single (non-batch) JSON-RPC request before it is
@@ -287,22 +309,78 @@ class RpcProxy:
             def log_message(self, format: str, *args: Any) -> None:
                 return  # quiet
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
+        _HttpServer.__init__(self, Handler)
 
     def __enter__(self) -> RpcProxy:
-        self.thread.start()
+        self.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join()
 
+
+class BeaconProxy(_HttpServer):
+    """A beacon node's REST API that may lie: in front of a real node (``target``), or serving
+    recorded answers (``static``: request path with its query → JSON body; a path not in it is
+    a 404, as a node without the object answers).
+
+    ``tamper(path, body) -> body`` sees every JSON answer before it is sent (None: send it
+    as is); ``status`` (not None) answers every request with that HTTP status instead; ``raw``
+    (not None) is sent as the body of every answer instead of JSON; ``trickle`` (seconds, not
+    None) sends the body one byte at a time, that long apart; ``paths`` records what was
+    asked. Served from a thread.
+    """
+
+    def __init__(
+        self, target: str | None = None, static: dict[str, Any] | None = None
+    ) -> None:
+        self.target, self.static = target, dict(static or {})
+        self.tamper: Callable[[str, Any], Any] = lambda path, body: body
+        self.status: int | None = None
+        self.raw: bytes | None = None
+        self.trickle: float | None = None
+        self.paths: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                proxy.paths.append(self.path)
+                status, body = proxy.status or 200, None
+                if proxy.status is None and proxy.raw is None:
+                    if proxy.target is not None:
+                        upstream = httpx.get(proxy.target + self.path, timeout=10)
+                        status = upstream.status_code
+                        body = upstream.json() if status == 200 else None
+                    elif self.path in proxy.static:
+                        body = proxy.static[self.path]
+                    else:
+                        status = 404
+                if body is not None:
+                    body = proxy.tamper(self.path, json.loads(json.dumps(body)))
+                answer = json.dumps(body if body is not None else {"code": status}).encode()
+                if proxy.raw is not None:
+                    answer = proxy.raw
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                if proxy.trickle is None:
+                    self.wfile.write(answer)
+                    return
+                for byte in answer:
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        return  # the client gave up, as it should
+                    time.sleep(proxy.trickle)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # quiet
+
+        _HttpServer.__init__(self, Handler)
+
+    def __enter__(self) -> BeaconProxy:
+        self.start()
+        return self
 
 def honest(request: dict[str, Any]) -> dict[str, Any]:
     return request

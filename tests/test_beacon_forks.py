@@ -85,7 +85,9 @@ def test_mainnet_schedule() -> None:
     assert (capella.epoch, deneb.epoch, electra.epoch) == (194048, 269568, 364032)
     assert MAINNET.fork_at_slot(deneb.epoch * 32 - 1) == capella
     assert MAINNET.fork_at_slot(deneb.epoch * 32) == deneb
-    assert not MAINNET.fork_covers(fulu.epoch * 32)
+    # Fulu: Electra's containers under its own version (mainnet runs it since 2025-12-03).
+    assert MAINNET.fork_covers(fulu.epoch * 32)
+    assert MAINNET.layout_at_slot(fulu.epoch * 32, "header").finalized_root_gindex == 169
     assert MAINNET.fork_at_slot(0) is None
 
 
@@ -152,7 +154,7 @@ TOML_VALUES = st.recursive(
     lambda inner: st.lists(inner, max_size=3),
     max_leaves=4,
 )
-NAMES = ("altair", "bellatrix", "capella", "deneb", "electra", "fulu")
+NAMES = ("altair", "bellatrix", "capella", "deneb", "electra", "fulu", "gloas")
 
 
 @st.composite

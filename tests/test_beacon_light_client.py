@@ -239,8 +239,11 @@ def test_bootstrap_outside_the_fork() -> None:
     # A fork whose rules this client does not implement.
     electra = Fork("electra", bytes.fromhex("05000000"), 1)
     fulu = Fork("fulu", bytes.fromhex("06000000"), 1)
-    with pytest.raises(UnsupportedFork, match="is in fork fulu"):
-        bootstrap(BOOTSTRAP, CHECKPOINT, capella_config(0, replace(deneb, epoch=1), electra, fulu))
+    gloas = Fork("gloas", bytes.fromhex("07000000"), 1)
+    with pytest.raises(UnsupportedFork, match="is in fork gloas"):
+        bootstrap(
+            BOOTSTRAP, CHECKPOINT, capella_config(0, replace(deneb, epoch=1), electra, fulu, gloas)
+        )
 
 
 # --------------------------------------------------------------------------- update rejections

@@ -58,6 +58,7 @@ ALTERATIONS = {
     "merkle": lambda o: o.__setitem__("root", flip_hex(o["root"])),
     "committee": lambda o: o["checkpoint"].__setitem__("root", flip_hex(o["checkpoint"]["root"])),
     "message": lambda o: o.__setitem__("message", flip_hex(o["message"])),
+    "evm-batch-delivery": lambda o: o["messages"].__setitem__(1, flip_hex(o["messages"][1])),
     "eth-header": lambda o: o["header"].__setitem__(
         "stateRoot", flip_hex(o["header"]["stateRoot"])
     ),

@@ -34,6 +34,7 @@ from light_clients.ethereum.state import parse_get_proof, verify_get_proof
 from light_clients.hashing import keccak256
 from light_clients.merkle import EMPTY_ROOT, IncrementalMerkleTree, root_from_branch
 from light_clients.message import MAX_BODY_BYTES, Message
+from light_clients.multiproof import build_multiproof, pack_messages, unpack_messages
 
 pytestmark = pytest.mark.chain
 
@@ -148,6 +149,12 @@ def assert_rejected(
     return arguments
 
 
+def is_delivered(inbox: Contract, message: bytes) -> bool:
+    """The inbox's replay bit for ``message`` (its origin and nonce)."""
+    decoded = Message.decode(message)
+    return bool(inbox.functions.isDelivered(decoded.origin, decoded.nonce).call())
+
+
 def events(contract: Contract, name: str, receipt: TxReceipt) -> list[dict[str, Any]]:
     """Arguments of every ``name`` event ``contract`` emitted in ``receipt``, in order."""
     processed = getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD)
@@ -224,15 +231,16 @@ class Lane:
         nonces: Sequence[int],
         keys: Sequence[bytes] = COMMITTEE_KEYS[:THRESHOLD],
         count: int | None = None,
-    ) -> tuple[tuple[int, bytes, bytes, int], bytes, list[bytes], list[list[bytes]]]:
-        """Arguments of Inbox.process delivering ``nonces`` under the latest checkpoint."""
+    ) -> tuple[tuple[int, bytes, bytes, int], bytes, bytes, list[bytes]]:
+        """Arguments of Inbox.process delivering ``nonces`` (ascending) under the latest
+        checkpoint: the packed messages and their one multiproof."""
         tree = self.tree(count)
         checkpoint = self.checkpoint(count)
         return (
             as_tuple(checkpoint),
             attest(checkpoint, keys),
-            [self.messages[n] for n in nonces],
-            [list(tree.proof(n)) for n in nonces],
+            pack_messages([self.messages[n] for n in nonces]),
+            list(build_multiproof(tree, nonces)),
         )
 
 
@@ -404,7 +412,7 @@ def test_valid_batch_delivers_and_calls_ping(route: Route) -> None:
         assert (event["origin"], event["sender"], event["body"]) == (A, pad(DEPLOYER), message.body)
     for nonce in nonces:
         message_id = keccak256(route.lane.messages[nonce])
-        assert route.inbox.functions.delivered(message_id).call()
+        assert is_delivered(route.inbox, route.lane.messages[nonce])
         assert route.inbox.functions.failedMessage(message_id).call() == bytes(32)
     # Every committee subset of threshold size works, and so does the full committee.
     more = route.ping_messages(2)
@@ -418,9 +426,7 @@ def test_older_checkpoint_still_proves_its_messages(route: Route) -> None:
     route.ping_messages(3)
     count = first[-1] + 1  # a checkpoint taken before the last three
     route.process(*route.lane.batch(first, count=count))
-    assert all(
-        route.inbox.functions.delivered(keccak256(route.lane.messages[n])).call() for n in first
-    )
+    assert all(is_delivered(route.inbox, route.lane.messages[n]) for n in first)
 
 
 def test_replayed_message_is_skipped_not_handled_twice(route: Route) -> None:
@@ -494,49 +500,54 @@ def test_rejects_wrong_destination_origin_and_malformed_messages(route: Route) -
     (good,) = route.ping_messages(1)
     wrong_nonce = int.from_bytes(wrong[1:5], "big")
     process = route.inbox.functions.process
-    assert assert_rejected(process(*lane.batch([good, wrong_nonce])), "WrongDestination") == (1, C)
+    assert assert_rejected(process(*lane.batch([wrong_nonce, good])), "WrongDestination") == (0, C)
     # A message of another origin under this origin's checkpoint.
-    cp, sigs, messages, branches = lane.batch([good])
-    foreign = Message.decode(messages[0])
+    cp, sigs, packed, proof = lane.batch([good])
+    (message,) = unpack_messages(packed)
+    foreign = Message.decode(message)
     forged = Message(1, foreign.nonce, C, foreign.sender, B, foreign.recipient, foreign.body)
-    assert assert_rejected(process(cp, sigs, [forged.encode()], branches), "WrongOrigin") == (0, C)
+    assert assert_rejected(
+        process(cp, sigs, pack_messages([forged.encode()]), proof), "WrongOrigin"
+    ) == (0, C)
     # Version 2, and a message shorter than its header.
-    v2 = b"\x02" + messages[0][1:]
-    assert assert_rejected(process(cp, sigs, [v2], branches), "UnsupportedVersion") == (0, 2)
-    short = messages[0][:76]
-    assert assert_rejected(process(cp, sigs, [short], branches), "MalformedMessage") == (0, 76)
-    # Batch shape.
-    assert_rejected(process(cp, sigs, [], []), "EmptyBatch")
-    assert_rejected(process(cp, sigs, messages, branches + branches), "LengthMismatch")
+    v2 = pack_messages([b"\x02" + message[1:]])
+    assert assert_rejected(process(cp, sigs, v2, proof), "UnsupportedVersion") == (0, 2)
+    short = pack_messages([message[:76]])
+    assert assert_rejected(process(cp, sigs, short, proof), "MalformedMessage") == (0, 76)
+    # Batch shape: nothing, a cut-off message or prefix, a hash too many.
+    assert_rejected(process(cp, sigs, b"", proof), "EmptyBatch")
+    assert assert_rejected(process(cp, sigs, packed[:-1], proof), "TruncatedBatch") == (0,)
+    assert assert_rejected(process(cp, sigs, packed + b"\x00", proof), "TruncatedBatch") == (1,)
+    assert assert_rejected(
+        process(cp, sigs, packed, [*proof, keccak256(b"extra")]), "UnusedProofHashes"
+    ) == (len(proof), len(proof) + 1)
 
 
 def test_rejects_bad_proofs(route: Route) -> None:
     lane = route.lane
     nonces = route.ping_messages(3)
-    cp, sigs, messages, branches = lane.batch(nonces)
+    cp, sigs, packed, proof = lane.batch(nonces)
+    messages = unpack_messages(packed)
     process = route.inbox.functions.process
-    # The proof of another nonce (T13): swap two branches.
-    swapped = [branches[1], branches[0], branches[2]]
-    position, message_id = assert_rejected(process(cp, sigs, messages, swapped), "InvalidProof")
-    assert (position, message_id) == (0, keccak256(messages[0]))
+    # A message with the proof of another nonce (T13).
+    _, _, _, other = lane.batch(nonces[1:2])
+    assert_rejected(process(cp, sigs, pack_messages(messages[:1]), other), "InvalidProof")
     # The message re-encoded with another nonce but the original proof.
     original = Message.decode(messages[2])
     renumbered = Message(1, nonces[0], A, original.sender, B, original.recipient, original.body)
-    assert (
-        assert_rejected(process(cp, sigs, [renumbered.encode()], [branches[2]]), "InvalidProof")[0]
-        == 0
-    )
+    _, _, _, own = lane.batch(nonces[2:])
+    assert_rejected(process(cp, sigs, pack_messages([renumbered.encode()]), own), "InvalidProof")
     # A tampered sibling.
-    tampered = [list(b) for b in branches]
-    tampered[2][7] = keccak256(b"x")
-    assert assert_rejected(process(cp, sigs, messages, tampered), "InvalidProof")[0] == 2
+    tampered = list(proof)
+    tampered[-1] = keccak256(b"x")
+    assert_rejected(process(cp, sigs, packed, tampered), "InvalidProof")
     # A message past the checkpoint: an older checkpoint cannot contain it.
     older_cp, older_sigs, _, _ = lane.batch([0], count=nonces[0] + 1)
     assert assert_rejected(
-        process(older_cp, older_sigs, messages[1:2], branches[1:2]), "NonceBeyondCheckpoint"
+        process(older_cp, older_sigs, pack_messages(messages[1:2]), proof), "NonceBeyondCheckpoint"
     ) == (0, nonces[1], nonces[0])
     # One bad message reverts the whole batch: none of the good ones was delivered.
-    assert not any(route.inbox.functions.delivered(keccak256(m)).call() for m in messages)
+    assert not any(is_delivered(route.inbox, m) for m in messages)
 
 
 def test_rejects_invalid_roots_even_when_signed(route: Route) -> None:
@@ -615,7 +626,7 @@ def test_reverting_recipient_is_recorded_and_retried(route: Route) -> None:
     assert decode_error(failed["reason"]) == ("Refused", ("TestRecipient refuses",))
     # The lane is not blocked: the Ping after it was delivered in the same batch.
     assert [e["nonce"] for e in events(inbox, "Delivered", receipt)] == [ping_nonce]
-    assert inbox.functions.delivered(message_id).call()
+    assert is_delivered(inbox, message)
     assert inbox.functions.failedMessage(message_id).call() == message_id
     # Still failing: retry reverts with the recipient's own error and the record stays.
     assert_rejected(inbox.functions.retry(message), "Refused", sender=ATTACKER)
@@ -654,7 +665,7 @@ def test_underfunded_delivery_reverts_instead_of_failing_the_recipient(route: Ro
     # Too little gas to give handle its stipend: the whole call reverts (so a relayer cannot
     # starve a recipient into a recorded failure), nothing is marked delivered.
     assert_rejected(route.inbox.functions.process(*args), "InsufficientGas", gas=300_000)
-    assert not route.inbox.functions.delivered(keccak256(route.lane.messages[nonce])).call()
+    assert not is_delivered(route.inbox, route.lane.messages[nonce])
     # eth_estimateGas finds a limit that delivers for real.
     estimate = route.inbox.functions.process(*args).estimate_gas({"from": DEPLOYER})
     receipt = route.process(*args, gas=estimate)
@@ -1050,6 +1061,7 @@ def test_set_escrow_remote_is_owner_only_and_not_for_the_local_domain(w3: Web3) 
     assert bridge.escrowRemote(C).call()
     assert not bridge.escrowRemote(B).call()
     send(bridge.transferOwnership(OTHER_USER))
+    send(bridge.acceptOwnership(), sender=OTHER_USER)
     assert_rejected(bridge.setEscrowRemote(C, False), "NotOwner")
     send(bridge.setEscrowRemote(C, False), sender=OTHER_USER)
     assert not bridge.escrowRemote(C).call()

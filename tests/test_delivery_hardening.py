@@ -166,10 +166,13 @@ def _dispatch_id(mined: MinedTx) -> str:
     return "0x" + entry.topics[1].hex()
 
 
-def delivered_on_chain(chain: ChainConfig, message_id: str) -> bool:
+def delivered_on_chain(chain: ChainConfig, ledger: Ledger, message_id: str) -> bool:
+    """The inbox's replay bit for the ledger's message ``message_id`` (its origin, nonce)."""
+    record = ledger.get(message_id)
+    assert record is not None
     call = {
         "to": "0x" + chain.contract("inbox")[-20:].hex(),
-        "data": "0x" + (evm_delivery.DELIVERED + bytes.fromhex(message_id[2:])).hex(),
+        "data": "0x" + evm_delivery.is_delivered_call(record.message).hex(),
     }
     return int(rpc(chain.rpc[0], "eth_call", [call, "latest"]), 16) != 0
 
@@ -240,7 +243,7 @@ def test_forged_inbox_events_in_a_receipt_decide_nothing(
         relayer = OneWayRelayer(config, ledger, poll=0.3)
         run_relayer(relayer, lambda: status(ledger, bait) == MessageStatus.DELIVERED, 90)
         assert forger.functions.handled().call() == 1  # the forgery really was in the receipt
-        assert not delivered_on_chain(alpha, victim)
+        assert not delivered_on_chain(alpha, ledger, victim)
         assert status(ledger, victim) != MessageStatus.DELIVERED
         assert ledger.get(unknown) is None
         assert relayer.metrics.handle_failed == 0  # forged HandleFailed events are not counted
@@ -285,7 +288,7 @@ def test_recipient_that_burns_gas_only_for_real_does_not_wedge_the_lane(
         run_relayer(
             relayer, lambda: all(status(ledger, i) == MessageStatus.DELIVERED for i in ids), 60
         )
-        assert all(delivered_on_chain(beta, i) for i in ids)
+        assert all(delivered_on_chain(beta, ledger, i) for i in ids)
         bombed = ledger.get(ids[0])
         assert bombed is not None and bombed.reason is not None
         assert "handle failed" in bombed.reason
@@ -331,7 +334,7 @@ def test_reverting_batch_is_bisected_down_to_its_culprit(
             )
 
         elapsed = run_relayer(relayer, settled, 90, lambda: describe(ledger, ids))
-        assert all(delivered_on_chain(beta, i) for i in honest)
+        assert all(delivered_on_chain(beta, ledger, i) for i in honest)
         failed = ledger.transactions(chain=beta.domain, status=TxStatus.FAILED, limit=10**6)
         reverted = len(failed) - since
         # 8 messages: one reverted transaction per level of the bisection at most (8, 4, 2).
@@ -485,7 +488,7 @@ def test_relay_policy_refusals_are_set_aside_with_the_reason(config: Config) -> 
         refused = ledger.get(ids[0])
         assert refused is not None and refused.reason is not None
         assert refused.reason.startswith("relay policy: ") and "recipient" in refused.reason
-        assert not delivered_on_chain(beta, ids[0])
+        assert not delivered_on_chain(beta, ledger, ids[0])
 
 
 # --------------------------------------------------------------------------- review: one policy
@@ -681,7 +684,7 @@ def test_the_relayer_stipend_is_the_inbox_handle_gas_needed() -> None:
 def test_an_endpoint_lying_about_delivered_cannot_decide_a_delivery(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The destination's endpoint answers ``delivered(id) == true`` (and no handle failure)
+    """The destination's endpoint answers ``isDelivered == true`` (and no handle failure)
     to every ``eth_call``, at every block. ``delivered`` is terminal: believed, the message
     would be recorded delivered and never be. The relayer proves the inbox's storage under the
     final header's state root instead, delivers the message, and records that."""
@@ -693,14 +696,14 @@ def test_an_endpoint_lying_about_delivered_cannot_decide_a_delivery(
     async def lying(self: EvmChain, to: bytes, datas: Any, block: Any = "latest") -> Any:
         if to[-20:] == beta.contract("inbox")[-20:]:
             yes = (1).to_bytes(32, "big")
-            return [yes if d[:4] == evm_delivery.DELIVERED else bytes(32) for d in datas]
+            return [yes if d[:4] == evm_delivery.IS_DELIVERED else bytes(32) for d in datas]
         return await honest_calls(self, to, datas, block)
 
     monkeypatch.setattr(EvmChain, "call_many", lying)
     with open_ledger(config.ledger) as ledger:
         relayer = Relayer(config, ledger, poll=0.3)
         run_relayer(relayer, lambda: status(ledger, waiting) == MessageStatus.DELIVERED, 60)
-        assert delivered_on_chain(beta, waiting)
+        assert delivered_on_chain(beta, ledger, waiting)
         record = ledger.get(waiting)
         assert record is not None and record.reason is not None
         assert "final block" in record.reason
@@ -821,7 +824,7 @@ def test_an_endpoint_inflating_the_block_gas_limit_cannot_wedge_the_lane(
                 60,
                 lambda: describe(ledger, ids),
             )
-        assert all(delivered_on_chain(beta, i) for i in ids)
+        assert all(delivered_on_chain(beta, ledger, i) for i in ids)
     finally:
         rpc(url, "anvil_setBlockGasLimit", [hex(real)])
         rpc(url, "anvil_mine", [hex(5)])

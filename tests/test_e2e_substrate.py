@@ -77,7 +77,9 @@ from relayer.config import Config, load_config
 from relayer.families.substrate.calls import delivery_calls, token_bridges
 from relayer.families.substrate.scan import escrow_routes
 from relayer.families.substrate.user import client_keypair
+from relayer.keys import encrypt_sr25519_keystore, write_secret
 from relayer.ledger import MessageRecord, open_ledger
+from relayer.signer import as_keypair, substrate_signer
 from relayer.user import status_rows, token_balance
 
 pytestmark = pytest.mark.chain
@@ -254,9 +256,35 @@ def assert_hub_delivered(config: Config, hub: Hub, records: Sequence[MessageReco
 # --------------------------------------------------------------------------- fixtures
 
 
+def keystore_attesters(config_path: Path) -> None:
+    """Move every attester's sr25519 key from the devnet's inline seed into a Polkadot JS
+    keystore (its password in a file; both mode 600): each delivery to Asset Hub below is
+    then approved by keys opened from keystores, through the signer interface."""
+    text = config_path.read_text()
+    for index, source in enumerate(load_config(config_path).attester_substrate_keys):
+        assert source is not None
+        seed = source.load()
+        inline = f'substrate_key = "0x{seed.hex()}"'
+        assert text.count(inline) == 1, inline
+        keystore, password = f"attester{index}-sr25519.json", f"attester{index}-sr25519.pw"
+        secret = f"password of attester {index}"
+        write_secret(config_path.parent / password, secret)
+        write_secret(
+            config_path.parent / keystore,
+            encrypt_sr25519_keystore(keypair_from_seed(seed), secret),
+        )
+        text = text.replace(
+            inline,
+            f'substrate_key_keystore = "{keystore}"\nsubstrate_key_password_file = "{password}"',
+        )
+    config_path.write_text(text)
+
+
 @pytest.fixture(scope="module")
 def devnet_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield from devnet(tmp_path_factory, assethub=True)
+    for config_path in devnet(tmp_path_factory, assethub=True):
+        keystore_attesters(config_path)
+        yield config_path
 
 
 @pytest.fixture(scope="module")
@@ -321,6 +349,8 @@ def test_messages_both_ways(
         message = decode_message(record.message)
         assert (message.origin, message.recipient, message.body) == (1, alice, b"hello from alpha")
     assert_hub_delivered(config, hub, records)
+    # Every attester's sr25519 key came from its keystore (keystore_attesters).
+    assert all(s is not None and s.keystore for s in config.attester_substrate_keys)
 
 
 @pytest.mark.slow
@@ -481,9 +511,9 @@ def test_a_replayed_delivery_fails_on_chain(
     assert None not in owners_before
 
     settings = hub.settings
-    seeds = config.attester_substrate_keys
-    assert seeds[0] is not None and seeds[1] is not None
-    first, last = keypair_from_seed(seeds[0].load()), keypair_from_seed(seeds[1].load())
+    sources = config.attester_substrate_keys
+    assert sources[0] is not None and sources[1] is not None
+    first, last = (as_keypair(substrate_signer(source)) for source in sources[:2])
     bridges = token_bridges(config)
 
     async def replay() -> tuple[bytes, Included, Any]:

@@ -99,7 +99,8 @@ def _packaged_sources(destination: Path) -> Path:
         shutil.copytree(
             REPO_ROOT / top,
             destination / top,
-            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"),
+            # node_modules: devnet/npm-pos/ (the PoS tools, ~450 MB) is not packaged.
+            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules"),
         )
     return destination
 

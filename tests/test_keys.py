@@ -173,11 +173,12 @@ def test_keys_new_import_and_list(tmp_path: Path) -> None:
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert rows[0] == {
         "role": "relayer",
+        "kind": "secp256k1",
         "source": "keystore",
         "address": "0x" + address_of(KEYS[2]).hex(),
         "error": None,
     }
     locked = run("keys", "list", "--config", str(path), env={"PSRL_PW": "wrong"})
     assert locked.returncode == 1 and "Traceback" not in locked.stderr
-    assert "relayer      keystore  not loaded: cannot decrypt keystore" in locked.stdout
+    assert "relayer      secp256k1 keystore  not loaded: cannot decrypt keystore" in locked.stdout
     assert "wrong password" in locked.stdout

@@ -3,6 +3,6 @@ nodes through web3.py.
 
 ``adapters/evm/contracts/*.sol`` are the sources, ``adapters/evm/artifacts/<evm version>/*.json``
 the committed build, one set per EVM version a chain may run (``python -m adapters.evm.compile
-[--check]``), and :func:`adapters.evm.contracts.load_artifact` reads them, so running the relayer never needs a
-compiler.
+[--check]``), and :func:`adapters.evm.contracts.load_artifact` reads them, so running the
+relayer never needs a compiler.
 """

@@ -14,18 +14,24 @@ whose hash matches its own fields, state root included. With ``rpc_quorum`` k > 
 block is only accepted once k distinct endpoints report it final with the same hash
 (:meth:`EvmChain.final_header`), so one lying or compromised endpoint cannot make an attester
 sign a state it made up.
+
+On a proof-of-stake chain with ``finality = "beacon"`` nothing of this rests on RPC endpoints:
+the final block is the one the beacon light client holds final
+(:class:`adapters.evm.beacon_finality.BeaconFollower`), a header is accepted only if it hashes to
+that block's hash, and an older block's hash is proven by walking parent hashes down from it
+(:meth:`EvmChain.agreed_block_hash`): endpoints only supply data, each piece checked by hash.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_abi.abi import decode as abi_decode
 
 from adapters.errors import AdapterError
-from adapters.evm.contracts import load_artifact
+from adapters.evm.ancestry import ProvenAncestry
 from adapters.evm.tx import parse_quantity
 from adapters.rpc import EndpointHealth, JsonRpcClient, RpcError
 from light_clients.errors import DecodeError, VerificationError
@@ -35,6 +41,9 @@ from light_clients.hashing import keccak256
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.merkle import TREE_DEPTH, root_from_branch
 from light_clients.message import Message, decode_message
+
+if TYPE_CHECKING:
+    from adapters.evm.beacon_finality import BeaconFollower
 
 DISPATCH_TOPIC = keccak256(b"Dispatch(bytes32,uint32,uint32,bytes)")
 # Outbox storage layout (adapters/evm/contracts/Outbox.sol): branch[32] in slots 0..31, count 32.
@@ -101,9 +110,11 @@ class EvmChain:
         depth: int = 0,
         rpc_quorum: int = 1,
         max_log_range: int = MAX_LOG_RANGE,
+        beacon: BeaconFollower | None = None,
     ) -> None:
-        """``finality`` is ``finalized``, ``safe``, ``confirmations`` (with ``depth``) or
-        ``devnet-instant`` (see :class:`relayer.config.FinalityPolicy`); ``rpc_quorum`` is how
+        """``finality`` is ``finalized``, ``safe``, ``confirmations`` (with ``depth``),
+        ``devnet-instant`` or ``beacon`` (with ``beacon``, the light client that decides; see
+        :class:`relayer.config.FinalityPolicy`); ``rpc_quorum`` is how
         many distinct endpoints must agree on the final block (1: the first that answers);
         ``max_log_range`` is the most blocks one ``eth_getLogs`` request may span (public RPCs
         cap it, often at 500 or 2,000): a longer scan is split into requests of at most that
@@ -118,8 +129,11 @@ class EvmChain:
             raise ValueError(
                 f"rpc_quorum {rpc_quorum} is not in 1..{distinct} (distinct endpoints)"
             )
+        if (finality == "beacon") != (beacon is not None):
+            raise ValueError('finality "beacon" and a beacon follower go together')
         self.rpc = rpc
         self.domain = domain
+        self.beacon = beacon
         self.finality = finality
         self.depth = depth
         self.rpc_quorum = rpc_quorum
@@ -127,6 +141,9 @@ class EvmChain:
         # The endpoints that vouched for the last agreed final block: they have its state, so
         # its proofs are asked of them first (an outvoted endpoint may not even have the block).
         self._vouched: tuple[bytes, list[EndpointHealth]] = (b"", [])
+        # Beacon finality: the newest header proven final, and hashes proven below it.
+        self._beacon_head: EthHeader | None = None
+        self._ancestry = ProvenAncestry(self._header_as)
 
     async def chain_id(self) -> int:
         """``eth_chainId``."""
@@ -159,6 +176,8 @@ class EvmChain:
 
     async def _final_on(self, endpoint: EndpointHealth | None) -> EthHeader:
         """The newest block the finality policy accepts, by one endpoint's word."""
+        if self.beacon is not None:  # never an endpoint's word: see final_header
+            raise AdapterError("beacon finality: the final block comes from the light client")
         if self.finality in ("finalized", "safe"):
             return await self.header(self.finality, endpoint=endpoint)
         latest = parse_quantity(await self._call(endpoint, "eth_blockNumber", []), "block number")
@@ -182,7 +201,13 @@ class EvmChain:
         call it final (or something newer) return the same header hash for it. Endpoints that
         disagree, lag behind or fail just do not count; if no block gathers k votes an
         :class:`AdapterError` says so (nothing is signed from it).
+
+        With beacon finality: the block the beacon light client holds final, its header taken
+        from the first endpoint that serves exactly that block hash (quorum not needed: the
+        hash decides).
         """
+        if self.beacon is not None:
+            return await self._beacon_final()
         if self.rpc_quorum == 1:
             return await self._final_on(None)
         finals: list[tuple[EndpointHealth, EthHeader]] = []
@@ -237,7 +262,12 @@ class EvmChain:
 
     async def agreed_block_hash(self, number: int) -> bytes | None:
         """The hash of block ``number`` on which ``rpc_quorum`` endpoints agree (None if they
-        agree that there is no such block); :class:`AdapterError` if they do not agree."""
+        agree that there is no such block); :class:`AdapterError` if they do not agree.
+
+        With beacon finality: proven by parent hashes from the beacon-final block (None if
+        ``number`` is above it), whatever the endpoints say."""
+        if self.beacon is not None:
+            return await self._proven_hash(number)
         if self.rpc_quorum == 1:
             return await self.block_hash(number)
         votes: dict[bytes | None, int] = {}
@@ -395,31 +425,6 @@ class EvmChain:
             raise AdapterError(f"node returned a malformed block {number}")
         return None if obj is None else _bytes(obj.get("hash"), "block hash")
 
-    async def delivery_state(
-        self, inbox: bytes, header: EthHeader, ids: Sequence[bytes]
-    ) -> dict[bytes, tuple[bool, bool]]:
-        """For each message id: ``(delivered(id), failedMessage(id) != 0)`` in ``inbox`` at
-        ``header``, read from the two mappings' storage slots proven by ``eth_getProof`` under
-        the header's state root (:meth:`proven_slots`), never from an ``eth_call`` answer.
-
-        The relayer records ``delivered`` — terminal — from this: an RPC endpoint's word alone
-        could have a message recorded delivered that never was (lost for good), or one
-        delivered read as not (delivered again and again, at the relayer's expense)."""
-        state: dict[bytes, tuple[bool, bool]] = {}
-        unique = list(dict.fromkeys(ids))
-        for start in range(0, len(unique), PROOF_CHUNK):
-            chunk = unique[start : start + PROOF_CHUNK]
-            slots = {
-                i: (mapping_slot(i, INBOX_DELIVERED_SLOT), mapping_slot(i, INBOX_FAILED_SLOT))
-                for i in chunk
-            }
-            values = await self.proven_slots(
-                inbox, header, [s for pair in slots.values() for s in pair], "inbox delivery"
-            )
-            for i, (delivered, failed) in slots.items():
-                state[i] = (values[delivered] != 0, values[failed] != 0)
-        return state
-
     async def agreed_header(self, number: int) -> EthHeader:
         """The header of block ``number`` whose hash ``rpc_quorum`` endpoints agree on
         (:meth:`agreed_block_hash`), its fields from an endpoint that serves exactly that hash
@@ -427,7 +432,13 @@ class EvmChain:
 
         What the relayer's scanner records as the hash of the last block it scanned must not
         be one endpoint's word: the next resume compares it with the quorum's hash, and a
-        made-up one would read as a reorg below finality and halt the relayer."""
+        made-up one would read as a reorg below finality and halt the relayer. With beacon
+        finality the hash is proven instead (:meth:`agreed_block_hash`)."""
+        if self.beacon is not None:
+            proven = await self._proven_hash(number)
+            if proven is None:
+                raise AdapterError(f"block {number} is not final under the beacon light client")
+            return await self._header_as(number, proven)
         if self.rpc_quorum == 1:
             return await self.header(number)
         agreed = await self.agreed_block_hash(number)
@@ -446,6 +457,49 @@ class EvmChain:
         )
 
 
+    # ------------------------------------------------------------------ beacon finality
+
+    async def _beacon_final(self) -> EthHeader:
+        """The header of the block the beacon light client holds final."""
+        assert self.beacon is not None
+        final = await self.beacon.finalized()
+        header = await self._header_as(final.number, final.hash)
+        if header.state_root != final.state_root:  # the hash covers it: a keccak collision
+            raise AdapterError(f"block {final.number}: state root differs from the beacon's")
+        self._beacon_head = header
+        return header
+
+    async def _header_as(self, number: int, expected: bytes) -> EthHeader:
+        """The header of block ``number`` from the first endpoint that serves one hashing to
+        ``expected`` (a proven hash); :class:`AdapterError` if none does — each endpoint either
+        lacks the block, is on another chain, or lies."""
+        problems: list[str] = []
+        for endpoint in self._distinct_endpoints():
+            try:
+                header = await self.header(number, endpoint=endpoint)
+            except (RpcError, AdapterError) as exc:
+                problems.append(f"{endpoint.url}: {exc}")
+                continue
+            if header.hash == expected:
+                return header
+            problems.append(f"{endpoint.url}: block {number} is 0x{header.hash.hex()[:16]}…")
+        raise AdapterError(
+            f"no endpoint serves block {number} as proven (0x{expected.hex()[:16]}…): "
+            + "; ".join(problems)
+        )
+
+    async def _proven_hash(self, number: int) -> bytes | None:
+        """Block ``number``'s hash proven from the beacon-final block by parent hashes
+        (:class:`adapters.evm.ancestry.ProvenAncestry`: what was proven before is reused, a
+        conflicting finalized history shows as a changed hash); None if ``number`` is above the
+        final block."""
+        top = self._beacon_head
+        if top is None or number > top.number:
+            top = await self._beacon_final()
+        if number > top.number:
+            return None
+        return await self._ancestry.hash_of(top, number)
+
 def log_ranges(from_block: int, to_block: int, span: int) -> list[tuple[int, int]]:
     """``[from_block, to_block]`` cut into consecutive inclusive ``(start, end)`` windows of at
     most ``span`` blocks, in order (none if ``from_block > to_block``): the ``eth_getLogs``
@@ -463,22 +517,8 @@ def mapping_slot(key: bytes, slot: int) -> int:
     return int.from_bytes(keccak256(key.rjust(32, b"\0") + slot.to_bytes(32, "big")), "big")
 
 
-def _inbox_slot(label: str) -> int:
-    """The slot of the Inbox's state variable ``label``, from its compiled storage layout (so
-    a change to the contract cannot silently move what the relayer proves)."""
-    for entry in load_artifact("Inbox").storage_layout:
-        if entry["label"] == label:
-            return int(entry["slot"])
-    raise RuntimeError(f"the Inbox artifact has no storage variable {label!r}")
-
-
-INBOX_DELIVERED_SLOT = _inbox_slot("delivered")
-INBOX_FAILED_SLOT = _inbox_slot("failedMessage")
-PROOF_CHUNK = 100  # message ids per eth_getProof (two slots each)
-
-
 def selector(signature: str) -> bytes:
-    """The 4-byte function selector of ``signature``, e.g. ``delivered(bytes32)``."""
+    """The 4-byte function selector of ``signature``, e.g. ``isDelivered(uint32,uint32)``."""
     return keccak256(signature.encode())[:4]
 
 

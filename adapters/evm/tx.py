@@ -268,6 +268,9 @@ class TxEngine:
         if self.fee_model == "legacy":
             call["gasPrice"] = hex(max_fee)
         else:
+            # The type too: without it the EthereumJS client dry-runs a legacy transaction at
+            # gas price 0, which a block with a base fee refuses (anvil and geth infer type 2).
+            call["type"] = "0x2"
             call["maxFeePerGas"] = hex(max_fee)
             call["maxPriorityFeePerGas"] = hex(tip)
         estimate = parse_quantity(await self.rpc.call("eth_estimateGas", [call]), "gas estimate")

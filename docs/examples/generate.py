@@ -2,8 +2,10 @@
 
 Real chain data comes from ``tests/vectors/`` (see the PROVENANCE.md files there); the
 Passerelle-native kinds (merkle, committee, message) are built with the light clients from
-fixed demo keys, so the output is deterministic. The beacon examples copy real mainnet beacon
-API answers unchanged; their claims are computed here by the beacon light client.
+fixed demo keys, so the output is deterministic. ``evm-batch-delivery`` is made on a fresh
+anvil with the devnet's contracts (and delivered there), deterministic too. The beacon
+examples copy real mainnet beacon API answers unchanged; their claims are computed here by
+the beacon light client.
 """
 
 from __future__ import annotations
@@ -199,9 +201,99 @@ def beacon_examples() -> dict[str, dict[str, Any]]:
     }
 
 
+def devnet_batch_example() -> dict[str, dict[str, Any]]:
+    """``evm-batch-delivery``, made on a real chain: two devnet deployments (domains 1 and 2,
+    ``devnet.evm``) on a fresh anvil, committee = the three demo keys (threshold 2). Origin 1
+    dispatches eight messages through its Outbox, alternating destinations 2 and 3; the batch
+    is destination 2's four (nonces 0, 2, 4, 6: a proof with gaps) under the checkpoint the
+    Outbox itself reports (``latestCheckpoint``). The file is then delivered by the Inbox of
+    domain 2 — so the example is one the contract accepted, not only the light client.
+    Deterministic: a fresh anvil, fixed keys, so fixed addresses and messages."""
+    from web3 import Web3  # noqa: PLC0415 - only this example needs a chain
+    from web3.logs import DISCARD  # noqa: PLC0415
+
+    from adapters.evm.contracts import load_artifact  # noqa: PLC0415
+    from devnet.anvil import DEV_PRIVATE_KEYS, start_anvil  # noqa: PLC0415
+    from devnet.evm import EvmDeployment, deploy_evm_chain, link_evm_chains  # noqa: PLC0415
+    from light_clients.multiproof import build_multiproof, pack_messages  # noqa: PLC0415
+
+    deployer = bytes.fromhex(DEV_PRIVATE_KEYS[0][2:])
+    members = [address_of(key) for key in DEMO_KEYS]
+    with start_anvil(chain_id=31_337, block_time=None) as anvil:
+        url = anvil.rpc_url
+        chains = [
+            EvmDeployment(
+                url,
+                domain,
+                deploy_evm_chain(
+                    url,
+                    domain=domain,
+                    deployer_key=deployer,
+                    committee=members,
+                    threshold=2,
+                    home_token=domain == ORIGIN,
+                ),
+            )
+            for domain in (ORIGIN, DESTINATION)
+        ]
+        link_evm_chains(*chains, deployer_key=deployer)
+        origin, destination = chains
+        w3 = Web3(Web3.HTTPProvider(url))
+        account = w3.eth.accounts[0]
+        outbox = w3.eth.contract(
+            address=Web3.to_checksum_address(origin.contracts["outbox"]),
+            abi=load_artifact("Outbox").abi,
+        )
+        ping = bytes(12) + destination.contracts["ping"]
+        messages = []
+        for n in range(8):
+            to = DESTINATION if n % 2 == 0 else 3
+            tx = outbox.functions.dispatch(to, ping, f"batch #{n}".encode())
+            receipt = w3.eth.wait_for_transaction_receipt(tx.transact({"from": account}))
+            (event,) = outbox.events.Dispatch().process_receipt(receipt, errors=DISCARD)
+            messages.append(bytes(event["args"]["message"]))
+        root, index = outbox.functions.latestCheckpoint().call()
+        tree = IncrementalMerkleTree()
+        tree.extend([keccak256(m) for m in messages])
+        assert tree.root() == root
+        checkpoint = Checkpoint(ORIGIN, bytes(12) + origin.contracts["outbox"], root, index)
+        nonces = [0, 2, 4, 6]
+        proof = build_multiproof(tree, nonces)
+        fields = committee_fields(checkpoint)
+        inbox = w3.eth.contract(
+            address=Web3.to_checksum_address(destination.contracts["inbox"]),
+            abi=load_artifact("Inbox").abi,
+        )
+        call = inbox.functions.process(
+            (checkpoint.origin, checkpoint.outbox, root, index),
+            b"".join(bytes.fromhex(s[2:]) for s in fields["signatures"]),
+            pack_messages([messages[n] for n in nonces]),
+            list(proof),
+        )
+        receipt = w3.eth.wait_for_transaction_receipt(call.transact({"from": account}))
+        delivered = inbox.events.Delivered().process_receipt(receipt, errors=DISCARD)
+        assert receipt["status"] == 1 and [e["args"]["nonce"] for e in delivered] == nonces
+    return {
+        "evm-batch-delivery": {
+            "kind": "evm-batch-delivery",
+            "messages": [hex0x(messages[n]) for n in nonces],
+            "checkpoint": {
+                "origin": ORIGIN,
+                "outbox": hex0x(checkpoint.outbox),
+                "root": hex0x(root),
+                "index": index,
+            },
+            "proof": [hex0x(node) for node in proof],
+            **fields,
+            "destination": DESTINATION,
+        }
+    }
+
+
 def main() -> None:
     """Write one example file per kind."""
-    for kind, obj in (native_examples() | chain_examples() | beacon_examples()).items():
+    examples = native_examples() | chain_examples() | beacon_examples() | devnet_batch_example()
+    for kind, obj in examples.items():
         (HERE / f"{kind}.json").write_text(json.dumps(obj, indent=2) + "\n")
         print(f"wrote {kind}.json")
 

@@ -118,16 +118,23 @@ _LAYOUTS = {
                    current_sync_committee_gindex=54, next_sync_committee_gindex=55),
         ForkLayout("electra", blob_gas=True, finalized_root_gindex=169,
                    current_sync_committee_gindex=86, next_sync_committee_gindex=87),
+        # Fulu changed no light-client container: the spec has no fulu/light-client, and the
+        # state's one new field (proposer_lookahead, the 38th) leaves it within 64 leaves, so
+        # every generalized index stays Electra's (the spec's later sync-protocol lists them
+        # per fork: Electra's from ELECTRA until GLOAS). Only the fork version differs.
+        ForkLayout("fulu", blob_gas=True, finalized_root_gindex=169,
+                   current_sync_committee_gindex=86, next_sync_committee_gindex=87),
     )
 }  # fmt: skip
 
-FORK_NAMES = ("altair", "bellatrix", "capella", "deneb", "electra", "fulu")
-"""Every fork a schedule may name, in activation order. ``fulu`` may be scheduled (so that its
-headers are refused as :class:`UnsupportedFork` rather than checked under Electra's version),
-but its light-client rules are not implemented here."""
+FORK_NAMES = ("altair", "bellatrix", "capella", "deneb", "electra", "fulu", "gloas")
+"""Every fork a schedule may name, in activation order. ``gloas`` may be scheduled (so that its
+headers are refused as :class:`UnsupportedFork` rather than checked under Fulu's version): its
+light-client containers change (the execution payload leaves the block body), and its rules
+are not implemented here."""
 
 SUPPORTED_FORKS = tuple(_LAYOUTS)
-"""The forks whose headers this client verifies: Capella, Deneb, Electra."""
+"""The forks whose headers this client verifies: Capella, Deneb, Electra, Fulu."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ pragma solidity ^0.8.30;
 
 import {IMessageRecipient} from "./IMessageRecipient.sol";
 import {MerkleLib} from "./MerkleLib.sol";
+import {Owned} from "./Owned.sol";
 
 /// @notice An outbox state a committee signs (DESIGN.md, "Checkpoint attestation"): `root`
 ///         over the leaves 0..`index` of the Outbox `outbox` on domain `origin`.
@@ -14,20 +15,25 @@ struct Checkpoint {
 }
 
 /// @title Inbox: delivers messages a committee attested on their origin
-/// @notice One `process` call verifies ONE checkpoint attestation and then delivers a batch of
-///         messages proven against it. For each message the inbox checks: version 1, origin ==
-///         checkpoint origin, destination == this domain, nonce <= checkpoint index, and Merkle
-///         inclusion of keccak256(message) at index `nonce` under the checkpoint root.
+/// @notice One `process` call verifies ONE checkpoint attestation and ONE multiproof, then
+///         delivers a batch of messages proven by it. For each message the inbox checks: version
+///         1, origin == checkpoint origin, destination == this domain, nonce <= checkpoint index,
+///         nonces strictly ascending through the batch; then that the multiproof of the leaves
+///         keccak256(message) at indices `nonce` leads to the checkpoint root (docs/design.md,
+///         "Inbox", "Batch proof").
 ///
 ///         Delivery semantics (what relayers, recipients and operators can rely on):
-///         - All or nothing for proofs: if the checkpoint, any signature, or any message's
-///           checks or proof fail, the whole call reverts with a typed error naming it.
-///         - Replays are no-ops, not errors: a proven message whose id is already in
-///           `delivered` is skipped with `AlreadyDelivered(id)`, so two relayers racing with
-///           overlapping batches both succeed and nothing is delivered twice (T16).
-///         - `delivered[id]` becomes true when the inbox accepts the message, before the
-///           recipient is called (checks-effects-interactions: a re-entering recipient sees
-///           it delivered). It means "accepted, never to be processed again", not "handled".
+///         - All or nothing for proofs: if the checkpoint, any signature, any message's checks
+///           or the batch's proof fail, the whole call reverts with a typed error naming it.
+///         - Replays are no-ops, not errors: a proven message whose (origin, outbox, nonce)
+///           bit is already set in `delivered` is skipped with `AlreadyDelivered(id)`, so two relayers
+///           racing with overlapping batches both succeed and nothing is delivered twice (T16).
+///           The replay guard is a bitmap per origin outbox, 256 nonces a word: a nonce is the
+///           leaf index the proof binds the message to, so one bit per nonce is exactly one
+///           bit per message id, and a batch of consecutive nonces writes one word per 256.
+///         - The bit is set when the inbox accepts the message, before the recipient is called
+///           (checks-effects-interactions: a re-entering recipient sees it delivered). It
+///           means "accepted, never to be processed again", not "handled".
 ///         - The recipient's `handle` runs with exactly HANDLE_GAS gas (the call reverts with
 ///           InsufficientGas if less than that could be forwarded, so a relayer cannot starve
 ///           a recipient into failing). If `handle` reverts, the message is recorded as failed
@@ -44,10 +50,16 @@ struct Checkpoint {
 ///           succeeded, in `process` or in a later `retry`.
 ///         - On a chain whose id differs from the deployment's (a fork), `process` and `retry`
 ///           refuse everything with ForkedChain (T8).
-///         The committee, trusted outboxes and protected addresses change only through the
-///         owner; no message can reach them (the inbox never calls itself or a protected
-///         address).
-contract Inbox {
+///
+///         Governance: only the owner (two-step transfer, `Owned`) changes the committee, the
+///         trusted outbox of an origin and the protected set; no message can reach them (the
+///         inbox never calls itself or a protected address). A committee or origin change is
+///         first announced (`announceCommittee`, `announceOrigin`, events with the time it
+///         takes effect) and enacted (`setCommittee`, `setOrigin`) no sooner than
+///         `changeDelay` seconds later, so users can see a change coming and leave before it
+///         applies. With a zero delay (the devnet) a change can be enacted without
+///         announcement. The delay itself changes the same way, under the current delay.
+contract Inbox is Owned {
     uint8 public constant VERSION = 1;
 
     /// @notice Largest body accepted, as Outbox.MAX_BODY_BYTES and the Python reference.
@@ -61,8 +73,14 @@ contract Inbox {
     ///         cannot make the inbox pay to copy a huge one ("return bomb").
     uint256 public constant MAX_REASON_BYTES = 256;
 
+    /// @notice Longest `changeDelay`: a typo cannot freeze the configuration for ever.
+    uint64 public constant MAX_CHANGE_DELAY = 30 days;
+
     /// @dev version (1) nonce (4) origin (4) sender (32) destination (4) recipient (32).
     uint256 internal constant HEADER_SIZE = 77;
+
+    /// @dev Bytes of the big-endian length before each message in `process`'s `messages`.
+    uint256 internal constant LENGTH_PREFIX = 3;
 
     /// @dev EIP-150 forwards at most 63/64 of what is left, so HANDLE_GAS needs 64/63 of it at
     ///      the CALL, plus the call's own cost (cold account access, memory) and some slack.
@@ -75,6 +93,10 @@ contract Inbox {
     /// @dev Protocol tag domain-separating checkpoint digests from anything else signed (T8).
     bytes24 internal constant CHECKPOINT_TAG = "PASSERELLE/v1/checkpoint";
 
+    /// @dev Keys of the pending changes (`pendingChange`); an origin's key is its own hash.
+    bytes32 internal constant COMMITTEE_CHANGE = keccak256("passerelle.inbox.committee");
+    bytes32 internal constant DELAY_CHANGE = keccak256("passerelle.inbox.changeDelay");
+
     /// @notice This chain's Passerelle domain; only messages addressed to it are delivered (T8).
     uint32 public immutable localDomain;
 
@@ -83,12 +105,12 @@ contract Inbox {
     ///         attested messages are not replayed there (T8, the ETHW Omni Bridge incident).
     uint256 public immutable deployedChainId;
 
-    /// @notice The only address that can change the committee, origins and protected set.
-    address public owner;
     /// @notice Incremented by every setCommittee; 0 means no committee yet (nothing verifies).
     uint32 public epoch;
     /// @notice Signatures needed: 0 < threshold <= committee size once a committee is set.
     uint8 public threshold;
+    /// @notice Seconds between announcing a committee/origin change and enacting it.
+    uint64 public changeDelay;
 
     address[] internal committee;
     /// @dev A member of the current committee has memberEpoch == epoch. Rotating the committee
@@ -99,32 +121,48 @@ contract Inbox {
     mapping(uint32 => bytes32) public outboxOf;
     /// @notice Addresses a message can never call (the inbox itself is always protected, T20).
     mapping(address => bool) public isProtected;
-    /// @notice Message ids accepted by this inbox (T16); see the contract comment.
-    mapping(bytes32 => bool) public delivered;
+    /// @notice The replay guard (T16): bit `nonce % 256` of
+    ///         `delivered[origin][outbox][nonce / 256]` is set once the message with that nonce
+    ///         from that outbox of `origin` is accepted. Keyed by the outbox too: nonces restart
+    ///         at 0 in a new outbox, whose messages must not read as replays of the old one's.
+    mapping(uint32 => mapping(bytes32 => mapping(uint256 => uint256))) public delivered;
     /// @notice keccak256(message) (that is, the id) for messages whose `handle` failed and
     ///         can be retried; zero once retried successfully or if it never failed.
     mapping(bytes32 => bytes32) public failedMessage;
 
+    /// @notice An announced change: the hash of its arguments and when it may be enacted.
+    struct PendingChange {
+        bytes32 change;
+        uint64 notBefore;
+    }
+
+    /// @notice Announced, not yet enacted changes by key (see the contract comment).
+    mapping(bytes32 => PendingChange) public pendingChange;
+
     event Delivered(bytes32 indexed id, uint32 indexed origin, uint32 nonce);
     event AlreadyDelivered(bytes32 indexed id);
     event HandleFailed(bytes32 indexed id, bytes reason);
+    event CommitteeAnnounced(address[] validators, uint8 threshold, uint256 notBefore);
     event CommitteeSet(uint32 indexed epoch, address[] validators, uint8 threshold);
+    event OriginAnnounced(uint32 indexed origin, bytes32 outbox, uint256 notBefore);
     event OriginSet(uint32 indexed origin, bytes32 outbox);
+    event ChangeDelayAnnounced(uint64 delay, uint256 notBefore);
+    event ChangeDelaySet(uint64 delay);
+    event ChangeCancelled(bytes32 indexed key);
     event ProtectedSet(address indexed account, bool isProtected);
-    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
     // Administration.
-    error NotOwner(address caller);
-    error ZeroOwner();
     error EmptyCommittee();
     error InvalidThreshold(uint256 threshold, uint256 size);
     error ZeroValidator(uint256 position);
     error ValidatorsNotAscending(uint256 position);
     error OriginIsLocal(uint32 origin);
+    error DelayTooLong(uint64 delay, uint64 maximum);
+    error ChangeNotAnnounced(bytes32 key);
+    error ChangeNotDue(bytes32 key, uint256 notBefore);
     // Checkpoint and attestation.
     error EmptyBatch();
     error ForkedChain(uint256 expected, uint256 actual);
-    error LengthMismatch(uint256 messages, uint256 branches);
     error UnknownOrigin(uint32 origin);
     error WrongOutbox(uint32 origin, bytes32 outbox);
     error InvalidRoot(bytes32 root);
@@ -136,12 +174,17 @@ contract Inbox {
     error DuplicateSigner(address signer);
     error SignersNotAscending(uint256 position);
     // Messages (position = index in the batch).
+    error TruncatedBatch(uint256 position);
     error MalformedMessage(uint256 position, uint256 length);
     error UnsupportedVersion(uint256 position, uint8 version);
     error WrongOrigin(uint256 position, uint32 origin);
     error WrongDestination(uint256 position, uint32 destination);
     error NonceBeyondCheckpoint(uint256 position, uint32 nonce, uint32 index);
-    error InvalidProof(uint256 position, bytes32 id);
+    error NoncesNotAscending(uint256 position, uint32 nonce);
+    // The batch proof.
+    error ProofTooShort(uint256 needed, uint256 given);
+    error UnusedProofHashes(uint256 used, uint256 given);
+    error InvalidProof(bytes32 computed);
     error InsufficientGas();
     // Recipients (also the `reason` of HandleFailed when the inbox refuses to call).
     error RecipientNotAddress(bytes32 recipient);
@@ -149,38 +192,32 @@ contract Inbox {
     error RecipientNotContract(address recipient);
     error NotFailed(bytes32 id);
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
-        _;
-    }
-
-    constructor(uint32 localDomain_, address owner_) {
-        if (owner_ == address(0)) revert ZeroOwner();
+    constructor(uint32 localDomain_, address owner_) Owned(owner_) {
         localDomain = localDomain_;
         deployedChainId = block.chainid;
-        owner = owner_;
-        emit OwnershipTransferred(address(0), owner_);
     }
 
     // ------------------------------------------------------------------ administration
 
-    /// @notice Replaces the committee. `members` must be non-empty, non-zero and strictly
-    ///         ascending (so distinct), at most 255 of them, and 0 < threshold <= n (T3, T5).
-    ///         Whether the threshold is *safe* (T7) is the config linter's call, not this one.
+    /// @notice Announces the committee `setCommittee(members, threshold_)` may install once
+    ///         `changeDelay` has passed; replaces any committee announced before. Validated
+    ///         now too, so a change that could never be enacted is not announced.
+    function announceCommittee(address[] calldata members, uint8 threshold_) external onlyOwner {
+        _checkCommittee(members, threshold_);
+        uint256 notBefore = _announce(COMMITTEE_CHANGE, keccak256(abi.encode(members, threshold_)));
+        emit CommitteeAnnounced(members, threshold_, notBefore);
+    }
+
+    /// @notice Replaces the committee with the announced one. `members` must be non-empty,
+    ///         non-zero and strictly ascending (so distinct), at most 255 of them, and
+    ///         0 < threshold <= n (T3, T5). Whether the threshold is *safe* (T7) is the config
+    ///         linter's call, not this one.
     function setCommittee(address[] calldata members, uint8 threshold_) external onlyOwner {
-        uint256 size = members.length;
-        if (size == 0) revert EmptyCommittee();
-        if (threshold_ == 0 || threshold_ > size) revert InvalidThreshold(threshold_, size);
-        // A uint8 threshold cannot exceed 255, so neither may the set (keeps n/t comparable).
-        if (size > type(uint8).max) revert InvalidThreshold(threshold_, size);
+        _checkCommittee(members, threshold_);
+        _enact(COMMITTEE_CHANGE, keccak256(abi.encode(members, threshold_)));
         uint32 next = epoch + 1;
-        address previous;
-        for (uint256 i; i < size; ++i) {
-            address validator = members[i];
-            if (validator == address(0)) revert ZeroValidator(i);
-            if (validator <= previous) revert ValidatorsNotAscending(i);
-            memberEpoch[validator] = next;
-            previous = validator;
+        for (uint256 i; i < members.length; ++i) {
+            memberEpoch[members[i]] = next;
         }
         committee = members;
         epoch = next;
@@ -188,24 +225,55 @@ contract Inbox {
         emit CommitteeSet(next, members, threshold_);
     }
 
-    /// @notice Trusts `outbox` as the Outbox of domain `origin`; zero forgets the origin.
+    /// @notice Announces that `setOrigin(origin, outbox)` may trust `outbox` for `origin` once
+    ///         `changeDelay` has passed; replaces any change of that origin announced before.
+    function announceOrigin(uint32 origin, bytes32 outbox) external onlyOwner {
+        if (origin == localDomain) revert OriginIsLocal(origin);
+        uint256 notBefore = _announce(_originKey(origin), outbox);
+        emit OriginAnnounced(origin, outbox, notBefore);
+    }
+
+    /// @notice Trusts `outbox` as the Outbox of domain `origin` (announced before); zero
+    ///         forgets the origin.
     function setOrigin(uint32 origin, bytes32 outbox) external onlyOwner {
         if (origin == localDomain) revert OriginIsLocal(origin);
+        _enact(_originKey(origin), outbox);
         outboxOf[origin] = outbox;
         emit OriginSet(origin, outbox);
     }
 
+    /// @notice Announces a new `changeDelay`, enacted by `setChangeDelay` under the current one
+    ///         (so shortening the delay takes as long as the delay it shortens).
+    function announceChangeDelay(uint64 delay) external onlyOwner {
+        if (delay > MAX_CHANGE_DELAY) revert DelayTooLong(delay, MAX_CHANGE_DELAY);
+        uint256 notBefore = _announce(DELAY_CHANGE, bytes32(uint256(delay)));
+        emit ChangeDelayAnnounced(delay, notBefore);
+    }
+
+    function setChangeDelay(uint64 delay) external onlyOwner {
+        if (delay > MAX_CHANGE_DELAY) revert DelayTooLong(delay, MAX_CHANGE_DELAY);
+        _enact(DELAY_CHANGE, bytes32(uint256(delay)));
+        changeDelay = delay;
+        emit ChangeDelaySet(delay);
+    }
+
+    /// @notice Withdraws an announced change (key: see `pendingChange`).
+    function cancelChange(bytes32 key) external onlyOwner {
+        delete pendingChange[key];
+        emit ChangeCancelled(key);
+    }
+
     /// @notice Marks an address that relayed messages must never call (T20), e.g. a contract
-    ///         whose `handle`-shaped function is privileged.
+    ///         whose `handle`-shaped function is privileged. Immediate: protecting is the
+    ///         lever an owner pulls in an emergency.
     function setProtected(address account, bool protected_) external onlyOwner {
         isProtected[account] = protected_;
         emit ProtectedSet(account, protected_);
     }
 
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroOwner();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
+    /// @notice The `pendingChange` key of a change of `origin`'s outbox.
+    function originChangeKey(uint32 origin) external pure returns (bytes32) {
+        return _originKey(origin);
     }
 
     // ------------------------------------------------------------------ views
@@ -229,23 +297,33 @@ contract Inbox {
         return keccak256(abi.encodePacked("\x19Ethereum Signed Message:\n32", inner));
     }
 
+    /// @notice Whether the message with `nonce` from `origin`'s trusted outbox was accepted
+    ///         (see `delivered`).
+    function isDelivered(uint32 origin, uint32 nonce) external view returns (bool) {
+        return delivered[origin][outboxOf[origin]][nonce >> 8] & (1 << (nonce & 0xff)) != 0;
+    }
+
     // ------------------------------------------------------------------ delivery
 
-    /// @notice Verifies the committee's attestation of `cp` once, then delivers each
-    ///         `messages[i]` proven by `branches[i]` (32 siblings, leaf index = its nonce).
+    /// @notice Verifies the committee's attestation of `cp` and the multiproof `proof` of the
+    ///         whole batch once, then delivers each message of `messages`.
     /// @param signatures k signatures of 65 bytes r ‖ s ‖ v concatenated, k >= threshold, in
     ///        strictly ascending signer-address order.
+    /// @param messages The batch, packed: for each message a 3-byte big-endian length then the
+    ///        message itself, nonces strictly ascending. (An ABI `bytes[]` would spend 64-71
+    ///        more calldata bytes per message on offsets, lengths and padding.)
+    /// @param proof The multiproof of the leaves keccak256(message) at indices `nonce` under
+    ///        `cp.root`, in the order MerkleLib.multiRoot consumes it (light_clients/multiproof.py
+    ///        builds it); every hash must be used.
     /// @dev See the contract comment for what reverts and what is recorded.
     function process(
         Checkpoint calldata cp,
         bytes calldata signatures,
-        bytes[] calldata messages,
-        bytes32[32][] calldata branches
+        bytes calldata messages,
+        bytes32[] calldata proof
     ) external {
         _checkNotForked();
-        uint256 count = messages.length;
-        if (count == 0) revert EmptyBatch();
-        if (count != branches.length) revert LengthMismatch(count, branches.length);
+        if (messages.length == 0) revert EmptyBatch();
         uint32 origin = cp.origin;
         bytes32 trusted = outboxOf[origin];
         if (trusted == bytes32(0)) revert UnknownOrigin(origin);
@@ -254,8 +332,22 @@ contract Inbox {
         if (root == bytes32(0) || root == MerkleLib.EMPTY_ROOT) revert InvalidRoot(root);
         _verifyAttestation(checkpointDigest(cp), signatures);
         uint32 index = cp.index;
+        (uint256 nodes, uint256 spans, uint256 count) = _readBatch(messages, origin, index);
+        (bytes32 computed, uint256 used) =
+            MerkleLib.multiRoot(nodes, count, proof, uint256(index) + 1);
+        if (used > proof.length) revert ProofTooShort(used, proof.length);
+        if (used < proof.length) revert UnusedProofHashes(used, proof.length);
+        if (computed != root) revert InvalidProof(computed);
+        // Only now, with every message proven, is anything written or called.
+        bytes32 guard = _guardBase(origin, trusted);
         for (uint256 i; i < count; ) {
-            _deliver(i, messages[i], branches[i], origin, root, index);
+            uint256 span;
+            assembly ("memory-safe") {
+                span := mload(add(spans, shl(5, i)))
+            }
+            uint256 start = span >> 64;
+            uint256 end = start + ((span >> 32) & 0xffffffff);
+            _deliver(messages[start:end], uint32(span), origin, guard);
             unchecked {
                 ++i;
             }
@@ -291,6 +383,45 @@ contract Inbox {
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev The shape rules of a committee (see `setCommittee`).
+    function _checkCommittee(address[] calldata members, uint8 threshold_) internal pure {
+        uint256 size = members.length;
+        if (size == 0) revert EmptyCommittee();
+        if (threshold_ == 0 || threshold_ > size) revert InvalidThreshold(threshold_, size);
+        // A uint8 threshold cannot exceed 255, so neither may the set (keeps n/t comparable).
+        if (size > type(uint8).max) revert InvalidThreshold(threshold_, size);
+        address previous;
+        for (uint256 i; i < size; ++i) {
+            address validator = members[i];
+            if (validator == address(0)) revert ZeroValidator(i);
+            if (validator <= previous) revert ValidatorsNotAscending(i);
+            previous = validator;
+        }
+    }
+
+    function _originKey(uint32 origin) internal pure returns (bytes32) {
+        return keccak256(abi.encode("passerelle.inbox.origin", origin));
+    }
+
+    /// @dev Records `change` (a hash of the arguments) under `key`, enactable from now +
+    ///      changeDelay; a later announcement under the same key replaces it.
+    function _announce(bytes32 key, bytes32 change) internal returns (uint256 notBefore) {
+        notBefore = block.timestamp + changeDelay;
+        pendingChange[key] = PendingChange(change, uint64(notBefore));
+    }
+
+    /// @dev Lets the change through if it is the one announced under `key` and its time has
+    ///      come (consuming the announcement), or, with a zero delay, unannounced.
+    function _enact(bytes32 key, bytes32 change) internal {
+        PendingChange memory pending = pendingChange[key];
+        if (pending.notBefore != 0 && pending.change == change) {
+            if (block.timestamp < pending.notBefore) revert ChangeNotDue(key, pending.notBefore);
+            delete pendingChange[key];
+        } else if (changeDelay != 0) {
+            revert ChangeNotAnnounced(key);
+        }
+    }
 
     function _checkNotForked() internal view {
         if (block.chainid != deployedChainId) revert ForkedChain(deployedChainId, block.chainid);
@@ -329,35 +460,92 @@ contract Inbox {
         }
     }
 
-    function _deliver(
-        uint256 position,
-        bytes calldata message,
-        bytes32[32] calldata branch,
-        uint32 origin,
-        bytes32 root,
-        uint32 index
-    ) internal {
-        uint256 arena = _freeMemory();
-        uint256 length = message.length;
-        if (length < HEADER_SIZE || length > HEADER_SIZE + MAX_BODY_BYTES) {
-            revert MalformedMessage(position, length);
+    /// @dev Checks every message of the packed batch (see `process`) and lays out two tables
+    ///      in memory: `nodes`, a (nonce, id) pair per message for MerkleLib.multiRoot, and
+    ///      `spans`, a word per message: start in `messages` << 64 | length << 32 | nonce.
+    function _readBatch(bytes calldata messages, uint32 origin, uint32 index)
+        internal
+        view
+        returns (uint256 nodes, uint256 spans, uint256 count)
+    {
+        uint256 end = messages.length;
+        // Every message takes at least LENGTH_PREFIX + HEADER_SIZE bytes.
+        uint256 capacity = end / (LENGTH_PREFIX + HEADER_SIZE) + 1;
+        assembly ("memory-safe") {
+            nodes := mload(0x40)
+            spans := add(nodes, shl(6, capacity))
+            mstore(0x40, add(spans, shl(5, capacity)))
         }
-        if (uint8(message[0]) != VERSION) revert UnsupportedVersion(position, uint8(message[0]));
-        (uint32 nonce, uint32 from, bytes32 sender, uint32 destination, bytes32 recipient) =
-            _header(message);
-        if (from != origin) revert WrongOrigin(position, from);
-        if (destination != localDomain) revert WrongDestination(position, destination);
-        if (nonce > index) revert NonceBeyondCheckpoint(position, nonce, index);
-        (bytes32 id, uint256 buffer) = _stage(message);
-        if (MerkleLib.branchRoot(id, branch, nonce) != root) revert InvalidProof(position, id);
+        uint256 cursor;
+        uint256 previous;
+        while (cursor < end) {
+            if (end - cursor < LENGTH_PREFIX) revert TruncatedBatch(count);
+            uint256 length = uint24(bytes3(messages[cursor:cursor + LENGTH_PREFIX]));
+            uint256 start = cursor + LENGTH_PREFIX;
+            if (length < HEADER_SIZE || length > HEADER_SIZE + MAX_BODY_BYTES) {
+                revert MalformedMessage(count, length);
+            }
+            if (end - start < length) revert TruncatedBatch(count);
+            bytes calldata message = messages[start:start + length];
+            if (uint8(message[0]) != VERSION) revert UnsupportedVersion(count, uint8(message[0]));
+            (uint32 nonce, uint32 from,, uint32 destination,) = _header(message);
+            if (from != origin) revert WrongOrigin(count, from);
+            if (destination != localDomain) revert WrongDestination(count, destination);
+            if (nonce > index) revert NonceBeyondCheckpoint(count, nonce, index);
+            // Strictly ascending: a repeated leaf would count one message twice in the proof.
+            if (count != 0 && nonce <= previous) revert NoncesNotAscending(count, nonce);
+            previous = nonce;
+            assembly ("memory-safe") {
+                let scratch := mload(0x40)
+                calldatacopy(scratch, message.offset, length)
+                let node := add(nodes, shl(6, count))
+                mstore(node, nonce)
+                mstore(add(node, 0x20), keccak256(scratch, length))
+                mstore(add(spans, shl(5, count)), or(shl(64, start), or(shl(32, length), nonce)))
+            }
+            cursor = start + length;
+            unchecked {
+                ++count;
+            }
+        }
+    }
 
-        if (delivered[id]) {
+    /// @dev The storage slot of `delivered[from][outbox]` (Solidity's nested-mapping layout),
+    ///      from which `_deliver` derives each word's slot with one more hash.
+    function _guardBase(uint32 from, bytes32 outbox) internal pure returns (bytes32 base) {
+        assembly ("memory-safe") {
+            mstore(0x00, from)
+            mstore(0x20, delivered.slot)
+            mstore(0x20, keccak256(0x00, 0x40))
+            mstore(0x00, outbox)
+            base := keccak256(0x00, 0x40)
+        }
+    }
+
+    /// @dev Delivers one proven message (see the contract comment).
+    function _deliver(bytes calldata message, uint32 nonce, uint32 origin, bytes32 guard)
+        internal
+    {
+        uint256 arena = _freeMemory();
+        (bytes32 id, uint256 buffer) = _stage(message);
+        bool seen;
+        assembly ("memory-safe") {
+            mstore(0x00, shr(8, nonce))
+            mstore(0x20, guard)
+            let slot := keccak256(0x00, 0x40)
+            let bits := sload(slot)
+            let bit := shl(and(nonce, 0xff), 1)
+            seen := iszero(iszero(and(bits, bit)))
+            // Set before the recipient runs, and read fresh each time: a recipient may re-enter
+            // and set other bits of this very word.
+            if iszero(seen) { sstore(slot, or(bits, bit)) }
+        }
+        if (seen) {
             emit AlreadyDelivered(id);
             _resetMemory(arena);
             return;
         }
-        delivered[id] = true;
-
+        (, , bytes32 sender, , bytes32 recipient) = _header(message);
         (address target, bytes memory refusal) = _target(recipient);
         if (refusal.length != 0) {
             _fail(id, refusal);
@@ -365,7 +553,7 @@ contract Inbox {
             // Refuse to start a call that could not get its full stipend: otherwise a relayer
             // (or eth_estimateGas) could make a healthy recipient fail by under-funding it.
             if (gasleft() < HANDLE_GAS_NEEDED) revert InsufficientGas();
-            if (_callHandle(target, HANDLE_GAS, buffer, origin, sender, length)) {
+            if (_callHandle(target, HANDLE_GAS, buffer, origin, sender, message.length)) {
                 emit Delivered(id, origin, nonce);
             } else {
                 _fail(id, _returnedReason());

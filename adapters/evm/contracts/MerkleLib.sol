@@ -4,14 +4,16 @@ pragma solidity ^0.8.30;
 /// @notice The tree already holds MerkleLib.MAX_LEAVES leaves.
 error MerkleTreeFull();
 
+
 /// @title MerkleLib: the outbox accumulator (DESIGN.md, "Outbox accumulator")
 /// @notice A depth-32 incremental Merkle tree of message ids, the Ethereum deposit-contract /
 ///         Hyperlane shape: zero[0] = 0, zero[i+1] = keccak256(zero[i] ‖ zero[i]), inner node
 ///         keccak256(left ‖ right), root over the first `count` leaves with zero subtrees to
 ///         the right, no length mix-in. light_clients/merkle.py is the reference.
-/// @dev The fixed depth is what defeats second-preimage proofs (anchors.md T12): leaves and
-///      inner nodes hash alike, so a proof of any other length is never accepted - here the
-///      branch is a `bytes32[32]`, so the ABI itself enforces the length.
+/// @dev The fixed depth is what defeats second-preimage proofs (docs/threats.md T12): leaves
+///      and inner nodes hash alike, so a proof of any other length is never accepted - here the
+///      branch is a `bytes32[32]`, so the ABI itself enforces the length, and a multiproof
+///      (`multiRoot`) always walks all 32 levels.
 ///
 ///      Storage: a `Tree` is exactly 33 words, `branch[0..31]` then `count`. The Outbox puts it
 ///      first so that these are slots 0..32, which attesters read with eth_getProof.
@@ -115,71 +117,77 @@ library MerkleLib {
         }
     }
 
-    /// @notice The root implied by `leaf` at `index` with the 32 siblings `branch`.
-    /// @dev Calldata variant, the Inbox hot path (about 1,300 gas). At level h, bit h of
-    ///      `index` says whether the walked node is the right child; node and sibling are
-    ///      written to the scratch words 0x00/0x20 picked by that bit, so there is no jump per
-    ///      level, and the loop is unrolled 8 times (a function call per level costs ~30 gas).
-    function branchRoot(bytes32 leaf, bytes32[32] calldata branch, uint256 index)
+    /// @notice The root implied by a set of leaves and a multiproof of them (docs/design.md,
+    ///         "Batch proof"; light_clients/multiproof.py is the reference and builds them).
+    /// @param nodes Memory pointer to `n` pairs of words (leaf index, leaf), indices strictly
+    ///        ascending and below `count` (the caller checks both). Overwritten: on return the
+    ///        first pair is (0, root).
+    /// @param proof The siblings the walk needs, in the order it needs them: level by level
+    ///        from the leaves up, left to right within a level. A sibling that is itself
+    ///        computed from the set, or whose subtree lies wholly at or past `count` (an empty
+    ///        subtree of the checkpointed tree, whose root is the known zero hash), is not in
+    ///        the proof.
+    /// @param count Leaves in the checkpointed tree (checkpoint index + 1).
+    /// @return computed The root the leaves and the proof imply.
+    /// @return used How many proof hashes the walk consumed; the caller must require it to be
+    ///         exactly `proof.length`: more means the proof ran out (the hashes read past its
+    ///         end were not the proof's, and the root is meaningless), fewer that the proof was
+    ///         built for another leaf set.
+    /// @dev Per level, each node either meets its sibling as the next node of the set, or takes
+    ///      it from the proof / the zero table; parents are written back in place (they stay
+    ///      strictly ascending). After 32 levels exactly one node, index 0, is left. The walk
+    ///      does not stop when the proof runs out (no bounds check in the hot loop): `used`
+    ///      then exceeds `proof.length`, which the caller refuses.
+    function multiRoot(uint256 nodes, uint256 n, bytes32[] calldata proof, uint256 count)
         internal
         pure
-        returns (bytes32 current)
+        returns (bytes32 computed, uint256 used)
     {
+        bytes32[32] memory zeros = zeroHashes();
         assembly ("memory-safe") {
-            current := leaf
-            let bits := index
-            for { let at := branch } lt(at, add(branch, 0x400)) { at := add(at, 0x100) } {
-                let right := shl(5, and(bits, 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(at))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(1, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0x20)))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(2, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0x40)))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(3, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0x60)))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(4, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0x80)))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(5, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0xa0)))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(6, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0xc0)))
-                current := keccak256(0x00, 0x40)
-                right := shl(5, and(shr(7, bits), 1))
-                mstore(right, current)
-                mstore(xor(right, 0x20), calldataload(add(at, 0xe0)))
-                current := keccak256(0x00, 0x40)
-                bits := shr(8, bits)
-            }
-        }
-    }
-
-    /// @notice Same as branchRoot, for a branch held in memory.
-    function branchRootMemory(bytes32 leaf, bytes32[32] memory branch, uint256 index)
-        internal
-        pure
-        returns (bytes32 current)
-    {
-        assembly ("memory-safe") {
-            current := leaf
+            let next := proof.offset
             for { let height := 0 } lt(height, 32) { height := add(height, 1) } {
-                let right := and(shr(height, index), 1)
-                mstore(shl(5, right), current)
-                mstore(shl(5, xor(right, 1)), mload(add(branch, shl(5, height))))
-                current := keccak256(0x00, 0x40)
+                let out := nodes
+                let last := add(nodes, shl(6, n))
+                for { let at := nodes } lt(at, last) { } {
+                    let index := mload(at)
+                    let node := mload(add(at, 0x20))
+                    switch and(index, 1)
+                    case 0 {
+                        // A left child: its sibling is the next node of the set, or supplied.
+                        let after := add(at, 0x40)
+                        switch and(lt(after, last), eq(mload(after), add(index, 1)))
+                        case 1 {
+                            mstore(0x20, mload(add(after, 0x20)))
+                            at := add(after, 0x40)
+                        }
+                        default {
+                            switch lt(shl(height, add(index, 1)), count)
+                            case 1 {
+                                mstore(0x20, calldataload(next))
+                                next := add(next, 0x20)
+                            }
+                            default { mstore(0x20, mload(add(zeros, shl(5, height)))) }
+                            at := after
+                        }
+                        mstore(0x00, node)
+                    }
+                    default {
+                        // A right child whose left sibling is not in the set: always supplied
+                        // (it lies before this node, so below `count`).
+                        mstore(0x00, calldataload(next))
+                        mstore(0x20, node)
+                        next := add(next, 0x20)
+                        at := add(at, 0x40)
+                    }
+                    mstore(out, shr(1, index))
+                    mstore(add(out, 0x20), keccak256(0x00, 0x40))
+                    out := add(out, 0x40)
+                }
+                n := shr(6, sub(out, nodes))
             }
+            computed := mload(add(nodes, 0x20))
+            used := shr(5, sub(next, proof.offset))
         }
     }
 

@@ -2,6 +2,7 @@
 pragma solidity ^0.8.30;
 
 import {MerkleLib} from "./MerkleLib.sol";
+import {Owned} from "./Owned.sol";
 
 /// @title Outbox: where a chain's cross-chain messages are born
 /// @notice `dispatch` assigns the next nonce, builds the canonical message (DESIGN.md,
@@ -14,10 +15,13 @@ import {MerkleLib} from "./MerkleLib.sol";
 ///        slot 0..31  MerkleLib.Tree.branch[0..31]   (bytes32 each)
 ///        slot 32     MerkleLib.Tree.count           (uint256; the next nonce)
 ///      `tree` must stay the first and only state variable, and this contract must not
-///      inherit from anything with storage. Everything else is immutable (in the code).
+///      inherit from anything with storage in ordinary slots. Everything else is immutable
+///      (in the code), or namespaced far from slots 0..32: the owner (`Owned`), the deployer
+///      until it hands the Outbox over in two steps. The owner changes nothing in the message
+///      path today; it is who will set delivery fees (issue #11, paid delivery).
 ///      tests/test_contracts.py checks these slots against eth_getStorageAt and the compiler's
 ///      storage layout (recorded in the artifact).
-contract Outbox {
+contract Outbox is Owned {
     using MerkleLib for MerkleLib.Tree;
 
     /// @dev Slots 0..32 - see the contract comment before adding any state.
@@ -42,7 +46,7 @@ contract Outbox {
     error ZeroRecipient();
     error EmptyOutbox();
 
-    constructor(uint32 localDomain_) {
+    constructor(uint32 localDomain_) Owned(msg.sender) {
         localDomain = localDomain_;
     }
 

@@ -4,6 +4,7 @@ pragma solidity ^0.8.30;
 import {IMessageRecipient} from "./IMessageRecipient.sol";
 import {Inbox} from "./Inbox.sol";
 import {Outbox} from "./Outbox.sol";
+import {Owned} from "./Owned.sol";
 import {WrappedToken} from "./WrappedToken.sol";
 
 /// @title TokenBridge: lock-and-mint / burn-and-unlock of ERC-20s over Passerelle messages
@@ -30,7 +31,7 @@ import {WrappedToken} from "./WrappedToken.sol";
 ///         remark), so its sender is the user, and the committee attests only escrow-backed
 ///         messages. From such a domain any sender is accepted, but only UNLOCK.
 ///
-///         Safety (anchors.md): `handle` accepts only calls from our Inbox carrying a message
+///         Safety (docs/threats.md): `handle` accepts only calls from our Inbox carrying a message
 ///         whose sender is the registered bridge of its origin, or, from an escrow remote,
 ///         any sender but only UNLOCK (T14); zero or unregistered tokens, zero amounts and
 ///         malformed bodies are rejected (T15); a remote can unlock at most what was locked
@@ -39,7 +40,7 @@ import {WrappedToken} from "./WrappedToken.sol";
 ///         a message can have are a mint or an unlock - every admin function is owner-only
 ///         (T20). A rejected message reverts `handle`, which the Inbox records as failed and
 ///         lets anyone retry (e.g. once the owner registers a missing token pair).
-contract TokenBridge is IMessageRecipient {
+contract TokenBridge is IMessageRecipient, Owned {
     uint8 public constant ACTION_MINT = 1;
     uint8 public constant ACTION_UNLOCK = 2;
     uint8 public constant ACTION_REFUND = 3;
@@ -48,8 +49,6 @@ contract TokenBridge is IMessageRecipient {
     Outbox public immutable outbox;
     Inbox public immutable inbox;
     uint32 public immutable localDomain;
-
-    address public owner;
 
     /// @notice The trusted bridge (32-byte id) on each remote domain; zero = none. For an
     ///         escrow remote it is the bridge (escrow) account there: the recipient of the
@@ -144,9 +143,7 @@ contract TokenBridge is IMessageRecipient {
         uint256 amount,
         bytes32 reason
     );
-    event OwnershipTransferred(address indexed previousOwner, address indexed newOwner);
 
-    error NotOwner(address caller);
     error NotInbox(address caller);
     error ZeroAddress();
     error Reentrancy();
@@ -173,11 +170,6 @@ contract TokenBridge is IMessageRecipient {
     error RefundMismatch(bytes32 id, uint256 expected, uint256 amount);
     error RefundFromOtherRemote(bytes32 id, uint32 destination, uint32 origin);
 
-    modifier onlyOwner() {
-        if (msg.sender != owner) revert NotOwner(msg.sender);
-        _;
-    }
-
     modifier nonReentrant() {
         if (reentrancyStatus == ENTERED) revert Reentrancy();
         reentrancyStatus = ENTERED;
@@ -185,8 +177,9 @@ contract TokenBridge is IMessageRecipient {
         reentrancyStatus = NOT_ENTERED;
     }
 
-    constructor(Outbox outbox_, Inbox inbox_, uint32 localDomain_, address owner_) {
-        if (owner_ == address(0)) revert ZeroAddress();
+    constructor(Outbox outbox_, Inbox inbox_, uint32 localDomain_, address owner_)
+        Owned(owner_)
+    {
         uint32 outboxDomain = outbox_.localDomain();
         uint32 inboxDomain = inbox_.localDomain();
         if (outboxDomain != localDomain_ || inboxDomain != localDomain_) {
@@ -195,8 +188,6 @@ contract TokenBridge is IMessageRecipient {
         outbox = outbox_;
         inbox = inbox_;
         localDomain = localDomain_;
-        owner = owner_;
-        emit OwnershipTransferred(address(0), owner_);
     }
 
     // ------------------------------------------------------------------ administration
@@ -249,12 +240,6 @@ contract TokenBridge is IMessageRecipient {
         wrappedTokenOf[homeDomain][homeToken] = wrapped;
         homeOf[wrapped] = Home(homeDomain, homeToken);
         emit WrappedTokenRegistered(homeDomain, homeToken, wrapped);
-    }
-
-    function transferOwnership(address newOwner) external onlyOwner {
-        if (newOwner == address(0)) revert ZeroAddress();
-        emit OwnershipTransferred(owner, newOwner);
-        owner = newOwner;
     }
 
     // ------------------------------------------------------------------ transfers

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
+from adapters.evm.beacon_finality import BeaconSettings
 from adapters.evm.tx import FeeModel
 from relayer.config import U64_MAX, ChainConfig, Config, need
 from relayer.family import ChainFamily, ChainFields, Delivery, Origin
@@ -52,12 +53,17 @@ class EvmFamily:
         self.kind = kind
         self.fee_model = fee_model
         self.max_log_range = max_log_range
-        self.config_keys = frozenset({"rpc_quorum", "chain_id", "max_log_range", *EVM_CONTRACTS})
+        self.config_keys = frozenset(
+            {"rpc_quorum", "chain_id", "max_log_range", "beacon", *EVM_CONTRACTS}
+        )
 
     def chain_fields(self, obj: Mapping[str, Any], where: str, allow_weak: bool) -> ChainFields:
+        from relayer.families.evm.beacon import parse_beacon  # noqa: PLC0415
+
         # Identified by its chain id: without one, an endpoint serving a fork or another
         # network would be believed.
         return ChainFields(
+            family_settings=parse_beacon(obj, where),
             chain_id=as_int(need(obj, where, "chain_id"), f"{where}.chain_id", lo=1, hi=U64_MAX),
             contracts={
                 key: as_hex(obj[key], f"{where}.{key}", size=20)
@@ -91,9 +97,21 @@ class EvmFamily:
         return chain.contract("outbox").rjust(32, b"\0")
 
     def finality_text(self, chain: ChainConfig) -> str:
+        beacon = chain.family_settings
+        if isinstance(beacon, BeaconSettings):
+            return (
+                f"beacon (sync-committee light client, {beacon.config.preset.name} preset, "
+                f"from checkpoint 0x{beacon.checkpoint.hex()[:16]}…)"
+            )
         return str(chain.finality)
 
     def rpc_policy(self, chain: ChainConfig) -> str:
+        if chain.family_settings is not None:
+            # Beacon finality: endpoints supply data, every piece checked by hash or proof.
+            return (
+                f"no RPC trusted: {len(chain.rpc)} execution endpoint(s) checked against the "
+                "beacon light client"
+            )
         return f"rpc quorum {chain.rpc_quorum} of {len(chain.rpc)}"
 
     def default_recipients(self, config: Config, chain: ChainConfig) -> frozenset[bytes]:
@@ -104,16 +122,16 @@ class EvmFamily:
         )
 
     def open_origin(
-        self, config: Config, chain: ChainConfig
+        self, config: Config, chain: ChainConfig, *, role: str | None = None
     ) -> AbstractAsyncContextManager[Origin]:
-        return self._open_origin(chain)
+        return self._open_origin(chain, role)
 
     @asynccontextmanager
-    async def _open_origin(self, chain: ChainConfig) -> AsyncIterator[Origin]:
+    async def _open_origin(self, chain: ChainConfig, role: str | None) -> AsyncIterator[Origin]:
         from relayer.families.evm.connection import open_evm  # noqa: PLC0415
         from relayer.families.evm.origin import EvmOrigin  # noqa: PLC0415
 
-        async with open_evm(chain, max_log_range=self.log_range(chain)) as evm:
+        async with open_evm(chain, max_log_range=self.log_range(chain), role=role) as evm:
             yield EvmOrigin(chain, evm)
 
     def delivery(self, chain: ChainConfig, relayer: Relayer) -> Delivery:

@@ -4,8 +4,10 @@ task and command (:class:`adapters.evm.chain.EvmChain`)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
+from adapters.beacon import BeaconApi
+from adapters.evm.beacon_finality import BeaconFollower, BeaconSettings
 from adapters.evm.chain import MAX_LOG_RANGE, EvmChain
 from adapters.rpc import Identity, JsonRpcClient, WrongChainError
 from relayer.config import ChainConfig, ConfigError
@@ -33,7 +35,7 @@ def _chain_id_check(chain: ChainConfig, expected: int) -> Identity:
 
 @asynccontextmanager
 async def open_evm(
-    chain: ChainConfig, *, max_log_range: int | None = None
+    chain: ChainConfig, *, max_log_range: int | None = None, role: str | None = None
 ) -> AsyncIterator[EvmChain]:
     """An :class:`EvmChain` for ``chain``, its RPC connections closed on exit.
 
@@ -43,14 +45,27 @@ async def open_evm(
     default). Endpoints that answer now are checked here, and a wrong one is a
     :class:`ConfigError` (the process refuses to start); one that is down now is checked
     before its first use and, if wrong then, never used (the others carry on).
+
+    With ``finality = "beacon"`` the chain's final block comes from a beacon light client
+    (:class:`adapters.evm.beacon_finality.BeaconFollower`) over the ``[chains.beacon]`` API
+    endpoints; ``role`` names the process, whose light-client state is kept in the table's
+    ``store`` directory (None: in memory only, bootstrapped from the checkpoint each time).
     """
     if chain.chain_id is None:
         raise ConfigError(f"chain {chain.name!r}: chain_id is required for an EVM chain")
-    async with JsonRpcClient(chain.rpc, identity=_chain_id_check(chain, chain.chain_id)) as rpc:
+    async with AsyncExitStack() as stack:
+        rpc = await stack.enter_async_context(
+            JsonRpcClient(chain.rpc, identity=_chain_id_check(chain, chain.chain_id))
+        )
         try:
             await rpc.identify_all()
         except WrongChainError as exc:
             raise ConfigError(str(exc)) from None
+        beacon = None
+        if isinstance(chain.family_settings, BeaconSettings):
+            settings = chain.family_settings
+            api = await stack.enter_async_context(BeaconApi(settings.api))
+            beacon = BeaconFollower(settings, api, chain=chain.name, role=role)
         yield EvmChain(
             rpc,
             domain=chain.domain,
@@ -58,4 +73,5 @@ async def open_evm(
             depth=chain.finality.depth,
             rpc_quorum=chain.rpc_quorum,
             max_log_range=MAX_LOG_RANGE if max_log_range is None else max_log_range,
+            beacon=beacon,
         )

@@ -3,8 +3,13 @@
 Each batch is prepared (the relay policy, the inbox's proven final state, the light client's
 whole check off chain), dry-run, recorded before broadcast, confirmed with fee escalation and
 recorded; up to ``max_inflight`` batches are in flight, one engine keeping the nonces in order.
-``delivered`` is written only from the ``delivered``/``failedMessage`` slots proven under the
-destination's final header (docs/relayer.md).
+``delivered`` is written only from the replay-guard bits and ``failedMessage`` slots proven
+under the destination's final header (:func:`inbox_delivery_state`, docs/relayer.md).
+
+A batch is one ``Inbox.process`` call (docs/design.md, "Inbox"): the messages of one origin in
+ascending nonce order, packed (:func:`light_clients.multiproof.pack_messages`), and ONE
+multiproof of all of them under the checkpoint root
+(:func:`light_clients.multiproof.build_multiproof`), instead of a 32-hash branch each.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -20,11 +25,16 @@ import trio
 from eth_abi.abi import encode as abi_encode
 
 from adapters.errors import AdapterError
-from adapters.evm.chain import EvmChain, selector
+from adapters.evm.chain import EvmChain, mapping_slot, selector
+from adapters.evm.contracts import load_artifact
 from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine, TxError, TxReverted
 from adapters.rpc import MalformedAnswer, RpcCallError
+from light_clients.errors import VerificationError
+from light_clients.ethereum.header import EthHeader
 from light_clients.hashing import keccak256
 from light_clients.hexstr import to_hex
+from light_clients.message import MalformedMessageError, decode_message
+from light_clients.multiproof import build_multiproof, pack_messages, verify_multiproof
 from relayer.config import ChainConfig
 from relayer.families.evm.connection import open_evm
 from relayer.ledger import (
@@ -47,8 +57,8 @@ from relayer.relay import (
 log = logging.getLogger("passerelle.relayer")
 
 
-PROCESS = selector("process((uint32,bytes32,bytes32,uint32),bytes,bytes[],bytes32[32][])")
-DELIVERED = selector("delivered(bytes32)")
+PROCESS = selector("process((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])")
+IS_DELIVERED = selector("isDelivered(uint32,uint32)")
 TOPIC_DELIVERED = keccak256(b"Delivered(bytes32,uint32,uint32)")
 TOPIC_ALREADY = keccak256(b"AlreadyDelivered(bytes32)")
 TOPIC_HANDLE_FAILED = keccak256(b"HandleFailed(bytes32,bytes)")
@@ -57,6 +67,82 @@ ALONE_REVERTS = "delivery reverts with this message alone in its batch"
 # HANDLE_GAS (500k) forwarded under EIP-150's 63/64 rule plus the call's own cost. Each message
 # of a batch gets this on top of the estimate (see EvmDelivery._submit).
 STIPEND_GAS = 500_000 * 64 // 63 + 10_000
+
+
+def _inbox_slot(label: str) -> int:
+    """The slot of the Inbox's state variable ``label``, from its compiled storage layout (so
+    a change to the contract cannot silently move what the relayer proves)."""
+    for entry in load_artifact("Inbox").storage_layout:
+        if entry["label"] == label:
+            return int(entry["slot"])
+    raise RuntimeError(f"the Inbox artifact has no storage variable {label!r}")
+
+
+GUARD_SLOT = _inbox_slot("delivered")
+FAILED_SLOT = _inbox_slot("failedMessage")
+PROOF_CHUNK = 100  # messages per eth_getProof (two slots each at most)
+
+
+def is_delivered_call(message: bytes) -> bytes:
+    """Calldata of ``Inbox.isDelivered(origin, nonce)`` for a raw message (its replay bit under
+    the origin's outbox the inbox trusts now): an endpoint's unproven answer, for ``status``.
+    MalformedMessageError if ``message`` does not decode."""
+    decoded = decode_message(message)
+    return _is_delivered_call(decoded.origin, decoded.nonce)
+
+
+def _is_delivered_call(origin: int, nonce: int) -> bytes:
+    return IS_DELIVERED + abi_encode(["uint32", "uint32"], [origin, nonce])
+
+
+def guard_slot(origin: int, outbox: bytes, nonce: int) -> int:
+    """The storage slot of the replay-guard word holding ``nonce``'s bit:
+    ``delivered[origin][outbox][nonce >> 8]`` in Solidity's nested-mapping layout."""
+    base = mapping_slot(outbox, mapping_slot(origin.to_bytes(32, "big"), GUARD_SLOT))
+    return mapping_slot((nonce >> 8).to_bytes(32, "big"), base)
+
+
+async def inbox_delivery_state(
+    evm: EvmChain,
+    inbox: bytes,
+    header: EthHeader,
+    messages: Sequence[bytes],
+    outboxes: Mapping[int, bytes],
+) -> dict[bytes, tuple[bool, bool]]:
+    """For each raw message, by id: ``(accepted, handle failed)`` in ``inbox`` at ``header``,
+    from the replay-guard word and the ``failedMessage`` slot proven by ``eth_getProof`` under
+    the header's state root, never from an ``eth_call`` answer.
+
+    ``outboxes`` is the outbox (32 bytes) of each origin domain as configured: the guard is
+    kept per outbox, so a message of an origin not in it reads as not accepted (and is then
+    sent again, which the inbox answers as a replay or refuses; never recorded delivered).
+    The relayer records ``delivered`` — terminal — from this: an RPC endpoint's word alone
+    could have a message recorded delivered that never was (lost for good), or one delivered
+    read as not (delivered again and again, at the relayer's expense)."""
+    keys: dict[bytes, tuple[int | None, int, int]] = {}
+    for message in messages:
+        message_id = keccak256(message)
+        word, bit = None, 0
+        try:
+            decoded = decode_message(message)
+        except MalformedMessageError:
+            decoded = None  # no inbox accepts it: it reads as not accepted
+        outbox = None if decoded is None else outboxes.get(decoded.origin)
+        if decoded is not None and outbox is not None:
+            word = guard_slot(decoded.origin, outbox, decoded.nonce)
+            bit = 1 << (decoded.nonce & 0xFF)
+        keys[message_id] = (word, bit, mapping_slot(message_id, FAILED_SLOT))
+    state: dict[bytes, tuple[bool, bool]] = {}
+    unique = list(keys)
+    for start in range(0, len(unique), PROOF_CHUNK):
+        chunk = unique[start : start + PROOF_CHUNK]
+        slots = {keys[i][2] for i in chunk} | {w for i in chunk if (w := keys[i][0]) is not None}
+        values = await evm.proven_slots(inbox, header, sorted(slots), "inbox delivery")
+        for i in chunk:
+            word, bit, failed = keys[i]
+            accepted = word is not None and values[word] & bit != 0
+            state[i] = (accepted, values[failed] != 0)
+    return state
 
 
 class EvmDelivery:
@@ -84,7 +170,7 @@ class EvmDelivery:
         nonces in order); ``claimed`` keeps a message in at most one batch at a time. Every
         round also records as delivered what the destination's final state shows delivered."""
         key = self.relayer.relayer_key()
-        async with open_evm(chain) as evm:
+        async with open_evm(chain, role="relayer-deliver") as evm:
             self.relayer.endpoints[f"{chain.name}/deliver"] = evm.rpc.endpoints
             engine = TxEngine(
                 evm.rpc, key, chain.chain_id or await evm.chain_id(), fee_model=self.fee_model
@@ -208,9 +294,9 @@ class EvmDelivery:
         checkpoint, signatures = await self.relayer.db(
             self.relayer.checkpoint_for, lane
         )  # the gate, once
-        flags = await evm.call_many(inbox, [DELIVERED + bytes.fromhex(r.id[2:]) for r in group])
+        flags = await evm.call_many(inbox, [_is_delivered_call(r.origin, r.nonce) for r in group])
         seen = [r for r, flag in zip(group, flags, strict=True) if int.from_bytes(flag, "big")]
-        final = await self._confirmed_delivered(chain, evm, [r.id for r in seen])
+        final = await self._confirmed_delivered(chain, evm, seen)
         if final:
             await self.relayer.db(
                 self.relayer.ledger.transition,
@@ -227,36 +313,55 @@ class EvmDelivery:
         proven = await self.relayer.proven(
             chain, lane, checkpoint, [r for r in group if r.id not in skip]
         )
-        sendable = [record for record, _ in proven]
-        messages = [record.message for record in sendable]
-        branches = [list(branch) for _, branch in proven]
+        sendable = _one_per_nonce([record for record, _ in proven])
         if not sendable:
             return None
+        count = checkpoint.index + 1
+        nonces = [record.nonce for record in sendable]
+        proof = build_multiproof(lane.tree, nonces, count)
+        try:
+            # What the inbox checks of the batch proof, off chain first: a tree that disagrees
+            # with the checkpoint costs a log line here, not a reverted transaction.
+            verify_multiproof(
+                checkpoint.root,
+                [(r.nonce, bytes.fromhex(r.id[2:])) for r in sendable],
+                proof,
+                count,
+            )
+        except VerificationError as exc:
+            await self.relayer.fail(
+                [r.id for r in sendable], f"batch proof rejected: {exc}", sendable
+            )
+            return None
         calldata = PROCESS + abi_encode(
-            ["(uint32,bytes32,bytes32,uint32)", "bytes", "bytes[]", "bytes32[32][]"],
+            ["(uint32,bytes32,bytes32,uint32)", "bytes", "bytes", "bytes32[]"],
             [
                 (checkpoint.origin, checkpoint.outbox, checkpoint.root, checkpoint.index),
                 b"".join(signatures),
-                messages,
-                branches,
+                pack_messages([record.message for record in sendable]),
+                list(proof),
             ],
         )
         return Submission(inbox, calldata, sendable)
 
     async def _confirmed_delivered(
-        self, chain: ChainConfig, evm: EvmChain, ids: Sequence[str]
+        self, chain: ChainConfig, evm: EvmChain, records: Sequence[MessageRecord]
     ) -> list[str]:
-        """The ids among ``ids`` that ``delivered(id)`` reads true for at the destination's
-        final block (under its finality policy): only that state cannot be reorged away. Read
-        from storage proven under that block's state root (:meth:`EvmChain.delivery_state`),
-        as ``delivered`` is terminal: an endpoint's ``eth_call`` answer is not enough."""
-        if not ids:
+        """The ids of the ``records`` the inbox shows accepted at the destination's final
+        block (under its finality policy): only that state cannot be reorged away. Read from
+        storage proven under that block's state root (:func:`inbox_delivery_state`), as
+        ``delivered`` is terminal: an endpoint's ``eth_call`` answer is not enough."""
+        if not records:
             return []
         final = await evm.final_header()
-        state = await evm.delivery_state(
-            chain.contract("inbox"), final, [bytes.fromhex(i[2:]) for i in ids]
+        state = await inbox_delivery_state(
+            evm, chain.contract("inbox"), final, [r.message for r in records], self._outboxes()
         )
-        return [i for i in ids if state[bytes.fromhex(i[2:])][0]]
+        return [r.id for r in records if state[bytes.fromhex(r.id[2:])][0]]
+
+    def _outboxes(self) -> dict[int, bytes]:
+        """Origin domain -> the outbox its lane reads (the key of the inbox's replay guard)."""
+        return {domain: lane.outbox for domain, lane in self.relayer.lanes.items()}
 
     async def _submit(
         self, chain: ChainConfig, evm: EvmChain, engine: TxEngine, submission: Submission
@@ -454,9 +559,11 @@ class EvmDelivery:
             destination=chain.domain,
         )
         carriers: dict[str, list[str]] = defaultdict(list)
+        messages: dict[str, bytes] = {}
         for record in submitted:
             if record.delivery_tx_hash is not None:
                 carriers[record.delivery_tx_hash].append(record.id)
+                messages[record.id] = record.message
         mined: list[tuple[int, str, list[str]]] = []
         for tx_hash, ids in carriers.items():
             tx = await self.relayer.db(self.relayer.ledger.get_transaction, chain.domain, tx_hash)
@@ -471,8 +578,8 @@ class EvmDelivery:
         ids = [i for _, group in settled for i in group]
         # Proven storage, not eth_call: a lying endpoint must neither have an undelivered
         # message recorded delivered (terminal) nor a delivered one sent again for ever.
-        state = await evm.delivery_state(
-            chain.contract("inbox"), final, [bytes.fromhex(i[2:]) for i in ids]
+        state = await inbox_delivery_state(
+            evm, chain.contract("inbox"), final, [messages[i] for i in ids], self._outboxes()
         )
         flags = {i: state[bytes.fromhex(i[2:])] for i in ids}
         await self.relayer.db(self._record_final, chain, final.number, settled, flags)
@@ -617,6 +724,14 @@ def _receipt_outcome(mined: MinedTx, inbox: bytes, ids: Sequence[str]) -> Receip
         elif entry.topics[0] == TOPIC_HANDLE_FAILED:
             outcome.handle_failed[message_id] = "recipient reverted"
     return outcome
+
+
+def _one_per_nonce(records: Sequence[MessageRecord]) -> list[MessageRecord]:
+    """``records`` (one origin's) in ascending nonce order, as the inbox requires, keeping the
+    first of any that share a nonce: only one of them can be the leaf at that index, and a
+    repeated leaf would revert the whole batch. The others wait for a later batch."""
+    ordered = sorted(records, key=lambda record: record.nonce)
+    return [r for at, r in enumerate(ordered) if at == 0 or ordered[at - 1].nonce != r.nonce]
 
 
 def _halves(records: Sequence[MessageRecord]) -> list[list[MessageRecord]]:

@@ -36,8 +36,10 @@ class EvmOrigin:
 
     @property
     def endpoints(self) -> Sequence[EndpointHealth]:
-        """The chain's RPC endpoints (for the health metrics)."""
-        return self.evm.rpc.endpoints
+        """The chain's RPC endpoints and beacon API endpoints (for the health metrics)."""
+        if self.evm.beacon is None:
+            return self.evm.rpc.endpoints
+        return [*self.evm.rpc.endpoints, *self.evm.beacon.api.endpoints]
 
     async def final_head(self) -> Head:
         """The final header under the chain's policy, hash recomputed, agreed by the quorum."""

@@ -10,11 +10,10 @@ from eth_abi.abi import encode as abi_encode
 from adapters.evm.chain import DISPATCH_TOPIC, selector
 from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine
 from light_clients.committee import address_of
-from light_clients.hashing import keccak256
 from relayer.accounts import bytes32
 from relayer.config import ChainConfig, Config, ConfigError
 from relayer.families.evm.connection import open_evm
-from relayer.families.evm.delivery import DELIVERED
+from relayer.families.evm.delivery import is_delivered_call
 from relayer.user import Sent
 
 DISPATCH = selector("dispatch(uint32,bytes32,bytes)")
@@ -143,12 +142,13 @@ STATUS_BATCH = 100
 
 
 async def delivered(chain: ChainConfig, messages: Sequence[bytes]) -> list[bool]:
-    """``delivered(id)`` of the Inbox at the latest block, for each raw message, in batches
-    of :data:`STATUS_BATCH` calls (ConfigError without an Inbox)."""
+    """``isDelivered(origin, nonce)`` of the Inbox at the latest block (the replay bit under
+    the origin's outbox it trusts now), for each raw message, in batches of
+    :data:`STATUS_BATCH` calls (ConfigError without an Inbox)."""
     inbox = chain.contract("inbox")
     flags: list[bytes] = []
     async with open_evm(chain) as evm:
         for start in range(0, len(messages), STATUS_BATCH):
             part = messages[start : start + STATUS_BATCH]
-            flags += await evm.call_many(inbox, [DELIVERED + keccak256(m) for m in part])
+            flags += await evm.call_many(inbox, [is_delivered_call(m) for m in part])
     return [bool(int.from_bytes(flag, "big")) for flag in flags]

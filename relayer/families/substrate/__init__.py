@@ -69,7 +69,7 @@ class SubstrateFamily:
         return frozenset()
 
     def open_origin(
-        self, config: Config, chain: ChainConfig
+        self, config: Config, chain: ChainConfig, *, role: str | None = None
     ) -> AbstractAsyncContextManager[Origin]:
         from relayer.families.substrate.origin import open_origin  # noqa: PLC0415
 

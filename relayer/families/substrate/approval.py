@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from adapters.errors import AdapterError
-from adapters.substrate.client import Call, SubstrateClient, keypair_from_seed
+from adapters.substrate.client import Call, SubstrateClient
 from adapters.substrate.multisig import (
     OpenOperation,
     Timepoint,
@@ -45,6 +45,7 @@ from relayer.families.substrate.calls import (
 )
 from relayer.families.substrate.connection import connected
 from relayer.families.substrate.proposals import Proposal, ProposalStore
+from relayer.signer import as_keypair, substrate_signer
 
 if TYPE_CHECKING:
     from substrateinterface import Keypair
@@ -75,7 +76,9 @@ def approval_duties(
             chain.name,
         )
         return []
-    keypair = keypair_from_seed(substrate_key.load())
+    # Through the signer interface (relayer.signer): a seed or a Polkadot JS keystore today,
+    # a remote signer tomorrow; the multisig code below only ever sees a Keypair's public half.
+    keypair = as_keypair(substrate_signer(substrate_key))
     return [
         partial(
             approve_deliveries,

@@ -99,6 +99,8 @@ def _substrate_settings(obj: Mapping[str, Any], where: str, allow_weak: bool) ->
     asset_id = obj.get("asset_id")
     if (home_obj is None) != (asset_id is None):
         raise FieldError(f"{where}: asset_id and asset_home go together")
+    if obj.get("finality") == "beacon":
+        raise FieldError(f'{where}.finality "beacon" is for proof-of-stake Ethereum chains')
     grandpa = obj.get("grandpa")
     if grandpa is not None and obj.get("finality") != "finalized":
         raise FieldError(f'{where}.grandpa needs finality = "finalized"')

@@ -43,32 +43,30 @@ async def send_messages(
     count: int,
 ) -> list[Sent]:
     """``count`` remarks of a message from the client's account (one ``batch_all``)."""
-    messages = [_outgoing(config, source, target.domain, recipient, body) for _ in range(count)]
-    return await _remark(config, source, messages)
+    keypair = client_keypair(config)
+    sender = bytes(keypair.public_key)
+    messages = [_outgoing(sender, source, target.domain, recipient, body) for _ in range(count)]
+    return await _remark(config, source, keypair, messages)
 
 
 def client_keypair(config: Config) -> Keypair:
-    """The client's sr25519 keypair: ``[client] substrate_uri`` (devnet) or its seed."""
-    from substrateinterface import Keypair  # noqa: PLC0415 (heavy import, only when needed)
+    """The client's sr25519 signer (``[client] substrate_uri`` on a devnet, its seed, or its
+    Polkadot JS keystore) as the ``Keypair`` the Substrate adapters sign with. A keystore is
+    decrypted on every call (scrypt): call it once per command."""
+    from relayer.signer import as_keypair, client_substrate_signer  # noqa: PLC0415 (heavy)
 
-    from adapters.substrate.client import keypair_from_seed  # noqa: PLC0415
-
-    if config.client_substrate_uri is not None:
-        return Keypair.create_from_uri(config.client_substrate_uri)
-    if config.client_substrate_key is None:
-        raise ConfigError("no [client] substrate_key configured: cannot sign on Substrate")
-    return keypair_from_seed(config.client_substrate_key.load())
+    return as_keypair(client_substrate_signer(config))
 
 
 def _outgoing(
-    config: Config, source: ChainConfig, destination: int, recipient: bytes, body: bytes
+    sender: bytes, source: ChainConfig, destination: int, recipient: bytes, body: bytes
 ) -> Message:
     """A message as the client remarks it; the nonce is the chain's to assign (0 here)."""
     return Message(
         version=1,
         nonce=0,
         origin=source.domain,
-        sender=bytes(client_keypair(config).public_key),
+        sender=sender,
         destination=destination,
         recipient=recipient,
         body=body,
@@ -84,13 +82,14 @@ def _substrate(chain: ChainConfig) -> SubstrateClient:
 async def _remark(
     config: Config,
     source: ChainConfig,
+    keypair: Keypair,
     messages: Sequence[Message],
     *,
     before: Sequence[tuple[str, str, dict[str, Any]]] = (),
 ) -> list[Sent]:
-    """Submit the remarks (one ``Utility.batch_all`` when there are several, or calls to run
-    first), wait for inclusion and finality, and return the canonical messages."""
-    keypair = client_keypair(config)
+    """Submit the remarks, signed by ``keypair`` (the client's: one ``Utility.batch_all`` when
+    there are several, or calls to run first), wait for inclusion and finality, and return the
+    canonical messages."""
     async with _substrate(source) as sub:
         await check_genesis(sub, source)
         calls: list[Call] = [await sub.compose(m, f, p) for m, f, p in before]
@@ -173,15 +172,20 @@ async def return_tokens(
         ["uint8", "bytes32", "uint256", "bytes32"],
         [ACTION_UNLOCK, bytes32(settings.asset_home_token), amount, bytes32(recipient)],
     )
+    keypair = client_keypair(config)
     message = _outgoing(
-        config, source, target.domain, bytes32(target.contract("token_bridge")), body
+        bytes(keypair.public_key),
+        source,
+        target.domain,
+        bytes32(target.contract("token_bridge")),
+        body,
     )
     transfer = (
         "Assets",
         "transfer",
         {"id": settings.asset_id, "target": "0x" + settings.bridge_account.hex(), "amount": amount},
     )
-    return await _remark(config, source, [message], before=[transfer])
+    return await _remark(config, source, keypair, [message], before=[transfer])
 
 
 async def asset_balance(config: Config, chain: ChainConfig, owner: bytes | None) -> int:
