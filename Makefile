@@ -30,11 +30,12 @@ $(NODE): package.json package-lock.json
 ## pos-tools: Lodestar and the EthereumJS client for `passerelle devnet up --pos` (devnet/npm-pos/)
 # A separate npm project: Lodestar 1.5.1 needs `overrides` (docs/pos-devnet.md) and its install
 # scripts compile native code (g++ and make; ~90 s, ~450 MB), which the root project's
-# --ignore-scripts install must not pay for `make demo`.
+# --ignore-scripts install must not pay for `make demo`. Without this make's job flags: under
+# `make -j` they reach node-gyp's own make, and c-kzg's build breaks when run in parallel.
 pos-tools: $(POS)
 
 $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
-	cd devnet/npm-pos && JOBS=max npm ci --no-audit --no-fund --loglevel=error
+	cd devnet/npm-pos && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL npm ci --no-audit --no-fund --loglevel=error
 	touch $(POS)
 
 # What the tests need, installed side by side: pip's wheels, the root npm project and the PoS

@@ -39,6 +39,7 @@ from light_clients.committee import Checkpoint, address_of
 from light_clients.errors import VerificationError
 from relayer.checkpoints import (
     CheckpointStore,
+    CheckpointStoreBusy,
     CheckpointStoreError,
     SignedCheckpoint,
     open_checkpoint_store,
@@ -157,21 +158,29 @@ async def attest_once(
         log.warning("origin %s: %s", chain.name, exc)
         return
     if outbox_state.count - 1 > progress.last_index:
-        progress.last_index = await _sign_newer(
-            store,
-            state,
-            key,
-            chain,
-            Checkpoint(
-                origin=chain.domain,
-                outbox=chain.outbox_id,
-                root=outbox_state.root,
-                index=outbox_state.count - 1,
-            ),
-            last_index=progress.last_index,
-            block_number=head.number,
-            block_hash=head.hash,
-        )
+        try:
+            progress.last_index = await _sign_newer(
+                store,
+                state,
+                key,
+                chain,
+                Checkpoint(
+                    origin=chain.domain,
+                    outbox=chain.outbox_id,
+                    root=outbox_state.root,
+                    index=outbox_state.count - 1,
+                ),
+                last_index=progress.last_index,
+                block_number=head.number,
+                block_hash=head.hash,
+            )
+        except CheckpointStoreBusy as exc:
+            # A held lock or a server that did not answer: nothing was written; the next
+            # poll proves the state again and signs it (the same root, or a newer one).
+            state.errors += 1
+            progress.proven = b""
+            log.warning("origin %s: %s; trying again at the next poll", chain.name, exc)
+            return
         progress.last_block = (head.number, head.hash)
 
 

@@ -504,9 +504,10 @@ class PostgresCheckpointStore(CheckpointStore):
                 set_local_timeouts(
                     connection, lock_ms=PG_LOCK_TIMEOUT_MS, statement_ms=PG_STATEMENT_TIMEOUT_MS
                 )
-                if not self._table_ready:
-                    self._create_table(connection)
+                checked = not self._table_ready and self._create_table(connection)
                 yield connection
+            # Only now: a CREATE in a transaction that rolled back made no table.
+            self._table_ready = self._table_ready or checked
         except sa.exc.DBAPIError as error:
             # One line, without the password: the server's text may span several lines.
             reason = " ".join(str(error.orig).split())
@@ -524,8 +525,9 @@ class PostgresCheckpointStore(CheckpointStore):
                 ) from None
             raise CheckpointStoreError(f"checkpoint store {self.location}: {reason}") from None
 
-    def _create_table(self, connection: sa.Connection) -> None:
-        """Make the table if it is missing. Only then is the create lock taken, and CREATE
+    def _create_table(self, connection: sa.Connection) -> bool:
+        """Make the table if it is missing (True: it is there once this transaction commits).
+        Only then is the create lock taken, and CREATE
         issued: PostgreSQL checks the CREATE privilege before ``IF NOT EXISTS``, so a reader
         without it could not open an existing store otherwise, and a session holding the
         (public) create lock would stop every process from starting."""
@@ -541,9 +543,7 @@ class PostgresCheckpointStore(CheckpointStore):
                 "updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
                 "PRIMARY KEY (origin, outbox, slot, signer))"
             )
-        # Set only once the transaction commits would be more exact; setting it now costs at
-        # worst one more CREATE IF NOT EXISTS in a later transaction if this one rolls back.
-        self._table_ready = True
+        return True
 
     def _select(
         self,

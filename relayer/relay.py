@@ -331,7 +331,10 @@ class Relayer:
         """Adopt the newest checkpoint a committee quorum signed over our own root."""
         origin = lane.chain.domain
         # The store is a directory: read it in a worker thread, never on the event loop.
-        indices = await trio.to_thread.run_sync(self.store.latest_indices, origin, lane.outbox)
+        members = self.config.committee.members  # only their slots: others may plant thousands
+        indices = await trio.to_thread.run_sync(
+            self.store.latest_indices, origin, lane.outbox, members
+        )
         for index in indices:
             if index <= lane.checkpoint_index:
                 break
@@ -341,7 +344,7 @@ class Relayer:
                 origin=origin, outbox=lane.outbox, root=lane.tree.root(index + 1), index=index
             )
             published = await trio.to_thread.run_sync(
-                self.store.signatures, origin, lane.outbox, index
+                self.store.signatures, origin, lane.outbox, index, members
             )
             signatures = self._quorum(checkpoint, published)
             if signatures is None:

@@ -99,6 +99,25 @@ def test_a_held_publish_lock_fails_publish_in_one_line_within_the_lock_timeout(
     assert store.signed_by(CP, SIGNER)
 
 
+def test_a_first_use_that_fails_leaves_the_store_usable(
+    pg_admin: sa.Engine, short_lock_timeout: int
+) -> None:
+    """The table is made in the first transaction; if that one fails (here: a held publish
+    lock), the CREATE is rolled back with it, and the next use must make it again."""
+    url = fresh_database(pg_admin)
+    holder_engine = sa.create_engine(url, poolclass=sa.NullPool)
+    lock = publish_lock_id(SlotKey(CP.origin, CP.outbox, CP.index, SIGNER))
+    store = PostgresCheckpointStore(url)
+    with holder_engine.connect() as holder:
+        holder.execute(sa.select(sa.func.pg_advisory_lock(lock)))
+        holder.commit()
+        with pytest.raises(CheckpointStoreBusy):
+            store.publish(signed(CP, by=KEY))
+    holder_engine.dispose()
+    store.publish(signed(CP, by=KEY))
+    assert store.signed_by(CP, SIGNER)
+
+
 def test_a_held_create_lock_does_not_stop_opening_an_existing_store(
     hostile: tuple[str, sa.Connection], short_lock_timeout: int
 ) -> None:
