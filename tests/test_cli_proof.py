@@ -306,6 +306,8 @@ UNCOMMITTED = {
     ("committee", "validators", "#"),
     ("message", "threshold"),
     ("message", "validators", "#"),
+    ("evm-batch-delivery", "threshold"),
+    ("evm-batch-delivery", "validators", "#"),
     ("grandpa", "authorities", "#", "weight"),
     # eth_getBlockByNumber extras that are not header fields (the header's hash is the file's
     # top-level "hash", which is checked).
@@ -316,6 +318,7 @@ UNCOMMITTED = {
 # changing it, so the file may stay valid.
 OPTIONAL = {
     ("message", "destination"),
+    ("evm-batch-delivery", "destination"),
     # A beacon-update claims the finalized header root and/or the execution state root (and
     # optionally the block number): dropping one of them leaves the other claim standing.
     ("beacon-update", "finalized_header_root"),
