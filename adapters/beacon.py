@@ -99,22 +99,11 @@ class BeaconApi:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def bootstrap(self, block_root: bytes) -> tuple[EndpointHealth, Any]:
-        """``LightClientBootstrap`` for the block ``block_root``, from the first endpoint that
-        serves one (the light client checks it against ``block_root``)."""
+    async def bootstrap_on(self, endpoint: EndpointHealth, block_root: bytes) -> Any:
+        """``endpoint``'s ``LightClientBootstrap`` for the block ``block_root`` (the light client
+        checks it against ``block_root``)."""
         path = f"{_LC}/bootstrap/0x{block_root.hex()}"
-        errors: list[str] = []
-        served = False
-        for endpoint in self.ordered():
-            try:
-                return endpoint, self._payload(await self._fetch(endpoint, path), endpoint, path)
-            except NotServed as exc:
-                errors.append(str(exc))
-            except RpcError as exc:
-                served = True
-                errors.append(str(exc))
-        kind = RpcError if served else NotServed
-        raise kind(f"{_LC}/bootstrap: no beacon endpoint answered: " + "; ".join(errors))
+        return self._payload(await self._fetch(endpoint, path), endpoint, path)
 
     async def updates_on(
         self, endpoint: EndpointHealth, start_period: int, count: int

@@ -27,13 +27,14 @@ from adapters.evm.beacon_finality import (
     BeaconFollower,
     BeaconSettings,
     BeaconStateError,
+    BootstrapUnavailable,
     FinalizedExecution,
 )
 from adapters.evm.chain import EvmChain
 from adapters.jsonrpc import MalformedAnswer
 from adapters.rpc import JsonRpcClient, RpcError
 from devnet.anvil import AnvilProcess
-from light_clients.beacon import MAINNET, BootstrapMismatch
+from light_clients.beacon import MAINNET
 from light_clients.hexstr import parse_data
 from tests.fakes import BeaconProxy, RpcProxy, honest
 
@@ -206,11 +207,25 @@ def test_a_stale_finality_update_moves_nothing_back(node: BeaconProxy, tmp_path:
     assert follower.refused == 1
 
 
-def test_a_bootstrap_for_another_root_is_refused(node: BeaconProxy) -> None:
+def test_a_bootstrap_for_another_root_is_refused_without_a_crash(node: BeaconProxy) -> None:
+    """Refused, counted, and an AdapterError (the caller waits and retries, it does not die)."""
     other = bytes(31) + b"\x01"
     node.static[f"{LC}/bootstrap/0x{other.hex()}"] = BOOTSTRAP
-    with pytest.raises(BootstrapMismatch):
+    with pytest.raises(BootstrapUnavailable, match="refused: bootstrap header root"):
         follow([node.url], None, checkpoint=other)
+
+
+def test_a_bad_bootstrap_first_does_not_keep_the_honest_one_from_being_used(
+    node: BeaconProxy,
+) -> None:
+    with BeaconProxy(static=mainnet_answers()) as liar:
+        path = f"{LC}/bootstrap/0x{CHECKPOINT.hex()}"
+        forged = json.loads(json.dumps(BOOTSTRAP))
+        forged["data"]["current_sync_committee_branch"][0] = "0x" + "00" * 32
+        liar.static[path] = forged
+        final, follower = follow([liar.url, node.url], None)
+    assert final.number == int(FINAL_EXECUTION["block_number"])
+    assert follower.refused == 1
 
 
 def test_no_finality_yet_is_not_an_error(node: BeaconProxy) -> None:

@@ -49,9 +49,7 @@ from light_clients.beacon import (
     BeaconConfig,
     InsufficientParticipation,
     IrrelevantUpdate,
-    LightClientError,
     LightClientStore,
-    MalformedBeaconData,
     UpdateOutcome,
     bootstrap,
     parse_bootstrap,
@@ -62,9 +60,16 @@ from light_clients.beacon import (
     store_from_json,
     store_to_json,
 )
+from light_clients.errors import VerificationError
 from light_clients.hexstr import to_hex
 
-__all__ = ["BeaconFollower", "BeaconSettings", "BeaconStateError", "FinalizedExecution"]
+__all__ = [
+    "BeaconFollower",
+    "BeaconSettings",
+    "BeaconStateError",
+    "BootstrapUnavailable",
+    "FinalizedExecution",
+]
 
 log = logging.getLogger("passerelle.beacon")
 
@@ -75,6 +80,11 @@ MAX_STATE_BYTES = 1 << 20
 MAX_PERIODS_PER_POLL = 64
 """Committee periods caught up in one poll at most (the rest at the next ones), so a follower
 far behind still answers in bounded time."""
+
+
+class BootstrapUnavailable(AdapterError):
+    """No beacon endpoint serves a bootstrap of the checkpoint that the light client accepts
+    (not there yet, pruned, or refused): nothing to follow yet."""
 
 
 class BeaconStateError(AdapterError):
@@ -151,10 +161,10 @@ class BeaconFollower:
     async def finalized(self) -> FinalizedExecution:
         """Bring the light client up to date; the execution block it now holds final.
 
-        Raises :class:`AdapterError` when no beacon endpoint can serve what is needed
-        (:class:`adapters.beacon.NotServed` before the checkpoint's bootstrap exists), and
-        :class:`light_clients.errors.VerificationError` (a :class:`LightClientError`) when the
-        bootstrap itself is refused; a refused *update* is logged and the previous state kept.
+        Raises :class:`AdapterError` only (:class:`BootstrapUnavailable` while no endpoint
+        serves an acceptable bootstrap of the checkpoint, :class:`BeaconStateError` for an
+        unusable state file): a hostile beacon node cannot make a caller crash, only wait. A
+        refused answer is logged, counted and its endpoint rests; the previous state is kept.
         """
         store = self._store or self._load() or await self._bootstrap()
         before = store
@@ -174,17 +184,28 @@ class BeaconFollower:
     # ------------------------------------------------------------------ the light client
 
     async def _bootstrap(self) -> LightClientStore:
-        endpoint, data = await self.api.bootstrap(self.settings.checkpoint)
-        try:
-            store = bootstrap(
-                parse_bootstrap(data, self.settings.config),
-                self.settings.checkpoint,
-                self.settings.config,
+        """The store from the checkpoint's bootstrap, from the first endpoint whose bootstrap the
+        light client accepts; :class:`BootstrapUnavailable` (an AdapterError: retried at the
+        next poll, like an outage) if none does now."""
+        config, checkpoint = self.settings.config, self.settings.checkpoint
+        problems: list[str] = []
+        for endpoint in self.api.ordered():
+            try:
+                data = await self.api.bootstrap_on(endpoint, checkpoint)
+                store = bootstrap(parse_bootstrap(data, config), checkpoint, config)
+            except RpcError as exc:
+                problems.append(str(exc))
+                continue
+            except VerificationError as exc:  # a malformed, mismatched or invalid bootstrap
+                self._refuse(endpoint, "bootstrap", exc)
+                problems.append(f"{endpoint.url}: refused: {exc}")
+                continue
+            break
+        else:
+            raise BootstrapUnavailable(
+                f"{self.chain}: no beacon endpoint serves an acceptable bootstrap for checkpoint "
+                f"{to_hex(checkpoint)}: " + "; ".join(problems)
             )
-        except (MalformedBeaconData, LightClientError) as exc:
-            self.refused += 1
-            self.api.blame(endpoint, f"bootstrap: {exc}")
-            raise
         log.info(
             "%s: light client bootstrapped from checkpoint %s (slot %d)",
             self.chain,
@@ -261,7 +282,7 @@ class BeaconFollower:
                 # validators miss their sync duties produces these), so nothing is blamed.
                 log.debug("%s: %s from %s not used: %s", self.chain, what, endpoint.url, exc)
                 continue
-            except (MalformedBeaconData, LightClientError) as exc:
+            except VerificationError as exc:  # malformed or invalid: MalformedBeaconData too
                 self._refuse(endpoint, what, exc)
                 continue
             if outcome.store != store:
@@ -316,7 +337,7 @@ class BeaconFollower:
                 )
                 return None
             store = store_from_json(obj.get("store"), self.settings.config)
-        except (ValueError, MalformedBeaconData, LightClientError) as exc:
+        except (ValueError, VerificationError) as exc:
             raise BeaconStateError(f"{path}: unusable light-client state: {exc}") from None
         log.info(
             "%s: light client resumed at slot %d (period %d) from %s",
