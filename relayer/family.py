@@ -225,6 +225,24 @@ class ChainFamily(Protocol):
         and the conformance suite: the latest state, read in bulk.)"""
         ...
 
+    @property
+    def delivered_evidence(self) -> str:
+        """What :meth:`final_delivered` reads, in words (``ledger rebuild``'s summary)."""
+        ...
+
+    async def final_delivered(
+        self,
+        config: Config,
+        chain: ChainConfig,
+        messages: Sequence[bytes],
+        outboxes: Mapping[int, bytes],
+    ) -> list[bool]:
+        """For each raw message to ``chain``: delivered, on the evidence the family's own
+        delivery records the terminal ``delivered`` from (a false "delivered" loses a message
+        for good)? ``outboxes``: origin domain → the outbox its lane trusts. What ``ledger
+        rebuild`` restores delivered flags from."""
+        ...
+
     # --- what users do ---------------------------------------------------------------------
 
     async def send_messages(

@@ -66,7 +66,6 @@ from sqlmodel import Session
 
 from adapters.errors import AdapterError
 from light_clients.errors import VerificationError
-from light_clients.hashing import keccak256
 from relayer.checkpoints import CheckpointStoreError
 from relayer.config import ChainConfig, Config
 from relayer.family import family_of
@@ -164,46 +163,21 @@ class RebuildSummary:
 
 def evidence_of(chain: ChainConfig) -> str:
     """What :func:`delivered_on` reads ``chain``'s delivered flags from (for the summary)."""
-    if _evm_family(chain):
-        return "the Inbox's replay guard proven under the final header (eth_getProof)"
-    return "the destination's own delivered read (ChainFamily.delivered)"
-
-
-def _evm_family(chain: ChainConfig) -> bool:
-    from relayer.families.evm import EvmFamily  # noqa: PLC0415 - only loaded for EVM configs
-
-    return isinstance(family_of(chain), EvmFamily)
+    return family_of(chain).delivered_evidence
 
 
 async def delivered_on(
     relayer: Relayer, chain: ChainConfig, messages: Sequence[bytes]
 ) -> list[bool]:
     """For each raw message to ``chain``: is it delivered there, on evidence ``delivered`` (a
-    terminal status) may be written from?
-
-    A false "delivered" is the dangerous lie: the message would never be sent again (a lost
-    transfer), while a false "not delivered" costs one redundant delivery the Inbox skips as a
-    replay. So an EVM destination is read as its relayer reads it before recording delivery
-    (``EvmDelivery._confirmed_delivered``): the Inbox's replay guard proven by ``eth_getProof``
-    under the final header (hash-checked, agreed by the rpc quorum) with
-    :func:`~relayer.families.evm.delivery.inbox_delivery_state`, keyed by the outbox of each
-    ``relayer`` lane — not ``ChainFamily.delivered``, which is an ``eth_call`` at the latest
-    block, one endpoint's word, for ``status``. Other families are asked through
-    :meth:`~relayer.family.ChainFamily.delivered`, the evidence their own delivery records from
-    (a Substrate replay-guard item: the node's word, as everything on a chain without read
-    proofs)."""
-    if not messages:
-        return []
-    if not _evm_family(chain):
-        return await family_of(chain).delivered(relayer.config, chain, messages)
-    from relayer.families.evm.connection import open_evm  # noqa: PLC0415
-    from relayer.families.evm.delivery import inbox_delivery_state  # noqa: PLC0415
-
+    terminal status) may be written from? A false "delivered" is the dangerous lie: the message
+    would never be sent again (a lost transfer), while a false "not delivered" costs one
+    redundant delivery the destination skips as a replay. So it is read as the family's own
+    delivery reads it before recording delivery (:meth:`ChainFamily.final_delivered`: on EVM
+    the Inbox's replay guard proven under the final header, keyed by each lane's outbox), not
+    as ``status`` reads it (:meth:`ChainFamily.delivered`, the latest state)."""
     outboxes = {domain: lane.outbox for domain, lane in relayer.lanes.items()}
-    async with open_evm(chain) as evm:
-        final = await evm.final_header()
-        state = await inbox_delivery_state(evm, chain.contract("inbox"), final, messages, outboxes)
-    return [state[keccak256(message)][0] for message in messages]
+    return await family_of(chain).final_delivered(relayer.config, chain, messages, outboxes)
 
 
 # ------------------------------------------------------------------------------------ marker

@@ -42,6 +42,7 @@ class EvmFamily:
     adapter's default; a chain's ``max_log_range`` key overrides either)."""
 
     account_size = 20
+    delivered_evidence = "the Inbox's replay guard proven under the final header (eth_getProof)"
 
     def __init__(
         self,
@@ -150,6 +151,27 @@ class EvmFamily:
         from relayer.families.evm.user import delivered  # noqa: PLC0415
 
         return await delivered(chain, messages)
+
+    async def final_delivered(
+        self,
+        config: Config,
+        chain: ChainConfig,
+        messages: Sequence[bytes],
+        outboxes: Mapping[int, bytes],
+    ) -> list[bool]:
+        # As EvmDelivery records delivery: proven storage at the final block, never the
+        # endpoint's eth_call answer that `delivered` (status) is.
+        from light_clients.hashing import keccak256  # noqa: PLC0415
+        from relayer.families.evm.connection import open_evm  # noqa: PLC0415
+        from relayer.families.evm.delivery import inbox_delivery_state  # noqa: PLC0415
+
+        if not messages:
+            return []
+        async with open_evm(chain) as evm:
+            final = await evm.final_header()
+            inbox = chain.contract("inbox")
+            state = await inbox_delivery_state(evm, inbox, final, messages, outboxes)
+        return [state[keccak256(message)][0] for message in messages]
 
     async def send_messages(
         self,

@@ -28,6 +28,7 @@ class SubstrateFamily:
 
     kind = "substrate"
     account_size = 32
+    delivered_evidence = "the replay-guard item (the node's word: no read proofs on chopsticks)"
 
     @property
     def config_keys(self) -> frozenset[str]:
@@ -93,6 +94,16 @@ class SubstrateFamily:
         from relayer.families.substrate.user import delivered  # noqa: PLC0415
 
         return await delivered(chain, messages)
+
+    async def final_delivered(
+        self,
+        config: Config,
+        chain: ChainConfig,
+        messages: Sequence[bytes],
+        outboxes: Mapping[int, bytes],
+    ) -> list[bool]:
+        # The evidence SubstrateDelivery records from: the replay-guard item.
+        return await self.delivered(config, chain, messages)
 
     async def send_messages(
         self,
