@@ -9,7 +9,7 @@ POS    := devnet/npm-pos/node_modules/.installed
 # Test workers: CI has 2 cores, and the chain tests mostly wait for 1-second blocks.
 WORKERS ?= 2
 
-.PHONY: demo test test-fast lint bench clean pos-tools test-tools
+.PHONY: demo test test-fast lint bench clean pos-tools checked-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,31 +38,29 @@ $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
 	cd devnet/npm-pos && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL npm ci --no-audit --no-fund --loglevel=error
 	touch $(POS)
 
-# What the tests need, installed side by side: pip's wheels, the root npm project and the PoS
-# tools' native build do not wait for each other (a fresh clone's setup takes the longest of
-# them, not their sum).
-test-tools:
-	$(MAKE) --no-print-directory -j3 $(STAMP) $(NODE) $(POS)
+# What the tests need, installed side by side, and the static checks: pip's wheels, the root npm
+# project and the PoS tools' native build do not wait for each other, and ruff and mypy run as
+# soon as the virtualenv is there, while the native build (one core) still compiles. A fresh
+# clone's setup then takes the longest of them, not their sum.
+checked-tools:
+	$(MAKE) --no-print-directory -j3 lint $(NODE) $(POS)
 
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy; fails when the
 ## light clients' branch coverage drops below its floor (pyproject.toml, [tool.coverage.report])
 # Coverage is taken in the same single pytest run (the suite is not run twice); the report lists
 # every line of light_clients/ no test reaches, so an untriggered rejection shows by name.
 # --durations=15 lists the slowest tests, so a test that grows slow shows up in CI's log.
-# -n $(WORKERS) --dist loadfile: whole modules per worker, so a module's chain fixtures start once.
-test: test-tools
-	$(BIN)/ruff check .
-	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
+# -n $(WORKERS) --dist loadfile: whole modules per worker, so a module's chain fixtures start once;
+# --no-loadscope-reorder: in the order tests/conftest.py gives them, the longest first.
+test: checked-tools
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
 
 ## test-fast: everything but the tests marked slow (the multi-process end-to-end runs: SIGKILL
 ## and restarts, chopsticks), plus ruff and mypy; for the edit-test loop. `make test` is the
 ## whole suite and what CI runs.
 # No coverage floor here: the slow tests are skipped, so the floor would not be a fair measure.
-test-fast: test-tools
-	$(BIN)/ruff check .
-	$(BIN)/mypy
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile -m "not slow" --durations=15
+test-fast: checked-tools
+	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -32,8 +32,10 @@ PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 RELAYING = "relaying: origins"
 # The --poll (seconds) of the processes the end-to-end tests start, the defaults of Procs. The
 # benchmark passes its own (by default the CLI's, relayer.config: those are what it measures).
-E2E_ATTESTER_POLL = 0.5
-E2E_RELAYER_POLL = 0.3
+# Not shorter: an idle attester costs ~6 % of a core and a relayer ~11 % at 0.5 s / 0.3 s, and
+# the suite is CPU-bound on CI's two cores; the anvil chains make a block a second anyway.
+E2E_ATTESTER_POLL = 1.0
+E2E_RELAYER_POLL = 0.5
 ATTESTERS = 3  # the devnet's committee: three keys, threshold 2
 STOP_TIMEOUT = 20.0  # seconds a process has to exit after its signal, and again after SIGKILL
 
@@ -88,12 +90,18 @@ class Procs:
         """``passerelle relay``, with ``extra`` options (e.g. ``--batch-size 5``)."""
         return self.start(name, "relay", "--poll", str(poll), *extra)
 
-    def start_all(self, *, attester_poll: float = E2E_ATTESTER_POLL, relayer: bool = True) -> None:
+    def start_all(
+        self,
+        *,
+        attester_poll: float = E2E_ATTESTER_POLL,
+        relayer: bool = True,
+        relayer_poll: float = E2E_RELAYER_POLL,
+    ) -> None:
         """The committee's attesters and (unless ``relayer`` is False) one relayer."""
         for index in range(ATTESTERS):
             self.start_attester(index, poll=attester_poll)
         if relayer:
-            self.start_relayer()
+            self.start_relayer(poll=relayer_poll)
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> int:
         """Signal ``name`` (nothing is sent if it has exited already) and return its exit code;
@@ -151,13 +159,18 @@ class Procs:
 
 @contextmanager
 def running(
-    config: Path, logs: Path, *, attester_poll: float = E2E_ATTESTER_POLL, relayer: bool = True
+    config: Path,
+    logs: Path,
+    *,
+    attester_poll: float = E2E_ATTESTER_POLL,
+    relayer: bool = True,
+    relayer_poll: float = E2E_RELAYER_POLL,
 ) -> Iterator[Procs]:
     """The attesters and (unless ``relayer`` is False) a relayer on ``config``; every process
     started in the block, by the harness or by the caller, is stopped on exit."""
     procs = Procs(config, logs)
     try:
-        procs.start_all(attester_poll=attester_poll, relayer=relayer)
+        procs.start_all(attester_poll=attester_poll, relayer=relayer, relayer_poll=relayer_poll)
         yield procs
     finally:
         procs.stop_all()

@@ -20,10 +20,9 @@ from devnet.pos import BeaconInfo
 from devnet.records import CHECKPOINT_DIR, LEDGER_FILE
 from devnet.topology import (
     ASSETHUB,
-    CHAINS,
     CLIENT_KEY,
     FINALITY,
-    RELAYER_KEY,
+    RELAYER_KEYS,
     SUBSTRATE_CLIENT_URI,
     THRESHOLD,
     ChainSpec,
@@ -32,7 +31,7 @@ from light_clients.hexstr import to_hex
 
 __all__ = ["CONTRACT_KEYS", "PosSection", "render_config"]
 
-CONTRACT_KEYS = ("outbox", "inbox", "ping", "token_bridge", "token", "wrapped_token")
+CONTRACT_KEYS = ("outbox", "inbox", "ping", "token_bridge", "token", "wrapped_token", "paymaster")
 """The contract addresses an EVM chain's table lists, in this order, when deployed."""
 
 
@@ -109,7 +108,7 @@ def _pos_chain(pos: PosSection) -> list[str]:
     ]
 
 
-def _assethub_chain(rpc: str, setup: dict[str, object], home_token: bytes) -> list[str]:
+def _assethub_chain(rpc: str, setup: dict[str, object], home: tuple[int, bytes]) -> list[str]:
     collections = setup["collections"]
     signatories = setup["signatories"]
     if not isinstance(collections, dict) or not isinstance(signatories, list):
@@ -139,8 +138,8 @@ def _assethub_chain(rpc: str, setup: dict[str, object], home_token: bytes) -> li
         + " }  # EVM origin domain -> Uniques collection",
         f"asset_id = {int(str(setup['asset_id']))}",
         "asset_home = { "
-        + f"domain = {CHAINS[0].domain}, "
-        + f"token = {_toml_string(_checksum(home_token))}"
+        + f"domain = {home[0]}, "
+        + f"token = {_toml_string(_checksum(home[1]))}"
         + " }  # the EVM token the asset wraps",
     ]
 
@@ -153,33 +152,46 @@ def render_config(
     assethub: tuple[str, dict[str, object]] | None = None,
     *,
     pos: PosSection | None = None,
+    ledger: str = LEDGER_FILE,
+    checkpoint_store: str = CHECKPOINT_DIR,
+    relayer_keys: Sequence[bytes] = RELAYER_KEYS,
 ) -> str:
     """The config text for EVM ``chains`` ((spec, RPC URL, deployed addresses by
     :data:`CONTRACT_KEYS`), the home-token chain first), the committee (``validators``, their
     ``attester_keys`` in the same order, and the attesters' sr25519 ``substrate_seeds`` when
     Asset Hub runs) and ``assethub`` ((ws URL, what :func:`devnet.substrate.setup_asset_hub`
     returned), or None for the anvil-only devnet) and ``pos`` (the proof-of-stake chain, or
-    None without ``--pos``)."""
+    None without ``--pos``). ``ledger`` and ``checkpoint_store`` are the ``[ledger]
+    location`` and ``[committee] checkpoint_store`` (files beside the config, or database URLs
+    with ``up --postgres``); ``relayer_keys`` become ``[relayer] keys``, one per ``passerelle
+    relay --index I``."""
     lines = [
         "# Written by `passerelle devnet up`. Devnet only: every key below is a throwaway",
         "# (anvil's public development accounts, //Alice, and attester keys made for this run).",
         "devnet = true",
         "",
         "[ledger]",
-        f"location = {_toml_string(LEDGER_FILE)}",
+        f"location = {_toml_string(ledger)}",
         "",
         "[committee]",
         "validators = [" + ", ".join(_toml_string(_checksum(v)) for v in validators) + "]",
         f"threshold = {THRESHOLD}",
-        f"checkpoint_store = {_toml_string(CHECKPOINT_DIR)}",
+        f"checkpoint_store = {_toml_string(checkpoint_store)}",
     ]
     for spec, rpc, contracts in chains:
         lines += _evm_chain(spec, rpc, contracts)
     if pos is not None:
         lines += _pos_chain(pos)
     if assethub is not None:
-        lines += _assethub_chain(*assethub, home_token=chains[0][2]["token"])
-    lines += ["", "[relayer]", f"key = {_toml_string(to_hex(RELAYER_KEY))}"]
+        lines += _assethub_chain(*assethub, home=(chains[0][0].domain, chains[0][2]["token"]))
+    lines += [
+        "",
+        "[relayer]",
+        "# One key per relayer process: `passerelle relay --index I` (without it: the first).",
+        "keys = [",
+        *(f"    {{ key = {_toml_string(to_hex(key))} }}," for key in relayer_keys),
+        "]",
+    ]
     seeds: Sequence[bytes | None] = (
         [None] * len(attester_keys) if substrate_seeds is None else substrate_seeds
     )

@@ -10,8 +10,9 @@ Usage::
     link_evm_chains(EvmDeployment(url_a, 1, alpha), EvmDeployment(url_b, 2, beta),
                     deployer_key=key)
 
-Two phases because linking needs the other chain's addresses: deploying both chains can run in
-parallel, linking runs once both are done. A Substrate chain (Asset Hub, which has no contracts)
+Two phases because linking needs the other chain's addresses: deploying the chains can run in
+parallel, linking runs once all are done (``link_evm_chains(a, b, c, …)`` links every pair, in
+one block). A Substrate chain (Asset Hub, which has no contracts)
 is linked to an EVM chain with :func:`link_substrate_remote` instead.
 
 Speed: every transaction of a phase is signed locally and sent back to back with explicit
@@ -34,7 +35,8 @@ reason decoded from the contracts' ABI when the node gives it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -79,7 +81,10 @@ WRAPPED_NAME, WRAPPED_SYMBOL = "Wrapped Passerelle Test Token", "wPTT"
 # under 300k gas; 1M is a safe ceiling that still lets a whole phase fit one 30M-gas block.
 _CALL_GAS = 1_000_000
 _PRIORITY_FEE = 10**9  # 1 gwei: anvil orders by tip; any positive tip is mined at once
-_RECEIPT_TIMEOUT = 30.0
+# anvil mines at once; the proof-of-stake chain includes a transaction in its next 2-second
+# slot, and on a loaded 2-core machine (CI, the test workers) its validators can miss many slots
+# in a row. A failure only shows after this long, so a generous value costs a healthy run nothing.
+_RECEIPT_TIMEOUT = 90.0
 _POLL_INTERVAL = 0.05
 _RPC_TIMEOUT = 10.0
 
@@ -336,16 +341,23 @@ def deploy_evm_chain(
     client: bytes | None = None,
     demo_balance: int = DEMO_BALANCE,
     evm_version: str = DEFAULT_EVM_VERSION,
+    priced_domains: Sequence[int] | None = None,
 ) -> dict[str, bytes]:
-    """Deploy Outbox, Inbox, Ping, TokenBridge and a token on the chain at ``rpc_url``.
+    """Deploy Outbox, Inbox, Ping, TokenBridge, Paymaster and a token on the chain at
+    ``rpc_url``.
 
-    The deployer owns the Inbox and the TokenBridge. ``committee`` (20-byte addresses, in any
-    order) becomes the Inbox committee, sorted as the contract requires, with ``threshold``.
-    With ``home_token`` a TestToken is deployed and ``demo_balance`` of it minted to ``client``
-    (default: the deployer); otherwise a WrappedToken whose only minter is this TokenBridge.
+    The deployer owns the Inbox and the TokenBridge. It also owns the Paymaster, is its oracle
+    and its beneficiary, and names it as the Outbox's (``dispatchAndPay``); the Paymaster prices
+    delivery to each of ``priced_domains`` (default: every devnet domain but this one) at
+    :data:`DEVNET_GAS_PRICE` and :data:`DEVNET_EXCHANGE_RATE`, so ``passerelle send`` pays
+    (docs/design.md, "Paid delivery"; the devnet's routes still deliver everything).
+    ``committee`` (20-byte addresses, in any order) becomes the Inbox committee, sorted as the
+    contract requires, with ``threshold``. With ``home_token`` a TestToken is deployed and
+    ``demo_balance`` of it minted to ``client`` (default: the deployer); otherwise a
+    WrappedToken whose only minter is this TokenBridge.
 
-    Returns the addresses by config key: ``outbox``, ``inbox``, ``ping``, ``token_bridge`` and
-    ``token`` or ``wrapped_token``. Nothing is linked to another chain yet: see
+    Returns the addresses by config key: ``outbox``, ``inbox``, ``ping``, ``token_bridge``,
+    ``paymaster`` and ``token`` or ``wrapped_token``. Nothing is linked to another chain yet: see
     :func:`link_evm_chains`. ``evm_version`` picks the artifacts (one of
     :data:`adapters.evm.contracts.EVM_VERSIONS`): the version the chain executes. Raises
     :class:`DeployError` (one line) if anything fails.
@@ -382,57 +394,108 @@ def deploy_evm_chain(
             "WrappedToken", WRAPPED_NAME, WRAPPED_SYMBOL, TOKEN_DECIMALS, bridge
         )
     batch.call("Inbox", inbox, "setCommittee(address[],uint8)", members, threshold)
+    contracts["paymaster"] = _deploy_paymaster(batch, outbox, domain, priced_domains)
     batch.wait()
     return contracts
 
 
-def link_evm_chains(a: EvmDeployment, b: EvmDeployment, *, deployer_key: bytes) -> None:
-    """Make ``a`` and ``b`` trust each other; both must be deployed by ``deployer_key``.
+DEVNET_GAS_PRICE = 10**9
+"""The devnet Paymaster's destination gas price: 1 gwei per gas."""
+DEVNET_EXCHANGE_RATE = 10**10
+"""And its exchange rate: one destination unit per origin unit (Paymaster.RATE_SCALE)."""
 
-    On each side: ``Inbox.setOrigin(other domain, other outbox)``, ``TokenBridge.setRemote(
-    other domain, other bridge)``; and where one side has a ``token`` and the other a
-    ``wrapped_token``, the home bridge routes the token to the other domain and the remote
-    bridge pairs its wrapped token with it. Both chains' transactions are sent before any
-    receipt is awaited. Raises :class:`DeployError` (one line) if anything fails.
+
+def _deploy_paymaster(
+    batch: _Batch, outbox: bytes, domain: int, priced_domains: Sequence[int] | None
+) -> bytes:
+    """Deploy a Paymaster owned by the deployer (its oracle and beneficiary too), price every
+    one of ``priced_domains`` (default: the devnet's domains) but ``domain``, and name it as
+    ``outbox``'s Paymaster; its address."""
+    from devnet.topology import ASSETHUB_DOMAIN, NAMES  # noqa: PLC0415 - devnet defaults only
+
+    owner = batch.sender
+    wanted = (*NAMES, ASSETHUB_DOMAIN) if priced_domains is None else priced_domains
+    targets = sorted(set(wanted) - {domain})
+    paymaster = batch.deploy("Paymaster", owner, owner)
+    batch.call("Paymaster", paymaster, "setOracle(address)", owner)
+    batch.call(
+        "Paymaster",
+        paymaster,
+        "setGasRates(uint32[],uint128[],uint128[])",
+        targets,
+        [DEVNET_GAS_PRICE] * len(targets),
+        [DEVNET_EXCHANGE_RATE] * len(targets),
+    )
+    batch.call("Outbox", outbox, "setPaymaster(address)", paymaster)
+    return paymaster
+
+
+def link_evm_chains(
+    *deployments: EvmDeployment,
+    deployer_key: bytes,
+    pairs: Iterable[tuple[int, int]] | None = None,
+) -> None:
+    """Make every pair of ``deployments`` trust each other (or only ``pairs``, by position);
+    all must be deployed by ``deployer_key``.
+
+    For a pair (a, b), on each side: ``Inbox.setOrigin(other domain, other outbox)``,
+    ``TokenBridge.setRemote(other domain, other bridge)``; and where one side has a ``token``
+    and the other a ``wrapped_token``, the home bridge routes the token to the other domain and
+    the remote bridge pairs its wrapped token with it. Each chain's calls, for all its pairs,
+    go into one batch, and every chain's batch is sent before any receipt is awaited: linking
+    N chains costs one block however large N is (N chains, N·(N-1)/2 pairs, up to 3·(N-1)
+    calls of :data:`_CALL_GAS` a chain: 8 chains and gamma fill 24 M of a 30 M-gas block).
+    Raises :class:`DeployError` (one line) if anything fails.
     """
-    if a.domain == b.domain:
-        raise DeployError(f"cannot link domain {a.domain} to itself")
+    wanted = (
+        list(itertools.combinations(range(len(deployments)), 2)) if pairs is None else list(pairs)
+    )
+    calls: dict[int, list[EvmDeployment]] = {}  # position -> the chains it must learn
+    for first, second in wanted:
+        a, b = deployments[first], deployments[second]
+        if a.domain == b.domain:
+            raise DeployError(f"cannot link domain {a.domain} to itself")
+        calls.setdefault(first, []).append(b)
+        calls.setdefault(second, []).append(a)
     batches: list[_Batch] = []
-    for here, there in ((a, b), (b, a)):
-        try:
-            inbox, bridge = here.contracts["inbox"], here.contracts["token_bridge"]
-            remote_outbox = there.contracts["outbox"]
-            remote_bridge = there.contracts["token_bridge"]
-        except KeyError as missing:
-            raise DeployError(
-                f"domain {here.domain}/{there.domain}: no {missing} address"
-            ) from None
+    for position, remotes in sorted(calls.items()):
+        here = deployments[position]
         batch = _Batch(
             here.rpc_url, deployer_key, chain_label=f"domain {here.domain} ({here.rpc_url})"
         )
-        batch.call("Inbox", inbox, "setOrigin(uint32,bytes32)", there.domain, _pad32(remote_outbox))
-        batch.call(
-            "TokenBridge", bridge, "setRemote(uint32,bytes32)", there.domain, _pad32(remote_bridge)
-        )
-        home = here.contracts.get("token")
-        if home is not None and "wrapped_token" in there.contracts:
-            batch.call(
-                "TokenBridge", bridge, "registerHomeToken(address,uint32)", home, there.domain
-            )
-        wrapped = here.contracts.get("wrapped_token")
-        remote_home = there.contracts.get("token")
-        if wrapped is not None and remote_home is not None:
-            batch.call(
-                "TokenBridge",
-                bridge,
-                "registerWrappedToken(uint32,bytes32,address)",
-                there.domain,
-                _pad32(remote_home),
-                wrapped,
-            )
+        for there in remotes:
+            _link_calls(batch, here, there)
         batches.append(batch)
     for batch in batches:
         batch.wait()
+
+
+def _link_calls(batch: _Batch, here: EvmDeployment, there: EvmDeployment) -> None:
+    """Queue on ``batch`` (``here``'s chain) what makes ``here`` trust ``there``."""
+    try:
+        inbox, bridge = here.contracts["inbox"], here.contracts["token_bridge"]
+        remote_outbox = there.contracts["outbox"]
+        remote_bridge = there.contracts["token_bridge"]
+    except KeyError as missing:
+        raise DeployError(f"domain {here.domain}/{there.domain}: no {missing} address") from None
+    batch.call("Inbox", inbox, "setOrigin(uint32,bytes32)", there.domain, _pad32(remote_outbox))
+    batch.call(
+        "TokenBridge", bridge, "setRemote(uint32,bytes32)", there.domain, _pad32(remote_bridge)
+    )
+    home = here.contracts.get("token")
+    if home is not None and "wrapped_token" in there.contracts:
+        batch.call("TokenBridge", bridge, "registerHomeToken(address,uint32)", home, there.domain)
+    wrapped = here.contracts.get("wrapped_token")
+    remote_home = there.contracts.get("token")
+    if wrapped is not None and remote_home is not None:
+        batch.call(
+            "TokenBridge",
+            bridge,
+            "registerWrappedToken(uint32,bytes32,address)",
+            there.domain,
+            _pad32(remote_home),
+            wrapped,
+        )
 
 
 def link_substrate_remote(

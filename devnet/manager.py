@@ -1,6 +1,8 @@
-"""``passerelle devnet up|down|status``: two local anvil chains with Passerelle deployed,
-chopsticks running Rococo Asset Hub with the committee's multisig set up on it, and (``--pos``)
-a proof-of-stake chain, Lodestar driving the EthereumJS client.
+"""``passerelle devnet up|down|status``: local anvil chains (two, or ``--evm-chains N``) with
+Passerelle deployed and every pair linked both ways, chopsticks running Rococo Asset Hub with
+the committee's multisig set up on it, (``--pos``) a proof-of-stake chain, Lodestar driving the
+EthereumJS client, and (``--postgres``) a local PostgreSQL holding the ledger and the
+attesters' checkpoint store.
 
 Usage::
 
@@ -12,6 +14,10 @@ Usage::
     up(Path("devnet"), pos=True)       # also gamma (domain 4, proof of stake, devnet/pos.py),
                                        # linked both ways with every chain, its config naming
                                        # a finalized beacon checkpoint (~35 s after its genesis)
+    up(Path("devnet"), evm_chains=4)   # alpha, beta, delta (5) and epsilon (6): 12 EVM routes,
+                                       # each chain also linked with assethub (and gamma)
+    up(Path("devnet"), postgres=True)  # the ledger and the checkpoint store on a local
+                                       # PostgreSQL (devnet/postgres.py), `ledger migrate` run
     status(Path("devnet"))             # {"config": …, "running": True, "chains": [...]}
     down(Path("devnet"))               # stops exactly what `up` started
 
@@ -43,6 +49,16 @@ Everything lives in the state directory:
 - ``ledger.db`` and ``checkpoints/``: created by the relayer and attesters, kept by ``down``;
   a fresh ``up`` moves them into ``previous/<UTC time>/``
   (:func:`devnet.records.archive_previous_run` says why).
+- ``postgres/`` (with ``--postgres``): the server's data directory and ``postgres.log``. The
+  server is recorded in ``devnet.json`` under ``"postgres"`` (not among the chains). ``down``
+  stops the server that runs in ``postgres/data``, found from that cluster's
+  ``postmaster.pid`` and never from the record (:func:`devnet.postgres.running_server`); a
+  fresh ``up`` stops one still running there before moving the folder aside. It holds two
+  databases: ``passerelle``, the ledger (``[ledger] location``, migrated by ``up``), and
+  ``checkpoints``, the attesters' signatures and the Substrate multisig proposals
+  (``[committee] checkpoint_store``): apart, so that the ledger's migrations and ``ledger
+  rebuild``, which refuse a database holding tables that are not a ledger's, never meet the
+  stores' tables.
 
 The config's attesters each get a fresh sr25519 seed (``substrate_key``), their Substrate
 identity next to their secp256k1 EVM key; the 2-of-3 multisig of those keys owns the
@@ -94,26 +110,46 @@ from devnet.pos import (
     start_pos_chain,
     wait_for_checkpoint,
 )
+from devnet.postgres import (
+    PostgresError,
+    PostgresProcess,
+    postgres_bin_dir,
+    start_postgres,
+    stop_leftover,
+    stop_recorded,
+)
+from devnet.postgres import answers as postgres_answers
 from devnet.process import free_ports
-from devnet.records import BEACON_STORE_DIR, CONFIG_FILE, STATE_FILE
+from devnet.records import (
+    BEACON_STORE_DIR,
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LEDGER_FILE,
+    POSTGRES_DIR,
+    STATE_FILE,
+)
 from devnet.substrate import SubstrateSetupError, keypair_from_seed, setup_asset_hub
 from devnet.tools import ToolError, ethereumjs_script, lodestar_script
 from devnet.topology import (
     ASSETHUB,
     CHAINS,
     CLIENT_KEY,
+    DEFAULT_EVM_CHAINS,
     DEPLOYER_KEY,
     FINALITY,
     POS_CHAIN,
     POS_EVM_VERSION,
     SUBSTRATE_CLIENT_URI,
     THRESHOLD,
+    ChainSpec,
     attester_keys,
     substrate_seeds,
 )
+from devnet.topology import evm_chains as evm_chain_specs
 from light_clients.committee import address_of
 from light_clients.hexstr import parse_data, to_hex
 from relayer.config import ConfigError, load_config
+from relayer.ledger import LedgerError, migrate_ledger
 
 __all__ = [
     "ASSETHUB",
@@ -147,16 +183,28 @@ idle machine; a CPU shared with other work delays attestations and with them jus
 (minutes have been seen with four test runs beside it: docs/pos-devnet.md)."""
 
 
-def _healthy(state_dir: Path, state: dict[str, Any], *, assethub: bool, pos: bool) -> bool:
-    """Every chain of the wanted devnet is recorded, ours, and answers as the recorded chain."""
+def _healthy(
+    state_dir: Path,
+    state: dict[str, Any],
+    *,
+    specs: Sequence[ChainSpec],
+    assethub: bool,
+    pos: bool,
+    postgres: bool,
+) -> bool:
+    """Every chain of the wanted devnet is recorded, ours, and answers as the recorded chain;
+    and the PostgreSQL server is there, ours and answering exactly when ``postgres``."""
     entries = records.processes(state)
-    expected = {spec.name for spec in CHAINS} | ({ASSETHUB.name} if assethub else set())
+    expected = {spec.name for spec in specs} | ({ASSETHUB.name} if assethub else set())
     expected |= {POS_CHAIN.name} if pos else set()
+    server = records.postgres_entry(state)
     return (
         state.get("complete") is True
         and (state_dir / CONFIG_FILE).is_file()
         and {p.get("chain") for p in entries} == expected
         and all(pids.is_ours(p) and _answers(p) for p in entries)
+        and (server is not None) == postgres
+        and (server is None or postgres_answers(server, state_dir / POSTGRES_DIR))
     )
 
 
@@ -172,15 +220,19 @@ def up(
     ports: Sequence[int] | None = None,
     assethub: bool = True,
     pos: bool = False,
+    evm_chains: int = DEFAULT_EVM_CHAINS,
+    postgres: bool = False,
 ) -> Path:
     """Start the devnet (or find it running) and return the path of its config TOML.
 
     If ``state_dir/devnet.json`` records a complete devnet whose every process is alive, is
     still the recorded anvil or chopsticks and answers as the recorded chain
     (:mod:`devnet.kinds`), nothing is started and the existing config path is returned.
-    Otherwise whatever that record names is stopped and a fresh devnet is started: two anvils
-    with ``block_time``-second blocks on free ports of 127.0.0.1 (or on ``ports``, one per
-    chain of :data:`CHAINS`, e.g. to test a busy port), contracts deployed and linked, three
+    Otherwise whatever that record names is stopped, the old run's ledger and stores are moved
+    aside (:func:`devnet.records.archive_previous_run`), and a fresh devnet is started:
+    ``evm_chains`` anvils (:func:`devnet.topology.evm_chains`: alpha, beta, delta, …) with
+    ``block_time``-second blocks on free ports of 127.0.0.1 (or on ``ports``, one per chain,
+    e.g. to test a busy port), contracts deployed and every pair linked both ways, three
     fresh attester keys with threshold 2, and - when ``assethub`` is True - chopsticks
     (:data:`ASSETHUB`, on a free port) with the committee's multisig, collections and wrapped
     asset set up (:func:`devnet.substrate.setup_asset_hub`) while the EVM contracts deploy;
@@ -188,23 +240,69 @@ def up(
     started first so its wait for finality overlaps everything else), its shanghai contracts
     linked both ways with every other chain; then the config is written (gamma's beacon
     checkpoint: its first finalized block root whose bootstrap the node serves) and checked
-    with :func:`relayer.config.load_config`.
+    with :func:`relayer.config.load_config`. With ``postgres``, a PostgreSQL server starts
+    beside the chains (:func:`devnet.postgres.start_postgres`, in ``postgres/``), the ledger's
+    database is migrated (``passerelle ledger migrate``) and the config names it and the
+    checkpoint store's database (see the module docstring).
 
-    Raises :class:`DevnetError` (one line) on any failure, having stopped what it started.
+    Raises :class:`DevnetError` (one line) on any failure, having stopped what it started;
+    ``evm_chains`` outside 2..8 is refused before anything is looked at.
     """
+    try:
+        specs = evm_chain_specs(evm_chains)
+    except ValueError as error:
+        raise DevnetError(str(error)) from None
     state_dir = Path(state_dir).resolve()
     with records.locked(state_dir):
         config_path = state_dir / CONFIG_FILE
         previous = records.read_state(state_dir)
         if previous is not None:
-            if _healthy(state_dir, previous, assethub=assethub, pos=pos):
+            if _healthy(
+                state_dir,
+                previous,
+                specs=specs,
+                assethub=assethub,
+                pos=pos,
+                postgres=postgres,
+            ):
                 return config_path
-            for entry in records.processes(previous):
-                pids.stop(entry)
+            _stop_recorded(state_dir, previous)
             (state_dir / STATE_FILE).unlink(missing_ok=True)
         return _start_fresh(
-            state_dir, block_time=block_time, ports=ports, assethub=assethub, pos=pos
+            state_dir,
+            specs=specs,
+            block_time=block_time,
+            ports=ports,
+            assethub=assethub,
+            pos=pos,
+            postgres=postgres,
         )
+
+
+def _stop_recorded(state_dir: Path, state: dict[str, Any]) -> list[str]:
+    """Stop every process a record names, each only if it is still the recorded one; one line
+    each (what ``down`` prints). The PostgreSQL server is the one running in this folder's
+    ``postgres/data`` (:func:`devnet.postgres.running_server`), not whatever the record names.
+    """
+    lines = [pids.stop(entry) for entry in records.processes(state)]
+    server = records.postgres_entry(state)
+    if server is not None:
+        try:
+            lines.append(stop_recorded(server, state_dir / POSTGRES_DIR))
+        except PostgresError as error:
+            raise DevnetError(_one_line(error)) from None
+    return lines
+
+
+def _archive_previous_run(state_dir: Path) -> Path | None:
+    """Stop a PostgreSQL still serving ``postgres/data`` (its record lost or not recognised:
+    moving the directory from under it would leak it), then move the old run's files aside
+    (:func:`devnet.records.archive_previous_run`); one-line :class:`DevnetError` on failure."""
+    try:
+        stop_leftover(state_dir / POSTGRES_DIR)
+        return records.archive_previous_run(state_dir)
+    except (PostgresError, OSError) as error:
+        raise DevnetError(f"devnet setup failed: {_one_line(error)}") from None
 
 
 def _start_assethub(
@@ -282,12 +380,13 @@ def _start_anvils(
     state: dict[str, Any],
     started: list[AnvilProcess],
     *,
+    specs: Sequence[ChainSpec],
     binary: Path,
     block_time: float,
     ports: Sequence[int] | None,
 ) -> None:
-    """Start one anvil per :data:`CHAINS` entry, recording each as soon as it runs."""
-    for index, spec in enumerate(CHAINS):
+    """Start one anvil per chain of ``specs``, recording each as soon as it runs."""
+    for index, spec in enumerate(specs):
         try:
             chain = start_anvil(
                 port=None if ports is None else ports[index],
@@ -409,16 +508,51 @@ def _start_pos(
     return chain, contracts, info
 
 
+CHECKPOINT_DATABASE = "checkpoints"
+"""The database of the attesters' checkpoint store, beside the ledger's on the same server."""
+
+
+def _start_postgres(
+    state_dir: Path,
+    *,
+    state: dict[str, Any],
+    state_lock: threading.Lock,
+    started: list[PostgresProcess],
+) -> tuple[str, str]:
+    """Start the devnet's PostgreSQL in ``postgres/``, record it, create the checkpoint
+    store's database and migrate the ledger's; return (ledger URL, checkpoint store URL).
+    Runs in a worker thread next to the chains (initdb and start take ~1 s)."""
+    directory = state_dir / POSTGRES_DIR
+    try:
+        directory.mkdir()  # the old run's was moved aside: a cluster needs a new directory
+        directory.chmod(0o711)  # as root the server runs as "nobody", which must reach data/
+        server = start_postgres(directory)
+    except (PostgresError, OSError) as error:
+        raise DevnetError(f"postgres: {_one_line(error)}") from None
+    started.append(server)
+    with state_lock:
+        state["postgres"] = server.record()
+        records.write_state(state_dir, state)
+    try:
+        checkpoints = server.create_database(CHECKPOINT_DATABASE)
+        migrate_ledger(server.url)
+    except (PostgresError, LedgerError) as error:
+        raise DevnetError(f"postgres: {_one_line(error)}") from None
+    return server.url, checkpoints
+
+
 def _start_fresh(
     state_dir: Path,
     *,
+    specs: Sequence[ChainSpec],
     block_time: float,
     ports: Sequence[int] | None,
     assethub: bool,
     pos: bool,
+    postgres: bool,
 ) -> Path:
-    if ports is not None and len(ports) != len(CHAINS):
-        raise DevnetError(f"give {len(CHAINS)} ports (one per chain), got {len(ports)}")
+    if ports is not None and len(ports) != len(specs):
+        raise DevnetError(f"give {len(specs)} ports (one per chain), got {len(ports)}")
     # Every tool and the chain spec are looked up (and, from the per-user cache, installed),
     # and the spec's digest checked, before any chain starts: a missing chopsticks or Lodestar
     # or a wrong spec must not leave two anvils behind.
@@ -430,12 +564,18 @@ def _start_fresh(
         if pos:
             lodestar_script()
             ethereumjs_script()
-    except (AnvilError, ChopsticksError, ToolError) as error:
+        if postgres:
+            postgres_bin_dir()
+    except (AnvilError, ChopsticksError, ToolError, PostgresError) as error:
         raise DevnetError(_one_line(error)) from None
+    # Before anything starts: the old run's processes are stopped, its ledger and stores mean
+    # nothing on new chains, and a new PostgreSQL cluster needs an empty data directory.
+    archived = _archive_previous_run(state_dir)
     state = records.new_state(state_dir)
     started: list[AnvilProcess] = []
     hub_started: list[ChopsticksProcess] = []
     pos_started: list[PosChain] = []
+    pg_started: list[PostgresProcess] = []
     state_lock = threading.Lock()  # the assethub and gamma workers record their processes too
     abort = threading.Event()
     try:
@@ -446,7 +586,7 @@ def _start_fresh(
         # finalized checkpoint, which the config needs, comes ~35 s after its genesis, and that
         # wait runs while everything else happens. The anvils start here, then both deploy in
         # parallel (one block each) while assethub (the slow part) starts and is set up.
-        with ThreadPoolExecutor(max_workers=len(CHAINS) + 2) as pool:
+        with ThreadPoolExecutor(max_workers=len(specs) + 3) as pool:
             pos_future = (
                 pool.submit(
                     _start_pos,
@@ -460,10 +600,27 @@ def _start_fresh(
                 if pos
                 else None
             )
+            pg_future = (
+                pool.submit(
+                    _start_postgres,
+                    state_dir,
+                    state=state,
+                    state_lock=state_lock,
+                    started=pg_started,
+                )
+                if postgres
+                else None
+            )
             try:
                 with state_lock:
                     _start_anvils(
-                        state_dir, state, started, binary=binary, block_time=block_time, ports=ports
+                        state_dir,
+                        state,
+                        started,
+                        specs=specs,
+                        binary=binary,
+                        block_time=block_time,
+                        ports=ports,
                     )
                 hub_future = (
                     None
@@ -473,7 +630,7 @@ def _start_fresh(
                         state_dir,
                         seeds,
                         # gamma's messages reach assethub too: it needs a replay guard as well
-                        evm_origins=[spec.domain for spec in CHAINS]
+                        evm_origins=[spec.domain for spec in specs]
                         + ([POS_CHAIN.domain] if pos else []),
                         state=state,
                         state_lock=state_lock,
@@ -492,22 +649,26 @@ def _start_fresh(
                         home_token=spec.home_token,
                         client=address_of(CLIENT_KEY),
                     )
-                    for spec, chain in zip(CHAINS, started, strict=True)
+                    for spec, chain in zip(specs, started, strict=True)
                 ]
                 deployed = [future.result() for future in futures]
                 evm = [
                     EvmDeployment(chain.rpc_url, spec.domain, contracts)
-                    for spec, chain, contracts in zip(CHAINS, started, deployed, strict=True)
+                    for spec, chain, contracts in zip(specs, started, deployed, strict=True)
                 ]
-                link_evm_chains(*evm, deployer_key=DEPLOYER_KEY)
+                link_evm_chains(*evm, deployer_key=DEPLOYER_KEY)  # every pair, in one block
                 gamma = None if pos_future is None else pos_future.result()
                 if gamma is not None:
                     gamma_deployment = EvmDeployment(gamma[0].rpc_url, POS_CHAIN.domain, gamma[1])
-                    # One pair at a time: each link sends from the deployer on both of its
-                    # chains, with nonces read from the chain, so two at once would collide.
-                    for deployment in evm:
-                        link_evm_chains(deployment, gamma_deployment, deployer_key=DEPLOYER_KEY)
+                    # gamma with each anvil chain (those are linked among themselves already).
+                    link_evm_chains(
+                        *evm,
+                        gamma_deployment,
+                        deployer_key=DEPLOYER_KEY,
+                        pairs=[(i, len(evm)) for i in range(len(evm))],
+                    )
                     evm.append(gamma_deployment)
+                databases = None if pg_future is None else pg_future.result()
             except BaseException:
                 abort.set()  # assethub, gamma: skip their setup; processes are stopped below
                 raise
@@ -538,20 +699,23 @@ def _start_fresh(
                 beacon=info,
                 store=str(state_dir / BEACON_STORE_DIR),
             )
-        archived = records.archive_previous_run(state_dir)
         config_path = state_dir / CONFIG_FILE
+        # Without --postgres: the ledger file and checkpoint directory beside the config.
+        ledger, checkpoint_store = databases or (LEDGER_FILE, CHECKPOINT_DIR)
         records.write_atomic(
             config_path,
             render_config(
                 [
                     (spec, chain.rpc_url, contracts)
-                    for spec, chain, contracts in zip(CHAINS, started, deployed, strict=True)
+                    for spec, chain, contracts in zip(specs, started, deployed, strict=True)
                 ],
                 validators,
                 keys,
                 seeds,
                 hub,
                 pos=pos_section,
+                ledger=ledger,
+                checkpoint_store=checkpoint_store,
             ),
         )
         load_config(config_path)  # the file we hand out must be one the relayer accepts
@@ -568,6 +732,9 @@ def _start_fresh(
             pos_chain.stop()
             pids.CHILDREN.pop(pos_chain.execution.pid, None)
             pids.CHILDREN.pop(pos_chain.beacon.pid, None)
+        for server in pg_started:
+            server.stop()
+            pids.CHILDREN.pop(server.pid, None)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         if isinstance(error, DevnetError):
             raise
@@ -595,7 +762,7 @@ def down(state_dir: Path) -> list[str]:
         state = records.read_state(state_dir)
         if state is None:
             return []
-        lines = [pids.stop(entry) for entry in records.processes(state)]
+        lines = _stop_recorded(state_dir, state)
         (state_dir / STATE_FILE).unlink(missing_ok=True)
         return lines
 
@@ -609,7 +776,9 @@ def status(state_dir: Path) -> dict[str, Any]:
     is not ours-and-alive or does not answer. Chains and their finality come from the config
     when it is readable, else from ``devnet.json``. The proof-of-stake chain's row describes
     its execution client and adds ``"beacon": {"api", "pid", "alive", "slot", "log"}`` for
-    its beacon node; the row is alive only when both are.
+    its beacon node; the row is alive only when both are. ``"postgres"`` is ``{"url", "pid",
+    "alive", "log"}`` for the server of ``up --postgres`` (alive: ours and accepting
+    connections), None without one.
     """
     state_dir = Path(state_dir).resolve()
     config_path = state_dir / CONFIG_FILE
@@ -667,9 +836,21 @@ def status(state_dir: Path) -> dict[str, Any]:
                 **row,
             }
         )
+    server = records.postgres_entry(state) if state else None
+    database = None
+    if server is not None:
+        database = {
+            "url": server.get("url"),
+            "pid": server.get("pid"),
+            "alive": postgres_answers(server, state_dir / POSTGRES_DIR),
+            "log": server.get("log"),
+        }
     return {
         "state_dir": str(state_dir),
         "config": str(config_path) if config_path.is_file() else None,
-        "running": bool(recorded) and all(c["alive"] for c in chains if c["name"] in recorded),
+        "running": bool(recorded)
+        and all(c["alive"] for c in chains if c["name"] in recorded)
+        and (database is None or database["alive"]),
         "chains": chains,
+        "postgres": database,
     }

@@ -1,12 +1,15 @@
 """Recorded pids: is a process still the chain ``up`` started, and stopping it only if it is.
 
-A pid is only a number the kernel recycles. Before ``down`` signals one, or ``status`` calls
-it alive, :func:`is_ours` checks the process behind it against its ``devnet.json`` entry: its
-command line (read through psutil) names the recorded binary and its port argument (``--port``,
-or the entry's ``port_flag``: the proof-of-stake chain's EthereumJS client is recognised by
-``--rpcPort``, Lodestar by ``--rest.port``; and chopsticks' ``--config``), and its start time
-matches the recorded one. A recycled pid fails that, and
-nothing is signalled.
+A pid is only a number the kernel recycles, and ``devnet.json`` is a file anyone who can write
+the state folder can edit. Before ``down`` signals a pid, or ``status`` calls it alive,
+:func:`is_ours` checks the process behind it: its command line (read through psutil) must run
+the tool devnet itself resolves for the entry's kind (:data:`KIND_TOOLS`: anvil, chopsticks,
+the EthereumJS client, Lodestar; never the record's ``binary``) with that kind's own port flag
+(``--port``; EthereumJS ``--rpcPort``, Lodestar ``--rest.port``; chopsticks ``--port 0`` and
+its ``--config``) followed by the recorded port number, and its start time must match the
+recorded one. A recycled pid fails that, and so does a record edited to name ``/bin/sleep`` or
+any other program: nothing is signalled. (Such a record can still name another devnet's chain
+of the same tool and port, run by the same user: the tool, flag and port pin that far.)
 """
 
 from __future__ import annotations
@@ -16,13 +19,32 @@ import itertools
 import os
 import signal
 import time
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
 
 import psutil
 
 from devnet.process import HOST, NodeProcess
+from devnet.tools import (
+    ToolError,
+    anvil_path,
+    chopsticks_script,
+    ethereumjs_script,
+    lodestar_script,
+)
 
-__all__ = ["CHILDREN", "adopt", "inspect", "is_ours", "start_time", "stop"]
+__all__ = [
+    "CHILDREN",
+    "GONE_STATES",
+    "KIND_TOOLS",
+    "adopt",
+    "inspect",
+    "is_ours",
+    "signal_group",
+    "start_time",
+    "stop",
+]
 
 STOP_TIMEOUT = 5.0
 
@@ -38,7 +60,36 @@ warning that a still-running subprocess was garbage-collected: outliving us is t
 # a recycled pid would also need the recorded binary and port to get within this window.
 START_TOLERANCE = 2.0
 
-_GONE_STATES = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+GONE_STATES = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+"""psutil states of a process that has exited (a zombie awaits its reaping): not alive."""
+
+
+KIND_TOOLS: Final[dict[str, tuple[Callable[[], Path], str]]] = {
+    "evm": (anvil_path, "--port"),
+    "substrate": (chopsticks_script, "--port"),  # always --port 0: it announces the real one
+    "pos": (ethereumjs_script, "--rpcPort"),
+    "beacon": (lodestar_script, "--rest.port"),
+}
+"""Per kind of chain entry (an entry without one is anvil's, as in :mod:`devnet.kinds`): how
+devnet finds the program it runs (:mod:`devnet.tools`) and the flag its port follows. This,
+not the record, says what an entry's process must be."""
+
+
+def _expected(entry: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(program path, port flag, port argument) the entry's process must show, or None when the
+    entry's kind or port is not one devnet writes or its tool cannot be found."""
+    tool = KIND_TOOLS.get(str(entry.get("kind", "evm")))
+    port = entry.get("port")
+    if tool is None or isinstance(port, bool) or not isinstance(port, int):
+        return None
+    if not 0 < port < 65536:
+        return None
+    find, flag = tool
+    try:
+        program = find()
+    except ToolError:  # not installed here: nothing devnet started runs it
+        return None
+    return str(program), flag, "0" if entry.get("kind") == "substrate" else str(port)
 
 
 def inspect(pid: int) -> tuple[str, float, list[str]] | None:
@@ -71,33 +122,35 @@ def start_time(pid: int) -> float | None:
 def _gone(pid: int) -> bool:
     """No such process any more, or only a zombie waiting to be reaped."""
     seen = inspect(pid)
-    return seen is None or seen[0] in _GONE_STATES
+    return seen is None or seen[0] in GONE_STATES
 
 
 def is_ours(entry: dict[str, Any]) -> bool:
-    """True if the recorded process is alive and is still the anvil or chopsticks `up` started.
+    """True if the recorded process is alive and is still the chain process `up` started.
 
-    The command line must name the recorded binary (argv[0], or argv[1] when node runs it: the
-    npm anvil wrapper, chopsticks.cjs, Lodestar, the EthereumJS client) and the recorded port
-    argument (``port_flag``, default ``--port``, followed by ``port_arg``, else ``port``:
-    chopsticks is started with port 0 and told its port afterwards), the recorded
+    The command line must name the program devnet resolves for the entry's kind
+    (:data:`KIND_TOOLS`; argv[0], or argv[1] when node runs it: the npm anvil wrapper,
+    chopsticks' script, Lodestar, the EthereumJS client) and that kind's port flag followed by
+    the recorded port (chopsticks: ``--port 0``, it is told its port afterwards), the recorded
     ``--config`` when there is one, and the start time must match the recorded one within
-    :data:`START_TOLERANCE`. A zombie (exited, not yet reaped) is not alive.
+    :data:`START_TOLERANCE`. The record's ``binary``, ``port_flag`` and ``port_arg`` are not
+    read: every one of them can be copied from ``/proc`` for any process. A zombie (exited, not
+    yet reaped) is not alive.
     """
     pid = entry.get("pid")
-    if not isinstance(pid, int) or pid <= 0:
+    expected = _expected(entry)
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or expected is None:
         return False
     child = CHILDREN.get(pid)
     if child is not None and not child.running:  # also reaps our own exited child
         return False
     seen = inspect(pid)
-    if seen is None or seen[0] in _GONE_STATES:
+    if seen is None or seen[0] in GONE_STATES:
         return False
     _, started, argv = seen
-    if str(entry.get("binary", "")) not in argv[:2]:
+    program, flag, port = expected
+    if program not in argv[:2]:
         return False
-    port = str(entry.get("port_arg", entry.get("port", "")))
-    flag = str(entry.get("port_flag", "--port"))
     if not any(a == flag and b == port for a, b in itertools.pairwise(argv)):
         return False
     config = entry.get("config_arg")
@@ -130,9 +183,10 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         time.sleep(0.05)
 
 
-def _signal(pid: int, signum: signal.Signals) -> None:
-    """Signal the chain's whole process group when it leads one (it does: start_new_session),
-    so a node wrapper's child goes too; otherwise just the pid."""
+def signal_group(pid: int, signum: signal.Signals) -> None:
+    """Signal the process group of a chain (or of the devnet's PostgreSQL) when ``pid`` leads
+    one (ours do: start_new_session), so a node wrapper's child or a server's backends go too;
+    otherwise just the pid (``killpg`` of a non-leader would fail and leave it running)."""
     try:
         if os.getpgid(pid) == pid:
             os.killpg(pid, signum)
@@ -160,10 +214,10 @@ def stop(entry: dict[str, Any]) -> str:
         if isinstance(pid, int):
             CHILDREN.pop(pid, None)
         return f"{name}: pid {pid} was not running (nothing signalled)"
-    _signal(pid, signal.SIGTERM)
+    signal_group(pid, signal.SIGTERM)
     how = "stopped"
     if not _wait_gone(pid, _grace(entry)):
-        _signal(pid, signal.SIGKILL)
+        signal_group(pid, signal.SIGKILL)
         _wait_gone(pid, STOP_TIMEOUT)
         how = "killed (SIGKILL after SIGTERM timed out)"
     CHILDREN.pop(pid, None)

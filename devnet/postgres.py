@@ -38,11 +38,28 @@ What :func:`start_postgres` does, and why:
 Two servers on one machine (two pytest-xdist workers, two devnets) never collide: each has its
 own directory and port. The server's log is ``directory/postgres.log``; errors quote its tail.
 The caller owns ``directory`` and removes it after :meth:`PostgresProcess.stop`.
+
+``passerelle devnet up --postgres`` records its server in ``devnet.json``
+(:meth:`PostgresProcess.record`) and a later ``devnet down``, another process, stops it
+(:func:`stop_recorded`) with the same fast shutdown as :meth:`PostgresProcess.stop`.
+
+**Which process is "our server"** (:func:`running_server`). ``devnet.json`` is a file: anyone who
+can write the state folder can make it name any pid, binary, port argument and start time, and
+every one of those can be read from ``/proc`` for somebody else's server (the test suite's, a
+system PostgreSQL started from the same binaries). So the record is not the identity. The data
+directory is: the caller names the directory it gave :func:`start_postgres`, the data directory
+is computed from it (``directory/data``), the pid comes from that cluster's own
+``postmaster.pid``, and the process must have ``-D <that path>`` in its command line *and* that
+path as its working directory (the postmaster chdirs there). A server of another cluster fails
+both, whatever a record says; a symlinked ``postgres/`` fails the working-directory check (the
+kernel reports the real path). The recorded port is only used as an int, checked against the
+server's own ``-c port=N``, before ``pg_isready`` is pointed at it.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import re
 import shutil
@@ -51,17 +68,26 @@ import stat
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import psutil
+
+from devnet import pids
 from devnet.anvil import free_port
 from devnet.process import HOST, STOP_TIMEOUT, NodeProcess, log_tail
+from relayer.checkpoints import read_small_file
 
 __all__ = [
     "POSTGRES_USER",
     "PostgresError",
     "PostgresProcess",
     "PostgresUnavailable",
+    "answers",
     "postgres_bin_dir",
+    "running_server",
     "start_postgres",
+    "stop_leftover",
+    "stop_recorded",
 ]
 
 POSTGRES_USER = "passerelle"  # the cluster's superuser, and the database the URL names
@@ -71,6 +97,8 @@ _STARTUP_TIMEOUT = 30.0
 _PORT_ATTEMPTS = 3
 _PROGRAMS = ("initdb", "postgres", "pg_isready", "createdb")
 _NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+PID_FILE = "postmaster.pid"  # in the data directory; its first line is the postmaster's pid
+_DECIMAL = re.compile(r"[1-9][0-9]{0,9}")  # a pid or port: ASCII digits only (int() takes "١٢")
 
 
 class PostgresError(RuntimeError):
@@ -161,6 +189,23 @@ class PostgresProcess(NodeProcess):
         if result.returncode != 0:
             detail = (result.stderr or result.stdout).strip().splitlines()
             raise PostgresError(f"{program} {' '.join(args)} failed: {' '.join(detail)}")
+
+    def record(self) -> dict[str, object]:
+        """This server as a ``devnet.json`` entry, for ``status`` and the operator: the pid, the
+        port :func:`answers` probes and the URL. None of it identifies the server when it is
+        read back (:func:`running_server` does, from the data directory)."""
+        return {
+            "chain": "postgres",  # the name `devnet down` prints
+            "kind": "postgres",
+            "program": "postgres",
+            "pid": self.pid,
+            "port": self.port,
+            "binary": str(self.bin_dir / "postgres"),
+            "data_dir": str(self.data_dir),
+            "log": str(self.log_path),
+            "start_time": pids.adopt(self),
+            "url": self.url,
+        }
 
     def __repr__(self) -> str:
         """Show pid, url and data directory."""
@@ -280,6 +325,146 @@ def _wait_ready(server: PostgresProcess, timeout: float) -> bool:
                 f"{timeout:g} s; its log ends:\n{log_tail(server.log_path)}"
             )
         time.sleep(0.02)
+
+
+def running_server(directory: Path) -> int | None:
+    """The pid of the live PostgreSQL serving the cluster in ``directory/data``, else None.
+
+    ``directory`` is the one given to :func:`start_postgres`. The pid is the first line of the
+    cluster's ``postmaster.pid`` (read as a small regular file: a FIFO or ``/dev/zero``
+    planted there is not read), and the process behind it must run in that data directory:
+    ``-D <directory/data>`` in its command line and that path as its working directory. A stale
+    file whose pid the kernel recycled, or one edited to name another server, fails both.
+    """
+    data_dir = directory / "data"
+    try:
+        text = read_small_file(data_dir / PID_FILE, limit=4096)
+    except (OSError, UnicodeDecodeError):
+        return None
+    first = "" if text is None else text.partition("\n")[0].strip()
+    if not _DECIMAL.fullmatch(first):
+        return None
+    pid = int(first)
+    return pid if _runs_in(pid, data_dir) else None
+
+
+def _runs_in(pid: int, data_dir: Path) -> bool:
+    """``pid`` is a live process started with ``-D data_dir`` whose working directory it is."""
+    seen = pids.inspect(pid)
+    if seen is None or seen[0] in pids.GONE_STATES:
+        return False
+    want = str(data_dir)
+    if not any(a == "-D" and b == want for a, b in itertools.pairwise(seen[2])):
+        return False
+    try:
+        return str(psutil.Process(pid).cwd()) == want
+    except (psutil.NoSuchProcess, psutil.AccessDenied):  # not readable: not one we started
+        return False
+
+
+def _port_of(pid: int) -> int | None:
+    """The port in the server's own ``-c port=N`` (as :func:`_launch` starts it), else None.
+    Only ``-c port=<digits>`` counts: any other ``-c`` value (``listen_addresses=…``) does not."""
+    seen = pids.inspect(pid)
+    for flag, value in itertools.pairwise([] if seen is None else seen[2]):
+        digits = value.removeprefix("port=")
+        if flag == "-c" and digits != value and _DECIMAL.fullmatch(digits):
+            return int(digits)
+    return None
+
+
+def answers(entry: dict[str, Any], directory: Path) -> bool:
+    """The server of ``directory`` (:func:`running_server`) is the recorded pid, listens on the
+    recorded port and accepts connections (this machine's ``pg_isready``).
+
+    Nothing recorded is executed: ``devnet.json`` is a file anyone with write access to the
+    state folder can edit, so the probe is the local installation's ``pg_isready``, and it is
+    only pointed at a port the server of ``directory`` was started on."""
+    port, recorded = entry.get("port"), entry.get("pid")
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+        return False
+    pid = running_server(directory)
+    if pid is None or pid != recorded or _port_of(pid) != port:
+        return False
+    try:
+        bin_dir = postgres_bin_dir()
+    except PostgresUnavailable:
+        return False
+    probe = [str(bin_dir / "pg_isready"), "-q", "-h", HOST, "-p", str(port)]
+    try:
+        done = subprocess.run(
+            [*probe, "-U", POSTGRES_USER, "-d", "postgres"],
+            env=_environment(),
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def stop_recorded(entry: dict[str, Any], directory: Path, timeout: float = STOP_TIMEOUT) -> str:
+    """Stop the server of ``directory`` that a ``devnet.json`` entry records; one line.
+
+    The server signalled is the one :func:`running_server` finds in ``directory``, whatever pid
+    the entry names: a record edited to name another server gets "is not ours" and no signal,
+    and a record whose pid or start time went stale still stops the server that runs in our
+    data directory. SIGINT (fast shutdown, see :meth:`PostgresProcess.stop`: SIGTERM would wait
+    for every client, and a relayer left running would hold the server for ever) to its process
+    group, SIGKILL after ``timeout`` s. :class:`PostgresError` (one line) if it cannot be
+    signalled or outlives both.
+    """
+    recorded = entry.get("pid")
+    pid = running_server(directory)
+    if pid is None:
+        if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded > 0:
+            pids.CHILDREN.pop(recorded, None)
+            seen = pids.inspect(recorded)
+            if seen is not None and seen[0] not in pids.GONE_STATES:
+                return (
+                    f"postgres: pid {recorded} is not ours (not the server of "
+                    f"{directory / 'data'}; nothing signalled)"
+                )
+        return f"postgres: pid {recorded} was not running (nothing signalled)"
+    return _stop(pid, directory, timeout)
+
+
+def stop_leftover(directory: Path, timeout: float = STOP_TIMEOUT) -> str | None:
+    """Stop a server still running in ``directory/data`` (:func:`running_server`) before that
+    directory is moved away or reused; its line, or None when none runs.
+
+    A record can be lost or no longer recognised while its server runs on; moving its data
+    directory from under it would leak the server (and ``down`` would never know it).
+    :class:`PostgresError` (one line) if it cannot be stopped."""
+    pid = running_server(directory)
+    return None if pid is None else _stop(pid, directory, timeout)
+
+
+def _stop(pid: int, directory: Path, timeout: float) -> str:
+    """Fast shutdown of ``pid``, the verified server of ``directory``; its line."""
+    done = f"postgres pid {pid} on {HOST}:{_port_of(pid) or '?'}"
+    child = pids.CHILDREN.pop(pid, None)
+    if isinstance(child, PostgresProcess):  # started by this process: reap it too
+        child.stop(timeout)
+        return f"postgres: stopped {done}"
+    how = "stopped"
+    try:
+        server = psutil.Process(pid)
+        pids.signal_group(pid, signal.SIGINT)  # its own group (start_new_session): backends too
+        try:
+            server.wait(timeout)
+        except psutil.TimeoutExpired:
+            pids.signal_group(pid, signal.SIGKILL)
+            server.wait(timeout)
+            how = "killed (SIGKILL after SIGINT timed out)"
+    except psutil.NoSuchProcess:
+        pass  # gone between the check and the signal: what we wanted
+    except (PermissionError, psutil.AccessDenied, psutil.TimeoutExpired) as error:
+        raise PostgresError(
+            f"a PostgreSQL (pid {pid}) still runs in {directory} and could not be stopped "
+            f"({type(error).__name__}); stop it first"
+        ) from None
+    return f"postgres: {how} {done}"
 
 
 def _as_server_user(command: list[str], demote: bool) -> list[str]:

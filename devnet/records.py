@@ -28,11 +28,13 @@ __all__ = [
     "CONFIG_FILE",
     "LEDGER_FILE",
     "LOCK_FILE",
+    "POSTGRES_DIR",
     "STATE_FILE",
     "STATE_VERSION",
     "archive_previous_run",
     "locked",
     "new_state",
+    "postgres_entry",
     "processes",
     "read_state",
     "write_atomic",
@@ -45,6 +47,7 @@ LOCK_FILE = ".devnet.lock"
 LEDGER_FILE = "ledger.db"
 CHECKPOINT_DIR = "checkpoints"
 BEACON_STORE_DIR = "beacon"  # the attesters' light-client store of the PoS chain (up --pos)
+POSTGRES_DIR = "postgres"  # `up --postgres`: the server's data directory and log
 ARCHIVE_DIR = "previous"
 STATE_VERSION = 1
 
@@ -100,13 +103,23 @@ def write_state(state_dir: Path, state: dict[str, Any]) -> None:
 
 
 def processes(state: dict[str, Any]) -> list[dict[str, Any]]:
-    """The process entries of a record (anything that is not an object is skipped)."""
+    """The chains' process entries of a record (anything that is not an object is skipped)."""
     return [p for p in state["processes"] if isinstance(p, dict)]
 
 
+def postgres_entry(state: dict[str, Any]) -> dict[str, Any] | None:
+    """The record's PostgreSQL server (``up --postgres``), None without one. Kept apart from
+    the chains' :func:`processes`: it is no chain (``status`` lists chains, and every chain
+    entry has a kind that answers chain RPC), and it stops differently."""
+    entry = state.get("postgres")
+    return entry if isinstance(entry, dict) else None
+
+
 def archive_previous_run(state_dir: Path) -> Path | None:
-    """Move an old ledger, checkpoint store and beacon light-client store into
-    ``previous/<UTC time>/``; return that folder, or None when there was nothing to move.
+    """Move an old ledger, checkpoint store, beacon light-client store and PostgreSQL data
+    directory into ``previous/<UTC time>/``; return that folder, or None when there was
+    nothing to move. ``up`` calls it before it starts anything, when the old run's processes
+    are stopped: a new server's data directory must be empty.
 
     A fresh ``up`` starts new chains, on which an old ledger's cursors and delivered ids mean
     nothing (the fresh chains even reuse the same contract addresses), and chopsticks' block
@@ -114,7 +127,8 @@ def archive_previous_run(state_dir: Path) -> Path | None:
     for a block hash it never had, which breaks that chopsticks for good
     (``docs/substrate-devnet.md``). The PoS chain's beacon genesis is new on every start too:
     a light-client store of the old chain would follow a committee that no longer exists.
-    Moving the old files aside is what prevents it.
+    Moving the old files aside is what prevents it. (A PostgreSQL ledger, ``up --postgres``,
+    lives in ``postgres/``, the server's data directory, and is moved aside the same way.)
     """
     stale = [
         path
@@ -124,6 +138,7 @@ def archive_previous_run(state_dir: Path) -> Path | None:
             state_dir / f"{LEDGER_FILE}-shm",
             state_dir / CHECKPOINT_DIR,
             state_dir / BEACON_STORE_DIR,
+            state_dir / POSTGRES_DIR,
         )
         if path.exists()
     ]

@@ -42,6 +42,9 @@ from light_clients.merkle import (
     ZeroLeafError,
 )
 from light_clients.message import (
+    HEADER_SIZE,
+    MAX_BODY_BYTES,
+    MAX_MESSAGE_BYTES,
     Message,
     NonceBeyondCheckpointError,
     WrongDestinationError,
@@ -261,12 +264,20 @@ def verify_multiproof(
 
 def pack_messages(messages: Sequence[bytes]) -> bytes:
     """The ``messages`` argument of ``Inbox.process``: each message prefixed by its length as
-    3 big-endian bytes (a message is at most 77 + 65,536 bytes). ABI ``bytes[]`` would spend
-    64-71 more calldata bytes per message on an offset, a length word and padding."""
+    3 big-endian bytes. ABI ``bytes[]`` would spend 64-71 more calldata bytes per message on an
+    offset, a length word and padding.
+
+    :class:`BatchEncodingError` for a message longer than :data:`MAX_MESSAGE_BYTES` (77 +
+    65,536): the Inbox reverts the WHOLE batch on one (``MalformedMessage``), so such a message
+    (from an origin whose outbox does not cap bodies as the EVM Outbox does) must never be
+    packed with others."""
     out = bytearray()
     for message in messages:
-        if len(message) >= 1 << (8 * LENGTH_PREFIX):
-            raise BatchEncodingError(f"a message of {len(message)} bytes cannot be packed")
+        if len(message) > MAX_MESSAGE_BYTES:
+            raise BatchEncodingError(
+                f"a message of {len(message)} bytes cannot be packed: the Inbox accepts at most "
+                f"{MAX_MESSAGE_BYTES} ({HEADER_SIZE}-byte header, {MAX_BODY_BYTES}-byte body)"
+            )
         out += len(message).to_bytes(LENGTH_PREFIX, "big") + message
     return bytes(out)
 

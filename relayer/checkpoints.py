@@ -342,9 +342,14 @@ def open_checkpoint_store(location: str | Path) -> CheckpointStore:
     return _store_class(location)(location)
 
 
+def is_database_url(location: str | Path) -> bool:
+    """Does ``location`` name a database (``…://…``) rather than a directory? The one test
+    every shared store (checkpoints, Substrate proposals) opens its location by."""
+    return isinstance(location, str) and "://" in location
+
+
 def _store_class(location: str | Path) -> type[CheckpointStore]:
-    is_url = isinstance(location, str) and "://" in location
-    return PostgresCheckpointStore if is_url else DirectoryCheckpointStore
+    return PostgresCheckpointStore if is_database_url(location) else DirectoryCheckpointStore
 
 
 @dataclass(frozen=True)
@@ -437,40 +442,21 @@ def _read_slot(path: Path) -> Slot | None:
     return Slot(place=str(path), signer_name=path.stem, text=text)
 
 
-class PostgresCheckpointStore(CheckpointStore):
-    """Signed checkpoints in a PostgreSQL table, for attesters and relayers on several machines.
+class PostgresTable:
+    """One table of a shared store on PostgreSQL: its engine, its bounded transactions and its
+    creation on first use. The checkpoint store (:class:`PostgresCheckpointStore`) and the
+    Substrate proposal store (:mod:`relayer.families.substrate.proposals`) both live on the
+    ``[committee] checkpoint_store`` URL and use it, so that both wait on nothing for ever and
+    fail with the same one-line errors (see :class:`PostgresCheckpointStore` for the rules).
 
-    The table mirrors the directory: one row per slot, keyed ``(origin, outbox, slot, signer)``
-    with ``slot`` the 10-digit index or ``latest`` and ``signer`` the ``0x`` address, holding
-    the same JSON text as a file would (``content``). It may live in the ledger's database or
-    another one. Anyone with write access to the table is as hostile as anyone with write
-    access to the directory, and is handled by the same rules (:class:`CheckpointStore`): a row
-    whose content does not match its key is ignored with a warning and overwritten by a
-    publisher, and content over :data:`MAX_FILE_BYTES` is not even fetched.
-
-    Unlike the directory, ``publish`` is atomic and exclusive per signer and lane: it runs in
-    one transaction under an advisory lock, so two processes holding the same attester key
-    cannot both pass the equivocation check and write two roots at one index.
-
-    Nothing waits without a limit: connecting gives up after ``connect_timeout``, a dead server
-    is noticed by TCP keepalives (:data:`~relayer.ledger.PG_CONNECT_ARGS`), and every
-    transaction runs with ``lock_timeout`` (:data:`PG_LOCK_TIMEOUT_MS`) and
-    ``statement_timeout`` (:data:`PG_STATEMENT_TIMEOUT_MS`). A lock held elsewhere — the lock
-    ids are public hashes, and holding an advisory lock takes only the right to connect — or a
-    server that does not answer raises :class:`CheckpointStoreBusy` with one line.
-
-    Opening connects to nothing. The table is made on first use, and only if it is missing
-    (``to_regclass``), under an advisory lock so two processes starting together do not race:
-    a role with only SELECT on the table (a relayer's: it never writes signatures) can read.
+    ``columns`` is the body of the table's ``CREATE TABLE`` (trusted text of ours, never
+    input). Opening connects to nothing: the first transaction does.
     """
 
-    TABLE = "checkpoint_store"
-
-    def __init__(self, location: str | Path | None = None) -> None:
-        super().__init__()
-        if not isinstance(location, str):
-            raise CheckpointStoreError("a PostgreSQL checkpoint store needs a database URL")
+    def __init__(self, location: str, table: str, columns: str) -> None:
         self.location = shown_database_url(location)
+        self.table = table
+        self._columns = columns
         try:
             url = sa.make_url(location)
         except (sa.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
@@ -497,7 +483,7 @@ class PostgresCheckpointStore(CheckpointStore):
         self._engine.dispose()
 
     @contextmanager
-    def _transaction(self, waiting_for: str = "") -> Iterator[sa.Connection]:
+    def transaction(self, waiting_for: str = "") -> Iterator[sa.Connection]:
         """One bounded transaction; ``waiting_for`` names the lock it takes, for the error."""
         try:
             with self._engine.begin() as connection:
@@ -532,18 +518,63 @@ class PostgresCheckpointStore(CheckpointStore):
         without it could not open an existing store otherwise, and a session holding the
         (public) create lock would stop every process from starting."""
         exists = connection.execute(
-            sa.text("SELECT to_regclass(:table) IS NOT NULL"), {"table": self.TABLE}
+            sa.text("SELECT to_regclass(:table) IS NOT NULL"), {"table": self.table}
         ).scalar_one()
         if not exists:
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_LOCK)))
-            connection.exec_driver_sql(
-                f"CREATE TABLE IF NOT EXISTS {self.TABLE} ("
-                "origin BIGINT NOT NULL, outbox TEXT NOT NULL, slot TEXT NOT NULL, "
-                "signer TEXT NOT NULL, content TEXT NOT NULL, "
-                "updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
-                "PRIMARY KEY (origin, outbox, slot, signer))"
-            )
+            connection.exec_driver_sql(f"CREATE TABLE IF NOT EXISTS {self.table} ({self._columns})")
         return True
+
+
+class PostgresCheckpointStore(CheckpointStore):
+    """Signed checkpoints in a PostgreSQL table, for attesters and relayers on several machines.
+
+    The table mirrors the directory: one row per slot, keyed ``(origin, outbox, slot, signer)``
+    with ``slot`` the 10-digit index or ``latest`` and ``signer`` the ``0x`` address, holding
+    the same JSON text as a file would (``content``). It may live in the ledger's database or
+    another one. Anyone with write access to the table is as hostile as anyone with write
+    access to the directory, and is handled by the same rules (:class:`CheckpointStore`): a row
+    whose content does not match its key is ignored with a warning and overwritten by a
+    publisher, and content over :data:`MAX_FILE_BYTES` is not even fetched.
+
+    Unlike the directory, ``publish`` is atomic and exclusive per signer and lane: it runs in
+    one transaction under an advisory lock, so two processes holding the same attester key
+    cannot both pass the equivocation check and write two roots at one index.
+
+    Nothing waits without a limit: connecting gives up after ``connect_timeout``, a dead server
+    is noticed by TCP keepalives (:data:`~relayer.ledger.PG_CONNECT_ARGS`), and every
+    transaction runs with ``lock_timeout`` (:data:`PG_LOCK_TIMEOUT_MS`) and
+    ``statement_timeout`` (:data:`PG_STATEMENT_TIMEOUT_MS`). A lock held elsewhere — the lock
+    ids are public hashes, and holding an advisory lock takes only the right to connect — or a
+    server that does not answer raises :class:`CheckpointStoreBusy` with one line.
+
+    Opening connects to nothing. The table is made on first use, and only if it is missing
+    (``to_regclass``), under an advisory lock so two processes starting together do not race:
+    a role with only SELECT on the table (a relayer's: it never writes signatures) can read.
+    """
+
+    TABLE = "checkpoint_store"
+
+    def __init__(self, location: str | Path | None = None) -> None:
+        super().__init__()
+        if not isinstance(location, str):
+            raise CheckpointStoreError("a PostgreSQL checkpoint store needs a database URL")
+        self._table = PostgresTable(
+            location,
+            self.TABLE,
+            "origin BIGINT NOT NULL, outbox TEXT NOT NULL, slot TEXT NOT NULL, "
+            "signer TEXT NOT NULL, content TEXT NOT NULL, "
+            "updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), "
+            "PRIMARY KEY (origin, outbox, slot, signer)",
+        )
+        self.location = self._table.location
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._table.close()
+
+    def _transaction(self, waiting_for: str = "") -> AbstractContextManager[sa.Connection]:
+        return self._table.transaction(waiting_for)
 
     def _select(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -267,8 +268,9 @@ def keys_list(config_path: Path, as_json: bool) -> int:
 
 @cli.group()
 def devnet() -> None:
-    """Local chains: two anvil EVM chains, Asset Hub (chopsticks) and optionally a
-    proof-of-stake chain (Lodestar + EthereumJS), everything deployed and linked."""
+    """Local chains: two (or more) anvil EVM chains, Asset Hub (chopsticks) and optionally a
+    proof-of-stake chain (Lodestar + EthereumJS), everything deployed and linked; optionally
+    a local PostgreSQL for the ledger and the checkpoint store."""
 
 
 @devnet.command("up")
@@ -286,11 +288,30 @@ def devnet() -> None:
     "installs them): ~450 MB and ~35 s more, its config waits for its first finalized "
     "beacon checkpoint.",
 )
-def devnet_up(state_dir: Path, assethub: bool, pos: bool) -> int:
+@click.option(
+    "--evm-chains",
+    "evm_chains",
+    # devnet.topology's MIN_EVM_CHAINS..MAX_EVM_CHAINS (tests/test_devnet_scale.py holds them
+    # equal): written out so the CLI does not import the devnet package to build its options.
+    type=click.IntRange(2, 8),
+    default=2,
+    show_default=True,
+    help="How many anvil chains, 2 to 8 (alpha, beta, delta, epsilon, …), every pair linked.",
+)
+@click.option(
+    "--postgres",
+    is_flag=True,
+    help="Keep the ledger and the checkpoint store in a local PostgreSQL (pgserver's or "
+    "Debian's binaries) that `devnet down` stops.",
+)
+def devnet_up(state_dir: Path, assethub: bool, pos: bool, evm_chains: int, postgres: bool) -> int:
     """Start (or reuse) the devnet; print the path of its config TOML."""
     from devnet import manager
 
-    click.echo(str(manager.up(state_dir, assethub=assethub, pos=pos)))
+    path = manager.up(
+        state_dir, assethub=assethub, pos=pos, evm_chains=evm_chains, postgres=postgres
+    )
+    click.echo(str(path))
     return 0
 
 
@@ -335,6 +356,12 @@ def devnet_status(state_dir: Path, as_json: bool) -> int:
                 f"pid {beacon.get('pid')} {redact_url(str(beacon.get('api')))} "
                 f"slot {beacon.get('slot')}"
             )
+    database = info.get("postgres")
+    if isinstance(database, dict):  # the ledger's and checkpoint store's server (--postgres)
+        click.echo(
+            f"{'postgres':<8} {'':<11} {'up' if database.get('alive') else 'DOWN':<5} "
+            f"pid {database.get('pid')} {redact_url(str(database.get('url')))}"
+        )
     click.echo(f"config: {info.get('config')}")
     return 0
 
@@ -362,8 +389,35 @@ def attest(config_path: Path, index: int, poll: float, metrics_port: int | None)
     return 0
 
 
+class _ReadySeconds(click.FloatRange):
+    """A readiness limit in seconds: finite and at least 0 (0 turns the check off).
+
+    ``click.FloatRange(min=0)`` takes ``nan``, against which every comparison is false: the
+    check would be off without saying so (a stuck route reported ready), and ``/readyz`` would
+    send ``NaN``, which is not JSON. ``inf`` would be "off" under another name."""
+
+    name = "seconds"
+
+    def __init__(self) -> None:
+        """At least 0, as ``FloatRange(min=0)``."""
+        super().__init__(min=0)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The float, or one line saying why not."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds (0 turns it off)", param, ctx)
+        return number
+
+
 @cli.command()
 @_config_option
+@click.option(
+    "--index",
+    type=int,
+    default=None,
+    help="Which of the config's relayer keys ([relayer] keys); default: the first.",
+)
 @click.option(
     "--poll", type=float, default=RELAY_POLL, show_default=True, help="Seconds between polls."
 )
@@ -387,14 +441,54 @@ def attest(config_path: Path, index: int, poll: float, metrics_port: int | None)
     default=None,
     help="Serve /metrics (Prometheus), /healthz and /readyz on 127.0.0.1:PORT.",
 )
-def relay(
-    config_path: Path, poll: float, batch_size: int, max_inflight: int, metrics_port: int | None
+@click.option(
+    "--ready-max-scan-age",
+    type=_ReadySeconds(),
+    default=None,
+    help="/readyz: most seconds since an origin's last scan [default: 60; 0: unchecked].",
+)
+@click.option(
+    "--ready-max-lag-blocks",
+    type=click.IntRange(min=0),
+    default=None,
+    help="/readyz: most final blocks of an origin not scanned [default: 1000; 0: unchecked].",
+)
+@click.option(
+    "--ready-max-lag-seconds",
+    type=_ReadySeconds(),
+    default=None,
+    help="/readyz: most seconds a route's oldest message waits [default: 600; 0: unchecked].",
+)
+def relay(  # noqa: PLR0917 - click passes every option positionally
+    config_path: Path,
+    index: int | None,
+    poll: float,
+    batch_size: int,
+    max_inflight: int,
+    metrics_port: int | None,
+    ready_max_scan_age: float | None,
+    ready_max_lag_blocks: int | None,
+    ready_max_lag_seconds: float | None,
 ) -> int:
-    """Run the relayer for every route of the config until SIGINT/SIGTERM."""
+    """Run the relayer for every route of the config until SIGINT/SIGTERM.
+
+    Several relayers share the routes each with its own key: ``[relayer] keys = [...]`` and
+    one ``--index I`` per process (two processes on one key would take each other's nonces)."""
     from relayer.ledger import open_ledger
+    from relayer.metrics import ReadyLimits
     from relayer.relay import Relayer
 
-    config = _load(config_path)
+    config = _with_relayer_key(_load(config_path), index)
+    default = ReadyLimits()
+    limits = ReadyLimits(
+        max_scan_age=default.max_scan_age if ready_max_scan_age is None else ready_max_scan_age,
+        max_lag_blocks=default.max_lag_blocks
+        if ready_max_lag_blocks is None
+        else ready_max_lag_blocks,
+        max_lag_seconds=default.max_lag_seconds
+        if ready_max_lag_seconds is None
+        else ready_max_lag_seconds,
+    )
     _logging()
     with open_ledger(config.ledger) as ledger:
         relayer = Relayer(
@@ -404,9 +498,29 @@ def relay(
             batch_size=batch_size,
             max_inflight=max_inflight,
             metrics_port=metrics_port,
+            ready_limits=limits,
         )
         trio.run(relayer.run)
     return 0
+
+
+def _with_relayer_key(config: Config, index: int | None) -> Config:
+    """``config`` signing with its ``index``-th relayer key (the first when ``index`` is None,
+    which is the only one of a single-key config); ConfigError (one line) for an index the
+    config does not have."""
+    from dataclasses import replace
+
+    from relayer.config import ConfigError
+
+    keys = config.relayer_keys
+    if index is None:
+        return config
+    if not 0 <= index < len(keys):
+        have = f"0..{len(keys) - 1}" if keys else "none"
+        raise ConfigError(
+            f"config {config.path}: no relayer key at --index {index} ([relayer] keys: {have})"
+        )
+    return replace(config, relayer_key=keys[index])
 
 
 async def _until_signal(fn: Any, *args: Any, **kwargs: Any) -> None:
@@ -436,6 +550,12 @@ async def _until_signal(fn: Any, *args: Any, **kwargs: Any) -> None:
     help="0x-address (EVM) or 0x-account id (Substrate) of the recipient "
     "(default: the Ping contract, or yourself).",
 )
+@click.option(
+    "--no-pay",
+    is_flag=True,
+    help="Do not pay for delivery (by default each message pays the quote when the origin "
+    "takes payment; a route that delivers paid messages only then leaves it unpaid).",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message.")
 def send(  # noqa: PLR0917 - click passes every option positionally
     config_path: Path,
@@ -445,9 +565,11 @@ def send(  # noqa: PLR0917 - click passes every option positionally
     count: int,
     amount: int | None,
     recipient: str | None,
+    no_pay: bool,
     as_json: bool,
 ) -> int:
-    """Dispatch messages (--body) or a token transfer (--token) from the client key."""
+    """Dispatch messages (--body) or a token transfer (--token) from the client key, each
+    paying for its delivery (see `passerelle quote`) unless --no-pay."""
     from relayer import user
     from relayer.family import family_of
     from relayer.jsonfields import as_hex
@@ -460,7 +582,15 @@ def send(  # noqa: PLR0917 - click passes every option positionally
     to = None if recipient is None else as_hex(recipient, "--recipient", size=size)
     if amount is not None:
         sent = trio.run(
-            partial(user.send_tokens, config, origin, destination, amount, recipient=to)
+            partial(
+                user.send_tokens,
+                config,
+                origin,
+                destination,
+                amount,
+                recipient=to,
+                pay=not no_pay,
+            )
         )
     else:
         assert body is not None
@@ -473,6 +603,7 @@ def send(  # noqa: PLR0917 - click passes every option positionally
                 body.encode(),
                 count=count,
                 recipient=to,
+                pay=not no_pay,
             )
         )
     source = config.chain(origin)
@@ -480,12 +611,44 @@ def send(  # noqa: PLR0917 - click passes every option positionally
         if as_json:
             click.echo(json.dumps(message.as_json() | {"origin_policy": user.policy_json(source)}))
         else:
+            paid = "unpaid" if message.fee is None else f"paid {message.fee}"
             click.echo(
                 f"sent 0x{message.id.hex()} nonce {message.nonce} "
-                f"{message.origin} → {message.destination} (tx 0x{message.tx_hash.hex()})"
+                f"{message.origin} → {message.destination} (tx 0x{message.tx_hash.hex()}, "
+                f"{paid})"
             )
     if not as_json:
         click.echo(f"{source.name}: {user.policy_text(source)}")
+    return 0
+
+
+@cli.command()
+@_config_option
+@click.option("--from", "origin", required=True, help="Origin chain (name or domain).")
+@click.option("--to", "destination", required=True, help="Destination chain (name or domain).")
+@click.option("--body", help="The message body (text) to price.")
+@click.option(
+    "--token", "amount", type=click.IntRange(1), help="Price a transfer of this many units."
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object.")
+def quote(  # noqa: PLR0917 - click passes every option positionally
+    config_path: Path,
+    origin: str,
+    destination: str,
+    body: str | None,
+    amount: int | None,
+    as_json: bool,
+) -> int:
+    """Print what delivering a message (--body) or a token transfer (--token) costs now: the
+    origin's fee for the destination gas the config's route policy charges it."""
+    from relayer import user
+
+    if (body is None) == (amount is None):
+        raise click.UsageError("give exactly one of --body or --token")
+    config = _load(config_path)
+    size = user.TOKEN_BODY_SIZE if body is None else len(body.encode())
+    found = trio.run(partial(user.quote, config, origin, destination, body_size=size))
+    click.echo(json.dumps(found.as_json()) if as_json else found.text())
     return 0
 
 

@@ -32,11 +32,25 @@ inbox = "0x…"
 key = "0x…"                            # only with devnet = true; else key_env, key_file, or
 # key_keystore = "relayer.json"        #   a V3 keystore with key_password_env / key_password_file
 #                                      # (files holding keys or passwords: mode 600, or refused)
+# keys = [{ key_env = "RELAYER_0" }, { key_file = "relayer-1.key" }]
+#                                      # instead of key*: several relayers' keys, one each, picked
+#                                      #   by `passerelle relay --index I` (default 0)
+# lease_seconds = 15                   # several relayers on one ledger share the routes through
+#                                      #   leases this long (default 15 s on PostgreSQL; without
+#                                      #   it a SQLite ledger is one relayer's, as before)
 
 [relayer.policy]                       # optional: which messages this relayer pays to deliver
 deny_senders = ["0x…"]                 # 20-byte EVM addresses or 32-byte accounts
 allow_origins = ["alpha", 3]           # chain names or domains; allow lists present = only those
 # allow_senders, allow_recipients, deny_origins, deny_recipients: same shapes; deny wins
+deliver = "all"                        # every route's default: "all", or "paid" (only messages
+                                       #   that bought delivery_gas; the others wait as
+                                       #   `unpaid` until a top-up arrives)
+# delivery_gas = 650000                # the destination gas a message's delivery is charged;
+                                       #   to an EVM destination at least 650000 (a recipient
+                                       #   may burn 500k) unless allow_recipients is set
+# routes = [{ from = "alpha", to = "beta", deliver = "paid", delivery_gas = 700000 }]
+#                                      # per-route exceptions to deliver / delivery_gas
 
 [[attesters]]                          # the devnet's own attesters (an operator runs one)
 key_env = "PASSERELLE_ATTESTER_KEY"
@@ -58,6 +72,9 @@ asset_home = { domain = 1, token = "0x…" }   # the EVM token it wraps
 #   a trusted GRANDPA checkpoint: heads are then proven final by justifications (real chains)
 # recipients = { "1" = ["0x…"] }     # destination domain -> what messages from here may address;
 #   default: each EVM destination's token_bridge and ping (see allowed_recipients)
+# fee_account = "0x…"                  # where senders pay for delivery (paid routes from here),
+# fee_rates = { "1" = { gas_price = 1000000000, exchange_rate = 10000000000 } }
+#                                      #   and its price per destination (as a Paymaster's rates)
 
 [client]                               # who `passerelle send` sends as
 key_file = "sender.key"
@@ -76,6 +93,7 @@ misspelled ``grandpa`` would turn GRANDPA verification off). ``key``, ``key_env`
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
@@ -114,11 +132,39 @@ COMMITTEE_KEYS = ("validators", "threshold", "checkpoint_store", "allow_weak_thr
 CHAIN_KEYS = ("name", "domain", "kind", "rpc", "finality", "start_block")
 # rpc_quorum is read here for every family, but only families whose adapter applies it list it
 # among their keys: elsewhere it would be a setting silently not applied.
-POLICY_KEYS = tuple(
+LIST_POLICY_KEYS = tuple(
     f"{verdict}_{what}"
     for verdict in ("allow", "deny")
     for what in ("origins", "senders", "recipients")
 )
+POLICY_KEYS = (*LIST_POLICY_KEYS, "deliver", "delivery_gas", "routes")
+ROUTE_POLICY_KEYS = ("from", "to", "deliver", "delivery_gas")
+DELIVER_MODES = ("all", "paid")
+"""``deliver`` of ``[relayer.policy]`` and its routes: everything, or only paid messages."""
+EVM_HANDLE_GAS_NEEDED = 500_000 * 64 // 63 + 10_000
+"""Inbox.sol's ``HANDLE_GAS_NEEDED``: the gas ``process`` must hold for one message's
+``handle`` (``HANDLE_GAS``, 500k, forwarded under EIP-150's 63/64 rule, plus the call). The
+recipient is the sender's choice, so a hostile one burns all of it (tests/test_paid_delivery.py
+``test_a_paid_message_never_costs_more_gas_than_it_bought``)."""
+EVM_DELIVERY_OVERHEAD = 132_064
+"""Everything else a one-message ``process`` transaction costs on an EVM destination: the
+transaction, the committee's signatures, the batch proof, the replay guard and the events.
+Measured 82.7k at threshold 2 with a fresh tree (600,629 gas for a recipient burning all of
+``HANDLE_GAS``); the rest is room for about six more signatures and a deeper tree."""
+EVM_MIN_DELIVERY_GAS = EVM_HANDLE_GAS_NEEDED + EVM_DELIVERY_OVERHEAD
+"""650,000: the most one message's delivery to an EVM destination can cost the relayer when it
+is alone in its batch, whatever its recipient does. A paid route to an EVM destination charging
+less is refused at load unless ``allow_recipients`` limits it to recipients the operator knows
+(docs/decisions.md, "Paid delivery, after the hostile review")."""
+DEFAULT_DELIVERY_GAS = EVM_MIN_DELIVERY_GAS
+"""Destination gas one message's delivery is charged for (``delivery_gas``) unless the config
+says otherwise: :data:`EVM_MIN_DELIVERY_GAS`, so that no recipient a sender picks can make the
+relayer spend more than the sender bought. What ``passerelle send`` pays for by default."""
+CALLDATA_GAS_PER_BYTE = 40
+"""Gas per body byte on top of ``delivery_gas``: EIP-7623's calldata floor price, the most a
+byte of a delivery's calldata can cost."""
+MAX_DELIVERY_GAS = 30_000_000
+"""A block's worth: a larger ``delivery_gas`` is a typo (no message's delivery could use it)."""
 KEY_KEYS = ("key", "key_env", "key_file", "key_keystore", "key_password_env", "key_password_file")
 SUBSTRATE_KEY_KEYS = (
     "substrate_key",
@@ -128,7 +174,10 @@ SUBSTRATE_KEY_KEYS = (
     "substrate_key_password_env",
     "substrate_key_password_file",
 )
-RELAYER_KEYS = (*KEY_KEYS, "policy")
+RELAYER_KEYS = (*KEY_KEYS, "keys", "policy", "lease_seconds")
+MIN_LEASE_SECONDS, MAX_LEASE_SECONDS = 1.0, 3600.0
+"""``[relayer] lease_seconds`` bounds: under a second a database round trip is a real part of
+the lease; over an hour a killed relayer's work waits too long."""
 ATTESTER_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS)
 CLIENT_KEYS = (*KEY_KEYS, *SUBSTRATE_KEY_KEYS, "substrate_uri")
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
@@ -207,6 +256,12 @@ class SubstrateSettings:
     recipients: Mapping[int, frozenset[bytes]] | None = None
     """The ``recipients`` table as written: destination domain → the 32-byte recipients that
     messages from this origin may address. None: the default of :func:`allowed_recipients`."""
+    fee_account: bytes | None = None
+    """Where senders on this chain pay for delivery (a balance transfer in the same
+    ``batch_all`` as the remark; docs/design.md "Paid delivery"); None: nobody can pay here."""
+    fee_rates: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    """Destination domain → (gas price, exchange rate × 1e10): this origin's price of delivery
+    there, as a Paymaster's ``rates`` (in plancks)."""
 
     @property
     def bridge_account(self) -> bytes:
@@ -348,6 +403,29 @@ def _show_account(account: bytes) -> str:
 
 
 @dataclass(frozen=True)
+class RoutePayment:
+    """What one route asks of a message's payment before the relayer delivers it."""
+
+    deliver: str = "all"
+    """``all`` (paid or not) or ``paid`` (:data:`DELIVER_MODES`)."""
+    delivery_gas: int = DEFAULT_DELIVERY_GAS
+    """Under ``paid``: the message must have paid at least the origin's quote for this much
+    destination gas, at delivery time."""
+
+    @property
+    def paid_only(self) -> bool:
+        """Whether the route delivers only paid messages."""
+        return self.deliver == "paid"
+
+    def gas_for(self, body_size: int) -> int:
+        """The destination gas a message with a ``body_size``-byte body is charged for:
+        ``delivery_gas`` and :data:`CALLDATA_GAS_PER_BYTE` per body byte (a 64 KiB body costs
+        the relayer far more calldata than a ping). The sender's quote and the relayer's check
+        both use this, so what ``passerelle send`` pays is what the relayer asks."""
+        return self.delivery_gas + CALLDATA_GAS_PER_BYTE * body_size
+
+
+@dataclass(frozen=True)
 class RelayPolicy:
     """Which messages this relayer spends its own gas and fees on (``[relayer.policy]``).
 
@@ -366,6 +444,19 @@ class RelayPolicy:
     deny_recipients: frozenset[bytes] = frozenset()
     origin_names: Mapping[int, str] = field(default_factory=dict, compare=False)
     """Domain → chain name, only to word refusals."""
+    payment: RoutePayment = field(default_factory=RoutePayment)
+    """Every route's payment rule (``deliver``, ``delivery_gas``) unless ``routes`` names it."""
+    routes: Mapping[tuple[int, int], RoutePayment] = field(default_factory=dict)
+    """(origin, destination) → that route's own payment rule (``routes``)."""
+
+    def route_payment(self, origin: int, destination: int) -> RoutePayment:
+        """The payment rule of the route ``origin`` → ``destination``."""
+        return self.routes.get((origin, destination), self.payment)
+
+    @property
+    def any_paid(self) -> bool:
+        """Whether some route delivers only paid messages (the relayer then checks payments)."""
+        return self.payment.paid_only or any(r.paid_only for r in self.routes.values())
 
     def refusal(self, message: Message) -> str | None:
         """None if ``message`` may be delivered, else one line saying which list refuses it."""
@@ -425,6 +516,14 @@ class Config:
     """``[committee] checkpoint_store`` when it is a database URL: signatures are shared in
     PostgreSQL (relayer/checkpoints.py). ``checkpoint_store`` is then ``checkpoints/`` beside
     the config, still the directory of the Substrate multisig proposals."""
+    relayer_keys: tuple[KeySource, ...] = ()
+    """Every relayer key of ``[relayer]``: its ``key*`` (one), or each of ``keys`` (several
+    relayers, one key each: ``passerelle relay --index I`` runs with the I-th as
+    :attr:`relayer_key`, which is the first until then)."""
+    lease_seconds: float | None = None
+    """``[relayer] lease_seconds``: relayers sharing the ledger divide its routes through leases
+    this long (relayer/leases.py). None when not set: leasing is then on for a PostgreSQL ledger
+    (relayer.leases.DEFAULT_LEASE_SECONDS) and off for a SQLite file (one relayer, as before)."""
 
     @property
     def checkpoint_location(self) -> str | Path:
@@ -494,6 +593,20 @@ def _string(value: Any, name: str) -> str:
     if not isinstance(value, str) or not value:
         raise FieldError(f"field {name!r} must be a non-empty string, got {type_name(value)}")
     return value
+
+
+def _lease_seconds(value: Any) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not MIN_LEASE_SECONDS <= value <= MAX_LEASE_SECONDS
+    ):
+        raise FieldError(
+            f"relayer.lease_seconds must be a number of seconds from {MIN_LEASE_SECONDS:g} to "
+            f"{MAX_LEASE_SECONDS:g}, not {value!r}"
+        )
+    return float(value)
 
 
 def _bool(value: Any, name: str) -> bool:
@@ -589,6 +702,52 @@ def _required_key(obj: Mapping[str, Any], where: str, devnet: bool, base: Path) 
             f"{where}: one of key_env, key_file, key_keystore (or key, devnet only) is required"
         )
     return source
+
+
+def _relayer_keys(relayer: Mapping[str, Any], devnet: bool, base: Path) -> tuple[KeySource, ...]:
+    """``[relayer]``'s key (``key*``) or keys (``keys = [{key_env = …}, …]``), exactly one form.
+
+    Two entries naming the same source (the same inline key, variable, file or keystore) are
+    refused: two relayers signing with one account would take each other's nonces, every
+    delivery of one replacing or failing the other's. A file or keystore is the same whatever
+    its spelling (``sub/../k.key``, a symlink, a hard link; or one keystore with two password
+    sources): it is compared by its resolved path and its (device, inode). (Two different
+    sources that hold the same key cannot be seen here, before any is read.)"""
+    if "keys" not in relayer:
+        return (_required_key(relayer, "relayer", devnet, base),)
+    single = [key for key in KEY_KEYS if key in relayer]
+    if single:
+        raise FieldError(f"relayer: keys and {single[0]} conflict; give only one")
+    entries = as_list(relayer["keys"], "relayer.keys")
+    if not entries:
+        raise FieldError("relayer.keys must list at least one key")
+    sources: list[KeySource] = []
+    seen: dict[object, int] = {}  # each identity of an entry -> that entry's index
+    for i, entry in enumerate(entries):
+        where = f"relayer.keys[{i}]"
+        source = _required_key(table(entry, where, KEY_KEYS), where, devnet, base)
+        identities = _key_identities(source)
+        earlier = next((seen[k] for k in identities if k in seen), None)
+        if earlier is not None:
+            raise FieldError(f"{where} is the same key as relayer.keys[{earlier}]")
+        seen.update(dict.fromkeys(identities, i))
+        sources.append(source)
+    return tuple(sources)
+
+
+def _key_identities(source: KeySource) -> set[object]:
+    """What makes two key sources one: a file's or keystore's resolved path and, when it can
+    be stat'ed, its (device, inode) — a hard link has another path, a symlink another name;
+    otherwise the source itself (an inline key, a variable's name)."""
+    path = source.keystore if source.keystore is not None else source.file
+    if path is None:
+        return {source}
+    identities: set[object] = {("path", path.resolve())}
+    try:
+        found = path.stat()
+    except OSError:  # missing or unreadable: loading it says so; its path still counts
+        return identities
+    return identities | {("inode", found.st_dev, found.st_ino)}
 
 
 # --------------------------------------------------------------------------- chains
@@ -693,20 +852,125 @@ def _committee(value: Any) -> tuple[Committee, Mapping[str, Any], bool]:
 
 def _origin(value: Any, name: str, chains: Sequence[ChainConfig]) -> int:
     """A policy origin: a configured chain's name or domain."""
-    for chain in chains:
-        if chain.is_origin and (
-            value == chain.name
-            or (isinstance(value, int) and not isinstance(value, bool) and value == chain.domain)
+    return _route_end(value, name, [c for c in chains if c.is_origin], "origin")
+
+
+def _destination(value: Any, name: str, chains: Sequence[ChainConfig]) -> int:
+    """A policy route's destination: a configured destination chain's name or domain."""
+    return _route_end(value, name, [c for c in chains if c.is_destination], "destination")
+
+
+def _route_end(value: Any, name: str, candidates: Sequence[ChainConfig], role: str) -> int:
+    """The domain of the one of ``candidates`` that ``value`` names (its name or domain)."""
+    for chain in candidates:
+        if value == chain.name or (
+            isinstance(value, int) and not isinstance(value, bool) and value == chain.domain
         ):
             return chain.domain
-    known = ", ".join(f"{c.name} ({c.domain})" for c in chains if c.is_origin)
-    raise FieldError(f"{name}: {value!r} is not a configured origin (configured: {known})")
+    known = ", ".join(f"{c.name} ({c.domain})" for c in candidates)
+    raise FieldError(f"{name}: {value!r} is not a configured {role} (configured: {known})")
+
+
+def takes_payment(chain: ChainConfig) -> bool:
+    """Whether senders on ``chain`` can pay for delivery: an EVM origin with a ``paymaster``
+    contract, a Substrate origin with a ``fee_account`` (docs/design.md, "Paid delivery")."""
+    if chain.substrate is not None:
+        return chain.substrate.fee_account is not None
+    return "paymaster" in chain.contracts
+
+
+def _route_payment(
+    obj: Mapping[str, Any], where: str, default: RoutePayment | None = None
+) -> RoutePayment:
+    """``deliver`` and ``delivery_gas`` of ``obj`` (``where`` names it), over ``default``."""
+    base = default or RoutePayment()
+    deliver = obj.get("deliver", base.deliver)
+    if deliver not in DELIVER_MODES:
+        close = difflib.get_close_matches(str(deliver), DELIVER_MODES, n=1)
+        hint = f", did you mean {close[0]!r}?" if close else ""
+        raise FieldError(
+            f"{where}.deliver: {deliver!r} is not one of {', '.join(DELIVER_MODES)}{hint}"
+        )
+    gas = as_int(
+        obj.get("delivery_gas", base.delivery_gas),
+        f"{where}.delivery_gas",
+        lo=1,
+        hi=MAX_DELIVERY_GAS,
+    )
+    return RoutePayment(deliver=deliver, delivery_gas=gas)
+
+
+def _payment_rules(
+    obj: Mapping[str, Any], chains: Sequence[ChainConfig]
+) -> tuple[RoutePayment, dict[tuple[int, int], RoutePayment]]:
+    """The policy's default payment rule and its per-route ones; a paid route from an origin
+    where nobody can pay is refused (its messages would wait ``unpaid`` for ever)."""
+    default = _route_payment(obj, "relayer.policy")
+    routes: dict[tuple[int, int], RoutePayment] = {}
+    for i, entry in enumerate(as_list(obj.get("routes", []), "relayer.policy.routes")):
+        where = f"relayer.policy.routes[{i}]"
+        route = table(entry, where, ROUTE_POLICY_KEYS)
+        origin = _origin(need(route, where, "from"), f"{where}.from", chains)
+        destination = _destination(need(route, where, "to"), f"{where}.to", chains)
+        if origin == destination:
+            raise FieldError(f"{where}: from and to are the same chain")
+        if (origin, destination) in routes:
+            raise FieldError(f"{where}: the route {route['from']} → {route['to']} is listed twice")
+        if "deliver" not in route and "delivery_gas" not in route:
+            raise FieldError(f"{where}: give deliver or delivery_gas (it changes nothing)")
+        routes[(origin, destination)] = _route_payment(route, where, default)
+    _check_paid_gas(default, routes, chains, obj)
+    for source in (c for c in chains if c.is_origin and not takes_payment(c)):
+        for target in chains:
+            if not target.is_destination or target.domain == source.domain:
+                continue
+            rule = routes.get((source.domain, target.domain))
+            if (rule or default).paid_only:
+                where = "relayer.policy.routes" if rule else "relayer.policy.deliver"
+                what = "a paymaster contract" if source.substrate is None else "a fee_account"
+                raise FieldError(
+                    f"{where}: the paid route {source.name} → {target.name} needs {what} on "
+                    f"{source.name} (nobody can pay there: its messages would wait unpaid for ever)"
+                )
+    return default, routes
+
+
+def _check_paid_gas(
+    default: RoutePayment,
+    routes: Mapping[tuple[int, int], RoutePayment],
+    chains: Sequence[ChainConfig],
+    obj: Mapping[str, Any],
+) -> None:
+    """Refuse a paid route to an EVM destination that charges less than
+    :data:`EVM_MIN_DELIVERY_GAS`, unless ``allow_recipients`` is set: the sender picks the
+    recipient, and a recipient that burns all the gas the inbox gives it would make the relayer
+    spend several times what was paid (hostile review of paid delivery, finding 1)."""
+    if "allow_recipients" in obj:
+        return  # the operator vouches for every recipient's gas use
+    for source in (c for c in chains if c.is_origin):
+        for target in chains:
+            if target.substrate is not None or not target.is_destination:
+                continue
+            if target.domain == source.domain:
+                continue
+            rule = routes.get((source.domain, target.domain))
+            payment = rule or default
+            if payment.paid_only and payment.delivery_gas < EVM_MIN_DELIVERY_GAS:
+                where = "relayer.policy.routes" if rule else "relayer.policy.delivery_gas"
+                raise FieldError(
+                    f"{where}: the paid route {source.name} → {target.name} charges "
+                    f"{payment.delivery_gas} gas, less than the {EVM_MIN_DELIVERY_GAS} one "
+                    f"message can cost on {target.name} (its recipient's handle gets 500k); "
+                    "raise delivery_gas or limit recipients with allow_recipients"
+                )
 
 
 def _policy(value: Any, chains: Sequence[ChainConfig]) -> RelayPolicy:
     obj = table(value, "relayer.policy", POLICY_KEYS)
     lists: dict[str, frozenset[Any]] = {}
     for key, items in obj.items():
+        if key not in LIST_POLICY_KEYS:
+            continue
         name = f"relayer.policy.{key}"
         entries = as_list(items, name)
         if key.startswith("allow") and not entries:
@@ -718,6 +982,7 @@ def _policy(value: Any, chains: Sequence[ChainConfig]) -> RelayPolicy:
             )
         else:  # senders and recipients: 32 bytes, as messages carry them
             lists[key] = frozenset(account(e, f"{name}[{i}]") for i, e in enumerate(entries))
+    payment, routes = _payment_rules(obj, chains)
     return RelayPolicy(
         allow_origins=lists.get("allow_origins"),
         deny_origins=lists.get("deny_origins", frozenset()),
@@ -726,6 +991,8 @@ def _policy(value: Any, chains: Sequence[ChainConfig]) -> RelayPolicy:
         allow_recipients=lists.get("allow_recipients"),
         deny_recipients=lists.get("deny_recipients", frozenset()),
         origin_names={c.domain: c.name for c in chains},
+        payment=payment,
+        routes=routes,
     )
 
 
@@ -760,6 +1027,12 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
     for kind in dict.fromkeys(chain.kind for chain in chains):
         family(kind).check_config(chains)
     relayer = None if "relayer" not in raw else table(raw["relayer"], "relayer", RELAYER_KEYS)
+    relayer_keys = () if relayer is None else _relayer_keys(relayer, devnet, base)
+    lease_seconds = (
+        None
+        if relayer is None or "lease_seconds" not in relayer
+        else _lease_seconds(relayer["lease_seconds"])
+    )
     client = None if "client" not in raw else table(raw["client"], "client", CLIENT_KEYS)
     client_substrate_uri = None
     if client is not None and "substrate_uri" in client:
@@ -793,7 +1066,9 @@ def _build(raw: Mapping[str, Any], path: Path) -> Config:
         checkpoint_store=base / (checkpoint_text if checkpoint_url is None else "checkpoints"),
         checkpoint_url=checkpoint_url,
         chains=chains,
-        relayer_key=None if relayer is None else _required_key(relayer, "relayer", devnet, base),
+        relayer_key=relayer_keys[0] if relayer_keys else None,
+        relayer_keys=relayer_keys,
+        lease_seconds=lease_seconds,
         attester_keys=tuple(
             _required_key(obj, where, devnet, base) for obj, where in attester_tables
         ),

@@ -254,8 +254,11 @@ class ChainFamily(Protocol):
         recipient: bytes,
         body: bytes,
         count: int,
+        pay_gas: int | None = None,
     ) -> list[Sent]:
-        """Dispatch ``count`` messages from the client's account on ``source``."""
+        """Dispatch ``count`` messages from the client's account on ``source``, each paying
+        (in the same transaction or extrinsic) for ``pay_gas`` destination gas unless None
+        (docs/design.md, "Paid delivery")."""
         ...
 
     async def send_tokens(
@@ -266,8 +269,10 @@ class ChainFamily(Protocol):
         *,
         amount: int,
         recipient: bytes,
+        pay_gas: int | None = None,
     ) -> list[Sent]:
-        """Bridge ``amount`` of ``source``'s token to ``recipient`` on ``destination``."""
+        """Bridge ``amount`` of ``source``'s token to ``recipient`` on ``destination``, paying
+        for ``pay_gas`` destination gas unless None."""
         ...
 
     async def token_balance(self, config: Config, chain: ChainConfig, owner: bytes | None) -> int:

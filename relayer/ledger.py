@@ -9,7 +9,9 @@ A message's status is always a stored value, never inferred from missing rows::
 :data:`TRANSITIONS` is the one table of allowed moves; anything else raises
 :class:`IllegalTransition`. Beside messages the ledger keeps scan cursors per chain,
 checkpoints with their signatures, the transactions the relayer submitted (linked to the
-messages they carry) and ``status_events``, an append-only audit trail with one row per change.
+messages they carry), ``status_events``, an append-only audit trail with one row per change,
+and the leases of relayers that share the ledger (``leases``, ``lease_holders``: written by
+:mod:`relayer.leases`; every write of a leased task is fenced, :func:`fenced_by`).
 
 Durability and concurrency
     Every public mutating call is exactly one database transaction, audit rows included;
@@ -33,6 +35,7 @@ Blocking
     ``trio.to_thread.run_sync``; a :class:`Ledger` is safe to share between threads.
 """
 
+import contextvars
 import enum
 import fcntl
 import functools
@@ -67,8 +70,12 @@ __all__ = [
     "CheckpointRecord",
     "CursorRecord",
     "DiscoveredMessage",
+    "Fence",
     "IllegalTransition",
     "InvalidReference",
+    "LeaseHolderRecord",
+    "LeaseLost",
+    "LeaseRecord",
     "Ledger",
     "LedgerBatch",
     "LedgerBusy",
@@ -89,12 +96,13 @@ __all__ = [
     "TransactionRecord",
     "TxStatus",
     "UnknownRecord",
+    "fenced_by",
     "ledger_schema",
     "migrate_ledger",
     "open_ledger",
 ]
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 3
 """The schema revision this code reads and writes: the ordinal of the newest Alembic revision
 in ``relayer/migrations/versions`` (``0001`` is 1; a test keeps them equal). Also stored in
 ``ledger_meta.schema_version``, which Passerelle releases older than Alembic check."""
@@ -131,6 +139,19 @@ class LedgerBusy(LedgerError):
 class LedgerInUse(LedgerError):
     """Another process uses the ledger in a way that excludes this one (:meth:`Ledger.in_use`):
     a relayer while a rebuild or a migration is asked for, or the reverse. Nothing was done."""
+
+
+class LeaseLost(LedgerError):
+    """A write fenced by a lease (:func:`fenced_by`) whose holder no longer has it: another
+    relayer took the lease over (its token moved on), or this one released it. Nothing of the
+    write was recorded; the task that made it must stop (relayer/leases.py)."""
+
+    def __init__(self, fence: "Fence") -> None:
+        self.fence = fence
+        super().__init__(
+            f"lease {fence.name} (token {fence.token}) is no longer held by {fence.holder}: "
+            "another relayer took it over; nothing was recorded"
+        )
 
 
 class LedgerConflict(LedgerError):
@@ -186,6 +207,7 @@ class MessageStatus(enum.StrEnum):
     DISCOVERED = "discovered"  # seen in a scanned source block
     FINAL = "final"  # its source block passed the chain's finality policy
     ATTESTED = "attested"  # covered by a checkpoint; ready to submit
+    UNPAID = "unpaid"  # attested, but paid less than its route's policy asks; waits for a top-up
     SUBMITTED = "submitted"  # carried by a pending delivery transaction
     DELIVERED = "delivered"  # the destination marked it delivered (by us or anyone)
     FAILED = "failed"  # a delivery attempt failed; ``reason`` says why, retry at next_attempt_at
@@ -207,7 +229,11 @@ TRANSITIONS: Final[Mapping[MessageStatus, frozenset[MessageStatus]]] = MappingPr
         _S.DISCOVERED: frozenset({_S.FINAL, _S.SKIPPED, _S.DELIVERED}),
         _S.FINAL: frozenset({_S.ATTESTED, _S.SKIPPED, _S.DELIVERED}),
         # attested -> failed: the pre-send dry run reverted (and is not "already delivered").
-        _S.ATTESTED: frozenset({_S.SUBMITTED, _S.FAILED, _S.SKIPPED, _S.DELIVERED}),
+        # attested -> unpaid: its route delivers only paid messages and it is not (yet) paid.
+        _S.ATTESTED: frozenset({_S.SUBMITTED, _S.FAILED, _S.UNPAID, _S.SKIPPED, _S.DELIVERED}),
+        # unpaid -> attested: a top-up (or a policy that no longer asks for payment) arrived.
+        # Never unpaid -> failed: lack of payment is waiting, not a failed delivery.
+        _S.UNPAID: frozenset({_S.ATTESTED, _S.SKIPPED, _S.DELIVERED}),
         # submitted -> submitted: a replacement transaction (fee bump) now carries it;
         # submitted -> attested: its transaction was dropped or replaced without delivering it.
         _S.SUBMITTED: frozenset({_S.SUBMITTED, _S.DELIVERED, _S.FAILED, _S.ATTESTED, _S.SKIPPED}),
@@ -239,7 +265,7 @@ TX_TRANSITIONS: Final[Mapping[TxStatus, frozenset[TxStatus]]] = MappingProxyType
 )
 """Allowed transaction moves; a move to the current status updates receipt fields only."""
 
-_REASON_REQUIRED: Final = frozenset({_S.FAILED, _S.SKIPPED, _S.DISCOVERED})
+_REASON_REQUIRED: Final = frozenset({_S.FAILED, _S.SKIPPED, _S.DISCOVERED, _S.UNPAID})
 # Reorg invalidation: rows in these states were never attested, so they can simply be dropped
 # (and re-discovered from the new canonical chain). Anything else is a conflict.
 _DROPPABLE: Final = frozenset({_S.DISCOVERED, _S.FINAL, _S.SKIPPED})
@@ -468,16 +494,107 @@ class LedgerMeta(_LedgerModel, table=True):
     value: str = _column(sa.Text)
 
 
+class LeaseRecord(_LedgerModel, table=True):
+    """One share of the relaying work that several relayers divide (table ``leases``): who
+    holds it, until when, and its fencing token (relayer/leases.py; docs/relayer.md, "Several
+    relayers"). Times are the database's clock, so relayers on several machines agree."""
+
+    __tablename__ = "leases"
+
+    name: str = _column(sa.String(64), primary_key=True)  # "scan:<domain>", "deliver:<domain>"…
+    holder: str | None = _optional(sa.String(128))  # the relayer process holding it; None: free
+    token: int = _column(sa.BigInteger)  # +1 for each new holder: what fences its writes
+    expires_at: float = _column(sa.Float)  # free for the taking from then on, unless renewed
+    claimed_at: float = _column(sa.Float)  # when the current token was handed out
+    updated_at: float = _column(sa.Float)
+
+
+class LeaseHolderRecord(_LedgerModel, table=True):
+    """A relayer process taking part in leasing and when it last said so (table
+    ``lease_holders``): the ones seen within a lease period divide the leases between them."""
+
+    __tablename__ = "lease_holders"
+
+    holder: str = _column(sa.String(128), primary_key=True)
+    seen_at: float = _column(sa.Float)
+    started_at: float = _column(sa.Float)
+
+
 _METADATA: Final = _LedgerModel.metadata
 _MESSAGES: Final[sa.Table] = _METADATA.tables["messages"]
 _EVENTS: Final[sa.Table] = _METADATA.tables["status_events"]
 _LINKS: Final[sa.Table] = _METADATA.tables["transaction_messages"]
+_LEASES: Final[sa.Table] = _METADATA.tables["leases"]
 
 LEDGER_TABLES: Final = frozenset(_METADATA.tables)
 """The ledger's tables. Another store (the PostgreSQL checkpoint store) may share the database:
 its tables are neither the ledger's business nor a sign that the database is not empty.
 The tables, their constraints and the append-only triggers on ``status_events`` are created by
 the Alembic revisions in :data:`MIGRATIONS_DIR`, never from these models directly."""
+
+_V1_TABLES: Final = LEDGER_TABLES - {"leases", "lease_holders"}
+"""Revision 0001's tables: exactly what a ledger made before migrations holds."""
+
+
+# --------------------------------------------------------------------------------------------
+# Fencing: writes that count only while their writer holds a lease
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """The lease a relayer's task holds (relayer/leases.py): its ``name``, the ``holder`` (the
+    relayer process) and the ``token`` handed out when that holder took it."""
+
+    name: str
+    holder: str
+    token: int
+
+
+_FENCE: Final[contextvars.ContextVar[Fence | None]] = contextvars.ContextVar(
+    "passerelle_ledger_fence", default=None
+)
+
+
+@contextmanager
+def fenced_by(fence: Fence) -> Iterator[None]:
+    """Fence every ledger write made in this context by ``fence``: each write transaction first
+    checks, inside itself, that the lease row still has ``fence``'s holder and token, and raises
+    :class:`LeaseLost` (writing nothing) if not. So a relayer that paused past its lease — a
+    stop of the process, a stalled thread, a network partition — cannot record over the
+    relayer that took the lease over.
+
+    A context variable, not an argument, so that no write of the task can forget it: trio gives
+    each task a copy of its parent's context and ``trio.to_thread.run_sync`` runs the function
+    in a copy of the caller's, so the writes of the task, of the tasks it starts and of the
+    worker threads they call are all fenced — including the chain families' own writes, which
+    know nothing of leases. A relayer that leases sets :attr:`Ledger.require_fence` too: a write
+    from outside every lease then fails instead of slipping through unfenced."""
+    token = _FENCE.set(fence)
+    try:
+        yield
+    finally:
+        _FENCE.reset(token)
+
+
+def _check_fence(connection: sa.Connection, fence: Fence) -> None:
+    """Inside the write transaction: still ``fence``'s lease, or :class:`LeaseLost`.
+
+    An UPDATE rather than a SELECT: it takes the lease row's lock until the transaction ends,
+    so on PostgreSQL a takeover (which locks the row to hand out the next token) either
+    happened before — and this matches no row — or waits until this write has committed. On
+    SQLite the write lock (``BEGIN IMMEDIATE``) already orders the two."""
+    lease = _LEASES.c
+    matched = connection.execute(
+        sa.update(_LEASES)
+        .where(
+            lease.name == fence.name,
+            lease.holder == fence.holder,
+            lease.token == fence.token,
+        )
+        .values(token=lease.token)
+    ).rowcount
+    if matched != 1:
+        raise LeaseLost(fence)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1555,6 +1672,9 @@ class Ledger(_Operations):
         self._engine = engine
         self._write_engine = engine.execution_options(**{self._WRITE_OPTION: True})
         self._postgres = engine.dialect.name == "postgresql"
+        self.require_fence = False
+        """Refuse every write not fenced by a lease (:func:`fenced_by`): set by a relayer that
+        shares its routes with others through leases, where such a write is a bug."""
         # SQLite applies it per connection (PRAGMA busy_timeout); PostgreSQL per transaction,
         # as the lock_timeout of the advisory lock every writer takes (see _writing).
         self._busy_ms = max(1, int(busy_timeout * 1000))
@@ -1678,11 +1798,41 @@ class Ledger(_Operations):
                     connection = session.connection()
                     set_local_timeouts(connection, lock_ms=self._busy_ms)
                     connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                fence = _FENCE.get()
+                if fence is not None:
+                    _check_fence(session.connection(), fence)
+                elif self.require_fence:
+                    raise LedgerError(
+                        "a ledger write outside every lease in a relayer that shares its routes "
+                        "through leases: refused, it could record over another relayer's work"
+                    )
                 yield session
         except sa_exc.OperationalError as error:
             raise _translate(error) from error
         except sa_exc.IntegrityError as error:
             raise LedgerError(f"constraint violated: {error.orig}") from error
+
+    @contextmanager
+    def lease_transaction(self) -> Iterator[sa.Connection]:
+        """One write transaction on the lease tables only (relayer/leases.py).
+
+        On PostgreSQL it does not take the ledger's write lock (the advisory lock every other
+        write takes): lease rows are claimed with ``SELECT … FOR UPDATE SKIP LOCKED``, so two
+        relayers claiming at once each skip the rows the other has locked, and a claim never
+        waits behind a long message write. On SQLite it is ``BEGIN IMMEDIATE`` like every write
+        (the file's one write lock serialises claims)."""
+        try:
+            with self._write_engine.begin() as connection:
+                if self._postgres:
+                    set_local_timeouts(connection, lock_ms=self._busy_ms)
+                yield connection
+        except sa_exc.IntegrityError as error:
+            raise LedgerError(f"constraint violated: {error.orig}") from error
+        except sa_exc.DBAPIError as error:
+            # Any database failure, a dropped connection included: a lease round that fails
+            # is retried at the next one (its tasks stop on their deadlines meanwhile), so it
+            # must never end the relayer.
+            raise _translate(error) from error
 
     @contextmanager
     def _reading(self) -> Iterator[Session]:
@@ -2028,7 +2178,7 @@ def _schema_state(connection: sa.Connection, location: str) -> SchemaVersion:
         if not ours:
             return SchemaVersion(location, None, head)
         stored = _stored_schema_version(connection) if "ledger_meta" in ours else None
-        if stored == "1" and ours == LEDGER_TABLES:
+        if stored == "1" and ours == _V1_TABLES:
             return SchemaVersion(location, _LEGACY_REVISION, head, legacy=True)
         if _is_number(stored) and int(stored) > 1:
             return SchemaVersion(location, stored, head, legacy=True, known=False)

@@ -32,7 +32,7 @@ OPERATOR_SKIP = "skipped by the operator"
 
 _S = MessageStatus
 RETRYABLE = (_S.FAILED, _S.SKIPPED)
-SKIPPABLE = (_S.DISCOVERED, _S.FINAL, _S.ATTESTED, _S.FAILED)
+SKIPPABLE = (_S.DISCOVERED, _S.FINAL, _S.ATTESTED, _S.UNPAID, _S.FAILED)
 
 
 class OperatorRefused(ValueError):

@@ -68,6 +68,7 @@ from adapters.errors import AdapterError
 from light_clients.errors import VerificationError
 from relayer.checkpoints import CheckpointStoreError
 from relayer.config import ChainConfig, Config
+from relayer.families.evm.delivery import attested_leaf
 from relayer.family import family_of
 from relayer.ledger import Ledger, LedgerError, LedgerMeta, MessageRecord, MessageStatus
 from relayer.relay import Lane, Relayer
@@ -175,9 +176,21 @@ async def delivered_on(
     redundant delivery the destination skips as a replay. So it is read as the family's own
     delivery reads it before recording delivery (:meth:`ChainFamily.final_delivered`: on EVM
     the Inbox's replay guard proven under the final header, keyed by each lane's outbox), not
-    as ``status`` reads it (:meth:`ChainFamily.delivered`, the latest state)."""
+    as ``status`` reads it (:meth:`ChainFamily.delivered`, the latest state).
+
+    Only a message that is the leaf at its nonce of its lane's attested tree is asked about
+    (:func:`~relayer.families.evm.delivery.attested_leaf`); any other reads as not delivered:
+    a flag keyed by (origin, outbox, nonce), as the EVM Inbox's is, says that *a* message with
+    that nonce was accepted, and only the attested leaf says which one."""
     outboxes = {domain: lane.outbox for domain, lane in relayer.lanes.items()}
-    return await family_of(chain).final_delivered(relayer.config, chain, messages, outboxes)
+    leaves = [attested_leaf(relayer.lanes, message) for message in messages]
+    asked = [message for message, leaf in zip(messages, leaves, strict=True) if leaf]
+    answers = iter(
+        await family_of(chain).final_delivered(relayer.config, chain, asked, outboxes)
+        if asked
+        else []
+    )
+    return [leaf and next(answers) for leaf in leaves]
 
 
 # ------------------------------------------------------------------------------------ marker

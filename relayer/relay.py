@@ -17,10 +17,21 @@ stop the relayer, all stop):
   every family — the relay policy (:meth:`Relayer.admitted`), the stored attestation verified
   against the committee (:meth:`Relayer.checkpoint_for`) and the light client's whole check of
   each message (:meth:`Relayer.proven`) — and delivers them the way its chains take them.
+- ``unpaid`` (one, if some route delivers paid messages only or the ledger holds ``unpaid``
+  messages): every :data:`UNPAID_POLL` seconds, messages waiting ``unpaid`` whose payment now
+  covers their delivery (a top-up, a policy that no longer asks) go back to ``attested``, and
+  ones someone else delivered are recorded ``delivered`` (:meth:`Relayer.recheck_unpaid`).
 
 The ledger is the source of truth for progress (a restarted relayer resumes from it, and
 re-checks every transaction left pending); the destination chain's final state is the source
 of truth for delivery.
+
+Several relayers on one ledger (:mod:`relayer.leases`): each task above is a lease
+(``scan:<origin domain>``, ``collect:<origin domain>``, ``deliver:<destination domain>``,
+``unpaid``), and a relayer runs only the tasks whose lease it holds, every ledger write of
+them fenced by the lease's token. Its lanes then follow what the other relayers record: the
+accumulator and the newest checkpoint are brought up to the ledger before a scan, a collect and
+each delivery batch (:meth:`Relayer.follow`).
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ import signal
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -44,21 +56,50 @@ from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
 from light_clients.message import decode_message, verify_message_inclusion
 from relayer.checkpoints import SignedCheckpoint, open_checkpoint_store
-from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, RELAY_POLL, ChainConfig, Config
+from relayer.config import (
+    RELAY_BATCH_SIZE,
+    RELAY_MAX_INFLIGHT,
+    RELAY_POLL,
+    ChainConfig,
+    Config,
+    takes_payment,
+)
 from relayer.family import Origin, family_of
+from relayer.leases import LeaseBoard, LeaseKeeper, lease_period, new_holder_name
 from relayer.ledger import (
     DiscoveredMessage,
+    IllegalTransition,
+    InvalidReference,
     Ledger,
     MessageRecord,
     MessageStatus,
     StatusEvent,
+    UnknownRecord,
 )
-from relayer.metrics import relay_readiness, render, serve_metrics
+from relayer.metrics import (
+    ReadyLimits,
+    RouteProgress,
+    relay_readiness,
+    render,
+    route_progress,
+    serve_metrics,
+)
+from relayer.payments import Payment, paid_since, route_payments
 
 log = logging.getLogger("passerelle.relayer")
 T = TypeVar("T")
 
 RETRY_BACKOFF = (2.0, 5.0, 15.0, 60.0, 300.0)  # seconds, by attempt; then the last one
+UNPAID_POLL = 2.0
+"""Seconds between two checks of the messages waiting ``unpaid`` (each check reads their
+payments on the origin: one batch of calls per origin)."""
+UNPAID_PAGE = 500
+"""``unpaid`` messages a sweep checks per origin and round (:meth:`Relayer.recheck_unpaid`); the
+next round goes on after the last one."""
+UNPAID_SWEEP = 600.0
+"""Seconds from the end of one sweep of an origin's ``unpaid`` messages to the start of the
+next: the backstop for what no payment log announces (a delivery by someone else, a log an
+endpoint left out). Top-ups do not wait for it: their logs bring them in the next round."""
 MAX_DELIVERY_ATTEMPTS = 5
 """Failed deliveries of one message (reverting alone on chain, or a proposal never executed)
 before the relayer leaves it ``failed`` for good (an operator can re-queue it). A transfer a
@@ -112,6 +153,25 @@ class RelayerMetrics:
     rpc_errors: int = 0
     gas_used: int = 0
     fees_paid: int = 0
+    leases_claimed: int = 0
+    lease_takeovers: int = 0
+    leases_lost: int = 0
+
+
+@dataclass
+class UnpaidWatch:
+    """What the re-check of one origin's ``unpaid`` messages remembers between rounds."""
+
+    sweeping: bool = True
+    """A sweep (every ``unpaid`` message of the origin, a page a round) is under way; one runs
+    at start, as the policy, the rates or payments may have changed while the relayer was
+    down."""
+    cursor: tuple[int, int] | None = None
+    """Where the sweep goes on: after this (origin, nonce)."""
+    next_sweep: float = 0.0
+    """When (``time.monotonic``) the next sweep starts."""
+    logs_after: int | None = None
+    """The origin's final block up to which payment logs were read (None: not started)."""
 
 
 class Relayer:
@@ -127,6 +187,7 @@ class Relayer:
         confirm_timeout: float = 120.0,
         max_inflight: int = RELAY_MAX_INFLIGHT,
         metrics_port: int | None = None,
+        ready_limits: ReadyLimits | None = None,
     ) -> None:
         self.config = config
         self.ledger = ledger
@@ -144,6 +205,30 @@ class Relayer:
         """Origin name → final blocks not scanned yet, at its last scan (a metric)."""
         self.last_delivered: dict[str, float] = {}
         """Destination name → when deliveries were last recorded there (a metric)."""
+        self.last_scan: dict[str, float] = {}
+        """Origin name → when it was last scanned successfully (a metric, and /readyz)."""
+        self.ready_limits = ready_limits or ReadyLimits()
+        self.started_at = time.time()
+        self.origins: dict[int, Origin] = {}
+        """Origin domain → the scan's open connection to it, shared to read payments (when
+        leasing with paid routes, a connection of its own: :meth:`_payment_origins`)."""
+        self.lease_seconds = lease_period(config.lease_seconds, ledger)
+        """The leases' length when this relayer shares the routes with others (None: alone)."""
+        self.holder = new_holder_name()
+        """This process's name in the lease tables."""
+        self.keeper: LeaseKeeper | None = None
+        """Runs the tasks under their leases, once :meth:`run` started (leasing only)."""
+        self.unpaid_poll = UNPAID_POLL
+        self.unpaid_sweep = UNPAID_SWEEP
+        self._unpaid: dict[int, UnpaidWatch] = {}
+        """Origin domain → what the re-check of its ``unpaid`` messages remembers."""
+        self._reread: set[str] = set()
+        """Ids to read again next round: their payment could not be read (their origin
+        failing; until it can), or they have just become ``unpaid`` (once: a top-up's log may
+        have been read before, while they were still ``attested``)."""
+        self._fixed: dict[str, Payment] = {}
+        """Payments that can never change (:attr:`Payment.final`: a Substrate origin), read
+        once per message, not every round (hostile review of paid delivery, finding 5)."""
 
     async def db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a blocking ledger call in a worker thread (one at a time)."""
@@ -160,12 +245,7 @@ class Relayer:
             after: tuple[int, int] | None = None
             while True:
                 page = self.ledger.messages(origin=chain.domain, after=after, limit=5_000)
-                for record in page:
-                    if record.nonce != lane.tree.count:
-                        raise RouteHalted(
-                            f"ledger for origin {chain.name} has a gap at nonce {lane.tree.count}"
-                        )
-                    lane.tree.append(bytes.fromhex(record.id[2:]))
+                self._grow(lane, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page])
                 if len(page) < 5_000:
                     break
                 after = (chain.domain, page[-1].nonce)
@@ -191,19 +271,123 @@ class Relayer:
                     serve_metrics,
                     self.metrics_port,
                     self.metrics_text,
-                    partial(relay_readiness, nursery, ledger_probe),
+                    partial(
+                        relay_readiness,
+                        nursery,
+                        ledger_probe,
+                        progress=self.route_progress,
+                        limits=self.ready_limits,
+                        started=self.started_at,
+                    ),
                 )
             log.info(
                 "relaying: origins %s, destinations %s",
                 [lane.chain.name for lane in self.lanes.values()],
                 [c.name for c in self.config.chains if c.is_destination],
             )
+            # Also without a paid route: unpaid messages left from when one was (the policy
+            # went back to "all") must go back to attested, or they would wait for ever.
+            unpaid = (await self.db(self.ledger.counts_by_status))[MessageStatus.UNPAID]
+            tasks = self.tasks(recheck_unpaid=bool(self.config.relay_policy.any_paid or unpaid))
+            if self.lease_seconds is not None:
+                nursery.start_soon(self._lease_loop, tasks, self.lease_seconds)
+                return
+            for name, task in tasks.items():
+                nursery.start_soon(task, name=f"{name}_loop")  # *_loop: for /readyz
+
+    def tasks(self, *, recheck_unpaid: bool) -> dict[str, Callable[[], Awaitable[None]]]:
+        """Every task of this configuration by name — the leases relayers divide when they
+        share the ledger: ``scan:`` and ``collect:`` per origin domain, ``deliver:`` per
+        destination domain, and ``unpaid`` with ``recheck_unpaid``."""
+        tasks: dict[str, Callable[[], Awaitable[None]]] = {}
+        for lane in self.lanes.values():
+            tasks[f"scan:{lane.chain.domain}"] = partial(self._scan_loop, lane)
+            tasks[f"collect:{lane.chain.domain}"] = partial(self._collect_loop, lane)
+        for chain in self.config.chains:
+            if chain.is_destination:
+                tasks[f"deliver:{chain.domain}"] = partial(self._deliver_loop, chain)
+        if recheck_unpaid:
+            tasks["unpaid"] = self._unpaid_loop
+        return tasks
+
+    async def _lease_loop(
+        self, tasks: dict[str, Callable[[], Awaitable[None]]], lease_seconds: float
+    ) -> None:
+        """Run each task while this relayer holds its lease (:class:`LeaseKeeper`). Every
+        ledger write is fenced from here on: one from outside a lease is refused."""
+        board = LeaseBoard(
+            self.ledger, list(tasks), holder=self.holder, lease_seconds=lease_seconds
+        )
+        self.keeper = LeaseKeeper(board, tasks, self.metrics)
+        log.info(
+            "sharing %d task(s) with the relayers on this ledger as %s (leases of %g s)",
+            len(tasks),
+            self.holder,
+            lease_seconds,
+        )
+        self.ledger.require_fence = True
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.config.relay_policy.any_paid:
+                    await nursery.start(self._payment_origins)
+                await self.keeper.run()
+        finally:
+            self.ledger.require_fence = False
+
+    async def _payment_origins(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Leasing with paid routes: a connection to every origin in :attr:`origins`, to read
+        payments. Without leases the scan's connection serves, but a leasing relayer delivers
+        (and re-checks ``unpaid``) messages of origins that another relayer scans."""
+        async with AsyncExitStack() as stack:
+            opened: dict[int, Origin] = {}
             for lane in self.lanes.values():
-                nursery.start_soon(self._scan_loop, lane)
-                nursery.start_soon(self._collect_loop, lane)
-            for chain in self.config.chains:
-                if chain.is_destination:
-                    nursery.start_soon(self._deliver_loop, chain)
+                connecting = family_of(lane.chain).open_origin(
+                    self.config, lane.chain, role="relayer-payments"
+                )
+                opened[lane.chain.domain] = await stack.enter_async_context(connecting)
+            self.origins.update(opened)  # before any task: their scans then keep these
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                for domain, origin in opened.items():
+                    if self.origins.get(domain) is origin:
+                        del self.origins[domain]
+
+    async def follow(self, lane: Lane) -> None:
+        """Leasing only: bring ``lane`` up to the ledger — the newest checkpoint and the
+        messages that other relayers' scan and collect recorded (this relayer may hold neither
+        lease of the origin, or took them over). Gapless as at start-up (RouteHalted if not).
+
+        The checkpoint is read first: the messages it covers were in the ledger before it was,
+        so after the messages are read the tree always covers ``checkpoint_index``."""
+        if self.keeper is None:
+            return
+        domain = lane.chain.domain
+        latest = await self.db(self.ledger.latest_checkpoint, domain, lane.outbox)
+        while True:
+            after = (domain, lane.tree.count - 1) if lane.tree.count else None
+            page = await self.db(self.ledger.messages, origin=domain, after=after, limit=5_000)
+            # Another task of this relayer may have grown the tree meanwhile: skip what it has.
+            self._grow(lane, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page])
+            if len(page) < 5_000:
+                break
+        if latest is not None and latest.index > lane.checkpoint_index:
+            lane.checkpoint_index = latest.index
+
+    @staticmethod
+    def _grow(lane: Lane, leaves: Sequence[tuple[int, bytes]]) -> None:
+        """Append ``(nonce, id)`` leaves in nonce order, skipping nonces the tree has."""
+        for nonce, message_id in leaves:
+            if nonce < lane.tree.count:
+                continue
+            if nonce != lane.tree.count:
+                raise RouteHalted(
+                    f"ledger for origin {lane.chain.name} has a gap at nonce {lane.tree.count}"
+                )
+            lane.tree.append(message_id)
 
     async def _deliver_loop(self, chain: ChainConfig) -> None:
         """Run the delivery of ``chain``'s family (a task named ``*_loop``, for /readyz)."""
@@ -227,6 +411,26 @@ class Relayer:
             routes=routes,
             scan_lag=self.scan_lag,
             last_delivered=self.last_delivered,
+            last_scan=self.last_scan,
+            leases_held=None if self.keeper is None else self.keeper.holding(),
+        )
+
+    async def route_progress(self) -> list[RouteProgress]:
+        """Each route's progress, for /readyz (:func:`relayer.metrics.route_progress`)."""
+        pending = await self.db(self.ledger.pending_by_route)
+        scans = delivers = None
+        if self.keeper is not None:  # sharing the routes: judge only this relayer's share
+            held = [name.split(":", 1) for name in self.keeper.held if ":" in name]
+            scans = {int(domain) for kind, domain in held if kind == "scan"}
+            delivers = {int(domain) for kind, domain in held if kind == "deliver"}
+        return route_progress(
+            self.config.chains,
+            pending,
+            self.scan_lag,
+            self.last_scan,
+            now=time.time(),
+            scans=scans,
+            delivers=delivers,
         )
 
     @staticmethod
@@ -247,19 +451,27 @@ class Relayer:
             self.config, lane.chain, role="relayer-scan"
         ) as origin:
             self.endpoints[f"{lane.chain.name}/scan"] = origin.endpoints
-            while True:
-                try:
-                    caught_up = await self._scan_once(lane, origin)
-                except VerificationError as exc:
-                    self.metrics.rpc_errors += 1
-                    log.error("scan %s: the node served an invalid proof: %s", lane.chain.name, exc)
-                    caught_up = True
-                except AdapterError as exc:  # RpcError, MalformedAnswer too
-                    self.metrics.rpc_errors += 1
-                    log.warning("scan %s: %s", lane.chain.name, exc)
-                    caught_up = True
-                if caught_up:
-                    await trio.sleep(self.poll)
+            self.origins.setdefault(lane.chain.domain, origin)  # a payments' one stays
+            try:
+                while True:
+                    try:
+                        caught_up = await self._scan_once(lane, origin)
+                        self.last_scan[lane.chain.name] = time.time()
+                    except VerificationError as exc:
+                        self.metrics.rpc_errors += 1
+                        log.error(
+                            "scan %s: the node served an invalid proof: %s", lane.chain.name, exc
+                        )
+                        caught_up = True
+                    except AdapterError as exc:  # RpcError, MalformedAnswer too
+                        self.metrics.rpc_errors += 1
+                        log.warning("scan %s: %s", lane.chain.name, exc)
+                        caught_up = True
+                    if caught_up:
+                        await trio.sleep(self.poll)
+            finally:
+                if self.origins.get(lane.chain.domain) is origin:
+                    del self.origins[lane.chain.domain]
 
     async def _resume_point(
         self, lane: Lane, block_hash: Callable[[int], Awaitable[bytes | None]]
@@ -285,15 +497,18 @@ class Relayer:
         relayer records them with the cursor in one ledger transaction, then grows its tree."""
         # The hash of the last block scanned as the origin's trusted endpoints agree on it, not
         # one answer: one lying endpoint must not be able to stage a "reorg below finality".
+        await self.follow(lane)
         next_block = await self._resume_point(lane, origin.block_hash)
         final = await origin.final_head()
         if final.number < next_block:
             self.scan_lag[lane.chain.name] = 0
             return True
+        first = lane.tree.count
         scanned = await origin.scan(lane.tree, next_block, final)
         await self.db(self._record_scan, lane, scanned.messages, scanned.end, scanned.end_hash)
-        for message_id in scanned.ids:
-            lane.tree.append(message_id)
+        # Through _grow: another task's follow() may have appended these from the ledger
+        # between the record and here.
+        self._grow(lane, [(first + at, mid) for at, mid in enumerate(scanned.ids)])
         self.scan_lag[lane.chain.name] = final.number - scanned.end
         self.metrics.scanned_blocks += scanned.end - next_block + 1
         self.metrics.discovered += len(scanned.ids)
@@ -329,6 +544,7 @@ class Relayer:
 
     async def _collect_once(self, lane: Lane) -> None:
         """Adopt the newest checkpoint a committee quorum signed over our own root."""
+        await self.follow(lane)
         origin = lane.chain.domain
         # The store is a directory: read it in a worker thread, never on the event loop.
         members = self.config.committee.members  # only their slots: others may plant thousands
@@ -435,7 +651,12 @@ class Relayer:
 
     async def admitted(self, group: Sequence[MessageRecord]) -> list[MessageRecord]:
         """``group`` without what the operator's relay policy refuses; those are recorded as
-        ``skipped`` with the policy's reason (an operator re-queues them after changing it)."""
+        ``skipped`` with the policy's reason (an operator re-queues them after changing it).
+
+        On a route that delivers paid messages only, a message whose payment does not cover
+        its delivery now — or cannot be read now (its origin not connected yet, or failing) —
+        is recorded ``unpaid`` (never failed: it waits for a top-up, or for its origin, which
+        :meth:`_unpaid_loop` notices)."""
         policy = self.config.relay_policy
         refused: dict[str, list[str]] = defaultdict(list)
         admitted: list[MessageRecord] = []
@@ -450,7 +671,241 @@ class Relayer:
             await self.db(
                 self.ledger.transition, ids, MessageStatus.SKIPPED, reason=f"relay policy: {reason}"
             )
-        return admitted
+        if not policy.any_paid:
+            return admitted
+        payments = await self.payments(admitted)
+        unpaid: dict[str, list[str]] = defaultdict(list)
+        paid: list[MessageRecord] = []
+        for record in admitted:
+            rule = policy.route_payment(record.origin, record.destination)
+            if not rule.paid_only:
+                paid.append(record)
+            elif record.id not in payments:
+                # Not readable now: waiting here (re-read every unpaid_poll) rather than staying
+                # attested, which would have the delivery pick it up, and fail to decide it,
+                # in every round.
+                origin = self.config.chain(record.origin).name
+                unpaid[f"its payment cannot be read on {origin} now"].append(record.id)
+            elif payments[record.id].covers:
+                paid.append(record)
+            else:
+                unpaid[self._describe(record, payments[record.id])].append(record.id)
+        for reason, ids in unpaid.items():
+            log.info("%d message(s) wait unpaid: %s", len(ids), reason)
+            await self.db(self.ledger.transition, ids, MessageStatus.UNPAID, reason=reason)
+            self._reread.update(ids)
+        return paid
+
+    async def payments(self, records: Sequence[MessageRecord]) -> dict[str, Payment]:
+        """The payments of those ``records`` whose route delivers paid messages only, read on
+        their origins (:func:`relayer.payments.read_payments`). An origin that cannot be read
+        now (not connected yet, its nodes failing) gives no entries: those messages are not
+        decided this round, and :meth:`recheck_unpaid` re-reads them every round. A payment
+        that can never change (:attr:`Payment.final`) is read once and remembered."""
+        policy = self.config.relay_policy
+        by_origin: dict[int, list[MessageRecord]] = defaultdict(list)
+        found: dict[str, Payment] = {}
+        for record in records:
+            if not policy.route_payment(record.origin, record.destination).paid_only:
+                continue
+            if record.id in self._fixed:
+                found[record.id] = self._fixed[record.id]
+                self._reread.discard(record.id)
+            else:
+                by_origin[record.origin].append(record)
+        for domain, group in by_origin.items():
+            origin = self.origins.get(domain)
+            chain = self.config.chain(domain)
+            rule = partial(policy.route_payment, domain)
+            read: dict[str, Payment] = {}
+            if origin is not None:  # else the scan has not connected yet
+                try:
+                    read = await route_payments(chain, origin, group, rule)
+                except AdapterError as exc:
+                    self.metrics.rpc_errors += 1
+                    log.warning("payments on %s: %s", chain.name, exc)
+            for record in group:
+                if record.id not in read:
+                    self._reread.add(record.id)
+                    continue
+                self._reread.discard(record.id)
+                payment = found[record.id] = read[record.id]
+                if payment.final and not payment.covers:
+                    self._fixed[record.id] = payment
+        return found
+
+    def _describe(self, record: MessageRecord, payment: Payment) -> str:
+        names = {c.domain: c.name for c in self.config.chains}
+        return payment.describe(
+            names.get(record.origin, str(record.origin)),
+            names.get(record.destination, str(record.destination)),
+        )
+
+    async def _unpaid_loop(self) -> None:
+        """Every :attr:`unpaid_poll` seconds, :meth:`recheck_unpaid`. An origin or destination
+        that cannot be read (counted in ``rpc_errors``), or a message someone else (an
+        operator's ``skip``, another relayer) moved meanwhile, is logged, and the next round
+        tries again: never the end of the relayer. Ends once no route is paid and no message
+        waits ``unpaid`` (nothing can become unpaid any more)."""
+        while True:
+            try:
+                await self.recheck_unpaid()
+                if not self.config.relay_policy.any_paid:
+                    counts = await self.db(self.ledger.counts_by_status)
+                    if not counts[MessageStatus.UNPAID]:
+                        log.info("no unpaid message left and no paid route: re-check ends")
+                        return
+            except AdapterError as exc:
+                self.metrics.rpc_errors += 1
+                log.warning("unpaid re-check: %s", exc)
+            except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
+                # As _deliver_loop: someone moved a message between our read and our write.
+                log.error("unpaid re-check: not recorded: %s", exc)
+            await trio.sleep(self.unpaid_poll)
+
+    async def recheck_unpaid(self) -> int:
+        """One round over the ``unpaid`` messages of every origin; the number moved.
+
+        Which ones are read (hostile review of paid delivery, findings 5-7):
+
+        - paid or topped up since the last round: the origin's payment logs between the final
+          block last read and the final block now (:func:`relayer.payments.paid_since`), so a
+          top-up is seen in the next round however many unpaid messages wait;
+        - those whose payment could not be read before (their origin was failing), and those
+          that just became ``unpaid``, once;
+        - a sweep's page (:data:`UNPAID_PAGE`): every ``unpaid`` message of the origin, at
+          start and then every :attr:`unpaid_sweep` seconds. It records ``delivered`` those the
+          destination shows delivered in its final state (someone else carried them), moves
+          those whose route no longer asks for payment, and re-reads the rest, except payments
+          that can never change (:attr:`relayer.payments.Payment.final`), read once.
+
+        A message whose payment now covers its delivery goes back to ``attested``; the delivery
+        checks the payment once more, at its own time, before sending. Only messages still
+        ``unpaid`` when written are moved (an operator may ``skip`` one meanwhile)."""
+        moved = 0
+        for lane in self.lanes.values():
+            watch = self._unpaid.setdefault(lane.chain.domain, UnpaidWatch())
+            candidates = await self._paid_since(lane.chain, watch)
+            if not watch.sweeping and time.monotonic() >= watch.next_sweep:
+                watch.sweeping = True
+            if watch.sweeping:
+                page, delivered = await self._sweep_page(lane.chain, watch)
+                moved += delivered
+                candidates |= {r.id: r for r in page}
+            moved += await self._release_covered(list(candidates.values()))
+        return moved
+
+    async def _paid_since(self, chain: ChainConfig, watch: UnpaidWatch) -> dict[str, MessageRecord]:
+        """The ``unpaid`` messages of ``chain`` paid or topped up since the last round, and
+        those whose payment could not be read; an origin that cannot be read now keeps its
+        block, so no payment log is skipped."""
+        ids = set(self._reread)
+        origin = self.origins.get(chain.domain)
+        if origin is not None and takes_payment(chain):
+            try:
+                seen = await paid_since(chain, origin, watch.logs_after)
+            except AdapterError as exc:
+                self.metrics.rpc_errors += 1
+                log.warning("payment logs on %s: %s", chain.name, exc)
+            else:
+                if seen is not None:
+                    watch.logs_after, paid = seen
+                    ids |= paid
+        if not ids:
+            return {}
+        records = await self.db(lambda: [self.ledger.get(i) for i in sorted(ids)])
+        found: dict[str, MessageRecord] = {}
+        for message_id, record in zip(sorted(ids), records, strict=True):
+            if record is None or record.status != MessageStatus.UNPAID:
+                self._reread.discard(message_id)  # moved on: nothing left to re-read
+            elif record.origin == chain.domain:
+                found[message_id] = record
+        return found
+
+    async def _sweep_page(
+        self, chain: ChainConfig, watch: UnpaidWatch
+    ) -> tuple[list[MessageRecord], int]:
+        """The sweep's next page of ``chain``'s ``unpaid`` messages, without those the
+        destination shows delivered (recorded ``delivered``: the second number)."""
+        domain = chain.domain
+        page = await self.db(
+            self.ledger.messages,
+            origin=domain,
+            status=MessageStatus.UNPAID,
+            after=watch.cursor,
+            limit=UNPAID_PAGE,
+        )
+        if len(page) == UNPAID_PAGE:
+            watch.cursor = (domain, page[-1].nonce)
+        else:  # the sweep is done: the next one starts from the oldest, later
+            watch.sweeping, watch.cursor = False, None
+            watch.next_sweep = time.monotonic() + self.unpaid_sweep
+        delivered: set[str] = set()
+        by_destination: dict[int, list[MessageRecord]] = defaultdict(list)
+        for record in page:
+            by_destination[record.destination].append(record)
+        outboxes = {d: lane.outbox for d, lane in self.lanes.items()}
+        for destination, group in by_destination.items():
+            target = self.config.chain(destination)
+            try:
+                flags = await family_of(target).final_delivered(
+                    self.config, target, [r.message for r in group], outboxes
+                )
+            except AdapterError as exc:
+                self.metrics.rpc_errors += 1
+                log.warning("delivered flags on %s: %s", target.name, exc)
+                continue
+            delivered |= {r.id for r, flag in zip(group, flags, strict=True) if flag}
+        if delivered:
+            reason = "delivered on its destination by someone else (final)"
+            moved = await self._move_unpaid(sorted(delivered), MessageStatus.DELIVERED, reason)
+            self.metrics.already_delivered += moved
+        else:
+            moved = 0
+        return [r for r in page if r.id not in delivered], moved
+
+    async def _release_covered(self, records: Sequence[MessageRecord]) -> int:
+        """Move back to ``attested`` those of ``records`` (all ``unpaid``) whose route no longer
+        asks for payment or whose payment now covers their delivery; the number moved."""
+        if not records:
+            return 0
+        policy = self.config.relay_policy
+        payments = await self.payments(records)
+        due: dict[str, list[str]] = defaultdict(list)
+        for record in records:
+            if not policy.route_payment(record.origin, record.destination).paid_only:
+                due["its route no longer asks for payment"].append(record.id)
+            elif record.id in payments and payments[record.id].covers:
+                due[self._describe(record, payments[record.id])].append(record.id)
+        moved = 0
+        for reason, ids in due.items():
+            log.info("%d unpaid message(s) to deliver: %s", len(ids), reason)
+            moved += await self._move_unpaid(ids, MessageStatus.ATTESTED, reason)
+        return moved
+
+    async def _move_unpaid(self, ids: Sequence[str], to: MessageStatus, reason: str) -> int:
+        """Move those of ``ids`` that are still ``unpaid`` to ``to``, in one transaction (an
+        operator's ``skip`` between our read and this write leaves that one skipped); the
+        number moved."""
+        moved = await self.db(self._move_still_unpaid, ids, to, reason)
+        for message_id in moved:
+            self._fixed.pop(message_id, None)
+            self._reread.discard(message_id)
+        return len(moved)
+
+    def _move_still_unpaid(self, ids: Sequence[str], to: MessageStatus, reason: str) -> list[str]:
+        with self.ledger.atomic() as batch:
+            # Read under the batch's write lock (as LedgerBatch.movable does), but narrower:
+            # only ``unpaid`` ones, so a message already moved on is never moved back.
+            still = [
+                message_id
+                for message_id in ids
+                if (record := batch.get(message_id)) is not None
+                and record.status == MessageStatus.UNPAID
+            ]
+            if still:
+                batch.transition(still, to, reason=reason)
+        return still
 
     def checkpoint_for(self, lane: Lane) -> tuple[Checkpoint, list[bytes]]:
         """The newest stored checkpoint of ``lane`` and its signatures in signer order, passed
@@ -504,6 +959,8 @@ class Relayer:
     ) -> list[tuple[MessageRecord, Sequence[bytes]]]:
         """Each record with its branch under ``checkpoint``, checked exactly as the destination
         will check it; one that fails is recorded as failed with the reason, and left out."""
+        # Leasing: the checkpoint may be another relayer's, newer than this lane has seen.
+        await self.follow(lane)
         proven: list[tuple[MessageRecord, Sequence[bytes]]] = []
         for record in records:
             branch = lane.tree.proof(record.nonce, checkpoint.index + 1)

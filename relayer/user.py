@@ -15,9 +15,10 @@ import trio
 
 from adapters.errors import AdapterError
 from relayer.accounts import bytes32
-from relayer.config import ChainConfig, Config, ConfigError
+from relayer.config import ChainConfig, Config, ConfigError, takes_payment
 from relayer.family import family_of
 from relayer.ledger import Ledger, MessageRecord
+from relayer.payments import current_rate
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Sent:
     destination: int
     tx_hash: bytes
     block_number: int
+    fee: int | None = None
+    """What was paid for its delivery (the quote, in the origin's smallest unit); None: unpaid."""
 
     def as_json(self) -> dict[str, Any]:
         """For ``--json``."""
@@ -40,7 +43,78 @@ class Sent:
             "destination": self.destination,
             "tx": "0x" + self.tx_hash.hex(),
             "block": self.block_number,
+            "fee": self.fee,
         }
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What delivering one message from ``origin`` to ``destination`` costs now (``quote``)."""
+
+    origin: str
+    destination: str
+    gas: int
+    """The destination gas the route charges it (:meth:`relayer.config.RoutePayment.gas_for`)."""
+    fee: int
+    """The origin's price for ``gas``, in its smallest native unit (``unit``)."""
+    unit: str
+    deliver: str
+    """The route's policy in this config (``all``: delivered paid or not)."""
+
+    def as_json(self) -> dict[str, Any]:
+        """For ``--json``."""
+        return {
+            "origin": self.origin,
+            "destination": self.destination,
+            "gas": self.gas,
+            "fee": self.fee,
+            "unit": self.unit,
+            "deliver": self.deliver,
+        }
+
+    def text(self) -> str:
+        """One line for a terminal."""
+        return (
+            f"{self.origin} → {self.destination}: {self.fee} {self.unit} for {self.gas} gas "
+            f"(route policy: deliver {self.deliver})"
+        )
+
+
+TOKEN_BODY_SIZE = 128
+"""A token transfer's message body (TokenBridge: abi.encode of four words)."""
+
+
+def delivery_gas(config: Config, source: ChainConfig, target: ChainConfig, body_size: int) -> int:
+    """The destination gas the config's policy charges a ``body_size``-byte message on the
+    route ``source`` → ``target``: what ``send`` pays for and ``quote`` prices."""
+    rule = config.relay_policy.route_payment(source.domain, target.domain)
+    return rule.gas_for(body_size)
+
+
+async def quote(
+    config: Config, origin: str | int, destination: str | int, *, body_size: int
+) -> Quote:
+    """The price on ``origin`` now of delivering a ``body_size``-byte message to
+    ``destination`` (ConfigError, one line, if ``origin`` takes no payment or prices no
+    delivery there)."""
+    source, target = config.chain(origin), config.chain(destination)
+    if source.domain == target.domain:
+        # Before any chain is asked: the Outbox refuses such a message (DestinationIsLocal).
+        raise ConfigError(f"{source.name} → {target.name}: no route from a chain to itself")
+    if not takes_payment(source):
+        raise ConfigError(
+            f"{source.name} takes no payment for delivery (no paymaster or fee_account configured)"
+        )
+    gas = delivery_gas(config, source, target, body_size)
+    rate = await current_rate(source, target)
+    if rate is None:
+        raise ConfigError(
+            f"{source.name} prices no delivery to {target.name} (no gas rate set for domain "
+            f"{target.domain})"
+        )
+    rule = config.relay_policy.route_payment(source.domain, target.domain)
+    unit = "wei" if source.substrate is None else "planck"
+    return Quote(source.name, target.name, gas, rate.fee(gas), unit, rule.deliver)
 
 
 def finality_text(chain: ChainConfig) -> str:
@@ -78,16 +152,19 @@ async def send_messages(
     *,
     count: int = 1,
     recipient: bytes | None = None,
+    pay: bool = True,
 ) -> list[Sent]:
     """Dispatch ``count`` messages with ``body`` from the client's account on ``origin``;
     return their ids. Without ``recipient``, the destination family's default (an EVM
-    chain's Ping contract, a Substrate account's own)."""
+    chain's Ping contract, a Substrate account's own). With ``pay``, each pays for its
+    delivery in the same transaction when ``origin`` takes payment (:func:`delivery_gas`)."""
     source, target = config.chain(origin), config.chain(destination)
     to = recipient
     if to is None:
         to = family_of(target).default_message_recipient(config, target)
+    gas = delivery_gas(config, source, target, len(body)) if pay and takes_payment(source) else None
     return await family_of(source).send_messages(
-        config, source, target, recipient=bytes32(to), body=body, count=count
+        config, source, target, recipient=bytes32(to), body=body, count=count, pay_gas=gas
     )
 
 
@@ -98,14 +175,23 @@ async def send_tokens(
     amount: int,
     *,
     recipient: bytes | None = None,
+    pay: bool = True,
 ) -> list[Sent]:
     """Bridge ``amount`` tokens: lock the home token (or burn the wrapped one) and dispatch;
-    to the client's own account on the destination without ``recipient``."""
+    to the client's own account on the destination without ``recipient``. With ``pay``, the
+    transfer pays for its delivery when ``origin`` takes payment."""
     source, target = config.chain(origin), config.chain(destination)
     to = recipient
     if to is None:
         to = family_of(target).client_account(config)
-    return await family_of(source).send_tokens(config, source, target, amount=amount, recipient=to)
+    gas = (
+        delivery_gas(config, source, target, TOKEN_BODY_SIZE)
+        if pay and takes_payment(source)
+        else None
+    )
+    return await family_of(source).send_tokens(
+        config, source, target, amount=amount, recipient=to, pay_gas=gas
+    )
 
 
 async def token_balance(config: Config, chain: str | int, owner: bytes | None = None) -> int:
@@ -183,8 +269,11 @@ async def wait_delivered(
 
 
 __all__ = [
+    "Quote",
     "Sent",
     "delivered_on_chain",
+    "delivery_gas",
+    "quote",
     "send_messages",
     "send_tokens",
     "status_rows",

@@ -112,18 +112,34 @@ def running_chopsticks(funded: Mapping[str, int] | None = None) -> Iterator[Chop
 
 
 # The longest modules first: `make test` runs whole modules per worker (--dist loadfile), and a
-# long module picked up last leaves one worker running alone at the end. Measured durations
-# (--durations in CI's log) decide the list; modules not named keep their order after them.
+# long module picked up last leaves one worker running alone at the end (longest-processing-time
+# first scheduling). `make test` passes --no-loadscope-reorder: xdist otherwise re-sorts modules
+# by their number of tests, which put the 7-test proof-of-stake module (four minutes of chain
+# time) last. Measured durations (--durations in CI's log) decide the list; modules not named
+# keep their order after them.
 LONGEST_FIRST = (
     "test_pos_chain.py",
     "test_ledger_rebuild.py",
-    "test_e2e_resilience.py",
-    "test_e2e_substrate.py",
-    "test_e2e_evm.py",
     "test_delivery_hardening.py",
+    "test_e2e_evm.py",
+    "test_e2e_substrate.py",
     "test_family_conformance.py",
+    "test_ledger.py",
+    "test_e2e_resilience.py",
+    "test_relayers_shared.py",
+    "test_substrate_hardening.py",
     "test_devnet.py",
+    "test_devnet_scale.py",
+    "test_contracts.py",
+    "test_beacon_finality.py",
     "test_contract_artifacts.py",
+    "test_substrate_adapter.py",
+    "test_inbox_v2.py",
+    "test_cli_proof.py",
+    "test_paid_delivery.py",
+    "test_chopsticks.py",
+    "test_installed_package.py",
+    "test_governance.py",
 )
 
 

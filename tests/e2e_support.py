@@ -47,6 +47,8 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.append(_ROOT)
 
+from cli_runner import run_cli  # noqa: E402
+
 from benchmarks import harness  # noqa: E402
 from benchmarks.harness import PASSERELLE, Procs, rpc, running  # noqa: E402
 from light_clients.committee import address_of  # noqa: E402
@@ -158,7 +160,9 @@ def send(config: Path, origin: str, destination: str, *extra: str) -> list[dict[
 
 
 def statuses(config: Path) -> dict[str, dict[str, Any]]:
-    result = cli(config, "status", "--json")
+    """``passerelle status --json`` by message id. In this process (tests/cli_runner.py): the
+    waits below ask it again and again, and a process start each time cost a core-second."""
+    result = run_cli("status", "--json", "--config", config)
     assert result.returncode == 0, result.stderr
     return {row["id"]: row for row in map(json.loads, result.stdout.splitlines())}
 

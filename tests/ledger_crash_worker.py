@@ -96,7 +96,7 @@ def step(ledger: Ledger, rng: random.Random, checkpoint_id: int, serial: int, *,
             ledger.transition(
                 ids, target, reason=f"attempt {serial} reverted", retry_at=time.time() + 1
             )
-        elif target in (S.SKIPPED, S.DISCOVERED):
+        elif target in (S.SKIPPED, S.DISCOVERED, S.UNPAID):
             ledger.transition(ids, target, reason=f"operator {serial}")
         else:
             ledger.transition(ids, target)
@@ -116,6 +116,11 @@ def main() -> None:
     checkpoint = ledger.latest_checkpoint(ORIGIN)
     assert checkpoint is not None and checkpoint.id is not None
     print("ready", flush=True)
+    # Race mode starts its clock only when every worker has opened the ledger (the slow part
+    # on a loaded machine): otherwise one could finish before the other began, and the race
+    # the test is about would not happen.
+    if mode == "race" and sys.stdin.readline().strip() != "start":
+        return
     stats = {"moved": 0, "refused": 0, "idle": 0, "start": time.time(), "end": 0.0}
     deadline = time.monotonic() + seconds if mode == "race" else float("inf")
     serial = seed * 1_000_000

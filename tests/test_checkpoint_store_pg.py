@@ -3,7 +3,9 @@ plain SQL, attesters publishing at once, one key running twice, the factory and 
 rules it shares with the directory store run on both in tests/test_checkpoint_store.py.
 
 The session's throwaway server (the ``postgres`` fixture, tests/conftest.py), one database per
-test; the tampering is done with plain SQL, the way anyone holding the password could.
+test; the tampering is done with plain SQL, the way anyone holding the password could. The
+devnet's attesters and relayer sharing signatures through the table end to end:
+tests/test_devnet_scale.py (``devnet up --postgres``).
 """
 
 from __future__ import annotations
@@ -16,13 +18,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from e2e_support import harness, running, send, wait_delivered
 from test_checkpoint_store import CP, KEY, OTHER, fresh_database, signed
 from test_checkpoint_store import pg_admin as pg_admin  # noqa: PLC0414 - a fixture
 from test_substrate_route import config_toml
 
 from devnet.postgres import PostgresProcess
-from devnet.records import CHECKPOINT_DIR, LEDGER_FILE
 from light_clients.committee import Checkpoint, address_of
 from relayer import checkpoints
 from relayer.checkpoints import (
@@ -198,43 +198,3 @@ def test_the_config_takes_a_url_or_a_directory(tmp_path: Path, postgres: Postgre
     with pytest.raises(ConfigError, match="neither a directory nor a postgresql") as refused:
         load("sqlite://user:hunter2@host/x")
     assert "hunter2" not in str(refused.value)
-
-
-@pytest.mark.chain
-@pytest.mark.slow  # ~20 s: a devnet, three attesters and a relayer
-def test_attesters_and_the_relayer_share_signatures_through_postgresql(
-    pg_admin: sa.Engine, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
-) -> None:
-    """The devnet's attesters and relayer, configured with a PostgreSQL checkpoint store (and
-    ledger), deliver both ways; every signature went through the table, none to a directory."""
-    store_url = fresh_database(pg_admin)
-    ledger_url = fresh_database(pg_admin)
-    with harness.devnet(tmp_path_factory.mktemp("devnet"), assethub=False) as devnet_config:
-        text = devnet_config.read_text(encoding="utf-8")
-        replaced = {
-            f"checkpoint_store = {json.dumps(CHECKPOINT_DIR)}": "checkpoint_store = "
-            + json.dumps(store_url),
-            f"location = {json.dumps(LEDGER_FILE)}": f"location = {json.dumps(ledger_url)}",
-        }
-        for line, new in replaced.items():
-            assert text.count(line) == 1, f"{line!r} not once in {devnet_config}"
-            text = text.replace(line, new)
-        config = devnet_config.with_name("postgres.toml")
-        config.write_text(text, encoding="utf-8")
-        with running(config, tmp_path) as procs:
-            there = send(config, "alpha", "beta", "--body", "via postgres", "--count", "2")
-            back = send(config, "beta", "alpha", "--body", "and back", "--count", "1")
-            wait_delivered(config, [m["id"] for m in there + back], procs)
-        signatures = sa.create_engine(store_url, poolclass=sa.NullPool)
-        try:
-            with signatures.connect() as connection:
-                rows = connection.exec_driver_sql(
-                    "SELECT count(DISTINCT signer), count(*) FROM checkpoint_store "
-                    "WHERE slot != 'latest'"
-                ).one()
-        finally:
-            signatures.dispose()
-        attesters = len(load_config(config).attester_keys)
-        assert rows[0] == attesters and rows[1] >= 2 * attesters  # both origins signed
-        directory = devnet_config.parent / CHECKPOINT_DIR
-        assert not directory.exists() or not any(directory.rglob("*.json"))

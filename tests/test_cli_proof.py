@@ -1,7 +1,9 @@
 """`passerelle proof verify|inspect`: exit codes, one-line errors, --json, the shipped examples.
 
-The exit-code tests run the real console script in a subprocess, so they see exactly what a
-user sees (including any traceback, which must never appear).
+The exit-code tests run `passerelle` in this process through the console script's own entry point
+(tests/cli_runner.py: same parsing, same one-line errors and exit codes; an escaping exception,
+which a user would see as a traceback, fails the test); `python -m relayer.cli` below and
+tests/test_installed_package.py run real processes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import independent_examples
 import pytest
+from cli_runner import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -25,14 +28,10 @@ from relayer.jsonfields import MAX_HEX_CHARS
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.json"))
-PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 KINDS = set(proof_files.KINDS)
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PASSERELLE, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
-    )
+run = run_cli  # in-process: tests/cli_runner.py says why and what it cannot show
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -12,13 +12,13 @@ import copy
 import importlib.util
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_runner import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +36,6 @@ from relayer import proof_files
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
 VECTORS = ROOT / "tests" / "vectors" / "eth_consensus_lc"
-PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 
 # What the full real chain (bootstrap, six updates, the finality update) finalizes: mainnet
 # slot 7109344, execution block 17923026 (expected.json: "finalized 17923026").
@@ -44,10 +43,7 @@ FULL_FINALIZED_SLOT = 7109344
 FULL_BLOCK_NUMBER = 17923026
 
 
-def run(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PASSERELLE, *map(str, args)], capture_output=True, text=True, timeout=120, check=False
-    )
+run = run_cli  # in-process: tests/cli_runner.py says why and what it cannot show
 
 
 @cache

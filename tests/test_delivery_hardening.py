@@ -56,7 +56,11 @@ from relayer.families.evm.connection import open_evm
 from relayer.families.evm.delivery import EvmDelivery
 from relayer.families.evm.origin import EvmOrigin
 from relayer.families.substrate.delivery import SubstrateDelivery
-from relayer.families.substrate.proposals import MAX_PROPOSAL_BYTES, ProposalStore, new_proposal
+from relayer.families.substrate.proposals import (
+    MAX_PROPOSAL_BYTES,
+    DirectoryProposalStore,
+    new_proposal,
+)
 from relayer.ledger import Ledger, MessageStatus, TxStatus, open_ledger
 from relayer.relay import Relayer
 
@@ -521,7 +525,7 @@ def test_the_substrate_delivery_path_applies_the_relay_policy_too(
         relayer.lanes = cast(Any, {ALPHA: None})
         delivery = SubstrateDelivery(hub, relayer)
         monkeypatch.setattr(delivery, "_propose", propose)
-        proposals = ProposalStore(tmp_path / "store")
+        proposals = DirectoryProposalStore(tmp_path / "store")
         client = cast(SubstrateClient, Untouchable())
         trio.run(delivery._deliver_substrate_once, hub, client, proposals)
         record = ledger.get(ids[0])
@@ -621,7 +625,7 @@ def test_a_fifo_or_dev_zero_in_the_proposal_store_is_skipped_not_read(tmp_path: 
     fifo, zero = folder / "a.json", folder / "b.json"
     os.mkfifo(fifo)
     zero.symlink_to("/dev/zero")
-    store = ProposalStore(tmp_path)
+    store = DirectoryProposalStore(tmp_path)
     listed: list[Any] = []
     reader = threading.Thread(target=lambda: listed.append(store.pending(ASSETHUB)), daemon=True)
     reader.start()

@@ -412,7 +412,7 @@ def test_down_never_signals_a_recycled_pid(state_dir: Path) -> None:
 
 
 def test_a_recycled_pid_with_the_recorded_command_line_is_told_apart_by_its_start_time(
-    state_dir: Path,
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same pid, binary and ``--port`` as recorded, but started at another time: not ours.
 
@@ -421,6 +421,8 @@ def test_a_recycled_pid_with_the_recorded_command_line_is_told_apart_by_its_star
     ``create_time``) can. The record's start time is also read as hostile input.
     """
     port = str(free_port())
+    # The bystander stands in for anvil: the program devnet resolves for an "evm" entry.
+    monkeypatch.setitem(pids.KIND_TOOLS, "evm", (lambda: Path(sys.executable), "--port"))
     with _bystander("--port", port) as bystander:
         started = psutil.Process(bystander.pid).create_time()
         entry = {
@@ -446,6 +448,36 @@ def test_a_recycled_pid_with_the_recorded_command_line_is_told_apart_by_its_star
         (state_dir / STATE_FILE).write_text(json.dumps(record))
         lines = down(state_dir)
         assert lines == [f"alpha: pid {bystander.pid} was not running (nothing signalled)"]
+        assert _pending_signals(bystander.pid) == 0
+        assert _answers(bystander, "still here")
+
+
+def test_a_planted_chain_entry_cannot_name_another_program(state_dir: Path) -> None:
+    """Every field of a chain entry can be copied from /proc for any process: its program,
+    a flag and value pair from its command line, its start time. Whatever kind the entry
+    claims, the program must be the one devnet resolves for that kind and the flag that
+    kind's own: a record naming any other process gets no signal."""
+    with _bystander() as bystander:
+        seen = psutil.Process(bystander.pid)
+        argv = seen.cmdline()
+        forged = {
+            "chain": "alpha",
+            "pid": bystander.pid,
+            "port": 8545,
+            "binary": argv[0],
+            "port_flag": argv[1],  # "-c" followed by the script: any adjacent pair matched
+            "port_arg": argv[2],
+            "start_time": seen.create_time(),
+        }
+        entries = [{**forged, "kind": kind} for kind in ("evm", "substrate", "pos", "beacon")]
+        for entry in entries:
+            assert pids.is_ours(entry) is False, entry["kind"]
+        state_dir.mkdir(parents=True)
+        record = {"version": 1, "complete": True, "processes": entries}
+        (state_dir / STATE_FILE).write_text(json.dumps(record))
+        assert down(state_dir) == [
+            f"alpha: pid {bystander.pid} was not running (nothing signalled)"
+        ] * len(entries)
         assert _pending_signals(bystander.pid) == 0
         assert _answers(bystander, "still here")
 

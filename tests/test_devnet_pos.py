@@ -478,9 +478,12 @@ def _start_stubborn(tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, int]
 
 
 def test_a_beacon_node_is_recognised_by_its_rest_port_and_killed_after_its_grace(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     process, script, pid = _start_stubborn(tmp_path)
+    # The stub stands in for the program devnet resolves for each kind (pids.KIND_TOOLS).
+    for kind, flag in (("beacon", "--rest.port"), ("evm", "--port")):
+        monkeypatch.setitem(pids.KIND_TOOLS, kind, (lambda: script, flag))
     try:
         entry = {
             "chain": "gamma",
@@ -494,8 +497,10 @@ def test_a_beacon_node_is_recognised_by_its_rest_port_and_killed_after_its_grace
             "stop_grace": 0.5,
         }
         assert pids.is_ours(entry)
-        # The same process under the default flag is not the recorded one: --port is absent.
-        assert not pids.is_ours({**entry, "port_flag": "--port"})
+        # The same process as an entry of a kind whose flag is --port is not the recorded one
+        # (--port is absent), and a recorded port_flag is not read.
+        assert not pids.is_ours({**entry, "kind": "evm"})
+        assert pids.is_ours({**entry, "port_flag": "--port"})
         assert not pids.is_ours({**entry, "port": 39794})
         started = time.monotonic()
         line = pids.stop(entry)

@@ -87,6 +87,10 @@ SPEC_EDGES = {
     ("attested", "failed"),
     ("attested", "skipped"),
     ("attested", "delivered"),
+    ("attested", "unpaid"),  # its route delivers paid messages only, and it is not paid enough
+    ("unpaid", "attested"),  # a top-up arrived
+    ("unpaid", "skipped"),
+    ("unpaid", "delivered"),
     ("submitted", "submitted"),  # a replacement transaction carries it
     ("submitted", "delivered"),
     ("submitted", "failed"),
@@ -178,6 +182,8 @@ def move(ledger: Ledger, ids: list[str], to: MessageStatus, checkpoint: int) -> 
         return ledger.transition(ids, to, reason="reverted", retry_at=ledger.clock() + 30)
     if to in (S.SKIPPED, S.DISCOVERED):
         return ledger.transition(ids, to, reason="operator")
+    if to is S.UNPAID:
+        return ledger.transition(ids, to, reason="paid 0 < the quote 1")
     return ledger.transition(ids, to)
 
 
@@ -189,6 +195,7 @@ PATHS: dict[MessageStatus, list[MessageStatus]] = {
     S.DELIVERED: [S.FINAL, S.ATTESTED, S.SUBMITTED, S.DELIVERED],
     S.FAILED: [S.FINAL, S.ATTESTED, S.FAILED],
     S.SKIPPED: [S.SKIPPED],
+    S.UNPAID: [S.FINAL, S.ATTESTED, S.UNPAID],
 }
 
 
@@ -888,7 +895,9 @@ def test_integrity_check_refuses_a_corrupt_file(tmp_path: Path) -> None:
     interior = tmp_path / "interior.db"
     shutil.copy(good, interior)
     with interior.open("r+b") as f:
-        f.seek(30 * page + 100)
+        # A page in the middle of the messages, not a fixed number: the first pages are the
+        # tables' root pages, and an empty table's has nothing at this offset to damage.
+        f.seek((size // page // 2) * page + 100)
         f.write(b"\x00\x13\xff\x01" * 200)
 
     for corrupt in (header, interior):
@@ -1230,8 +1239,12 @@ def test_crash_safety_under_sigkill(backend: Backend, tmp_path: Path) -> None:
 def test_two_processes_never_interleave_illegally(backend: Backend, tmp_path: Path) -> None:
     location = backend.fresh("race", tmp_path)
     prepare_shared_ledger(location, 10)
-    procs = [spawn(location, seed=seed, mode="race", seconds=1.0) for seed in (11, 12)]
+    procs = [spawn(location, seed=seed, mode="race", seconds=1.5) for seed in (11, 12)]
     go(*procs)
+    for proc in procs:  # both have opened the ledger: start their clocks together
+        assert proc.stdin is not None
+        proc.stdin.write("start\n")
+        proc.stdin.flush()
     stats = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)

@@ -21,7 +21,9 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command as alembic_command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config as AlembicConfig
 from alembic.migration import MigrationContext
 from test_ledger import ORIGIN, Backend, disc
 from test_ledger import backend as backend  # noqa: PLC0414 - fixtures: pytest finds them here
@@ -46,20 +48,26 @@ from relayer.ledger import (
 
 FROZEN_V1 = json.loads((Path(__file__).parent / "vectors/ledger/schema_v1.json").read_text())
 
-# A revision 0002 that the tests add to a copy of the scripts: one new index, on both databases.
-REVISION_0002 = '''
+HEAD = f"{SCHEMA_VERSION:04d}"
+"""The newest revision this Passerelle ships."""
+NEXT = f"{SCHEMA_VERSION + 1:04d}"
+"""The revision of "a newer Passerelle" (``with_next``)."""
+
+# A revision after HEAD that the tests add to a copy of the scripts: one new index, on both
+# databases.
+REVISION_NEXT = f'''
 """Test only: an index on scan_cursors.updated_at."""
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "{NEXT}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
 
 def upgrade() -> None:
     op.create_index("ix_test_cursors_updated", "scan_cursors", ["updated_at"])
-    {tail}
+    {{tail}}
 '''
 
 
@@ -148,11 +156,28 @@ def all_rows(backend: Backend, location: str) -> dict[str, list[tuple[Any, ...]]
         "status_events": "id",
         "ledger_meta": "key",
     }
-    assert set(tables) == LEDGER_TABLES
+    # Every table but revision 0003's leases, which a legacy ledger does not have yet (and
+    # which stay empty until relayers lease: test_leases.py).
+    assert set(tables) == LEDGER_TABLES - {"leases", "lease_holders"}
     return {
         t: query(backend, location, f"SELECT * FROM {t} ORDER BY {key}")
         for t, key in tables.items()
     }
+
+
+def upgrade_to(location: str, revision: str) -> None:
+    """Build an empty database up to ``revision`` (not the newest), as the ledger runs Alembic:
+    on one connection, in one transaction."""
+    url = location if "://" in location else f"sqlite:///{location}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = AlembicConfig()
+            config.set_main_option("script_location", str(MIGRATIONS_DIR))
+            config.attributes["connection"] = connection
+            alembic_command.upgrade(config, revision)
+    finally:
+        engine.dispose()
 
 
 def revision_in_db(backend: Backend, location: str) -> list[tuple[Any, ...]]:
@@ -184,14 +209,14 @@ def legacy_ledger(backend: Backend) -> str:
 
 
 @pytest.fixture
-def with_0002(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
-    """Call it to switch to "a newer Passerelle": a copy of the shipped revisions plus a 0002
+def with_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
+    """Call it to switch to "a newer Passerelle": a copy of the shipped revisions plus a NEXT
     (ending with ``tail``), used in place of relayer/migrations."""
 
     def switch(tail: str = "pass") -> None:
         copy = tmp_path / "migrations"
         shutil.copytree(MIGRATIONS_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
-        (copy / "versions" / "0002_test.py").write_text(REVISION_0002.replace("{tail}", tail))
+        (copy / "versions" / f"{NEXT}_test.py").write_text(REVISION_NEXT.replace("{tail}", tail))
         monkeypatch.setattr(ledger_module, "MIGRATIONS_DIR", copy)
 
     return switch
@@ -231,7 +256,7 @@ def test_revision_0001_builds_exactly_the_schema_of_the_code_before_migrations(
     frozen = backend.fresh("frozen")
     run_statements(backend, frozen, FROZEN_V1[backend.name])
     migrated = backend.fresh("migrated")
-    open_ledger(migrated).close()
+    upgrade_to(migrated, "0001")
     assert schema_of(backend, migrated) == schema_of(backend, frozen)
     assert revision_in_db(backend, migrated) == [("0001",)]
     assert query(backend, migrated, "SELECT key, value FROM ledger_meta") == [
@@ -285,14 +310,16 @@ def test_a_ledger_made_before_migrations_opens_with_every_row_intact(
     assert len(before["messages"]) == 4 and len(before["status_events"]) > 4
 
     found = ledger_schema(location)
-    assert (found.current, found.legacy, found.state) == ("0001", True, "current")
+    assert (found.current, found.legacy, found.state) == ("0001", True, "behind")
     code, out, err = passerelle(
         capsys, "ledger", "migrate", "--config", str(config_for(tmp_path, location)), "--json"
     )
     assert (code, err) == (0, "")
-    assert json.loads(out)["before"] == "0001" and json.loads(out)["after"] == "0001"
-    assert revision_in_db(backend, location) == [("0001",)]  # stamped, not recreated
-    assert all_rows(backend, location) == before
+    assert json.loads(out)["before"] == "0001" and json.loads(out)["after"] == HEAD
+    assert revision_in_db(backend, location) == [(HEAD,)]  # stamped and upgraded, not recreated
+    after = all_rows(backend, location)
+    assert after.pop("ledger_meta") == [("schema_version", str(SCHEMA_VERSION))]
+    assert after == {k: v for k, v in before.items() if k != "ledger_meta"}
     with open_ledger(location) as ledger:
         assert len(ledger.messages()) == 4
         ledger.record_discovered([disc(ORIGIN, 9)])  # and it is a working ledger
@@ -301,11 +328,15 @@ def test_a_ledger_made_before_migrations_opens_with_every_row_intact(
         run_statements(backend, location, ["DELETE FROM status_events"])
 
 
-def test_opening_a_ledger_made_before_migrations_stamps_it(backend: Backend) -> None:
+def test_opening_a_ledger_made_before_migrations_asks_for_a_migration(backend: Backend) -> None:
+    """Its tables are revision 0001's: behind this Passerelle's, so opening refuses (one line
+    naming ``passerelle ledger migrate``) and changes nothing, not even a stamp."""
     location = legacy_ledger(backend)
     before = all_rows(backend, location)
-    open_ledger(location).close()
-    assert revision_in_db(backend, location) == [("0001",)]
+    with pytest.raises(LedgerSchemaError, match="passerelle ledger migrate") as refused:
+        open_ledger(location)
+    assert "\n" not in str(refused.value)
+    assert revision_in_db_or_none(backend, location) is None
     assert all_rows(backend, location) == before
 
 
@@ -319,51 +350,51 @@ def revision_in_db_or_none(backend: Backend, location: str) -> str | None:
 
 def test_an_older_ledger_is_refused_until_migrated(
     backend: Backend,
-    with_0002: Callable[[str], None],
+    with_next: Callable[[str], None],
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     location = backend.fresh("older")
-    open_ledger(location).close()  # at 0001, with the shipped scripts
-    with_0002("pass")
+    open_ledger(location).close()  # at HEAD, with the shipped scripts
+    with_next("pass")
     config = str(config_for(tmp_path, location))
 
     with pytest.raises(LedgerSchemaError) as refused:
         open_ledger(location)
     line = str(refused.value)
-    assert "\n" not in line and "0001 is older" in line and "(0002)" in line
+    assert "\n" not in line and f"{HEAD} is older" in line and f"({NEXT})" in line
     assert "passerelle ledger migrate" in line
-    assert revision_in_db(backend, location) == [("0001",)]  # refusing changed nothing
+    assert revision_in_db(backend, location) == [(HEAD,)]  # refusing changed nothing
 
     code, out, _ = passerelle(capsys, "ledger", "version", "--config", config, "--json")
     assert code == 1
     assert json.loads(out) | {"location": None} == {
         "location": None,
-        "current": "0001",
-        "head": "0002",
+        "current": HEAD,
+        "head": NEXT,
         "state": "behind",
         "legacy": False,
     }
     code, out, err = passerelle(capsys, "ledger", "migrate", "--config", config)
     assert (code, err) == (0, "")
-    assert out.endswith(": schema version 0001 → 0002\n")
-    assert revision_in_db(backend, location) == [("0002",)]
-    assert query(backend, location, "SELECT value FROM ledger_meta") == [("2",)]
+    assert out.endswith(f": schema version {HEAD} → {NEXT}\n")
+    assert revision_in_db(backend, location) == [(NEXT,)]
+    assert query(backend, location, "SELECT value FROM ledger_meta") == [(str(int(NEXT)),)]
     open_ledger(location).close()
     code, out, _ = passerelle(capsys, "ledger", "migrate", "--config", config)
-    assert (code, out.endswith(": already at schema version 0002\n")) == (0, True)
+    assert (code, out.endswith(f": already at schema version {NEXT}\n")) == (0, True)
 
 
 def test_a_newer_ledger_is_refused_and_left_alone(
     backend: Backend,
-    with_0002: Callable[[str], None],
+    with_next: Callable[[str], None],
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
     location = backend.fresh("newer")
-    with_0002("pass")
-    assert migrate_ledger(location).after == "0002"  # written by a "newer Passerelle"
+    with_next("pass")
+    assert migrate_ledger(location).after == NEXT  # written by a "newer Passerelle"
     monkeypatch.setattr(ledger_module, "MIGRATIONS_DIR", MIGRATIONS_DIR)  # back to this one
     before = all_rows(backend, location)
 
@@ -371,14 +402,13 @@ def test_a_newer_ledger_is_refused_and_left_alone(
         with pytest.raises(LedgerSchemaError) as refused:
             attempt(location)
         assert "\n" not in str(refused.value)
-        assert "0002 is newer than this Passerelle's (0001)" in str(refused.value)
+        assert f"{NEXT} is newer than this Passerelle's ({HEAD})" in str(refused.value)
     code, out, err = passerelle(
         capsys, "ledger", "migrate", "--config", str(config_for(tmp_path, location))
     )
     assert code == 1 and out == "" and err.count("\n") == 1 and "upgrade Passerelle" in err
-    assert all_rows(backend, location) == before and revision_in_db(backend, location) == [
-        ("0002",)
-    ]
+    assert all_rows(backend, location) == before
+    assert revision_in_db(backend, location) == [(NEXT,)]
 
 
 @pytest.mark.parametrize("stored", ["0099", "00", "bogus"])
@@ -395,7 +425,7 @@ def test_an_unknown_revision_is_refused(backend: Backend, stored: str) -> None:
 
 
 def test_a_failing_migration_leaves_the_database_as_it_was(
-    backend: Backend, with_0002: Callable[[str], None]
+    backend: Backend, with_next: Callable[[str], None]
 ) -> None:
     location = backend.fresh("failing")
     with open_ledger(location) as ledger:
@@ -403,13 +433,13 @@ def test_a_failing_migration_leaves_the_database_as_it_was(
     before = all_rows(backend, location)
     schema = schema_of(backend, location)
     # The new index is created, then a statement fails: the index must not survive.
-    with_0002('op.execute("SELECT no_such_function()")')
+    with_next('op.execute("SELECT no_such_function()")')
     with pytest.raises(LedgerError) as failed:
         migrate_ledger(location)
     assert "\n" not in str(failed.value).strip()
     assert schema_of(backend, location) == schema
     assert all_rows(backend, location) == before
-    assert revision_in_db(backend, location) == [("0001",)]
+    assert revision_in_db(backend, location) == [(HEAD,)]
 
 
 def test_tables_that_are_not_a_ledger_are_refused_and_other_stores_tables_ignored(
@@ -424,7 +454,7 @@ def test_tables_that_are_not_a_ledger_are_refused_and_other_stores_tables_ignore
     shared = backend.fresh("shared")
     run_statements(backend, shared, ["CREATE TABLE someone_elses (x INTEGER)"])
     open_ledger(shared).close()
-    assert revision_in_db(backend, shared) == [("0001",)]
+    assert revision_in_db(backend, shared) == [(HEAD,)]
 
 
 def test_version_reads_without_creating(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -433,7 +463,7 @@ def test_version_reads_without_creating(tmp_path: Path, capsys: pytest.CaptureFi
     code, out, err = passerelle(capsys, "ledger", "version", "--config", config)
     assert (code, err) == (0, "")
     assert re.fullmatch(
-        r".*absent\.db: schema version none \(this Passerelle: 0001; empty\)\n", out
+        rf".*absent\.db: schema version none \(this Passerelle: {HEAD}; empty\)\n", out
     )
     assert not location.exists()
     bad = tmp_path / "bad.toml"
@@ -456,7 +486,7 @@ def test_two_versions_at_once_are_refused(backend: Backend) -> None:
     """The version table with two rows (branches, or a hand edit) is no linear history."""
     location = backend.fresh("branches")
     open_ledger(location).close()
-    run_statements(backend, location, ["INSERT INTO passerelle_alembic_version VALUES ('0002')"])
+    run_statements(backend, location, ["INSERT INTO passerelle_alembic_version VALUES ('0000')"])
     with pytest.raises(LedgerSchemaError, match="unusable schema version") as refused:
         open_ledger(location)
     assert "\n" not in str(refused.value)

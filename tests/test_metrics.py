@@ -177,10 +177,10 @@ def test_metrics_health_and_readiness_answer_on_loopback() -> None:
         ok, health = await get(port, "/metrics"), await get(port, "/healthz")
         ready = await get(port, "/readyz")
         missing = await get(port, "/")
-        assert (ok.status_code, ok.text) == (200, "passerelle_up 1\n")
+        assert ok.status_code == 200 and ok.text.startswith("passerelle_up 1\n")
         assert ok.headers["content-type"].startswith("text/plain; version=0.0.4")
-        assert (health.status_code, health.text) == (200, "ok\n")
-        assert (ready.status_code, ready.text) == (200, "ready\n")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        assert (ready.status_code, ready.json()) == (200, {"ready": True, "reasons": []})
         assert missing.status_code == 404
         async with httpx.AsyncClient() as client:
             posted = await client.post(f"http://127.0.0.1:{port}/metrics", content=b"x")
@@ -200,7 +200,7 @@ def test_readyz_answers_503_with_a_one_line_reason() -> None:
     async def scenario(port: int) -> None:
         answer = await get(port, "/readyz")
         assert answer.status_code == 503
-        assert answer.text == "not ready: ledger did not answer within 2 s\n"
+        assert answer.json() == {"ready": False, "reasons": ["ledger did not answer within 2 s"]}
         assert (await get(port, "/healthz")).status_code == 200  # alive, just not ready
 
     serve(scenario, ready=not_yet)
@@ -223,11 +223,11 @@ def test_a_failing_snapshot_answers_500_and_the_server_keeps_serving() -> None:
         failed = await get(port, "/metrics")
         assert failed.status_code == 500
         assert failed.text == "metrics snapshot failed: RuntimeError\n"  # one line, no detail
-        assert (await get(port, "/metrics")).text == "passerelle_up 1\n"
+        assert (await get(port, "/metrics")).text.startswith("passerelle_up 1\n")
         probe = await get(port, "/readyz")
-        assert (probe.status_code, probe.text) == (
+        assert (probe.status_code, probe.json()["reasons"]) == (
             503,
-            "not ready: readiness probe failed: OSError\n",
+            ["readiness probe failed: OSError"],
         )
         assert (await get(port, "/healthz")).status_code == 200
 
@@ -247,7 +247,7 @@ def test_a_client_that_resets_its_connection_does_not_stop_the_server() -> None:
     async def scenario(port: int) -> None:
         for _ in range(3):
             await trio.to_thread.run_sync(reset_midway, port)
-            assert (await get(port, "/metrics")).text == "passerelle_up 1\n"
+            assert (await get(port, "/metrics")).text.startswith("passerelle_up 1\n")
 
     serve(scenario)
 
@@ -309,11 +309,11 @@ def test_readiness_needs_a_running_loop_and_an_answering_ledger() -> None:
     async def main() -> list[str | None]:
         seen: list[str | None] = []
         async with trio.open_nursery() as nursery:
-            seen.append(await relay_readiness(nursery, answers))
+            seen.append((await relay_readiness(nursery, answers)).reason)
             nursery.start_soon(relay_loop_stub, name="relayer.relay.Relayer._scan_loop")
-            seen.append(await relay_readiness(nursery, answers))
-            seen.append(await relay_readiness(nursery, refuses))
-            seen.append(await relay_readiness(nursery, hangs))
+            seen.append((await relay_readiness(nursery, answers)).reason)
+            seen.append((await relay_readiness(nursery, refuses)).reason)
+            seen.append((await relay_readiness(nursery, hangs)).reason)
             nursery.cancel_scope.cancel()
         return seen
 
@@ -369,12 +369,12 @@ def test_a_running_relayer_is_ready_until_its_ledger_stops_answering(tmp_path: P
             return ready, scraped, unready
 
         ready, scraped, unready = trio.run(main)
-    assert ready.text == "ready\n"
+    assert ready.json()["ready"] is True
     assert any(
         f.name == "passerelle_messages" for f in text_string_to_metric_families(scraped.text)
     )
-    assert unready.text.startswith("not ready: ledger does not answer: ")
-    assert "\n" not in unready.text.rstrip("\n")
+    (reason,) = unready.json()["reasons"]
+    assert reason.startswith("ledger does not answer: ")
 
 
 async def get_or_none(port: int, path: str) -> httpx.Response | None:
@@ -436,7 +436,7 @@ def test_a_running_attester_serves_its_numbers_and_counts_a_dead_node(tmp_path: 
         return ready, found
 
     ready, found = trio.run(main)
-    assert (ready.status_code, ready.text) == (200, "ready\n")
+    assert (ready.status_code, ready.json()) == (200, {"ready": True, "reasons": []})
     quarantined = [v for n, labels, v in found if n == "passerelle_rpc_quarantined"]
     assert quarantined and set(quarantined) == {1.0}
     assert not [s for s in found if s[0] == "passerelle_attester_signed_index"]

@@ -38,6 +38,7 @@ from light_clients.merkle import (
     ZeroLeafError,
 )
 from light_clients.message import (
+    MAX_MESSAGE_BYTES,
     MalformedMessageError,
     Message,
     NonceBeyondCheckpointError,
@@ -307,6 +308,16 @@ def unpack_messages_ok(packed: bytes) -> bool:
 def test_an_unpackable_message_is_refused() -> None:
     with pytest.raises(BatchEncodingError, match="cannot be packed"):
         pack_messages([bytes(1 << 24)])
+
+
+def test_a_message_the_inbox_would_refuse_is_never_packed() -> None:
+    """The Inbox reverts a whole batch on a message above 77 + 65,536 bytes: the largest
+    message it accepts packs, one byte more is refused (one line), whatever its neighbours."""
+    largest = bytes(MAX_MESSAGE_BYTES)
+    assert unpack_messages(pack_messages([largest])) == [largest]
+    with pytest.raises(BatchEncodingError, match=f"at most {MAX_MESSAGE_BYTES}") as caught:
+        pack_messages([b"\x01" * 80, largest + b"\0"])
+    assert "\n" not in str(caught.value)
 
 
 # --------------------------------------------------------------------------- on chain

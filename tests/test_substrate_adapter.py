@@ -35,7 +35,7 @@ from adapters.substrate import (
     multisig_account,
     pending,
 )
-from adapters.substrate.client import account_bytes, header_from_json
+from adapters.substrate.client import BalanceTransfer, account_bytes, header_from_json
 from devnet.chopsticks import (
     ALICE,
     DEV_BALANCE,
@@ -54,6 +54,7 @@ from light_clients.substrate.remark import (
     validate_remark,
 )
 from light_clients.substrate.scale import encode_compact
+from relayer.families.substrate.payments import remark_fee
 
 pytestmark = pytest.mark.chain
 
@@ -241,7 +242,7 @@ def test_remarks_inside_batch_all_are_found_in_order_and_judged(client: Substrat
             await client.compose("System", "remark_with_event", {"remark": r}) for r in remarks
         ]
         included = await client.submit(ALICE_KEY, "Utility", "batch_all", {"calls": calls})
-        return included, await client.remarks(included.block_hash)
+        return included, await client.remarks(included.block_hash, fee_account=BOB_ID)
 
     included, seen = run(scenario)
     assert included.success, included.error
@@ -249,6 +250,14 @@ def test_remarks_inside_batch_all_are_found_in_order_and_judged(client: Substrat
     assert {(s.extrinsic_index, s.signer, s.event_sender) for s in seen} == {
         (included.extrinsic_index, ALICE_ID, ALICE_ID)
     }
+    # The balance transfer before the first remark is what may pay for its delivery (paid
+    # delivery from a Substrate origin), and only for that one remark.
+    assert [s.balance_transfers for s in seen] == [
+        (BalanceTransfer(ALICE_ID, BOB_ID, 10**10),),
+        *[()] * (len(remarks) - 1),
+    ]
+    assert [remark_fee(s, BOB_ID) for s in seen] == [10**10, *[0] * (len(remarks) - 1)]
+    assert remark_fee(seen[0], CHARLIE_ID) == 0  # paid to someone else: pays nothing
     outcomes: list[str] = []
     for found in seen:
         try:

@@ -122,7 +122,7 @@ from relayer.families.substrate.calls import (
     refund_reason,
 )
 from relayer.families.substrate.delivery import SubstrateDelivery
-from relayer.families.substrate.proposals import ProposalStore, new_proposal
+from relayer.families.substrate.proposals import DirectoryProposalStore, ProposalKey, new_proposal
 from relayer.families.substrate.scan import escrow_routes, scan_remarks
 from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, open_ledger
 from relayer.relay import MAX_DELIVERY_ATTEMPTS, Relayer
@@ -794,7 +794,10 @@ def test_proposals_someone_else_wrote_never_fail_a_message(
         relayer.lanes = cast(Any, {ALPHA: None})
         delivery = SubstrateDelivery(HUB, relayer)
         monkeypatch.setattr(delivery, "_propose", propose)
-        ours, theirs = ProposalStore(tmp_path / "store"), ProposalStore(tmp_path / "store")
+        ours, theirs = (
+            DirectoryProposalStore(tmp_path / "store"),
+            DirectoryProposalStore(tmp_path / "store"),
+        )
         forged = dataclasses.replace(
             new_proposal(
                 ASSETHUB,
@@ -818,7 +821,7 @@ def test_proposals_someone_else_wrote_never_fail_a_message(
         assert record is not None and record.status == MessageStatus.ATTESTED
         assert not [e for e in ledger.history(ids[0]) if e.to_status == MessageStatus.FAILED]
         assert proposed == [ids] * (MAX_DELIVERY_ATTEMPTS + 1)  # not held back by the file
-        assert [p for p, _ in ours.pending(ASSETHUB)] == [theirs.root / str(ASSETHUB) / forged.name]
+        assert [p for p, _ in ours.pending(ASSETHUB)] == [ProposalKey(ASSETHUB, forged.name)]
 
 
 def test_a_proposal_with_a_message_twice_is_refused(tmp_path: Path) -> None:

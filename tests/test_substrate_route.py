@@ -34,7 +34,7 @@ from relayer.families.substrate.calls import (
     token_bridges,
     token_mint,
 )
-from relayer.families.substrate.proposals import Proposal, ProposalStore
+from relayer.families.substrate.proposals import DirectoryProposalStore, Proposal
 from relayer.families.substrate.scan import escrow_routes
 
 PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -744,9 +744,9 @@ def test_an_invalid_checkpoint_is_a_documented_parse_error(
 
 
 def test_pending_skips_a_proposal_with_an_invalid_checkpoint(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path)
+    store = DirectoryProposalStore(tmp_path)
     good = store.publish(proposal())
-    bad = good.parent / "0-bad.json"
+    bad = store.path(good).parent / "0-bad.json"
     bad.write_text(_edited(lambda o: o["checkpoint"].update(root=h(bytes(32)))))
     assert store.pending(ASSETHUB) == [(good, proposal())]
 
@@ -755,22 +755,23 @@ def test_pending_skips_a_proposal_with_an_invalid_checkpoint(tmp_path: Path) -> 
 
 
 def test_publish_writes_the_proposal_under_its_destination(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path / "checkpoints")
+    store = DirectoryProposalStore(tmp_path / "checkpoints")
     p = proposal()
-    path = store.publish(p)
+    key = store.publish(p)
+    path = store.path(key)
     assert path == tmp_path / "checkpoints" / "proposals" / "3" / p.name
     assert path.read_text() == p.to_json()
     assert sorted(x.name for x in path.parent.iterdir()) == [p.name]  # no temporary left over
-    assert store.pending(ASSETHUB) == [(path, p)]
+    assert store.pending(ASSETHUB) == [(key, p)]
     assert store.pending(ALPHA) == []
 
 
 def test_pending_of_an_empty_store_is_empty(tmp_path: Path) -> None:
-    assert ProposalStore(tmp_path / "nowhere").pending(ASSETHUB) == []
+    assert DirectoryProposalStore(tmp_path / "nowhere").pending(ASSETHUB) == []
 
 
 def test_pending_lists_proposals_by_name(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path)
+    store = DirectoryProposalStore(tmp_path)
     later = store.publish(proposal((20, 21)))
     earlier = store.publish(proposal((3,)))
     assert [path for path, _ in store.pending(ASSETHUB)] == [earlier, later]
@@ -781,7 +782,7 @@ def test_pending_lists_proposals_by_name(tmp_path: Path) -> None:
 
 
 def test_publishing_the_same_batch_again_replaces_the_file(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path)
+    store = DirectoryProposalStore(tmp_path)
     first = store.publish(proposal(created=1.0))
     second = store.publish(proposal(created=2.0))
     assert first == second
@@ -789,9 +790,9 @@ def test_publishing_the_same_batch_again_replaces_the_file(tmp_path: Path) -> No
 
 
 def test_unreadable_corrupt_and_foreign_files_are_skipped(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path)
+    store = DirectoryProposalStore(tmp_path)
     good = store.publish(proposal())
-    folder = good.parent
+    folder = store.path(good).parent
     (folder / "0-corrupt.json").write_text('{"destination": 3, "check')
     (folder / "0-foreign.json").write_text('{"hello": "world"}')
     (folder / "0-binary.json").write_bytes(b"\xff\xfe\x00garbage")
@@ -802,12 +803,12 @@ def test_unreadable_corrupt_and_foreign_files_are_skipped(tmp_path: Path) -> Non
 
 
 def test_remove_forgets_a_proposal_and_tolerates_a_second_remove(tmp_path: Path) -> None:
-    store = ProposalStore(tmp_path)
+    store = DirectoryProposalStore(tmp_path)
     keep = store.publish(proposal((1,)))
     gone = store.publish(proposal((2,)))
     assert store.ours(gone, proposal((2,)))
     store.remove(gone)
-    assert not gone.exists() and not store.ours(gone, proposal((2,)))
+    assert not store.path(gone).exists() and not store.ours(gone, proposal((2,)))
     assert store.pending(ASSETHUB) == [(keep, proposal((1,)))]
     store.remove(gone)  # already removed: no error
     assert store.pending(ASSETHUB) == [(keep, proposal((1,)))]

@@ -293,23 +293,34 @@ class EvmChain:
     ) -> list[DispatchEvent]:
         """Every Dispatch event of ``outbox`` in ``[from_block, to_block]``, in chain order: one
         ``eth_getLogs`` per :func:`log_ranges` window (at most ``max_log_range`` blocks each)."""
-        events: list[DispatchEvent] = []
+        logs = await self.logs(outbox, DISPATCH_TOPIC, from_block, to_block)
+        return [self._dispatch(log, outbox) for log in logs]
+
+    async def logs(
+        self, address: bytes, topic: bytes, from_block: int, to_block: int
+    ) -> list[dict[str, Any]]:
+        """The logs of ``address`` whose first topic is ``topic`` in ``[from_block,
+        to_block]``, as the node gives them (the caller decodes and checks each), in chain
+        order, without ones marked ``removed``: one ``eth_getLogs`` per :func:`log_ranges`
+        window (at most ``max_log_range`` blocks each). AdapterError on any other answer than a
+        list of objects."""
+        found: list[dict[str, Any]] = []
         for start, end in log_ranges(from_block, to_block, self.max_log_range):
             logs = await self.rpc.call(
                 "eth_getLogs",
                 [
                     {
-                        "address": to_hex(outbox[-20:]),
+                        "address": to_hex(address[-20:]),
                         "fromBlock": quantity(start),
                         "toBlock": quantity(end),
-                        "topics": [to_hex(DISPATCH_TOPIC)],
+                        "topics": [to_hex(topic)],
                     }
                 ],
             )
-            if not isinstance(logs, list):
-                raise AdapterError("eth_getLogs returned a non-list")
-            events += [self._dispatch(log, outbox) for log in logs if not log.get("removed")]
-        return events
+            if not isinstance(logs, list) or not all(isinstance(log, dict) for log in logs):
+                raise AdapterError("eth_getLogs returned something else than a list of logs")
+            found += [log for log in logs if not log.get("removed")]
+        return found
 
     def _dispatch(self, log: dict[str, Any], outbox: bytes) -> DispatchEvent:
         """Decode one Dispatch log and check it is what it says (T14: right emitter)."""

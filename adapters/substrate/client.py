@@ -168,6 +168,15 @@ class Included:
 
 
 @dataclass(frozen=True)
+class BalanceTransfer:
+    """A ``Balances.Transfer`` event: ``amount`` plancks from ``source`` to ``target``."""
+
+    source: bytes
+    target: bytes
+    amount: int
+
+
+@dataclass(frozen=True)
 class RemarkSeen:
     """A ``System.Remarked`` event joined with the ``remark_with_event`` call that emitted it.
 
@@ -188,6 +197,10 @@ class RemarkSeen:
     transfers: tuple[AssetTransfer, ...] = ()
     """The ``Assets.Transferred`` events of the same extrinsic before this remark's event (what
     may back a token return: :func:`light_clients.substrate.remark.check_escrow`)."""
+    balance_transfers: tuple[BalanceTransfer, ...] = ()
+    """The ``Balances.Transfer`` events of the same extrinsic after the previous ``Remarked``
+    event and before this one: what may pay for its delivery (docs/design.md "Paid
+    delivery"; :mod:`relayer.families.substrate.payments`)."""
 
     def validate(self, origin_domain: int, committee: bytes | None = None) -> Message:
         """:func:`light_clients.substrate.remark.validate_remark` of this remark (``committee``:
@@ -493,6 +506,33 @@ def _asset_transfer(event: SubstrateEvent) -> AssetTransfer:
         raise AdapterError(f"malformed Assets.Transferred event {_one_line(repr(attrs))}") from None
 
 
+def _balance_transfer(event: SubstrateEvent) -> BalanceTransfer:
+    attrs = event.attributes if isinstance(event.attributes, dict) else {}
+    try:
+        return BalanceTransfer(
+            source=account_bytes(attrs["from"]),
+            target=account_bytes(attrs["to"]),
+            amount=int(attrs["amount"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        raise AdapterError(f"malformed Balances.Transfer event {_one_line(repr(attrs))}") from None
+
+
+def fee_transfer(
+    event: SubstrateEvent, fee_account: bytes | None, block_number: int
+) -> BalanceTransfer | None:
+    """A ``Balances.Transfer`` event as a possible delivery fee: None without a
+    ``fee_account`` (the chain takes no fees: nothing to parse, nothing that can fail), and
+    None, logged, for one that cannot be parsed (it pays nothing; the block is still read)."""
+    if fee_account is None:
+        return None
+    try:
+        return _balance_transfer(event)
+    except AdapterError as exc:
+        log.warning("block %d: %s (pays nothing)", block_number, exc)
+        return None
+
+
 def _extrinsic_signer_and_call(
     substrate: SubstrateInterface, encoded: bytes
 ) -> tuple[bytes | None, bytes]:
@@ -693,7 +733,11 @@ class SubstrateClient:
         return await self._run("events", lambda s: _events(s, block_hash))
 
     async def remarks(
-        self, block_hash: bytes, *, proven_events: bytes | None = None
+        self,
+        block_hash: bytes,
+        *,
+        proven_events: bytes | None = None,
+        fee_account: bytes | None = None,
     ) -> list[RemarkSeen]:
         """Every ``System.Remarked`` event of the block, joined with the remark that emitted it.
 
@@ -712,6 +756,11 @@ class SubstrateClient:
 
         ``proven_events``: the raw ``System.Events`` value proven under the block's state root
         (:func:`adapters.substrate.finality.read_proof`), decoded instead of asking the node.
+
+        ``fee_account``: the chain's account for delivery fees, if it takes any. Only then are
+        ``Balances.Transfer`` events read into :attr:`RemarkSeen.balance_transfers`; one that
+        cannot be parsed (a runtime shaping it differently) is logged and pays nothing, and
+        never fails the block: the scan must not halt on a payment it cannot read.
         """
 
         def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
@@ -752,12 +801,19 @@ class SubstrateClient:
                 hashes = [blake2_256(remark) for remark, _ in candidates]
                 cursor = 0
                 transfers: list[AssetTransfer] = []
+                paid: list[BalanceTransfer] = []  # since the previous Remarked event
                 for event in by_extrinsic[index]:
                     if (event.pallet, event.name) == ("Assets", "Transferred"):
                         transfers.append(_asset_transfer(event))
                         continue
+                    if (event.pallet, event.name) == ("Balances", "Transfer"):
+                        fee = fee_transfer(event, fee_account, header.number)
+                        if fee is not None:
+                            paid.append(fee)
+                        continue
                     if (event.pallet, event.name) != ("System", "Remarked"):
                         continue
+                    since_last, paid = tuple(paid), []
                     attrs = event.attributes if isinstance(event.attributes, dict) else {}
                     event_hash = _hash_bytes(attrs.get("hash"), "Remarked hash")
                     sender = account_bytes(attrs.get("sender"))
@@ -797,6 +853,7 @@ class SubstrateClient:
                             event_hash=event_hash,
                             extrinsic_hash=blake2_256(encoded),
                             transfers=tuple(transfers),
+                            balance_transfers=since_last,
                         )
                     )
             return seen

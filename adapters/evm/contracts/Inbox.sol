@@ -3,7 +3,7 @@ pragma solidity ^0.8.30;
 
 import {IMessageRecipient} from "./IMessageRecipient.sol";
 import {MerkleLib} from "./MerkleLib.sol";
-import {Owned} from "./Owned.sol";
+import {Governed} from "./Governed.sol";
 
 /// @notice An outbox state a committee signs (DESIGN.md, "Checkpoint attestation"): `root`
 ///         over the leaves 0..`index` of the Outbox `outbox` on domain `origin`.
@@ -37,15 +37,26 @@ struct Checkpoint {
 ///         - The recipient's `handle` runs with exactly HANDLE_GAS gas (the call reverts with
 ///           InsufficientGas if less than that could be forwarded, so a relayer cannot starve
 ///           a recipient into failing). If `handle` reverts, the message is recorded as failed
-///           (`failedMessage[id] = id`, event `HandleFailed(id, reason)`, reason = the first
+///           (a `failedMessage` record, event `HandleFailed(id, reason)`, reason = the first
 ///           MAX_REASON_BYTES of the revert data) and the batch goes on: a broken recipient
 ///           never blocks the lane. The same is recorded, without calling, when the recipient
 ///           is not an EVM address, has no code, is this inbox or is marked protected by the
 ///           owner (T20); `reason` is then the ABI encoding of the matching error.
+///         - A failure record is keyed by (origin, outbox, nonce) (`failureKey`), so two
+///           byte-identical messages of two outboxes of one origin never share one, and it
+///           remembers what `process` trusted when it accepted the message: the committee
+///           epoch that attested it and the origin's trust era (`originEra`).
 ///         - Anyone can `retry(message)` a failed message: it re-runs `handle` with all the gas
-///           the caller forwards. On success the failure record is cleared and `Delivered` is
-///           emitted; on failure `retry` reverts with the recipient's revert data and the
-///           record stays.
+///           the caller forwards, but only while what `process` checked still holds: the
+///           origin still trusts the same outbox, unchanged since (`OriginChangedSince`), and
+///           no committee up to the one that attested the message was revoked
+///           (`revokedThrough`, `CommitteeRevokedSince`).
+///           A recipient that failed for an ordinary reason is retried by its user while
+///           nothing changed: a broken recipient never blocks a lane. On success the record is
+///           cleared and `Delivered` is emitted; on failure `retry` reverts with the
+///           recipient's revert data and the record stays. The owner can void a record, announced
+///           under the change delay like a change that adds trust (`announceDiscard`,
+///           `discardFailed`, event `FailedDiscarded`).
 ///         - `Delivered(id, origin, nonce)` is emitted exactly once per message: when `handle`
 ///           succeeded, in `process` or in a later `retry`.
 ///         - On a chain whose id differs from the deployment's (a fork), `process` and `retry`
@@ -53,13 +64,17 @@ struct Checkpoint {
 ///
 ///         Governance: only the owner (two-step transfer, `Owned`) changes the committee, the
 ///         trusted outbox of an origin and the protected set; no message can reach them (the
-///         inbox never calls itself or a protected address). A committee or origin change is
-///         first announced (`announceCommittee`, `announceOrigin`, events with the time it
-///         takes effect) and enacted (`setCommittee`, `setOrigin`) no sooner than
-///         `changeDelay` seconds later, so users can see a change coming and leave before it
-///         applies. With a zero delay (the devnet) a change can be enacted without
-///         announcement. The delay itself changes the same way, under the current delay.
-contract Inbox is Owned {
+///         inbox never calls itself or a protected address). A change that adds trust (a new
+///         committee, a new outbox for an origin) is first announced (`announceCommittee`,
+///         `announceOrigin`, events with the time it takes effect) and enacted (`setCommittee`,
+///         `setOrigin`) within its window under `Governed`'s rules (the delay then and now,
+///         expiry, voided by a longer delay or a new owner), so users can see it coming and
+///         leave before it applies. With a zero delay (the devnet) a change can be enacted
+///         without announcement. A change that only removes trust is immediate, the owner's
+///         emergency levers: `setOrigin(origin, 0)` untrusts an origin, `revokeCommittee()`
+///         leaves no committee at all (nothing verifies until a new one is enacted through
+///         the delay), and both also void the retry of what was parked under the old trust.
+contract Inbox is Governed {
     uint8 public constant VERSION = 1;
 
     /// @notice Largest body accepted, as Outbox.MAX_BODY_BYTES and the Python reference.
@@ -72,9 +87,6 @@ contract Inbox is Owned {
     /// @notice Revert data kept in HandleFailed: enough for any error message, and a recipient
     ///         cannot make the inbox pay to copy a huge one ("return bomb").
     uint256 public constant MAX_REASON_BYTES = 256;
-
-    /// @notice Longest `changeDelay`: a typo cannot freeze the configuration for ever.
-    uint64 public constant MAX_CHANGE_DELAY = 30 days;
 
     /// @dev version (1) nonce (4) origin (4) sender (32) destination (4) recipient (32).
     uint256 internal constant HEADER_SIZE = 77;
@@ -93,9 +105,9 @@ contract Inbox is Owned {
     /// @dev Protocol tag domain-separating checkpoint digests from anything else signed (T8).
     bytes24 internal constant CHECKPOINT_TAG = "PASSERELLE/v1/checkpoint";
 
-    /// @dev Keys of the pending changes (`pendingChange`); an origin's key is its own hash.
+    /// @dev Key of a pending committee change (`pendingChange`); an origin's key is its own
+    ///      hash (`originChangeKey`).
     bytes32 internal constant COMMITTEE_CHANGE = keccak256("passerelle.inbox.committee");
-    bytes32 internal constant DELAY_CHANGE = keccak256("passerelle.inbox.changeDelay");
 
     /// @notice This chain's Passerelle domain; only messages addressed to it are delivered (T8).
     uint32 public immutable localDomain;
@@ -105,12 +117,18 @@ contract Inbox is Owned {
     ///         attested messages are not replayed there (T8, the ETHW Omni Bridge incident).
     uint256 public immutable deployedChainId;
 
-    /// @notice Incremented by every setCommittee; 0 means no committee yet (nothing verifies).
+    /// @notice Incremented by every setCommittee and revokeCommittee; 0 means no committee
+    ///         was ever set.
     uint32 public epoch;
-    /// @notice Signatures needed: 0 < threshold <= committee size once a committee is set.
+    /// @notice Signatures needed: 0 < threshold <= committee size while a committee is set;
+    ///         0 when there is none (never set, or revoked): then nothing verifies.
     uint8 public threshold;
-    /// @notice Seconds between announcing a committee/origin change and enacting it.
-    uint64 public changeDelay;
+    /// @notice Every epoch up to and including this one was revoked (`revokeCommittee`):
+    ///         nothing its committee attested is retried. One number, not a set of epochs:
+    ///         a compromised key may have served in several consecutive committees (an
+    ///         ordinary rotation keeps members), and the owner learns of the leak only after
+    ///         it, so a revocation covers every epoch before the current one too.
+    uint32 public revokedThrough;
 
     address[] internal committee;
     /// @dev A member of the current committee has memberEpoch == epoch. Rotating the committee
@@ -126,18 +144,26 @@ contract Inbox is Owned {
     ///         from that outbox of `origin` is accepted. Keyed by the outbox too: nonces restart
     ///         at 0 in a new outbox, whose messages must not read as replays of the old one's.
     mapping(uint32 => mapping(bytes32 => mapping(uint256 => uint256))) public delivered;
-    /// @notice keccak256(message) (that is, the id) for messages whose `handle` failed and
-    ///         can be retried; zero once retried successfully or if it never failed.
-    mapping(bytes32 => bytes32) public failedMessage;
-
-    /// @notice An announced change: the hash of its arguments and when it may be enacted.
-    struct PendingChange {
-        bytes32 change;
-        uint64 notBefore;
+    /// @notice Messages whose `handle` failed, by `failureKey(origin, outbox, nonce)`: the
+    ///         first 24 bytes of the message id, the committee epoch that attested it and the
+    ///         origin's trust era when it was accepted; all zero once retried successfully,
+    ///         discarded, or if it never failed.
+    mapping(bytes32 => Failure) public failedMessage;
+    /// @notice Bumped by every `setOrigin` of that origin (trusting or untrusting): a failure
+    ///         recorded in an earlier era was proven under a trust that has changed since.
+    mapping(uint32 => uint32) public originEra;
+    /// @notice A failed message's record (see `failedMessage`), packed into ONE storage word
+    ///         so that parking a message costs one fresh slot (a reverting recipient is free
+    ///         to target; the relayer pays). The id is truncated to its first 192 bits: the
+    ///         record is found by its (origin, outbox, nonce) key and only ever compared with
+    ///         the id of a message proven at that nonce, so a false match needs a second
+    ///         message agreeing on 192 bits of keccak256 (about 2^96 work even for a
+    ///         birthday search over messages the attacker writes both of).
+    struct Failure {
+        bytes24 id;
+        uint32 epoch;
+        uint32 era;
     }
-
-    /// @notice Announced, not yet enacted changes by key (see the contract comment).
-    mapping(bytes32 => PendingChange) public pendingChange;
 
     event Delivered(bytes32 indexed id, uint32 indexed origin, uint32 nonce);
     event AlreadyDelivered(bytes32 indexed id);
@@ -146,10 +172,12 @@ contract Inbox is Owned {
     event CommitteeSet(uint32 indexed epoch, address[] validators, uint8 threshold);
     event OriginAnnounced(uint32 indexed origin, bytes32 outbox, uint256 notBefore);
     event OriginSet(uint32 indexed origin, bytes32 outbox);
-    event ChangeDelayAnnounced(uint64 delay, uint256 notBefore);
-    event ChangeDelaySet(uint64 delay);
-    event ChangeCancelled(bytes32 indexed key);
+    /// @notice Every epoch up to `revokedThrough` is revoked (see `revokedThrough`).
+    event CommitteeRevoked(uint32 indexed revokedThrough);
+    event DiscardAnnounced(bytes32 indexed key, uint256 notBefore);
     event ProtectedSet(address indexed account, bool isProtected);
+    /// @notice `id` is the record's: the first 24 bytes of the message id.
+    event FailedDiscarded(bytes24 indexed id, uint32 indexed origin, bytes32 outbox, uint32 nonce);
 
     // Administration.
     error EmptyCommittee();
@@ -157,15 +185,13 @@ contract Inbox is Owned {
     error ZeroValidator(uint256 position);
     error ValidatorsNotAscending(uint256 position);
     error OriginIsLocal(uint32 origin);
-    error DelayTooLong(uint64 delay, uint64 maximum);
-    error ChangeNotAnnounced(bytes32 key);
-    error ChangeNotDue(bytes32 key, uint256 notBefore);
     // Checkpoint and attestation.
     error EmptyBatch();
     error ForkedChain(uint256 expected, uint256 actual);
     error UnknownOrigin(uint32 origin);
     error WrongOutbox(uint32 origin, bytes32 outbox);
     error InvalidRoot(bytes32 root);
+    error IndexTooLarge(uint32 index);
     error NoCommittee();
     error MalformedSignatures(uint256 length);
     error BelowThreshold(uint256 signatures, uint256 threshold);
@@ -191,8 +217,10 @@ contract Inbox is Owned {
     error RecipientProtected(address recipient);
     error RecipientNotContract(address recipient);
     error NotFailed(bytes32 id);
+    error OriginChangedSince(uint32 origin, uint32 era);
+    error CommitteeRevokedSince(uint32 epoch, uint32 revokedThrough);
 
-    constructor(uint32 localDomain_, address owner_) Owned(owner_) {
+    constructor(uint32 localDomain_, address owner_) Governed(owner_) {
         localDomain = localDomain_;
         deployedChainId = block.chainid;
     }
@@ -233,34 +261,59 @@ contract Inbox is Owned {
         emit OriginAnnounced(origin, outbox, notBefore);
     }
 
-    /// @notice Trusts `outbox` as the Outbox of domain `origin` (announced before); zero
-    ///         forgets the origin.
+    /// @notice Trusts `outbox` as the Outbox of domain `origin` (announced before, see
+    ///         `Governed`). Zero untrusts the origin at once, with no announcement: it only
+    ///         removes trust. Either way the origin's era moves on, so nothing parked under the
+    ///         old trust can be retried (`retry`).
     function setOrigin(uint32 origin, bytes32 outbox) external onlyOwner {
         if (origin == localDomain) revert OriginIsLocal(origin);
-        _enact(_originKey(origin), outbox);
+        if (outbox != bytes32(0)) _enact(_originKey(origin), outbox);
         outboxOf[origin] = outbox;
+        originEra[origin] += 1;
         emit OriginSet(origin, outbox);
     }
 
-    /// @notice Announces a new `changeDelay`, enacted by `setChangeDelay` under the current one
-    ///         (so shortening the delay takes as long as the delay it shortens).
-    function announceChangeDelay(uint64 delay) external onlyOwner {
-        if (delay > MAX_CHANGE_DELAY) revert DelayTooLong(delay, MAX_CHANGE_DELAY);
-        uint256 notBefore = _announce(DELAY_CHANGE, bytes32(uint256(delay)));
-        emit ChangeDelayAnnounced(delay, notBefore);
+    /// @notice The emergency lever against a committee that signs what it should not: at once
+    ///         and unannounced, no committee is trusted any more (the epoch moves on, so every
+    ///         member retires, and the threshold is 0, so `process` refuses everything with
+    ///         NoCommittee) and nothing attested by this committee OR ANY EARLIER ONE and parked
+    ///         as failed can be retried (`revokedThrough`): the leaked keys may have served in
+    ///         earlier epochs too. A new committee comes only through `setCommittee`, announced
+    ///         under the delay like any other. Cost: honest parked messages of those epochs
+    ///         can no longer be retried either (docs/relayer.md, "Not there yet").
+    function revokeCommittee() external onlyOwner {
+        uint32 revoked = epoch;
+        if (threshold == 0) revert NoCommittee();
+        revokedThrough = revoked;
+        epoch = revoked + 1;
+        threshold = 0;
+        delete committee;
+        emit CommitteeRevoked(revoked);
     }
 
-    function setChangeDelay(uint64 delay) external onlyOwner {
-        if (delay > MAX_CHANGE_DELAY) revert DelayTooLong(delay, MAX_CHANGE_DELAY);
-        _enact(DELAY_CHANGE, bytes32(uint256(delay)));
-        changeDelay = delay;
-        emit ChangeDelaySet(delay);
+    /// @notice Announces that `discardFailed(origin, outbox, nonce)` may void that failure
+    ///         record once `changeDelay` has passed.
+    function announceDiscard(uint32 origin, bytes32 outbox, uint32 nonce) external onlyOwner {
+        bytes32 key = failureKey(origin, outbox, nonce);
+        uint256 notBefore = _announce(_discardKey(key), key);
+        emit DiscardAnnounced(key, notBefore);
     }
 
-    /// @notice Withdraws an announced change (key: see `pendingChange`).
-    function cancelChange(bytes32 key) external onlyOwner {
-        delete pendingChange[key];
-        emit ChangeCancelled(key);
+    /// @notice Voids the failure record of the message with `nonce` from `outbox` of `origin`
+    ///         (for example one a compromised committee attested to a recipient the owner had
+    ///         protected in time): it can never be retried. Announced and delayed like a change
+    ///         that adds trust (`announceDiscard`, `Governed`): its only effect is to destroy a
+    ///         user's parked message (for the bridge, value locked or burned on the origin),
+    ///         so its owner must see it coming and get the chance to retry first. An
+    ///         emergency needs no discard: protecting the recipient, untrusting the origin or
+    ///         revoking the committee stop a hostile retry at once.
+    function discardFailed(uint32 origin, bytes32 outbox, uint32 nonce) external onlyOwner {
+        bytes32 key = failureKey(origin, outbox, nonce);
+        bytes24 id = failedMessage[key].id;
+        if (id == bytes24(0)) revert NotFailed(key);
+        _enact(_discardKey(key), key);
+        delete failedMessage[key];
+        emit FailedDiscarded(id, origin, outbox, nonce);
     }
 
     /// @notice Marks an address that relayed messages must never call (T20), e.g. a contract
@@ -274,6 +327,26 @@ contract Inbox is Owned {
     /// @notice The `pendingChange` key of a change of `origin`'s outbox.
     function originChangeKey(uint32 origin) external pure returns (bytes32) {
         return _originKey(origin);
+    }
+
+    /// @notice The `pendingChange` key of a discard of the failure record `key`.
+    function discardChangeKey(bytes32 key) external pure returns (bytes32) {
+        return _discardKey(key);
+    }
+
+    /// @notice The `pendingChange` key of a change of the committee.
+    function committeeChangeKey() external pure returns (bytes32) {
+        return COMMITTEE_CHANGE;
+    }
+
+    /// @notice The `failedMessage` key of the message with `nonce` from `outbox` of `origin`:
+    ///         keccak256(abi.encode(origin, outbox, nonce)).
+    function failureKey(uint32 origin, bytes32 outbox, uint32 nonce)
+        public
+        pure
+        returns (bytes32)
+    {
+        return keccak256(abi.encode(origin, outbox, nonce));
     }
 
     // ------------------------------------------------------------------ views
@@ -330,8 +403,11 @@ contract Inbox is Owned {
         if (cp.outbox != trusted) revert WrongOutbox(origin, cp.outbox);
         bytes32 root = cp.root;
         if (root == bytes32(0) || root == MerkleLib.EMPTY_ROOT) revert InvalidRoot(root);
-        _verifyAttestation(checkpointDigest(cp), signatures);
         uint32 index = cp.index;
+        // An Outbox never holds more than MAX_LEAVES leaves, so its last index is below that;
+        // the Python verifier refuses the same (light_clients/multiproof.py).
+        if (index >= MerkleLib.MAX_LEAVES) revert IndexTooLarge(index);
+        _verifyAttestation(checkpointDigest(cp), signatures);
         (uint256 nodes, uint256 spans, uint256 count) = _readBatch(messages, origin, index);
         (bytes32 computed, uint256 used) =
             MerkleLib.multiRoot(nodes, count, proof, uint256(index) + 1);
@@ -347,7 +423,7 @@ contract Inbox is Owned {
             }
             uint256 start = span >> 64;
             uint256 end = start + ((span >> 32) & 0xffffffff);
-            _deliver(messages[start:end], uint32(span), origin, guard);
+            _deliver(messages[start:end], uint32(span), origin, trusted, guard);
             unchecked {
                 ++i;
             }
@@ -355,21 +431,32 @@ contract Inbox is Owned {
     }
 
     /// @notice Re-runs `handle` for a message recorded in `failedMessage`, forwarding all the
-    ///         gas given. Reverts with the recipient's own revert data if it fails again.
+    ///         gas given, if what `process` checked still holds (see the contract comment).
+    ///         Reverts with the recipient's own revert data if it fails again.
     function retry(bytes calldata message) external {
         _checkNotForked();
         uint256 arena = _freeMemory();
         (bytes32 id, uint256 buffer) = _stage(message);
-        // A record only exists for a message `process` proved, so it is well-formed.
-        if (id == bytes32(0) || failedMessage[id] != id) revert NotFailed(id);
+        // Junk shorter than a header has no record: there is nothing to parse.
+        if (message.length < HEADER_SIZE) revert NotFailed(id);
         (uint32 nonce, uint32 origin, bytes32 sender, , bytes32 recipient) = _header(message);
+        bytes32 trusted = outboxOf[origin];
+        if (trusted == bytes32(0)) revert UnknownOrigin(origin);
+        // Under the outbox trusted NOW: a record made under another outbox is not found.
+        bytes32 key = failureKey(origin, trusted, nonce);
+        Failure memory failure = failedMessage[key];
+        // Zero means no record (no message has an all-zero id prefix but with ~2^-192 odds).
+        if (failure.id == bytes24(0) || failure.id != bytes24(id)) revert NotFailed(id);
+        if (failure.era != originEra[origin]) revert OriginChangedSince(origin, failure.era);
+        uint32 through = revokedThrough;
+        if (failure.epoch <= through) revert CommitteeRevokedSince(failure.epoch, through);
         (address target, bytes memory refusal) = _target(recipient);
         if (refusal.length != 0) {
             assembly ("memory-safe") {
                 revert(add(refusal, 0x20), mload(refusal))
             }
         }
-        delete failedMessage[id];
+        delete failedMessage[key];
         if (!_callHandle(target, gasleft(), buffer, origin, sender, message.length)) {
             assembly ("memory-safe") {
                 let size := returndatasize()
@@ -404,23 +491,8 @@ contract Inbox is Owned {
         return keccak256(abi.encode("passerelle.inbox.origin", origin));
     }
 
-    /// @dev Records `change` (a hash of the arguments) under `key`, enactable from now +
-    ///      changeDelay; a later announcement under the same key replaces it.
-    function _announce(bytes32 key, bytes32 change) internal returns (uint256 notBefore) {
-        notBefore = block.timestamp + changeDelay;
-        pendingChange[key] = PendingChange(change, uint64(notBefore));
-    }
-
-    /// @dev Lets the change through if it is the one announced under `key` and its time has
-    ///      come (consuming the announcement), or, with a zero delay, unannounced.
-    function _enact(bytes32 key, bytes32 change) internal {
-        PendingChange memory pending = pendingChange[key];
-        if (pending.notBefore != 0 && pending.change == change) {
-            if (block.timestamp < pending.notBefore) revert ChangeNotDue(key, pending.notBefore);
-            delete pendingChange[key];
-        } else if (changeDelay != 0) {
-            revert ChangeNotAnnounced(key);
-        }
+    function _discardKey(bytes32 key) internal pure returns (bytes32) {
+        return keccak256(abi.encode("passerelle.inbox.discard", key));
     }
 
     function _checkNotForked() internal view {
@@ -429,8 +501,10 @@ contract Inbox is Owned {
 
     function _verifyAttestation(bytes32 digest, bytes calldata signatures) internal view {
         uint32 current = epoch;
-        if (current == 0) revert NoCommittee();
         uint256 needed = threshold;
+        // Zero before the first committee and after a revocation: with no signature needed,
+        // the loop below would accept an empty list.
+        if (needed == 0) revert NoCommittee();
         uint256 length = signatures.length;
         if (length % 65 != 0) revert MalformedSignatures(length);
         uint256 given = length / 65;
@@ -523,9 +597,13 @@ contract Inbox is Owned {
     }
 
     /// @dev Delivers one proven message (see the contract comment).
-    function _deliver(bytes calldata message, uint32 nonce, uint32 origin, bytes32 guard)
-        internal
-    {
+    function _deliver(
+        bytes calldata message,
+        uint32 nonce,
+        uint32 origin,
+        bytes32 outbox,
+        bytes32 guard
+    ) internal {
         uint256 arena = _freeMemory();
         (bytes32 id, uint256 buffer) = _stage(message);
         bool seen;
@@ -548,7 +626,7 @@ contract Inbox is Owned {
         (, , bytes32 sender, , bytes32 recipient) = _header(message);
         (address target, bytes memory refusal) = _target(recipient);
         if (refusal.length != 0) {
-            _fail(id, refusal);
+            _fail(failureKey(origin, outbox, nonce), id, origin, refusal);
         } else {
             // Refuse to start a call that could not get its full stipend: otherwise a relayer
             // (or eth_estimateGas) could make a healthy recipient fail by under-funding it.
@@ -556,14 +634,16 @@ contract Inbox is Owned {
             if (_callHandle(target, HANDLE_GAS, buffer, origin, sender, message.length)) {
                 emit Delivered(id, origin, nonce);
             } else {
-                _fail(id, _returnedReason());
+                _fail(failureKey(origin, outbox, nonce), id, origin, _returnedReason());
             }
         }
         _resetMemory(arena);
     }
 
-    function _fail(bytes32 id, bytes memory reason) internal {
-        failedMessage[id] = id;
+    /// @dev Parks a message `process` accepted but could not hand over, with the trust it was
+    ///      accepted under (see `retry`).
+    function _fail(bytes32 key, bytes32 id, uint32 origin, bytes memory reason) internal {
+        failedMessage[key] = Failure(bytes24(id), epoch, originEra[origin]);
         emit HandleFailed(id, reason);
     }
 

@@ -1,8 +1,15 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.30;
 
+import {Governed} from "./Governed.sol";
 import {MerkleLib} from "./MerkleLib.sol";
-import {Owned} from "./Owned.sol";
+
+/// @dev The one Paymaster function the Outbox calls (adapters/evm/contracts/Paymaster.sol).
+interface IPaymaster {
+    function pay(bytes32 id, uint32 destination, uint256 gasAmount, address refundTo)
+        external
+        payable;
+}
 
 /// @title Outbox: where a chain's cross-chain messages are born
 /// @notice `dispatch` assigns the next nonce, builds the canonical message (DESIGN.md,
@@ -17,11 +24,15 @@ import {Owned} from "./Owned.sol";
 ///      `tree` must stay the first and only state variable, and this contract must not
 ///      inherit from anything with storage in ordinary slots. Everything else is immutable
 ///      (in the code), or namespaced far from slots 0..32: the owner (`Owned`), the deployer
-///      until it hands the Outbox over in two steps. The owner changes nothing in the message
-///      path today; it is who will set delivery fees (issue #11, paid delivery).
+///      until it hands the Outbox over in two steps, its announced changes (`Governed`), and
+///      the Paymaster the owner names (`setPaymaster`, its own namespaced slot) for
+///      `dispatchAndPay`. The owner changes nothing in the message path: `dispatch` never
+///      reads the Paymaster. Naming a Paymaster redirects every paying user's ether, so it is
+///      announced and delayed like every change that adds trust (`Governed`); switching paying
+///      off (zero) only takes something away and applies at once.
 ///      tests/test_contracts.py checks these slots against eth_getStorageAt and the compiler's
 ///      storage layout (recorded in the artifact).
-contract Outbox is Owned {
+contract Outbox is Governed {
     using MerkleLib for MerkleLib.Tree;
 
     /// @dev Slots 0..32 - see the contract comment before adding any state.
@@ -45,9 +56,69 @@ contract Outbox is Owned {
     error DestinationIsLocal(uint32 destination);
     error ZeroRecipient();
     error EmptyOutbox();
+    error NoPaymaster();
 
-    constructor(uint32 localDomain_) Owned(msg.sender) {
+    /// @notice The owner named `paymaster` as where `dispatchAndPay` pays.
+    event PaymasterSet(address indexed paymaster);
+    /// @notice The owner announced `paymaster`, enactable by `setPaymaster` from `notBefore`.
+    event PaymasterAnnounced(address indexed paymaster, uint256 notBefore);
+
+    /// @dev Key of a pending Paymaster change (`pendingChange`).
+    bytes32 public constant PAYMASTER_CHANGE = keccak256("passerelle.outbox.setPaymaster");
+
+    /// @dev keccak256(abi.encode(uint256(keccak256("passerelle.outbox.paymaster")) - 1)) & ~0xff:
+    ///      ERC-7201 style, far from slots 0..32 (see the contract comment).
+    bytes32 private constant PAYMASTER_SLOT =
+        0x5bdc87dda614d9c699fa032a57e2fdf3e5b73d2886b7621ab97676b4ee3bad00;
+
+    constructor(uint32 localDomain_) Governed(msg.sender) {
         localDomain = localDomain_;
+    }
+
+    /// @notice Announces `paymaster_` as the Paymaster `setPaymaster` may name once
+    ///         `changeDelay` has passed (users paying here see where their ether will go).
+    function announcePaymaster(address paymaster_) external onlyOwner {
+        uint256 notBefore = _announce(PAYMASTER_CHANGE, bytes32(uint256(uint160(paymaster_))));
+        emit PaymasterAnnounced(paymaster_, notBefore);
+    }
+
+    /// @notice Names the Paymaster `dispatchAndPay` pays: the one announced, once due (with a
+    ///         zero `changeDelay`, any). Zero switches paying here off at once; `dispatch` and
+    ///         payments made to the Paymaster directly are unaffected.
+    function setPaymaster(address paymaster_) external onlyOwner {
+        if (paymaster_ != address(0)) {
+            _enact(PAYMASTER_CHANGE, bytes32(uint256(uint160(paymaster_))));
+        }
+        assembly ("memory-safe") {
+            sstore(PAYMASTER_SLOT, paymaster_)
+        }
+        emit PaymasterSet(paymaster_);
+    }
+
+    /// @notice The Paymaster `dispatchAndPay` pays (zero if none is named).
+    function paymaster() public view returns (address paymaster_) {
+        assembly ("memory-safe") {
+            paymaster_ := sload(PAYMASTER_SLOT)
+        }
+    }
+
+    /// @notice `dispatch`, and pay the Paymaster for `gasAmount` gas delivering it, in one
+    ///         transaction: all of `msg.value` goes to `Paymaster.pay(id, destination,
+    ///         gasAmount, refundTo)`, which keeps the quote and refunds the rest to `refundTo`
+    ///         (a contract dispatching for a user - the TokenBridge - passes the user). Reverts
+    ///         as a whole if the payment is refused (less than the quote, an unpriced
+    ///         destination), so no message is dispatched unpaid by mistake.
+    function dispatchAndPay(
+        uint32 destination,
+        bytes32 recipient,
+        bytes calldata body,
+        uint256 gasAmount,
+        address refundTo
+    ) external payable returns (bytes32 id) {
+        address payee = paymaster();
+        if (payee == address(0)) revert NoPaymaster();
+        id = _dispatch(destination, recipient, body);
+        IPaymaster(payee).pay{value: msg.value}(id, destination, gasAmount, refundTo);
     }
 
     /// @notice Sends `body` to `recipient` (32 bytes: an EVM address left-padded, or a
@@ -55,6 +126,13 @@ contract Outbox is Owned {
     /// @return id keccak256 of the canonical message, its leaf and replay key.
     function dispatch(uint32 destination, bytes32 recipient, bytes calldata body)
         external
+        returns (bytes32 id)
+    {
+        return _dispatch(destination, recipient, body);
+    }
+
+    function _dispatch(uint32 destination, bytes32 recipient, bytes calldata body)
+        private
         returns (bytes32 id)
     {
         // A message to ourselves could only be delivered by an inbox on this same chain, which

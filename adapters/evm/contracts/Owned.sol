@@ -64,7 +64,12 @@ abstract contract Owned {
         emit OwnershipTransferred(owned.owner, msg.sender);
         owned.owner = msg.sender;
         owned.pendingOwner = address(0);
+        _ownershipAccepted();
     }
+
+    /// @dev Called once the new owner has taken over; `Governed` voids the old owner's pending
+    ///      announcements here. Nothing by default.
+    function _ownershipAccepted() internal virtual {}
 
     function _owned() private pure returns (OwnedStorage storage owned) {
         assembly ("memory-safe") {

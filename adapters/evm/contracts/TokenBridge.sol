@@ -4,7 +4,7 @@ pragma solidity ^0.8.30;
 import {IMessageRecipient} from "./IMessageRecipient.sol";
 import {Inbox} from "./Inbox.sol";
 import {Outbox} from "./Outbox.sol";
-import {Owned} from "./Owned.sol";
+import {Governed} from "./Governed.sol";
 import {WrappedToken} from "./WrappedToken.sol";
 
 /// @title TokenBridge: lock-and-mint / burn-and-unlock of ERC-20s over Passerelle messages
@@ -40,7 +40,14 @@ import {WrappedToken} from "./WrappedToken.sol";
 ///         a message can have are a mint or an unlock - every admin function is owner-only
 ///         (T20). A rejected message reverts `handle`, which the Inbox records as failed and
 ///         lets anyone retry (e.g. once the owner registers a missing token pair).
-contract TokenBridge is IMessageRecipient, Owned {
+///
+///         Governance (`Governed`, issue #11): trusting a remote bridge (`setRemote` with a
+///         non-zero bridge) and making a domain an escrow remote (`setEscrowRemote(d, true)`:
+///         from then on ANY sender there can unlock what was locked towards it) add trust, so
+///         they are announced (`announceRemote`, `announceEscrowRemote`) and enacted after
+///         the change delay, within its window. Forgetting a remote and unmarking an escrow
+///         remote only remove trust and are immediate. The devnet keeps a zero delay.
+contract TokenBridge is IMessageRecipient, Governed {
     uint8 public constant ACTION_MINT = 1;
     uint8 public constant ACTION_UNLOCK = 2;
     uint8 public constant ACTION_REFUND = 3;
@@ -118,7 +125,9 @@ contract TokenBridge is IMessageRecipient, Owned {
     uint256 private constant ENTERED = 2;
     uint256 private reentrancyStatus = NOT_ENTERED;
 
+    event RemoteAnnounced(uint32 indexed domain, bytes32 bridge, uint256 notBefore);
     event RemoteSet(uint32 indexed domain, bytes32 bridge);
+    event EscrowRemoteAnnounced(uint32 indexed domain, uint256 notBefore);
     event EscrowRemoteSet(uint32 indexed domain, bool escrow);
     event HomeTokenRegistered(address indexed token, uint32 indexed remoteDomain);
     event WrappedTokenRegistered(
@@ -178,7 +187,7 @@ contract TokenBridge is IMessageRecipient, Owned {
     }
 
     constructor(Outbox outbox_, Inbox inbox_, uint32 localDomain_, address owner_)
-        Owned(owner_)
+        Governed(owner_)
     {
         uint32 outboxDomain = outbox_.localDomain();
         uint32 inboxDomain = inbox_.localDomain();
@@ -192,19 +201,48 @@ contract TokenBridge is IMessageRecipient, Owned {
 
     // ------------------------------------------------------------------ administration
 
-    /// @notice Trusts `bridge` as the TokenBridge of `domain` (zero forgets it).
+    /// @notice Announces that `setRemote(domain, bridge)` may trust `bridge` once the change
+    ///         delay has passed (see `Governed`); replaces any announced before for `domain`.
+    function announceRemote(uint32 domain, bytes32 bridge) external onlyOwner {
+        if (domain == localDomain) revert DomainIsLocal(domain);
+        uint256 notBefore = _announce(remoteChangeKey(domain), bridge);
+        emit RemoteAnnounced(domain, bridge, notBefore);
+    }
+
+    /// @notice Trusts `bridge` as the TokenBridge of `domain` (announced before); zero forgets
+    ///         it at once, unannounced (it only removes trust).
     function setRemote(uint32 domain, bytes32 bridge) external onlyOwner {
         if (domain == localDomain) revert DomainIsLocal(domain);
+        if (bridge != bytes32(0)) _enact(remoteChangeKey(domain), bridge);
         remoteBridge[domain] = bridge;
         emit RemoteSet(domain, bridge);
     }
 
-    /// @notice Marks `domain` as an escrow remote (or not): see `escrowRemote`. Its
-    ///         `remoteBridge` is then the escrow account there, set with `setRemote`.
+    /// @notice Announces that `setEscrowRemote(domain, true)` may follow after the delay.
+    function announceEscrowRemote(uint32 domain) external onlyOwner {
+        if (domain == localDomain) revert DomainIsLocal(domain);
+        uint256 notBefore = _announce(escrowChangeKey(domain), bytes32(uint256(1)));
+        emit EscrowRemoteAnnounced(domain, notBefore);
+    }
+
+    /// @notice Marks `domain` as an escrow remote (announced before), or not (at once): see
+    ///         `escrowRemote`. Its `remoteBridge` is then the escrow account there, set with
+    ///         `setRemote`.
     function setEscrowRemote(uint32 domain, bool escrow) external onlyOwner {
         if (domain == localDomain) revert DomainIsLocal(domain);
+        if (escrow) _enact(escrowChangeKey(domain), bytes32(uint256(1)));
         escrowRemote[domain] = escrow;
         emit EscrowRemoteSet(domain, escrow);
+    }
+
+    /// @notice The `pendingChange` key of a change of `domain`'s remote bridge.
+    function remoteChangeKey(uint32 domain) public pure returns (bytes32) {
+        return keccak256(abi.encode("passerelle.bridge.remote", domain));
+    }
+
+    /// @notice The `pendingChange` key of making `domain` an escrow remote.
+    function escrowChangeKey(uint32 domain) public pure returns (bytes32) {
+        return keccak256(abi.encode("passerelle.bridge.escrow", domain));
     }
 
     /// @notice Declares that the escrow remote `domain` wraps (`wraps`) the home `token`:
@@ -253,6 +291,32 @@ contract TokenBridge is IMessageRecipient, Owned {
         nonReentrant
         returns (bytes32 id)
     {
+        id = _transferRemote(token, amount, destination, recipient, 0);
+    }
+
+    /// @notice `transferRemote`, paying the Outbox's Paymaster for `gasAmount` gas delivering
+    ///         it in the same transaction: all of `msg.value` goes to `Outbox.dispatchAndPay`,
+    ///         which keeps the quote and refunds the rest to the caller (never to this bridge,
+    ///         which has no way to send ether on). Reverts as a whole if the payment is refused.
+    function transferRemoteAndPay(
+        address token,
+        uint256 amount,
+        uint32 destination,
+        bytes32 recipient,
+        uint256 gasAmount
+    ) external payable nonReentrant returns (bytes32 id) {
+        id = _transferRemote(token, amount, destination, recipient, gasAmount);
+    }
+
+    /// @dev Both entry points; `gasAmount` zero (and so no value: `transferRemote` is not
+    ///      payable, and a paid one must name the gas it buys) dispatches unpaid.
+    function _transferRemote(
+        address token,
+        uint256 amount,
+        uint32 destination,
+        bytes32 recipient,
+        uint256 gasAmount
+    ) private returns (bytes32 id) {
         if (amount == 0) revert ZeroAmount();
         if (recipient == bytes32(0)) revert InvalidRecipient(recipient);
         bytes32 remote = remoteBridge[destination];
@@ -282,7 +346,9 @@ contract TokenBridge is IMessageRecipient, Owned {
         }
         // Checked again on what arrived (a token may credit more than was asked).
         if (escrow && amount > type(uint128).max) revert AmountAboveU128(amount);
-        id = outbox.dispatch(destination, remote, body);
+        id = gasAmount == 0 && msg.value == 0
+            ? outbox.dispatch(destination, remote, body)
+            : outbox.dispatchAndPay{value: msg.value}(destination, remote, body, gasAmount, msg.sender);
         // Only a locked home token can be refunded (a wrapped one never goes to an escrow
         // remote: its home is a domain with a bridge contract). The remote it went to is
         // recorded: only that remote's escrow account may refund it (another escrow remote

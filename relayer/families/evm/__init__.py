@@ -26,8 +26,17 @@ if TYPE_CHECKING:
     from relayer.relay import Relayer
     from relayer.user import Sent
 
-EVM_CONTRACTS = ("outbox", "inbox", "token_bridge", "ping", "token", "wrapped_token")
-"""The contract addresses an EVM chain section may name (20 bytes each)."""
+EVM_CONTRACTS = (
+    "outbox",
+    "inbox",
+    "token_bridge",
+    "ping",
+    "token",
+    "wrapped_token",
+    "paymaster",
+)
+"""The contract addresses an EVM chain section may name (20 bytes each). ``paymaster``: where
+senders pay for delivery (docs/design.md, "Paid delivery"), needed by a paid route from here."""
 RECIPIENT_CONTRACTS = ("token_bridge", "ping")
 """The EVM contracts that handle messages: what a Substrate origin may address by default.
 ``inbox``/``outbox`` are the bridge itself and ``token``/``wrapped_token`` are ERC-20s, which
@@ -182,6 +191,7 @@ class EvmFamily:
         recipient: bytes,
         body: bytes,
         count: int,
+        pay_gas: int | None = None,
     ) -> list[Sent]:
         from relayer.families.evm.user import send_messages  # noqa: PLC0415
 
@@ -192,6 +202,7 @@ class EvmFamily:
             recipient=recipient,
             body=body,
             count=count,
+            pay_gas=pay_gas,
             fee_model=self.fee_model,
         )
 
@@ -203,6 +214,7 @@ class EvmFamily:
         *,
         amount: int,
         recipient: bytes,
+        pay_gas: int | None = None,
     ) -> list[Sent]:
         from relayer.families.evm.user import send_tokens  # noqa: PLC0415
 
@@ -212,6 +224,7 @@ class EvmFamily:
             destination,
             amount=amount,
             recipient=recipient,
+            pay_gas=pay_gas,
             fee_model=self.fee_model,
         )
 

@@ -4,7 +4,9 @@ Each batch is prepared (the relay policy, the inbox's proven final state, the li
 whole check off chain), dry-run, recorded before broadcast, confirmed with fee escalation and
 recorded; up to ``max_inflight`` batches are in flight, one engine keeping the nonces in order.
 ``delivered`` is written only from the replay-guard bits and ``failedMessage`` slots proven
-under the destination's final header (:func:`inbox_delivery_state`, docs/relayer.md).
+under the destination's final header (:func:`inbox_delivery_state`, docs/relayer.md), and only
+for a message that is the leaf at its nonce of its lane's attested tree (:func:`attested_leaf`):
+the bit says that *a* message with that nonce was accepted, the leaf says it was this one.
 
 A batch is one ``Inbox.process`` call (docs/design.md, "Inbox"): the messages of one origin in
 ascending nonce order, packed (:func:`light_clients.multiproof.pack_messages`), and ONE
@@ -17,9 +19,10 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Protocol
 
 import trio
 from eth_abi.abi import encode as abi_encode
@@ -27,13 +30,22 @@ from eth_abi.abi import encode as abi_encode
 from adapters.errors import AdapterError
 from adapters.evm.chain import EvmChain, mapping_slot, selector
 from adapters.evm.contracts import load_artifact
-from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine, TxError, TxReverted
+from adapters.evm.tx import (
+    FeeModel,
+    MinedTx,
+    SentTx,
+    TxEngine,
+    TxError,
+    TxReverted,
+    parse_receipt,
+)
 from adapters.rpc import MalformedAnswer, RpcCallError
 from light_clients.errors import VerificationError
 from light_clients.ethereum.header import EthHeader
 from light_clients.hashing import keccak256
 from light_clients.hexstr import to_hex
-from light_clients.message import MalformedMessageError, decode_message
+from light_clients.merkle import IncrementalMerkleTree
+from light_clients.message import MAX_MESSAGE_BYTES, MalformedMessageError, decode_message
 from light_clients.multiproof import build_multiproof, pack_messages, verify_multiproof
 from relayer.config import ChainConfig
 from relayer.families.evm.connection import open_evm
@@ -78,8 +90,24 @@ def _inbox_slot(label: str) -> int:
     raise RuntimeError(f"the Inbox artifact has no storage variable {label!r}")
 
 
+def _inbox_field(label: str) -> tuple[int, int]:
+    """(slot, byte offset) of the Inbox's packed state variable ``label``."""
+    for entry in load_artifact("Inbox").storage_layout:
+        if entry["label"] == label:
+            return int(entry["slot"]), int(entry["offset"])
+    raise RuntimeError(f"the Inbox artifact has no storage variable {label!r}")
+
+
 GUARD_SLOT = _inbox_slot("delivered")
+REVOKED_THROUGH = _inbox_field("revokedThrough")  # uint32, packed with epoch and threshold
+CONSUMED = "nonce consumed by another message"
+NO_EVIDENCE = (
+    "A committee of this inbox was revoked, so the replay bit of the nonce does not prove "
+    "that this message was accepted: check for its Delivered/HandleFailed event, then "
+    "requeue or leave it (docs/relayer.md, recovery after a revocation)"
+)
 FAILED_SLOT = _inbox_slot("failedMessage")
+OUTBOX_OF_SLOT = _inbox_slot("outboxOf")
 PROOF_CHUNK = 100  # messages per eth_getProof (two slots each at most)
 
 
@@ -102,6 +130,62 @@ def guard_slot(origin: int, outbox: bytes, nonce: int) -> int:
     return mapping_slot((nonce >> 8).to_bytes(32, "big"), base)
 
 
+# A failure record is one word (Inbox.Failure): the first 24 bytes of the parked message's id
+# in its low 192 bits (the struct's first member sits at offset 0), then epoch and era.
+FAILURE_ID_BITS = 192
+
+
+def failure_slot(origin: int, outbox: bytes, nonce: int) -> int:
+    """The storage slot of ``failedMessage[failureKey(origin, outbox, nonce)]``: the one-word
+    failure record whose low 192 bits are the first 24 bytes of the id of the message parked
+    there (zero if none; :func:`parked_id_matches`)."""
+    key = keccak256(
+        origin.to_bytes(32, "big") + outbox.rjust(32, b"\0") + nonce.to_bytes(32, "big")
+    )
+    return mapping_slot(key, FAILED_SLOT)
+
+
+def parked_id_matches(record_word: int, message_id: bytes) -> bool:
+    """Whether the failure record ``record_word`` (see :func:`failure_slot`) is that of the
+    message ``message_id``: its id field is the id's first 24 bytes. An empty record matches
+    nothing."""
+    stored = record_word & ((1 << FAILURE_ID_BITS) - 1)
+    return stored != 0 and stored == int.from_bytes(message_id[: FAILURE_ID_BITS // 8], "big")
+
+
+class AttestedLane(Protocol):
+    """What :func:`attested_leaf` needs of an origin's lane (:class:`relayer.relay.Lane`)."""
+
+    @property
+    def outbox(self) -> bytes: ...
+
+    @property
+    def tree(self) -> IncrementalMerkleTree: ...
+
+    @property
+    def checkpoint_index(self) -> int: ...
+
+
+def attested_leaf(lanes: Mapping[int, AttestedLane], message: bytes) -> bool:
+    """Whether ``message`` is the leaf at its nonce in its origin lane's *attested* tree: the
+    leaves 0..``checkpoint_index`` whose root a committee quorum signed for that outbox.
+
+    The only evidence that a replay-guard bit (or any "nonce n was accepted" flag) is about
+    THIS message: the inbox accepts at nonce n only the leaf at n under an attested root, so
+    if the message is that leaf, the accepted one was this message. A record that is not (the
+    bytes of another outbox, a lying origin endpoint's invention, a message orphaned by an
+    origin reorg) reads as not delivered; it is then never recorded ``delivered`` (terminal)
+    on another message's bit. False for bytes that are no message and for unknown origins."""
+    try:
+        decoded = decode_message(message)
+    except MalformedMessageError:
+        return False
+    lane = lanes.get(decoded.origin)
+    if lane is None or decoded.nonce > lane.checkpoint_index or decoded.nonce >= lane.tree.count:
+        return False
+    return lane.tree.leaf(decoded.nonce) == keccak256(message)
+
+
 async def inbox_delivery_state(
     evm: EvmChain,
     inbox: bytes,
@@ -109,20 +193,26 @@ async def inbox_delivery_state(
     messages: Sequence[bytes],
     outboxes: Mapping[int, bytes],
 ) -> dict[bytes, tuple[bool, bool]]:
-    """For each raw message, by id: ``(accepted, handle failed)`` in ``inbox`` at ``header``,
-    from the replay-guard word and the ``failedMessage`` slot proven by ``eth_getProof`` under
-    the header's state root, never from an ``eth_call`` answer.
+    """For each raw message, by id: ``(nonce accepted, handle failed)`` in ``inbox`` at
+    ``header``, from the replay-guard word and the failure record proven by ``eth_getProof``
+    under the header's state root, never from an ``eth_call`` answer.
 
     ``outboxes`` is the outbox (32 bytes) of each origin domain as configured: the guard is
     kept per outbox, so a message of an origin not in it reads as not accepted (and is then
     sent again, which the inbox answers as a replay or refuses; never recorded delivered).
-    The relayer records ``delivered`` — terminal — from this: an RPC endpoint's word alone
-    could have a message recorded delivered that never was (lost for good), or one delivered
-    read as not (delivered again and again, at the relayer's expense)."""
-    keys: dict[bytes, tuple[int | None, int, int]] = {}
+
+    The first flag is the guard bit of the message's (origin, outbox, nonce): it says that
+    *some* message with that nonce from that outbox was accepted, not that this one was. A
+    caller recording ``delivered`` — terminal — from it must also know that the message is the
+    attested leaf at its nonce (:func:`attested_leaf`; :meth:`EvmDelivery._delivery_state`
+    does both). The second is bound to the message: the failure record at (origin, outbox,
+    nonce) holds this message's id. An RPC endpoint's word alone could have a message recorded
+    delivered that never was (lost for good), or one delivered read as not (delivered again
+    and again, at the relayer's expense)."""
+    keys: dict[bytes, tuple[int | None, int, int | None]] = {}
     for message in messages:
         message_id = keccak256(message)
-        word, bit = None, 0
+        word, bit, failed = None, 0, None
         try:
             decoded = decode_message(message)
         except MalformedMessageError:
@@ -131,17 +221,21 @@ async def inbox_delivery_state(
         if decoded is not None and outbox is not None:
             word = guard_slot(decoded.origin, outbox, decoded.nonce)
             bit = 1 << (decoded.nonce & 0xFF)
-        keys[message_id] = (word, bit, mapping_slot(message_id, FAILED_SLOT))
+            failed = failure_slot(decoded.origin, outbox, decoded.nonce)
+        keys[message_id] = (word, bit, failed)
     state: dict[bytes, tuple[bool, bool]] = {}
     unique = list(keys)
     for start in range(0, len(unique), PROOF_CHUNK):
         chunk = unique[start : start + PROOF_CHUNK]
-        slots = {keys[i][2] for i in chunk} | {w for i in chunk if (w := keys[i][0]) is not None}
-        values = await evm.proven_slots(inbox, header, sorted(slots), "inbox delivery")
+        slots = {s for i in chunk for s in (keys[i][0], keys[i][2]) if s is not None}
+        values = (
+            await evm.proven_slots(inbox, header, sorted(slots), "inbox delivery") if slots else {}
+        )
         for i in chunk:
             word, bit, failed = keys[i]
             accepted = word is not None and values[word] & bit != 0
-            state[i] = (accepted, values[failed] != 0)
+            parked = failed is not None and parked_id_matches(values[failed], i)
+            state[i] = (accepted, parked)
     return state
 
 
@@ -159,6 +253,9 @@ class EvmDelivery:
         self._batch_limit: dict[str, int] = {}
         # Whether this destination's pending transactions were all settled once (at start-up).
         self._settled = False
+        # Origin domain -> the refusal last logged for it (see _trusted_only): logged once per
+        # change, not every round.
+        self._refused: dict[int, str] = {}
 
     async def run(self) -> None:
         """Deliver to the chain for ever (:meth:`_deliver_loop`)."""
@@ -175,15 +272,19 @@ class EvmDelivery:
             engine = TxEngine(
                 evm.rpc, key, chain.chain_id or await evm.chain_id(), fee_model=self.fee_model
             )
-            await self._settle_pending(chain, engine)
             slots = trio.Semaphore(self.relayer.max_inflight)
             claimed: set[str] = set()
             last_settle = trio.current_time()
             async with trio.open_nursery() as workers:
                 while True:
                     try:
+                        if not self._settled:
+                            # Before anything is sent, and inside the try: a destination RPC
+                            # down at start-up is retried next round, not the relayer's end.
+                            await self._settle_pending(chain, engine)
+                            last_settle = trio.current_time()
                         await self._finalize_deliveries(chain, evm)
-                        batches = await self._next_batches(chain, claimed)
+                        batches = await self._next_batches(chain, evm, claimed)
                         if trio.current_time() - last_settle > self.relayer.confirm_timeout:
                             await self._settle_pending(chain, engine)
                             last_settle = trio.current_time()
@@ -219,29 +320,123 @@ class EvmDelivery:
         slots.release()
 
     async def _next_batches(
-        self, chain: ChainConfig, claimed: set[str]
+        self, chain: ChainConfig, evm: EvmChain, claimed: set[str]
     ) -> list[tuple[int, list[MessageRecord]]]:
-        """Attested messages for ``chain`` not already in a batch, cut into batches per origin.
+        """Attested messages for ``chain`` not already in a batch, of origins the inbox trusts
+        as configured (:meth:`_held_origins`), cut into batches per origin.
+
+        Held origins are decided BEFORE the page of records is chosen: the ledger hands out
+        the oldest nonces of the lowest origin first, so a held origin's backlog as large as
+        the page would otherwise fill it round after round and no other origin would ever be
+        delivered to this chain (review of the governance fixes, finding 2). When the first
+        page shows a held origin, the page is read again from the trusted origins only.
 
         A message from a batch that reverted on chain is only batched with others of the same
         size limit (:attr:`_batch_limit`), so the bisection of that batch carries on."""
         await self.relayer.db(self.relayer.requeue_due, chain.domain)
+        limit = self.relayer.batch_size * self.relayer.max_inflight + len(claimed)
         records = await self.relayer.db(
             self.relayer.ledger.by_status,
             MessageStatus.ATTESTED,
-            self.relayer.batch_size * self.relayer.max_inflight + len(claimed),
+            limit,
             destination=chain.domain,
         )
+        if not records:
+            return []  # an idle round proves nothing
+        paged = {record.origin for record in records}
+        held = await self._held_origins(chain, evm, paged)
+        for origin, reason in sorted(held.items()):
+            # Reported only for an origin with messages waiting for this chain: a lane that
+            # does not route here is held silently.
+            waiting: list[MessageRecord] = (
+                records
+                if origin in paged
+                else await self.relayer.db(
+                    self.relayer.ledger.by_status,
+                    MessageStatus.ATTESTED,
+                    1,
+                    origin=origin,
+                    destination=chain.domain,
+                )
+            )
+            if waiting:
+                self._report_held(chain, origin, reason)
+        if held.keys() & paged:
+            trusted = sorted(set(self.relayer.lanes) - held.keys() - {chain.domain})
+            records = []
+            for origin in trusted:  # each its own query: no origin's backlog hides another
+                records += await self.relayer.db(
+                    self.relayer.ledger.by_status,
+                    MessageStatus.ATTESTED,
+                    limit,
+                    origin=origin,
+                    destination=chain.domain,
+                )
+            records = records[:limit]  # ascending origin as before, same bound on the page
         groups: dict[tuple[int, int], list[MessageRecord]] = defaultdict(list)
         for record in records:
-            if record.id not in claimed:
-                limit = self._batch_limit.get(record.id, self.relayer.batch_size)
-                groups[(record.origin, limit)].append(record)
+            if record.id not in claimed and record.origin not in held:
+                limit_of = self._batch_limit.get(record.id, self.relayer.batch_size)
+                groups[(record.origin, limit_of)].append(record)
         return [
-            (origin, group[start : start + limit])
-            for (origin, limit), group in groups.items()
-            for start in range(0, len(group), limit)
+            (origin, group[start : start + size])
+            for (origin, size), group in groups.items()
+            for start in range(0, len(group), size)
         ]
+
+    async def _held_origins(
+        self, chain: ChainConfig, evm: EvmChain, waiting: set[int]
+    ) -> dict[int, str]:
+        """The origin domains (of the relayer's lanes, and ``waiting``) whose outbox the inbox
+        does not trust as the relayer's lane does, each with the reason: ``outboxOf`` of all
+        of them in ONE ``eth_getProof`` under the final header (an endpoint's unproven word
+        must not be able to hold a route back).
+
+        The ledger keys messages by (origin, nonce), so a relayer follows ONE outbox per
+        origin domain; when the inbox trusts another (an outbox replaced on chain) or none
+        (the origin untrusted), every batch of it would revert. Nothing of it is sent and
+        nothing is recorded: its messages stay ``attested`` (and :meth:`_report_held` says
+        why) until the configuration and the inbox agree again (docs/relayer.md, "Replacing
+        an outbox"). An origin with no lane is always held (no outbox is known for it)."""
+        origins = sorted((set(self.relayer.lanes) | waiting) - {chain.domain})
+        slots = {o: mapping_slot(o.to_bytes(32, "big"), OUTBOX_OF_SLOT) for o in origins}
+        header = await evm.final_header()
+        values = (
+            await evm.proven_slots(
+                chain.contract("inbox"), header, sorted(slots.values()), "inbox origins"
+            )
+            if slots
+            else {}
+        )
+        held: dict[int, str] = {}
+        for origin in origins:
+            lane = self.relayer.lanes.get(origin)
+            trusted = values[slots[origin]].to_bytes(32, "big")
+            if lane is not None and trusted == lane.outbox:
+                self._refused.pop(origin, None)
+            elif lane is None:
+                held[origin] = f"the relayer has no lane for origin domain {origin}"
+            elif trusted == bytes(32):
+                held[origin] = (
+                    f"the inbox on {chain.name} does not trust origin {lane.chain.name} "
+                    f"(domain {origin})"
+                )
+            else:
+                held[origin] = (
+                    f"the inbox on {chain.name} trusts outbox {to_hex(trusted)} for origin "
+                    f"{lane.chain.name}, not the configured {to_hex(lane.outbox)} (a replaced "
+                    "outbox needs a new origin domain id, docs/relayer.md)"
+                )
+        return held
+
+    def _report_held(self, chain: ChainConfig, origin: int, reason: str) -> None:
+        """One ERROR line per held origin with messages waiting, once per change of reason
+        (not every round)."""
+        if self._refused.get(origin) != reason:
+            self._refused[origin] = reason
+            lane = self.relayer.lanes.get(origin)
+            name = str(origin) if lane is None else lane.chain.name
+            log.error("deliver to %s: not delivering from %s: %s", chain.name, name, reason)
 
     async def _deliver_batch(
         self,
@@ -287,6 +482,7 @@ class EvmDelivery:
         each message's origin, destination, outbox, nonce and inclusion — and a message that
         fails is recorded as failed with the reason instead of being sent.
         """
+        group = await self._set_aside_oversized(group)
         group = await self.relayer.admitted(group)
         if not group:
             return None
@@ -296,7 +492,14 @@ class EvmDelivery:
         )  # the gate, once
         flags = await evm.call_many(inbox, [_is_delivered_call(r.origin, r.nonce) for r in group])
         seen = [r for r, flag in zip(group, flags, strict=True) if int.from_bytes(flag, "big")]
-        final = await self._confirmed_delivered(chain, evm, seen)
+        final, consumed = await self._confirmed_delivered(chain, evm, seen)
+        if consumed:
+            await self.relayer.db(
+                self.relayer.ledger.transition,
+                consumed,
+                MessageStatus.SKIPPED,
+                reason=f"{CONSUMED}? {NO_EVIDENCE}",
+            )
         if final:
             await self.relayer.db(
                 self.relayer.ledger.transition,
@@ -344,24 +547,88 @@ class EvmDelivery:
         )
         return Submission(inbox, calldata, sendable)
 
+    async def _set_aside_oversized(self, group: Sequence[MessageRecord]) -> list[MessageRecord]:
+        """``group`` without the messages longer than the Inbox accepts (77 + 65,536 bytes),
+        which are recorded ``skipped`` (undeliverable, with the reason). An EVM origin's Outbox
+        never dispatches one, but an origin whose outbox does not cap bodies could; the Inbox
+        reverts a whole batch on it (``MalformedMessage``), so it must never be batched."""
+        oversized = [r for r in group if len(r.message) > MAX_MESSAGE_BYTES]
+        if oversized:
+            await self.relayer.db(
+                self.relayer.ledger.transition,
+                [r.id for r in oversized],
+                MessageStatus.SKIPPED,
+                reason=f"undeliverable: longer than the {MAX_MESSAGE_BYTES} bytes the Inbox "
+                "accepts (it would revert every batch carrying it)",
+            )
+        return [r for r in group if len(r.message) <= MAX_MESSAGE_BYTES]
+
     async def _confirmed_delivered(
         self, chain: ChainConfig, evm: EvmChain, records: Sequence[MessageRecord]
-    ) -> list[str]:
+    ) -> tuple[list[str], list[str]]:
         """The ids of the ``records`` the inbox shows accepted at the destination's final
         block (under its finality policy): only that state cannot be reorged away. Read from
         storage proven under that block's state root (:func:`inbox_delivery_state`), as
-        ``delivered`` is terminal: an endpoint's ``eth_call`` answer is not enough."""
-        if not records:
-            return []
-        final = await evm.final_header()
-        state = await inbox_delivery_state(
-            evm, chain.contract("inbox"), final, [r.message for r in records], self._outboxes()
-        )
-        return [r.id for r in records if state[bytes.fromhex(r.id[2:])][0]]
+        ``delivered`` is terminal: an endpoint's ``eth_call`` answer is not enough.
 
-    def _outboxes(self) -> dict[int, bytes]:
-        """Origin domain -> the outbox its lane reads (the key of the inbox's replay guard)."""
-        return {domain: lane.outbox for domain, lane in self.relayer.lanes.items()}
+        Second list: those whose acceptance is no evidence (:meth:`_bit_is_evidence`): this
+        relayer never sent them, so it has no receipt naming them either; they are set aside
+        for the operator instead of being recorded delivered."""
+        if not records:
+            return [], []
+        final = await evm.final_header()
+        state = await self._delivery_state(chain, evm, final, [r.message for r in records])
+        flags = {r.id: state[bytes.fromhex(r.id[2:])] for r in records}
+        accepted = [r.id for r in records if flags[r.id][0]]
+        if any(flags[i] == (True, False) for i in accepted) and not await self._bit_is_evidence(
+            chain, evm, final
+        ):
+            return [i for i in accepted if flags[i][1]], [i for i in accepted if not flags[i][1]]
+        return accepted, []
+
+    async def _bit_is_evidence(self, chain: ChainConfig, evm: EvmChain, header: EthHeader) -> bool:
+        """Whether a replay-guard bit at an attested leaf's nonce proves that THIS message was
+        accepted: true while no committee of the inbox was ever revoked (``revokedThrough``
+        proven 0 at ``header``).
+
+        The bit belongs to the nonce. Only a committee quorum can get a leaf accepted, so the
+        attested leaf is the accepted one unless a committee signed another root for the same
+        outbox: a compromised one, which its revocation says there was. After a revocation
+        the forged leaves it had accepted may hold the nonces of honest messages (review of
+        the governance fixes, finding 4): the bit alone then proves nothing, and ``delivered``
+        needs the inbox's own ``Delivered(id)``/``HandleFailed(id)`` in the receipt of the
+        transaction that carried the message, or the failure record bound to the id."""
+        slot, offset = REVOKED_THROUGH
+        inbox = chain.contract("inbox")
+        (word,) = (await evm.proven_slots(inbox, header, [slot], "inbox revocation")).values()
+        return (word >> (8 * offset)) & 0xFFFFFFFF == 0
+
+    async def _carried(
+        self, evm: EvmChain, inbox: bytes, tx_hash: str, ids: Sequence[str]
+    ) -> set[str]:
+        """The ``ids`` that the inbox's own logs in the receipt of ``tx_hash`` name as
+        delivered or parked (not as replays): this transaction is where they were accepted."""
+        answer = await evm.rpc.call("eth_getTransactionReceipt", [tx_hash])
+        mined = parse_receipt(bytes.fromhex(tx_hash[2:]), answer)
+        if mined is None:
+            raise AdapterError(f"the receipt of {tx_hash} is gone (a final transaction)")
+        outcome = _receipt_outcome(mined, inbox, ids)
+        return set(outcome.delivered) | set(outcome.handle_failed)
+
+    async def _delivery_state(
+        self, chain: ChainConfig, evm: EvmChain, header: EthHeader, messages: Sequence[bytes]
+    ) -> dict[bytes, tuple[bool, bool]]:
+        """:func:`inbox_delivery_state` of ``messages`` at ``header``, where a message counts
+        as accepted (and parked) only if it is the attested leaf at its nonce
+        (:func:`attested_leaf`): a guard bit set by another message with the same nonce must
+        not have this one recorded delivered."""
+        lanes = self.relayer.lanes
+        outboxes = {domain: lane.outbox for domain, lane in lanes.items()}
+        state = await inbox_delivery_state(evm, chain.contract("inbox"), header, messages, outboxes)
+        for message in messages:
+            if not attested_leaf(lanes, message):
+                state[keccak256(message)] = (False, False)
+        return state
 
     async def _submit(
         self, chain: ChainConfig, evm: EvmChain, engine: TxEngine, submission: Submission
@@ -578,11 +845,18 @@ class EvmDelivery:
         ids = [i for _, group in settled for i in group]
         # Proven storage, not eth_call: a lying endpoint must neither have an undelivered
         # message recorded delivered (terminal) nor a delivered one sent again for ever.
-        state = await inbox_delivery_state(
-            evm, chain.contract("inbox"), final, [messages[i] for i in ids], self._outboxes()
-        )
+        state = await self._delivery_state(chain, evm, final, [messages[i] for i in ids])
         flags = {i: state[bytes.fromhex(i[2:])] for i in ids}
-        await self.relayer.db(self._record_final, chain, final.number, settled, flags)
+        consumed: set[str] = set()
+        doubtful = {
+            tx_hash: [i for i in group if flags[i] == (True, False)] for tx_hash, group in settled
+        }
+        if any(doubtful.values()) and not await self._bit_is_evidence(chain, evm, final):
+            inbox = chain.contract("inbox")
+            for tx_hash, group in doubtful.items():
+                if group:
+                    consumed |= set(group) - await self._carried(evm, inbox, tx_hash, group)
+        await self.relayer.db(self._record_final, chain, final.number, settled, flags, consumed)
 
     def _record_final(
         self,
@@ -590,9 +864,24 @@ class EvmDelivery:
         final_block: int,
         settled: Sequence[tuple[str, Sequence[str]]],
         flags: dict[str, tuple[bool, bool]],
+        consumed: Collection[str] = (),
     ) -> None:
+        """Record what the final state shows (see :meth:`_finalize_deliveries`); ``consumed``
+        are accepted nonces with no evidence that this message was the one accepted
+        (:meth:`_bit_is_evidence`): set aside, never ``delivered``."""
         with self.relayer.ledger.atomic() as batch:
-            for tx_hash, ids in settled:
+            for tx_hash, carried in settled:
+                doubtful = [i for i in carried if i in consumed]
+                if doubtful:
+                    batch.transition(
+                        doubtful,
+                        MessageStatus.SKIPPED,
+                        reason=f"{CONSUMED}: transaction {tx_hash} found it already accepted "
+                        f"(AlreadyDelivered) on {chain.name}. {NO_EVIDENCE}",
+                    )
+                    for i in doubtful:
+                        self._batch_limit.pop(i, None)
+                ids = [i for i in carried if i not in consumed]
                 handled = [i for i in ids if flags[i] == (True, False)]
                 unhandled = [i for i in ids if flags[i] == (True, True)]
                 # Back to attested only what is still ours to move (not set aside meanwhile).

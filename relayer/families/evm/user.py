@@ -1,24 +1,36 @@
 """What users do on an EVM chain: dispatch messages through the Outbox, bridge tokens through
-the TokenBridge, read balances and the Inbox's ``delivered`` flags."""
+the TokenBridge, read balances and the Inbox's ``delivered`` flags.
+
+Paying for delivery (docs/design.md, "Paid delivery"): a message pays in its own transaction,
+``Outbox.dispatchAndPay`` carrying the quote plus :data:`PAY_MARGIN` (the Paymaster keeps the
+quote and refunds the rest in the same call, so the margin only guards against a rate raised
+between our quote and the block). A token transfer pays with ``Paymaster.pay`` right after the
+transfer is mined, for the id it dispatched (the TokenBridge has no paying entry point yet).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from eth_abi.abi import encode as abi_encode
 
-from adapters.evm.chain import DISPATCH_TOPIC, selector
+from adapters.evm.chain import DISPATCH_TOPIC, EvmChain, selector
 from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine
 from light_clients.committee import address_of
 from relayer.accounts import bytes32
 from relayer.config import ChainConfig, Config, ConfigError
 from relayer.families.evm.connection import open_evm
 from relayer.families.evm.delivery import is_delivered_call
+from relayer.families.evm.payments import rates_at
 from relayer.user import Sent
 
 DISPATCH = selector("dispatch(uint32,bytes32,bytes)")
+DISPATCH_AND_PAY = selector("dispatchAndPay(uint32,bytes32,bytes,uint256,address)")
+OUTBOX_PAYMASTER = selector("paymaster()")
 APPROVE = selector("approve(address,uint256)")
 TRANSFER_REMOTE = selector("transferRemote(address,uint256,uint32,bytes32)")
+TRANSFER_REMOTE_AND_PAY = selector("transferRemoteAndPay(address,uint256,uint32,bytes32,uint256)")
 BALANCE_OF = selector("balanceOf(address)")
 
 
@@ -36,7 +48,9 @@ def client_address(config: Config) -> bytes:
     return address_of(config.client_key.load())
 
 
-def _dispatched(mined: MinedTx, outbox: bytes, origin: int, destination: int) -> list[Sent]:
+def _dispatched(
+    mined: MinedTx, outbox: bytes, origin: int, destination: int, fee: int | None = None
+) -> list[Sent]:
     """The messages ``mined`` dispatched: the ``Dispatch`` events of the outbox itself (any
     contract the transaction calls could emit a look-alike)."""
     return [
@@ -47,6 +61,7 @@ def _dispatched(mined: MinedTx, outbox: bytes, origin: int, destination: int) ->
             destination,
             mined.hash,
             mined.block_number,
+            fee,
         )
         for entry in mined.logs
         if entry.address == outbox
@@ -56,12 +71,42 @@ def _dispatched(mined: MinedTx, outbox: bytes, origin: int, destination: int) ->
     ]
 
 
-async def _send_all(engine: TxEngine, calls: Sequence[tuple[bytes, bytes]]) -> list[MinedTx]:
-    """Broadcast every call back to back (consecutive nonces), then wait for all receipts."""
+PAY_MARGIN = 4
+"""A paying transaction carries the quote plus a quarter (``quote // PAY_MARGIN``); the
+Paymaster refunds all it does not keep in the same call."""
+
+
+async def _send_all(
+    engine: TxEngine, calls: Sequence[tuple[bytes, bytes]], value: int = 0
+) -> list[MinedTx]:
+    """Broadcast every call back to back (consecutive nonces), each carrying ``value`` wei,
+    then wait for all receipts."""
     sent: list[SentTx] = []
     for to, data in calls:
-        sent.append(await engine.send(to, data))
+        sent.append(await engine.send(to, data, value=value))
     return [await engine.wait(s) for s in sent]
+
+
+async def delivery_fee(evm: EvmChain, source: ChainConfig, target: ChainConfig, gas: int) -> int:
+    """The Paymaster's price on ``source`` now for ``gas`` on ``target`` (ConfigError, one
+    line, if ``source`` has no paymaster, it prices no delivery to ``target``, or the Outbox
+    pays another Paymaster than the config names: the ether would go where the relayer never
+    looks, and the message would wait unpaid after paying)."""
+    paymaster = source.contract("paymaster")
+    (answer,) = await evm.call_many(source.contract("outbox"), [OUTBOX_PAYMASTER], "latest")
+    if len(answer) != 32 or answer[12:] != paymaster[-20:]:
+        raise ConfigError(
+            f"the outbox of {source.name} pays the paymaster 0x{answer[-20:].hex()}, not the "
+            f"configured 0x{paymaster[-20:].hex()}: not paying (check the config); --no-pay "
+            "sends without paying"
+        )
+    rate = (await rates_at(evm, paymaster, [target.domain], "latest"))[target.domain]
+    if rate is None:
+        raise ConfigError(
+            f"the paymaster of {source.name} prices no delivery to {target.name} (no gas rate "
+            "set): nothing can be paid; --no-pay sends without paying"
+        )
+    return rate.fee(gas)
 
 
 async def send_messages(
@@ -72,20 +117,30 @@ async def send_messages(
     recipient: bytes,
     body: bytes,
     count: int,
+    pay_gas: int | None = None,
     fee_model: FeeModel = "eip1559",
 ) -> list[Sent]:
-    """``count`` × ``Outbox.dispatch(target, recipient, body)`` from the client key."""
+    """``count`` × ``Outbox.dispatch(target, recipient, body)`` from the client key; with
+    ``pay_gas``, ``Outbox.dispatchAndPay`` paying the quote for that much destination gas."""
     key = client_key(config)
     outbox = source.contract("outbox")
     async with open_evm(source) as evm:
         engine = TxEngine(
             evm.rpc, key, await evm.chain_id(), escalate_after=30, fee_model=fee_model
         )
-        data = DISPATCH + abi_encode(
-            ["uint32", "bytes32", "bytes"], [target.domain, bytes32(recipient), body]
-        )
-        mined = await _send_all(engine, [(outbox, data)] * count)
-    return [s for m in mined for s in _dispatched(m, outbox, source.domain, target.domain)]
+        args = [target.domain, bytes32(recipient), body]
+        if pay_gas is None:
+            fee = None
+            data = DISPATCH + abi_encode(["uint32", "bytes32", "bytes"], args)
+            mined = await _send_all(engine, [(outbox, data)] * count)
+        else:
+            fee = await delivery_fee(evm, source, target, pay_gas)
+            data = DISPATCH_AND_PAY + abi_encode(
+                ["uint32", "bytes32", "bytes", "uint256", "address"],
+                [*args, pay_gas, address_of(key)],
+            )
+            mined = await _send_all(engine, [(outbox, data)] * count, fee + fee // PAY_MARGIN)
+    return [s for m in mined for s in _dispatched(m, outbox, source.domain, target.domain, fee)]
 
 
 async def send_tokens(
@@ -95,11 +150,15 @@ async def send_tokens(
     *,
     amount: int,
     recipient: bytes,
+    pay_gas: int | None = None,
     fee_model: FeeModel = "eip1559",
 ) -> list[Sent]:
     """Approve the TokenBridge and ``transferRemote``: it locks the home token (or burns the
-    wrapped one) and dispatches the transfer to ``recipient``. Every address is looked up
-    before the first transaction: a config missing one must not fail after tokens moved."""
+    wrapped one) and dispatches the transfer to ``recipient``; with ``pay_gas``,
+    ``transferRemoteAndPay`` instead, which pays the Paymaster for that much destination gas in
+    the same transaction (the quote plus :data:`PAY_MARGIN`, the change refunded). Every address
+    (and the quote) is looked up before the first transaction: a config missing one must not
+    fail after tokens moved."""
     key = client_key(config)
     token = source.contracts.get("token") or source.contracts.get("wrapped_token")
     if token is None:
@@ -111,18 +170,23 @@ async def send_tokens(
             evm.rpc, key, await evm.chain_id(), escalate_after=30, fee_model=fee_model
         )
         to = bytes32(recipient)
-        calls = [(token, APPROVE + abi_encode(["address", "uint256"], [bridge, amount]))]
-        calls.append(
-            (
-                bridge,
-                TRANSFER_REMOTE
-                + abi_encode(
-                    ["address", "uint256", "uint32", "bytes32"], [token, amount, target.domain, to]
-                ),
+        fee = None if pay_gas is None else await delivery_fee(evm, source, target, pay_gas)
+        approve = (token, APPROVE + abi_encode(["address", "uint256"], [bridge, amount]))
+        transfer = [token, amount, target.domain, to]
+        if pay_gas is None or fee is None:
+            types = ["address", "uint256", "uint32", "bytes32"]
+            mined = await _send_all(
+                engine, [approve, (bridge, TRANSFER_REMOTE + abi_encode(types, transfer))]
             )
-        )
-        mined = await _send_all(engine, calls)
-    return [s for m in mined for s in _dispatched(m, outbox, source.domain, target.domain)]
+        else:
+            types = ["address", "uint256", "uint32", "bytes32", "uint256"]
+            paid = (bridge, TRANSFER_REMOTE_AND_PAY + abi_encode(types, [*transfer, pay_gas]))
+            mined = await _send_all(engine, [approve])
+            mined += await _send_all(engine, [paid], fee + fee // PAY_MARGIN)
+        sent = [s for m in mined for s in _dispatched(m, outbox, source.domain, target.domain)]
+        if fee is not None:
+            sent = [replace(s, fee=fee) for s in sent]
+    return sent
 
 
 async def token_balance(config: Config, chain: ChainConfig, owner: bytes | None) -> int:

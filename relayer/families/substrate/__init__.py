@@ -114,11 +114,18 @@ class SubstrateFamily:
         recipient: bytes,
         body: bytes,
         count: int,
+        pay_gas: int | None = None,
     ) -> list[Sent]:
         from relayer.families.substrate.user import send_messages  # noqa: PLC0415
 
         return await send_messages(
-            config, source, destination, recipient=recipient, body=body, count=count
+            config,
+            source,
+            destination,
+            recipient=recipient,
+            body=body,
+            count=count,
+            pay_gas=pay_gas,
         )
 
     async def send_tokens(
@@ -129,10 +136,11 @@ class SubstrateFamily:
         *,
         amount: int,
         recipient: bytes,
+        pay_gas: int | None = None,
     ) -> list[Sent]:
         from relayer.families.substrate.user import return_tokens  # noqa: PLC0415
 
-        return await return_tokens(config, source, destination, amount, recipient)
+        return await return_tokens(config, source, destination, amount, recipient, pay_gas=pay_gas)
 
     async def token_balance(self, config: Config, chain: ChainConfig, owner: bytes | None) -> int:
         from relayer.families.substrate.user import asset_balance  # noqa: PLC0415

@@ -33,7 +33,7 @@ from adapters.substrate.multisig import (
 from light_clients.committee import Checkpoint, address_of
 from light_clients.errors import VerificationError
 from light_clients.message import decode_message, verify_message_inclusion
-from relayer.checkpoints import CheckpointStore
+from relayer.checkpoints import CheckpointStore, CheckpointStoreError
 from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError, SubstrateSettings
 from relayer.families.substrate.calls import (
     REFUND_REASONS,
@@ -44,7 +44,7 @@ from relayer.families.substrate.calls import (
     token_bridges,
 )
 from relayer.families.substrate.connection import connected
-from relayer.families.substrate.proposals import Proposal, ProposalStore
+from relayer.families.substrate.proposals import Proposal, open_proposal_store
 from relayer.signer import as_keypair, substrate_signer
 
 if TYPE_CHECKING:
@@ -115,7 +115,7 @@ async def approve_deliveries(
     me = bytes(keypair.public_key)
     if me not in settings.signatories:
         raise ConfigError(f"attester substrate key 0x{me.hex()} is not a multisig signatory")
-    proposals = ProposalStore(config.checkpoint_store)
+    proposals = open_proposal_store(config.checkpoint_location)  # where the relayer writes
     bridges = token_bridges(config)
     # Per proposal (by name *and* creation time: the relayer re-proposes a batch that did not
     # execute under the same name, and that one must be acted on afresh): the batch call once
@@ -130,13 +130,20 @@ async def approve_deliveries(
             except AdapterError as exc:
                 state.errors += 1
                 log.warning("%s: open operations: %s", chain.name, exc)
-            pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
-            live = {(path.name, proposal.created) for path, proposal in pending}
+            try:
+                pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
+            except CheckpointStoreError as exc:
+                # Its database is down or busy: one line, and the next poll reads again.
+                state.errors += 1
+                log.warning("%s: proposals: %s", chain.name, exc)
+                await trio.sleep(poll)
+                continue
+            live = {(key.name, proposal.created) for key, proposal in pending}
             for stale in set(batches) - live:
                 del batches[stale]
             done &= live
-            for path, proposal in pending:
-                key_ = (path.name, proposal.created)
+            for entry, proposal in pending:
+                key_ = (entry.name, proposal.created)
                 if key_ in done:
                     continue
                 try:
@@ -152,16 +159,16 @@ async def approve_deliveries(
                         client, chain, keypair, proposal, batch, state=state, duty=duty
                     )
                 except VerificationError as exc:
-                    log.error("proposal %s refused: %s", path.name, exc)
+                    log.error("proposal %s refused: %s", entry.name, exc)
                     finished = True
                 except (AdapterError, ConfigError) as exc:
                     finished = False
                     if any(race in str(exc) for race in MULTISIG_RACES):
                         # Another attester approved or executed in between: read again.
-                        log.info("proposal %s: another signatory was first (%s)", path.name, exc)
+                        log.info("proposal %s: another signatory was first (%s)", entry.name, exc)
                         continue
                     state.errors += 1
-                    log.warning("proposal %s: %s", path.name, exc)
+                    log.warning("proposal %s: %s", entry.name, exc)
                 if finished:
                     done.add(key_)
             await trio.sleep(poll)

@@ -17,6 +17,7 @@ from adapters.errors import AdapterError
 from adapters.substrate.client import SubstrateClient
 from light_clients.hashing import keccak256
 from light_clients.message import decode_message
+from relayer.checkpoints import CheckpointStoreError
 from relayer.config import (
     SUBSTRATE_BATCH_SIZE,
     ChainConfig,
@@ -24,7 +25,12 @@ from relayer.config import (
 )
 from relayer.families.substrate.calls import GUARD_DELIVERED, GUARD_REFUNDED, guard_items
 from relayer.families.substrate.connection import connected
-from relayer.families.substrate.proposals import Proposal, ProposalStore, new_proposal
+from relayer.families.substrate.proposals import (
+    Proposal,
+    ProposalStore,
+    new_proposal,
+    open_proposal_store,
+)
 from relayer.ledger import (
     IllegalTransition,
     InvalidReference,
@@ -60,7 +66,9 @@ class SubstrateDelivery:
     async def _deliver_substrate_loop(self, chain: ChainConfig) -> None:
         """Deliver to a Substrate chain through the committee's multisig: propose batches (the
         attesters approve and execute them), and record what the chain shows delivered."""
-        proposals = ProposalStore(self.relayer.config.checkpoint_store)
+        # Beside the signatures, where the attesters look: a directory, or the PostgreSQL
+        # database when the checkpoint store is a URL (opening connects to nothing).
+        proposals = open_proposal_store(self.relayer.config.checkpoint_location)
         async with connected(chain) as client:
             while True:
                 try:
@@ -68,6 +76,10 @@ class SubstrateDelivery:
                 except (AdapterError, ConfigError) as exc:
                     self.relayer.metrics.rpc_errors += 1
                     log.warning("deliver to %s: %s", chain.name, exc)
+                except CheckpointStoreError as exc:
+                    # The proposal store cannot be read or written now (its database is down
+                    # or busy, a disk is full): one line, and the next round tries again.
+                    log.warning("deliver to %s: proposals: %s", chain.name, exc)
                 except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
                     # A move the ledger refuses (someone else moved the message): logged, the
                     # next round reads the ledger again; never the end of the relayer.
@@ -113,32 +125,32 @@ class SubstrateDelivery:
         await self.relayer.db(self.relayer.requeue_due, chain.domain)
         outstanding = await trio.to_thread.run_sync(proposals.pending, chain.domain)
         proposed: set[str] = set()
-        for path, proposal in outstanding:
+        for key, proposal in outstanding:
             flags = await self._delivered_items(client, chain, proposal.messages)
             await self._mark_delivered_on(chain, proposal.messages, flags)
             ids = ["0x" + keccak256(m).hex() for m in proposal.messages]
             if any(flags):  # done, or partly delivered elsewhere: its batch can no longer pass
-                await trio.to_thread.run_sync(proposals.remove, path)
-            elif not proposals.ours(path, proposal):
-                # Anyone may write the store, ``created`` included: a file we did not write
+                await trio.to_thread.run_sync(proposals.remove, key)
+            elif not proposals.ours(key, proposal):
+                # Anyone may write the store, ``created`` included: an entry we did not write
                 # (or that was rewritten) neither holds its messages back from our own
                 # proposals nor counts as a failed attempt of theirs (five such files would
                 # fail them for good); it is dropped after confirm_timeout by our own clock.
                 if (
-                    time.time() - proposals.first_seen(path, time.time())
+                    time.time() - proposals.first_seen(key, time.time())
                     > self.relayer.confirm_timeout
                 ):
-                    await trio.to_thread.run_sync(proposals.remove, path)
+                    await trio.to_thread.run_sync(proposals.remove, key)
             elif time.time() - proposal.created > self.relayer.confirm_timeout:
                 # Its batch failed on chain (one bad message fails a whole batch_all) or too
                 # few signatories are up: retry with backoff, each message on its own, so one
                 # that cannot be delivered holds up nobody else — at most
                 # MAX_DELIVERY_ATTEMPTS times, then it stays failed with its reason.
-                await trio.to_thread.run_sync(proposals.remove, path)
+                await trio.to_thread.run_sync(proposals.remove, key)
                 self._suspects.update(ids)
                 await self.relayer.db(self._fail_undelivered, ids)
                 log.warning(
-                    "proposal %s not executed in time; retrying its messages singly", path.name
+                    "proposal %s not executed in time; retrying its messages singly", key.name
                 )
             else:
                 proposed.update(ids)

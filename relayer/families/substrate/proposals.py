@@ -1,28 +1,37 @@
-"""Delivery proposals: the files through which the relayer asks the committee's multisig to
+"""Delivery proposals: the entries through which the relayer asks the committee's multisig to
 deliver a batch (the checkpoint, the messages and their branches).
 
-The store is a shared directory anyone may write: a proposal is only a request. Each attester
+The store lives beside the checkpoint store, in the same place (:func:`open_proposal_store`): a
+directory (``<checkpoint store>/proposals/``) or, when ``[committee] checkpoint_store`` is a
+PostgreSQL URL, a table in that database, so that attesters on other machines see the
+relayer's proposals. Anyone may write either: a proposal is only a request. Each attester
 verifies every message of it against a root that it and a quorum signed before approving, and
-the relayer counts only the files it wrote itself (:meth:`ProposalStore.ours`).
+the relayer counts only the entries it wrote itself (:meth:`ProposalStore.ours`).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import sqlalchemy as sa
 
 from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.merkle import TREE_DEPTH
 from light_clients.message import MAX_MESSAGE_BYTES, decode_message
 from relayer.checkpoints import (
+    CheckpointStoreError,
+    PostgresTable,
     atomic_write,
     checkpoint_from_json,
     checkpoint_to_json,
+    is_database_url,
     json_files,
     parse_hex,
     read_small_file,
@@ -93,62 +102,237 @@ class Proposal:
 MAX_PROPOSAL_BYTES = SUBSTRATE_BATCH_SIZE * (2 * MAX_MESSAGE_BYTES + TREE_DEPTH * 72 + 16) + 4096
 
 
-class ProposalStore:
-    """``<checkpoint store>/proposals/<destination>/<proposal>.json``: batches the relayer asks
-    the committee to deliver. Nothing in it is trusted: attesters check every message, and the
-    relayer tells the proposals this object wrote (:meth:`ours`) from any other file there."""
+MAX_NAME_BYTES = 128
+"""A proposal's name is 48 characters (:attr:`Proposal.name`); a key longer than this is no
+proposal's, and a PostgreSQL store does not even fetch it (anyone may insert a huge one)."""
 
-    def __init__(self, checkpoint_store: Path) -> None:
-        self.root = checkpoint_store / "proposals"
-        self._published: dict[Path, str] = {}
-        self._first_seen: dict[Path, float] = {}
 
-    def publish(self, proposal: Proposal) -> Path:
-        """Write ``proposal`` (atomically); returns its path."""
-        path = self.root / str(proposal.destination) / proposal.name
+@dataclass(frozen=True)
+class ProposalKey:
+    """Where a proposal is in a store: its destination and its name (:attr:`Proposal.name`).
+    Opaque to the callers, who only hand it back: a file in a directory store, a row in a
+    PostgreSQL one. Nothing about it is trusted: anyone may write any key."""
+
+    destination: int
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.destination}/{self.name}"
+
+
+class ProposalStore(ABC):
+    """Batches the relayer asks the committee to deliver, shared with the attesters: the rules.
+
+    Two places implement it, chosen from the config by :func:`open_proposal_store` — a
+    directory (:class:`DirectoryProposalStore`) and a PostgreSQL table
+    (:class:`PostgresProposalStore`) — and both are only a key/value layout: each
+    :class:`ProposalKey` holds the JSON text of one :class:`Proposal`. Every rule about what
+    that text is worth lives here, once. Anyone may write the store, so nothing read is
+    trusted: an entry that is too large, does not parse, or whose content is not the proposal
+    its key names (another destination, another name: a copy of a genuine proposal made to be
+    acted on twice) is skipped — never a crash, never a wait. Attesters then verify every
+    message of what is left; the relayer counts only what this very object wrote
+    (:meth:`ours`) and times everything else by its own clock (:meth:`first_seen`).
+    """
+
+    def __init__(self) -> None:
+        # What this object wrote, and when it first listed each key: only for keys still in
+        # the store (pending() forgets the rest), so memory is bounded by the store's contents.
+        self._published: dict[ProposalKey, str] = {}
+        self._first_seen: dict[ProposalKey, float] = {}
+
+    # ---------------------------------------------------------------- the layout (per store)
+
+    @abstractmethod
+    def _write(self, key: ProposalKey, text: str) -> None:
+        """Store ``text`` at ``key``, replacing what was there (readers never see half of it);
+        CheckpointStoreError if it cannot be written."""
+
+    @abstractmethod
+    def _entries(self, destination: int) -> list[tuple[str, str | None]]:
+        """Every ``(name, text)`` stored for ``destination``: ``text`` None when it cannot be
+        a proposal (unreadable, not a regular file, over :data:`MAX_PROPOSAL_BYTES`), which is
+        found out without reading it whole. CheckpointStoreError if the store cannot be read."""
+
+    @abstractmethod
+    def _delete(self, key: ProposalKey) -> None:
+        """Remove ``key`` (no error if it is gone); CheckpointStoreError if it cannot be."""
+
+    def close(self) -> None:  # noqa: B027 - a directory holds nothing open
+        """Release what the store holds open (a connection pool)."""
+
+    # ---------------------------------------------------------------- the API
+
+    def publish(self, proposal: Proposal) -> ProposalKey:
+        """Write ``proposal`` under its destination and name (replacing an earlier proposal of
+        the same batch); returns its key."""
+        key = ProposalKey(proposal.destination, proposal.name)
         text = proposal.to_json()
-        atomic_write(path, text)
-        self._published[path] = text
-        return path
+        self._write(key, text)
+        self._published[key] = text
+        return key
 
-    def ours(self, path: Path, proposal: Proposal) -> bool:
-        """Is ``proposal`` (read from ``path``) exactly what this object published there? Only
+    def ours(self, key: ProposalKey, proposal: Proposal) -> bool:
+        """Is ``proposal`` (read at ``key``) exactly what this object published there? Only
         such a proposal's ``created`` is ours, and only its timing out says the committee did
-        not execute what we asked: a file anyone else wrote (or rewrote; or ours from before a
-        restart) must not count as a failed attempt of its messages."""
-        return self._published.get(path) == proposal.to_json()
+        not execute what we asked: an entry anyone else wrote (or rewrote; or ours from before
+        a restart) must not count as a failed attempt of its messages."""
+        return self._published.get(key) == proposal.to_json()
 
-    def first_seen(self, path: Path, now: float) -> float:
-        """When this object first listed ``path`` (``now`` if never): a clock for files that
+    def first_seen(self, key: ProposalKey, now: float) -> float:
+        """When this object first listed ``key`` (``now`` if never): a clock for entries that
         are not :meth:`ours`, whose ``created`` is anyone's to write."""
-        return self._first_seen.setdefault(path, now)
+        return self._first_seen.setdefault(key, now)
 
-    def pending(self, destination: int) -> list[tuple[Path, Proposal]]:
-        """Every readable proposal for ``destination``, oldest name first."""
+    def pending(self, destination: int) -> list[tuple[ProposalKey, Proposal]]:
+        """Every readable proposal for ``destination`` that is what its key names, oldest name
+        first. CheckpointStoreError (one line) if the store cannot be read at all."""
         found = []
-        listed = set(json_files(self.root / str(destination)))
-        for path in sorted(listed):
+        listed = set()
+        for name, text in self._entries(destination):
+            key = ProposalKey(destination, name)
+            listed.add(key)
+            if text is None:
+                continue  # not a regular file, or larger than any proposal we write
             try:
-                # Not read_text(): a FIFO planted here would block the read for ever, and a
-                # symlink to /dev/zero would fill the memory (relayer and attesters alike).
-                text = read_small_file(path, MAX_PROPOSAL_BYTES)
-                if text is None:
-                    continue  # not a regular file, or larger than any proposal we write
-                found.append((path, Proposal.from_json(text)))
+                proposal = Proposal.from_json(text)
+                if (proposal.destination, proposal.name) != (destination, name):
+                    # A genuine proposal copied under another key would be acted on twice.
+                    continue
             except Exception:  # anyone may write here: nothing read may stop us
                 continue  # half-deleted or foreign: ignored, like unreadable checkpoints
-        # Files someone else removed are forgotten (memory stays bounded by what is there).
-        here = self.root / str(destination)
+            found.append((key, proposal))
+        # Entries someone else removed are forgotten (memory stays bounded by what is there).
         for memory in (self._published, self._first_seen):
-            for gone in [p for p in memory if p.parent == here and p not in listed]:
+            for gone in [k for k in memory if k.destination == destination and k not in listed]:
                 del memory[gone]
-        return found
+        return sorted(found, key=lambda pair: pair[0].name)
 
-    def remove(self, path: Path) -> None:
+    def remove(self, key: ProposalKey) -> None:
         """Forget a proposal (delivered, or superseded)."""
-        path.unlink(missing_ok=True)
-        self._published.pop(path, None)
-        self._first_seen.pop(path, None)
+        self._delete(key)
+        self._published.pop(key, None)
+        self._first_seen.pop(key, None)
+
+
+class DirectoryProposalStore(ProposalStore):
+    """``<checkpoint store>/proposals/<destination>/<proposal name>``: one file per proposal,
+    written atomically (a temporary file renamed). Files are read with
+    :func:`~relayer.checkpoints.read_small_file`: a FIFO planted here would block a plain read
+    for ever, and a symlink to ``/dev/zero`` would fill the memory (relayer and attesters
+    alike)."""
+
+    def __init__(self, checkpoint_store: Path) -> None:
+        super().__init__()
+        self.root = checkpoint_store / "proposals"
+
+    def path(self, key: ProposalKey) -> Path:
+        """The file of ``key``."""
+        return self.root / str(key.destination) / key.name
+
+    def _write(self, key: ProposalKey, text: str) -> None:
+        try:
+            atomic_write(self.path(key), text)
+        except OSError as exc:  # its folder cannot be made (a file planted in its place…)
+            raise CheckpointStoreError(f"cannot write {self.path(key)}: {exc.strerror}") from None
+
+    def _entries(self, destination: int) -> list[tuple[str, str | None]]:
+        folder = self.root / str(destination)
+        try:
+            paths = json_files(folder)
+        except OSError as exc:  # a folder we may not list: as good as a server that is down
+            raise CheckpointStoreError(f"cannot list {folder}: {exc.strerror}") from None
+        entries: list[tuple[str, str | None]] = []
+        for path in paths:
+            try:
+                text = read_small_file(path, MAX_PROPOSAL_BYTES)
+            except (OSError, UnicodeDecodeError):  # half-deleted, unreadable, not text
+                text = None
+            entries.append((path.name, text))
+        return entries
+
+    def _delete(self, key: ProposalKey) -> None:
+        try:
+            self.path(key).unlink(missing_ok=True)
+        except OSError as exc:
+            raise CheckpointStoreError(f"cannot remove {self.path(key)}: {exc.strerror}") from None
+
+
+class PostgresProposalStore(ProposalStore):
+    """Proposals in a PostgreSQL table, so that attesters on other machines see the relayer's
+    when ``[committee] checkpoint_store`` is a database URL: one row per proposal, keyed
+    ``(destination, name)``, holding the same JSON text as a file would (``content``).
+
+    The rows are as hostile as the files (anyone with the password writes them in plain SQL)
+    and go through the same rules (:class:`ProposalStore`); content over
+    :data:`MAX_PROPOSAL_BYTES` and names over :data:`MAX_NAME_BYTES` stay on the server. The
+    connection, its timeouts and the table's creation on first use are the checkpoint
+    store's (:class:`~relayer.checkpoints.PostgresTable`): a held lock or a server that does
+    not answer is :class:`~relayer.checkpoints.CheckpointStoreBusy` or
+    :class:`~relayer.checkpoints.CheckpointStoreError` with one line, never a wait without
+    limit. Writing takes no advisory lock: a proposal is one row, replaced whole.
+    """
+
+    TABLE = "substrate_proposals"
+
+    def __init__(self, location: str) -> None:
+        super().__init__()
+        self._table = PostgresTable(
+            location,
+            self.TABLE,
+            "destination BIGINT NOT NULL, name TEXT NOT NULL, content TEXT NOT NULL, "
+            "updated_at TIMESTAMPTZ NOT NULL DEFAULT now(), PRIMARY KEY (destination, name)",
+        )
+        self.location = self._table.location
+
+    def close(self) -> None:
+        self._table.close()
+
+    def _write(self, key: ProposalKey, text: str) -> None:
+        with self._table.transaction() as connection:
+            connection.execute(
+                sa.text(
+                    f"INSERT INTO {self.TABLE} (destination, name, content) "
+                    "VALUES (:destination, :name, :content) ON CONFLICT (destination, name) "
+                    "DO UPDATE SET content = EXCLUDED.content, updated_at = now()"
+                ),
+                {"destination": key.destination, "name": key.name, "content": text},
+            )
+
+    def _entries(self, destination: int) -> list[tuple[str, str | None]]:
+        with self._table.transaction() as connection:
+            rows = connection.execute(
+                sa.text(
+                    # Oversized content stays on the server: a reader never pulls megabytes.
+                    "SELECT name, CASE WHEN octet_length(content) <= :limit THEN content END "
+                    f"FROM {self.TABLE} WHERE destination = :destination "
+                    "AND octet_length(name) <= :name_limit"
+                ),
+                {
+                    "destination": destination,
+                    "limit": MAX_PROPOSAL_BYTES,
+                    "name_limit": MAX_NAME_BYTES,
+                },
+            )
+            return [(name, text) for name, text in rows]
+
+    def _delete(self, key: ProposalKey) -> None:
+        with self._table.transaction() as connection:
+            connection.execute(
+                sa.text(
+                    f"DELETE FROM {self.TABLE} WHERE destination = :destination AND name = :name"
+                ),
+                {"destination": key.destination, "name": key.name},
+            )
+
+
+def open_proposal_store(location: str | Path) -> ProposalStore:
+    """The proposal store beside the checkpoint store at ``location`` (pass
+    ``Config.checkpoint_location``): a PostgreSQL URL — the same database and rules as the
+    signatures — or the directory ``<location>/proposals``. The one place that chooses."""
+    if is_database_url(location):
+        return PostgresProposalStore(str(location))
+    return DirectoryProposalStore(Path(location))
 
 
 def new_proposal(

@@ -37,11 +37,15 @@ SUBSTRATE_KEYS = frozenset(
         "asset_home",
         "grandpa",
         "recipients",
+        "fee_account",
+        "fee_rates",
     }
 )
 """A Substrate chain's own keys. No ``rpc_quorum``: it is read from its first endpoint."""
 ASSET_HOME_KEYS = ("domain", "token")
 GRANDPA_KEYS = ("set_id", "block_hash", "block_number", "authorities")
+FEE_RATE_KEYS = ("gas_price", "exchange_rate")
+U128_MAX = 2**128 - 1
 
 
 def substrate_settings(obj: Mapping[str, Any], where: str, allow_weak: bool) -> SubstrateSettings:
@@ -125,7 +129,32 @@ def _substrate_settings(obj: Mapping[str, Any], where: str, allow_weak: bool) ->
             need(home_obj, f"{where}.asset_home", "token"), f"{where}.asset_home.token", size=20
         ),
         recipients=None if "recipients" not in obj else _recipients(obj["recipients"], where),
+        **_fees(obj, where),
     )
+
+
+def _fees(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``fee_account`` and ``fee_rates`` (together or neither): where senders pay and what
+    delivery costs from here, per destination. A zero price or rate is refused, as the
+    Paymaster refuses it: it would make a paid route free."""
+    if ("fee_account" in obj) != ("fee_rates" in obj):
+        raise FieldError(f"{where}: fee_account and fee_rates go together")
+    if "fee_account" not in obj:
+        return {}
+    account_ = as_hex(obj["fee_account"], f"{where}.fee_account", size=32)
+    if account_ == bytes(32):
+        raise FieldError(f"{where}.fee_account must not be zero")
+    rates: dict[int, tuple[int, int]] = {}
+    for domain, value in as_object(obj["fee_rates"], f"{where}.fee_rates").items():
+        name = f"{where}.fee_rates.{domain}"
+        rate = table(value, name, FEE_RATE_KEYS)
+        rates[domain_key(domain, f"{where}.fee_rates")] = (
+            as_int(need(rate, name, "gas_price"), f"{name}.gas_price", lo=1, hi=U128_MAX),
+            as_int(need(rate, name, "exchange_rate"), f"{name}.exchange_rate", lo=1, hi=U128_MAX),
+        )
+    if not rates:
+        raise FieldError(f"{where}.fee_rates is empty (nothing could be paid for)")
+    return {"fee_account": account_, "fee_rates": rates}
 
 
 def _recipients(value: Any, where: str) -> Mapping[int, frozenset[bytes]]:

@@ -9,6 +9,7 @@ its block range with the attesters' own rules
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -18,9 +19,10 @@ from adapters.errors import AdapterError
 from light_clients.message import Message, decode_message
 from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
 from relayer.accounts import bytes32
-from relayer.config import ChainConfig, Config, ConfigError
+from relayer.config import ChainConfig, Config, ConfigError, SubstrateSettings
 from relayer.families.substrate.calls import delivered_items
 from relayer.families.substrate.connection import check_genesis, final_header, grandpa_follower
+from relayer.families.substrate.payments import configured_rate
 from relayer.families.substrate.scan import escrow_routes, scan_remarks
 from relayer.ledger import open_ledger
 from relayer.user import Sent
@@ -41,12 +43,39 @@ async def send_messages(
     recipient: bytes,
     body: bytes,
     count: int,
+    pay_gas: int | None = None,
 ) -> list[Sent]:
-    """``count`` remarks of a message from the client's account (one ``batch_all``)."""
+    """``count`` remarks of a message from the client's account (one ``batch_all``), each
+    right after its fee transfer with ``pay_gas``."""
+    fee = _fee(source, target, pay_gas)
     keypair = client_keypair(config)
     sender = bytes(keypair.public_key)
     messages = [_outgoing(sender, source, target.domain, recipient, body) for _ in range(count)]
-    return await _remark(config, source, keypair, messages)
+    return await _remark(config, source, keypair, messages, fee=fee)
+
+
+def _fee(source: ChainConfig, target: ChainConfig, pay_gas: int | None) -> int | None:
+    """What paying for ``pay_gas`` gas to ``target`` costs on ``source`` (None: not paying);
+    ConfigError, one line, if ``source`` prices no delivery there."""
+    if pay_gas is None:
+        return None
+    rate = configured_rate(source, target.domain)
+    if rate is None:
+        raise ConfigError(
+            f"{source.name} prices no delivery to {target.name} (no fee_rates entry for "
+            f"{target.domain}): nothing can be paid; --no-pay sends without paying"
+        )
+    return rate.fee(pay_gas)
+
+
+def _fee_transfer(settings: SubstrateSettings, fee: int) -> tuple[str, str, dict[str, Any]]:
+    """The call paying ``fee`` plancks to the fee account (keep-alive: never reaps the sender)."""
+    assert settings.fee_account is not None  # _fee found a rate, so the account is configured
+    return (
+        "Balances",
+        "transfer_keep_alive",
+        {"dest": "0x" + settings.fee_account.hex(), "value": fee},
+    )
 
 
 def client_keypair(config: Config) -> Keypair:
@@ -86,14 +115,18 @@ async def _remark(
     messages: Sequence[Message],
     *,
     before: Sequence[tuple[str, str, dict[str, Any]]] = (),
+    fee: int | None = None,
 ) -> list[Sent]:
     """Submit the remarks, signed by ``keypair`` (the client's: one ``Utility.batch_all`` when
-    there are several, or calls to run first), wait for inclusion and finality, and return the
-    canonical messages."""
+    there are several, or calls to run first; with ``fee``, each remark right after its own
+    transfer of ``fee`` to the fee account, which pays for its delivery), wait for inclusion
+    and finality, and return the canonical messages."""
     async with _substrate(source) as sub:
         await check_genesis(sub, source)
         calls: list[Call] = [await sub.compose(m, f, p) for m, f, p in before]
         for message in messages:
+            if fee is not None:
+                calls.append(await sub.compose(*_fee_transfer(source.settings(), fee)))
             remark = REMARK_PREFIX + message.encode()
             calls.append(await sub.compose("System", "remark_with_event", {"remark": remark}))
         if len(calls) == 1:
@@ -103,7 +136,8 @@ async def _remark(
             included = await sub.submit_call(keypair, batch)
         if not included.success:
             raise AdapterError(f"the extrinsic failed on {source.name}: {included.error}")
-        return await _canonical(config, sub, source, included.block_number, included.extrinsic_hash)
+        sent = await _canonical(config, sub, source, included.block_number, included.extrinsic_hash)
+    return [replace(s, fee=fee) for s in sent]
 
 
 async def _canonical(
@@ -156,10 +190,17 @@ async def _canonical(
 
 
 async def return_tokens(
-    config: Config, source: ChainConfig, target: ChainConfig, amount: int, recipient: bytes
+    config: Config,
+    source: ChainConfig,
+    target: ChainConfig,
+    amount: int,
+    recipient: bytes,
+    *,
+    pay_gas: int | None = None,
 ) -> list[Sent]:
     """Send the wrapped asset home: its transfer to the bridge account and the unlock remark,
     in one ``Utility.batch_all`` (the attesters accept the remark only if the transfer is in it)."""
+    fee = _fee(source, target, pay_gas)
     settings = source.settings()
     if settings.asset_id is None or settings.asset_home_token is None:
         raise ConfigError(f"chain {source.name!r} has no wrapped asset configured")
@@ -185,7 +226,7 @@ async def return_tokens(
         "transfer",
         {"id": settings.asset_id, "target": "0x" + settings.bridge_account.hex(), "amount": amount},
     )
-    return await _remark(config, source, keypair, [message], before=[transfer])
+    return await _remark(config, source, keypair, [message], before=[transfer], fee=fee)
 
 
 async def asset_balance(config: Config, chain: ChainConfig, owner: bytes | None) -> int:

@@ -1,0 +1,144 @@
+"""What a message paid on an EVM origin: the Paymaster's ``paid`` and ``quote`` at the origin's
+final block (:func:`relayer.payments.read_payments`; adapters/evm/contracts/Paymaster.sol).
+
+Read by ``eth_call`` at the number of the final header the origin's RPC quorum agrees on, never
+at ``latest``: a payment in a block that can still be reorged away must not get a message
+delivered (the relayer would pay gas for a payment that then never happened). The answers
+themselves are one endpoint's word, not proven: see relayer/payments.py for why that is the
+trade-off taken.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+
+from eth_abi.abi import encode as abi_encode
+
+from adapters.evm.chain import EvmChain, selector
+from adapters.jsonrpc import MalformedAnswer
+from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
+from relayer.config import ChainConfig
+from relayer.family import Origin
+from relayer.ledger import MessageRecord
+from relayer.payments import GasRate, OriginPayments
+
+PAID = selector("paid(bytes32,uint32)")
+RATES = selector("rates(uint32)")
+QUOTE = selector("quote(uint32,uint256)")
+GAS_PAYMENT = keccak256(b"GasPayment(bytes32,uint32,uint256,uint256,address)")
+"""Topic of ``Paymaster.GasPayment``: a payment or top-up for message ``id`` (first topic)."""
+CALLS_PER_BATCH = 100
+"""``eth_call`` per JSON-RPC batch (providers cap batches, often at 100 to 1,000 calls)."""
+
+
+def paid_call(message_id: bytes, destination: int) -> bytes:
+    """Calldata of ``Paymaster.paid(id, destination)``."""
+    return PAID + abi_encode(["bytes32", "uint32"], [message_id, destination])
+
+
+def rates_call(destination: int) -> bytes:
+    """Calldata of ``Paymaster.rates(destination)``."""
+    return RATES + abi_encode(["uint32"], [destination])
+
+
+def words(answer: bytes, count: int, what: str) -> list[int]:
+    """``count`` uint256 words of an ``eth_call`` answer; MalformedAnswer if it is not exactly
+    that long (a Paymaster answers exactly; anything else is not one)."""
+    if len(answer) != 32 * count:
+        raise MalformedAnswer(f"{what}: expected {32 * count} bytes, got {len(answer)}")
+    return [int.from_bytes(answer[i : i + 32], "big") for i in range(0, len(answer), 32)]
+
+
+def rate_of(answer: bytes, destination: int) -> GasRate | None:
+    """A ``rates(destination)`` answer; None for an unpriced destination (both zero). A value
+    above 128 bits cannot come from the contract: MalformedAnswer."""
+    gas_price, exchange_rate = words(answer, 2, f"Paymaster.rates({destination})")
+    if gas_price >= 2**128 or exchange_rate >= 2**128:
+        raise MalformedAnswer(f"Paymaster.rates({destination}): not two uint128 values")
+    if gas_price == 0 or exchange_rate == 0:
+        return None
+    return GasRate(gas_price, exchange_rate)
+
+
+async def rates_at(
+    evm: EvmChain, paymaster: bytes, destinations: Collection[int], block: int | str
+) -> dict[int, GasRate | None]:
+    """Each destination's rate on ``paymaster`` at ``block``."""
+    ordered = sorted(destinations)
+    answers = await evm.call_many(paymaster, [rates_call(d) for d in ordered], block)
+    return {d: rate_of(a, d) for d, a in zip(ordered, answers, strict=True)}
+
+
+def _evm_of(origin: Origin) -> EvmChain:
+    evm = getattr(origin, "evm", None)
+    if not isinstance(evm, EvmChain):
+        raise TypeError(f"not an EVM origin: {origin!r}")
+    return evm
+
+
+def paid_ids(logs: object, paymaster: bytes) -> set[str]:
+    """The message ids of an ``eth_getLogs`` answer for ``GasPayment`` of ``paymaster``;
+    MalformedAnswer for anything else (a log of another contract or event, a bad shape): an
+    endpoint that answers that is not answering this question."""
+    if not isinstance(logs, list):
+        raise MalformedAnswer("eth_getLogs (GasPayment): not a list")
+    ids: set[str] = set()
+    for entry in logs:
+        if not isinstance(entry, dict):
+            raise MalformedAnswer("eth_getLogs (GasPayment): a log is not an object")
+        if entry.get("removed"):
+            continue
+        topics = entry.get("topics")
+        address = entry.get("address")
+        if (
+            not isinstance(address, str)
+            or address.lower() != to_hex(paymaster[-20:]).lower()
+            or not isinstance(topics, list)
+            or len(topics) != 4
+            or not all(isinstance(t, str) for t in topics)
+            or topics[0].lower() != to_hex(GAS_PAYMENT)
+            or len(topics[1]) != 66
+        ):
+            raise MalformedAnswer("eth_getLogs (GasPayment): not a GasPayment log of the paymaster")
+        ids.add("0x" + topics[1][2:].lower())
+    return ids
+
+
+async def paid_since(chain: ChainConfig, origin: Origin, after: int | None) -> tuple[int, set[str]]:
+    """The origin's final block now, and the ids of the messages paid or topped up after block
+    ``after`` up to it (``GasPayment`` logs of the chain's Paymaster); no ids when ``after`` is
+    None (the caller's first look: it sweeps everything once instead). AdapterError if the
+    origin cannot be read now: the caller keeps ``after`` and asks again, so no log is lost."""
+    evm = _evm_of(origin)
+    block = (await origin.final_head()).number
+    if after is None or after >= block:
+        return block, set()
+    paymaster = chain.contract("paymaster")
+    logs = await evm.logs(paymaster, GAS_PAYMENT, after + 1, block)
+    return block, paid_ids(logs, paymaster)
+
+
+async def read_payments(
+    chain: ChainConfig,
+    origin: Origin,
+    records: Sequence[MessageRecord],
+    destinations: Collection[int],
+) -> OriginPayments:
+    """:func:`relayer.payments.read_payments` for an EVM origin (ConfigError without a
+    ``paymaster``; AdapterError if the origin cannot be read now)."""
+    evm = _evm_of(origin)
+    paymaster = chain.contract("paymaster")
+    block = (await origin.final_head()).number
+    rates = await rates_at(evm, paymaster, destinations, block)
+    answers: list[bytes] = []
+    for start in range(0, len(records), CALLS_PER_BATCH):
+        part = records[start : start + CALLS_PER_BATCH]
+        answers += await evm.call_many(
+            paymaster, [paid_call(bytes.fromhex(r.id[2:]), r.destination) for r in part], block
+        )
+    paid: dict[str, int] = {}
+    bought: dict[str, int] = {}
+    for record, answer in zip(records, answers, strict=True):
+        paid[record.id], bought[record.id] = words(answer, 2, f"Paymaster.paid({record.id})")
+    return OriginPayments(block=block, paid=paid, rates=rates, bought=bought)

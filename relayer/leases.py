@@ -1,0 +1,518 @@
+"""Leases: several relayers share the routes of one ledger, each share worked by one of them.
+
+The relaying work is cut as Hermes cuts its workers, per task and chain: one lease for each
+``scan:<origin domain>``, ``collect:<origin domain>`` and ``deliver:<destination domain>``, and
+``unpaid`` when some route delivers paid messages only (the task kinds of
+:mod:`relayer.relay`). A relayer runs a task only while it holds that task's lease; the rows
+live in the ledger's database (table ``leases``), beside the work they guard.
+
+One round every :attr:`LeaseBoard.round_seconds` (a quarter of the lease), in ONE transaction
+(:meth:`relayer.ledger.Ledger.lease_transaction`):
+
+1. heartbeat: this relayer's row in ``lease_holders`` says it is alive now;
+2. renew: each lease it holds is extended to ``now + lease_seconds`` — if it still has this
+   holder and token and has not expired; otherwise it is lost and its task stops;
+3. balance: with ``live`` relayers seen within a lease period, a relayer holds at most
+   ``ceil(leases / live)`` of them (its share). Above it, it gives the surplus back (stops the
+   task, then frees the row), so a relayer that starts late still gets work; below it,
+4. claim: it takes free or expired leases up to its share. On PostgreSQL the candidate rows
+   are read ``FOR UPDATE SKIP LOCKED``: two relayers claiming at the same instant lock
+   different rows and never both get one; on SQLite the file's write lock serialises claims.
+   Each claim hands out the next fencing token (the row's ``token + 1``).
+
+Fencing. The task of a lease runs under :func:`relayer.ledger.fenced_by` its holder and token:
+every ledger write it makes (the families' too) checks, in the write's own transaction, that the
+lease row still has them, else :class:`relayer.ledger.LeaseLost` and nothing is written. A
+relayer that stopped for a while (SIGSTOP, a stalled VM, a partition) and comes back after its
+lease expired and another relayer took it cannot record over its successor: its token is stale.
+
+Stopping in time. A task runs in a cancel scope whose deadline is ``lease_seconds - round``
+after the start of the round that last renewed it (trio's monotonic clock; the renewal set the
+expiry at least ``lease_seconds`` after that start on the database's clock). A relayer that
+cannot renew — its database connection hangs, its rounds are late — therefore stops the task
+itself a round before its lease can expire; fencing covers what a clock cannot (a write already
+in flight when the process froze).
+
+Takeover. A killed relayer renews nothing: its leases expire at most ``lease_seconds`` after its
+last renewal, and the other relayers' next round (at most a round later) takes them. Work left
+half done is picked up from the ledger: a delivery transaction recorded but never mined is
+settled by the new holder (dropped → delivered again; the inbox makes a replay a no-op, and
+counts it as ``AlreadyDelivered``).
+
+Clocks. Expiry times are the database's clock (``clock_timestamp()`` on PostgreSQL, the SQLite
+file's machine otherwise), never the relayers', so relayers on machines whose clocks disagree
+still agree on when a lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import socket
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import sqlalchemy as sa
+import trio
+from sqlalchemy.dialects import postgresql, sqlite
+
+from relayer.ledger import (
+    Fence,
+    LeaseHolderRecord,
+    LeaseLost,
+    LeaseRecord,
+    Ledger,
+    LedgerError,
+    fenced_by,
+)
+
+log = logging.getLogger("passerelle.relayer.leases")
+
+DEFAULT_LEASE_SECONDS = 15.0
+"""``[relayer] lease_seconds`` when not configured: a killed relayer's work waits at most about
+this long (plus a round) before another relayer takes it over."""
+ROUNDS_PER_LEASE = 4
+"""Rounds (heartbeat, renew, claim) per lease period: a lease is renewed three times before it
+could expire, so one slow round costs nothing."""
+FORGET_AFTER = 20
+"""Lease periods after which a silent relayer's ``lease_holders`` row is deleted (a relayer that
+restarts comes back under a new name: the table must not grow with every restart)."""
+NAME_LIMIT = 64
+HOLDER_LIMIT = 128
+
+_L = LeaseRecord.__table__.c  # type: ignore[attr-defined]
+_H = LeaseHolderRecord.__table__.c  # type: ignore[attr-defined]
+_LEASE_TABLE: sa.Table = LeaseRecord.__table__  # type: ignore[attr-defined]
+_HOLDER_TABLE: sa.Table = LeaseHolderRecord.__table__  # type: ignore[attr-defined]
+
+
+class LeaseSetupError(ValueError):
+    """Lease names, holder or period that cannot work (a programming or configuration error)."""
+
+
+def lease_period(configured: float | None, ledger: Ledger) -> float | None:
+    """How long ``passerelle relay``'s leases are, or None when it does not lease.
+
+    On when ``[relayer] lease_seconds`` is set, or when the ledger is on PostgreSQL (with
+    :data:`DEFAULT_LEASE_SECONDS`): a database several machines reach is there to be shared, and
+    a relayer alone on it simply holds every lease. A SQLite ledger without the setting is one
+    relayer's, exactly as before leases existed (the demo, every single-machine setup): no
+    lease rows, no fencing, no rounds."""
+    if configured is not None:
+        return configured
+    return DEFAULT_LEASE_SECONDS if ledger.engine.dialect.name == "postgresql" else None
+
+
+def new_holder_name() -> str:
+    """A name for this relayer process, unique across machines and restarts: host, pid and
+    random bits (a restarted process must not pass for the one that held a lease before)."""
+    return f"{socket.gethostname()[:80]}/{os.getpid()}/{secrets.token_hex(6)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A lease taken in a round; ``previous`` is the holder whose expired lease it was, None
+    when the lease was free (never held, or given back)."""
+
+    fence: Fence
+    previous: str | None = None
+    expired_for: float = 0.0
+    """Seconds the lease had been expired when it was taken (0 when it was free)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What one :meth:`LeaseBoard.round` did, at ``now`` (the database's clock)."""
+
+    now: float
+    renewed: tuple[Fence, ...] = ()
+    lost: tuple[Fence, ...] = ()
+    claimed: tuple[Claim, ...] = ()
+    surplus: tuple[Fence, ...] = ()
+    """Held leases beyond this relayer's share: stop their tasks, then release them."""
+    live: int = 1
+    share: int = 0
+
+
+class LeaseBoard:
+    """The lease rows of one relayer process: blocking calls (run them in a worker thread).
+
+    ``names`` are the leases this relayer can work (its configuration's tasks), ``holder`` its
+    unique name (:func:`new_holder_name`), ``lease_seconds`` how long a claim or renewal holds.
+    ``clock`` replaces the database's clock (tests); leave it None otherwise.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        names: Sequence[str],
+        *,
+        holder: str,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if not names or len(set(names)) != len(names):
+            raise LeaseSetupError(f"lease names must be distinct, and at least one: {list(names)}")
+        too_long = [name for name in names if not 0 < len(name) <= NAME_LIMIT]
+        if too_long:
+            raise LeaseSetupError(f"lease names must have 1 to {NAME_LIMIT} characters: {too_long}")
+        if not 0 < len(holder) <= HOLDER_LIMIT:
+            raise LeaseSetupError(f"a holder name has 1 to {HOLDER_LIMIT} characters")
+        if not (math.isfinite(lease_seconds) and lease_seconds > 0):
+            raise LeaseSetupError(f"lease_seconds must be a positive number, not {lease_seconds}")
+        self.ledger = ledger
+        self.names = tuple(names)
+        self.holder = holder
+        self.lease_seconds = float(lease_seconds)
+        self._clock = clock
+        self._postgres = ledger.engine.dialect.name == "postgresql"
+
+    @property
+    def round_seconds(self) -> float:
+        """Time between two rounds: a quarter of the lease."""
+        return self.lease_seconds / ROUNDS_PER_LEASE
+
+    # ---- the round -------------------------------------------------------------------------
+
+    def round(self, held: Mapping[str, Fence]) -> Round:
+        """Heartbeat, renew ``held``, balance and claim, in one transaction (module docstring).
+
+        ``held`` is what the caller believes it holds; the answer says which of those are
+        renewed and which are lost, what was claimed, and what is beyond this relayer's share."""
+        with self.ledger.lease_transaction() as connection:
+            now = self._now(connection)
+            self._create_rows(connection, now)
+            self._heartbeat(connection, now)
+            renewed: list[Fence] = []
+            lost: list[Fence] = []
+            for fence in sorted(held.values(), key=lambda f: f.name):
+                (renewed if self._renew(connection, fence, now) else lost).append(fence)
+            live = self._live(connection, now)
+            share = math.ceil(len(self.names) / live)
+            surplus = tuple(renewed[share:]) if len(renewed) > share else ()
+            claimed: tuple[Claim, ...] = ()
+            if len(renewed) < share:
+                keep = {fence.name for fence in renewed}
+                claimed = self._claim(connection, now, share - len(renewed), keep)
+            return Round(now, tuple(renewed), tuple(lost), claimed, surplus, live, share)
+
+    def release(self, fences: Sequence[Fence]) -> int:
+        """Give leases back (their tasks have stopped): free at once for any relayer, and any
+        write still fenced by them fails. Returns how many were still held."""
+        if not fences:
+            return 0
+        with self.ledger.lease_transaction() as connection:
+            now = self._now(connection)
+            freed = 0
+            for fence in fences:
+                freed += connection.execute(
+                    sa.update(_LEASE_TABLE)
+                    .where(
+                        _L.name == fence.name,
+                        _L.holder == fence.holder,
+                        _L.token == fence.token,
+                    )
+                    .values(holder=None, expires_at=now, updated_at=now)
+                ).rowcount
+            return freed
+
+    def leave(self, fences: Sequence[Fence]) -> None:
+        """On a clean stop: release ``fences`` and remove this relayer from the live ones, so
+        that the others take its share at their next round instead of a lease period later."""
+        self.release(fences)
+        with self.ledger.lease_transaction() as connection:
+            connection.execute(sa.delete(_HOLDER_TABLE).where(_H.holder == self.holder))
+
+    def holdings(self) -> list[LeaseRecord]:
+        """Every lease row (for ``status`` and the tests), by name."""
+        with self.ledger.engine.connect() as connection:
+            rows = connection.execute(sa.select(_LEASE_TABLE).order_by(_L.name)).all()
+        return [LeaseRecord(**row._mapping) for row in rows]
+
+    # ---- the steps -------------------------------------------------------------------------
+
+    def _now(self, connection: sa.Connection) -> float:
+        if self._clock is not None:
+            return self._clock()
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            query = "SELECT extract(epoch FROM clock_timestamp())"
+        elif dialect == "sqlite":
+            query = "SELECT (julianday('now') - 2440587.5) * 86400.0"
+        else:  # pragma: no cover - open_ledger makes SQLite and PostgreSQL ledgers only
+            return time.time()
+        return float(connection.execute(sa.text(query)).scalar_one())
+
+    def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+        return postgresql.insert(table) if self._postgres else sqlite.insert(table)
+
+    def _create_rows(self, connection: sa.Connection, now: float) -> None:
+        """The rows of this relayer's leases, free, where no relayer made them yet.
+
+        Only the missing ones are inserted: on PostgreSQL an ``INSERT … ON CONFLICT`` meeting a
+        row that another transaction has locked waits for it, and a fenced write holds its
+        lease row until it commits — a claim must skip that row, not queue behind it."""
+        existing = set(
+            connection.execute(sa.select(_L.name).where(_L.name.in_(self.names))).scalars()
+        )
+        rows = [
+            {
+                "name": name,
+                "holder": None,
+                "token": 0,
+                "expires_at": now,
+                "claimed_at": now,
+                "updated_at": now,
+            }
+            for name in self.names
+            if name not in existing
+        ]
+        if rows:
+            connection.execute(self._insert(_LEASE_TABLE).on_conflict_do_nothing(), rows)
+
+    def _heartbeat(self, connection: sa.Connection, now: float) -> None:
+        insert = self._insert(_HOLDER_TABLE).values(holder=self.holder, seen_at=now, started_at=now)
+        connection.execute(
+            insert.on_conflict_do_update(index_elements=["holder"], set_={"seen_at": now})
+        )
+        connection.execute(
+            sa.delete(_HOLDER_TABLE).where(_H.seen_at < now - FORGET_AFTER * self.lease_seconds)
+        )
+
+    def _renew(self, connection: sa.Connection, fence: Fence, now: float) -> bool:
+        # Only an unexpired lease: once expired it may have been taken (or be taken next), and
+        # a task must never believe it holds a lease across a gap.
+        return (
+            connection.execute(
+                sa.update(_LEASE_TABLE)
+                .where(
+                    _L.name == fence.name,
+                    _L.holder == fence.holder,
+                    _L.token == fence.token,
+                    _L.expires_at > now,
+                )
+                .values(expires_at=now + self.lease_seconds, updated_at=now)
+            ).rowcount
+            == 1
+        )
+
+    def _live(self, connection: sa.Connection, now: float) -> int:
+        """Relayers seen within a lease period, this one included (it just beat)."""
+        count = connection.execute(
+            sa.select(sa.func.count()).where(_H.seen_at >= now - self.lease_seconds)
+        ).scalar_one()
+        return max(1, int(count))
+
+    def _claim(
+        self, connection: sa.Connection, now: float, wanted: int, keep: set[str]
+    ) -> tuple[Claim, ...]:
+        """Take up to ``wanted`` free or expired leases of this relayer's ``names``.
+
+        A row this relayer holds but is not renewing (``keep`` lacks it: its task stopped on
+        its own) counts as free too: it is taken again under the next token."""
+        candidates = (
+            sa.select(_L.name, _L.holder, _L.token, _L.expires_at)
+            .where(
+                _L.name.in_([name for name in self.names if name not in keep]),
+                sa.or_(_L.holder.is_(None), _L.expires_at <= now, _L.holder == self.holder),
+            )
+            .order_by(_L.name)
+            .limit(wanted)
+        )
+        if self._postgres:
+            # Rows another relayer is claiming right now are skipped, not waited for: it gets
+            # them, this one takes the next ones (or nothing, and tries again next round).
+            candidates = candidates.with_for_update(skip_locked=True)
+        claims: list[Claim] = []
+        for name, holder, token, expires_at in connection.execute(candidates).all():
+            taken = connection.execute(
+                sa.update(_LEASE_TABLE)
+                .where(_L.name == name, _L.token == token)
+                .values(
+                    holder=self.holder,
+                    token=token + 1,
+                    expires_at=now + self.lease_seconds,
+                    claimed_at=now,
+                    updated_at=now,
+                )
+            ).rowcount
+            if taken != 1:  # pragma: no cover - the row is locked (PG) or the file is (SQLite)
+                continue
+            previous = holder if holder not in (None, self.holder) else None
+            claims.append(
+                Claim(
+                    Fence(name, self.holder, token + 1),
+                    previous,
+                    max(0.0, now - expires_at) if previous is not None else 0.0,
+                )
+            )
+        return tuple(claims)
+
+
+# --------------------------------------------------------------------------------------------
+# Running tasks under their leases
+
+
+class LeaseCounters(Protocol):
+    """Where the keeper counts (``RelayerMetrics`` has these fields)."""
+
+    leases_claimed: int
+    lease_takeovers: int
+    leases_lost: int
+
+
+@dataclass
+class _Running:
+    fence: Fence
+    scope: trio.CancelScope
+    done: trio.Event = field(default_factory=trio.Event)
+    stopping: bool = False  # cancelled by the keeper (lost, surplus), not by its deadline
+
+
+class LeaseKeeper:
+    """Runs ``tasks[name]()`` exactly while this relayer holds lease ``name``.
+
+    Each task runs in a cancel scope with a deadline (the module docstring, "Stopping in
+    time") and under :func:`relayer.ledger.fenced_by` its lease. A task that ends with
+    :class:`LeaseLost` (its fenced write was refused) or at its deadline gives the lease up;
+    any other exception a task raises ends the keeper and the relayer, as without leases.
+    """
+
+    def __init__(
+        self,
+        board: LeaseBoard,
+        tasks: Mapping[str, Callable[[], Awaitable[None]]],
+        counters: LeaseCounters,
+    ) -> None:
+        missing = set(board.names) ^ set(tasks)
+        if missing:
+            raise LeaseSetupError(f"leases and tasks differ: {sorted(missing)}")
+        self.board = board
+        self.tasks = dict(tasks)
+        self.counters = counters
+        self.held: dict[str, Fence] = {}
+        """Leases held (claimed or renewed, not lost nor given back), by name."""
+        self._running: dict[str, _Running] = {}
+        # Rounds never queue behind the relayer's own ledger calls (its limiter of one).
+        self._limiter = trio.CapacityLimiter(1)
+
+    @property
+    def margin(self) -> float:
+        """How long before its lease could expire a task stops when renewals fail: a round."""
+        return self.board.round_seconds
+
+    def holding(self) -> dict[str, int]:
+        """Leases held by kind (``scan``, ``collect``, ``deliver``, ``unpaid``), for metrics."""
+        kinds: dict[str, int] = {}
+        for name in self.held:
+            kind = name.split(":", 1)[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+        return kinds
+
+    async def run(self) -> None:
+        """Rounds until cancelled; then every task has stopped and the leases are given back."""
+        try:
+            async with trio.open_nursery() as nursery:
+                while True:
+                    began = trio.current_time()
+                    try:
+                        result = await trio.to_thread.run_sync(
+                            self.board.round, dict(self.held), limiter=self._limiter
+                        )
+                    except LedgerError as exc:
+                        # The tasks stop at their deadlines if this goes on: nothing else to do.
+                        log.warning("leases: round failed: %s", exc)
+                    else:
+                        await self._apply(result, began, nursery)
+                    await trio.sleep_until(began + self.board.round_seconds)
+        finally:
+            held = list(self.held.values())
+            self.held.clear()
+            with trio.CancelScope(shield=True):
+                try:
+                    await trio.to_thread.run_sync(self.board.leave, held, limiter=self._limiter)
+                except LedgerError as exc:
+                    log.warning("leases: could not give back %d lease(s): %s", len(held), exc)
+
+    async def _apply(self, result: Round, began: float, nursery: trio.Nursery) -> None:
+        deadline = began + self.board.lease_seconds - self.margin
+        for fence in result.lost:
+            self._lost(fence, "not renewed in time (expired or taken over)")
+            await self._stop(fence.name)
+        for fence in result.renewed:
+            running = self._running.get(fence.name)
+            if running is not None and running.fence == fence:
+                running.scope.deadline = deadline
+        for fence in result.surplus:
+            log.info(
+                "leases: giving %s back (%d relayers share %d leases: %d each)",
+                fence.name,
+                result.live,
+                len(self.board.names),
+                result.share,
+            )
+            self.held.pop(fence.name, None)
+            await self._stop(fence.name)
+            try:
+                await trio.to_thread.run_sync(self.board.release, [fence], limiter=self._limiter)
+            except LedgerError as exc:  # then it is free once it expires: later, not never
+                log.warning("leases: could not give %s back: %s", fence.name, exc)
+        for claim in result.claimed:
+            await self._stop(claim.fence.name)  # a task that stopped itself, held again
+            self.held[claim.fence.name] = claim.fence
+            self.counters.leases_claimed += 1
+            if claim.previous is not None:
+                self.counters.lease_takeovers += 1
+                log.warning(
+                    "leases: took %s over from %s (expired %.1f s ago)",
+                    claim.fence.name,
+                    claim.previous,
+                    claim.expired_for,
+                )
+            else:
+                log.info("leases: holding %s (token %d)", claim.fence.name, claim.fence.token)
+            running = _Running(claim.fence, trio.CancelScope(deadline=deadline))
+            self._running[claim.fence.name] = running
+            nursery.start_soon(self._hold, running, name=f"{claim.fence.name}_loop")
+
+    def _lost(self, fence: Fence, why: str) -> None:
+        if self.held.get(fence.name) == fence:
+            del self.held[fence.name]
+            self.counters.leases_lost += 1
+            log.warning("leases: lost %s (token %d): %s", fence.name, fence.token, why)
+
+    async def _stop(self, name: str) -> None:
+        running = self._running.get(name)
+        if running is not None:
+            running.stopping = True
+            running.scope.cancel()
+            await running.done.wait()
+
+    async def _hold(self, running: _Running) -> None:
+        fence = running.fence
+        try:
+            with running.scope, fenced_by(fence):
+                await self.tasks[fence.name]()
+            # Here only when the task returned or its own scope stopped it (the keeper's
+            # cancellation, a shutdown, passes through to the finally below instead).
+            if running.scope.cancelled_caught:
+                if not running.stopping:
+                    # Its deadline: renewals were late. Stopped before the lease can expire;
+                    # the next round takes it again (next token) if nobody else has.
+                    self._lost(fence, "renewals late; stopped before the lease could expire")
+            else:
+                # The task returned: it has nothing left to do (the unpaid re-check once no
+                # message can be unpaid). The lease stays held, idle, so that no other relayer
+                # starts it again only to see it return; a successor runs it once if this one
+                # dies.
+                log.info("leases: %s has nothing left to do; holding it idle", fence.name)
+        except* LeaseLost:
+            self._lost(fence, "a fenced write found another holder")
+        finally:
+            if self._running.get(fence.name) is running:
+                del self._running[fence.name]
+            running.done.set()
