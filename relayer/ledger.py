@@ -113,6 +113,11 @@ MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 _DEFAULT_STREAM = "outbox"
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under every backend's bind-parameter limit
 _PG_LOCK_KEY = 0x70617373_65726C6C  # "passerll": the advisory lock serialising PG writers
+PG_IDLE_IN_TRANSACTION_SECONDS = 10.0
+"""How long a ledger write transaction on PostgreSQL may sit idle before the server ends it
+(``idle_in_transaction_session_timeout``): far above the gaps between one transaction's
+statements, far below the hours a frozen relayer would otherwise hold the write lock and its
+lease rows (:class:`Ledger`)."""
 _PG_USE_KEY = 0x70617373_75736572  # "passuser": Ledger.in_use (another key: one key space)
 
 
@@ -1666,6 +1671,7 @@ class Ledger(_Operations):
         clock: Callable[[], float] = time.time,
         *,
         busy_timeout: float = 30.0,
+        idle_timeout: float = PG_IDLE_IN_TRANSACTION_SECONDS,
     ) -> None:
         """Wrap an engine prepared by :func:`open_ledger` (use that, not this)."""
         self.clock = clock
@@ -1678,6 +1684,11 @@ class Ledger(_Operations):
         # SQLite applies it per connection (PRAGMA busy_timeout); PostgreSQL per transaction,
         # as the lock_timeout of the advisory lock every writer takes (see _writing).
         self._busy_ms = max(1, int(busy_timeout * 1000))
+        # PostgreSQL only: a write transaction left idle this long (its process frozen, its
+        # network cut) is ended by the server, which releases its locks (the ledger's write lock,
+        # lease rows): otherwise they stay held until the server's keepalive notices, hours, and
+        # no other relayer can write or take its leases over.
+        self._idle_ms = max(1, int(idle_timeout * 1000))
 
     @property
     def engine(self) -> Engine:
@@ -1796,7 +1807,7 @@ class Ledger(_Operations):
                     # Without a lock_timeout a writer behind a stuck one would wait for ever;
                     # with it, it gets LedgerBusy after busy_timeout, as on SQLite.
                     connection = session.connection()
-                    set_local_timeouts(connection, lock_ms=self._busy_ms)
+                    set_local_timeouts(connection, lock_ms=self._busy_ms, idle_ms=self._idle_ms)
                     connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
                 fence = _FENCE.get()
                 if fence is not None:
@@ -1824,7 +1835,7 @@ class Ledger(_Operations):
         try:
             with self._write_engine.begin() as connection:
                 if self._postgres:
-                    set_local_timeouts(connection, lock_ms=self._busy_ms)
+                    set_local_timeouts(connection, lock_ms=self._busy_ms, idle_ms=self._idle_ms)
                 yield connection
         except sa_exc.IntegrityError as error:
             raise LedgerError(f"constraint violated: {error.orig}") from error
@@ -1885,15 +1896,25 @@ migrations, which may legitimately run long, are not bounded)."""
 
 
 def set_local_timeouts(
-    connection: sa.Connection, *, lock_ms: int | None = None, statement_ms: int | None = None
+    connection: sa.Connection,
+    *,
+    lock_ms: int | None = None,
+    statement_ms: int | None = None,
+    idle_ms: int | None = None,
 ) -> None:
     """Bound the current PostgreSQL transaction: ``lock_timeout`` (waiting for any lock,
-    advisory ones included) and ``statement_timeout``, both ``SET LOCAL`` so they end with the
-    transaction and never leak into a pooled connection's next user."""
+    advisory ones included), ``statement_timeout`` and ``idle_in_transaction_session_timeout``
+    (the server ends the session of a transaction left idle that long, releasing its locks), all
+    ``SET LOCAL`` so they end with the transaction and never leak into a pooled connection's
+    next user."""
     if lock_ms is not None:
         connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_ms))}")
     if statement_ms is not None:
         connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(statement_ms))}")
+    if idle_ms is not None:
+        connection.exec_driver_sql(
+            f"SET LOCAL idle_in_transaction_session_timeout = {max(1, int(idle_ms))}"
+        )
 
 
 def shown_database_url(location: str | sa.URL) -> str:
@@ -1920,6 +1941,7 @@ def open_ledger(
     *,
     clock: Callable[[], float] = time.time,
     busy_timeout: float = 30.0,
+    idle_timeout: float = PG_IDLE_IN_TRANSACTION_SECONDS,
     check_integrity: bool = True,
 ) -> Ledger:
     """Open the ledger at ``location`` (creating it in an empty database) and return it.
@@ -1939,7 +1961,7 @@ def open_ledger(
     an older one names ``passerelle ledger migrate``, a newer one asks for a newer Passerelle.
     """
     engine, location_text = _engine(location, busy_timeout, check_integrity)
-    ledger = Ledger(engine, clock, busy_timeout=busy_timeout)
+    ledger = Ledger(engine, clock, busy_timeout=busy_timeout, idle_timeout=idle_timeout)
     try:
         with ledger._writing() as session:
             connection = session.connection()

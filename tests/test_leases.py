@@ -521,3 +521,44 @@ def test_a_task_with_nothing_left_to_do_is_held_idle_not_restarted(ledger: Ledge
 
     trio.run(main)
     assert len(runs) == 1 and counters.leases_claimed == 1
+
+
+def test_a_writer_frozen_inside_a_transaction_loses_its_locks_not_the_others(
+    backend: Backend,
+) -> None:
+    """A relayer stopped (SIGSTOP, a paused VM) or cut off INSIDE a write transaction: on
+    PostgreSQL the server ends its session after the idle bound, so the ledger's write lock and
+    its rows come free and the other relayers go on (without the bound they waited until
+    their lock timeout and failed, for as long as the server's keepalive took: hours)."""
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has no server to end a session; its lock is the file's")
+    location = backend.fresh("frozen")
+    frozen = open_ledger(location, idle_timeout=0.5)
+    other = open_ledger(location, busy_timeout=5.0)
+    try:
+        inside = threading.Event()
+        outcome: list[BaseException | None] = []
+
+        def freeze() -> None:
+            try:
+                with frozen._writing():  # holds the write lock, then goes silent
+                    inside.set()
+                    time.sleep(2.0)
+                outcome.append(None)
+            except BaseException as exc:  # the session ended under it
+                outcome.append(exc)
+
+        worker = threading.Thread(target=freeze)
+        worker.start()
+        assert inside.wait(10)
+        started = time.monotonic()
+        other.set_cursor(ORIGIN, 7, None)  # waits for the write lock, then gets it
+        waited = time.monotonic() - started
+        worker.join(10)
+        assert waited < 2.0, f"the other writer waited {waited:.1f} s: the lock was not freed"
+        assert outcome and outcome[0] is not None  # the frozen transaction did not commit
+        cursor = other.get_cursor(ORIGIN)
+        assert cursor is not None and cursor.next_block == 7
+    finally:
+        frozen.close()
+        other.close()
