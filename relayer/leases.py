@@ -413,6 +413,15 @@ class LeaseKeeper:
             kinds[kind] = kinds.get(kind, 0) + 1
         return kinds
 
+    def held_domains(self, kind: str) -> set[int]:
+        """The chain domains of the ``<kind>:<domain>`` leases held (``scan``: the origins this
+        relayer scans now, ``deliver``: the destinations it delivers to), for readiness."""
+        return {
+            int(domain)
+            for held_kind, _, domain in (name.partition(":") for name in self.held)
+            if held_kind == kind and domain.isdigit()
+        }
+
     async def run(self) -> None:
         """Rounds until cancelled; then every task has stopped and the leases are given back."""
         try:

@@ -420,9 +420,8 @@ class Relayer:
         pending = await self.db(self.ledger.pending_by_route)
         scans = delivers = None
         if self.keeper is not None:  # sharing the routes: judge only this relayer's share
-            held = [name.split(":", 1) for name in self.keeper.held if ":" in name]
-            scans = {int(domain) for kind, domain in held if kind == "scan"}
-            delivers = {int(domain) for kind, domain in held if kind == "deliver"}
+            scans = self.keeper.held_domains("scan")
+            delivers = self.keeper.held_domains("deliver")
         return route_progress(
             self.config.chains,
             pending,

@@ -562,3 +562,19 @@ def test_a_writer_frozen_inside_a_transaction_loses_its_locks_not_the_others(
     finally:
         frozen.close()
         other.close()
+
+
+def test_a_keeper_names_the_domains_it_holds_by_kind(ledger: Ledger) -> None:
+    """What `/readyz` judges a leasing relayer on: only the origins it scans and the
+    destinations it delivers to now (relayer.relay.Relayer.route_progress)."""
+
+    async def idle() -> None:
+        await trio.sleep_forever()
+
+    keeper = LeaseKeeper(board(ledger, "a"), dict.fromkeys(NAMES, idle), Counters())
+    assert keeper.held_domains("scan") == set()
+    first = held(board(ledger, "a").round(dict(keeper.held)))
+    keeper.held = {name: fence for name, fence in first.items() if name != "scan:2"}
+    assert keeper.held_domains("scan") == {1}
+    assert keeper.held_domains("deliver") == {1, 2}
+    assert keeper.held_domains("unpaid") == set()  # no domain in that lease's name
