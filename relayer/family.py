@@ -17,7 +17,7 @@ to :data:`FAMILIES` (docs/adding-a-chain.md).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from light_clients.merkle import IncrementalMerkleTree
     from relayer.attester import AttesterContext
     from relayer.config import ChainConfig, Config
-    from relayer.ledger import DiscoveredMessage
+    from relayer.ledger import DiscoveredMessage, MessageRecord
+    from relayer.payments import GasRate, OriginPayments
     from relayer.relay import Relayer
     from relayer.user import Sent
 
@@ -244,6 +245,29 @@ class ChainFamily(Protocol):
         ...
 
     # --- what users do ---------------------------------------------------------------------
+
+    async def read_payments(
+        self,
+        chain: ChainConfig,
+        origin: Origin,
+        records: Sequence[MessageRecord],
+        destinations: Collection[int],
+    ) -> OriginPayments:
+        """What each record paid on ``chain`` (read through its open ``origin`` at one final
+        block) and the rate of each of ``destinations`` (:mod:`relayer.payments`)."""
+        ...
+
+    async def paid_since(
+        self, chain: ChainConfig, origin: Origin, after: int | None
+    ) -> tuple[int, set[str]] | None:
+        """The final block read up to and the ids paid or topped up after block ``after``;
+        None when a payment there cannot change after its message (nothing to watch)."""
+        ...
+
+    async def current_rate(self, chain: ChainConfig, destination: ChainConfig) -> GasRate | None:
+        """``chain``'s price now for delivery to ``destination`` (``quote``, ``send``); None if
+        it prices none; ConfigError if ``chain`` takes no payment."""
+        ...
 
     async def send_messages(
         self,

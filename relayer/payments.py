@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from light_clients.message import HEADER_SIZE
+from relayer.family import family_of
 
 if TYPE_CHECKING:
     from relayer.config import ChainConfig, RoutePayment
@@ -135,52 +136,23 @@ async def read_payments(
     """Read, on ``chain`` through its open ``origin`` at one final block, what each record paid
     and the rate of each of ``destinations``. AdapterError if the chain cannot be read now (the
     caller tries again later); ConfigError if it has nothing to pay to."""
-    if chain.substrate is not None:
-        from relayer.families.substrate.payments import (  # noqa: PLC0415 - per family
-            read_payments as substrate_payments,
-        )
-
-        found: OriginPayments = await substrate_payments(chain, origin, records, destinations)
-        return found
-    from relayer.families.evm.payments import (  # noqa: PLC0415 - per family
-        read_payments as evm_payments,
-    )
-
-    return await evm_payments(chain, origin, records, destinations)
+    return await family_of(chain).read_payments(chain, origin, records, destinations)
 
 
 async def paid_since(
     chain: ChainConfig, origin: Origin, after: int | None
 ) -> tuple[int, set[str]] | None:
     """Which messages were paid or topped up on ``chain`` after its block ``after``: the final
-    block read up to and their ids (:func:`relayer.families.evm.payments.paid_since`); None if
-    no payment there can change after its message (Substrate: no top-ups), so there is nothing
-    to watch. AdapterError if the origin cannot be read now."""
-    if chain.substrate is not None:
-        return None
-    from relayer.families.evm.payments import (  # noqa: PLC0415 - per family
-        paid_since as evm_paid_since,
-    )
-
-    return await evm_paid_since(chain, origin, after)
+    block read up to and their ids (:meth:`relayer.family.ChainFamily.paid_since`); None if no
+    payment there can change after its message, so there is nothing to watch. AdapterError if
+    the origin cannot be read now."""
+    return await family_of(chain).paid_since(chain, origin, after)
 
 
 async def current_rate(chain: ChainConfig, destination: ChainConfig) -> GasRate | None:
     """``chain``'s price for delivery to ``destination`` now (for ``quote`` and ``send``: the
     node's latest state), None if it prices none; ConfigError if ``chain`` takes no payment."""
-    if chain.substrate is not None:
-        from relayer.families.substrate.payments import (  # noqa: PLC0415 - per family
-            configured_rate,
-        )
-
-        rate: GasRate | None = configured_rate(chain, destination.domain)
-        return rate
-    from relayer.families.evm.connection import open_evm  # noqa: PLC0415 - per family
-    from relayer.families.evm.payments import rates_at  # noqa: PLC0415
-
-    async with open_evm(chain) as evm:
-        rates = await rates_at(evm, chain.contract("paymaster"), [destination.domain], "latest")
-    return rates[destination.domain]
+    return await family_of(chain).current_rate(chain, destination)
 
 
 async def route_payments(

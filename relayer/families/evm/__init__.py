@@ -11,7 +11,7 @@ balances). :class:`EvmFamily` is parameterised by how transactions pay for gas a
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ from relayer.jsonfields import as_hex, as_int
 
 if TYPE_CHECKING:
     from relayer.attester import AttesterContext
+    from relayer.ledger import MessageRecord
+    from relayer.payments import GasRate, OriginPayments
     from relayer.relay import Relayer
     from relayer.user import Sent
 
@@ -181,6 +183,32 @@ class EvmFamily:
             inbox = chain.contract("inbox")
             state = await inbox_delivery_state(evm, inbox, final, messages, outboxes)
         return [state[keccak256(message)][0] for message in messages]
+
+    async def read_payments(
+        self,
+        chain: ChainConfig,
+        origin: Origin,
+        records: Sequence[MessageRecord],
+        destinations: Collection[int],
+    ) -> OriginPayments:
+        from relayer.families.evm.payments import read_payments  # noqa: PLC0415
+
+        return await read_payments(chain, origin, records, destinations)
+
+    async def paid_since(
+        self, chain: ChainConfig, origin: Origin, after: int | None
+    ) -> tuple[int, set[str]] | None:
+        from relayer.families.evm.payments import paid_since  # noqa: PLC0415
+
+        return await paid_since(chain, origin, after)
+
+    async def current_rate(self, chain: ChainConfig, destination: ChainConfig) -> GasRate | None:
+        from relayer.families.evm.connection import open_evm  # noqa: PLC0415
+        from relayer.families.evm.payments import rates_at  # noqa: PLC0415
+
+        async with open_evm(chain) as evm:
+            rates = await rates_at(evm, chain.contract("paymaster"), [destination.domain], "latest")
+        return rates[destination.domain]
 
     async def send_messages(
         self,

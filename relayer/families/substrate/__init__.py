@@ -10,7 +10,7 @@ relayer's side), :mod:`.approval` (the attesters' side), :mod:`.user` (send, bal
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,8 @@ from relayer.family import ChainFamily, ChainFields, Delivery, Origin
 
 if TYPE_CHECKING:
     from relayer.attester import AttesterContext
+    from relayer.ledger import MessageRecord
+    from relayer.payments import GasRate, OriginPayments
     from relayer.relay import Relayer
     from relayer.user import Sent
 
@@ -104,6 +106,29 @@ class SubstrateFamily:
     ) -> list[bool]:
         # The evidence SubstrateDelivery records from: the replay-guard item.
         return await self.delivered(config, chain, messages)
+
+    async def read_payments(
+        self,
+        chain: ChainConfig,
+        origin: Origin,
+        records: Sequence[MessageRecord],
+        destinations: Collection[int],
+    ) -> OriginPayments:
+        from relayer.families.substrate.payments import read_payments  # noqa: PLC0415
+
+        found: OriginPayments = await read_payments(chain, origin, records, destinations)
+        return found
+
+    async def paid_since(
+        self, chain: ChainConfig, origin: Origin, after: int | None
+    ) -> tuple[int, set[str]] | None:
+        return None  # a fee is the transfer in the remark's own batch: no top-ups to watch
+
+    async def current_rate(self, chain: ChainConfig, destination: ChainConfig) -> GasRate | None:
+        from relayer.families.substrate.payments import configured_rate  # noqa: PLC0415
+
+        rate: GasRate | None = configured_rate(chain, destination.domain)
+        return rate
 
     async def send_messages(
         self,
