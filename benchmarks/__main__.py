@@ -11,6 +11,7 @@ BENCHMARKS = (
     "bench_beacon",
     "bench_delivery_gas",
     "bench_relay",
+    "bench_scale",
 )
 
 

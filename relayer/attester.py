@@ -35,7 +35,8 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.rpc import EndpointHealth
-from light_clients.committee import Checkpoint, address_of
+from adapters.signing import SignerError, call_signer
+from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from relayer.checkpoints import (
     CheckpointStore,
@@ -47,6 +48,7 @@ from relayer.checkpoints import (
 from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError
 from relayer.family import Origin, family_of
 from relayer.metrics import loops_readiness, render_attester, serve_metrics
+from relayer.signer import Signer, evm_signer, fixed_address
 
 log = logging.getLogger("passerelle.attester")
 
@@ -58,7 +60,8 @@ class AttesterCounters:
     signatures: int = 0
     """Checkpoints signed and published."""
     errors: int = 0
-    """Polls that failed: a node down or lying, a proof the light clients refused."""
+    """Polls that failed: a node down or lying, a proof the light clients refused, a signer
+    that refused, hung or answered with another key's signature."""
     skipped_remarks: int = 0
     """Remarks of a Substrate origin its rules refused (attempted abuse shows here)."""
     approvals: int = 0
@@ -109,28 +112,28 @@ class OriginProgress:
 async def attest_origin(
     config: Config,
     chain: ChainConfig,
-    key: bytes,
+    signer: Signer,
     store: CheckpointStore,
     state: AttesterState,
     *,
     poll: float = ATTESTER_POLL,
 ) -> None:
-    """Follow one origin forever, signing each new final outbox state."""
-    progress = await trio.to_thread.run_sync(_resume, store, chain, key)
+    """Follow one origin forever, signing each new final outbox state with ``signer``."""
+    progress = await trio.to_thread.run_sync(_resume, store, chain, signer.address)
     if progress.last_index >= 0:  # the metric from the start, not from the next signature
         state.signed[chain.domain] = progress.last_index
-    role = f"attester-0x{address_of(key).hex()}"
+    role = f"attester-0x{signer.address.hex()}"
     async with family_of(chain).open_origin(config, chain, role=role) as origin:
         state.endpoints[f"{chain.name}/attest"] = origin.endpoints
         while True:
-            await attest_once(origin, chain, key, store, state, progress=progress)
+            await attest_once(origin, chain, signer, store, state, progress=progress)
             await trio.sleep(poll)
 
 
 async def attest_once(
     origin: Origin,
     chain: ChainConfig,
-    key: bytes,
+    signer: Signer,
     store: CheckpointStore,
     state: AttesterState,
     *,
@@ -139,7 +142,9 @@ async def attest_once(
     """One poll of an origin: sign its final outbox state if the count grew.
 
     A node that fails or lies costs a warning and a retry at the next poll (nothing is signed
-    from an answer the light clients refuse); :class:`OriginReorged` ends the attester.
+    from an answer the light clients refuse), and so does a signer that refuses, hangs or
+    answers with a signature that is not its own (nothing is published);
+    :class:`OriginReorged` ends the attester.
     """
     try:
         head = await origin.final_head()
@@ -162,7 +167,7 @@ async def attest_once(
             progress.last_index = await _sign_newer(
                 store,
                 state,
-                key,
+                signer,
                 chain,
                 Checkpoint(
                     origin=chain.domain,
@@ -174,9 +179,10 @@ async def attest_once(
                 block_number=head.number,
                 block_hash=head.hash,
             )
-        except CheckpointStoreBusy as exc:
-            # A held lock or a server that did not answer: nothing was written; the next
-            # poll proves the state again and signs it (the same root, or a newer one).
+        except (CheckpointStoreBusy, SignerError) as exc:
+            # A held lock, a server or a signer that did not answer (or a signature that is
+            # not ours): nothing was written; the next poll proves the state again and signs
+            # it (the same root, or a newer one) — with the same key, there is no other.
             state.errors += 1
             progress.proven = b""
             log.warning("origin %s: %s; trying again at the next poll", chain.name, exc)
@@ -205,10 +211,11 @@ async def _check_still_canonical(
         )
 
 
-def _resume(store: CheckpointStore, chain: ChainConfig, key: bytes) -> OriginProgress:
-    """Where this attester left ``chain``: it never signs an index twice, not even after a
-    restart, and checks that the block of its last signature is still canonical."""
-    previous = store.latest_own(chain.domain, chain.outbox_id, address_of(key))
+def _resume(store: CheckpointStore, chain: ChainConfig, member: bytes) -> OriginProgress:
+    """Where the attester of address ``member`` left ``chain``: it never signs an index twice,
+    not even after a restart, and checks that the block of its last signature is still
+    canonical."""
+    previous = store.latest_own(chain.domain, chain.outbox_id, member)
     if previous is None:
         return OriginProgress(last_index=-1, last_block=None)
     block = None
@@ -227,7 +234,7 @@ def _resume(store: CheckpointStore, chain: ChainConfig, key: bytes) -> OriginPro
 async def _sign_newer(
     store: CheckpointStore,
     state: AttesterState,
-    key: bytes,
+    signer: Signer,
     chain: ChainConfig,
     checkpoint: Checkpoint,
     *,
@@ -235,12 +242,19 @@ async def _sign_newer(
     block_number: int,
     block_hash: bytes,
 ) -> int:
-    """Sign and publish ``checkpoint`` if it is newer than ``last_index``; the new last index."""
+    """Sign and publish ``checkpoint`` if it is newer than ``last_index``; the new last index.
+    SignerError (nothing published) if the signer refuses, hangs past
+    ``adapters.signing.SIGN_TIMEOUT`` or answers with a signature that is not its own."""
     if checkpoint.index <= last_index:
         return last_index
-    signed = SignedCheckpoint.create(
-        key, checkpoint, block_number=block_number, block_hash=block_hash
+    create = partial(
+        SignedCheckpoint.create,
+        signer,
+        checkpoint,
+        block_number=block_number,
+        block_hash=block_hash,
     )
+    signed = await call_signer(signer, create)
     await trio.to_thread.run_sync(store.publish, signed)  # writes and fsyncs
     log.info(
         "origin %s: signed index %d root 0x%s at block %d",
@@ -261,11 +275,30 @@ class AttesterContext:
     config: Config
     index: int
     """This attester's position in ``[[attesters]]`` (its keys of other kinds are there too)."""
-    key: bytes
-    """Its committee key (secp256k1): what its checkpoint signatures recover to."""
+    signer: Signer
+    """Its committee signer (secp256k1), address fixed at start (:func:`attester_signer`):
+    ``signer.address`` is what its checkpoint signatures recover to."""
     store: CheckpointStore
     state: AttesterState
     poll: float
+
+
+def attester_signer(config: Config, index: int) -> Signer:
+    """The committee signer of attester ``index``, its address fixed now
+    (:func:`relayer.signer.fixed_address`) and checked to be a committee member: every
+    signature it publishes from then on must recover to that address. ConfigError (one line)
+    if there is no such attester, its key does not load, or it is not a member."""
+    if not 0 <= index < len(config.attester_keys):
+        raise ConfigError(
+            f"no attester {index}: the config has {len(config.attester_keys)} attester keys"
+        )
+    try:
+        signer = fixed_address(evm_signer(config.attester_keys[index]))
+    except ValueError as exc:  # a signer whose address is no address
+        raise ConfigError(f"attester {index}: {exc}") from None
+    if signer.address not in config.committee.members:
+        raise ConfigError(f"attester {index} (0x{signer.address.hex()}) is not a committee member")
+    return signer
 
 
 async def run_attester(
@@ -274,17 +307,10 @@ async def run_attester(
     """Run attester ``index`` of the configuration: sign every origin's checkpoints, and do
     what each chain's family adds (approving deliveries to a Substrate chain). With
     ``metrics_port``, serve ``/metrics``, ``/healthz`` and ``/readyz`` on 127.0.0.1."""
-    if not 0 <= index < len(config.attester_keys):
-        raise ConfigError(
-            f"no attester {index}: the config has {len(config.attester_keys)} attester keys"
-        )
-    key = config.attester_keys[index].load()
-    signer = address_of(key)
-    if signer not in config.committee.members:
-        raise ConfigError(f"attester {index} (0x{signer.hex()}) is not a committee member")
+    signer = attester_signer(config, index)
     store = open_checkpoint_store(config.checkpoint_location)
     state = AttesterState()
-    context = AttesterContext(config, index, key, store, state, poll)
+    context = AttesterContext(config, index, signer, store, state, poll)
     async with trio.open_nursery() as nursery:
         if metrics_port is not None:
 
@@ -298,7 +324,7 @@ async def run_attester(
         for chain in config.chains:
             if chain.is_origin:
                 nursery.start_soon(
-                    partial(attest_origin, config, chain, key, store, state, poll=poll),
+                    partial(attest_origin, config, chain, signer, store, state, poll=poll),
                     name=f"{chain.name}_attest_loop",
                 )
             for duty in family_of(chain).attester_duties(chain, context):

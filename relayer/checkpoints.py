@@ -43,17 +43,11 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from light_clients.committee import (
-    EIP191_PREFIX,
-    Checkpoint,
-    address_of,
-    recover_signer,
-    sign_checkpoint,
-    sign_digest,
-)
+from light_clients.committee import EIP191_PREFIX, Checkpoint, recover_signer
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from relayer.ledger import PG_CONNECT_ARGS, set_local_timeouts, shown_database_url
+from relayer.signer import Signer, sign_digest_checked
 
 log = logging.getLogger("passerelle.checkpoints")
 
@@ -128,18 +122,21 @@ class SignedCheckpoint:
 
     @classmethod
     def create(
-        cls, key: bytes, checkpoint: Checkpoint, *, block_number: int, block_hash: bytes
+        cls, signer: Signer, checkpoint: Checkpoint, *, block_number: int, block_hash: bytes
     ) -> SignedCheckpoint:
-        """``key``'s signature over ``checkpoint``, and over the block it was read at."""
+        """``signer``'s signature over ``checkpoint``, and over the block it was read at, each
+        checked to recover to ``signer.address`` (:func:`relayer.signer.sign_digest_checked`;
+        SignerError otherwise): a signature by another key never reaches the store. Blocking
+        (a remote signer waits on I/O): trio code calls it through
+        ``adapters.signing.call_signer``."""
+        block_digest = attested_block_digest(checkpoint, block_number, block_hash)
         return cls(
             checkpoint=checkpoint,
-            signer=address_of(key),
-            signature=sign_checkpoint(key, checkpoint),
+            signer=signer.address,
+            signature=sign_digest_checked(signer, checkpoint.digest()),
             block_number=block_number,
             block_hash=block_hash,
-            block_signature=sign_digest(
-                key, attested_block_digest(checkpoint, block_number, block_hash)
-            ),
+            block_signature=sign_digest_checked(signer, block_digest),
         )
 
     def block_is_signed(self) -> bool:

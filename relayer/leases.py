@@ -52,21 +52,25 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import sqlalchemy as sa
 import trio
 from sqlalchemy.dialects import postgresql, sqlite
 
+from relayer.config import MAX_LEASE_SECONDS
 from relayer.ledger import (
     Fence,
     LeaseHolderRecord,
     LeaseLost,
     LeaseRecord,
     Ledger,
+    LedgerBusy,
     LedgerError,
+    _one_line,
     fenced_by,
 )
 
@@ -83,6 +87,16 @@ FORGET_AFTER = 20
 restarts comes back under a new name: the table must not grow with every restart)."""
 NAME_LIMIT = 64
 HOLDER_LIMIT = 128
+TOKEN_LIMIT = 2**53 - 1
+"""Fencing tokens stay below this (migration 0004's CHECK ``token < TOKEN_LIMIT``: a row at
+BIGINT's end would make every ``token + 1`` fail, so nobody could ever take the lease again;
+2**53 - 1 also survives a float on the way). The largest token a claim hands out is therefore
+``TOKEN_LIMIT - 1``, and a row must be below ``TOKEN_LIMIT - 1`` to be taken at all
+(:meth:`LeaseBoard._bad_token`)."""
+FROM_THE_FUTURE = MAX_LEASE_SECONDS
+"""A lease row that expires more than this after the database's now was not written by a
+relayer (none renews for longer than the longest configurable lease): a database member's
+garbage, taken as expired (with one WARNING line) rather than held for ever."""
 
 _L = LeaseRecord.__table__.c  # type: ignore[attr-defined]
 _H = LeaseHolderRecord.__table__.c  # type: ignore[attr-defined]
@@ -92,6 +106,42 @@ _HOLDER_TABLE: sa.Table = LeaseHolderRecord.__table__  # type: ignore[attr-defin
 
 class LeaseSetupError(ValueError):
     """Lease names, holder or period that cannot work (a programming or configuration error)."""
+
+
+class KeyInUse(LedgerError):
+    """Another live relayer holds this relayer's key lease (``key:<address>``): two processes
+    sending with one key take each other's nonces and replace each other's transactions.
+    Nothing was started."""
+
+
+class KeyHeld(KeyInUse):
+    """The key lease is held by another holder, unexpired, and was not seen renewed yet: that
+    holder may have died a moment ago (:func:`pin_key` waits to find out). ``seen`` is the row
+    as read (holder, token, expiry), ``wait`` the seconds until it expires."""
+
+    def __init__(self, message: str, seen: tuple[str, int, float], wait: float) -> None:
+        super().__init__(message)
+        self.seen = seen
+        self.wait = wait
+
+
+class KeyLeaseLost(LedgerError):
+    """This relayer's key lease was taken by another process (this one paused past it, then
+    another relayer started with the same key): it must stop at once, sending nothing more."""
+
+
+def shown_holder(holder: object) -> str:
+    """A holder name as it may be logged. The name comes from a database row any member can
+    write: control characters (a forged log line, a terminal escape) become ``?`` and the name
+    is cut to :data:`HOLDER_LIMIT` characters."""
+    text = "".join(c if c.isprintable() else "?" for c in str(holder)[: HOLDER_LIMIT + 1])
+    return text if len(text) <= HOLDER_LIMIT else text[:HOLDER_LIMIT] + "…"
+
+
+def key_lease_name(address: bytes) -> str:
+    """The lease a relayer holds for its whole life for the key it sends with (20-byte EVM
+    address): one key, one relay process."""
+    return "key:0x" + address.hex()
 
 
 def lease_period(configured: float | None, ledger: Ledger) -> float | None:
@@ -136,6 +186,8 @@ class Round:
     """Held leases beyond this relayer's share: stop their tasks, then release them."""
     live: int = 1
     share: int = 0
+    pinned_lost: tuple[Fence, ...] = ()
+    """Pinned leases (:meth:`LeaseBoard.pin`) that could not be renewed: the relayer stops."""
 
 
 class LeaseBoard:
@@ -170,6 +222,11 @@ class LeaseBoard:
         self.lease_seconds = float(lease_seconds)
         self._clock = clock
         self._postgres = ledger.engine.dialect.name == "postgresql"
+        self.pinned: dict[str, Fence] = {}
+        """Leases held for the relayer's whole life (:meth:`pin`), renewed every round, never
+        balanced nor given back before :meth:`leave`."""
+        self._reported: set[tuple[str, str]] = set()
+        # (lease or holder, problem) already logged: a bad row is reported once, not per round.
 
     @property
     def round_seconds(self) -> float:
@@ -178,15 +235,30 @@ class LeaseBoard:
 
     # ---- the round -------------------------------------------------------------------------
 
-    def round(self, held: Mapping[str, Fence]) -> Round:
+    def round(self, held: Mapping[str, Fence], avoid: Collection[str] = ()) -> Round:
         """Heartbeat, renew ``held``, balance and claim, in one transaction (module docstring).
 
         ``held`` is what the caller believes it holds; the answer says which of those are
-        renewed and which are lost, what was claimed, and what is beyond this relayer's share."""
+        renewed and which are lost, what was claimed, and what is beyond this relayer's share.
+        Leases in ``avoid`` are not claimed (the keeper's backoff after LedgerBusy)."""
         with self.ledger.lease_transaction() as connection:
             now = self._now(connection)
             self._create_rows(connection, now)
             self._heartbeat(connection, now)
+            # A pinned lease is renewed even past its expiry while its row still has this
+            # holder and token: it fences no ledger write, it only says whose key this is, and
+            # an unchanged token proves nobody pinned it meanwhile (a relayer frozen for a
+            # while goes on; one whose key another process took stops).
+            pinned_lost = tuple(
+                fence
+                for fence in self.pinned.values()
+                if not self._renew(connection, fence, now, expired_too=True)
+            )
+            if pinned_lost:
+                # This relayer is about to stop (LeaseKeeper raises KeyLeaseLost): it renews
+                # and claims nothing more, so it leaves no lease behind that nobody runs; what
+                # it held its keeper gives back on the way out (leave()).
+                return Round(now, pinned_lost=pinned_lost)
             renewed: list[Fence] = []
             lost: list[Fence] = []
             for fence in sorted(held.values(), key=lambda f: f.name):
@@ -196,9 +268,54 @@ class LeaseBoard:
             surplus = tuple(renewed[share:]) if len(renewed) > share else ()
             claimed: tuple[Claim, ...] = ()
             if len(renewed) < share:
-                keep = {fence.name for fence in renewed}
-                claimed = self._claim(connection, now, share - len(renewed), keep)
-            return Round(now, tuple(renewed), tuple(lost), claimed, surplus, live, share)
+                skip = {fence.name for fence in renewed} | set(avoid)
+                claimed = self._claim(connection, now, share - len(renewed), skip)
+            return Round(
+                now, tuple(renewed), tuple(lost), claimed, surplus, live, share, pinned_lost
+            )
+
+    def pin(self, name: str, *, seen: tuple[str, int, float] | None = None) -> Fence:
+        """Take lease ``name`` for this relayer's whole life (its key's: :func:`key_lease_name`)
+        and renew it every round from now on. One attempt; nothing is taken when it raises:
+
+        - :class:`KeyHeld` while another holder has it unexpired (a holder that died frees it
+          when it expires, at most a lease period after its last round: :func:`pin_key` waits
+          for that, passing the row it saw back as ``seen``);
+        - :class:`KeyInUse` (one line) if the row differs from ``seen``: its holder renewed it
+          meanwhile, so it is alive and sends with this key; or if the row is unusable."""
+        if not 0 < len(name) <= NAME_LIMIT or name in self.names:
+            raise LeaseSetupError(
+                f"a pinned lease needs its own name of 1 to {NAME_LIMIT} characters"
+            )
+        with self.ledger.lease_transaction() as connection:
+            now = self._now(connection)
+            self._create(connection, now, [name])
+            row = sa.select(_L.holder, _L.token, _L.expires_at).where(_L.name == name)
+            if self._postgres:
+                row = row.with_for_update()  # two starting at once: the second sees the first
+            holder, token, expires_at = connection.execute(row).one()
+            if self._bad_token(name, token):
+                raise KeyInUse(f"lease {name}: its row is unusable (token {token}); see the log")
+            if holder not in (None, self.holder) and now < expires_at <= now + FROM_THE_FUTURE:
+                current = (holder, token, expires_at)
+                if seen is not None and current != seen:
+                    raise KeyInUse(
+                        f"another relayer ({shown_holder(holder)}) is running with this key "
+                        f"({name}, renewed while this one waited): stop it first, or give "
+                        "each relayer its own key (--index)"
+                    )
+                raise KeyHeld(
+                    f"lease {name} is held by {shown_holder(holder)} for "
+                    f"{expires_at - now:.1f} s more",
+                    current,
+                    expires_at - now,
+                )
+            if not self._take(connection, name, token, now):  # pragma: no cover - the row is
+                # locked (FOR UPDATE on PG, the file on SQLite): nobody can have moved it
+                raise KeyInUse(f"lease {name} moved while this relayer took it; start it again")
+        fence = Fence(name, self.holder, token + 1)
+        self.pinned[name] = fence
+        return fence
 
     def release(self, fences: Sequence[Fence]) -> int:
         """Give leases back (their tasks have stopped): free at once for any relayer, and any
@@ -222,8 +339,10 @@ class LeaseBoard:
 
     def leave(self, fences: Sequence[Fence]) -> None:
         """On a clean stop: release ``fences`` and remove this relayer from the live ones, so
-        that the others take its share at their next round instead of a lease period later."""
-        self.release(fences)
+        that the others take its share at their next round instead of a lease period later.
+        The pinned leases (:meth:`pin`) are released too: the key is free for a new process."""
+        self.release([*fences, *self.pinned.values()])
+        self.pinned.clear()
         with self.ledger.lease_transaction() as connection:
             connection.execute(sa.delete(_HOLDER_TABLE).where(_H.holder == self.holder))
 
@@ -256,9 +375,10 @@ class LeaseBoard:
         Only the missing ones are inserted: on PostgreSQL an ``INSERT … ON CONFLICT`` meeting a
         row that another transaction has locked waits for it, and a fenced write holds its
         lease row until it commits — a claim must skip that row, not queue behind it."""
-        existing = set(
-            connection.execute(sa.select(_L.name).where(_L.name.in_(self.names))).scalars()
-        )
+        self._create(connection, now, self.names)
+
+    def _create(self, connection: sa.Connection, now: float, names: Sequence[str]) -> None:
+        existing = set(connection.execute(sa.select(_L.name).where(_L.name.in_(names))).scalars())
         rows = [
             {
                 "name": name,
@@ -268,7 +388,7 @@ class LeaseBoard:
                 "claimed_at": now,
                 "updated_at": now,
             }
-            for name in self.names
+            for name in names
             if name not in existing
         ]
         if rows:
@@ -279,13 +399,28 @@ class LeaseBoard:
         connection.execute(
             insert.on_conflict_do_update(index_elements=["holder"], set_={"seen_at": now})
         )
-        connection.execute(
-            sa.delete(_HOLDER_TABLE).where(_H.seen_at < now - FORGET_AFTER * self.lease_seconds)
+        # Long-silent relayers, and rows "seen" in the future (no relayer writes those: a
+        # database member's garbage, which would count as live and shrink every share).
+        stale = sa.select(_H.holder).where(
+            sa.or_(
+                _H.seen_at < now - FORGET_AFTER * self.lease_seconds,
+                _H.seen_at > now + self.lease_seconds,
+            )
         )
+        if self._postgres:
+            # A row another transaction holds (a relayer frozen mid-round, until the server
+            # ends its session) is skipped, not waited for: the next round deletes it.
+            stale = stale.with_for_update(skip_locked=True)
+        doomed = list(connection.execute(stale).scalars())
+        if doomed:
+            connection.execute(sa.delete(_HOLDER_TABLE).where(_H.holder.in_(doomed)))
 
-    def _renew(self, connection: sa.Connection, fence: Fence, now: float) -> bool:
+    def _renew(
+        self, connection: sa.Connection, fence: Fence, now: float, *, expired_too: bool = False
+    ) -> bool:
         # Only an unexpired lease: once expired it may have been taken (or be taken next), and
         # a task must never believe it holds a lease across a gap.
+        unexpired = sa.true() if expired_too else _L.expires_at > now
         return (
             connection.execute(
                 sa.update(_LEASE_TABLE)
@@ -293,7 +428,7 @@ class LeaseBoard:
                     _L.name == fence.name,
                     _L.holder == fence.holder,
                     _L.token == fence.token,
-                    _L.expires_at > now,
+                    unexpired,
                 )
                 .values(expires_at=now + self.lease_seconds, updated_at=now)
             ).rowcount
@@ -303,22 +438,30 @@ class LeaseBoard:
     def _live(self, connection: sa.Connection, now: float) -> int:
         """Relayers seen within a lease period, this one included (it just beat)."""
         count = connection.execute(
-            sa.select(sa.func.count()).where(_H.seen_at >= now - self.lease_seconds)
+            sa.select(sa.func.count()).where(
+                _H.seen_at >= now - self.lease_seconds, _H.seen_at <= now + self.lease_seconds
+            )
         ).scalar_one()
         return max(1, int(count))
 
     def _claim(
-        self, connection: sa.Connection, now: float, wanted: int, keep: set[str]
+        self, connection: sa.Connection, now: float, wanted: int, skip: set[str]
     ) -> tuple[Claim, ...]:
-        """Take up to ``wanted`` free or expired leases of this relayer's ``names``.
+        """Take up to ``wanted`` free or expired leases of this relayer's ``names`` but
+        ``skip`` (those renewed this round, and those avoided).
 
-        A row this relayer holds but is not renewing (``keep`` lacks it: its task stopped on
-        its own) counts as free too: it is taken again under the next token."""
+        A row this relayer holds but is not renewing (its task stopped on its own) counts as
+        free too: it is taken again under the next token."""
         candidates = (
             sa.select(_L.name, _L.holder, _L.token, _L.expires_at)
             .where(
-                _L.name.in_([name for name in self.names if name not in keep]),
-                sa.or_(_L.holder.is_(None), _L.expires_at <= now, _L.holder == self.holder),
+                _L.name.in_([name for name in self.names if name not in skip]),
+                sa.or_(
+                    _L.holder.is_(None),
+                    _L.expires_at <= now,
+                    _L.expires_at > now + FROM_THE_FUTURE,  # garbage: see FROM_THE_FUTURE
+                    _L.holder == self.holder,
+                ),
             )
             .order_by(_L.name)
             .limit(wanted)
@@ -329,7 +472,47 @@ class LeaseBoard:
             candidates = candidates.with_for_update(skip_locked=True)
         claims: list[Claim] = []
         for name, holder, token, expires_at in connection.execute(candidates).all():
-            taken = connection.execute(
+            if self._bad_token(name, token):
+                continue
+            if expires_at > now + FROM_THE_FUTURE:
+                self._report(
+                    name,
+                    "expiry",
+                    f"leases: {name} claims to be held by {shown_holder(holder)} until "
+                    f"{expires_at!r}, beyond any lease: taken as expired",
+                )
+            try:
+                # Its own SAVEPOINT: a row the database refuses to hand over (a constraint or a
+                # trigger this code does not know) costs that one claim, never the round's
+                # renewals of every other lease in the same transaction.
+                with connection.begin_nested():
+                    taken = self._take(connection, name, token, now)
+            except sa.exc.IntegrityError as refused:
+                self._report(
+                    name,
+                    "refused",
+                    f"leases: {name} cannot be taken, the database refuses it: "
+                    f"{shown_holder(_one_line(refused.orig))}",
+                )
+                continue
+            if not taken:  # pragma: no cover - the row is locked (PG) or the file is (SQLite):
+                continue  # nobody can have moved it
+            previous = shown_holder(holder) if holder not in (None, self.holder) else None
+            claims.append(
+                Claim(
+                    Fence(name, self.holder, token + 1),
+                    previous,
+                    min(max(0.0, now - expires_at), FROM_THE_FUTURE)
+                    if previous is not None
+                    else 0.0,
+                )
+            )
+        return tuple(claims)
+
+    def _take(self, connection: sa.Connection, name: str, token: int, now: float) -> bool:
+        """Hand lease ``name`` (at ``token``) to this relayer under the next token."""
+        return (
+            connection.execute(
                 sa.update(_LEASE_TABLE)
                 .where(_L.name == name, _L.token == token)
                 .values(
@@ -340,17 +523,56 @@ class LeaseBoard:
                     updated_at=now,
                 )
             ).rowcount
-            if taken != 1:  # pragma: no cover - the row is locked (PG) or the file is (SQLite)
-                continue
-            previous = holder if holder not in (None, self.holder) else None
-            claims.append(
-                Claim(
-                    Fence(name, self.holder, token + 1),
-                    previous,
-                    max(0.0, now - expires_at) if previous is not None else 0.0,
-                )
+            == 1
+        )
+
+    def _bad_token(self, name: str, token: int) -> bool:
+        """A token that cannot be taken: negative (no relayer hands one out), or so large that
+        ``token + 1`` would break the CHECK (``TOKEN_LIMIT - 2`` is the last one that can be
+        taken: the CHECK itself admits ``TOKEN_LIMIT - 1``, a row a member can plant). Reported
+        once, in one line, and the row left alone; on a database without migration 0004's
+        CHECK it also keeps tokens exact as floats."""
+        if 0 <= token < TOKEN_LIMIT - 1:
+            return False
+        self._report(
+            name, "token", f"leases: {name} has token {token}, outside 0..{TOKEN_LIMIT - 2}"
+        )
+        return True
+
+    def _report(self, subject: str, problem: str, line: str) -> None:
+        if (subject, problem) not in self._reported:
+            self._reported.add((subject, problem))
+            log.warning("%s (a row no relayer wrote; check who writes this database)", line)
+
+
+async def pin_key(board: LeaseBoard, name: str, limiter: trio.CapacityLimiter) -> Fence:
+    """:meth:`LeaseBoard.pin` ``name``, waiting for a holder that may have died.
+
+    A relayer restarted right after it was killed (a supervisor restarts it within
+    milliseconds) finds its own dead process's key lease, unexpired for up to a lease period.
+    Refusing at once would fail the restart, and a supervisor that gives up after a few quick
+    failures would leave the relay stopped for good. So this polls once a round, saying so in
+    one line: if the row expires unchanged, the holder is dead and the lease is taken (next
+    token); if the holder renews it (the row changes), it is alive and this raises
+    :class:`KeyInUse`. At most the holder's remaining lease plus a round. Cancellable between
+    attempts (each attempt is one short transaction in a worker thread)."""
+    seen: tuple[str, int, float] | None = None
+    while True:
+        try:
+            return await trio.to_thread.run_sync(
+                partial(board.pin, name, seen=seen), limiter=limiter
             )
-        return tuple(claims)
+        except KeyHeld as held:
+            if seen is None:
+                log.warning(
+                    "%s: waiting up to %.1f s to see whether it is alive (it renews: this "
+                    "relayer stops) or died (it expires: this relayer takes it)",
+                    held,
+                    held.wait + board.round_seconds,
+                )
+            seen = held.seen
+            # Wake just past its expiry when that comes before the next round.
+            await trio.sleep(min(board.round_seconds, held.wait + 0.05))
 
 
 # --------------------------------------------------------------------------------------------
@@ -378,8 +600,14 @@ class LeaseKeeper:
 
     Each task runs in a cancel scope with a deadline (the module docstring, "Stopping in
     time") and under :func:`relayer.ledger.fenced_by` its lease. A task that ends with
-    :class:`LeaseLost` (its fenced write was refused) or at its deadline gives the lease up;
-    any other exception a task raises ends the keeper and the relayer, as without leases.
+    :class:`LeaseLost` (its fenced write was refused), with :class:`LedgerBusy` (a write that
+    waited longer than its bound: a frozen writer holds the database) or at its deadline gives
+    the lease up, and a later round claims it again (this relayer or another; after LedgerBusy
+    the lease is released at once and this relayer leaves it to the others for a lease
+    period); any other
+    exception a task raises ends the keeper and the relayer, as without leases. A pinned lease
+    (:meth:`LeaseBoard.pin`, the relayer's key) that cannot be renewed ends the relayer with
+    :class:`KeyLeaseLost`: another process now sends with its key.
     """
 
     def __init__(
@@ -397,6 +625,9 @@ class LeaseKeeper:
         self.held: dict[str, Fence] = {}
         """Leases held (claimed or renewed, not lost nor given back), by name."""
         self._running: dict[str, _Running] = {}
+        self._cooling: dict[str, float] = {}
+        # Lease name -> trio time until which it is not claimed again (its task met LedgerBusy:
+        # give a relayer whose database path is quicker a lease period to take it).
         # Rounds never queue behind the relayer's own ledger calls (its limiter of one).
         self._limiter = trio.CapacityLimiter(1)
 
@@ -428,14 +659,25 @@ class LeaseKeeper:
             async with trio.open_nursery() as nursery:
                 while True:
                     began = trio.current_time()
+                    avoid = {name for name, until in self._cooling.items() if until > began}
+                    self._cooling = {name: self._cooling[name] for name in avoid}
                     try:
                         result = await trio.to_thread.run_sync(
-                            self.board.round, dict(self.held), limiter=self._limiter
+                            self.board.round, dict(self.held), avoid, limiter=self._limiter
                         )
                     except LedgerError as exc:
                         # The tasks stop at their deadlines if this goes on: nothing else to do.
                         log.warning("leases: round failed: %s", exc)
                     else:
+                        if result.pinned_lost:
+                            # Tasks are cancelled by the nursery on the way out; the pinned
+                            # lease is not ours, so leave() must not touch it.
+                            lost = result.pinned_lost[0]
+                            self.board.pinned.pop(lost.name, None)
+                            raise KeyLeaseLost(
+                                f"lease {lost.name} was taken by another relayer (this one "
+                                "paused past it?): stopping, it sends with the same key"
+                            )
                         await self._apply(result, began, nursery)
                     await trio.sleep_until(began + self.board.round_seconds)
         finally:
@@ -521,6 +763,19 @@ class LeaseKeeper:
                 log.info("leases: %s has nothing left to do; holding it idle", fence.name)
         except* LeaseLost:
             self._lost(fence, "a fenced write found another holder")
+        except* LedgerBusy as busy:
+            # The relayer lives on. The lease is given back at once and not claimed here for a
+            # lease period: re-claimed at the next round it would flap for ever on a slow
+            # database path (each time a new connection, signer, settle), while a relayer that
+            # writes in time never got it. Freeing it is best effort: the lease transaction
+            # takes no write lock, but the database may still be too slow; then it expires.
+            first = busy.exceptions[0]
+            self._lost(fence, f"the ledger did not take a write in time ({first}); given up")
+            self._cooling[fence.name] = trio.current_time() + self.board.lease_seconds
+            try:
+                await trio.to_thread.run_sync(self.board.release, [fence], limiter=self._limiter)
+            except LedgerError as exc:
+                log.warning("leases: could not give %s back: %s", fence.name, exc)
         finally:
             if self._running.get(fence.name) is running:
                 del self._running[fence.name]

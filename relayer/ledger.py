@@ -52,6 +52,7 @@ from typing import Any, ClassVar, Final, TypeGuard
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import registry
 from sqlmodel import Field, Session, SQLModel, col, delete, func, select
@@ -102,7 +103,7 @@ __all__ = [
     "open_ledger",
 ]
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 5
 """The schema revision this code reads and writes: the ordinal of the newest Alembic revision
 in ``relayer/migrations/versions`` (``0001`` is 1; a test keeps them equal). Also stored in
 ``ledger_meta.schema_version``, which Passerelle releases older than Alembic check."""
@@ -229,6 +230,7 @@ class TxStatus(enum.StrEnum):
 
 
 _S = MessageStatus
+_STATUS_VALUES: Final = frozenset(status.value for status in MessageStatus)
 TRANSITIONS: Final[Mapping[MessageStatus, frozenset[MessageStatus]]] = MappingProxyType(
     {
         _S.DISCOVERED: frozenset({_S.FINAL, _S.SKIPPED, _S.DELIVERED}),
@@ -343,6 +345,9 @@ class MessageRecord(_LedgerModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("origin", "nonce", name="uq_messages_origin_nonce"),
         sa.Index("ix_messages_status_lane", "status", "destination", "origin", "nonce"),
+        # by_status(status, origin=...): one origin's messages in one status, in nonce order,
+        # without walking that origin's delivered history (revision 0005).
+        sa.Index("ix_messages_status_origin", "status", "origin", "nonce"),
         sa.Index("ix_messages_retry", "status", "next_attempt_at"),
         sa.Index("ix_messages_source_block", "origin", "source_block_number"),
     )
@@ -454,6 +459,23 @@ class TransactionRecord(_LedgerModel, table=True):
     updated_at: float = _column(sa.Float)
 
 
+class MessageCount(_LedgerModel, table=True):
+    """How many messages a route has in a status (table ``message_counts``, revision 0005).
+
+    Kept by triggers on ``messages`` inside the transaction that changes them, so whoever
+    writes (a relayer, an operator's command, a migration) keeps it right; nothing in Python
+    writes it. :meth:`Ledger.counts_by_status` reads it instead of counting every message,
+    which at a ledger of billions of delivered rows no poll or /metrics scrape could afford.
+    """
+
+    __tablename__ = "message_counts"
+
+    origin: int = _column(sa.BigInteger, primary_key=True, autoincrement=False)
+    destination: int = _column(sa.BigInteger, primary_key=True, autoincrement=False)
+    status: str = _column(sa.String(16), primary_key=True)
+    count: int = _column(sa.BigInteger)
+
+
 class TransactionMessageLink(_LedgerModel, table=True):
     """Which messages a transaction carries (table ``transaction_messages``)."""
 
@@ -505,6 +527,19 @@ class LeaseRecord(_LedgerModel, table=True):
     relayers"). Times are the database's clock, so relayers on several machines agree."""
 
     __tablename__ = "leases"
+    # Revision 0004: rows no relayer writes (a hostile database member's) are refused.
+    __table_args__ = (
+        sa.CheckConstraint("token >= 0 AND token < 9007199254740991", name="ck_leases_token"),
+        sa.CheckConstraint("length(name) BETWEEN 1 AND 64", name="ck_leases_name"),
+        sa.CheckConstraint(
+            "holder IS NULL OR length(holder) BETWEEN 1 AND 128", name="ck_leases_holder"
+        ),
+        sa.CheckConstraint(
+            "expires_at >= 0 AND expires_at < 100000000000 AND claimed_at >= 0 AND "
+            "claimed_at < 100000000000 AND updated_at >= 0 AND updated_at < 100000000000",
+            name="ck_leases_times",
+        ),
+    )
 
     name: str = _column(sa.String(64), primary_key=True)  # "scan:<domain>", "deliver:<domain>"…
     holder: str | None = _optional(sa.String(128))  # the relayer process holding it; None: free
@@ -519,6 +554,14 @@ class LeaseHolderRecord(_LedgerModel, table=True):
     ``lease_holders``): the ones seen within a lease period divide the leases between them."""
 
     __tablename__ = "lease_holders"
+    __table_args__ = (
+        sa.CheckConstraint("length(holder) BETWEEN 1 AND 128", name="ck_lease_holders_holder"),
+        sa.CheckConstraint(
+            "seen_at >= 0 AND seen_at < 100000000000 AND started_at >= 0 AND "
+            "started_at < 100000000000",
+            name="ck_lease_holders_times",
+        ),
+    )
 
     holder: str = _column(sa.String(128), primary_key=True)
     seen_at: float = _column(sa.Float)
@@ -537,7 +580,7 @@ its tables are neither the ledger's business nor a sign that the database is not
 The tables, their constraints and the append-only triggers on ``status_events`` are created by
 the Alembic revisions in :data:`MIGRATIONS_DIR`, never from these models directly."""
 
-_V1_TABLES: Final = LEDGER_TABLES - {"leases", "lease_holders"}
+_V1_TABLES: Final = LEDGER_TABLES - {"leases", "lease_holders", "message_counts"}
 """Revision 0001's tables: exactly what a ledger made before migrations holds."""
 
 
@@ -686,9 +729,10 @@ def _is_corruption(error: BaseException) -> bool:
 
 
 def _is_busy(error: BaseException) -> bool:
-    """SQLite's "database is locked"/"busy", or PostgreSQL's lock timeout (SQLSTATE 55P03)."""
+    """SQLite's "database is locked"/"busy", or PostgreSQL's lock timeout (SQLSTATE 55P03) or
+    statement timeout (57014: :attr:`Ledger.write_timeout`, a write that waited too long)."""
     text = str(error).lower()
-    if getattr(getattr(error, "orig", None), "sqlstate", None) == "55P03":
+    if getattr(getattr(error, "orig", None), "sqlstate", None) in ("55P03", "57014"):
         return True
     return "locked" in text or "busy" in text or "lock timeout" in text
 
@@ -1013,6 +1057,8 @@ class _Operations:
         is known once signed): after a crash the relayer then finds it and asks the chain,
         instead of forgetting a transaction that may land. Idempotent for the same
         ``(chain, hash)``. With ``tx.replaces``, the replaced transaction is marked ``replaced``.
+        A transaction recorded again after it was marked ``failed`` without a block (its
+        broadcast refused) is ``pending`` again: the same signed bytes are being sent once more.
         """
         chain = _uint(tx.chain, "chain", 32)
         tx_hash = _hex(tx.hash, 32, "transaction hash")
@@ -1044,6 +1090,18 @@ class _Operations:
                     replaces=replaces,
                     updated_at=now,
                 )
+                session.add(row)
+                session.flush()
+            elif row.status is TxStatus.FAILED and row.block_number is None:
+                # Refused at broadcast (or not found after a restart), never in a block: its
+                # nonce is unused, and the next round signs the same batch at the same nonce and,
+                # on a quiet chain, the same fees: byte for byte this transaction again. It is
+                # pending once more; refusing it here wedged the lane until the fees moved.
+                row.status = TxStatus.PENDING
+                row.error = None
+                row.confirmed_at = None
+                row.submitted_at = now
+                row.updated_at = now
                 session.add(row)
                 session.flush()
             if ids:
@@ -1175,16 +1233,22 @@ class _Operations:
     def counts_by_status(
         self, *, origin: int | None = None, destination: int | None = None
     ) -> dict[MessageStatus, int]:
-        """Return the number of messages in every status (zeros included), for metrics."""
-        query = select(MessageRecord.status, func.count()).group_by(col(MessageRecord.status))
+        """Return the number of messages in every status (zeros included), for metrics.
+
+        Read from ``message_counts`` (:class:`MessageCount`): one row per route and status,
+        so the cost is the number of routes, not of messages ever relayed."""
+        query = select(MessageCount.status, func.sum(MessageCount.count)).group_by(
+            col(MessageCount.status)
+        )
         if origin is not None:
-            query = query.where(MessageRecord.origin == origin)
+            query = query.where(MessageCount.origin == origin)
         if destination is not None:
-            query = query.where(MessageRecord.destination == destination)
+            query = query.where(MessageCount.destination == destination)
         counts = dict.fromkeys(MessageStatus, 0)
         with self._reading() as session:
             for status, count in session.exec(query):
-                counts[MessageStatus(status)] = count
+                if status in _STATUS_VALUES:  # a row no trigger writes is not a status we show
+                    counts[MessageStatus(status)] = int(count)
         return counts
 
     def pending_by_route(self) -> list[tuple[int, int, int, float]]:
@@ -1236,15 +1300,17 @@ class _Operations:
             query = query.where(MessageRecord.status == MessageStatus(status))
         if after is not None:
             after_origin, after_nonce = after
-            query = query.where(
-                sa.or_(
-                    col(MessageRecord.origin) > after_origin,
-                    sa.and_(
-                        col(MessageRecord.origin) == after_origin,
-                        col(MessageRecord.nonce) > after_nonce,
-                    ),
+            if origin == after_origin:
+                # The common page (one origin's next messages): a plain range on the nonce,
+                # which every planner turns into an index range. The general OR below made
+                # SQLite walk all of the origin's history on every follow() round.
+                query = query.where(col(MessageRecord.nonce) > after_nonce)
+            else:
+                # A row-value comparison: one index range on (origin, nonce) on both databases.
+                query = query.where(
+                    sa.tuple_(col(MessageRecord.origin), col(MessageRecord.nonce))
+                    > sa.tuple_(sa.literal(after_origin), sa.literal(after_nonce))
                 )
-            )
         query = query.order_by(col(MessageRecord.origin), col(MessageRecord.nonce)).limit(limit)
         with self._reading() as session:
             return list(session.exec(query).all())
@@ -1475,10 +1541,15 @@ def _apply_transition(
             raise UnknownRecord("checkpoint", [checkpoint_id])
     carriers: dict[int, TransactionRecord] = {}
     if to is MessageStatus.SUBMITTED:
+        # By (chain, hash), the unique key: the hash alone has no index, and looking it up
+        # read every transaction ever recorded on each submit.
+        chains = sorted({states[mid].destination for mid in ids})
         carriers = {
             tx.chain: tx
             for tx in session.exec(
-                select(TransactionRecord).where(TransactionRecord.hash == tx_hash)
+                select(TransactionRecord).where(
+                    col(TransactionRecord.chain).in_(chains), TransactionRecord.hash == tx_hash
+                )
             ).all()
         }
 
@@ -1530,15 +1601,17 @@ def _apply_transition(
         values["checkpoint_id"] = None  # re-queued from scratch: it must be attested again
     if tx_hash is not None:
         values["delivery_tx_hash"] = tx_hash
+    if to is MessageStatus.SUBMITTED:
+        # Counted in the same UPDATE (one round trip less while the write lock is held): the
+        # right-hand side reads the row as it was, so only a message entering ``submitted``
+        # counts an attempt, not a replacement transaction's ``submitted -> submitted``.
+        values["attempts"] = sa.case(
+            (m.status == MessageStatus.SUBMITTED.value, m.attempts), else_=m.attempts + 1
+        )
     moving_ids = [state.id for state in moving]
     for chunk in _chunks(moving_ids):
         connection.execute(sa.update(_MESSAGES).where(m.id.in_(chunk)).values(**values))
     if to is MessageStatus.SUBMITTED:
-        entering = [s.id for s in moving if s.status is not MessageStatus.SUBMITTED]
-        for chunk in _chunks(entering):
-            connection.execute(
-                sa.update(_MESSAGES).where(m.id.in_(chunk)).values(attempts=m.attempts + 1)
-            )
         _link(connection, carriers, moving)
 
     connection.execute(
@@ -1571,29 +1644,23 @@ def _apply_transition(
 def _link(
     connection: sa.Connection, carriers: Mapping[int, TransactionRecord], moving: Sequence[_State]
 ) -> None:
-    """Record which transaction carries each message (once per pair)."""
-    links = _LINKS.c
+    """Record which transaction carries each message (once per pair).
+
+    One ``INSERT ... ON CONFLICT DO NOTHING`` (both databases have it): a pair already there
+    (the same transaction carrying the message again after a crash) is left as it is, without
+    a SELECT first, which was one more round trip while the write lock is held."""
     wanted: set[tuple[int, str]] = set()
     for state in moving:
         carrier_id = carriers[state.destination].id
         assert carrier_id is not None
         wanted.add((carrier_id, state.id))
-    for carrier_id in {c for c, _ in wanted}:
-        mids = [mid for c, mid in wanted if c == carrier_id]
-        for chunk in _chunks(mids):
-            wanted.difference_update(
-                (carrier_id, mid)
-                for (mid,) in connection.execute(
-                    sa.select(links.message_id).where(
-                        links.transaction_id == carrier_id, links.message_id.in_(chunk)
-                    )
-                )
-            )
-    if wanted:
-        connection.execute(
-            sa.insert(_LINKS),
-            [{"transaction_id": c, "message_id": mid} for c, mid in sorted(wanted)],
-        )
+    if not wanted:
+        return
+    dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    connection.execute(
+        dialect_insert(_LINKS).on_conflict_do_nothing(),
+        [{"transaction_id": c, "message_id": mid} for c, mid in sorted(wanted)],
+    )
 
 
 def _find_tx(session: Session, chain: int, tx_hash: str) -> TransactionRecord | None:
@@ -1681,6 +1748,13 @@ class Ledger(_Operations):
         self.require_fence = False
         """Refuse every write not fenced by a lease (:func:`fenced_by`): set by a relayer that
         shares its routes with others through leases, where such a write is a bug."""
+        self.write_timeout: float | None = None
+        """PostgreSQL: the ``statement_timeout`` (seconds) of every statement of a write or a
+        lease round, waiting for locks included; past it the write fails as
+        :class:`LedgerBusy`. Set by a leasing relayer to about a quarter lease: a task whose
+        write is stuck behind a frozen writer then gives its lease up (relayer/leases.py)
+        long before the lease could expire, instead of waiting ``busy_timeout``. None: writes
+        are bounded by ``busy_timeout`` (lock waits) only, as without leases."""
         # SQLite applies it per connection (PRAGMA busy_timeout); PostgreSQL per transaction,
         # as the lock_timeout of the advisory lock every writer takes (see _writing).
         self._busy_ms = max(1, int(busy_timeout * 1000))
@@ -1807,7 +1881,12 @@ class Ledger(_Operations):
                     # Without a lock_timeout a writer behind a stuck one would wait for ever;
                     # with it, it gets LedgerBusy after busy_timeout, as on SQLite.
                     connection = session.connection()
-                    set_local_timeouts(connection, lock_ms=self._busy_ms, idle_ms=self._idle_ms)
+                    set_local_timeouts(
+                        connection,
+                        lock_ms=self._busy_ms,
+                        idle_ms=self._idle_ms,
+                        statement_ms=self._write_statement_ms(),
+                    )
                     connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
                 fence = _FENCE.get()
                 if fence is not None:
@@ -1823,6 +1902,9 @@ class Ledger(_Operations):
         except sa_exc.IntegrityError as error:
             raise LedgerError(f"constraint violated: {error.orig}") from error
 
+    def _write_statement_ms(self) -> int | None:
+        return None if self.write_timeout is None else max(1, int(self.write_timeout * 1000))
+
     @contextmanager
     def lease_transaction(self) -> Iterator[sa.Connection]:
         """One write transaction on the lease tables only (relayer/leases.py).
@@ -1835,7 +1917,12 @@ class Ledger(_Operations):
         try:
             with self._write_engine.begin() as connection:
                 if self._postgres:
-                    set_local_timeouts(connection, lock_ms=self._busy_ms, idle_ms=self._idle_ms)
+                    set_local_timeouts(
+                        connection,
+                        lock_ms=self._busy_ms,
+                        idle_ms=self._idle_ms,
+                        statement_ms=self._write_statement_ms(),
+                    )
                 yield connection
         except sa_exc.IntegrityError as error:
             raise LedgerError(f"constraint violated: {error.orig}") from error
@@ -1857,6 +1944,11 @@ class Ledger(_Operations):
 
 
 def _translate(error: sa_exc.DBAPIError) -> LedgerError:
+    if getattr(error.orig, "sqlstate", None) == "57014":
+        # A statement timeout (or pg_cancel_backend): it says how long, not who held what.
+        return LedgerBusy(
+            f"ledger statement cancelled after its time bound: {_one_line(error.orig)}"
+        )
     if _is_busy(error):
         return LedgerBusy(
             f"ledger is busy (another process holds the write lock): {_one_line(error.orig)}"
@@ -1905,15 +1997,18 @@ def set_local_timeouts(
     """Bound the current PostgreSQL transaction: ``lock_timeout`` (waiting for any lock,
     advisory ones included), ``statement_timeout`` and ``idle_in_transaction_session_timeout``
     (the server ends the session of a transaction left idle that long, releasing its locks), all
-    ``SET LOCAL`` so they end with the transaction and never leak into a pooled connection's
-    next user."""
-    if lock_ms is not None:
-        connection.exec_driver_sql(f"SET LOCAL lock_timeout = {max(1, int(lock_ms))}")
-    if statement_ms is not None:
-        connection.exec_driver_sql(f"SET LOCAL statement_timeout = {max(1, int(statement_ms))}")
-    if idle_ms is not None:
-        connection.exec_driver_sql(
-            f"SET LOCAL idle_in_transaction_session_timeout = {max(1, int(idle_ms))}"
+    local (``set_config(..., true)``, as ``SET LOCAL``) so they end with the transaction and
+    never leak into a pooled connection's next user. One statement for all three: every ledger
+    write transaction starts with this, and each round trip lengthens it."""
+    settings = {
+        "lock_timeout": lock_ms,
+        "statement_timeout": statement_ms,
+        "idle_in_transaction_session_timeout": idle_ms,
+    }
+    chosen = {name: f"{max(1, int(ms))}" for name, ms in settings.items() if ms is not None}
+    if chosen:
+        connection.execute(
+            sa.select(*(func.set_config(name, value, True) for name, value in chosen.items()))
         )
 
 

@@ -49,6 +49,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from adapters.rpc import EndpointHealth
+from adapters.signing import signer_health
 
 log = logging.getLogger(__name__)
 
@@ -570,7 +571,18 @@ def _loop_exposition(heartbeat: Heartbeat) -> str:
         f"Worst lateness of the trio loop over the last {LOOP_WINDOW:g} s (see /healthz).",
         value=heartbeat.lag(),
     )
-    return _exposition(_Families([lag]))
+    signers = signer_health()  # this process's signer calls (adapters/signing.py)
+    stuck = GaugeMetricFamily(
+        "passerelle_signer_stuck_calls",
+        f"Signer calls abandoned after their timeout that never returned (of {signers.threads}).",
+        value=signers.stuck,
+    )
+    errors = CounterMetricFamily(
+        "passerelle_signing_errors",
+        "Signer calls that failed: refused, timed out, wrong answer, or no thread left.",
+        value=signers.errors,
+    )
+    return _exposition(_Families([lag, stuck, errors]))
 
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: the registry keys collectors
@@ -662,8 +674,11 @@ async def _readiness(ready: Readiness) -> ReadyReport:
         log.warning("readiness probe failed", exc_info=True)
         answer = f"readiness probe failed: {type(error).__name__}"
     if answer is None:
-        return ReadyReport()
+        answer = ReadyReport()
     if isinstance(answer, str):
         answer = ReadyReport((answer,))
+    wedged = signer_health().wedged  # no signature can be asked until a stuck call returns
+    if wedged is not None:
+        answer = ReadyReport((*answer.reasons, wedged), answer.details)
     # One line each whatever the probe said (a chain name may hold a newline).
     return ReadyReport(tuple(" ".join(r.split()) for r in answer.reasons), answer.details)

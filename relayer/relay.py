@@ -65,12 +65,21 @@ from relayer.config import (
     takes_payment,
 )
 from relayer.family import Origin, family_of
-from relayer.leases import LeaseBoard, LeaseKeeper, lease_period, new_holder_name
+from relayer.leases import (
+    ROUNDS_PER_LEASE,
+    LeaseBoard,
+    LeaseKeeper,
+    key_lease_name,
+    lease_period,
+    new_holder_name,
+    pin_key,
+)
 from relayer.ledger import (
     DiscoveredMessage,
     IllegalTransition,
     InvalidReference,
     Ledger,
+    LedgerError,
     MessageRecord,
     MessageStatus,
     StatusEvent,
@@ -85,6 +94,7 @@ from relayer.metrics import (
     serve_metrics,
 )
 from relayer.payments import Payment, paid_since, route_payments
+from relayer.signer import Signer, evm_signer
 
 log = logging.getLogger("passerelle.relayer")
 T = TypeVar("T")
@@ -104,6 +114,17 @@ MAX_DELIVERY_ATTEMPTS = 5
 """Failed deliveries of one message (reverting alone on chain, or a proposal never executed)
 before the relayer leaves it ``failed`` for good (an operator can re-queue it). A transfer a
 committee can show undeliverable is refunded on the first one; this bounds everything else."""
+MIN_WRITE_TIMEOUT_SECONDS = 2.0
+"""Floor of a leasing relayer's write statement timeout (a quarter lease otherwise): under it a
+busy database on a loaded machine would fail ordinary writes and churn leases for nothing."""
+ATTACH_PAGE = 10_000
+"""``final`` messages of one origin :meth:`Relayer._attach_final` reads at a time."""
+ATTACH_RECHECK = 5.0
+"""Seconds after which the collect loop reads an origin's ``final`` messages again although
+neither its newest checkpoint nor its tree changed (:attr:`Lane.attached`): a message can turn
+``final`` without either, when an operator retries a skipped one from another process. In a
+burst the read was the collect loop's whole cost: thousands of ``final`` rows waiting for the
+next checkpoint, loaded five times a second and none of them covered (session 5, issue #11)."""
 OPERATOR_RETRY = "retried by the operator"
 """Reason of a ``passerelle retry``: the attempts counted towards the limit start again."""
 
@@ -134,6 +155,11 @@ class Lane:
     outbox: bytes
     tree: IncrementalMerkleTree = field(default_factory=IncrementalMerkleTree)
     checkpoint_index: int = -1
+    attached: tuple[int, int, float] | None = None
+    """(stored checkpoint id, tree count, ``time.monotonic()``) when :meth:`Relayer._attach_final`
+    last read the origin's ``final`` messages: while neither of the first two changes nothing
+    new can be covered, and the read (every ``final`` row of the origin, each a full ORM
+    object, every collect round) is skipped until :data:`ATTACH_RECHECK` has passed."""
 
 
 @dataclass
@@ -146,6 +172,13 @@ class RelayerMetrics:
     batches: int = 0
     delivered: int = 0
     already_delivered: int = 0
+    redundant_deliveries: int = 0
+    """Messages a mined delivery carried that the inbox had already accepted (its
+    ``AlreadyDelivered`` in the receipt): gas paid for nothing, e.g. two relayers racing
+    (issue #12). ``already_delivered`` counts the ones found delivered before sending."""
+    cut_messages: int = 0
+    """Messages a mined delivery carried but the inbox did not start for want of gas
+    (``BatchCut``): back to ``attested`` for the next batch (docs/design.md, "Cut batches")."""
     handle_failed: int = 0
     dry_run_failures: int = 0
     skipped_remarks: int = 0
@@ -314,25 +347,59 @@ class Relayer:
         self, tasks: dict[str, Callable[[], Awaitable[None]]], lease_seconds: float
     ) -> None:
         """Run each task while this relayer holds its lease (:class:`LeaseKeeper`). Every
-        ledger write is fenced from here on: one from outside a lease is refused."""
+        ledger write is fenced from here on: one from outside a lease is refused.
+
+        First the lease of its key (``key:<address>``), held for the process's whole life:
+        while another live relayer sends with the same key (the same ``--index``, or another
+        index the config aliases to the same key), this one refuses to start with
+        :class:`KeyInUse` (one line), as two processes on one key take each other's nonces. A
+        holder that may have just died (this very relayer before a quick restart) is waited
+        for: :func:`relayer.leases.pin_key`. Once taken, the key lease is given back however
+        start-up ends (an origin down, a signal), so a restart is not refused by it.
+        Writes and lease rounds get a statement timeout of a quarter lease, at least
+        :data:`MIN_WRITE_TIMEOUT_SECONDS` (:attr:`Ledger.write_timeout`): a write stuck behind
+        a frozen writer fails as ``LedgerBusy`` and its task gives the lease up; with short
+        leases (under 8 s) that bound reaches a quarter lease or more, and fencing is what
+        keeps a late write out."""
         board = LeaseBoard(
             self.ledger, list(tasks), holder=self.holder, lease_seconds=lease_seconds
         )
-        self.keeper = LeaseKeeper(board, tasks, self.metrics)
-        log.info(
-            "sharing %d task(s) with the relayers on this ledger as %s (leases of %g s)",
-            len(tasks),
-            self.holder,
-            lease_seconds,
-        )
-        self.ledger.require_fence = True
+        if self.config.relayer_key is not None:
+            address = self.relayer_signer().address
+            await pin_key(board, key_lease_name(address), self._db_limiter)
+            log.info("holding the lease of key 0x%s for this relayer's life", address.hex())
         try:
+            self.ledger.write_timeout = max(
+                lease_seconds / ROUNDS_PER_LEASE, MIN_WRITE_TIMEOUT_SECONDS
+            )
+            self.keeper = LeaseKeeper(board, tasks, self.metrics)
+            log.info(
+                "sharing %d task(s) with the relayers on this ledger as %s (leases of %g s)",
+                len(tasks),
+                self.holder,
+                lease_seconds,
+            )
+            self.ledger.require_fence = True
             async with trio.open_nursery() as nursery:
                 if self.config.relay_policy.any_paid:
                     await nursery.start(self._payment_origins)
                 await self.keeper.run()
         finally:
             self.ledger.require_fence = False
+            self.ledger.write_timeout = None
+            # keeper.run() gives everything back when it ran (its leave() empties pinned);
+            # start-up that failed before it (an origin RPC down, SIGTERM while connecting)
+            # must not leave the key lease to refuse this relayer's own restart.
+            pinned = list(board.pinned.values())
+            if pinned:
+                with trio.CancelScope(shield=True):
+                    try:
+                        await trio.to_thread.run_sync(
+                            board.release, pinned, limiter=self._db_limiter
+                        )
+                        board.pinned.clear()
+                    except LedgerError as exc:
+                        log.warning("could not give the key lease back: %s", exc)
 
     async def _payment_origins(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -376,6 +443,21 @@ class Relayer:
                 break
         if latest is not None and latest.index > lane.checkpoint_index:
             lane.checkpoint_index = latest.index
+
+    async def follow_origins(self, destination: int) -> None:
+        """Leasing only: :meth:`follow` every lane that can route to ``destination`` (all but
+        its own), at the start of each delivery round.
+
+        A relayer that took a ``deliver:`` lease over may hold no lease of those origins: its
+        lanes are then as old as its start. The delivery judges "delivered" by the attested
+        leaf at each nonce (:func:`relayer.families.evm.delivery.attested_leaf`); on a stale
+        lane every message the predecessor delivered reads as not attested, so it would be
+        moved back to ``attested`` and sent again (an ``AlreadyDelivered`` each, paid for)."""
+        if self.keeper is None:
+            return
+        for domain, lane in self.lanes.items():
+            if domain != destination:
+                await self.follow(lane)
 
     @staticmethod
     def _grow(lane: Lane, leaves: Sequence[tuple[int, bytes]]) -> None:
@@ -623,24 +705,39 @@ class Relayer:
                 batch.add_signature(checkpoint_id, signed.signer, signed.signature)
 
     def _attach_final(self, lane: Lane) -> None:
-        """Move final messages covered by the newest checkpoint to ``attested``."""
+        """Move final messages covered by the newest checkpoint to ``attested``.
+
+        Only when there can be some not moved yet (:attr:`Lane.attached`): a new checkpoint,
+        new messages in the lane's tree (this relayer's scan, or another's through
+        :meth:`follow`), or :data:`ATTACH_RECHECK` seconds since the last read."""
         latest = self.ledger.latest_checkpoint(lane.chain.domain, lane.outbox)
         if latest is None or latest.id is None:
             return
-        finals = self.ledger.by_status(MessageStatus.FINAL, limit=10_000, origin=lane.chain.domain)
+        # Taken before the read: a scan that records and grows the tree meanwhile changes the
+        # count, so the next round reads again.
+        seen, now = (latest.id, lane.tree.count), time.monotonic()
+        last = lane.attached
+        if last is not None and last[:2] == seen and now - last[2] < ATTACH_RECHECK:
+            return
+        finals = self.ledger.by_status(
+            MessageStatus.FINAL, limit=ATTACH_PAGE, origin=lane.chain.domain
+        )
         covered = [m.id for m in finals if m.nonce <= latest.index]
         if covered:
             self.ledger.transition(covered, MessageStatus.ATTESTED, checkpoint_id=latest.id)
+        # A full page may have left covered messages behind it: the next round reads again.
+        lane.attached = (*seen, now) if len(finals) < ATTACH_PAGE else None
 
     # ------------------------------------------------------------------ for every delivery
     # A family's Delivery (relayer.family) runs the delivery to its chains its own way, but
     # through these: the ledger, the relay policy, the attestation gate and the light client.
 
-    def relayer_key(self) -> bytes:
-        """The ``[relayer]`` key deliveries are paid with; RouteHalted without one."""
+    def relayer_signer(self) -> Signer:
+        """The signer of the ``[relayer]`` key deliveries are paid with
+        (:func:`relayer.signer.evm_signer`: no key bytes leave it); RouteHalted without one."""
         if self.config.relayer_key is None:
             raise RouteHalted("no [relayer] key configured: cannot deliver")
-        return self.config.relayer_key.load()
+        return evm_signer(self.config.relayer_key)
 
     def requeue_due(self, destination: int) -> None:
         """Failed messages to ``destination`` whose retry time has come go back to attested."""

@@ -7,41 +7,92 @@ builds them from the configuration's :class:`~relayer.config.KeySource` in one p
 memory, read from a key file, a variable or an encrypted keystore). A remote signer (an HSM, a
 KMS, ``clef``, a signing service) is one more class with the same methods, chosen there.
 
-What goes through them today, and what does not yet: Substrate signing does (the attesters'
-multisig approvals and the client's extrinsics take a :class:`SubstrateSigner`). secp256k1
-signing does NOT: the attester signs checkpoints with the key bytes
-(``SignedCheckpoint.create``), and EVM transactions are signed by ``adapters.evm.tx.TxEngine``
-from the relayer's key bytes (``Relayer.relayer_key``), as the EVM user commands do. So
-:meth:`Signer.sign_transaction`, :meth:`LocalSigner.sign_transaction` and
-:func:`sign_digest_checked` have no production caller yet; :func:`evm_signer` is used by
-``passerelle keys list`` (the address, or why the key does not load). Until those callers
-move, a remote secp256k1 signer cannot be plugged in, and the contract below is what they must
-be moved onto.
+What goes through them: every signature Passerelle makes.
+
+* Substrate: the attesters' multisig approvals and the client's extrinsics take a
+  :class:`SubstrateSigner` (through :func:`as_keypair`, the ``Keypair`` seam).
+* Checkpoints: the attester builds its :class:`Signer` once at start-up (:func:`evm_signer`),
+  fixes its address there (:func:`fixed_address`: the address checked against the committee is
+  the one every later signature must recover to, whatever the signer says later) and signs each
+  checkpoint, and the block it read it at, through :func:`sign_digest_checked`
+  (``SignedCheckpoint.create``): a signature that does not recover to that address is never
+  published.
+* EVM transactions: ``adapters.evm.tx.TxEngine`` holds a signer, not a key — the relayer's
+  (``Relayer.relayer_signer``) and the client's for ``send`` and token transfers
+  (``relayer.families.evm.user.client_signer``) — and broadcasts a signed transaction only
+  after checking it is exactly the one asked, from its own address
+  (``adapters.evm.tx.check_signed_transaction``).
+* Both go through ``adapters.signing.call_signer``: in a worker thread unless the signer's own
+  class says it ``signs_in_process`` (:class:`LocalSigner`: a thread would cost more than its
+  signature).
+
+So after start-up no code in ``adapters/`` or ``relayer/`` outside this module (and
+:mod:`relayer.keys`, which reads key files) holds a secp256k1 private key: a remote signer is
+one class implementing :class:`Signer`, chosen in :func:`evm_signer` (or
+:class:`SubstrateSigner`, in :func:`substrate_signer`). What remains: ``passerelle keys
+new``/``import`` handle key bytes by nature (they write keystores); ``devnet/`` deploys the
+devnet's contracts with the devnet's own public development keys (``devnet.topology``), never
+an operator's; test and benchmark helpers read the devnet's keys.
+(``tests/test_signer_callers.py`` checks the imports of signing primitives.)
+
+What is bounded and checked
+---------------------------
+Only the secp256k1 side (:class:`Signer`), through ``adapters.signing.call_signer``:
+
+* **Bounded**: the signer's answer to each call within ``adapters.signing.SIGN_TIMEOUT`` (20 s),
+  on at most ``SIGNER_THREADS`` (4) threads of its own. Waiting for a free thread is not
+  charged to the timeout; a call abandoned after its timeout that never returns is counted
+  (``passerelle_signer_stuck_calls``), and once every thread is held by one, calls fail at once
+  with one line naming them and ``/readyz`` says not ready.
+* **Checked**: every answer, as above (recovered address; a transaction byte for byte).
+* **One line**: a :class:`SignerError`, or any other exception of a signer called in a thread,
+  turned into a :class:`SignerError` naming only its type (its text may hold a secret). Counted
+  in ``passerelle_signing_errors_total``.
+
+Left, for the sr25519 side (:class:`SubstrateSigner`): ``substrate-interface`` calls
+``sign`` inside extrinsic construction, in ``adapters.substrate.client``'s single worker slot
+(``SUBSTRATE_LIMITER``, whose thread is never abandoned); nothing bounds it in time, so a
+remote sr25519 signer that hangs stops every Substrate call of the process; and its answer is
+only checked to be 64 bytes (no signature verification before submitting: the chain refuses a
+bad one). A remote sr25519 signer must therefore keep its own timeout.
 
 The contract a remote implementation must keep
 ------------------------------------------------
 * **It signs exactly what it is given, with exactly one key.** ``sign_digest`` signs the 32
   bytes as they are (no prefix, no hashing: they are already a domain-separated digest) and
-  returns 65 bytes ``r ‖ s ‖ v``, ``v`` in {27, 28}, low-s, recovering to ``address``.
+  returns 65 bytes ``r ‖ s ‖ v``, low-s, recovering to ``address``, with ``v`` exactly 27 or
+  28: a recovery id ``v`` in {0, 1} (what many KMS wrappers return) is refused, add 27.
   ``sign_transaction`` returns the raw signed transaction (EIP-2718 bytes; legacy ones with
   EIP-155's chain id) whose sender is ``address``. ``SubstrateSigner.sign`` returns the 64-byte
   sr25519 signature of the payload bytes as given (``substrate-interface`` has already replaced
   a payload over 256 bytes by its blake2-256, as the runtime expects). Callers check what they
   can cheaply: :func:`sign_digest_checked` recovers the signer of every checkpoint signature
-  before it is published, so a signer answering with another key's signature is caught here.
+  before it is published, and the transaction engine decodes every signed transaction and
+  recovers its sender before broadcasting it, so a signer answering with another key's
+  signature, or signing something else than it was given, is caught on our side.
 * **Policy is not the signer's.** Never signing two roots at one checkpoint index is the
   attester's rule (its own signed-index record); nonces and fee escalation are the transaction
   engine's; which proposals deserve an approval is the attester's verification. A remote signer
   may add its own limits (rate, allow-listed contracts), but Passerelle does not rely on them.
 * **Refusing is allowed; lying is not.** A remote signer that cannot or will not sign raises
-  :class:`SignerError` (one line, no secret in it) within a bounded time (it sets its own
-  timeout, about 10 s); callers treat that as a failed RPC: retry later, never fall back to
-  another key.
+  :class:`SignerError` (one line, no secret in it: it is logged as it is) within a bounded
+  time (it sets its own timeout, about 10 s; trio callers of a secp256k1 signer stop waiting
+  after ``adapters.signing.SIGN_TIMEOUT`` anyway, but its thread stays held until it returns).
+  Callers treat that as a failed RPC (it is an ``AdapterError``): one log line, retry later,
+  never fall back to another key. Any other exception of a secp256k1 signer called in a thread
+  is turned into a :class:`SignerError` naming only its type; one of a signer that
+  ``signs_in_process`` is our bug, and propagates.
+* **It never broadcasts or publishes**, and an answer that came after the caller's timeout is
+  discarded: the same request may be signed again later with other content (the same nonce,
+  another transaction). A signer that also sends what it signed could get a transaction mined
+  that our bookkeeping never recorded.
 * **Synchronous, thread-safe.** ``substrate-interface`` calls ``sign`` from a worker thread
   inside extrinsic construction (and once more for a fee estimate whose extrinsic is never
-  submitted); EVM callers in trio code call a blocking signer through
-  ``trio.to_thread.run_sync``. ``address``, ``public_key`` and ``ss58_address`` are known at
-  construction and never change.
+  submitted); trio callers call a secp256k1 signer through ``adapters.signing.call_signer``,
+  from a worker thread unless its own class (not a parent: the attribute is not inherited)
+  says ``signs_in_process = True`` (only for a signer that does no I/O and cannot hang: it is
+  then called on the event loop). ``address``,
+  ``public_key`` and ``ss58_address`` are known at construction and never change.
 * **The key never leaves it**, and neither it nor a password appears in ``repr``, logs or
   exception messages — as here.
 """
@@ -49,11 +100,12 @@ The contract a remote implementation must keep
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from eth_account import Account
 from substrateinterface import Keypair, KeypairType
 
+from adapters.signing import SignerError, signs_in_process
 from adapters.substrate.client import keypair_from_seed
 from light_clients.committee import address_of, recover_signer, sign_digest
 from light_clients.errors import VerificationError
@@ -78,18 +130,15 @@ __all__ = [
     "as_keypair",
     "client_substrate_signer",
     "evm_signer",
+    "fixed_address",
     "sign_digest_checked",
     "substrate_signer",
 ]
 
 DIGEST_BYTES = 32
+ADDRESS_BYTES = 20
 SECP256K1_SIGNATURE_BYTES = 65
 SR25519_SIGNATURE_BYTES = 64
-
-
-class SignerError(Exception):
-    """A signer that could not or would not sign, or answered with something that is not a
-    signature by its own key. ``str()`` is one line, without any secret."""
 
 
 @runtime_checkable
@@ -102,11 +151,14 @@ class Signer(Protocol):
         ...
 
     def sign_digest(self, digest: bytes) -> bytes:
-        """65 bytes ``r ‖ s ‖ v`` (``v`` in {27, 28}, low-s) over the 32 bytes ``digest``."""
+        """65 bytes ``r ‖ s ‖ v`` (``v`` in {27, 28}, low-s) over the 32 bytes ``digest``;
+        :class:`SignerError` if it cannot or will not sign."""
         ...
 
     def sign_transaction(self, tx: Mapping[str, Any]) -> bytes:
-        """The raw signed transaction of ``tx`` (an ``eth_account`` transaction dict)."""
+        """The raw signed transaction of ``tx`` (an ``eth_account`` transaction dict: EIP-1559
+        with ``type`` 2, or legacy with ``gasPrice`` and ``chainId`` for EIP-155);
+        :class:`SignerError` if it cannot or will not sign."""
         ...
 
 
@@ -133,6 +185,11 @@ class LocalSigner:
     """A :class:`Signer` holding its secp256k1 key in this process."""
 
     __slots__ = ("_address", "_key")
+
+    signs_in_process: ClassVar[bool] = True
+    """CPU only (about half a millisecond for a transaction, less for a digest), no I/O, cannot
+    hang: ``adapters.signing.call_signer`` calls it inline, as it was before the interface.
+    Read from this class only: a subclass is called in a worker thread unless it sets it too."""
 
     def __init__(self, key: bytes) -> None:
         if len(key) != DIGEST_BYTES:
@@ -218,13 +275,72 @@ def as_keypair(signer: SubstrateSigner) -> Keypair:
     return _SignerKeypair(signer)
 
 
+class _FixedAddressSigner:
+    """A :class:`Signer` whose address was read once, at construction: what
+    :func:`fixed_address` returns for a signer that is not ours."""
+
+    __slots__ = ("_address", "_signer")
+
+    def __init__(self, signer: Signer, address: bytes) -> None:
+        self._signer, self._address = signer, address
+
+    @property
+    def address(self) -> bytes:
+        return self._address
+
+    def _still_ours(self) -> None:
+        now = self._signer.address
+        if now != self._address:
+            shown = f"0x{now.hex()}" if isinstance(now, bytes) else type(now).__name__
+            raise SignerError(
+                f"signer 0x{self._address.hex()} now says its address is {shown}: not signing"
+            )
+
+    def sign_digest(self, digest: bytes) -> bytes:
+        self._still_ours()
+        return self._signer.sign_digest(digest)
+
+    def sign_transaction(self, tx: Mapping[str, Any]) -> bytes:
+        self._still_ours()
+        return self._signer.sign_transaction(tx)
+
+    def __repr__(self) -> str:
+        return f"{self._signer!r} (fixed at 0x{self._address.hex()})"
+
+
+def fixed_address(signer: Signer) -> Signer:
+    """``signer`` with its address fixed now: ``address`` answers what it read now, and each
+    signature first checks the signer still says so (SignerError otherwise), so
+    :func:`sign_digest_checked` holds every later signature to this address. What the attester
+    checks against the committee at start is then what it signs as, for good: a remote signer
+    whose address moves (a KMS alias re-pointed during a rotation, a lazy property) cannot get
+    a checkpoint published under another address, nor split the attester's "never sign an
+    index twice" record (keyed on the start address) from what it publishes.
+
+    A signer that :func:`~adapters.signing.signs_in_process` is returned as it is: that is
+    :class:`LocalSigner` itself (the attribute is not inherited), whose address is derived from
+    its key once, at construction; wrapping it would only move it to a worker thread.
+    ValueError if the address is not 20 bytes."""
+    address = signer.address
+    if not isinstance(address, bytes) or len(address) != ADDRESS_BYTES:
+        raise ValueError(f"a signer's address is {ADDRESS_BYTES} bytes, got {address!r}")
+    if signs_in_process(signer):
+        return signer
+    return _FixedAddressSigner(signer, address)
+
+
 def sign_digest_checked(signer: Signer, digest: bytes) -> bytes:
     """``signer.sign_digest(digest)``, checked to be strict and to recover to
     ``signer.address``: SignerError otherwise (a remote signer with the wrong key, a
-    corrupted answer). Publishing such a signature would only be refused later, by everyone."""
-    signature = signer.sign_digest(digest)
+    corrupted answer). Publishing such a signature would only be refused later, by everyone.
+
+    Blocking (a remote signer waits on I/O): trio code calls it through
+    ``adapters.signing.call_signer``."""
+    answer = signer.sign_digest(digest)
+    # bytes() of an int or a str is no signature: refuse the type, not just the content.
+    signature = bytes(answer) if isinstance(answer, bytes | bytearray) else b""
     try:
-        recovered = recover_signer(digest, bytes(signature))
+        recovered = recover_signer(digest, signature)
     except VerificationError as exc:
         raise SignerError(
             f"signer 0x{signer.address.hex()} returned no valid signature: {exc}"
@@ -236,8 +352,11 @@ def sign_digest_checked(signer: Signer, digest: bytes) -> bytes:
     return signature
 
 
-def evm_signer(source: KeySource) -> LocalSigner:
-    """The signer of a secp256k1 key source; ConfigError (one line) if the key does not load."""
+def evm_signer(source: KeySource) -> Signer:
+    """The signer of a secp256k1 key source; ConfigError (one line) if the key does not load.
+
+    The one place a secp256k1 key becomes a signer (the relayer's, the attesters', the
+    client's): a remote signer would be chosen here, from a new kind of source."""
     if source.sr25519:
         raise ConfigError("an sr25519 key cannot sign as a secp256k1 (EVM) key")
     try:

@@ -17,6 +17,7 @@ from relayer.attester import AttesterState, OriginProgress, attest_once
 from relayer.checkpoints import CheckpointStoreBusy, DirectoryCheckpointStore, SignedCheckpoint
 from relayer.config import ChainConfig, FinalityPolicy
 from relayer.family import Head, OutboxState, ScannedRange
+from relayer.signer import LocalSigner
 
 KEY = bytes(31) + b"\x05"
 CHAIN = ChainConfig(
@@ -63,7 +64,7 @@ def test_a_busy_store_costs_one_poll_not_the_attester(tmp_path: Path) -> None:
     progress = OriginProgress(last_index=-1, last_block=None)
 
     async def poll() -> None:
-        await attest_once(StatedOrigin(), CHAIN, KEY, store, state, progress=progress)
+        await attest_once(StatedOrigin(), CHAIN, LocalSigner(KEY), store, state, progress=progress)
 
     trio.run(poll)
     assert (state.signatures, state.errors, progress.last_index) == (0, 1, -1)

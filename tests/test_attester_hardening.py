@@ -43,12 +43,14 @@ from relayer.families.evm.connection import open_evm
 from relayer.families.evm.origin import EvmOrigin
 from relayer.metrics import render
 from relayer.relay import Relayer, RelayerMetrics
+from relayer.signer import LocalSigner
 
 pytestmark = pytest.mark.chain
 
 CHAIN_ID = 31337  # the conftest anvils
 DOMAIN = 7001
 KEY = bytes.fromhex("a1" * 32)
+SIGNER = LocalSigner(KEY)
 OTHER_KEYS = (bytes.fromhex("b2" * 32), bytes.fromhex("c3" * 32))
 DEPLOYER = DEV_ADDRESSES[0]
 
@@ -132,9 +134,9 @@ def poll_once(chain: ChainConfig, store: CheckpointStore) -> AttesterState:
     state = AttesterState()
 
     async def run() -> None:
-        progress = _resume(store, chain, KEY)
+        progress = _resume(store, chain, address_of(KEY))
         async with open_evm(chain) as evm:
-            await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
+            await attest_once(EvmOrigin(chain, evm), chain, SIGNER, store, state, progress=progress)
 
     trio.run(run)
     return state
@@ -296,7 +298,7 @@ def test_an_endpoint_of_another_chain_id_is_refused_at_start(
             no_config = cast(Config, SimpleNamespace(chains=(chain,)))
             trio.run(
                 briefly,
-                attest_origin(no_config, chain, KEY, CheckpointStore(tmp_path), AttesterState()),
+                attest_origin(no_config, chain, SIGNER, CheckpointStore(tmp_path), AttesterState()),
             )
     finally:
         other.stop()
@@ -454,17 +456,17 @@ def test_a_reorg_below_finality_after_a_signature_halts_the_attester(
     state = AttesterState()
 
     async def attester() -> None:
-        progress = _resume(store, chain, KEY)
+        progress = _resume(store, chain, address_of(KEY))
         async with open_evm(chain) as evm:
             dispatch(url, outbox, b"doomed")
             rpc(url, "anvil_mine", [hex(2)])
-            await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
+            await attest_once(EvmOrigin(chain, evm), chain, SIGNER, store, state, progress=progress)
             assert state.signed == {DOMAIN: 0}
             signed = store.signatures(chain.domain, chain.outbox_id, 0)[0]
             rpc(url, "anvil_reorg", [4, []])
             now = rpc(url, "eth_getBlockByNumber", [hex(signed.block_number), False])["hash"]
             assert now != to_hex(signed.block_hash)
-            await attest_once(EvmOrigin(chain, evm), chain, KEY, store, state, progress=progress)
+            await attest_once(EvmOrigin(chain, evm), chain, SIGNER, store, state, progress=progress)
 
     with pytest.raises(CheckpointStoreError) as halted:
         trio.run(attester)

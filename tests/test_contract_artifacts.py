@@ -69,6 +69,7 @@ EXPECTED_SIGNATURES = {
     },
     "Inbox": {
         "process((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])",
+        "processOrCut((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])",
         "retry(bytes)",
         "delivered(uint32,bytes32,uint256)",
         "isDelivered(uint32,uint32)",

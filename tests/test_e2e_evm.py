@@ -37,6 +37,7 @@ from relayer.accounts import bytes32
 from relayer.config import Config, load_config
 from relayer.families.evm.connection import open_evm
 from relayer.families.evm.user import DISPATCH
+from relayer.signer import evm_signer
 from relayer.user import token_balance
 
 pytestmark = pytest.mark.chain
@@ -140,7 +141,7 @@ async def _broadcast_dispatch(config: Config, body: bytes) -> bytes:
     source, target = config.chain("alpha"), config.chain("beta")
     assert config.client_key is not None
     async with open_evm(source) as evm:
-        engine = TxEngine(evm.rpc, config.client_key.load(), await evm.chain_id())
+        engine = TxEngine(evm.rpc, evm_signer(config.client_key), await evm.chain_id())
         data = DISPATCH + abi_encode(
             ["uint32", "bytes32", "bytes"], [target.domain, bytes32(target.contract("ping")), body]
         )

@@ -1,7 +1,8 @@
 """End to end between Asset Hub (chopsticks) and an EVM chain (anvil), as an operator runs it.
 
 One devnet for the module (``devnet up --assethub``: alpha, beta, assethub), one set of
-processes (three ``passerelle attest``, one ``passerelle relay``), ``passerelle send`` and
+processes (three ``passerelle attest``, one ``passerelle relay``; restarted once, early, on a
+ledger ``passerelle ledger rebuild`` recovered from the chains), ``passerelle send`` and
 ``passerelle status --json`` for what a user does. The chains are the judges:
 
 - on alpha, the Inbox's ``Delivered`` events (once per message id);
@@ -17,6 +18,7 @@ with two attesters' Substrate keys while the attesters have nothing to approve.
 from __future__ import annotations
 
 import dataclasses
+import json
 import signal
 import time
 from collections import Counter
@@ -34,6 +36,7 @@ from e2e_support import (
     Procs,
     assert_delivered_once,
     block_number,
+    cli,
     collapsed,
     devnet,
     running,
@@ -78,7 +81,7 @@ from relayer.families.substrate.calls import delivery_calls, token_bridges
 from relayer.families.substrate.scan import escrow_routes
 from relayer.families.substrate.user import client_keypair
 from relayer.keys import encrypt_sr25519_keystore, write_secret
-from relayer.ledger import MessageRecord, open_ledger
+from relayer.ledger import MessageRecord, MessageStatus, open_ledger
 from relayer.signer import as_keypair, substrate_signer
 from relayer.user import status_rows, token_balance
 
@@ -253,6 +256,50 @@ def assert_hub_delivered(config: Config, hub: Hub, records: Sequence[MessageReco
         assert remarks[blake2_256(record.message)] == 1, (record.id, record.nonce)
 
 
+# ``passerelle ledger rebuild``: a lost ledger and the one rebuilt from the chains, compared.
+# Here because this module's devnet is where Asset Hub's case runs (one chopsticks devnet for
+# both); tests/test_ledger_rebuild.py, which imports this module, compares with them too.
+
+RECOVERABLE = (
+    "id",
+    "origin",
+    "nonce",
+    "destination",
+    "sender",
+    "recipient",
+    "message",
+    "source_block_number",
+    "source_block_hash",
+    "source_tx_hash",
+    "log_index",
+    "status",
+)
+"""What "equal message for message" compares (docs/decisions.md, "ledger rebuild"): all a
+chain records. Not reasons, attempts, timestamps, checkpoint row ids or delivery transaction
+hashes, which only the lost ledger knew."""
+
+
+def ledger_snapshot(location: str) -> dict[str, dict[str, Any]]:
+    """Every message of the ledger at ``location``, as the :data:`RECOVERABLE` fields."""
+    with open_ledger(location) as ledger:
+        records: list[MessageRecord] = ledger.messages(limit=100_000)
+    return {r.id: {name: getattr(r, name) for name in RECOVERABLE} for r in records}
+
+
+def delete_ledger(location: str) -> None:
+    """The SQLite ledger at ``location`` lost, with its write-ahead log."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(location + suffix).unlink(missing_ok=True)
+
+
+def assert_rebuilt(location: str, lost: dict[str, dict[str, Any]]) -> None:
+    """The ledger at ``location`` equals ``lost`` in every :data:`RECOVERABLE` field."""
+    rebuilt = ledger_snapshot(location)
+    assert rebuilt.keys() == lost.keys()
+    different = {i: (lost[i], rebuilt[i]) for i in lost if lost[i] != rebuilt[i]}
+    assert not different, different
+
+
 # --------------------------------------------------------------------------- fixtures
 
 
@@ -351,6 +398,71 @@ def test_messages_both_ways(
     assert_hub_delivered(config, hub, records)
     # Every attester's sr25519 key came from its keystore (keystore_attesters).
     assert all(s is not None and s.keystore for s in config.attester_substrate_keys)
+
+
+def both_ways(config_path: Path, body: str) -> list[dict[str, Any]]:
+    """One message Asset Hub → alpha and one alpha → Asset Hub, sent at once; both, in order."""
+    out, back = in_parallel(
+        lambda: send(config_path, HUB, ALPHA, "--body", body),
+        lambda: send(config_path, ALPHA, HUB, "--body", body),
+    )
+    return out + back
+
+
+@pytest.mark.slow
+def test_a_lost_ledger_is_rebuilt_from_asset_hub_and_alpha(
+    devnet_config: Path, config: Config, procs: Procs, hub: Hub
+) -> None:
+    """``passerelle ledger rebuild`` on the Substrate legs, on this module's devnet (the EVM
+    story is tests/test_ledger_rebuild.py's). The ledger of what test_messages_both_ways
+    delivered, and of one message each way left waiting (the attesters stopped first: no
+    checkpoint covers them), is deleted with the relayer stopped. Rebuilt — Asset Hub's PSRL
+    remarks through the relayer's own scan, deliveries to it read from its replay-guard items
+    — it equals the lost one message for message. The processes restarted on it deliver what
+    was waiting, once, and nothing that was delivered before; the rest of the module then
+    runs on the rebuilt ledger.
+
+    Early in the module on purpose: a rebuild, and the restarted attesters, scan every chain
+    from its first block, which costs little here and much after the long tests below."""
+    hub_domain, alpha_domain = config.chain(HUB).domain, config.chain(ALPHA).domain
+    legs = {(r.origin, r.destination) for r in ledger_rows(config) if r.status == "delivered"}
+    if not {(hub_domain, alpha_domain), (alpha_domain, hub_domain)} <= legs:  # run alone
+        before = both_ways(devnet_config, "delivered before the ledger is lost")
+        wait_ledger_delivered(config, [m["id"] for m in before], procs)
+
+    for index in range(3):
+        assert procs.stop(f"attester{index}") == 0, procs.log(f"attester{index}")[-2000:]
+    waiting = both_ways(devnet_config, "waiting when the ledger is lost")
+    ids = [m["id"] for m in waiting]
+    wait_until(
+        lambda: {r.id for r in ledger_rows(config)} >= set(ids),
+        "the relayer to record the waiting messages",
+    )
+    assert procs.stop("relayer") == 0, procs.log("relayer")[-2000:]
+    lost = ledger_snapshot(config.ledger)
+    assert {lost[i]["status"] for i in ids} == {MessageStatus.FINAL}
+    assert {row["status"] for i, row in lost.items() if i not in ids} == {MessageStatus.DELIVERED}
+    delete_ledger(config.ledger)
+
+    result = cli(devnet_config, "ledger", "rebuild", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["complete"] is True and summary["error"] is None
+    assert "assethub" in summary["cursors"] and "assethub" in summary["delivered_evidence"]
+    pending = {(r["origin"], r["destination"]): r["pending"] for r in summary["routes"]}
+    assert pending[HUB, ALPHA] == pending[ALPHA, HUB] == 1, summary["routes"]
+    assert_rebuilt(config.ledger, lost)
+
+    since, hub_since = block_number(config, ALPHA) + 1, hub.run(hub.client.best_number) + 1
+    procs.start_all()
+    wait_ledger_delivered(config, ids, procs)
+    to_alpha = [m["id"] for m in waiting if m["destination"] == alpha_domain]
+    work = assert_delivered_once(config, ALPHA, to_alpha, since=since)
+    assert set(work.delivered) == set(to_alpha), f"alpha: delivered again: {work}"
+    to_hub = [m["id"] for m in waiting if m["destination"] == hub_domain]
+    assert_hub_delivered(config, hub, by_id(config, to_hub))
+    # A message delivered before, sent again, would fail on its guard item: none was.
+    assert failed_executions(hub, hub_since) == []
 
 
 @pytest.mark.slow

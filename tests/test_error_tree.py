@@ -41,6 +41,7 @@ from light_clients.ethereum.receipt import Log
 from light_clients.hexstr import parse_data, to_hex
 from relayer import cli as cli_module
 from relayer.relay import RouteHalted
+from relayer.signer import LocalSigner
 
 TX_HASH = bytes(range(32))
 CHAIN_ID = 31337
@@ -259,7 +260,7 @@ def test_a_garbled_fee_block_stops_a_send_before_anything_is_signed(anvil: Anvil
 
         async def scenario() -> None:
             async with JsonRpcClient([lying.url]) as client:
-                engine = TxEngine(client, SENDER_KEY, CHAIN_ID)
+                engine = TxEngine(client, LocalSigner(SENDER_KEY), CHAIN_ID)
                 with pytest.raises(MalformedAnswer, match="malformed block baseFeePerGas"):
                     await engine.send(RECIPIENT, b"", gas=21_000)
 
@@ -275,7 +276,7 @@ def test_a_garbled_receipt_is_no_answer_until_the_timeout(anvil: AnvilProcess) -
 
         async def scenario() -> None:
             async with JsonRpcClient([lying.url]) as client:
-                engine = TxEngine(client, SENDER_KEY, CHAIN_ID, escalate_after=3600)
+                engine = TxEngine(client, LocalSigner(SENDER_KEY), CHAIN_ID, escalate_after=3600)
                 with pytest.raises(MalformedAnswer, match="receipt without 'transactionHash'"):
                     await engine.receipt(TX_HASH)
                 sent = SentTx(0, RECIPIENT, b"", 21_000, 1, 1, [TX_HASH], trio.current_time())

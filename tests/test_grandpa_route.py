@@ -67,6 +67,7 @@ from relayer.config import ChainConfig, ConfigError, GrandpaCheckpoint
 from relayer.families.substrate.connection import final_header, grandpa_follower
 from relayer.families.substrate.origin import SubstrateOrigin
 from relayer.families.substrate.scan import escrow_routes, scan_remarks
+from relayer.signer import LocalSigner
 
 WHERE = re.escape("chains[3]")
 FINALIZED = '"finalized"'
@@ -707,7 +708,7 @@ def test_a_node_naming_another_signed_block_halts_an_attester_only_if_grandpa_ag
         progress = OriginProgress(last_index=0, last_block=(signed.number, signed.hash))
         state = AttesterState()
         store = CheckpointStore(tmp_path / "store")
-        run(attest_once, origin, chain, b"\x01" * 32, store, state, progress=progress)
+        run(attest_once, origin, chain, LocalSigner(b"\x01" * 32), store, state, progress=progress)
         return state
 
     serve_fork(proxy, chopsticks.ws_url, fork)

@@ -47,6 +47,7 @@ from tests.test_contracts import (
     assert_rejected,
     attest,
     checksum,
+    decode_error,
     deploy,
     events,
     failed_id,
@@ -195,7 +196,8 @@ def test_a_new_outbox_restarts_nonces_without_reading_as_replays(w3: Web3) -> No
 REENTERER = """
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.30;
-/// Re-enters the inbox from `handle` with a call prepared in advance (the batch itself).
+/// Re-enters the inbox from `handle` with a call prepared in advance (the batch itself); if
+/// the inner call fails, `handle` fails with its revert data (and stays armed).
 contract Reenterer {
     address public inbox;
     bytes public payload;
@@ -208,7 +210,13 @@ contract Reenterer {
         if (msg.sender != inbox || payload.length == 0) return;
         bytes memory call_ = payload;
         delete payload;
-        (innerOk, ) = inbox.call(call_);
+        bytes memory data;
+        (innerOk, data) = inbox.call(call_);
+        if (!innerOk) {
+            assembly {
+                revert(add(data, 32), mload(data))
+            }
+        }
     }
 }
 """
@@ -219,23 +227,36 @@ def reenterer(w3: Web3) -> Contract:
 
 
 def test_a_recipient_reentering_with_its_own_batch_delivers_nothing_twice(w3: Web3) -> None:
-    """Message 0 goes to a recipient that re-submits the whole batch from `handle`; message 1
-    to an account without code (refused without a call, so the inner call needs no stipend).
-    Message 0's bit is set before the call, so the inner call skips it; the inner call takes
-    message 1 (same guard word), and the outer one, reading the word afresh, skips it."""
+    """Message 0 goes to a recipient that re-submits the batch of messages 0 and 1 from
+    `handle`; message 1 to an account without code (refused without a call).
+
+    From `process` the re-entry gets nowhere: a handle's stipend (HANDLE_GAS) is below the
+    MESSAGE_GAS_NEEDED any delivery needs before its first message, so the inner call reverts
+    InsufficientGas and message 0 is parked with that reason. From `retry`, which forwards
+    all its gas, the inner call runs: message 0's bit was set when it was accepted, so it
+    skips it; it takes message 1 once; and a later batch of both skips both."""
     fresh = make_route(w3)
     hostile = reenterer(w3)
     first, _ = fresh.lane.dispatch(B, pad(hostile.address), b"re-enter")
     second, _ = fresh.lane.dispatch(B, pad(USER), b"to an account without code")
-    args = fresh.lane.batch([0, 1])
-    send(hostile.functions.arm(fresh.inbox.address, fresh.inbox.encode_abi("process", args)))
-    receipt = fresh.process(*args)
+    both = fresh.lane.batch([0, 1])
+    send(hostile.functions.arm(fresh.inbox.address, fresh.inbox.encode_abi("process", both)))
+    receipt = fresh.process(*fresh.lane.batch([0]))
+    (failed,) = events(fresh.inbox, "HandleFailed", receipt)
+    assert failed["id"] == keccak256(first)
+    assert decode_error(failed["reason"]) == ("InsufficientGas", ())
+    assert not is_delivered(fresh.inbox, second)
+    receipt = send(fresh.inbox.functions.retry(first), gas=3_000_000)
     assert hostile.functions.innerOk().call()
-    failed = [e["id"] for e in events(fresh.inbox, "HandleFailed", receipt)]
-    assert failed == [keccak256(second)]  # once, by the inner call
+    failed_ids = [e["id"] for e in events(fresh.inbox, "HandleFailed", receipt)]
+    assert failed_ids == [keccak256(second)]  # once, by the inner call
     skipped = [e["id"] for e in events(fresh.inbox, "AlreadyDelivered", receipt)]
-    assert skipped == [keccak256(first), keccak256(second)]  # inner skips 0, outer skips 1
+    assert skipped == [keccak256(first)]  # the inner call skips 0
     assert [e["id"] for e in events(fresh.inbox, "Delivered", receipt)] == [keccak256(first)]
+    again = fresh.process(*both)
+    skipped = [e["id"] for e in events(fresh.inbox, "AlreadyDelivered", again)]
+    assert skipped == [keccak256(first), keccak256(second)]
+    assert not events(fresh.inbox, "Delivered", again)
     assert is_delivered(fresh.inbox, first) and is_delivered(fresh.inbox, second)
 
 

@@ -11,6 +11,12 @@ Then the hostile cases, in process on the same chains: an origin endpoint whose 
 missing one message (the scan's reconciliation refuses the chunk: nothing short is recorded),
 and a destination endpoint that answers "delivered" for everything (not believed: ``delivered``
 is written only from storage proven under the final header).
+
+The Asset Hub legs (remarks scanned, deliveries read from replay-guard items) are rebuilt on
+tests/test_e2e_substrate.py's devnet, from its first messages
+(``test_a_lost_ledger_is_rebuilt_from_asset_hub_and_alpha``): a chopsticks devnet and a set of
+processes of their own here cost about a minute of CPU, most of it repeating that module's
+traffic.
 """
 
 from __future__ import annotations
@@ -36,53 +42,28 @@ from e2e_support import (
     send,
     wait_until,
 )
-from test_e2e_substrate import wait_ledger_delivered
+from test_e2e_substrate import (
+    assert_rebuilt,
+    delete_ledger,
+    ledger_snapshot,
+    wait_ledger_delivered,
+)
 
 from adapters.evm.chain import EvmChain
 from relayer import rebuild as rebuild_module
 from relayer.config import Config, load_config
 from relayer.family import family_of
-from relayer.ledger import MessageRecord, MessageStatus, open_ledger
+from relayer.ledger import MessageStatus, open_ledger
 from relayer.rebuild import RebuildRefused, rebuild
 
 pytestmark = pytest.mark.chain
 
-RECOVERABLE = (
-    "id",
-    "origin",
-    "nonce",
-    "destination",
-    "sender",
-    "recipient",
-    "message",
-    "source_block_number",
-    "source_block_hash",
-    "source_tx_hash",
-    "log_index",
-    "status",
-)
-"""What "equal message for message" compares (docs/decisions.md, "ledger rebuild"): all a
-chain records. Not reasons, attempts, timestamps, checkpoint row ids or delivery transaction
-hashes, which only the lost ledger knew."""
 FINALITY_BLOCKS = 4  # the devnet's EVM policy: 3 confirmations, and the block itself
 
 
 @pytest.fixture(scope="module")
 def devnet_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield from devnet(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def hub_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A devnet with Asset Hub (chopsticks) beside alpha and beta, for the Substrate legs."""
-    yield from devnet(tmp_path_factory, assethub=True)
-
-
-def _rows(location: str) -> dict[str, dict[str, Any]]:
-    """Every message of the ledger at ``location``, as the :data:`RECOVERABLE` fields."""
-    with open_ledger(location) as ledger:
-        records: list[MessageRecord] = ledger.messages(limit=100_000)
-    return {r.id: {name: getattr(r, name) for name in RECOVERABLE} for r in records}
 
 
 def _send_both(config: Path, *sends: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -96,11 +77,6 @@ def _send_both(config: Path, *sends: tuple[str, ...]) -> list[dict[str, Any]]:
 def _recorded(location: str, message_id: str) -> bool:
     with open_ledger(location) as ledger:
         return ledger.get(message_id) is not None
-
-
-def _delete(location: str) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        Path(location + suffix).unlink(missing_ok=True)
 
 
 def _wait_final(config: Config, chain: str) -> None:
@@ -130,19 +106,11 @@ def _traffic_then_lose(
             "the relayer to record the waiting messages",
         )
         assert procs.stop("relayer") == 0
-    lost = _rows(config.ledger)
+    lost = ledger_snapshot(config.ledger)
     assert {lost[m["id"]]["status"] for m in delivered} == {MessageStatus.DELIVERED}
     assert {lost[m["id"]]["status"] for m in waiting} == {MessageStatus.FINAL}
-    _delete(config.ledger)
+    delete_ledger(config.ledger)
     return lost, waiting
-
-
-def _assert_rebuilt(location: str, lost: dict[str, dict[str, Any]]) -> None:
-    """The ledger at ``location`` equals ``lost`` in every :data:`RECOVERABLE` field."""
-    rebuilt = _rows(location)
-    assert rebuilt.keys() == lost.keys()
-    different = {i: (lost[i], rebuilt[i]) for i in lost if lost[i] != rebuilt[i]}
-    assert not different, different
 
 
 def test_a_deleted_ledger_is_rebuilt_message_for_message(
@@ -171,7 +139,7 @@ def test_a_deleted_ledger_is_rebuilt_message_for_message(
     assert "INCOMPLETE" in first.stdout
     errors = [line for line in first.stderr.splitlines() if line.startswith("passerelle:")]
     assert len(errors) == 1 and "beta" in errors[0] and "again to resume" in errors[0], errors
-    partial = _rows(config.ledger)
+    partial = ledger_snapshot(config.ledger)
     assert {r["origin"] for r in partial.values()} == {config.chain("alpha").domain}
 
     second = cli(devnet_config, "ledger", "rebuild", "--json")
@@ -197,8 +165,8 @@ def test_a_deleted_ledger_is_rebuilt_message_for_message(
     assert expected[("alpha", "beta")]["pending"] == 2
     assert expected[("beta", "alpha")]["pending"] == 1
 
-    _assert_rebuilt(config.ledger, lost)
-    rebuilt = _rows(config.ledger)
+    assert_rebuilt(config.ledger, lost)
+    rebuilt = ledger_snapshot(config.ledger)
     # The scan cursors let a relayer carry on from the final heads the rebuild reached.
     with open_ledger(config.ledger) as ledger:
         for name in ("alpha", "beta"):
@@ -208,7 +176,7 @@ def test_a_deleted_ledger_is_rebuilt_message_for_message(
     # A ledger that holds messages is never written over, not even by a finished rebuild.
     again = cli(devnet_config, "ledger", "rebuild")
     assert again.returncode == 1 and "already holds" in again.stderr, again.stderr
-    assert _rows(config.ledger) == rebuilt
+    assert ledger_snapshot(config.ledger) == rebuilt
 
     # A relayer on the rebuilt ledger: the waiting messages once, nothing delivered again.
     since = {name: block_number(config, name) + 1 for name in ("alpha", "beta")}
@@ -316,34 +284,3 @@ def test_a_ledger_with_messages_is_refused_before_any_chain_is_asked(
         with pytest.raises(RebuildRefused, match="already holds"):
             trio.run(lambda: rebuild(config, ledger, progress=lambda _: None))
         assert ledger.messages(limit=100_000) == before
-
-
-@pytest.mark.slow
-def test_asset_hub_routes_are_rebuilt_too(hub_config: Path, tmp_path: Path) -> None:
-    """The Substrate legs: Asset Hub's PSRL remarks scanned by the relayer's scan, deliveries to
-    it read from its replay-guard items. Rebuilt equal to the lost ledger, and a relayer on it
-    delivers what was waiting, once."""
-    config = load_config(hub_config)
-    lost, waiting = _traffic_then_lose(
-        hub_config,
-        tmp_path / "logs",
-        (
-            ("assethub", "alpha", "--body", "before", "--count", "2"),
-            ("alpha", "assethub", "--body", "before", "--count", "2"),
-        ),
-        (("assethub", "alpha", "--body", "after"), ("alpha", "assethub", "--body", "after")),
-    )
-
-    result = cli(hub_config, "ledger", "rebuild", "--json")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
-    assert summary["complete"] is True
-    assert "assethub" in summary["cursors"] and "assethub" in summary["delivered_evidence"]
-    _assert_rebuilt(config.ledger, lost)
-
-    since = block_number(config, "alpha") + 1
-    with running(hub_config, tmp_path / "logs-after") as procs:
-        wait_ledger_delivered(config, [m["id"] for m in waiting], procs)
-    to_alpha = [m["id"] for m in waiting if m["destination"] == config.chain("alpha").domain]
-    work = assert_delivered_once(config, "alpha", to_alpha, since=since)
-    assert set(work.delivered) == set(to_alpha), f"alpha: delivered again: {work}"

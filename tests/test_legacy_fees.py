@@ -38,8 +38,10 @@ from adapters.jsonrpc import call_sync
 from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcCallError
 from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
 from light_clients.hexstr import parse_data, to_hex
+from relayer.signer import LocalSigner
 
 SENDER_KEY = parse_data(DEV_PRIVATE_KEYS[7], "dev key")
+SENDER = LocalSigner(SENDER_KEY)
 DEPLOYER = DEV_ADDRESSES[4]
 RECIPIENT = parse_data(DEV_ADDRESSES[3], "dev address")
 CHAIN_ID = 31337
@@ -63,7 +65,7 @@ def base_fee(chain: AnvilProcess) -> int:
 
 
 def legacy_engine(client: JsonRpcClient, **options: Any) -> TxEngine:
-    return TxEngine(client, SENDER_KEY, CHAIN_ID, fee_model="legacy", **options)
+    return TxEngine(client, SENDER, CHAIN_ID, fee_model="legacy", **options)
 
 
 # --------------------------------------------------------------------------- legacy fees
@@ -102,7 +104,7 @@ def test_the_default_engine_still_sends_type_2(fresh_anvil: AnvilProcess) -> Non
 
     async def scenario() -> tuple[SentTx, MinedTx, list[bytes]]:
         async with CountingClient([fresh_anvil.rpc_url]) as client:
-            engine = TxEngine(client, SENDER_KEY, CHAIN_ID)
+            engine = TxEngine(client, SENDER, CHAIN_ID)
             sent = await engine.send(RECIPIENT, b"\x01\x02", gas=25_000, value=7)
             return sent, await engine.wait(sent, timeout=30, poll=0.05), client.raw_transactions
 
@@ -259,7 +261,7 @@ def test_an_unknown_fee_model_is_refused() -> None:
     async def scenario() -> None:
         async with JsonRpcClient(["http://127.0.0.1:9"]) as client:
             with pytest.raises(ValueError, match="fee_model 'eip2930'"):
-                TxEngine(client, SENDER_KEY, CHAIN_ID, fee_model="eip2930")  # type: ignore[arg-type]
+                TxEngine(client, SENDER, CHAIN_ID, fee_model="eip2930")  # type: ignore[arg-type]
 
     trio.run(scenario)
 

@@ -65,6 +65,7 @@ from relayer.ledger import (
 )
 from relayer.payments import GasRate, Payment, route_payments
 from relayer.relay import Relayer
+from relayer.signer import LocalSigner
 
 A, B = 7101, 7102  # the origin that asks for payment, and the other end of the route
 C = 7103  # a domain A's Paymaster prices too, which serves nobody here
@@ -379,10 +380,13 @@ def sign_checkpoints(route: Route) -> None:
             root=bytes(outbox.functions.root().call()),
             index=count - 1,
         )
-        for key in COMMITTEE_KEYS[:2]:
+        for signer in map(LocalSigner, COMMITTEE_KEYS[:2]):
             store.publish(
                 SignedCheckpoint.create(
-                    key, checkpoint, block_number=latest["number"], block_hash=bytes(latest["hash"])
+                    signer,
+                    checkpoint,
+                    block_number=latest["number"],
+                    block_hash=bytes(latest["hash"]),
                 )
             )
 

@@ -46,6 +46,7 @@ from relayer.attester import AttesterState, OriginProgress, attest_once
 from relayer.checkpoints import open_checkpoint_store
 from relayer.config import ChainConfig, Config, load_config
 from relayer.family import family_of
+from relayer.signer import LocalSigner
 from tests.fakes import BeaconProxy, RpcProxy, honest
 
 pytestmark = pytest.mark.chain
@@ -140,7 +141,7 @@ def _attest(config: Config, chain: ChainConfig, store: Path) -> tuple[AttesterSt
             await attest_once(
                 origin,
                 chain,
-                key,
+                LocalSigner(key),
                 open_checkpoint_store(store),
                 state,
                 progress=OriginProgress(last_index=-1, last_block=None),

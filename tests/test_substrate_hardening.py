@@ -126,6 +126,7 @@ from relayer.families.substrate.proposals import DirectoryProposalStore, Proposa
 from relayer.families.substrate.scan import escrow_routes, scan_remarks
 from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, open_ledger
 from relayer.relay import MAX_DELIVERY_ATTEMPTS, Relayer
+from relayer.signer import LocalSigner
 
 U128_MAX = 2**128 - 1
 REFUND = 3
@@ -496,7 +497,7 @@ def test_an_attester_approves_only_a_checkpoint_a_quorum_signed(tmp_path: Path) 
     store = CheckpointStore(config.checkpoint_store)
     cp = Checkpoint(origin=ALPHA, outbox=bytes(12) + b"\x11" * 20, root=b"\x33" * 32, index=4)
     other = dataclasses.replace(cp, index=5)
-    mine, second = KEYS[0], KEYS[1]
+    mine, second = LocalSigner(KEYS[0]), LocalSigner(KEYS[1])
     store.publish(SignedCheckpoint.create(mine, cp, block_number=1, block_hash=b"\x01" * 32))
     # The others signed another index: a relayer pinning a proposal to ours gets nothing.
     store.publish(SignedCheckpoint.create(second, other, block_number=1, block_hash=b"\x01" * 32))
@@ -510,7 +511,7 @@ def test_an_attester_approves_only_a_checkpoint_a_quorum_signed(tmp_path: Path) 
             cast(SubstrateClient, None),  # never reached: refused before any chain I/O
             proposal,
             store=store,
-            key=mine,
+            member=mine.address,
             bridges=BRIDGES,
         )
     )

@@ -10,10 +10,11 @@ from adapters.jsonrpc import call_sync
 from adapters.rpc import JsonRpcClient
 from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
 from light_clients.hexstr import parse_data
+from relayer.signer import LocalSigner
 
 pytestmark = pytest.mark.chain
 
-SENDER_KEY = parse_data(DEV_PRIVATE_KEYS[5], "dev key")
+SENDER = LocalSigner(parse_data(DEV_PRIVATE_KEYS[5], "dev key"))
 RECIPIENT = parse_data(DEV_ADDRESSES[6], "dev address")
 CHAIN_ID = 31337
 
@@ -25,7 +26,7 @@ def rpc(chain: AnvilProcess, method: str, params: list[object]) -> object:
 def test_failed_broadcast_does_not_burn_a_nonce(fresh_anvil: AnvilProcess) -> None:
     async def scenario() -> None:
         async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
-            engine = TxEngine(client, SENDER_KEY, CHAIN_ID)
+            engine = TxEngine(client, SENDER, CHAIN_ID)
             start = await engine.sync_nonce()
             # Below intrinsic gas: the node refuses the broadcast (not a revert, not a timeout).
             refusal = rf"^broadcast of nonce {start} failed: .*intrinsic gas too low"
@@ -44,7 +45,7 @@ def test_failed_broadcast_does_not_burn_a_nonce(fresh_anvil: AnvilProcess) -> No
 def test_fee_cap_below_base_fee_is_refused_without_burning(fresh_anvil: AnvilProcess) -> None:
     async def scenario() -> None:
         async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
-            capped = TxEngine(client, SENDER_KEY, CHAIN_ID, fee_cap=1)
+            capped = TxEngine(client, SENDER, CHAIN_ID, fee_cap=1)
             start = await capped.sync_nonce()
             refusal = rf"^broadcast of nonce {start} failed: .*max fee per gas less than block base"
             with pytest.raises(TxError, match=refusal) as refused:
@@ -60,7 +61,7 @@ def test_stuck_transaction_is_replaced_with_higher_fees(fresh_anvil: AnvilProces
 
     async def scenario() -> None:
         async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
-            engine = TxEngine(client, SENDER_KEY, CHAIN_ID, escalate_after=0.3)
+            engine = TxEngine(client, SENDER, CHAIN_ID, escalate_after=0.3)
             sent = await engine.send(RECIPIENT, b"", gas=21_000)
             first_fee = sent.max_fee
             async with trio.open_nursery() as nursery:
@@ -85,9 +86,9 @@ def test_escalation_stops_at_the_fee_cap(fresh_anvil: AnvilProcess) -> None:
 
     async def scenario() -> None:
         async with JsonRpcClient([fresh_anvil.rpc_url]) as client:
-            probe = TxEngine(client, SENDER_KEY, CHAIN_ID)
+            probe = TxEngine(client, SENDER, CHAIN_ID)
             max_fee, _ = await probe.current_fees()
-            engine = TxEngine(client, SENDER_KEY, CHAIN_ID, escalate_after=0.2, fee_cap=max_fee)
+            engine = TxEngine(client, SENDER, CHAIN_ID, escalate_after=0.2, fee_cap=max_fee)
             sent = await engine.send(RECIPIENT, b"", gas=21_000)
             with pytest.raises(TxError, match="not mined"):
                 await engine.wait(sent, timeout=1.5, poll=0.1)

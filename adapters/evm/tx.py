@@ -16,25 +16,43 @@ underpriced" (Hyperlane #2924).
   raised by at least 12.5 % (the replacement rule of geth's pool), up to ``fee_cap``; every
   hash sent for the nonce is watched, whichever is mined wins. A legacy ``gasPrice`` is raised
   by the same rule.
+
+The engine holds no key. It hands each transaction to a :class:`TransactionSigner`
+(:class:`relayer.signer.Signer`: a key in this process, or a remote signer) through
+:func:`adapters.signing.call_signer` (bounded in time), and broadcasts the answer only once
+:func:`check_signed_transaction` has shown it to be exactly that transaction, signed by the
+engine's own address: a signer answering with another key's signature, or with another
+transaction (another nonce, recipient, value, fee), gets nothing broadcast and nothing recorded
+(:class:`TxNotSigned`, a failed RPC to the caller; the nonce is not consumed). A fee bump
+the signer will not sign leaves the transaction at its fees, with one warning per transaction
+(not per attempt: a signer's fee policy refuses every bump alike); every such failure also
+counts in ``passerelle_signing_errors_total`` (:func:`adapters.signing.signer_health`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import partial
+from typing import Any, Literal, Protocol, get_args
 
 import trio
-from eth_account import Account
 from eth_utils.address import to_checksum_address
 
 from adapters.errors import AdapterError
 from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcError
-from light_clients.errors import DecodeError
+from adapters.signing import SignerError, call_signer
+from light_clients.committee import recover_signer
+from light_clients.errors import DecodeError, VerificationError
+from light_clients.ethereum import rlp
 from light_clients.ethereum.receipt import Log
+from light_clients.hashing import keccak256
 from light_clients.hexstr import parse_loose_uint, to_hex
+
+log = logging.getLogger("passerelle.tx")
 
 GWEI = 10**9
 REPLACEMENT_BUMP_PERCENT = 125  # at least +12.5 % to replace, per geth's txpool; we use +25 %
@@ -50,6 +68,12 @@ FEE_MODELS: tuple[FeeModel, ...] = get_args(FeeModel)
 
 class TxError(AdapterError):
     """A transaction could not be sent or was not mined; str() says why."""
+
+
+class TxNotSigned(TxError):
+    """The signer refused, did not answer in time, or answered with something other than the
+    transaction asked, signed by the engine's address: nothing was broadcast, the nonce is not
+    consumed, and the same call may succeed later."""
 
 
 class TxReverted(TxError):
@@ -76,6 +100,10 @@ class SentTx:
     hashes: list[bytes] = field(default_factory=list)
     sent_at: float = 0.0
     fee_model: FeeModel = "eip1559"
+    value: int = 0
+    """Wei the transaction carries; a replacement carries the same (it is the same payment)."""
+    bump_refused: bool = field(default=False, repr=False, compare=False)
+    """The signer refused to sign a fee bump of it once already (warned once, not again)."""
 
     @property
     def gas_price(self) -> int:
@@ -202,13 +230,105 @@ def parse_receipt(tx_hash: bytes, answer: Any) -> MinedTx | None:
     return mined
 
 
+class TransactionSigner(Protocol):
+    """What signs a :class:`TxEngine`'s transactions: :class:`relayer.signer.Signer` is one
+    (its contract, in relayer/signer.py, is what a remote implementation must keep)."""
+
+    @property
+    def address(self) -> bytes:
+        """The 20-byte address every transaction it signs is sent from."""
+        ...
+
+    def sign_transaction(self, tx: Mapping[str, Any]) -> bytes:
+        """The raw signed transaction of ``tx`` (an ``eth_account`` transaction dict)."""
+        ...
+
+
+def transaction_dict(sent: SentTx, chain_id: int) -> dict[str, Any]:
+    """``sent`` as the ``eth_account`` transaction dict a :class:`TransactionSigner` signs."""
+    tx: dict[str, Any] = {
+        "type": 2,
+        "chainId": chain_id,
+        "nonce": sent.nonce,
+        "to": to_checksum_address(sent.to[-20:]),
+        "data": to_hex(sent.data),
+        "value": sent.value,
+        "gas": sent.gas,
+        "maxFeePerGas": sent.max_fee,
+        "maxPriorityFeePerGas": sent.priority_fee,
+    }
+    if sent.fee_model == "legacy":
+        # Type 0 with EIP-155 replay protection (chainId): eth_account signs a legacy
+        # transaction when there is no "type" and a gasPrice.
+        del tx["type"], tx["maxFeePerGas"], tx["maxPriorityFeePerGas"]
+        tx["gasPrice"] = sent.gas_price
+    return tx
+
+
+_TYPED_EIP1559 = b"\x02"  # EIP-2718 type byte of an EIP-1559 transaction
+_EIP155_V_OFFSET = 35  # a legacy v is 35 + 2 × chain id + y-parity (EIP-155)
+
+
+def check_signed_transaction(raw: bytes, sent: SentTx, chain_id: int, sender: bytes) -> bytes:
+    """The hash of ``raw``, if ``raw`` is exactly ``sent`` (on ``chain_id``) signed by
+    ``sender``; :class:`~adapters.signing.SignerError` otherwise (one line).
+
+    "Exactly" is byte for byte: ``raw`` must be the canonical encoding of ``sent``'s fields —
+    an EIP-1559 transaction ``0x02 ‖ rlp([chainId, nonce, tip, maxFee, gas, to, value, data,
+    [], y, r, s])``, or a legacy one ``rlp([nonce, gasPrice, gas, to, value, data, v, r, s])``
+    with EIP-155's ``v`` for ``chain_id`` — and its signature must be strict (low-s,
+    :func:`light_clients.committee.recover_signer`) over the transaction's signing hash and
+    recover to ``sender``. Computed here from ``sent``, not taken from the signer: what the
+    signer answers is the only thing checked, never what it says about it. It costs about an
+    eighth of what eth-account's signature itself does (strict RLP and one ``ecrecover``).
+    """
+    nonce = f"nonce {sent.nonce}"
+    who = f"signer 0x{sender.hex()}"
+    common = [rlp.encode_uint(sent.nonce)]
+    body: list[rlp.RLPItem] = [rlp.encode_uint(sent.gas), sent.to[-20:]]
+    body += [rlp.encode_uint(sent.value), sent.data]
+    if sent.fee_model == "legacy":
+        prefix = b""
+        fields: list[rlp.RLPItem] = [*common, rlp.encode_uint(sent.gas_price), *body]
+        digest = keccak256(rlp.encode([*fields, rlp.encode_uint(chain_id), b"", b""]))
+    else:
+        prefix = _TYPED_EIP1559
+        fields = [rlp.encode_uint(chain_id), *common, rlp.encode_uint(sent.priority_fee)]
+        fields += [rlp.encode_uint(sent.max_fee), *body, []]  # [] : no access list
+        digest = keccak256(prefix + rlp.encode(fields))
+    if not isinstance(raw, bytes | bytearray) or not raw:
+        raise SignerError(f"{who} answered {nonce} with no transaction")
+    # A legacy transaction is an RLP list (first byte 0xc0 or above); a typed one starts with
+    # its type byte.
+    if (raw[0] >= 0xC0) != (sent.fee_model == "legacy") or not raw.startswith(prefix):
+        raise SignerError(f"{who} answered {nonce} with no {sent.fee_model} transaction")
+    try:
+        decoded = rlp.decode(bytes(raw[len(prefix) :]))
+    except DecodeError as exc:
+        raise SignerError(f"{who} answered {nonce} with no transaction: {exc}") from None
+    if not isinstance(decoded, list) or decoded[:-3] != fields or len(decoded) != len(fields) + 3:
+        raise SignerError(f"{who} answered {nonce} with another transaction than the one asked")
+    try:
+        v, r, s = (rlp.decode_uint(item) for item in decoded[-3:])
+        parity = v if prefix else v - _EIP155_V_OFFSET - 2 * chain_id
+        if parity not in (0, 1):
+            raise SignerError(f"{who} answered {nonce} with v = {v}, not one for chain {chain_id}")
+        signature = r.to_bytes(32, "big") + s.to_bytes(32, "big") + bytes((27 + parity,))
+        recovered = recover_signer(digest, signature)
+    except VerificationError as exc:  # DecodeError, MalformedSignatureError (high s, r = 0, …)
+        raise SignerError(f"{who} answered {nonce} with no valid signature: {exc}") from None
+    if recovered != sender:
+        raise SignerError(f"{who} answered {nonce} signed by 0x{recovered.hex()}")
+    return keccak256(bytes(raw))
+
+
 class TxEngine:
-    """One signing key on one chain."""
+    """One sender on one chain: its nonces and fees; its signatures come from a signer."""
 
     def __init__(
         self,
         rpc: JsonRpcClient,
-        private_key: bytes,
+        signer: TransactionSigner,
         chain_id: int,
         *,
         fee_cap: int = 500 * GWEI,
@@ -216,32 +336,48 @@ class TxEngine:
         escalate_after: float = 12.0,
         gas_margin_percent: int = 25,
         fee_model: FeeModel = "eip1559",
+        sign_timeout: float | None = None,
     ) -> None:
         """``fee_model="legacy"`` sends type-0 transactions priced by ``eth_gasPrice`` (for
         chains without EIP-1559; ``priority_fee`` is then unused); ``fee_cap`` bounds the
-        price per gas either way."""
+        price per gas either way. ``signer`` signs every transaction, within
+        ``sign_timeout`` seconds (default: ``adapters.signing.SIGN_TIMEOUT``, read at each
+        call, as the attester does; :func:`adapters.signing.call_signer`)."""
         if fee_model not in FEE_MODELS:
             raise ValueError(f"fee_model {fee_model!r} is not one of {', '.join(FEE_MODELS)}")
+        address = signer.address
+        if not isinstance(address, bytes) or len(address) != 20:
+            raise ValueError(f"a signer's address is 20 bytes, got {address!r}")
         self.fee_model: FeeModel = fee_model
         self.rpc = rpc
-        self._account = Account.from_key(private_key)
-        self.address = bytes.fromhex(self._account.address[2:])
+        self.signer = signer
+        self.address = address
+        self._checksum_address = str(to_checksum_address(address))
         self.chain_id = chain_id
         self.fee_cap, self.priority_fee = fee_cap, priority_fee
         self.escalate_after = escalate_after
         self.gas_margin_percent = gas_margin_percent
+        self.sign_timeout = sign_timeout
         self._next_nonce: int | None = None
         self._lock = trio.Lock()
         self.broadcast_errors = 0
+        self.signing_errors = 0
         self.replacements = 0
 
     @property
     def checksum_address(self) -> str:
         """The sender as a checksummed hex string."""
-        return str(self._account.address)
+        return self._checksum_address
 
     async def sync_nonce(self) -> int:
-        """Re-read the next nonce from the chain (pending pool included)."""
+        """Re-read the next nonce from the chain (pending pool included), under the engine's
+        lock: a count the node gave before a concurrent send's broadcast reached it, written
+        after that send consumed its nonce, would hand the same nonce out again."""
+        async with self._lock:
+            return await self._read_nonce()
+
+    async def _read_nonce(self) -> int:
+        """:meth:`sync_nonce` for a caller that holds the lock already (a send)."""
         count = await self.rpc.call("eth_getTransactionCount", [self.checksum_address, "pending"])
         self._next_nonce = parse_quantity(count, "transaction count")
         return self._next_nonce
@@ -314,7 +450,7 @@ class TxEngine:
             gas = await self.estimate_gas(to, data, value, fees=(max_fee, tip))
         async with self._lock:
             if self._next_nonce is None:
-                await self.sync_nonce()
+                await self._read_nonce()
             assert self._next_nonce is not None
             sent = SentTx(
                 nonce=self._next_nonce,
@@ -324,46 +460,50 @@ class TxEngine:
                 max_fee=max_fee,
                 priority_fee=tip,
                 fee_model=self.fee_model,
+                value=value,
             )
-            await self._broadcast(sent, value, before_broadcast)
+            await self._broadcast(sent, before_broadcast)
             self._next_nonce += 1
         return sent
 
-    async def _broadcast(
-        self, sent: SentTx, value: int = 0, before_broadcast: BroadcastHook | None = None
-    ) -> None:
-        tx: dict[str, Any] = {
-            "type": 2,
-            "chainId": self.chain_id,
-            "nonce": sent.nonce,
-            "to": to_checksum_address(sent.to[-20:]),
-            "data": to_hex(sent.data),
-            "value": value,
-            "gas": sent.gas,
-            "maxFeePerGas": sent.max_fee,
-            "maxPriorityFeePerGas": sent.priority_fee,
-        }
-        if sent.fee_model == "legacy":
-            # Type 0 with EIP-155 replay protection (chainId): eth_account signs a legacy
-            # transaction when there is no "type" and a gasPrice.
-            del tx["type"], tx["maxFeePerGas"], tx["maxPriorityFeePerGas"]
-            tx["gasPrice"] = sent.gas_price
-        signed = self._account.sign_transaction(tx)
-        tx_hash = bytes(signed.hash)
+    async def _broadcast(self, sent: SentTx, before_broadcast: BroadcastHook | None) -> None:
+        raw, tx_hash = await self._signed(sent)
         if before_broadcast is not None:
             await before_broadcast(sent, tx_hash)
         try:
-            await self.rpc.call("eth_sendRawTransaction", [to_hex(bytes(signed.raw_transaction))])
+            await self.rpc.call("eth_sendRawTransaction", [to_hex(raw)])
         except RpcError as exc:
             self.broadcast_errors += 1
             # Never keep a nonce the node did not take: re-read it now, or (node unreachable)
             # before the next send.
             self._next_nonce = None
             with contextlib.suppress(RpcError):
-                await self.sync_nonce()
+                await self._read_nonce()
             raise TxError(f"broadcast of nonce {sent.nonce} failed: {exc}") from None
         sent.hashes.append(tx_hash)
         sent.sent_at = trio.current_time()
+
+    async def _signed(self, sent: SentTx) -> tuple[bytes, bytes]:
+        """``sent`` signed by the signer and checked (:func:`check_signed_transaction`): the
+        raw transaction and its hash; :class:`TxNotSigned` if the signer refused, hung or
+        answered anything else. No fallback: this engine has one signer, and one sender.
+
+        The check runs with the signature, in the signer's thread (a failed check is then a
+        signer failure like the others, counted once, in one place), on a copy of ``sent``:
+        an abandoned thread may still be checking after :meth:`_replace` restored the fees."""
+        asked = replace(sent, hashes=[])
+        sign = partial(self.signer.sign_transaction, transaction_dict(asked, self.chain_id))
+
+        def signed() -> tuple[bytes, bytes]:
+            raw = sign()
+            tx_hash = check_signed_transaction(raw, asked, self.chain_id, self.address)
+            return bytes(raw), tx_hash  # checked: bytes, or a bytearray of them
+
+        try:
+            return await call_signer(self.signer, signed, timeout=self.sign_timeout)
+        except SignerError as exc:
+            self.signing_errors += 1
+            raise TxNotSigned(f"nonce {sent.nonce} not signed: {exc}") from None
 
     async def _replace(self, sent: SentTx, before_broadcast: BroadcastHook | None) -> bool:
         """Re-send the same nonce with higher fees; False when already at the cap.
@@ -383,7 +523,20 @@ class TxEngine:
         sent.max_fee, sent.priority_fee = bumped_fee, max(bumped_tip, sent.priority_fee)
         try:
             async with self._lock:
-                await self._broadcast(sent, 0, before_broadcast)
+                await self._broadcast(sent, before_broadcast)
+        except TxNotSigned as exc:
+            sent.max_fee, sent.priority_fee = previous
+            if not sent.bump_refused:  # a fee policy refuses every bump: say it once
+                sent.bump_refused = True
+                log.warning(
+                    "nonce %d stays at max fee %d: its fee bump to %d was not signed (%s); "
+                    "retried at each escalation, not logged again for this transaction",
+                    sent.nonce,
+                    sent.max_fee,
+                    bumped_fee,
+                    exc,
+                )
+            return False
         except TxError:
             sent.max_fee, sent.priority_fee = previous
             return False

@@ -6,6 +6,8 @@ the in-run baseline among them."""
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -28,6 +30,9 @@ from light_clients.hexstr import parse_data
 from relayer.config import Config
 
 UNBATCHED_MESSAGES = 5
+SETTLE_BUSY = 0.4  # share of a core under which the relayer and attesters count as idle
+SETTLE_WINDOWS = 3  # consecutive quiet seconds that make the processes settled
+SETTLE_TIMEOUT = 120.0  # seconds after which a phase starts anyway
 
 
 @dataclass
@@ -72,8 +77,11 @@ class PhaseResult:
     beta_time: dict[int, int] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     memory_kb: dict[str, int] = field(default_factory=dict)
-    relayer_cpu: float | None = None
-    attester_cpu: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)  # group → CPU s, first broadcast → end
+    settle_seconds: float = 0.0  # waited for the relayer and attesters to finish starting
+    idle_cpu: dict[int, float] = field(default_factory=dict)  # pid → share of a core, settled
+    dispatch_gas: list[int] = field(default_factory=list)  # gasUsed of sampled dispatch txs
+    alpha_gas_limit: int = 0
     stages: dict[str, dict[str, float]] = field(default_factory=dict)  # id → status → time
     alpha_offset: float = 0.0  # wall time of a block ≈ its timestamp + offset (block_offsets)
     beta_offset: float = 0.0
@@ -130,6 +138,22 @@ class PhaseResult:
         return sum(d.gas_used for d in self.deliveries) / messages if messages else None
 
     @property
+    def dispatch_gas_median(self) -> float | None:
+        """Median gasUsed of one ``Outbox.dispatch`` transaction (this phase's, sampled)."""
+        return statistics.median(self.dispatch_gas) if self.dispatch_gas else None
+
+    def ceilings(self, gas_limit: int) -> tuple[float, float, float] | None:
+        """(origin, destination, route) ceilings in messages/s at this phase's measured gas:
+        a block's gas limit / gas per message / block time; the route's is the smaller
+        (issue #11). None until both gases are measured."""
+        batched, dispatch = self.batched_gas, self.dispatch_gas_median
+        if batched is None or dispatch is None:
+            return None
+        origin = (self.alpha_gas_limit or gas_limit) / dispatch / BLOCK_TIME
+        destination = gas_limit / batched / BLOCK_TIME
+        return origin, destination, min(origin, destination)
+
+    @property
     def gas_limit_per_message(self) -> float | None:
         """The gas *limit* the relayer asked for, per message."""
         messages = sum(d.delivered for d in self.deliveries)
@@ -165,10 +189,15 @@ def run_phase(
     else:
         name, relayer = shared_relayer, procs.running[shared_relayer]
     result.alpha_offset, result.beta_offset = block_offsets([alpha_rpc, beta_rpc])
-    cpu_before = host.cpu_seconds(relayer.pid) or 0.0
     attesters = [p.pid for n, p in procs.running.items() if n.startswith("attester")]
-    attester_before = sum(host.cpu_seconds(pid) or 0.0 for pid in attesters)
+    result.settle_seconds, result.idle_cpu = wait_settled([relayer.pid, *attesters])
     alpha_start, beta_start = alpha_rpc.block_number() + 1, beta_rpc.block_number() + 1
+    groups = {
+        "relayer": [relayer.pid],
+        "attesters": attesters,
+        "anvils": anvil_pids([alpha_rpc.url, beta_rpc.url]),
+    }
+    dispatch_txs: dict[str, str] = {}
 
     signing = time.monotonic()
     raw = sign_dispatches(
@@ -180,6 +209,9 @@ def run_phase(
         destination=beta.domain,
         recipient=beta.contract("ping").rjust(32, b"\0"),
     )
+    # From here on the CPU is the relay's: pre-signing is the load generator's own set-up,
+    # and while it ran the relayer and attesters only polled an idle chain.
+    cpu_before = host.cpu_snapshot(groups)
     started = time.monotonic()
     result.started_at = time.time()
     result.sign_seconds = started - signing
@@ -190,6 +222,7 @@ def run_phase(
         if len(result.dispatch_block) < phase.messages:
             for entry in alpha_rpc.logs(outbox, DISPATCH_TOPIC, alpha_start):
                 result.dispatch_block[entry["topics"][1].lower()] = int(entry["blockNumber"], 16)
+                dispatch_txs[entry["topics"][1].lower()] = entry["transactionHash"]
         for message_id, block in beta_rpc.delivered(inbox, beta_start).items():
             if message_id in result.dispatch_block:
                 result.delivery_block[message_id] = block
@@ -217,17 +250,82 @@ def run_phase(
         )
 
     result.memory_kb = host.proc_status(relayer.pid)
-    cpu_after = host.cpu_seconds(relayer.pid)
-    result.relayer_cpu = None if cpu_after is None else cpu_after - cpu_before
-    result.attester_cpu = sum(host.cpu_seconds(pid) or 0.0 for pid in attesters) - attester_before
+    # "bench" is this process: the load generator (broadcasting) and the polling.
+    result.cpu = host.cpu_delta(groups, cpu_before)
     if shared_relayer is None:
         procs.stop(name)
 
     result.alpha_time = alpha_rpc.timestamps(set(result.dispatch_block.values()))
     result.beta_time = beta_rpc.timestamps(set(result.delivery_block.values()))
     result.deliveries = deliveries(beta_rpc, inbox, beta_start, set(result.dispatch_block))
+    result.dispatch_gas = dispatch_gas(alpha_rpc, sorted(set(dispatch_txs.values())))
+    result.alpha_gas_limit = alpha_rpc.gas_limit()
     result.stages = ledger.stages(ledger_path, set(result.dispatch_block))
     return result
+
+
+def wait_settled(
+    pids: list[int],
+    *,
+    busy: float = SETTLE_BUSY,
+    windows: int = SETTLE_WINDOWS,
+    timeout: float = SETTLE_TIMEOUT,
+) -> tuple[float, dict[int, float]]:
+    """Wait until the processes of ``pids`` together used less than ``busy`` of a core in each
+    of ``windows`` consecutive seconds: the seconds waited, and each one's share of a core in
+    the last of them (what it costs idle, polling).
+
+    A relayer logs that it is relaying, and an attester signs, before their Asset Hub tasks
+    have connected: each connection decodes the runtime metadata, seconds of CPU per process
+    (about 15 s of wall clock when four processes start together on 2 cores). Without this
+    wait that start-up was billed to the burst's messages (session 5: about half of the "CPU
+    per message" measured then). Idle, an attester uses ~4 % of a core and a relayer ~11 %
+    (~25 % together); starting together, each gets ~20 % of the shared cores (~80 %), so it is
+    their sum that tells the two apart, not any one of them. Gives up after ``timeout`` (a
+    machine too busy for anything to look idle) and measures anyway: the report shows the
+    wait and the shares."""
+    began = time.monotonic()
+    quiet = 0
+    while True:
+        before = {pid: host.cpu_seconds(pid) or 0.0 for pid in pids}
+        time.sleep(1.0)
+        shares = {pid: (host.cpu_seconds(pid) or 0.0) - before[pid] for pid in pids}
+        quiet = quiet + 1 if sum(shares.values()) < busy else 0
+        waited = time.monotonic() - began
+        if quiet >= windows or waited >= timeout:
+            return waited, shares
+
+
+def anvil_pids(urls: list[str]) -> list[int]:
+    """The pids of the anvil processes serving ``urls`` (found by ``--port`` in their command
+    lines): their CPU time is part of what limits the rate."""
+    ports = {url.rsplit(":", 1)[-1].split("/")[0] for url in urls}
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv]
+        if words and words[0].endswith("anvil") and "--port" in words:
+            at = words.index("--port")
+            if at + 1 < len(words) and words[at + 1] in ports:
+                found.append(int(entry))
+    return found
+
+
+def dispatch_gas(rpc: EvmRpc, hashes: list[str], sample: int = 200) -> list[int]:
+    """gasUsed of up to ``sample`` of the dispatch transactions ``hashes`` (evenly spread)."""
+    step = max(1, len(hashes) // sample)
+    chosen = hashes[::step][:sample]
+    out: list[int] = []
+    for start in range(0, len(chosen), 50):
+        chunk = chosen[start : start + 50]
+        receipts = rpc.batch([("eth_getTransactionReceipt", [h]) for h in chunk])
+        out += [int(r["gasUsed"], 16) for r in receipts]
+    return out
 
 
 def deliveries(rpc: EvmRpc, inbox: bytes, from_block: int, ids: set[str]) -> list[Delivery]:

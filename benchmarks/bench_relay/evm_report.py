@@ -10,6 +10,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from benchmarks.bench_relay.chains import BLOCK_TIME, FINALITY_BLOCKS
+from benchmarks.bench_relay.host import cpu_line
 from benchmarks.bench_relay.stats import fmt, percentile, ratio, verdict
 
 if TYPE_CHECKING:
@@ -92,6 +93,17 @@ def _report_gas(result: PhaseResult, gas_limit: int) -> None:
             f"{BLOCK_TIME:.0f} s = {ceiling:,.0f} messages/s | measured {rate:,.1f}/s = "
             f"{rate / ceiling:.1%} of it"
         )
+    ceilings = result.ceilings(gas_limit)
+    dispatch = result.dispatch_gas_median
+    if ceilings is not None and dispatch is not None:
+        origin, destination, route = ceilings
+        print(
+            f"  route ceiling (issue #11) = min(origin {result.alpha_gas_limit or gas_limit:,} "
+            f"gas/block / {dispatch:,.0f} gas per Outbox.dispatch (median of "
+            f"{len(result.dispatch_gas)} receipts) / {BLOCK_TIME:.0f} s = {origin:,.0f}/s, "
+            f"destination {destination:,.0f}/s) = {route:,.0f} messages/s | measured "
+            f"{fmt(rate, ',.1f')}/s = {ratio(rate, route)} of it (target >= 0.80x)"
+        )
     # What the receipts say one beta block held; no claim about how the node fills a block.
     txs: Counter[int] = Counter()
     messages: Counter[int] = Counter()
@@ -149,10 +161,26 @@ def report_phase(result: PhaseResult, gas_limit: int) -> None:
     if result.memory_kb:
         print(
             f"  relayer memory: peak (VmHWM) {result.memory_kb.get('VmHWM', 0) / 1024:.1f} MiB, "
-            f"at the end (VmRSS) {result.memory_kb.get('VmRSS', 0) / 1024:.1f} MiB; CPU "
-            f"{fmt(result.relayer_cpu, '.1f')} s relayer, {fmt(result.attester_cpu, '.1f')} s "
-            f"for the 3 attesters"
+            f"at the end (VmRSS) {result.memory_kb.get('VmRSS', 0) / 1024:.1f} MiB"
         )
+    if result.idle_cpu:
+        idle = ", ".join(f"{share:.0%}" for share in result.idle_cpu.values())
+        print(
+            f"  settled {result.settle_seconds:.1f} s before the phase (relayer, attesters idle "
+            f"at {idle} of a core)"
+        )
+    if result.cpu:
+        print(f"  {cpu_line(result.cpu, result.wall_seconds)} (bench = the load generator)")
+        delivered = len(result.delivery_block)
+        if delivered:
+            print(
+                "  CPU per delivered message: "
+                + ", ".join(
+                    f"{group} {seconds / delivered * 1000:.2f} ms"
+                    for group, seconds in result.cpu.items()
+                )
+                + f" ({delivered} messages)"
+            )
     extra = (
         sum(d.already for d in result.deliveries),
         sum(d.handle_failed for d in result.deliveries),

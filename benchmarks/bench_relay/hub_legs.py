@@ -20,7 +20,13 @@ from benchmarks.bench_relay.hub_evidence import (
     read_attester_logs,
     snapshot_proposals,
 )
-from benchmarks.bench_relay.hub_model import Floor, HubContext, HubPhase, HubResult
+from benchmarks.bench_relay.hub_model import (
+    REMARKS_PER_EXTRINSIC,
+    Floor,
+    HubContext,
+    HubPhase,
+    HubResult,
+)
 from benchmarks.bench_relay.load import (
     SEND_BATCH,
     chunks,
@@ -64,9 +70,10 @@ async def _blocks_since(
 async def run_from_hub(
     phase: HubPhase, ctx: HubContext, sub: SubstrateClient, keypair: Any
 ) -> HubResult:
-    """Asset Hub → alpha: the client's PSRL remarks (one ``Utility.batch_all`` for a burst, one
-    ``remark_with_event`` per message when paced, as ``passerelle send`` makes them), composed
-    before the clock starts; measured until every one has its ``Delivered`` on alpha."""
+    """Asset Hub → alpha: the client's PSRL remarks (a burst in ``Utility.batch_all`` s of up to
+    :data:`REMARKS_PER_EXTRINSIC`, one ``remark_with_event`` per message when paced, as
+    ``passerelle send`` makes them), composed before the clock starts; measured until every
+    one has its ``Delivered`` on alpha."""
     config = ctx.config
     alpha, hub = config.chain("alpha"), config.chain(HUB)
     result = HubResult(phase)
@@ -76,7 +83,14 @@ async def run_from_hub(
     )
     result.ids = {m.nonce: to_hex(m.id) for m in messages}
     preparing = time.monotonic()
-    calls = await compose_remarks(sub, messages, one_batch=not phase.interval)
+    size = 1 if phase.interval else REMARKS_PER_EXTRINSIC
+    pieces = [messages[k : k + size] for k in range(0, len(messages), size)]
+    carried = [[m.nonce for m in piece] for piece in pieces]  # call k → the nonces it sends
+    calls = [
+        call
+        for piece in pieces
+        for call in await compose_remarks(sub, piece, one_batch=not phase.interval)
+    ]
     result.prepare_seconds = time.monotonic() - preparing
     (alpha_offset,) = block_offsets([ctx.alpha_rpc])
     alpha_start = ctx.alpha_rpc.block_number() + 1
@@ -92,7 +106,7 @@ async def run_from_hub(
             if phase.interval:
                 await trio.sleep_until(started + k * phase.interval)
             now = time.time()
-            for nonce in [first_nonce + k] if phase.interval else list(result.ids):
+            for nonce in carried[k]:
                 result.submitted_at[nonce] = now
             submitted = await sub.submit_call(keypair, call, wait_for_inclusion=False)
             nursery.start_soon(wait_one, k, submitted)
@@ -127,8 +141,7 @@ async def run_from_hub(
 
     stamps = ctx.alpha_rpc.timestamps(set(delivered_block.values()))
     for k, number in included.items():
-        nonces = [first_nonce + k] if phase.interval else list(result.ids)
-        for nonce in nonces:
+        for nonce in carried[k]:
             result.source_block[nonce] = number
             appeared = ctx.watcher.at(number)
             if appeared is not None:

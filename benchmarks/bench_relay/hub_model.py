@@ -16,6 +16,11 @@ from benchmarks.bench_relay.hub_chain import HeadWatcher, HubBlock
 from benchmarks.harness import Procs
 from relayer.config import Config
 
+REMARKS_PER_EXTRINSIC = 750
+"""A burst's remarks per ``Utility.batch_all``: 1500 in one are refused (``exhaustsResources``:
+more than one extrinsic's weight), 1000 took 4.6 s to build on a loaded host. Bursts larger
+than this go out as several extrinsics, back to back (consecutive nonces, so in order)."""
+
 
 @dataclass
 class HubPhase:
@@ -31,7 +36,8 @@ class HubPhase:
         route = "Asset Hub → alpha" if self.from_hub else "alpha → Asset Hub"
         if not self.interval:
             how = (
-                f"one Utility.batch_all of {self.messages} PSRL remarks"
+                f"{self.messages} PSRL remarks in Utility.batch_all s of up to "
+                f"{REMARKS_PER_EXTRINSIC}"
                 if self.from_hub
                 else f"{self.messages} dispatches at once"
             )
@@ -116,6 +122,8 @@ class HubOutcome:
     floor: Floor | None = None
     evm: dict[str, PhaseResult] = field(default_factory=dict)  # the same-shape EVM baselines
     legs: dict[str, HubResult] = field(default_factory=dict)
+    batch_messages: int = 0  # the weight-sized batch of the burst's messages (relayer's plan)
+    batch_note: str = ""  # what sized it: the chain's limits and one message's measured cost
 
 
 @dataclass

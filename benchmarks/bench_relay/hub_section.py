@@ -11,6 +11,7 @@ from pathlib import Path
 import trio
 
 from adapters.substrate.client import SubstrateClient
+from adapters.substrate.multisig import extrinsic_limits
 from benchmarks.bench_relay import host
 from benchmarks.bench_relay.chains import BLOCK_TIME, HUB, EvmRpc
 from benchmarks.bench_relay.evm_legs import Phase, run_phase
@@ -26,9 +27,17 @@ from benchmarks.bench_relay.hub_legs import (
 )
 from benchmarks.bench_relay.hub_model import HubContext, HubOutcome, HubPhase
 from benchmarks.bench_relay.hub_report import report_floor, report_hub, summarize_hub
+from benchmarks.bench_relay.load import BODY
 from benchmarks.harness import Procs
 from devnet import manager
-from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, Config
+from light_clients.message import Message
+from relayer.config import RELAY_BATCH_SIZE, RELAY_MAX_INFLIGHT, SUBSTRATE_BATCH_SIZE, Config
+from relayer.families.substrate.batching import (
+    chain_sizing,
+    message_cost,
+    plan_batches,
+)
+from relayer.families.substrate.calls import token_bridges
 from relayer.families.substrate.user import client_keypair
 
 
@@ -56,6 +65,7 @@ async def run_hub_section(ctx: HubContext, args: argparse.Namespace) -> HubOutco
         builds = chopsticks_builds(ctx.chopsticks_log, time.time())
         outcome.floor.builds = [builds[n] for n in outcome.floor.blocks if n in builds]
         report_floor(outcome.floor)
+        await plan_burst(outcome, ctx, sub, args.hub_messages)
         shapes = [(args.hub_messages, 0, 0.0)]
         if args.hub_paced_messages > 0:
             shapes.append((args.hub_paced_messages, 1, args.hub_interval))
@@ -114,6 +124,32 @@ async def run_hub_section(ctx: HubContext, args: argparse.Namespace) -> HubOutco
                 report_hub(leg, evm)
                 ctx.procs.check_running()
     return outcome
+
+
+async def plan_burst(
+    outcome: HubOutcome, ctx: HubContext, sub: SubstrateClient, count: int
+) -> None:
+    """The batches the relayer's planner makes of the burst's messages, from the chain's own
+    limits and measured costs (the same code the relayer runs): the ceiling's batch size."""
+    hub, alpha = ctx.config.chain(HUB), ctx.config.chain("alpha")
+    settings = hub.settings()
+    bridges = token_bridges(ctx.config)
+    limits = await extrinsic_limits(sub)
+    budget, model = await chain_sizing(sub, settings, hub.domain, bridges)
+    sample = Message(
+        1, 0, alpha.domain, alpha.outbox_id, hub.domain, b"\x01" * 32, BODY % 0
+    )  # a burst message's shape: 12-byte body to an account
+    cost = message_cost(model, sample, settings, bridges)
+    batches, _ = plan_batches([cost] * count, budget)
+    outcome.batch_messages = len(batches[0]) if batches else 0
+    outcome.batch_note = (
+        f"max_extrinsic {limits.weight:,} ps, {limits.length:,} bytes; batch budget "
+        f"{budget.weight:,} ps; one message {cost.weight:,} ps, {cost.length} bytes"
+    )
+    print(
+        f"  weight-sized batches: {outcome.batch_messages} of these messages per batch "
+        f"({outcome.batch_note}); SUBSTRATE_BATCH_SIZE caps it at {SUBSTRATE_BATCH_SIZE}"
+    )
 
 
 def run_hub_legs(

@@ -34,9 +34,8 @@ struct Checkpoint {
 ///         - The bit is set when the inbox accepts the message, before the recipient is called
 ///           (checks-effects-interactions: a re-entering recipient sees it delivered). It
 ///           means "accepted, never to be processed again", not "handled".
-///         - The recipient's `handle` runs with exactly HANDLE_GAS gas (the call reverts with
-///           InsufficientGas if less than that could be forwarded, so a relayer cannot starve
-///           a recipient into failing). If `handle` reverts, the message is recorded as failed
+///         - The recipient's `handle` runs with exactly HANDLE_GAS gas. If `handle` reverts, the
+///           message is recorded as failed
 ///           (a `failedMessage` record, event `HandleFailed(id, reason)`, reason = the first
 ///           MAX_REASON_BYTES of the revert data) and the batch goes on: a broken recipient
 ///           never blocks the lane. The same is recorded, without calling, when the recipient
@@ -59,6 +58,21 @@ struct Checkpoint {
 ///           `discardFailed`, event `FailedDiscarded`).
 ///         - `Delivered(id, origin, nonce)` is emitted exactly once per message: when `handle`
 ///           succeeded, in `process` or in a later `retry`.
+///         - Gas is never the recipient's problem: before each message (before its replay bit
+///           is read) the inbox checks that MESSAGE_GAS_NEEDED is left, enough for the worst
+///           that message can cost whatever its recipient does (the full HANDLE_GAS stipend, a
+///           failure record, staging a 64 KiB body) and for stopping after it. If not,
+///           `process` reverts with InsufficientGas (all or nothing, so eth_estimateGas of it
+///           is the gas of the whole batch), and `processOrCut` stops the batch there instead:
+///           `BatchCut(position, nonce)` names the first message not touched; it and every
+///           later one keep their replay bit clear and no record, and any later batch delivers
+///           them (docs/design.md, "Inbox", "Cut batches"). A cut before the first message
+///           did nothing and reverts with InsufficientGas too. So a relayer that under-funds a
+///           batch, on purpose or because a recipient burned in the real transaction what it
+///           did not burn in the dry run, only delays messages: it can never make a healthy
+///           recipient fail for want of gas, and with `processOrCut` one greedy recipient no
+///           longer reverts the messages before it. The relayer estimates `process` and sends
+///           `processOrCut` with the same arguments and one stipend more.
 ///         - On a chain whose id differs from the deployment's (a fork), `process` and `retry`
 ///           refuse everything with ForkedChain (T8).
 ///
@@ -97,6 +111,30 @@ contract Inbox is Governed {
     /// @dev EIP-150 forwards at most 63/64 of what is left, so HANDLE_GAS needs 64/63 of it at
     ///      the CALL, plus the call's own cost (cold account access, memory) and some slack.
     uint256 internal constant HANDLE_GAS_NEEDED = (HANDLE_GAS * 64) / 63 + 10_000;
+
+    /// @dev What the inbox itself may spend on one message around its `handle`, at worst:
+    ///      staging a 64 KiB message (copy + keccak, ~19k; no memory growth: `_readBatch`
+    ///      reserves what any message of the batch uses, see MESSAGE_MEMORY, so this does not
+    ///      depend on the batch's size), a fresh guard word (22.1k), the recipient checks (two cold reads,
+    ///      4.7k), a fresh failure record with its era (24.2k) and `HandleFailed` with 256
+    ///      bytes of reason (~3.7k): ~74k; then the next iteration's check and `BatchCut`
+    ///      (~2k). 90k leaves ~14k of slack (tests/test_inbox_truncation.py drives a batch to
+    ///      every cut point at the exact gas and watches for an out-of-gas).
+    uint256 internal constant MESSAGE_OVERHEAD = 90_000;
+
+    /// @dev Bytes of memory one delivery may use past its message's length: the 164 bytes of
+    ///      call header and padding around the staged copy (`_stage`), the reason kept
+    ///      (32 + 256), the failure record and `HandleFailed`'s encoding (~420): just over
+    ///      1,024 as compiled (the trace test saw 1,024 fall one word short), so 1,536.
+    ///      `_readBatch` touches the word this far past each message's copy, so that no
+    ///      message grows memory (each new word costs more the more memory is in use, and
+    ///      the batch's tables make that grow with the batch: MESSAGE_OVERHEAD could not be
+    ///      a constant otherwise; tests/test_inbox_truncation.py traces it).
+    uint256 internal constant MESSAGE_MEMORY = 1536;
+
+    /// @notice Gas the inbox must have left before a message to start it (see the contract
+    ///         comment): with less, `process` reverts and `processOrCut` stops before it.
+    uint256 public constant MESSAGE_GAS_NEEDED = HANDLE_GAS_NEEDED + MESSAGE_OVERHEAD;
 
     /// @dev secp256k1 n / 2: a larger s is the malleated twin of a low-s signature (EIP-2, T4).
     uint256 internal constant HALF_N =
@@ -167,6 +205,9 @@ contract Inbox is Governed {
 
     event Delivered(bytes32 indexed id, uint32 indexed origin, uint32 nonce);
     event AlreadyDelivered(bytes32 indexed id);
+    /// @notice `processOrCut` stopped before the message at `position` of its batch (nonce
+    ///         `nonce`) for want of MESSAGE_GAS_NEEDED: it and every later one were not touched.
+    event BatchCut(uint256 position, uint32 nonce);
     event HandleFailed(bytes32 indexed id, bytes reason);
     event CommitteeAnnounced(address[] validators, uint8 threshold, uint256 notBefore);
     event CommitteeSet(uint32 indexed epoch, address[] validators, uint8 threshold);
@@ -211,7 +252,11 @@ contract Inbox is Governed {
     error ProofTooShort(uint256 needed, uint256 given);
     error UnusedProofHashes(uint256 used, uint256 given);
     error InvalidProof(bytes32 computed);
+    /// @notice Not enough gas left for a message of the batch (`process`), or for its first
+    ///         one (`processOrCut`); see MESSAGE_GAS_NEEDED.
     error InsufficientGas();
+    /// @notice MESSAGE_OVERHEAD did not cover what a message cost before its call (a bug).
+    error StipendUnavailable();
     // Recipients (also the `reason` of HandleFailed when the inbox refuses to call).
     error RecipientNotAddress(bytes32 recipient);
     error RecipientProtected(address recipient);
@@ -379,7 +424,9 @@ contract Inbox is Governed {
     // ------------------------------------------------------------------ delivery
 
     /// @notice Verifies the committee's attestation of `cp` and the multiproof `proof` of the
-    ///         whole batch once, then delivers each message of `messages`.
+    ///         whole batch once, then delivers each message of `messages`; reverts with
+    ///         InsufficientGas if MESSAGE_GAS_NEEDED is not left before one of them (so
+    ///         eth_estimateGas of this call sizes the whole batch).
     /// @param signatures k signatures of 65 bytes r ‖ s ‖ v concatenated, k >= threshold, in
     ///        strictly ascending signer-address order.
     /// @param messages The batch, packed: for each message a 3-byte big-endian length then the
@@ -395,8 +442,36 @@ contract Inbox is Governed {
         bytes calldata messages,
         bytes32[] calldata proof
     ) external {
+        _process(cp, signatures, messages, proof, false);
+    }
+
+    /// @notice `process`, except that a message which could not be given MESSAGE_GAS_NEEDED
+    ///         cuts the batch there (`BatchCut(position, nonce)`) instead of reverting it: the
+    ///         messages before it are delivered, it and the rest are not touched and can be
+    ///         delivered by any later batch. A cut before the first message reverts with
+    ///         InsufficientGas (the call would have done nothing). Not for eth_estimateGas:
+    ///         once the proofs pass every gas limit succeeds, so its estimate is the gas of a
+    ///         batch cut after one message; estimate `process` with the same arguments.
+    function processOrCut(
+        Checkpoint calldata cp,
+        bytes calldata signatures,
+        bytes calldata messages,
+        bytes32[] calldata proof
+    ) external {
+        _process(cp, signatures, messages, proof, true);
+    }
+
+    /// @dev The body of `process` (not `cut`) and `processOrCut` (`cut`).
+    function _process(
+        Checkpoint calldata cp,
+        bytes calldata signatures,
+        bytes calldata messages,
+        bytes32[] calldata proof,
+        bool cut
+    ) internal {
         _checkNotForked();
         if (messages.length == 0) revert EmptyBatch();
+
         uint32 origin = cp.origin;
         bytes32 trusted = outboxOf[origin];
         if (trusted == bytes32(0)) revert UnknownOrigin(origin);
@@ -414,12 +489,26 @@ contract Inbox is Governed {
         if (used > proof.length) revert ProofTooShort(used, proof.length);
         if (used < proof.length) revert UnusedProofHashes(used, proof.length);
         if (computed != root) revert InvalidProof(computed);
+        // multiRoot's zero table is dead now: the messages reuse its memory, from the end of
+        // the `spans` table (as long as `nodes`' half) on, inside what _readBatch reserved
+        // for them (MESSAGE_MEMORY) instead of growing past it.
+        _resetMemory(spans + ((spans - nodes) >> 1));
         // Only now, with every message proven, is anything written or called.
         bytes32 guard = _guardBase(origin, trusted);
         for (uint256 i; i < count; ) {
             uint256 span;
             assembly ("memory-safe") {
                 span := mload(add(spans, shl(5, i)))
+            }
+            // Before anything of message i is read or written (its replay bit included): a
+            // message is either delivered whole, with its recipient's full stipend, or not
+            // touched at all.
+            if (gasleft() < MESSAGE_GAS_NEEDED) {
+                // Cut before the first message, the call did nothing: refused, as too little
+                // gas for the proofs would be.
+                if (!cut || i == 0) revert InsufficientGas();
+                emit BatchCut(i, uint32(span));
+                return;
             }
             uint256 start = span >> 64;
             uint256 end = start + ((span >> 32) & 0xffffffff);
@@ -537,6 +626,8 @@ contract Inbox is Governed {
     /// @dev Checks every message of the packed batch (see `process`) and lays out two tables
     ///      in memory: `nodes`, a (nonce, id) pair per message for MerkleLib.multiRoot, and
     ///      `spans`, a word per message: start in `messages` << 64 | length << 32 | nonce.
+    ///      Past them (the free memory pointer it leaves), it grows memory to what the
+    ///      delivery of its longest message will use (MESSAGE_MEMORY).
     function _readBatch(bytes calldata messages, uint32 origin, uint32 index)
         internal
         view
@@ -576,6 +667,10 @@ contract Inbox is Governed {
                 mstore(node, nonce)
                 mstore(add(node, 0x20), keccak256(scratch, length))
                 mstore(add(spans, shl(5, count)), or(shl(64, start), or(shl(32, length), nonce)))
+                // What this message's delivery will use past the same point (its staged copy
+                // and MESSAGE_MEMORY), grown now: the loop of `_process` never grows memory.
+                // Scratch, never read: only the size matters (paid once, for the longest).
+                mstore(add(scratch, add(length, sub(MESSAGE_MEMORY, 32))), 0)
             }
             cursor = start + length;
             unchecked {
@@ -628,9 +723,11 @@ contract Inbox is Governed {
         if (refusal.length != 0) {
             _fail(failureKey(origin, outbox, nonce), id, origin, refusal);
         } else {
-            // Refuse to start a call that could not get its full stipend: otherwise a relayer
-            // (or eth_estimateGas) could make a healthy recipient fail by under-funding it.
-            if (gasleft() < HANDLE_GAS_NEEDED) revert InsufficientGas();
+            // Never reached while MESSAGE_OVERHEAD covers what this message spent since the
+            // check in `_process`; kept so that a wrong bound reverts the batch instead of
+            // starving a healthy recipient into a recorded failure (its own error, so that a
+            // test can tell it from the cut: tests/test_inbox_truncation.py).
+            if (gasleft() < HANDLE_GAS_NEEDED) revert StipendUnavailable();
             if (_callHandle(target, HANDLE_GAS, buffer, origin, sender, message.length)) {
                 emit Delivered(id, origin, nonce);
             } else {

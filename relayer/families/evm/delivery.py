@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import trio
 from eth_abi.abi import encode as abi_encode
@@ -50,8 +50,10 @@ from light_clients.multiproof import build_multiproof, pack_messages, verify_mul
 from relayer.config import ChainConfig
 from relayer.families.evm.connection import open_evm
 from relayer.ledger import (
+    TRANSITIONS,
     IllegalTransition,
     InvalidReference,
+    LedgerBatch,
     MessageRecord,
     MessageStatus,
     NewTransaction,
@@ -70,15 +72,28 @@ log = logging.getLogger("passerelle.relayer")
 
 
 PROCESS = selector("process((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])")
+# Same arguments; cuts the batch before a message it cannot fund instead of reverting it (what
+# the relayer sends; ``process``, all or nothing, is what it dry-runs: see EvmDelivery._submit).
+PROCESS_OR_CUT = selector("processOrCut((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])")
 IS_DELIVERED = selector("isDelivered(uint32,uint32)")
 TOPIC_DELIVERED = keccak256(b"Delivered(bytes32,uint32,uint32)")
 TOPIC_ALREADY = keccak256(b"AlreadyDelivered(bytes32)")
 TOPIC_HANDLE_FAILED = keccak256(b"HandleFailed(bytes32,bytes)")
+TOPIC_BATCH_CUT = keccak256(b"BatchCut(uint256,uint32)")
 ALONE_REVERTS = "delivery reverts with this message alone in its batch"
 # The most gas one message's ``handle`` can cost the inbox: Inbox.HANDLE_GAS_NEEDED, that is
-# HANDLE_GAS (500k) forwarded under EIP-150's 63/64 rule plus the call's own cost. Each message
-# of a batch gets this on top of the estimate (see EvmDelivery._submit).
+# HANDLE_GAS (500k) forwarded under EIP-150's 63/64 rule plus the call's own cost. A batch gets
+# this ONCE on top of its estimate (see EvmDelivery._submit).
 STIPEND_GAS = 500_000 * 64 // 63 + 10_000
+# The most calldata one batch may carry. geth's pool refuses any transaction over 128 KiB
+# (txMaxSize = 4 slots of 32 KiB, counted over the whole signed transaction: calldata plus
+# ~110 bytes of envelope and signature), and a refused broadcast sends the same batch again
+# every round. 120,000 bytes leaves ~11 KB for the envelope and the multiproof's growth; a
+# lone message (at most 77 + 65,536 bytes, plus signatures and proof) always fits under it.
+MAX_BATCH_CALLDATA = 120_000
+# The reason a lone message whose delivery cannot fit in a block is failed with (the prefix
+# its backoff is counted by, see EvmDelivery._too_big_for_a_block).
+TOO_BIG_FOR_A_BLOCK = "its delivery alone needs more gas than a block holds"
 
 
 def _inbox_slot(label: str) -> int:
@@ -253,6 +268,12 @@ class EvmDelivery:
         self._batch_limit: dict[str, int] = {}
         # Whether this destination's pending transactions were all settled once (at start-up).
         self._settled = False
+        # Hashes of pending transactions younger than confirm_timeout that the node still has
+        # (a predecessor's in flight at a takeover): settled again every round until mined.
+        self._watched: set[str] = set()
+        # Whether the engine's next nonce must be read from the chain again at the end of a
+        # settle: at the first one, and after one that dropped or reverted a transaction.
+        self._nonce_stale = True
         # Origin domain -> the refusal last logged for it (see _trusted_only): logged once per
         # change, not every round.
         self._refused: dict[int, str] = {}
@@ -266,11 +287,11 @@ class EvmDelivery:
         prepared, dry-run, sent and confirmed by its own task (the engine's lock keeps the
         nonces in order); ``claimed`` keeps a message in at most one batch at a time. Every
         round also records as delivered what the destination's final state shows delivered."""
-        key = self.relayer.relayer_key()
+        signer = self.relayer.relayer_signer()
         async with open_evm(chain, role="relayer-deliver") as evm:
             self.relayer.endpoints[f"{chain.name}/deliver"] = evm.rpc.endpoints
             engine = TxEngine(
-                evm.rpc, key, chain.chain_id or await evm.chain_id(), fee_model=self.fee_model
+                evm.rpc, signer, chain.chain_id or await evm.chain_id(), fee_model=self.fee_model
             )
             slots = trio.Semaphore(self.relayer.max_inflight)
             claimed: set[str] = set()
@@ -278,9 +299,13 @@ class EvmDelivery:
             async with trio.open_nursery() as workers:
                 while True:
                     try:
-                        if not self._settled:
+                        # First, before anything below reads a lane (leasing: another relayer
+                        # may have scanned and collected since; docs/relayer.md, leases).
+                        await self.relayer.follow_origins(chain.domain)
+                        if not self._settled or self._watched:
                             # Before anything is sent, and inside the try: a destination RPC
                             # down at start-up is retried next round, not the relayer's end.
+                            # Then each round while a young transaction is still on its way.
                             await self._settle_pending(chain, engine)
                             last_settle = trio.current_time()
                         await self._finalize_deliveries(chain, evm)
@@ -635,16 +660,33 @@ class EvmDelivery:
     ) -> list[list[MessageRecord]]:
         """Dry-run, record, broadcast, then wait for the receipt and record what it did.
 
-        Returns the groups to try again at once: the two halves of a batch whose dry run
-        reverted or whose gas would not fit in half a block (empty otherwise).
+        Returns the groups to try again at once: the two halves of a batch whose calldata is
+        above :data:`MAX_BATCH_CALLDATA`, whose dry run reverted or whose gas would not fit in
+        half a block (empty otherwise).
 
-        The gas limit is the dry run's estimate with its margin *plus one full handle stipend
-        per message*: the dry run cannot show what a recipient does in the real transaction (it
-        may burn its whole stipend only then), and with that margin no recipient's behaviour
-        can make the batch run out of gas. Unused gas is not paid for.
+        The dry run is ``process`` (all or nothing, so its estimate is the gas of the whole
+        batch); what is sent is ``processOrCut`` with the same arguments and a gas limit of that
+        estimate with its margin *plus ONE full handle stipend*. The dry run cannot show what a
+        recipient does in the real transaction (it may burn its whole stipend only then). Such
+        a recipient costs ~500k plus its failure record (~28k), a little more than the stipend:
+        the stipend and the estimate's margin together absorb one (with no margin, one cuts the
+        batch's last message); with more, the inbox cuts the batch before the first message it
+        cannot fund (``BatchCut``) instead of reverting it, and those messages go back to
+        ``attested`` for the next batch (:meth:`_apply_receipt`). Issue #8 asked a stipend per
+        message here, which capped a batch at ~20 messages and a block at the gas asked, not
+        used (docs/performance.md). Unused gas is not paid for.
+
+        A lone message gets no stipend: the inbox funds message 0's worst case before starting
+        it (``MESSAGE_GAS_NEEDED`` is in the estimate), and nothing comes after it to cut. Its
+        ask is held against a whole block instead of half of one (there is nothing to split):
+        above it, the un-margined estimate is sent if that fits, and if even that does not,
+        the message fails with a backoff (:meth:`_too_big_for_a_block`) rather than being
+        dry-run and refused at every round.
         """
         records = list(submission.records)
         ids = [r.id for r in records]
+        if len(records) > 1 and len(submission.calldata) > MAX_BATCH_CALLDATA:
+            return _halves(records)  # a pool refuses it whatever its gas (before any RPC)
         fees = await engine.current_fees()
         try:
             estimate = await engine.estimate_gas(submission.inbox, submission.calldata, fees=fees)
@@ -659,9 +701,18 @@ class EvmDelivery:
                 return _halves(records)
             await self.relayer.fail(ids, f"dry run reverted: {exc.message}", records)
             return []
-        gas = estimate + len(records) * STIPEND_GAS
-        if len(records) > 1 and gas > await self._gas_ceiling(evm):
-            return _halves(records)
+        if len(records) > 1:
+            gas = estimate + STIPEND_GAS
+            if gas > await self._gas_ceiling(evm):
+                return _halves(records)
+        else:
+            block = (await evm.final_header()).gas_limit
+            gas = estimate if estimate <= block else _unmargined(estimate, engine)
+            if gas > block:
+                await self.relayer.db(
+                    self._too_big_for_a_block, chain.domain, records[0], gas, block
+                )
+                return []
 
         async def record(sent: SentTx, tx_hash: bytes) -> None:
             await self.relayer.db(
@@ -681,7 +732,11 @@ class EvmDelivery:
 
         try:
             sent = await engine.send(
-                submission.inbox, submission.calldata, gas=gas, fees=fees, before_broadcast=record
+                submission.inbox,
+                PROCESS_OR_CUT + submission.calldata[len(PROCESS) :],
+                gas=gas,
+                fees=fees,
+                before_broadcast=record,
             )
         except TxError as exc:
             await self.relayer.db(self._broadcast_failed, chain.domain, ids, str(exc))
@@ -696,7 +751,7 @@ class EvmDelivery:
         except TxError as exc:  # not mined in time: _settle_pending picks it up later
             log.warning("deliver to %s: %s", chain.name, exc)
         else:
-            await self.relayer.db(self._apply_receipt, chain, mined, ids)
+            await self.relayer.db(self._apply_receipt, chain, mined, ids, known=records)
         return []
 
     @staticmethod
@@ -708,6 +763,28 @@ class EvmDelivery:
         at every broadcast, the same batch each round (a block's limit moves by at most 1/1024
         per block, so the final one is close enough)."""
         return (await evm.final_header()).gas_limit // 2
+
+    def _too_big_for_a_block(
+        self, domain: int, record: MessageRecord, gas: int, block: int
+    ) -> None:
+        """Fail a lone ``record`` whose delivery needs ``gas`` (the dry run's, un-margined)
+        where the destination's final block holds ``block``: no node would take it. It waits
+        a backoff that grows with how often this happened (the audit trail, so restarts do
+        not reset it; no fee was paid, so it is never given up: a block limit can rise, and
+        ``passerelle retry`` starts it over)."""
+        with self.relayer.ledger.atomic() as batch:
+            if batch.movable([record.id], MessageStatus.FAILED) != [record.id]:
+                return  # moved on meanwhile (an operator's skip, another relayer)
+            count = failures_since_retry(batch.history(record.id), TOO_BIG_FOR_A_BLOCK)
+            delay = RETRY_BACKOFF[min(count, len(RETRY_BACKOFF) - 1)]
+            reason = (
+                f"{TOO_BIG_FOR_A_BLOCK}: {gas:,} gas where the destination's final block holds "
+                f"{block:,} (domain {domain}); retry in {delay:.0f} s"
+            )
+            log.warning("message %s: %s", record.id, reason)
+            batch.transition(
+                [record.id], MessageStatus.FAILED, reason=reason, retry_at=time.time() + delay
+            )
 
     def _reverted(self, domain: int, exc: TxReverted, ids: Sequence[str]) -> None:
         """A delivery that reverted on chain although its dry run passed.
@@ -763,14 +840,35 @@ class EvmDelivery:
                     batch.update_transaction(domain, tx.hash, TxStatus.FAILED, error=error)
             batch.transition(ids, MessageStatus.ATTESTED, reason=f"broadcast failed: {error}")
 
-    def _apply_receipt(self, chain: ChainConfig, mined: MinedTx, ids: Sequence[str]) -> None:
+    def _apply_receipt(
+        self,
+        chain: ChainConfig,
+        mined: MinedTx,
+        ids: Sequence[str],
+        *,
+        known: Sequence[MessageRecord] = (),
+    ) -> None:
         """Record a mined delivery transaction; its messages stay ``submitted`` until the
         block is final (:meth:`_finalize_deliveries`).
 
+        ``known`` are the batch's records as the relayer last read them (the submit path has
+        them; a settle after a restart does not): only a hint of where to read the batch's
+        rows in ONE query (:func:`_current_rows`), never trusted for their status.
+
         The mined hash becomes each message's carrier (a fee bump may have sent several hashes
-        for the nonce; the others are marked replaced). The receipt's logs only feed the
-        metrics, and only logs the inbox itself emitted about this batch's ids count: a
-        recipient runs inside the transaction and can emit look-alike events about any id.
+        for the nonce; the others are marked replaced). Only logs the inbox itself emitted
+        about this batch count: a recipient runs inside the transaction and can emit
+        look-alike events about any id. They feed the metrics, and the inbox's ``BatchCut``
+        sends the messages it did not start (nonce at or above the cut) back to ``attested``
+        at once, for the next batch, neither failed nor waiting for finality (each re-send
+        counts one more ``attempts``, as any entry into ``submitted`` does). A cut counts only
+        if it matches the batch (:meth:`ReceiptOutcome.cut_nonce`). Believing a lying
+        endpoint's cut costs one redundant delivery of those messages (the inbox skips a
+        replay). After a committee revocation it can cost more: a guard bit is then no
+        evidence, the redundant transaction becomes the carrier of messages that were in fact
+        delivered, its receipt shows them only ``AlreadyDelivered``, and they are set aside
+        for the operator (:meth:`_confirmed_delivered`), as a fake "dropped" answer could
+        already do. Delivery itself is still recorded only from proven state.
         """
         outcome = _receipt_outcome(mined, chain.contract("inbox"), ids)
         domain = chain.domain
@@ -778,6 +876,7 @@ class EvmDelivery:
             tx = batch.get_transaction(domain, mined.hash)
             # Read before the update below, which may change this very row object.
             was = None if tx is None else (tx.status, tx.nonce, tx.hash)
+            sender = None if tx is None else tx.sender
             batch.update_transaction(
                 domain,
                 mined.hash,
@@ -791,24 +890,82 @@ class EvmDelivery:
             # and then it (not the newest hash, which can never be mined) carries the batch.
             if was is not None and was[0] in (TxStatus.PENDING, TxStatus.REPLACED):
                 _, nonce, mined_hash = was
+                # Each message's status and nonce as this transaction reads them before the
+                # moves below (which never touch a message both moves: see the cut below).
+                rows = _current_rows(batch, ids, known)
                 carried = [
                     i
                     for i in ids
-                    if (m := batch.get(i)) is not None
+                    if (m := rows[i]) is not None
                     and m.status in (MessageStatus.SUBMITTED, MessageStatus.ATTESTED)
                 ]
+                cut_from = outcome.cut_nonce([m.nonce for i in ids if (m := rows[i]) is not None])
+                if outcome.cut is not None and cut_from is None:
+                    log.warning(
+                        "delivery %s: ignoring a BatchCut%s that does not match its batch",
+                        to_hex(mined.hash),
+                        outcome.cut,
+                    )
+                cut = (
+                    []
+                    if cut_from is None
+                    else [i for i in carried if (m := rows[i]) and m.nonce >= cut_from]
+                )
                 batch.transition(
-                    carried,
+                    [i for i in carried if i not in cut],
                     MessageStatus.SUBMITTED,
                     tx_hash=mined.hash,
                     reason=f"mined in block {mined.block_number}; waiting for it to be final",
                 )
+                # Only the ones that actually move: one already back in ``attested`` (a
+                # broadcast refused, then mined after all) was not cut by this receipt. Their
+                # status read above is still current (under this transaction's write lock, and
+                # the move to ``submitted`` left them out), so no second read is needed.
+                cut = [
+                    i
+                    for i in cut
+                    if (m := rows[i]) is not None
+                    and m.status != MessageStatus.ATTESTED
+                    and MessageStatus.ATTESTED in TRANSITIONS[m.status]
+                ]
+                if cut:
+                    batch.transition(
+                        cut,
+                        MessageStatus.ATTESTED,
+                        reason=f"the inbox cut transaction {to_hex(mined.hash)}'s batch before "
+                        f"nonce {cut_from} for want of gas (BatchCut): in the next batch",
+                    )
+                self.relayer.metrics.cut_messages += len(cut)
+                # The other broadcasts of THIS key's nonce can never be mined now. Only this
+                # key's: several relayers deliver to one chain (leases; a takeover watches its
+                # predecessor's transactions), each key with its own nonces, and another key's
+                # transaction at the same nonce number is still on its way. A sibling that
+                # carried another batch (not a fee bump of this one, whose messages moved to
+                # the newer hash when it was recorded) gives its messages back to ``attested``:
+                # left ``submitted`` on a replaced carrier, nothing would ever settle them.
                 for sibling in batch.transactions(chain=domain, status=TxStatus.PENDING):
-                    if sibling.nonce == nonce and sibling.hash != mined_hash:
+                    if (
+                        sibling.nonce == nonce
+                        and sibling.sender == sender
+                        and sibling.hash != mined_hash
+                    ):
                         batch.update_transaction(
                             domain, sibling.hash, TxStatus.REPLACED, error="another hash mined"
                         )
-        self.relayer.metrics.already_delivered += len(outcome.already)
+                        orphans = [
+                            i
+                            for i in batch.transaction_messages(domain, sibling.hash)
+                            if (orphan := batch.get(i)) is not None
+                            and orphan.status == MessageStatus.SUBMITTED
+                            and orphan.delivery_tx_hash == sibling.hash
+                        ]
+                        if orphans:
+                            batch.transition(
+                                orphans,
+                                MessageStatus.ATTESTED,
+                                reason=f"its transaction's nonce was taken by {to_hex(mined.hash)}",
+                            )
+        self.relayer.metrics.redundant_deliveries += len(outcome.already)
         self.relayer.metrics.handle_failed += len(outcome.handle_failed)
         self.relayer.metrics.gas_used += mined.gas_used
         self.relayer.metrics.fees_paid += mined.fee_paid
@@ -914,7 +1071,16 @@ class EvmDelivery:
 
     async def _settle_pending(self, chain: ChainConfig, engine: TxEngine) -> None:
         """Settle transactions the ledger has as pending for longer than ``confirm_timeout``
-        (all of them at start-up): mined ones are recorded, unknown ones count as dropped.
+        (all of them at start-up, and the young ones being watched): mined ones are recorded,
+        unknown ones count as dropped.
+
+        A young transaction (sent less than ``confirm_timeout`` ago) that is not mined yet is
+        called dropped only if the node does not know it (:meth:`_in_pool`). At a takeover
+        the predecessor's last batches are exactly that, on their way from its key: calling
+        them dropped would send every message again (each an ``AlreadyDelivered`` once the
+        first is mined). They are watched instead, settled again every round until mined, or
+        dropped once old. A node that lies either way costs a redundant delivery (the inbox
+        skips the replay) or a wait of ``confirm_timeout``, never a message.
 
         One transaction that cannot be settled is logged and skipped: it never stops the
         relayer (a receipt is chain data, and chain data is not trusted to be well-behaved)."""
@@ -922,31 +1088,64 @@ class EvmDelivery:
             self.relayer.ledger.transactions, chain=chain.domain, status=TxStatus.PENDING
         )
         cutoff = time.time() - self.relayer.confirm_timeout
-        for tx in pending:
-            if self._settled and tx.submitted_at > cutoff:
-                continue
-            tx_hash = bytes.fromhex(tx.hash[2:])
-            try:
-                ids = await self.relayer.db(
-                    self.relayer.ledger.transaction_messages, chain.domain, tx.hash
-                )
-                try:
-                    mined = await engine.receipt(tx_hash)
-                except TxReverted as exc:
-                    await self.relayer.db(self._reverted, chain.domain, exc, ids)
+        watched, self._watched = self._watched, set()
+        examined: set[str] = set()
+        try:
+            for tx in pending:
+                young = tx.submitted_at > cutoff
+                if self._settled and young and tx.hash not in watched:
                     continue
-                if mined is not None:
-                    await self.relayer.db(self._apply_receipt, chain, mined, ids)
-                else:
-                    await self.relayer.db(self._dropped, chain.domain, tx.hash, ids)
-            except (UnknownRecord, IllegalTransition, InvalidReference, MalformedAnswer) as exc:
-                # A garbled receipt is a hostile or broken node's, not the ledger's fault: this
-                # transaction stays pending (the next settle asks again), the others settle.
-                log.error(
-                    "deliver to %s: cannot settle transaction %s: %s", chain.name, tx.hash, exc
-                )
-        await engine.sync_nonce()
+                await self._settle_one(chain, engine, tx.hash, young=young)
+                examined.add(tx.hash)
+        finally:
+            # A settle cut short (an RPC error leaves the loop) keeps watching what it did not
+            # get to: those are skipped as young otherwise, until the next periodic settle.
+            # (Only hashes still pending: one settled elsewhere is not watched for ever.)
+            self._watched |= ({tx.hash for tx in pending} & watched) - examined
+        if self._nonce_stale:
+            # Only at the first settle, or when a nonce was given back (dropped) or used up
+            # (reverted): a read of the pending count races this relayer's own sends, so it
+            # is not done every round while young transactions are watched.
+            await engine.sync_nonce()
+            self._nonce_stale = False
         self._settled = True
+
+    async def _settle_one(
+        self, chain: ChainConfig, engine: TxEngine, hex_hash: str, *, young: bool
+    ) -> None:
+        """Settle one pending transaction (:meth:`_settle_pending`)."""
+        try:
+            ids = await self.relayer.db(
+                self.relayer.ledger.transaction_messages, chain.domain, hex_hash
+            )
+            try:
+                mined = await engine.receipt(bytes.fromhex(hex_hash[2:]))
+            except TxReverted as exc:
+                self._nonce_stale = True
+                await self.relayer.db(self._reverted, chain.domain, exc, ids)
+                return
+            if mined is not None:
+                await self.relayer.db(self._apply_receipt, chain, mined, ids)
+            elif young and await self._in_pool(engine, hex_hash):
+                self._watched.add(hex_hash)
+            else:
+                self._nonce_stale = True
+                await self.relayer.db(self._dropped, chain.domain, hex_hash, ids)
+        except (UnknownRecord, IllegalTransition, InvalidReference, MalformedAnswer) as exc:
+            # A garbled receipt is a hostile or broken node's, not the ledger's fault: this
+            # transaction stays pending (the next settle asks again), the others settle.
+            if young:
+                self._watched.add(hex_hash)
+            log.error("deliver to %s: cannot settle transaction %s: %s", chain.name, hex_hash, exc)
+
+    @staticmethod
+    async def _in_pool(engine: TxEngine, tx_hash: str) -> bool:
+        """Whether the node knows ``tx_hash`` (``eth_getTransactionByHash`` answers an object:
+        it waits in the pool). No answer (null) is "never broadcast, or evicted"."""
+        answer = await engine.rpc.call("eth_getTransactionByHash", [tx_hash])
+        if answer is not None and not isinstance(answer, dict):
+            raise MalformedAnswer(f"eth_getTransactionByHash answered {type(answer).__name__}")
+        return answer is not None
 
     def _dropped(self, domain: int, tx_hash: str, ids: Sequence[str]) -> None:
         """A recorded transaction the chain does not know: its messages go back to attested.
@@ -984,11 +1183,30 @@ class Submission:
 
 @dataclass
 class ReceiptOutcome:
-    """Which messages a delivery transaction delivered, skipped as replays, or failed to handle."""
+    """Which messages a delivery transaction delivered, skipped as replays, or failed to
+    handle, and the nonce before which the inbox cut the batch (``BatchCut``), if it did."""
 
     delivered: list[str] = field(default_factory=list)
     already: list[str] = field(default_factory=list)
     handle_failed: dict[str, str] = field(default_factory=dict)
+    # (position, nonce) of the inbox's LAST ``BatchCut``: the outer batch's, as the inbox
+    # returns right after emitting it (an inner batch re-entered from a recipient could only
+    # come earlier; none can cut today, a handle's 500k being below MESSAGE_GAS_NEEDED).
+    cut: tuple[int, int] | None = None
+
+    def cut_nonce(self, nonces: Collection[int]) -> int | None:
+        """The nonce the inbox cut the batch before, if its ``BatchCut`` is this batch's:
+        the batch (``nonces``, its messages' nonces) holds that nonce at that position in
+        ascending order, the order the inbox numbers them in. Otherwise None: a cut that
+        disagrees with the batch names nothing it carried, and moving messages on it could
+        send back ones that were delivered."""
+        if self.cut is None:
+            return None
+        position, nonce = self.cut
+        ordered = sorted(set(nonces))
+        if position < len(ordered) and ordered[position] == nonce:
+            return nonce
+        return None
 
 
 def _receipt_outcome(mined: MinedTx, inbox: bytes, ids: Sequence[str]) -> ReceiptOutcome:
@@ -1001,7 +1219,16 @@ def _receipt_outcome(mined: MinedTx, inbox: bytes, ids: Sequence[str]) -> Receip
     outcome = ReceiptOutcome()
     wanted = {i.lower() for i in ids}
     for entry in mined.logs:
-        if len(entry.topics) < 2 or entry.address != inbox[-20:]:
+        if entry.address != inbox[-20:] or not entry.topics:
+            continue
+        if entry.topics[0] == TOPIC_BATCH_CUT and len(entry.data) == 64:
+            # (uint256 position, uint32 nonce); the last one counts (ReceiptOutcome.cut).
+            outcome.cut = (
+                int.from_bytes(entry.data[:32], "big"),
+                int.from_bytes(entry.data[32:], "big"),
+            )
+            continue
+        if len(entry.topics) < 2:
             continue
         message_id = to_hex(entry.topics[1])
         if message_id not in wanted:
@@ -1013,6 +1240,62 @@ def _receipt_outcome(mined: MinedTx, inbox: bytes, ids: Sequence[str]) -> Receip
         elif entry.topics[0] == TOPIC_HANDLE_FAILED:
             outcome.handle_failed[message_id] = "recipient reverted"
     return outcome
+
+
+# A range read of a batch's rows is used while the batch's nonces are this dense (span at most
+# this many times its size): a bisected batch is contiguous, and a sparse one (messages of
+# another batch or relayer in between) is cheaper read id by id than its whole range.
+RANGE_READ_SPREAD = 4
+
+
+class RowState(NamedTuple):
+    """What :meth:`EvmDelivery._apply_receipt` needs of a message's row."""
+
+    status: MessageStatus
+    nonce: int
+
+
+def _current_rows(
+    batch: LedgerBatch, ids: Sequence[str], known: Sequence[MessageRecord]
+) -> dict[str, RowState | None]:
+    """The status and nonce of each of ``ids`` as ``batch`` reads them now (None for an
+    unknown id): one range query per origin of ``known`` instead of one query per message.
+
+    Copies, not the ORM rows: a row object kept alive in the batch's session is re-read
+    (one SELECT each) by every later ``transition`` that moves it, which costs as much as
+    the per-message reads this replaces.
+
+    ``known`` (records read earlier, e.g. the batch as prepared) only says WHERE to look: the
+    ``(origin, nonce)`` range each origin's ids lie in. What is returned is always the row read
+    now, matched by id. A hint that is stale or wrong (a record of another id, a nonce that
+    does not match) therefore cannot put a wrong row in the answer: an id the range does not
+    hold is read on its own, exactly as without a hint."""
+    wanted = set(ids)
+    spans: dict[int, tuple[int, int, int]] = {}  # origin -> (lowest nonce, highest, count)
+    for record in known:
+        if record.id in wanted:
+            low, high, count = spans.get(record.origin, (record.nonce, record.nonce, 0))
+            spans[record.origin] = (min(low, record.nonce), max(high, record.nonce), count + 1)
+    rows: dict[str, RowState | None] = {}
+    for origin, (low, high, count) in spans.items():
+        width = high - low + 1
+        if width > RANGE_READ_SPREAD * count:
+            continue
+        # (origin, nonce) is unique, so the range holds at most ``width`` rows.
+        for row in batch.messages(origin=origin, after=(origin, low - 1), limit=width):
+            if row.id in wanted:
+                rows[row.id] = RowState(row.status, row.nonce)
+    for message_id in ids:
+        if message_id not in rows:
+            alone = batch.get(message_id)
+            rows[message_id] = None if alone is None else RowState(alone.status, alone.nonce)
+    return rows
+
+
+def _unmargined(estimate: int, engine: TxEngine) -> int:
+    """The dry run's own gas, from ``estimate`` = it plus the engine's margin
+    (:meth:`TxEngine.estimate_gas` rounds down, so this rounds up: never below the dry run)."""
+    return -(-estimate * 100 // (100 + engine.gas_margin_percent))
 
 
 def _one_per_nonce(records: Sequence[MessageRecord]) -> list[MessageRecord]:

@@ -17,12 +17,12 @@ from eth_abi.abi import encode as abi_encode
 
 from adapters.evm.chain import DISPATCH_TOPIC, EvmChain, selector
 from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine
-from light_clients.committee import address_of
 from relayer.accounts import bytes32
 from relayer.config import ChainConfig, Config, ConfigError
 from relayer.families.evm.connection import open_evm
 from relayer.families.evm.delivery import is_delivered_call
 from relayer.families.evm.payments import rates_at
+from relayer.signer import Signer, evm_signer
 from relayer.user import Sent
 
 DISPATCH = selector("dispatch(uint32,bytes32,bytes)")
@@ -34,18 +34,19 @@ TRANSFER_REMOTE_AND_PAY = selector("transferRemoteAndPay(address,uint256,uint32,
 BALANCE_OF = selector("balanceOf(address)")
 
 
-def client_key(config: Config) -> bytes:
-    """The ``[client]`` key (secp256k1); ConfigError if none is configured."""
+def client_signer(config: Config) -> Signer:
+    """The signer of the ``[client]`` key (secp256k1, :func:`relayer.signer.evm_signer`);
+    ConfigError if none is configured or it does not load."""
     if config.client_key is None:
         raise ConfigError("no [client] key configured: cannot send")
-    return config.client_key.load()
+    return evm_signer(config.client_key)
 
 
 def client_address(config: Config) -> bytes:
     """The client's 20-byte address (a default recipient: ConfigError saying to give one)."""
     if config.client_key is None:
         raise ConfigError("give --recipient (no [client] key configured)")
-    return address_of(config.client_key.load())
+    return client_signer(config).address
 
 
 def _dispatched(
@@ -122,11 +123,11 @@ async def send_messages(
 ) -> list[Sent]:
     """``count`` × ``Outbox.dispatch(target, recipient, body)`` from the client key; with
     ``pay_gas``, ``Outbox.dispatchAndPay`` paying the quote for that much destination gas."""
-    key = client_key(config)
+    signer = client_signer(config)
     outbox = source.contract("outbox")
     async with open_evm(source) as evm:
         engine = TxEngine(
-            evm.rpc, key, await evm.chain_id(), escalate_after=30, fee_model=fee_model
+            evm.rpc, signer, await evm.chain_id(), escalate_after=30, fee_model=fee_model
         )
         args = [target.domain, bytes32(recipient), body]
         if pay_gas is None:
@@ -137,7 +138,7 @@ async def send_messages(
             fee = await delivery_fee(evm, source, target, pay_gas)
             data = DISPATCH_AND_PAY + abi_encode(
                 ["uint32", "bytes32", "bytes", "uint256", "address"],
-                [*args, pay_gas, address_of(key)],
+                [*args, pay_gas, signer.address],
             )
             mined = await _send_all(engine, [(outbox, data)] * count, fee + fee // PAY_MARGIN)
     return [s for m in mined for s in _dispatched(m, outbox, source.domain, target.domain, fee)]
@@ -159,7 +160,7 @@ async def send_tokens(
     the same transaction (the quote plus :data:`PAY_MARGIN`, the change refunded). Every address
     (and the quote) is looked up before the first transaction: a config missing one must not
     fail after tokens moved."""
-    key = client_key(config)
+    signer = client_signer(config)
     token = source.contracts.get("token") or source.contracts.get("wrapped_token")
     if token is None:
         raise ConfigError(f"chain {source.name!r} has no token configured")
@@ -167,7 +168,7 @@ async def send_tokens(
     outbox = source.contract("outbox")
     async with open_evm(source) as evm:
         engine = TxEngine(
-            evm.rpc, key, await evm.chain_id(), escalate_after=30, fee_model=fee_model
+            evm.rpc, signer, await evm.chain_id(), escalate_after=30, fee_model=fee_model
         )
         to = bytes32(recipient)
         fee = None if pay_gas is None else await delivery_fee(evm, source, target, pay_gas)

@@ -10,8 +10,10 @@ and its turns and stale operations are timed by its own clock.
 from __future__ import annotations
 
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
@@ -19,32 +21,44 @@ from typing import TYPE_CHECKING
 import trio
 
 from adapters.errors import AdapterError
-from adapters.substrate.client import Call, SubstrateClient
+from adapters.substrate.client import Call, Included, Submitted, SubstrateClient
 from adapters.substrate.multisig import (
     OpenOperation,
     Timepoint,
-    approve,
+    approval_included,
     cancel,
-    execute,
     executed_ok,
     held_operations,
     open_operation,
+    submit_approval,
+    submit_execution,
+    wait_landed,
 )
-from light_clients.committee import Checkpoint, address_of
+from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.message import decode_message, verify_message_inclusion
 from relayer.checkpoints import CheckpointStore, CheckpointStoreError
 from relayer.config import ATTESTER_POLL, ChainConfig, Config, ConfigError, SubstrateSettings
+from relayer.families.substrate.batching import (
+    EXECUTION_LENGTH_OVERHEAD,
+    EXECUTION_WEIGHT_SHARE,
+    BatchBudget,
+    CostModel,
+    SizingCache,
+    batch_excess,
+    message_cost,
+)
 from relayer.families.substrate.calls import (
     REFUND_REASONS,
     Refund,
+    compose_batch,
     delivered_items,
     delivery_calls,
     refund_reason,
     token_bridges,
 )
 from relayer.families.substrate.connection import connected
-from relayer.families.substrate.proposals import Proposal, open_proposal_store
+from relayer.families.substrate.proposals import Proposal, ProposalKey, open_proposal_store
 from relayer.signer import as_keypair, substrate_signer
 
 if TYPE_CHECKING:
@@ -84,7 +98,7 @@ def approval_duties(
             approve_deliveries,
             context.config,
             chain,
-            context.key,
+            context.signer.address,
             keypair,
             context.store,
             state=context.state,
@@ -96,7 +110,7 @@ def approval_duties(
 async def approve_deliveries(
     config: Config,
     chain: ChainConfig,
-    key: bytes,
+    member: bytes,
     keypair: Keypair,
     store: CheckpointStore,
     *,
@@ -124,6 +138,9 @@ async def approve_deliveries(
     done: set[tuple[str, float]] = set()
     duty = DeliveryDuty()
     async with connected(chain) as client:
+        # What one batch may hold and what each message costs here, measured by us (never
+        # the relayer's word), once per connection and again after a runtime upgrade.
+        sizes = SizingCache()
         while True:
             try:
                 await _tend_held(client, chain, keypair, duty, state=state)
@@ -141,37 +158,223 @@ async def approve_deliveries(
             live = {(key.name, proposal.created) for key, proposal in pending}
             for stale in set(batches) - live:
                 del batches[stale]
+            for stale in set(duty.sighted) - live:
+                del duty.sighted[stale]
             done &= live
-            for entry, proposal in pending:
-                key_ = (entry.name, proposal.created)
-                if key_ in done:
-                    continue
-                try:
-                    batch = batches.get(key_)
-                    if batch is None:
-                        batch = await _verified_batch(
-                            config, chain, client, proposal, store=store, key=key, bridges=bridges
-                        )
-                    if batch is None:
-                        continue  # not a checkpoint a quorum (with us) signed: not yet, or never
-                    batches[key_] = batch
-                    finished = await _act_on(
-                        client, chain, keypair, proposal, batch, state=state, duty=duty
-                    )
-                except VerificationError as exc:
-                    log.error("proposal %s refused: %s", entry.name, exc)
-                    finished = True
-                except (AdapterError, ConfigError) as exc:
-                    finished = False
-                    if any(race in str(exc) for race in MULTISIG_RACES):
-                        # Another attester approved or executed in between: read again.
-                        log.info("proposal %s: another signatory was first (%s)", entry.name, exc)
-                        continue
-                    state.errors += 1
-                    log.warning("proposal %s: %s", entry.name, exc)
-                if finished:
-                    done.add(key_)
+            try:  # before the first proposal if we can: off its critical path
+                sizing = await sizes.get(client, settings, chain.domain, bridges)
+            except AdapterError as exc:
+                state.errors += 1
+                log.warning("%s: batch limits: %s", chain.name, exc)
+                await trio.sleep(poll)
+                continue
+            # This round's extrinsics go to the pool back to back and are waited for together
+            # after it (several operations opened or executed in one block, not one a block).
+            # One block takes executions worth one extrinsic's whole weight and length (the
+            # budget of each batch is its calls only).
+            pipeline = Pipeline.for_budget(sizing[0])
+            await _round(
+                config,
+                chain,
+                client,
+                keypair,
+                pending,
+                store=store,
+                member=member,
+                bridges=bridges,
+                sizing=sizing,
+                batches=batches,
+                done=done,
+                duty=duty,
+                state=state,
+                pipeline=pipeline,
+            )
+            await pipeline.settle(done, state)
             await trio.sleep(poll)
+
+
+async def _round(
+    config: Config,
+    chain: ChainConfig,
+    client: SubstrateClient,
+    keypair: Keypair,
+    pending: Sequence[tuple[ProposalKey, Proposal]],
+    *,
+    store: CheckpointStore,
+    member: bytes,
+    bridges: dict[int, bytes],
+    sizing: tuple[BatchBudget, CostModel],
+    batches: dict[tuple[str, float], Call],
+    done: set[tuple[str, float]],
+    duty: DeliveryDuty,
+    state: AttesterState,
+    pipeline: Pipeline,
+) -> None:
+    """One round of :func:`approve_deliveries` over the ``pending`` proposals: check, verify
+    and compose each new one (``batches`` keeps the result), and submit what is this
+    attester's turn into ``pipeline`` (its caller then waits with :meth:`Pipeline.settle`).
+
+    After a submission fails (:attr:`Pipeline.halted`) the round submits nothing more: the
+    client has forgotten its nonce count, and the node's ``system_accountNextIndex`` leaves
+    out our extrinsics already in a block being built (chopsticks empties its pool into it),
+    so the next extrinsic would reuse one of their nonces, be dropped at block build, and hold
+    the whole round for the inclusion timeout. The next round starts after everything of this
+    one is included or given up, when the node's count is right again."""
+    settings = chain.settings()
+    for entry, proposal in pending:
+        if pipeline.halted:
+            log.info("%s: a submission failed; the rest waits for the next round", chain.name)
+            return
+        key_ = (entry.name, proposal.created)
+        if key_ in done:
+            continue
+        sighted = duty.sighted.setdefault(key_, time.time())
+        try:
+            batch = batches.get(key_)
+            if batch is None:
+                # The free, local check first: a planted proposal of 1024 messages is refused
+                # before it costs a refund query per token message and a 2048-call compose.
+                _within_budget(settings, bridges, proposal, *sizing)
+                batch = await _verified_batch(
+                    config, chain, client, proposal, store=store, member=member, bridges=bridges
+                )
+                if batch is None:
+                    continue  # not a checkpoint a quorum (with us) signed: not yet
+            batches[key_] = batch
+            finished = await _act_on(
+                client,
+                chain,
+                keypair,
+                proposal,
+                batch,
+                state=state,
+                duty=duty,
+                pipeline=pipeline.for_proposal(entry.name, key_),
+                sighted=sighted,
+            )
+        except VerificationError as exc:
+            log.error("proposal %s refused: %s", entry.name, exc)
+            finished = True
+        except (AdapterError, ConfigError) as exc:
+            finished = False
+            if any(race in str(exc) for race in MULTISIG_RACES):
+                # Another attester approved or executed in between: read again.
+                log.info("proposal %s: another signatory was first (%s)", entry.name, exc)
+                continue
+            state.errors += 1
+            log.warning("proposal %s: %s", entry.name, exc)
+        if finished:
+            done.add(key_)
+
+
+def _within_budget(
+    settings: SubstrateSettings,
+    bridges: dict[int, bytes],
+    proposal: Proposal,
+    budget: BatchBudget,
+    model: CostModel,
+) -> None:
+    """VerificationError if ``proposal``'s batch may not fit one extrinsic by this attester's
+    own measure (:func:`batch_excess`): such a proposal — too large by mistake, or written by
+    anyone to lock our deposits in operations nobody can execute — is refused before any
+    operation is opened for it. Local: no round trip per proposal."""
+    costs = [message_cost(model, decode_message(m), settings, bridges) for m in proposal.messages]
+    excess = batch_excess(costs, budget)
+    if excess is not None:
+        raise VerificationError(f"too large for one extrinsic: {excess}")
+
+
+Settle = Callable[[], Awaitable[bool]]
+"""Waits for an extrinsic submitted in this round and does the bookkeeping; True once nothing
+is left for this attester to do on its proposal."""
+
+
+@dataclass
+class Pipeline:
+    """One round of an attester's multisig extrinsics: submitted back to back (the client
+    gives them consecutive nonces), then waited for together (:meth:`settle`).
+
+    The executions of one round stay within one extrinsic's weight (``block_weight``) and
+    length (``block_length``) together: chopsticks in its batch build modes, like a real block
+    author, drops an extrinsic that no longer fits the block it is building, and every later
+    nonce of ours would then wait behind the gap. Best effort, and only for this attester's
+    own executions: another signatory's extrinsics, and the ``as_multi`` wrapping around each
+    call, share the block too (a real node keeps what did not fit in its pool for the next
+    block; see docs/substrate.md, "Trust and limits")."""
+
+    block_weight: int
+    block_length: int
+    settles: list[tuple[str, tuple[str, float], Settle]] = field(default_factory=list)
+    opened: int = 0
+    """Operations this round opened (their deposits are ours once included)."""
+    execution_weight: int = 0
+    """Ref time of this round's executions so far."""
+    execution_length: int = 0
+    """Encoded length of this round's executed calls so far."""
+    halted: bool = False
+    """A submission of this round failed: submit nothing more until the next (:func:`_round`)."""
+    _current: tuple[str, tuple[str, float]] = ("", ("", 0.0))
+
+    @classmethod
+    def for_budget(cls, budget: BatchBudget) -> Pipeline:
+        """A round whose executions fit one extrinsic's whole weight and length: ``budget``
+        back to what :func:`~relayer.families.substrate.batching.budget_for` took off for the
+        ``as_multi`` around each batch."""
+        share, whole = EXECUTION_WEIGHT_SHARE
+        return cls(
+            block_weight=budget.weight * whole // share,
+            block_length=budget.length + EXECUTION_LENGTH_OVERHEAD,
+        )
+
+    def room_for(self, weight: int, length: int) -> bool:
+        """Does one more execution of ``weight`` and ``length`` fit this round (the first one
+        always does: it was planned to fit an extrinsic on its own)? If so it is counted."""
+        if (self.execution_weight or self.execution_length) and (
+            self.execution_weight + weight > self.block_weight
+            or self.execution_length + length > self.block_length
+        ):
+            return False
+        self.execution_weight += weight
+        self.execution_length += length
+        return True
+
+    async def submit(self, send: Callable[[], Awaitable[Submitted]]) -> Submitted:
+        """Submit with ``send``; if that fails, the round is :attr:`halted` (and it raises)."""
+        try:
+            return await send()
+        except (AdapterError, ConfigError):
+            self.halted = True
+            raise
+
+    def for_proposal(self, name: str, key: tuple[str, float]) -> Pipeline:
+        """This pipeline, its next submission being for proposal ``name`` (``key``)."""
+        self._current = (name, key)
+        return self
+
+    def add(self, settle: Settle) -> None:
+        """Wait for ``settle`` at the end of the round, on behalf of the current proposal."""
+        name, key = self._current
+        self.settles.append((name, key, settle))
+
+    async def settle(self, done: set[tuple[str, float]], state: AttesterState) -> None:
+        """Wait for every extrinsic of the round, at once; a proposal finished is added to
+        ``done``. A lost race is logged at info (the state is read again next round)."""
+
+        async def one(name: str, key: tuple[str, float], settle: Settle) -> None:
+            try:
+                if await settle():
+                    done.add(key)
+            except (AdapterError, ConfigError) as exc:
+                if any(race in str(exc) for race in MULTISIG_RACES):
+                    log.info("proposal %s: another signatory was first (%s)", name, exc)
+                    return
+                state.errors += 1
+                log.warning("proposal %s: %s", name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for name, key, settle in self.settles:
+                nursery.start_soon(one, name, key, settle)
+        self.settles.clear()
 
 
 MAX_OPEN_OPERATIONS = 8
@@ -196,6 +399,57 @@ _REMEMBERED_CALLS = 4096
 """Bound of :attr:`DeliveryDuty.opens` (oldest entries dropped): memory a relayer cannot grow."""
 
 
+ROLE_GRACE = 4.0
+"""The least seconds each signatory waits per rank before doing what a higher-ranked one should
+have (:class:`TurnGrace` lengthens it to what a turn is seen to take)."""
+
+GRACE_FACTOR = 2.0
+"""A rank's wait is this many times the longest recent turn (:class:`TurnGrace`): the other
+signatory's turn also holds its own poll and round, and its verification may have started
+later than ours."""
+
+GRACE_MAX = 30.0
+"""The most seconds a rank waits, however slow turns have been: what a signatory that is down
+costs the others per rank (an operation's deposit stays bounded by :data:`STALE_OPERATION`)."""
+
+GRACE_SAMPLES = 16
+"""Turns remembered (:class:`TurnGrace`): a burst's blocks, so one slow block long ago no longer
+counts but the last batch's does."""
+
+
+@dataclass
+class TurnGrace:
+    """How long a signatory waits per rank before doing what a higher-ranked one should have:
+    :data:`GRACE_FACTOR` × the longest of the last :data:`GRACE_SAMPLES` turns this attester
+    took itself (from deciding to act to seeing its extrinsic included), never less than
+    :data:`ROLE_GRACE` nor more than :data:`GRACE_MAX`.
+
+    Why measured: the higher-ranked signatory's extrinsic is in a block only after the block
+    is built, and a block of 500 mints on a loaded chopsticks takes longer than a fixed 4 s.
+    A grace shorter than that makes the next signatory open the same operation (a failed,
+    paid extrinsic, ``Multisig.NoTimepoint``) or execute it twice, and the loser's round waits
+    for its failure. Our own turns are the same chain, the same blocks and the same load.
+
+    What someone who wants to hurt us can do with it: a slow RPC (or a chain slowed on
+    purpose) stretches our samples, so we wait longer before standing in for a signatory that
+    is down — at most :data:`GRACE_MAX` per rank, a delay, never a loss. Nothing can shorten
+    it below :data:`ROLE_GRACE`, and only our own extrinsics, timed by our own clock, are
+    samples (a proposal's ``created`` and other signatories' claims never are)."""
+
+    turns: deque[float] = field(default_factory=lambda: deque(maxlen=GRACE_SAMPLES))
+
+    def observe(self, seconds: float) -> None:
+        """One turn of ours took ``seconds`` (decided → included); nonsense is ignored."""
+        if math.isfinite(seconds) and seconds >= 0:
+            self.turns.append(min(seconds, GRACE_MAX))
+
+    @property
+    def seconds(self) -> float:
+        """The wait per rank now."""
+        longest = max(self.turns, default=0.0)
+        return min(GRACE_MAX, max(ROLE_GRACE, GRACE_FACTOR * longest))
+
+
 @dataclass
 class DeliveryDuty:
     """What an attester remembers about multisig operations, by its own clock."""
@@ -206,6 +460,14 @@ class DeliveryDuty:
     """(call hash, timepoint or None when not open) → when we first saw it in that state."""
     opens: dict[bytes, int] = field(default_factory=dict)
     """Call hash → how often we opened an operation for it."""
+    grace: TurnGrace = field(default_factory=TurnGrace)
+    """How long we wait per rank, from how long our own turns take."""
+    sighted: dict[tuple[str, float], float] = field(default_factory=dict)
+    """Live proposal (name, created) → when we first read it, before verifying it: the
+    opening turn is timed from there, an event every signatory sees within a poll (the end of
+    each one's own verification is not: verifying 500 messages takes seconds, longer on a
+    busier attester, and a rank-1 that finished first would step in while rank 0 is still
+    verifying)."""
 
     def seen(self, call_hash: bytes, timepoint: Timepoint | None, now: float) -> float:
         """When we first saw ``call_hash`` in this state (now, if never before)."""
@@ -276,18 +538,19 @@ async def _verified_batch(
     proposal: Proposal,
     *,
     store: CheckpointStore,
-    key: bytes,
+    member: bytes,
     bridges: dict[int, bytes],
 ) -> Call | None:
-    """The proposal's ``batch_all``, if this attester and a quorum signed its checkpoint and
-    every message verifies under it; None if not (yet) such a checkpoint.
+    """The proposal's ``batch_all``, if this attester (``member``, its committee address) and
+    a quorum signed its checkpoint and every message verifies under it; None if not (yet) such
+    a checkpoint.
 
     A quorum, not just this attester: the relayer could pin proposals to an index this attester
     signed while the others signed other indices (an operation nobody would ever join, holding
     our deposit). A token transfer that can never be minted (:func:`refund_reason`, read from
     the chain here) is delivered as a refund."""
     cp = proposal.checkpoint
-    if not await trio.to_thread.run_sync(store.signed_by, cp, address_of(key)):
+    if not await trio.to_thread.run_sync(store.signed_by, cp, member):
         return None
     if not await trio.to_thread.run_sync(_quorum_signed, config, store, cp):
         return None
@@ -307,9 +570,8 @@ async def _verified_batch(
                 message.nonce,
                 REFUND_REASONS[reason],
             )
-        for call in delivery_calls(message, settings, bridges, refund=refund):
-            calls.append(await client.compose(call.module, call.function, call.params))
-    return await client.compose("Utility", "batch_all", {"calls": calls})
+        calls.extend(delivery_calls(message, settings, bridges, refund=refund))
+    return await compose_batch(client, calls)
 
 
 def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> None:
@@ -331,15 +593,12 @@ def _verify_proposal(config: Config, chain: ChainConfig, proposal: Proposal) -> 
         )
 
 
-ROLE_GRACE = 4.0
-"""Seconds each signatory waits per rank before doing what a higher-ranked one should have."""
-
-
 def _rank(settings: SubstrateSettings, call_hash: bytes, me: bytes, skip: frozenset[bytes]) -> int:
     """My turn for an operation: signatories in a rotation picked by the call hash, those in
-    ``skip`` left out. Rank 0 acts at once, rank r after r × :data:`ROLE_GRACE` — so the usual
-    case is one opener and one executor, not every attester racing (each loser pays a failed
-    extrinsic), while a signatory that is down only delays the others."""
+    ``skip`` left out. Rank 0 acts at once, rank r after r × the grace (:class:`TurnGrace`,
+    at least :data:`ROLE_GRACE`) — so the usual case is one opener and one executor, not every
+    attester racing (each loser pays a failed extrinsic), while a signatory that is down only
+    delays the others."""
     order = list(settings.signatories)
     start = int.from_bytes(call_hash[:8], "big") % len(order)
     rotation = [s for s in order[start:] + order[:start] if s not in skip]
@@ -356,11 +615,18 @@ async def _act_on(
     state: AttesterState,
     duty: DeliveryDuty,
     now: float | None = None,
+    pipeline: Pipeline | None = None,
+    sighted: float | None = None,
 ) -> bool:
     """Approve or execute ``proposal``'s batch when it is our turn; True once nothing is left
     for this attester. Turns are timed from when *we* first saw the state (never from the
-    proposal's ``created``); an operation is opened only within :data:`MAX_OPEN_OPERATIONS`
-    and :data:`MAX_OPENS_PER_CALL`."""
+    proposal's ``created``) — the opening turn from ``sighted``, when we first read the
+    proposal, if given (:attr:`DeliveryDuty.sighted`); an operation is opened only within
+    :data:`MAX_OPEN_OPERATIONS` and :data:`MAX_OPENS_PER_CALL`.
+
+    With a ``pipeline`` the extrinsic is only submitted here and the rest is left to
+    :meth:`Pipeline.settle` (this returns False: not finished yet); without, it is waited for.
+    Nothing is decided differently: the same state read, the same turn, the same caps."""
     settings = chain.settings()
     me = bytes(keypair.public_key)
     others = [s for s in settings.signatories if s != me]
@@ -368,9 +634,12 @@ async def _act_on(
     threshold = settings.multisig_threshold
     now = time.time() if now is None else now
     if operation is None:
-        seen = duty.seen(batch.hash, None, now)
-        if now - seen < _rank(settings, batch.hash, me, frozenset()) * ROLE_GRACE:
+        turn = duty.seen(batch.hash, None, now if sighted is None else min(sighted, now)) + (
+            _rank(settings, batch.hash, me, frozenset()) * duty.grace.seconds
+        )
+        if now < turn:
             return False  # the designated opener goes first
+        started = _turn_started(now, turn)
         if await _already_delivered(client, settings, proposal):
             return True
         if duty.opens.get(batch.hash, 0) >= MAX_OPENS_PER_CALL:
@@ -380,31 +649,112 @@ async def _act_on(
                 MAX_OPENS_PER_CALL,
             )
             return True
-        if len(duty.held) >= MAX_OPEN_OPERATIONS:
+        if len(duty.held) + (pipeline.opened if pipeline else 0) >= MAX_OPEN_OPERATIONS:
             log.info(
                 "proposal %s: %d operations of ours are open; not opening another yet",
                 proposal.name,
                 len(duty.held),
             )
             return False
-        timepoint = await approve(client, keypair, others, threshold, batch)
+        open_it = partial(submit_approval, client, keypair, others, threshold, batch)
+        submitted = await _submit(pipeline, open_it)
         duty.opened(batch.hash)
-        duty.held[batch.hash] = OpenOperation(timepoint, frozenset({me}), me)
-        state.approvals += 1
-        log.info("proposal %s: opened the multisig operation", proposal.name)
-        return threshold == 1
+
+        async def opened() -> bool:
+            timepoint = await approval_included(
+                client, keypair, others, threshold, batch, submitted=submitted
+            )
+            duty.grace.observe(trio.current_time() - started)
+            duty.held[batch.hash] = OpenOperation(timepoint, frozenset({me}), me)
+            state.approvals += 1
+            log.info("proposal %s: opened the multisig operation", proposal.name)
+            return threshold == 1
+
+        if pipeline is None:
+            return await opened()
+        pipeline.opened += 1
+        pipeline.add(opened)
+        return False
     if me in operation.approvals:
         return False  # wait for the others (or for the proposal to be withdrawn)
-    seen = duty.seen(batch.hash, operation.timepoint, now)
-    if now - seen < _rank(settings, batch.hash, me, operation.approvals) * ROLE_GRACE:
-        return False
-    if len(operation.approvals) + 1 < threshold:
-        await approve(client, keypair, others, threshold, batch, timepoint=operation.timepoint)
-        state.approvals += 1
-        return True
-    included = await execute(
-        client, keypair, others, threshold, batch, timepoint=operation.timepoint
+    turn = duty.seen(batch.hash, operation.timepoint, now) + (
+        _rank(settings, batch.hash, me, operation.approvals) * duty.grace.seconds
     )
+    if now < turn:
+        return False
+    started = _turn_started(now, turn)
+    if len(operation.approvals) + 1 < threshold:
+        join = partial(
+            submit_approval,
+            client,
+            keypair,
+            others,
+            threshold,
+            batch,
+            timepoint=operation.timepoint,
+        )
+        joined = await _submit(pipeline, join)
+
+        async def approved() -> bool:
+            await approval_included(
+                client,
+                keypair,
+                others,
+                threshold,
+                batch,
+                submitted=joined,
+                timepoint=operation.timepoint,
+            )
+            duty.grace.observe(trio.current_time() - started)
+            state.approvals += 1
+            return True
+
+        if pipeline is None:
+            return await approved()
+        pipeline.add(approved)
+        return False
+    fee = await client.estimate_fee(keypair, batch)
+    if pipeline is not None and not pipeline.room_for(fee.weight, len(batch.data)):
+        return False  # this block is full of our executions: the next round
+    run = partial(
+        submit_execution,
+        client,
+        keypair,
+        others,
+        threshold,
+        batch,
+        timepoint=operation.timepoint,
+        fee=fee,
+    )
+    submitted = await _submit(pipeline, run)
+
+    async def executed() -> bool:
+        included = await wait_landed(client, submitted)
+        duty.grace.observe(trio.current_time() - started)
+        _report_execution(proposal, included, state=state)
+        return True
+
+    if pipeline is None:
+        return await executed()
+    pipeline.add(executed)
+    return False
+
+
+def _turn_started(now: float, turn: float) -> float:
+    """When our turn (due at ``turn`` by the ``now`` clock) began, on trio's clock: a turn is
+    timed from then to its inclusion seen (:meth:`TurnGrace.observe`), which is what another
+    signatory waiting for us lives through — the rounds we let pass after it came (a block
+    already full of our executions) included."""
+    return trio.current_time() - max(0.0, now - turn)
+
+
+async def _submit(pipeline: Pipeline | None, send: Callable[[], Awaitable[Submitted]]) -> Submitted:
+    """Submit with ``send``: through ``pipeline`` if there is one (a failure halts its round)."""
+    return await (send() if pipeline is None else pipeline.submit(send))
+
+
+def _report_execution(proposal: Proposal, included: Included, *, state: AttesterState) -> None:
+    """Count and log what an execution of ``proposal``'s batch did on chain."""
     ok, reason = executed_ok(included)
     state.executions += 1
     if ok:
@@ -418,7 +768,6 @@ async def _act_on(
         log.info("proposal %s: another signatory executed it first", proposal.name)
     else:
         log.warning("proposal %s: the batch failed on chain: %s", proposal.name, reason)
-    return True
 
 
 async def _already_delivered(

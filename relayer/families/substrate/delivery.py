@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import trio
 
@@ -23,7 +24,19 @@ from relayer.config import (
     ChainConfig,
     ConfigError,
 )
-from relayer.families.substrate.calls import GUARD_DELIVERED, GUARD_REFUNDED, guard_items
+from relayer.families.substrate.batching import (
+    BatchBudget,
+    CostModel,
+    SizingCache,
+    message_cost,
+    plan_batches,
+)
+from relayer.families.substrate.calls import (
+    GUARD_DELIVERED,
+    GUARD_REFUNDED,
+    guard_items,
+    token_bridges,
+)
 from relayer.families.substrate.connection import connected
 from relayer.families.substrate.proposals import (
     Proposal,
@@ -49,15 +62,77 @@ from relayer.relay import (
 log = logging.getLogger("passerelle.relayer")
 
 
+SLOW_ROUND = 2.0
+"""Seconds: a delivery round that took longer logs where its time went (:class:`RoundSteps`)."""
+
+
+@dataclass
+class RoundSteps:
+    """Where a delivery round's time goes, step by step (wall clock: waits on the chain, the
+    ledger thread and the CPU all count). A slow round (:data:`SLOW_ROUND`) is logged as one
+    line, so a delay between a checkpoint and its proposal can be read from the log."""
+
+    clock: Callable[[], float] = time.monotonic
+    spent: dict[str, float] = field(default_factory=dict)
+    proposed: int = 0
+    _began: float = field(init=False)
+    _last: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._began = self._last = self.clock()
+
+    def lap(self, step: str) -> None:
+        """The time since the previous lap was spent on ``step``."""
+        now = self.clock()
+        self.spent[step] = self.spent.get(step, 0.0) + now - self._last
+        self._last = now
+
+    def report(self, chain: str) -> None:
+        """One line if the round was slow: its total and each step's share."""
+        total = self.clock() - self._began
+        if total < SLOW_ROUND:
+            return
+        parts = ", ".join(f"{step} {spent:.2f}" for step, spent in self.spent.items() if spent)
+        log.info(
+            "deliver to %s: a round of %.2f s (%d message(s) proposed): %s",
+            chain,
+            total,
+            self.proposed,
+            parts,
+        )
+
+
 class SubstrateDelivery:
     """The relayer's delivery to one Substrate destination (:class:`relayer.family.Delivery`)."""
 
     def __init__(self, chain: ChainConfig, relayer: Relayer) -> None:
         self.chain = chain
         self.relayer = relayer
-        # Messages whose batch did not execute in time: proposed one by one from then on (in
-        # memory: after a restart a failing batch is found out again the same way).
-        self._suspects: set[str] = set()
+        # Messages whose batch did not execute in time → the most messages a batch of theirs
+        # may now have: half of the failed one, so one bad message is found in log2(n) rounds
+        # while the other half goes through (in memory: after a restart a failing batch is
+        # found out again the same way).
+        self._suspects: dict[str, int] = {}
+        # What one batch may hold and what each message costs on this chain: measured once per
+        # connection and again after a runtime upgrade (:class:`SizingCache`).
+        self._sizes = SizingCache()
+
+    async def _sizing(self, client: SubstrateClient) -> tuple[BatchBudget, CostModel]:
+        """The batch budget from the chain's extrinsic limits and the measured delivery costs
+        (:mod:`relayer.families.substrate.batching`), for ``client``'s connection."""
+        before = self._sizes.current
+        budget, model = sizing = await self._sizes.get(
+            client, self.chain.settings(), self.chain.domain, token_bridges(self.relayer.config)
+        )
+        if sizing is not before:
+            log.info(
+                "%s: a batch may weigh %s and be %d bytes long: about %d small messages",
+                self.chain.name,
+                f"{budget.weight:,}",
+                budget.length,
+                min(budget.messages, budget.weight // max(1, model.remark_short.weight)),
+            )
+        return budget, model
 
     async def run(self) -> None:
         """Deliver to the chain for ever (:meth:`_deliver_substrate_loop`)."""
@@ -73,6 +148,9 @@ class SubstrateDelivery:
             while True:
                 try:
                     await self._deliver_substrate_once(chain, client, proposals)
+                    # Measured before the first batch needs it (five runtime calls): off the
+                    # first burst's critical path. Cached: a no-op once done.
+                    await self._sizing(client)
                 except (AdapterError, ConfigError) as exc:
                     self.relayer.metrics.rpc_errors += 1
                     log.warning("deliver to %s: %s", chain.name, exc)
@@ -105,7 +183,8 @@ class SubstrateDelivery:
         pairs = list(zip(messages, flags, strict=True))
         ids = ["0x" + keccak256(m).hex() for m, flag in pairs if flag == GUARD_DELIVERED]
         refunded = ["0x" + keccak256(m).hex() for m, flag in pairs if flag == GUARD_REFUNDED]
-        self._suspects.difference_update(ids + refunded)
+        for message_id in ids + refunded:
+            self._suspects.pop(message_id, None)
         if ids:
             await self.relayer.db(
                 self.relayer.ledger.transition,
@@ -122,8 +201,21 @@ class SubstrateDelivery:
     async def _deliver_substrate_once(
         self, chain: ChainConfig, client: SubstrateClient, proposals: ProposalStore
     ) -> None:
+        steps = RoundSteps()
+        await self._deliver_round(chain, client, proposals, steps)
+        steps.report(chain.name)  # a failed round is already one warning line: not two
+
+    async def _deliver_round(
+        self,
+        chain: ChainConfig,
+        client: SubstrateClient,
+        proposals: ProposalStore,
+        steps: RoundSteps,
+    ) -> None:
+        """One round of :meth:`_deliver_substrate_loop`, each step timed into ``steps``."""
         await self.relayer.db(self.relayer.requeue_due, chain.domain)
         outstanding = await trio.to_thread.run_sync(proposals.pending, chain.domain)
+        steps.lap("read proposals")
         proposed: set[str] = set()
         for key, proposal in outstanding:
             flags = await self._delivered_items(client, chain, proposal.messages)
@@ -143,46 +235,56 @@ class SubstrateDelivery:
                     await trio.to_thread.run_sync(proposals.remove, key)
             elif time.time() - proposal.created > self.relayer.confirm_timeout:
                 # Its batch failed on chain (one bad message fails a whole batch_all) or too
-                # few signatories are up: retry with backoff, each message on its own, so one
-                # that cannot be delivered holds up nobody else — at most
-                # MAX_DELIVERY_ATTEMPTS times, then it stays failed with its reason.
+                # few signatories are up: retry with backoff, in batches of half its size, so
+                # one that cannot be delivered soon holds up nobody else (halves, not singles:
+                # a batch of 500 would otherwise cost the committee 500 operations for one bad
+                # message); alone, at most MAX_DELIVERY_ATTEMPTS times, then it stays failed.
                 await trio.to_thread.run_sync(proposals.remove, key)
-                self._suspects.update(ids)
+                half = (len(ids) + 1) // 2
+                self._suspects.update(dict.fromkeys(ids, half))
                 await self.relayer.db(self._fail_undelivered, ids)
                 log.warning(
-                    "proposal %s not executed in time; retrying its messages singly", key.name
+                    "proposal %s not executed in time; retrying its messages in batches of %d",
+                    key.name,
+                    half,
                 )
             else:
                 proposed.update(ids)
+        steps.lap("outstanding proposals")
         records = await self.relayer.db(
             self.relayer.ledger.by_status,
             MessageStatus.ATTESTED,
-            SUBSTRATE_BATCH_SIZE * self.relayer.max_inflight + len(proposed),
+            # Two full batches a round: a backlog is proposed as fast as batches fill.
+            2 * SUBSTRATE_BATCH_SIZE + len(proposed),
             destination=chain.domain,
         )
         by_origin: dict[int, list[MessageRecord]] = defaultdict(list)
         for record in records:
             if record.id not in proposed:
                 by_origin[record.origin].append(record)
+        steps.lap("attested from the ledger")
         for origin, candidates in by_origin.items():
             # The operator's policy first, as on the EVM path: a refused message costs no RPC
             # and is never proposed (the committee would spend its fees on it).
             group = await self.relayer.admitted(candidates)
+            steps.lap("relay policy")
             if not group:
                 continue
             flags = await self._delivered_items(client, chain, [r.message for r in group])
             await self._mark_delivered_on(chain, [r.message for r in group], flags)
+            steps.lap("guard items of the new")
             todo = [r for r, flag in zip(group, flags, strict=True) if not flag]
-            batches = [[r] for r in todo if r.id in self._suspects]
-            todo = [r for r in todo if r.id not in self._suspects]
-            batches += [
-                todo[start : start + SUBSTRATE_BATCH_SIZE]
-                for start in range(0, len(todo), SUBSTRATE_BATCH_SIZE)
-            ]
+            if not todo:
+                continue
+            batches = await self._plan(chain, client, todo)
+            steps.lap("plan")
             for batch in batches:
                 fresh = await self._propose(chain, self.relayer.lanes[origin], batch)
+                steps.lap("prove")
                 if fresh is not None:
                     await trio.to_thread.run_sync(proposals.publish, fresh)
+                    steps.lap("publish")
+                    steps.proposed += len(fresh.messages)
                     self.relayer.metrics.proposals += 1
                     log.info(
                         "proposed %d message(s) from %s to %s",
@@ -190,6 +292,51 @@ class SubstrateDelivery:
                         self.relayer.lanes[origin].chain.name,
                         chain.name,
                     )
+
+    async def _plan(
+        self, chain: ChainConfig, client: SubstrateClient, todo: Sequence[MessageRecord]
+    ) -> list[list[MessageRecord]]:
+        """``todo`` (in nonce order) cut into batches the chain can execute, each as full as
+        its weight, length and proposal-file budgets allow (:func:`plan_batches`); suspects of
+        a failed batch alone.
+
+        A message too large for any batch cannot occur under an accepted sizing
+        (:func:`~relayer.families.substrate.batching.check_sizing` makes sure the largest
+        possible message fits). Should one turn up anyway, the sizing is what is wrong, not
+        the message: nothing is written (it stays attested, is not proposed), the sizing is
+        dropped and measured again next round. Never ``failed``: that would let one RPC answer
+        refuse deliverable messages for good."""
+        budget, model = await self._sizing(client)
+        settings, bridges = chain.settings(), token_bridges(self.relayer.config)
+        costs = [message_cost(model, decode_message(r.message), settings, bridges) for r in todo]
+        planned, oversized = plan_batches(costs, budget)
+        if oversized:
+            self._sizes.drop()
+            log.error(
+                "%d message(s) to %s fit no batch by the measured limits: left attested, the "
+                "limits are measured again next round",
+                len(oversized),
+                chain.name,
+            )
+        batches: list[list[MessageRecord]] = []
+        for batch in planned:
+            # Suspects in runs of at most their bound (any part of a planned batch fits the
+            # budget too); the others together, as planned.
+            rest: list[MessageRecord] = []
+            run: list[MessageRecord] = []
+            bound = 0
+            for record in (todo[i] for i in batch):
+                limit = self._suspects.get(record.id)
+                if limit is None:
+                    rest.append(record)
+                    continue
+                if run and (limit != bound or len(run) >= bound):
+                    batches.append(run)
+                    run = []
+                run.append(record)
+                bound = limit
+            batches.extend(group for group in (run, rest) if group)
+        return batches
 
     def _record_refunded(self, chain: ChainConfig, ids: Sequence[str]) -> None:
         """Refunded messages ``failed`` for good — those not set aside meanwhile (an operator's
@@ -204,16 +351,23 @@ class SubstrateDelivery:
 
     def _fail_undelivered(self, ids: Sequence[str]) -> None:
         """Mark messages whose proposal timed out ``failed``: to be retried after a backoff,
-        or, once they failed :data:`MAX_DELIVERY_ATTEMPTS` times, for good (an operator can
-        re-queue them). One write; messages moved meanwhile (skipped by an operator,
-        delivered) are left as they are."""
+        or, once they failed :data:`MAX_DELIVERY_ATTEMPTS` times in a proposal of their own,
+        for good (an operator can re-queue them). One write; messages moved meanwhile
+        (skipped by an operator, delivered) are left as they are.
+
+        A proposal of several messages failing does not count against each of them: one bad
+        message fails the whole ``batch_all``, and the halving (:meth:`_plan`) would give up
+        its innocent neighbours after five levels. It is bounded all the same: the halves
+        reach single messages within log2(``SUBSTRATE_BATCH_SIZE``) = 10 failures."""
         reason = f"not delivered by the committee within {self.relayer.confirm_timeout:g} s"
+        if len(ids) > 1:
+            reason = f"its batch of {len(ids)} was {reason}: retried in halves"
         with self.relayer.ledger.atomic() as batch:
             for message_id in batch.movable(ids, MessageStatus.FAILED):
                 failures = failures_since_retry(
                     batch.history(message_id), "not delivered by the committee"
                 )
-                if failures + 1 >= MAX_DELIVERY_ATTEMPTS:
+                if len(ids) == 1 and failures + 1 >= MAX_DELIVERY_ATTEMPTS:
                     batch.transition(
                         [message_id],
                         MessageStatus.FAILED,

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.merkle import TREE_DEPTH
-from light_clients.message import MAX_MESSAGE_BYTES, decode_message
+from light_clients.message import decode_message
 from relayer.checkpoints import (
     CheckpointStoreError,
     PostgresTable,
@@ -36,7 +36,6 @@ from relayer.checkpoints import (
     parse_hex,
     read_small_file,
 )
-from relayer.config import SUBSTRATE_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -97,9 +96,11 @@ class Proposal:
         )
 
 
-# The largest proposal file the relayer writes: SUBSTRATE_BATCH_SIZE messages of the largest
-# size, hex-encoded, each with its 32-hash branch, plus the checkpoint (a generous 4 KiB).
-MAX_PROPOSAL_BYTES = SUBSTRATE_BATCH_SIZE * (2 * MAX_MESSAGE_BYTES + TREE_DEPTH * 72 + 16) + 4096
+MAX_PROPOSAL_BYTES = 4 * 1024 * 1024
+"""The largest proposal the relayer writes and anyone reads (4 MiB, about 30 messages of the
+largest size or a thousand small ones): every reader fetches at most this much per entry,
+whoever wrote it, so it bounds what a planted proposal costs each attester; the relayer's
+batches are planned to stay under it (:func:`relayer.families.substrate.batching.plan_batches`)."""
 
 
 MAX_NAME_BYTES = 128
@@ -140,6 +141,13 @@ class ProposalStore(ABC):
         # the store (pending() forgets the rest), so memory is bounded by the store's contents.
         self._published: dict[ProposalKey, str] = {}
         self._first_seen: dict[ProposalKey, float] = {}
+        # Each entry's last text and what it parsed to (None: not a proposal for its key), so
+        # an unchanged entry is not parsed again: every attester reads every pending proposal
+        # each poll (0.25 s), and parsing one of 500 messages (hex, a Checkpoint, each
+        # message decoded for its name) cost about 10 ms — with eight pending, a third of a
+        # core per attester, the largest CPU cost of a burst (issue #12). Keyed by the whole
+        # text: an entry rewritten in any byte is parsed afresh.
+        self._parsed: dict[ProposalKey, tuple[str, Proposal | None]] = {}
 
     # ---------------------------------------------------------------- the layout (per store)
 
@@ -194,16 +202,21 @@ class ProposalStore(ABC):
             listed.add(key)
             if text is None:
                 continue  # not a regular file, or larger than any proposal we write
-            try:
-                proposal = Proposal.from_json(text)
-                if (proposal.destination, proposal.name) != (destination, name):
-                    # A genuine proposal copied under another key would be acted on twice.
-                    continue
-            except Exception:  # anyone may write here: nothing read may stop us
-                continue  # half-deleted or foreign: ignored, like unreadable checkpoints
-            found.append((key, proposal))
+            cached = self._parsed.get(key)
+            if cached is not None and cached[0] == text:
+                proposal = cached[1]
+            else:
+                proposal = _parsed_for(key, text)
+                self._parsed[key] = (text, proposal)
+            if proposal is not None:
+                found.append((key, proposal))
         # Entries someone else removed are forgotten (memory stays bounded by what is there).
-        for memory in (self._published, self._first_seen):
+        memories: tuple[dict[ProposalKey, Any], ...] = (
+            self._published,
+            self._first_seen,
+            self._parsed,
+        )
+        for memory in memories:
             for gone in [k for k in memory if k.destination == destination and k not in listed]:
                 del memory[gone]
         return sorted(found, key=lambda pair: pair[0].name)
@@ -213,6 +226,20 @@ class ProposalStore(ABC):
         self._delete(key)
         self._published.pop(key, None)
         self._first_seen.pop(key, None)
+        self._parsed.pop(key, None)
+
+
+def _parsed_for(key: ProposalKey, text: str) -> Proposal | None:
+    """``text`` as the proposal ``key`` names; None if it is not one (it does not parse, or it
+    is another destination's or another name's: a genuine proposal copied under another key
+    would be acted on twice)."""
+    try:
+        proposal = Proposal.from_json(text)
+        if (proposal.destination, proposal.name) != (key.destination, key.name):
+            return None
+    except Exception:  # anyone may write here: nothing read may stop us
+        return None  # half-deleted or foreign: ignored, like unreadable checkpoints
+    return proposal
 
 
 class DirectoryProposalStore(ProposalStore):
