@@ -417,13 +417,18 @@ def _submit(
 def test_a_lone_message_is_sized_against_a_whole_block_and_fails_once_if_too_big(
     tmp_path: Path,
 ) -> None:
-    """A lone message asks its estimate (margin included) with NO stipend; above the final
-    block it asks the un-margined estimate if that fits; if even that does not fit, it is
-    failed with the reason and a growing backoff, never sent: a node refuses it, and before
-    it was dry-run and refused again at every round with nothing to show for it."""
+    """A lone message asks its estimate plus the stipend when that fits the final block (a
+    node whose estimate is the gas USED would otherwise under-fund it: the PoS devnet's
+    EthereumJS), else its estimate (margin included) with NO stipend; above the block the
+    un-margined estimate if that fits; if even that does not fit, it is failed with the reason
+    and a growing backoff, never sent: a node refuses it, and before it was dry-run and
+    refused again at every round with nothing to show for it."""
     with open_ledger(tmp_path / "ledger.db") as ledger:
-        result, _, _ = _submit(ledger, range(1), estimate=1_250_000, block=2_000_000)
-        assert isinstance(result, Sent) and result.gas == 1_250_000
+        result, _, _ = _submit(ledger, range(100, 101), estimate=125_000, block=2_000_000)
+        assert isinstance(result, Sent) and result.gas == 125_000 + STIPEND_GAS
+        # 1.6 M + the stipend is above the 2 M block: the estimate alone.
+        result, _, _ = _submit(ledger, range(1), estimate=1_600_000, block=2_000_000)
+        assert isinstance(result, Sent) and result.gas == 1_600_000
         # 2.25 M with its margin: above the block, but the dry run's own 1.8 M fits.
         result, _, _ = _submit(ledger, range(1, 2), estimate=2_250_000, block=2_000_000)
         assert isinstance(result, Sent) and result.gas == 1_800_000
