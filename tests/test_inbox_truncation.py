@@ -35,8 +35,8 @@ from light_clients.hashing import keccak256
 from light_clients.message import MAX_BODY_BYTES
 from relayer.families.evm.delivery import (
     MAX_BATCH_CALLDATA,
+    MESSAGE_GAS_NEEDED,
     PROCESS,
-    STIPEND_GAS,
     TOO_BIG_FOR_A_BLOCK,
     TOPIC_ALREADY,
     TOPIC_BATCH_CUT,
@@ -425,7 +425,7 @@ def test_a_lone_message_is_sized_against_a_whole_block_and_fails_once_if_too_big
     refused again at every round with nothing to show for it."""
     with open_ledger(tmp_path / "ledger.db") as ledger:
         result, _, _ = _submit(ledger, range(100, 101), estimate=125_000, block=2_000_000)
-        assert isinstance(result, Sent) and result.gas == 125_000 + STIPEND_GAS
+        assert isinstance(result, Sent) and result.gas == 125_000 + MESSAGE_GAS_NEEDED
         # 1.6 M + the stipend is above the 2 M block: the estimate alone.
         result, _, _ = _submit(ledger, range(1), estimate=1_600_000, block=2_000_000)
         assert isinstance(result, Sent) and result.gas == 1_600_000
@@ -454,7 +454,7 @@ def test_a_batch_asks_one_stipend_and_is_split_on_calldata_size(tmp_path: Path) 
     MAX_BATCH_CALLDATA (geth's pool refuses transactions over 128 KiB whatever their gas)."""
     with open_ledger(tmp_path / "ledger.db") as ledger:
         result, _, _ = _submit(ledger, range(5), estimate=1_000_000, block=30_000_000)
-        assert isinstance(result, Sent) and result.gas == 1_000_000 + STIPEND_GAS
+        assert isinstance(result, Sent) and result.gas == 1_000_000 + MESSAGE_GAS_NEEDED
         result, _, ids = _submit(ledger, range(5, 10), estimate=1_000_000, block=3_000_000)
         # 1.52 M > half of 3 M: halves, the later one first (a stack)
         assert [[r.id for r in half] for half in result] == [ids[3:], ids[:3]]

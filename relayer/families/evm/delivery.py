@@ -85,6 +85,13 @@ ALONE_REVERTS = "delivery reverts with this message alone in its batch"
 # HANDLE_GAS (500k) forwarded under EIP-150's 63/64 rule plus the call's own cost. A batch gets
 # this ONCE on top of its estimate (see EvmDelivery._submit).
 STIPEND_GAS = 500_000 * 64 // 63 + 10_000
+# What the inbox wants left before each message it starts: Inbox.MESSAGE_GAS_NEEDED, the stipend
+# plus MESSAGE_OVERHEAD (90k: the worst message's calldata, guard word, failure record). A batch
+# asks this once on top of its estimate: the estimate covers what the batch uses, and a node
+# whose eth_estimateGas answers the gas USED rather than the least limit that succeeds
+# (EthereumJS 0.10.5, the PoS devnet's) would otherwise leave less than this before the first
+# message (InsufficientGas: every such delivery reverted).
+MESSAGE_GAS_NEEDED = STIPEND_GAS + 90_000
 # The most calldata one batch may carry. geth's pool refuses any transaction over 128 KiB
 # (txMaxSize = 4 slots of 32 KiB, counted over the whole signed transaction: calldata plus
 # ~110 bytes of envelope and signature), and a refused broadcast sends the same batch again
@@ -701,7 +708,7 @@ class EvmDelivery:
                 return _halves(records)
             await self.relayer.fail(ids, f"dry run reverted: {exc.message}", records)
             return []
-        gas = estimate + STIPEND_GAS
+        gas = estimate + MESSAGE_GAS_NEEDED
         if len(records) > 1:
             if gas > await self._gas_ceiling(evm):
                 return _halves(records)
