@@ -11,7 +11,7 @@ POS    := devnet/npm-pos/node_modules/.installed
 # third worker fills that time (measured on a fresh clone: 537 s of pytest with 3, 627 s with 2).
 WORKERS ?= 3
 
-.PHONY: demo test test-fast lint bench clean pos-tools checked-tools
+.PHONY: demo test test-fast lint bench clean pos-tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ $(NODE): package.json package-lock.json
 # scripts compile native code (g++ and make; ~90 s, ~450 MB), which the root project's
 # --ignore-scripts install must not pay for `make demo`. Without this make's job flags: under
 # `make -j` they reach node-gyp's own make, and c-kzg's build breaks when run in parallel.
+# Every install script runs: skipping the ones the devnet does not load (c-kzg, protobufjs'
+# postinstall, @ethereumjs/client's bin placeholder) saves ~8 s of one core out of ~90, a list
+# to keep in step with Lodestar's tree; `make test` builds this beside pytest anyway (below).
 pos-tools: $(POS)
 
 $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
@@ -41,11 +44,29 @@ $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
 	touch $(POS)
 
 # What the tests need, installed side by side, and the static checks: pip's wheels, the root npm
-# project and the PoS tools' native build do not wait for each other, and ruff and mypy run as
-# soon as the virtualenv is there, while the native build (one core) still compiles. A fresh
-# clone's setup then takes the longest of them, not their sum.
-checked-tools:
-	$(MAKE) --no-print-directory -j3 lint $(NODE) $(POS)
+# project and the PoS tools' build do not wait for each other, and ruff and mypy run as soon as
+# the virtualenv is there. A fresh clone's setup then takes the longest of them, not their sum.
+# `make test` and `make test-fast` do not even wait for the PoS tools: only tests/test_pos_chain.py
+# runs them, and its fixture waits for the build (tests/e2e_support.py: wait_for_pos_tools),
+# failing, never skipping, when it failed. The build (~2 min of one core on a fresh clone, the
+# longest part of the setup) then runs while pytest already tests; it writes its exit status
+# to POS_STATUS (renamed into place, so never read half-written) and its output to POS_LOG.
+# pytest starts once ruff, mypy and the root npm project are done; the build is waited for at
+# the end whatever happened, and its failure fails the target even when pytest passed.
+POS_BUILD  := devnet/npm-pos/build
+POS_STATUS := $(POS_BUILD)/pos-tools.status
+POS_LOG    := $(POS_BUILD)/pos-tools.log
+
+define pytest-beside-pos-tools
+	@mkdir -p $(POS_BUILD) && rm -f $(POS_STATUS) && echo "make pos-tools > $(POS_LOG) (in the background)"; \
+	( $(MAKE) --no-print-directory pos-tools > $(POS_LOG) 2>&1; echo $$? > $(POS_STATUS).part; mv $(POS_STATUS).part $(POS_STATUS) ) & \
+	$(MAKE) --no-print-directory -j2 lint $(NODE) && \
+	echo "$(BIN)/pytest $(1)" && \
+	PASSERELLE_POS_TOOLS_STATUS="$(CURDIR)/$(POS_STATUS)" $(BIN)/pytest $(1); tests=$$?; \
+	wait; built=$$(cat $(POS_STATUS)); \
+	if [ "$$built" != 0 ]; then echo "make pos-tools failed (exit $$built); the end of $(POS_LOG):"; tail -n 30 $(POS_LOG); fi; \
+	if [ "$$tests" != 0 ]; then exit "$$tests"; fi; [ "$$built" = 0 ]
+endef
 
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy; fails when the
 ## light clients' branch coverage drops below its floor (pyproject.toml, [tool.coverage.report])
@@ -54,15 +75,15 @@ checked-tools:
 # --durations=15 lists the slowest tests, so a test that grows slow shows up in CI's log.
 # -n $(WORKERS) --dist loadfile: whole modules per worker, so a module's chain fixtures start once;
 # --no-loadscope-reorder: in the order tests/conftest.py gives them, the longest first.
-test: checked-tools
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered
+test:
+	$(call pytest-beside-pos-tools,-q -n $(WORKERS) --dist loadfile --no-loadscope-reorder --durations=15 --cov=light_clients --cov-branch --cov-report=term-missing:skip-covered)
 
 ## test-fast: everything but the tests marked slow (the multi-process end-to-end runs: SIGKILL
 ## and restarts, chopsticks), plus ruff and mypy; for the edit-test loop. `make test` is the
 ## whole suite and what CI runs.
 # No coverage floor here: the slow tests are skipped, so the floor would not be a fair measure.
-test-fast: checked-tools
-	$(BIN)/pytest -q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15
+test-fast:
+	$(call pytest-beside-pos-tools,-q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -73,4 +94,4 @@ bench: $(STAMP) $(NODE)
 	$(BIN)/python -m benchmarks
 
 clean:
-	rm -rf $(VENV) node_modules devnet/npm-pos/node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage
+	rm -rf $(VENV) node_modules devnet/npm-pos/node_modules $(POS_BUILD) .pytest_cache .mypy_cache .ruff_cache .hypothesis .coverage

@@ -403,14 +403,20 @@ DEVNET_GAS_PRICE = 10**9
 """The devnet Paymaster's destination gas price: 1 gwei per gas."""
 DEVNET_EXCHANGE_RATE = 10**10
 """And its exchange rate: one destination unit per origin unit (Paymaster.RATE_SCALE)."""
+DEVNET_GAS_OVERHEAD = 650_000
+"""The gas every devnet message must buy (``Paymaster.deliveryGas``), plus
+:data:`DEVNET_GAS_PER_BYTE` a body byte: relayer.config's default floor (``EVM_MIN_DELIVERY_GAS``
+and ``CALLDATA_GAS_PER_BYTE``, tests/test_paymaster_overhead.py checks they agree), so a devnet
+relayer with the default policy asks exactly what the chain quotes."""
+DEVNET_GAS_PER_BYTE = 40
 
 
 def _deploy_paymaster(
     batch: _Batch, outbox: bytes, domain: int, priced_domains: Sequence[int] | None
 ) -> bytes:
     """Deploy a Paymaster owned by the deployer (its oracle and beneficiary too), price every
-    one of ``priced_domains`` (default: the devnet's domains) but ``domain``, and name it as
-    ``outbox``'s Paymaster; its address."""
+    one of ``priced_domains`` (default: the devnet's domains) but ``domain`` (rate and the gas a
+    message must buy there), and name it as ``outbox``'s Paymaster; its address."""
     from devnet.topology import ASSETHUB_DOMAIN, NAMES  # noqa: PLC0415 - devnet defaults only
 
     owner = batch.sender
@@ -425,6 +431,14 @@ def _deploy_paymaster(
         targets,
         [DEVNET_GAS_PRICE] * len(targets),
         [DEVNET_EXCHANGE_RATE] * len(targets),
+    )
+    batch.call(
+        "Paymaster",
+        paymaster,
+        "setDeliveryGas(uint32[],uint64[],uint64[])",
+        targets,
+        [DEVNET_GAS_OVERHEAD] * len(targets),
+        [DEVNET_GAS_PER_BYTE] * len(targets),
     )
     batch.call("Outbox", outbox, "setPaymaster(address)", paymaster)
     return paymaster

@@ -660,10 +660,27 @@ def quote(  # noqa: PLR0917 - click passes every option positionally
 @cli.command()
 @_config_option
 @click.argument("message_ids", nargs=-1, required=True)
+@click.option(
+    "--on-chain",
+    is_flag=True,
+    help="Re-prove ONE message parked on its EVM destination (its recipient reverted) under "
+    "the committee and outbox the inbox trusts now (Inbox.retryProven), from the [client] key.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message moved.")
-def retry(config_path: Path, message_ids: Sequence[str], as_json: bool) -> int:
-    """Put failed or skipped messages back on their way (audited; all or nothing)."""
+def retry(config_path: Path, message_ids: Sequence[str], on_chain: bool, as_json: bool) -> int:
+    """Put failed or skipped messages back on their way (audited; all or nothing); with
+    --on-chain, hand a parked message to its recipient again with a fresh proof (exit 0 also
+    when someone else handed it over first and our transaction reverted: the line says so)."""
     from relayer import operator
+
+    if on_chain:
+        if len(message_ids) != 1:
+            raise click.UsageError("--on-chain re-proves one message: give exactly one id")
+
+        def reprove(ledger: Ledger, config: Config) -> list[operator.Moved]:
+            return [operator.retry_on_chain(config, ledger, message_ids[0])]
+
+        return _operate(config_path, as_json, reprove)
 
     def move(ledger: Ledger, config: Config) -> list[operator.Moved]:
         routed = {chain.domain for chain in config.chains if chain.is_destination}
@@ -747,7 +764,7 @@ def _operate(config_path: Path, as_json: bool, move: Any) -> int:
         if as_json:
             click.echo(json.dumps(item.as_json()))
         else:
-            click.echo(f"{item.id}  {item.was} → {item.now}")
+            click.echo(item.text())
     return 0
 
 

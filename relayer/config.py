@@ -44,11 +44,13 @@ deny_senders = ["0x…"]                 # 20-byte EVM addresses or 32-byte acco
 allow_origins = ["alpha", 3]           # chain names or domains; allow lists present = only those
 # allow_senders, allow_recipients, deny_origins, deny_recipients: same shapes; deny wins
 deliver = "all"                        # every route's default: "all", or "paid" (only messages
-                                       #   that bought delivery_gas; the others wait as
+                                       #   that bought the gas their origin's Paymaster states,
+                                       #   deliveryGas, and this floor; the others wait as
                                        #   `unpaid` until a top-up arrives)
-# delivery_gas = 650000                # the destination gas a message's delivery is charged;
-                                       #   to an EVM destination at least 650000 (a recipient
-                                       #   may burn 500k) unless allow_recipients is set
+# delivery_gas = 650000                # the floor under the on-chain charge (+ 40 a body byte;
+                                       #   the whole charge from a Substrate origin); to an EVM
+                                       #   destination at least 650000 (a recipient may burn
+                                       #   500k) unless allow_recipients is set
 # routes = [{ from = "alpha", to = "beta", deliver = "paid", delivery_gas = 700000 }]
 #                                      # per-route exceptions to deliver / delivery_gas
 
@@ -410,8 +412,9 @@ class RoutePayment:
     deliver: str = "all"
     """``all`` (paid or not) or ``paid`` (:data:`DELIVER_MODES`)."""
     delivery_gas: int = DEFAULT_DELIVERY_GAS
-    """Under ``paid``: the message must have paid at least the origin's quote for this much
-    destination gas, at delivery time."""
+    """Under ``paid``: the floor of the gas a message must have bought (with :meth:`gas_for`'s
+    per-byte part). The charge itself is the origin's on-chain ``deliveryGas`` where it states
+    one (:func:`relayer.payments.charged_gas`); this is the whole charge where it does not."""
 
     @property
     def paid_only(self) -> bool:
@@ -419,10 +422,11 @@ class RoutePayment:
         return self.deliver == "paid"
 
     def gas_for(self, body_size: int) -> int:
-        """The destination gas a message with a ``body_size``-byte body is charged for:
-        ``delivery_gas`` and :data:`CALLDATA_GAS_PER_BYTE` per body byte (a 64 KiB body costs
-        the relayer far more calldata than a ping). The sender's quote and the relayer's check
-        both use this, so what ``passerelle send`` pays is what the relayer asks."""
+        """The floor of the destination gas a message with a ``body_size``-byte body is
+        charged: ``delivery_gas`` and :data:`CALLDATA_GAS_PER_BYTE` per body byte (a 64 KiB
+        body costs the relayer far more calldata than a ping). The charge is
+        :func:`relayer.payments.charged_gas`, which the sender's quote and the relayer's check
+        both use, so what ``passerelle send`` pays is what the relayer asks."""
         return self.delivery_gas + CALLDATA_GAS_PER_BYTE * body_size
 
 

@@ -25,6 +25,9 @@ every ledger write it makes (the families' too) checks, in the write's own trans
 lease row still has them, else :class:`relayer.ledger.LeaseLost` and nothing is written. A
 relayer that stopped for a while (SIGSTOP, a stalled VM, a partition) and comes back after its
 lease expired and another relayer took it cannot record over its successor: its token is stale.
+On PostgreSQL the fenced writes of different origins and destinations also run side by side:
+each takes its own domain's lock, not the ledger's (:func:`relayer.ledger.write_domain`; the
+``unpaid`` sweep, which spans routes, still writes alone).
 
 Stopping in time. A task runs in a cancel scope whose deadline is ``lease_seconds - round``
 after the start of the round that last renewed it (trio's monotonic clock; the renewal set the
@@ -69,12 +72,20 @@ from relayer.ledger import (
     LeaseRecord,
     Ledger,
     LedgerBusy,
+    LedgerDeadlock,
     LedgerError,
+    WriteOutsideDomain,
     _one_line,
     fenced_by,
 )
 
 log = logging.getLogger("passerelle.relayer.leases")
+
+
+def _first_line(errors: Sequence[BaseException]) -> str:
+    """The first of a task's errors, on one line (the rest are the same failure, or noise)."""
+    return _one_line(errors[0]) if errors else "no detail"
+
 
 DEFAULT_LEASE_SECONDS = 15.0
 """``[relayer] lease_seconds`` when not configured: a killed relayer's work waits at most about
@@ -601,7 +612,8 @@ class LeaseKeeper:
     Each task runs in a cancel scope with a deadline (the module docstring, "Stopping in
     time") and under :func:`relayer.ledger.fenced_by` its lease. A task that ends with
     :class:`LeaseLost` (its fenced write was refused), with :class:`LedgerBusy` (a write that
-    waited longer than its bound: a frozen writer holds the database) or at its deadline gives
+    waited longer than its bound: a frozen writer holds the database; or one the database
+    cancelled to break a deadlock between relayers on crossing routes) or at its deadline gives
     the lease up, and a later round claims it again (this relayer or another; after LedgerBusy
     the lease is released at once and this relayer leaves it to the others for a lease
     period); any other
@@ -736,6 +748,14 @@ class LeaseKeeper:
             self.counters.leases_lost += 1
             log.warning("leases: lost %s (token %d): %s", fence.name, fence.token, why)
 
+    async def _give_back(self, fence: Fence) -> None:
+        """Release ``fence``'s lease, best effort: the lease transaction takes no write lock,
+        but the database may still be too slow; then the lease expires."""
+        try:
+            await trio.to_thread.run_sync(self.board.release, [fence], limiter=self._limiter)
+        except LedgerError as exc:
+            log.warning("leases: could not give %s back: %s", fence.name, exc)
+
     async def _stop(self, name: str) -> None:
         running = self._running.get(name)
         if running is not None:
@@ -763,19 +783,30 @@ class LeaseKeeper:
                 log.info("leases: %s has nothing left to do; holding it idle", fence.name)
         except* LeaseLost:
             self._lost(fence, "a fenced write found another holder")
+        except* WriteOutsideDomain as outside:
+            # This relayer's configuration disagrees with the chains (a domain id that is not
+            # the chain's own): its task writes rows another lease's lock covers. Stopped, one
+            # line, and never taken again by this relayer (it would do the same); given back,
+            # so that a relayer configured right can take it. The other leases go on.
+            log.error(
+                "leases: stopped %s for good: %s", fence.name, _first_line(outside.exceptions)
+            )
+            self._cooling[fence.name] = math.inf
+            await self._give_back(fence)
         except* LedgerBusy as busy:
-            # The relayer lives on. The lease is given back at once and not claimed here for a
-            # lease period: re-claimed at the next round it would flap for ever on a slow
-            # database path (each time a new connection, signer, settle), while a relayer that
-            # writes in time never got it. Freeing it is best effort: the lease transaction
-            # takes no write lock, but the database may still be too slow; then it expires.
-            first = busy.exceptions[0]
-            self._lost(fence, f"the ledger did not take a write in time ({first}); given up")
-            self._cooling[fence.name] = trio.current_time() + self.board.lease_seconds
-            try:
-                await trio.to_thread.run_sync(self.board.release, [fence], limiter=self._limiter)
-            except LedgerError as exc:
-                log.warning("leases: could not give %s back: %s", fence.name, exc)
+            # The relayer lives on and gives the lease back at once. After a lock or statement
+            # timeout it does not claim it again for a lease period: re-claimed at the next
+            # round it would flap for ever on a slow database path (each time a new
+            # connection, signer, settle), while a relayer that writes in time never got it.
+            # A deadlock (LedgerDeadlock) says nothing about a slow path: the server failed one
+            # writer of a cycle, so the lease is free to be claimed at the next round.
+            first = _first_line(busy.exceptions)
+            if all(isinstance(error, LedgerDeadlock) for error in busy.exceptions):
+                self._lost(fence, f"the ledger broke a deadlock with this write ({first})")
+            else:
+                self._lost(fence, f"the ledger did not take a write in time ({first}); given up")
+                self._cooling[fence.name] = trio.current_time() + self.board.lease_seconds
+            await self._give_back(fence)
         finally:
             if self._running.get(fence.name) is running:
                 del self._running[fence.name]

@@ -17,10 +17,13 @@ Durability and concurrency
     Every public mutating call is exactly one database transaction, audit rows included;
     :meth:`Ledger.atomic` groups several calls into one. On SQLite each write transaction starts
     with ``BEGIN IMMEDIATE``, so two processes sharing the file serialise their read-check-write
-    steps instead of racing; on PostgreSQL a transaction-scoped advisory lock gives the same
-    guarantee. SQLite runs in WAL mode with ``synchronous=FULL``: a commit that returned is on
-    disk, and a process killed at any instant (``kill -9``) leaves either all of a change or none
-    of it. The file is checked with ``PRAGMA integrity_check`` when it is opened.
+    steps instead of racing; on PostgreSQL transaction-scoped advisory locks give the same
+    guarantee per domain: a write fenced by a lease of one origin or destination excludes only
+    the writes of that domain (the ledger-wide lock shared, the domain's exclusive), every
+    other write excludes all (the ledger-wide lock exclusive; :func:`write_domain`). SQLite
+    runs in WAL mode with ``synchronous=FULL``: a commit that returned is on disk, and a
+    process killed at any instant (``kill -9``) leaves either all of a change or none of it.
+    The file is checked with ``PRAGMA integrity_check`` when it is opened.
 
 Encoding
     Ids, hashes and addresses are stored as lowercase ``0x``-prefixed hex strings of fixed
@@ -82,6 +85,7 @@ __all__ = [
     "LedgerBusy",
     "LedgerConflict",
     "LedgerCorrupt",
+    "LedgerDeadlock",
     "LedgerError",
     "LedgerInUse",
     "LedgerMeta",
@@ -97,13 +101,14 @@ __all__ = [
     "TransactionRecord",
     "TxStatus",
     "UnknownRecord",
+    "WriteOutsideDomain",
     "fenced_by",
     "ledger_schema",
     "migrate_ledger",
     "open_ledger",
 ]
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 """The schema revision this code reads and writes: the ordinal of the newest Alembic revision
 in ``relayer/migrations/versions`` (``0001`` is 1; a test keeps them equal). Also stored in
 ``ledger_meta.schema_version``, which Passerelle releases older than Alembic check."""
@@ -113,7 +118,7 @@ MIGRATIONS_DIR: Final = Path(__file__).with_name("migrations")
 
 _DEFAULT_STREAM = "outbox"
 _IN_CHUNK = 500  # ids per ``IN (...)`` list, well under every backend's bind-parameter limit
-_PG_LOCK_KEY = 0x70617373_65726C6C  # "passerll": the advisory lock serialising PG writers
+_PG_LOCK_KEY = 0x70617373_65726C6C  # "passerll": the ledger-wide PG write lock (write_domain)
 PG_IDLE_IN_TRANSACTION_SECONDS = 10.0
 """How long a ledger write transaction on PostgreSQL may sit idle before the server ends it
 (``idle_in_transaction_session_timeout``): far above the gaps between one transaction's
@@ -140,6 +145,13 @@ class LedgerSchemaError(LedgerError):
 
 class LedgerBusy(LedgerError):
     """Another process held the write lock for longer than the busy timeout."""
+
+
+class LedgerDeadlock(LedgerBusy):
+    """PostgreSQL broke a cycle of writers waiting on each other's row locks by failing this
+    one (SQLSTATE 40P01); nothing of it was written. A :class:`LedgerBusy`, so whatever copes
+    with a busy ledger copes with it, but it says nothing about the database being slow: the
+    lease keeper gives the lease up without the pause it takes after a lock timeout."""
 
 
 class LedgerInUse(LedgerError):
@@ -201,6 +213,15 @@ class UnknownRecord(LedgerError, LookupError):
 
 class InvalidReference(LedgerError):
     """A transition names a checkpoint or transaction that cannot apply to the message."""
+
+
+class WriteOutsideDomain(InvalidReference):
+    """A write fenced by a lease touched a row outside that lease's domain (:func:`lease_scope`):
+    ``scan:9`` recording a message of origin 1, ``deliver:4`` moving a message bound for 5.
+    Nothing was written. A relayer does this only when its configuration disagrees with the
+    chains (a domain id that is not the chain's own), and the lease's write lock covers its
+    domain's rows only, so the write would race the relayer that holds the right lease; the
+    lease keeper stops that lease (relayer/leases.py) instead of letting it run."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -473,6 +494,13 @@ class MessageCount(_LedgerModel, table=True):
     origin: int = _column(sa.BigInteger, primary_key=True, autoincrement=False)
     destination: int = _column(sa.BigInteger, primary_key=True, autoincrement=False)
     status: str = _column(sa.String(16), primary_key=True)
+    slot: int = _column(
+        sa.BigInteger, primary_key=True, autoincrement=False, server_default=sa.text("0")
+    )
+    """Which writer counted here (revision 0006, :func:`count_slot`): a fenced write of one
+    domain counts in its own slot, so writers of different domains never wait on one counter
+    row. A slot's count may be negative (deliver:d counts the messages leaving ``attested``
+    that collect:o counted in); only the sum over slots is a number of messages."""
     count: int = _column(sa.BigInteger)
 
 
@@ -622,6 +650,134 @@ def fenced_by(fence: Fence) -> Iterator[None]:
         yield
     finally:
         _FENCE.reset(token)
+
+
+# The two-key advisory lock space (``pg_advisory_xact_lock(int4, int4)``, shown in pg_locks
+# with objsubid 2) is disjoint from the one-bigint space of _PG_LOCK_KEY and _PG_USE_KEY, so a
+# domain lock can never be mistaken for the ledger-wide one.
+_PG_ORIGIN_SPACE: Final = 0x70736F72  # "psor": the rows of one origin (scan:, collect:)
+_PG_DESTINATION_SPACE: Final = 0x70736465  # "psde": the rows of one destination (deliver:)
+_LOCK_SPACES: Final[Mapping[str, int]] = MappingProxyType(
+    {"scan": _PG_ORIGIN_SPACE, "collect": _PG_ORIGIN_SPACE, "deliver": _PG_DESTINATION_SPACE}
+)
+
+
+def lease_scope(lease_name: str) -> tuple[str, int] | None:
+    """The rows a write fenced by lease ``lease_name`` may touch: ``("origin", o)`` for
+    ``scan:o`` and ``collect:o``, ``("destination", d)`` for ``deliver:d``; None for a lease
+    without a domain (``unpaid``, or a name this code does not know), whose writes take the
+    whole ledger (:func:`write_domain`) and may touch any row.
+
+    The ledger enforces it (:class:`WriteOutsideDomain`): the domain locks below serialise a
+    domain's writers only, so a write outside its domain — a relayer whose configuration gives
+    a chain the wrong domain id — would race the writer that holds the right lease."""
+    kind, colon, domain = lease_name.partition(":")
+    if kind not in _LOCK_SPACES or not colon or not (domain.isascii() and domain.isdigit()):
+        return None
+    value = int(domain)
+    if value >= 2**32:
+        return None
+    return ("destination" if kind == "deliver" else "origin"), value
+
+
+def count_slot(lease_name: str | None) -> int:
+    """The ``message_counts`` slot (revision 0006) the writes of lease ``lease_name`` count in:
+    its domain lock's two keys as one bigint, unique per domain; 0 for writes without a domain
+    (unfenced, ``unpaid``), which hold the ledger-wide lock exclusively anyway.
+
+    Why slots: collect:o and deliver:d both change the count of route (o, d) in ``attested``.
+    Counted in one row, the two writers' transactions met on that row's lock and took turns
+    (and four of them on crossing routes could deadlock); each counting in its own slot, they
+    never touch the same counter row, and a reader sums the slots."""
+    scope = None if lease_name is None else lease_scope(lease_name)
+    if scope is None:
+        return 0
+    kind = "deliver" if scope[0] == "destination" else "scan"
+    return _LOCK_SPACES[kind] * 2**32 + scope[1]
+
+
+def write_domain(lease_name: str) -> tuple[int, int] | None:
+    """The advisory lock (two int4 keys) a PostgreSQL write fenced by lease ``lease_name``
+    takes exclusively, beside the ledger-wide lock taken SHARED; None when the lease has no
+    domain of its own (``unpaid``, which moves messages of every route, or any name this code
+    does not know), and its writes take the ledger-wide lock EXCLUSIVE like an unfenced one.
+
+    Why these domains: a task writes only its own domain's rows (relayer/relay.py): ``scan:o``
+    inserts origin ``o``'s messages and moves them to ``final`` (``invalidate_above`` deletes
+    them and ``o``'s unsigned checkpoints), ``collect:o`` stores ``o``'s checkpoints and moves
+    its ``final`` messages to ``attested``, ``deliver:d`` moves destination ``d``'s
+    ``attested`` / ``submitted`` / ``failed`` messages on and writes chain ``d``'s transactions.
+    Scan and collect of one origin share rows (a reorg's delete against an attestation), so they
+    share one lock; a destination's rows meet an origin's only at the hand-over (``attested``),
+    which row locks order (the message rows are read ``FOR UPDATE`` in
+    :func:`_apply_transition`). Two names of one domain (``scan:1``, ``scan:01``) share a lock:
+    more waiting, never less safety. A domain outside uint32 gets no lock of its own."""
+    scope = lease_scope(lease_name)
+    if scope is None:
+        return None
+    space = _LOCK_SPACES["deliver" if scope[0] == "destination" else "scan"]
+    value = scope[1]
+    return space, value - 2**32 if value >= 2**31 else value  # int4 is signed
+
+
+def _pg_write_locks(connection: sa.Connection, fence: Fence | None) -> None:
+    """Take a PostgreSQL write transaction's advisory locks, in ONE round trip (it is on every
+    write's path): the ledger-wide lock shared plus the fence's domain lock, or the ledger-wide
+    lock exclusive (unfenced writes: operators, migrations; and leases without a domain).
+
+    Always in that order, global before domain, and one domain per transaction: a writer
+    holding a domain lock while queued for the global one could wait behind an exclusive
+    writer that waits for it. The order is forced by the derived table (``OFFSET 0`` keeps the
+    planner from merging it): the outer lock is evaluated only on the row the inner one
+    produced, whereas the order of a select list's items is not something SQL promises.
+
+    The same statement sets the transaction's ``passerelle.count_slot`` (:func:`count_slot`),
+    which the ``message_counts`` trigger reads: no extra round trip. Writes without a domain
+    leave it unset (a transaction-local setting ends with its transaction): slot 0."""
+    domain = None if fence is None else write_domain(fence.name)
+    if domain is None or fence is None:
+        connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        return
+    connection.execute(
+        sa.text(
+            "SELECT pg_advisory_xact_lock(CAST(:space AS integer), CAST(:key AS integer)), "
+            "set_config('passerelle.count_slot', CAST(:slot AS text), true) "
+            "FROM (SELECT pg_advisory_xact_lock_shared(CAST(:ledger AS bigint)) OFFSET 0) "
+            "AS ledger_wide"
+        ),
+        {
+            "space": domain[0],
+            "key": domain[1],
+            "ledger": _PG_LOCK_KEY,
+            "slot": str(count_slot(fence.name)),
+        },
+    )
+
+
+_SCOPE_INFO: Final = "passerelle_write_scope"
+"""``Session.info`` key: (lease name, its :func:`lease_scope`) of a fenced write transaction."""
+
+
+def _in_domain(session: Session, side: str, domain: int, what: str) -> None:
+    """:class:`WriteOutsideDomain` unless this write transaction's lease may write rows whose
+    ``side`` ("origin" or "destination") is ``domain``; ``what`` names the row, for the one
+    line. Unfenced writes and leases without a domain may write anything (they hold the whole
+    ledger)."""
+    scope = _transition_scope(session)
+    if scope is not None and scope[1:] != (side, domain):
+        raise WriteOutsideDomain(
+            f"write outside lease {scope[0]}'s domain ({scope[1]} {scope[2]}): {what}; "
+            "is a chain's domain id in the configuration not the chain's own?"
+        )
+
+
+def _transition_scope(session: Session) -> tuple[str, str, int] | None:
+    """(lease name, side, domain) a transition's rows must match: a message's origin for
+    scan/collect, its destination for deliver; None when any row may move."""
+    fenced: tuple[str, tuple[str, int] | None] | None = session.info.get(_SCOPE_INFO)
+    if fenced is None or fenced[1] is None:
+        return None
+    return fenced[0], fenced[1][0], fenced[1][1]
 
 
 def _check_fence(connection: sa.Connection, fence: Fence) -> None:
@@ -784,6 +940,13 @@ class _Operations:
         if not parsed:
             return 0
         with self._writing() as session:
+            for row in parsed.values():
+                _in_domain(
+                    session,
+                    "origin",
+                    row["origin"],
+                    f"message {row['id']} has origin {row['origin']}",
+                )
             existing: set[str] = set()
             for chunk in _chunks(list(parsed)):
                 existing.update(
@@ -901,6 +1064,7 @@ class _Operations:
         why = reason or f"reorg: origin {origin} blocks after {block_number} ({anchor}) orphaned"
         now = self.clock()
         with self._writing() as session:
+            _in_domain(session, "origin", origin, f"forgetting origin {origin}'s orphaned blocks")
             orphans = session.exec(
                 select(MessageRecord).where(
                     MessageRecord.origin == origin,
@@ -993,6 +1157,7 @@ class _Operations:
             created_at=self.clock(),
         )
         with self._writing() as session:
+            _in_domain(session, "origin", row.origin, f"a checkpoint of origin {row.origin}")
             stored = session.exec(
                 select(CheckpointRecord).where(
                     CheckpointRecord.origin == row.origin,
@@ -1024,8 +1189,15 @@ class _Operations:
         if not isinstance(signature, bytes | bytearray) or len(signature) != 65:
             raise ValueError("a signature is exactly 65 bytes (r ‖ s ‖ v)")
         with self._writing() as session:
-            if session.get(CheckpointRecord, checkpoint_id) is None:
+            checkpoint = session.get(CheckpointRecord, checkpoint_id)
+            if checkpoint is None:
                 raise UnknownRecord("checkpoint", [checkpoint_id])
+            _in_domain(
+                session,
+                "origin",
+                checkpoint.origin,
+                f"a signature on checkpoint {checkpoint_id} of origin {checkpoint.origin}",
+            )
             stored = session.exec(
                 select(SignatureRecord.id).where(
                     SignatureRecord.checkpoint_id == checkpoint_id,
@@ -1068,6 +1240,7 @@ class _Operations:
         ids = _dedupe(_hex(i, 32, "message id") for i in message_ids)
         now = self.clock()
         with self._writing() as session:
+            _in_domain(session, "destination", chain, f"a transaction on chain {chain}")
             row = _find_tx(session, chain, tx_hash)
             if row is None:
                 if replaces is not None:
@@ -1140,6 +1313,7 @@ class _Operations:
         hash_hex = _hex(tx_hash, 32, "transaction hash")
         now = self.clock()
         with self._writing() as session:
+            _in_domain(session, "destination", chain, f"a transaction on chain {chain}")
             row = _find_tx(session, chain, hash_hex)
             if row is None:
                 raise UnknownRecord("transaction", [f"{chain}:{hash_hex}"])
@@ -1180,6 +1354,7 @@ class _Operations:
         _uint(next_block, "next block")
         last = None if last_block_hash is None else _hex(last_block_hash, 32, "block hash")
         with self._writing() as session:
+            _in_domain(session, "origin", domain, f"the {stream} cursor of domain {domain}")
             row = session.get(CursorRecord, (domain, stream))
             if row is None:
                 row = CursorRecord(domain=domain, stream=stream, next_block=0, updated_at=0.0)
@@ -1387,6 +1562,60 @@ class _Operations:
                 ).all()
             )
 
+    def _mined_submitted(self, destination: int) -> sa.Select[Any]:
+        """``submitted`` messages to ``destination`` joined to their carrier (the transaction
+        of ``delivery_tx_hash`` on that chain) once it is ``confirmed`` (mined, recorded)."""
+        tx = sa.inspect(TransactionRecord).local_table
+        return (
+            sa.select()
+            .select_from(_MESSAGES)
+            .join(
+                tx,
+                sa.and_(
+                    tx.c.chain == _MESSAGES.c.destination,
+                    tx.c.hash == _MESSAGES.c.delivery_tx_hash,
+                ),
+            )
+            .where(
+                _MESSAGES.c.status == _S.SUBMITTED,
+                _MESSAGES.c.destination == destination,
+                tx.c.status == TxStatus.CONFIRMED,
+                tx.c.block_number.is_not(None),
+            )
+        )
+
+    def lowest_mined_delivery(self, destination: int) -> int | None:
+        """The lowest block holding the mined carrier of a ``submitted`` message to
+        ``destination`` (None if no such message has one): whether anything can be final yet,
+        in one aggregate, before the final block is asked of a node."""
+        tx = sa.inspect(TransactionRecord).local_table
+        query = self._mined_submitted(destination).add_columns(sa.func.min(tx.c.block_number))
+        with self._reading() as session:
+            lowest = session.connection().execute(query).scalar()
+        return None if lowest is None else int(lowest)
+
+    def settled_deliveries(
+        self, destination: int, final_block: int, limit: int
+    ) -> list[tuple[str, str, bytes]]:
+        """``(carrier hash, message id, raw message)`` of up to ``limit`` ``submitted``
+        messages to ``destination`` whose carrier is mined at or below ``final_block``, in
+        ``(origin, nonce)`` order: what a delivery round may record final, and nothing else.
+
+        Plain tuples from one join, not ORM rows: a round used to read a page of every
+        ``submitted`` row (mostly in flight or not final yet) and then each carrier on its
+        own."""
+        tx = sa.inspect(TransactionRecord).local_table
+        query = (
+            self._mined_submitted(destination)
+            .add_columns(tx.c.hash, _MESSAGES.c.id, _MESSAGES.c.message)
+            .where(tx.c.block_number <= final_block)
+            .order_by(_MESSAGES.c.origin, _MESSAGES.c.nonce)
+            .limit(limit)
+        )
+        with self._reading() as session:
+            rows = session.connection().execute(query).all()
+        return [(str(h), str(i), bytes(m)) for h, i, m in rows]
+
     def verify_audit(self) -> list[str]:
         """Check the audit trail against the rows; return one line per problem (empty = sound).
 
@@ -1517,7 +1746,13 @@ def _apply_transition(
     states: dict[str, _State] = {}
     session.flush()  # Core statements below must see this session's pending ORM changes
     connection = session.connection()
-    for chunk in _chunks(ids):
+    for chunk in _chunks(sorted(ids)):
+        # FOR NO KEY UPDATE (PostgreSQL; SQLite's one writer needs nothing): the rows stay as
+        # read until this transaction ends, so a writer of another domain (write_domain) cannot
+        # move one between this check and the UPDATE below. The lock the UPDATE takes anyway,
+        # not FOR UPDATE's: it does not block the KEY SHARE locks of foreign-key checks (a
+        # transaction_messages link to the row). Locked in id order: two transactions that meet
+        # on several rows take them in the same order and cannot deadlock on them.
         for row in connection.execute(
             sa.select(
                 m.id,
@@ -1527,12 +1762,23 @@ def _apply_transition(
                 m.destination,
                 m.checkpoint_id,
                 m.delivery_tx_hash,
-            ).where(m.id.in_(chunk))
+            )
+            .where(m.id.in_(chunk))
+            .order_by(m.id)
+            .with_for_update(key_share=True)
         ):
             states[row.id] = _State(*row)
     missing = [i for i in ids if i not in states]
     if missing:
         raise UnknownRecord("message", missing)
+    scope = _transition_scope(session)
+    if scope is not None:
+        # The domain lock covers these rows only if they are the lease's: scan/collect move
+        # their origin's messages, deliver its destination's (the hand-over is ``attested``).
+        side = scope[1]
+        for state in states.values():
+            value = state.origin if side == "origin" else state.destination
+            _in_domain(session, side, value, f"message {state.id} has {side} {value}")
 
     checkpoint = None
     if checkpoint_id is not None:
@@ -1701,10 +1947,18 @@ class LedgerBatch(_Operations):
         self.poisoned = False
 
     def movable(self, ids: Iterable[bytes | str], to: MessageStatus) -> list[str]:
-        """The ids whose current status may move to ``to`` (:data:`TRANSITIONS`), read under
-        this batch's write lock. For a writer that must not fail a whole write because someone
-        else — an operator's ``skip``, another relayer, the chain — moved some of them
-        meanwhile: it moves these and leaves the rest as they are."""
+        """The ids whose current status may move to ``to`` (:data:`TRANSITIONS`), as this batch
+        reads them now. For a writer that must not fail a whole write because someone else — an
+        operator's ``skip``, another relayer, the chain — moved some of them meanwhile: it moves
+        these and leaves the rest as they are.
+
+        A plain read, not a locking one: on PostgreSQL a fenced batch holds only its domain's
+        lock (:func:`write_domain`). The answer stays current because nobody else moves these
+        rows: a destination's messages past ``attested`` are moved only by its ``deliver:``
+        lease (the ledger refuses a fenced write outside its domain: :class:`WriteOutsideDomain`)
+        or by writers that hold the whole ledger (operators, ``unpaid``). And should one have
+        moved anyway, :meth:`transition` re-reads the rows it moves ``FOR NO KEY UPDATE`` and
+        refuses an illegal move rather than making it."""
         ready = []
         for message_id in ids:
             record = self.get(message_id)
@@ -1860,7 +2114,8 @@ class Ledger(_Operations):
                 batch.transition(ok_ids, MessageStatus.DELIVERED, tx_hash=tx)
                 batch.transition(bad_ids, MessageStatus.FAILED, reason=..., retry_at=...)
 
-        Keep the block short and free of network I/O: it holds the write lock throughout.
+        Keep the block short and free of network I/O: it holds its write locks throughout (on
+        PostgreSQL, fenced: its domain's; otherwise the whole ledger's).
         """
         with self._writing() as session:
             batch = LedgerBatch(session, self.clock, self._postgres)
@@ -1887,10 +2142,15 @@ class Ledger(_Operations):
                         idle_ms=self._idle_ms,
                         statement_ms=self._write_statement_ms(),
                     )
-                    connection.execute(sa.select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                    # Fenced writes of different domains proceed side by side; the rest alone
+                    # (write_domain says which is which).
+                    _pg_write_locks(connection, _FENCE.get())
                 fence = _FENCE.get()
                 if fence is not None:
                     _check_fence(session.connection(), fence)
+                    # What the operations may touch (_in_domain): the domain the locks above
+                    # were taken for, kept with the transaction (an atomic batch shares it).
+                    session.info[_SCOPE_INFO] = (fence.name, lease_scope(fence.name))
                 elif self.require_fence:
                     raise LedgerError(
                         "a ledger write outside every lease in a relayer that shares its routes "
@@ -1900,7 +2160,7 @@ class Ledger(_Operations):
         except sa_exc.OperationalError as error:
             raise _translate(error) from error
         except sa_exc.IntegrityError as error:
-            raise LedgerError(f"constraint violated: {error.orig}") from error
+            raise LedgerError(f"constraint violated: {_one_line(error.orig)}") from error
 
     def _write_statement_ms(self) -> int | None:
         return None if self.write_timeout is None else max(1, int(self.write_timeout * 1000))
@@ -1909,7 +2169,7 @@ class Ledger(_Operations):
     def lease_transaction(self) -> Iterator[sa.Connection]:
         """One write transaction on the lease tables only (relayer/leases.py).
 
-        On PostgreSQL it does not take the ledger's write lock (the advisory lock every other
+        On PostgreSQL it takes none of the ledger's write locks (the advisory locks every other
         write takes): lease rows are claimed with ``SELECT … FOR UPDATE SKIP LOCKED``, so two
         relayers claiming at once each skip the rows the other has locked, and a claim never
         waits behind a long message write. On SQLite it is ``BEGIN IMMEDIATE`` like every write
@@ -1925,7 +2185,7 @@ class Ledger(_Operations):
                     )
                 yield connection
         except sa_exc.IntegrityError as error:
-            raise LedgerError(f"constraint violated: {error.orig}") from error
+            raise LedgerError(f"constraint violated: {_one_line(error.orig)}") from error
         except sa_exc.DBAPIError as error:
             # Any database failure, a dropped connection included: a lease round that fails
             # is retried at the next one (its tasks stop on their deadlines meanwhile), so it
@@ -1948,6 +2208,17 @@ def _translate(error: sa_exc.DBAPIError) -> LedgerError:
         # A statement timeout (or pg_cancel_backend): it says how long, not who held what.
         return LedgerBusy(
             f"ledger statement cancelled after its time bound: {_one_line(error.orig)}"
+        )
+    if getattr(error.orig, "sqlstate", None) == "40P01":
+        # Relayers on different domains write side by side (write_domain). Their message rows
+        # are disjoint but for the hand-over, locked in id order, and their counters live in
+        # slots of their own (count_slot), so no cycle is known; should one happen anyway (an
+        # operator's raw SQL, a future shared row), the server breaks it by failing one.
+        # Nothing was written: the database refused this round, not a bug that should end the
+        # relayer (LedgerDeadlock: the lease keeper gives the lease up without a pause).
+        return LedgerDeadlock(
+            f"ledger write deadlocked with other writers (the database cancelled this one, "
+            f"nothing was written): {_one_line(error.orig)}"
         )
     if _is_busy(error):
         return LedgerBusy(

@@ -14,6 +14,21 @@ running beside the command cannot move a message between the check and the write
   stored checkpoint that covers it. Its block was final when it was scanned, so nothing is
   trusted here that the scan did not already check. A message to a destination the config
   does not route is refused: it would wait for ever.
+- **retry --on-chain** re-proves ONE message parked on its EVM destination (accepted, its
+  recipient's ``handle`` reverted) under the trust the inbox holds now: ``Inbox.retryProven``
+  with the newest stored checkpoint the inbox's CURRENT committee signed
+  (:mod:`relayer.families.evm.reproof`), sent from the ``[client]`` key. What a revoked
+  committee attested, or what was parked before its origin was untrusted and trusted again,
+  plain ``Inbox.retry`` refuses for good; this brings an honest message back. The ledger
+  already has such a message ``delivered`` (accepted: terminal), and keeps it so; a message
+  still in another status (the ledger not caught up) is recorded ``delivered`` with the
+  re-proof's transaction, as the inbox's own ``Delivered`` log in its receipt shows. If
+  someone else hands the message over between the dry run and the block (anyone may call
+  ``retryProven``), our transaction reverts; the command then reads the failure record again
+  and, finding it gone, says "handled by someone else" and exits 0: the message was handed
+  over once, which is what the operator asked for (the reverted transaction's gas is named).
+  The ledger is left as it is: the relayer's next delivery of a row not yet ``delivered``
+  finds it AlreadyDelivered and records that itself.
 - **skip** sets aside a message that is neither delivered nor in a pending delivery
   transaction (one in flight may still land: wait for its outcome), with the operator's
   reason: the relayer no longer sends it.
@@ -23,7 +38,23 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
+from functools import partial
 
+import trio
+
+from relayer.checkpoints import open_checkpoint_store
+from relayer.config import Config, ConfigError
+from relayer.families.evm import EvmFamily
+from relayer.families.evm.connection import open_evm
+from relayer.families.evm.reproof import (
+    HandledElsewhere,
+    ReproofRefused,
+    Reproven,
+    lane_tree,
+    reprove,
+)
+from relayer.families.evm.user import client_signer
+from relayer.family import family_of
 from relayer.ledger import Ledger, LedgerBatch, MessageStatus
 from relayer.relay import OPERATOR_RETRY
 
@@ -47,9 +78,13 @@ class Moved:
     was: MessageStatus
     now: MessageStatus
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, object]:
         """For ``--json``."""
         return {"id": self.id, "was": str(self.was), "now": str(self.now)}
+
+    def text(self) -> str:
+        """One line for the terminal."""
+        return f"{self.id}  {self.was} → {self.now}"
 
 
 def _statuses(
@@ -110,3 +145,106 @@ def skip(ledger: Ledger, ids: Sequence[str], reason: str) -> list[Moved]:
             [m.id for m in found], MessageStatus.SKIPPED, reason=f"{OPERATOR_SKIP}: {words}"
         )
     return [Moved(m.id, m.was, MessageStatus.SKIPPED) for m in found]
+
+
+REPROVEN = "handled on chain by a re-proof (Inbox.retryProven)"
+"""Prefix of the reason a ``retry --on-chain`` records for a message not yet ``delivered``."""
+
+
+@dataclass(frozen=True)
+class RetriedOnChain(Moved):
+    """A ``retry --on-chain`` that the inbox accepted: the ledger's status around it (``was``
+    equals ``now`` for a row already ``delivered``) and the re-proof's transaction."""
+
+    reproven: Reproven
+
+    def as_json(self) -> dict[str, object]:
+        """For ``--json``."""
+        return self.reproven.as_json() | super().as_json()
+
+    def text(self) -> str:
+        """One line for the terminal."""
+        done = self.reproven
+        return (
+            f"{done.id}  re-proven on {done.destination} under checkpoint "
+            f"{done.checkpoint_index}: tx {done.tx_hash} (block {done.block_number}, "
+            f"{done.gas_used:,} gas); ledger {self.was} → {self.now}"
+        )
+
+
+@dataclass(frozen=True)
+class ReprovenElsewhere(Moved):
+    """A ``retry --on-chain`` whose transaction reverted because the message had been handed
+    over by someone else first (``was`` equals ``now``: the ledger is not touched)."""
+
+    why: str
+
+    def as_json(self) -> dict[str, object]:
+        """For ``--json``."""
+        return super().as_json() | {"handled_elsewhere": self.why}
+
+    def text(self) -> str:
+        """One line for the terminal."""
+        return f"{self.why}; ledger {self.now} (unchanged)"
+
+
+def retry_on_chain(
+    config: Config, ledger: Ledger, message_id: str
+) -> RetriedOnChain | ReprovenElsewhere:
+    """Re-prove the parked message ``message_id`` on its EVM destination (see the module
+    docstring). OperatorRefused (one line, nothing sent) for a message unknown to the ledger,
+    of an unconfigured origin or destination, to a destination that is not EVM, not parked
+    there, with no covering checkpoint of the inbox's committee, or refused by the dry run."""
+    with ledger.atomic() as batch:  # read only: _statuses's checks and one-line refusals
+        (found,) = _statuses(batch, [message_id], tuple(MessageStatus))
+        record = batch.get(found.id)
+    if record is None:  # removed in between (an origin reorg's rescan)
+        raise OperatorRefused(f"{message_id}: no such message in the ledger")
+    try:
+        target, source = config.chain(record.destination), config.chain(record.origin)
+    except ConfigError as exc:
+        raise OperatorRefused(f"{record.id}: {exc}") from None
+    family = family_of(target)
+    if not isinstance(family, EvmFamily) or not target.is_destination:
+        raise OperatorRefused(
+            f"{record.id}: its destination {target.name} is no EVM inbox: only an EVM inbox "
+            "parks messages (Substrate deliveries are not retried on chain)"
+        )
+    signer = client_signer(config)
+    store = open_checkpoint_store(config.checkpoint_location)
+
+    async def run() -> Reproven:
+        async with open_evm(target) as evm:
+            return await reprove(
+                evm,
+                target,
+                signer,
+                store=store,
+                # Built only once the inbox's cheap checks passed: it reads every message of
+                # the origin, bodies included.
+                tree=partial(lane_tree, ledger, record.origin, source.name),
+                record=record,
+                outbox=source.outbox_id,
+                fee_model=family.fee_model,
+            )
+
+    try:
+        reproven = trio.run(run)
+    except ReproofRefused as exc:
+        raise OperatorRefused(str(exc)) from None
+    except HandledElsewhere as exc:
+        return ReprovenElsewhere(record.id, record.status, record.status, str(exc))
+    # Delivered from anywhere is allowed (the chain is the source of truth), and a row already
+    # delivered (how the relayer records a parked message: accepted) is left as it is.
+    with ledger.atomic() as batch:
+        current = batch.get(record.id)
+        was = record.status if current is None else current.status
+        if current is not None:
+            batch.transition(
+                [record.id],
+                MessageStatus.DELIVERED,
+                tx_hash=reproven.tx_hash,
+                reason=f"{REPROVEN} in block {reproven.block_number} of {target.name}",
+            )
+    now = MessageStatus.DELIVERED if current is not None else was
+    return RetriedOnChain(record.id, was, now, reproven)

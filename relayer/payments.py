@@ -3,8 +3,14 @@ delivery costs now (docs/design.md, "Paid delivery"; docs/relayer.md, "Relay pol
 
 A route whose policy is ``deliver = "paid"`` (:class:`relayer.config.RoutePayment`) delivers a
 message only if the destination gas bought for it — for its id *and* its destination, at the
-origin's final block — is at least the gas the route charges it
-(:meth:`relayer.config.RoutePayment.gas_for`). Gas, not wei: the origin enforced its price when
+origin's final block — is at least the gas its delivery is charged (:func:`charged_gas`): what
+the origin itself states on chain for a message of its real body length (an EVM origin's
+``Paymaster.deliveryGasFor``: the oracle's per-destination overhead and per-byte gas), and never
+less than the relayer's own floor (``delivery_gas``, :meth:`relayer.config.RoutePayment.gas_for`;
+the only number on an origin that states none: a Substrate origin). ``passerelle quote`` and
+``send`` use the same function on the same on-chain numbers, so a sender pays for what the
+relayer asks; raising the price is done on chain, and a message paid before a raise waits
+``unpaid`` until topped up. Gas, not wei: the origin enforced its price when
 the gas was bought, so a rate that rises afterwards never strands a message that paid exactly
 the quote (the quote now is only shown, in the reason). What was paid and bought and the
 destination's rate are read through the origin connection the relayer's scan already holds, by
@@ -28,6 +34,7 @@ the next sweep (:meth:`relayer.relay.Relayer.recheck_unpaid`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -42,26 +49,45 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RATE_SCALE",
+    "DeliveryGas",
     "GasRate",
     "OriginPayments",
     "Payment",
+    "charged_gas",
     "current_rate",
     "paid_since",
     "read_payments",
     "route_payments",
 ]
 
+log = logging.getLogger("passerelle.payments")
+
 RATE_SCALE = 10**10
 """Fixed-point scale of an exchange rate (Paymaster.sol's ``RATE_SCALE``)."""
 
 
 @dataclass(frozen=True)
+class DeliveryGas:
+    """The destination gas one message must buy, as its origin states it on chain
+    (``Paymaster.deliveryGas(destination)``): ``overhead`` plus ``per_byte`` per body byte."""
+
+    overhead: int
+    per_byte: int
+
+    def gas_for(self, body_size: int) -> int:
+        """Gas for a ``body_size``-byte body: exactly ``Paymaster.deliveryGasFor``."""
+        return self.overhead + self.per_byte * body_size
+
+
+@dataclass(frozen=True)
 class GasRate:
     """One destination's price on an origin: destination gas price (smallest destination unit
-    per gas) and the exchange rate destination → origin unit, scaled by :data:`RATE_SCALE`."""
+    per gas) and the exchange rate destination → origin unit, scaled by :data:`RATE_SCALE`;
+    and the gas a message must buy there if the origin states it (None: it does not)."""
 
     gas_price: int
     exchange_rate: int
+    delivery: DeliveryGas | None = None
 
     def fee(self, gas: int) -> int:
         """``gas`` gas in the origin's smallest unit, rounded up: exactly ``Paymaster.quote``
@@ -72,6 +98,55 @@ class GasRate:
         """The most gas ``fee`` pays for at this rate: the largest ``gas`` with
         ``fee(gas) <= fee`` (the inverse of :meth:`fee`, rounding in the relayer's favour)."""
         return fee * RATE_SCALE // (self.gas_price * self.exchange_rate)
+
+
+def charged_gas(rule: RoutePayment, rate: GasRate | None, body_size: int) -> int:
+    """The destination gas a ``body_size``-byte message's delivery is charged: the origin's own
+    on-chain number for that length (``rate.delivery``) if it states one, but never less than
+    the route's floor in the config (``rule``: ``delivery_gas`` and 40 gas a body byte). The
+    floor guards the relayer against an oracle that sets too little; it is also the whole
+    charge where the origin states nothing (a Substrate origin, or a destination whose
+    ``deliveryGas`` the oracle has not set). Both ``quote``/``send`` and the relayer's paid
+    check call this, so they agree whenever they read the same block."""
+    floor = rule.gas_for(body_size)
+    if rate is None or rate.delivery is None:
+        return floor
+    return max(floor, rate.delivery.gas_for(body_size))
+
+
+FROM_FLOOR = "the relayer's delivery_gas floor"
+FROM_CHAIN = "the origin's on-chain deliveryGas"
+
+
+def gas_source(rule: RoutePayment, rate: GasRate | None, body_size: int) -> str:
+    """Which of :func:`charged_gas`'s two numbers it charged: :data:`FROM_CHAIN` if the
+    origin states one at least as high as the floor, else :data:`FROM_FLOOR`."""
+    if rate is None or rate.delivery is None:
+        return FROM_FLOOR
+    return FROM_CHAIN if rate.delivery.gas_for(body_size) >= rule.gas_for(body_size) else FROM_FLOOR
+
+
+_FLOOR_ABOVE_CHAIN_WARNED: set[tuple[int, int]] = set()
+"""Routes (origin, destination) already warned about by :func:`_warn_floor_above_chain`."""
+
+
+def _warn_floor_above_chain(origin: int, destination: int, floor: int, stated: int) -> None:
+    """One warning per route per process (review RC2 L5): a config floor above what the origin
+    states on chain charges more than ``quote``/``send`` make a sender pay, so every message
+    that pays exactly the quote waits ``unpaid`` until topped up. Legal (the floor protects the
+    relayer), but almost always a forgotten config value after the oracle lowered the price."""
+    if (origin, destination) in _FLOOR_ABOVE_CHAIN_WARNED:
+        return
+    _FLOOR_ABOVE_CHAIN_WARNED.add((origin, destination))
+    log.warning(
+        "route %d -> %d: the relayer's delivery_gas floor (%d gas here) is above the origin's "
+        "on-chain deliveryGas (%d): senders paying the quote will wait unpaid; lower the floor "
+        "or raise deliveryGas on chain",
+        origin,
+        destination,
+        floor,
+        stated,
+    )
 
 
 @dataclass(frozen=True)
@@ -99,13 +174,16 @@ class Payment:
     """The origin's price now for ``gas`` on the destination; None if it prices no delivery
     there (no rate set: nothing can be paid enough)."""
     gas: int
-    """The destination gas the route charges this delivery (:meth:`RoutePayment.gas_for`)."""
+    """The destination gas this delivery is charged (:func:`charged_gas`)."""
     block: int
     """The origin's final block both were read at."""
     bought: int
     """The destination gas bought with ``paid``, at the price the origin enforced then."""
     final: bool = False
     """Whether this payment can never change (:attr:`OriginPayments.final`)."""
+    gas_from: str = FROM_FLOOR
+    """Where ``gas`` came from (:func:`gas_source`): the relayer's floor or the origin's
+    on-chain number. An operator reading an ``unpaid`` reason must know which one to change."""
 
     @property
     def covers(self) -> bool:
@@ -123,7 +201,8 @@ class Payment:
         verdict = "≥" if self.covers else "<"
         return (
             f"bought {self.bought} gas {verdict} the {self.gas} its delivery to {destination} "
-            f"needs (paid {self.paid}; the quote now {self.quote}; at {origin} block {self.block})"
+            f"needs ({self.gas_from}; paid {self.paid}; the quote now {self.quote}; "
+            f"at {origin} block {self.block})"
         )
 
 
@@ -162,12 +241,21 @@ async def route_payments(
     rule: Callable[[int], RoutePayment],
 ) -> dict[str, Payment]:
     """Each record's :class:`Payment` (by message id) from ``chain``, priced for the gas its
-    route (``rule(destination)``) charges a message of its size."""
+    delivery is charged (:func:`charged_gas`: the origin's on-chain number, over the floor of
+    its route ``rule(destination)``) for the record's real body length, whatever length its
+    sender paid for."""
     read = await read_payments(chain, origin, records, {r.destination for r in records})
     payments: dict[str, Payment] = {}
     for record in records:
-        gas = rule(record.destination).gas_for(len(record.message) - HEADER_SIZE)
         rate = read.rates.get(record.destination)
+        route_rule = rule(record.destination)
+        size = len(record.message) - HEADER_SIZE
+        gas = charged_gas(route_rule, rate, size)
+        source = gas_source(route_rule, rate, size)
+        if source == FROM_FLOOR and rate is not None and rate.delivery is not None:
+            _warn_floor_above_chain(
+                chain.domain, record.destination, gas, rate.delivery.gas_for(size)
+            )
         payments[record.id] = Payment(
             paid=read.paid.get(record.id, 0),
             quote=None if rate is None else rate.fee(gas),
@@ -175,5 +263,6 @@ async def route_payments(
             block=read.block,
             bought=read.bought.get(record.id, 0),
             final=read.final,
+            gas_from=source,
         )
     return payments

@@ -147,6 +147,41 @@ class RouteHalted(Exception):
     """Something the relayer must not paper over: an operator has to look (docs/threats.md T21)."""
 
 
+async def check_outbox_domain(chain: ChainConfig, origin: Origin) -> None:
+    """RouteHalted, one line, if an EVM origin's Outbox was deployed for another domain than the
+    configuration gives ``chain``: its ``localDomain`` is stamped into every message as the
+    origin, so such a relayer would record another origin's rows under this lease's lock
+    (review RL, M1). Checked when the scan starts, on the connection it scans with: one
+    ``eth_call`` per scan task, no extra connection. An answer that cannot be read now (the
+    node down, no contract there yet) is logged and left to the check of every scanned message
+    in :meth:`Relayer._record_scan`, which refuses the same mistake before anything is written.
+    Other families carry the domain in their own way and are checked there only."""
+    from adapters.evm.chain import selector  # noqa: PLC0415 - EVM origins only
+    from relayer.families.evm.origin import EvmOrigin  # noqa: PLC0415
+
+    if not isinstance(origin, EvmOrigin):
+        return
+    try:
+        answer = await origin.evm.call(chain.contract("outbox"), selector("localDomain()"))
+    except AdapterError as exc:
+        log.warning("origin %s: its outbox's localDomain cannot be read now: %s", chain.name, exc)
+        return
+    if len(answer) != 32:
+        log.warning(
+            "origin %s: its outbox answered localDomain() with %d bytes, not a uint32; each "
+            "scanned message's origin is checked instead",
+            chain.name,
+            len(answer),
+        )
+        return
+    deployed = int.from_bytes(answer, "big")
+    if deployed != chain.domain:
+        raise RouteHalted(
+            f"origin {chain.name}: its outbox was deployed for domain {deployed}, but the "
+            f"configuration gives the chain domain {chain.domain}; fix the chain's domain id"
+        )
+
+
 @dataclass
 class Lane:
     """One origin as the relayer sees it: its accumulator and its newest stored checkpoint."""
@@ -532,6 +567,7 @@ class Relayer:
             self.config, lane.chain, role="relayer-scan"
         ) as origin:
             self.endpoints[f"{lane.chain.name}/scan"] = origin.endpoints
+            await check_outbox_domain(lane.chain, origin)
             self.origins.setdefault(lane.chain.domain, origin)  # a payments' one stays
             try:
                 while True:
@@ -604,7 +640,19 @@ class Relayer:
         end_hash: bytes | None,
     ) -> None:
         routed = {c.domain for c in self.config.chains if c.is_destination}
-        destinations = {keccak256(d.message): decode_message(d.message).destination for d in found}
+        destinations: dict[bytes, int] = {}
+        for discovered in found:
+            message = decode_message(discovered.message)
+            if message.origin != lane.chain.domain:
+                # The chain's outbox stamps its own domain into every message: a different one
+                # means the configuration gave this chain another chain's domain id. Recording
+                # would write rows of another origin, which another lease covers.
+                raise RouteHalted(
+                    f"origin {lane.chain.name}: its outbox sent a message of origin "
+                    f"{message.origin}, but the configuration gives it domain "
+                    f"{lane.chain.domain}; fix the chain's domain id"
+                )
+            destinations[keccak256(discovered.message)] = message.destination
         with self.ledger.atomic() as batch:
             batch.record_discovered(found)
             final = [i for i, dest in destinations.items() if dest in routed]

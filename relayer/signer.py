@@ -37,24 +37,34 @@ an operator's; test and benchmark helpers read the devnet's keys.
 
 What is bounded and checked
 ---------------------------
-Only the secp256k1 side (:class:`Signer`), through ``adapters.signing.call_signer``:
+Both sides: the secp256k1 one (:class:`Signer`) through ``adapters.signing.call_signer``, the
+sr25519 one (:class:`SubstrateSigner`) through ``adapters.signing.sign_sr25519`` (the same
+call, plus its own check):
 
 * **Bounded**: the signer's answer to each call within ``adapters.signing.SIGN_TIMEOUT`` (20 s),
-  on at most ``SIGNER_THREADS`` (4) threads of its own. Waiting for a free thread is not
-  charged to the timeout; a call abandoned after its timeout that never returns is counted
-  (``passerelle_signer_stuck_calls``), and once every thread is held by one, calls fail at once
-  with one line naming them and ``/readyz`` says not ready.
-* **Checked**: every answer, as above (recovered address; a transaction byte for byte).
+  on at most ``SIGNER_THREADS`` (4) threads of each signer's own (one signer that hangs
+  never starves another: an attester's sr25519 key and its checkpoint key are two pools).
+  Waiting for a free thread is not charged to the timeout; a call abandoned after its timeout
+  that never returns is counted (``passerelle_signer_stuck_calls``), and once every thread of
+  a signer is held by one, that signer's calls fail at once with one line naming them and
+  ``/readyz`` says not ready, naming it.
+* **Checked**: every answer, as above (recovered address; a transaction byte for byte); an
+  sr25519 answer must be 64 bytes that verify, with sr25519, under the account's public key
+  for exactly the payload it was given, before anything is submitted (a lying signer costs
+  no nonce and no round trip to the chain).
 * **One line**: a :class:`SignerError`, or any other exception of a signer called in a thread,
   turned into a :class:`SignerError` naming only its type (its text may hold a secret). Counted
   in ``passerelle_signing_errors_total``.
 
-Left, for the sr25519 side (:class:`SubstrateSigner`): ``substrate-interface`` calls
+How the sr25519 side is kept off the Substrate worker slot: ``substrate-interface`` would call
 ``sign`` inside extrinsic construction, in ``adapters.substrate.client``'s single worker slot
-(``SUBSTRATE_LIMITER``, whose thread is never abandoned); nothing bounds it in time, so a
-remote sr25519 signer that hangs stops every Substrate call of the process; and its answer is
-only checked to be 64 bytes (no signature verification before submitting: the chain refuses a
-bad one). A remote sr25519 signer must therefore keep its own timeout.
+(``SUBSTRATE_LIMITER``, whose thread is never abandoned), where a hanging remote signer would
+stop every Substrate call of the process. So the client asks the library for the signature
+payload (one slot call), asks the signer for the signature outside the slot (bounded, checked:
+above), then has the library encode the extrinsic with that signature (a second slot call,
+which never calls ``sign``). :class:`LocalSubstrateSigner` ``signs_in_process`` (inline, as a
+thread hop would cost more than its 0.1 ms signature); :func:`as_keypair` exposes the signer it
+wraps (``signer``) so the client can tell.
 
 The contract a remote implementation must keep
 ------------------------------------------------
@@ -76,23 +86,23 @@ The contract a remote implementation must keep
   may add its own limits (rate, allow-listed contracts), but Passerelle does not rely on them.
 * **Refusing is allowed; lying is not.** A remote signer that cannot or will not sign raises
   :class:`SignerError` (one line, no secret in it: it is logged as it is) within a bounded
-  time (it sets its own timeout, about 10 s; trio callers of a secp256k1 signer stop waiting
+  time (it sets its own timeout, about 10 s; trio callers of either kind of signer stop waiting
   after ``adapters.signing.SIGN_TIMEOUT`` anyway, but its thread stays held until it returns).
   Callers treat that as a failed RPC (it is an ``AdapterError``): one log line, retry later,
-  never fall back to another key. Any other exception of a secp256k1 signer called in a thread
+  never fall back to another key. Any other exception of a signer called in a thread
   is turned into a :class:`SignerError` naming only its type; one of a signer that
   ``signs_in_process`` is our bug, and propagates.
 * **It never broadcasts or publishes**, and an answer that came after the caller's timeout is
   discarded: the same request may be signed again later with other content (the same nonce,
   another transaction). A signer that also sends what it signed could get a transaction mined
   that our bookkeeping never recorded.
-* **Synchronous, thread-safe.** ``substrate-interface`` calls ``sign`` from a worker thread
-  inside extrinsic construction (and once more for a fee estimate whose extrinsic is never
-  submitted); trio callers call a secp256k1 signer through ``adapters.signing.call_signer``,
-  from a worker thread unless its own class (not a parent: the attribute is not inherited)
-  says ``signs_in_process = True`` (only for a signer that does no I/O and cannot hang: it is
-  then called on the event loop). ``address``,
-  ``public_key`` and ``ss58_address`` are known at construction and never change.
+* **Synchronous, thread-safe.** Trio callers call a secp256k1 signer through
+  ``adapters.signing.call_signer`` and an sr25519 one through ``adapters.signing.sign_sr25519``
+  (once per extrinsic submitted; a fee estimate signs nothing), from a worker thread unless
+  its own class (not a parent: the attribute is not inherited) says ``signs_in_process =
+  True`` (only for a signer that does no I/O and cannot hang: it is then called on the event
+  loop). ``address``, ``public_key`` and ``ss58_address`` are known at construction and never
+  change.
 * **The key never leaves it**, and neither it nor a password appears in ``repr``, logs or
   exception messages — as here.
 """
@@ -138,7 +148,6 @@ __all__ = [
 DIGEST_BYTES = 32
 ADDRESS_BYTES = 20
 SECP256K1_SIGNATURE_BYTES = 65
-SR25519_SIGNATURE_BYTES = 64
 
 
 @runtime_checkable
@@ -220,6 +229,10 @@ class LocalSubstrateSigner:
 
     __slots__ = ("_keypair",)
 
+    signs_in_process: ClassVar[bool] = True
+    """CPU only (about 0.1 ms a signature), no I/O, cannot hang: ``adapters.signing.sign_sr25519``
+    calls it inline. Read from this class only, as for :class:`LocalSigner`."""
+
     def __init__(self, keypair: Keypair) -> None:
         if keypair.crypto_type != KeypairType.SR25519 or not keypair.private_key:
             raise ValueError("a local Substrate signer needs an sr25519 keypair with its secret")
@@ -252,18 +265,21 @@ class _SignerKeypair(Keypair):  # type: ignore[misc]  # substrate-interface has 
         )
         self._signer = signer
 
+    @property
+    def signer(self) -> SubstrateSigner:
+        """The signer behind this keypair: ``adapters.substrate.client`` reads whether it
+        ``signs_in_process`` (inline) or must be called in a thread, bounded."""
+        return self._signer
+
     def sign(self, data: Any) -> bytes:
-        """Sign what ``Keypair.sign`` accepts (SCALE bytes, ``0x`` hex, text, bytes)."""
+        """Sign what ``Keypair.sign`` accepts (SCALE bytes, ``0x`` hex, text, bytes). The answer
+        is checked by the caller, ``adapters.signing.sign_sr25519`` (64 bytes that verify under
+        this key for exactly this payload), off the Substrate worker slot."""
         if hasattr(data, "data"):  # ScaleBytes: the encoded payload
             data = bytes(data.data)
         elif isinstance(data, str):
             data = bytes.fromhex(data[2:]) if data.startswith("0x") else data.encode()
-        signature = self._signer.sign(bytes(data))
-        if len(signature) != SR25519_SIGNATURE_BYTES:
-            raise SignerError(
-                f"signer {self.ss58_address} answered {len(signature)} bytes, not a signature"
-            )
-        return signature
+        return self._signer.sign(bytes(data))
 
     def __repr__(self) -> str:
         return f"<Keypair of {self._signer!r}>"

@@ -18,7 +18,7 @@ from relayer.accounts import bytes32
 from relayer.config import ChainConfig, Config, ConfigError, takes_payment
 from relayer.family import family_of
 from relayer.ledger import Ledger, MessageRecord
-from relayer.payments import current_rate
+from relayer.payments import charged_gas, current_rate
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,8 @@ class Quote:
     origin: str
     destination: str
     gas: int
-    """The destination gas the route charges it (:meth:`relayer.config.RoutePayment.gas_for`)."""
+    """The destination gas its delivery is charged (:func:`relayer.payments.charged_gas`: the
+    origin's on-chain number for this body length, never under the route's floor)."""
     fee: int
     """The origin's price for ``gas``, in its smallest native unit (``unit``)."""
     unit: str
@@ -84,11 +85,17 @@ TOKEN_BODY_SIZE = 128
 """A token transfer's message body (TokenBridge: abi.encode of four words)."""
 
 
-def delivery_gas(config: Config, source: ChainConfig, target: ChainConfig, body_size: int) -> int:
-    """The destination gas the config's policy charges a ``body_size``-byte message on the
-    route ``source`` → ``target``: what ``send`` pays for and ``quote`` prices."""
+async def delivery_gas(
+    config: Config, source: ChainConfig, target: ChainConfig, body_size: int
+) -> int:
+    """The destination gas a ``body_size``-byte message on the route ``source`` → ``target``
+    is charged now: :func:`relayer.payments.charged_gas` over the origin's current rate (on
+    an EVM origin, the Paymaster's ``deliveryGas`` read from the node's latest state) and the
+    route's floor in this config. What ``send`` pays for, and what the relayer checks at the
+    origin's final block: the same function on the same on-chain numbers. Without a rate
+    there, the floor (the family's send then refuses to pay, saying why)."""
     rule = config.relay_policy.route_payment(source.domain, target.domain)
-    return rule.gas_for(body_size)
+    return charged_gas(rule, await current_rate(source, target), body_size)
 
 
 async def quote(
@@ -105,7 +112,6 @@ async def quote(
         raise ConfigError(
             f"{source.name} takes no payment for delivery (no paymaster or fee_account configured)"
         )
-    gas = delivery_gas(config, source, target, body_size)
     rate = await current_rate(source, target)
     if rate is None:
         raise ConfigError(
@@ -113,6 +119,7 @@ async def quote(
             f"{target.domain})"
         )
     rule = config.relay_policy.route_payment(source.domain, target.domain)
+    gas = charged_gas(rule, rate, body_size)
     unit = "wei" if source.substrate is None else "planck"
     return Quote(source.name, target.name, gas, rate.fee(gas), unit, rule.deliver)
 
@@ -162,7 +169,9 @@ async def send_messages(
     to = recipient
     if to is None:
         to = family_of(target).default_message_recipient(config, target)
-    gas = delivery_gas(config, source, target, len(body)) if pay and takes_payment(source) else None
+    gas = None
+    if pay and takes_payment(source):
+        gas = await delivery_gas(config, source, target, len(body))
     return await family_of(source).send_messages(
         config, source, target, recipient=bytes32(to), body=body, count=count, pay_gas=gas
     )
@@ -184,11 +193,9 @@ async def send_tokens(
     to = recipient
     if to is None:
         to = family_of(target).client_account(config)
-    gas = (
-        delivery_gas(config, source, target, TOKEN_BODY_SIZE)
-        if pay and takes_payment(source)
-        else None
-    )
+    gas = None
+    if pay and takes_payment(source):
+        gas = await delivery_gas(config, source, target, TOKEN_BODY_SIZE)
     return await family_of(source).send_tokens(
         config, source, target, amount=amount, recipient=to, pay_gas=gas
     )

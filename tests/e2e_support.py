@@ -67,6 +67,7 @@ __all__ = [
     "KILL_BATCH",
     "KILL_INFLIGHT",
     "PASSERELLE",
+    "POS_TOOLS_STATUS_VARIABLE",
     "SMALL_BATCHES",
     "DeliveryWork",
     "Procs",
@@ -89,6 +90,7 @@ __all__ = [
     "send",
     "statuses",
     "wait_delivered",
+    "wait_for_pos_tools",
     "wait_until",
 ]
 
@@ -125,6 +127,52 @@ def missing_chain_tool(reason: str) -> NoReturn:
     if chain_tools_required():
         pytest.fail(f"{reason} (chain tools are required here: {REQUIRE_TOOLS_VARIABLES} set)")
     pytest.skip(reason)
+
+
+# Set by `make test` and `make test-fast` (Makefile, pytest-beside-pos-tools): the file the PoS
+# tools' build, running beside pytest, writes its exit status to when it ends.
+POS_TOOLS_STATUS_VARIABLE = "PASSERELLE_POS_TOOLS_STATUS"
+# The build takes ~1-2 min on a quiet fresh clone, 6 min was measured at load 12: a build
+# still going after ten minutes is stuck, and the whole run's budget is gone anyway.
+POS_TOOLS_WAIT = 600.0
+
+
+def wait_for_pos_tools(timeout: float = POS_TOOLS_WAIT, poll: float = 1.0) -> None:
+    """Wait until ``make pos-tools``, which ``make test`` runs beside pytest, has finished.
+
+    The proof-of-stake tools' install (``devnet/npm-pos``: ``npm ci`` and native modules) is
+    the longest part of a fresh clone's setup and only the PoS module needs it, so ``make
+    test`` starts pytest without waiting for it and passes, in
+    :data:`POS_TOOLS_STATUS_VARIABLE`, the file the build writes its exit status to when it ends
+    (renamed into place, so it is never read half-written); its output is next to it
+    (``pos-tools.log``). Without the variable (pytest run by hand) this returns at once, and
+    the tools are simply there or not (:func:`missing_chain_tool`).
+
+    A build that failed, wrote something other than a number, or is not done after
+    ``timeout`` seconds fails the calling test (never skips: a skipped PoS module would turn a
+    broken install into a green run), naming the log and quoting its last lines.
+    """
+    variable = os.environ.get(POS_TOOLS_STATUS_VARIABLE, "").strip()
+    if not variable:
+        return
+    status = Path(variable)
+    log = status.with_name("pos-tools.log")
+    deadline = time.monotonic() + timeout
+    # A file written by another process when it exits: polling it is the simple, portable
+    # wait (no inotify); a second's delay is nothing next to the build's minutes.
+    while not status.exists():
+        if time.monotonic() >= deadline:
+            pytest.fail(f"`make pos-tools` is still running after {timeout:.0f} s: see {log}")
+        time.sleep(poll)
+    text = status.read_text(encoding="utf-8", errors="replace").strip()
+    if text == "0":
+        return
+    try:
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-15:]
+    except OSError as error:
+        tail = [f"(its log {log} cannot be read: {error.strerror})"]
+    what = f"exit {text}" if text.isdigit() else f"an unreadable status {text[:40]!r}"
+    pytest.fail(f"`make pos-tools` failed ({what}); the end of {log}:\n" + "\n".join(tail))
 
 
 # --------------------------------------------------------------------------- processes

@@ -38,7 +38,7 @@ from adapters.errors import AdapterError
 from adapters.evm import compile as solc
 from adapters.evm.chain import DISPATCH_TOPIC, EvmChain
 from adapters.evm.tx import MinedTx, TxEngine, TxReverted
-from adapters.rpc import MalformedAnswer
+from adapters.rpc import JsonRpcClient, MalformedAnswer
 from adapters.substrate.client import SubstrateClient
 from adapters.substrate.multisig import ExtrinsicLimits
 from devnet.anvil import AnvilProcess
@@ -63,7 +63,7 @@ from relayer.families.substrate.proposals import (
     DirectoryProposalStore,
     new_proposal,
 )
-from relayer.ledger import Ledger, MessageStatus, TxStatus, open_ledger
+from relayer.ledger import Ledger, MessageRecord, MessageStatus, TxStatus, open_ledger
 from relayer.relay import Relayer
 from relayer.signer import LocalSigner
 
@@ -735,29 +735,61 @@ def test_the_relayer_stipend_is_the_inbox_handle_gas_needed() -> None:
 def test_an_endpoint_lying_about_delivered_cannot_decide_a_delivery(
     config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The destination's endpoint answers ``isDelivered == true`` (and no handle failure)
-    to every ``eth_call``, at every block. ``delivered`` is terminal: believed, the message
-    would be recorded delivered and never be. The relayer proves the inbox's storage under the
-    final header's state root instead, delivers the message, and records that."""
+    """The destination's endpoint answers every guard word of the inbox the delivery reads as
+    its "already delivered?" hint (``eth_getStorageAt`` at latest) with every bit set: every
+    message "delivered". ``delivered`` is terminal: believed, the message would be recorded
+    delivered and never be. The relayer proves the inbox's storage under the final header's
+    state root instead, delivers the message, and records that.
+
+    Then, honest again: the hint (:func:`~relayer.families.evm.delivery.latest_accepted`)
+    agrees with the real Inbox's ``isDelivered`` for the delivered nonce, its undelivered
+    neighbour, and a nonce 256 higher (another guard word): the hint reads the inbox's own
+    slots, not only slots it wrote itself."""
     beta = config.chain("beta")
     (waiting,) = dispatch(config, "alpha", "beta", [beta.contract("ping")])
     wait_signed(config, "alpha")
-    honest_calls = EvmChain.call_many
+    honest_batch = JsonRpcClient.call_batch
+    inbox = "0x" + beta.contract("inbox")[-20:].hex()
+    lies: list[str] = []
 
-    async def lying(self: EvmChain, to: bytes, datas: Any, block: Any = "latest") -> Any:
-        if to[-20:] == beta.contract("inbox")[-20:]:
-            yes = (1).to_bytes(32, "big")
-            return [yes if d[:4] == evm_delivery.IS_DELIVERED else bytes(32) for d in datas]
-        return await honest_calls(self, to, datas, block)
+    async def lying_words(self: JsonRpcClient, calls: Any) -> Any:
+        # The delivery's hint reads the inbox's guard words: every bit "set", at latest.
+        answers = await honest_batch(self, calls)
+        for at, (method, params) in enumerate(calls):
+            if method == "eth_getStorageAt" and str(params[0]).lower() == inbox:
+                answers[at] = "0x" + "ff" * 32
+                lies.append(method)
+        return answers
 
-    monkeypatch.setattr(EvmChain, "call_many", lying)
+    monkeypatch.setattr(JsonRpcClient, "call_batch", lying_words)
     with open_ledger(config.ledger) as ledger:
         relayer = Relayer(config, ledger, poll=0.3)
         run_relayer(relayer, lambda: status(ledger, waiting) == MessageStatus.DELIVERED, 60)
+        assert lies  # the lie was served, and did not decide anything
         assert delivered_on_chain(beta, ledger, waiting)
         record = ledger.get(waiting)
         assert record is not None and record.reason is not None
         assert "final block" in record.reason
+        origin, nonce = record.origin, record.nonce
+    monkeypatch.setattr(JsonRpcClient, "call_batch", honest_batch)  # honest again
+    # The delivered nonce, its undelivered neighbour, and one in the next guard word.
+    records = [
+        MessageRecord(id=f"0x{n:064x}", origin=origin, nonce=n, message=b"")
+        for n in (nonce, nonce + 1, nonce + 256)
+    ]
+
+    async def hint_and_truth() -> tuple[list[int], list[int]]:
+        async with JsonRpcClient(beta.rpc) as client:
+            evm = EvmChain(client, domain=beta.domain, finality="devnet-instant")
+            outbox = config.chain("alpha").contract("outbox")
+            seen = await evm_delivery.latest_accepted(evm, beta.contract("inbox"), outbox, records)
+            calls = [evm_delivery._is_delivered_call(r.origin, r.nonce) for r in records]
+            flags = await evm.call_many(beta.contract("inbox"), calls)
+            truth = [r.nonce for r, f in zip(records, flags, strict=True) if int.from_bytes(f)]
+            return [r.nonce for r in seen], truth
+
+    hint, truth = trio.run(hint_and_truth)
+    assert hint == truth == [nonce]
 
 
 # --------------------------------------------------------------------------- review: fee bumps

@@ -31,7 +31,7 @@ from e2e_support import (
 )
 from eth_abi.abi import encode as abi_encode
 
-from adapters.evm.chain import DISPATCH_TOPIC
+from adapters.evm.chain import DISPATCH_TOPIC, dispatch_message
 from adapters.evm.tx import TxEngine
 from relayer.accounts import bytes32
 from relayer.config import Config, load_config
@@ -166,7 +166,8 @@ def test_reorg_shallower_than_finality_is_never_relayed(devnet_config: Path, pro
         dispatch = next(
             entry for entry in receipt["logs"] if entry["topics"][0] == "0x" + DISPATCH_TOPIC.hex()
         )
-        orphan_id, orphan_nonce = dispatch["topics"][1], int(dispatch["data"][2:66], 16)
+        message = dispatch_message(bytes.fromhex(dispatch["data"][2:]))
+        orphan_id, orphan_nonce = dispatch["topics"][1], int.from_bytes(message[1:5], "big")
         rpc(url, "anvil_reorg", [1, []])
         rpc(url, "anvil_dropAllTransactions", [])
         assert rpc(url, "eth_getTransactionReceipt", ["0x" + tx_hash.hex()]) is None

@@ -33,6 +33,7 @@ from test_substrate_route import config_toml
 
 from relayer import cli
 from relayer import ledger as ledger_module
+from relayer.leases import LeaseBoard
 from relayer.ledger import (
     LEDGER_TABLES,
     MIGRATIONS_DIR,
@@ -41,6 +42,8 @@ from relayer.ledger import (
     LedgerError,
     LedgerSchemaError,
     MessageStatus,
+    count_slot,
+    fenced_by,
     ledger_schema,
     migrate_ledger,
     open_ledger,
@@ -491,3 +494,47 @@ def test_two_versions_at_once_are_refused(backend: Backend) -> None:
     with pytest.raises(LedgerSchemaError, match="unusable schema version") as refused:
         open_ledger(location)
     assert "\n" not in str(refused.value)
+
+
+def test_revision_0006_keeps_the_counts_and_counts_each_writer_domain_apart(
+    backend: Backend,
+) -> None:
+    """Revision 0006 adds ``slot`` to the counters' key (review RL, M2): a 0005 ledger's counts
+    become slot 0's, unchanged; afterwards the triggers count a fenced write in its domain's
+    slot on PostgreSQL (so writers of different domains never share a counter row) and in
+    slot 0 on SQLite (one writer at a time), and ``counts_by_status`` sums the slots."""
+    location = backend.fresh("slots")
+    upgrade_to(location, "0005")
+    url = location if "://" in location else f"sqlite:///{location}"
+    engine = sa.create_engine(url)
+    old = Ledger(engine)  # the data API on the 0005 schema, as a relayer of that release wrote
+    try:
+        old.record_discovered([disc(ORIGIN, n) for n in range(4)])
+        ids = [m.id for m in old.messages()]
+        old.transition(ids[:3], MessageStatus.FINAL)
+        old.transition(ids[2:3], MessageStatus.SKIPPED, reason="spam")
+    finally:
+        old.close()
+        engine.dispose()
+    counted = "SELECT origin, destination, status, {} FROM message_counts ORDER BY 1, 2, 3, 4"
+    before = query(backend, location, counted.format("count"))
+    upgrade_to(location, HEAD)
+    assert query(backend, location, counted.format("slot, count")) == [
+        (*row[:3], 0, row[3]) for row in before
+    ]
+    with open_ledger(location) as ledger:
+        board = LeaseBoard(ledger, ("scan:1",), holder="a", lease_seconds=600)
+        with fenced_by(board.round({}).claimed[0].fence):
+            ledger.transition(ids[3:], MessageStatus.FINAL)
+        counts = ledger.counts_by_status()
+    assert (counts[MessageStatus.DISCOVERED], counts[MessageStatus.FINAL]) == (0, 3)
+    assert counts[MessageStatus.SKIPPED] == 1
+    slot = count_slot("scan:1") if backend.admin is not None else 0
+    finals = "SELECT slot, count FROM message_counts WHERE status = 'final' ORDER BY 1"
+    discovered = "SELECT slot, count FROM message_counts WHERE status = 'discovered' ORDER BY 1"
+    if slot:
+        assert query(backend, location, finals) == [(0, 2), (slot, 1)]
+        assert query(backend, location, discovered) == [(0, 1), (slot, -1)]
+    else:
+        assert query(backend, location, finals) == [(0, 3)]
+        assert query(backend, location, discovered) == [(0, 0)]

@@ -33,6 +33,7 @@ from e2e_support import (
     missing_chain_tool,
     send,
     wait_delivered,
+    wait_for_pos_tools,
 )
 
 from adapters.evm.beacon_finality import BeaconSettings
@@ -58,6 +59,8 @@ FIRST_FINALITY: list[Any] = []
 
 @pytest.fixture(scope="module")
 def pos_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    # `make test` builds the PoS tools while the other modules already run (Makefile).
+    wait_for_pos_tools()
     state = tmp_path_factory.mktemp("posnet")
     try:
         config = manager.up(state, assethub=False, pos=True)

@@ -525,11 +525,13 @@ async def _a_round(
     done: set[tuple[str, float]],
     duty: DeliveryDuty,
     state: AttesterState,
+    pipeline: Pipeline | None = None,
+    settle: bool = True,
 ) -> Pipeline:
     """One attester round over ``pending`` against a stand-in ``client`` (the store is never
     read: every batch is verified already, or the proposal is refused first), then its
-    settle; the round's pipeline."""
-    pipeline = Pipeline.for_budget(sizing[0])
+    settle unless ``settle`` is False; the round's pipeline (``pipeline`` if given)."""
+    pipeline = Pipeline.for_budget(sizing[0]) if pipeline is None else pipeline
     await _round(
         cast(Any, None),
         chain,
@@ -546,7 +548,8 @@ async def _a_round(
         state=state,
         pipeline=pipeline,
     )
-    await pipeline.settle(done, state)
+    if settle:
+        await pipeline.settle(done, state)
     return pipeline
 
 

@@ -28,8 +28,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from eth_abi.abi import decode as abi_decode
-
 from adapters.errors import AdapterError
 from adapters.evm.ancestry import ProvenAncestry
 from adapters.evm.tx import parse_quantity
@@ -40,12 +38,13 @@ from light_clients.ethereum.state import parse_get_proof, verify_get_proof
 from light_clients.hashing import keccak256
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.merkle import TREE_DEPTH, root_from_branch
-from light_clients.message import Message, decode_message
+from light_clients.message import HEADER_SIZE, Message, decode_message
 
 if TYPE_CHECKING:
     from adapters.evm.beacon_finality import BeaconFollower
 
-DISPATCH_TOPIC = keccak256(b"Dispatch(bytes32,uint32,uint32,bytes)")
+DISPATCH_TOPIC = keccak256(b"Dispatch(bytes32,uint32,bytes)")
+"""Topic of ``Outbox.Dispatch(bytes32 indexed id, uint32 indexed destination, bytes message)``."""
 # Outbox storage layout (adapters/evm/contracts/Outbox.sol): branch[32] in slots 0..31, count 32.
 OUTBOX_COUNT_SLOT = TREE_DEPTH
 MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request: public nodes cap ranges around here
@@ -57,6 +56,30 @@ class BlockRef:
 
     number: int
     hash: bytes
+
+
+def dispatch_message(data: bytes) -> bytes:
+    """The message of a ``Dispatch`` log's ``data``: the ABI encoding of one ``bytes`` and
+    nothing else (offset 32, length, the bytes zero-padded to a word). The one parser of that
+    event's data (the relayer's scan, ``passerelle send``, the benchmarks): the nonce is the
+    message's ``[1:5]``, the id its keccak256, so nothing else in the log can disagree with
+    it. AdapterError, one line, for any other shape (extra words, dirty padding, a length
+    past the end): an endpoint or contract that logs that is not the Outbox.
+    """
+    if len(data) < 64 or int.from_bytes(data[:32], "big") != 32:
+        raise AdapterError("Dispatch log data is not one ABI-encoded bytes value")
+    size = int.from_bytes(data[32:64], "big")
+    padded = -(-size // 32) * 32
+    if len(data) != 64 + padded:
+        raise AdapterError(
+            f"Dispatch log data is {len(data)} bytes, not the {64 + padded} a {size}-byte "
+            "message takes"
+        )
+    if any(data[64 + size :]):
+        raise AdapterError("Dispatch log data has non-zero padding")
+    if size < HEADER_SIZE:
+        raise AdapterError(f"Dispatch log message is {size} bytes, shorter than its header")
+    return data[64 : 64 + size]
 
 
 @dataclass(frozen=True)
@@ -327,17 +350,28 @@ class EvmChain:
         emitter = _bytes(log.get("address"), "log address")
         if emitter != outbox[-20:]:
             raise AdapterError(f"log from {to_hex(emitter)}, not the outbox")
-        topics = [_bytes(t, "topic") for t in log.get("topics", [])]
-        if len(topics) != 3 or topics[0] != DISPATCH_TOPIC:
+        # An endpoint's JSON, not ours: ``"topics": null`` (or a dict, a string, a number)
+        # must end as AdapterError like any other bad log, never as a TypeError that the scan
+        # loop does not catch and that would end the relayer's nursery (review RC2 M1).
+        raw_topics = log.get("topics")
+        if not isinstance(raw_topics, list) or len(raw_topics) != 3:
+            raise AdapterError("malformed Dispatch log topics")
+        topics = [_bytes(t, "topic") for t in raw_topics]
+        if topics[0] != DISPATCH_TOPIC or any(len(t) != 32 for t in topics):
             raise AdapterError("malformed Dispatch log topics")
         try:
-            nonce, raw = abi_decode(["uint32", "bytes"], _bytes(log.get("data"), "log data"))
+            raw = dispatch_message(_bytes(log.get("data"), "log data"))
             message = decode_message(raw)
         except VerificationError as exc:
             raise AdapterError(f"Dispatch log carries an invalid message: {exc}") from None
-        except Exception as exc:  # eth_abi raises assorted decoding errors
-            raise AdapterError(f"undecodable Dispatch log: {exc}") from None
-        if message.id != topics[1] or message.nonce != nonce or message.origin != self.domain:
+        # The destination topic is checked too: the relayer's routes and a scan filtering by
+        # it must see the message's own destination, not a look-alike's.
+        destination = int.from_bytes(topics[2], "big")
+        if (
+            message.id != topics[1]
+            or message.destination != destination
+            or message.origin != self.domain
+        ):
             raise AdapterError(f"Dispatch log {to_hex(topics[1])} does not match its message")
         return DispatchEvent(
             message=message,
@@ -467,7 +501,6 @@ class EvmChain:
             f"(0x{agreed.hex()[:16]}…)"
         )
 
-
     # ------------------------------------------------------------------ beacon finality
 
     async def _beacon_final(self) -> EthHeader:
@@ -510,6 +543,7 @@ class EvmChain:
         if number > top.number:
             return None
         return await self._ancestry.hash_of(top, number)
+
 
 def log_ranges(from_block: int, to_block: int, span: int) -> list[tuple[int, int]]:
     """``[from_block, to_block]`` cut into consecutive inclusive ``(start, end)`` windows of at

@@ -125,6 +125,9 @@ class MinedTx:
     fee_model: FeeModel = "eip1559"
     """How the sent transaction was priced (from :class:`SentTx`; a receipt alone has -1 for
     the nonce and this default, see :func:`parse_receipt`)."""
+    block_hash: bytes | None = None
+    """The receipt's ``blockHash`` (None if the node's receipt has none): what
+    :meth:`TxEngine.receipt` holds against the chain's block at ``block_number``."""
 
     @property
     def fee_paid(self) -> int:
@@ -224,7 +227,18 @@ def parse_receipt(tx_hash: bytes, answer: Any) -> MinedTx | None:
     logs = answer.get("logs", [])
     if not isinstance(logs, list):
         raise _malformed("receipt logs", logs)
-    mined = MinedTx(tx_hash, -1, block_number, gas_used, price, [_parse_log(e) for e in logs])
+    block_hash = answer.get("blockHash")
+    if block_hash is not None and not _matches(_WORD, block_hash):
+        raise _malformed("receipt blockHash", block_hash)
+    mined = MinedTx(
+        tx_hash,
+        -1,
+        block_number,
+        gas_used,
+        price,
+        [_parse_log(e) for e in logs],
+        block_hash=None if block_hash is None else bytes.fromhex(block_hash[2:]),
+    )
     if status == 0:
         raise TxReverted(tx_hash, block_number, gas_used)
     return mined
@@ -544,11 +558,47 @@ class TxEngine:
         return True
 
     async def receipt(self, tx_hash: bytes) -> MinedTx | None:
-        """The receipt of ``tx_hash`` if mined, else None; TxReverted if it reverted,
-        :class:`MalformedAnswer` if the node's answer is not a receipt of ``tx_hash``
-        (see :func:`parse_receipt`)."""
+        """The receipt of ``tx_hash`` if mined in the chain as the node serves it now, else
+        None; TxReverted if it reverted, :class:`MalformedAnswer` if the node's answer is not a
+        receipt of ``tx_hash`` (see :func:`parse_receipt`).
+
+        A receipt's block number is what the relayer records as the carrier's block, and
+        waits for finality to reach: a made-up one (2^62) would leave the carrier's messages
+        ``submitted`` for ever. So it is held against the block at that number
+        (:meth:`_in_chain`); one the chain does not have, or whose hash is not the receipt's
+        (a fabrication, or a block just reorged away), counts as "not mined yet": whoever
+        waits asks again, and a transaction never found mined is dropped and sent again (a
+        replay the inbox skips). One more request per mined transaction, not per poll."""
         answer = await self.rpc.call("eth_getTransactionReceipt", [to_hex(tx_hash)])
-        return parse_receipt(tx_hash, answer)
+        mined = parse_receipt(tx_hash, answer)
+        if mined is None or await self._in_chain(mined):
+            return mined
+        return None
+
+    async def _in_chain(self, mined: MinedTx) -> bool:
+        """Whether the node has a block at ``mined.block_number`` whose hash is the receipt's
+        ``blockHash`` (any block there, for a receipt without one); :class:`MalformedAnswer`
+        if its answer is not a block."""
+        block = await self.rpc.call("eth_getBlockByNumber", [hex(mined.block_number), False])
+        if block is None:
+            log.warning(
+                "receipt of 0x%s claims block %d, which the chain does not have: not mined yet",
+                mined.hash.hex(),
+                mined.block_number,
+            )
+            return False
+        if not isinstance(block, dict) or not _matches(_WORD, block.get("hash")):
+            raise _malformed(f"block {mined.block_number}", block)
+        if mined.block_hash is not None and bytes.fromhex(block["hash"][2:]) != mined.block_hash:
+            log.warning(
+                "receipt of 0x%s names block %d as 0x%s, the chain has 0x%s: not mined yet",
+                mined.hash.hex(),
+                mined.block_number,
+                mined.block_hash.hex()[:16],
+                block["hash"][2:18],
+            )
+            return False
+        return True
 
     async def wait(
         self,
@@ -571,15 +621,7 @@ class TxEngine:
                         # MalformedAnswer), is not an answer: keep polling until the timeout
                         mined = None
                     if mined is not None:
-                        return MinedTx(
-                            mined.hash,
-                            sent.nonce,
-                            mined.block_number,
-                            mined.gas_used,
-                            mined.effective_gas_price,
-                            mined.logs,
-                            sent.fee_model,
-                        )
+                        return replace(mined, nonce=sent.nonce, fee_model=sent.fee_model)
                 if trio.current_time() - sent.sent_at > self.escalate_after:
                     with contextlib.suppress(RpcError):  # no fee data now: escalate later
                         await self._replace(sent, before_broadcast)

@@ -36,6 +36,7 @@ from substrateinterface import Keypair, KeypairType, SubstrateInterface
 
 from adapters.errors import AdapterError
 from adapters.redact import redact_url, scrub_url
+from adapters.signing import sign_sr25519, signs_in_process
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.hashing import blake2_256
 from light_clients.hexstr import parse_data, to_hex
@@ -223,6 +224,29 @@ def keypair_from_seed(seed: bytes) -> Keypair:
     if len(seed) != _HASH_LEN:
         raise ValueError(f"an sr25519 seed must be 32 bytes, got {len(seed)}")
     return Keypair.create_from_seed(seed.hex(), crypto_type=KeypairType.SR25519)
+
+
+def _runtime_of(substrate: SubstrateInterface) -> tuple[object, object]:
+    """The runtime substrate-interface encodes for now: (spec version, transaction version),
+    both signed into an extrinsic (``CheckSpecVersion``, ``CheckTxVersion``)."""
+    return substrate.runtime_version, substrate.transaction_version
+
+
+def _show_runtime(runtime: tuple[object, object]) -> str:
+    spec, transaction = runtime
+    return f"spec {spec} (transaction version {transaction})"
+
+
+def _signs_in_process(keypair: Keypair) -> bool:
+    """Whether ``keypair`` signs in this process, CPU only (called inline, not in a thread):
+    a substrate-interface ``Keypair`` holding its own secret (devnet keys, tests), or a
+    keypair that wraps a signer (``relayer.signer.as_keypair``: its ``signer`` attribute) whose
+    own class says it ``signs_in_process``. Anything else (a remote signer) is called in a
+    thread, bounded."""
+    inner = getattr(keypair, "signer", None)
+    if inner is not None:
+        return signs_in_process(inner)
+    return type(keypair) is Keypair and bool(keypair.private_key)
 
 
 def _one_line(text: str) -> str:
@@ -563,6 +587,8 @@ class SubstrateClient:
         self._raw_header_method: str | None = None
         self._genesis = b""
         self._next_nonces: dict[bytes, int] = {}
+        self._nonces_forgotten: dict[bytes, int] = {}
+        """Per signer, how often its nonce count was forgotten (:meth:`_forget_nonce`)."""
         self._nonce_lock = trio.Lock()
 
     # lifecycle
@@ -985,11 +1011,19 @@ class SubstrateClient:
         this client's last accepted submission if that is higher. It only advances when the
         node accepted the extrinsic into its pool (a refused one consumed nothing); any failure
         to submit, or to see the extrinsic included, forgets the local value so the next
-        submission asks the node again. An extrinsic included with a failed dispatch consumed
-        its nonce like any other. Submissions of one client are serialised by a lock, so two
-        tasks never sign with the same nonce.
+        submission asks the node again (also when it happens while a submission is under way:
+        that one does not set the value back). An extrinsic included with a failed dispatch
+        consumed its nonce like any other. Submissions of one client are serialised by a lock,
+        so two tasks never sign with the same nonce.
+
+        A runtime upgrade seen between generating the signature payload and encoding the
+        extrinsic (the signer may take :data:`~adapters.signing.SIGN_TIMEOUT` in between) is
+        an AdapterError before anything is submitted: the signature covers the old version.
         """
         signer = bytes(keypair.public_key)
+        # Any forgetting of this signer's count from here on (another extrinsic's wait failed)
+        # means the nonce this one gets may be taken: see below.
+        forgotten = self._nonces_forgotten.get(signer, 0)
         async with self._nonce_lock:
             since = await self.best_number()
             # The era starts at the finalized head: its block hash (signed into the extrinsic)
@@ -999,7 +1033,9 @@ class SubstrateClient:
             )
             nonce = max(await self.account_next_index(signer), self._next_nonces.get(signer, 0))
 
-            def sign(substrate: SubstrateInterface) -> tuple[bytes, bytes]:
+            era = {"period": MORTALITY_PERIOD, "current": era_start}
+
+            def payload_of(substrate: SubstrateInterface) -> tuple[bytes, tuple[object, object]]:
                 # substrate-interface signs CheckGenesis with whatever chain_getBlockHash(0) says
                 # now. chopsticks, asked for any block hash it does not know, answers with its
                 # genesis header and from then on reports that hash as block 0's: every
@@ -1011,32 +1047,81 @@ class SubstrateClient:
                         f"{to_hex(genesis)} (chopsticks does this after a query for an unknown "
                         "block hash; restart it)"
                     )
+                payload = substrate.generate_signature_payload(
+                    call=call.generic, era=dict(era), nonce=nonce
+                )
+                return bytes(payload.data), _runtime_of(substrate)
+
+            def assemble(substrate: SubstrateInterface) -> tuple[bytes, bytes]:
+                # With a signature given, substrate-interface only encodes: it never calls
+                # keypair.sign here, inside the worker slot.
                 extrinsic = substrate.create_signed_extrinsic(
                     call=call.generic,
                     keypair=keypair,
                     nonce=nonce,
-                    era={"period": MORTALITY_PERIOD, "current": era_start},
+                    era=dict(era),
+                    signature=signature,
                 )
+                # create_signed_extrinsic reads the runtime version again (generating the
+                # payload did not), and the signer may have taken SIGN_TIMEOUT in between: a
+                # runtime upgrade there gives a signature over the old spec_version encoded with
+                # the new metadata, which the chain refuses (badProof). Refused here instead,
+                # before a nonce or a round trip is spent; the next attempt signs the new one.
+                runtime = _runtime_of(substrate)
+                if runtime != signed_runtime:
+                    raise AdapterError(
+                        f"the runtime changed from {_show_runtime(signed_runtime)} to "
+                        f"{_show_runtime(runtime)} while the extrinsic was being signed: "
+                        "not submitted (signed again at the next attempt)"
+                    )
                 return bytes(extrinsic.data.data), bytes(extrinsic.extrinsic_hash)
 
-            encoded, extrinsic_hash = await self._run(f"sign {call.module}.{call.function}", sign)
+            what = f"sign {call.module}.{call.function}"
+            payload, signed_runtime = await self._run(what, payload_of)
+            # The signature is asked between the two slot-holding steps, bounded in time and
+            # checked (adapters.signing.sign_sr25519): a signer that hangs holds its own
+            # threads, not SUBSTRATE_LIMITER, which every Substrate call of the process waits
+            # for; one that lies is refused before a nonce is spent.
+            signature = await sign_sr25519(
+                signer, keypair.sign, payload, in_process=_signs_in_process(keypair)
+            )
+            encoded, extrinsic_hash = await self._run(what, assemble)
+            if self._nonces_forgotten.get(signer, 0) != forgotten:
+                # An earlier extrinsic's wait failed while this one was being prepared (its
+                # count dropped, maybe after this nonce was read from the node, which leaves
+                # out our extrinsics in a block being built): this nonce may be one of theirs,
+                # and a reused one holds the extrinsic until the inclusion timeout.
+                raise AdapterError(
+                    f"{what} on {redact_url(self.url)}: an earlier extrinsic of this account "
+                    "failed while this one was being signed; not submitted (nonce unsure)"
+                )
             try:
                 answer = await self.rpc("author_submitExtrinsic", [to_hex(encoded)])
             except AdapterError:
-                self._next_nonces.pop(signer, None)
+                self._forget_nonce(signer)
                 raise
             if _hash_bytes(answer, "extrinsic hash") != extrinsic_hash:
-                self._next_nonces.pop(signer, None)
+                self._forget_nonce(signer)
                 raise AdapterError(
                     f"{redact_url(self.url)} accepted an extrinsic with another hash"
                 )
-            self._next_nonces[signer] = nonce + 1
+            if self._nonces_forgotten.get(signer, 0) == forgotten:
+                self._next_nonces[signer] = nonce + 1
+            # Else a wait of an earlier extrinsic failed while this one was being signed or
+            # submitted: the count it was numbered from is not to be trusted, and setting it
+            # again here would undo the forgetting (the next nonce asks the node).
         submitted = Submitted(
             extrinsic_hash, signer, nonce, since, era_start + MORTALITY_PERIOD - 1
         )
         if not wait_for_inclusion:
             return submitted
         return await self.wait_included(submitted, timeout=timeout)
+
+    def _forget_nonce(self, signer: bytes) -> None:
+        """Drop ``signer``'s nonce count (the next submission asks the node), also for a
+        submission of it under way (:meth:`submit_call` does not set a count it took before)."""
+        self._next_nonces.pop(signer, None)
+        self._nonces_forgotten[signer] = self._nonces_forgotten.get(signer, 0) + 1
 
     async def wait_included(
         self, submitted: Submitted, *, timeout: float = INCLUSION_TIMEOUT
@@ -1061,13 +1146,13 @@ class SubstrateClient:
                         return await self._included(submitted, block_hash, number, found)
                     scanned = number
                 if scanned >= submitted.valid_until:
-                    self._next_nonces.pop(submitted.signer, None)
+                    self._forget_nonce(submitted.signer)
                     raise AdapterError(
                         f"extrinsic {to_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "
                         f"expired on {redact_url(self.url)} without being included"
                     )
                 await trio.sleep(POLL_INTERVAL)
-        self._next_nonces.pop(submitted.signer, None)
+        self._forget_nonce(submitted.signer)
         raise AdapterError(
             f"extrinsic {to_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) not included "
             f"on {redact_url(self.url)} within {timeout:g} s"

@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from adapters.evm.chain import DISPATCH_TOPIC
+from adapters.evm.chain import DISPATCH_TOPIC, dispatch_message
 from adapters.substrate.client import SubstrateClient
 from benchmarks.bench_relay import host, ledger
 from benchmarks.bench_relay.chains import BLOCK_TIME, FINALITY_BLOCKS, HUB, block_offsets
@@ -43,7 +43,8 @@ LOG_FLUSH = 1.0  # seconds to let chopsticks write its last log lines (a worker 
 
 
 def _nonce_of(entry: dict[str, Any]) -> int:
-    """The nonce of a Dispatch or Delivered log: the first word of its data."""
+    """The nonce of a Delivered log: the first word of its data (a Dispatch log's is in its
+    message: :func:`adapters.evm.chain.dispatch_message`)."""
     return int.from_bytes(parse_data(entry["data"], "log data")[:32], "big")
 
 
@@ -194,7 +195,8 @@ async def run_to_hub(phase: HubPhase, ctx: HubContext, sub: SubstrateClient) -> 
         while trio.current_time() < started + timeout:
             if len(dispatch_block) < phase.messages:
                 for entry in ctx.alpha_rpc.logs(outbox, DISPATCH_TOPIC, alpha_start):
-                    nonce = _nonce_of(entry)
+                    message = dispatch_message(parse_data(entry["data"], "log data"))
+                    nonce = int.from_bytes(message[1:5], "big")
                     dispatch_block[nonce] = int(entry["blockNumber"], 16)
                     result.ids[nonce] = entry["topics"][1].lower()
             snapshot_proposals(ctx, result)

@@ -17,6 +17,7 @@ up to a second at both ends: windows here last tens of seconds.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Final
 
 import psutil
 import sqlalchemy as sa
@@ -78,16 +79,27 @@ def counters(url: str) -> DbCounters:
     )
 
 
-def lock_waiters(url: str) -> int:
-    """Backends waiting now for an advisory lock (the ledger's write lock is one: every ledger
-    write on PostgreSQL takes ``pg_advisory_xact_lock`` first, relayer/ledger.py)."""
+ROW_LOCKS: Final = frozenset({"transactionid", "tuple"})
+"""The ``pg_locks`` types of a wait for a row another transaction changed or locks: it waits
+on that transaction's id (``transactionid``), and a further waiter queues on the row itself
+(``tuple``)."""
+
+
+def lock_waiters(url: str) -> dict[str, int]:
+    """Backends waiting now for a lock, by ``pg_locks.locktype``: ``advisory`` (the write
+    locks: every ledger write on PostgreSQL takes the ledger-wide one, shared or exclusive, and
+    a fenced one its domain's too, relayer/ledger.py ``write_domain``), row locks
+    (:data:`ROW_LOCKS`: writers of different domains meeting on one row, e.g. a message at the
+    hand-over), and any other kind, so that no wait goes unseen (review RL, M2)."""
     engine = _engine(url)
     try:
         with engine.connect() as connection:
             waiting = connection.execute(
-                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+                sa.text(
+                    "SELECT locktype, count(*) FROM pg_locks WHERE NOT granted GROUP BY locktype"
+                )
             )
-            return int(waiting.scalar_one())
+            return {str(kind): int(count) for kind, count in waiting}
     finally:
         engine.dispose()
 

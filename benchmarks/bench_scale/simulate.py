@@ -29,7 +29,7 @@ other tasks move them when the offered rate exceeds what the database takes, and
 would measure a pipeline filling up instead of its throughput. Each relayer is a
 process of its own, as in production (forked, so nothing is imported again; past
 :data:`PROCESSES` they would share processes as threads): threads in one process would make a
-relayer that holds the ledger's write lock wait for the GIL behind its siblings, a convoy no
+relayer that holds a write lock wait for the GIL behind its siblings, a convoy no
 real deployment has. The client's CPU is measured apart from the server's, so the part a
 bigger machine would change is visible.
 
@@ -52,6 +52,7 @@ import traceback
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import event
@@ -73,6 +74,7 @@ from relayer.ledger import (
     fenced_by,
     migrate_ledger,
     open_ledger,
+    write_domain,
 )
 
 PROCESSES = 64  # worker processes at most; relayers beyond that are more threads in them
@@ -98,6 +100,11 @@ class Workload:
     poll: float = 0.25  # seconds between two scans of an origin (and idle polls)
     lease_seconds: float = 4.0  # a round a second: the default 15 s renews 4× less often
     backlog: int = 25  # an origin's messages recorded and not yet delivered: its scan waits
+    latency: float = 0.0
+    """Seconds added to every statement and commit on the client: the round trip to a database
+    on another machine (0: the local socket only). A waiting thread uses no CPU, so unlike
+    the CPU of a shared 2-core machine this shows what the locks do to throughput: a round
+    trip inside a lock lengthens its hold, on every writer it excludes."""
 
     @property
     def offered(self) -> float:
@@ -124,11 +131,17 @@ class Tally:
     lease_rounds: int = 0
     leases_lost: int = 0
     busy: int = 0
-    lock_held: float = 0.0  # seconds the ledger's write lock was held, acquired → COMMIT sent
+    lock_held: float = 0.0  # seconds a write transaction held its locks, acquired → COMMIT sent
+    domain_held: dict[str, float] = field(default_factory=dict)
+    """Those seconds by the lock that excludes other writers: a fenced write's domain
+    (``origin 3``, ``destination 4``: :func:`relayer.ledger.write_domain`), else ``ledger``
+    (the ledger-wide lock taken exclusive). The busiest one is the ledger's ceiling."""
     failures: list[str] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
         self.lock_held += other.lock_held
+        for lock, held in other.domain_held.items():
+            self.domain_held[lock] = self.domain_held.get(lock, 0.0) + held
         self.delivered += other.delivered
         self.scanned += other.scanned
         self.statements += other.statements
@@ -151,7 +164,23 @@ class RunResult:
     ledger_bytes: dict[str, int]  # per table, indexes included
     compact_bytes: dict[str, int]  # the same after VACUUM FULL: the live rows only
     messages_stored: int
-    lock_waiters: float  # backends waiting for the ledger's write lock, on average
+    lock_waiters: dict[str, float]  # backends waiting for a lock, on average, by pg_locks type
+
+    @property
+    def advisory_waiters(self) -> float:
+        """Backends waiting for a write lock (advisory), on average over the window."""
+        return self.lock_waiters.get("advisory", 0.0)
+
+    @property
+    def row_waiters(self) -> float:
+        """Backends waiting for a row another writer holds, on average over the window."""
+        return sum(self.lock_waiters.get(kind, 0.0) for kind in pgstats.ROW_LOCKS)
+
+    @property
+    def other_waiters(self) -> float:
+        """Backends waiting for any other lock (a relation's, say), on average."""
+        seen = {"advisory", *pgstats.ROW_LOCKS}
+        return sum(n for kind, n in self.lock_waiters.items() if kind not in seen)
 
     @property
     def rate(self) -> float:
@@ -173,10 +202,21 @@ def _count_statement(*_: Any) -> None:
 
 
 def _lock_taken(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-    """``after_cursor_execute``: the ledger's write lock (``pg_advisory_xact_lock``) is held
-    from now until the transaction ends."""
+    """``after_cursor_execute``: a write transaction's advisory locks (``pg_advisory_xact_lock``,
+    the ledger-wide one shared plus its domain's, or the ledger-wide one exclusive) are held
+    from now until the transaction ends; which one excludes others is the fence's domain."""
     if "pg_advisory_xact_lock" in statement:
         _local.locked_at = time.monotonic()
+        _local.lock = _lock_name(getattr(_local, "fence", None))
+
+
+def _lock_name(fence: Fence | None) -> str:
+    """The lock that excludes other writers for a write fenced by ``fence``: its domain's
+    (scan and collect of one origin share one), or the ledger-wide one taken exclusive."""
+    if fence is None or write_domain(fence.name) is None:
+        return "ledger"
+    kind, _, domain = fence.name.partition(":")
+    return f"{'destination' if kind == 'deliver' else 'origin'} {domain}"
 
 
 def _transaction_ended(*_: Any) -> None:
@@ -186,7 +226,14 @@ def _transaction_ended(*_: Any) -> None:
     if locked_at is not None:
         _local.locked_at = None
         if tally is not None and _local.start <= locked_at < _local.end:
-            tally.lock_held += time.monotonic() - locked_at
+            held = time.monotonic() - locked_at
+            tally.lock_held += held
+            tally.domain_held[_local.lock] = tally.domain_held.get(_local.lock, 0.0) + held
+
+
+def _round_trip(latency: float, *_: Any) -> None:
+    """Listener: one network round trip to a remote database server (:attr:`Workload.latency`)."""
+    time.sleep(latency)
 
 
 def _rand32() -> bytes:
@@ -290,6 +337,7 @@ class SimRelayer:
         fence = self.held[name]
         task = {"scan": self._scan, "collect": self._collect, "deliver": self._deliver}[kind]
         try:
+            _local.fence = fence  # for the lock accounting (_lock_taken)
             with fenced_by(fence):
                 busy = task(domain)
         except LeaseLost:
@@ -433,6 +481,9 @@ def _worker(
     """A worker process: ``count`` simulated relayers as threads; puts one summary on
     ``results``: (Tally, client CPU seconds inside the window)."""
     event.listen(Engine, "before_cursor_execute", _count_statement)
+    if work.latency:
+        event.listen(Engine, "before_cursor_execute", partial(_round_trip, work.latency))
+        event.listen(Engine, "commit", partial(_round_trip, work.latency))
     event.listen(Engine, "after_cursor_execute", _lock_taken)
     event.listen(Engine, "commit", _transaction_ended)
     event.listen(Engine, "rollback", _transaction_ended)
@@ -492,7 +543,7 @@ def run_workload(url: str, work: Workload, postmaster: int | None) -> RunResult:
     time.sleep(max(0.0, released + work.warmup - time.monotonic()))
     db_before, cpu_before = pgstats.counters(url), pgstats.server_times(postmaster)
     end = released + work.warmup + work.seconds
-    waiters: list[int] = []
+    waiters: list[dict[str, int]] = []
     while time.monotonic() < end - LOCK_SAMPLE:
         waiters.append(pgstats.lock_waiters(url))
         time.sleep(LOCK_SAMPLE)
@@ -519,7 +570,10 @@ def run_workload(url: str, work: Workload, postmaster: int | None) -> RunResult:
         size,
         compacted,
         stored,
-        sum(waiters) / len(waiters) if waiters else 0.0,
+        {
+            kind: sum(sample.get(kind, 0) for sample in waiters) / len(waiters)
+            for kind in {kind for sample in waiters for kind in sample}
+        },
     )
 
 

@@ -53,13 +53,22 @@ struct Checkpoint {
 ///           A recipient that failed for an ordinary reason is retried by its user while
 ///           nothing changed: a broken recipient never blocks a lane. On success the record is
 ///           cleared and `Delivered` is emitted; on failure `retry` reverts with the
-///           recipient's revert data and the record stays. The owner can void a record, announced
-///           under the change delay like a change that adds trust (`announceDiscard`,
-///           `discardFailed`, event `FailedDiscarded`).
+///           recipient's revert data and the record stays.
+///         - Once that trust changed, `retryProven(cp, signatures, message, proof)` is the way
+///           back: the same hand-over as `retry`, after the message is proven afresh exactly
+///           as `process` proves a batch, under the committee, outbox and era trusted NOW. An
+///           honest message can always be re-attested; one a revoked committee forged cannot
+///           (the honest outbox's leaf at its nonce is another message, or none). The owner
+///           can void a record, announced under the change delay like a change that adds
+///           trust (`announceDiscard`, `discardFailed`, event `FailedDiscarded`).
+///         - `retry` and `retryProven` refuse with InsufficientGas unless the full HANDLE_GAS
+///           stipend can still be given (and forward all that is left): a recipient that
+///           catches its own out-of-gas would otherwise "succeed" without its effect, and the
+///           record would be gone.
 ///         - `Delivered(id, origin, nonce)` is emitted exactly once per message: when `handle`
-///           succeeded, in `process` or in a later `retry`.
-///         - Gas is never the recipient's problem: before each message (before its replay bit
-///           is read) the inbox checks that MESSAGE_GAS_NEEDED is left, enough for the worst
+///           succeeded, in `process` or in a later `retry` or `retryProven`.
+///         - Nor in `process` is gas ever the recipient's problem: before each message (before
+///           its replay bit is read) the inbox checks that MESSAGE_GAS_NEEDED is left, enough for the worst
 ///           that message can cost whatever its recipient does (the full HANDLE_GAS stipend, a
 ///           failure record, staging a 64 KiB body) and for stopping after it. If not,
 ///           `process` reverts with InsufficientGas (all or nothing, so eth_estimateGas of it
@@ -73,8 +82,8 @@ struct Checkpoint {
 ///           recipient fail for want of gas, and with `processOrCut` one greedy recipient no
 ///           longer reverts the messages before it. The relayer estimates `process` and sends
 ///           `processOrCut` with the same arguments and one stipend more.
-///         - On a chain whose id differs from the deployment's (a fork), `process` and `retry`
-///           refuse everything with ForkedChain (T8).
+///         - On a chain whose id differs from the deployment's (a fork), `process`, `retry`
+///           and `retryProven` refuse everything with ForkedChain (T8).
 ///
 ///         Governance: only the owner (two-step transfer, `Owned`) changes the committee, the
 ///         trusted outbox of an origin and the protected set; no message can reach them (the
@@ -87,7 +96,10 @@ struct Checkpoint {
 ///         without announcement. A change that only removes trust is immediate, the owner's
 ///         emergency levers: `setOrigin(origin, 0)` untrusts an origin, `revokeCommittee()`
 ///         leaves no committee at all (nothing verifies until a new one is enacted through
-///         the delay), and both also void the retry of what was parked under the old trust.
+///         the delay), and both stop plain `retry` of what was parked under the old trust
+///         (OriginChangedSince, CommitteeRevokedSince); such a message comes back only by
+///         `retryProven` under the trust enacted since. Only `discardFailed`, protecting the
+///         recipient, or trusting a DIFFERENT outbox for the origin voids a parked message.
 contract Inbox is Governed {
     uint8 public constant VERSION = 1;
 
@@ -142,6 +154,13 @@ contract Inbox is Governed {
 
     /// @dev Protocol tag domain-separating checkpoint digests from anything else signed (T8).
     bytes24 internal constant CHECKPOINT_TAG = "PASSERELLE/v1/checkpoint";
+
+    /// @dev What `_process` does once the batch is proven: deliver it all or revert
+    ///      (`process`), deliver it or cut it (`processOrCut`), hand its one parked message
+    ///      over again (`retryProven`).
+    uint256 internal constant ALL_OR_NOTHING = 0;
+    uint256 internal constant CUT = 1;
+    uint256 internal constant REPROVE = 2;
 
     /// @dev Key of a pending committee change (`pendingChange`); an origin's key is its own
     ///      hash (`originChangeKey`).
@@ -264,6 +283,8 @@ contract Inbox is Governed {
     error NotFailed(bytes32 id);
     error OriginChangedSince(uint32 origin, uint32 era);
     error CommitteeRevokedSince(uint32 epoch, uint32 revokedThrough);
+    /// @notice `retryProven` takes exactly one message; its batch held `count`.
+    error NotOneMessage(uint256 count);
 
     constructor(uint32 localDomain_, address owner_) Governed(owner_) {
         localDomain = localDomain_;
@@ -309,7 +330,7 @@ contract Inbox is Governed {
     /// @notice Trusts `outbox` as the Outbox of domain `origin` (announced before, see
     ///         `Governed`). Zero untrusts the origin at once, with no announcement: it only
     ///         removes trust. Either way the origin's era moves on, so nothing parked under the
-    ///         old trust can be retried (`retry`).
+    ///         old trust can be retried (`retry`) without a fresh proof (`retryProven`).
     function setOrigin(uint32 origin, bytes32 outbox) external onlyOwner {
         if (origin == localDomain) revert OriginIsLocal(origin);
         if (outbox != bytes32(0)) _enact(_originKey(origin), outbox);
@@ -324,8 +345,8 @@ contract Inbox is Governed {
     ///         NoCommittee) and nothing attested by this committee OR ANY EARLIER ONE and parked
     ///         as failed can be retried (`revokedThrough`): the leaked keys may have served in
     ///         earlier epochs too. A new committee comes only through `setCommittee`, announced
-    ///         under the delay like any other. Cost: honest parked messages of those epochs
-    ///         can no longer be retried either (docs/relayer.md, "Not there yet").
+    ///         under the delay like any other. Honest parked messages of those epochs are
+    ///         then retried with a fresh proof under the new committee (`retryProven`).
     function revokeCommittee() external onlyOwner {
         uint32 revoked = epoch;
         if (threshold == 0) revert NoCommittee();
@@ -442,7 +463,7 @@ contract Inbox is Governed {
         bytes calldata messages,
         bytes32[] calldata proof
     ) external {
-        _process(cp, signatures, messages, proof, false);
+        _process(cp, signatures, messages, proof);
     }
 
     /// @notice `process`, except that a message which could not be given MESSAGE_GAS_NEEDED
@@ -458,20 +479,27 @@ contract Inbox is Governed {
         bytes calldata messages,
         bytes32[] calldata proof
     ) external {
-        _process(cp, signatures, messages, proof, true);
+        _process(cp, signatures, messages, proof);
     }
 
-    /// @dev The body of `process` (not `cut`) and `processOrCut` (`cut`).
+    /// @dev The body of `process`, `processOrCut` and `retryProven`: ONE verification path for
+    ///      all three, its `mode` read from the entry point's selector (`msg.sig`; only those
+    ///      three external functions call it). Inline here rather than a function of its own,
+    ///      which cost ~200 gas a batch (2 gas a message in benchmarks.bench_delivery_gas).
     function _process(
         Checkpoint calldata cp,
         bytes calldata signatures,
         bytes calldata messages,
-        bytes32[] calldata proof,
-        bool cut
+        bytes32[] calldata proof
     ) internal {
+        // Not a parameter: the optimizer inlines `_process` into each caller, and three
+        // callers passing three constants kept three copies (+3.4 KB, 922 bytes under
+        // EIP-170); with identical callers it keeps one (17.8 KB runtime instead of 23.7).
+        uint256 mode = msg.sig == this.processOrCut.selector
+            ? CUT
+            : (msg.sig == this.retryProven.selector ? REPROVE : ALL_OR_NOTHING);
         _checkNotForked();
         if (messages.length == 0) revert EmptyBatch();
-
         uint32 origin = cp.origin;
         bytes32 trusted = outboxOf[origin];
         if (trusted == bytes32(0)) revert UnknownOrigin(origin);
@@ -493,6 +521,17 @@ contract Inbox is Governed {
         // the `spans` table (as long as `nodes`' half) on, inside what _readBatch reserved
         // for them (MESSAGE_MEMORY) instead of growing past it.
         _resetMemory(spans + ((spans - nodes) >> 1));
+        if (mode == REPROVE) {
+            if (count != 1) revert NotOneMessage(count);
+            uint256 span;
+            assembly ("memory-safe") {
+                span := mload(spans)
+            }
+            uint256 start = span >> 64;
+            uint256 end = start + ((span >> 32) & 0xffffffff);
+            _retryParked(messages[start:end], origin, trusted, false);
+            return;
+        }
         // Only now, with every message proven, is anything written or called.
         bytes32 guard = _guardBase(origin, trusted);
         for (uint256 i; i < count; ) {
@@ -506,7 +545,7 @@ contract Inbox is Governed {
             if (gasleft() < MESSAGE_GAS_NEEDED) {
                 // Cut before the first message, the call did nothing: refused, as too little
                 // gas for the proofs would be.
-                if (!cut || i == 0) revert InsufficientGas();
+                if (mode != CUT || i == 0) revert InsufficientGas();
                 emit BatchCut(i, uint32(span));
                 return;
             }
@@ -524,38 +563,48 @@ contract Inbox is Governed {
     ///         Reverts with the recipient's own revert data if it fails again.
     function retry(bytes calldata message) external {
         _checkNotForked();
-        uint256 arena = _freeMemory();
-        (bytes32 id, uint256 buffer) = _stage(message);
         // Junk shorter than a header has no record: there is nothing to parse.
-        if (message.length < HEADER_SIZE) revert NotFailed(id);
-        (uint32 nonce, uint32 origin, bytes32 sender, , bytes32 recipient) = _header(message);
+        if (message.length < HEADER_SIZE) revert NotFailed(keccak256(message));
+        (, uint32 origin,,,) = _header(message);
         bytes32 trusted = outboxOf[origin];
         if (trusted == bytes32(0)) revert UnknownOrigin(origin);
         // Under the outbox trusted NOW: a record made under another outbox is not found.
-        bytes32 key = failureKey(origin, trusted, nonce);
-        Failure memory failure = failedMessage[key];
-        // Zero means no record (no message has an all-zero id prefix but with ~2^-192 odds).
-        if (failure.id == bytes24(0) || failure.id != bytes24(id)) revert NotFailed(id);
-        if (failure.era != originEra[origin]) revert OriginChangedSince(origin, failure.era);
-        uint32 through = revokedThrough;
-        if (failure.epoch <= through) revert CommitteeRevokedSince(failure.epoch, through);
-        (address target, bytes memory refusal) = _target(recipient);
-        if (refusal.length != 0) {
-            assembly ("memory-safe") {
-                revert(add(refusal, 0x20), mload(refusal))
-            }
-        }
-        delete failedMessage[key];
-        if (!_callHandle(target, gasleft(), buffer, origin, sender, message.length)) {
-            assembly ("memory-safe") {
-                let size := returndatasize()
-                let ptr := mload(0x40)
-                returndatacopy(ptr, 0, size)
-                revert(ptr, size)
-            }
-        }
-        emit Delivered(id, origin, nonce);
-        _resetMemory(arena);
+        _retryParked(message, origin, trusted, true);
+    }
+
+    /// @notice `retry` with a fresh proof: re-runs `handle` for a parked message that the
+    ///         CURRENT committee attests under the CURRENT trusted outbox, whatever trust it
+    ///         was parked under. The way out for an honest message parked under a committee
+    ///         revoked since (`CommitteeRevokedSince`) or an origin trust changed since
+    ///         (`OriginChangedSince`, e.g. untrusted and trusted again): `retry` refuses those
+    ///         for good, and their replay bit is set, so without this the value a token
+    ///         transfer carried would be stranded.
+    ///
+    ///         The checkpoint, signatures, message and proof are verified exactly as
+    ///         `process` verifies a batch (the same code, `_process`): the origin's outbox
+    ///         trusted now, no zero or empty root, the index bound, threshold before any
+    ///         recovery, ascending distinct low-s members of the current epoch, version,
+    ///         origin, destination, nonce within the checkpoint, the multiproof of the leaf at
+    ///         its nonce. `messages` is `process`'s packed form holding exactly ONE message.
+    ///         Then it runs only if `failedMessage[failureKey(origin, outbox, nonce)]` holds
+    ///         that message's id (`NotFailed` otherwise: never parked, retried already,
+    ///         discarded, or parked under another outbox), and from there on it is `retry`:
+    ///         recipient rules (`RecipientNotAddress`/`RecipientProtected`/
+    ///         `RecipientNotContract`, checked again now), the record deleted before the
+    ///         call, all the gas given forwarded, the recipient's revert data on failure (the
+    ///         record then stays as it was), `Delivered` once on success.
+    ///
+    ///         Why this is safe after a revocation: what it delivers is the leaf at that nonce
+    ///         of the tree an honest committee signs, so a message a compromised committee
+    ///         forged (another leaf at that nonce, or a nonce the outbox never reached) can
+    ///         never be re-proven, while an honest one can be re-attested at any time.
+    function retryProven(
+        Checkpoint calldata cp,
+        bytes calldata signatures,
+        bytes calldata messages,
+        bytes32[] calldata proof
+    ) external {
+        _process(cp, signatures, messages, proof);
     }
 
     // ------------------------------------------------------------------ internals
@@ -586,6 +635,50 @@ contract Inbox is Governed {
 
     function _checkNotForked() internal view {
         if (block.chainid != deployedChainId) revert ForkedChain(deployedChainId, block.chainid);
+    }
+
+    /// @dev The second half of `retry` and `retryProven`: hands the parked `message` of
+    ///      `origin` (at least a header long) over again if the failure record under
+    ///      (`origin`, `outbox`, its nonce) holds its id. `sameTrust`: `retry`, which proves
+    ///      nothing itself, also needs the trust the record was made under to hold still
+    ///      (era and committee); `retryProven` has just proven the message under today's.
+    function _retryParked(bytes calldata message, uint32 origin, bytes32 outbox, bool sameTrust)
+        internal
+    {
+        uint256 arena = _freeMemory();
+        (bytes32 id, uint256 buffer) = _stage(message);
+        (uint32 nonce,, bytes32 sender,, bytes32 recipient) = _header(message);
+        bytes32 key = failureKey(origin, outbox, nonce);
+        Failure memory failure = failedMessage[key];
+        // Zero means no record (no message has an all-zero id prefix but with ~2^-192 odds).
+        if (failure.id == bytes24(0) || failure.id != bytes24(id)) revert NotFailed(id);
+        if (sameTrust) {
+            if (failure.era != originEra[origin]) revert OriginChangedSince(origin, failure.era);
+            uint32 through = revokedThrough;
+            if (failure.epoch <= through) revert CommitteeRevokedSince(failure.epoch, through);
+        }
+        (address target, bytes memory refusal) = _target(recipient);
+        if (refusal.length != 0) {
+            assembly ("memory-safe") {
+                revert(add(refusal, 0x20), mload(refusal))
+            }
+        }
+        // Before the call (checks-effects-interactions): a re-entering recipient finds no
+        // record to retry a second time.
+        // At least what `process` gives it: a caller must not starve a recipient that
+        // catches its own inner failures into a "successful" hand-over.
+        if (gasleft() < HANDLE_GAS_NEEDED) revert InsufficientGas();
+        delete failedMessage[key];
+        if (!_callHandle(target, gasleft(), buffer, origin, sender, message.length)) {
+            assembly ("memory-safe") {
+                let size := returndatasize()
+                let ptr := mload(0x40)
+                returndatacopy(ptr, 0, size)
+                revert(ptr, size)
+            }
+        }
+        emit Delivered(id, origin, nonce);
+        _resetMemory(arena);
     }
 
     function _verifyAttestation(bytes32 digest, bytes calldata signatures) internal view {

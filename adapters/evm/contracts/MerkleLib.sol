@@ -78,6 +78,11 @@ library MerkleLib {
     /// @notice Appends `leaf`; reverts with MerkleTreeFull past MAX_LEAVES leaves.
     /// @dev Deposit-contract insert: `branch[h]` keeps the last complete left subtree root at
     ///      height h, so one append writes one branch slot and the count (2 SSTOREs).
+    ///      The walk is assembly because it runs on every `Outbox.dispatch`: `branch[h]` is
+    ///      addressed as slot `tree.slot + h` directly (h < 32 holds by construction, so the
+    ///      compiler's bounds check per level only cost gas) and each pair is hashed in the
+    ///      scratch space. It always stops: after the increment `size` is in 1..2^32 - 1, so
+    ///      one of its 32 low bits is set and the loop breaks at that height.
     function insert(Tree storage tree, bytes32 leaf) internal {
         uint256 size = tree.count;
         if (size >= MAX_LEAVES) revert MerkleTreeFull();
@@ -85,20 +90,21 @@ library MerkleLib {
             size += 1;
         }
         tree.count = size;
-        bytes32 node = leaf;
-        for (uint256 height; height < TREE_DEPTH; ) {
-            if (size & 1 == 1) {
-                tree.branch[height] = node;
-                return;
-            }
-            node = _hashPair(tree.branch[height], node);
-            size >>= 1;
-            unchecked {
-                ++height;
+        assembly ("memory-safe") {
+            let slot := tree.slot
+            let node := leaf
+            for { } 1 { } {
+                if and(size, 1) {
+                    sstore(slot, node)
+                    break
+                }
+                mstore(0x00, sload(slot))
+                mstore(0x20, node)
+                node := keccak256(0x00, 0x40)
+                size := shr(1, size)
+                slot := add(slot, 1)
             }
         }
-        // Unreachable: size < 2^32, so one of its 32 low bits is set.
-        assert(false);
     }
 
     /// @notice The root over the first `count` leaves (EMPTY_ROOT when there are none).

@@ -16,10 +16,20 @@ import {Owned} from "./Owned.sol";
 ///         nothing for the real message - and cannot spoil anyone else's payment either.
 ///         Payments accumulate (a top-up adds gas); the collected fees go to the `beneficiary`
 ///         the owner names (the relayer operator), by `claim()`.
-/// @dev The relayer reads `paid(id, destination)` and `quote` at the origin's final block and
-///      delivers under a "paid" policy only if the amount paid covers the quote for the gas
-///      the delivery needs at that time (relayer/payments.py). Nothing on the destination
-///      checks payments: paying is between the sender and the relayer that wants its gas back.
+///
+///         How much gas a message must buy is on chain too (Hyperlane's `gasOverhead`): per
+///         destination the oracle sets a fixed overhead and a price per body byte, so
+///             deliveryGasFor(destination, bodyLength) = gasOverhead + gasPerByte * bodyLength
+///         and `quoteDispatch(destination, bodyLength)` prices exactly that. The sender's
+///         client and the relayer's "paid" policy both read these numbers here, so a relayer
+///         that needs more raises them here (for messages sent from then on) instead of in its
+///         own config, where it would strand the messages its users paid under the old value.
+/// @dev The relayer reads `paid(id, destination)`, `rates` and `deliveryGas` at the origin's
+///      final block and delivers under a "paid" policy only if the gas bought covers
+///      `deliveryGasFor(destination, the message's real body length)` (relayer/payments.py):
+///      a sender who pays for a shorter body than it sent bought too little, and its message
+///      waits unpaid until topped up. Nothing on the destination checks payments: paying is
+///      between the sender and the relayer that wants its gas back.
 contract Paymaster is Owned {
     /// @notice Fixed-point scale of `exchangeRate` (1e10 = one destination unit per origin unit).
     uint256 public constant RATE_SCALE = 1e10;
@@ -29,10 +39,29 @@ contract Paymaster is Owned {
     ///         block the payment: its change is kept for it (`refunds`, `withdrawRefund`).
     uint256 public constant REFUND_GAS = 30_000;
 
+    /// @notice Largest `gasOverhead` the oracle may set: a 30M-gas block. More is a typo or a
+    ///         compromised oracle pricing every delivery out of reach (no delivery can use it).
+    uint256 public constant MAX_GAS_OVERHEAD = 30_000_000;
+
+    /// @notice Largest `gasPerByte`: 25x EIP-7623's 40-gas calldata floor per byte, room for
+    ///         a destination that also copies and hashes the body, far below an absurd price.
+    uint256 public constant MAX_GAS_PER_BYTE = 1_000;
+
+    /// @notice Largest body a message can have (Outbox.MAX_BODY_BYTES): bounds
+    ///         `deliveryGasFor` at MAX_GAS_OVERHEAD + MAX_GAS_PER_BYTE * 64 KiB (< 2^27).
+    uint256 public constant MAX_BODY_BYTES = 64 * 1024;
+
     /// @notice What one destination's delivery gas costs; both zero = not priced (quote reverts).
     struct GasRate {
         uint128 gasPrice;
         uint128 exchangeRate;
+    }
+
+    /// @notice The destination gas one message to a destination must buy, as set by the
+    ///         oracle: `gasOverhead + gasPerByte * bodyLength`; overhead zero = not set.
+    struct DeliveryGas {
+        uint64 gasOverhead;
+        uint64 gasPerByte;
     }
 
     /// @notice The total paid for one (message id, destination): origin wei and gas bought.
@@ -50,6 +79,9 @@ contract Paymaster is Owned {
     /// @notice Destination domain => its gas rate.
     mapping(uint32 => GasRate) public rates;
 
+    /// @notice Destination domain => the gas one message's delivery there must buy.
+    mapping(uint32 => DeliveryGas) public deliveryGas;
+
     /// @notice Overpayments whose refund call failed, kept for their refundTo to withdraw.
     mapping(address => uint256) public refunds;
 
@@ -61,6 +93,7 @@ contract Paymaster is Owned {
     event OracleSet(address indexed oracle);
     event BeneficiarySet(address indexed beneficiary);
     event GasRateSet(uint32 indexed destination, uint128 gasPrice, uint128 exchangeRate);
+    event DeliveryGasSet(uint32 indexed destination, uint64 gasOverhead, uint64 gasPerByte);
     /// @notice One payment (or top-up) for message `id` to `destination`: `gasAmount` gas for
     ///         `payment` wei (the quote; any change was refunded).
     event GasPayment(
@@ -80,6 +113,9 @@ contract Paymaster is Owned {
     error NoRate(uint32 destination);
     error ZeroGas();
     error QuoteOverflow(uint32 destination, uint256 gasAmount);
+    error DeliveryGasOutOfRange(uint32 destination, uint64 gasOverhead, uint64 gasPerByte);
+    error NoDeliveryGas(uint32 destination);
+    error BodyTooLarge(uint256 size, uint256 maximum);
     error Underpaid(uint256 required, uint256 sent);
     error NothingToWithdraw();
     error LengthMismatch();
@@ -111,8 +147,10 @@ contract Paymaster is Owned {
     /// @notice Sets `destination`'s gas price and exchange rate (the oracle only). A zero in
     ///         either is refused: it would price every delivery there at nothing, so anyone
     ///         could have the relayer deliver for free under a "paid" policy.
-    function setGasRate(uint32 destination, uint128 gasPrice, uint128 exchangeRate) external {
-        if (msg.sender != oracle) revert NotOracle(msg.sender);
+    function setGasRate(uint32 destination, uint128 gasPrice, uint128 exchangeRate)
+        external
+        onlyOracle
+    {
         _setGasRate(destination, gasPrice, exchangeRate);
     }
 
@@ -121,18 +159,68 @@ contract Paymaster is Owned {
         uint32[] calldata destinations,
         uint128[] calldata gasPrices,
         uint128[] calldata exchangeRates
-    ) external {
-        if (msg.sender != oracle) revert NotOracle(msg.sender);
-        uint256 count = destinations.length;
-        if (gasPrices.length != count || exchangeRates.length != count) {
-            revert LengthMismatch();
-        }
+    ) external onlyOracle {
+        uint256 count = _sameLength(destinations.length, gasPrices.length, exchangeRates.length);
         for (uint256 i = 0; i < count; ++i) {
             _setGasRate(destinations[i], gasPrices[i], exchangeRates[i]);
         }
     }
 
+    /// @notice Sets, per destination, the gas one message's delivery must buy there:
+    ///         `gasOverheads[i] + gasPerByte[i] * bodyLength` (the oracle only; all or none).
+    ///         The overhead must be in 1..MAX_GAS_OVERHEAD (zero would let a message buy its
+    ///         delivery for a few gas per byte) and the per-byte price at most
+    ///         MAX_GAS_PER_BYTE: an oracle cannot price deliveries beyond any block. A message
+    ///         paid before a raise keeps what it bought; under the relayer's "paid" policy it
+    ///         then waits until topped up (`pay` again for the same id adds gas).
+    function setDeliveryGas(
+        uint32[] calldata destinations,
+        uint64[] calldata gasOverheads,
+        uint64[] calldata gasPerByte
+    ) external onlyOracle {
+        uint256 count = _sameLength(destinations.length, gasOverheads.length, gasPerByte.length);
+        for (uint256 i = 0; i < count; ++i) {
+            uint32 destination = destinations[i];
+            uint64 overhead = gasOverheads[i];
+            uint64 perByte = gasPerByte[i];
+            if (overhead == 0 || overhead > MAX_GAS_OVERHEAD || perByte > MAX_GAS_PER_BYTE) {
+                revert DeliveryGasOutOfRange(destination, overhead, perByte);
+            }
+            deliveryGas[destination] = DeliveryGas(overhead, perByte);
+            emit DeliveryGasSet(destination, overhead, perByte);
+        }
+    }
+
     // ------------------------------------------------------------------ paying
+
+    /// @notice The destination gas a message with a `bodyLength`-byte body must buy for its
+    ///         delivery to `destination`. Reverts `NoDeliveryGas` if the oracle set none
+    ///         there, and `BodyTooLarge` past MAX_BODY_BYTES (no such message exists, and the
+    ///         bound keeps the product far from overflowing).
+    function deliveryGasFor(uint32 destination, uint256 bodyLength)
+        public
+        view
+        returns (uint256)
+    {
+        if (bodyLength > MAX_BODY_BYTES) revert BodyTooLarge(bodyLength, MAX_BODY_BYTES);
+        DeliveryGas memory needed = deliveryGas[destination];
+        if (needed.gasOverhead == 0) revert NoDeliveryGas(destination);
+        return uint256(needed.gasOverhead) + uint256(needed.gasPerByte) * bodyLength;
+    }
+
+    /// @notice What delivering a `bodyLength`-byte message to `destination` costs now: the
+    ///         gas it must buy (`deliveryGasFor`) and its price in origin wei (`quote`). Pay
+    ///         `fee` for `gas` (`Outbox.dispatchAndPay` or `pay`) with the message's real body
+    ///         length: the relayer checks the gas bought against that length, not the one
+    ///         given here.
+    function quoteDispatch(uint32 destination, uint256 bodyLength)
+        external
+        view
+        returns (uint256 fee, uint256 gas)
+    {
+        gas = deliveryGasFor(destination, bodyLength);
+        fee = quote(destination, gas);
+    }
 
     /// @notice What `gasAmount` gas on `destination` costs now, in origin wei (rounded up, so
     ///         a quote is never a wei short of the gas it buys). Reverts `NoRate` for an
@@ -198,6 +286,17 @@ contract Paymaster is Owned {
     }
 
     // ------------------------------------------------------------------ internals
+
+    modifier onlyOracle() {
+        if (msg.sender != oracle) revert NotOracle(msg.sender);
+        _;
+    }
+
+    /// @dev The common length of an oracle call's parallel arrays; LengthMismatch otherwise.
+    function _sameLength(uint256 a, uint256 b, uint256 c) private pure returns (uint256) {
+        if (b != a || c != a) revert LengthMismatch();
+        return a;
+    }
 
     function _setGasRate(uint32 destination, uint128 gasPrice, uint128 exchangeRate) private {
         if (gasPrice == 0 || exchangeRate == 0) revert ZeroRate(destination);

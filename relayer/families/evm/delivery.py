@@ -20,7 +20,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import NamedTuple, Protocol
 
@@ -28,18 +28,20 @@ import trio
 from eth_abi.abi import encode as abi_encode
 
 from adapters.errors import AdapterError
-from adapters.evm.chain import EvmChain, mapping_slot, selector
+from adapters.evm.chain import EvmChain, mapping_slot, quantity, selector
 from adapters.evm.contracts import load_artifact
 from adapters.evm.tx import (
+    BroadcastHook,
     FeeModel,
     MinedTx,
     SentTx,
     TxEngine,
     TxError,
     TxReverted,
+    parse_quantity,
     parse_receipt,
 )
-from adapters.rpc import MalformedAnswer, RpcCallError
+from adapters.rpc import MalformedAnswer, RpcCallError, RpcError
 from light_clients.errors import VerificationError
 from light_clients.ethereum.header import EthHeader
 from light_clients.hashing import keccak256
@@ -175,6 +177,37 @@ def parked_id_matches(record_word: int, message_id: bytes) -> bool:
     return stored != 0 and stored == int.from_bytes(message_id[: FAILURE_ID_BITS // 8], "big")
 
 
+async def latest_accepted(
+    evm: EvmChain, inbox: bytes, outbox: bytes, records: Sequence[MessageRecord]
+) -> list[MessageRecord]:
+    """The ``records`` (one origin's, from ``outbox``) whose replay-guard bit is set in
+    ``inbox``'s *latest* state: which of them are worth a proven read, no more.
+
+    One ``eth_getStorageAt`` per guard word, in one JSON-RPC batch: a word holds 256 nonces, so
+    a batch of 100 consecutive nonces is one or two reads instead of one ``isDelivered``
+    ``eth_call`` (an EVM execution on the node, and a request and answer to encode and parse
+    here) per message. ``isDelivered(origin, nonce)`` reads this very bit under the outbox the
+    inbox trusts for ``origin``; a batch is only built for an origin whose trusted outbox is the
+    lane's (:meth:`EvmDelivery._held_origins`), so this is the same flag.
+
+    An endpoint's word, never evidence: a lying "set" only buys a proven read that shows the
+    truth (:meth:`EvmDelivery._confirmed_delivered`), a lying "clear" one redundant delivery
+    (the inbox skips a replay). MalformedAnswer if an answer is not a 32-byte word."""
+    words = {r.id: guard_slot(r.origin, outbox, r.nonce) for r in records}
+    slots = sorted(set(words.values()))
+    if not slots:
+        return []
+    target = to_hex(inbox[-20:])
+    answers = await evm.rpc.call_batch(
+        [("eth_getStorageAt", [target, quantity(slot), "latest"]) for slot in slots]
+    )
+    values = {
+        slot: parse_quantity(answer, "guard word")
+        for slot, answer in zip(slots, answers, strict=True)
+    }
+    return [r for r in records if values[words[r.id]] >> (r.nonce & 0xFF) & 1]
+
+
 class AttestedLane(Protocol):
     """What :func:`attested_leaf` needs of an origin's lane (:class:`relayer.relay.Lane`)."""
 
@@ -261,6 +294,73 @@ async def inbox_delivery_state(
     return state
 
 
+RECEIPT_POLL = 0.25
+"""Seconds between two reads of a destination's block number while batches wait for their
+receipts: its own constant, not the operator's ``--poll`` (which paces idle rounds and may be
+set high on a paid RPC; the receipt gate paced by it made every batch wait ``--poll`` seconds or
+the whole ``escalate_after``). 0.25 s is what ``TxEngine.wait`` polls receipts at."""
+
+GATE_WAIT = 2.0
+"""The longest a batch waits for the block number to change before asking for its receipt
+anyway: a frozen or lying number degrades the gate to one receipt every 2 s, never to one wait
+of ``escalate_after``."""
+
+CLOCK_READ_BOUND = 2.0
+"""The longest a broadcast waits for the block number it is stamped with (:meth:`EvmDelivery.
+_submit`): a slow ``eth_blockNumber`` must not hold a batch back; without it the receipt is
+polled from the start."""
+
+
+class BlockClock:
+    """A destination's latest block number, read at most once per ``every`` seconds however
+    many batches ask: the ``max_inflight`` batches waiting for their receipts share it.
+
+    Each batch used to poll ``eth_getTransactionReceipt`` every 0.25 s from its broadcast on,
+    ~4 empty answers per 1-second block per batch in flight (16 in a burst) before the one
+    that counts. A batch now asks when the block number CHANGES (:meth:`EvmDelivery._mined`).
+
+    An endpoint's block number is a hint of WHEN to look, never of what is mined. It is shared
+    and cached, so one lie reaches every batch in flight: any change (up or down) triggers the
+    asks, so a bogus high number costs one early ask and the next honest answer (lower) another
+    one, not a wait until that height; a number that never moves costs one ask per
+    :data:`GATE_WAIT`; an unreadable one hands the batch to ``TxEngine.wait``'s polling."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self.number = -1
+        self._read_at = -float("inf")
+        self._lock = trio.Lock()
+
+    @classmethod
+    def for_receipts(cls, poll: float) -> BlockClock:
+        """The clock of a delivery loop whose idle rounds are ``poll`` seconds apart: read every
+        :data:`RECEIPT_POLL` seconds (or ``poll`` if shorter), whatever ``--poll`` is."""
+        return cls(min(poll, RECEIPT_POLL))
+
+    async def latest(self, evm: EvmChain) -> int:
+        """The latest block number, read again if the last read is older than ``every``
+        (one read at a time: the others wait for it and take its answer)."""
+        async with self._lock:
+            if trio.current_time() - self._read_at >= self.every:
+                self.number = await evm.latest_number()
+                self._read_at = trio.current_time()
+        return self.number
+
+    async def changed(self, evm: EvmChain, number: int, bound: float) -> bool:
+        """Wait until the latest block number is other than ``number`` (higher OR lower), for
+        ``bound`` seconds at most; False at once if the number cannot be read (an RPC error
+        here must not keep a sent batch from its receipt), True otherwise: then it is time to
+        ask for the receipt."""
+        with trio.move_on_after(bound):
+            try:
+                while await self.latest(evm) == number:
+                    await trio.sleep(self.every)
+            except AdapterError as exc:  # RpcError, MalformedAnswer too
+                log.debug("block number unreadable (%s): polling the receipt at once", exc)
+                return False
+        return True
+
+
 class EvmDelivery:
     """The relayer's delivery to one EVM destination (:class:`relayer.family.Delivery`)."""
 
@@ -284,6 +384,14 @@ class EvmDelivery:
         # Origin domain -> the refusal last logged for it (see _trusted_only): logged once per
         # change, not every round.
         self._refused: dict[int, str] = {}
+        # When to start asking for a sent batch's receipt (see BlockClock): one per delivery
+        # loop (:meth:`_deliver_loop`); without one, a receipt is polled from the broadcast on.
+        self._blocks: BlockClock | None = None
+        # Receipts applied so far, and (that count, the final block number) at the last
+        # finalization round that left nothing settleable: until one of the two changes, a
+        # round reads no ledger (see _finalize_deliveries).
+        self._receipts_applied = 0
+        self._looked: tuple[int, int] | None = None
 
     async def run(self) -> None:
         """Deliver to the chain for ever (:meth:`_deliver_loop`)."""
@@ -302,6 +410,7 @@ class EvmDelivery:
             )
             slots = trio.Semaphore(self.relayer.max_inflight)
             claimed: set[str] = set()
+            self._blocks = BlockClock.for_receipts(self.relayer.poll)
             last_settle = trio.current_time()
             async with trio.open_nursery() as workers:
                 while True:
@@ -522,8 +631,9 @@ class EvmDelivery:
         checkpoint, signatures = await self.relayer.db(
             self.relayer.checkpoint_for, lane
         )  # the gate, once
-        flags = await evm.call_many(inbox, [_is_delivered_call(r.origin, r.nonce) for r in group])
-        seen = [r for r, flag in zip(group, flags, strict=True) if int.from_bytes(flag, "big")]
+        # The unproven hint of which to prove: the guard words (one per 256 nonces) at latest,
+        # not one ``isDelivered`` eth_call per message (the same bit, docs/decisions.md).
+        seen = await latest_accepted(evm, inbox, lane.outbox, group)
         final, consumed = await self._confirmed_delivered(chain, evm, seen)
         if consumed:
             await self.relayer.db(
@@ -744,6 +854,7 @@ class EvmDelivery:
                 ids,
             )
 
+        sent_at_block = await self._stamp(evm)
         try:
             sent = await engine.send(
                 submission.inbox,
@@ -757,9 +868,7 @@ class EvmDelivery:
             raise
         self.relayer.metrics.batches += 1
         try:
-            mined = await engine.wait(
-                sent, timeout=self.relayer.confirm_timeout, before_broadcast=record
-            )
+            mined = await self._mined(evm, engine, sent, sent_at_block, record)
         except TxReverted as exc:
             await self.relayer.db(self._reverted, chain.domain, exc, ids)
         except TxError as exc:  # not mined in time: _settle_pending picks it up later
@@ -767,6 +876,60 @@ class EvmDelivery:
         else:
             await self.relayer.db(self._apply_receipt, chain, mined, ids, known=records)
         return []
+
+    async def _stamp(self, evm: EvmChain) -> int | None:
+        """The destination's latest block number as a batch is broadcast, where its receipt
+        gate starts (:meth:`_mined`); None (no gate: the receipt is polled from the start, as
+        before) without a clock, if it cannot be read, or if reading it takes longer than
+        :data:`CLOCK_READ_BOUND`: a slow ``eth_blockNumber`` must not delay the broadcast."""
+        if self._blocks is None:
+            return None
+        with trio.move_on_after(CLOCK_READ_BOUND):
+            try:
+                return await self._blocks.latest(evm)
+            except AdapterError:
+                return None
+        return None
+
+    async def _mined(
+        self,
+        evm: EvmChain,
+        engine: TxEngine,
+        sent: SentTx,
+        sent_at_block: int | None,
+        record: BroadcastHook,
+    ) -> MinedTx:
+        """``sent`` once mined (TxReverted if it reverted, TxError if not mined within
+        ``confirm_timeout``).
+
+        Its receipt is asked for each time the destination's block number changes
+        (:class:`BlockClock`, shared by every batch in flight), not every 0.25 s: until
+        ``escalate_after`` has passed, a transaction not mined in the first block after its
+        broadcast waits for the next one, not for four more empty answers. A number that does
+        not change for :data:`GATE_WAIT` seconds gets an ask anyway, so a frozen or lying
+        clock costs at most that per ask. Then, or at once if the block number cannot be read
+        (or there is no clock: ``_submit`` called on its own), ``TxEngine.wait`` polls and
+        bumps the fees of a stuck transaction exactly as before, given what is left of
+        ``confirm_timeout`` but at least one more ask (:data:`RECEIPT_POLL`): a transaction
+        mined in the gate's last moments is not failed as "not mined" unasked."""
+        started = trio.current_time()
+        blocks = self._blocks
+        if blocks is not None and sent_at_block is not None:
+            bound = min(engine.escalate_after, self.relayer.confirm_timeout)
+            seen = sent_at_block
+            while (left := bound - (trio.current_time() - started)) > 0:
+                if not await blocks.changed(evm, seen, min(left, GATE_WAIT)):
+                    break  # an unreadable number: TxEngine.wait from here
+                seen = blocks.number
+                for tx_hash in reversed(sent.hashes):
+                    try:
+                        found = await engine.receipt(tx_hash)
+                    except RpcError:  # as TxEngine.wait: no answer, ask again later
+                        found = None
+                    if found is not None:
+                        return replace(found, nonce=sent.nonce, fee_model=sent.fee_model)
+        left = self.relayer.confirm_timeout - (trio.current_time() - started)
+        return await engine.wait(sent, timeout=max(left, RECEIPT_POLL), before_broadcast=record)
 
     @staticmethod
     async def _gas_ceiling(evm: EvmChain) -> int:
@@ -933,8 +1096,12 @@ class EvmDelivery:
                 )
                 # Only the ones that actually move: one already back in ``attested`` (a
                 # broadcast refused, then mined after all) was not cut by this receipt. Their
-                # status read above is still current (under this transaction's write lock, and
-                # the move to ``submitted`` left them out), so no second read is needed.
+                # status read above is still current, so no second read is needed: the move to
+                # ``submitted`` left them out, and past ``attested`` this destination's messages
+                # are moved only under its deliver: lease, which this transaction holds (the
+                # ledger refuses a fenced write outside its domain), or by writers that hold
+                # the whole ledger. Its own lock is the destination's, not the ledger's; should
+                # one move anyway, transition() re-reads them locked and refuses a bad move.
                 cut = [
                     i
                     for i in cut
@@ -979,6 +1146,7 @@ class EvmDelivery:
                                 MessageStatus.ATTESTED,
                                 reason=f"its transaction's nonce was taken by {to_hex(mined.hash)}",
                             )
+        self._receipts_applied += 1  # something may be settleable: the next round looks
         self.relayer.metrics.redundant_deliveries += len(outcome.already)
         self.relayer.metrics.handle_failed += len(outcome.handle_failed)
         self.relayer.metrics.gas_used += mined.gas_used
@@ -990,28 +1158,43 @@ class EvmDelivery:
         in that final state; ones it reads false for (their transaction was reorged away) go
         back to ``attested``. ``delivered`` is terminal, so it is only written for final
         state."""
-        submitted = await self.relayer.db(
-            self.relayer.ledger.by_status,
-            MessageStatus.SUBMITTED,
-            self.relayer.batch_size * self.relayer.max_inflight,
-            destination=chain.domain,
-        )
+        # Two reads of what changed (submitted messages whose carrier is mined, then those at
+        # or below the final block), not a page of every submitted row and each carrier on
+        # its own; the final block is only asked of a node once something can be final.
+        # Both reads cost in proportion to the not-yet-final backlog (~230k rows at 300 msg/s
+        # behind Ethereum's ~13 min finality), so they are skipped while neither a receipt
+        # was applied here nor the final block moved since a round that left nothing to
+        # settle (one final-header read instead). In memory only: a restart costs one full
+        # look; another relayer's carrier on this chain (leases) waits at most for the next
+        # final block here, and that relayer settles it itself. With nothing mined there is
+        # no backlog, and the lowest-block read is as cheap as it gets: it is done each round.
+        ledger = self.relayer.ledger
+        applied = self._receipts_applied
+        final = None
+        if self._looked is not None and self._looked[0] == applied:
+            final = await evm.final_header()
+            if final.number == self._looked[1]:
+                return
+        lowest = await self.relayer.db(ledger.lowest_mined_delivery, chain.domain)
+        if lowest is None:
+            self._looked = None
+            return
+        if final is None:
+            final = await evm.final_header()
+        if lowest > final.number:
+            self._looked = (applied, final.number)
+            return
+        limit = self.relayer.batch_size * self.relayer.max_inflight
+        rows = await self.relayer.db(ledger.settled_deliveries, chain.domain, final.number, limit)
+        # A full page may hide more behind it: look again next round whatever happens.
+        self._looked = None
         carriers: dict[str, list[str]] = defaultdict(list)
         messages: dict[str, bytes] = {}
-        for record in submitted:
-            if record.delivery_tx_hash is not None:
-                carriers[record.delivery_tx_hash].append(record.id)
-                messages[record.id] = record.message
-        mined: list[tuple[int, str, list[str]]] = []
-        for tx_hash, ids in carriers.items():
-            tx = await self.relayer.db(self.relayer.ledger.get_transaction, chain.domain, tx_hash)
-            if tx is not None and tx.status == TxStatus.CONFIRMED and tx.block_number is not None:
-                mined.append((tx.block_number, tx_hash, ids))
-        if not mined:
-            return
-        final = await evm.final_header()
-        settled = [(tx_hash, ids) for block, tx_hash, ids in mined if block <= final.number]
-        if not settled:
+        for tx_hash, message_id, message in rows:
+            carriers[tx_hash].append(message_id)
+            messages[message_id] = message
+        settled = list(carriers.items())
+        if not settled:  # its carrier moved on between the two reads
             return
         ids = [i for _, group in settled for i in group]
         # Proven storage, not eth_call: a lying endpoint must neither have an undelivered
@@ -1028,6 +1211,8 @@ class EvmDelivery:
                 if group:
                     consumed |= set(group) - await self._carried(evm, inbox, tx_hash, group)
         await self.relayer.db(self._record_final, chain, final.number, settled, flags, consumed)
+        if len(rows) < limit:  # recorded: all that was settleable at this final block
+            self._looked = (applied, final.number)
 
     def _record_final(
         self,

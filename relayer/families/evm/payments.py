@@ -1,5 +1,6 @@
-"""What a message paid on an EVM origin: the Paymaster's ``paid`` and ``quote`` at the origin's
-final block (:func:`relayer.payments.read_payments`; adapters/evm/contracts/Paymaster.sol).
+"""What a message paid on an EVM origin: the Paymaster's ``paid``, ``rates`` and ``deliveryGas``
+at the origin's final block (:func:`relayer.payments.read_payments`;
+adapters/evm/contracts/Paymaster.sol).
 
 Read by ``eth_call`` at the number of the final header the origin's RPC quorum agrees on, never
 at ``latest``: a payment in a block that can still be reorged away must not get a message
@@ -10,24 +11,33 @@ trade-off taken.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 
 from eth_abi.abi import encode as abi_encode
 
 from adapters.evm.chain import EvmChain, selector
-from adapters.jsonrpc import MalformedAnswer
+from adapters.jsonrpc import MalformedAnswer, RpcCallError
 from light_clients.hashing import keccak256
 from light_clients.hexstr import to_hex
 from relayer.config import ChainConfig
 from relayer.family import Origin
 from relayer.ledger import MessageRecord
-from relayer.payments import GasRate, OriginPayments
+from relayer.payments import DeliveryGas, GasRate, OriginPayments
 
 PAID = selector("paid(bytes32,uint32)")
 RATES = selector("rates(uint32)")
+DELIVERY_GAS = selector("deliveryGas(uint32)")
+MAX_GAS_OVERHEAD = 30_000_000
+"""Paymaster.sol's ``MAX_GAS_OVERHEAD``: the contract refuses more."""
+MAX_GAS_PER_BYTE = 1_000
+"""Paymaster.sol's ``MAX_GAS_PER_BYTE``."""
 QUOTE = selector("quote(uint32,uint256)")
 GAS_PAYMENT = keccak256(b"GasPayment(bytes32,uint32,uint256,uint256,address)")
 """Topic of ``Paymaster.GasPayment``: a payment or top-up for message ``id`` (first topic)."""
+log = logging.getLogger("passerelle.payments")
+
 CALLS_PER_BATCH = 100
 """``eth_call`` per JSON-RPC batch (providers cap batches, often at 100 to 1,000 calls)."""
 
@@ -40,6 +50,26 @@ def paid_call(message_id: bytes, destination: int) -> bytes:
 def rates_call(destination: int) -> bytes:
     """Calldata of ``Paymaster.rates(destination)``."""
     return RATES + abi_encode(["uint32"], [destination])
+
+
+def delivery_gas_call(destination: int) -> bytes:
+    """Calldata of ``Paymaster.deliveryGas(destination)``."""
+    return DELIVERY_GAS + abi_encode(["uint32"], [destination])
+
+
+def delivery_gas_of(answer: bytes, destination: int) -> DeliveryGas | None:
+    """A ``deliveryGas(destination)`` answer; None if the oracle set none (overhead zero).
+    Values the contract refuses to store (past its bounds) cannot come from it: an endpoint
+    answering them is not reading the Paymaster, so MalformedAnswer rather than a price."""
+    overhead, per_byte = words(answer, 2, f"Paymaster.deliveryGas({destination})")
+    if overhead > MAX_GAS_OVERHEAD or per_byte > MAX_GAS_PER_BYTE:
+        raise MalformedAnswer(
+            f"Paymaster.deliveryGas({destination}): {overhead} + {per_byte}/byte is past the "
+            "contract's bounds"
+        )
+    if overhead == 0:
+        return None
+    return DeliveryGas(overhead, per_byte)
 
 
 def words(answer: bytes, count: int, what: str) -> list[int]:
@@ -64,10 +94,48 @@ def rate_of(answer: bytes, destination: int) -> GasRate | None:
 async def rates_at(
     evm: EvmChain, paymaster: bytes, destinations: Collection[int], block: int | str
 ) -> dict[int, GasRate | None]:
-    """Each destination's rate on ``paymaster`` at ``block``."""
+    """Each destination's rate on ``paymaster`` at ``block``, with the gas a message must buy
+    there (``deliveryGas``), all in one JSON-RPC batch at the same block.
+
+    A Paymaster deployed before session 6 has no ``deliveryGas`` (and no fallback), so that
+    call reverts, and one revert fails the whole batch. If the rates alone then read fine, the
+    origin states no delivery gas: every rate comes back with ``delivery=None``, the relayer's
+    floor alone is charged (:func:`relayer.payments.charged_gas`) and one warning says so.
+    That is safe: the floor is what protects the relayer, and an endpoint could already
+    answer ``(0, 0)``, which means the same. Without this, every paid route of such an origin
+    would never decide a message, and ``quote``/``send --pay`` would fail."""
     ordered = sorted(destinations)
-    answers = await evm.call_many(paymaster, [rates_call(d) for d in ordered], block)
-    return {d: rate_of(a, d) for d, a in zip(ordered, answers, strict=True)}
+    calls = [c for d in ordered for c in (rates_call(d), delivery_gas_call(d))]
+    try:
+        answers = await evm.call_many(paymaster, calls, block)
+    except RpcCallError:
+        # The rates alone: if these revert too, it is not a Paymaster (or not at this block),
+        # and that error is the one to report.
+        rate_answers = await evm.call_many(paymaster, [rates_call(d) for d in ordered], block)
+        _warn_no_delivery_gas(paymaster)
+        return {d: rate_of(a, d) for d, a in zip(ordered, rate_answers, strict=True)}
+    found: dict[int, GasRate | None] = {}
+    for i, d in enumerate(ordered):
+        rate = rate_of(answers[2 * i], d)
+        delivery = delivery_gas_of(answers[2 * i + 1], d)
+        found[d] = None if rate is None else replace(rate, delivery=delivery)
+    return found
+
+
+_NO_DELIVERY_GAS_WARNED: set[bytes] = set()
+"""Paymasters already warned about (:func:`_warn_no_delivery_gas`): once per process each."""
+
+
+def _warn_no_delivery_gas(paymaster: bytes) -> None:
+    """One warning per Paymaster, not one per round: an old deployment stays old."""
+    if paymaster in _NO_DELIVERY_GAS_WARNED:
+        return
+    _NO_DELIVERY_GAS_WARNED.add(paymaster)
+    log.warning(
+        "Paymaster %s has no deliveryGas (deployed before session 6?): charging the "
+        "relayer's delivery_gas floor only; redeploy it to state the gas on chain",
+        to_hex(paymaster[-20:]),
+    )
 
 
 def _evm_of(origin: Origin) -> EvmChain:

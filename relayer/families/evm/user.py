@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from eth_abi.abi import encode as abi_encode
 
-from adapters.evm.chain import DISPATCH_TOPIC, EvmChain, selector
+from adapters.evm.chain import DISPATCH_TOPIC, EvmChain, dispatch_message, selector
 from adapters.evm.tx import FeeModel, MinedTx, SentTx, TxEngine
 from relayer.accounts import bytes32
 from relayer.config import ChainConfig, Config, ConfigError
@@ -53,11 +53,12 @@ def _dispatched(
     mined: MinedTx, outbox: bytes, origin: int, destination: int, fee: int | None = None
 ) -> list[Sent]:
     """The messages ``mined`` dispatched: the ``Dispatch`` events of the outbox itself (any
-    contract the transaction calls could emit a look-alike)."""
+    contract the transaction calls could emit a look-alike), each nonce read from its message
+    (:func:`adapters.evm.chain.dispatch_message`)."""
     return [
         Sent(
             entry.topics[1],
-            int.from_bytes(entry.data[:32], "big"),  # the first word of Dispatch's data
+            int.from_bytes(dispatch_message(entry.data)[1:5], "big"),  # the header's nonce
             origin,
             destination,
             mined.hash,
@@ -65,10 +66,7 @@ def _dispatched(
             fee,
         )
         for entry in mined.logs
-        if entry.address == outbox
-        and len(entry.topics) >= 2
-        and entry.topics[0] == DISPATCH_TOPIC
-        and len(entry.data) >= 32
+        if entry.address == outbox and len(entry.topics) >= 2 and entry.topics[0] == DISPATCH_TOPIC
     ]
 
 

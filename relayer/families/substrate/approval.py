@@ -137,13 +137,19 @@ async def approve_deliveries(
     batches: dict[tuple[str, float], Call] = {}
     done: set[tuple[str, float]] = set()
     duty = DeliveryDuty()
-    async with connected(chain) as client:
+    in_flight = InFlight()
+    async with connected(chain) as client, trio.open_nursery() as settling:
         # What one batch may hold and what each message costs here, measured by us (never
         # the relayer's word), once per connection and again after a runtime upgrade.
         sizes = SizingCache()
         while True:
+            if in_flight.halted:
+                # A submission (or a wait) failed: the client forgot its nonce count, and the
+                # node's leaves out our extrinsics in a block being built. Nothing more is
+                # submitted until everything in flight is included or given up.
+                await in_flight.drain()
             try:
-                await _tend_held(client, chain, keypair, duty, state=state)
+                await _tend_held(client, chain, keypair, duty, state=state, halt=in_flight.halt)
             except AdapterError as exc:
                 state.errors += 1
                 log.warning("%s: open operations: %s", chain.name, exc)
@@ -168,11 +174,13 @@ async def approve_deliveries(
                 log.warning("%s: batch limits: %s", chain.name, exc)
                 await trio.sleep(poll)
                 continue
-            # This round's extrinsics go to the pool back to back and are waited for together
-            # after it (several operations opened or executed in one block, not one a block).
-            # One block takes executions worth one extrinsic's whole weight and length (the
-            # budget of each batch is its calls only).
-            pipeline = Pipeline.for_budget(sizing[0])
+            # This round's extrinsics go to the pool back to back and are waited for together,
+            # in the background (:class:`InFlight`): the next round goes on meanwhile, so the
+            # opening of batch N+1 is submitted while batch N's execution is being built, not
+            # after it landed. One block takes executions worth one extrinsic's whole weight
+            # and length (the budget of each batch is its calls only), those still in flight
+            # included.
+            pipeline = in_flight.pipeline(sizing[0])
             await _round(
                 config,
                 chain,
@@ -189,7 +197,7 @@ async def approve_deliveries(
                 state=state,
                 pipeline=pipeline,
             )
-            await pipeline.settle(done, state)
+            in_flight.start(settling, pipeline, done, state)
             await trio.sleep(poll)
 
 
@@ -219,15 +227,19 @@ async def _round(
     out our extrinsics already in a block being built (chopsticks empties its pool into it),
     so the next extrinsic would reuse one of their nonces, be dropped at block build, and hold
     the whole round for the inclusion timeout. The next round starts after everything of this
-    one is included or given up, when the node's count is right again."""
+    one is included or given up, when the node's count is right again.
+
+    The halt is shared with every round still in flight (:class:`Halt`): a wait of an earlier
+    round that fails in the background while this one submits stops this one too, checked
+    before every proposal here and again before every submission (:meth:`Pipeline.submit`)."""
     settings = chain.settings()
     for entry, proposal in pending:
         if pipeline.halted:
             log.info("%s: a submission failed; the rest waits for the next round", chain.name)
             return
         key_ = (entry.name, proposal.created)
-        if key_ in done:
-            continue
+        if key_ in done or key_ in pipeline.busy:
+            continue  # finished, or our extrinsic for it is not settled yet (in flight)
         sighted = duty.sighted.setdefault(key_, time.time())
         try:
             batch = batches.get(key_)
@@ -252,6 +264,10 @@ async def _round(
                 pipeline=pipeline.for_proposal(entry.name, key_),
                 sighted=sighted,
             )
+        except SubmissionHalted:
+            # Halted between the check above and the submission (a wait failed meanwhile).
+            log.info("%s: a submission failed; the rest waits for the next round", chain.name)
+            return
         except VerificationError as exc:
             log.error("proposal %s refused: %s", entry.name, exc)
             finished = True
@@ -289,6 +305,38 @@ Settle = Callable[[], Awaitable[bool]]
 is left for this attester to do on its proposal."""
 
 
+class SubmissionHalted(Exception):
+    """:meth:`Pipeline.submit` refused to submit: a submission or a wait failed (this round's or
+    one still in flight), so the client's nonce count is not to be trusted until everything in
+    flight has settled. Not an error of the proposal: the round stops, and a round after
+    :meth:`InFlight.drain` acts on it."""
+
+
+@dataclass
+class Halt:
+    """Submit nothing more: one cell shared by an attester's :class:`InFlight` and every
+    round's :class:`Pipeline` it hands out, so that whoever sees a failure (a submission, a
+    wait settling in the background, a stale-operation cancel) stops every submission after
+    it, those of the round going on included. A flag per round, read once at the round's
+    start, let a wait of round N failing half-way through round N+1 leave N+1 submitting with
+    a nonce taken from the node, which leaves out our extrinsics in a block being built: the
+    nonce is reused, the extrinsic dropped, the round held for the inclusion timeout (review
+    M1).
+
+    Why a halt rather than keeping the client's nonce count while extrinsics are in flight:
+    after a failed submission or wait we no longer know which of our nonces the chain will use
+    (dropped? replaced? still in the pool?); any count we kept could be wrong, and a wrong
+    nonce holds every later extrinsic of ours behind a gap until the inclusion timeout.
+    Halting costs one drain and is right whatever happened.
+
+    A failure that lands while a submission is already inside the client is the client's to
+    handle (:meth:`~adapters.substrate.client.SubstrateClient.submit_call`): before the
+    extrinsic went to the node it is refused (its nonce is unsure), after that it does not set
+    the forgotten count again."""
+
+    raised: bool = False
+
+
 @dataclass
 class Pipeline:
     """One round of an attester's multisig extrinsics: submitted back to back (the client
@@ -311,9 +359,40 @@ class Pipeline:
     """Ref time of this round's executions so far."""
     execution_length: int = 0
     """Encoded length of this round's executed calls so far."""
-    halted: bool = False
-    """A submission of this round failed: submit nothing more until the next (:func:`_round`)."""
+    halt: Halt = field(default_factory=Halt)
+    """Set when a submission or a wait failed (:attr:`halted`); shared with :class:`InFlight`
+    when it made this pipeline."""
+    carried_weight: int = 0
+    """Ref time of executions of earlier rounds still in flight (:class:`InFlight`): they may
+    be built into the same block as this round's."""
+    carried_length: int = 0
+    """Their encoded length."""
+    carried_opened: int = 0
+    """Operations opened by earlier rounds still in flight (deposits about to be ours)."""
+    busy: frozenset[tuple[str, float]] = frozenset()
+    """Proposals with an extrinsic of ours in flight: not acted on again until it settles (an
+    operation we opened is not on chain yet: read now, it would look unopened)."""
+    busy_calls: frozenset[bytes] = frozenset()
+    """Call hashes with an extrinsic of ours in flight (earlier rounds): not submitted for again,
+    whatever proposal names them. Keyed by the call, not by the proposal: anyone writing the
+    store can republish the same messages under another ``created`` (a new proposal key, the
+    same batch), and a relayer restart can re-propose a batch under its old name; acting on
+    it again while our extrinsic is in flight opens the same operation twice (a paid, failed
+    ``Multisig.NoTimepoint``, and one of :data:`MAX_OPENS_PER_CALL` used up) or executes it
+    twice (a paid, failed ``UnexpectedTimepoint``) (review M2)."""
+    calls: set[bytes] = field(default_factory=set)
+    """Call hashes this round submitted for (added to :attr:`busy_calls` of later rounds)."""
     _current: tuple[str, tuple[str, float]] = ("", ("", 0.0))
+
+    @property
+    def halted(self) -> bool:
+        """A submission or a wait failed (this round's or, through the shared :class:`Halt`,
+        one still in flight): submit nothing more until everything in flight has settled."""
+        return self.halt.raised
+
+    def call_busy(self, call_hash: bytes) -> bool:
+        """Is an extrinsic of ours for ``call_hash`` in flight, or submitted this round?"""
+        return call_hash in self.busy_calls or call_hash in self.calls
 
     @classmethod
     def for_budget(cls, budget: BatchBudget) -> Pipeline:
@@ -328,23 +407,33 @@ class Pipeline:
 
     def room_for(self, weight: int, length: int) -> bool:
         """Does one more execution of ``weight`` and ``length`` fit this round (the first one
-        always does: it was planned to fit an extrinsic on its own)? If so it is counted."""
-        if (self.execution_weight or self.execution_length) and (
-            self.execution_weight + weight > self.block_weight
-            or self.execution_length + length > self.block_length
+        always does, unless executions still in flight already hold the block: it was planned
+        to fit an extrinsic on its own)? If so it is counted."""
+        used_weight = self.carried_weight + self.execution_weight
+        used_length = self.carried_length + self.execution_length
+        if (used_weight or used_length) and (
+            used_weight + weight > self.block_weight or used_length + length > self.block_length
         ):
             return False
         self.execution_weight += weight
         self.execution_length += length
         return True
 
-    async def submit(self, send: Callable[[], Awaitable[Submitted]]) -> Submitted:
-        """Submit with ``send``; if that fails, the round is :attr:`halted` (and it raises)."""
+    async def submit(self, send: Callable[[], Awaitable[Submitted]], call_hash: bytes) -> Submitted:
+        """Submit with ``send`` the extrinsic for ``call_hash`` (then counted in :attr:`calls`);
+        if that fails, every submission after it is :attr:`halted` (and it raises).
+        :class:`SubmissionHalted`, without sending, when halted already: checked here, right
+        before the client is asked, because a wait settling in the background may have failed
+        since the round last looked."""
+        if self.halted:
+            raise SubmissionHalted("a submission or a wait failed: submitting nothing more")
         try:
-            return await send()
+            submitted = await send()
         except (AdapterError, ConfigError):
-            self.halted = True
+            self.halt.raised = True
             raise
+        self.calls.add(call_hash)
+        return submitted
 
     def for_proposal(self, name: str, key: tuple[str, float]) -> Pipeline:
         """This pipeline, its next submission being for proposal ``name`` (``key``)."""
@@ -356,11 +445,15 @@ class Pipeline:
         name, key = self._current
         self.settles.append((name, key, settle))
 
-    async def settle(self, done: set[tuple[str, float]], state: AttesterState) -> None:
+    async def settle(self, done: set[tuple[str, float]], state: AttesterState) -> bool:
         """Wait for every extrinsic of the round, at once; a proposal finished is added to
-        ``done``. A lost race is logged at info (the state is read again next round)."""
+        ``done``. A lost race is logged at info (the state is read again next round). True if
+        a wait failed otherwise (counted in ``state.errors``): the client may have forgotten
+        its nonce count."""
+        failed = False
 
         async def one(name: str, key: tuple[str, float], settle: Settle) -> None:
+            nonlocal failed
             try:
                 if await settle():
                     done.add(key)
@@ -368,6 +461,7 @@ class Pipeline:
                 if any(race in str(exc) for race in MULTISIG_RACES):
                     log.info("proposal %s: another signatory was first (%s)", name, exc)
                     return
+                failed = True
                 state.errors += 1
                 log.warning("proposal %s: %s", name, exc)
 
@@ -375,6 +469,111 @@ class Pipeline:
             for name, key, settle in self.settles:
                 nursery.start_soon(one, name, key, settle)
         self.settles.clear()
+        return failed
+
+
+@dataclass
+class InFlight:
+    """An attester's rounds whose extrinsics are submitted and not yet settled.
+
+    Why: waiting for a round's extrinsics before the next round (as before) left the chain
+    idle between batches. An executor whose batch N takes a block of 1.4–2.3 s to build on
+    chopsticks could open batch N+1 only after N landed and it had polled again, so the two
+    extrinsics of consecutive batches took two blocks one after the other. Now each round's
+    waits run in the background and the next round goes on, within what the rounds in flight
+    hold:
+
+    * their proposals are skipped (:attr:`Pipeline.busy`), and so is any proposal whose batch
+      has the call hash of one of them (:attr:`Pipeline.busy_calls`: the same batch under
+      another proposal key): our approval or execution is not on chain yet, and read now the
+      operation would look as if it still needed us;
+    * their executions count against the block's weight and length (:meth:`Pipeline.room_for`):
+      chopsticks drops an extrinsic that no longer fits the block it builds, and every later
+      nonce of ours would wait behind the gap;
+    * their openings count against :data:`MAX_OPEN_OPERATIONS`;
+    * after a failed submission, a failed wait or a failed cancel (:attr:`halted`, one
+      :class:`Halt` shared with every round's pipeline, so the round going on stops at its
+      next submission too) nothing more is submitted until everything in flight settled
+      (:meth:`drain`): the client forgot its nonce count and the node's leaves out our
+      extrinsics in a block being built.
+
+    Nonces stay right meanwhile: one client numbers them and serialises its submissions, and
+    counts on from its last accepted one while nothing failed; once something failed, nothing
+    is submitted until the node's count is right again."""
+
+    keys: set[tuple[str, float]] = field(default_factory=set)
+    weight: int = 0
+    length: int = 0
+    opened: int = 0
+    rounds: int = 0
+    calls: set[bytes] = field(default_factory=set)
+    """Call hashes of the extrinsics in flight (:attr:`Pipeline.busy_calls`)."""
+    halt: Halt = field(default_factory=Halt)
+    _changed: trio.Event = field(default_factory=trio.Event)
+
+    @property
+    def halted(self) -> bool:
+        """Something failed: submit nothing until :meth:`drain` returned."""
+        return self.halt.raised
+
+    def pipeline(self, budget: BatchBudget) -> Pipeline:
+        """A new round's pipeline for ``budget``, carrying what is in flight."""
+        pipeline = Pipeline.for_budget(budget)
+        pipeline.carried_weight, pipeline.carried_length = self.weight, self.length
+        pipeline.carried_opened, pipeline.busy = self.opened, frozenset(self.keys)
+        pipeline.busy_calls, pipeline.halt = frozenset(self.calls), self.halt
+        return pipeline
+
+    def start(
+        self,
+        nursery: trio.Nursery,
+        pipeline: Pipeline,
+        done: set[tuple[str, float]],
+        state: AttesterState,
+    ) -> None:
+        """Wait for ``pipeline``'s extrinsics in ``nursery`` (:meth:`Pipeline.settle`), what
+        they hold held until then."""
+        if pipeline.halt is not self.halt and pipeline.halted:  # not one of ours: copy
+            self.halt.raised = True
+        if not pipeline.settles:
+            return
+        keys = {key for _, key, _ in pipeline.settles}
+        calls = set(pipeline.calls) - self.calls  # what this round alone holds
+        self.calls |= calls
+        held = (pipeline.execution_weight, pipeline.execution_length, pipeline.opened)
+        self.keys |= keys
+        self.weight, self.length, self.opened = (
+            self.weight + held[0],
+            self.length + held[1],
+            self.opened + held[2],
+        )
+        self.rounds += 1
+
+        async def settle() -> None:
+            failed = True  # unless it returns: cancelled or broken counts as failed
+            try:
+                failed = await pipeline.settle(done, state)
+            finally:
+                # A wait that failed (not a lost race) may have made the client forget its
+                # nonce count, as a failed submission does.
+                if failed:
+                    self.halt.raised = True
+                self.keys -= keys
+                self.calls -= calls
+                self.weight -= held[0]
+                self.length -= held[1]
+                self.opened -= held[2]
+                self.rounds -= 1
+                self._changed.set()
+                self._changed = trio.Event()
+
+        nursery.start_soon(settle)
+
+    async def drain(self) -> None:
+        """Wait until nothing is in flight; then submitting is safe again."""
+        while self.rounds:
+            await self._changed.wait()
+        self.halt.raised = False
 
 
 MAX_OPEN_OPERATIONS = 8
@@ -494,9 +693,15 @@ async def _tend_held(
     *,
     state: AttesterState,
     now: float | None = None,
+    halt: Halt | None = None,
 ) -> None:
     """Read the operations whose deposit we hold and cancel those open for longer than
-    :data:`STALE_OPERATION` (by our own clock: a proposal's ``created`` proves nothing)."""
+    :data:`STALE_OPERATION` (by our own clock: a proposal's ``created`` proves nothing).
+
+    A cancel is a submission like any other: none is sent while ``halt`` (the attester's
+    :class:`Halt`) is raised, and one that fails raises it (the client forgot its nonce count
+    while other extrinsics of ours may be in flight), so the round after it submits nothing
+    either (review M1)."""
     settings = chain.settings()
     me = bytes(keypair.public_key)
     duty.held = await held_operations(client, settings.multisig, me)
@@ -505,14 +710,21 @@ async def _tend_held(
     for call_hash, operation in list(duty.held.items()):
         if now - duty.seen(call_hash, operation.timepoint, now) < STALE_OPERATION:
             continue
-        await cancel(
-            client,
-            keypair,
-            others,
-            settings.multisig_threshold,
-            call_hash,
-            timepoint=operation.timepoint,
-        )
+        if halt is not None and halt.raised:
+            return  # cancelled after the drain: a deposit held one more poll is no loss
+        try:
+            await cancel(
+                client,
+                keypair,
+                others,
+                settings.multisig_threshold,
+                call_hash,
+                timepoint=operation.timepoint,
+            )
+        except (AdapterError, ConfigError):
+            if halt is not None:
+                halt.raised = True
+            raise
         del duty.held[call_hash]
         state.cancellations += 1
         log.warning(
@@ -624,9 +836,15 @@ async def _act_on(
     proposal, if given (:attr:`DeliveryDuty.sighted`); an operation is opened only within
     :data:`MAX_OPEN_OPERATIONS` and :data:`MAX_OPENS_PER_CALL`.
 
-    With a ``pipeline`` the extrinsic is only submitted here and the rest is left to
-    :meth:`Pipeline.settle` (this returns False: not finished yet); without, it is waited for.
-    Nothing is decided differently: the same state read, the same turn, the same caps."""
+    With a ``pipeline``, nothing is done while an extrinsic of ours for the same call hash is
+    in flight (:meth:`Pipeline.call_busy`), and the extrinsic is only submitted here and the
+    rest is left to :meth:`Pipeline.settle` (this returns False: not finished yet); without,
+    it is waited for. Nothing else is decided differently: the same state read, the same
+    turn, the same caps."""
+    if pipeline is not None and pipeline.call_busy(batch.hash):
+        # Our extrinsic for this very call is in flight (or went out this round) under another
+        # proposal key: read now, the chain would not show it yet (review M2).
+        return False
     settings = chain.settings()
     me = bytes(keypair.public_key)
     others = [s for s in settings.signatories if s != me]
@@ -649,7 +867,8 @@ async def _act_on(
                 MAX_OPENS_PER_CALL,
             )
             return True
-        if len(duty.held) + (pipeline.opened if pipeline else 0) >= MAX_OPEN_OPERATIONS:
+        opening = pipeline.opened + pipeline.carried_opened if pipeline else 0
+        if len(duty.held) + opening >= MAX_OPEN_OPERATIONS:
             log.info(
                 "proposal %s: %d operations of ours are open; not opening another yet",
                 proposal.name,
@@ -657,7 +876,7 @@ async def _act_on(
             )
             return False
         open_it = partial(submit_approval, client, keypair, others, threshold, batch)
-        submitted = await _submit(pipeline, open_it)
+        submitted = await _submit(pipeline, open_it, batch.hash)
         duty.opened(batch.hash)
 
         async def opened() -> bool:
@@ -693,7 +912,7 @@ async def _act_on(
             batch,
             timepoint=operation.timepoint,
         )
-        joined = await _submit(pipeline, join)
+        joined = await _submit(pipeline, join, batch.hash)
 
         async def approved() -> bool:
             await approval_included(
@@ -726,7 +945,7 @@ async def _act_on(
         timepoint=operation.timepoint,
         fee=fee,
     )
-    submitted = await _submit(pipeline, run)
+    submitted = await _submit(pipeline, run, batch.hash)
 
     async def executed() -> bool:
         included = await wait_landed(client, submitted)
@@ -748,9 +967,12 @@ def _turn_started(now: float, turn: float) -> float:
     return trio.current_time() - max(0.0, now - turn)
 
 
-async def _submit(pipeline: Pipeline | None, send: Callable[[], Awaitable[Submitted]]) -> Submitted:
-    """Submit with ``send``: through ``pipeline`` if there is one (a failure halts its round)."""
-    return await (send() if pipeline is None else pipeline.submit(send))
+async def _submit(
+    pipeline: Pipeline | None, send: Callable[[], Awaitable[Submitted]], call_hash: bytes
+) -> Submitted:
+    """Submit with ``send`` the extrinsic for ``call_hash``: through ``pipeline`` if there is
+    one (:meth:`Pipeline.submit`: a failure halts it, and it refuses once halted)."""
+    return await (send() if pipeline is None else pipeline.submit(send, call_hash))
 
 
 def _report_execution(proposal: Proposal, included: Included, *, state: AttesterState) -> None:

@@ -102,20 +102,35 @@ def guard_state(raw: bytes) -> str:
     return GUARD_REFUNDED if raw[flag_at] else GUARD_DELIVERED
 
 
+GUARD_READ_CHUNK = 2048
+"""Guard-item keys asked in one ``state_queryStorageAt``: about 200 kB of request and of
+answer. A node refuses a request past its size limit (15 MiB by default, about 100k keys), and
+the relayer's check reads the items of every live proposal at once, entries anyone planted in
+the store included (up to 4 MB each, about 1,000 messages): unchunked, a few planted entries
+would make that one read fail every round (review L3). Two full batches are one call."""
+
+
 async def guard_items(
     client: SubstrateClient, settings: SubstrateSettings, messages: Sequence[Message]
 ) -> list[str | None]:
-    """For each message, what its replay-guard item says, in one round trip
-    (``state_queryStorageAt`` of :func:`guard_key` s): None (no item: not handled yet),
-    :data:`GUARD_DELIVERED`, or :data:`GUARD_REFUNDED` (the committee froze the item in the
-    batch that refunded the transfer: :func:`delivery_calls`). AdapterError, one line, for an
-    answer that is not one (a key not asked for, a value that is no item)."""
-    if not messages:
-        return []
+    """For each message, what its replay-guard item says, one round trip per
+    :data:`GUARD_READ_CHUNK` messages (``state_queryStorageAt`` of :func:`guard_key` s): None
+    (no item: not handled yet), :data:`GUARD_DELIVERED`, or :data:`GUARD_REFUNDED` (the
+    committee froze the item in the batch that refunded the transfer: :func:`delivery_calls`).
+    AdapterError, one line, for an answer that is not one (a key not asked for, a value that
+    is no item)."""
     try:
         keys = [to_hex(guard_key(collection_of(settings, m.origin), m.nonce)) for m in messages]
     except ValueError as exc:
         raise AdapterError(str(exc)) from None
+    states: list[str | None] = []
+    for at in range(0, len(keys), GUARD_READ_CHUNK):
+        states.extend(await _guard_states(client, keys[at : at + GUARD_READ_CHUNK]))
+    return states
+
+
+async def _guard_states(client: SubstrateClient, keys: list[str]) -> list[str | None]:
+    """:func:`guard_items` for ``keys`` (hex storage keys), in one ``state_queryStorageAt``."""
     answer = await client.rpc("state_queryStorageAt", [keys])
     where = f"state_queryStorageAt on {redact_url(client.url)}"
     found: dict[str, str | None] = {}

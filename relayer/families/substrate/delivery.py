@@ -40,6 +40,7 @@ from relayer.families.substrate.calls import (
 from relayer.families.substrate.connection import connected
 from relayer.families.substrate.proposals import (
     Proposal,
+    ProposalKey,
     ProposalStore,
     new_proposal,
     open_proposal_store,
@@ -212,16 +213,101 @@ class SubstrateDelivery:
         proposals: ProposalStore,
         steps: RoundSteps,
     ) -> None:
-        """One round of :meth:`_deliver_substrate_loop`, each step timed into ``steps``."""
+        """One round of :meth:`_deliver_substrate_loop`, each step timed into ``steps``.
+
+        Proposing comes first, checking the live proposals after (issue #12): the check reads
+        their replay-guard items and records what executed (seconds a round in a burst), and
+        when it came first it delayed every next proposal by that much while the chain had
+        nothing queued. Nothing is lost by the order: every message of a live proposal of ours
+        (timed out or not) is held back from this round's proposals (:meth:`_held_back`), so
+        a message is proposed again only after the check has failed its proposal (a later
+        round), exactly as before.
+
+        The check runs whatever became of proposing (review L1): proposing can fail round
+        after round (the sizing unmeasurable after a runtime upgrade, a hostile RPC answering
+        it badly, the store refusing a publish), and executed proposals must still be recorded
+        delivered, and timed-out ones failed and retried, meanwhile. And it leaves alone every
+        key this round published (review L2): what it read there before is gone, replaced by
+        our fresh proposal (another's entry under the same name: same origin, nonces and
+        checkpoint index), and removing "it" would delete ours."""
         await self.relayer.db(self.relayer.requeue_due, chain.domain)
         outstanding = await trio.to_thread.run_sync(proposals.pending, chain.domain)
         steps.lap("read proposals")
-        proposed: set[str] = set()
-        for key, proposal in outstanding:
-            flags = await self._delivered_items(client, chain, proposal.messages)
-            await self._mark_delivered_on(chain, proposal.messages, flags)
+        published: set[ProposalKey] = set()
+        try:
+            await self._propose_new(
+                chain,
+                client,
+                proposals,
+                steps,
+                self._held_back(proposals, outstanding),
+                published=published,
+            )
+        finally:
+            await self._check_outstanding(
+                chain,
+                client,
+                proposals,
+                [(key, proposal) for key, proposal in outstanding if key not in published],
+            )
+            steps.lap("outstanding proposals")
+
+    @staticmethod
+    def _held_back(
+        proposals: ProposalStore, outstanding: Sequence[tuple[ProposalKey, Proposal]]
+    ) -> set[str]:
+        """The ids of the messages in our live proposals: not proposed again this round.
+
+        Ours only (:meth:`ProposalStore.ours`): anyone may write the store, and an entry we did
+        not write must not hold messages back from our own proposals (a planted entry naming
+        every pending message would stop delivery). Timed-out ones of ours included: their
+        check (after this round's proposing) may still find them executed, and only a failed
+        one's messages are proposed again, next round, in halves."""
+        return {
+            "0x" + keccak256(m).hex()
+            for key, proposal in outstanding
+            if proposals.ours(key, proposal)
+            for m in proposal.messages
+        }
+
+    async def _check_outstanding(
+        self,
+        chain: ChainConfig,
+        client: SubstrateClient,
+        proposals: ProposalStore,
+        outstanding: Sequence[tuple[ProposalKey, Proposal]],
+    ) -> None:
+        """What became of the proposals read at the start of the round: one guard-item read
+        for all their messages, one ledger write of what executed (and one of what the
+        committee refunded), then per proposal: removed when handled (or partly delivered
+        elsewhere: its batch can no longer pass), dropped when not ours and old by our clock,
+        failed and retried in halves when ours and not executed within ``confirm_timeout``."""
+        if not outstanding:
+            return
+        messages = [m for _, proposal in outstanding for m in proposal.messages]
+        flags = await self._delivered_items(client, chain, messages)
+        per_proposal: list[Sequence[str | None]] = []
+        at = 0
+        for _, proposal in outstanding:
+            per_proposal.append(flags[at : at + len(proposal.messages)])
+            at += len(proposal.messages)
+        # One write for the round however many proposals executed (each write is a ledger
+        # transaction: the lock, its statements, a commit; one per proposal was most of the
+        # check's seconds in a burst). Only our own proposals' messages: anyone may write the
+        # store, and one planted entry naming a message the ledger does not know (its guard
+        # item shown on chain) would fail the whole write, every round. A message of a proposal
+        # that is not ours (ours before a restart, say) is still attested, so it is read and
+        # recorded as a candidate (_propose_new's guard read) instead.
+        ours = [
+            (m, flag)
+            for (key, proposal), mine in zip(outstanding, per_proposal, strict=True)
+            if proposals.ours(key, proposal)
+            for m, flag in zip(proposal.messages, mine, strict=True)
+        ]
+        await self._mark_delivered_on(chain, [m for m, _ in ours], [f for _, f in ours])
+        for (key, proposal), mine in zip(outstanding, per_proposal, strict=True):
             ids = ["0x" + keccak256(m).hex() for m in proposal.messages]
-            if any(flags):  # done, or partly delivered elsewhere: its batch can no longer pass
+            if any(mine):  # done, or partly delivered elsewhere: its batch can no longer pass
                 await trio.to_thread.run_sync(proposals.remove, key)
             elif not proposals.ours(key, proposal):
                 # Anyone may write the store, ``created`` included: an entry we did not write
@@ -239,6 +325,8 @@ class SubstrateDelivery:
                 # one that cannot be delivered soon holds up nobody else (halves, not singles:
                 # a batch of 500 would otherwise cost the committee 500 operations for one bad
                 # message); alone, at most MAX_DELIVERY_ATTEMPTS times, then it stays failed.
+                # Checked against the chain just above: a batch executed late is recorded
+                # delivered, never failed.
                 await trio.to_thread.run_sync(proposals.remove, key)
                 half = (len(ids) + 1) // 2
                 self._suspects.update(dict.fromkeys(ids, half))
@@ -248,9 +336,22 @@ class SubstrateDelivery:
                     key.name,
                     half,
                 )
-            else:
-                proposed.update(ids)
-        steps.lap("outstanding proposals")
+
+    async def _propose_new(
+        self,
+        chain: ChainConfig,
+        client: SubstrateClient,
+        proposals: ProposalStore,
+        steps: RoundSteps,
+        proposed: set[str],
+        *,
+        published: set[ProposalKey],
+    ) -> None:
+        """Propose the attested messages to ``chain`` not in ``proposed`` (held back: in a live
+        proposal of ours), checked against the relay policy and the chain's guard items,
+        in batches the chain can execute (:meth:`_plan`); each key written is added to
+        ``published`` as it is written (so the caller knows them even if a later step
+        raises)."""
         records = await self.relayer.db(
             self.relayer.ledger.by_status,
             MessageStatus.ATTESTED,
@@ -282,7 +383,7 @@ class SubstrateDelivery:
                 fresh = await self._propose(chain, self.relayer.lanes[origin], batch)
                 steps.lap("prove")
                 if fresh is not None:
-                    await trio.to_thread.run_sync(proposals.publish, fresh)
+                    published.add(await trio.to_thread.run_sync(proposals.publish, fresh))
                     steps.lap("publish")
                     steps.proposed += len(fresh.messages)
                     self.relayer.metrics.proposals += 1

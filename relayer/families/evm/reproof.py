@@ -1,0 +1,457 @@
+"""Re-proving a parked message on an EVM destination: ``Inbox.retryProven`` (issue #11).
+
+A message whose recipient reverted is *parked* by the inbox: its replay bit is set and a
+failure record holds its id with the committee epoch and origin era it was accepted under.
+``Inbox.retry`` re-runs it only while that trust still holds; once the committee is revoked, or
+the origin untrusted and trusted again, only a FRESH proof can bring it back:
+``retryProven(checkpoint, signatures, message, proof)``, verified exactly as ``process`` verifies
+a batch, under the committee and outbox the inbox trusts NOW (docs/design.md, "Inbox").
+
+:func:`reprove` builds and sends that call for one ledger message (``passerelle retry ID
+--on-chain``, :func:`relayer.operator.retry_on_chain`):
+
+1. It reads what the inbox trusts now (``eth_call`` at ``latest``: the outbox of the message's
+   origin, the committee and threshold, the failure record) and refuses, in one line and
+   before anything is signed, a message that is not parked there under this id, an origin the
+   inbox trusts under another outbox than the config names, or an inbox with no committee.
+2. It rebuilds the origin's tree from the ledger (every message of the origin, gapless), and
+   takes the newest checkpoint in the shared checkpoint store that covers the message and that
+   a threshold of the inbox's CURRENT members signed over this tree's root. The store is
+   hostile ground (anyone who can write it can plant files): each signature is recovered
+   against the digest of the checkpoint computed here, and the chosen set passes
+   :func:`light_clients.committee.verify_attestation` against the inbox's committee.
+3. It checks the single-leaf multiproof off chain (:func:`verify_multiproof`), dry-runs the call
+   (``eth_estimateGas``: a refusal is one line naming the inbox's error, nothing is sent), and
+   sends it from the ``[client]`` key through the Signer interface (the transaction engine signs
+   through :func:`adapters.signing.call_signer`). Not the relayer's key: a running relayer owns
+   that key's nonces.
+4. It reads the receipt: only the inbox's own ``Delivered(id)`` log counts (a recipient runs
+   inside the transaction and can emit a look-alike).
+
+Nothing here trusts the RPC endpoint for safety: the inbox itself re-checks everything, so a
+lying endpoint can at worst make the dry run fail or the transaction revert (paid by the
+client, one line).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache, partial
+
+import trio
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_abi.exceptions import DecodingError
+
+from adapters.errors import AdapterError
+from adapters.evm.chain import EvmChain, selector
+from adapters.evm.contracts import load_artifact
+from adapters.evm.tx import FeeModel, MinedTx, TxEngine, TxReverted
+from adapters.rpc import RpcCallError
+from light_clients.committee import Checkpoint, Committee, recover_signer, verify_attestation
+from light_clients.errors import VerificationError
+from light_clients.hashing import keccak256
+from light_clients.hexstr import to_hex
+from light_clients.merkle import IncrementalMerkleTree
+from light_clients.message import decode_message
+from light_clients.multiproof import build_multiproof, pack_messages, verify_multiproof
+from relayer.checkpoints import CheckpointStore
+from relayer.config import ChainConfig
+from relayer.families.evm.delivery import _receipt_outcome
+from relayer.ledger import Ledger, MessageRecord
+from relayer.signer import Signer
+
+__all__ = [
+    "RETRY_PROVEN",
+    "HandledElsewhere",
+    "Reproof",
+    "ReproofRefused",
+    "Reproven",
+    "build_reproof",
+    "lane_tree",
+    "newest_attestation",
+    "reprove",
+    "revert_line",
+]
+
+
+class ReproofRefused(ValueError):
+    """Nothing was sent: the message cannot be re-proven now; ``str()`` says why in one line."""
+
+
+class HandledElsewhere(Exception):
+    """Our re-proof reverted because someone else handed the message over first (a front-run,
+    another operator, the recipient's user calling ``retry``): the failure record no longer
+    holds the id. What the operator wanted happened; ``str()`` says so in one line."""
+
+
+RETRY_PROVEN = selector("retryProven((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])")
+OUTBOX_OF = selector("outboxOf(uint32)")
+VALIDATORS = selector("validators()")
+THRESHOLD = selector("threshold()")
+FAILED_MESSAGE = selector("failedMessage(bytes32)")
+
+LEDGER_PAGE = 5_000
+"""Messages read per ledger query while rebuilding an origin's tree (as the relayer does)."""
+
+SCAN_SLOTS = 64
+"""Index slots of the store read below the newest index the ledger can prove, when no
+member's newest signature is usable. Attesters sign every checkpoint they see and the relayer's
+scan trails them by a poll or two, so a quorum the ledger can use sits a few indices below
+the members' newest; the bound keeps a store full of planted indices from costing more than
+this many directory reads."""
+
+REVERT_LINE_LIMIT = 200
+"""Characters of a decoded revert shown to the operator (the data is the recipient's)."""
+
+
+@dataclass(frozen=True)
+class Reproof:
+    """The ``retryProven`` call for one message: what was chosen, and its calldata."""
+
+    checkpoint: Checkpoint
+    calldata: bytes
+
+
+@dataclass(frozen=True)
+class Reproven:
+    """A re-proof that the inbox accepted: the message was handed over this time."""
+
+    id: str
+    destination: str
+    checkpoint_index: int
+    tx_hash: str
+    block_number: int
+    gas_used: int
+
+    def as_json(self) -> dict[str, object]:
+        """For ``--json``."""
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "checkpoint_index": self.checkpoint_index,
+            "tx": self.tx_hash,
+            "block": self.block_number,
+            "gas_used": self.gas_used,
+        }
+
+
+def lane_tree(ledger: Ledger, origin: int, name: str) -> IncrementalMerkleTree:
+    """The tree of every message of ``origin`` the ledger holds, by nonce (the relayer's
+    accumulator, rebuilt the same way). ReproofRefused on a gap: the ledger then cannot
+    prove anything above it."""
+    tree = IncrementalMerkleTree()
+    after: tuple[int, int] | None = None
+    while True:
+        page = ledger.messages(origin=origin, after=after, limit=LEDGER_PAGE)
+        for record in page:
+            if record.nonce != tree.count:
+                raise ReproofRefused(
+                    f"the ledger has a gap at nonce {tree.count} of {name}: no proof can be "
+                    "built above it (ledger rebuild)"
+                )
+            tree.append(bytes.fromhex(record.id[2:]))
+        if len(page) < LEDGER_PAGE:
+            return tree
+        after = (origin, page[-1].nonce)
+
+
+def newest_attestation(
+    store: CheckpointStore,
+    tree: IncrementalMerkleTree,
+    committee: Committee,
+    *,
+    origin: int,
+    outbox: bytes,
+    nonce: int,
+) -> tuple[Checkpoint, list[bytes]]:
+    """The newest checkpoint of ``tree`` covering ``nonce`` that a threshold of ``committee``
+    signed in ``store``, with exactly ``threshold`` signatures in ascending signer order.
+
+    Only the committee's slots are read (the store is shared: see
+    :meth:`CheckpointStore.latest_indices`), and a signature counts only if it recovers to its
+    slot's member over the checkpoint computed HERE from the ledger's tree: a file naming
+    another root, index or outbox recovers to nobody in the committee. ReproofRefused if no
+    such checkpoint is stored: the committee has not signed this far yet, or it has but the
+    ledger has not scanned that far (its own message, so the operator waits for the relayer
+    rather than dispatching more).
+
+    Candidates, highest first: each member's newest index the ledger can prove, then every
+    slot from the newest provable index down to ``nonce``, at most :data:`SCAN_SLOTS` of them.
+    Members sign on their own polls and the ledger trails them, so their newest indices are
+    often all past the ledger while a quorum one index lower covers the message."""
+    latest = store.latest_indices(origin, outbox, committee.members)
+    provable = tree.count - 1
+    top = min(provable, latest[0]) if latest else provable
+    candidates = dict.fromkeys(
+        [i for i in latest if nonce <= i <= provable]
+        + list(range(top, max(nonce, top - SCAN_SLOTS + 1) - 1, -1))
+    )
+    for index in sorted(candidates, reverse=True):
+        found = _quorum_at(store, tree, committee, origin=origin, outbox=outbox, index=index)
+        if found is not None:
+            return found
+    if latest and latest[0] > provable >= nonce:
+        raise ReproofRefused(
+            f"the ledger is behind the checkpoint store: the inbox's committee signed up to "
+            f"index {latest[0]} of origin {origin}, the ledger holds messages up to nonce "
+            f"{provable} only, and no quorum at or below it covers nonce {nonce}: let the "
+            "relayer scan the origin, then run this again"
+        )
+    raise ReproofRefused(
+        f"no checkpoint covering nonce {nonce} signed by the inbox's current committee is in "
+        "the checkpoint store yet (its attesters sign new checkpoints only: dispatch any "
+        "message from the origin, or wait for them)"
+    )
+
+
+def _quorum_at(
+    store: CheckpointStore,
+    tree: IncrementalMerkleTree,
+    committee: Committee,
+    *,
+    origin: int,
+    outbox: bytes,
+    index: int,
+) -> tuple[Checkpoint, list[bytes]] | None:
+    """A threshold of ``committee``'s signatures over the ledger's checkpoint at ``index``
+    found in ``store`` (each recovered against the digest computed here), or None."""
+    members = set(committee.members)
+    checkpoint = Checkpoint(origin=origin, outbox=outbox, root=tree.root(index + 1), index=index)
+    digest = checkpoint.digest()
+    good: dict[bytes, bytes] = {}
+    for signed in store.signatures(origin, outbox, index, committee.members):
+        try:
+            signer = recover_signer(digest, signed.signature)
+        except VerificationError:
+            continue
+        if signer == signed.signer and signer in members:
+            good[signer] = signed.signature
+    if len(good) < committee.threshold:
+        return None
+    chosen = sorted(good)[: committee.threshold]
+    signatures = [good[s] for s in chosen]
+    verify_attestation(committee, checkpoint, signatures)  # the gate, as the relayer's
+    return checkpoint, signatures
+
+
+def build_reproof(
+    tree: IncrementalMerkleTree,
+    checkpoint: Checkpoint,
+    signatures: Sequence[bytes],
+    message: bytes,
+) -> Reproof:
+    """The ``retryProven`` calldata for ``message`` under ``checkpoint``; its single-leaf
+    multiproof is checked off chain first (a tree that disagrees with the checkpoint costs a
+    line here, not a reverted transaction). ReproofRefused if it does not verify."""
+    nonce = decode_message(message).nonce
+    count = checkpoint.index + 1
+    proof = build_multiproof(tree, [nonce], count)
+    try:
+        verify_multiproof(checkpoint.root, [(nonce, keccak256(message))], proof, count)
+    except VerificationError as exc:
+        raise ReproofRefused(f"the proof of nonce {nonce} does not verify: {exc}") from None
+    calldata = RETRY_PROVEN + abi_encode(
+        ["(uint32,bytes32,bytes32,uint32)", "bytes", "bytes", "bytes32[]"],
+        [
+            (checkpoint.origin, checkpoint.outbox, checkpoint.root, checkpoint.index),
+            b"".join(signatures),
+            pack_messages([message]),
+            list(proof),
+        ],
+    )
+    return Reproof(checkpoint, calldata)
+
+
+async def inbox_committee(evm: EvmChain, inbox: bytes, where: str) -> Committee:
+    """The committee the inbox trusts now (``validators()``, ``threshold()``); ReproofRefused
+    if it has none (revoked and nothing enacted since) or answers something no inbox would."""
+    members_word, threshold_word = await evm.call_many(inbox, [VALIDATORS, THRESHOLD])
+    try:
+        (members,) = abi_decode(["address[]"], members_word)
+        (threshold,) = abi_decode(["uint8"], threshold_word)
+        if threshold == 0:
+            raise ReproofRefused(
+                f"the inbox on {where} trusts no committee (revoked, no new one enacted): "
+                "nothing can be proven there now"
+            )
+        return Committee(tuple(bytes.fromhex(m[2:]) for m in members), threshold)
+    except (ValueError, TypeError, OverflowError, VerificationError) as exc:
+        # VerificationError: Committee() refuses what no inbox holds (a zero or repeated
+        # member, a threshold above the size): a lying endpoint, told in one line.
+        if isinstance(exc, ReproofRefused):
+            raise
+        raise ReproofRefused(f"the inbox on {where} answered no usable committee: {exc}") from None
+
+
+async def check_parked(
+    evm: EvmChain, target: ChainConfig, record: MessageRecord, outbox: bytes
+) -> None:
+    """ReproofRefused unless the inbox on ``target`` trusts ``outbox`` for the message's
+    origin and holds a failure record with this message's id under it."""
+    inbox = target.contract("inbox")
+    trusted, failure = await evm.call_many(
+        inbox,
+        [
+            OUTBOX_OF + abi_encode(["uint32"], [record.origin]),
+            FAILED_MESSAGE + _failure_key(record, outbox),
+        ],
+    )
+    if trusted != outbox:
+        raise ReproofRefused(
+            f"{record.id}: the inbox on {target.name} trusts outbox {to_hex(trusted)} for "
+            f"origin {record.origin}, not the configured {to_hex(outbox)}: it cannot be proven"
+        )
+    if not _holds(failure, record.id):
+        raise ReproofRefused(
+            f"{record.id}: not parked on {target.name} (no failure record holds it: handled "
+            "already, never accepted, or discarded): nothing to re-prove"
+        )
+
+
+def _failure_key(record: MessageRecord, outbox: bytes) -> bytes:
+    """Inbox.failureKey(origin, outbox, nonce): keccak256(abi.encode(origin, outbox, nonce))."""
+    return keccak256(
+        abi_encode(["uint32", "bytes32", "uint32"], [record.origin, outbox, record.nonce])
+    )
+
+
+def _holds(failure: bytes, message_id: str) -> bool:
+    """Whether a ``failedMessage`` answer (its first word: the 24-byte id prefix) is this id's."""
+    return failure[:24] == bytes.fromhex(message_id[2:])[:24]
+
+
+@cache
+def _inbox_errors() -> dict[bytes, tuple[str, list[str]]]:
+    """Selector → (name, argument types) of every error the Inbox ABI declares, and of
+    Solidity's Error(string) and Panic(uint256)."""
+    errors = {
+        selector("Error(string)"): ("Error", ["string"]),
+        selector("Panic(uint256)"): ("Panic", ["uint256"]),
+    }
+    for entry in load_artifact("Inbox").abi:
+        if entry.get("type") == "error":
+            types = [str(arg["type"]) for arg in entry.get("inputs", [])]
+            errors[selector(f"{entry['name']}({','.join(types)})")] = (entry["name"], types)
+    return errors
+
+
+def _printable(text: str) -> str:
+    """One printable line: control characters (NUL, newline, ESC: a forged second line or
+    a terminal escape in a recipient's revert string) become ``?``, cut to a bound."""
+    line = "".join(c if c.isprintable() else "?" for c in text[: REVERT_LINE_LIMIT + 1])
+    return line if len(line) <= REVERT_LINE_LIMIT else line[:REVERT_LINE_LIMIT] + "…"
+
+
+def revert_line(data: object, message: str) -> str:
+    """The dry run's revert as one printable line: ``data`` (the JSON-RPC error's ``data``, the
+    revert bytes in hex) decoded against the Inbox's errors, Error(string) and Panic; other
+    bytes (a recipient's own error, passed through by ``retry``/``retryProven``) as bounded
+    hex; ``message`` (the node's words) when there is no data. Everything in it may be chosen
+    by a recipient or a lying endpoint, so every character is made printable."""
+    raw: bytes | None = None
+    if isinstance(data, dict):  # some nodes nest it: {"data": "0x…"}
+        data = data.get("data")
+    if isinstance(data, str) and data.startswith("0x"):
+        try:
+            raw = bytes.fromhex(data[2:])
+        except ValueError:
+            raw = None
+    if not raw:
+        return _printable(message)
+    known = _inbox_errors().get(raw[:4]) if len(raw) >= 4 else None
+    if known is not None:
+        name, types = known
+        try:
+            values = abi_decode(types, raw[4:])
+        except (DecodingError, OverflowError, ValueError):
+            values = None
+        if values is not None:
+            shown = ", ".join(to_hex(v) if isinstance(v, bytes) else repr(v) for v in values)
+            return _printable(f"{name}({shown})")
+    return _printable(f"revert data {to_hex(raw[:64])}{'…' if len(raw) > 64 else ''}")
+
+
+async def reprove(
+    evm: EvmChain,
+    target: ChainConfig,
+    signer: Signer,
+    *,
+    store: CheckpointStore,
+    tree: Callable[[], IncrementalMerkleTree],
+    record: MessageRecord,
+    outbox: bytes,
+    fee_model: FeeModel = "eip1559",
+    timeout: float = 120.0,
+) -> Reproven:
+    """Re-prove the parked ``record`` on ``target`` (see the module docstring) from its
+    origin's tree, built by ``tree`` (:func:`lane_tree`: it reads every message of the origin,
+    so only once the cheap checks passed), and return what the receipt shows. ReproofRefused
+    (one line, nothing sent) when it cannot or the dry run reverts; HandledElsewhere when the
+    transaction reverted because someone else handed the message over first; an AdapterError
+    if the chain cannot be asked, or the mined transaction reverted otherwise (TxReverted)."""
+    inbox = target.contract("inbox")
+    await check_parked(evm, target, record, outbox)
+    committee = await inbox_committee(evm, inbox, target.name)
+    lane = tree()
+    # The store is files or a database: read off the event loop, as the relayer does.
+    checkpoint, signatures = await trio.to_thread.run_sync(
+        partial(
+            newest_attestation,
+            store,
+            lane,
+            committee,
+            origin=record.origin,
+            outbox=outbox,
+            nonce=record.nonce,
+        )
+    )
+    call = build_reproof(lane, checkpoint, signatures, record.message)
+    # The configured id, as the relayer signs (delivery.py): the endpoint's answer is checked
+    # against it when the connection opens, but the signature must not depend on what a node
+    # says.
+    chain_id = target.chain_id or await evm.chain_id()
+    engine = TxEngine(evm.rpc, signer, chain_id, escalate_after=30, fee_model=fee_model)
+    fees = await engine.current_fees()
+    try:
+        gas = await engine.estimate_gas(inbox, call.calldata, fees=fees)
+    except RpcCallError as exc:
+        raise ReproofRefused(
+            f"{record.id}: the inbox on {target.name} refuses the re-proof: "
+            + revert_line(exc.data, exc.message)
+        ) from None
+    sent = await engine.send(inbox, call.calldata, gas=gas, fees=fees)
+    try:
+        mined = await engine.wait(sent, timeout=timeout)
+    except TxReverted as exc:
+        # Between the dry run and the block someone else may have handed it over (anyone may
+        # call retryProven or, if the trust held, retry): the record tells, not the revert.
+        (failure,) = await evm.call_many(inbox, [FAILED_MESSAGE + _failure_key(record, outbox)])
+        if _holds(failure, record.id):
+            raise
+        raise HandledElsewhere(
+            f"{record.id}: handed over on {target.name} by someone else before this re-proof "
+            f"landed (its transaction {to_hex(exc.tx_hash)} reverted in block "
+            f"{exc.block_number}, {exc.gas_used:,} gas paid); the failure record is gone"
+        ) from None
+    _require_delivered(mined, inbox, record.id, target.name)
+    return Reproven(
+        id=record.id,
+        destination=target.name,
+        checkpoint_index=checkpoint.index,
+        tx_hash=to_hex(mined.hash),
+        block_number=mined.block_number,
+        gas_used=mined.gas_used,
+    )
+
+
+def _require_delivered(mined: MinedTx, inbox: bytes, message_id: str, where: str) -> None:
+    """The inbox's own ``Delivered(id)`` must be in the receipt (what ``retryProven`` emits
+    when ``handle`` succeeded; it reverts otherwise, so this only fails against a lying
+    endpoint's receipt)."""
+    if message_id.lower() not in _receipt_outcome(mined, inbox, [message_id]).delivered:
+        raise AdapterError(
+            f"{message_id}: transaction {to_hex(mined.hash)} on {where} was mined, but the "
+            "inbox logged no Delivered for it (a lying endpoint's receipt?)"
+        )
