@@ -51,21 +51,31 @@ $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
 # failing, never skipping, when it failed. The build (~2 min of one core on a fresh clone, the
 # longest part of the setup) then runs while pytest already tests; it writes its exit status
 # to POS_STATUS (renamed into place, so never read half-written) and its output to POS_LOG.
-# pytest starts once ruff, mypy and the root npm project are done; the build is waited for at
-# the end whatever happened, and its failure fails the target even when pytest passed.
-POS_BUILD  := devnet/npm-pos/build
-POS_STATUS := $(POS_BUILD)/pos-tools.status
-POS_LOG    := $(POS_BUILD)/pos-tools.log
+# ruff and mypy (~12 s) run beside pytest too, their output kept in LINT_LOG and printed at the
+# end. pytest starts once the virtualenv and the root npm project are there; the build and the
+# checks are waited for at the end whatever happened, and a failure of either fails the target
+# even when pytest passed.
+POS_BUILD   := devnet/npm-pos/build
+POS_STATUS  := $(POS_BUILD)/pos-tools.status
+POS_LOG     := $(POS_BUILD)/pos-tools.log
+LINT_LOG    := $(POS_BUILD)/lint.log
+LINT_STATUS := $(POS_BUILD)/lint.status
 
 define pytest-beside-pos-tools
-	@mkdir -p $(POS_BUILD) && rm -f $(POS_STATUS) && echo "make pos-tools > $(POS_LOG) (in the background)"; \
+	@mkdir -p $(POS_BUILD) && rm -f $(POS_STATUS) $(LINT_STATUS) && echo "make pos-tools > $(POS_LOG) (in the background)"; \
 	( $(MAKE) --no-print-directory pos-tools > $(POS_LOG) 2>&1; echo $$? > $(POS_STATUS).part; mv $(POS_STATUS).part $(POS_STATUS) ) & \
-	$(MAKE) --no-print-directory -j2 lint $(NODE) && \
-	echo "$(BIN)/pytest $(1)" && \
-	PASSERELLE_POS_TOOLS_STATUS="$(CURDIR)/$(POS_STATUS)" $(BIN)/pytest $(1); tests=$$?; \
-	wait; built=$$(cat $(POS_STATUS)); \
+	$(MAKE) --no-print-directory -j2 $(STAMP) $(NODE); ready=$$?; \
+	if [ "$$ready" = 0 ]; then \
+	  echo "make lint > $(LINT_LOG) (in the background)"; \
+	  ( $(MAKE) --no-print-directory lint > $(LINT_LOG) 2>&1; echo $$? > $(LINT_STATUS) ) & \
+	  echo "$(BIN)/pytest $(1)"; \
+	  PASSERELLE_POS_TOOLS_STATUS="$(CURDIR)/$(POS_STATUS)" $(BIN)/pytest $(1); tests=$$?; \
+	else tests=$$ready; echo 1 > $(LINT_STATUS); echo "setup failed: lint and tests not run" > $(LINT_LOG); fi; \
+	wait; built=$$(cat $(POS_STATUS)); linted=$$(cat $(LINT_STATUS)); \
+	echo "--- ruff and mypy ($(LINT_LOG)):"; cat $(LINT_LOG); \
 	if [ "$$built" != 0 ]; then echo "make pos-tools failed (exit $$built); the end of $(POS_LOG):"; tail -n 30 $(POS_LOG); fi; \
-	if [ "$$tests" != 0 ]; then exit "$$tests"; fi; [ "$$built" = 0 ]
+	if [ "$$tests" != 0 ]; then exit "$$tests"; fi; \
+	if [ "$$linted" != 0 ]; then echo "ruff or mypy failed (above)"; exit "$$linted"; fi; [ "$$built" = 0 ]
 endef
 
 ## test: the whole suite (unit, property, vectors, CLI) plus ruff and mypy; fails when the

@@ -221,3 +221,13 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     assert "Error 3" in failed.stderr
     assert (root / "devnet" / "npm-pos" / "build" / "pos-tools.status").read_text() == "0\n"
     assert "-m not slow" in calls.read_text()
+
+    # ruff and mypy run beside pytest (not before it), and a failure of theirs fails the target
+    # although pytest passed, with their output printed.
+    calls.unlink()
+    (root / ".venv" / "bin" / "ruff").write_text("#!/bin/sh\necho 'E501 line too long'\nexit 1\n")
+    linted = _make(root, env, "test")
+    assert linted.returncode != 0
+    assert "E501 line too long" in linted.stdout
+    assert "ruff or mypy failed" in linted.stdout
+    assert any(line.startswith("pytest saw status 0") for line in calls.read_text().splitlines())
