@@ -792,6 +792,13 @@ class LeaseKeeper:
                 "leases: stopped %s for good: %s", fence.name, _first_line(outside.exceptions)
             )
             self._cooling[fence.name] = math.inf
+            # Out of `held` before the give-back, and not through `_lost` (this is no loss:
+            # the one error line above says why). Left in `held`, every round would renew it
+            # with no task behind it, so a failed give-back (a lease-transaction timeout, a
+            # dropped connection) would keep the route from every relayer for good; and even a
+            # give-back that works would show up at the next round as a false "lost" warning.
+            if self.held.get(fence.name) == fence:
+                del self.held[fence.name]
             await self._give_back(fence)
         except* LedgerBusy as busy:
             # The relayer lives on and gives the lease back at once. After a lock or statement

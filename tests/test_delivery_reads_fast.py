@@ -507,11 +507,15 @@ def test_a_receipt_claiming_a_block_the_chain_lacks_is_not_recorded(
     that number (a real anvil's): one the chain does not have, or whose hash is not the
     receipt's, is "not mined yet". The carrier stays pending (the settle asks again, and
     drops and resends it if never honestly mined) and is recorded at its true block as soon
-    as an honest receipt comes."""
+    as an honest receipt comes.
+
+    The same for a REVERTED receipt (review R2a M2): believed at once, it recorded the carrier
+    failed (terminal, no finality awaited) and its messages failed, though the transaction had
+    succeeded on the canonical chain. A revert is believed only from the block the chain has."""
     tx_hash = _sent_on_anvil(anvil)
     lies: dict[str, Any] = {}
 
-    async def settle(delivery: EvmDelivery, hex_hash: str) -> MinedTx | None:
+    async def settle(delivery: EvmDelivery | None, hex_hash: str) -> MinedTx | None:
         async with JsonRpcClient([anvil.rpc_url]) as client:
             honest = client.call
 
@@ -523,7 +527,8 @@ def test_a_receipt_claiming_a_block_the_chain_lacks_is_not_recorded(
 
             client.call = lying  # type: ignore[method-assign]
             engine = TxEngine(client, SimpleNamespace(address=b"\x01" * 20), 31337)
-            await delivery._settle_one(delivery.chain, engine, hex_hash, young=True)
+            if delivery is not None:  # None: the engine's answer alone
+                await delivery._settle_one(delivery.chain, engine, hex_hash, young=True)
             return await engine.receipt(tx_hash)
 
     with open_ledger(tmp_path / "ledger.db") as ledger:
@@ -531,7 +536,8 @@ def test_a_receipt_claiming_a_block_the_chain_lacks_is_not_recorded(
         carrier = ledger.record_transaction(replace(tx_for(DEST, seed=1), hash=tx_hash), ids)
         delivery = _delivery(ledger)
         block = call_sync(anvil.rpc_url, "eth_getTransactionReceipt", [to_hex(tx_hash)])
-        for lie in ({"blockNumber": hex(2**62)}, {"blockHash": to_hex(b"\x42" * 32)}):
+        made_up = ({"blockNumber": hex(2**62)}, {"blockHash": to_hex(b"\x42" * 32)})
+        for lie in [*made_up, *({**one, "status": "0x0"} for one in made_up)]:
             lies.clear()
             lies.update(lie)
             asked_again = trio.run(settle, delivery, carrier.hash)
@@ -540,6 +546,8 @@ def test_a_receipt_claiming_a_block_the_chain_lacks_is_not_recorded(
             assert tx.block_number is None and asked_again is None
             assert carrier.hash in delivery._watched  # asked again at the next round
             assert ledger.lowest_mined_delivery(DEST) is None
+            statuses = {m.id: m.status for m in ledger.messages()}
+            assert statuses == dict.fromkeys(ids, MessageStatus.SUBMITTED), (lie, statuses)
         lies.clear()
         mined = trio.run(settle, delivery, carrier.hash)
         assert mined is not None and mined.block_hash == bytes.fromhex(block["blockHash"][2:])
@@ -547,6 +555,11 @@ def test_a_receipt_claiming_a_block_the_chain_lacks_is_not_recorded(
         assert tx is not None and tx.status == TxStatus.CONFIRMED
         assert tx.block_number == int(block["blockNumber"], 16)
         assert ledger.lowest_mined_delivery(DEST) == tx.block_number
+        lies.update(status="0x0")  # a revert from the block the chain has is still believed
+        with pytest.raises(TxReverted) as reverted:
+            trio.run(settle, None, carrier.hash)
+        assert reverted.value.block_number == tx.block_number
+        assert reverted.value.block_hash == bytes.fromhex(block["blockHash"][2:])
 
 
 def test_finalization_reads_the_ledger_only_when_something_can_have_settled(

@@ -18,6 +18,7 @@ What someone who wants to hurt us can try, and what each test pins:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,7 +41,7 @@ from test_substrate_batching import (
 from test_substrate_route import ALPHA, ASSETHUB, config_toml, load, message
 
 from adapters.errors import AdapterError
-from adapters.substrate.client import Submitted, SubstrateClient
+from adapters.substrate.client import Included, Submitted, SubstrateClient
 from adapters.substrate.multisig import OpenOperation, Timepoint
 from benchmarks.bench_relay.hub_chain import HubBlock
 from benchmarks.bench_relay.hub_model import Floor
@@ -470,9 +471,90 @@ def test_a_failed_cancel_halts_submitting_and_none_is_sent_while_halted(
     with pytest.raises(AdapterError, match="not included"):
         trio.run(tend)
     assert in_flight.halted and sent == [b"\xca" * 32]
+    # Halted, and stale again (its clock was re-armed by the failure): still nothing is sent.
+    duty.first_seen[(b"\xca" * 32, Timepoint(1, 1))] = 0.0
     trio.run(tend)  # halted: the stale operation waits for the drain, nothing is sent
     assert sent == [b"\xca" * 32] and state.cancellations == 0
     assert in_flight.pipeline(budget_for(ROCOCO)).halted  # the round after it submits nothing
+
+
+class _CancelFails(_SlowChain):
+    """Our stale operation's ``cancel_as_multi`` never succeeds: ``refused`` — the node
+    refuses the submission (its nonce is in doubt) — or, if not, it is included and fails on
+    chain (``Multisig.NotFound``, as while our read of the operations lags). Openings go
+    through :class:`_SlowChain` (in flight until ``land``)."""
+
+    def __init__(self, refused: bool) -> None:
+        super().__init__()
+        self.refused = refused
+        self.cancels: list[bytes] = []
+
+    async def submit(self, keypair: Any, module: str, function: str, params: Any, **kw: Any) -> Any:
+        if function != "cancel_as_multi":
+            return await super().submit(keypair, module, function, params, **kw)
+        self.cancels.append(params["call_hash"])
+        if self.refused:
+            raise AdapterError("author_submitExtrinsic on ws://stand-in:9944: Invalid Transaction")
+        return Included(b"\x01" * 32, 5, 2, b"\xcc" * 32, 7, False, "Multisig.NotFound", ())
+
+
+@pytest.mark.parametrize("refused", [False, True])
+def test_a_cancel_that_keeps_failing_stops_no_approvals_and_is_retried_once_a_period(
+    refused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Second review, finding 2: a stale operation of ours whose cancel always fails. Polls
+    as :func:`approve_deliveries` makes them (drain if halted, tend the held operations, one
+    round), a new proposal each poll, 10 s apart.
+
+    Included but failed on chain, the cancel used its nonce normally: it halts nothing, and
+    every poll's proposal is opened (before, the halt it raised stopped every round at its
+    first proposal for as long as the cancel failed). Refused, its nonce is in doubt: that
+    poll's round still submits nothing. Either way the operation is held off: tried again one
+    STALE_OPERATION later, not every poll."""
+    polls = 5
+    node = _CancelFails(refused)
+    a = _Attester(node, polls)
+    in_flight, state, duty = a.in_flight, a.state, a.duty
+    me = bytes(a.keypair.public_key)
+    stale_hash, timepoint = b"\xca" * 32, Timepoint(1, 1)
+    duty.first_seen[(stale_hash, timepoint)] = 0.0  # open since long ago: stale
+
+    async def held(*_args: Any) -> dict[bytes, OpenOperation]:
+        return {stale_hash: OpenOperation(timepoint, frozenset({me}), me)}
+
+    monkeypatch.setattr(approval, "held_operations", held)
+    start = 1e6
+
+    async def poll(nursery: trio.Nursery, n: int, now: float) -> None:
+        if in_flight.halted:
+            node.land.set()  # let what is in flight settle, as the loop's drain waits for
+            with trio.fail_after(5):
+                await in_flight.drain()
+        with contextlib.suppress(AdapterError):  # the loop logs it
+            await approval._tend_held(
+                cast(Any, node), a.chain, a.keypair, duty, state=state, now=now, halt=in_flight.halt
+            )
+        await a.round(nursery, a.pending[: n + 1])
+
+    async def scenario() -> None:
+        async with trio.open_nursery() as nursery:
+            for n in range(polls):
+                await poll(nursery, n, start + 10 * n)
+                if n == 0:
+                    assert in_flight.halted is refused
+                    assert node.submitted == ([] if refused else [bytes([0]) * 32])
+            assert node.cancels == [stale_hash]  # one attempt in 40 s, not one a poll
+            if not refused:  # never halted: each poll opened its new proposal, nothing twice
+                assert not in_flight.halted and state.errors == 1  # the failed cancel's line
+                assert node.submitted == [bytes([n]) * 32 for n in range(polls)]
+            else:  # halted once, drained; later polls opened every proposal again
+                assert node.submitted[-polls:] == [bytes([n]) * 32 for n in range(polls)]
+            await poll(nursery, polls - 1, start + approval.STALE_OPERATION)
+            assert node.cancels == [stale_hash] * 2  # the period is over: tried again
+            nursery.cancel_scope.cancel()
+
+    trio.run(scenario)
+    assert state.cancellations == 0 and stale_hash in duty.held
 
 
 def test_the_same_batch_under_another_proposal_key_is_not_submitted_again_while_in_flight() -> None:

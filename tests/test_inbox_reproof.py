@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -44,13 +44,15 @@ from relayer.families.evm.delivery import TOPIC_DELIVERED
 from relayer.families.evm.reproof import (
     REVERT_LINE_LIMIT,
     SCAN_SLOTS,
+    TOPIC_FAILED_DISCARDED,
     ReproofRefused,
     _require_delivered,
     inbox_committee,
     newest_attestation,
+    removal_of,
     revert_line,
 )
-from relayer.ledger import DiscoveredMessage, MessageStatus, open_ledger
+from relayer.ledger import DiscoveredMessage, MessageRecord, MessageStatus, open_ledger
 from relayer.operator import REPROVEN
 from relayer.signer import LocalSigner
 from tests.cli_runner import run_cli
@@ -623,14 +625,16 @@ def test_the_dry_run_refusal_names_the_inbox_error_in_one_printable_line() -> No
     assert revert_line("0xzz", "no data") == "no data"
 
 
-def test_a_re_proof_front_run_by_someone_else_ends_as_handled_elsewhere(
-    route: Route, anvil: AnvilProcess, tmp_path: Path
-) -> None:
-    """L8: between the CLI's dry run and its block, someone else re-proves the message (a
-    higher tip puts theirs first in the block). The CLI's transaction reverts with NotFailed;
-    it reads the record again, finds it gone, and ends with one line saying so, exit 0 (what
-    the operator wanted happened), the ledger untouched. Automining is off for the race and
-    restored in ``finally``: the anvil is the session's."""
+Rival = Callable[[Route, int], Any]
+"""Builds the rival's call (a web3 contract function) for the lane's message at a nonce."""
+
+
+def race(route: Route, anvil: AnvilProcess, tmp_path: Path, rival: Rival, sender: str) -> Any:
+    """The CLI's ``retry --on-chain`` of a freshly parked message, and ``rival`` sent by
+    ``sender`` with a higher tip once the CLI's transaction is in the pool, both mined in one
+    block (automining off for the race, restored in ``finally``: the anvil is the session's).
+    Returns the CLI's result, having checked the rival succeeded, our transaction was mined
+    (and reverted: the recipient saw at most the rival's call) and the ledger is untouched."""
     inbox, flaky = route.inbox, route.flaky
     send(flaky.functions.setMode(REFUSED))
     message, _ = route.lane.dispatch(B, pad(flaky.address), b"raced")
@@ -641,7 +645,7 @@ def test_a_re_proof_front_run_by_someone_else_ends_as_handled_elsewhere(
     publish(DirectoryCheckpointStore(tmp_path / "checkpoints"), route.lane, THIRD_KEYS[:THRESHOLD])
     ids = seed_ledger(tmp_path / "ledger.db", route.lane)
     client = Web3.to_checksum_address(LocalSigner(bytes.fromhex(CLIENT_KEY[2:])).address)
-    w3, handled = route.w3, flaky.functions.handled().call()
+    w3 = route.w3
     sent_before = w3.eth.get_transaction_count(client)
 
     outcome: list[Any] = []
@@ -658,24 +662,115 @@ def test_a_re_proof_front_run_by_someone_else_ends_as_handled_elsewhere(
             assert cli.is_alive() and time.monotonic() < deadline, outcome
             time.sleep(0.05)
         tip = Wei(50 * 10**9)
-        rival = inbox.functions.retryProven(*reproof(route.lane, nonce, THIRD_KEYS[:THRESHOLD]))
         fees: TxParams = {
-            "from": OTHER_USER,
+            "from": sender,
             "maxPriorityFeePerGas": tip,
             "maxFeePerGas": Wei(2 * tip),
         }
-        rival_hash = rival.transact(fees)
+        rival_hash = rival(route, nonce).transact(fees)
         w3.provider.make_request(RPCEndpoint("evm_mine"), [])
     finally:
         w3.provider.make_request(RPCEndpoint("evm_setAutomine"), [True])
     cli.join(timeout=60)
     (result,) = outcome
     assert w3.eth.get_transaction_receipt(rival_hash)["status"] == 1
-    assert (result.returncode, result.stderr) == (0, ""), result.stderr
-    (line,) = result.stdout.splitlines()
-    assert "by someone else" in line and "reverted" in line and "(unchanged)" in line, line
-    assert flaky.functions.handled().call() == handled + 1
     assert w3.eth.get_transaction_count(client) == sent_before + 1  # ours was mined, reverted
+    assert failed_id(inbox, message) == bytes(24)
     with open_ledger(tmp_path / "ledger.db") as ledger:
         record = ledger.get(ids[nonce])
     assert record is not None and record.status == MessageStatus.FINAL
+    return result
+
+
+def test_a_re_proof_front_run_by_someone_else_ends_as_handled_elsewhere(
+    route: Route, anvil: AnvilProcess, tmp_path: Path
+) -> None:
+    """L8: between the CLI's dry run and its block, someone else re-proves the message (a
+    higher tip puts theirs first in the block). The CLI's transaction reverts with NotFailed;
+    it finds the record gone and the inbox's Delivered(id) in between, and ends with one line
+    saying so, exit 0 (what the operator wanted happened), the ledger untouched."""
+    handled = route.flaky.functions.handled().call()
+
+    def rival(route: Route, nonce: int) -> Any:
+        return route.inbox.functions.retryProven(
+            *reproof(route.lane, nonce, THIRD_KEYS[:THRESHOLD])
+        )
+
+    result = race(route, anvil, tmp_path, rival, OTHER_USER)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    (line,) = result.stdout.splitlines()
+    assert "by someone else" in line and "reverted" in line and "(unchanged)" in line, line
+    assert route.flaky.functions.handled().call() == handled + 1
+
+
+def test_a_re_proof_beaten_by_the_owner_s_discard_is_not_reported_as_handed_over(
+    route: Route, anvil: AnvilProcess, tmp_path: Path
+) -> None:
+    """R2b #1: the owner's discard (announced so that the message's owner may retry first;
+    zero delay on this inbox) lands one place before the CLI's re-proof in the same block.
+    The failure record is gone just as after a hand-over, but the message was destroyed, not
+    delivered: one line naming the discard, exit 1, the recipient never called, the ledger
+    untouched. Before the fix this said "handed over by someone else", exit 0."""
+    handled = route.flaky.functions.handled().call()
+    outbox = pad(route.lane.outbox.address)
+
+    def rival(route: Route, nonce: int) -> Any:
+        return route.inbox.functions.discardFailed(A, outbox, nonce)
+
+    result = race(route, anvil, tmp_path, rival, DEPLOYER)
+    assert (result.returncode, result.stdout) == (1, ""), (result.stdout, result.stderr)
+    (line,) = result.stderr.splitlines()
+    assert "discarded by the inbox's owner" in line and "reverted" in line, line
+    assert "someone else" not in line, line
+    assert route.flaky.functions.handled().call() == handled
+
+
+def test_only_the_inbox_s_own_log_of_this_record_explains_its_removal() -> None:
+    """:func:`removal_of` on hostile ``eth_getLogs`` answers: a recipient's look-alike (its
+    own address), a discard of another record (other nonce or outbox), a log with a bad
+    shape are no evidence (None: the revert is raised as it is); the inbox's own logs are."""
+    inbox, outbox = b"\x11" * 20, b"\x22" * 32
+    message_id = "0x" + keccak256(b"parked").hex()
+    record = MessageRecord(id=message_id, origin=A, nonce=7)
+
+    def log(address: bytes, topics: Sequence[bytes], data: bytes = b"", block: int = 9) -> Any:
+        return {
+            "address": "0x" + address.hex(),
+            "topics": ["0x" + t.hex() for t in topics],
+            "data": "0x" + data.hex(),
+            "blockNumber": hex(block),
+        }
+
+    word = bytes.fromhex(message_id[2:])
+    origin = A.to_bytes(32, "big")
+    discard = [TOPIC_FAILED_DISCARDED, word[:24] + bytes(8), origin]
+    ours = outbox + (7).to_bytes(32, "big")
+    assert removal_of([], [], inbox, record, outbox) is None
+    assert (
+        removal_of([log(b"\x33" * 20, [TOPIC_DELIVERED, word, origin])], [], inbox, record, outbox)
+        is None
+    )
+    assert removal_of([], [log(b"\x33" * 20, discard, ours)], inbox, record, outbox) is None
+    other_nonce = outbox + (8).to_bytes(32, "big")
+    other_outbox = b"\x44" * 32 + (7).to_bytes(32, "big")
+    assert (
+        removal_of(
+            [],
+            [log(inbox, discard, other_nonce), log(inbox, discard, other_outbox)],
+            inbox,
+            record,
+            outbox,
+        )
+        is None
+    )
+    assert (
+        removal_of([{"address": 5, "topics": None}], [{"topics": "x"}], inbox, record, outbox)
+        is None
+    )
+    assert removal_of(
+        [log(inbox, [TOPIC_DELIVERED, word, origin], block=12)], [], inbox, record, outbox
+    ) == ("delivered", 12)
+    assert removal_of([], [log(inbox, discard, ours, block=13)], inbox, record, outbox) == (
+        "discarded",
+        13,
+    )

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +42,7 @@ from devnet.anvil import AnvilProcess
 from light_clients.hashing import keccak256
 from relayer.families.evm.connection import open_evm
 from relayer.families.evm.origin import EvmOrigin
-from relayer.leases import LeaseBoard, LeaseKeeper
+from relayer.leases import ROUNDS_PER_LEASE, LeaseBoard, LeaseKeeper, Round
 from relayer.ledger import (
     Fence,
     Ledger,
@@ -356,6 +356,75 @@ def test_the_keeper_stops_a_lease_that_writes_outside_its_domain_and_lives_on(
         assert len(errors) == 1 and "scan:9" in errors[0] and "\n" not in errors[0], errors
         assert "outside lease scan:9's domain" in errors[0]
         assert ledger.messages() == []
+    finally:
+        ledger.close()
+
+
+class _ReleaseFailsOnce(LeaseBoard):
+    """A board whose first give-back meets a database that does not answer in time (a
+    lease-transaction timeout, a dropped connection); it counts its rounds."""
+
+    releases_failed = 0
+    rounds = 0
+
+    def release(self, fences: Sequence[Fence]) -> int:
+        if not self.releases_failed:
+            self.releases_failed += 1
+            raise LedgerError("lease transaction timed out (simulated)")
+        return super().release(fences)
+
+    def round(self, held: Mapping[str, Fence], avoid: Collection[str] = ()) -> Round:
+        result = super().round(held, avoid)
+        self.rounds += 1
+        return result
+
+
+def test_a_lease_stopped_for_good_is_dropped_even_when_its_give_back_fails(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Review R2a M1. The keeper kept a lease stopped for a write outside its domain in the
+    leases it holds: when the give-back failed, every round renewed it with no task behind it
+    and no relayer could ever take the route; when it worked, the next round logged a false
+    "lost" warning. Now the lease leaves ``held`` at once: after one lease period without
+    renewal another relayer claims it, and nothing says it was lost."""
+    ledger = open_ledger(str(tmp_path / "give-back.db"))
+    board = _ReleaseFailsOnce(ledger, ("scan:9", "scan:1"), holder="a", lease_seconds=0.8)
+    counters = Counters()
+    held: list[set[str]] = []
+    taken: list[tuple[str, ...]] = []
+
+    async def misconfigured() -> None:
+        await trio.to_thread.run_sync(ledger.record_discovered, [disc(1, 0)])
+
+    async def main() -> None:
+        keeper = LeaseKeeper(
+            board, {"scan:9": misconfigured, "scan:1": trio.sleep_forever}, counters
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(keeper.run)
+            with trio.fail_after(WAIT_LIMIT):
+                while not board.releases_failed:
+                    await trio.sleep(0.01)
+                held.append(set(keeper.held))
+                # More than a lease period of rounds: had the keeper renewed scan:9 in any of
+                # them, its row would still be unexpired and the claim below would find nothing.
+                after = board.rounds + ROUNDS_PER_LEASE + 1
+                while board.rounds < after:
+                    await trio.sleep(0.01)
+                held.append(set(keeper.held))
+            other = LeaseBoard(ledger, ("scan:9",), holder="b", lease_seconds=0.8)
+            result = await trio.to_thread.run_sync(other.round, {})
+            taken.append(tuple(claim.fence.name for claim in result.claimed))
+            nursery.cancel_scope.cancel()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="passerelle.relayer.leases"):
+            trio.run(main)
+        assert held == [{"scan:1"}, {"scan:1"}], held  # dropped before the give-back
+        assert taken == [("scan:9",)], taken  # a relayer configured right takes it
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        assert counters.leases_lost == 0 and not [line for line in lines if "lost" in line]
+        assert [line for line in lines if "could not give scan:9 back" in line], lines
     finally:
         ledger.close()
 

@@ -77,11 +77,16 @@ class TxNotSigned(TxError):
 
 
 class TxReverted(TxError):
-    """The transaction was mined but reverted (status 0)."""
+    """The transaction was mined but reverted (status 0). ``block_hash`` is the receipt's
+    ``blockHash`` (None if the node's receipt has none): :meth:`TxEngine.receipt` holds it
+    against the chain's block at ``block_number`` before believing the revert."""
 
-    def __init__(self, tx_hash: bytes, block_number: int, gas_used: int) -> None:
+    def __init__(
+        self, tx_hash: bytes, block_number: int, gas_used: int, block_hash: bytes | None = None
+    ) -> None:
         super().__init__(f"transaction 0x{tx_hash.hex()} reverted in block {block_number}")
         self.tx_hash, self.block_number, self.gas_used = tx_hash, block_number, gas_used
+        self.block_hash = block_hash
 
 
 @dataclass
@@ -240,7 +245,7 @@ def parse_receipt(tx_hash: bytes, answer: Any) -> MinedTx | None:
         block_hash=None if block_hash is None else bytes.fromhex(block_hash[2:]),
     )
     if status == 0:
-        raise TxReverted(tx_hash, block_number, gas_used)
+        raise TxReverted(tx_hash, block_number, gas_used, mined.block_hash)
     return mined
 
 
@@ -568,33 +573,43 @@ class TxEngine:
         (:meth:`_in_chain`); one the chain does not have, or whose hash is not the receipt's
         (a fabrication, or a block just reorged away), counts as "not mined yet": whoever
         waits asks again, and a transaction never found mined is dropped and sent again (a
-        replay the inbox skips). One more request per mined transaction, not per poll."""
+        replay the inbox skips). One more request per mined transaction, not per poll.
+
+        A reverted receipt is held against the chain the same way before TxReverted is
+        raised: a revert is terminal for the carrier (recorded failed without waiting for
+        finality, its messages failed, a lone message's attempt counted), so a made-up one, or
+        one from a block just reorged away, must not end a delivery that succeeded."""
         answer = await self.rpc.call("eth_getTransactionReceipt", [to_hex(tx_hash)])
-        mined = parse_receipt(tx_hash, answer)
-        if mined is None or await self._in_chain(mined):
+        try:
+            mined = parse_receipt(tx_hash, answer)
+        except TxReverted as reverted:
+            if await self._in_chain(tx_hash, reverted.block_number, reverted.block_hash):
+                raise
+            return None
+        if mined is None or await self._in_chain(mined.hash, mined.block_number, mined.block_hash):
             return mined
         return None
 
-    async def _in_chain(self, mined: MinedTx) -> bool:
-        """Whether the node has a block at ``mined.block_number`` whose hash is the receipt's
-        ``blockHash`` (any block there, for a receipt without one); :class:`MalformedAnswer`
-        if its answer is not a block."""
-        block = await self.rpc.call("eth_getBlockByNumber", [hex(mined.block_number), False])
+    async def _in_chain(self, tx_hash: bytes, number: int, block_hash: bytes | None) -> bool:
+        """Whether the node has a block at ``number`` whose hash is ``block_hash``, the one
+        the receipt of ``tx_hash`` names (any block there, for a receipt without one);
+        :class:`MalformedAnswer` if its answer is not a block."""
+        block = await self.rpc.call("eth_getBlockByNumber", [hex(number), False])
         if block is None:
             log.warning(
                 "receipt of 0x%s claims block %d, which the chain does not have: not mined yet",
-                mined.hash.hex(),
-                mined.block_number,
+                tx_hash.hex(),
+                number,
             )
             return False
         if not isinstance(block, dict) or not _matches(_WORD, block.get("hash")):
-            raise _malformed(f"block {mined.block_number}", block)
-        if mined.block_hash is not None and bytes.fromhex(block["hash"][2:]) != mined.block_hash:
+            raise _malformed(f"block {number}", block)
+        if block_hash is not None and bytes.fromhex(block["hash"][2:]) != block_hash:
             log.warning(
                 "receipt of 0x%s names block %d as 0x%s, the chain has 0x%s: not mined yet",
-                mined.hash.hex(),
-                mined.block_number,
-                mined.block_hash.hex()[:16],
+                tx_hash.hex(),
+                number,
+                block_hash.hex()[:16],
                 block["hash"][2:18],
             )
             return False

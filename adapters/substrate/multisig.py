@@ -39,6 +39,7 @@ from light_clients.substrate.multisig import MULTISIG_PREFIX, multisig_account
 
 __all__ = [
     "MULTISIG_PREFIX",
+    "DispatchFailed",
     "ExtrinsicLimits",
     "OpenOperation",
     "Timepoint",
@@ -56,6 +57,12 @@ __all__ = [
     "submit_execution",
     "wait_landed",
 ]
+
+
+class DispatchFailed(AdapterError):
+    """Our extrinsic is in a block and failed there (``System.ExtrinsicFailed``). Unlike a
+    refused submission or a wait that timed out, its nonce was used like any other: the
+    client's nonce count is still right, so a caller need not stop submitting over it."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +156,8 @@ async def cancel(
     timepoint: Timepoint,
 ) -> None:
     """``cancel_as_multi``: close an operation this signer opened and get its deposit back.
-    Raises :class:`AdapterError` if the chain refused."""
+    Raises :class:`DispatchFailed` if it was included and failed, :class:`AdapterError` if it
+    was refused or its wait failed (then whether it lands is unknown)."""
     other_signatories, _ = _others(keypair, others, threshold)
     included = await client.submit(
         keypair,
@@ -163,7 +171,7 @@ async def cancel(
         },
     )
     if not included.success:
-        raise AdapterError(
+        raise DispatchFailed(
             f"cancel_as_multi of 0x{call_hash.hex()} on {redact_url(client.url)} failed: "
             f"{included.error}"
         )

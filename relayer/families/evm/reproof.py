@@ -26,7 +26,11 @@ a batch, under the committee and outbox the inbox trusts NOW (docs/design.md, "I
    through :func:`adapters.signing.call_signer`). Not the relayer's key: a running relayer owns
    that key's nonces.
 4. It reads the receipt: only the inbox's own ``Delivered(id)`` log counts (a recipient runs
-   inside the transaction and can emit a look-alike).
+   inside the transaction and can emit a look-alike). If the transaction reverted because the
+   failure record was gone by then, the inbox's own logs between the dry run and the revert
+   say why (:func:`removal_of`): ``Delivered(id)`` (someone else handed it over:
+   HandledElsewhere) or ``FailedDiscarded`` of this record (the owner voided it:
+   DiscardedByOwner); neither, the revert is raised as it is.
 
 Nothing here trusts the RPC endpoint for safety: the inbox itself re-checks everything, so a
 lying endpoint can at worst make the dry run fail or the transaction revert (paid by the
@@ -58,12 +62,13 @@ from light_clients.message import decode_message
 from light_clients.multiproof import build_multiproof, pack_messages, verify_multiproof
 from relayer.checkpoints import CheckpointStore
 from relayer.config import ChainConfig
-from relayer.families.evm.delivery import _receipt_outcome
+from relayer.families.evm.delivery import TOPIC_DELIVERED, _receipt_outcome
 from relayer.ledger import Ledger, MessageRecord
 from relayer.signer import Signer
 
 __all__ = [
     "RETRY_PROVEN",
+    "DiscardedByOwner",
     "HandledElsewhere",
     "Reproof",
     "ReproofRefused",
@@ -71,6 +76,7 @@ __all__ = [
     "build_reproof",
     "lane_tree",
     "newest_attestation",
+    "removal_of",
     "reprove",
     "revert_line",
 ]
@@ -83,7 +89,15 @@ class ReproofRefused(ValueError):
 class HandledElsewhere(Exception):
     """Our re-proof reverted because someone else handed the message over first (a front-run,
     another operator, the recipient's user calling ``retry``): the failure record no longer
-    holds the id. What the operator wanted happened; ``str()`` says so in one line."""
+    holds the id and the inbox logged ``Delivered(id)`` in between. What the operator wanted
+    happened; ``str()`` says so in one line."""
+
+
+class DiscardedByOwner(AdapterError):
+    """Our re-proof reverted because the inbox's owner discarded the failure record first
+    (``discardFailed``: announced so that the message's owner can retry before it, and this
+    re-proof lost that race). The message can never be delivered now; ``str()`` says so in
+    one line (the CLI exits 1: the value is gone, nothing the operator wanted happened)."""
 
 
 RETRY_PROVEN = selector("retryProven((uint32,bytes32,bytes32,uint32),bytes,bytes,bytes32[])")
@@ -91,6 +105,7 @@ OUTBOX_OF = selector("outboxOf(uint32)")
 VALIDATORS = selector("validators()")
 THRESHOLD = selector("threshold()")
 FAILED_MESSAGE = selector("failedMessage(bytes32)")
+TOPIC_FAILED_DISCARDED = keccak256(b"FailedDiscarded(bytes24,uint32,bytes32,uint32)")
 
 LEDGER_PAGE = 5_000
 """Messages read per ledger query while rebuilding an origin's tree (as the relayer does)."""
@@ -322,6 +337,53 @@ def _holds(failure: bytes, message_id: str) -> bool:
     return failure[:24] == bytes.fromhex(message_id[2:])[:24]
 
 
+def removal_of(
+    delivered: Sequence[dict[str, object]],
+    discarded: Sequence[dict[str, object]],
+    inbox: bytes,
+    record: MessageRecord,
+    outbox: bytes,
+) -> tuple[str, int] | None:
+    """Why ``record``'s failure record disappeared, from ``eth_getLogs`` answers for the
+    inbox's ``Delivered`` and ``FailedDiscarded`` logs: ``("delivered", block)`` for the inbox's
+    ``Delivered(id)``, ``("discarded", block)`` for its ``FailedDiscarded`` of exactly this
+    record (id prefix, origin, outbox, nonce), None if neither is there.
+
+    Only a log the inbox emitted counts: a recipient runs inside some transaction of the
+    window and can emit either event under its own address. A log whose shape is off is no
+    evidence either way (skipped), so a babbling endpoint ends in None: the revert as it is,
+    never a comforting "handed over"."""
+    topic_id = to_hex(bytes.fromhex(record.id[2:]))
+    topic_prefix = to_hex(bytes.fromhex(record.id[2:])[:24] + bytes(8))  # bytes24, left-aligned
+    discard_data = to_hex(outbox + record.nonce.to_bytes(32, "big"))
+    origin = to_hex(record.origin.to_bytes(32, "big"))
+    wanted = (
+        ("delivered", delivered, [to_hex(TOPIC_DELIVERED), topic_id], None),
+        (
+            "discarded",
+            discarded,
+            [to_hex(TOPIC_FAILED_DISCARDED), topic_prefix, origin],
+            discard_data,
+        ),
+    )
+    for what, logs, topics, data in wanted:
+        for log in logs:
+            address, found, number = log.get("address"), log.get("topics"), log.get("blockNumber")
+            if (
+                isinstance(address, str)
+                and address.lower() == to_hex(inbox[-20:])
+                and isinstance(found, list)
+                and [t.lower() if isinstance(t, str) else t for t in found[: len(topics)]] == topics
+                and (data is None or str(log.get("data", "")).lower() == data)
+                and isinstance(number, str)
+            ):
+                try:
+                    return what, int(number, 16)
+                except ValueError:
+                    continue
+    return None
+
+
 @cache
 def _inbox_errors() -> dict[bytes, tuple[str, list[str]]]:
     """Selector → (name, argument types) of every error the Inbox ABI declares, and of
@@ -389,8 +451,10 @@ async def reprove(
     origin's tree, built by ``tree`` (:func:`lane_tree`: it reads every message of the origin,
     so only once the cheap checks passed), and return what the receipt shows. ReproofRefused
     (one line, nothing sent) when it cannot or the dry run reverts; HandledElsewhere when the
-    transaction reverted because someone else handed the message over first; an AdapterError
-    if the chain cannot be asked, or the mined transaction reverted otherwise (TxReverted)."""
+    transaction reverted because someone else handed the message over first (the inbox logged
+    its Delivered); DiscardedByOwner when it reverted because the owner discarded the record
+    first; an AdapterError if the chain cannot be asked, or the mined transaction reverted
+    otherwise (TxReverted)."""
     inbox = target.contract("inbox")
     await check_parked(evm, target, record, outbox)
     committee = await inbox_committee(evm, inbox, target.name)
@@ -414,6 +478,9 @@ async def reprove(
     chain_id = target.chain_id or await evm.chain_id()
     engine = TxEngine(evm.rpc, signer, chain_id, escalate_after=30, fee_model=fee_model)
     fees = await engine.current_fees()
+    # The record is there at the dry run's block, which is at or after this one: a removal
+    # that makes our transaction revert is logged from here to the revert's block.
+    dry_run_block = await evm.latest_number()
     try:
         gas = await engine.estimate_gas(inbox, call.calldata, fees=fees)
     except RpcCallError as exc:
@@ -426,14 +493,35 @@ async def reprove(
         mined = await engine.wait(sent, timeout=timeout)
     except TxReverted as exc:
         # Between the dry run and the block someone else may have handed it over (anyone may
-        # call retryProven or, if the trust held, retry): the record tells, not the revert.
+        # call retryProven or, if the trust held, retry), or the owner discarded the record
+        # (discardFailed deletes it too, and its announcement invites exactly this race): a
+        # missing record alone does not say which, so the inbox's own logs must.
         (failure,) = await evm.call_many(inbox, [FAILED_MESSAGE + _failure_key(record, outbox)])
         if _holds(failure, record.id):
             raise
+        window = (dry_run_block, exc.block_number)
+        removal = removal_of(
+            await evm.logs(inbox, TOPIC_DELIVERED, *window),
+            await evm.logs(inbox, TOPIC_FAILED_DISCARDED, *window),
+            inbox,
+            record,
+            outbox,
+        )
+        if removal is None:
+            raise  # gone without the inbox saying why (or a lagging endpoint): as it is
+        what, block = removal
+        ours = (
+            f"its transaction {to_hex(exc.tx_hash)} reverted in block {exc.block_number}, "
+            f"{exc.gas_used:,} gas paid"
+        )
+        if what == "discarded":
+            raise DiscardedByOwner(
+                f"{record.id}: discarded by the inbox's owner on {target.name} in block "
+                f"{block}, before this re-proof landed ({ours}): it can never be delivered now"
+            ) from None
         raise HandledElsewhere(
-            f"{record.id}: handed over on {target.name} by someone else before this re-proof "
-            f"landed (its transaction {to_hex(exc.tx_hash)} reverted in block "
-            f"{exc.block_number}, {exc.gas_used:,} gas paid); the failure record is gone"
+            f"{record.id}: handed over on {target.name} by someone else in block {block}, "
+            f"before this re-proof landed ({ours}); the failure record is gone"
         ) from None
     _require_delivered(mined, inbox, record.id, target.name)
     return Reproven(

@@ -23,6 +23,7 @@ import trio
 from adapters.errors import AdapterError
 from adapters.substrate.client import Call, Included, Submitted, SubstrateClient
 from adapters.substrate.multisig import (
+    DispatchFailed,
     OpenOperation,
     Timepoint,
     approval_included,
@@ -316,12 +317,12 @@ class SubmissionHalted(Exception):
 class Halt:
     """Submit nothing more: one cell shared by an attester's :class:`InFlight` and every
     round's :class:`Pipeline` it hands out, so that whoever sees a failure (a submission, a
-    wait settling in the background, a stale-operation cancel) stops every submission after
-    it, those of the round going on included. A flag per round, read once at the round's
-    start, let a wait of round N failing half-way through round N+1 leave N+1 submitting with
-    a nonce taken from the node, which leaves out our extrinsics in a block being built: the
-    nonce is reused, the extrinsic dropped, the round held for the inclusion timeout (review
-    M1).
+    wait settling in the background, a stale-operation cancel whose nonce is in doubt) stops
+    every submission after it, those of the round going on included. A flag per round, read
+    once at the round's start, let a wait of round N failing half-way through round N+1 leave
+    N+1 submitting with a nonce taken from the node, which leaves out our extrinsics in a
+    block being built: the nonce is reused, the extrinsic dropped, the round held for the
+    inclusion timeout (review M1).
 
     Why a halt rather than keeping the client's nonce count while extrinsics are in flight:
     after a failed submission or wait we no longer know which of our nonces the chain will use
@@ -491,7 +492,7 @@ class InFlight:
       chopsticks drops an extrinsic that no longer fits the block it builds, and every later
       nonce of ours would wait behind the gap;
     * their openings count against :data:`MAX_OPEN_OPERATIONS`;
-    * after a failed submission, a failed wait or a failed cancel (:attr:`halted`, one
+    * after a failed submission, a failed wait or a cancel refused or lost (:attr:`halted`, one
       :class:`Halt` shared with every round's pipeline, so the round going on stops at its
       next submission too) nothing more is submitted until everything in flight settled
       (:meth:`drain`): the client forgot its nonce count and the node's leaves out our
@@ -699,9 +700,18 @@ async def _tend_held(
     :data:`STALE_OPERATION` (by our own clock: a proposal's ``created`` proves nothing).
 
     A cancel is a submission like any other: none is sent while ``halt`` (the attester's
-    :class:`Halt`) is raised, and one that fails raises it (the client forgot its nonce count
-    while other extrinsics of ours may be in flight), so the round after it submits nothing
-    either (review M1)."""
+    :class:`Halt`) is raised, and one whose nonce is in doubt (refused, or its wait timed out
+    or broke: the client forgot its nonce count while other extrinsics of ours may be in
+    flight) raises it and the error, so the round after it submits nothing either (review M1).
+    A cancel included but failed on chain (:class:`DispatchFailed`, e.g. ``Multisig.NotFound``
+    while our read of the operations lags) used its nonce normally: no halt, one counted line,
+    and the other stale operations are still tended.
+
+    Either way its operation is held off for another :data:`STALE_OPERATION` (its clock is
+    re-armed): a cancel that keeps failing costs one attempt (and, if the nonce is in doubt,
+    one halted round) per period, not every poll's approvals (second review, finding 2). No
+    memory is added: the clock is the one :attr:`DeliveryDuty.first_seen` keeps for every
+    operation we hold."""
     settings = chain.settings()
     me = bytes(keypair.public_key)
     duty.held = await held_operations(client, settings.multisig, me)
@@ -721,7 +731,14 @@ async def _tend_held(
                 call_hash,
                 timepoint=operation.timepoint,
             )
+        except DispatchFailed as exc:
+            # Re-armed: tried again one STALE_OPERATION from now, not every poll (below too).
+            duty.first_seen[(call_hash, operation.timepoint)] = now
+            state.errors += 1
+            log.warning("%s: open operations: %s; again in %g s", chain.name, exc, STALE_OPERATION)
+            continue
         except (AdapterError, ConfigError):
+            duty.first_seen[(call_hash, operation.timepoint)] = now
             if halt is not None:
                 halt.raised = True
             raise
