@@ -50,6 +50,13 @@ class RpcCallError(RpcError):
             data,
         )
 
+    @property
+    def reverted(self) -> bool:
+        """Whether the node says the call's execution reverted (code 3, geth's and anvil's
+        revert with data, or a message naming a revert), rather than refusing to run it (a
+        rate limit, an unknown block, a bad request). The node's word, like its answers."""
+        return self.code == 3 or "revert" in self.message.lower()
+
 
 def request(method: str, params: Sequence[Any] = (), request_id: int = 1) -> dict[str, Any]:
     """One JSON-RPC 2.0 request object."""

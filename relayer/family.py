@@ -119,6 +119,13 @@ class Origin(Protocol):
         attester signs."""
         ...
 
+    async def stamped_domain(self) -> int | None:
+        """The domain the chain's outbox writes into every message as its origin, as the chain
+        states it (an EVM Outbox's ``localDomain``); None where the family has no such number
+        (the configuration names the domain). Unproven: a start-up check against a wrong
+        domain id in the configuration, never a proof. AdapterError if it cannot be read now."""
+        ...
+
 
 class Delivery(Protocol):
     """A relayer's delivery to one destination chain, for as long as the relayer runs."""

@@ -148,34 +148,19 @@ class RouteHalted(Exception):
 
 
 async def check_outbox_domain(chain: ChainConfig, origin: Origin) -> None:
-    """RouteHalted, one line, if an EVM origin's Outbox was deployed for another domain than the
-    configuration gives ``chain``: its ``localDomain`` is stamped into every message as the
-    origin, so such a relayer would record another origin's rows under this lease's lock
-    (review RL, M1). Checked when the scan starts, on the connection it scans with: one
-    ``eth_call`` per scan task, no extra connection. An answer that cannot be read now (the
-    node down, no contract there yet) is logged and left to the check of every scanned message
-    in :meth:`Relayer._record_scan`, which refuses the same mistake before anything is written.
-    Other families carry the domain in their own way and are checked there only."""
-    from adapters.evm.chain import selector  # noqa: PLC0415 - EVM origins only
-    from relayer.families.evm.origin import EvmOrigin  # noqa: PLC0415
-
-    if not isinstance(origin, EvmOrigin):
-        return
+    """RouteHalted, one line, if the chain's outbox says it stamps another domain into its
+    messages than the configuration gives ``chain`` (:meth:`Origin.stamped_domain`): such a
+    relayer would record another origin's rows under this lease's lock (review RL, M1).
+    Checked when the scan starts, on the connection it scans with. An answer that cannot be read
+    now (the node down, no contract there yet) is logged and left to the check of every scanned
+    message in :meth:`Relayer._record_scan`, which refuses the same mistake before anything is
+    written."""
     try:
-        answer = await origin.evm.call(chain.contract("outbox"), selector("localDomain()"))
+        deployed = await origin.stamped_domain()
     except AdapterError as exc:
-        log.warning("origin %s: its outbox's localDomain cannot be read now: %s", chain.name, exc)
+        log.warning("origin %s: its outbox's domain cannot be read now: %s", chain.name, exc)
         return
-    if len(answer) != 32:
-        log.warning(
-            "origin %s: its outbox answered localDomain() with %d bytes, not a uint32; each "
-            "scanned message's origin is checked instead",
-            chain.name,
-            len(answer),
-        )
-        return
-    deployed = int.from_bytes(answer, "big")
-    if deployed != chain.domain:
+    if deployed is not None and deployed != chain.domain:
         raise RouteHalted(
             f"origin {chain.name}: its outbox was deployed for domain {deployed}, but the "
             f"configuration gives the chain domain {chain.domain}; fix the chain's domain id"

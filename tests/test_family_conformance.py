@@ -250,17 +250,20 @@ def test_proven_outbox_state_is_the_tree_of_the_scanned_messages(
     chain = config.chain(name)
     last_block = max(m["block"] for m in sent[name])
 
-    async def body(origin: Origin) -> tuple[int, bytes, IncrementalMerkleTree]:
+    async def body(origin: Origin) -> tuple[int, bytes, IncrementalMerkleTree, int | None]:
         head = await final_after(origin, last_block)
         tree = IncrementalMerkleTree()
         await scan_all(origin, chain, tree, chain.start_block, head)
         async with family_of(chain).open_origin(config, chain) as fresh:
             state = await fresh.outbox_state(head)  # what an attester signs, on its own
-        return state.count, state.root, tree
+        return state.count, state.root, tree, await origin.stamped_domain()
 
-    count, root, tree = origin_run(config, name, body)
+    count, root, tree, stamped = origin_run(config, name, body)
     assert count == tree.count >= len(sent[name])
     assert root == tree.root()
+    # The relayer's start-up check of the configured domain: a family either states the domain
+    # its outbox stamps (and it is the configured one) or states none.
+    assert stamped in (None, chain.domain)
 
 
 # --------------------------------------------------------------------------- as a destination

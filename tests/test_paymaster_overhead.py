@@ -294,6 +294,29 @@ def test_a_paymaster_without_delivery_gas_charges_the_floor_with_one_warning(
     assert charged_gas(rule, reads[0][THERE], 89) == rule.gas_for(89)  # the floor alone
 
 
+def test_a_node_refusing_the_read_is_no_old_paymaster() -> None:
+    """Review R2b: only a REVERT of the batch means "this Paymaster has no deliveryGas". A node
+    that refuses the request (a rate limit, an unknown block) says nothing about the contract:
+    the error reaches the caller (the payment is decided next round), it is never read as
+    "no on-chain price" with the floor alone charged and a warning blaming the deployment."""
+    refused = RpcCallError("node", "eth_call", -32005, "daily request limit exceeded")
+    reverted = RpcCallError("node", "eth_call", 3, "execution reverted", "0x")
+    assert not refused.reverted and reverted.reverted
+    assert RpcCallError("node", "eth_call", -32000, "execution reverted").reverted
+
+    class Refusing:
+        calls = 0
+
+        async def call_many(self, *_: object) -> list[bytes]:
+            self.calls += 1
+            raise refused
+
+    node = Refusing()
+    with pytest.raises(RpcCallError) as raised:
+        trio.run(rates_at, node, b"\x11" * 20, [THERE], "latest")
+    assert raised.value is refused and node.calls == 1  # no second, rates-only read
+
+
 @pytest.mark.chain
 def test_payments_are_read_at_the_final_block_and_the_reason_names_the_charges_source(
     route: Route,

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.errors import AdapterError
-from adapters.evm.chain import DispatchEvent, EvmChain
+from adapters.evm.chain import DispatchEvent, EvmChain, selector
 from adapters.rpc import EndpointHealth
 from light_clients.ethereum.header import EthHeader
 from light_clients.merkle import IncrementalMerkleTree, frontier_append, root_from_branch
@@ -49,6 +49,18 @@ class EvmOrigin:
     async def block_hash(self, number: int) -> bytes | None:
         """Block ``number``'s hash as ``rpc_quorum`` endpoints agree on it."""
         return await self.evm.agreed_block_hash(number)
+
+    async def stamped_domain(self) -> int:
+        """The Outbox's ``localDomain()`` (one ``eth_call``; AdapterError unless 32 bytes holding
+        a u32)."""
+        answer = await self.evm.call(self.outbox, selector("localDomain()"))
+        domain = int.from_bytes(answer, "big") if len(answer) == 32 else -1
+        if not 0 <= domain < 2**32:
+            raise AdapterError(
+                f"{self.chain.name}: the outbox answered localDomain() with {len(answer)} bytes, "
+                "not a uint32"
+            )
+        return domain
 
     async def scan(self, tree: IncrementalMerkleTree, first: int, final: Head) -> ScannedRange:
         """The Dispatch events of blocks ``first..`` (one chunk, up to ``final``), gapless and

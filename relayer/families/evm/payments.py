@@ -108,7 +108,9 @@ async def rates_at(
     calls = [c for d in ordered for c in (rates_call(d), delivery_gas_call(d))]
     try:
         answers = await evm.call_many(paymaster, calls, block)
-    except RpcCallError:
+    except RpcCallError as exc:
+        if not exc.reverted:
+            raise  # a node refusing the request (a rate limit…) says nothing about the contract
         # The rates alone: if these revert too, it is not a Paymaster (or not at this block),
         # and that error is the one to report.
         rate_answers = await evm.call_many(paymaster, [rates_call(d) for d in ordered], block)

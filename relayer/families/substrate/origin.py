@@ -95,6 +95,10 @@ class SubstrateOrigin:
             first, end, scan.last_hash, found, [m.id for m in scan.messages], len(scan.skipped)
         )
 
+    async def stamped_domain(self) -> None:
+        """None: a remark carries no origin domain; the relayer stamps the configured one."""
+        return None
+
     async def outbox_state(self, head: Head) -> OutboxState:
         """This task's own accumulator after every final block up to ``head`` (scanned chunk by
         chunk; progress is kept if a later chunk fails)."""
