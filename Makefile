@@ -95,8 +95,10 @@ test:
 test-fast:
 	$(call pytest-beside-pos-tools,-q -n $(WORKERS) --dist loadfile --no-loadscope-reorder -m "not slow" --durations=15)
 
+# `ruff format --check`: one layout for every file, so a diff shows only what changed.
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 ## bench: every benchmark, each next to a baseline measured in the same run

@@ -144,9 +144,7 @@ class BeaconApi:
         assert deadline.cancelled_caught
         raise self._refuse(endpoint, f"{what}: no whole answer within {self.deadline:g} s")
 
-    async def _read(
-        self, endpoint: EndpointHealth, path: str, what: str, started: float
-    ) -> Any:
+    async def _read(self, endpoint: EndpointHealth, path: str, what: str, started: float) -> Any:
         try:
             async with self._http.stream(
                 "GET", endpoint.target + path, headers={"accept": "application/json"}
@@ -197,4 +195,3 @@ class BeaconApi:
         """Rest ``endpoint`` (an outage or a garbled answer); the error to raise."""
         endpoint.record_failure(trio.current_time(), reason, self._base_backoff, self._max_backoff)
         return kind(reason)
-

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from adapters.errors import AdapterError
+from adapters.text import one_line
 
 __all__ = ["MalformedAnswer", "RpcCallError", "RpcError", "call_sync", "request", "result_of"]
 
@@ -38,9 +39,18 @@ class MalformedAnswer(RpcError):
 
 
 class RpcCallError(RpcError):
-    """The node answered with a JSON-RPC error object."""
+    """The node answered with a JSON-RPC error object.
+
+    ``message``, the node's words, is kept as :func:`adapters.text.one_line` of it (at most
+    :data:`adapters.text.NODE_TEXT_LIMIT` printable characters), here, where every such error
+    is built: the error's text goes into log lines (a scan's, a payment read's, a delivery's),
+    stored reasons and ``status``, and a hostile endpoint answering a megabyte with a forged
+    second log line made each of those a megabyte and two lines, at every poll (review of
+    F2SEAM, L3). Callers that put provider URLs in it scrub them first (:mod:`adapters.rpc`):
+    a key cut in half by the bound would no longer be recognised."""
 
     def __init__(self, endpoint: str, method: str, code: int, message: str, data: Any = None):
+        message = one_line(message)
         super().__init__(f"{method} on {endpoint}: error {code}: {message}")
         self.endpoint, self.method, self.code, self.message, self.data = (
             endpoint,
@@ -53,8 +63,9 @@ class RpcCallError(RpcError):
     @property
     def reverted(self) -> bool:
         """Whether the node says the call's execution reverted (code 3, geth's and anvil's
-        revert with data, or a message naming a revert), rather than refusing to run it (a
-        rate limit, an unknown block, a bad request). The node's word, like its answers."""
+        revert with data, or a message naming a revert: nodes say so first, "execution
+        reverted: …", well inside the kept words), rather than refusing to run it (a rate
+        limit, an unknown block, a bad request). The node's word, like its answers."""
         return self.code == 3 or "revert" in self.message.lower()
 
 
@@ -96,5 +107,5 @@ def call_sync(url: str, method: str, params: Sequence[Any] = (), *, timeout: flo
         with urllib.request.urlopen(http_request, timeout=timeout) as response:
             answer = json.loads(response.read())
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        raise RpcError(f"{method} on {url}: {type(exc).__name__}: {exc}") from None
+        raise RpcError(f"{method} on {url}: {one_line(f'{type(exc).__name__}: {exc}')}") from None
     return result_of(answer, url, method)

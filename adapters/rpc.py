@@ -32,6 +32,7 @@ import trio
 
 from adapters.jsonrpc import MalformedAnswer, RpcCallError, RpcError, request
 from adapters.redact import redact_url, scrub_url
+from adapters.text import one_line
 
 # The errors of a JSON-RPC exchange live with the envelope (adapters.jsonrpc, shared with the
 # blocking call_sync); re-exported here, where callers have always imported them from.
@@ -258,12 +259,14 @@ class JsonRpcClient:
             response.raise_for_status()
             body = response.json()
         except httpx.HTTPStatusError as exc:
-            # Its text quotes the full request URL: say the status, never the URL.
-            raise self._unusable(
-                endpoint, f"{what}: HTTP {exc.response.status_code} {exc.response.reason_phrase}"
-            ) from None
+            # Its text quotes the full request URL: say the status, never the URL. The reason
+            # phrase is the server's words: one bounded line, like a node's error message.
+            status = f"HTTP {exc.response.status_code} {one_line(exc.response.reason_phrase)}"
+            raise self._unusable(endpoint, f"{what}: {status}") from None
         except (httpx.HTTPError, ValueError) as exc:
-            detail = endpoint.scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": "))
+            # Scrubbed whole, then bounded (a key cut by the bound would not be recognised):
+            # a protocol error can quote the server's bytes.
+            detail = one_line(endpoint.scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": ")))
             raise self._unusable(endpoint, f"{what}: {detail}") from None
         answers = body if batch else [body]
         if not isinstance(answers, list) or not all(
@@ -282,7 +285,7 @@ class JsonRpcClient:
                 error = answer["error"]
                 error = error if isinstance(error, dict) else {"message": str(error)}
                 code = error.get("code")
-                raise RpcCallError(
+                raise RpcCallError(  # which bounds the message, once scrubbed whole
                     endpoint.url,
                     str(asked["method"]),
                     code if isinstance(code, int) else 0,

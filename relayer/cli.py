@@ -190,7 +190,9 @@ def keys_new(out: Path, kind: str, password_env: str | None, password_file: Path
     from eth_account import Account
 
     from adapters.substrate.client import keypair_from_seed
+    from relayer.keys import refuse_existing
 
+    refuse_existing(out)
     password = _password(password_env, password_file, confirm=True)
     seed = secrets.token_bytes(32)  # a secp256k1 key (valid but for 2^-128) or an sr25519 seed
     secret = seed if kind == "secp256k1" else keypair_from_seed(seed)
@@ -217,8 +219,9 @@ def keys_import(
 ) -> int:
     """Put a key (from a variable, never an argument) into a keystore; print its address."""
     from relayer.config import KeySource
-    from relayer.keys import sr25519_keypair_from_secret
+    from relayer.keys import refuse_existing, sr25519_keypair_from_secret
 
+    refuse_existing(out)
     secret: bytes | Keypair
     if kind == "secp256k1":
         secret = KeySource(env=key_env).load()

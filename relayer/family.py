@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from adapters.rpc import EndpointHealth
     from light_clients.merkle import IncrementalMerkleTree
     from relayer.attester import AttesterContext
+    from relayer.checkpoints import CheckpointStore
     from relayer.config import ChainConfig, Config
     from relayer.ledger import DiscoveredMessage, MessageRecord
     from relayer.payments import GasRate, OriginPayments
@@ -37,9 +38,12 @@ __all__ = [
     "ChainFamily",
     "ChainFields",
     "Delivery",
+    "HandledElsewhere",
     "Head",
     "Origin",
     "OutboxState",
+    "ReproofRefused",
+    "Reproven",
     "ScannedRange",
     "UnknownFamily",
     "family",
@@ -125,6 +129,40 @@ class Origin(Protocol):
         (the configuration names the domain). Unproven: a start-up check against a wrong
         domain id in the configuration, never a proof. AdapterError if it cannot be read now."""
         ...
+
+
+class ReproofRefused(ValueError):
+    """Nothing was sent: the message cannot be re-proven now, or its destination's family has
+    no re-proof at all (:meth:`ChainFamily.reprove`); ``str()`` says why in one line."""
+
+
+class HandledElsewhere(Exception):
+    """Our re-proof failed on chain because someone else handed the message over first (a
+    front-run, another operator, the recipient's user): what the operator wanted happened;
+    ``str()`` says so in one line."""
+
+
+@dataclass(frozen=True)
+class Reproven:
+    """A re-proof that the destination accepted: the message was handed over this time."""
+
+    id: str
+    destination: str
+    checkpoint_index: int
+    tx_hash: str
+    block_number: int
+    gas_used: int
+
+    def as_json(self) -> dict[str, object]:
+        """For ``--json``."""
+        return {
+            "id": self.id,
+            "destination": self.destination,
+            "checkpoint_index": self.checkpoint_index,
+            "tx": self.tx_hash,
+            "block": self.block_number,
+            "gas_used": self.gas_used,
+        }
 
 
 class Delivery(Protocol):
@@ -249,6 +287,27 @@ class ChainFamily(Protocol):
         delivery records the terminal ``delivered`` from (a false "delivered" loses a message
         for good)? ``outboxes``: origin domain → the outbox its lane trusts. What ``ledger
         rebuild`` restores delivered flags from."""
+        ...
+
+    async def reprove(
+        self,
+        config: Config,
+        chain: ChainConfig,
+        record: MessageRecord,
+        *,
+        outbox: bytes,
+        store: CheckpointStore,
+        tree: Callable[[], IncrementalMerkleTree],
+    ) -> Reproven:
+        """Hand ``record``, parked on destination ``chain`` (accepted, its recipient failed),
+        to its recipient again under a fresh proof checked against the trust ``chain`` holds
+        NOW (``passerelle retry --on-chain``, :func:`relayer.operator.retry_on_chain`), from
+        the newest checkpoint in ``store`` of the tree ``tree`` builds (every message of the
+        origin, from the ledger: called only once the cheap checks passed) for ``outbox``.
+
+        :class:`ReproofRefused` (one line, nothing sent) when it cannot: a family whose
+        destinations park nothing says so, naming the family and why; :class:`HandledElsewhere`
+        when someone else handed it over first; AdapterError if the chain cannot be asked."""
         ...
 
     # --- what users do ---------------------------------------------------------------------

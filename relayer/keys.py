@@ -84,6 +84,14 @@ def read_secret(path: Path, what: str) -> str:
         raise KeyFileError(f"{what} {path} is not text") from None
 
 
+def refuse_existing(path: Path) -> None:
+    """KeyFileError if ``path`` exists (a dangling symlink too): asked before a password prompt
+    and the keystore's deliberately slow key derivation, so a wrong ``--out`` costs neither.
+    :func:`write_secret` still refuses atomically (``O_EXCL``) a file created in between."""
+    if os.path.lexists(path):
+        raise KeyFileError(f"{path} exists: not overwriting a key file")
+
+
 def write_secret(path: Path, text: str) -> None:
     """Create ``path`` with mode ``0600`` holding ``text``; never overwrite (KeyFileError)."""
     try:

@@ -14,10 +14,13 @@ running beside the command cannot move a message between the check and the write
   stored checkpoint that covers it. Its block was final when it was scanned, so nothing is
   trusted here that the scan did not already check. A message to a destination the config
   does not route is refused: it would wait for ever.
-- **retry --on-chain** re-proves ONE message parked on its EVM destination (accepted, its
-  recipient's ``handle`` reverted) under the trust the inbox holds now: ``Inbox.retryProven``
-  with the newest stored checkpoint the inbox's CURRENT committee signed
-  (:mod:`relayer.families.evm.reproof`), sent from the ``[client]`` key. What a revoked
+- **retry --on-chain** re-proves ONE message parked on its destination (accepted, its
+  recipient's ``handle`` reverted) under the trust the destination holds now. Whether and how
+  is the destination family's answer (:meth:`relayer.family.ChainFamily.reprove`; this module
+  never asks which family it is): an EVM inbox takes ``Inbox.retryProven`` with the newest
+  stored checkpoint the inbox's CURRENT committee signed (:mod:`relayer.families.evm.reproof`),
+  sent from the ``[client]`` key; a Substrate destination parks nothing, and the command
+  refuses in one line naming the family and why (exit 2). What a revoked
   committee attested, or what was parked before its origin was untrusted and trusted again,
   plain ``Inbox.retry`` refuses for good; this brings an honest message back. The ledger
   already has such a message ``delivered`` (accepted: terminal), and keeps it so; a message
@@ -42,21 +45,12 @@ from functools import partial
 
 import trio
 
+from light_clients.merkle import IncrementalMerkleTree
 from relayer.checkpoints import open_checkpoint_store
 from relayer.config import Config, ConfigError
-from relayer.families.evm import EvmFamily
-from relayer.families.evm.connection import open_evm
-from relayer.families.evm.reproof import (
-    HandledElsewhere,
-    ReproofRefused,
-    Reproven,
-    lane_tree,
-    reprove,
-)
-from relayer.families.evm.user import client_signer
-from relayer.family import family_of
+from relayer.family import HandledElsewhere, ReproofRefused, Reproven, family_of
 from relayer.ledger import Ledger, LedgerBatch, MessageStatus
-from relayer.relay import OPERATOR_RETRY
+from relayer.relay import OPERATOR_RETRY, LedgerGap, ledger_tree
 
 OPERATOR_SKIP = "skipped by the operator"
 """Prefix of the reason a ``passerelle skip`` records (followed by the operator's words)."""
@@ -191,10 +185,13 @@ class ReprovenElsewhere(Moved):
 def retry_on_chain(
     config: Config, ledger: Ledger, message_id: str
 ) -> RetriedOnChain | ReprovenElsewhere:
-    """Re-prove the parked message ``message_id`` on its EVM destination (see the module
-    docstring). OperatorRefused (one line, nothing sent) for a message unknown to the ledger,
-    of an unconfigured origin or destination, to a destination that is not EVM, not parked
-    there, with no covering checkpoint of the inbox's committee, or refused by the dry run."""
+    """Re-prove the parked message ``message_id`` on its destination (see the module
+    docstring): its family's :meth:`~relayer.family.ChainFamily.reprove`, the one place that
+    knows whether and how that kind of chain parks messages. OperatorRefused (one line,
+    nothing sent) for a message unknown to the ledger, of an unconfigured origin or
+    destination, to a chain that takes no messages or whose family has no re-proof (the line
+    names the family and why), not parked there, with no covering checkpoint of the inbox's
+    committee, or refused by the dry run."""
     with ledger.atomic() as batch:  # read only: _statuses's checks and one-line refusals
         (found,) = _statuses(batch, [message_id], tuple(MessageStatus))
         record = batch.get(found.id)
@@ -204,32 +201,35 @@ def retry_on_chain(
         target, source = config.chain(record.destination), config.chain(record.origin)
     except ConfigError as exc:
         raise OperatorRefused(f"{record.id}: {exc}") from None
-    family = family_of(target)
-    if not isinstance(family, EvmFamily) or not target.is_destination:
+    if not target.is_destination:
         raise OperatorRefused(
-            f"{record.id}: its destination {target.name} is no EVM inbox: only an EVM inbox "
-            "parks messages (Substrate deliveries are not retried on chain)"
+            f"{record.id}: its destination {target.name} takes no messages in the "
+            "configuration: nothing can be parked there"
         )
-    signer = client_signer(config)
     store = open_checkpoint_store(config.checkpoint_location)
 
-    async def run() -> Reproven:
-        async with open_evm(target) as evm:
-            return await reprove(
-                evm,
-                target,
-                signer,
-                store=store,
-                # Built only once the inbox's cheap checks passed: it reads every message of
-                # the origin, bodies included.
-                tree=partial(lane_tree, ledger, record.origin, source.name),
-                record=record,
-                outbox=source.outbox_id,
-                fee_model=family.fee_model,
-            )
+    def tree() -> IncrementalMerkleTree:
+        # The relayer's accumulator, rebuilt the same way (relayer.relay.ledger_tree); called
+        # by the family only once its cheap checks passed: it reads every message of the
+        # origin, bodies included.
+        try:
+            return ledger_tree(ledger, record.origin, source.name)
+        except LedgerGap as exc:
+            raise ReproofRefused(
+                f"{exc}: no proof can be built above it (ledger rebuild)"
+            ) from None
 
+    reprove = partial(
+        family_of(target).reprove,
+        config,
+        target,
+        record,
+        outbox=source.outbox_id,
+        store=store,
+        tree=tree,
+    )
     try:
-        reproven = trio.run(run)
+        reproven: Reproven = trio.run(reprove)
     except ReproofRefused as exc:
         raise OperatorRefused(str(exc)) from None
     except HandledElsewhere as exc:

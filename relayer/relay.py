@@ -37,6 +37,7 @@ each delivery batch (:meth:`Relayer.follow`).
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import time
 from collections import defaultdict
@@ -50,7 +51,8 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.rpc import EndpointHealth
-from light_clients.committee import Checkpoint, recover_signer, verify_attestation
+from adapters.text import ERROR_TEXT_LIMIT, one_line
+from light_clients.committee import Checkpoint, Committee, recover_signer, verify_attestation
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.merkle import IncrementalMerkleTree
@@ -84,6 +86,7 @@ from relayer.ledger import (
     MessageStatus,
     StatusEvent,
     UnknownRecord,
+    WriteOutsideDomain,
 )
 from relayer.metrics import (
     ReadyLimits,
@@ -143,28 +146,195 @@ def failures_since_retry(history: Sequence[StatusEvent], prefix: str) -> int:
     return count
 
 
+def recent_failures(history: Sequence[StatusEvent], prefix: str, cap: int) -> int:
+    """:func:`failures_since_retry` counted from the NEWEST end of ``history`` (oldest first,
+    as :meth:`Ledger.backoff_trail` returns the events a backoff counts) and stopped at
+    ``cap``: exact as long as ``history`` holds the newest ``cap`` such events (or all of
+    them). For a backoff that stops growing at ``cap`` prior failures, so that its count reads
+    a bounded slice of a trail that only grows (one message stuck for a year has ~200k
+    events; reading them all, inside the write transaction, stalled the ledger: review of
+    SEAM, M2)."""
+    count = 0
+    for event in reversed(history):
+        reason = event.reason or ""
+        if reason.startswith(OPERATOR_RETRY) or count >= cap:
+            break
+        if event.to_status == MessageStatus.FAILED and reason.startswith(prefix):
+            count += 1
+    return count
+
+
 class RouteHalted(Exception):
     """Something the relayer must not paper over: an operator has to look (docs/threats.md T21)."""
 
 
-async def check_outbox_domain(chain: ChainConfig, origin: Origin) -> None:
-    """RouteHalted, one line, if the chain's outbox says it stamps another domain into its
-    messages than the configuration gives ``chain`` (:meth:`Origin.stamped_domain`): such a
-    relayer would record another origin's rows under this lease's lock (review RL, M1).
-    Checked when the scan starts, on the connection it scans with. An answer that cannot be read
-    now (the node down, no contract there yet) is logged and left to the check of every scanned
-    message in :meth:`Relayer._record_scan`, which refuses the same mistake before anything is
-    written."""
-    try:
-        deployed = await origin.stamped_domain()
-    except AdapterError as exc:
-        log.warning("origin %s: its outbox's domain cannot be read now: %s", chain.name, exc)
-        return
-    if deployed is not None and deployed != chain.domain:
-        raise RouteHalted(
-            f"origin {chain.name}: its outbox was deployed for domain {deployed}, but the "
-            f"configuration gives the chain domain {chain.domain}; fix the chain's domain id"
-        )
+DOMAIN_RECHECK_FIRST = 5.0
+"""Seconds after a domain check that could not be read before it is asked again; doubled
+after each one that could not be read either, up to :data:`DOMAIN_RECHECK_MAX`."""
+DOMAIN_RECHECK_MAX = 300.0
+"""The longest wait between two attempts of an unread domain check."""
+
+
+class DomainCheck:
+    """A chain's own word on its domain, asked until it is read: RouteHalted, one line, if the
+    domain its ``side`` ("outbox" or "inbox") says it stamps into its messages or takes
+    messages for is not the one the configuration gives ``chain``.
+
+    The stated domain must be settled against the configured one (AdapterError unless the
+    endpoints settle it: :func:`relayer.families.evm.origin.local_domain`): a halt stops every
+    relayer that takes the route's lease, so one lying endpoint must not be able to call it
+    (review of SEAM, M1). What it guards against is a wrong domain id in the configuration;
+    either contract already refuses what is not addressed to it, so the caller goes on while
+    the domain cannot be read.
+
+    An unread domain is asked again only after a growing wait (:data:`DOMAIN_RECHECK_FIRST`
+    doubling to :data:`DOMAIN_RECHECK_MAX`), warned about at its first failure and whenever
+    what went wrong changes (the repeats at debug): asked every round, one lying endpoint
+    (or a provider refusing ``eth_call``) made a warning, an ``rpc_errors`` and an
+    ``eth_call`` per endpoint five times a second, for ever (review of FSEAM, M1)."""
+
+    def __init__(self, side: str, chain: ChainConfig) -> None:
+        self.side = side
+        self.chain = chain
+        self.read = False
+        self._failures = 0
+        self._due = -math.inf  # trio clock
+        self._problem: str | None = None
+
+    @property
+    def due(self) -> bool:
+        """Whether :meth:`ask` would ask now (not read yet, its wait over)."""
+        return not self.read and trio.current_time() >= self._due
+
+    async def ask(self, stated: Callable[[], Awaitable[int | None]]) -> bool:
+        """Ask ``stated()`` (its domain, None if the chain states none) if :attr:`due`; True if
+        the domain is read (now or before), False if it was not asked or could not be read:
+        the caller counts one ``rpc_errors`` per attempt that could not be read."""
+        if not self.due:
+            return self.read
+        whose = f"{'origin' if self.side == 'outbox' else 'destination'} {self.chain.name}"
+        try:
+            deployed = await stated()
+        except AdapterError as exc:
+            self._failures += 1
+            wait = min(DOMAIN_RECHECK_FIRST * 2 ** (self._failures - 1), DOMAIN_RECHECK_MAX)
+            self._due = trio.current_time() + wait
+            problem = one_line(str(exc), ERROR_TEXT_LIMIT)
+            log.log(
+                logging.WARNING if problem != self._problem else logging.DEBUG,
+                "%s: its %s's domain cannot be read now (asking again in %.0f s): %s",
+                whose,
+                self.side,
+                wait,
+                problem,
+            )
+            self._problem = problem
+            return False
+        if deployed is not None and deployed != self.chain.domain:
+            raise RouteHalted(
+                f"{whose}: its {self.side} was deployed for domain {deployed}, but the "
+                f"configuration gives the chain domain {self.chain.domain}; fix the chain's "
+                "domain id"
+            )
+        if self._problem is not None:
+            log.info("%s: its %s's domain is read now, as configured", whose, self.side)
+        self.read = True
+        return True
+
+
+async def check_outbox_domain(chain: ChainConfig, origin: Origin) -> bool:
+    """:class:`DomainCheck` of the chain's outbox (:meth:`Origin.stamped_domain`), asked once:
+    such a relayer would record another origin's rows under this lease's lock (review RL,
+    M1). Checked when the scan starts, on the connection it scans with. An answer that cannot
+    be read now (the node down, no contract there yet, the endpoints disagreeing) is left to
+    the check of every scanned message in :meth:`Relayer._record_scan`, which refuses the
+    same mistake before anything is written."""
+    return await DomainCheck("outbox", chain).ask(origin.stamped_domain)
+
+
+class LedgerGap(RouteHalted):
+    """The ledger's messages of an origin skip a nonce: no tree, hence no proof, can be built
+    above it (``passerelle ledger rebuild`` restores the missing rows)."""
+
+
+LEDGER_PAGE = 5_000
+"""Messages read per ledger query while an origin's tree is rebuilt from the ledger."""
+
+
+def grow_tree(tree: IncrementalMerkleTree, leaves: Sequence[tuple[int, bytes]], name: str) -> None:
+    """Append ``(nonce, id)`` leaves to ``tree`` in nonce order, skipping nonces it already
+    has; :class:`LedgerGap` (naming origin ``name``) at the first nonce that does not continue
+    it. The one way an origin's accumulator grows from the ledger: the relayer's lanes at
+    start-up and when they follow other relayers, and an operator's re-proof."""
+    for nonce, message_id in leaves:
+        if nonce < tree.count:
+            continue
+        if nonce != tree.count:
+            raise LedgerGap(f"ledger for origin {name} has a gap at nonce {tree.count}")
+        tree.append(message_id)
+
+
+def ledger_tree(ledger: Ledger, origin: int, name: str) -> IncrementalMerkleTree:
+    """The tree of every message of origin domain ``origin`` the ledger holds, by nonce, read
+    :data:`LEDGER_PAGE` rows at a time (blocking: run it off the event loop in async code).
+    :class:`LedgerGap` if the ledger skips a nonce: it is gapless by construction, so a gap
+    is damage an operator must see, never something to build over."""
+    tree = IncrementalMerkleTree()
+    after: tuple[int, int] | None = None
+    while True:
+        page = ledger.messages(origin=origin, after=after, limit=LEDGER_PAGE)
+        grow_tree(tree, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page], name)
+        if len(page) < LEDGER_PAGE:
+            return tree
+        after = (origin, page[-1].nonce)
+
+
+@dataclass(frozen=True)
+class QuorumFound:
+    """What the store holds for one checkpoint (:func:`select_quorum`)."""
+
+    signatures: list[SignedCheckpoint] | None
+    """Distinct members' signatures over exactly the checkpoint asked about, ascending by
+    signer, once they reach the committee's threshold (None below it)."""
+    dissent: frozenset[bytes]
+    """Members whose valid signature at this index is over ANOTHER checkpoint (another root,
+    or outbox): at threshold, the committee disagrees with the tree the caller built."""
+
+
+def select_quorum(
+    committee: Committee, checkpoint: Checkpoint, published: Sequence[SignedCheckpoint]
+) -> QuorumFound:
+    """Sort the signatures ``published`` for ``checkpoint``'s index into a quorum over exactly
+    ``checkpoint`` and dissent (:class:`QuorumFound`).
+
+    The checkpoint store is hostile ground: anyone who can write it can plant files. A
+    signature counts only if it recovers, over the checkpoint its file states, to the signer
+    the file names, and that signer is a member of ``committee``; it is for ``checkpoint``
+    only if that stated checkpoint is ``checkpoint`` (computed by the caller from its own
+    tree, never read from the file). A quorum found passes
+    :func:`light_clients.committee.verify_attestation` (the gate) before it is returned.
+    Used by the relayer's collect loop (against the configured committee) and by an
+    operator's re-proof (against the committee an inbox trusts now)."""
+    digest = checkpoint.digest()
+    good: dict[bytes, SignedCheckpoint] = {}
+    dissent: set[bytes] = set()
+    for signed in published:
+        stated = signed.checkpoint.digest()
+        try:
+            signer = recover_signer(stated, signed.signature)
+        except VerificationError:
+            continue
+        if signer != signed.signer or signer not in committee.members:
+            continue
+        if stated == digest:
+            good[signer] = signed
+        else:
+            dissent.add(signer)
+    if len(good) < committee.threshold:
+        return QuorumFound(None, frozenset(dissent))
+    chosen = [good[s] for s in sorted(good)]
+    verify_attestation(committee, checkpoint, [s.signature for s in chosen])  # the gate
+    return QuorumFound(chosen, frozenset(dissent))
 
 
 @dataclass
@@ -201,6 +371,9 @@ class RelayerMetrics:
     (``BatchCut``): back to ``attested`` for the next batch (docs/design.md, "Cut batches")."""
     handle_failed: int = 0
     dry_run_failures: int = 0
+    dry_run_backoffs: int = 0
+    """Lone messages whose dry run reverted, failed to be dry-run again after a wait that
+    doubles with each such revert (relayer/families/evm/delivery.py, ``dry_run_wait``)."""
     skipped_remarks: int = 0
     proposals: int = 0
     rpc_errors: int = 0
@@ -294,14 +467,8 @@ class Relayer:
         for chain in self.config.chains:
             if not chain.is_origin:
                 continue
-            lane = Lane(chain=chain, outbox=chain.outbox_id)
-            after: tuple[int, int] | None = None
-            while True:
-                page = self.ledger.messages(origin=chain.domain, after=after, limit=5_000)
-                self._grow(lane, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page])
-                if len(page) < 5_000:
-                    break
-                after = (chain.domain, page[-1].nonce)
+            tree = ledger_tree(self.ledger, chain.domain, chain.name)
+            lane = Lane(chain=chain, outbox=chain.outbox_id, tree=tree)
             latest = self.ledger.latest_checkpoint(chain.domain, lane.outbox)
             lane.checkpoint_index = -1 if latest is None else latest.index
             self.lanes[chain.domain] = lane
@@ -456,10 +623,12 @@ class Relayer:
         latest = await self.db(self.ledger.latest_checkpoint, domain, lane.outbox)
         while True:
             after = (domain, lane.tree.count - 1) if lane.tree.count else None
-            page = await self.db(self.ledger.messages, origin=domain, after=after, limit=5_000)
+            page = await self.db(
+                self.ledger.messages, origin=domain, after=after, limit=LEDGER_PAGE
+            )
             # Another task of this relayer may have grown the tree meanwhile: skip what it has.
             self._grow(lane, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page])
-            if len(page) < 5_000:
+            if len(page) < LEDGER_PAGE:
                 break
         if latest is not None and latest.index > lane.checkpoint_index:
             lane.checkpoint_index = latest.index
@@ -481,18 +650,14 @@ class Relayer:
 
     @staticmethod
     def _grow(lane: Lane, leaves: Sequence[tuple[int, bytes]]) -> None:
-        """Append ``(nonce, id)`` leaves in nonce order, skipping nonces the tree has."""
-        for nonce, message_id in leaves:
-            if nonce < lane.tree.count:
-                continue
-            if nonce != lane.tree.count:
-                raise RouteHalted(
-                    f"ledger for origin {lane.chain.name} has a gap at nonce {lane.tree.count}"
-                )
-            lane.tree.append(message_id)
+        """Append ``(nonce, id)`` leaves in nonce order, skipping nonces the tree has
+        (:func:`grow_tree`: LedgerGap, a RouteHalted, on a gap)."""
+        grow_tree(lane.tree, leaves, lane.chain.name)
 
     async def _deliver_loop(self, chain: ChainConfig) -> None:
-        """Run the delivery of ``chain``'s family (a task named ``*_loop``, for /readyz)."""
+        """Run the delivery of ``chain``'s family (a task named ``*_loop``, for /readyz). A
+        family whose destination states the domain it takes messages for checks it on its
+        own connection (:class:`DomainCheck`, "inbox"), until it was read."""
         await family_of(chain).delivery(chain, self).run()
 
     async def metrics_text(self) -> str:
@@ -552,7 +717,8 @@ class Relayer:
             self.config, lane.chain, role="relayer-scan"
         ) as origin:
             self.endpoints[f"{lane.chain.name}/scan"] = origin.endpoints
-            await check_outbox_domain(lane.chain, origin)
+            if not await check_outbox_domain(lane.chain, origin):
+                self.metrics.rpc_errors += 1
             self.origins.setdefault(lane.chain.domain, origin)  # a payments' one stays
             try:
                 while True:
@@ -690,22 +856,11 @@ class Relayer:
     def _quorum(
         self, checkpoint: Checkpoint, published: Sequence[SignedCheckpoint]
     ) -> list[SignedCheckpoint] | None:
-        """Signatures of distinct members over exactly ``checkpoint``, if they reach threshold."""
+        """Signatures of distinct members over exactly ``checkpoint``, if they reach threshold
+        (:func:`select_quorum`); RouteHalted if a quorum signed another root there."""
         committee = self.config.committee
-        digest = checkpoint.digest()
-        good: dict[bytes, SignedCheckpoint] = {}
-        dissent: set[bytes] = set()
-        for signed in published:
-            try:
-                signer = recover_signer(signed.checkpoint.digest(), signed.signature)
-            except VerificationError:
-                continue
-            if signer != signed.signer or signer not in committee.members:
-                continue
-            if signed.checkpoint.digest() == digest:
-                good[signer] = signed
-            else:
-                dissent.add(signer)
+        found = select_quorum(committee, checkpoint, published)
+        dissent = found.dissent
         if len(dissent) >= committee.threshold:
             raise RouteHalted(
                 f"a committee quorum signed a different root at index {checkpoint.index} of origin "
@@ -715,11 +870,7 @@ class Relayer:
             log.error(
                 "attesters %s signed another root at index %d", sorted(dissent), checkpoint.index
             )
-        if len(good) < committee.threshold:
-            return None
-        chosen = [good[s] for s in sorted(good)]
-        verify_attestation(committee, checkpoint, [s.signature for s in chosen])  # the gate
-        return chosen
+        return found.signatures
 
     def _record_checkpoint(
         self, checkpoint: Checkpoint, signatures: Sequence[SignedCheckpoint]
@@ -874,8 +1025,10 @@ class Relayer:
         """Every :attr:`unpaid_poll` seconds, :meth:`recheck_unpaid`. An origin or destination
         that cannot be read (counted in ``rpc_errors``), or a message someone else (an
         operator's ``skip``, another relayer) moved meanwhile, is logged, and the next round
-        tries again: never the end of the relayer. Ends once no route is paid and no message
-        waits ``unpaid`` (nothing can become unpaid any more)."""
+        tries again. A write outside its lease's domain (:class:`WriteOutsideDomain`) is
+        raised: the lease keeper stops the lease for good (unreachable today, as the
+        ``unpaid`` lease has no domain; kept for a scoped one). Ends once no route is paid and
+        no message waits ``unpaid`` (nothing can become unpaid any more)."""
         while True:
             try:
                 await self.recheck_unpaid()
@@ -887,6 +1040,10 @@ class Relayer:
             except AdapterError as exc:
                 self.metrics.rpc_errors += 1
                 log.warning("unpaid re-check: %s", exc)
+            except WriteOutsideDomain:
+                # A write another lease's lock covers is a configuration that disagrees with
+                # the chains, not a race: the lease keeper ends the lease for good.
+                raise
             except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
                 # As _deliver_loop: someone moved a message between our read and our write.
                 log.error("unpaid re-check: not recorded: %s", exc)

@@ -316,7 +316,6 @@ class RpcProxy(_HttpServer):
         return self
 
 
-
 class BeaconProxy(_HttpServer):
     """A beacon node's REST API that may lie: in front of a real node (``target``), or serving
     recorded answers (``static``: request path with its query → JSON body; a path not in it is
@@ -329,9 +328,7 @@ class BeaconProxy(_HttpServer):
     asked. Served from a thread.
     """
 
-    def __init__(
-        self, target: str | None = None, static: dict[str, Any] | None = None
-    ) -> None:
+    def __init__(self, target: str | None = None, static: dict[str, Any] | None = None) -> None:
         self.target, self.static = target, dict(static or {})
         self.tamper: Callable[[str, Any], Any] = lambda path, body: body
         self.status: int | None = None
@@ -381,6 +378,7 @@ class BeaconProxy(_HttpServer):
     def __enter__(self) -> BeaconProxy:
         self.start()
         return self
+
 
 def honest(request: dict[str, Any]) -> dict[str, Any]:
     return request

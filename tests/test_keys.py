@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from cli_runner import run_cli
 from eth_account import Account
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,7 +20,6 @@ from light_clients.committee import address_of
 from relayer.config import ConfigError, load_config
 from relayer.keys import KeyFileError, decrypt_keystore, encrypt_keystore, write_secret
 
-PASSERELLE = str(Path(sys.executable).parent / "passerelle")
 WORK = 2**10  # scrypt N for the keystores the tests write themselves (wallets use 2^18)
 
 
@@ -133,14 +133,26 @@ def test_an_empty_password_and_an_existing_file_are_refused(tmp_path: Path) -> N
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PASSERELLE, *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+    """``passerelle *args`` with ``env`` added to the environment, in this process: the same
+    ``main()`` a started ``passerelle`` runs (tests/cli_runner.py), without a second of
+    interpreter start per command. tests/test_installed_package.py runs the real process."""
+    with mock.patch.dict(os.environ, env or {}):
+        return run_cli(*args)
+
+
+def test_an_existing_out_is_refused_before_any_password_is_asked(tmp_path: Path) -> None:
+    """A wrong ``--out`` costs neither a password prompt nor the keystore's slow derivation:
+    the password variable here is unset, so asking for it first would fail differently."""
+    taken = tmp_path / "taken.json"
+    taken.write_text("{}")
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "nowhere")
+    for out in (taken, dangling):
+        for command in (["new"], ["import", "--key-env", "PSRL_NO_KEY"]):
+            refused = run("keys", *command, "--out", str(out), "--password-env", "PSRL_NO_PW")
+            assert refused.returncode == 2, refused.stderr
+            assert refused.stderr.strip().endswith("exists: not overwriting a key file")
+    assert taken.read_text() == "{}" and not (tmp_path / "nowhere").exists()
 
 
 def test_keys_new_import_and_list(tmp_path: Path) -> None:
@@ -154,6 +166,7 @@ def test_keys_new_import_and_list(tmp_path: Path) -> None:
     address, path = made.stdout.split()
     created = json.loads((tmp_path / "new.json").read_text())
     assert (tmp_path / "new.json").stat().st_mode & 0o777 == 0o600
+    assert created["crypto"]["kdfparams"]["n"] == 2**18  # geth's standard scrypt, as wallets
     assert Account.from_key(Account.decrypt(created, "correct horse")).address == address
     again = run("keys", "new", "--out", path, "--password-env", "PSRL_PW", env=secrets)
     assert again.returncode == 2 and again.stderr.strip().endswith(
@@ -167,8 +180,8 @@ def test_keys_new_import_and_list(tmp_path: Path) -> None:
     assert imported.returncode == 0, imported.stderr
     assert imported.stdout.split()[0] == "0x" + address_of(KEYS[2]).hex()
 
-    path = config_with(tmp_path, 'key_keystore = "relayer.json"\nkey_password_env = "PSRL_PW"')
-    listed = run("keys", "list", "--config", str(path), "--json", env=secrets)
+    config = config_with(tmp_path, 'key_keystore = "relayer.json"\nkey_password_env = "PSRL_PW"')
+    listed = run("keys", "list", "--config", str(config), "--json", env=secrets)
     assert listed.returncode == 0, listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert rows[0] == {
@@ -178,7 +191,7 @@ def test_keys_new_import_and_list(tmp_path: Path) -> None:
         "address": "0x" + address_of(KEYS[2]).hex(),
         "error": None,
     }
-    locked = run("keys", "list", "--config", str(path), env={"PSRL_PW": "wrong"})
+    locked = run("keys", "list", "--config", str(config), env={"PSRL_PW": "wrong"})
     assert locked.returncode == 1 and "Traceback" not in locked.stderr
     assert "relayer      secp256k1 keystore  not loaded: cannot decrypt keystore" in locked.stdout
     assert "wrong password" in locked.stdout

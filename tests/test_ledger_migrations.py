@@ -48,6 +48,7 @@ from relayer.ledger import (
     migrate_ledger,
     open_ledger,
 )
+from relayer.relay import OPERATOR_RETRY
 
 FROZEN_V1 = json.loads((Path(__file__).parent / "vectors/ledger/schema_v1.json").read_text())
 
@@ -538,3 +539,77 @@ def test_revision_0006_keeps_the_counts_and_counts_each_writer_domain_apart(
     else:
         assert query(backend, location, finals) == [(0, 3)]
         assert query(backend, location, discovered) == [(0, 0)]
+
+
+def test_revision_0007_reads_a_stuck_messages_newest_failures_from_its_own_index(
+    backend: Backend,
+) -> None:
+    """Revision 0007 replaces the index on ``status_events (message_id)`` by one on
+    ``(message_id, id)`` (review of FSEAM, L4): a 0006 ledger's events stay as they were,
+    and the backoff's read (``Ledger.backoff_trail``: one message's newest counted events)
+    walks that message's index entries newest first. With ``message_id`` alone, PostgreSQL
+    walked the primary key backwards through every other message's events instead
+    ("Rows Removed by Filter": one per event written since the message's counted ones)."""
+    location = backend.fresh("events")
+    upgrade_to(location, "0006")
+    stuck = "0x" + "ab" * 32
+
+    def events(message: str, count: int, reason: str) -> str:
+        series = (
+            f"generate_series(1, {count}) AS g(k)"
+            if backend.admin is not None
+            else f"(WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+            f"WHERE i < {count}) SELECT i AS k FROM n) AS g"
+        )
+        return (
+            "INSERT INTO status_events (message_id, from_status, to_status, reason, at) "
+            f"SELECT {message}, 'attested', 'failed', {reason}, 1.0 FROM {series}"
+        )
+
+    # The reviewer's probe, halved: the events of 20,000 other messages, then one message failed
+    # every 2 s by the old code (10,000 events), then every few minutes, 2,500 others' between.
+    # A tenth of it on SQLite, whose plan does not depend on statistics (and is slower here).
+    scale = 2 if backend.admin is not None else 10
+    statements = [
+        events(f"'0x{'0' * 58}' || CAST(100000 + k / 5 AS TEXT)", 200_000 // scale, "NULL"),
+        events(f"'{stuck}'", 20_000 // scale, "'dry run reverted: old'"),
+    ]
+    for cycle in range(32):
+        others = f"'0x{'0' * 57}' || CAST({1_000_000 + cycle * 5000} + k AS TEXT)"
+        statements += [
+            events(others, 5000 // scale, "NULL"),
+            events(f"'{stuck}'", 1, "'dry run reverted'"),
+        ]
+    run_statements(backend, location, statements)
+    before = all_rows(backend, location)["status_events"]
+    upgrade_to(location, HEAD)
+    assert all_rows(backend, location)["status_events"] == before
+    run_statements(backend, location, ["ANALYZE"])
+    read = (  # the shape of backoff_trail's page (its real statements: test_seam_leftovers)
+        f"SELECT * FROM status_events WHERE message_id BETWEEN '{stuck}' AND '{stuck}' "
+        "ORDER BY message_id DESC, id DESC LIMIT 64"
+    )
+    if backend.admin is None:
+        indexes = query(
+            backend, location, "SELECT name FROM sqlite_master WHERE tbl_name = 'status_events' "
+            "AND type = 'index' AND sql IS NOT NULL",
+        )  # fmt: skip
+        plan = " ".join(str(row) for row in query(backend, location, f"EXPLAIN QUERY PLAN {read}"))
+        assert "ix_status_events_message_id_id" in plan and "TEMP B-TREE" not in plan, plan
+    else:
+        indexes = query(
+            backend, location, "SELECT indexname FROM pg_indexes "
+            "WHERE tablename = 'status_events' AND indexname != 'status_events_pkey'",
+        )  # fmt: skip
+        plan = " ".join(
+            row[0] for row in query(backend, location, f"EXPLAIN (ANALYZE, COSTS OFF) {read}")
+        )
+        # No walk of the primary key through the others' events (0006: 155,000 of them), no
+        # sort of the message's whole trail: a walk of its index entries, newest first.
+        assert "ix_status_events_message_id_id" in plan and "Sort" not in plan, plan
+        assert "Rows Removed" not in plan, plan
+    assert indexes == [("ix_status_events_message_id_id",)]
+    with open_ledger(location) as ledger:
+        trail = ledger.backoff_trail(stuck, "dry run reverted", reset=OPERATOR_RETRY, newest=17)
+    newest = [row[0] for row in before if row[1] == stuck][-17:]
+    assert [e.id for e in trail] == newest

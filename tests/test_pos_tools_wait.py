@@ -231,3 +231,18 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     assert "E501 line too long" in linted.stdout
     assert "ruff or mypy failed" in linted.stdout
     assert any(line.startswith("pytest saw status 0") for line in calls.read_text().splitlines())
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on PATH")
+def test_make_lint_fails_on_a_file_only_the_formatter_would_change(tmp_path: Path) -> None:
+    """`ruff check` passing is not enough: a file `ruff format` would rewrite fails the lint
+    (and with it `make test`), with ruff's own line naming it."""
+    root, env = _scratch_checkout(tmp_path)
+    # This ruff passes every `check` and fails only the layout check, as on an unformatted file.
+    (root / ".venv" / "bin" / "ruff").write_text(
+        '#!/bin/sh\nif [ "$1 $2" = "format --check" ]; then\n'
+        "  echo 'Would reformat: adapters/beacon.py'; exit 1\nfi\nexit 0\n"
+    )
+    linted = _make(root, env, "lint")
+    assert linted.returncode != 0
+    assert "Would reformat: adapters/beacon.py" in linted.stdout

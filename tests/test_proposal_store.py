@@ -32,21 +32,25 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_checkpoint_store import fresh_database
 from test_checkpoint_store import pg_admin as pg_admin  # noqa: PLC0414 - a fixture
+from test_substrate_batching import HONEST, ROCOCO
 from test_substrate_route import ASSETHUB, SIGNATORIES, config_toml, proposal
 from test_substrate_route import load as load_config_at
 
 from adapters.errors import AdapterError
+from adapters.substrate.client import Call, Fee
 from relayer import checkpoints
 from relayer.attester import AttesterState
 from relayer.checkpoints import CheckpointStoreBusy, CheckpointStoreError, open_checkpoint_store
-from relayer.config import load_config
+from relayer.config import ChainConfig, Config, load_config
 from relayer.families.substrate import approval as approval_module
 from relayer.families.substrate import delivery as delivery_module
+from relayer.families.substrate.batching import BatchBudget, CostModel, budget_for
 from relayer.families.substrate.delivery import SubstrateDelivery
 from relayer.families.substrate.proposals import (
     MAX_PROPOSAL_BYTES,
     DirectoryProposalStore,
     PostgresProposalStore,
+    Proposal,
     ProposalKey,
     ProposalStore,
     open_proposal_store,
@@ -370,6 +374,24 @@ def test_the_config_chooses_the_store_the_relayer_and_attesters_share(
 # The relayer's and attesters' loops outlive a store they cannot use
 
 
+def _approval_loop(
+    config: Config, chain: ChainConfig, state: AttesterState
+) -> Callable[[], Awaitable[None]]:
+    """The attesters' approval loop for ``chain``, polling every 10 ms, as the first
+    signatory (its public half only: the attester signs nothing here)."""
+    keypair = cast("Keypair", SimpleNamespace(public_key=SIGNATORIES[0]))
+    return partial(
+        approval_module.approve_deliveries,
+        config,
+        chain,
+        b"\x11" * 32,
+        keypair,
+        open_checkpoint_store(config.checkpoint_location),
+        state=state,
+        poll=0.01,
+    )
+
+
 def test_a_store_that_cannot_be_read_is_a_warning_each_poll_not_the_end_of_a_loop(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -409,22 +431,72 @@ def test_a_store_that_cannot_be_read_is_a_warning_each_poll_not_the_end_of_a_loo
 
     monkeypatch.setattr(delivery_module, "connected", client(Untouchable))
     monkeypatch.setattr(approval_module, "connected", client(Down))
-    # The first signatory's public half (the attester signs nothing: every chain call fails).
-    keypair = cast("Keypair", SimpleNamespace(public_key=SIGNATORIES[0]))
     state = AttesterState()
-    approvals = partial(
-        approval_module.approve_deliveries,
-        config,
-        chain,
-        b"\x11" * 32,
-        keypair,
-        open_checkpoint_store(config.checkpoint_location),
-        state=state,
-        poll=0.01,
-    )
+    approvals = _approval_loop(config, chain, state)  # every chain call fails
     with open_ledger(tmp_path / "ledger.db") as ledger, caplog.at_level(logging.WARNING):
         delivery = SubstrateDelivery(chain, Relayer(config, ledger, poll=0.01))
         trio.run(warns_twice, delivery.run, "deliver to assethub: proposals: cannot list")
         trio.run(warns_twice, approvals, "assethub: proposals: cannot list")
     assert state.errors >= 2
     assert folder.read_text() == "not a folder"
+
+
+def test_the_approval_loop_forgets_an_estimate_once_no_proposal_batches_its_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two polls of the attesters' loop (review L2, session 7): the first round weighs a
+    verified batch ahead (an estimate kept for its execution) and the relayer then withdraws
+    the proposal; the second round starts with the estimate gone — the loop's ``keep_fees``
+    before each round. Without it an estimate outlived its proposals: memory anyone writing
+    proposals could grow, and a wrong weight kept for a re-proposal of the same call."""
+    config = load_config_at(tmp_path, config_toml())
+    chain = config.chain("assethub")
+    store = open_proposal_store(config.checkpoint_location)
+    key = store.publish(proposal())
+    call = Call("Utility", "batch_all", b"", b"\xca" * 32, None)
+    rounds: list[tuple[list[str], dict[bytes, object]]] = []
+    stop = trio.CancelScope()  # the second round ends the loop
+
+    class Sizes:  # measured once, the same object every poll (no runtime upgrade)
+        async def get(self, *args: object) -> tuple[BatchBudget, CostModel]:
+            return budget_for(ROCOCO), HONEST
+
+    @asynccontextmanager
+    async def connected(_chain: object) -> AsyncIterator[object]:
+        yield object()
+
+    async def tend_held(*args: object, **kw: object) -> None:
+        return None
+
+    async def a_round(
+        config_: object,
+        chain_: object,
+        client: object,
+        keypair_: object,
+        pending: list[tuple[ProposalKey, Proposal]],
+        *,
+        batches: dict[tuple[str, float], Call],
+        duty: approval_module.DeliveryDuty,
+        **_: object,
+    ) -> None:
+        rounds.append(([k.name for k, _ in pending], dict(duty.fees)))
+        if len(rounds) == 1:
+            for k, p in pending:
+                batches[(k.name, p.created)] = call  # verified
+            duty.fees[call.hash] = (1, Fee(partial_fee=1, weight=10))  # weighed ahead
+            store.remove(key)  # executed by others, or withdrawn by the relayer
+        else:
+            stop.cancel()
+
+    monkeypatch.setattr(approval_module, "connected", connected)
+    monkeypatch.setattr(approval_module, "_tend_held", tend_held)
+    monkeypatch.setattr(approval_module, "SizingCache", Sizes)
+    monkeypatch.setattr(approval_module, "_round", a_round)
+    loop = _approval_loop(config, chain, AttesterState())
+
+    async def two_polls() -> None:
+        with trio.fail_after(10), stop:
+            await loop()
+
+    trio.run(two_polls)
+    assert rounds == [([key.name], {}), ([], {})]

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -27,6 +27,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair, SubstrateInterface
+from substrateinterface.exceptions import SubstrateRequestException
 from test_contracts import (
     ESCROW_ACCOUNT,
     SUBSTRATE_USER,
@@ -62,7 +63,14 @@ from test_substrate_route import (
 from web3 import Web3
 
 from adapters.errors import AdapterError
-from adapters.substrate.client import SubstrateClient, keypair_from_seed
+from adapters.substrate.client import (
+    MAX_CALL_DEPTH,
+    RUNTIME_MAX_CALL_DEPTH,
+    SubstrateClient,
+    _decode_call,
+    _remarks_in_call,
+    keypair_from_seed,
+)
 from adapters.substrate.multisig import (
     OpenOperation,
     Timepoint,
@@ -680,12 +688,13 @@ async def _reserved(client: SubstrateClient, who: bytes) -> int:
 def _signed_with_raw_call(substrate: SubstrateInterface, keypair: Keypair, call: bytes) -> bytes:
     """An extrinsic of ``keypair`` carrying ``call`` exactly as given (substrate-interface
     cannot encode a call it cannot decode): signed for ``call``, then spliced into the
-    extrinsic substrate-interface builds for a placeholder call with the same signature."""
+    extrinsic substrate-interface builds for a placeholder call with the same signature.
+    ``call`` is never decoded here (signing needs its bytes only), so it may be garbage or
+    nested deeper than this process could decode."""
     placeholder = substrate.compose_call("System", "remark", {"remark": b""})
     carried = substrate.runtime_config.create_scale_object(
         "Call", data=ScaleBytes(call), metadata=substrate.metadata
     )
-    carried.decode()
     nonce = substrate.get_account_nonce(keypair.ss58_address)
     payload = substrate.generate_signature_payload(call=carried, era="00", nonce=nonce)
     extrinsic = substrate.create_signed_extrinsic(
@@ -701,6 +710,20 @@ def _signed_with_raw_call(substrate: SubstrateInterface, keypair: Keypair, call:
     return encode_compact(len(body)) + body
 
 
+async def _landed(
+    client: SubstrateClient, substrate: SubstrateInterface, extrinsic: bytes
+) -> bytes:
+    """Submit a raw ``extrinsic`` to this module's chopsticks (one block per extrinsic) and
+    wait for the block it lands in; that block's hash."""
+    before = (await client.finalized_head()).number
+    answer = substrate.rpc_request("author_submitExtrinsic", ["0x" + extrinsic.hex()])
+    assert isinstance(answer["result"], str)
+    with trio.fail_after(30):
+        while (head := await client.finalized_head()).number == before:
+            await trio.sleep(0.2)
+    return head.hash
+
+
 def test_an_as_multi_whose_opaque_call_is_garbage_does_not_stall_the_scan(
     chopsticks: ChopsticksProcess,
 ) -> None:
@@ -714,7 +737,10 @@ def test_an_as_multi_whose_opaque_call_is_garbage_does_not_stall_the_scan(
 
     async def scenario() -> None:
         async with SubstrateClient(chopsticks.ws_url) as client:
-            remark = await client.compose("System", "remark_with_event", {"remark": b"mine"})
+            # With the prefix, or the scan would not decode the extrinsic at all (it holds no
+            # PSRL otherwise: SubstrateClient.remarks' prefilter) and never meet the garbage.
+            mine = REMARK_PREFIX + b" mine"
+            remark = await client.compose("System", "remark_with_event", {"remark": mine})
             # A remark_with_event whose length prefix promises more bytes than follow.
             garbage = remark.data[:2] + encode_compact(100) + b"abc"
             substrate = SubstrateInterface(url=chopsticks.ws_url)
@@ -737,19 +763,79 @@ def test_an_as_multi_whose_opaque_call_is_garbage_does_not_stall_the_scan(
                 )
                 batch = await client.compose("Utility", "batch", {"calls": [remark]})
                 call = batch.data[:2] + encode_compact(2) + remark.data + as_multi
-                extrinsic = _signed_with_raw_call(substrate, alice, call)
-                before = (await client.finalized_head()).number
-                answer = substrate.rpc_request("author_submitExtrinsic", ["0x" + extrinsic.hex()])
-                assert isinstance(answer["result"], str)
+                landed = await _landed(
+                    client, substrate, _signed_with_raw_call(substrate, alice, call)
+                )
             finally:
                 substrate.close()
-            with trio.fail_after(30):
-                while (head := await client.finalized_head()).number == before:
-                    await trio.sleep(0.2)
-            events = await client.events(head.hash)
+            events = await client.events(landed)
             assert ("Utility", "BatchCompleted") in {(e.pallet, e.name) for e in events}
-            [seen] = await client.remarks(head.hash)
-            assert seen.remark == b"mine" and seen.signer == bytes(alice.public_key)
+            [seen] = await client.remarks(landed)
+            assert seen.remark == mine and seen.signer == bytes(alice.public_key)
+
+    trio.run(scenario)
+
+
+DEEPEST_EXECUTED: int = 225
+"""The deepest ``Utility.batch`` nesting chopsticks' executor runs on this runtime (measured):
+from 226 on it traps while building the block ("out of bounds memory access") and drops the
+extrinsic, though its pool takes up to :data:`RUNTIME_MAX_CALL_DEPTH` (256), as a real node's
+executor may."""
+
+
+def test_the_deepest_nesting_the_runtime_takes_does_not_stall_the_scan(
+    chopsticks: ChopsticksProcess,
+) -> None:
+    """Anyone can put a ``Utility.batch`` nested as deep as the runtime takes on chain for a
+    fee, with ``PSRL`` inside so the scan decodes it. scalecodec decodes it recursively, and
+    under Python's default recursion limit every attempt raised ``RecursionError``: the
+    block's ``remarks()`` failed for ever, and with it the relayer's and every attester's scan
+    of this origin. Now it decodes (in every process alike: the limit covers the runtime's own
+    bound), and reports nothing: the remark lies deeper than ``MAX_CALL_DEPTH``, so it is no
+    message."""
+    alice = Keypair.create_from_uri("//Alice")
+    deep = REMARK_PREFIX + b" under 225 batches"
+
+    async def scenario() -> None:
+        async with SubstrateClient(chopsticks.ws_url) as client:
+            remark = await client.compose("System", "remark_with_event", {"remark": deep})
+            batch = (await client.compose("Utility", "batch", {"calls": []})).data[:2]
+
+            def nested(depth: int) -> bytes:
+                call = remark.data
+                for _ in range(depth):
+                    call = batch + encode_compact(1) + call
+                return call
+
+            substrate = SubstrateInterface(url=chopsticks.ws_url)
+            try:
+                # The runtime's bound, checked: one level deeper is refused by the pool (its
+                # decode fails inside validate_transaction, a wasm trap).
+                too_deep = _signed_with_raw_call(
+                    substrate, alice, nested(RUNTIME_MAX_CALL_DEPTH + 1)
+                )
+                with pytest.raises(SubstrateRequestException, match="unreachable"):
+                    substrate.rpc_request("author_submitExtrinsic", ["0x" + too_deep.hex()])
+                extrinsic = _signed_with_raw_call(substrate, alice, nested(DEEPEST_EXECUTED))
+                landed = await _landed(client, substrate, extrinsic)
+            finally:
+                substrate.close()
+            names = [(e.pallet, e.name) for e in await client.events(landed)]
+            assert names.count(("Utility", "BatchCompleted")) == DEEPEST_EXECUTED
+            assert names.count(("System", "Remarked")) == 1  # executed, prefix and all
+            assert await client.remarks(landed) == []  # was: RecursionError, every time
+
+            # The deepest call the pool takes (a real node may include it) decodes as well,
+            # in the worker thread where every scan runs; its remark is found down to
+            # MAX_CALL_DEPTH batches, not below.
+            def remarks_under(depth: int) -> Callable[[Any], list[tuple[bytes, bool]]]:
+                return lambda s: _remarks_in_call(s, _decode_call(s, nested(depth)))
+
+            assert await client._run("deepest", remarks_under(RUNTIME_MAX_CALL_DEPTH)) == []
+            assert await client._run("at the limit", remarks_under(MAX_CALL_DEPTH)) == [
+                (deep, False)
+            ]
+            assert await client._run("past it", remarks_under(MAX_CALL_DEPTH + 1)) == []
 
     trio.run(scenario)
 

@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, TypeVar, overload
+from typing import Any, Final, Literal, NamedTuple, TypeVar, overload
 
 import trio
 from scalecodec.base import ScaleBytes
@@ -75,7 +76,26 @@ thread is never abandoned, so this also bounds how long a cancellation can take.
 INCLUSION_TIMEOUT: Final = 120.0
 POLL_INTERVAL: Final = 0.25
 MAX_CALL_DEPTH: Final = 8
-"""How deep :meth:`SubstrateClient.remarks` looks into nested ``Utility`` batches."""
+"""How deep :meth:`SubstrateClient.remarks` looks into nested ``Utility`` batches: a remark
+under more than this many batches / ``as_multi`` calls is not reported, so it is never a
+message (its sender's own doing; the decoder still reads the whole call, see
+:data:`RUNTIME_MAX_CALL_DEPTH`)."""
+
+RUNTIME_MAX_CALL_DEPTH: Final = 256
+"""How deep a call the runtime takes: Substrate decodes an extrinsic with a nesting limit
+(``MAX_EXTRINSIC_DEPTH``, 256), so the pool refuses ``batch`` nested 257 deep and takes 256
+(measured on the devnet's Asset Hub runtime; chopsticks' executor then traps from 226 on while
+building the block, a real node may well include all 256). Every call on chain is within it,
+except the bytes of an ``OpaqueCall``, which the runtime keeps undecoded until it executes
+them (it cannot execute one deeper than this)."""
+
+_FRAMES_PER_LEVEL: Final = 16
+"""Python frames scalecodec spends on one level of call nesting: 12 measured (scalecodec
+1.2.12, Python 3.11), with a margin for another release of either."""
+
+SCAN_RECURSION_LIMIT: Final = 1000 + _FRAMES_PER_LEVEL * RUNTIME_MAX_CALL_DEPTH
+"""The recursion limit a process that decodes Substrate calls needs (5096): Python's default
+1000 for the caller's own stack, plus the deepest call the runtime takes."""
 
 _BATCH_CALLS: Final = frozenset({"batch", "batch_all", "force_batch"})
 _HASH_LEN = 32
@@ -434,40 +454,128 @@ def _events(
     return events
 
 
-def _decode_call(substrate: SubstrateInterface, data: bytes) -> tuple[str, str, bytes]:
-    """(pallet, function, exact bytes) of the call at the start of ``data``."""
+class _DecodedCall(NamedTuple):
+    """One call as scalecodec decoded it: what :func:`_remarks_in_call` walks.
+
+    Decoding is the scan's whole cost (a delivery's ``as_multi`` around a ``batch_all`` of
+    ~1,000 calls), so a call is decoded once and handed down as this, never decoded again
+    from its bytes."""
+
+    pallet: str
+    function: str
+    used: bytes
+    """The call's exact encoding (call index first): a slice of the bytes it was decoded from."""
+    calls: tuple[_DecodedCall, ...] | None = None
+    """For a ``Utility`` batch: its calls, if the decode that produced this value showed them
+    (:func:`_batch_calls`); None means: not known, cut them from :attr:`used`."""
+
+
+def _decoded(call: Any) -> _DecodedCall:
+    """The :class:`_DecodedCall` of a scalecodec ``GenericCall`` that has just been decoded."""
+    value = call.value
+    pallet, function = value["call_module"], value["call_function"]
+    used = bytes(call.get_used_bytes())
+    return _DecodedCall(pallet, function, used, _batch_calls(call, pallet, function, used))
+
+
+def _batch_calls(
+    call: Any, pallet: str, function: str, used: bytes
+) -> tuple[_DecodedCall, ...] | None:
+    """The calls of the ``Utility`` batch ``call`` decoded along with it, or None.
+
+    scalecodec 1.2 keeps no per-call objects for a call's arguments: it stores them on the
+    runtime metadata's description of the function (``call.call_args``, shared by every call
+    of that function), so they are this call's right after its decode and another call's once
+    a later decode of the same function overwrote them. They are therefore only a hint, taken
+    when their bytes tile this batch exactly: count, then each call's bytes in order, up to the
+    end. That is also proof they are this batch's calls: SCALE decoding under one metadata is
+    prefix-deterministic, so the decode of those very bytes from this batch would cut the same
+    calls and name the same functions (the list sits on this metadata's own description of
+    the function, where only the decoder writes, so it did come from a decode under this
+    metadata; a decode cuts a given run of bytes one way only, so a list that tiles cannot cut
+    them elsewhere). Anything else (another library version, a stale or foreign value) gives
+    None, and the caller decodes the calls one by one as before.
+    """
+    if pallet != "Utility" or function not in _BATCH_CALLS:
+        return None
+    try:
+        [vec] = [a.value_object["value"] for a in call.call_args if a.value["name"] == "calls"]
+        calls = tuple(
+            _DecodedCall(
+                item.value["call_module"],
+                item.value["call_function"],
+                bytes(item.get_used_bytes()),
+            )
+            for item in vec.elements
+        )
+        reader = ScaleReader(used, 2)  # 2 bytes of call index
+        count = reader.compact_u32()
+    except (AttributeError, KeyError, TypeError, ValueError, DecodeError):
+        return None
+    if count != len(calls) or b"".join(c.used for c in calls) != used[reader.offset :]:
+        return None
+    return calls
+
+
+def _decode_call(substrate: SubstrateInterface, data: bytes) -> _DecodedCall:
+    """The call at the start of ``data`` (its exact bytes in :attr:`_DecodedCall.used`)."""
     call = substrate.runtime_config.create_scale_object(
         "Call", data=ScaleBytes(data), metadata=substrate.metadata
     )
-    value = call.decode(check_remaining=False)
-    return value["call_module"], value["call_function"], bytes(call.get_used_bytes())
+    call.decode(check_remaining=False)
+    return _decoded(call)
 
 
-def _as_multi_call(substrate: SubstrateInterface, used: bytes) -> bytes:
+def _as_multi_call(substrate: SubstrateInterface, used: bytes) -> _DecodedCall:
     """The call a ``Multisig.as_multi`` carries, cut from its encoding: after ``threshold: u16``,
     ``other_signatories: Vec<AccountId32>`` and ``maybe_timepoint: Option<{height: u32, index:
     u32}>``, either a length-prefixed ``OpaqueCall`` (older runtimes, the devnet's included) or
-    the call itself (``Box<RuntimeCall>``), as the runtime's metadata says."""
+    the call itself (``Box<RuntimeCall>``), as the runtime's metadata says. Decoded once here,
+    and returned decoded (the caller walks this value, it does not decode the bytes again)."""
     reader = ScaleReader(used, 2)  # 2 bytes of call index
     reader.u16()
     for _ in range(reader.compact_u32()):
         reader.fixed(32, "signatory")
     if reader.u8() == 1:
         reader.fixed(8, "timepoint")
-    function = substrate.get_metadata_call_function("Multisig", "as_multi")
+    [function] = [
+        call
+        for pallet in substrate.metadata.pallets
+        if pallet.name == "Multisig" and pallet.calls
+        for call in pallet.calls
+        if call.name == "as_multi"
+    ]
+    # Read from the metadata remarks() initialised for this block, not through
+    # get_metadata_call_function, which first re-initialises the runtime at the chain's head:
+    # three round trips per as_multi, and another runtime's layout after an upgrade.
     [kind] = [a.value.get("typeName", "") for a in function.args if a.value["name"] == "call"]
     if "Opaque" in str(kind):
         data = reader.fixed(reader.compact_u32(), "opaque call")
-        _, _, inner = _decode_call(substrate, data)
-        if len(inner) != len(data):
+        inner = _decode_call(substrate, data)
+        if len(inner.used) != len(data):
             raise AdapterError("Multisig.as_multi: the opaque call does not decode to its length")
         return inner
-    _, _, inner = _decode_call(substrate, used[reader.offset :])
-    return inner
+    return _decode_call(substrate, used[reader.offset :])
+
+
+def _split_batch(substrate: SubstrateInterface, call: _DecodedCall) -> tuple[_DecodedCall, ...]:
+    """A ``Utility`` batch's calls, each decoded from the batch's bytes in turn (when the
+    batch's own decode did not show them: :attr:`_DecodedCall.calls`)."""
+    reader = ScaleReader(call.used, 2)  # 2 bytes of call index
+    count = reader.compact_u32()
+    offset = reader.offset
+    calls: list[_DecodedCall] = []
+    for _ in range(count):
+        inner = _decode_call(substrate, call.used[offset:])
+        calls.append(inner)
+        offset += len(inner.used)
+    if offset != len(call.used):
+        raise AdapterError(f"Utility.{call.function} does not decode to its own length")
+    return tuple(calls)
 
 
 def _remarks_in_call(
-    substrate: SubstrateInterface, data: bytes, depth: int = 0, *, as_multisig: bool = False
+    substrate: SubstrateInterface, call: _DecodedCall, depth: int = 0, *, as_multisig: bool = False
 ) -> list[tuple[bytes, bool]]:
     """The ``remark`` arguments of every ``System.remark_with_event`` in a call, in execution
     order, looking into ``Utility`` batches (which dispatch with the signer's own origin) and
@@ -476,19 +584,21 @@ def _remarks_in_call(
 
     The bytes are cut from the call's encoding with the light client's SCALE reader, not taken
     from substrate-interface's decoded values, which show ``Vec<u8>`` as text when it is UTF-8
-    (and, for nested calls, are shared between calls of the same function).
+    (and, for nested calls, are shared between calls of the same function). Every remark is
+    therefore a contiguous slice of the bytes the call was decoded from (each step below cuts
+    a slice of its call's :attr:`~_DecodedCall.used`): what :meth:`SubstrateClient.remarks`'
+    prefilter relies on.
     """
-    pallet, function, used = _decode_call(substrate, data)
-    if (pallet, function) == ("System", "remark_with_event"):
-        reader = ScaleReader(used, 2)  # 2 bytes of call index
+    if (call.pallet, call.function) == ("System", "remark_with_event"):
+        reader = ScaleReader(call.used, 2)  # 2 bytes of call index
         remark = reader.length_prefixed()
         reader.finish()
         return [(remark, as_multisig)]
     if depth >= MAX_CALL_DEPTH:
         return []
-    if (pallet, function) == ("Multisig", "as_multi"):
+    if (call.pallet, call.function) == ("Multisig", "as_multi"):
         try:
-            inner = _as_multi_call(substrate, used)
+            inner = _as_multi_call(substrate, call.used)
         except Exception as exc:
             # An OpaqueCall is bytes the runtime keeps undecoded: anyone can put garbage on
             # chain in one (it just never executes), and scalecodec then raises whatever it
@@ -502,18 +612,12 @@ def _remarks_in_call(
             )
             return []
         return _remarks_in_call(substrate, inner, depth + 1, as_multisig=True)
-    if pallet != "Utility" or function not in _BATCH_CALLS:
+    if call.pallet != "Utility" or call.function not in _BATCH_CALLS:
         return []
-    reader = ScaleReader(used, 2)
-    count = reader.compact_u32()
-    offset = reader.offset
+    calls = call.calls if call.calls is not None else _split_batch(substrate, call)
     remarks: list[tuple[bytes, bool]] = []
-    for _ in range(count):
-        _, _, inner = _decode_call(substrate, used[offset:])
+    for inner in calls:
         remarks += _remarks_in_call(substrate, inner, depth + 1, as_multisig=as_multisig)
-        offset += len(inner)
-    if offset != len(used):
-        raise AdapterError(f"Utility.{function} does not decode to its own length")
     return remarks
 
 
@@ -557,17 +661,82 @@ def fee_transfer(
         return None
 
 
+def _carrying_prefix(extrinsics: Sequence[bytes]) -> frozenset[int]:
+    """The indexes of the extrinsics whose bytes contain :data:`REMARK_PREFIX` anywhere: the
+    only ones :meth:`SubstrateClient.remarks` decodes (nor does it decode a block's events
+    when there is none).
+
+    Why nothing is lost: a remark is a message only if it starts with ``PSRL``
+    (:func:`~light_clients.substrate.remark.validate_remark`, the committee's own refunds
+    included), and every remark :func:`_remarks_in_call` returns is a contiguous slice of its
+    extrinsic's bytes: a ``Vec<u8>`` is a compact length then the raw bytes, a batch's calls
+    are concatenated, an ``OpaqueCall`` is a length-prefixed copy of the call and a boxed
+    call is the call itself; nothing the decoder follows is compressed, hashed or split. So a
+    remark starting with ``PSRL`` puts ``PSRL`` into its extrinsic. What an extrinsic without
+    it could have given is remarks that every consumer refuses (``missing-prefix``): they are
+    no longer reported, logged or counted as skipped.
+
+    Hostile view: anyone can put ``PSRL`` into any extrinsic (a body, an account, a remark
+    of someone else's) to have it decoded: that is the cost of every extrinsic before this
+    filter, no more. Nobody can hide a message from it, since the message's own bytes carry
+    the prefix. The node could drop bytes, but it can serve any body today (the body is not
+    checked against the extrinsics root), so it gains nothing new. One cross-check is lost:
+    an event naming an extrinsic a short body lacks failed the scan; a body without ``PSRL``
+    is now not read that far, so a broken node's short body passes as "no messages"
+    (docs/substrate.md, "Trust and limits").
+
+    Cost: the delivery blocks of the committee (an ``as_multi`` around ~1,000 calls and as
+    many events, delivered message bodies carrying no prefix) were decoded in full by every
+    attester and the relayer, about 70 % of their CPU on an Asset Hub route; now one byte
+    search each.
+    """
+    return frozenset(i for i, encoded in enumerate(extrinsics) if REMARK_PREFIX in encoded)
+
+
+def allow_the_deepest_call() -> None:
+    """Raise this process's recursion limit to :data:`SCAN_RECURSION_LIMIT` (never lower it).
+
+    scalecodec decodes a call recursively, about 12 Python frames per level of nesting, so
+    under Python's default limit (1000) a ``Utility.batch`` nested ~80 deep, which anyone can
+    put on chain for a fee, made every decode of its extrinsic raise ``RecursionError``: its
+    block's :meth:`SubstrateClient.remarks` failed on every attempt and the relayer's and every
+    attester's scan of that origin stopped there for ever. With this limit every call the
+    runtime takes (:data:`RUNTIME_MAX_CALL_DEPTH`) decodes, in every process alike: the
+    outcome no longer depends on how deep a process's stack is. Skipping the extrinsic on
+    ``RecursionError`` instead would have made it depend on exactly that, and the relayer and
+    the attesters could then disagree about a block.
+
+    Process-wide and done once, by :meth:`SubstrateClient.connect`, since every decode runs
+    through a connected client (in its worker thread; Python 3.11 applies the new limit to
+    threads already running). No thread stack size needs setting: from Python 3.11 on a call
+    between Python functions takes no C stack, and scalecodec's recursion is Python only
+    (measured: 8,000 levels, 96,000 frames, decode in a thread with a 32 KiB stack).
+
+    What stays out of reach: an ``OpaqueCall`` nested far deeper than the runtime allows
+    (from about 420 levels on) still fails to decode, and is skipped as every undecodable
+    ``OpaqueCall`` is (:func:`_remarks_in_call`). The runtime can never execute it, and where
+    the failure sets in depends only on the depth the decode starts at, which is the same in
+    every process (each runs it in a trio worker thread, through the same code). A body a
+    node serves with a call that deep outside an ``OpaqueCall`` (none is on chain) is an
+    :class:`AdapterError`, as any body that does not decode.
+    """
+    if sys.getrecursionlimit() < SCAN_RECURSION_LIMIT:
+        sys.setrecursionlimit(SCAN_RECURSION_LIMIT)
+
+
 def _extrinsic_signer_and_call(
     substrate: SubstrateInterface, encoded: bytes
-) -> tuple[bytes | None, bytes]:
+) -> tuple[bytes | None, _DecodedCall]:
+    """The signer of an extrinsic (None if unsigned) and its call, decoded once: the
+    extrinsic's own decode decodes the call, which is taken from it, not decoded again."""
     extrinsic = substrate.runtime_config.create_scale_object(
         "Extrinsic", data=ScaleBytes(encoded), metadata=substrate.metadata
     )
     value = extrinsic.decode()
-    call_bytes = bytes(extrinsic.value_object["call"].get_used_bytes())
+    call = _decoded(extrinsic.value_object["call"])
     if not extrinsic.signed:
-        return None, call_bytes
-    return account_bytes(value.get("address")), call_bytes
+        return None, call
+    return account_bytes(value.get("address")), call
 
 
 # --- the client --------------------------------------------------------------------------
@@ -594,9 +763,11 @@ class SubstrateClient:
     # lifecycle
 
     async def connect(self) -> None:
-        """Open the websocket and load the runtime metadata (idempotent)."""
+        """Open the websocket and load the runtime metadata (idempotent); allow the deepest
+        call the runtime takes to be decoded (:func:`allow_the_deepest_call`)."""
         if self._substrate is not None:
             return
+        allow_the_deepest_call()
 
         def open_interface() -> tuple[SubstrateInterface, str | None, bytes]:
             substrate = SubstrateInterface(url=self.url, ws_options={"timeout": self.timeout})
@@ -778,7 +949,10 @@ class SubstrateClient:
         another account: through ``Multisig.as_multi``, a proxy, a derivative account; the
         committee's own deliveries are such), since no call of the signer's own batches can
         have emitted them and no such remark could be a valid message; and events with no
-        matching call at all. The result holds every remark the outbox rules must judge.
+        matching call at all. Left out silently: the remarks of extrinsics whose bytes do not
+        contain ``PSRL`` (:func:`_carrying_prefix`: none of them can be a message; a block
+        without any such extrinsic costs one byte search, no decoding). The result holds every
+        remark the outbox rules must judge.
 
         ``proven_events``: the raw ``System.Events`` value proven under the block's state root
         (:func:`adapters.substrate.finality.read_proof`), decoded instead of asking the node.
@@ -790,8 +964,6 @@ class SubstrateClient:
         """
 
         def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
-            # decode with this block's runtime
-            substrate.init_runtime(block_hash=to_hex(block_hash))
             block = _result(substrate.rpc_request("chain_getBlock", [to_hex(block_hash)]), "block")
             if not isinstance(block, dict) or not isinstance(block.get("block"), dict):
                 raise AdapterError(f"node has no block {to_hex(block_hash)}")
@@ -799,6 +971,12 @@ class SubstrateClient:
             extrinsics = block["block"].get("extrinsics")
             if not isinstance(extrinsics, list):
                 raise AdapterError(f"block {to_hex(block_hash)} has a malformed body")
+            encoded_all = [_hex_bytes(item, "extrinsic") for item in extrinsics]
+            carrying = _carrying_prefix(encoded_all)
+            if not carrying:
+                return []  # no event, no call decoded: see _carrying_prefix
+            # decode with this block's runtime
+            substrate.init_runtime(block_hash=to_hex(block_hash))
             by_extrinsic: dict[int, list[SubstrateEvent]] = {}
             with_remarks: set[int] = set()
             for event in _events(substrate, block_hash, proven_events):
@@ -816,7 +994,9 @@ class SubstrateClient:
                         f"block {header.number} has {len(extrinsics)} extrinsics, "
                         f"an event names extrinsic {index}"
                     )
-                encoded = _hex_bytes(extrinsics[index], "extrinsic")
+                if index not in carrying:
+                    continue  # no remark of it can be a message: see _carrying_prefix
+                encoded = encoded_all[index]
                 signer, call = _extrinsic_signer_and_call(substrate, encoded)
                 if signer is None:
                     log.warning(

@@ -552,6 +552,20 @@ def verify_read_proof(
     return {bytes(key): proof.read(state_root, bytes(key)).value for key in keys}
 
 
+MAX_READ_PROOF_HEX: Final = 32 * 2**20
+"""Characters of hex (16 MiB of trie nodes) a ``state_getReadProof`` answer may hold in all;
+past it the answer is refused before one node of it is parsed (review R3 L2). An honest
+2,048-key chunk of replay-guard items (the relayer's largest read) against 100,000 items is
+about 4,600 nodes, 2 MB of hex; against a state a hundred times larger, a level or two more.
+A Substrate node refuses to send a response over 15 MiB by default (``--rpc-max-response-size``),
+so this is twice what an honest node sends at all, and sixteen times an honest chunk: only a
+hostile node gets near it, and it must not cost the relayer seconds of CPU."""
+
+MAX_READ_PROOF_NODES_PER_KEY: Final = 64
+"""Trie nodes a read proof may hold per key asked (the same reason: an honest proof has one
+node per trie level a key passes, a dozen on the largest states, shared between keys)."""
+
+
 async def read_proof(
     client: NodeRpc, keys: Iterable[bytes], header: SubstrateHeader
 ) -> dict[bytes, bytes | None]:
@@ -559,6 +573,12 @@ async def read_proof(
 
     Returns every key's proven value (None = proven absent). ``header`` must be hash-checked,
     and final if the values are to be final: this proves storage *of that block* only.
+
+    A proof larger than :data:`MAX_READ_PROOF_HEX` in all, or of more than
+    :data:`MAX_READ_PROOF_NODES_PER_KEY` nodes a key, is refused (AdapterError) before any of
+    it is parsed; the rest (parsing every node, hashing it, walking the trie: pure, the trie
+    light client's) runs in a worker thread, so a large answer never stalls the trio loop the
+    relayer's other tasks share (lease heartbeats, other chains' deliveries).
     """
     wanted = list(dict.fromkeys(bytes(key) for key in keys))
     if not wanted:
@@ -574,11 +594,28 @@ async def read_proof(
         raise AdapterError(
             f"{where}: the proof is at block {to_hex(at)}, not {to_hex(header.hash)}"
         )
-    nodes = [_bytes_field(node, where, "proof node") for node in answer["proof"]]
-    try:
-        return verify_read_proof(header.state_root, nodes, wanted)
-    except VerificationError as exc:
-        raise _located(exc, where) from exc
+    proof: list[Any] = answer["proof"]
+    most = MAX_READ_PROOF_NODES_PER_KEY * len(wanted)
+    if len(proof) > most:
+        raise AdapterError(
+            f"{where}: {len(proof)} proof nodes for {len(wanted)} key(s), over the bound of "
+            f"{most}: refused unread"
+        )
+    size = sum(len(node) for node in proof if isinstance(node, str))
+    if size > MAX_READ_PROOF_HEX:
+        raise AdapterError(
+            f"{where}: a proof of {size:,} hex characters, over the bound of "
+            f"{MAX_READ_PROOF_HEX:,}: refused unread"
+        )
+
+    def verify() -> dict[bytes, bytes | None]:
+        nodes = [_bytes_field(node, where, "proof node") for node in proof]
+        try:
+            return verify_read_proof(header.state_root, nodes, wanted)
+        except VerificationError as exc:
+            raise _located(exc, where) from exc
+
+    return await trio.to_thread.run_sync(verify)
 
 
 # --- storage keys -------------------------------------------------------------------------

@@ -96,6 +96,35 @@ class HubResult:
             return None
         return max(self.delivered_time.values()) - self.started_at
 
+    @property
+    def per_block(self) -> list[tuple[int, int]]:
+        """(delivery block, messages delivered in it), in block order."""
+        return sorted(Counter(self.delivery_block.values()).items())
+
+    @property
+    def sustained(self) -> float | None:
+        """Messages/s from the first to the last delivery block, defined as the EVM legs'
+        :attr:`~benchmarks.bench_relay.evm_legs.PhaseResult.rate`: the first block's messages
+        are not counted (the span starts when that block appeared), so the pipeline's start-up
+        (the origin's finality, the first checkpoint, the first proposal, its opening) is left
+        out and what remains is how fast the relay delivers once it is running. None with
+        fewer than two delivery blocks or a block not seen appear."""
+        blocks = self.per_block
+        if len(blocks) < 2:
+            return None
+        first = self._appeared(blocks[0][0])
+        last = self._appeared(blocks[-1][0])
+        if first is None or last is None or last <= first:
+            return None
+        return (len(self.delivery_block) - blocks[0][1]) / (last - first)
+
+    def _appeared(self, block: int) -> float | None:
+        """When delivery block ``block`` appeared (the time of any message delivered in it)."""
+        for nonce, number in self.delivery_block.items():
+            if number == block:
+                return self.delivered_time.get(nonce)
+        return None
+
 
 @dataclass
 class Floor:

@@ -22,7 +22,10 @@ from relayer.family import ChainFamily, ChainFields, Delivery, Origin
 from relayer.jsonfields import as_hex, as_int
 
 if TYPE_CHECKING:
+    from light_clients.merkle import IncrementalMerkleTree
     from relayer.attester import AttesterContext
+    from relayer.checkpoints import CheckpointStore
+    from relayer.family import Reproven
     from relayer.ledger import MessageRecord
     from relayer.payments import GasRate, OriginPayments
     from relayer.relay import Relayer
@@ -183,6 +186,35 @@ class EvmFamily:
             inbox = chain.contract("inbox")
             state = await inbox_delivery_state(evm, inbox, final, messages, outboxes)
         return [state[keccak256(message)][0] for message in messages]
+
+    async def reprove(
+        self,
+        config: Config,
+        chain: ChainConfig,
+        record: MessageRecord,
+        *,
+        outbox: bytes,
+        store: CheckpointStore,
+        tree: Callable[[], IncrementalMerkleTree],
+    ) -> Reproven:
+        # Inbox.retryProven from the [client] key (a running relayer owns its own key's
+        # nonces): relayer/families/evm/reproof.py says what is checked before and after.
+        from relayer.families.evm.connection import open_evm  # noqa: PLC0415
+        from relayer.families.evm.reproof import reprove  # noqa: PLC0415
+        from relayer.families.evm.user import client_signer  # noqa: PLC0415
+
+        signer = client_signer(config)
+        async with open_evm(chain) as evm:
+            return await reprove(
+                evm,
+                chain,
+                signer,
+                store=store,
+                tree=tree,
+                record=record,
+                outbox=outbox,
+                fee_model=self.fee_model,
+            )
 
     async def read_payments(
         self,

@@ -42,6 +42,7 @@ from adapters.evm.tx import (
     parse_receipt,
 )
 from adapters.rpc import MalformedAnswer, RpcCallError, RpcError
+from adapters.text import ERROR_TEXT_LIMIT, one_line
 from light_clients.errors import VerificationError
 from light_clients.ethereum.header import EthHeader
 from light_clients.hashing import keccak256
@@ -51,6 +52,7 @@ from light_clients.message import MAX_MESSAGE_BYTES, MalformedMessageError, deco
 from light_clients.multiproof import build_multiproof, pack_messages, verify_multiproof
 from relayer.config import ChainConfig
 from relayer.families.evm.connection import open_evm
+from relayer.families.evm.origin import local_domain
 from relayer.ledger import (
     TRANSITIONS,
     IllegalTransition,
@@ -61,13 +63,17 @@ from relayer.ledger import (
     NewTransaction,
     TxStatus,
     UnknownRecord,
+    WriteOutsideDomain,
 )
 from relayer.relay import (
     MAX_DELIVERY_ATTEMPTS,
+    OPERATOR_RETRY,
     RETRY_BACKOFF,
+    DomainCheck,
     Lane,
     Relayer,
     failures_since_retry,
+    recent_failures,
 )
 
 log = logging.getLogger("passerelle.relayer")
@@ -103,6 +109,34 @@ MAX_BATCH_CALLDATA = 120_000
 # The reason a lone message whose delivery cannot fit in a block is failed with (the prefix
 # its backoff is counted by, see EvmDelivery._too_big_for_a_block).
 TOO_BIG_FOR_A_BLOCK = "its delivery alone needs more gas than a block holds"
+# The reason a lone message whose dry run reverts is failed with (the prefix its backoff is
+# counted by, see EvmDelivery._dry_run_reverted).
+DRY_RUN_REVERTED = "dry run reverted"
+UNSENT_COUNT_CAP = 16
+"""The most prior failures :meth:`EvmDelivery._fail_unsent` counts: above both
+:func:`dry_run_wait`'s last step (8) and :data:`RETRY_BACKOFF`'s (4), so every wait is exact
+(the trail is read newest first until one more is found, within a bounded walk:
+:meth:`relayer.ledger.Ledger.backoff_trail`)."""
+DRY_RUN_FIRST_WAIT = 2.0
+"""Seconds a lone message waits after its first reverted dry run; doubled at each one after."""
+DRY_RUN_MAX_WAIT = 300.0
+"""The most seconds a message waits between two dry runs (RETRY_BACKOFF's last step): what a
+message that turns deliverable (its recipient fixed, the inbox unpaused) may wait at worst."""
+
+
+def _naming(exc: WriteOutsideDomain, doing: str, ids: Sequence[str]) -> WriteOutsideDomain:
+    """``exc`` with what the delivery was ``doing`` and the messages concerned, for the lease
+    keeper's one error line: the ledger names the row it refused, but a transaction's row
+    says nothing of the message the operator must look at (review of SEAM, L7)."""
+    shown = ", ".join(ids[:3]) + (f" (+{len(ids) - 3} more)" if len(ids) > 3 else "")
+    return WriteOutsideDomain(f"{exc} ({doing}: message(s) {shown or 'none known'})")
+
+
+def dry_run_wait(reverted_before: int) -> float:
+    """Seconds to wait after a dry run that reverted, given how many reverted before since
+    the operator last retried: :data:`DRY_RUN_FIRST_WAIT` doubled each time, capped at
+    :data:`DRY_RUN_MAX_WAIT`."""
+    return min(DRY_RUN_FIRST_WAIT * 2.0 ** min(reverted_before, 32), DRY_RUN_MAX_WAIT)
 
 
 def _inbox_slot(label: str) -> int:
@@ -392,6 +426,11 @@ class EvmDelivery:
         # round reads no ledger (see _finalize_deliveries).
         self._receipts_applied = 0
         self._looked: tuple[int, int] | None = None
+        # The inbox's localDomain() against the configured domain (a mismatch halts). Asked
+        # at the start of a round until it was read, after a growing wait: a node down when
+        # the lease was taken must not leave a wrong domain id unnoticed for the lease's whole
+        # life (review of SEAM, L1), nor one lying endpoint flood the log (of FSEAM, M1).
+        self._domain = DomainCheck("inbox", chain)
 
     async def run(self) -> None:
         """Deliver to the chain for ever (:meth:`_deliver_loop`)."""
@@ -415,6 +454,7 @@ class EvmDelivery:
             async with trio.open_nursery() as workers:
                 while True:
                     try:
+                        await self._check_domain(chain, evm)
                         # First, before anything below reads a lane (leasing: another relayer
                         # may have scanned and collected since; docs/relayer.md, leases).
                         await self.relayer.follow_origins(chain.domain)
@@ -431,8 +471,15 @@ class EvmDelivery:
                             last_settle = trio.current_time()
                     except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
                         self.relayer.metrics.rpc_errors += 1
-                        log.warning("deliver to %s: %s", chain.name, exc)
+                        log.warning(
+                            "deliver to %s: %s", chain.name, one_line(str(exc), ERROR_TEXT_LIMIT)
+                        )
                         batches = []
+                    except WriteOutsideDomain:
+                        # Not a race: this lease writes rows another lease's lock covers (a
+                        # domain id that is not the chain's own). The lease keeper stops the
+                        # lease for good (relayer/leases.py), as it does a scan's.
+                        raise
                     except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
                         # A move the ledger refuses (someone else moved a message between our
                         # read and our write): logged; the next round reads the ledger again.
@@ -454,6 +501,23 @@ class EvmDelivery:
                                 done=partial(self._release, slots, claimed, batch),
                             )
                         )
+
+    async def _check_domain(self, chain: ChainConfig, evm: EvmChain) -> bool:
+        """The inbox's ``localDomain()`` against the configured domain, on the delivery's own
+        connection, if it is due (:class:`relayer.relay.DomainCheck`): RouteHalted if the
+        endpoints settle on another one (such a relayer would dry-run every message sent to
+        the configured domain into a revert, and skip every one sent to the real domain).
+        True once read; False if not due or if it cannot be read now (then counted in
+        ``rpc_errors``, once per attempt). Delivery goes on meanwhile: the inbox refuses
+        whatever is not addressed to it."""
+        if not self._domain.due:
+            return self._domain.read
+        stated = partial(
+            local_domain, evm, chain.contract("inbox"), f"{chain.name}: the inbox", chain.domain
+        )
+        if not await self._domain.ask(stated):
+            self.relayer.metrics.rpc_errors += 1
+        return self._domain.read
 
     @staticmethod
     def _release(slots: trio.Semaphore, claimed: set[str], batch: Sequence[MessageRecord]) -> None:
@@ -603,7 +667,11 @@ class EvmDelivery:
                     todo += await self._submit(chain, evm, engine, submission)
         except AdapterError as exc:  # RpcError, TxError, MalformedAnswer too
             self.relayer.metrics.rpc_errors += 1
-            log.warning("deliver to %s: %s", chain.name, exc)
+            # A node's words inside (a refused broadcast's): one bounded line (review L5).
+            log.warning("deliver to %s: %s", chain.name, one_line(str(exc), ERROR_TEXT_LIMIT))
+        except WriteOutsideDomain as exc:
+            # The lease must end for good (see _deliver_loop), not this batch only.
+            raise _naming(exc, "delivering", [r.id for r in batch]) from None
         except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
             # A receipt or a race the ledger refuses to record: this batch's messages stay
             # where they are and the next rounds settle them; the relayer goes on.
@@ -813,10 +881,19 @@ class EvmDelivery:
                 log.info(
                     "dry run of %d message(s) reverted (%s); trying each half on its own",
                     len(records),
-                    exc.message,
+                    one_line(exc.message),
                 )
                 return _halves(records)
-            await self.relayer.fail(ids, f"dry run reverted: {exc.message}", records)
+            if not exc.reverted:
+                # The node refused to run it (a rate limit, a bad request): nothing about the
+                # message, so no growing wait; the first step of the usual backoff.
+                self.relayer.metrics.rpc_errors += 1
+                refusal = f"error {exc.code}: {one_line(exc.message)}"  # no URL in a reason
+                await self.relayer.fail(ids, f"dry run refused by the node: {refusal}", records)
+                return []
+            error = one_line(exc.message)  # a hostile node's words: one bounded line
+            if await self.relayer.db(self._dry_run_reverted, records[0], error):
+                self.relayer.metrics.dry_run_backoffs += 1
             return []
         gas = estimate + MESSAGE_GAS_NEEDED
         if len(records) > 1:
@@ -872,7 +949,7 @@ class EvmDelivery:
         except TxReverted as exc:
             await self.relayer.db(self._reverted, chain.domain, exc, ids)
         except TxError as exc:  # not mined in time: _settle_pending picks it up later
-            log.warning("deliver to %s: %s", chain.name, exc)
+            log.warning("deliver to %s: %s", chain.name, one_line(str(exc), ERROR_TEXT_LIMIT))
         else:
             await self.relayer.db(self._apply_receipt, chain, mined, ids, known=records)
         return []
@@ -946,22 +1023,57 @@ class EvmDelivery:
     ) -> None:
         """Fail a lone ``record`` whose delivery needs ``gas`` (the dry run's, un-margined)
         where the destination's final block holds ``block``: no node would take it. It waits
-        a backoff that grows with how often this happened (the audit trail, so restarts do
-        not reset it; no fee was paid, so it is never given up: a block limit can rise, and
-        ``passerelle retry`` starts it over)."""
+        the usual backoff (:data:`RETRY_BACKOFF`) by how often this happened since the
+        operator last retried it (:meth:`_fail_unsent`: a block limit can rise)."""
+        self._fail_unsent(
+            record,
+            TOO_BIG_FOR_A_BLOCK,
+            f"{gas:,} gas where the destination's final block holds {block:,} (domain {domain})",
+            lambda before: RETRY_BACKOFF[min(before, len(RETRY_BACKOFF) - 1)],
+        )
+
+    def _dry_run_reverted(self, record: MessageRecord, error: str) -> bool:
+        """Fail a lone ``record`` whose dry run reverted (``error``: the node's words, one
+        bounded line), to be dry-run again after :func:`dry_run_wait` of the reverted dry runs
+        since the operator last retried it (:meth:`_fail_unsent`); False if it moved on.
+
+        Such a message was never submitted, so its ``attempts`` (the usual backoff's count)
+        never grows: it was dry-run every 2 s for ever, one ``eth_estimateGas`` each time, and
+        a flood of messages an inbox refuses (a recipient that always reverts, a destination
+        domain the inbox is not) kept the relayer busy with nothing else. It may turn
+        deliverable (its recipient fixed, the inbox unpaused)."""
+        return self._fail_unsent(record, DRY_RUN_REVERTED, error, dry_run_wait)
+
+    def _fail_unsent(
+        self, record: MessageRecord, prefix: str, detail: str, wait: Callable[[int], float]
+    ) -> bool:
+        """Fail a lone ``record`` that was never sent (no fee paid, so never given up) with
+        reason ``prefix: detail``, to be tried again after ``wait(n)`` seconds, ``n`` being how
+        often it failed with ``prefix`` before since the operator last retried it: counted from
+        the audit trail, so restarts do not reset it, and ``passerelle retry`` starts it over.
+        False if it moved on meanwhile (an operator's skip, another relayer).
+
+        The count reads the trail newest first, a page at a time, only until it has
+        :data:`UNSENT_COUNT_CAP` + 1 failures with ``prefix`` (both waits stop growing well
+        below it) or the operator's newest retry (:meth:`Ledger.backoff_trail`, bounded): a
+        message stuck for months has a trail of tens of thousands of events, and this runs
+        inside the write transaction (on SQLite the whole ledger's lock; review of SEAM,
+        M2)."""
         with self.relayer.ledger.atomic() as batch:
             if batch.movable([record.id], MessageStatus.FAILED) != [record.id]:
-                return  # moved on meanwhile (an operator's skip, another relayer)
-            count = failures_since_retry(batch.history(record.id), TOO_BIG_FOR_A_BLOCK)
-            delay = RETRY_BACKOFF[min(count, len(RETRY_BACKOFF) - 1)]
-            reason = (
-                f"{TOO_BIG_FOR_A_BLOCK}: {gas:,} gas where the destination's final block holds "
-                f"{block:,} (domain {domain}); retry in {delay:.0f} s"
+                return False
+            recent = batch.backoff_trail(
+                record.id, prefix, reset=OPERATOR_RETRY, newest=UNSENT_COUNT_CAP + 1
             )
+            before = recent_failures(recent, prefix, UNSENT_COUNT_CAP)
+            delay = wait(before)
+            times = f"{before + 1}" if before < UNSENT_COUNT_CAP else f"over {UNSENT_COUNT_CAP}"
+            reason = f"{prefix}: {detail}; {times} time(s), next try in {delay:.0f} s"
             log.warning("message %s: %s", record.id, reason)
             batch.transition(
                 [record.id], MessageStatus.FAILED, reason=reason, retry_at=time.time() + delay
             )
+        return True
 
     def _reverted(self, domain: int, exc: TxReverted, ids: Sequence[str]) -> None:
         """A delivery that reverted on chain although its dry run passed.
@@ -1010,6 +1122,10 @@ class EvmDelivery:
                 )
 
     def _broadcast_failed(self, domain: int, ids: Sequence[str], error: str) -> None:
+        """Back to ``attested`` after a broadcast the node refused (``error``: its words
+        inside ours), the pending rows of ``ids`` failed: the error stored as one bounded
+        line (a forged second line in ``status``, a terminal escape: review of FSEAM, L5)."""
+        error = one_line(error, ERROR_TEXT_LIMIT)
         with self.relayer.ledger.atomic() as batch:
             for tx in batch.transactions(chain=domain, status=TxStatus.PENDING):
                 linked = set(batch.transaction_messages(domain, tx.hash))
@@ -1313,6 +1429,7 @@ class EvmDelivery:
         self, chain: ChainConfig, engine: TxEngine, hex_hash: str, *, young: bool
     ) -> None:
         """Settle one pending transaction (:meth:`_settle_pending`)."""
+        ids: list[str] = []
         try:
             ids = await self.relayer.db(
                 self.relayer.ledger.transaction_messages, chain.domain, hex_hash
@@ -1330,6 +1447,9 @@ class EvmDelivery:
             else:
                 self._nonce_stale = True
                 await self.relayer.db(self._dropped, chain.domain, hex_hash, ids)
+        except WriteOutsideDomain as exc:
+            # The lease must end for good (see _deliver_loop), not be retried each round.
+            raise _naming(exc, f"settling transaction {hex_hash}", ids) from None
         except (UnknownRecord, IllegalTransition, InvalidReference, MalformedAnswer) as exc:
             # A garbled receipt is a hostile or broken node's, not the ledger's fault: this
             # transaction stays pending (the next settle asks again), the others settle.

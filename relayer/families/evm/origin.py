@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from adapters.errors import AdapterError
 from adapters.evm.chain import DispatchEvent, EvmChain, selector
 from adapters.rpc import EndpointHealth
+from light_clients.errors import DecodeError
 from light_clients.ethereum.header import EthHeader
+from light_clients.hexstr import parse_data, to_hex
 from light_clients.merkle import IncrementalMerkleTree, frontier_append, root_from_branch
 from relayer.config import ChainConfig
 from relayer.family import Head, OutboxState, ScannedRange
@@ -23,6 +25,68 @@ from relayer.ledger import DiscoveredMessage
 
 SCAN_CHUNK = 1_000
 """Blocks per scan step (and per ledger transaction) while catching up."""
+
+
+async def local_domain(evm: EvmChain, contract: bytes, what: str, expected: int) -> int:
+    """``localDomain()`` of ``contract`` (an Outbox or an Inbox: the domain it stamps into its
+    messages, or takes messages for), one ``eth_call`` at ``latest`` per distinct endpoint, in
+    the configured order, judged against ``expected`` (the configured domain):
+
+    - ``expected`` as soon as ``rpc_quorum`` endpoints said it;
+    - another value only if EVERY distinct endpoint answered, ``rpc_quorum`` of them said it
+      AND none said ``expected``: what a relayer halts on (:class:`relayer.relay.DomainCheck`),
+      so it needs a quorum against the configuration, no evidence for it, and no endpoint
+      that could still give some. With the first value to reach the quorum, two liars listed
+      before an honest endpoint halted every relayer (review of FSEAM, L1); with the honest
+      endpoint merely down (a timeout, HTTP 429) at a lease claim, one liar at quorum 1 (two
+      at quorum 2) halted one relayer after another (review of F2SEAM, L2);
+    - AdapterError otherwise (the domain cannot be read now: endpoints failing, answering
+      anything but 32 bytes holding a u32, or disagreeing), naming what each endpoint said
+      by its redacted URL, so that an operator can tell which one to remove (review of
+      FSEAM, M1). The caller asks again later, and reads or halts once every endpoint answers.
+
+    An endpoint's word, never a proof. With a quorum of 1, one endpoint saying ``expected``
+    confirms it. A configuration that is really wrong behind an endpoint that never answers
+    is warned about (the votes named), never halted on: not halting costs nothing, as either
+    contract refuses what is not addressed to it. The same node listed under two URLs votes
+    twice: endpoints are told apart by their text only (docs/relayer.md, ``rpc_quorum``)."""
+    data = {"to": to_hex(contract[-20:]), "data": to_hex(selector("localDomain()"))}
+    votes: dict[int, list[str]] = {}
+    problems: list[str] = []
+    seen: set[str] = set()
+    for endpoint in evm.rpc.endpoints:
+        if endpoint.target in seen:
+            continue  # a URL listed twice is one node, with one vote
+        seen.add(endpoint.target)
+        try:
+            answer = await evm.rpc.call_on(endpoint, "eth_call", [data, "latest"])
+            domain = _domain(answer, f"{what} on {endpoint.url}")
+        except AdapterError as exc:  # RpcError too (it names the endpoint): no vote
+            problems.append(str(exc))
+            continue
+        votes.setdefault(domain, []).append(endpoint.url)
+        if len(votes.get(expected, ())) >= evm.rpc_quorum:
+            return expected
+    against = [d for d, said in votes.items() if d != expected and len(said) >= evm.rpc_quorum]
+    if against and expected not in votes and not problems:
+        return max(against, key=lambda d: len(votes[d]))  # the likeliest mistake, to name it
+    said = "; ".join(f"{domain} from {', '.join(urls)}" for domain, urls in votes.items())
+    raise AdapterError(
+        f"{what}: localDomain() not settled by rpc_quorum {evm.rpc_quorum} (configured "
+        f"{expected}): {said or 'no answer'}{'; ' + '; '.join(problems) if problems else ''}"
+    )
+
+
+def _domain(answer: object, where: str) -> int:
+    """A ``localDomain()`` answer (hex) as a u32; AdapterError naming ``where`` otherwise."""
+    try:
+        raw = parse_data(answer, "localDomain()")
+    except DecodeError:
+        raise AdapterError(f"{where} answered localDomain() with no hex data") from None
+    domain = int.from_bytes(raw, "big") if len(raw) == 32 else -1
+    if not 0 <= domain < 2**32:
+        raise AdapterError(f"{where} answered localDomain() with {len(raw)} bytes, not a uint32")
+    return domain
 
 
 class EvmOrigin:
@@ -51,16 +115,11 @@ class EvmOrigin:
         return await self.evm.agreed_block_hash(number)
 
     async def stamped_domain(self) -> int:
-        """The Outbox's ``localDomain()`` (one ``eth_call``; AdapterError unless 32 bytes holding
-        a u32)."""
-        answer = await self.evm.call(self.outbox, selector("localDomain()"))
-        domain = int.from_bytes(answer, "big") if len(answer) == 32 else -1
-        if not 0 <= domain < 2**32:
-            raise AdapterError(
-                f"{self.chain.name}: the outbox answered localDomain() with {len(answer)} bytes, "
-                "not a uint32"
-            )
-        return domain
+        """The Outbox's ``localDomain()`` as the endpoints settle it against the configured
+        domain (:func:`local_domain`: AdapterError unless settled)."""
+        return await local_domain(
+            self.evm, self.outbox, f"{self.chain.name}: the outbox", self.chain.domain
+        )
 
     async def scan(self, tree: IncrementalMerkleTree, first: int, final: Head) -> ScannedRange:
         """The Dispatch events of blocks ``first..`` (one chunk, up to ``final``), gapless and

@@ -32,6 +32,10 @@ a batch, under the committee and outbox the inbox trusts NOW (docs/design.md, "I
    HandledElsewhere) or ``FailedDiscarded`` of this record (the owner voided it:
    DiscardedByOwner); neither, the revert is raised as it is.
 
+It is the EVM family's answer to :meth:`relayer.family.ChainFamily.reprove`; the outcomes
+(:class:`Reproven`, :class:`ReproofRefused`, :class:`HandledElsewhere`) are the seam's, so the
+operator's command never imports this module.
+
 Nothing here trusts the RPC endpoint for safety: the inbox itself re-checks everything, so a
 lying endpoint can at worst make the dry run fail or the transaction revert (paid by the
 client, one line).
@@ -53,7 +57,8 @@ from adapters.evm.chain import EvmChain, selector
 from adapters.evm.contracts import load_artifact
 from adapters.evm.tx import FeeModel, MinedTx, TxEngine, TxReverted
 from adapters.rpc import RpcCallError
-from light_clients.committee import Checkpoint, Committee, recover_signer, verify_attestation
+from adapters.text import NODE_TEXT_LIMIT, one_line
+from light_clients.committee import Checkpoint, Committee
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.hexstr import to_hex
@@ -63,7 +68,9 @@ from light_clients.multiproof import build_multiproof, pack_messages, verify_mul
 from relayer.checkpoints import CheckpointStore
 from relayer.config import ChainConfig
 from relayer.families.evm.delivery import TOPIC_DELIVERED, _receipt_outcome
-from relayer.ledger import Ledger, MessageRecord
+from relayer.family import HandledElsewhere, ReproofRefused, Reproven
+from relayer.ledger import MessageRecord
+from relayer.relay import select_quorum
 from relayer.signer import Signer
 
 __all__ = [
@@ -74,23 +81,11 @@ __all__ = [
     "ReproofRefused",
     "Reproven",
     "build_reproof",
-    "lane_tree",
     "newest_attestation",
     "removal_of",
     "reprove",
     "revert_line",
 ]
-
-
-class ReproofRefused(ValueError):
-    """Nothing was sent: the message cannot be re-proven now; ``str()`` says why in one line."""
-
-
-class HandledElsewhere(Exception):
-    """Our re-proof reverted because someone else handed the message over first (a front-run,
-    another operator, the recipient's user calling ``retry``): the failure record no longer
-    holds the id and the inbox logged ``Delivered(id)`` in between. What the operator wanted
-    happened; ``str()`` says so in one line."""
 
 
 class DiscardedByOwner(AdapterError):
@@ -107,9 +102,6 @@ THRESHOLD = selector("threshold()")
 FAILED_MESSAGE = selector("failedMessage(bytes32)")
 TOPIC_FAILED_DISCARDED = keccak256(b"FailedDiscarded(bytes24,uint32,bytes32,uint32)")
 
-LEDGER_PAGE = 5_000
-"""Messages read per ledger query while rebuilding an origin's tree (as the relayer does)."""
-
 SCAN_SLOTS = 64
 """Index slots of the store read below the newest index the ledger can prove, when no
 member's newest signature is usable. Attesters sign every checkpoint they see and the relayer's
@@ -117,7 +109,7 @@ scan trails them by a poll or two, so a quorum the ledger can use sits a few ind
 the members' newest; the bound keeps a store full of planted indices from costing more than
 this many directory reads."""
 
-REVERT_LINE_LIMIT = 200
+REVERT_LINE_LIMIT = NODE_TEXT_LIMIT
 """Characters of a decoded revert shown to the operator (the data is the recipient's)."""
 
 
@@ -127,49 +119,6 @@ class Reproof:
 
     checkpoint: Checkpoint
     calldata: bytes
-
-
-@dataclass(frozen=True)
-class Reproven:
-    """A re-proof that the inbox accepted: the message was handed over this time."""
-
-    id: str
-    destination: str
-    checkpoint_index: int
-    tx_hash: str
-    block_number: int
-    gas_used: int
-
-    def as_json(self) -> dict[str, object]:
-        """For ``--json``."""
-        return {
-            "id": self.id,
-            "destination": self.destination,
-            "checkpoint_index": self.checkpoint_index,
-            "tx": self.tx_hash,
-            "block": self.block_number,
-            "gas_used": self.gas_used,
-        }
-
-
-def lane_tree(ledger: Ledger, origin: int, name: str) -> IncrementalMerkleTree:
-    """The tree of every message of ``origin`` the ledger holds, by nonce (the relayer's
-    accumulator, rebuilt the same way). ReproofRefused on a gap: the ledger then cannot
-    prove anything above it."""
-    tree = IncrementalMerkleTree()
-    after: tuple[int, int] | None = None
-    while True:
-        page = ledger.messages(origin=origin, after=after, limit=LEDGER_PAGE)
-        for record in page:
-            if record.nonce != tree.count:
-                raise ReproofRefused(
-                    f"the ledger has a gap at nonce {tree.count} of {name}: no proof can be "
-                    "built above it (ledger rebuild)"
-                )
-            tree.append(bytes.fromhex(record.id[2:]))
-        if len(page) < LEDGER_PAGE:
-            return tree
-        after = (origin, page[-1].nonce)
 
 
 def newest_attestation(
@@ -185,17 +134,22 @@ def newest_attestation(
     signed in ``store``, with exactly ``threshold`` signatures in ascending signer order.
 
     Only the committee's slots are read (the store is shared: see
-    :meth:`CheckpointStore.latest_indices`), and a signature counts only if it recovers to its
-    slot's member over the checkpoint computed HERE from the ledger's tree: a file naming
-    another root, index or outbox recovers to nobody in the committee. ReproofRefused if no
-    such checkpoint is stored: the committee has not signed this far yet, or it has but the
-    ledger has not scanned that far (its own message, so the operator waits for the relayer
-    rather than dispatching more).
+    :meth:`CheckpointStore.latest_indices`), and the signatures are sorted by the relayer's own
+    rule (:func:`relayer.relay.select_quorum`): one counts only if it recovers to its slot's
+    member over the checkpoint its file states, and that checkpoint is the one computed HERE
+    from the ledger's tree. ReproofRefused if no such checkpoint is stored: the committee has
+    not signed this far yet, or it has but the ledger has not scanned that far (its own
+    message, so the operator waits for the relayer rather than dispatching more). Where a
+    threshold of the committee signed ANOTHER root at a candidate index, the refusal says that
+    instead: then the ledger's messages are not the origin's there (the relayer halts on the
+    same finding), and waiting will not help.
 
     Candidates, highest first: each member's newest index the ledger can prove, then every
     slot from the newest provable index down to ``nonce``, at most :data:`SCAN_SLOTS` of them.
     Members sign on their own polls and the ledger trails them, so their newest indices are
-    often all past the ledger while a quorum one index lower covers the message."""
+    often all past the ledger while a quorum one index lower covers the message. A dissenting
+    quorum does not end the search: the ledger may agree with the committee below the index
+    where they part, and a checkpoint there still covers the message."""
     latest = store.latest_indices(origin, outbox, committee.members)
     provable = tree.count - 1
     top = min(provable, latest[0]) if latest else provable
@@ -203,52 +157,41 @@ def newest_attestation(
         [i for i in latest if nonce <= i <= provable]
         + list(range(top, max(nonce, top - SCAN_SLOTS + 1) - 1, -1))
     )
+    disagreed: int | None = None
     for index in sorted(candidates, reverse=True):
-        found = _quorum_at(store, tree, committee, origin=origin, outbox=outbox, index=index)
-        if found is not None:
-            return found
+        checkpoint = Checkpoint(
+            origin=origin, outbox=outbox, root=tree.root(index + 1), index=index
+        )
+        found = select_quorum(
+            committee, checkpoint, store.signatures(origin, outbox, index, committee.members)
+        )
+        if found.signatures is not None:
+            # Exactly ``threshold`` (ascending signers): each extra one costs gas and proves
+            # nothing more.
+            return checkpoint, [s.signature for s in found.signatures[: committee.threshold]]
+        if disagreed is None and len(found.dissent) >= committee.threshold:
+            disagreed = index
+    if disagreed is not None:
+        # Alone: waiting for the attesters or for the scan (the advice below) cannot help
+        # where a quorum already signed another root than the ledger's (review R2SEAM, nit).
+        raise ReproofRefused(
+            f"no checkpoint covering nonce {nonce}: the inbox's committee and the ledger "
+            f"disagree at index {disagreed} (a quorum of it signed another root than the "
+            "ledger's messages give): the ledger is damaged (passerelle ledger rebuild), or "
+            "the committee signed a root the origin never had"
+        )
     if latest and latest[0] > provable >= nonce:
         raise ReproofRefused(
             f"the ledger is behind the checkpoint store: the inbox's committee signed up to "
             f"index {latest[0]} of origin {origin}, the ledger holds messages up to nonce "
             f"{provable} only, and no quorum at or below it covers nonce {nonce}: let the "
-            "relayer scan the origin, then run this again"
+            f"relayer scan the origin, then run this again"
         )
     raise ReproofRefused(
         f"no checkpoint covering nonce {nonce} signed by the inbox's current committee is in "
         "the checkpoint store yet (its attesters sign new checkpoints only: dispatch any "
         "message from the origin, or wait for them)"
     )
-
-
-def _quorum_at(
-    store: CheckpointStore,
-    tree: IncrementalMerkleTree,
-    committee: Committee,
-    *,
-    origin: int,
-    outbox: bytes,
-    index: int,
-) -> tuple[Checkpoint, list[bytes]] | None:
-    """A threshold of ``committee``'s signatures over the ledger's checkpoint at ``index``
-    found in ``store`` (each recovered against the digest computed here), or None."""
-    members = set(committee.members)
-    checkpoint = Checkpoint(origin=origin, outbox=outbox, root=tree.root(index + 1), index=index)
-    digest = checkpoint.digest()
-    good: dict[bytes, bytes] = {}
-    for signed in store.signatures(origin, outbox, index, committee.members):
-        try:
-            signer = recover_signer(digest, signed.signature)
-        except VerificationError:
-            continue
-        if signer == signed.signer and signer in members:
-            good[signer] = signed.signature
-    if len(good) < committee.threshold:
-        return None
-    chosen = sorted(good)[: committee.threshold]
-    signatures = [good[s] for s in chosen]
-    verify_attestation(committee, checkpoint, signatures)  # the gate, as the relayer's
-    return checkpoint, signatures
 
 
 def build_reproof(
@@ -399,13 +342,6 @@ def _inbox_errors() -> dict[bytes, tuple[str, list[str]]]:
     return errors
 
 
-def _printable(text: str) -> str:
-    """One printable line: control characters (NUL, newline, ESC: a forged second line or
-    a terminal escape in a recipient's revert string) become ``?``, cut to a bound."""
-    line = "".join(c if c.isprintable() else "?" for c in text[: REVERT_LINE_LIMIT + 1])
-    return line if len(line) <= REVERT_LINE_LIMIT else line[:REVERT_LINE_LIMIT] + "…"
-
-
 def revert_line(data: object, message: str) -> str:
     """The dry run's revert as one printable line: ``data`` (the JSON-RPC error's ``data``, the
     revert bytes in hex) decoded against the Inbox's errors, Error(string) and Panic; other
@@ -421,7 +357,7 @@ def revert_line(data: object, message: str) -> str:
         except ValueError:
             raw = None
     if not raw:
-        return _printable(message)
+        return one_line(message, REVERT_LINE_LIMIT)
     known = _inbox_errors().get(raw[:4]) if len(raw) >= 4 else None
     if known is not None:
         name, types = known
@@ -431,8 +367,10 @@ def revert_line(data: object, message: str) -> str:
             values = None
         if values is not None:
             shown = ", ".join(to_hex(v) if isinstance(v, bytes) else repr(v) for v in values)
-            return _printable(f"{name}({shown})")
-    return _printable(f"revert data {to_hex(raw[:64])}{'…' if len(raw) > 64 else ''}")
+            return one_line(f"{name}({shown})", REVERT_LINE_LIMIT)
+    return one_line(
+        f"revert data {to_hex(raw[:64])}{'…' if len(raw) > 64 else ''}", REVERT_LINE_LIMIT
+    )
 
 
 async def reprove(
@@ -448,13 +386,13 @@ async def reprove(
     timeout: float = 120.0,
 ) -> Reproven:
     """Re-prove the parked ``record`` on ``target`` (see the module docstring) from its
-    origin's tree, built by ``tree`` (:func:`lane_tree`: it reads every message of the origin,
-    so only once the cheap checks passed), and return what the receipt shows. ReproofRefused
-    (one line, nothing sent) when it cannot or the dry run reverts; HandledElsewhere when the
-    transaction reverted because someone else handed the message over first (the inbox logged
-    its Delivered); DiscardedByOwner when it reverted because the owner discarded the record
-    first; an AdapterError if the chain cannot be asked, or the mined transaction reverted
-    otherwise (TxReverted)."""
+    origin's tree, built by ``tree`` (the ledger's, :func:`relayer.relay.ledger_tree`: it
+    reads every message of the origin, so only once the cheap checks passed), and return
+    what the receipt shows. ReproofRefused (one line, nothing sent) when it cannot or the
+    dry run reverts; HandledElsewhere when the transaction reverted because someone else
+    handed the message over first (the inbox logged its Delivered); DiscardedByOwner when it
+    reverted because the owner discarded the record first; an AdapterError if the chain
+    cannot be asked, or the mined transaction reverted otherwise (TxReverted)."""
     inbox = target.contract("inbox")
     await check_parked(evm, target, record, outbox)
     committee = await inbox_committee(evm, inbox, target.name)

@@ -15,10 +15,13 @@ from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any
 
 from relayer.config import ChainConfig, Config
-from relayer.family import ChainFamily, ChainFields, Delivery, Origin
+from relayer.family import ChainFamily, ChainFields, Delivery, Origin, ReproofRefused
 
 if TYPE_CHECKING:
+    from light_clients.merkle import IncrementalMerkleTree
     from relayer.attester import AttesterContext
+    from relayer.checkpoints import CheckpointStore
+    from relayer.family import Reproven
     from relayer.ledger import MessageRecord
     from relayer.payments import GasRate, OriginPayments
     from relayer.relay import Relayer
@@ -30,7 +33,11 @@ class SubstrateFamily:
 
     kind = "substrate"
     account_size = 32
-    delivered_evidence = "the replay-guard item (the node's word: no read proofs on chopsticks)"
+    delivered_evidence = (
+        "the replay-guard item at the final head, proven by state_getReadProof (required with a "
+        "GRANDPA checkpoint, used wherever the node offers it; the node's word under "
+        "devnet-instant, and a parachain's final head is too)"
+    )
 
     @property
     def config_keys(self) -> frozenset[str]:
@@ -104,8 +111,28 @@ class SubstrateFamily:
         messages: Sequence[bytes],
         outboxes: Mapping[int, bytes],
     ) -> list[bool]:
-        # The evidence SubstrateDelivery records from: the replay-guard item.
-        return await self.delivered(config, chain, messages)
+        # The evidence SubstrateDelivery records from: the replay-guard item at the final
+        # head, proven where the node can prove it; refunded is not delivered (review R2 M2).
+        from relayer.families.substrate.user import final_delivered  # noqa: PLC0415
+
+        return await final_delivered(config, chain, messages)
+
+    async def reprove(
+        self,
+        config: Config,
+        chain: ChainConfig,
+        record: MessageRecord,
+        *,
+        outbox: bytes,
+        store: CheckpointStore,
+        tree: Callable[[], IncrementalMerkleTree],
+    ) -> Reproven:
+        raise ReproofRefused(
+            f"{record.id}: retry --on-chain is not supported on {self.kind} (destination "
+            f"{chain.name}): a Substrate destination parks no message to re-prove, its "
+            "deliveries are batches the committee's multisig executes and a message not "
+            "delivered stays in the ledger for `passerelle retry`"
+        )
 
     async def read_payments(
         self,

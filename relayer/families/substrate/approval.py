@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING
 import trio
 
 from adapters.errors import AdapterError
-from adapters.substrate.client import Call, Included, Submitted, SubstrateClient
+from adapters.redact import redact_url
+from adapters.substrate.client import Call, Fee, Included, Submitted, SubstrateClient
 from adapters.substrate.multisig import (
     DispatchFailed,
     OpenOperation,
@@ -48,6 +49,7 @@ from relayer.families.substrate.batching import (
     SizingCache,
     batch_excess,
     message_cost,
+    spec_version,
 )
 from relayer.families.substrate.calls import (
     REFUND_REASONS,
@@ -175,6 +177,7 @@ async def approve_deliveries(
                 log.warning("%s: batch limits: %s", chain.name, exc)
                 await trio.sleep(poll)
                 continue
+            duty.keep_fees({batch.hash for batch in batches.values()})
             # This round's extrinsics go to the pool back to back and are waited for together,
             # in the background (:class:`InFlight`): the next round goes on meanwhile, so the
             # opening of batch N+1 is submitted while batch N's execution is being built, not
@@ -234,7 +237,13 @@ async def _round(
     round that fails in the background while this one submits stops this one too, checked
     before every proposal here and again before every submission (:meth:`Pipeline.submit`)."""
     settings = chain.settings()
-    for entry, proposal in pending:
+    # Proposals whose batch we verified already first, then the new ones (each in the store's
+    # order): verifying a new proposal of ~500 messages takes seconds on a loaded attester,
+    # and an opening or execution that is our turn now should not wait behind it. It also
+    # means proposals anyone plants in the store (costly to verify, refused in the end) no
+    # longer delay our part in the batches we know to be good.
+    ordered = sorted(pending, key=lambda entry: (entry[0].name, entry[1].created) not in batches)
+    for entry, proposal in ordered:
         if pipeline.halted:
             log.info("%s: a submission failed; the rest waits for the next round", chain.name)
             return
@@ -282,6 +291,8 @@ async def _round(
             log.warning("proposal %s: %s", entry.name, exc)
         if finished:
             done.add(key_)
+    # After everything due this round is submitted: the estimates for later executions.
+    await _weigh_ahead(client, keypair, pipeline.ahead, duty, chain=chain, state=state)
 
 
 def _within_budget(
@@ -383,6 +394,9 @@ class Pipeline:
     twice (a paid, failed ``UnexpectedTimepoint``) (review M2)."""
     calls: set[bytes] = field(default_factory=set)
     """Call hashes this round submitted for (added to :attr:`busy_calls` of later rounds)."""
+    ahead: list[Call] = field(default_factory=list)
+    """Batches we expect to execute and are to weigh ahead (:func:`_weigh_ahead`) once this
+    round's due submissions went out."""
     _current: tuple[str, tuple[str, float]] = ("", ("", 0.0))
 
     @property
@@ -630,24 +644,44 @@ class TurnGrace:
     paid extrinsic, ``Multisig.NoTimepoint``) or execute it twice, and the loser's round waits
     for its failure. Our own turns are the same chain, the same blocks and the same load.
 
+    Openings by another signatory that we waited for count too, in a window of their own
+    (:attr:`openings`, :meth:`observe_opening`) and *not* multiplied by
+    :data:`GRACE_FACTOR`: at a burst's start we have no turns of our own yet, and the first
+    openings show how long a turn takes on this chain now.
+
     What someone who wants to hurt us can do with it: a slow RPC (or a chain slowed on
     purpose) stretches our samples, so we wait longer before standing in for a signatory that
     is down — at most :data:`GRACE_MAX` per rank, a delay, never a loss. Nothing can shorten
-    it below :data:`ROLE_GRACE`, and only our own extrinsics, timed by our own clock, are
-    samples (a proposal's ``created`` and other signatories' claims never are)."""
+    it below :data:`ROLE_GRACE`. Our own samples are our own extrinsics timed by our own
+    clock; an opening sample is another signatory's extrinsic timed by our clock, and only
+    the rotation's first signatory's (:func:`_observe_opening`). That first signatory,
+    opening as late as it can without being stood in for (just under our grace), gives a
+    sample just under the grace: unmultiplied, it can hold the grace where it is, never
+    raise it (multiplied, it doubled it every batch up to :data:`GRACE_MAX`, review M1). The
+    two windows are apart so that openings, which we see for most batches, do not push a
+    slow turn of our own out of its window sooner (review L4)."""
 
     turns: deque[float] = field(default_factory=lambda: deque(maxlen=GRACE_SAMPLES))
+    openings: deque[float] = field(default_factory=lambda: deque(maxlen=GRACE_SAMPLES))
+    """Recent openings by the rotation's first signatory: seconds from when we read the
+    proposal to when we saw the operation open."""
 
     def observe(self, seconds: float) -> None:
         """One turn of ours took ``seconds`` (decided → included); nonsense is ignored."""
         if math.isfinite(seconds) and seconds >= 0:
             self.turns.append(min(seconds, GRACE_MAX))
 
+    def observe_opening(self, seconds: float) -> None:
+        """The first signatory's opening was seen ``seconds`` after we read its proposal;
+        nonsense is ignored."""
+        if math.isfinite(seconds) and seconds >= 0:
+            self.openings.append(min(seconds, GRACE_MAX))
+
     @property
     def seconds(self) -> float:
         """The wait per rank now."""
-        longest = max(self.turns, default=0.0)
-        return min(GRACE_MAX, max(ROLE_GRACE, GRACE_FACTOR * longest))
+        ours = GRACE_FACTOR * max(self.turns, default=0.0)
+        return min(GRACE_MAX, max(ROLE_GRACE, ours, max(self.openings, default=0.0)))
 
 
 @dataclass
@@ -668,6 +702,27 @@ class DeliveryDuty:
     each one's own verification is not: verifying 500 messages takes seconds, longer on a
     busier attester, and a rank-1 that finished first would step in while rank 0 is still
     verifying)."""
+    fees: dict[bytes, tuple[int, Fee]] = field(default_factory=dict)
+    """Call hash → (runtime spec version, its weight and fee as our node estimated them under
+    that runtime) (:func:`_weigh`), for the batches of live proposals only
+    (:meth:`keep_fees`), until their execution settled. The signatory expected to execute a
+    batch estimates it while the opening is being built (:func:`_weigh_ahead`), so the
+    execution's critical path (operation seen open → execution submitted) no longer holds a
+    ``payment_queryInfo`` of a 100 KB call: on a loaded attester that round trip waits for the
+    process's one Substrate worker slot behind the origin scan."""
+    weigh_failed: set[bytes] = field(default_factory=set)
+    """Call hashes whose estimate ahead failed: not asked ahead again (the execution asks
+    afresh), and counted in the attester's errors once, not every poll."""
+
+    def keep_fees(self, live: set[bytes]) -> None:
+        """Forget the estimates (and failed estimates) of calls no live proposal batches
+        (``live``: their hashes). Bounded memory: what a relayer writing proposals can make us
+        keep is one entry per live proposal, which it pays a whole verification for already.
+        A runtime upgrade needs nothing here: each estimate names the spec version it was made
+        under, and :func:`_weigh` uses none made under another."""
+        for call_hash in set(self.fees) - live:
+            del self.fees[call_hash]
+        self.weigh_failed &= live
 
     def seen(self, call_hash: bytes, timepoint: Timepoint | None, now: float) -> float:
         """When we first saw ``call_hash`` in this state (now, if never before)."""
@@ -873,7 +928,16 @@ async def _act_on(
             _rank(settings, batch.hash, me, frozenset()) * duty.grace.seconds
         )
         if now < turn:
-            return False  # the designated opener goes first
+            # The designated opener goes first. If we are the signatory expected to execute
+            # once it has, weigh the call while its opening is being built — after this
+            # round's due submissions (:attr:`Pipeline.ahead`): the execution then goes out
+            # as soon as we see the operation open.
+            if threshold >= 2 and _rank(settings, batch.hash, me, frozenset()) == threshold - 1:
+                if pipeline is None:
+                    await _weigh_ahead(client, keypair, [batch], duty, chain=chain, state=state)
+                else:
+                    pipeline.ahead.append(batch)
+            return False
         started = _turn_started(now, turn)
         if await _already_delivered(client, settings, proposal):
             return True
@@ -911,8 +975,14 @@ async def _act_on(
         pipeline.opened += 1
         pipeline.add(opened)
         return False
+    # The clock of the unopened operation has served once it is seen open. Kept, a batch
+    # proposed again after its operation was cancelled (a re-publish, a relayer restart) found
+    # every rank's opening turn long past: all signatories opened at once, all but one paying a
+    # failed ``NoTimepoint``. Now the new proposal's first read starts the turns again.
+    unopened_since = duty.first_seen.pop((batch.hash, None), None)
     if me in operation.approvals:
         return False  # wait for the others (or for the proposal to be withdrawn)
+    _observe_opening(duty, settings, batch.hash, operation, now, waited_since=unopened_since)
     turn = duty.seen(batch.hash, operation.timepoint, now) + (
         _rank(settings, batch.hash, me, operation.approvals) * duty.grace.seconds
     )
@@ -949,7 +1019,7 @@ async def _act_on(
             return await approved()
         pipeline.add(approved)
         return False
-    fee = await client.estimate_fee(keypair, batch)
+    fee = await _weigh(client, keypair, batch, duty)
     if pipeline is not None and not pipeline.room_for(fee.weight, len(batch.data)):
         return False  # this block is full of our executions: the next round
     run = partial(
@@ -962,10 +1032,20 @@ async def _act_on(
         timepoint=operation.timepoint,
         fee=fee,
     )
-    submitted = await _submit(pipeline, run, batch.hash)
+    try:
+        submitted = await _submit(pipeline, run, batch.hash)
+    except (AdapterError, ConfigError):
+        duty.fees.pop(batch.hash, None)  # a wrong weight is not used again (review L1)
+        raise
 
     async def executed() -> bool:
-        included = await wait_landed(client, submitted)
+        try:
+            included = await wait_landed(client, submitted)
+        finally:
+            # Settled, failed or given up: the estimate has served. Kept, a wrong one (a node
+            # that lied once) would weigh every later execution of the same call, under a
+            # re-proposal or after a relayer restart (review L1); the next asks afresh.
+            duty.fees.pop(batch.hash, None)
         duty.grace.observe(trio.current_time() - started)
         _report_execution(proposal, included, state=state)
         return True
@@ -974,6 +1054,109 @@ async def _act_on(
         return await executed()
     pipeline.add(executed)
     return False
+
+
+def _observe_opening(
+    duty: DeliveryDuty,
+    settings: SubstrateSettings,
+    call_hash: bytes,
+    operation: OpenOperation,
+    now: float,
+    *,
+    waited_since: float | None,
+) -> None:
+    """Count the rotation's first signatory's opening of ``call_hash`` as an opening sample
+    (:meth:`TurnGrace.observe_opening`) when we see it open for the first time: from
+    ``waited_since``, when our own clock for the unopened operation started (when we first
+    read its proposal; None if it was open when we first looked), to now, by our clock.
+
+    Why: our grace grew only with our own turns, and at a burst's start we have none, so it
+    was :data:`ROLE_GRACE`; the first execution's block (hundreds of mints) took longer than
+    that to build on a loaded chopsticks, and the next-ranked signatory executed too (a paid
+    ``UnexpectedTimepoint``; three lost races in one measured burst). How long the opener took
+    — verifying, submitting, its block — is the chain's and the committee's pace now.
+
+    Only the first signatory's opening (``operation.depositor`` at rank 0): any other opener
+    stood in for it, after a whole grace of its own, so its opening measures that grace, not
+    a turn. Counted, one signatory that is down made every stand-in's opening a sample of
+    grace + block, the observers' graces doubled batch after batch (roles rotate, so they fed
+    each other) and stayed at :data:`GRACE_MAX` (review M1).
+
+    What someone who wants to hurt us can do with it: the first signatory, or a node answering
+    late, lengthens the sample up to just under our grace (later, the second signatory opens
+    in its place and nothing is sampled), and a sample is not multiplied: the grace is held,
+    never raised, and never shortened below :data:`ROLE_GRACE`. An operation we opened
+    ourselves is never sampled here (we are its depositor: ``me in operation.approvals``
+    returns before this is called)."""
+    if (call_hash, operation.timepoint) in duty.first_seen:
+        return  # seen open before: sampled then, or it was open when we first looked
+    if operation.depositor not in settings.signatories:
+        return  # not an opening we can place in the rotation (a node's answer is anyone's)
+    if _rank(settings, call_hash, operation.depositor, frozenset()) != 0:
+        return  # a stand-in's opening: it waited a grace for a first signatory that was down
+    # A wait longer than the longest grace was no turn (the operation was cancelled and opened
+    # again, or our clock for it was forgotten): not a sample.
+    if waited_since is not None and now - waited_since <= GRACE_MAX:
+        duty.grace.observe_opening(now - waited_since)
+
+
+async def _weigh(client: SubstrateClient, keypair: Keypair, batch: Call, duty: DeliveryDuty) -> Fee:
+    """``batch``'s weight and fee (``payment_queryInfo``) for its execution: the estimate made
+    ahead (:func:`_weigh_ahead`) if it was made under the runtime the node runs now, else asked
+    afresh (and kept, until the execution settled).
+
+    Why the spec version, read now: the same call on the same runtime weighs the same, but an
+    upgrade between the estimate and the execution changes weights, and an execution whose
+    ``max_weight`` is below its call's weight fails, paid (``Multisig.MaxWeightTooLow``); the
+    sizing notices an upgrade only up to a minute later. ``state_getRuntimeVersion`` is a
+    small answer; the estimate it spares runs the runtime over the 100 KB call."""
+    version = await spec_version(client)
+    kept = duty.fees.get(batch.hash)
+    if kept is not None and kept[0] == version:
+        return kept[1]
+    return await _estimate(client, keypair, batch, duty, version)
+
+
+async def _weigh_ahead(
+    client: SubstrateClient,
+    keypair: Keypair,
+    batches: Sequence[Call],
+    duty: DeliveryDuty,
+    *,
+    chain: ChainConfig,
+    state: AttesterState,
+) -> None:
+    """Estimate ``batches`` (those we expect to execute, not yet open) ahead of their
+    execution, after the round's due submissions went out: an opening or execution that is our
+    turn now does not wait behind a ``payment_queryInfo`` for one that is not (review L3).
+
+    Once per call: a call estimated already (under whatever runtime: :func:`_weigh` checks at
+    the execution) or whose estimate failed is not asked again. A failure is no failure of
+    anything due — the execution asks afresh — so it is one info line and one count in
+    ``state.errors`` per call, not a warning every poll."""
+    for batch in batches:
+        if batch.hash in duty.fees or batch.hash in duty.weigh_failed:
+            continue
+        try:
+            await _estimate(client, keypair, batch, duty, await spec_version(client))
+        except AdapterError as exc:
+            duty.weigh_failed.add(batch.hash)
+            state.errors += 1
+            log.info("%s: weighing 0x%s ahead: %s", chain.name, batch.hash.hex(), exc)
+
+
+async def _estimate(
+    client: SubstrateClient, keypair: Keypair, batch: Call, duty: DeliveryDuty, version: int
+) -> Fee:
+    """Ask the node for ``batch``'s fee and weight under runtime ``version`` (read before it,
+    so an upgrade in between makes the estimate look older, never newer) and keep it.
+    AdapterError for a weight of 0: a node that says so would have every execution of the
+    call fail (``max_weight`` 0), and an estimate is kept for later executions too."""
+    fee = await client.estimate_fee(keypair, batch)
+    if fee.weight <= 0:
+        raise AdapterError(f"{redact_url(client.url)} weighs call 0x{batch.hash.hex()} at 0")
+    duty.fees[batch.hash] = (version, fee)
+    return fee
 
 
 def _turn_started(now: float, turn: float) -> float:

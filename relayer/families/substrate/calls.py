@@ -15,6 +15,8 @@ proposals and the attesters' approvals, so they cannot disagree about a call has
 
 from __future__ import annotations
 
+import logging
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from hashlib import blake2b
@@ -23,11 +25,18 @@ from typing import Any
 from adapters.errors import AdapterError
 from adapters.redact import redact_url
 from adapters.substrate.client import Call, SubstrateClient
-from adapters.substrate.finality import storage_key
+from adapters.substrate.finality import (
+    GET_READ_PROOF,
+    GrandpaFinality,
+    offered,
+    read_proof,
+    storage_key,
+)
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.message import Message
+from light_clients.substrate.header import SubstrateHeader
 from light_clients.substrate.remark import (
     ACTION_MINT,
     ACTION_REFUND,
@@ -38,10 +47,14 @@ from light_clients.substrate.remark import (
 )
 from relayer.accounts import bytes32
 from relayer.config import (
+    ChainConfig,
     Config,
     ConfigError,
     SubstrateSettings,
 )
+from relayer.families.substrate.connection import grandpa_follower
+
+log = logging.getLogger("passerelle.substrate")
 
 
 @dataclass(frozen=True)
@@ -119,29 +132,276 @@ async def guard_items(
     committee froze the item in the batch that refunded the transfer: :func:`delivery_calls`).
     AdapterError, one line, for an answer that is not one (a key not asked for, a value that
     is no item)."""
-    try:
-        keys = [to_hex(guard_key(collection_of(settings, m.origin), m.nonce)) for m in messages]
-    except ValueError as exc:
-        raise AdapterError(str(exc)) from None
+    keys = _guard_keys(settings, messages)
     states: list[str | None] = []
     for at in range(0, len(keys), GUARD_READ_CHUNK):
         states.extend(await _guard_states(client, keys[at : at + GUARD_READ_CHUNK]))
     return states
 
 
-async def _guard_states(client: SubstrateClient, keys: list[str]) -> list[str | None]:
-    """:func:`guard_items` for ``keys`` (hex storage keys), in one ``state_queryStorageAt``."""
-    answer = await client.rpc("state_queryStorageAt", [keys])
+def _guard_keys(settings: SubstrateSettings, messages: Sequence[Message]) -> list[str]:
+    """The hex storage keys of ``messages``' guard items; AdapterError if one can have none."""
+    try:
+        return [to_hex(guard_key(collection_of(settings, m.origin), m.nonce)) for m in messages]
+    except ValueError as exc:
+        raise AdapterError(str(exc)) from None
+
+
+class GuardReads:
+    """:func:`guard_items` remembered per block: the relayer's delivery asks for the items of
+    every live proposal each 0.2 s poll (about 1,500 keys in a burst: a tenth of its CPU,
+    issue #12), while Asset Hub's state changes only with a block.
+
+    A read is pinned to one block HASH: the node's best block (``chain_getBlockHash`` with no
+    argument, a few bytes, asked each time), or a header the caller chose (``at``: the chain's
+    final head, where the relayer reads what it RECORDS). What was read at a hash is answered
+    from memory; a new hash (a new block: a batch executed; or a fork's block of the same
+    number, a re-org) starts a fresh memory. Keyed on the hash, never the number: two blocks of
+    one number can hold different items. The two most recently used memories are kept (the
+    best block's and the final head's: on chopsticks, which finalizes every block it builds,
+    they are one).
+
+    ``proven`` reads (at a given header only) come with a ``state_getReadProof`` checked
+    against the header's state root by the trie light client (:func:`proven_guard_states`), and
+    are remembered apart: an unproven answer read at the best block is never handed out as a
+    proven one when that block becomes final (review R2 M1).
+
+    Refused (AdapterError, one line), never taken as "no item" nor remembered: an answer for
+    another block than the one asked, none at all (a node that does not have the block
+    answers ``[]``), one that leaves out a key it was asked (review M1: a short answer
+    remembered would say "no item" for the life of the block), or a proof that does not
+    prove."""
+
+    MAX_REMEMBERED = 100_000
+    """Items kept for one block at most (about 10 MB): an idle chain keeps its hash while new
+    messages keep being asked about; a read that would go past it starts that block's memory
+    over (a re-read, no harm), so the bound is exact."""
+
+    BLOCKS = 2
+    """Memories kept: the best block's and the final head's."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, dict[str, str | None]] = {}
+        self.reads = 0
+        """Storage requests sent, ``state_queryStorageAt`` or ``state_getReadProof`` (for
+        tests and profiles)."""
+
+    async def items(
+        self,
+        client: SubstrateClient,
+        settings: SubstrateSettings,
+        messages: Sequence[Message],
+        *,
+        at: SubstrateHeader | None = None,
+        proven: bool = False,
+    ) -> list[str | None]:
+        """:func:`guard_items` of ``messages`` at block ``at`` (a hash-checked header), read
+        with proofs under its state root if ``proven``; or at the node's best block now (never
+        proven: what is read there is never recorded).
+
+        At the best block, a state read that fails is tried once more if the best hash moved
+        meanwhile (review L4): the node (or another backend behind the same URL) may no longer
+        serve the block it named a moment ago, a re-org or a reconnect; asked again, the
+        answer is read at the new best block. Not moved, the error stands (the next poll tries
+        again): nothing unpinned is ever taken as fact. At a given ``at`` there is no retry:
+        the caller chose the block."""
+        if proven and at is None:
+            raise ValueError("a proven guard read needs the header whose state root proves it")
+        keys = _guard_keys(settings, messages)
+        if not keys:
+            return []
+        if at is not None:
+            return await self._items_at(client, keys, to_hex(at.hash), at if proven else None)
+        head = await self._best(client)
+        try:
+            return await self._items_at(client, keys, head, None)
+        except AdapterError:
+            moved = await self._best(client)
+            if moved == head:
+                raise
+            return await self._items_at(client, keys, moved, None)
+
+    @staticmethod
+    async def _best(client: SubstrateClient) -> str:
+        """The hex hash of the node's best block."""
+        return to_hex(
+            _block_hash(await client.rpc("chain_getBlockHash", []), redact_url(client.url))
+        )
+
+    async def _items_at(
+        self,
+        client: SubstrateClient,
+        keys: list[str],
+        block: str,
+        proving: SubstrateHeader | None,
+    ) -> list[str | None]:
+        """``keys``' guard items at ``block``: from memory, the rest read and remembered;
+        with proofs under ``proving``'s state root if given (``proving`` is that block)."""
+        memory = block if proving is None else f"{block} proven"
+        states = self._blocks.pop(memory, {})
+        self._blocks[memory] = states  # the most recently used last
+        while len(self._blocks) > self.BLOCKS:
+            del self._blocks[next(iter(self._blocks))]
+        missing = [key for key in dict.fromkeys(keys) if key not in states]
+        read: dict[str, str | None] = {}
+        for start in range(0, len(missing), GUARD_READ_CHUNK):
+            chunk = missing[start : start + GUARD_READ_CHUNK]
+            self.reads += 1
+            if proving is None:
+                found = await _guard_states(client, chunk, at=block)
+            else:
+                found = await proven_guard_states(client, chunk, proving)
+            read.update(zip(chunk, found, strict=True))
+        answer = [states[key] if key in states else read[key] for key in keys]
+        if len(states) + len(read) > self.MAX_REMEMBERED:
+            states.clear()  # start over: at most MAX_REMEMBERED, exactly
+        if len(states) + len(read) <= self.MAX_REMEMBERED:
+            states.update(read)
+        return answer
+
+
+async def proven_guard_states(
+    client: SubstrateClient, keys: Sequence[str], header: SubstrateHeader
+) -> list[str | None]:
+    """:func:`guard_items` for ``keys`` (hex storage keys) at ``header``, each value PROVEN:
+    one ``state_getReadProof``, every node of it checked by the trie light client against
+    ``header.state_root`` (:func:`~adapters.substrate.finality.read_proof`). An item the proof
+    shows absent is None, one the proof does not cover is refused, never "absent". So what is
+    recorded is the storage of that block, whatever the node would like it to be; that the
+    block is final is :func:`~relayer.families.substrate.connection.final_header`'s part.
+    AdapterError, one line, for a proof that does not prove or an item that is no item."""
+    try:
+        values = await read_proof(client, [bytes.fromhex(key[2:]) for key in keys], header)
+        return [
+            None if (value := values[bytes.fromhex(key[2:])]) is None else guard_state(value)
+            for key in keys
+        ]
+    except VerificationError as exc:
+        # read_proof's own errors already say where; an item's does not.
+        where = f"{GET_READ_PROOF} on {redact_url(client.url)}"
+        text = str(exc) if GET_READ_PROOF in str(exc) else f"{where}: {exc}"
+        raise AdapterError(text) from None
+
+
+_PROVING: weakref.WeakKeyDictionary[SubstrateClient, bool] = weakref.WeakKeyDictionary()
+""":func:`proves_storage`'s answer per connection (a client object; a reconnect asks again)."""
+
+
+async def proves_storage(client: SubstrateClient, chain: ChainConfig) -> bool:
+    """Whether what is read at ``chain``'s final head and acted on for good is read with
+    ``state_getReadProof`` proofs under the head's state root (:func:`proven_guard_states`,
+    :func:`~adapters.substrate.finality.read_proof`): the replay-guard items the relayer's
+    delivery records from, the same items the unpaid sweep and ``ledger rebuild`` record from
+    (:func:`~relayer.families.substrate.user.final_delivered`), and the ``System.Events`` the
+    origin's scan reads messages from (:func:`~relayer.families.substrate.scan.scan_remarks`).
+    One rule for all three, cached per connection (``rpc_methods`` is asked once a client):
+
+    * ``devnet-instant``: never (chopsticks lists the method but fails every call, and its
+      zero state roots could prove nothing): False.
+    * A GRANDPA checkpoint configured: REQUIRED (review R3 M1). The checkpoint proves the head
+      final; unproven storage under it would be the node's word again, at the node's choice
+      (leaving one name out of ``rpc_methods``). A node that does not list the method is
+      refused as :func:`~relayer.families.substrate.connection.final_header` refuses one
+      without ``grandpa_proveFinality``, but as AdapterError: the caller's final read fails
+      (one line; nothing recorded, nothing scanned) and is tried again, never a fallback.
+    * Any other policy: where the node lists the method, True; where it does not (many RPC
+      gateways list nothing of the kind), False and ONE warning per connection saying that
+      what is read there is the node's word.
+
+    An ``rpc_methods`` that fails or is malformed is AdapterError too (review R3 L3): on every
+    policy but ``devnet-instant`` nothing is recorded while the node cannot say what it offers
+    (fails closed)."""
+    if chain.finality.name == "devnet-instant":
+        return False
+    known = _PROVING.get(client)
+    if known is not None:
+        return known
+    where = redact_url(client.url)
+    proves = GET_READ_PROOF in await offered(client)
+    if not proves and chain.settings().grandpa is not None:
+        raise AdapterError(
+            f"chain {chain.name!r}: a grandpa checkpoint is configured but {where} does not "
+            f"offer {GET_READ_PROOF}: its storage at the proven final head cannot be proven, "
+            "so nothing is read from it"
+        )
+    if not proves:
+        log.warning(
+            "%s: %s does not offer %s: what is read at its final head (the replay-guard items "
+            "deliveries are recorded from, an origin's events) is the node's word, unproven",
+            chain.name,
+            where,
+            GET_READ_PROOF,
+        )
+    _PROVING[client] = proves
+    return proves
+
+
+_FOLLOWERS: dict[int, tuple[weakref.ref[Config], dict[str, GrandpaFinality]]] = {}
+
+
+def shared_follower(config: Config, chain: ChainConfig) -> GrandpaFinality | None:
+    """``chain``'s GRANDPA light client for everything of ``config`` that reads its final head
+    to record a delivery: the relayer's delivery rounds, its unpaid sweep and ``ledger
+    rebuild``'s pages (:meth:`SubstrateFamily.final_delivered`). One per configuration, i.e.
+    one per relayer process and one per rebuild run, not one per call: each new follower starts
+    at the checkpoint and walks (and proves) every header from there (review R2 L4). None
+    without a checkpoint; ConfigError for a bad one. Concurrent users are safe: the follower
+    proves under its own lock, and what it proved stays true."""
+    if chain.settings().grandpa is None:
+        return None
+    entry = _FOLLOWERS.get(id(config))
+    if entry is None or entry[0]() is not config:  # a new config (an id can be reused)
+        key = id(config)
+
+        def forget(dead: weakref.ref[Config]) -> None:
+            if key in _FOLLOWERS and _FOLLOWERS[key][0] is dead:
+                del _FOLLOWERS[key]
+
+        entry = _FOLLOWERS[key] = (weakref.ref(config, forget), {})
+    followers = entry[1]
+    follower = followers.get(chain.name)
+    if follower is None:
+        follower = grandpa_follower(chain)
+        if follower is not None:
+            followers[chain.name] = follower
+    return follower
+
+
+def _block_hash(value: object, where: str) -> bytes:
+    """A node's answer that must be a 32-byte ``0x``-hex block hash; AdapterError if not."""
+    try:
+        return parse_data(value, "best block hash", 32)
+    except VerificationError as exc:  # its message shows at most 80 characters of the answer
+        raise AdapterError(f"chain_getBlockHash on {where}: {exc}") from None
+
+
+async def _guard_states(
+    client: SubstrateClient, keys: list[str], *, at: str | None = None
+) -> list[str | None]:
+    """:func:`guard_items` for ``keys`` (hex storage keys), in one ``state_queryStorageAt``
+    (at block ``at``, a hex hash, if given: then every change set must say that block, and
+    the answer must name every key)."""
+    answer = await client.rpc("state_queryStorageAt", [keys] if at is None else [keys, at])
     where = f"state_queryStorageAt on {redact_url(client.url)}"
     found: dict[str, str | None] = {}
     try:
         for change_set in answer:
+            if at is not None and str(change_set["block"]).lower() != at:
+                raise AdapterError(f"{where}: answered for another block than {at}")
             for key, value in change_set["changes"]:
                 found[str(key).lower()] = value
     except (TypeError, KeyError, ValueError, AttributeError):
         raise AdapterError(f"{where}: malformed answer") from None
+    if at is not None and keys and not answer:
+        # chopsticks' answer for a block it does not have: not "no items".
+        raise AdapterError(f"{where}: no state for block {at}")
     if not set(found) <= set(keys):
         raise AdapterError(f"{where}: answered keys it was not asked")
+    if at is not None and len(found) != len(set(keys)):
+        # Both servers name every key asked at a pinned block, null included (chopsticks:
+        # ``val || null``; Substrate's query_storage_at: every key at the range's first
+        # block). A short answer is a node lying by omission, never "no item" (review M1).
+        raise AdapterError(f"{where}: answered {len(found)} of {len(set(keys))} keys at {at}")
     states: list[str | None] = []
     for key in keys:
         value = found.get(key)

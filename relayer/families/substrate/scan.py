@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from adapters.errors import AdapterError
 from adapters.substrate.client import RemarkSeen, SubstrateClient
 from adapters.substrate.finality import (
-    GET_READ_PROOF,
     SYSTEM_EVENTS_KEY,
     GrandpaFinality,
-    offered,
     read_proof,
 )
 from light_clients.hashing import keccak256
@@ -39,6 +37,7 @@ from relayer.config import (
     Config,
     allowed_recipients,
 )
+from relayer.families.substrate.calls import proves_storage
 
 log = logging.getLogger("passerelle.substrate")
 
@@ -132,11 +131,11 @@ async def scan_remarks(
     accepted: list[tuple[int, int, Message]] = []
     sources: list[RemarkSeen] = []
     # Events are proven by read proofs under the (hash-checked, and with a GRANDPA checkpoint
-    # proven-final) headers wherever the node offers them; chopsticks lists the method but
-    # cannot serve it, hence never under its named devnet-instant policy.
-    prove_events = chain.finality.name != "devnet-instant" and GET_READ_PROOF in (
-        await offered(client)
-    )
+    # proven-final) headers by the one rule the destination's recorded reads follow too
+    # (proves_storage: required with a checkpoint, review R3 M1; never under devnet-instant).
+    # Asked on the first block whose events are read, after its finality check: a block the
+    # light client refuses is refused for that, whatever the node offers.
+    prove_events: bool | None = None
     for number in blocks:
         block_hash = await client.block_hash(number)
         if block_hash is None:
@@ -147,6 +146,8 @@ async def scan_remarks(
         if number == 0:
             continue  # genesis has no extrinsics (and chopsticks reports a placeholder hash)
         proven_events = None
+        if prove_events is None:
+            prove_events = await proves_storage(client, chain)
         if prove_events:
             header = await client.header(block_hash)
             value = (await read_proof(client, [SYSTEM_EVENTS_KEY], header))[SYSTEM_EVENTS_KEY]

@@ -16,11 +16,18 @@ import trio
 from eth_abi.abi import encode as abi_encode
 
 from adapters.errors import AdapterError
+from light_clients.errors import VerificationError
 from light_clients.message import Message, decode_message
 from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
 from relayer.accounts import bytes32
 from relayer.config import ChainConfig, Config, ConfigError, SubstrateSettings
-from relayer.families.substrate.calls import delivered_items
+from relayer.families.substrate.calls import (
+    GUARD_DELIVERED,
+    GuardReads,
+    delivered_items,
+    proves_storage,
+    shared_follower,
+)
 from relayer.families.substrate.connection import check_genesis, final_header, grandpa_follower
 from relayer.families.substrate.payments import configured_rate
 from relayer.families.substrate.scan import escrow_routes, scan_remarks
@@ -240,6 +247,42 @@ async def asset_balance(config: Config, chain: ChainConfig, owner: bytes | None)
 
 
 async def delivered(chain: ChainConfig, messages: Sequence[bytes]) -> list[bool]:
-    """Each message's replay-guard item on ``chain`` (it exists once delivered)."""
+    """Each message's replay-guard item on ``chain`` at the node's best block (it exists once
+    delivered or refunded): ``status``'s latest state, never what a terminal status is written
+    from (:func:`final_delivered` is)."""
     async with _substrate(chain) as sub:
         return await delivered_items(sub, chain.settings(), [decode_message(m) for m in messages])
+
+
+async def final_delivered(
+    config: Config, chain: ChainConfig, messages: Sequence[bytes]
+) -> list[bool]:
+    """For each message: delivered on ``chain``, read as the relayer's delivery reads what it
+    records (:meth:`SubstrateDelivery._final_items`): at the final head its finality policy
+    accepts (GRANDPA-proven with a checkpoint, through the follower ``config`` shares:
+    :func:`~relayer.families.substrate.calls.shared_follower`), the guard items proven under
+    that head's state root by the delivery's rule,
+    :func:`~relayer.families.substrate.calls.proves_storage` (required with a checkpoint).
+
+    Refunded is NOT delivered (False): the delivery records a refunded message ``failed`` (the
+    committee sent its tokens back), so what asks here, the unpaid sweep and ``ledger
+    rebuild``, leaves it where it is; once attested, the delivery's own guard read finds the
+    frozen item and records it refunded. The endpoint's genesis is checked first (T8): a node of
+    another chain is refused. AdapterError, one line, for anything the node does wrong (it does
+    not answer, serves another chain, offers no finality proof, or no read proof under a
+    checkpoint, its proof does not prove), so the unpaid sweep (which catches AdapterError
+    only) logs it and goes on; ConfigError only for a bad checkpoint."""
+    if not messages:
+        return []
+    follower = shared_follower(config, chain)
+    async with _substrate(chain) as sub:
+        try:
+            await check_genesis(sub, chain)
+            proving = await proves_storage(sub, chain)  # AdapterError as it is
+            head = await final_header(sub, chain, follower)
+        except (ConfigError, VerificationError) as exc:  # the node's doing, not the config's
+            raise AdapterError(f"{chain.name}: final head: {' '.join(str(exc).split())}") from None
+        states = await GuardReads().items(
+            sub, chain.settings(), [decode_message(m) for m in messages], at=head, proven=proving
+        )
+    return [state == GUARD_DELIVERED for state in states]

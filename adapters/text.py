@@ -1,0 +1,33 @@
+"""Someone else's words, as they may be shown: one printable line of bounded length.
+
+A node's error message, a recipient's revert reason, a file's contents: text nobody here wrote
+ends up in log lines, stored reasons (``passerelle status``) and exception messages. A hostile
+or broken party can put a newline in it (a forged second log line), a terminal escape, or a
+megabyte. :func:`one_line` is the one rule for all of it, applied where such text enters
+Passerelle: :class:`adapters.jsonrpc.RpcCallError` bounds a node's message when the error is
+built, so every log line and reason quoting that error is bounded too (review of F2SEAM, L3).
+"""
+
+from __future__ import annotations
+
+__all__ = ["ERROR_TEXT_LIMIT", "NODE_TEXT_LIMIT", "one_line"]
+
+NODE_TEXT_LIMIT = 200
+"""Characters of a node's (or another untrusted party's) words kept in a reason or a log.
+Real nodes say what went wrong first ("execution reverted: …", "nonce too low"), so the bound
+keeps what :attr:`adapters.jsonrpc.RpcCallError.reverted` looks for."""
+ERROR_TEXT_LIMIT = 4 * NODE_TEXT_LIMIT
+"""Characters of an error's whole text (our words around a node's, redacted URLs included)
+kept in a log line or a stored error: :func:`one_line` of it."""
+
+
+def one_line(text: str, limit: int = NODE_TEXT_LIMIT) -> str:
+    """``text`` from a node, a recipient or a file as one printable line of at most ``limit``
+    characters (plus ``…`` when cut): control characters (newline, NUL, ESC: a forged second
+    line in ``status`` or the log, a terminal escape) become ``?``.
+
+    >>> one_line("nonce too low\\nWARNING forged\\x1b[31m", 20)
+    'nonce too low?WARNIN…'
+    """
+    line = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
+    return line if len(line) <= limit else line[:limit] + "…"
