@@ -242,14 +242,19 @@ class DomainCheck:
         return True
 
 
-async def check_outbox_domain(chain: ChainConfig, origin: Origin) -> bool:
-    """:class:`DomainCheck` of the chain's outbox (:meth:`Origin.stamped_domain`), asked once:
-    such a relayer would record another origin's rows under this lease's lock (review RL,
-    M1). Checked when the scan starts, on the connection it scans with. An answer that cannot
-    be read now (the node down, no contract there yet, the endpoints disagreeing) is left to
-    the check of every scanned message in :meth:`Relayer._record_scan`, which refuses the
-    same mistake before anything is written."""
-    return await DomainCheck("outbox", chain).ask(origin.stamped_domain)
+async def check_outbox_domain(check: DomainCheck, origin: Origin) -> bool:
+    """Ask ``check`` (the scan task's one :class:`DomainCheck` of its chain's outbox) for
+    :meth:`Origin.stamped_domain`, on the connection the scan reads with, if it is due: a
+    wrong domain id in the configuration would record another origin's rows under this
+    lease's lock (review RL, M1), so it is RouteHalted. True once read; False if not due or
+    if it cannot be read now (the node down, no contract there yet, the endpoints
+    disagreeing). The caller asks again every scan round with the SAME check, whose wait
+    between attempts grows from 5 s to 5 min (review RFINAL, L1: a fresh check each time
+    asked once, at the start, and never again); meanwhile :meth:`Relayer._record_scan`
+    refuses every message stamped with another domain before anything is written."""
+    if check.due:
+        await check.ask(origin.stamped_domain)
+    return check.read
 
 
 class LedgerGap(RouteHalted):
@@ -717,11 +722,14 @@ class Relayer:
             self.config, lane.chain, role="relayer-scan"
         ) as origin:
             self.endpoints[f"{lane.chain.name}/scan"] = origin.endpoints
-            if not await check_outbox_domain(lane.chain, origin):
-                self.metrics.rpc_errors += 1
+            outbox = DomainCheck("outbox", lane.chain)  # one per scan task: its back-off too
             self.origins.setdefault(lane.chain.domain, origin)  # a payments' one stays
             try:
                 while True:
+                    # Each round until read, the check's own wait deciding whether it asks:
+                    # one rpc_errors per attempt that could not be read.
+                    if outbox.due and not await check_outbox_domain(outbox, origin):
+                        self.metrics.rpc_errors += 1
                     try:
                         caught_up = await self._scan_once(lane, origin)
                         self.last_scan[lane.chain.name] = time.time()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -654,7 +654,7 @@ def test_scan_remarks_takes_only_the_proven_final_blocks(
 
 @pytest.mark.chain
 def test_events_decoded_from_proven_bytes_are_the_nodes_events(direct: SubstrateClient) -> None:
-    """The path a read proof feeds: ``remarks(proven_events=…)`` decodes ``System.Events`` from
+    """The path a read proof feeds: ``remarks(prove_events=…)`` decodes ``System.Events`` from
     the given bytes (what ``read_proof`` establishes under a real state root; chopsticks' roots
     are zero, so here the bytes are the node's own value) and finds the same remarks; bytes
     that are not that block's events do not yield them."""
@@ -672,8 +672,18 @@ def test_events_decoded_from_proven_bytes_are_the_nodes_events(direct: Substrate
     proven = parse_data(raw, "System.Events")
     from_node = run(direct.remarks, block)
     assert [r.remark for r in from_node] == [REMARK_PREFIX + sent.encode()]
-    assert run(partial(direct.remarks, block, proven_events=proven)) == from_node
-    assert run(partial(direct.remarks, block, proven_events=b"\x00")) == []  # no events proven
+    asked: list[SubstrateHeader] = []
+
+    def proving(value: bytes) -> Callable[[SubstrateHeader], Awaitable[bytes]]:
+        async def prove(header: SubstrateHeader) -> bytes:
+            asked.append(header)
+            return value
+
+        return prove
+
+    assert run(partial(direct.remarks, block, prove_events=proving(proven))) == from_node
+    assert run(partial(direct.remarks, block, prove_events=proving(b"\x00"))) == []  # no events
+    assert [h.hash for h in asked] == [block, block]  # asked with the block's own header
 
 
 @pytest.mark.chain

@@ -36,6 +36,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
+import sqlalchemy as sa
 import trio
 from test_grandpa_route import grandpa_table, with_grandpa
 from test_hub_pipeline import HUB, Round, mid, proposal, raw, status
@@ -81,6 +82,7 @@ from relayer.ledger import (
     Ledger,
     MessageRecord,
     MessageStatus,
+    StatusEvent,
     WriteOutsideDomain,
     fenced_by,
     open_ledger,
@@ -903,7 +905,7 @@ def _clear(store: Any) -> None:
         store.remove(key)
 
 
-def test_a_checkpoint_requires_read_proofs_and_elsewhere_their_absence_is_said_once_a_connection(
+def test_a_checkpoint_requires_read_proofs_and_elsewhere_their_absence_is_said_once(
     tmp_path: Path,
     ledger: Ledger,
     monkeypatch: pytest.MonkeyPatch,
@@ -912,8 +914,9 @@ def test_a_checkpoint_requires_read_proofs_and_elsewhere_their_absence_is_said_o
     """R3 M1: whether the recorded guard items are proven was the node's choice (leave
     ``state_getReadProof`` out of ``rpc_methods``), silently, even under a GRANDPA checkpoint.
     Without a checkpoint (policy ``finalized``) they are still the node's word then, but ONE
-    warning line a connection says so, and ``rpc_methods`` is asked once a connection (R3 L1:
-    the cache); a new connection asks, and warns, again. With a checkpoint, read proofs are
+    warning line says so, and ``rpc_methods`` is asked once (R3 L1: the cache), once an
+    endpoint for the process since RFINAL L4: a new connection to it neither asks nor warns
+    again. With a checkpoint, read proofs are
     required: a node without them is "the final head not read, nothing recorded" each round
     (before any head is read), and the best block's (1, 2) is neither recorded nor dropped."""
     caplog.set_level(logging.WARNING)
@@ -931,10 +934,10 @@ def test_a_checkpoint_requires_read_proofs_and_elsewhere_their_absence_is_said_o
     assert hub.methods_asked == 1 and not hub.proof_reads
     assert [status(ledger, n) for n in (5, 6)] == [S.DELIVERED] * 2  # the node's word, said
     hub.final = hub.build("block 4", dict.fromkeys((4, 5, 6), DELIVERED))
-    again = copy.copy(hub)  # another connection to the same node
+    again = copy.copy(hub)  # another connection to the same node: the same endpoint
     again.methods_asked = 0
     trio.run(r.delivery._deliver_substrate_once, HUB_PROVEN, cast(Any, again), r.store)
-    assert _warnings(caplog) == [unproven] and again.methods_asked == 1
+    assert _warnings(caplog) == [] and again.methods_asked == 0  # RFINAL L4: once an endpoint
     assert status(ledger, 4) == S.DELIVERED
 
     _config, chain = _checkpointed(tmp_path)
@@ -1140,3 +1143,275 @@ def test_a_message_is_not_given_up_while_the_final_head_shows_it_delivered(
     assert kept.reason is not None and kept.reason.endswith(
         "5 times: not given up, the final head could not be read"
     )
+
+
+# ------------------------------------------------------------------ final review (RFINAL, FF1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_proving_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``proves_storage``'s answers are kept per endpoint for the process (RFINAL L4): every
+    stand-in here is ``ws://stand-in:9944`` of chain ``hub``, offering proofs or not, so each
+    test starts with none remembered."""
+    monkeypatch.setattr(calls_module, "_PROVING", {})
+
+
+class _Ticking:
+    """A wall clock that moves on by ``step`` seconds each time it is read, as it does while a
+    round reads the final head, writes the ledger and removes proposals in a burst."""
+
+    def __init__(self, start: float, step: float) -> None:
+        self.now, self.step = start, step
+
+    def time(self) -> float:
+        self.now += self.step
+        return self.now - self.step
+
+
+def test_a_timeout_crossed_during_the_check_never_gives_up_without_the_final_read(
+    tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFINAL M1: the check read the clock twice, once to choose which lone proposals of ours
+    get their final head read before being failed (the "last chance"), once to time them out.
+    A proposal crossing its timeout between the two was failed without that read and, at its
+    fifth attempt, given up for good on the best block's word alone, though the final head
+    (proven) shows it delivered. Read once, the clock cannot disagree with itself: 1 is never
+    failed, and is recorded delivered from the final head within two rounds."""
+    r, hub = _real_round(tmp_path, ledger, monkeypatch)
+    hub.proving = True
+    r.delivery.relayer.confirm_timeout = 60.0
+    for _ in range(MAX_DELIVERY_ATTEMPTS - 1):  # four failed attempts alone: the next is the last
+        r.delivery._fail_undelivered([mid(1)])
+        ledger.transition([mid(1)], S.ATTESTED)
+    hub.final = hub.build("block 1", {1: DELIVERED})  # the chain has it, final
+    truth = hub.rpc
+
+    async def hiding(method: str, params: Any = ()) -> Any:
+        if method == "state_queryStorageAt":  # the best read hides it (a stale or lying node)
+            return [{"block": params[1], "changes": [[k, None] for k in params[0]]}]
+        return await truth(method, params)
+
+    hub.rpc = hiding  # type: ignore[method-assign]
+    clock = _Ticking(time.time(), 1.0)
+    _clear(r.store)
+    r.store.publish(proposal(1, created=clock.now - 59.5))  # 0.5 s before its timeout
+    monkeypatch.setattr(delivery_module, "time", clock)
+    seen = []
+    for _ in range(2):
+        trio.run(r.delivery._deliver_substrate_once, HUB_PROVEN, cast(Any, hub), r.store)
+        record = ledger.get(mid(1))
+        assert record is not None
+        seen.append(record.status)
+        assert record.status != S.FAILED, record.reason  # never failed, let alone given up
+    assert seen[-1] == S.DELIVERED and hub.proof_reads[-1] == [to_hex(guard_key(1, 1))]
+
+
+def test_a_message_held_by_the_best_block_alone_is_said_once_after_confirm_timeout(
+    tmp_path: Path,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFINAL L3: attested messages that the best block shows handled and the final head does
+    not, in no proposal of ours (here a batch that is not ours; or ours removed from the store,
+    or a lying best read), are neither proposed nor recorded, and nothing said so. Now, held
+    longer than confirm_timeout, they are named in ONE warning line, once (the first five ids
+    and a count: a best read claiming everything is one line, not thousands); held no longer
+    (recorded from the final head, or shown no more), their clocks stop."""
+    caplog.set_level(logging.WARNING, logger="passerelle.relayer")
+    r, hub = _real_round(tmp_path, ledger, monkeypatch)
+    r.delivery.relayer.confirm_timeout = 60.0
+    clock = [time.time()]
+    monkeypatch.setattr(delivery_module, "time", SimpleNamespace(time=lambda: clock[0]))
+    hub.final = hub.build("block 1", {})
+    hub.build("block 2", dict.fromkeys(range(1, 7), DELIVERED))  # best: all six handled
+
+    def run(after: float) -> list[str]:
+        clock[0] += after
+        trio.run(r.delivery._deliver_substrate_once, HUB_FINAL, cast(Any, hub), r.store)
+        return _warnings(caplog)
+
+    assert run(0) == []  # held, not for long yet
+    assert run(60) == []  # exactly confirm_timeout: not over it
+    [line] = run(1)
+    assert line == (
+        "deliver to hub: 6 attested message(s) handled in the best block for over 60 s, in no "
+        "proposal of ours, the final head (#1) does not show them yet: held (not proposed "
+        "again) until the final head shows them or the best block no longer does: "
+        + ", ".join(mid(n) for n in range(1, 6))
+        + " and 1 more"
+    )
+    assert run(300) == []  # once per message
+    assert [status(ledger, n) for n in range(1, 7)] == [S.ATTESTED] * 6
+    assert r.store.pending(ASSETHUB) == []  # nothing proposed meanwhile
+
+    hub.final = hub.build("block 2, final", dict.fromkeys(range(1, 6), DELIVERED))
+    hub.head = hub.build("block 3", dict.fromkeys(range(1, 7), DELIVERED))  # 6: best only
+    assert run(1) == []
+    assert [status(ledger, n) for n in range(1, 7)] == [S.DELIVERED] * 5 + [S.ATTESTED]
+    assert set(r.delivery._held_since) == {mid(6)}  # the recorded are forgotten
+    hub.head = hub.build("block 4", dict.fromkeys(range(1, 6), DELIVERED))  # 6 shown no more
+    run(1)
+    assert r.delivery._held_since == {} and r.delivery._held_warned == set()
+    assert [list(p.messages) for _, p in r.store.pending(ASSETHUB)] == [[raw(6)]]
+
+
+def test_read_proofs_are_asked_once_an_endpoint_and_a_no_never_stands_under_a_checkpoint(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFINAL L4: the unpaid sweep and every ``ledger rebuild`` page open a new connection per
+    call (``final_delivered``), and ``proves_storage`` kept its answer per connection: each page
+    asked ``rpc_methods`` again and, on a node without read proofs, warned again. Kept per
+    endpoint (chain, URL) for the process: three pages, three connections, one question and
+    one warning; another URL is another endpoint. Hostile: a "no" remembered for an endpoint
+    without a checkpoint never stands for a chain of that name and URL WITH one (it is asked,
+    refused, and not remembered); a "yes" stands."""
+    from relayer.families.substrate import SubstrateFamily  # noqa: PLC0415
+    from relayer.families.substrate import user as user_module  # noqa: PLC0415
+
+    caplog.set_level(logging.WARNING)
+    connections: list[_Hub] = []
+
+    @asynccontextmanager
+    async def connect(_chain: Any) -> AsyncIterator[Any]:
+        hub = _Hub()
+        hub.final = hub.build("block 1", {1: DELIVERED})
+        connections.append(hub)
+        yield hub
+
+    monkeypatch.setattr(user_module, "_substrate", connect)
+    family = SubstrateFamily()
+    for _ in range(3):
+        assert trio.run(family.final_delivered, cast(Any, None), HUB_PROVEN, [raw(1)], {}) == [True]
+    assert [c.methods_asked for c in connections] == [1, 0, 0]
+    assert len([w for w in _warnings(caplog) if "does not offer state_getReadProof" in w]) == 1
+
+    elsewhere = _Hub()
+    elsewhere.url = "ws://another:9944"
+    assert trio.run(proves_storage, cast(Any, elsewhere), HUB_PROVEN) is False
+    assert elsewhere.methods_asked == 1 and len(_warnings(caplog)) == 1
+
+    _config, checkpointed = _checkpointed(tmp_path)  # chain "hub" too, same URL
+    strict = _Hub()
+    for _ in range(2):
+        with pytest.raises(AdapterError, match="does not offer state_getReadProof"):
+            trio.run(proves_storage, cast(Any, strict), checkpointed)
+    assert strict.methods_asked == 2  # asked each time, the "no" above not taken
+    strict.proving = True  # the node offers proofs now: used, and remembered
+    assert trio.run(proves_storage, cast(Any, strict), checkpointed) is True
+    assert trio.run(proves_storage, cast(Any, _Hub()), checkpointed) is True
+    assert strict.methods_asked == 3
+
+
+def _counted_trail(ledger: Ledger, message_id: str, events: int) -> None:
+    """``events`` // 2 timed-out proposals of ``message_id`` alone, each re-queued: months of a
+    message retried while the final head could not be read, written by SQL."""
+    reason = "not delivered by the committee within 60 s, 5 times: not given up, the final head"
+    rows: list[dict[str, str | None]] = [
+        {"m": message_id, "f": "attested", "t": "failed", "r": reason + " could not be read"},
+        {"m": message_id, "f": "failed", "t": "attested", "r": None},
+    ] * (events // 2)
+    with ledger.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                "INSERT INTO status_events (message_id, from_status, to_status, reason, at) "
+                "VALUES (:m, :f, :t, :r, 1.0)"
+            ),
+            rows,
+        )
+
+
+def test_a_timed_out_proposal_reads_a_bounded_trail_per_message(
+    tmp_path: Path, ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RFINAL L5: failing a timed-out proposal read each of its messages' WHOLE trail inside
+    the write transaction (up to a batch's worth), and a message retried for ever while the
+    final head cannot be read has a trail that only grows. Now one page of each (the count
+    stops past what the give-up and the longest backoff need): 10,000 events each, at most 64
+    loaded per message; the lone one is still given up (its count is right), the batch's
+    still retried in halves; a short trail still counts exactly (test above: "5 times")."""
+    r = Round(tmp_path, ledger, monkeypatch)
+    for n in (1, 2, 3):
+        _counted_trail(ledger, mid(n), 10_000)
+    loaded: list[object] = []
+
+    def listener(target: object, _context: object) -> None:
+        loaded.append(target)
+
+    sa.event.listen(StatusEvent, "load", listener)
+    try:
+        r.delivery._fail_undelivered([mid(1)])
+        alone = len(loaded)
+        r.delivery._fail_undelivered([mid(2), mid(3)])
+    finally:
+        sa.event.remove(StatusEvent, "load", listener)
+    assert 0 < alone <= 64 and len(loaded) <= 3 * 64, (alone, len(loaded))
+    given_up = ledger.get(mid(1))
+    assert given_up is not None and given_up.next_attempt_at is None
+    assert given_up.reason is not None and given_up.reason.endswith("over 5 times: gave up")
+    batched = ledger.get(mid(2))
+    assert batched is not None and batched.next_attempt_at is not None
+    assert batched.reason is not None and batched.reason.startswith("its batch of 2 was")
+
+
+HOSTILE = "boom\n2026-12-07 WARNING forged line\x1b[31m\x00"
+
+
+def test_node_words_in_the_delivery_lines_are_one_printable_line(
+    tmp_path: Path,
+    ledger: Ledger,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """RFINAL L6: the lines that quote a node's (or store's) words, "... not read, nothing
+    recorded delivered this round", the two of a round whose proposing and check both failed,
+    and ``final_delivered``'s AdapterError, kept control characters (ESC, NUL: a terminal
+    escape in the log) and had no bound. Now each is adapters.text.one_line of it."""
+    from relayer.families.substrate import SubstrateFamily  # noqa: PLC0415
+    from relayer.families.substrate import user as user_module  # noqa: PLC0415
+
+    caplog.set_level(logging.WARNING, logger="passerelle.relayer")
+    r, hub = _real_round(tmp_path, ledger, monkeypatch)
+    hub.final = hub.build("block 1", {})
+    hub.build("block 2", {1: DELIVERED})
+
+    async def broken() -> Any:
+        raise AdapterError(HOSTILE + "x" * 5_000)
+
+    hub.finalized_head = broken  # type: ignore[method-assign]
+    trio.run(r.delivery._deliver_substrate_once, HUB_FINAL, cast(Any, hub), r.store)
+    assert r.delivery._logged(HUB, AdapterError(HOSTILE), "proposing: ")  # a failed round
+    # Proposing writes outside the lease's domain (raised: it ends the task), the check fails
+    # in a way no rule names: that one is _both_failed's own line.
+    both = _both_fail(
+        Round(tmp_path, ledger, monkeypatch), monkeypatch, WriteOutsideDomain("not ours")
+    )
+
+    def refuse(_key: Any) -> None:
+        raise RuntimeError(HOSTILE)
+
+    monkeypatch.setattr(both.store, "remove", refuse)
+    with pytest.raises(WriteOutsideDomain):
+        trio.run(both.delivery._deliver_substrate_once, HUB, cast(Any, None), both.store)
+    lines = _warnings(caplog)
+    assert len(lines) == 3, lines
+    assert lines[2].startswith("deliver to hub: checking live proposals: RuntimeError: boom?")
+    for line in lines:
+        assert line.isprintable() and "boom?2026-12-07 WARNING forged line?[31m?" in line
+        assert len(line) < 1_000
+
+    @asynccontextmanager
+    async def stand_in(_chain: Any) -> AsyncIterator[Any]:
+        yield hub
+
+    monkeypatch.setattr(user_module, "_substrate", stand_in)
+    config, chain = _checkpointed(tmp_path)
+    hub.proving = True
+
+    async def unverifiable(*_args: Any) -> Any:
+        raise VerificationError(HOSTILE)  # a justification's check quoting what the node sent
+
+    monkeypatch.setattr(user_module, "final_header", unverifiable)
+    with pytest.raises(AdapterError) as refused:
+        trio.run(SubstrateFamily().final_delivered, config, chain, [raw(1)], {})
+    assert str(refused.value).isprintable() and "forged line?[31m?" in str(refused.value)

@@ -80,7 +80,7 @@ from relayer.families.evm.origin import EvmOrigin
 from relayer.families.evm.reproof import ReproofRefused, newest_attestation
 from relayer.leases import LeaseBoard, LeaseKeeper
 from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, StatusEvent, open_ledger
-from relayer.relay import Relayer, RouteHalted, check_outbox_domain
+from relayer.relay import DomainCheck, Relayer, RouteHalted, check_outbox_domain
 from tests.cli_runner import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -484,7 +484,8 @@ def test_a_domain_halt_needs_the_rpc_quorum_and_an_unread_one_is_asked_again(
 
         async def outbox_domain() -> bool:
             async with open_evm(outbox_side) as evm:
-                return await check_outbox_domain(outbox_side, EvmOrigin(outbox_side, evm))
+                check = DomainCheck("outbox", outbox_side)
+                return await check_outbox_domain(check, EvmOrigin(outbox_side, evm))
 
         assert trio.run(outbox_domain) is False
 

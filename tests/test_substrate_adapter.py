@@ -17,6 +17,7 @@ are played against recorded answers instead.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from unittest.mock import patch
 
@@ -27,6 +28,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reach import Reach
 from substrateinterface import Keypair
+from test_substrate_route import ASSETHUB, GAMMA, config_toml
+from test_substrate_route import load as load_config_text
 
 from adapters.substrate import (
     AdapterError,
@@ -41,6 +44,7 @@ from adapters.substrate import (
 )
 from adapters.substrate import client as client_module
 from adapters.substrate.client import BalanceTransfer, account_bytes, header_from_json
+from adapters.substrate.finality import SYSTEM_EVENTS_KEY
 from devnet.chopsticks import (
     ALICE,
     DEV_BALANCE,
@@ -59,7 +63,9 @@ from light_clients.substrate.remark import (
     validate_remark,
 )
 from light_clients.substrate.scale import encode_compact
+from relayer.families.substrate import scan as scan_module
 from relayer.families.substrate.payments import remark_fee
+from relayer.families.substrate.scan import RemarkScan, escrow_routes, scan_remarks
 
 pytestmark = pytest.mark.chain
 
@@ -772,3 +778,56 @@ def _garbage_looks_like_a_call(node: tuple[Any, ...], looked_into: set[bytes]) -
     if kind in ("batch", "batch_all"):
         return any(_garbage_looks_like_a_call(child, looked_into) for child in node[1])
     return False
+
+
+def test_a_scan_proves_the_events_of_prefixed_blocks_only(
+    client: SubstrateClient, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Review RFINAL M2: with read proofs in use (required with a checkpoint), the scan reads
+    a block's body first and fetches and checks the proof of its ``System.Events`` only when
+    the body carries ``PSRL``. The node here plays one that proves storage: chopsticks' state
+    roots are zero, so the stand-in ``read_proof`` counts the reads and hands back the node's
+    own events value (what a proof would establish)."""
+    note = b"a note, not for Passerelle"
+    sent = Message(1, 0, ASSETHUB, ALICE_ID, GAMMA, b"\x0d" * 32, b"proven where it can be")
+    text = config_toml(substrate={"recipients": f'{{ "{GAMMA}" = ["0x{"0d" * 32}"] }}'})
+    config = load_config_text(tmp_path, text)
+    chain = config.chain("assethub")
+    proofs: list[int] = []
+
+    async def proves(*_: object) -> bool:
+        return True
+
+    async def read_proof(
+        node: SubstrateClient, keys: Sequence[bytes], header: SubstrateHeader
+    ) -> dict[bytes, bytes | None]:
+        assert list(keys) == [SYSTEM_EVENTS_KEY]
+        proofs.append(header.number)
+        raw = await node.rpc("state_getStorage", [to_hex(SYSTEM_EVENTS_KEY), to_hex(header.hash)])
+        return {SYSTEM_EVENTS_KEY: parse_data(raw, "System.Events")}
+
+    monkeypatch.setattr(scan_module, "proves_storage", proves)
+    monkeypatch.setattr(scan_module, "read_proof", read_proof)
+
+    async def scenario() -> tuple[Included, Included, RemarkScan]:
+        alone = await client.submit(ALICE_KEY, "System", "remark_with_event", {"remark": note})
+        carrying = await client.submit(
+            ALICE_KEY, "System", "remark_with_event", {"remark": psrl(sent)}
+        )
+        blocks = range(alone.block_number, carrying.block_number + 1)
+        routes = escrow_routes(config, chain)
+        return alone, carrying, await scan_remarks(client, chain, routes, blocks, 7)
+
+    alone, carrying, scan = run(scenario)
+    assert alone.success and carrying.success
+    assert carrying.block_number == alone.block_number + 1
+    # The note's block: its body only (was: a proof read and checked for it too).
+    assert proofs == [carrying.block_number]
+    # The PSRL block: its events came from the proven value, and matched as before.
+    [found] = scan.messages
+    assert (found.block_number, found.extrinsic_index) == (
+        carrying.block_number,
+        carrying.extrinsic_index,
+    )
+    assert found.message == Message(1, 7, ASSETHUB, ALICE_ID, GAMMA, b"\x0d" * 32, sent.body)
+    assert scan.skipped == [] and scan.last_hash == carrying.block_hash

@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, TypeVar, overload
 
@@ -38,6 +38,7 @@ from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from adapters.errors import AdapterError
 from adapters.redact import redact_url, scrub_url
 from adapters.signing import sign_sr25519, signs_in_process
+from adapters.text import one_line
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.hashing import blake2_256
 from light_clients.hexstr import parse_data, to_hex
@@ -99,7 +100,6 @@ SCAN_RECURSION_LIMIT: Final = 1000 + _FRAMES_PER_LEVEL * RUNTIME_MAX_CALL_DEPTH
 
 _BATCH_CALLS: Final = frozenset({"batch", "batch_all", "force_batch"})
 _HASH_LEN = 32
-_ERROR_TEXT_LIMIT = 300
 
 T = TypeVar("T")
 
@@ -197,6 +197,11 @@ class BalanceTransfer:
     amount: int
 
 
+EventsProver = Callable[[SubstrateHeader], Awaitable[bytes]]
+"""What :meth:`SubstrateClient.remarks` calls for a block whose body carries ``PSRL``: the raw
+``System.Events`` value proven under the given (hash-checked) header's state root."""
+
+
 @dataclass(frozen=True)
 class RemarkSeen:
     """A ``System.Remarked`` event joined with the ``remark_with_event`` call that emitted it.
@@ -269,11 +274,6 @@ def _signs_in_process(keypair: Keypair) -> bool:
     return type(keypair) is Keypair and bool(keypair.private_key)
 
 
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _ERROR_TEXT_LIMIT else line[: _ERROR_TEXT_LIMIT - 1] + "…"
-
-
 def _describe(exc: BaseException) -> str:
     """One line for an exception from substrate-interface, websocket-client or scalecodec."""
     args = exc.args
@@ -281,8 +281,8 @@ def _describe(exc: BaseException) -> str:
         error: dict[str, Any] = args[0]
         code = error.get("code")
         text = f"error {code}: {error.get('message')}" if code is not None else error.get("message")
-        return _one_line(str(text))
-    return _one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
+        return one_line(str(text))
+    return one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
 def _hash_bytes(value: Any, what: str) -> bytes:
@@ -296,7 +296,7 @@ def _hex_bytes(value: Any, what: str, size: int | None = None) -> bytes:
     try:
         return parse_data(value, what, size)
     except DecodeError:
-        raise AdapterError(f"node returned a malformed {what}: {_one_line(repr(value))}") from None
+        raise AdapterError(f"node returned a malformed {what}: {one_line(repr(value))}") from None
 
 
 def account_bytes(value: Any) -> bytes:
@@ -314,7 +314,7 @@ def account_bytes(value: Any) -> bytes:
             public = b""
         if len(public) == _HASH_LEN:
             return public
-    raise AdapterError(f"node returned a malformed account: {_one_line(repr(value))}")
+    raise AdapterError(f"node returned a malformed account: {one_line(repr(value))}")
 
 
 def header_from_json(obj: Any, block_hash: bytes) -> SubstrateHeader:
@@ -383,7 +383,7 @@ def _weight(value: Any) -> tuple[int, int]:
     )
     checked = [part for part in parts if isinstance(part, int) and not isinstance(part, bool)]
     if len(checked) != len(parts) or min(checked) < 0:
-        raise AdapterError(f"node returned a malformed weight: {_one_line(repr(value))}")
+        raise AdapterError(f"node returned a malformed weight: {one_line(repr(value))}")
     return checked[0], checked[1]
 
 
@@ -408,8 +408,8 @@ def _error_name(substrate: SubstrateInterface, error: Any) -> str:
                 return f"Module(index={pallet_index}, error={code})"
         if isinstance(detail, str):
             return f"{kind}.{detail}"
-        return f"{kind}({_one_line(repr(detail))})"
-    return _one_line(repr(error))
+        return f"{kind}({one_line(repr(detail))})"
+    return one_line(repr(error))
 
 
 def _event_error(substrate: SubstrateInterface, pallet: str, name: str, attrs: Any) -> str | None:
@@ -608,7 +608,7 @@ def _remarks_in_call(
             log.warning(
                 "Multisig.as_multi whose call does not decode (%s): %s",
                 type(exc).__name__,
-                _one_line(str(exc)),
+                one_line(str(exc)),
             )
             return []
         return _remarks_in_call(substrate, inner, depth + 1, as_multisig=True)
@@ -631,7 +631,7 @@ def _asset_transfer(event: SubstrateEvent) -> AssetTransfer:
             amount=int(attrs["amount"]),
         )
     except (KeyError, TypeError, ValueError):
-        raise AdapterError(f"malformed Assets.Transferred event {_one_line(repr(attrs))}") from None
+        raise AdapterError(f"malformed Assets.Transferred event {one_line(repr(attrs))}") from None
 
 
 def _balance_transfer(event: SubstrateEvent) -> BalanceTransfer:
@@ -643,7 +643,7 @@ def _balance_transfer(event: SubstrateEvent) -> BalanceTransfer:
             amount=int(attrs["amount"]),
         )
     except (KeyError, TypeError, ValueError):
-        raise AdapterError(f"malformed Balances.Transfer event {_one_line(repr(attrs))}") from None
+        raise AdapterError(f"malformed Balances.Transfer event {one_line(repr(attrs))}") from None
 
 
 def fee_transfer(
@@ -933,7 +933,7 @@ class SubstrateClient:
         self,
         block_hash: bytes,
         *,
-        proven_events: bytes | None = None,
+        prove_events: EventsProver | None = None,
         fee_account: bytes | None = None,
     ) -> list[RemarkSeen]:
         """Every ``System.Remarked`` event of the block, joined with the remark that emitted it.
@@ -954,8 +954,12 @@ class SubstrateClient:
         without any such extrinsic costs one byte search, no decoding). The result holds every
         remark the outbox rules must judge.
 
-        ``proven_events``: the raw ``System.Events`` value proven under the block's state root
-        (:func:`adapters.substrate.finality.read_proof`), decoded instead of asking the node.
+        ``prove_events``: called with the block's (hash-checked) header ONLY when the body
+        carries ``PSRL``, after the prefilter: it returns the raw ``System.Events`` value proven
+        under that header's state root (:func:`adapters.substrate.finality.read_proof`), which
+        is decoded instead of asking the node. So a block no message can be in costs its body
+        alone: no read proof is fetched or checked for it (review RFINAL, M2: the committee's
+        delivery blocks, ~1,000 events each, were proven in full only to be thrown away).
 
         ``fee_account``: the chain's account for delivery fees, if it takes any. Only then are
         ``Balances.Transfer`` events read into :attr:`RemarkSeen.balance_transfers`; one that
@@ -963,7 +967,7 @@ class SubstrateClient:
         never fails the block: the scan must not halt on a payment it cannot read.
         """
 
-        def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
+        def body(substrate: SubstrateInterface) -> tuple[SubstrateHeader, list[bytes]]:
             block = _result(substrate.rpc_request("chain_getBlock", [to_hex(block_hash)]), "block")
             if not isinstance(block, dict) or not isinstance(block.get("block"), dict):
                 raise AdapterError(f"node has no block {to_hex(block_hash)}")
@@ -971,10 +975,16 @@ class SubstrateClient:
             extrinsics = block["block"].get("extrinsics")
             if not isinstance(extrinsics, list):
                 raise AdapterError(f"block {to_hex(block_hash)} has a malformed body")
-            encoded_all = [_hex_bytes(item, "extrinsic") for item in extrinsics]
-            carrying = _carrying_prefix(encoded_all)
-            if not carrying:
-                return []  # no event, no call decoded: see _carrying_prefix
+            return header, [_hex_bytes(item, "extrinsic") for item in extrinsics]
+
+        what = f"remarks of block {to_hex(block_hash)}"
+        header, encoded_all = await self._run(what, body)
+        carrying = _carrying_prefix(encoded_all)
+        if not carrying:
+            return []  # no event read or proven, no call decoded: see _carrying_prefix
+        proven_events = None if prove_events is None else await prove_events(header)
+
+        def work(substrate: SubstrateInterface) -> list[RemarkSeen]:
             # decode with this block's runtime
             substrate.init_runtime(block_hash=to_hex(block_hash))
             by_extrinsic: dict[int, list[SubstrateEvent]] = {}
@@ -989,9 +999,9 @@ class SubstrateClient:
                     with_remarks.add(event.extrinsic_index)
             seen: list[RemarkSeen] = []
             for index in sorted(with_remarks):
-                if index >= len(extrinsics):
+                if index >= len(encoded_all):
                     raise AdapterError(
-                        f"block {header.number} has {len(extrinsics)} extrinsics, "
+                        f"block {header.number} has {len(encoded_all)} extrinsics, "
                         f"an event names extrinsic {index}"
                     )
                 if index not in carrying:
@@ -1064,7 +1074,7 @@ class SubstrateClient:
                     )
             return seen
 
-        return await self._run(f"remarks of block {to_hex(block_hash)}", work)
+        return await self._run(what, work)
 
     # calls and extrinsics
 
@@ -1094,7 +1104,7 @@ class SubstrateClient:
             info = substrate.get_payment_info(call.generic, keypair)
             partial = info.get("partialFee") if isinstance(info, dict) else None
             if not isinstance(partial, int):
-                raise AdapterError(f"malformed fee estimate {_one_line(repr(info))}")
+                raise AdapterError(f"malformed fee estimate {one_line(repr(info))}")
             ref_time, proof_size = _weight(info.get("weight"))
             return Fee(partial_fee=partial, weight=ref_time, proof_size=proof_size)
 

@@ -55,6 +55,7 @@ import xxhash
 from adapters.errors import AdapterError
 from adapters.redact import redact_url
 from adapters.substrate.client import header_from_json
+from adapters.text import one_line
 from light_clients.errors import DecodeError, FinalityError, VerificationError
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.substrate.grandpa import (
@@ -123,7 +124,6 @@ before a failure is kept."""
 HISTORY: Final = 16384
 """Proven-final ``number -> hash`` entries kept for :meth:`GrandpaFinality.final_hash`."""
 
-_ERROR_TEXT_LIMIT = 200
 
 E = TypeVar("E", bound=VerificationError)
 
@@ -170,18 +170,13 @@ if TYPE_CHECKING:
         return client  # mypy checks that SubstrateClient satisfies the protocol
 
 
-def _one_line(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= _ERROR_TEXT_LIMIT else line[: _ERROR_TEXT_LIMIT - 1] + "…"
-
-
 def _bytes_field(value: Any, where: str, what: str, size: int | None = None) -> bytes:
     """``0x``-hex bytes of a node's answer (exactly ``size`` if given), strictly parsed
     (:func:`light_clients.hexstr.parse_data`); :class:`AdapterError` naming ``where`` if not."""
     try:
         return parse_data(value, what, size)
     except DecodeError:
-        raise AdapterError(f"{where}: malformed {what} {_one_line(repr(value))}") from None
+        raise AdapterError(f"{where}: malformed {what} {one_line(repr(value))}") from None
 
 
 def _hash_field(value: Any, where: str, what: str) -> bytes:
@@ -205,7 +200,7 @@ async def offered(client: NodeRpc) -> frozenset[str]:
     methods = result.get("methods") if isinstance(result, dict) else None
     if not isinstance(methods, list) or not all(isinstance(m, str) for m in methods):
         raise AdapterError(
-            f"rpc_methods on {redact_url(client.url)}: malformed {_one_line(repr(result))}"
+            f"rpc_methods on {redact_url(client.url)}: malformed {one_line(repr(result))}"
         )
     return PROOF_METHODS.intersection(methods)
 
@@ -588,7 +583,7 @@ async def read_proof(
         GET_READ_PROOF, [[to_hex(key) for key in wanted], to_hex(header.hash)]
     )
     if not isinstance(answer, dict) or not isinstance(answer.get("proof"), list):
-        raise AdapterError(f"{where}: malformed answer {_one_line(repr(answer))}")
+        raise AdapterError(f"{where}: malformed answer {one_line(repr(answer))}")
     at = _hash_field(answer.get("at"), where, "block hash")
     if at != header.hash:
         raise AdapterError(

@@ -72,7 +72,6 @@ from relayer.relay import (
     DomainCheck,
     Lane,
     Relayer,
-    failures_since_retry,
     recent_failures,
 )
 
@@ -1109,8 +1108,15 @@ class EvmDelivery:
                 self._batch_limit[r.id] = 1
                 reason = f"{ALONE_REVERTS} ({exc})"
                 # Each try is a reverted transaction the relayer pays: bounded, counted in the
-                # audit trail so that restarts do not reset it (an operator can re-queue).
-                alone = failures_since_retry(batch.history(r.id), ALONE_REVERTS)
+                # audit trail so that restarts do not reset it (an operator can re-queue). Read
+                # bounded (Ledger.backoff_trail: the newest such failures, back to the
+                # operator's retry at most), as _fail_unsent reads it: this runs inside the
+                # write transaction and a trail only grows (review RFINAL, L5). Counted up to
+                # what the decision needs, so one given up says MAX_DELIVERY_ATTEMPTS times.
+                recent = batch.backoff_trail(
+                    r.id, ALONE_REVERTS, reset=OPERATOR_RETRY, newest=MAX_DELIVERY_ATTEMPTS
+                )
+                alone = recent_failures(recent, ALONE_REVERTS, MAX_DELIVERY_ATTEMPTS - 1)
                 if alone + 1 >= MAX_DELIVERY_ATTEMPTS:
                     batch.transition(
                         [r.id], MessageStatus.FAILED, reason=f"{reason}, {alone + 1} times: gave up"

@@ -283,8 +283,13 @@ async def proven_guard_states(
         raise AdapterError(text) from None
 
 
-_PROVING: weakref.WeakKeyDictionary[SubstrateClient, bool] = weakref.WeakKeyDictionary()
-""":func:`proves_storage`'s answer per connection (a client object; a reconnect asks again)."""
+_PROVING: dict[tuple[str, str], bool] = {}
+""":func:`proves_storage`'s answer per endpoint, ``(chain name, URL)``, for the process: not per
+connection, since the unpaid sweep and each ``ledger rebuild`` page open a new one per call, and
+each asked ``rpc_methods`` and warned again (review RFINAL, LOW 4). Bounded by the configured
+endpoints. What a stale answer can do is fail closed: a node that stopped offering proofs fails
+the proven reads (AdapterError, one line a round); a "no" is never taken under a checkpoint
+(:func:`proves_storage` asks again there)."""
 
 
 async def proves_storage(client: SubstrateClient, chain: ChainConfig) -> bool:
@@ -294,7 +299,8 @@ async def proves_storage(client: SubstrateClient, chain: ChainConfig) -> bool:
     delivery records from, the same items the unpaid sweep and ``ledger rebuild`` record from
     (:func:`~relayer.families.substrate.user.final_delivered`), and the ``System.Events`` the
     origin's scan reads messages from (:func:`~relayer.families.substrate.scan.scan_remarks`).
-    One rule for all three, cached per connection (``rpc_methods`` is asked once a client):
+    One rule for all three, cached per endpoint for the process (:data:`_PROVING`:
+    ``rpc_methods`` is asked once an endpoint, however many connections are opened to it):
 
     * ``devnet-instant``: never (chopsticks lists the method but fails every call, and its
       zero state roots could prove nothing): False.
@@ -305,26 +311,30 @@ async def proves_storage(client: SubstrateClient, chain: ChainConfig) -> bool:
       without ``grandpa_proveFinality``, but as AdapterError: the caller's final read fails
       (one line; nothing recorded, nothing scanned) and is tried again, never a fallback.
     * Any other policy: where the node lists the method, True; where it does not (many RPC
-      gateways list nothing of the kind), False and ONE warning per connection saying that
-      what is read there is the node's word.
+      gateways list nothing of the kind), False and ONE warning per endpoint and process
+      saying that what is read there is the node's word.
 
     An ``rpc_methods`` that fails or is malformed is AdapterError too (review R3 L3): on every
     policy but ``devnet-instant`` nothing is recorded while the node cannot say what it offers
     (fails closed)."""
     if chain.finality.name == "devnet-instant":
         return False
-    known = _PROVING.get(client)
-    if known is not None:
+    endpoint = (chain.name, client.url)
+    known = _PROVING.get(endpoint)
+    checkpointed = chain.settings().grandpa is not None
+    # A "yes" holds for the process; a "no" only where no checkpoint requires proofs: there the
+    # refusal is never cached, so a node offering them later is used at once.
+    if known is not None and (known or not checkpointed):
         return known
     where = redact_url(client.url)
     proves = GET_READ_PROOF in await offered(client)
-    if not proves and chain.settings().grandpa is not None:
+    if not proves and checkpointed:
         raise AdapterError(
             f"chain {chain.name!r}: a grandpa checkpoint is configured but {where} does not "
             f"offer {GET_READ_PROOF}: its storage at the proven final head cannot be proven, "
             "so nothing is read from it"
         )
-    if not proves:
+    if not proves and known is None:
         log.warning(
             "%s: %s does not offer %s: what is read at its final head (the replay-guard items "
             "deliveries are recorded from, an origin's events) is the node's word, unproven",
@@ -332,7 +342,7 @@ async def proves_storage(client: SubstrateClient, chain: ChainConfig) -> bool:
             where,
             GET_READ_PROOF,
         )
-    _PROVING[client] = proves
+    _PROVING[endpoint] = proves
     return proves
 
 

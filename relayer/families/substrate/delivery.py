@@ -20,6 +20,7 @@ import trio
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import SubstrateClient
+from adapters.text import ERROR_TEXT_LIMIT, one_line
 from light_clients.errors import VerificationError
 from light_clients.hashing import keccak256
 from light_clients.message import decode_message
@@ -63,14 +64,25 @@ from relayer.ledger import (
 )
 from relayer.relay import (
     MAX_DELIVERY_ATTEMPTS,
+    OPERATOR_RETRY,
     RETRY_BACKOFF,
     Lane,
     Relayer,
-    failures_since_retry,
+    recent_failures,
 )
 
 log = logging.getLogger("passerelle.relayer")
 
+
+UNDELIVERED = "not delivered by the committee"
+"""How a timed-out proposal's lone message's failure reason starts: what its attempts count."""
+UNDELIVERED_COUNT_CAP = max(MAX_DELIVERY_ATTEMPTS, len(RETRY_BACKOFF))
+"""The most prior failures :meth:`SubstrateDelivery._fail_undelivered` counts: enough for the
+last attempt (:data:`MAX_DELIVERY_ATTEMPTS`) and the longest backoff to be exact; more would only
+read more of a trail that grows for ever while the final head cannot be read (review RFINAL,
+LOW 5)."""
+HELD_IDS_SHOWN = 5
+"""Message ids named in one "held back" warning line (:meth:`SubstrateDelivery._warn_held`)."""
 
 SLOW_ROUND = 2.0
 """Seconds: a delivery round that took longer logs where its time went (:class:`RoundSteps`)."""
@@ -140,13 +152,20 @@ class SubstrateDelivery:
         # without the final head's word (R3 L6).
         self._final_missing: str | None = None
         # Whether this round's final items are read with proofs (proves_storage, asked with
-        # the final head: its answer is cached per connection there).
+        # the final head: its answer is cached per endpoint there).
         self._proving = False
         # Kept proposals (executed at best, not final yet): when each was last seen executed
         # at best (its timeout counts from then, review R2 L2), and those already warned about
         # as waiting longer than confirm_timeout (R2 L3). Live keys only: pruned each check.
         self._shown_at: dict[ProposalKey, float] = {}
         self._warned: set[ProposalKey] = set()
+        # Attested messages in no kept proposal of ours that the best block shows handled and
+        # the final head does not (a proposal not ours, ours removed from the store, a stale or
+        # lying best read): id -> when first seen so, and those already warned about (RFINAL
+        # LOW 3: held silently, they showed only in the route-age metric). Pruned each round
+        # to the candidates read: a bound whatever the best block claims.
+        self._held_since: dict[str, float] = {}
+        self._held_warned: set[str] = set()
 
     async def _sizing(self, client: SubstrateClient) -> tuple[BatchBudget, CostModel]:
         """The batch budget from the chain's extrinsic limits and the measured delivery costs
@@ -200,17 +219,19 @@ class SubstrateDelivery:
         where = f"deliver to {chain.name}: {step}"
         if isinstance(exc, WriteOutsideDomain):
             return False
+        # A node's words, a store file's, a database's: one bounded printable line (RFINAL L6).
+        text = one_line(str(exc), ERROR_TEXT_LIMIT)
         if isinstance(exc, (AdapterError, ConfigError)):
             self.relayer.metrics.rpc_errors += 1
-            log.warning("%s%s", where, exc)
+            log.warning("%s%s", where, text)
         elif isinstance(exc, CheckpointStoreError):
             # The proposal store cannot be read or written now (its database is down or busy,
             # a disk is full): one line, and the next round tries again.
-            log.warning("%sproposals: %s", where, exc)
+            log.warning("%sproposals: %s", where, text)
         elif isinstance(exc, (UnknownRecord, IllegalTransition, InvalidReference)):
             # A move the ledger refuses (someone else moved the message): logged, the next
             # round reads the ledger again; never the end of the relayer.
-            log.error("%snot recorded: %s", where, exc)
+            log.error("%snot recorded: %s", where, text)
         else:
             return False
         return True
@@ -237,7 +258,7 @@ class SubstrateDelivery:
 
         The items themselves are PROVEN under that head's state root by the rule of
         :func:`~relayer.families.substrate.calls.proves_storage` (required with a GRANDPA
-        checkpoint; wherever the node offers proofs otherwise, a warning once per connection
+        checkpoint; wherever the node offers proofs otherwise, a warning once per endpoint
         where it does not; never under ``devnet-instant``, where they are the node's word); an
         unproven read at the best block is never reused for it.
 
@@ -292,7 +313,7 @@ class SubstrateDelivery:
             "deliver to %s: %s not read, nothing recorded delivered this round: %s",
             chain.name,
             what,
-            " ".join(str(exc).split()),
+            one_line(str(exc), ERROR_TEXT_LIMIT),
         )
 
     async def _mark_delivered_on(
@@ -399,7 +420,7 @@ class SubstrateDelivery:
                 "deliver to %s: checking live proposals: %s: %s",
                 chain.name,
                 type(checking).__name__,
-                " ".join(str(checking).split()),
+                one_line(str(checking), ERROR_TEXT_LIMIT),
             )
         return proposing
 
@@ -454,6 +475,9 @@ class SubstrateDelivery:
         # cache) would otherwise give it up after MAX_DELIVERY_ATTEMPTS. The final head's read
         # (proven where proofs are used) has the last word: delivered there, it is recorded
         # delivered. Rare (a timeout of a single message), so no cost in a burst.
+        # The clock is read ONCE for the whole check (review RFINAL, M1): read again below, a
+        # proposal crossing its timeout between the two readings (the final read, the ledger
+        # write, the removals take seconds in a burst) was failed without its final read.
         now = time.time()
         last_chance = [
             i
@@ -485,9 +509,11 @@ class SubstrateDelivery:
             for m, flag in zip(proposal.messages, done, strict=True)
         ]
         await self._mark_delivered_on(chain, [m for m, _ in ours], [f for _, f in ours])
-        for (key, proposal), mine, done in zip(outstanding, per_proposal, final, strict=True):
+        read_final = set(last_chance)
+        for i, ((key, proposal), mine, done) in enumerate(
+            zip(outstanding, per_proposal, final, strict=True)
+        ):
             ids = ["0x" + keccak256(m).hex() for m in proposal.messages]
-            now = time.time()
             if any(done):  # done, or partly delivered elsewhere: its batch can no longer pass
                 await trio.to_thread.run_sync(proposals.remove, key)
             elif any(mine):
@@ -513,13 +539,16 @@ class SubstrateDelivery:
                 # message); alone, at most MAX_DELIVERY_ATTEMPTS times, then it stays failed.
                 # Checked against the chain just above: a batch executed late is recorded
                 # delivered, never failed; a message alone, at the final head too. Given up
-                # for good only if that final read was had (review R3 L6): without it, one
+                # for good only if that final read was had for THIS proposal (review R3 L6,
+                # RFINAL M1): asked this round (last_chance) and read without error; else one
                 # more retry after the longest backoff.
                 await trio.to_thread.run_sync(proposals.remove, key)
                 half = (len(ids) + 1) // 2
                 self._suspects.update(dict.fromkeys(ids, half))
                 await self.relayer.db(
-                    self._fail_undelivered, ids, give_up=self._final_missing is None
+                    self._fail_undelivered,
+                    ids,
+                    give_up=i in read_final and self._final_missing is None,
                 )
                 log.warning(
                     "proposal %s not executed in time; retrying its messages in batches of %d",
@@ -551,13 +580,7 @@ class SubstrateDelivery:
         if key in self._warned or now - born <= self.relayer.confirm_timeout:
             return
         self._warned.add(key)
-        # What the final read said, or which part of it failed (review R3 L7: the head may
-        # have been read and its items not).
-        final = (
-            f"the final head (#{self._final.number}) does not show it yet"
-            if self._final_missing is None and self._final is not None
-            else f"{self._final_missing or 'the final head'} could not be read this round"
-        )
+        final = self._final_says("it")
         log.warning(
             "deliver to %s: proposal %s (%.0f s old) executed in the best block, %s: waiting "
             "for finality (its %d message(s) held back until the final head shows it or the "
@@ -567,6 +590,48 @@ class SubstrateDelivery:
             now - born,
             final,
             len(proposal.messages),
+        )
+
+    def _final_says(self, what: str) -> str:
+        """What this round's final read said of ``what`` (the best block shows it handled), or
+        which part of that read failed (review R3 L7: the head may have been read and its items
+        not)."""
+        if self._final_missing is None and self._final is not None:
+            return f"the final head (#{self._final.number}) does not show {what} yet"
+        return f"{self._final_missing or 'the final head'} could not be read this round"
+
+    def _warn_held(
+        self, chain: ChainConfig, held: Sequence[str], released: Sequence[str], now: float
+    ) -> None:
+        """Once per message, one line a round: the attested messages in ``held`` (the best
+        block shows them handled, the final head does not, and no kept proposal of ours holds
+        them) held longer than ``confirm_timeout`` since first seen so. They are neither
+        proposed (the best block has them) nor recorded (the final head has not) until one or
+        the other changes: nothing else says so (RFINAL LOW 3). ``released`` are no longer held
+        (recorded, or shown no more): their clocks stop."""
+        for message_id in released:
+            self._held_since.pop(message_id, None)
+            self._held_warned.discard(message_id)
+        late = []
+        for message_id in held:
+            since = self._held_since.setdefault(message_id, now)
+            if now - since > self.relayer.confirm_timeout and message_id not in self._held_warned:
+                self._held_warned.add(message_id)
+                late.append(message_id)
+        if not late:
+            return
+        named = ", ".join(late[:HELD_IDS_SHOWN])
+        more = f" and {len(late) - HELD_IDS_SHOWN} more" if len(late) > HELD_IDS_SHOWN else ""
+        log.warning(
+            "deliver to %s: %d attested message(s) handled in the best block for over %g s, in "
+            "no proposal of ours, %s: held (not proposed again) until the final head shows "
+            "them or the best block no longer does: %s%s",
+            chain.name,
+            len(late),
+            self.relayer.confirm_timeout,
+            self._final_says("them"),
+            named,
+            more,
         )
 
     async def _propose_new(
@@ -597,6 +662,12 @@ class SubstrateDelivery:
         by_origin: dict[int, list[MessageRecord]] = defaultdict(list)
         for record in records:
             by_origin[record.origin].append(record)
+        # Hold clocks of the candidates read this round only (the rest left attested, or are
+        # held back in a proposal of ours, which _warn_waiting speaks for).
+        read = {record.id for record in records}
+        self._held_since = {k: t for k, t in self._held_since.items() if k in read}
+        self._held_warned &= read
+        now = time.time()
         steps.lap("attested from the ledger")
         for origin, candidates in by_origin.items():
             # The operator's policy first, as on the EVM path: a refused message costs no RPC
@@ -607,13 +678,19 @@ class SubstrateDelivery:
                 continue
             flags = await self._delivered_items(client, chain, [r.message for r in group])
             # Handled in the best block: not proposed again; recorded once final (until then
-            # it stays attested and is read again next round).
-            shown = [r.message for r, flag in zip(group, flags, strict=True) if flag]
-            if shown:
-                final = await self._final_items(client, chain, shown)
-                await self._mark_delivered_on(chain, shown, final)
-            steps.lap("guard items of the new")
+            # it stays attested and is read again next round; held past confirm_timeout, a
+            # line says so: _warn_held).
+            shown = [r for r, flag in zip(group, flags, strict=True) if flag]
             todo = [r for r, flag in zip(group, flags, strict=True) if not flag]
+            held: list[str] = []
+            released = [r.id for r in todo]
+            if shown:
+                final = await self._final_items(client, chain, [r.message for r in shown])
+                await self._mark_delivered_on(chain, [r.message for r in shown], final)
+                for record, flag in zip(shown, final, strict=True):
+                    (released if flag else held).append(record.id)
+            self._warn_held(chain, held, released, now)
+            steps.lap("guard items of the new")
             if not todo:
                 continue
             batches = await self._plan(chain, client, todo)
@@ -700,28 +777,41 @@ class SubstrateDelivery:
         A proposal of several messages failing does not count against each of them: one bad
         message fails the whole ``batch_all``, and the halving (:meth:`_plan`) would give up
         its innocent neighbours after five levels. It is bounded all the same: the halves
-        reach single messages within log2(``SUBSTRATE_BATCH_SIZE``) = 10 failures."""
-        reason = f"not delivered by the committee within {self.relayer.confirm_timeout:g} s"
+        reach single messages within log2(``SUBSTRATE_BATCH_SIZE``) = 10 failures.
+
+        The count reads each message's trail newest first, only until it has
+        :data:`UNDELIVERED_COUNT_CAP` + 1 such failures or the operator's newest retry
+        (:meth:`~relayer.ledger.Ledger.backoff_trail`, bounded, as the EVM delivery's
+        ``_fail_unsent``): this runs inside the write transaction, for up to a whole batch's
+        messages, and the trail of a message retried while the final head cannot be read only
+        grows (review RFINAL, LOW 5: it read every message's whole trail)."""
+        reason = f"{UNDELIVERED} within {self.relayer.confirm_timeout:g} s"
         if len(ids) > 1:
             reason = f"its batch of {len(ids)} was {reason}: retried in halves"
         with self.relayer.ledger.atomic() as batch:
             for message_id in batch.movable(ids, MessageStatus.FAILED):
-                failures = failures_since_retry(
-                    batch.history(message_id), "not delivered by the committee"
+                trail = batch.backoff_trail(
+                    message_id, UNDELIVERED, reset=OPERATOR_RETRY, newest=UNDELIVERED_COUNT_CAP + 1
+                )
+                failures = recent_failures(trail, UNDELIVERED, UNDELIVERED_COUNT_CAP)
+                times = (
+                    f"{failures + 1}"
+                    if failures < UNDELIVERED_COUNT_CAP
+                    else f"over {UNDELIVERED_COUNT_CAP}"
                 )
                 last = len(ids) == 1 and failures + 1 >= MAX_DELIVERY_ATTEMPTS
                 if last and give_up:
                     batch.transition(
                         [message_id],
                         MessageStatus.FAILED,
-                        reason=f"{reason}, {failures + 1} times: gave up",
+                        reason=f"{reason}, {times} times: gave up",
                     )
                 else:
                     backoff = RETRY_BACKOFF[min(failures + 1, len(RETRY_BACKOFF) - 1)]
                     batch.transition(
                         [message_id],
                         MessageStatus.FAILED,
-                        reason=f"{reason}, {failures + 1} times: not given up, the final head "
+                        reason=f"{reason}, {times} times: not given up, the final head "
                         "could not be read"
                         if last
                         else reason,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import RemarkSeen, SubstrateClient
@@ -24,6 +25,7 @@ from adapters.substrate.finality import (
 )
 from light_clients.hashing import keccak256
 from light_clients.message import Message
+from light_clients.substrate.header import SubstrateHeader
 from light_clients.substrate.remark import (
     EscrowRoute,
     RemarkRejected,
@@ -42,7 +44,8 @@ from relayer.families.substrate.calls import proves_storage
 log = logging.getLogger("passerelle.substrate")
 
 SCAN_CHUNK = 50
-"""Substrate blocks read per scan step (three RPC round trips each)."""
+"""Substrate blocks read per scan step (two RPC round trips each, hash and body; a block
+whose body carries ``PSRL`` one more, its events' read proof where the node proves storage)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,13 @@ def escrow_routes(config: Config, chain: ChainConfig) -> OriginRoutes:
     return OriginRoutes(routes, allowed_recipients(config, chain))
 
 
+async def _proven_events(client: SubstrateClient, header: SubstrateHeader) -> bytes:
+    """The block's ``System.Events`` value, proven under ``header``'s state root by
+    :func:`~adapters.substrate.finality.read_proof` (absent: no events, ``Vec`` length 0)."""
+    value = (await read_proof(client, [SYSTEM_EVENTS_KEY], header))[SYSTEM_EVENTS_KEY]
+    return b"\x00" if value is None else value
+
+
 async def scan_remarks(
     client: SubstrateClient,
     chain: ChainConfig,
@@ -133,9 +143,13 @@ async def scan_remarks(
     # Events are proven by read proofs under the (hash-checked, and with a GRANDPA checkpoint
     # proven-final) headers by the one rule the destination's recorded reads follow too
     # (proves_storage: required with a checkpoint, review R3 M1; never under devnet-instant).
-    # Asked on the first block whose events are read, after its finality check: a block the
-    # light client refuses is refused for that, whatever the node offers.
-    prove_events: bool | None = None
+    # Asked on the first non-genesis block, after its finality check (a block the light client
+    # refuses is refused for that, whatever the node offers), whether or not that block carries
+    # PSRL: a checkpointed node that cannot prove storage is refused at once, not at the first
+    # message. The proof itself is read only for a block whose body carries PSRL (remarks()
+    # calls _proven_events after its prefilter, review RFINAL M2): every other block costs its
+    # body alone, its finality check above unchanged.
+    proving: bool | None = None
     for number in blocks:
         block_hash = await client.block_hash(number)
         if block_hash is None:
@@ -145,15 +159,11 @@ async def scan_remarks(
         scan.last_hash = block_hash
         if number == 0:
             continue  # genesis has no extrinsics (and chopsticks reports a placeholder hash)
-        proven_events = None
-        if prove_events is None:
-            prove_events = await proves_storage(client, chain)
-        if prove_events:
-            header = await client.header(block_hash)
-            value = (await read_proof(client, [SYSTEM_EVENTS_KEY], header))[SYSTEM_EVENTS_KEY]
-            proven_events = b"\x00" if value is None else value  # absent: no events
+        if proving is None:
+            proving = await proves_storage(client, chain)
         used: dict[int, set[int]] = {}
-        for seen in await client.remarks(block_hash, proven_events=proven_events):
+        prove = partial(_proven_events, client) if proving else None
+        for seen in await client.remarks(block_hash, prove_events=prove):
             try:
                 message = seen.validate(chain.domain, committee)
                 check_recipient(message, routes.allowed)

@@ -16,6 +16,7 @@ import trio
 from eth_abi.abi import encode as abi_encode
 
 from adapters.errors import AdapterError
+from adapters.text import ERROR_TEXT_LIMIT, one_line
 from light_clients.errors import VerificationError
 from light_clients.message import Message, decode_message
 from light_clients.substrate.remark import ACTION_UNLOCK, REMARK_PREFIX
@@ -281,7 +282,9 @@ async def final_delivered(
             proving = await proves_storage(sub, chain)  # AdapterError as it is
             head = await final_header(sub, chain, follower)
         except (ConfigError, VerificationError) as exc:  # the node's doing, not the config's
-            raise AdapterError(f"{chain.name}: final head: {' '.join(str(exc).split())}") from None
+            # The node's words (ConfigError, VerificationError quote what it sent): one line.
+            text = one_line(str(exc), ERROR_TEXT_LIMIT)
+            raise AdapterError(f"{chain.name}: final head: {text}") from None
         states = await GuardReads().items(
             sub, chain.settings(), [decode_message(m) for m in messages], at=head, proven=proving
         )
