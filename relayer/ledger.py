@@ -216,13 +216,15 @@ class InvalidReference(LedgerError):
     """A transition names a checkpoint or transaction that cannot apply to the message."""
 
 
-class WriteOutsideDomain(InvalidReference):
+class WriteOutsideDomain(LedgerError):
     """A write fenced by a lease touched a row outside that lease's domain (:func:`lease_scope`):
     ``scan:9`` recording a message of origin 1, ``deliver:4`` moving a message bound for 5.
     Nothing was written. A relayer does this only when its configuration disagrees with the
     chains (a domain id that is not the chain's own), and the lease's write lock covers its
     domain's rows only, so the write would race the relayer that holds the right lease; the
-    lease keeper stops that lease (relayer/leases.py) instead of letting it run."""
+    lease keeper stops that lease (relayer/leases.py) instead of letting it run. Not an
+    :class:`InvalidReference`: the loops that log a refused move and retry it catch that, and
+    this one must reach the lease keeper from every one of them."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ running beside the command cannot move a message between the check and the write
 
 - **retry** puts a message back on its way: a ``failed`` one (given up after
   :data:`~relayer.relay.MAX_DELIVERY_ATTEMPTS`, or waiting for its backoff) to ``attested`` at
-  once, with a fresh give-up budget (:func:`~relayer.relay.failures_since_retry` counts from
+  once, with a fresh give-up budget (:func:`~relayer.relay.recent_failures` counts from
   here; the backoff between attempts keeps growing); a ``skipped`` one (no route, the relay
   policy, an operator) back to ``final``, as scanned — the relayer attaches it to the newest
   stored checkpoint that covers it. Its block was final when it was scanned, so nothing is
@@ -141,7 +141,7 @@ def skip(ledger: Ledger, ids: Sequence[str], reason: str) -> list[Moved]:
     return [Moved(m.id, m.was, MessageStatus.SKIPPED) for m in found]
 
 
-REPROVEN = "handled on chain by a re-proof (Inbox.retryProven)"
+REPROVEN = "handled on chain by a re-proof"
 """Prefix of the reason a ``retry --on-chain`` records for a message not yet ``delivered``."""
 
 

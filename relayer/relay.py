@@ -86,7 +86,6 @@ from relayer.ledger import (
     MessageStatus,
     StatusEvent,
     UnknownRecord,
-    WriteOutsideDomain,
 )
 from relayer.metrics import (
     ReadyLimits,
@@ -132,23 +131,11 @@ OPERATOR_RETRY = "retried by the operator"
 """Reason of a ``passerelle retry``: the attempts counted towards the limit start again."""
 
 
-def failures_since_retry(history: Sequence[StatusEvent], prefix: str) -> int:
-    """How often the message failed with a reason starting with ``prefix`` since an operator
-    last retried it (oldest-first ``history``, the ledger's audit trail: restarts do not reset
-    the count, ``passerelle retry`` does)."""
-    count = 0
-    for event in history:
-        reason = event.reason or ""
-        if reason.startswith(OPERATOR_RETRY):
-            count = 0
-        elif event.to_status == MessageStatus.FAILED and reason.startswith(prefix):
-            count += 1
-    return count
-
-
 def recent_failures(history: Sequence[StatusEvent], prefix: str, cap: int) -> int:
-    """:func:`failures_since_retry` counted from the NEWEST end of ``history`` (oldest first,
-    as :meth:`Ledger.backoff_trail` returns the events a backoff counts) and stopped at
+    """How often the message failed with a reason starting with ``prefix`` since an operator
+    last retried it (the ledger's audit trail: restarts do not reset the count, ``passerelle
+    retry`` does), counted from the NEWEST end of ``history`` (oldest first, as
+    :meth:`Ledger.backoff_trail` returns the events a backoff counts) and stopped at
     ``cap``: exact as long as ``history`` holds the newest ``cap`` such events (or all of
     them). For a backoff that stops growing at ``cap`` prior failures, so that its count reads
     a bounded slice of a trail that only grows (one message stuck for a year has ~200k
@@ -632,7 +619,9 @@ class Relayer:
                 self.ledger.messages, origin=domain, after=after, limit=LEDGER_PAGE
             )
             # Another task of this relayer may have grown the tree meanwhile: skip what it has.
-            self._grow(lane, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page])
+            grow_tree(
+                lane.tree, [(r.nonce, bytes.fromhex(r.id[2:])) for r in page], lane.chain.name
+            )
             if len(page) < LEDGER_PAGE:
                 break
         if latest is not None and latest.index > lane.checkpoint_index:
@@ -652,12 +641,6 @@ class Relayer:
         for domain, lane in self.lanes.items():
             if domain != destination:
                 await self.follow(lane)
-
-    @staticmethod
-    def _grow(lane: Lane, leaves: Sequence[tuple[int, bytes]]) -> None:
-        """Append ``(nonce, id)`` leaves in nonce order, skipping nonces the tree has
-        (:func:`grow_tree`: LedgerGap, a RouteHalted, on a gap)."""
-        grow_tree(lane.tree, leaves, lane.chain.name)
 
     async def _deliver_loop(self, chain: ChainConfig) -> None:
         """Run the delivery of ``chain``'s family (a task named ``*_loop``, for /readyz). A
@@ -782,9 +765,11 @@ class Relayer:
         first = lane.tree.count
         scanned = await origin.scan(lane.tree, next_block, final)
         await self.db(self._record_scan, lane, scanned.messages, scanned.end, scanned.end_hash)
-        # Through _grow: another task's follow() may have appended these from the ledger
+        # Through grow_tree: another task's follow() may have appended these from the ledger
         # between the record and here.
-        self._grow(lane, [(first + at, mid) for at, mid in enumerate(scanned.ids)])
+        grow_tree(
+            lane.tree, [(first + at, mid) for at, mid in enumerate(scanned.ids)], lane.chain.name
+        )
         self.scan_lag[lane.chain.name] = final.number - scanned.end
         self.metrics.scanned_blocks += scanned.end - next_block + 1
         self.metrics.discovered += len(scanned.ids)
@@ -1048,10 +1033,6 @@ class Relayer:
             except AdapterError as exc:
                 self.metrics.rpc_errors += 1
                 log.warning("unpaid re-check: %s", exc)
-            except WriteOutsideDomain:
-                # A write another lease's lock covers is a configuration that disagrees with
-                # the chains, not a race: the lease keeper ends the lease for good.
-                raise
             except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
                 # As _deliver_loop: someone moved a message between our read and our write.
                 log.error("unpaid re-check: not recorded: %s", exc)

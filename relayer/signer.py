@@ -38,7 +38,7 @@ an operator's; test and benchmark helpers read the devnet's keys.
 What is bounded and checked
 ---------------------------
 Both sides: the secp256k1 one (:class:`Signer`) through ``adapters.signing.call_signer``, the
-sr25519 one (:class:`SubstrateSigner`) through ``adapters.signing.sign_sr25519`` (the same
+sr25519 one (:class:`SubstrateSigner`) through ``adapters.substrate.signing.sign_sr25519`` (the same
 call, plus its own check):
 
 * **Bounded**: the signer's answer to each call within ``adapters.signing.SIGN_TIMEOUT`` (20 s),
@@ -97,12 +97,12 @@ The contract a remote implementation must keep
   another transaction). A signer that also sends what it signed could get a transaction mined
   that our bookkeeping never recorded.
 * **Synchronous, thread-safe.** Trio callers call a secp256k1 signer through
-  ``adapters.signing.call_signer`` and an sr25519 one through ``adapters.signing.sign_sr25519``
-  (once per extrinsic submitted; a fee estimate signs nothing), from a worker thread unless
-  its own class (not a parent: the attribute is not inherited) says ``signs_in_process =
-  True`` (only for a signer that does no I/O and cannot hang: it is then called on the event
-  loop). ``address``, ``public_key`` and ``ss58_address`` are known at construction and never
-  change.
+  ``adapters.signing.call_signer`` and an sr25519 one through
+  ``adapters.substrate.signing.sign_sr25519`` (once per extrinsic submitted; a fee estimate
+  signs nothing), from a worker thread unless its own class (not a parent: the attribute is not
+  inherited) says ``signs_in_process = True`` (only for a signer that does no I/O and cannot
+  hang: it is then called on the event loop). ``address``, ``public_key`` and ``ss58_address``
+  are known at construction and never change.
 * **The key never leaves it**, and neither it nor a password appears in ``repr``, logs or
   exception messages — as here.
 """
@@ -230,8 +230,9 @@ class LocalSubstrateSigner:
     __slots__ = ("_keypair",)
 
     signs_in_process: ClassVar[bool] = True
-    """CPU only (about 0.1 ms a signature), no I/O, cannot hang: ``adapters.signing.sign_sr25519``
-    calls it inline. Read from this class only, as for :class:`LocalSigner`."""
+    """CPU only (about 0.1 ms a signature), no I/O, cannot hang:
+    ``adapters.substrate.signing.sign_sr25519`` calls it inline. Read from this class only, as
+    for :class:`LocalSigner`."""
 
     def __init__(self, keypair: Keypair) -> None:
         if keypair.crypto_type != KeypairType.SR25519 or not keypair.private_key:
@@ -273,8 +274,8 @@ class _SignerKeypair(Keypair):  # type: ignore[misc]  # substrate-interface has 
 
     def sign(self, data: Any) -> bytes:
         """Sign what ``Keypair.sign`` accepts (SCALE bytes, ``0x`` hex, text, bytes). The answer
-        is checked by the caller, ``adapters.signing.sign_sr25519`` (64 bytes that verify under
-        this key for exactly this payload), off the Substrate worker slot."""
+        is checked by the caller, ``adapters.substrate.signing.sign_sr25519`` (64 bytes that
+        verify under this key for exactly this payload), off the Substrate worker slot."""
         if hasattr(data, "data"):  # ScaleBytes: the encoded payload
             data = bytes(data.data)
         elif isinstance(data, str):

@@ -585,6 +585,17 @@ def test_an_impossible_committee_answer_is_a_one_line_refusal(
     assert "\n" not in str(refused.value)
 
 
+@pytest.mark.parametrize("words", [[bytes(31), bytes(32)], [bytes(64), b"\x01"], [b"", b""]])
+def test_a_malformed_committee_word_is_a_one_line_refusal(words: list[bytes]) -> None:
+    """A short or garbled ``validators()``/``threshold()`` word (eth_abi's DecodingError, no
+    ValueError) is refused in one line too, not a traceback."""
+    endpoint = AnsweringInbox([], 1)
+    endpoint.words = words
+    with pytest.raises(ReproofRefused, match="answered no usable committee") as refused:
+        trio.run(inbox_committee, cast(EvmChain, endpoint), bytes(20), "beta")
+    assert "\n" not in str(refused.value)
+
+
 def test_only_the_inbox_s_own_delivered_log_proves_a_re_proof() -> None:
     """L7: ``_require_delivered`` refuses a receipt without the inbox's Delivered(id): none
     at all, one a recipient emitted with the inbox's signature, one about another id."""

@@ -1,5 +1,5 @@
-"""adapters.signing.sign_sr25519: an sr25519 signer's answer is bounded in time and checked
-before anything is submitted (issue #12, relayer/signer.py "What is bounded and checked").
+"""adapters.substrate.signing.sign_sr25519: an sr25519 signer's answer is bounded in time and
+checked before anything is submitted (issue #12, relayer/signer.py "What is bounded and checked").
 
 Pure: the signer is called as ``adapters.substrate.client.SubstrateClient.submit_call`` calls
 it, with the payload substrate-interface would have signed. The same signers against a real
@@ -34,10 +34,10 @@ from adapters.signing import (
     SignerError,
     SignerHealth,
     call_signer,
-    sign_sr25519,
     signer_health,
 )
 from adapters.substrate.client import Call, Submitted, SubstrateClient, _signs_in_process
+from adapters.substrate.signing import sign_sr25519
 from relayer.signer import LocalSubstrateSigner, as_keypair
 
 ALICE = Keypair.create_from_uri("//Alice")

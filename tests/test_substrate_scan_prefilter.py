@@ -25,7 +25,12 @@ from light_clients.substrate.scale import encode_compact
 BATCH_INDEX = b"\x28\x02"  # any two bytes: _batch_calls reads the names, not the index
 
 
-@given(st.lists(st.binary(max_size=12), max_size=6), st.data())
+# Parts without the prefix's first byte can never form it: which extrinsics hold it is known
+# from where the test put it, not from the expression under test.
+_NO_P = st.binary(max_size=12).map(lambda b: b.replace(REMARK_PREFIX[:1], b"Q"))
+
+
+@given(st.lists(_NO_P, max_size=6), st.data())
 def test_only_extrinsics_holding_the_prefix_are_kept(parts: list[bytes], data: Any) -> None:
     # Put the prefix into some extrinsics at a random place, split nowhere else.
     extrinsics = []
@@ -35,7 +40,6 @@ def test_only_extrinsics_holding_the_prefix_are_kept(parts: list[bytes], data: A
         if data.draw(st.booleans()):
             at = data.draw(st.integers(0, len(part)))
             extrinsic = part[:at] + REMARK_PREFIX + part[at:]
-        if REMARK_PREFIX in extrinsic:
             holding.add(index)
         extrinsics.append(extrinsic)
     assert _carrying_prefix(extrinsics) == holding

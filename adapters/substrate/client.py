@@ -37,7 +37,8 @@ from substrateinterface import Keypair, KeypairType, SubstrateInterface
 
 from adapters.errors import AdapterError
 from adapters.redact import redact_url, scrub_url
-from adapters.signing import sign_sr25519, signs_in_process
+from adapters.signing import signs_in_process
+from adapters.substrate.signing import sign_sr25519
 from adapters.text import one_line
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.hashing import blake2_256
@@ -51,6 +52,7 @@ __all__ = [
     "MORTALITY_PERIOD",
     "SUBSTRATE_LIMITER",
     "Call",
+    "EventsProver",
     "Fee",
     "Included",
     "RemarkSeen",
@@ -1269,7 +1271,7 @@ class SubstrateClient:
             what = f"sign {call.module}.{call.function}"
             payload, signed_runtime = await self._run(what, payload_of)
             # The signature is asked between the two slot-holding steps, bounded in time and
-            # checked (adapters.signing.sign_sr25519): a signer that hangs holds its own
+            # checked (adapters.substrate.signing.sign_sr25519): a signer that hangs holds its own
             # threads, not SUBSTRATE_LIMITER, which every Substrate call of the process waits
             # for; one that lies is refused before a nonce is spent.
             signature = await sign_sr25519(

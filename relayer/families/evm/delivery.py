@@ -474,11 +474,6 @@ class EvmDelivery:
                             "deliver to %s: %s", chain.name, one_line(str(exc), ERROR_TEXT_LIMIT)
                         )
                         batches = []
-                    except WriteOutsideDomain:
-                        # Not a race: this lease writes rows another lease's lock covers (a
-                        # domain id that is not the chain's own). The lease keeper stops the
-                        # lease for good (relayer/leases.py), as it does a scan's.
-                        raise
                     except (UnknownRecord, IllegalTransition, InvalidReference) as exc:
                         # A move the ledger refuses (someone else moved a message between our
                         # read and our write): logged; the next round reads the ledger again.

@@ -229,17 +229,19 @@ async def inbox_committee(evm: EvmChain, inbox: bytes, where: str) -> Committee:
     try:
         (members,) = abi_decode(["address[]"], members_word)
         (threshold,) = abi_decode(["uint8"], threshold_word)
-        if threshold == 0:
-            raise ReproofRefused(
-                f"the inbox on {where} trusts no committee (revoked, no new one enacted): "
-                "nothing can be proven there now"
-            )
+    except (DecodingError, ValueError, TypeError, OverflowError) as exc:
+        # DecodingError (eth_abi's, no ValueError): a short or malformed word from the endpoint.
+        raise ReproofRefused(f"the inbox on {where} answered no usable committee: {exc}") from None
+    if threshold == 0:
+        raise ReproofRefused(
+            f"the inbox on {where} trusts no committee (revoked, no new one enacted): "
+            "nothing can be proven there now"
+        )
+    try:
         return Committee(tuple(bytes.fromhex(m[2:]) for m in members), threshold)
-    except (ValueError, TypeError, OverflowError, VerificationError) as exc:
+    except (ValueError, VerificationError) as exc:
         # VerificationError: Committee() refuses what no inbox holds (a zero or repeated
         # member, a threshold above the size): a lying endpoint, told in one line.
-        if isinstance(exc, ReproofRefused):
-            raise
         raise ReproofRefused(f"the inbox on {where} answered no usable committee: {exc}") from None
 
 

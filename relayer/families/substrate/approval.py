@@ -1134,11 +1134,14 @@ async def _weigh_ahead(
     the execution) or whose estimate failed is not asked again. A failure is no failure of
     anything due — the execution asks afresh — so it is one info line and one count in
     ``state.errors`` per call, not a warning every poll."""
+    version: int | None = None  # read once a round, before the first estimate
     for batch in batches:
         if batch.hash in duty.fees or batch.hash in duty.weigh_failed:
             continue
         try:
-            await _estimate(client, keypair, batch, duty, await spec_version(client))
+            if version is None:
+                version = await spec_version(client)
+            await _estimate(client, keypair, batch, duty, version)
         except AdapterError as exc:
             duty.weigh_failed.add(batch.hash)
             state.errors += 1

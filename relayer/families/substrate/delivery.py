@@ -60,7 +60,6 @@ from relayer.ledger import (
     MessageRecord,
     MessageStatus,
     UnknownRecord,
-    WriteOutsideDomain,
 )
 from relayer.relay import (
     MAX_DELIVERY_ATTEMPTS,
@@ -211,14 +210,12 @@ class SubstrateDelivery:
         given) and say True when the next round simply tries again; False, nothing logged,
         for an error that must end the task (the caller re-raises it).
 
-        A write outside this lease's domain (:class:`WriteOutsideDomain`, a kind of
-        :class:`InvalidReference`) is such an error: this relayer's configuration disagrees
-        with the chains, every round would do the same, and only the lease keeper, seeing it,
-        stops the lease for good and gives it back to a relayer configured right
-        (relayer/leases.py); logged and retried here, it held the route for ever."""
+        A write outside this lease's domain (:class:`WriteOutsideDomain`) is such an error:
+        this relayer's configuration disagrees with the chains, every round would do the same,
+        and only the lease keeper, seeing it, stops the lease for good and gives it back to a
+        relayer configured right (relayer/leases.py); logged and retried here, it held the
+        route for ever. It is no :class:`InvalidReference`, so nothing below logs it."""
         where = f"deliver to {chain.name}: {step}"
-        if isinstance(exc, WriteOutsideDomain):
-            return False
         # A node's words, a store file's, a database's: one bounded printable line (RFINAL L6).
         text = one_line(str(exc), ERROR_TEXT_LIMIT)
         if isinstance(exc, (AdapterError, ConfigError)):

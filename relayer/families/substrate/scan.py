@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from adapters.errors import AdapterError
-from adapters.substrate.client import RemarkSeen, SubstrateClient
+from adapters.substrate.client import EventsProver, RemarkSeen, SubstrateClient
 from adapters.substrate.finality import (
     SYSTEM_EVENTS_KEY,
     GrandpaFinality,
@@ -149,7 +149,8 @@ async def scan_remarks(
     # message. The proof itself is read only for a block whose body carries PSRL (remarks()
     # calls _proven_events after its prefilter, review RFINAL M2): every other block costs its
     # body alone, its finality check above unchanged.
-    proving: bool | None = None
+    proving: bool | None = None  # asked once, on the first block with extrinsics
+    prove: EventsProver | None = None
     for number in blocks:
         block_hash = await client.block_hash(number)
         if block_hash is None:
@@ -161,8 +162,8 @@ async def scan_remarks(
             continue  # genesis has no extrinsics (and chopsticks reports a placeholder hash)
         if proving is None:
             proving = await proves_storage(client, chain)
+            prove = partial(_proven_events, client) if proving else None
         used: dict[int, set[int]] = {}
-        prove = partial(_proven_events, client) if proving else None
         for seen in await client.remarks(block_hash, prove_events=prove):
             try:
                 message = seen.validate(chain.domain, committee)
