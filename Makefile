@@ -30,17 +30,37 @@ $(NODE): package.json package-lock.json
 	touch $(NODE)
 
 ## pos-tools: Lodestar and the EthereumJS client for `passerelle devnet up --pos` (devnet/npm-pos/)
-# A separate npm project: Lodestar 1.5.1 needs `overrides` (docs/pos-devnet.md) and its install
-# scripts compile native code (g++ and make; ~90 s, ~450 MB), which the root project's
-# --ignore-scripts install must not pay for `make demo`. Without this make's job flags: under
-# `make -j` they reach node-gyp's own make, and c-kzg's build breaks when run in parallel.
-# Every install script runs: skipping the ones the devnet does not load (c-kzg, protobufjs'
-# postinstall, @ethereumjs/client's bin placeholder) saves ~8 s of one core out of ~90, a list
-# to keep in step with Lodestar's tree; `make test` builds this beside pytest anyway (below).
+# A separate npm project: Lodestar 1.5.1 needs `overrides` (docs/pos-devnet.md) and native code
+# (g++ and make), which the root project's --ignore-scripts install must not pay for `make demo`.
+# Only the native code the devnet needs is built: `npm ci --ignore-scripts`, then the install
+# scripts of three addons (`npm rebuild`, --ignore-scripts=false so that a user's npmrc cannot
+# turn it into a no-op):
+# - @chainsafe/blst: Lodestar's CLI imports it at start. Its script keeps the shipped prebuild
+#   when that loads (linux-x64 ships Node ABIs 72, 93, 102, 108, 115 and 127 only: Node 18, 20,
+#   22) and otherwise downloads or compiles one; skipped, Lodestar dies on Node 24 or 26.
+# - snappy: Lodestar does not start without it.
+# - bigint-buffer: its pure-JS fallback mis-reads a Uint8Array in toBigIntBE, and its script
+#   swallows a failed compile.
+# Then one `node -e` LOADS each of them (POS_LOADS), as Lodestar will: a file that is there but
+# does not load (a prebuild for another Node, another glibc) fails here, not at `devnet up`.
+# On failure it prints the command that shows the scripts' output (npm hides it).
+# Found in /proc/PID/maps of the running nodes: classic-level and crc32 load prebuilds shipped
+# in their packages (N-API, no script needed); bcrypto runs on its JS backend (NODE_BACKEND=js,
+# set by devnet/pos.py; this node uses it at start-up only); gc-stats is optional (GC metrics,
+# off); c-kzg (EIP-4844) is never loaded. Measured (CPU s, one core): 70 with every install
+# script, 44 this way (bcrypto alone was 26; blst's check ~1.4). `make test` runs this beside
+# pytest (below), so every CPU second of it is taken from the tests.
+# Without this make's job flags: under `make -j` they would reach node-gyp's own make.
+POS_NATIVE := @chainsafe/blst snappy bigint-buffer
+POS_LOADS  := require("@chainsafe/blst"); require("snappy"); require("./node_modules/bigint-buffer/build/Release/bigint_buffer.node")
+POS_WHY    := cd devnet/npm-pos && npm rebuild $(POS_NATIVE) --ignore-scripts=false --foreground-scripts
+
 pos-tools: $(POS)
 
 $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
-	cd devnet/npm-pos && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL npm ci --no-audit --no-fund --loglevel=error
+	cd devnet/npm-pos && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+	cd devnet/npm-pos && { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL npm rebuild $(POS_NATIVE) --ignore-scripts=false --loglevel=error && node -e '$(POS_LOADS)'; } \
+	  || { echo "a native addon of the PoS tools did not build or does not load; to see why: $(POS_WHY)" >&2; exit 1; }
 	touch $(POS)
 
 # What the tests need, installed side by side, and the static checks: pip's wheels, the root npm

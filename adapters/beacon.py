@@ -12,11 +12,18 @@ answering cheap to check and lying cheap to survive:
   metrics show both alike); an endpoint whose answer the light client refused is blamed
   (:meth:`BeaconApi.blame`) and rests, so one lying node cannot keep a follower from the
   honest ones;
-- an answer is read up to :data:`MAX_ANSWER_BYTES` and no further (a hostile node could
-  otherwise make us buffer without limit);
-- an answer must arrive whole within :data:`ANSWER_DEADLINE` seconds (httpx's timeout bounds
-  each read, not the answer: a node trickling a byte now and then would otherwise hold a
-  follower for ever), and JSON nested too deep to parse is a garbled answer, not a crash;
+- an answer is read with the JSON-RPC client's reader (:func:`adapters.rpc.read_capped`): up
+  to :data:`MAX_ANSWER_BYTES` as the bytes come on the wire and no further (a hostile node
+  could otherwise make us buffer without limit), uncompressed (``Accept-Encoding: identity``;
+  one gzip or deflate layer sent anyway is inflated no further than the cap, and any other
+  encoding refused: stacked gzip inflates past any cap in httpx before it can be counted),
+  and refused unparsed if far denser in JSON values than any honest answer
+  (:func:`adapters.rpc.parse_json`: parsing holds the GIL, in a thread too);
+- an answer must arrive whole within :data:`ANSWER_DEADLINE` seconds plus
+  :data:`adapters.rpc.SECONDS_PER_MIB` per MiB received (:func:`adapters.rpc.answer_deadline`;
+  httpx's timeout bounds each read, not the answer: a node trickling a byte now and then
+  would otherwise hold a follower for ever), and JSON nested too deep to parse is a garbled
+  answer, not a crash;
 - "not ready yet" is an HTTP 500 or 503 on Lodestar and 404 elsewhere (a finality update
   before the first finality, the updates of a period not reached yet): :class:`NotServed`,
   which fails over like an outage but says which it was.
@@ -31,16 +38,27 @@ cannot keep it from the others.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self
 
 import httpx
 import trio
 
 from adapters.jsonrpc import MalformedAnswer, RpcError
-from adapters.rpc import EndpointHealth, failover_order
+from adapters.rpc import (
+    IDENTITY,
+    AnswerTooLarge,
+    DenseAnswer,
+    EncodedAnswer,
+    EndpointHealth,
+    answer_deadline,
+    failover_order,
+    late_answer,
+    parse_json,
+    read_capped,
+)
+from adapters.text import one_line
 
 __all__ = [
     "ANSWER_DEADLINE",
@@ -57,7 +75,8 @@ MAX_ANSWER_BYTES = 8 << 20
 25 KB, so :data:`MAX_UPDATES_PER_REQUEST` of them fit with room to spare."""
 
 ANSWER_DEADLINE = 30.0
-"""Seconds one answer may take from request to its last byte."""
+"""Seconds one answer may take from request to its last byte, plus
+:data:`adapters.rpc.SECONDS_PER_MIB` per MiB received."""
 
 MAX_UPDATES_PER_REQUEST = 16
 """Periods asked in one ``updates`` request (the API allows 128; fewer keeps answers small)."""
@@ -87,7 +106,7 @@ class BeaconApi:
         self.deadline = deadline
         self.endpoints = [EndpointHealth(url.rstrip("/"), identified=True) for url in urls]
         self._base_backoff, self._max_backoff = base_backoff, max_backoff
-        self._http = httpx.AsyncClient(timeout=timeout)
+        self._http = httpx.AsyncClient(timeout=timeout, headers=IDENTITY)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
@@ -139,12 +158,30 @@ class BeaconApi:
         """One GET on one endpoint: the parsed JSON answer, read up to the size cap."""
         what = f"GET {path.split('?', maxsplit=1)[0]} on {endpoint.url}"
         started = trio.current_time()
-        with trio.move_on_after(self.deadline) as deadline:
-            return await self._read(endpoint, path, what, started)
-        assert deadline.cancelled_caught
-        raise self._refuse(endpoint, f"{what}: no whole answer within {self.deadline:g} s")
+        received = 0
 
-    async def _read(self, endpoint: EndpointHealth, path: str, what: str, started: float) -> Any:
+        def progress(count: int) -> None:
+            nonlocal received
+            received = count
+            deadline.deadline = answer_deadline(started, self.deadline, count)
+
+        with trio.CancelScope(deadline=answer_deadline(started, self.deadline, 0)) as deadline:
+            raw = await self._read(endpoint, path, what, progress)
+        if deadline.cancelled_caught:
+            raise self._refuse(endpoint, late_answer(what, self.deadline, received))
+        try:
+            answer = parse_json(raw)
+        except DenseAnswer as exc:
+            raise self._refuse(endpoint, f"{what}: {exc}", MalformedAnswer) from None
+        except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError),
+            # or nested deeper than the parser's stack: garbled either way, never a crash
+            raise self._refuse(endpoint, f"{what}: answer is not JSON", MalformedAnswer) from None
+        endpoint.record_success(trio.current_time() - started)
+        return answer
+
+    async def _read(
+        self, endpoint: EndpointHealth, path: str, what: str, progress: Callable[[int], None]
+    ) -> bytes:
         try:
             async with self._http.stream(
                 "GET", endpoint.target + path, headers={"accept": "application/json"}
@@ -155,28 +192,16 @@ class BeaconApi:
                     # every endpoint in quarantine.
                     raise NotServed(f"{what}: HTTP {response.status_code} (not served now)")
                 response.raise_for_status()
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > MAX_ANSWER_BYTES:
-                        raise self._refuse(
-                            endpoint,
-                            f"{what}: answer over {MAX_ANSWER_BYTES} bytes",
-                            MalformedAnswer,
-                        )
-            answer = json.loads(body)
+                return await read_capped(response, MAX_ANSWER_BYTES, progress)
         except httpx.HTTPStatusError as exc:
-            raise self._refuse(
-                endpoint, f"{what}: HTTP {exc.response.status_code} {exc.response.reason_phrase}"
-            ) from None
+            # The reason phrase is the server's words: one bounded line.
+            status = f"HTTP {exc.response.status_code} {one_line(exc.response.reason_phrase)}"
+            raise self._refuse(endpoint, f"{what}: {status}") from None
         except httpx.HTTPError as exc:
-            detail = endpoint.scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": "))
+            detail = one_line(endpoint.scrub(f"{exc.__class__.__name__}: {exc}".rstrip(": ")))
             raise self._refuse(endpoint, f"{what}: {detail}") from None
-        except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError),
-            # or nested deeper than the parser's stack: garbled either way, never a crash
-            raise self._refuse(endpoint, f"{what}: answer is not JSON", MalformedAnswer) from None
-        endpoint.record_success(trio.current_time() - started)
-        return answer
+        except (AnswerTooLarge, EncodedAnswer) as exc:
+            raise self._refuse(endpoint, f"{what}: {exc}", MalformedAnswer) from None
 
     def _payload(self, answer: object, endpoint: EndpointHealth, what: str) -> Any:
         """``{"version", "data"}`` of a beacon API answer (the bare ``data`` if it names no

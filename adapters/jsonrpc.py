@@ -11,16 +11,32 @@ provider URLs out of node messages; :func:`result_of` is the one-answer form of 
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
-import urllib.error
-import urllib.request
+import socket
+import threading
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
 from adapters.errors import AdapterError
 from adapters.text import one_line
 
-__all__ = ["MalformedAnswer", "RpcCallError", "RpcError", "call_sync", "request", "result_of"]
+__all__ = [
+    "SYNC_ANSWER_BYTES",
+    "MalformedAnswer",
+    "RpcCallError",
+    "RpcError",
+    "call_sync",
+    "request",
+    "result_of",
+]
+
+SYNC_ANSWER_BYTES = 32 << 20
+"""The most bytes :func:`call_sync` reads of one answer (the devnet's and tests' calls: a
+block, a receipt, a chain id), as :data:`adapters.rpc.MAX_ANSWER_BYTES` for the relayer's."""
+_CHUNK = 64 << 10
 
 # The errors of one exchange are defined here, not in adapters.rpc (which imports this module
 # for the envelope and re-exports them, so ``from adapters.rpc import RpcError`` still works):
@@ -93,19 +109,121 @@ def result_of(answer: object, endpoint: str, method: str) -> Any:
     return answer["result"]
 
 
+_RECHECK = 0.05
+"""Seconds between a :class:`_Watchdog`'s looks at a connection still connecting."""
+
+
+class _Watchdog:
+    """The time limit of one :func:`call_sync`: when ``timeout`` runs out, a timer thread
+    shuts the connection's socket (a blocked read or TLS handshake returns at once, as if the
+    node had closed the connection).
+
+    One lock orders the timer against the caller: :meth:`stop` marks the exchange over under
+    it, so a timer firing after the last byte was read does nothing (a completed call is
+    never reported as a timeout), and the socket is shut only while the caller has not
+    closed it (closing frees the fd number, which another thread may reuse at once)."""
+
+    def __init__(self, connection: http.client.HTTPConnection, timeout: float) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self._over = False
+        self.expired = False
+        self._timer = threading.Timer(timeout, self._shut)
+        self._timer.daemon = True
+
+    def start(self) -> None:
+        """Start counting."""
+        self._timer.start()
+
+    def _shut(self) -> None:
+        with self._lock:
+            if self._over:
+                return
+            self.expired = True
+            sock = self._connection.sock
+            if sock is None:
+                # Still in the TCP connect (bounded by the socket timeout): no socket to shut
+                # yet. Look again shortly, so that a TLS handshake after it is cut too.
+                self._timer = threading.Timer(_RECHECK, self._shut)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            with contextlib.suppress(OSError):  # already shut: nothing left to stop
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> bool:
+        """End the watch: True if the time ran out first (the exchange was cut short, whatever
+        the reads made of it), False if it ended before and the timer will do nothing."""
+        with self._lock:
+            self._over = True
+            self._timer.cancel()
+            return self.expired
+
+
 def call_sync(url: str, method: str, params: Sequence[Any] = (), *, timeout: float = 10.0) -> Any:
     """One blocking call to ``url``: its result, or :class:`RpcError` (unreachable, HTTP error,
-    not JSON), :class:`RpcCallError` (the node's error object) or :class:`MalformedAnswer`.
+    a redirect, no whole answer within ``timeout``, an answer over :data:`SYNC_ANSWER_BYTES`,
+    not JSON, a broken HTTP answer), :class:`RpcCallError` (the node's error object) or
+    :class:`MalformedAnswer`. Always one line, never a traceback.
+
+    ``timeout`` bounds the exchange, from the TLS handshake to the last byte: a watchdog
+    thread shuts the socket when it runs out (:class:`_Watchdog`). What it cannot cut is
+    the TCP connect, which has no socket to shut until it succeeds: that is bounded by the
+    socket timeout, ``timeout`` for each address the host name resolves to (one for the
+    127.0.0.1 URLs this is used with), and the call ends as soon as it returns if the time
+    ran out meanwhile. A socket timeout alone bounds each read, and is reset by every byte:
+    a node sending its status line, a header or a chunk-size line a byte every few seconds
+    (each line may be 64 KiB, and there may be 100 headers) would hold the caller for hours.
+    ``http.client``, not urllib: no redirect is followed (a JSON-RPC endpoint has no business
+    sending us elsewhere), no ``Content-Encoding`` is asked for, and its own errors (a bad
+    status line, a body cut short, a line too long) are caught here like any other failure.
 
     ``url`` is used as given: callers pass devnet URLs of 127.0.0.1, never provider URLs with
     keys (those go through :class:`adapters.rpc.JsonRpcClient`, which redacts them)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RpcError(f"{method} on {url}: not an http(s) URL")
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     body = json.dumps(request(method, params)).encode()
-    http_request = urllib.request.Request(
-        url, data=body, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
     try:
-        with urllib.request.urlopen(http_request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-    except (OSError, urllib.error.URLError, ValueError) as exc:
+        connection = kind(parts.hostname, parts.port, timeout=timeout)
+    except ValueError as exc:  # a port that is not a number
+        raise RpcError(f"{method} on {url}: {one_line(str(exc))}") from None
+    watchdog = _Watchdog(connection, timeout)
+    try:
+        watchdog.start()  # before connect(): the TLS handshake is bounded by it too
+        connection.request("POST", path, body, headers)
+        response = connection.getresponse()
+        if response.status != 200:
+            reason = one_line(f"{response.status} {response.reason}")
+            raise RpcError(f"{method} on {url}: HTTP {reason}")
+        raw = bytearray()
+        while chunk := response.read1(_CHUNK):
+            raw += chunk
+            if len(raw) > SYNC_ANSWER_BYTES:
+                raise RpcError(f"{method} on {url}: answer over {SYNC_ANSWER_BYTES} bytes")
+        if response.length:  # the connection closed before the Content-Length was read
+            raise http.client.IncompleteRead(bytes(raw), response.length)
+        # A body framed by its Content-Length or by chunks and read to its end is whole, even
+        # if the time ran out after its last byte: never reported as a timeout. One that
+        # ends where the connection closes cannot tell a shut socket from its end: if the
+        # watchdog fired at all, it may have been cut.
+        framed = response.length is not None or response.chunked
+        if watchdog.stop() and not framed:
+            raise TimeoutError
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError: an SSL socket shut under a read says "Read on closed or unwrapped SSL
+        # socket" as one (and a port out of range is one too).
+        if watchdog.stop():  # a read cut short by the watchdog, whatever it made of it
+            raise RpcError(f"{method} on {url}: no whole answer within {timeout:g} s") from None
+        raise RpcError(f"{method} on {url}: {one_line(f'{type(exc).__name__}: {exc}')}") from None
+    finally:
+        watchdog.stop()  # first: the timer never touches the socket once it is closed
+        connection.close()
+    try:
+        answer = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # a whole answer that is not JSON
         raise RpcError(f"{method} on {url}: {one_line(f'{type(exc).__name__}: {exc}')}") from None
     return result_of(answer, url, method)

@@ -10,12 +10,15 @@ built, so every log line and reason quoting that error is bounded too (review of
 
 from __future__ import annotations
 
-__all__ = ["ERROR_TEXT_LIMIT", "NODE_TEXT_LIMIT", "one_line"]
+__all__ = ["ERROR_TEXT_LIMIT", "NODE_TEXT_LIMIT", "VALUE_TEXT_LIMIT", "one_line", "quoted"]
 
 NODE_TEXT_LIMIT = 200
 """Characters of a node's (or another untrusted party's) words kept in a reason or a log.
 Real nodes say what went wrong first ("execution reverted: …", "nonce too low"), so the bound
 keeps what :attr:`adapters.jsonrpc.RpcCallError.reverted` looks for."""
+VALUE_TEXT_LIMIT = 60
+"""Characters of a malformed value (:func:`quoted`) kept in an error: enough to recognise
+it, and the error stays one readable line however big the value is."""
 ERROR_TEXT_LIMIT = 4 * NODE_TEXT_LIMIT
 """Characters of an error's whole text (our words around a node's, redacted URLs included)
 kept in a log line or a stored error: :func:`one_line` of it."""
@@ -31,3 +34,14 @@ def one_line(text: str, limit: int = NODE_TEXT_LIMIT) -> str:
     """
     line = "".join(c if c.isprintable() else "?" for c in text[: limit + 1])
     return line if len(line) <= limit else line[:limit] + "…"
+
+
+def quoted(value: object, limit: int = VALUE_TEXT_LIMIT) -> str:
+    """A value someone else sent (a node's JSON: a string, a number, a nested object) as an
+    error quotes it: its ``repr`` (so a string shows as one, quotes and all) through
+    :func:`one_line`.
+
+    >>> quoted("0xzz\\n" + "a" * 500, 12)
+    "'0xzz\\\\naaaaa…"
+    """
+    return one_line(repr(value), limit)

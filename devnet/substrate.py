@@ -16,11 +16,23 @@ opens the operation with ``approve_as_multi``, the second executes it with ``as_
 The attesters' sr25519 accounts, the client's and the multisig must already be funded: the
 devnet does it with chopsticks' ``import-storage`` at start (fees are paid by the signers,
 the collections' and the asset's deposits by the multisig).
+
+The guard collections are then made *free holding* (:func:`grant_free_holding`): a guard item
+reserves no deposit. Otherwise every delivered message would lock ``Uniques.InstanceDeposit``
+(0.01 ROC on this runtime) of the multisig's balance for good — guard items are never burned —
+so anyone sending cheap messages on an EVM origin could drain the multisig until every mint,
+and with it every delivery, fails; and each mint would cost the block builder a
+``Balances.Reserved`` event and two more storage reads (a fifth of a full delivery block's
+reads, measured in docs/performance.md, session 8). The replay guard is the item's existence,
+which free holding does not touch. On a real Asset Hub only ``ForceOrigin`` (Root, i.e.
+governance) may set it, with ``Uniques.force_asset_status(…, free_holding: true, …)``; the
+devnet, which has no Root origin, writes the same field with chopsticks' ``dev_setStorage``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from hashlib import blake2b
 from typing import Any
 
 import trio
@@ -36,12 +48,17 @@ from adapters.substrate import (
 )
 from adapters.substrate.client import account_bytes
 from adapters.substrate.client import keypair_from_seed as client_keypair_from_seed
+from adapters.substrate.finality import storage_key
 from light_clients.hexstr import to_hex
 
 __all__ = [
     "ASSET_ID",
+    "CLASS_DETAILS_SIZE",
     "SubstrateSetupError",
+    "class_key",
     "collection_id",
+    "free_holding_details",
+    "grant_free_holding",
     "keypair_from_seed",
     "setup_asset_hub",
 ]
@@ -67,6 +84,94 @@ def keypair_from_seed(seed: bytes) -> Keypair:
         raise SubstrateSetupError(str(error)) from None
 
 
+CLASS_DETAILS_SIZE = 158
+"""SCALE size of pallet_uniques' ``ClassDetails`` on this runtime (statemine spec 900): owner,
+issuer, admin and freezer (32 bytes each), ``total_deposit`` (u128), ``free_holding`` (bool),
+``instances``, ``instance_metadatas`` and ``attributes`` (u32 each), ``is_frozen`` (bool)."""
+
+_FREE_HOLDING_AT = 4 * 32 + 16
+"""Offset of ``free_holding`` in :data:`CLASS_DETAILS_SIZE` bytes of ``ClassDetails``."""
+
+
+def class_key(class_id: int) -> bytes:
+    """The storage key of ``Uniques.Class(class_id)``: ``twox128("Uniques") ‖ twox128("Class")
+    ‖ blake2_128concat(class_id as u32)``."""
+    if not 0 <= class_id < 2**32:
+        raise SubstrateSetupError(f"collection id {class_id} is not a u32")
+    encoded = class_id.to_bytes(4, "little")
+    return storage_key("Uniques", "Class") + blake2b(encoded, digest_size=16).digest() + encoded
+
+
+def free_holding_details(raw: bytes, owner: bytes) -> bytes | None:
+    """``raw`` ``ClassDetails`` with ``free_holding`` set, or None if it is set already.
+
+    Refuses (SubstrateSetupError, one line) bytes that are not this runtime's
+    ``ClassDetails`` of a collection wholly ``owner``'s: the devnet rewrites only what it
+    created, in the layout it knows."""
+    if len(raw) != CLASS_DETAILS_SIZE or raw[_FREE_HOLDING_AT] not in (0, 1):
+        raise SubstrateSetupError(
+            f"not a Uniques ClassDetails of this runtime ({len(raw)} bytes, "
+            f"{CLASS_DETAILS_SIZE} expected)"
+        )
+    if any(raw[i : i + 32] != owner for i in range(0, 128, 32)):
+        raise SubstrateSetupError("the collection is not wholly the multisig's")
+    if raw[_FREE_HOLDING_AT]:
+        return None
+    return raw[:_FREE_HOLDING_AT] + b"\x01" + raw[_FREE_HOLDING_AT + 1 :]
+
+
+async def grant_free_holding(
+    client: SubstrateClient, class_ids: Sequence[int], owner: bytes
+) -> None:
+    """Make each collection of ``class_ids`` (each wholly ``owner``'s) free holding, on the
+    devnet's chopsticks, as governance's ``Uniques.force_asset_status`` would on a real chain
+    (why: the module docstring). Items minted before keep their deposit. Checked by reading
+    the decoded entry back; SubstrateSetupError (one line) otherwise, also when a block was
+    built meanwhile (run it again: a collection already free holding is not written).
+
+    Read, write and check all happen at one pinned block, the head when it starts. Why:
+    chopsticks' ``dev_setStorage`` builds no block; it pushes a layer onto the block it is
+    given (the head if none) and overwrites the whole ``ClassDetails``. Unpinned, a mint
+    landing between the read and the write would have its counters (``instances``,
+    ``total_deposit``) clobbered by the stale bytes. Pinned, a write to a block that is no
+    longer the head changes nothing the chain builds on, and the refusal says so."""
+    pinned = await client.rpc("chain_getHead")
+    head = _hash_arg(pinned)
+    for class_id in class_ids:
+        key = "0x" + class_key(class_id).hex()
+        stored = await client.rpc("state_getStorage", [key, head])
+        if not isinstance(stored, str) or not stored.startswith("0x"):
+            raise SubstrateSetupError(f"collection {class_id} does not exist")
+        try:
+            raw = bytes.fromhex(stored[2:])
+        except ValueError:
+            raise SubstrateSetupError(f"collection {class_id}: its details are no hex") from None
+        updated = free_holding_details(raw, owner)
+        if updated is not None:
+            await client.rpc("dev_setStorage", [[[key, "0x" + updated.hex()]], head])
+        entry = await client.query(
+            "Uniques", "Class", [class_id], block_hash=bytes.fromhex(head[2:])
+        )
+        if not isinstance(entry, dict) or entry.get("free_holding") is not True:
+            raise SubstrateSetupError(f"collection {class_id} did not become free holding")
+    if _hash_arg(await client.rpc("chain_getHead")) != head:
+        raise SubstrateSetupError(
+            "a block was built while the guard collections were made free holding: "
+            "the grant may not have reached the head; run the setup again"
+        )
+
+
+def _hash_arg(value: Any) -> str:
+    """A block hash from the node as ``0x``-hex of 32 bytes, or SubstrateSetupError."""
+    if not isinstance(value, str) or len(value) != 66 or not value.startswith("0x"):
+        raise SubstrateSetupError(f"the node returned no block hash: {value!r:.80}")
+    try:
+        bytes.fromhex(value[2:])
+    except ValueError:
+        raise SubstrateSetupError(f"the node returned no block hash: {value!r:.80}") from None
+    return value.lower()
+
+
 def _owners(entry: Any) -> set[bytes]:
     """The owner/issuer/admin/freezer accounts of a ``Uniques.Class`` or ``Assets.Asset``."""
     if not isinstance(entry, dict):
@@ -81,12 +186,14 @@ def setup_asset_hub(
     threshold: int,
     evm_origins: Sequence[int],
     client_seed_uri: str = "//Alice",
+    free_holding: bool = True,
 ) -> dict[str, object]:
     """Have the committee's multisig create the replay-guard collections and the wrapped asset.
 
     ``committee_seeds`` are the attesters' sr25519 seeds (32 bytes each); the multisig is
     ``threshold``-of-``len(committee_seeds)``. One collection per domain in ``evm_origins``
-    (id :func:`collection_id`), the asset is :data:`ASSET_ID`. What already exists and is
+    (id :func:`collection_id`), made free holding unless ``free_holding`` is False
+    (:func:`grant_free_holding`); the asset is :data:`ASSET_ID`. What already exists and is
     wholly the multisig's is kept (a second call changes nothing); anything owned by another
     account is an error. Returns what the config needs::
 
@@ -174,6 +281,8 @@ def setup_asset_hub(
                 entry = await client.query("Uniques", "Class", [class_id])
                 if entry is None or _owners(entry) != {multisig}:
                     raise SubstrateSetupError(f"collection {class_id} is not the multisig's")
+            if free_holding:
+                await grant_free_holding(client, list(collections.values()), multisig)
             asset = await client.query("Assets", "Asset", [ASSET_ID])
             if asset is None or _owners(asset) != {multisig}:
                 raise SubstrateSetupError(f"asset {ASSET_ID} is not the multisig's")

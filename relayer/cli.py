@@ -8,6 +8,7 @@ exit 0 on success, 1 when the answer is "no" (an invalid proof), 2 on unusable i
 from __future__ import annotations
 
 import atexit
+import importlib.util
 import json
 import logging
 import math
@@ -41,7 +42,9 @@ EXIT_USAGE = 2  # unusable input: a config that does not load (or does not match
 EXIT_HALTED = 3  # the relayer stopped itself on a safety violation: an operator must look
 
 INSPECT_LABEL_WIDTH = 36
+EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: a package it needs is not installed (not our bug)
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in Passerelle, not in the user's input
+OUR_PACKAGES = frozenset({"adapters", "devnet", "light_clients", "relayer"})
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -485,7 +488,11 @@ def relay(  # noqa: PLR0917 - click passes every option positionally
     from relayer.ledger import open_ledger
     from relayer.metrics import ReadyLimits
     from relayer.relay import Relayer
+    from relayer.signer import transaction_signing
 
+    # The relayer signs EVM transactions: their library is imported now, before the event loop
+    # runs, not at the first delivery (relayer.signer imports it on first use, for attesters).
+    transaction_signing()
     config = _with_relayer_key(_load(config_path), index)
     default = ReadyLimits()
     limits = ReadyLimits(
@@ -945,36 +952,63 @@ def _print_inspection(report: Report) -> None:
     click.echo(f"verdict: {verdict}")
 
 
+# The exceptions that describe a situation, not a bug: shown as one line. Each is named by the
+# module that DEFINES it (not one that re-exports it): see _loaded_error.
+_USER_ERRORS = (
+    # Every chain-side failure (``RpcError``, ``TxError`` and their subclasses).
+    ("adapters.errors", "AdapterError"),
+    ("relayer.checkpoints", "CheckpointStoreError"),
+    ("relayer.config", "ConfigError"),
+    ("relayer.jsonfields", "FieldError"),
+    ("relayer.keys", "KeyFileError"),
+    ("relayer.ledger", "LedgerError"),
+    ("relayer.relay", "RouteHalted"),
+    ("devnet.errors", "DevnetError"),
+)
+
+
+def _loaded_error(module: str, name: str) -> type[BaseException] | None:
+    """``module.name`` if ``module`` is already imported, else None; never imports anything.
+
+    An exception class whose module was never imported cannot have been raised, so the error
+    handler needs no import to classify an exception. Importing here did harm: an EVM attester
+    does not load the ledger (SQLAlchemy, SQLModel), and a broken SQLAlchemy install then turned
+    its ordinary one-line error (a config it cannot read) into a traceback about SQLAlchemy,
+    hiding the real report. (A module blocked or half-imported is ``None`` or absent here.)"""
+    found = getattr(sys.modules.get(module), name, None)
+    return found if isinstance(found, type) and issubclass(found, BaseException) else None
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
-    """The roots of the exceptions that describe a situation, not a bug: shown as one line.
+    """The loaded ones of :data:`_USER_ERRORS`: the roots of the exceptions shown as one line."""
+    loaded = (_loaded_error(module, name) for module, name in _USER_ERRORS)
+    return tuple(error for error in loaded if error is not None)
 
-    :class:`AdapterError` covers every chain-side failure (``RpcError``, ``TxError`` and their
-    subclasses). Imported here, not at module level, so that ``proof verify`` does not pay for
-    the adapters and the relayer at start-up."""
-    from adapters.errors import AdapterError
-    from relayer.checkpoints import CheckpointStoreError
-    from relayer.config import ConfigError
-    from relayer.jsonfields import FieldError
-    from relayer.keys import KeyFileError
-    from relayer.ledger import LedgerError
-    from relayer.relay import RouteHalted
 
-    errors: list[type[BaseException]] = [
-        AdapterError,
-        CheckpointStoreError,
-        ConfigError,
-        FieldError,
-        KeyFileError,
-        LedgerError,
-        RouteHalted,
-    ]
+def _is_instance_of(exc: BaseException, module: str, name: str) -> bool:
+    """``isinstance(exc, module.name)`` without importing ``module`` (see :func:`_loaded_error`)."""
+    error = _loaded_error(module, name)
+    return error is not None and isinstance(exc, error)
+
+
+def _package_absent(exc: BaseException) -> bool:
+    """Whether ``exc`` is the failed import of a top-level package that really is absent.
+
+    Only then is "not installed" the truth. A ``ModuleNotFoundError`` for a module of an
+    installed package (``from eth_utils.adress import …``: our typo, or a library that moved a
+    module) or for one of our own packages is a bug, reported as an internal error, or the
+    operator would reinstall packages instead of reporting it. ``find_spec`` of a top-level
+    name imports nothing: it asks the path finders, and it answers None for a name blocked by
+    ``None`` in ``sys.modules``."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return False
+    top = exc.name.split(".")[0]
+    if top in OUR_PACKAGES:
+        return False
     try:
-        from devnet.manager import DevnetError
-
-        errors.append(DevnetError)
-    except ImportError:
-        pass
-    return tuple(errors)
+        return importlib.util.find_spec(top) is None
+    except (ImportError, ValueError):  # a module object without a usable __spec__
+        return False
 
 
 def _first_leaf(exc: BaseException) -> BaseException:
@@ -997,15 +1031,18 @@ def _exit_code_for(exc: BaseException, verbose: bool) -> int:
         return 130
     if verbose:
         traceback.print_exception(exc)
+    if _package_absent(exc):
+        # A library is imported where it is first needed (a Substrate chain, a PostgreSQL
+        # store, an EVM transaction), so a broken installation shows here, not at start-up.
+        click.echo(f"passerelle: a package it needs is not installed: {exc}", err=True)
+        return EXIT_UNAVAILABLE
     if isinstance(exc, _user_errors()):
         click.echo(f"passerelle: {exc}", err=True)
-        from relayer.config import ConfigError
-        from relayer.keys import KeyFileError
-        from relayer.relay import RouteHalted
-
-        if isinstance(exc, ConfigError | KeyFileError):
+        if _is_instance_of(exc, "relayer.config", "ConfigError") or _is_instance_of(
+            exc, "relayer.keys", "KeyFileError"
+        ):
             return EXIT_USAGE  # the configuration is unusable input, like a malformed proof file
-        return EXIT_HALTED if isinstance(exc, RouteHalted) else 1
+        return EXIT_HALTED if _is_instance_of(exc, "relayer.relay", "RouteHalted") else 1
     click.echo(f"passerelle: internal error: {exc.__class__.__name__}: {exc}", err=True)
     return EXIT_INTERNAL
 

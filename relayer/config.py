@@ -25,6 +25,10 @@ finality = "finalized"                 # "finalized" | "safe" | "confirmations:N
 outbox = "0x…"
 inbox = "0x…"
 # max_log_range = 2000                 # most blocks per eth_getLogs (capped public endpoints)
+# max_logs_answer_mib = 32             # most MiB one eth_getLogs answer may have: a window over
+#                                      #   it is halved (down to one block) and the scan goes on;
+#                                      #   one block over it on every endpoint stops the scan
+#                                      #   with an error naming this key (raise it then)
 # kind = "evm-legacy": the same keys, for chains without EIP-1559 (type-0 gasPrice transactions;
 #   eth_getLogs capped at 500 blocks unless max_log_range says otherwise)
 

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from relayer.attester import AttesterContext
     from relayer.checkpoints import CheckpointStore
     from relayer.config import ChainConfig, Config
-    from relayer.ledger import DiscoveredMessage, MessageRecord
+    from relayer.ledger import MessageRecord
     from relayer.payments import GasRate, OriginPayments
     from relayer.relay import Relayer
     from relayer.user import Sent
@@ -38,6 +38,7 @@ __all__ = [
     "ChainFamily",
     "ChainFields",
     "Delivery",
+    "DiscoveredMessage",
     "HandledElsewhere",
     "Head",
     "Origin",
@@ -62,6 +63,26 @@ class Head:
     number: int
     hash: bytes
     proof: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveredMessage:
+    """A message seen on its origin chain, with where it was seen: what an origin's scan finds
+    and the ledger records (``Ledger.record_discovered``).
+
+    ``message`` is the packed version-1 message; its id, origin, nonce, sender, destination and
+    recipient are read from it, so a row can never disagree with its own bytes.
+
+    Defined here, with the seam, not in :mod:`relayer.ledger` (which re-exports it): an
+    attester's origins make them, and importing the ledger would cost it SQLAlchemy and SQLModel
+    (~0.5 CPU s at each start) for a plain record.
+    """
+
+    message: bytes
+    block_number: int
+    block_hash: bytes | str
+    tx_hash: bytes | str
+    log_index: int
 
 
 @dataclass(frozen=True)
@@ -296,14 +317,16 @@ class ChainFamily(Protocol):
         record: MessageRecord,
         *,
         outbox: bytes,
-        store: CheckpointStore,
+        store: Callable[[], CheckpointStore],
         tree: Callable[[], IncrementalMerkleTree],
     ) -> Reproven:
         """Hand ``record``, parked on destination ``chain`` (accepted, its recipient failed),
         to its recipient again under a fresh proof checked against the trust ``chain`` holds
         NOW (``passerelle retry --on-chain``, :func:`relayer.operator.retry_on_chain`), from
-        the newest checkpoint in ``store`` of the tree ``tree`` builds (every message of the
-        origin, from the ledger: called only once the cheap checks passed) for ``outbox``.
+        the newest checkpoint in the checkpoint store of the tree ``tree`` builds (every
+        message of the origin, from the ledger) for ``outbox``. ``store`` and ``tree`` are
+        called only once the cheap checks passed: ``store`` opens the store (a database
+        engine, files), which a refused command must not do; the caller closes it.
 
         :class:`ReproofRefused` (one line, nothing sent) when it cannot: a family whose
         destinations park nothing says so, naming the family and why; :class:`HandledElsewhere`

@@ -64,6 +64,7 @@ from sqlmodel import Field, Session, SQLModel, col, delete, func, select
 from adapters.redact import redact_url
 from light_clients.errors import VerificationError
 from light_clients.message import HEADER_SIZE, decode_message
+from relayer.family import DiscoveredMessage  # defined with the seam: origins make them
 
 __all__ = [
     "HEADER_SIZE",
@@ -811,21 +812,6 @@ def _check_fence(connection: sa.Connection, fence: Fence) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class DiscoveredMessage:
-    """A message seen on its origin chain, with where it was seen.
-
-    ``message`` is the packed version-1 message; its id, origin, nonce, sender, destination and
-    recipient are read from it, so a row can never disagree with its own bytes.
-    """
-
-    message: bytes
-    block_number: int
-    block_hash: bytes | str
-    tx_hash: bytes | str
-    log_index: int
-
-
-@dataclass(frozen=True, slots=True)
 class NewTransaction:
     """A delivery transaction to record (before broadcasting it: see ``record_transaction``)."""
 
@@ -1499,17 +1485,30 @@ class _Operations:
         after: tuple[int, int] | None = None,
         limit: int = 1000,
         excluding: Iterable[str] = (),
+        ids: Iterable[str] | None = None,
     ) -> list[MessageRecord]:
         """List messages ordered by ``(origin, nonce)``, filtered; ``after`` pages by that key;
         none whose id is in ``excluding`` (left out by the database: :meth:`by_status`; ids as
-        bytes or 0x-hex of 32 bytes, anything else one ValueError or TypeError line)."""
+        bytes or 0x-hex of 32 bytes, anything else one ValueError or TypeError line); with
+        ``ids``, only those (the Substrate delivery's re-check of the messages it holds:
+        one statement, the ids ONE bound JSON array as ``excluding``'s, whatever their
+        number; ``excluding`` is then taken out of ``ids`` here, so it stays one parameter)."""
         query = select(MessageRecord)
         if isinstance(excluding, str | bytes):  # one id, which would be read char by char
             raise ValueError("excluding must be a collection of message ids, not one id")
+        if isinstance(ids, str | bytes):
+            raise ValueError("ids must be a collection of message ids, not one id")
         # Normalised as every other id the ledger takes: bytes or any-case hex match the stored
         # lowercase hex, and only ASCII hex reaches the JSON (SQLite and PostgreSQL alike).
         held = sorted({_hex(message_id, 32, "excluded message id") for message_id in excluding})
-        if held:
+        if ids is not None:
+            wanted = {_hex(message_id, 32, "message id") for message_id in ids}.difference(held)
+            if not wanted:
+                return []
+            query = query.where(
+                col(MessageRecord.id).in_(_id_set(sorted(wanted), postgres=self._postgres))
+            )
+        elif held:
             query = query.where(
                 col(MessageRecord.id).not_in(_id_set(held, postgres=self._postgres))
             )

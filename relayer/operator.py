@@ -39,14 +39,19 @@ running beside the command cannot move a message between the check and the write
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import trio
 
 from light_clients.merkle import IncrementalMerkleTree
-from relayer.checkpoints import open_checkpoint_store
+from relayer.checkpoints import (
+    CheckpointStore,
+    open_checkpoint_store,
+)
 from relayer.config import Config, ConfigError
 from relayer.family import HandledElsewhere, ReproofRefused, Reproven, family_of
 from relayer.ledger import Ledger, LedgerBatch, MessageStatus
@@ -182,6 +187,44 @@ class ReprovenElsewhere(Moved):
         return f"{self.why}; ledger {self.now} (unchanged)"
 
 
+class _StoreOpener:
+    """Opens the checkpoint store at ``location`` when first called, and gives that store on
+    every later call; :meth:`close` closes it if it was opened (a PostgreSQL store's engine).
+
+    What ``retry --on-chain`` hands the family as ``store``: a family refuses (a Substrate
+    destination parks nothing; an EVM one whose message is not parked there) before it reads
+    the store, and a refused command has no side effect, not even opening the store (a
+    database engine, an error about a store location the command never needed). A callable,
+    not a store that opens itself on first use: such a store had to stand in for every
+    method of :class:`CheckpointStore` through its private layout, and one added later
+    that bypassed those would have read an unopened store without a word."""
+
+    def __init__(self, location: str | Path) -> None:
+        self._location = location
+        self._store: CheckpointStore | None = None
+        self._opening = threading.Lock()  # the family reads the store in worker threads
+
+    def __call__(self) -> CheckpointStore:
+        with self._opening:
+            if self._store is None:
+                self._store = open_checkpoint_store(self._location)
+            return self._store
+
+    @property
+    def opened(self) -> bool:
+        """Whether the store was opened."""
+        return self._store is not None
+
+    def close(self) -> None:
+        """Close the store if it was opened and has something to close (a directory store
+        holds nothing open; a PostgreSQL one its connection pool)."""
+        with self._opening:
+            store, self._store = self._store, None
+        close = getattr(store, "close", None)
+        if callable(close):
+            close()
+
+
 def retry_on_chain(
     config: Config, ledger: Ledger, message_id: str
 ) -> RetriedOnChain | ReprovenElsewhere:
@@ -206,7 +249,9 @@ def retry_on_chain(
             f"{record.id}: its destination {target.name} takes no messages in the "
             "configuration: nothing can be parked there"
         )
-    store = open_checkpoint_store(config.checkpoint_location)
+    # Opened by the family's first read of it: after every cheap check, and never for a
+    # refused command (no side effect); closed below, whatever the outcome.
+    store = _StoreOpener(config.checkpoint_location)
 
     def tree() -> IncrementalMerkleTree:
         # The relayer's accumulator, rebuilt the same way (relayer.relay.ledger_tree); called
@@ -234,6 +279,8 @@ def retry_on_chain(
         raise OperatorRefused(str(exc)) from None
     except HandledElsewhere as exc:
         return ReprovenElsewhere(record.id, record.status, record.status, str(exc))
+    finally:
+        store.close()
     # Delivered from anywhere is allowed (the chain is the source of truth), and a row already
     # delivered (how the relayer records a parked message: accepted) is left as it is.
     with ledger.atomic() as batch:

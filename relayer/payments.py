@@ -48,11 +48,15 @@ if TYPE_CHECKING:
     from relayer.ledger import MessageRecord
 
 __all__ = [
+    "FROM_CHAIN",
+    "FROM_FLOOR",
     "RATE_SCALE",
+    "Charge",
     "DeliveryGas",
     "GasRate",
     "OriginPayments",
     "Payment",
+    "charge",
     "charged_gas",
     "current_rate",
     "paid_since",
@@ -100,30 +104,42 @@ class GasRate:
         return fee * RATE_SCALE // (self.gas_price * self.exchange_rate)
 
 
-def charged_gas(rule: RoutePayment, rate: GasRate | None, body_size: int) -> int:
-    """The destination gas a ``body_size``-byte message's delivery is charged: the origin's own
-    on-chain number for that length (``rate.delivery``) if it states one, but never less than
-    the route's floor in the config (``rule``: ``delivery_gas`` and 40 gas a body byte). The
-    floor guards the relayer against an oracle that sets too little; it is also the whole
-    charge where the origin states nothing (a Substrate origin, or a destination whose
-    ``deliveryGas`` the oracle has not set). Both ``quote``/``send`` and the relayer's paid
-    check call this, so they agree whenever they read the same block."""
-    floor = rule.gas_for(body_size)
-    if rate is None or rate.delivery is None:
-        return floor
-    return max(floor, rate.delivery.gas_for(body_size))
-
-
 FROM_FLOOR = "the relayer's delivery_gas floor"
 FROM_CHAIN = "the origin's on-chain deliveryGas"
 
 
-def gas_source(rule: RoutePayment, rate: GasRate | None, body_size: int) -> str:
-    """Which of :func:`charged_gas`'s two numbers it charged: :data:`FROM_CHAIN` if the
-    origin states one at least as high as the floor, else :data:`FROM_FLOOR`."""
+@dataclass(frozen=True)
+class Charge:
+    """The destination gas a delivery is charged (:func:`charge`), and where that number
+    came from, decided together so the reason shown can never name the other source."""
+
+    gas: int
+    source: str
+    """:data:`FROM_CHAIN` or :data:`FROM_FLOOR`: the number an operator must change."""
+    stated: int | None
+    """What the origin states on chain for this length (None: it states nothing)."""
+
+
+def charge(rule: RoutePayment, rate: GasRate | None, body_size: int) -> Charge:
+    """What a ``body_size``-byte message's delivery is charged: the origin's own on-chain
+    number for that length (``rate.delivery``) if it states one, but never less than the
+    route's floor in the config (``rule``: ``delivery_gas`` and 40 gas a body byte). The floor
+    guards the relayer against an oracle that sets too little; it is also the whole charge
+    where the origin states nothing (a Substrate origin, or a destination whose
+    ``deliveryGas`` the oracle has not set). A tie is the chain's: the floor adds nothing."""
+    floor = rule.gas_for(body_size)
     if rate is None or rate.delivery is None:
-        return FROM_FLOOR
-    return FROM_CHAIN if rate.delivery.gas_for(body_size) >= rule.gas_for(body_size) else FROM_FLOOR
+        return Charge(floor, FROM_FLOOR, None)
+    stated = rate.delivery.gas_for(body_size)
+    if stated >= floor:
+        return Charge(stated, FROM_CHAIN, stated)
+    return Charge(floor, FROM_FLOOR, stated)
+
+
+def charged_gas(rule: RoutePayment, rate: GasRate | None, body_size: int) -> int:
+    """The destination gas of :func:`charge`. Both ``quote``/``send`` and the relayer's paid
+    check charge through :func:`charge`, so they agree whenever they read the same block."""
+    return charge(rule, rate, body_size).gas
 
 
 _FLOOR_ABOVE_CHAIN_WARNED: set[tuple[int, int]] = set()
@@ -182,7 +198,7 @@ class Payment:
     final: bool = False
     """Whether this payment can never change (:attr:`OriginPayments.final`)."""
     gas_from: str = FROM_FLOOR
-    """Where ``gas`` came from (:func:`gas_source`): the relayer's floor or the origin's
+    """Where ``gas`` came from (:attr:`Charge.source`): the relayer's floor or the origin's
     on-chain number. An operator reading an ``unpaid`` reason must know which one to change."""
 
     @property
@@ -248,21 +264,16 @@ async def route_payments(
     payments: dict[str, Payment] = {}
     for record in records:
         rate = read.rates.get(record.destination)
-        route_rule = rule(record.destination)
-        size = len(record.message) - HEADER_SIZE
-        gas = charged_gas(route_rule, rate, size)
-        source = gas_source(route_rule, rate, size)
-        if source == FROM_FLOOR and rate is not None and rate.delivery is not None:
-            _warn_floor_above_chain(
-                chain.domain, record.destination, gas, rate.delivery.gas_for(size)
-            )
+        charged = charge(rule(record.destination), rate, len(record.message) - HEADER_SIZE)
+        if charged.source == FROM_FLOOR and charged.stated is not None:
+            _warn_floor_above_chain(chain.domain, record.destination, charged.gas, charged.stated)
         payments[record.id] = Payment(
             paid=read.paid.get(record.id, 0),
-            quote=None if rate is None else rate.fee(gas),
-            gas=gas,
+            quote=None if rate is None else rate.fee(charged.gas),
+            gas=charged.gas,
             block=read.block,
             bought=read.bought.get(record.id, 0),
             final=read.final,
-            gas_from=source,
+            gas_from=charged.source,
         )
     return payments

@@ -180,24 +180,22 @@ class DomainCheck:
     (or a provider refusing ``eth_call``) made a warning, an ``rpc_errors`` and an
     ``eth_call`` per endpoint five times a second, for ever (review of FSEAM, M1)."""
 
-    def __init__(self, side: str, chain: ChainConfig) -> None:
+    def __init__(self, side: str, chain: ChainConfig, metrics: RelayerMetrics) -> None:
         self.side = side
         self.chain = chain
         self.read = False
+        self._metrics = metrics
         self._failures = 0
         self._due = -math.inf  # trio clock
         self._problem: str | None = None
 
-    @property
-    def due(self) -> bool:
-        """Whether :meth:`ask` would ask now (not read yet, its wait over)."""
-        return not self.read and trio.current_time() >= self._due
-
     async def ask(self, stated: Callable[[], Awaitable[int | None]]) -> bool:
-        """Ask ``stated()`` (its domain, None if the chain states none) if :attr:`due`; True if
-        the domain is read (now or before), False if it was not asked or could not be read:
-        the caller counts one ``rpc_errors`` per attempt that could not be read."""
-        if not self.due:
+        """Ask ``stated()`` (its domain, None if the chain states none) unless it is read
+        already or its wait is not over: this is the one place that decides, so callers call
+        it every round. True once the domain is read (now or before), False while it is not;
+        an attempt that could not read it counts one ``rpc_errors`` here, the one place that
+        knows an attempt was made."""
+        if self.read or trio.current_time() < self._due:
             return self.read
         whose = f"{'origin' if self.side == 'outbox' else 'destination'} {self.chain.name}"
         try:
@@ -216,6 +214,7 @@ class DomainCheck:
                 problem,
             )
             self._problem = problem
+            self._metrics.rpc_errors += 1
             return False
         if deployed is not None and deployed != self.chain.domain:
             raise RouteHalted(
@@ -239,9 +238,7 @@ async def check_outbox_domain(check: DomainCheck, origin: Origin) -> bool:
     between attempts grows from 5 s to 5 min (review RFINAL, L1: a fresh check each time
     asked once, at the start, and never again); meanwhile :meth:`Relayer._record_scan`
     refuses every message stamped with another domain before anything is written."""
-    if check.due:
-        await check.ask(origin.stamped_domain)
-    return check.read
+    return await check.ask(origin.stamped_domain)
 
 
 class LedgerGap(RouteHalted):
@@ -705,14 +702,14 @@ class Relayer:
             self.config, lane.chain, role="relayer-scan"
         ) as origin:
             self.endpoints[f"{lane.chain.name}/scan"] = origin.endpoints
-            outbox = DomainCheck("outbox", lane.chain)  # one per scan task: its back-off too
+            # One per scan task: its back-off too.
+            outbox = DomainCheck("outbox", lane.chain, self.metrics)
             self.origins.setdefault(lane.chain.domain, origin)  # a payments' one stays
             try:
                 while True:
-                    # Each round until read, the check's own wait deciding whether it asks:
-                    # one rpc_errors per attempt that could not be read.
-                    if outbox.due and not await check_outbox_domain(outbox, origin):
-                        self.metrics.rpc_errors += 1
+                    # Each round: the check's own wait decides whether it asks (and counts
+                    # one rpc_errors per attempt that could not read the domain).
+                    await check_outbox_domain(outbox, origin)
                     try:
                         caught_up = await self._scan_once(lane, origin)
                         self.last_scan[lane.chain.name] = time.time()

@@ -109,14 +109,11 @@ The contract a remote implementation must keep
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
-from eth_account import Account
-from substrateinterface import Keypair, KeypairType
-
 from adapters.signing import SignerError, signs_in_process
-from adapters.substrate.client import keypair_from_seed
 from light_clients.committee import address_of, recover_signer, sign_digest
 from light_clients.errors import VerificationError
 from relayer.config import ConfigError, KeySource
@@ -128,7 +125,15 @@ from relayer.keys import (
     read_secret,
 )
 
+# Each signing library is imported by the code that signs with it, on first use, not here:
+# every attester and relayer imports this module, and eth-account (EVM transactions: only a
+# relayer or a client sends them) and substrate-interface (sr25519: only where a Substrate
+# chain is configured) cost ~0.25 CPU s each to import (both bring eth-utils). An attester of
+# EVM chains signs checkpoints with coincurve (light_clients.committee) and needs neither.
 if TYPE_CHECKING:
+    from eth_account import Account
+    from substrateinterface import Keypair
+
     from relayer.config import Config
 
 __all__ = [
@@ -143,6 +148,7 @@ __all__ = [
     "fixed_address",
     "sign_digest_checked",
     "substrate_signer",
+    "transaction_signing",
 ]
 
 DIGEST_BYTES = 32
@@ -218,7 +224,8 @@ class LocalSigner:
         return sign_digest(self._key, digest)
 
     def sign_transaction(self, tx: Mapping[str, Any]) -> bytes:
-        return bytes(Account.sign_transaction(dict(tx), self._key).raw_transaction)
+        account = transaction_signing()
+        return bytes(account.sign_transaction(dict(tx), self._key).raw_transaction)
 
     def __repr__(self) -> str:
         return f"LocalSigner(0x{self._address.hex()})"
@@ -235,6 +242,8 @@ class LocalSubstrateSigner:
     for :class:`LocalSigner`."""
 
     def __init__(self, keypair: Keypair) -> None:
+        from substrateinterface import KeypairType  # noqa: PLC0415 (see the imports)
+
         if keypair.crypto_type != KeypairType.SR25519 or not keypair.private_key:
             raise ValueError("a local Substrate signer needs an sr25519 keypair with its secret")
         self._keypair = keypair
@@ -254,42 +263,54 @@ class LocalSubstrateSigner:
         return f"LocalSubstrateSigner({self.ss58_address})"
 
 
-class _SignerKeypair(Keypair):  # type: ignore[misc]  # substrate-interface has no type hints
-    """A ``Keypair`` with a public key only, whose ``sign`` is a :class:`SubstrateSigner`'s:
-    what ``substrate-interface`` (and so :mod:`adapters.substrate`) signs extrinsics with. It
-    reads ``public_key``, ``ss58_address``, ``crypto_type`` and calls ``sign``; no secret is
-    here for anything else to read."""
+@functools.cache
+def _signer_keypair_class() -> type[Keypair]:
+    """The ``Keypair`` subclass behind :func:`as_keypair`, made on first use: subclassing needs
+    substrate-interface imported, which only a process with a Substrate chain pays for."""
+    from substrateinterface import Keypair, KeypairType  # noqa: PLC0415 (see the imports)
 
-    def __init__(self, signer: SubstrateSigner) -> None:
-        super().__init__(
-            public_key=signer.public_key, ss58_format=SS58_FORMAT, crypto_type=KeypairType.SR25519
-        )
-        self._signer = signer
+    class _SignerKeypair(Keypair):  # type: ignore[misc]  # substrate-interface has no type hints
+        """A ``Keypair`` with a public key only, whose ``sign`` is a
+        :class:`SubstrateSigner`'s: what ``substrate-interface`` (and so
+        :mod:`adapters.substrate`) signs extrinsics with. It reads ``public_key``,
+        ``ss58_address``, ``crypto_type`` and calls ``sign``; no secret is here for anything
+        else to read."""
 
-    @property
-    def signer(self) -> SubstrateSigner:
-        """The signer behind this keypair: ``adapters.substrate.client`` reads whether it
-        ``signs_in_process`` (inline) or must be called in a thread, bounded."""
-        return self._signer
+        def __init__(self, signer: SubstrateSigner) -> None:
+            super().__init__(
+                public_key=signer.public_key,
+                ss58_format=SS58_FORMAT,
+                crypto_type=KeypairType.SR25519,
+            )
+            self._signer = signer
 
-    def sign(self, data: Any) -> bytes:
-        """Sign what ``Keypair.sign`` accepts (SCALE bytes, ``0x`` hex, text, bytes). The answer
-        is checked by the caller, ``adapters.substrate.signing.sign_sr25519`` (64 bytes that
-        verify under this key for exactly this payload), off the Substrate worker slot."""
-        if hasattr(data, "data"):  # ScaleBytes: the encoded payload
-            data = bytes(data.data)
-        elif isinstance(data, str):
-            data = bytes.fromhex(data[2:]) if data.startswith("0x") else data.encode()
-        return self._signer.sign(bytes(data))
+        @property
+        def signer(self) -> SubstrateSigner:
+            """The signer behind this keypair: ``adapters.substrate.client`` reads whether it
+            ``signs_in_process`` (inline) or must be called in a thread, bounded."""
+            return self._signer
 
-    def __repr__(self) -> str:
-        return f"<Keypair of {self._signer!r}>"
+        def sign(self, data: Any) -> bytes:
+            """Sign what ``Keypair.sign`` accepts (SCALE bytes, ``0x`` hex, text, bytes). The
+            answer is checked by the caller, ``adapters.substrate.signing.sign_sr25519`` (64
+            bytes that verify under this key for exactly this payload), off the Substrate worker
+            slot."""
+            if hasattr(data, "data"):  # ScaleBytes: the encoded payload
+                data = bytes(data.data)
+            elif isinstance(data, str):
+                data = bytes.fromhex(data[2:]) if data.startswith("0x") else data.encode()
+            return self._signer.sign(bytes(data))
+
+        def __repr__(self) -> str:
+            return f"<Keypair of {self._signer!r}>"
+
+    return _SignerKeypair
 
 
 def as_keypair(signer: SubstrateSigner) -> Keypair:
     """``signer`` as the ``Keypair`` the Substrate adapters sign with (the seam: they take a
     ``Keypair``; any signer, local or remote, fits through it)."""
-    return _SignerKeypair(signer)
+    return _signer_keypair_class()(signer)
 
 
 class _FixedAddressSigner:
@@ -369,6 +390,16 @@ def sign_digest_checked(signer: Signer, digest: bytes) -> bytes:
     return signature
 
 
+def transaction_signing() -> type[Account]:
+    """eth-account's ``Account``, which signs EVM transactions, imported on first use (see the
+    imports: ~0.25 CPU s that an attester never needs). A relayer calls this once at start-up,
+    before its event loop runs, so that its first delivery does not stall the loop on the
+    import; later calls cost a dictionary look-up."""
+    from eth_account import Account  # noqa: PLC0415 (see the imports)
+
+    return Account
+
+
 def evm_signer(source: KeySource) -> Signer:
     """The signer of a secp256k1 key source; ConfigError (one line) if the key does not load.
 
@@ -390,6 +421,8 @@ def substrate_signer(source: KeySource) -> LocalSubstrateSigner:
     """The signer of an sr25519 source: a Polkadot JS keystore, or a 32-byte mini-secret seed
     (file, variable, devnet inline); ConfigError (one line) if it does not load."""
     if source.keystore is None:
+        from adapters.substrate.client import keypair_from_seed  # noqa: PLC0415 (the imports)
+
         return LocalSubstrateSigner(keypair_from_seed(source.load()))
     try:
         keypair = decrypt_sr25519_keystore(
@@ -404,6 +437,8 @@ def client_substrate_signer(config: Config) -> LocalSubstrateSigner:
     """The ``[client]``'s sr25519 signer: ``substrate_uri`` (devnet only: a development key
     such as ``//Alice``), else its ``substrate_key*``; ConfigError if it has neither."""
     if config.client_substrate_uri is not None:
+        from substrateinterface import Keypair  # noqa: PLC0415 (see the imports)
+
         return LocalSubstrateSigner(Keypair.create_from_uri(config.client_substrate_uri))
     if config.client_substrate_key is None:
         raise ConfigError("no [client] substrate_key configured: cannot sign on Substrate")

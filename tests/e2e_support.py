@@ -31,7 +31,7 @@ import threading
 import time
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,8 +66,10 @@ __all__ = [
     "HOST",
     "KILL_BATCH",
     "KILL_INFLIGHT",
+    "LEDGER_GRACE",
     "PASSERELLE",
     "POS_TOOLS_STATUS_VARIABLE",
+    "SEND_TIMEOUT",
     "SMALL_BATCHES",
     "DeliveryWork",
     "Procs",
@@ -82,15 +84,18 @@ __all__ = [
     "delivered_events",
     "delivery_work",
     "devnet",
+    "ensure_running",
     "inbox_logs",
     "missing_chain_tool",
     "pending_to",
     "rpc",
     "running",
     "send",
+    "start_relayer",
     "statuses",
     "wait_delivered",
     "wait_for_pos_tools",
+    "wait_relaying",
     "wait_until",
 ]
 
@@ -177,6 +182,47 @@ def wait_for_pos_tools(timeout: float = POS_TOOLS_WAIT, poll: float = 1.0) -> No
 
 # --------------------------------------------------------------------------- processes
 
+_RELAYING_BEFORE: dict[subprocess.Popen[bytes], int] = {}
+"""For each relayer :func:`start_relayer` started: how many RELAYING lines its log held then."""
+
+
+def start_relayer(procs: Procs, *extra: str) -> subprocess.Popen[bytes]:
+    """``procs.start_relayer(*extra)``, remembering how often the relayer log already said
+    :data:`benchmarks.harness.RELAYING`: the log is appended to across restarts, so "the log
+    says relaying" proves nothing about the process just started; :func:`wait_relaying` waits
+    for one line more, this process's own."""
+    before = procs.log("relayer").count(harness.RELAYING)
+    started = procs.start_relayer(*extra)
+    _RELAYING_BEFORE[started] = before
+    return started
+
+
+def wait_relaying(procs: Procs, timeout: float = 30) -> None:
+    """Until the running relayer has logged RELAYING itself: past its start-up (ledger loaded,
+    trio's signal handling in place, so a SIGTERM now is a clean stop, not Python's default
+    death). It must have been started by :func:`start_relayer`, or which lines are its own is
+    unknown."""
+    current = procs.running["relayer"]
+    if current not in _RELAYING_BEFORE:
+        raise AssertionError("the relayer was not started by e2e_support.start_relayer")
+    procs.wait_relaying(timeout=timeout, starts=_RELAYING_BEFORE[current])
+
+
+def ensure_running(procs: Procs) -> None:
+    """The committee's attesters and a relayer running, the relayer past its start-up: the
+    set-up of a test that shares a module's processes. Whatever an earlier test stopped, or
+    left dead by failing half-way, is started again, so one failure stays one failure and not
+    a cascade of 90 s delivery waits in the tests after it. A relayer already running is kept,
+    whatever its options."""
+    for index in range(harness.ATTESTERS):
+        attester = procs.running.get(f"attester{index}")
+        if attester is None or attester.poll() is not None:
+            procs.start_attester(index)
+    relayer = procs.running.get("relayer")
+    if relayer is None or relayer.poll() is not None:
+        start_relayer(procs)
+    wait_relaying(procs)
+
 
 def devnet(tmp_path_factory: pytest.TempPathFactory, *, assethub: bool = False) -> Iterator[Path]:
     """Body of a module-scoped fixture: a fresh devnet, its config path, ``down`` at the end.
@@ -201,10 +247,60 @@ def cli(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedP
     return result
 
 
+SEND_TIMEOUT = 120.0
+"""How long one :func:`send` may take before it fails the test: :func:`cli`'s subprocess bound."""
+
+_SENT_TO: dict[str, int] = {}
+"""The destination domain of every message :func:`send` sent in this process, by id. A message
+id hashes its destination, so an id names one destination whichever devnet sent it."""
+
+
 def send(config: Path, origin: str, destination: str, *extra: str) -> list[dict[str, Any]]:
-    result = cli(config, "send", "--from", origin, "--to", destination, "--json", *extra)
+    """``passerelle send --json``, its messages. In this process (tests/cli_runner.py: the same
+    ``main()`` the console script calls), as :func:`statuses` does: a ``passerelle`` process
+    spends ~1.1 CPU s importing before it sends (measured: 9 sends, 9.9 CPU s, a third of
+    tests/test_e2e_resilience.py's CPU). The process boundary stays tested where it matters:
+    the attesters and relayers here are processes, and so is :func:`cli`. Thread-safe
+    (:class:`Stream` sends from several threads).
+
+    What the subprocess gave and is kept: a hang fails the test after :data:`SEND_TIMEOUT`
+    instead of holding CI to its limit, and a traceback the command printed fails it even with
+    exit status 0 (an exception logged and swallowed on the way to a successful send)."""
+    result = run_cli(
+        "send",
+        "--config",
+        config,
+        "--from",
+        origin,
+        "--to",
+        destination,
+        "--json",
+        *extra,
+        timeout=SEND_TIMEOUT,
+    )
     assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
+    assert "Traceback" not in result.stderr, result.stderr
+    messages = [json.loads(line) for line in result.stdout.splitlines()]
+    # A successful send always prints its messages. Without this an empty capture (output lost
+    # on the way) returned [], and every wait and check on those ids then held vacuously:
+    # wait_delivered(config, []) is done at once, assert_delivered_once(..., []) passes.
+    expected = _count_of(extra)
+    assert messages if expected is None else len(messages) == expected, (
+        f"send printed {len(messages)} message(s), expected {expected or 'at least one'}: "
+        f"stdout {result.stdout[:200]!r}, stderr {result.stderr[:200]!r}"
+    )
+    _SENT_TO.update((m["id"], m["destination"]) for m in messages)
+    return messages
+
+
+def _count_of(extra: tuple[str, ...]) -> int | None:
+    """The ``--count`` of a ``send`` command line (``--count N`` or ``--count=N``), if given."""
+    for i, arg in enumerate(extra):
+        if arg == "--count" and i + 1 < len(extra):
+            return int(extra[i + 1])
+        if arg.startswith("--count="):
+            return int(arg.removeprefix("--count="))
+    return None
 
 
 def statuses(config: Path) -> dict[str, dict[str, Any]]:
@@ -215,6 +311,11 @@ def statuses(config: Path) -> dict[str, dict[str, Any]]:
     return {row["id"]: row for row in map(json.loads, result.stdout.splitlines())}
 
 
+LEDGER_GRACE = 10.0
+"""Seconds :func:`wait_delivered` gives the ledger after the events: five polls of the slowest
+relayer the tests run (tests/test_pos_chain.py's, 2 s)."""
+
+
 def wait_delivered(
     config: Path,
     ids: list[str],
@@ -222,25 +323,57 @@ def wait_delivered(
     timeout: float = 90,
     *,
     settle: float | None = None,
+    since: Mapping[str, int] | None = None,
+    poll: float = 0.3,
 ) -> None:
     """Every id ``delivered`` in the ledger and flagged delivered on chain, within ``timeout``.
 
-    First waits (cheaply, by RPC) for each id's Delivered event on some chain, then for
-    ``passerelle status --json`` (a process start per look) to agree, within ``settle``
-    seconds of the last event if given: the relayer records a mined delivery at once.
+    First waits (cheaply, by RPC, every ``poll`` seconds) for each id's Delivered event on some
+    chain, then for ``passerelle status --json`` to agree, within ``settle`` seconds of the last
+    event if given: the relayer records a mined delivery at once.
+
+    ``since`` (chain name → block), when the caller recorded it before sending, bounds the
+    event wait to those chains' Inboxes from those blocks: an event of a message sent after
+    that block can only be in a later block. Without it every Inbox is read from block 0 at
+    each look, which is cheap on anvil but not on the PoS devnet's EthereumJS client: 0.10.5
+    decodes every block of the range (and rebuilds its fork parameters for each header), so
+    ~200 such looks were measured at ~17 CPU s, over half that client's CPU in its module.
+    Either way the ledger check that follows is the same. A ``since`` that leaves out the
+    destination of an id :func:`send` sent fails at once: its event would never be looked for,
+    and the wait would burn its whole ``timeout`` before the ledger's answer.
+
+    Once the events are in, the ledger gets at least :data:`LEDGER_GRACE` (``settle`` instead,
+    if given) to agree, even past ``timeout``: events that arrive at the deadline's last second
+    are a delivery, and the relayer records it on its next poll.
     """
     deadline = time.monotonic() + timeout
     chains = load_config(config)
-    inboxes = [c.name for c in chains.chains if "inbox" in c.contracts]
+    ranges = (
+        dict(since)
+        if since is not None
+        else {c.name: 0 for c in chains.chains if "inbox" in c.contracts}
+    )
+    names = {c.domain: c.name for c in chains.chains}
+    destinations = {i: names.get(_SENT_TO[i]) for i in ids if i in _SENT_TO}
+    uncovered = {i: name for i, name in destinations.items() if name not in ranges}
+    if uncovered:
+        pytest.fail(f"since={dict(ranges)} leaves out these messages' destinations: {uncovered}")
     wanted = set(ids)
+
+    def arrived() -> bool:
+        found = {
+            entry["topics"][1]
+            for name, block in ranges.items()
+            for entry in inbox_logs(chains, name, DELIVERED_TOPIC, since=block)
+        }
+        return wanted <= found
+
     with suppress(harness.HarnessTimeout):  # then the ledger's answer is the one reported
-        harness.wait_for(
-            lambda: wanted <= {i for name in inboxes for i in delivered_events(chains, name)},
-            "the Delivered events",
-            timeout,
+        harness.wait_for(arrived, "the Delivered events", timeout, poll)
+        arrived_at = time.monotonic()
+        deadline = (
+            arrived_at + settle if settle is not None else max(deadline, arrived_at + LEDGER_GRACE)
         )
-        if settle is not None:
-            deadline = min(deadline, time.monotonic() + settle)
     rows: dict[str, dict[str, Any]] = {}
     while True:
         rows = statuses(config)

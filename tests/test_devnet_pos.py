@@ -143,6 +143,9 @@ def test_the_child_environment_drops_lodestar_variables_and_preloads_the_polyfil
     # with a space is quoted as node parses NODE_OPTIONS.
     assert env["NODE_OPTIONS"] == f'--require "{polyfill}"'
     assert base["LODESTAR_PRESET"] == "mainnet"  # the caller's mapping is left alone
+    # `make pos-tools` skips bcrypto's native build: Lodestar starts only on its JS backend.
+    assert env["NODE_BACKEND"] == "js"
+    assert child_environment({"NODE_BACKEND": "native"}, polyfill)["NODE_BACKEND"] == "js"
 
 
 def test_the_polyfill_gives_node_20_promise_with_resolvers(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ three `passerelle attest`, one `passerelle relay`, `passerelle send`, `passerell
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +22,12 @@ from e2e_support import (
     block_number,
     delivered_events,
     devnet,
+    ensure_running,
     pending_to,
     rpc,
     running,
     send,
+    start_relayer,
     statuses,
     wait_delivered,
     wait_until,
@@ -48,10 +51,29 @@ def devnet_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield from devnet(tmp_path_factory)
 
 
-@pytest.fixture
-def procs(devnet_config: Path, tmp_path: Path) -> Iterator[Procs]:
-    with running(devnet_config, tmp_path) as started:
+@pytest.fixture(scope="module")
+def procs(devnet_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
+    """One committee of attesters for the module, as an operator runs them; the relayer is
+    started by :func:`running_before_each_test`.
+
+    Module-scoped: a fresh set per test was 12 attester and 9 relayer starts of ~1.2 CPU s
+    each, for processes that then do the same work. Logs accumulate, so the SIGTERM test's
+    "no traceback" covers every relayer the module ran."""
+    with running(devnet_config, tmp_path_factory.mktemp("logs"), relayer=False) as started:
         yield started
+
+
+@pytest.fixture(autouse=True)
+def running_before_each_test(procs: Procs) -> Iterator[None]:
+    """Each test starts with the attesters and a relayer running, the relayer past its own
+    start-up (tests/e2e_support.py: :func:`ensure_running`), whatever the tests before it
+    stopped or killed: the SIGKILL test's relayer has small batches and the SIGTERM test ends
+    with none. So a test that fails half-way (a kill that found no delivery in flight) is one
+    failure, not also a relayer-less 90 s wait in each test after it. A process that died
+    during a test fails that test, here, with the end of its log."""
+    ensure_running(procs)
+    yield
+    procs.check_running()
 
 
 def test_messages_both_ways_and_a_token_round_trip(devnet_config: Path, procs: Procs) -> None:
@@ -72,6 +94,12 @@ def test_messages_both_ways_and_a_token_round_trip(devnet_config: Path, procs: P
     assert len(there) == 3 and len(back) == 2
     assert [m["nonce"] for m in there] == sorted(m["nonce"] for m in there)
     out = send(devnet_config, "alpha", "beta", "--token", "1000")
+    # A `since` that leaves out a message's destination would never see its event: an error
+    # at once, not a 90 s wait before the ledger's answer.
+    started = time.monotonic()
+    with pytest.raises(pytest.fail.Exception, match="leaves out these messages' destinations"):
+        wait_delivered(devnet_config, [there[0]["id"], back[0]["id"]], procs, since={"beta": 0})
+    assert time.monotonic() - started < 5
     wait_delivered(devnet_config, [m["id"] for m in there + back + out], procs)
     assert balance("alpha") == home - 1000
     assert balance("beta") == wrapped + 1000
@@ -94,10 +122,9 @@ def test_relayer_sigkill_mid_stream_delivers_each_exactly_once(
     config = load_config(devnet_config)
     beta = config.chain("beta")
     since = block_number(config, "beta") + 1
-    # The fixture's relayer, with the default batches, makes way for one with small batches.
-    wait_until(lambda: "relaying: origins" in procs.log("relayer"), "the relayer to run", 30)
+    # The fixture's relayer makes way for one with small batches.
     assert procs.stop("relayer") == 0
-    procs.start_relayer(*SMALL_BATCHES)
+    start_relayer(procs, *SMALL_BATCHES)
     sent = send(devnet_config, "alpha", "beta", "--body", "bulk", "--count", str(KILL_MESSAGES))
     ids = [m["id"] for m in sent]
     assert len(set(ids)) == KILL_MESSAGES
@@ -116,10 +143,10 @@ def test_relayer_sigkill_mid_stream_delivers_each_exactly_once(
         )
         assert procs.stop("relayer", signal.SIGKILL) == -signal.SIGKILL
         assert len(delivered()) < KILL_MESSAGES, f"kill {kill + 1} came after the stream"
-        procs.start_relayer(*SMALL_BATCHES)
+        start_relayer(procs, *SMALL_BATCHES)
     # The restarted relayer settles what its predecessor had in flight from the receipts at
     # once: its ledger agrees with the chain within seconds, not after a confirmation timeout.
-    wait_delivered(devnet_config, ids, procs, timeout=120, settle=30)
+    wait_delivered(devnet_config, ids, procs, timeout=120, settle=30, since={"beta": since})
     assert_delivered_once(
         config,
         "beta",
@@ -132,10 +159,12 @@ def test_relayer_sigkill_mid_stream_delivers_each_exactly_once(
 
 
 def test_relayer_sigterm_is_clean(devnet_config: Path, procs: Procs) -> None:
-    wait_until(lambda: "relaying: origins" in procs.log("relayer"), "the relayer to run", 30)
+    """SIGTERM stops the relayer with status 0 and no traceback: trio's handler, not Python's
+    default death. The fixture waited for this very process's own "relaying" line, so the
+    signal comes after its start-up whichever tests ran before (the next test's fixture starts
+    a relayer again)."""
     assert procs.stop("relayer", signal.SIGTERM) == 0
     assert "Traceback" not in procs.log("relayer")
-    procs.start_relayer()
 
 
 async def _broadcast_dispatch(config: Config, body: bytes) -> bytes:

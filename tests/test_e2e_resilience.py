@@ -168,7 +168,7 @@ def test_attester_restarted_mid_stream(devnet_config: Path, procs: Procs) -> Non
 
     ids = [i for ids in batches for i in ids]
     assert len(set(ids)) == 50
-    wait_delivered(devnet_config, ids, procs)
+    wait_delivered(devnet_config, ids, procs, since={"beta": since})
     # The relayer itself never stopped: attesters coming and going cost it no redundant work.
     assert_delivered_once(config, "beta", ids, since=since, faults=0)
     for attester in range(3):  # the restarted attesters caught up and sign again
@@ -234,7 +234,7 @@ def test_rpc_outage_during_relaying(devnet_config: Path, tmp_path: Path) -> None
 
             there, back = sent["alpha", "beta"], sent["beta", "alpha"]
             # Seconds suffice once the endpoint is back: these bounds are generous.
-            wait_delivered(devnet_config, there + back, procs, timeout=40, settle=10)
+            wait_delivered(devnet_config, there + back, procs, timeout=40, settle=10, since=since)
             # One fault, on the leg to beta: the delivery cut in flight (and any other then in
             # flight) may be sent again, no more. Deliveries to alpha never lost their endpoint.
             assert_delivered_once(config, "beta", there, since=since["beta"], faults=1)

@@ -75,7 +75,7 @@ from light_clients.substrate.remark import (
 )
 from light_clients.substrate.scale import encode_compact
 from relayer.accounts import bytes32
-from relayer.checkpoints import CheckpointStore
+from relayer.checkpoints import open_checkpoint_store
 from relayer.config import Config, load_config
 from relayer.families.substrate.calls import delivery_calls, token_bridges
 from relayer.families.substrate.scan import escrow_routes
@@ -607,7 +607,12 @@ def test_a_replayed_delivery_fails_on_chain(
     devnet_config: Path, config: Config, procs: Procs, hub: Hub, alice: bytes
 ) -> None:
     """The committee's own batch, approved and executed again by two attesters' keys: the
-    runtime refuses the second mint of the replay-guard item, so nothing of the batch runs."""
+    runtime refuses the second mint of the replay-guard item, so nothing of the batch runs.
+
+    Those two attesters are stopped meanwhile (review RINTA L2): a running attester's client
+    trusts its nonce count against the on-chain nonce only, so our extrinsic still in the
+    pool at that nonce and the attester's own would collide (chopsticks drops one silently).
+    An attester's key signs nothing else while it runs (docs/substrate.md), here too."""
     records = [
         r
         for r in origin_rows(config, config.chain(ALPHA).domain)
@@ -624,8 +629,9 @@ def test_a_replayed_delivery_fails_on_chain(
 
     settings = hub.settings
     sources = config.attester_substrate_keys
-    assert sources[0] is not None and sources[1] is not None
-    first, last = (as_keypair(substrate_signer(source)) for source in sources[:2])
+    first_source, last_source = sources[0], sources[1]
+    assert first_source is not None and last_source is not None
+    first, last = (as_keypair(substrate_signer(s)) for s in (first_source, last_source))
     bridges = token_bridges(config)
 
     async def replay() -> tuple[bytes, Included, Any]:
@@ -646,7 +652,18 @@ def test_a_replayed_delivery_fails_on_chain(
         still_open = await open_operation(hub.client, settings.multisig, batch.hash)
         return batch.hash, done, still_open
 
-    batch_hash, done, still_open = hub.run(replay)
+    stopped: list[int] = []
+    try:
+        # Inside the try (review RFINA L3): if stopping the second fails, the first is still
+        # started again below, rather than left down to fail every later test of the module.
+        for index in (0, 1):
+            code = procs.stop(f"attester{index}")
+            stopped.append(index)
+            assert code == 0, procs.log(f"attester{index}")[-2000:]
+        batch_hash, done, still_open = hub.run(replay)
+    finally:
+        for index in stopped:  # they resume from the checkpoint store: the next tests need them
+            procs.start_attester(index)
     assert batch_hash == executed_hash  # exactly the batch the committee executed
     assert done.success  # the as_multi extrinsic itself goes through …
     ok, reason = executed_ok(done)
@@ -746,7 +763,7 @@ def test_bad_remarks_are_skipped_and_never_attested(
 
     # Each attester signed exactly the valid messages: its newest index is the count - 1,
     # and nobody ever signed an index beyond it.
-    store = CheckpointStore(config.checkpoint_store)
+    store = open_checkpoint_store(config.checkpoint_store)
     last = len(rows) - 1
     for index, key in enumerate(config.attester_keys):
         signer = address_of(key.load())
@@ -882,56 +899,76 @@ def test_relayer_sigkill_mid_stream_on_each_leg_delivers_each_exactly_once(
     procs.start_relayer(*SMALL_BATCHES)
     since = block_number(config, ALPHA) + 1
     hub_since = hub.run(hub.client.best_number) + 1
-    hub_domain = config.chain(HUB).domain
+    hub_domain, alpha_domain = config.chain(HUB).domain, config.chain(ALPHA).domain
     proposals = config.checkpoint_store / "proposals" / str(hub_domain)
     from_hub_before = len(origin_rows(config, hub_domain))
-    results: dict[str, list[dict[str, Any]]] = {}
+    to_hub_before = {r.id for r in origin_rows(config, alpha_domain)}
     kills: list[str] = []
 
-    def sender(name: str, origin: str, destination: str) -> Callable[[], None]:
-        def job() -> None:
-            body = f"kill stream {origin}->{destination}"
-            results[name] = send(
-                devnet_config, origin, destination, "--body", body, "--count", "30"
-            )
+    def hub_leg() -> tuple[bool, bool]:
+        """(in flight, done) of the Asset Hub -> alpha leg. In flight: a delivery transaction
+        to alpha carries one of its messages (SUBMITTED), the state a kill must interrupt."""
+        rows = origin_rows(config, hub_domain)[from_hub_before:]
+        in_flight = any(r.status == MessageStatus.SUBMITTED for r in rows)
+        return in_flight, len(rows) >= 30 and all(r.status == "delivered" for r in rows)
 
-        return job
+    def alpha_leg(existing: frozenset[str]) -> Callable[[], tuple[bool, bool]]:
+        def probe() -> tuple[bool, bool]:
+            """(in flight, done) of the alpha -> Asset Hub leg. In flight: a proposal file of
+            this leg (new since it started) is live, so the kill leaves a multisig proposal
+            the restarted relayer no longer owns (review RFINA M1)."""
+            in_flight = any(p.name not in existing for p in proposals.glob("*.json"))
+            rows = [
+                r
+                for r in origin_rows(config, alpha_domain)
+                if r.destination == hub_domain and r.id not in to_hub_before
+            ]
+            return in_flight, len(rows) >= 30 and all(r.status == "delivered" for r in rows)
 
-    def hub_leg_in_flight() -> bool:
-        # The relayer recorded Asset Hub's batch, and has not delivered all of it.
-        new = origin_rows(config, hub_domain)[from_hub_before:]
-        return bool(new) and any(str(r.status) != "delivered" for r in new)
+        return probe
 
-    def alpha_leg_in_flight() -> bool:
-        # A delivery batch for Asset Hub is proposed (the attesters act on it meanwhile).
-        return any(proposals.glob("*.json"))
-
-    legs = {"asset hub -> alpha": hub_leg_in_flight, "alpha -> asset hub": alpha_leg_in_flight}
-    with ThreadPoolExecutor(2) as pool:
-        futures = [
-            pool.submit(sender("out", HUB, ALPHA)),
-            pool.submit(sender("back", ALPHA, HUB)),
-        ]
+    def kill_in_flight(leg: str, probe: Callable[[], tuple[bool, bool]]) -> None:
+        """SIGKILL the relayer as soon as ``probe`` sees the leg in flight, and start it again.
+        A leg done before it was caught fails at once: the test missed it (a poll too slow
+        for the window), not a delivery fault; it is not left to spin to the deadline."""
         deadline = time.monotonic() + DELIVERY_TIMEOUT
-        while legs and time.monotonic() < deadline:
-            leg = next((name for name, in_flight in legs.items() if in_flight()), None)
-            if leg is None:
-                time.sleep(0.1)
-                continue
-            # Kill the relayer hard while this leg is under way, and start it again.
-            del legs[leg]
-            assert procs.stop("relayer", signal.SIGKILL) == -signal.SIGKILL
-            kills.append(leg)
-            started = procs.log("relayer").count("relaying: origins")
-            procs.start_relayer(*SMALL_BATCHES)
-            wait_until(
-                lambda n=started: procs.log("relayer").count("relaying: origins") > n,
-                "the restarted relayer to run",
-            )
-        for future in futures:
-            future.result()
-    assert not legs, f"never caught in flight: {sorted(legs)} (killed during {kills})"
-    out, back = results["out"], results["back"]
+        while True:
+            in_flight, done = probe()
+            if in_flight:
+                break
+            if done:
+                pytest.fail(
+                    f"the {leg} leg was delivered in full before a kill caught it in flight "
+                    f"(killed during {kills}): the test missed it, not a delivery fault\n"
+                    + logs_of(procs)
+                )
+            assert time.monotonic() < deadline, f"{leg}: never in flight\n" + logs_of(procs)
+            time.sleep(0.05)
+        assert procs.stop("relayer", signal.SIGKILL) == -signal.SIGKILL
+        kills.append(leg)
+        started = procs.log("relayer").count("relaying: origins")
+        procs.start_relayer(*SMALL_BATCHES)
+        wait_until(
+            lambda n=started: procs.log("relayer").count("relaying: origins") > n,
+            "the restarted relayer to run",
+        )
+
+    # One leg at a time, each sent while the relayer is alive (review RFINA M1): the second
+    # `send` starts only once the first leg's kill and restart are done, so each kill hits its
+    # own leg's window rather than whatever the previous restart left behind.
+    with ThreadPoolExecutor(1) as pool:
+        out_sent = pool.submit(
+            send, devnet_config, HUB, ALPHA, "--body", "kill stream out", "--count", "30"
+        )
+        kill_in_flight("asset hub -> alpha", hub_leg)
+        out = out_sent.result()
+        before = frozenset(p.name for p in proposals.glob("*.json"))  # not this leg's
+        back_sent = pool.submit(
+            send, devnet_config, ALPHA, HUB, "--body", "kill stream back", "--count", "30"
+        )
+        kill_in_flight("alpha -> asset hub", alpha_leg(before))
+        back = back_sent.result()
+    assert kills == ["asset hub -> alpha", "alpha -> asset hub"]
     assert len(out) == len(back) == 30
     assert [m["nonce"] for m in out] == list(range(from_hub_before, from_hub_before + 30))
     ids = [m["id"] for m in out + back]

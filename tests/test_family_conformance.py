@@ -340,14 +340,14 @@ def test_legacy_family_caps_each_log_request(config: Config) -> None:
 
     async def body(origin: Origin) -> None:
         rpc_client = origin.evm.rpc  # type: ignore[attr-defined]
-        honest = rpc_client.call
+        honest = rpc_client.call_from  # what EvmChain.logs asks through
 
-        async def counting(method: str, params: Sequence[Any]) -> Any:
+        async def counting(method: str, params: Sequence[Any], **options: Any) -> Any:
             if method == "eth_getLogs":
                 spans.append(int(params[0]["toBlock"], 16) - int(params[0]["fromBlock"], 16) + 1)
-            return await honest(method, params)
+            return await honest(method, params, **options)
 
-        rpc_client.call = counting
+        rpc_client.call_from = counting
         head = await origin.final_head()
         await origin.scan(IncrementalMerkleTree(), chain.start_block, head)
 

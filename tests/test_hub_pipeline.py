@@ -329,7 +329,10 @@ def test_executions_in_flight_hold_the_block_and_a_failure_stops_submitting() ->
         async with trio.open_nursery() as nursery:
             first = in_flight.pipeline(budget)
             assert first.room_for(first.block_weight, 1)  # one whole extrinsic: fits alone
-            first.for_proposal("p0", ("p0", 1.0)).add(fails)
+            # The execution's weight and length are held by its wait, until it settled.
+            first.for_proposal("p0", ("p0", 1.0)).add(
+                fails, b"\x00" * 32, weight=first.block_weight, length=1
+            )
             in_flight.start(nursery, first, done, state)
             second = in_flight.pipeline(budget)
             assert second.busy == {("p0", 1.0)}

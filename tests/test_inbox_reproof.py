@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import pytest
 import trio
+from cli_runner import run_cli
 from eth_abi.abi import encode as abi_encode
 from web3 import Web3
 from web3.contract import Contract
@@ -55,7 +56,6 @@ from relayer.families.evm.reproof import (
 from relayer.ledger import DiscoveredMessage, MessageRecord, MessageStatus, open_ledger
 from relayer.operator import REPROVEN
 from relayer.signer import LocalSigner
-from tests.cli_runner import run_cli
 from tests.test_contracts import (
     ATTACKER,
     COMMITTEE_KEYS,

@@ -56,7 +56,13 @@ from relayer.ledger import (
     lease_scope,
     open_ledger,
 )
-from relayer.relay import DomainCheck, Relayer, RouteHalted, check_outbox_domain
+from relayer.relay import (
+    DomainCheck,
+    Relayer,
+    RelayerMetrics,
+    RouteHalted,
+    check_outbox_domain,
+)
 
 LEASES = ("scan:1", "scan:9", "collect:9", "deliver:2", "deliver:5", "unpaid")
 
@@ -475,7 +481,8 @@ def test_an_outbox_deployed_for_another_domain_halts_the_scan_at_its_start(
     async def check(outbox: bytes) -> None:
         chain = origin_config([anvil.rpc_url], outbox)
         async with open_evm(chain) as evm:
-            await check_outbox_domain(DomainCheck("outbox", chain), EvmOrigin(chain, evm))
+            check = DomainCheck("outbox", chain, RelayerMetrics())
+            await check_outbox_domain(check, EvmOrigin(chain, evm))
 
     with pytest.raises(RouteHalted) as halted:
         trio.run(check, wrong)

@@ -35,7 +35,7 @@ from adapters.evm.tx import (
     parse_quantity,
 )
 from adapters.jsonrpc import call_sync
-from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcCallError
+from adapters.rpc import EndpointHealth, JsonRpcClient, MalformedAnswer, RpcCallError
 from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
 from light_clients.hexstr import parse_data, to_hex
 from relayer.signer import LocalSigner
@@ -296,12 +296,22 @@ class CountingClient(JsonRpcClient):
         self.get_logs: list[dict[str, Any]] = []
         self.raw_transactions: list[bytes] = []
 
-    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
+    async def call(
+        self, method: str, params: Sequence[Any] = (), *, narrowable: bool = False
+    ) -> Any:
         if method == "eth_getLogs":
             self.get_logs.append(dict(params[0]))
         if method == "eth_sendRawTransaction":
             self.raw_transactions.append(parse_data(params[0], "raw transaction"))
-        return await super().call(method, params)
+        return await super().call(method, params, narrowable=narrowable)
+
+    async def call_from(
+        self, method: str, params: Sequence[Any] = (), **options: Any
+    ) -> tuple[Any, EndpointHealth]:
+        # EvmChain.logs asks through call_from (it learns which endpoint answered).
+        if method == "eth_getLogs":
+            self.get_logs.append(dict(params[0]))
+        return await super().call_from(method, params, **options)
 
     def windows(self) -> list[Window]:
         return [

@@ -12,6 +12,8 @@ tests/test_paid_delivery.py's route (its own deployment for this module).
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import trio
 from hypothesis import given
@@ -306,6 +308,7 @@ def test_a_node_refusing_the_read_is_no_old_paymaster() -> None:
 
     class Refusing:
         calls = 0
+        rpc = SimpleNamespace(endpoints=[], ordered=list)  # the old-Paymaster memory's keys
 
         async def call_many(self, *_: object) -> list[bytes]:
             self.calls += 1

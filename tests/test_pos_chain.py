@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import signal
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import suppress
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +29,10 @@ import httpx
 import pytest
 import trio
 from e2e_support import (
-    DELIVERED_TOPIC,
     Procs,
     assert_delivered_once,
     block_number,
     cli,
-    inbox_logs,
     missing_chain_tool,
     send,
     wait_delivered,
@@ -98,39 +94,6 @@ ATTESTER_POLL = 2.0
 RELAYER_POLL = 2.0
 
 
-def _wait_delivered(
-    pos_config: Path,
-    config: Config,
-    ids: list[str],
-    procs: Procs,
-    since: Mapping[str, int],
-    timeout: float,
-) -> None:
-    """:func:`e2e_support.wait_delivered`, after a cheaper wait for the Delivered events: on the
-    chains in ``since`` only, from those blocks, every :data:`ATTESTER_POLL` seconds.
-
-    Why: ``wait_delivered`` looks for the events in every Inbox from block 0, three times a
-    second. On gamma each look makes the EthereumJS client decode every block it has (and
-    0.10.5 rebuilds its fork parameters for each header): measured, ~200 such looks per run
-    were ~17 CPU s, over half the client's CPU. Once the events are there, ``wait_delivered``
-    finds them at its first look and checks the ledger exactly as before; if they never come,
-    it still gets time to report what the ledger says."""
-
-    def arrived() -> bool:
-        events = {
-            entry["topics"][1]
-            for chain, block in since.items()
-            for entry in inbox_logs(config, chain, DELIVERED_TOPIC, since=block)
-        }
-        return set(ids) <= events
-
-    start = time.monotonic()
-    with suppress(harness.HarnessTimeout):  # wait_delivered then reports what is missing
-        harness.wait_for(arrived, "the Delivered events", timeout, poll=ATTESTER_POLL)
-    remaining = max(timeout - (time.monotonic() - start), 30.0)
-    wait_delivered(pos_config, ids, procs, timeout=remaining)
-
-
 @pytest.fixture(scope="module")
 def procs(pos_config: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Procs]:
     with harness.running(
@@ -164,7 +127,8 @@ def test_messages_both_ways_exactly_once(pos_config: Path, config: Config, procs
     out = send(pos_config, POS, "alpha", "--body", "from a proof-of-stake chain", "--count", "3")
     back = send(pos_config, "alpha", POS, "--body", "to a proof-of-stake chain", "--count", "2")
     # gamma finalizes two to three epochs (16-24 two-second slots) after a block.
-    _wait_delivered(pos_config, config, [m["id"] for m in out + back], procs, since, 240)
+    ids = [m["id"] for m in out + back]
+    wait_delivered(pos_config, ids, procs, 240, since=since, poll=ATTESTER_POLL)
     assert_delivered_once(config, "alpha", [m["id"] for m in out], since=since["alpha"])
     assert_delivered_once(config, POS, [m["id"] for m in back], since=since[POS])
     signed = [
@@ -352,7 +316,8 @@ def test_an_attester_crosses_a_period_and_resumes_after_a_restart(
     procs.start_attester(1, poll=ATTESTER_POLL)
     since = block_number(config, "alpha")
     out = send(pos_config, POS, "alpha", "--body", "after a restart", "--count", "1")
-    _wait_delivered(pos_config, config, [m["id"] for m in out], procs, {"alpha": since}, 200)
+    ids = [m["id"] for m in out]
+    wait_delivered(pos_config, ids, procs, 200, since={"alpha": since}, poll=ATTESTER_POLL)
     assert_delivered_once(config, "alpha", [m["id"] for m in out], since=since)
     log = procs.log("attester1")
     assert log.count("light client resumed at slot") >= 1, procs.tail("attester1")

@@ -11,8 +11,9 @@ What could go wrong, and is tested here:
 - a build that never ends holds the worker for ever;
 - the Makefile: pytest does not start before the build ends (the point of the change), the
   build's failure or pytest's is lost in the target's exit status, or the build is left running
-  after the target returns. These run the real Makefile in a scratch copy of the checkout's
-  layout, with ``npm``, ``ruff``, ``mypy`` and ``pytest`` replaced by scripts that record what
+  after the target returns; the build compiles native addons it does not need, or fails to
+  load one it does. These run the real Makefile in a scratch copy of the checkout's layout,
+  with ``npm``, ``node``, ``ruff``, ``mypy`` and ``pytest`` replaced by scripts that record what
   they were given (no network, ~1 s).
 """
 
@@ -109,8 +110,11 @@ def test_a_build_that_never_ends_fails_after_the_timeout(
 
 # --------------------------------------------------------------------------- the Makefile
 
+# The fakes record the directory they ran in too: a recipe that lost its `cd devnet/npm-pos`
+# would run `npm rebuild` in the root project (nothing to rebuild there) and the load check
+# from the wrong place, and the call alone would still look right.
 _FAKE_NPM = """#!/bin/sh
-echo "npm $*" >> "$FAKE_LOG"
+echo "npm $* [in $(basename "$PWD")]" >> "$FAKE_LOG"
 if [ -n "$FAKE_NPM_FAIL" ]; then echo "gyp ERR! build error" >&2; exit 1; fi
 # The PoS build ends only once pytest has started (or after 20 s): were pytest to wait for the
 # build, as it did before, it would start after "npm done ci" and the test sees that.
@@ -120,6 +124,16 @@ if [ "$1" = ci ] && [ "$(basename "$PWD")" = npm-pos ]; then
 fi
 mkdir -p node_modules
 echo "npm done $1" >> "$FAKE_LOG"
+"""
+
+# The build's load check (Makefile: POS_LOADS) run by `node -e`: what it was asked to load is
+# recorded; told to, it fails as node does on a binding that is there but does not load (a
+# prebuild for another Node ABI, a compile bigint-buffer's install script swallowed).
+_FAKE_NODE = """#!/bin/sh
+echo "node $* [in $(basename "$PWD")]" >> "$FAKE_LOG"
+if [ -n "$FAKE_NODE_LOAD_FAIL" ]; then
+  echo "Error: Cannot find module '.../prebuild/linux-x64-137-binding.node'" >&2; exit 1
+fi
 """
 
 _FAKE_PYTEST = """#!/bin/sh
@@ -158,6 +172,7 @@ def _scratch_checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     fake_bin.mkdir()
     scripts = {
         fake_bin / "npm": _FAKE_NPM,
+        fake_bin / "node": _FAKE_NODE,
         bin_dir / "pytest": _FAKE_PYTEST,
         bin_dir / "ruff": "#!/bin/sh\nexit 0\n",
         bin_dir / "mypy": "#!/bin/sh\nexit 0\n",
@@ -203,6 +218,29 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     assert saw.startswith("pytest saw status 0 args -q -n 3 --dist loadfile")
     assert "--cov=light_clients" in saw
     assert (root / "devnet" / "npm-pos" / "node_modules" / ".installed").exists()
+    # No install script runs but those of the three native addons the devnet needs (Makefile:
+    # pos-tools), even under a user's `ignore-scripts=true`, and then all three are LOADED.
+    # All in devnet/npm-pos: the rebuild reaches its addons, the load check's relative path
+    # its bigint-buffer.
+    assert "npm ci --ignore-scripts --no-audit --no-fund --loglevel=error [in npm-pos]" in log
+    rebuild = "npm rebuild @chainsafe/blst snappy bigint-buffer --ignore-scripts=false"
+    assert f"{rebuild} --loglevel=error [in npm-pos]" in log
+    loads = (
+        'node -e require("@chainsafe/blst"); require("snappy"); '
+        'require("./node_modules/bigint-buffer/build/Release/bigint_buffer.node") [in npm-pos]'
+    )
+    assert log.index(f"{rebuild} --loglevel=error [in npm-pos]") < log.index(loads)
+
+    # A native piece that is there but does not load (blst's prebuild on a Node it was not
+    # built for; a compile bigint-buffer's install script swallowed) fails the build, and the
+    # log says how to see why: npm hides the install scripts' output.
+    shutil.rmtree(root / "devnet" / "npm-pos" / "node_modules")
+    unloaded = _make(root, {**env, "FAKE_NODE_LOAD_FAIL": "1"}, "test")
+    assert unloaded.returncode != 0
+    assert "make pos-tools failed (exit 2)" in unloaded.stdout
+    assert "linux-x64-137-binding.node" in unloaded.stdout
+    assert f"to see why: cd devnet/npm-pos && {rebuild} --foreground-scripts" in unloaded.stdout
+    assert not (root / "devnet" / "npm-pos" / "node_modules" / ".installed").exists()
 
     # A failed build fails the target, even though pytest (here) passed, and says why.
     shutil.rmtree(root / "devnet" / "npm-pos" / "node_modules")

@@ -38,7 +38,7 @@ from test_substrate_route import load as load_config_at
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import Call, Fee
-from relayer import checkpoints
+from relayer import checkpoints, ledger
 from relayer.attester import AttesterState
 from relayer.checkpoints import CheckpointStoreBusy, CheckpointStoreError, open_checkpoint_store
 from relayer.config import ChainConfig, Config, load_config
@@ -273,7 +273,9 @@ def test_a_server_that_does_not_answer_is_one_line_within_the_connect_timeout(
     """A server that accepts the connection and then says nothing (a hung host, a half-open
     link): libpq's ``connect_timeout`` ends the wait (2 s here, its minimum), with one line
     naming the store and no password — the relayer and attesters log it and poll again."""
-    monkeypatch.setattr(checkpoints, "PG_CONNECT_ARGS", {"connect_timeout": 2})
+    # The store reads the ledger's connect arguments when it opens (relayer.checkpoints imports
+    # the database code on first use): patched where they are defined.
+    monkeypatch.setattr(ledger, "PG_CONNECT_ARGS", {"connect_timeout": 2})
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()
@@ -461,9 +463,14 @@ def test_the_approval_loop_forgets_an_estimate_once_no_proposal_batches_its_call
         async def get(self, *args: object) -> tuple[BatchBudget, CostModel]:
             return budget_for(ROCOCO), HONEST
 
+    class Node:  # the loop asks for the best block's hash each poll (BlockReads)
+        async def rpc(self, method: str, params: object = ()) -> str:
+            assert method == "chain_getBlockHash"
+            return "0x" + "ab" * 32
+
     @asynccontextmanager
     async def connected(_chain: object) -> AsyncIterator[object]:
-        yield object()
+        yield Node()
 
     async def tend_held(*args: object, **kw: object) -> None:
         return None

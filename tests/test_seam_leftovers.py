@@ -34,6 +34,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 import trio
+from cli_runner import run_cli
 from eth_abi.abi import encode as abi_encode
 from fakes import RpcProxy, honest
 from hypothesis import given, settings
@@ -81,7 +82,6 @@ from relayer.families.evm.reproof import ReproofRefused, newest_attestation
 from relayer.leases import LeaseBoard, LeaseKeeper
 from relayer.ledger import DiscoveredMessage, Ledger, MessageStatus, StatusEvent, open_ledger
 from relayer.relay import DomainCheck, Relayer, RouteHalted, check_outbox_domain
-from tests.cli_runner import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 INBOX_DOMAIN = 7077
@@ -312,7 +312,8 @@ def test_an_inbox_of_another_domain_halts_delivery_at_its_start_and_the_right_on
     async def check(config: Config) -> bool:
         async with open_evm(config.chain("beta")) as evm:
             delivery = EvmDelivery(config.chain("beta"), Relayer(config, ledger))
-            return await delivery._check_domain(config.chain("beta"), evm)
+            await delivery._check_domain(config.chain("beta"), evm)
+            return delivery._domain.read
 
     right = evm_config(tmp_path / "right", anvil, inbox, domain=INBOX_DOMAIN)
     assert trio.run(check, right) is True
@@ -475,7 +476,9 @@ def test_a_domain_halt_needs_the_rpc_quorum_and_an_unread_one_is_asked_again(
 
         async def check(chain: ChainConfig) -> bool:
             async with open_evm(chain) as evm:
-                return await EvmDelivery(chain, relayer)._check_domain(chain, evm)
+                delivery = EvmDelivery(chain, relayer)
+                await delivery._check_domain(chain, evm)
+                return delivery._domain.read
 
         assert trio.run(check, beta) is False
         assert relayer.metrics.rpc_errors == 1
@@ -484,7 +487,7 @@ def test_a_domain_halt_needs_the_rpc_quorum_and_an_unread_one_is_asked_again(
 
         async def outbox_domain() -> bool:
             async with open_evm(outbox_side) as evm:
-                check = DomainCheck("outbox", outbox_side)
+                check = DomainCheck("outbox", outbox_side, relayer.metrics)
                 return await check_outbox_domain(check, EvmOrigin(outbox_side, evm))
 
         assert trio.run(outbox_domain) is False
@@ -744,7 +747,9 @@ def test_an_unread_domain_is_asked_again_ever_later_warned_once_per_problem_nami
             )  # fmt: skip
             beta = config.chain("beta")
             async with open_evm(beta) as evm:
-                return await EvmDelivery(beta, relayer)._check_domain(beta, evm)
+                delivery = EvmDelivery(beta, relayer)
+                await delivery._check_domain(beta, evm)
+                return delivery._domain.read
 
         for urls in ([liar.url, other.url, anvil.rpc_url], [anvil.rpc_url, liar.url, other.url]):
             assert trio.run(check, urls, 2) is False  # a quorum against it, one for it: unread
@@ -898,7 +903,11 @@ def test_a_domain_halt_needs_every_endpoint_to_answer_and_a_lease_claim_asks_afr
         async def check(beta: ChainConfig, rounds: int = 1) -> list[bool]:
             async with open_evm(beta) as evm:
                 delivery = EvmDelivery(beta, relayer)
-                return [await delivery._check_domain(beta, evm) for _ in range(rounds)]
+                read = []
+                for _ in range(rounds):
+                    await delivery._check_domain(beta, evm)
+                    read.append(delivery._domain.read)
+                return read
 
         at_one, at_two = (
             config([liar.url, down.url], 1),

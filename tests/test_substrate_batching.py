@@ -279,7 +279,7 @@ def test_a_round_waits_for_all_its_extrinsics_and_a_lost_race_is_not_an_error() 
         ("open", False, 0.02),
     ]
     for name, outcome, delay in cases:
-        pipeline.for_proposal(name, (name, 1.0)).add(settle(name, outcome, delay))
+        pipeline.for_proposal(name, (name, 1.0)).add(settle(name, outcome, delay), name.encode())
     done: set[tuple[str, float]] = set()
     state = AttesterState()
     trio.run(pipeline.settle, done, state)

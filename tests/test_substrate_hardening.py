@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 from scalecodec.base import ScaleBytes
 from substrateinterface import Keypair, SubstrateInterface
 from substrateinterface.exceptions import SubstrateRequestException
+from test_chopsticks import rpc
 from test_contracts import (
     ESCROW_ACCOUNT,
     SUBSTRATE_USER,
@@ -82,7 +83,14 @@ from adapters.substrate.multisig import (
 )
 from devnet.anvil import DEV_ADDRESSES, AnvilProcess
 from devnet.chopsticks import ChopsticksProcess
-from devnet.substrate import ASSET_ID, collection_id, setup_asset_hub
+from devnet.substrate import (
+    ASSET_ID,
+    SubstrateSetupError,
+    class_key,
+    collection_id,
+    grant_free_holding,
+    setup_asset_hub,
+)
 from light_clients.committee import Checkpoint
 from light_clients.errors import VerificationError
 from light_clients.hashing import blake2_256, keccak256
@@ -117,6 +125,7 @@ from relayer.families.substrate.approval import (
     _verify_proposal,
 )
 from relayer.families.substrate.calls import (
+    GUARD_DELIVERED,
     GUARD_REFUNDED,
     REFUND_CANNOT_HOLD,
     REFUND_NO_CONSUMER_ROOM,
@@ -124,6 +133,7 @@ from relayer.families.substrate.calls import (
     NotDeliverable,
     Refund,
     RuntimeCall,
+    compose_batch,
     delivery_calls,
     guard_items,
     refund_message,
@@ -1032,3 +1042,90 @@ def test_refund_reason_on_garbled_chain_state_is_an_adapter_error(
 
     with pytest.raises(AdapterError, match="not a count"):
         trio.run(decide)
+
+
+def test_free_holding_guards_lock_no_deposit_and_still_refuse_a_replay(
+    chopsticks: ChopsticksProcess,
+) -> None:
+    """HUBPROF, session 8: the devnet's guard collections are free holding, so a delivery locks
+    none of the multisig's balance (an EVM sender cannot drain it message by message) and its
+    block carries no ``Balances.Reserved``; the guard itself is unchanged — a replay of the
+    same message fails whole, refused by the guard (``Uniques.AlreadyExists``). Setting it up
+    again writes nothing (the raw ``Uniques.Class`` bytes and the head are the same), and the
+    devnet refuses to rewrite a collection that does not exist.
+
+    The deposit-paying configuration a real chain has without a governance grant still runs
+    here once (FPROF): collection BETA is set up without free holding, and a delivery into it
+    reserves the item deposit of the multisig's balance, exactly what the item records."""
+
+    delivered = message(nonce=8101, sender=b"\x77" * 32, body=b"free holding")
+    paying = message(nonce=8102, origin=BETA, sender=b"\x77" * 32, body=b"deposit paid")
+    settings = dataclasses.replace(
+        HUB_SETTINGS, collections={ALPHA: collection_id(ALPHA), BETA: collection_id(BETA)}
+    )
+    opener, executor = COMMITTEE[0], COMMITTEE[1]
+    multisig = "0x" + COMMITTEE_MULTISIG.hex()
+    alpha_class = "0x" + class_key(ALPHA).hex()
+
+    def others(me: Keypair) -> list[bytes]:
+        return [s for s in SIGNATORIES if s != bytes(me.public_key)]
+
+    async def deliver(client: SubstrateClient, delivering: Message) -> Any:
+        batch = await compose_batch(client, delivery_calls(delivering, settings, BRIDGES))
+        timepoint = await approve(client, opener, others(opener), 2, batch)
+        return await execute(client, executor, others(executor), 2, batch, timepoint=timepoint)
+
+    async def reserved(client: SubstrateClient) -> int:
+        return int((await client.query("System", "Account", [multisig]))["data"]["reserved"])
+
+    def alpha_and_head() -> tuple[Any, Any]:
+        head = rpc(chopsticks, "chain_getHead")["result"]
+        return rpc(chopsticks, "state_getStorage", [alpha_class, head])["result"], head
+
+    # BETA as a real chain has it: created by the multisig, no free holding granted.
+    setup_asset_hub(
+        chopsticks.ws_url,
+        committee_seeds=COMMITTEE_SEEDS,
+        threshold=2,
+        evm_origins=[ALPHA, BETA],
+        free_holding=False,
+    )
+
+    async def scenario() -> None:
+        async with SubstrateClient(chopsticks.ws_url) as client:
+            assert (await client.query("Uniques", "Class", [ALPHA]))["free_holding"] is True
+            assert (await client.query("Uniques", "Class", [BETA]))["free_holding"] is False
+            before = await reserved(client)
+            first = await deliver(client, delivered)
+            assert executed_ok(first) == (True, None)
+            assert first.named("Uniques", "Issued") and not first.named("Balances", "Reserved")
+            item = await client.query("Uniques", "Asset", [ALPHA, delivered.nonce])
+            assert item["deposit"] == 0
+            assert await reserved(client) == before
+            replay = await deliver(client, delivered)
+            assert executed_ok(replay) == (False, "Uniques.AlreadyExists")
+            assert replay.named("System", "Remarked") == []
+            assert await guard_items(client, settings, [delivered]) == [GUARD_DELIVERED]
+
+            paid = await deliver(client, paying)
+            assert executed_ok(paid) == (True, None)
+            assert paid.named("Uniques", "Issued") and paid.named("Balances", "Reserved")
+            deposit = (await client.query("Uniques", "Asset", [BETA, paying.nonce]))["deposit"]
+            assert deposit > 0 and await reserved(client) == before + deposit
+            assert await guard_items(client, settings, [paying]) == [GUARD_DELIVERED]
+            # The nonce the client now reads from storage (FPROF) is this runtime's: the raw
+            # u32 it decodes is the nonce substrate-interface decodes with the metadata.
+            account = await client.query("System", "Account", ["0x" + opener.public_key.hex()])
+            assert await client.on_chain_nonce(bytes(opener.public_key)) == account["nonce"] > 0
+            # Not a collection that does not exist (one held by anyone else: the unit tests of
+            # free_holding_details in tests/test_hub_block_cost.py).
+            with pytest.raises(SubstrateSetupError, match="does not exist"):
+                await grant_free_holding(client, [8_103], COMMITTEE_MULTISIG)
+
+    trio.run(scenario)
+    class_before, head_before = alpha_and_head()
+    again = setup_asset_hub(
+        chopsticks.ws_url, committee_seeds=COMMITTEE_SEEDS, threshold=2, evm_origins=[ALPHA]
+    )
+    assert again["collections"] == {str(ALPHA): collection_id(ALPHA)}
+    assert alpha_and_head() == (class_before, head_before)

@@ -24,14 +24,16 @@ that block's hash, and an older block's hash is proven by walking parent hashes 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.errors import AdapterError
 from adapters.evm.ancestry import ProvenAncestry
 from adapters.evm.tx import parse_quantity
-from adapters.rpc import EndpointHealth, JsonRpcClient, RpcError
+from adapters.rpc import AnswerTooLarge, EndpointHealth, JsonRpcClient, RequestTooWide, RpcError
+from adapters.text import quoted
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.ethereum.header import EthHeader, header_rlp_from_json, verify_header_hash
 from light_clients.ethereum.state import parse_get_proof, verify_get_proof
@@ -47,7 +49,22 @@ DISPATCH_TOPIC = keccak256(b"Dispatch(bytes32,uint32,bytes)")
 """Topic of ``Outbox.Dispatch(bytes32 indexed id, uint32 indexed destination, bytes message)``."""
 # Outbox storage layout (adapters/evm/contracts/Outbox.sol): branch[32] in slots 0..31, count 32.
 OUTBOX_COUNT_SLOT = TREE_DEPTH
+_log = logging.getLogger("passerelle.evm")
 MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request: public nodes cap ranges around here
+
+
+@dataclass(frozen=True)
+class LogAnswer:
+    """Who answered one ``eth_getLogs`` window of :meth:`EvmChain.logs`: the query's
+    (address, topic), the window, the endpoint that gave its logs, and each endpoint (with
+    its reason) whose claim that the window could not be answered that answer overruled.
+    Whether the answerer or the claimants lied is known only once a proof covers the logs."""
+
+    query: tuple[bytes, bytes]
+    first: int
+    last: int
+    endpoint: EndpointHealth
+    overruled: tuple[tuple[EndpointHealth, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,7 +135,8 @@ def _bytes(value: Any, what: str) -> bytes:
     try:
         return parse_data(value, what)
     except DecodeError:
-        raise AdapterError(f"node returned a malformed {what}: {value!r}") from None
+        # Bounded and printable (adapters.text): the value is the node's, of any size or shape.
+        raise AdapterError(f"node returned a malformed {what}: {quoted(value)}") from None
 
 
 class EvmChain:
@@ -161,6 +179,17 @@ class EvmChain:
         self.depth = depth
         self.rpc_quorum = rpc_quorum
         self.max_log_range = max_log_range
+        self._log_windows: dict[tuple[bytes, bytes], int] = {}
+        """Blocks of the next ``eth_getLogs`` per (address, topic): ``max_log_range`` at
+        first, halved while answers are too large (:meth:`logs`). Per query, not per chain:
+        the Paymaster's sparse GasPayment logs answering well must not widen the window of a
+        busy outbox's Dispatch scan (each widening costs a refused, over-cap request)."""
+        self._log_disputes: dict[tuple[bytes, bytes], dict[tuple[int, int], int]] = {}
+        """Per (address, topic), (first, last) → width: a window whose "cannot answer"
+        claim another endpoint's answer overruled, and that a proof then refuted
+        (:meth:`refuted`). The claim is taken as right: those blocks are asked at most
+        ``width`` (half the window) at a time, however wide the window has grown elsewhere,
+        until a proof backs a scan of them (:meth:`proven`)."""
         # The endpoints that vouched for the last agreed final block: they have its state, so
         # its proofs are asked of them first (an outvoted endpoint may not even have the block).
         self._vouched: tuple[bytes, list[EndpointHealth]] = (b"", [])
@@ -312,38 +341,157 @@ class EvmChain:
         )
 
     async def dispatches(
-        self, outbox: bytes, from_block: int, to_block: int
+        self,
+        outbox: bytes,
+        from_block: int,
+        to_block: int,
+        *,
+        answered: list[LogAnswer] | None = None,
     ) -> list[DispatchEvent]:
         """Every Dispatch event of ``outbox`` in ``[from_block, to_block]``, in chain order: one
-        ``eth_getLogs`` per :func:`log_ranges` window (at most ``max_log_range`` blocks each)."""
-        logs = await self.logs(outbox, DISPATCH_TOPIC, from_block, to_block)
-        return [self._dispatch(log, outbox) for log in logs]
+        ``eth_getLogs`` per window of at most ``max_log_range`` blocks (:meth:`logs`, which
+        appends to ``answered`` who gave each window).
+
+        Each endpoint's answer is decoded as its check: a list of objects that are not
+        Dispatch logs of ``outbox`` (``[{}]``, another emitter, a garbled topic) strikes that
+        endpoint and the next is asked in the same read. Decoded after the read, it failed the
+        scan at every poll, and the endpoint that sent it was never blamed."""
+        decoded: dict[int, DispatchEvent] = {}  # by id() of a log the accepted answer holds
+
+        def check(result: Any) -> str | None:
+            problem = _not_logs(result)
+            if problem is not None:
+                return problem
+            try:
+                for log in result:
+                    if not log.get("removed"):
+                        decoded[id(log)] = self._dispatch(log, outbox)
+            except AdapterError as exc:
+                return str(exc)
+            return None
+
+        logs = await self.logs(
+            outbox, DISPATCH_TOPIC, from_block, to_block, answered=answered, check=check
+        )
+        # Each returned log passed ``check`` and lives on in ``logs``, so its id() is its own
+        # (an entry from a refused answer under a reused id was overwritten by its check).
+        return [decoded[id(log)] for log in logs]
 
     async def logs(
-        self, address: bytes, topic: bytes, from_block: int, to_block: int
+        self,
+        address: bytes,
+        topic: bytes,
+        from_block: int,
+        to_block: int,
+        *,
+        answered: list[LogAnswer] | None = None,
+        check: Callable[[Any], str | None] | None = None,
     ) -> list[dict[str, Any]]:
         """The logs of ``address`` whose first topic is ``topic`` in ``[from_block,
         to_block]``, as the node gives them (the caller decodes and checks each), in chain
-        order, without ones marked ``removed``: one ``eth_getLogs`` per :func:`log_ranges`
-        window (at most ``max_log_range`` blocks each). AdapterError on any other answer than a
-        list of objects."""
+        order, without ones marked ``removed``: one ``eth_getLogs`` per window of at most
+        ``max_log_range`` blocks (:func:`log_ranges`), fewer where the answers are large.
+        ``answered``, if given, gets a :class:`LogAnswer` per window (who gave its logs, and
+        whose claims that it could not be answered were overruled), for a caller that proves
+        the logs: it then calls :meth:`proven` (the overruled claimants are struck) or
+        :meth:`refuted` (the answerers are struck, the overruled windows narrowed). Without
+        ``answered`` nothing proves the logs, and an overruled claimant is struck at once.
+
+        An endpoint whose answer ``check`` refuses (by default: not a list of objects) is
+        struck and the next one asked (:meth:`adapters.rpc.JsonRpcClient.call_from`). An
+        endpoint that does not answer (an error object, a hang, a trickle, at any width) only
+        claims the read cannot be answered: the next is asked the same. RpcError (the first
+        node error, if any) only if no endpoint gave logs for a one-block window.
+
+        A window that no endpoint answered, and at least one found over the ``eth_getLogs``
+        cap, too slow (not begun, or not whole, within the deadline) or refused with a
+        JSON-RPC error (a hosted provider's "more than 10000 results":
+        :class:`adapters.rpc.RequestTooWide`, raised only once every usable endpoint was
+        asked), is halved and asked again, down to one block, and the window (kept per
+        address and topic) doubles again after each answer: with a fixed window, one busy
+        stretch of blocks (honest traffic, or anyone paying for ~30,000 Dispatch logs in a few
+        blocks) failed the same request at every poll and stopped the origin's scan for good.
+        An endpoint that claimed "too wide" for a window another endpoint answered takes a
+        strike (at once, or once the proof holds: see ``answered``): later windows ask it
+        after the others, whatever else it answers meanwhile. Blocks where a claim was
+        overruled by an answer a proof then refuted (:meth:`refuted`) are asked in narrower
+        windows of their own. A
+        single block over the cap on every endpoint cannot be split:
+        AdapterError naming the setting that raises the cap (a hostile endpoint alone claiming
+        so rests, the next is asked)."""
         found: list[dict[str, Any]] = []
-        for start, end in log_ranges(from_block, to_block, self.max_log_range):
-            logs = await self.rpc.call(
-                "eth_getLogs",
-                [
-                    {
-                        "address": to_hex(address[-20:]),
-                        "fromBlock": quantity(start),
-                        "toBlock": quantity(end),
-                        "topics": [to_hex(topic)],
-                    }
-                ],
-            )
-            if not isinstance(logs, list) or not all(isinstance(log, dict) for log in logs):
-                raise AdapterError("eth_getLogs returned something else than a list of logs")
+        key = (bytes(address[-20:]), bytes(topic))
+        start = from_block
+        disputes = self._log_disputes.get(key, {})
+        while start <= to_block:
+            end = min(to_block, start + self._log_windows.get(key, self.max_log_range) - 1)
+            # Refuted blocks are asked at most ``width`` at a time, in windows of their own.
+            for (first, last), width in disputes.items():
+                if start < first <= end:
+                    end = first - 1  # stop short: the disputed blocks start a window
+                elif first <= start <= last:
+                    end = min(end, start + width - 1)
+            query = {
+                "address": to_hex(address[-20:]),
+                "fromBlock": quantity(start),
+                "toBlock": quantity(end),
+                "topics": [to_hex(topic)],
+            }
+            overruled: list[tuple[EndpointHealth, str]] = []
+            try:
+                logs, source = await self.rpc.call_from(
+                    "eth_getLogs",
+                    [query],
+                    narrowable=end > start,
+                    check=_not_logs if check is None else check,
+                    overruled=None if answered is None else overruled,
+                )
+            except RequestTooWide as exc:
+                window = self._log_windows[key] = (end - start + 1) // 2  # >= 1: 2+ blocks
+                _log.info("%s; asking %d blocks at a time", exc, window)
+                continue
+            except AnswerTooLarge as exc:
+                cap = self.rpc.cap_of("eth_getLogs")
+                raise AdapterError(
+                    f"the logs of block {start} are over the eth_getLogs cap of {cap} bytes on "
+                    f"every endpoint: raise the chain's max_logs_answer_mib ({exc})"
+                ) from None
+            if answered is not None:
+                answered.append(LogAnswer(key, start, end, source, tuple(overruled)))
             found += [log for log in logs if not log.get("removed")]
+            start = end + 1
+            window = self._log_windows.get(key, self.max_log_range)
+            self._log_windows[key] = min(self.max_log_range, 2 * window)
         return found
+
+    def proven(self, answers: Sequence[LogAnswer]) -> None:
+        """A proof backed the logs of ``answers``: each endpoint whose claim that a window
+        could not be answered was overruled by them is struck (once, however many windows),
+        and those blocks' disputes end. Striking a claimant before the proof struck an honest
+        endpoint that could not answer a busy window whenever a liar answered it short."""
+        blamed = {id(c): (c, r) for a in answers for c, r in a.overruled}
+        for claimant, reason in blamed.values():
+            self.rpc.strike(claimant, reason)
+        for answer in answers:
+            disputes = self._log_disputes.get(answer.query, {})
+            for window in [w for w in disputes if answer.first <= w[0] <= answer.last]:
+                del disputes[window]
+
+    def refuted(self, answers: Sequence[LogAnswer], reason: str) -> None:
+        """A proof refuted the logs of ``answers`` (``reason``: one line): each endpoint that
+        gave some is struck once (which window was wrong is not known, so an honest answerer
+        is struck too), no claimant is, and each window whose claim was overruled is asked at
+        half its width from now on (the claim taken as right): an honest endpoint that cannot
+        answer a busy window at one width is asked a width it can answer on the rescan, down
+        to one block, where its answer no longer needs anyone's claim overruled."""
+        for endpoint in {id(a.endpoint): a.endpoint for a in answers}.values():
+            self.rpc.strike(endpoint, f"{endpoint.url}: {reason}")
+        for answer in answers:
+            if answer.overruled:
+                width = max(1, (answer.last - answer.first + 1) // 2)
+                disputes = self._log_disputes.setdefault(answer.query, {})
+                window = (answer.first, answer.last)  # one entry per window: bounded
+                disputes[window] = min(width, disputes.get(window, width))
 
     def _dispatch(self, log: dict[str, Any], outbox: bytes) -> DispatchEvent:
         """Decode one Dispatch log and check it is what it says (T14: right emitter)."""
@@ -570,3 +718,11 @@ def selector(signature: str) -> bytes:
 def topics_of(events: Sequence[str]) -> dict[bytes, str]:
     """topic0 → event signature, for decoding receipts."""
     return {keccak256(e.encode()): e for e in events}
+
+
+def _not_logs(result: Any) -> str | None:
+    """Why an ``eth_getLogs`` result is not a list of log objects (None if it is): the check
+    :meth:`EvmChain.logs` asks of each endpoint's answer."""
+    if isinstance(result, list) and all(isinstance(log, dict) for log in result):
+        return None
+    return "eth_getLogs returned something else than a list of logs"

@@ -40,11 +40,11 @@ from functools import partial
 from typing import Any, Literal, Protocol, get_args
 
 import trio
-from eth_utils.address import to_checksum_address
 
 from adapters.errors import AdapterError
 from adapters.rpc import JsonRpcClient, MalformedAnswer, RpcError
 from adapters.signing import SignerError, call_signer
+from adapters.text import quoted
 from light_clients.committee import recover_signer
 from light_clients.errors import DecodeError, VerificationError
 from light_clients.ethereum import rlp
@@ -144,14 +144,10 @@ _ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _WORD = re.compile(r"0x[0-9a-fA-F]{64}")
 _DATA = re.compile(r"0x(?:[0-9a-fA-F]{2})*")
 _MAX_TOPICS = 4  # LOG0..LOG4
-_SHOWN = 60  # characters of a bad value quoted in an error: one readable line, however big it is
 
 
 def _malformed(what: str, value: Any) -> MalformedAnswer:
-    shown = repr(value)
-    if len(shown) > _SHOWN:
-        shown = shown[:_SHOWN] + "…"
-    return MalformedAnswer(f"node returned a malformed {what}: {shown}")
+    return MalformedAnswer(f"node returned a malformed {what}: {quoted(value)}")
 
 
 def _matches(pattern: re.Pattern[str], value: Any) -> bool:
@@ -265,6 +261,10 @@ class TransactionSigner(Protocol):
 
 def transaction_dict(sent: SentTx, chain_id: int) -> dict[str, Any]:
     """``sent`` as the ``eth_account`` transaction dict a :class:`TransactionSigner` signs."""
+    # Here, not at the top: eth_utils costs ~0.2 CPU s to import, and an attester (which reads
+    # chains through this package but sends nothing) never needs it.
+    from eth_utils.address import to_checksum_address  # noqa: PLC0415
+
     tx: dict[str, Any] = {
         "type": 2,
         "chainId": chain_id,
@@ -371,6 +371,8 @@ class TxEngine:
         self.rpc = rpc
         self.signer = signer
         self.address = address
+        from eth_utils.address import to_checksum_address  # noqa: PLC0415 (transaction_dict)
+
         self._checksum_address = str(to_checksum_address(address))
         self.chain_id = chain_id
         self.fee_cap, self.priority_fee = fee_cap, priority_fee

@@ -24,7 +24,9 @@ Every node problem is an :class:`AdapterError` with one line naming the endpoint
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -102,6 +104,12 @@ SCAN_RECURSION_LIMIT: Final = 1000 + _FRAMES_PER_LEVEL * RUNTIME_MAX_CALL_DEPTH
 
 _BATCH_CALLS: Final = frozenset({"batch", "batch_all", "force_batch"})
 _HASH_LEN = 32
+
+SYSTEM_ACCOUNT_PREFIX: Final = bytes.fromhex(
+    "26aa394eea5630e07c48ae0c9558cef7b99d880ec681799c0cf30e8886371da9"
+)
+"""``twox128("System") ‖ twox128("Account")``: the prefix of ``System.Account``, whose keys
+go on with ``Blake2_128Concat`` of the 32-byte account id (:func:`system_account_key`)."""
 
 T = TypeVar("T")
 
@@ -287,6 +295,20 @@ def _describe(exc: BaseException) -> str:
     return one_line(f"{type(exc).__name__}: {exc}".rstrip(": "))
 
 
+_NONCE_REFUSAL = re.compile(r"author_submitExtrinsic on .*?: error (1010|1014):")
+"""A submission refused for its nonce, as :func:`_describe` words the node's error: 1014
+(a pooled extrinsic of the same account holds that nonce: "Priority is too low") or 1010
+(invalid: the chain is past it, "outdated"; also other invalidity, which the one retry of
+:meth:`SubstrateClient.submit_call` meets again and raises)."""
+
+
+def _nonce_refused(error: AdapterError) -> bool:
+    """Whether ``error`` is the node refusing a submission for its nonce (see
+    :data:`_NONCE_REFUSAL`). Matched on our own wording; a node that words another error so
+    costs one more ask and signature, nothing else."""
+    return _NONCE_REFUSAL.match(str(error)) is not None
+
+
 def _hash_bytes(value: Any, what: str) -> bytes:
     """A ``0x``-hex 32-byte hash from the node."""
     return _hex_bytes(value, what, _HASH_LEN)
@@ -299,6 +321,24 @@ def _hex_bytes(value: Any, what: str, size: int | None = None) -> bytes:
         return parse_data(value, what, size)
     except DecodeError:
         raise AdapterError(f"node returned a malformed {what}: {one_line(repr(value))}") from None
+
+
+def system_account_key(account: bytes) -> bytes:
+    """The storage key of ``account``'s ``System.Account`` entry (``AccountInfo``)."""
+    return SYSTEM_ACCOUNT_PREFIX + hashlib.blake2b(account, digest_size=16).digest() + account
+
+
+def account_nonce(raw: bytes | None) -> int:
+    """The nonce in a raw ``System.Account`` value: the chain's count of the account's included
+    extrinsics. ``frame_system::AccountInfo`` starts with it, a little-endian u32 (``Nonce`` is
+    u32 on the Polkadot-SDK system chains; what follows, the reference counts and the balances,
+    is not read). An absent entry is an account that never signed: 0. Fewer than four bytes is
+    no ``AccountInfo``: :class:`AdapterError` (the bytes come from an RPC answer)."""
+    if raw is None:
+        return 0
+    if len(raw) < 4:
+        raise AdapterError(f"node returned a System.Account value of {len(raw)} bytes")
+    return int.from_bytes(raw[:4], "little")
 
 
 def account_bytes(value: Any) -> bytes:
@@ -760,6 +800,15 @@ class SubstrateClient:
         self._next_nonces: dict[bytes, int] = {}
         self._nonces_forgotten: dict[bytes, int] = {}
         """Per signer, how often its nonce count was forgotten (:meth:`_forget_nonce`)."""
+        self._nonces_trusted: set[bytes] = set()
+        """Signers whose count the node's pool confirmed (:meth:`submit_call`): until then,
+        and again after any forgetting, every submission asks the node."""
+        self._storage_ahead: set[bytes] = set()
+        """Signers whose on-chain nonce (``System.Account``) this client caught ahead of the
+        node's own pool count (:meth:`_next_nonce`): a lie, or a read of another block.
+        Until storage is no longer ahead of the pool, trust needs the storage read too
+        (review RFINA L2: trusted again on the pool alone, the next storage read met the same
+        lie, and a warning blaming "the key signed elsewhere" came every other submission)."""
         self._nonce_lock = trio.Lock()
 
     # lifecycle
@@ -1129,6 +1178,94 @@ class SubstrateClient:
             )
         return result
 
+    async def on_chain_nonce(self, account: bytes) -> int:
+        """``account``'s nonce in ``System.Account`` at the best block: its included
+        extrinsics, pool left out. A storage read (``state_getStorage``), not a runtime call:
+        on chopsticks the main thread answers it without the executor that builds blocks."""
+        result = await self.rpc("state_getStorage", [to_hex(system_account_key(account))])
+        return account_nonce(None if result is None else _hex_bytes(result, "System.Account"))
+
+    async def _next_nonce(self, signer: bytes) -> tuple[int, bool]:
+        """The nonce for ``signer``'s next extrinsic, and whether the node's pool agrees with
+        this client's count (see :meth:`submit_call`, which alone calls this, under the lock).
+
+        Three cases, cheapest last:
+        - no count: ``system_accountNextIndex``;
+        - a count the node has not confirmed yet (from the second submission after a
+          forgetting on, until it agrees): the larger of the count and
+          ``system_accountNextIndex``. The node agrees when its answer is not
+          above the count (the nonce signed): its pool then holds nothing of this key our
+          next nonces would collide with. After a gap, a real node promotes our own older
+          extrinsics from its future queue once the gap is filled, and until then counts them
+          nowhere; so the first submission after a forgetting cannot agree, the second can;
+        - a confirmed count: the larger of the count and the on-chain nonce (a storage read).
+          Someone else's extrinsic signed with our key and already included shows there; one
+          still in a pool does not (docs/substrate.md: an attester's key signs nothing else).
+          A chain ahead of the count withdraws the confirmation and asks the node at once;
+          the jump is believed only as far as the pool shows it (the pool counts from the
+          chain's nonce up: a pool answer below the storage read means a lie or another
+          block's read, review RINTA L3). Storage so caught ahead of the pool is remembered
+          per signer (:attr:`_storage_ahead`, one warning): until storage is no longer
+          ahead of the pool, the second case reads storage too and trusts only then.
+
+        What no rule here sees: our own extrinsics in a real node's future queue behind k
+        evicted holes are counted nowhere until the last hole is filled, so the count may be
+        confirmed while one of them holds the next nonce; :meth:`submit_call` meets that as
+        a refusal at a trusted count and retries once with the node asked (review RINTA L1).
+        """
+        counted = self._next_nonces.get(signer)
+        if counted is None:
+            return await self.account_next_index(signer), False
+        if signer in self._nonces_trusted:
+            on_chain = await self.on_chain_nonce(signer)
+            if on_chain <= counted:
+                return counted, True
+            self._nonces_trusted.discard(signer)
+            pooled = await self.account_next_index(signer)
+            if pooled < on_chain:
+                # The pool counts from the chain's nonce up, so an honest node never answers
+                # below its own storage: the jump is a lie or a read of another block (review
+                # RINTA L3). Signed at what the pool and our count say, and not trusted: a
+                # lie trusted would make every extrinsic future until a wait failed.
+                self._note_storage_ahead(signer, on_chain, pooled)
+                return max(pooled, counted), False
+            log.warning(
+                "nonce of %s on %s: the chain counts %d, this client %d (the key signed "
+                "elsewhere); the node's pool says %d",
+                to_hex(signer),
+                redact_url(self.url),
+                on_chain,
+                counted,
+                pooled,
+            )
+            return pooled, pooled == on_chain
+        pooled = await self.account_next_index(signer)
+        agrees = pooled <= counted
+        if agrees and signer in self._storage_ahead:
+            # Storage was caught ahead of this pool: believed again only once it is not, or
+            # the next trusted submission reads the same lie and distrusts again. Not
+            # "equal": an honest storage read is below the pool while ours are pooled.
+            on_chain = await self.on_chain_nonce(signer)
+            if on_chain > pooled:
+                return max(pooled, counted), False
+            self._storage_ahead.discard(signer)
+        return max(pooled, counted), agrees
+
+    def _note_storage_ahead(self, signer: bytes, on_chain: int, pooled: int) -> None:
+        """Remember that ``signer``'s on-chain nonce read ``on_chain`` while the node's pool
+        said ``pooled`` (below it), and say so once until they agree again."""
+        if signer in self._storage_ahead:
+            return
+        self._storage_ahead.add(signer)
+        log.warning(
+            "nonce of %s on %s: the node's storage answer (%d) is ahead of its own pool (%d): "
+            "not believed; the count is trusted again once storage is not ahead of the pool",
+            to_hex(signer),
+            redact_url(self.url),
+            on_chain,
+            pooled,
+        )
+
     @overload
     async def submit(
         self,
@@ -1199,14 +1336,23 @@ class SubstrateClient:
     ) -> Included | Submitted:
         """Sign ``call`` with ``keypair`` (mortal, :data:`MORTALITY_PERIOD`) and submit it.
 
-        Nonces: the next one is ``system_accountNextIndex`` (pool included), or the one after
-        this client's last accepted submission if that is higher. It only advances when the
-        node accepted the extrinsic into its pool (a refused one consumed nothing); any failure
-        to submit, or to see the extrinsic included, forgets the local value so the next
-        submission asks the node again (also when it happens while a submission is under way:
-        that one does not set the value back). An extrinsic included with a failed dispatch
-        consumed its nonce like any other. Submissions of one client are serialised by a lock,
-        so two tasks never sign with the same nonce.
+        Nonces: never below what the node or the chain already counts for the signer. The
+        client keeps a count (the one after its last accepted submission); the count only
+        advances when the node accepted the extrinsic into its pool (a refused one consumed
+        nothing); any failure to submit, or to see the extrinsic included, forgets it so the
+        next submission asks the node again (also when it happens while a submission is under
+        way: that one does not set the value back). An extrinsic included with a failed
+        dispatch consumed its nonce like any other. Submissions of one client are serialised
+        by a lock, so two tasks never sign with the same nonce.
+
+        Asking the node (``system_accountNextIndex``, pool included) is a runtime call
+        (``AccountNonceApi``), which chopsticks runs on the one executor that also builds its
+        blocks (0.07 s of its CPU each, two per delivery batch; docs/performance.md, session 8).
+        So it is asked only until it has confirmed the count; after that each submission reads
+        the on-chain nonce from storage instead (:meth:`_next_nonce` says when and why). What
+        that cannot see: someone else's extrinsic with our key still in a pool; ours may then
+        replace it or be refused (a failure, which forgets the count). An attester's key must
+        sign nothing else while it runs (docs/substrate.md).
 
         A runtime upgrade seen between generating the signature payload and encoding the
         extrinsic (the signer may take :data:`~adapters.signing.SIGN_TIMEOUT` in between) is
@@ -1223,82 +1369,38 @@ class SubstrateClient:
             era_start = await self._number_of(
                 _hash_bytes(await self.rpc("chain_getFinalizedHead"), "finalized head")
             )
-            nonce = max(await self.account_next_index(signer), self._next_nonces.get(signer, 0))
-
             era = {"period": MORTALITY_PERIOD, "current": era_start}
-
-            def payload_of(substrate: SubstrateInterface) -> tuple[bytes, tuple[object, object]]:
-                # substrate-interface signs CheckGenesis with whatever chain_getBlockHash(0) says
-                # now. chopsticks, asked for any block hash it does not know, answers with its
-                # genesis header and from then on reports that hash as block 0's: every
-                # signature would be refused as badProof. Say so instead.
-                genesis = _hash_bytes(substrate.get_block_hash(0), "genesis hash")
-                if genesis != self._genesis:
-                    raise AdapterError(
-                        f"the node's genesis hash changed from {to_hex(self._genesis)} to "
-                        f"{to_hex(genesis)} (chopsticks does this after a query for an unknown "
-                        "block hash; restart it)"
-                    )
-                payload = substrate.generate_signature_payload(
-                    call=call.generic, era=dict(era), nonce=nonce
-                )
-                return bytes(payload.data), _runtime_of(substrate)
-
-            def assemble(substrate: SubstrateInterface) -> tuple[bytes, bytes]:
-                # With a signature given, substrate-interface only encodes: it never calls
-                # keypair.sign here, inside the worker slot.
-                extrinsic = substrate.create_signed_extrinsic(
-                    call=call.generic,
-                    keypair=keypair,
-                    nonce=nonce,
-                    era=dict(era),
-                    signature=signature,
-                )
-                # create_signed_extrinsic reads the runtime version again (generating the
-                # payload did not), and the signer may have taken SIGN_TIMEOUT in between: a
-                # runtime upgrade there gives a signature over the old spec_version encoded with
-                # the new metadata, which the chain refuses (badProof). Refused here instead,
-                # before a nonce or a round trip is spent; the next attempt signs the new one.
-                runtime = _runtime_of(substrate)
-                if runtime != signed_runtime:
-                    raise AdapterError(
-                        f"the runtime changed from {_show_runtime(signed_runtime)} to "
-                        f"{_show_runtime(runtime)} while the extrinsic was being signed: "
-                        "not submitted (signed again at the next attempt)"
-                    )
-                return bytes(extrinsic.data.data), bytes(extrinsic.extrinsic_hash)
-
-            what = f"sign {call.module}.{call.function}"
-            payload, signed_runtime = await self._run(what, payload_of)
-            # The signature is asked between the two slot-holding steps, bounded in time and
-            # checked (adapters.substrate.signing.sign_sr25519): a signer that hangs holds its own
-            # threads, not SUBSTRATE_LIMITER, which every Substrate call of the process waits
-            # for; one that lies is refused before a nonce is spent.
-            signature = await sign_sr25519(
-                signer, keypair.sign, payload, in_process=_signs_in_process(keypair)
-            )
-            encoded, extrinsic_hash = await self._run(what, assemble)
-            if self._nonces_forgotten.get(signer, 0) != forgotten:
-                # An earlier extrinsic's wait failed while this one was being prepared (its
-                # count dropped, maybe after this nonce was read from the node, which leaves
-                # out our extrinsics in a block being built): this nonce may be one of theirs,
-                # and a reused one holds the extrinsic until the inclusion timeout.
-                raise AdapterError(
-                    f"{what} on {redact_url(self.url)}: an earlier extrinsic of this account "
-                    "failed while this one was being signed; not submitted (nonce unsure)"
-                )
+            nonce, agreed = await self._next_nonce(signer)
+            # Whether the nonce is the client's trusted count, read against storage only
+            # (_next_nonce's third case): then the node's pool was not asked.
+            trusted = signer in self._nonces_trusted
             try:
-                answer = await self.rpc("author_submitExtrinsic", [to_hex(encoded)])
-            except AdapterError:
-                self._forget_nonce(signer)
-                raise
-            if _hash_bytes(answer, "extrinsic hash") != extrinsic_hash:
-                self._forget_nonce(signer)
-                raise AdapterError(
-                    f"{redact_url(self.url)} accepted an extrinsic with another hash"
+                extrinsic_hash = await self._sign_and_submit(keypair, call, nonce, era, forgotten)
+            except AdapterError as exc:
+                if not (trusted and _nonce_refused(exc)):
+                    raise
+                # Refused at a trusted count (review RINTA L1): the pool holds an extrinsic
+                # of ours at that nonce the storage read cannot see (k evicted holes in a
+                # real node's queue: the node counted our future ones nowhere until the last
+                # hole was filled, and the count was confirmed in between), or the chain
+                # moved past it. The failed submission forgot the count; ask the node now,
+                # still under the lock, and sign once more: nothing of ours was accepted at
+                # the refused nonce, so no extrinsic of ours is replaced, and the attester's
+                # pipeline does not halt for it. A second refusal is raised.
+                log.warning(
+                    "nonce %d of %s refused by %s (%s); asking the node and signing once more",
+                    nonce,
+                    to_hex(signer),
+                    redact_url(self.url),
+                    exc,
                 )
+                forgotten = self._nonces_forgotten.get(signer, 0)
+                nonce, agreed = await self._next_nonce(signer)
+                extrinsic_hash = await self._sign_and_submit(keypair, call, nonce, era, forgotten)
             if self._nonces_forgotten.get(signer, 0) == forgotten:
                 self._next_nonces[signer] = nonce + 1
+                if agreed:
+                    self._nonces_trusted.add(signer)
             # Else a wait of an earlier extrinsic failed while this one was being signed or
             # submitted: the count it was numbered from is not to be trusted, and setting it
             # again here would undo the forgetting (the next nonce asks the node).
@@ -1309,10 +1411,95 @@ class SubstrateClient:
             return submitted
         return await self.wait_included(submitted, timeout=timeout)
 
+    async def _sign_and_submit(
+        self,
+        keypair: Keypair,
+        call: Call,
+        nonce: int,
+        era: dict[str, int],
+        forgotten: int,
+    ) -> bytes:
+        """Sign ``call`` at ``nonce`` and ``era`` and submit it; its extrinsic hash. Part of
+        :meth:`submit_call`, under its lock: ``forgotten`` is the signer's forgetting count
+        the nonce was numbered under (a forgetting since refuses before submitting), and a
+        failed submission forgets the count."""
+        signer = bytes(keypair.public_key)
+
+        def payload_of(substrate: SubstrateInterface) -> tuple[bytes, tuple[object, object]]:
+            # substrate-interface signs CheckGenesis with whatever chain_getBlockHash(0) says
+            # now. chopsticks, asked for any block hash it does not know, answers with its
+            # genesis header and from then on reports that hash as block 0's: every
+            # signature would be refused as badProof. Say so instead.
+            genesis = _hash_bytes(substrate.get_block_hash(0), "genesis hash")
+            if genesis != self._genesis:
+                raise AdapterError(
+                    f"the node's genesis hash changed from {to_hex(self._genesis)} to "
+                    f"{to_hex(genesis)} (chopsticks does this after a query for an unknown "
+                    "block hash; restart it)"
+                )
+            payload = substrate.generate_signature_payload(
+                call=call.generic, era=dict(era), nonce=nonce
+            )
+            return bytes(payload.data), _runtime_of(substrate)
+
+        def assemble(substrate: SubstrateInterface) -> tuple[bytes, bytes]:
+            # With a signature given, substrate-interface only encodes: it never calls
+            # keypair.sign here, inside the worker slot.
+            extrinsic = substrate.create_signed_extrinsic(
+                call=call.generic,
+                keypair=keypair,
+                nonce=nonce,
+                era=dict(era),
+                signature=signature,
+            )
+            # create_signed_extrinsic reads the runtime version again (generating the
+            # payload did not), and the signer may have taken SIGN_TIMEOUT in between: a
+            # runtime upgrade there gives a signature over the old spec_version encoded with
+            # the new metadata, which the chain refuses (badProof). Refused here instead,
+            # before a nonce or a round trip is spent; the next attempt signs the new one.
+            runtime = _runtime_of(substrate)
+            if runtime != signed_runtime:
+                raise AdapterError(
+                    f"the runtime changed from {_show_runtime(signed_runtime)} to "
+                    f"{_show_runtime(runtime)} while the extrinsic was being signed: "
+                    "not submitted (signed again at the next attempt)"
+                )
+            return bytes(extrinsic.data.data), bytes(extrinsic.extrinsic_hash)
+
+        what = f"sign {call.module}.{call.function}"
+        payload, signed_runtime = await self._run(what, payload_of)
+        # The signature is asked between the two slot-holding steps, bounded in time and
+        # checked (adapters.substrate.signing.sign_sr25519): a signer that hangs holds its own
+        # threads, not SUBSTRATE_LIMITER, which every Substrate call of the process waits
+        # for; one that lies is refused before a nonce is spent.
+        signature = await sign_sr25519(
+            signer, keypair.sign, payload, in_process=_signs_in_process(keypair)
+        )
+        encoded, extrinsic_hash = await self._run(what, assemble)
+        if self._nonces_forgotten.get(signer, 0) != forgotten:
+            # An earlier extrinsic's wait failed while this one was being prepared (its
+            # count dropped, maybe after this nonce was read from the node, which leaves
+            # out our extrinsics in a block being built): this nonce may be one of theirs,
+            # and a reused one holds the extrinsic until the inclusion timeout.
+            raise AdapterError(
+                f"{what} on {redact_url(self.url)}: an earlier extrinsic of this account "
+                "failed while this one was being signed; not submitted (nonce unsure)"
+            )
+        try:
+            answer = await self.rpc("author_submitExtrinsic", [to_hex(encoded)])
+        except AdapterError:
+            self._forget_nonce(signer)
+            raise
+        if _hash_bytes(answer, "extrinsic hash") != extrinsic_hash:
+            self._forget_nonce(signer)
+            raise AdapterError(f"{redact_url(self.url)} accepted an extrinsic with another hash")
+        return extrinsic_hash
+
     def _forget_nonce(self, signer: bytes) -> None:
         """Drop ``signer``'s nonce count (the next submission asks the node), also for a
         submission of it under way (:meth:`submit_call` does not set a count it took before)."""
         self._next_nonces.pop(signer, None)
+        self._nonces_trusted.discard(signer)
         self._nonces_forgotten[signer] = self._nonces_forgotten.get(signer, 0) + 1
 
     async def wait_included(

@@ -69,7 +69,14 @@ class EvmFamily:
         self.fee_model = fee_model
         self.max_log_range = max_log_range
         self.config_keys = frozenset(
-            {"rpc_quorum", "chain_id", "max_log_range", "beacon", *EVM_CONTRACTS}
+            {
+                "rpc_quorum",
+                "chain_id",
+                "max_log_range",
+                "max_logs_answer_mib",
+                "beacon",
+                *EVM_CONTRACTS,
+            }
         )
 
     def chain_fields(self, obj: Mapping[str, Any], where: str, allow_weak: bool) -> ChainFields:
@@ -85,12 +92,14 @@ class EvmFamily:
                 for key in EVM_CONTRACTS
                 if key in obj
             },
-            options={}
-            if "max_log_range" not in obj
-            else {
-                "max_log_range": as_int(
-                    obj["max_log_range"], f"{where}.max_log_range", lo=1, hi=1_000_000
-                )
+            # max_logs_answer_mib: the most MiB one eth_getLogs answer may have (the JSON-RPC
+            # client's cap; a window over it is halved, a single block over it is an error
+            # naming this key). Up to 1 GiB: above that one answer's parse alone could take
+            # tens of GB (adapters.rpc.MAX_ANSWER_BYTES).
+            options={
+                key: as_int(obj[key], f"{where}.{key}", lo=1, hi=hi)
+                for key, hi in (("max_log_range", 1_000_000), ("max_logs_answer_mib", 1024))
+                if key in obj
             },
         )
 
@@ -194,7 +203,7 @@ class EvmFamily:
         record: MessageRecord,
         *,
         outbox: bytes,
-        store: CheckpointStore,
+        store: Callable[[], CheckpointStore],
         tree: Callable[[], IncrementalMerkleTree],
     ) -> Reproven:
         # Inbox.retryProven from the [client] key (a running relayer owns its own key's

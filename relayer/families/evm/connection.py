@@ -9,7 +9,15 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from adapters.beacon import BeaconApi
 from adapters.evm.beacon_finality import BeaconFollower, BeaconSettings
 from adapters.evm.chain import MAX_LOG_RANGE, EvmChain
-from adapters.rpc import Identity, JsonRpcClient, WrongChainError
+from adapters.rpc import (
+    LOGS_ANSWER_BYTES,
+    MIB,
+    Identity,
+    JsonRpcClient,
+    WrongChainError,
+    logs_caps,
+)
+from adapters.text import quoted
 from relayer.config import ChainConfig, ConfigError
 
 
@@ -18,11 +26,11 @@ def _chain_id_check(chain: ChainConfig, expected: int) -> Identity:
 
     def check(result: object) -> str | None:
         if not isinstance(result, str) or not result.startswith("0x"):
-            return f"eth_chainId answered {str(result)[:80]!r}, not a chain id"
+            return f"eth_chainId answered {quoted(result)}, not a chain id"
         try:
             actual = int(result, 16)
         except ValueError:
-            return f"eth_chainId answered {result[:80]!r}, not a chain id"
+            return f"eth_chainId answered {quoted(result)}, not a chain id"
         if actual != expected:
             return (
                 f"serves chain id {actual}, but chain {chain.name!r} has chain_id {expected} "
@@ -31,6 +39,13 @@ def _chain_id_check(chain: ChainConfig, expected: int) -> Identity:
         return None
 
     return ("eth_chainId", check)
+
+
+def logs_answer_bytes(chain: ChainConfig) -> int:
+    """The most bytes one ``eth_getLogs`` answer may have on ``chain``: its
+    ``max_logs_answer_mib`` key, else :data:`adapters.rpc.LOGS_ANSWER_BYTES`."""
+    mib = chain.options.get("max_logs_answer_mib")
+    return LOGS_ANSWER_BYTES if mib is None else mib * MIB
 
 
 @asynccontextmanager
@@ -55,7 +70,11 @@ async def open_evm(
         raise ConfigError(f"chain {chain.name!r}: chain_id is required for an EVM chain")
     async with AsyncExitStack() as stack:
         rpc = await stack.enter_async_context(
-            JsonRpcClient(chain.rpc, identity=_chain_id_check(chain, chain.chain_id))
+            JsonRpcClient(
+                chain.rpc,
+                identity=_chain_id_check(chain, chain.chain_id),
+                answer_caps=logs_caps(logs_answer_bytes(chain)),  # receipts carry logs too
+            )
         )
         try:
             await rpc.identify_all()

@@ -166,6 +166,10 @@ NO_EVIDENCE = (
 FAILED_SLOT = _inbox_slot("failedMessage")
 OUTBOX_OF_SLOT = _inbox_slot("outboxOf")
 PROOF_CHUNK = 100  # messages per eth_getProof (two slots each at most)
+RECEIPT_BYTES_PER_GAS = 1.1
+"""The most bytes of receipt JSON one gas can buy, with a margin: an empty ``LOG0`` costs 379
+gas unrolled (``PUSH0 PUSH0 LOG0``) and writes ~380 bytes (anvil, geth); a batch's gas is
+capped at the receipt cap over this (:meth:`EvmDelivery._gas_ceiling`)."""
 
 
 def is_delivered_call(message: bytes) -> bytes:
@@ -192,14 +196,22 @@ def guard_slot(origin: int, outbox: bytes, nonce: int) -> int:
 FAILURE_ID_BITS = 192
 
 
+def failure_key(origin: int, outbox: bytes, nonce: int) -> bytes:
+    """``Inbox.failureKey(origin, outbox, nonce)``, ``keccak256(abi.encode(origin, outbox,
+    nonce))``: the key of a parked message's failure record, read by ``failedMessage(key)``
+    (reproof) or as a proven storage slot (:func:`failure_slot`). ``abi.encode`` puts each
+    value in one 32-byte word; a 20-byte outbox (an address) is widened as its
+    ``outbox_id`` is, on the left."""
+    return keccak256(
+        origin.to_bytes(32, "big") + outbox.rjust(32, b"\0") + nonce.to_bytes(32, "big")
+    )
+
+
 def failure_slot(origin: int, outbox: bytes, nonce: int) -> int:
     """The storage slot of ``failedMessage[failureKey(origin, outbox, nonce)]``: the one-word
     failure record whose low 192 bits are the first 24 bytes of the id of the message parked
     there (zero if none; :func:`parked_id_matches`)."""
-    key = keccak256(
-        origin.to_bytes(32, "big") + outbox.rjust(32, b"\0") + nonce.to_bytes(32, "big")
-    )
-    return mapping_slot(key, FAILED_SLOT)
+    return mapping_slot(failure_key(origin, outbox, nonce), FAILED_SLOT)
 
 
 def parked_id_matches(record_word: int, message_id: bytes) -> bool:
@@ -429,7 +441,7 @@ class EvmDelivery:
         # at the start of a round until it was read, after a growing wait: a node down when
         # the lease was taken must not leave a wrong domain id unnoticed for the lease's whole
         # life (review of SEAM, L1), nor one lying endpoint flood the log (of FSEAM, M1).
-        self._domain = DomainCheck("inbox", chain)
+        self._domain = DomainCheck("inbox", chain, relayer.metrics)
 
     async def run(self) -> None:
         """Deliver to the chain for ever (:meth:`_deliver_loop`)."""
@@ -496,22 +508,18 @@ class EvmDelivery:
                             )
                         )
 
-    async def _check_domain(self, chain: ChainConfig, evm: EvmChain) -> bool:
+    async def _check_domain(self, chain: ChainConfig, evm: EvmChain) -> None:
         """The inbox's ``localDomain()`` against the configured domain, on the delivery's own
-        connection, if it is due (:class:`relayer.relay.DomainCheck`): RouteHalted if the
+        connection, if it is due (:class:`relayer.relay.DomainCheck`, which decides, and
+        counts an attempt that cannot read it in ``rpc_errors``): RouteHalted if the
         endpoints settle on another one (such a relayer would dry-run every message sent to
         the configured domain into a revert, and skip every one sent to the real domain).
-        True once read; False if not due or if it cannot be read now (then counted in
-        ``rpc_errors``, once per attempt). Delivery goes on meanwhile: the inbox refuses
+        Delivery goes on while it is unread (:attr:`DomainCheck.read`): the inbox refuses
         whatever is not addressed to it."""
-        if not self._domain.due:
-            return self._domain.read
         stated = partial(
             local_domain, evm, chain.contract("inbox"), f"{chain.name}: the inbox", chain.domain
         )
-        if not await self._domain.ask(stated):
-            self.relayer.metrics.rpc_errors += 1
-        return self._domain.read
+        await self._domain.ask(stated)
 
     @staticmethod
     def _release(slots: trio.Semaphore, claimed: set[str], batch: Sequence[MessageRecord]) -> None:
@@ -1009,8 +1017,17 @@ class EvmDelivery:
         instead). From the final header (hash-checked, agreed by the rpc quorum), not from the
         ``latest`` block's JSON: an endpoint inflating that would have batches the chain refuses
         at every broadcast, the same batch each round (a block's limit moves by at most 1/1024
-        per block, so the final one is close enough)."""
-        return (await evm.final_header()).gas_limit // 2
+        per block, so the final one is close enough).
+
+        And no more than the receipt cap allows (:data:`RECEIPT_BYTES_PER_GAS`): recipients may
+        spend their gas on empty logs, each byte of receipt JSON for about a gas, so a batch
+        of half a 72M-gas block could write a receipt over the 32 MiB cap, which no endpoint
+        would then be read for: ``TxEngine.wait`` polled until its timeout and a carrier that
+        succeeded became a TxError. Binds only where half the block limit is above
+        cap / 1.1 (at the default cap, blocks over ~61M gas)."""
+        receipt_cap = evm.rpc.cap_of("eth_getTransactionReceipt")
+        half_block = (await evm.final_header()).gas_limit // 2
+        return min(half_block, int(receipt_cap / RECEIPT_BYTES_PER_GAS))
 
     def _too_big_for_a_block(
         self, domain: int, record: MessageRecord, gas: int, block: int

@@ -13,15 +13,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from adapters.errors import AdapterError
-from adapters.evm.chain import DispatchEvent, EvmChain, selector
+from adapters.evm.chain import DispatchEvent, EvmChain, LogAnswer, selector
 from adapters.rpc import EndpointHealth
 from light_clients.errors import DecodeError
 from light_clients.ethereum.header import EthHeader
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.merkle import IncrementalMerkleTree, frontier_append, root_from_branch
 from relayer.config import ChainConfig
-from relayer.family import Head, OutboxState, ScannedRange
-from relayer.ledger import DiscoveredMessage
+from relayer.family import DiscoveredMessage, Head, OutboxState, ScannedRange
 
 SCAN_CHUNK = 1_000
 """Blocks per scan step (and per ledger transaction) while catching up."""
@@ -125,18 +124,24 @@ class EvmOrigin:
         """The Dispatch events of blocks ``first..`` (one chunk, up to ``final``), gapless and
         reconciled with the outbox's proven state at the chunk's end."""
         end = min(final.number, first + self.scan_chunk - 1)
-        events = await self.evm.dispatches(self.outbox, first, end)
+        answered: list[LogAnswer] = []  # who gave the logs, whom they overruled: for the proof
+        events = await self.evm.dispatches(self.outbox, first, end, answered=answered)
         # Agreed by the quorum like ``final``: its hash becomes the cursor's and its state root
         # proves the outbox count below.
         end_header = _header(final) if end == final.number else await self.evm.agreed_header(end)
-        self._check_gapless(tree, events)
+        try:
+            self._check_gapless(tree, events)
+        except AdapterError as exc:
+            self.evm.refuted(answered, str(exc))
+            raise
         # Gapless is not complete: a backend that drops the *last* logs of the range passes
         # the nonce check (the cursor would move past messages never to be seen again), and one
         # that alters a message keeps nonces and count (our root would then differ from the
         # committee's and the relayer would halt). The outbox's own state at the range's end,
         # proven from its storage, must be exactly what these logs make of our tree.
         ids = [e.id for e in events]
-        await self._reconcile(tree, end_header, ids, first)
+        await self._reconcile(tree, end_header, ids, first, answered)
+        self.evm.proven(answered)  # now, and only now, the overruled claimants were wrong
         found = [
             DiscoveredMessage(
                 message=e.raw,
@@ -166,19 +171,28 @@ class EvmOrigin:
             expected += 1
 
     async def _reconcile(
-        self, tree: IncrementalMerkleTree, end: EthHeader, ids: Sequence[bytes], first: int
+        self,
+        tree: IncrementalMerkleTree,
+        end: EthHeader,
+        ids: Sequence[bytes],
+        first: int,
+        answered: Sequence[LogAnswer] = (),
     ) -> None:
         """AdapterError (the range is scanned again) unless the outbox's count and root proven
-        at ``end`` equal the tree's after appending ``ids``."""
+        at ``end`` equal the tree's after appending ``ids``; :meth:`EvmChain.refuted` then
+        strikes the endpoints that gave the logs (the rescan asks another first) and narrows
+        each window whose "cannot answer" claim they overruled."""
         state = await self.evm.outbox_state(self.outbox, end, may_be_absent=True)
         frontier, count = frontier_append(tree.frontier(), tree.count, ids)
         if state.count != count or state.root != root_from_branch(frontier, count):
-            raise AdapterError(
+            refuted = AdapterError(
                 f"origin {self.chain.name}: the outbox holds {state.count} message(s) with root "
                 f"0x{state.root.hex()} at block {end.number}, but the logs up to it give "
                 f"{count} (logs missing, altered or invented); rescanning blocks "
                 f"{first}..{end.number}"
             )
+            self.evm.refuted(answered, str(refuted))
+            raise refuted
 
 
 def _header(head: Head) -> EthHeader:

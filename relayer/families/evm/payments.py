@@ -12,6 +12,8 @@ trade-off taken.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
@@ -39,7 +41,9 @@ GAS_PAYMENT = keccak256(b"GasPayment(bytes32,uint32,uint256,uint256,address)")
 log = logging.getLogger("passerelle.payments")
 
 CALLS_PER_BATCH = 100
-"""``eth_call`` per JSON-RPC batch (providers cap batches, often at 100 to 1,000 calls)."""
+"""``eth_call`` per JSON-RPC batch (providers cap batches, often at 100 to 1,000 calls). Keep
+it small for our own sake too: a batch of empty results is ~11 bytes per JSON value, under
+:data:`adapters.rpc.MIN_BYTES_PER_TOKEN`, so one over 1 MiB (~25,000 calls) is refused."""
 
 
 def paid_call(message_id: bytes, destination: int) -> bytes:
@@ -91,6 +95,30 @@ def rate_of(answer: bytes, destination: int) -> GasRate | None:
     return GasRate(gas_price, exchange_rate)
 
 
+OLD_PAYMASTER_RECHECK = 600.0
+"""Seconds a Paymaster found without ``deliveryGas`` is read with the rates alone before the
+full batch is tried again (:func:`rates_at`)."""
+
+_OLD_PAYMASTERS: dict[tuple[str, bytes], float] = {}
+"""(an endpoint's URL, Paymaster) -> until when (:func:`time.monotonic`) that endpoint's
+answers are taken to say the Paymaster has no ``deliveryGas``: remembered for the endpoint
+that answered the revert, not for every endpoint of the chain (one endpoint's revert, through
+failover, made the honest ones read rates-only too)."""
+
+
+def _first_asked(evm: EvmChain) -> str | None:
+    """The URL of the endpoint the next call goes to first (None: none usable)."""
+    ordered = evm.rpc.ordered()
+    return ordered[0].target if ordered else None
+
+
+def _answered(evm: EvmChain, error: RpcCallError) -> list[str]:
+    """The URLs of the endpoint that answered with ``error`` (it names the endpoint by its
+    redacted URL: two endpoints redacted alike, the same provider with two keys, are both
+    remembered, which errs on the side of reading the rates alone)."""
+    return [e.target for e in evm.rpc.endpoints if e.url == error.endpoint]
+
+
 async def rates_at(
     evm: EvmChain, paymaster: bytes, destinations: Collection[int], block: int | str
 ) -> dict[int, GasRate | None]:
@@ -103,8 +131,19 @@ async def rates_at(
     floor alone is charged (:func:`relayer.payments.charged_gas`) and one warning says so.
     That is safe: the floor is what protects the relayer, and an endpoint could already
     answer ``(0, 0)``, which means the same. Without this, every paid route of such an origin
-    would never decide a message, and ``quote``/``send --pay`` would fail."""
+    would never decide a message, and ``quote``/``send --pay`` would fail.
+
+    Such a Paymaster is then remembered, for the endpoint that answered the revert, as one
+    without ``deliveryGas`` for :data:`OLD_PAYMASTER_RECHECK` seconds: while that endpoint is
+    the one asked first, reads are the rates alone, not a batch that reverts first at every
+    payments read. Per endpoint: a revert is only that endpoint's word, so it must not make
+    the others (whose answer may differ) read rates-only. And only for that long: a
+    Paymaster redeployed must get its on-chain number back, so the full batch is tried again
+    then, and whatever it answers decides anew."""
     ordered = sorted(destinations)
+    first = _first_asked(evm)
+    if _OLD_PAYMASTERS.get((first or "", paymaster), -math.inf) > time.monotonic():
+        return await _rates_only(evm, paymaster, ordered, block)
     calls = [c for d in ordered for c in (rates_call(d), delivery_gas_call(d))]
     try:
         answers = await evm.call_many(paymaster, calls, block)
@@ -112,16 +151,30 @@ async def rates_at(
         if not exc.reverted:
             raise  # a node refusing the request (a rate limit…) says nothing about the contract
         # The rates alone: if these revert too, it is not a Paymaster (or not at this block),
-        # and that error is the one to report.
-        rate_answers = await evm.call_many(paymaster, [rates_call(d) for d in ordered], block)
+        # and that error is the one to report (and nothing is remembered).
+        rates = await _rates_only(evm, paymaster, ordered, block)
+        for url in _answered(evm, exc):
+            _OLD_PAYMASTERS[url, paymaster] = time.monotonic() + OLD_PAYMASTER_RECHECK
         _warn_no_delivery_gas(paymaster)
-        return {d: rate_of(a, d) for d, a in zip(ordered, rate_answers, strict=True)}
+        return rates
+    # A full answer (from the first endpoint, or from the one failover reached): whatever the
+    # first endpoint said before has run out or was never said.
+    _OLD_PAYMASTERS.pop((first or "", paymaster), None)
     found: dict[int, GasRate | None] = {}
     for i, d in enumerate(ordered):
         rate = rate_of(answers[2 * i], d)
         delivery = delivery_gas_of(answers[2 * i + 1], d)
         found[d] = None if rate is None else replace(rate, delivery=delivery)
     return found
+
+
+async def _rates_only(
+    evm: EvmChain, paymaster: bytes, ordered: Sequence[int], block: int | str
+) -> dict[int, GasRate | None]:
+    """The rates of ``ordered`` destinations, without ``deliveryGas``: what a Paymaster from
+    before session 6 states."""
+    answers = await evm.call_many(paymaster, [rates_call(d) for d in ordered], block)
+    return {d: rate_of(a, d) for d, a in zip(ordered, answers, strict=True)}
 
 
 _NO_DELIVERY_GAS_WARNED: set[bytes] = set()

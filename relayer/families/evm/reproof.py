@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 
 import trio
 from eth_abi.abi import decode as abi_decode
@@ -67,7 +67,7 @@ from light_clients.message import decode_message
 from light_clients.multiproof import build_multiproof, pack_messages, verify_multiproof
 from relayer.checkpoints import CheckpointStore
 from relayer.config import ChainConfig
-from relayer.families.evm.delivery import TOPIC_DELIVERED, _receipt_outcome
+from relayer.families.evm.delivery import TOPIC_DELIVERED, _receipt_outcome, failure_key
 from relayer.family import HandledElsewhere, ReproofRefused, Reproven
 from relayer.ledger import MessageRecord
 from relayer.relay import select_quorum
@@ -255,7 +255,7 @@ async def check_parked(
         inbox,
         [
             OUTBOX_OF + abi_encode(["uint32"], [record.origin]),
-            FAILED_MESSAGE + _failure_key(record, outbox),
+            FAILED_MESSAGE + failure_key(record.origin, outbox, record.nonce),
         ],
     )
     if trusted != outbox:
@@ -268,13 +268,6 @@ async def check_parked(
             f"{record.id}: not parked on {target.name} (no failure record holds it: handled "
             "already, never accepted, or discarded): nothing to re-prove"
         )
-
-
-def _failure_key(record: MessageRecord, outbox: bytes) -> bytes:
-    """Inbox.failureKey(origin, outbox, nonce): keccak256(abi.encode(origin, outbox, nonce))."""
-    return keccak256(
-        abi_encode(["uint32", "bytes32", "uint32"], [record.origin, outbox, record.nonce])
-    )
 
 
 def _holds(failure: bytes, message_id: str) -> bool:
@@ -380,7 +373,7 @@ async def reprove(
     target: ChainConfig,
     signer: Signer,
     *,
-    store: CheckpointStore,
+    store: Callable[[], CheckpointStore],
     tree: Callable[[], IncrementalMerkleTree],
     record: MessageRecord,
     outbox: bytes,
@@ -389,7 +382,8 @@ async def reprove(
 ) -> Reproven:
     """Re-prove the parked ``record`` on ``target`` (see the module docstring) from its
     origin's tree, built by ``tree`` (the ledger's, :func:`relayer.relay.ledger_tree`: it
-    reads every message of the origin, so only once the cheap checks passed), and return
+    reads every message of the origin, so only once the cheap checks passed) and the
+    checkpoint store ``store`` opens (likewise: a refused command opens nothing), and return
     what the receipt shows. ReproofRefused (one line, nothing sent) when it cannot or the
     dry run reverts; HandledElsewhere when the transaction reverted because someone else
     handed the message over first (the inbox logged its Delivered); DiscardedByOwner when it
@@ -399,16 +393,11 @@ async def reprove(
     await check_parked(evm, target, record, outbox)
     committee = await inbox_committee(evm, inbox, target.name)
     lane = tree()
-    # The store is files or a database: read off the event loop, as the relayer does.
+    # The store is files or a database: opened and read off the event loop, as the relayer
+    # reads it.
     checkpoint, signatures = await trio.to_thread.run_sync(
-        partial(
-            newest_attestation,
-            store,
-            lane,
-            committee,
-            origin=record.origin,
-            outbox=outbox,
-            nonce=record.nonce,
+        lambda: newest_attestation(
+            store(), lane, committee, origin=record.origin, outbox=outbox, nonce=record.nonce
         )
     )
     call = build_reproof(lane, checkpoint, signatures, record.message)
@@ -436,7 +425,9 @@ async def reprove(
         # call retryProven or, if the trust held, retry), or the owner discarded the record
         # (discardFailed deletes it too, and its announcement invites exactly this race): a
         # missing record alone does not say which, so the inbox's own logs must.
-        (failure,) = await evm.call_many(inbox, [FAILED_MESSAGE + _failure_key(record, outbox)])
+        (failure,) = await evm.call_many(
+            inbox, [FAILED_MESSAGE + failure_key(record.origin, outbox, record.nonce)]
+        )
         if _holds(failure, record.id):
             raise
         window = (dry_run_block, exc.block_number)

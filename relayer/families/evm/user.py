@@ -201,7 +201,9 @@ async def token_balance(config: Config, chain: ChainConfig, owner: bytes | None)
 
 STATUS_BATCH = 100
 """``eth_call`` per JSON-RPC batch when ``status`` reads delivered flags: providers cap batches
-(often at 100 to 1,000 calls), and ``status`` may ask about the whole ledger."""
+(often at 100 to 1,000 calls), and ``status`` may ask about the whole ledger. Keep it small
+for our own sake too: a batch over 1 MiB (~25,000 calls) could be refused as too dense
+(:data:`adapters.rpc.MIN_BYTES_PER_TOKEN`)."""
 
 
 async def delivered(chain: ChainConfig, messages: Sequence[bytes]) -> list[bool]:

@@ -124,7 +124,7 @@ class SubstrateFamily:
         record: MessageRecord,
         *,
         outbox: bytes,
-        store: CheckpointStore,
+        store: Callable[[], CheckpointStore],
         tree: Callable[[], IncrementalMerkleTree],
     ) -> Reproven:
         raise ReproofRefused(

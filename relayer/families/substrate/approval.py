@@ -151,11 +151,7 @@ async def approve_deliveries(
                 # node's leaves out our extrinsics in a block being built. Nothing more is
                 # submitted until everything in flight is included or given up.
                 await in_flight.drain()
-            try:
-                await _tend_held(client, chain, keypair, duty, state=state, halt=in_flight.halt)
-            except AdapterError as exc:
-                state.errors += 1
-                log.warning("%s: open operations: %s", chain.name, exc)
+            await _read_block(client, chain, keypair, duty, state=state, halt=in_flight.halt)
             try:
                 pending = await trio.to_thread.run_sync(proposals.pending, chain.domain)
             except CheckpointStoreError as exc:
@@ -203,6 +199,35 @@ async def approve_deliveries(
             )
             in_flight.start(settling, pipeline, done, state)
             await trio.sleep(poll)
+
+
+async def _read_block(
+    client: SubstrateClient,
+    chain: ChainConfig,
+    keypair: Keypair,
+    duty: DeliveryDuty,
+    *,
+    state: AttesterState,
+    halt: Halt | None = None,
+) -> None:
+    """A poll's reads before its round: the best block's hash (:meth:`BlockReads.refresh`,
+    what the multisig reads are kept for), then the operations whose deposit we hold and their
+    stale cancels (:func:`_tend_held`). Each failure is one counted line and neither stops the
+    other (review RRATE L3): a node failing or garbling ``chain_getBlockHash`` leaves nothing
+    kept (every read then goes to the node), and the held operations are still read and
+    tended — skipped, an attester just restarted (``duty.held`` empty) would count only its
+    own new openings against :data:`MAX_OPEN_OPERATIONS`, and its stale deposits would stay
+    locked, for as long as that node kept failing."""
+    try:
+        await duty.reads.refresh(client, time.monotonic())
+    except AdapterError as exc:
+        state.errors += 1
+        log.warning("%s: best block: %s", chain.name, exc)
+    try:
+        await _tend_held(client, chain, keypair, duty, state=state, halt=halt)
+    except AdapterError as exc:
+        state.errors += 1
+        log.warning("%s: open operations: %s", chain.name, exc)
 
 
 async def _round(
@@ -317,6 +342,47 @@ Settle = Callable[[], Awaitable[bool]]
 is left for this attester to do on its proposal."""
 
 
+@dataclass(frozen=True)
+class Wait:
+    """One extrinsic of ours in flight: what waits for it (``settle``), on behalf of which
+    proposal (``name``, ``key``) and call (``call``), and what it holds until it settled: the
+    ``weight`` and ``length`` of an execution, or ``opened`` = 1 for an opening (a deposit
+    about to be ours).
+
+    Why per extrinsic: held per round, an opening included (its operation then read from the
+    chain into :attr:`DeliveryDuty.held`) still counted against :data:`MAX_OPEN_OPERATIONS`
+    until an execution submitted in the same round had landed and its events were decoded —
+    the same deposit counted twice — and an execution's weight was held until the round's
+    openings were in too: each of our extrinsics kept the next one waiting on another's
+    block (issue #12: 12 openings against 3 executions early in a 6,000 burst, "2 operations
+    of ours are open; not opening another yet")."""
+
+    name: str
+    key: tuple[str, float]
+    call: bytes
+    settle: Settle
+    weight: int = 0
+    length: int = 0
+    opened: int = 0
+
+
+async def _settle_one(wait: Wait, done: set[tuple[str, float]], state: AttesterState) -> bool:
+    """Wait for ``wait``; its proposal, if finished, is added to ``done``. A lost race is
+    logged at info (the state is read again next round). True if the wait failed otherwise
+    (counted in ``state.errors``): the client may have forgotten its nonce count."""
+    try:
+        if await wait.settle():
+            done.add(wait.key)
+    except (AdapterError, ConfigError) as exc:
+        if any(race in str(exc) for race in MULTISIG_RACES):
+            log.info("proposal %s: another signatory was first (%s)", wait.name, exc)
+            return False
+        state.errors += 1
+        log.warning("proposal %s: %s", wait.name, exc)
+        return True
+    return False
+
+
 class SubmissionHalted(Exception):
     """:meth:`Pipeline.submit` refused to submit: a submission or a wait failed (this round's or
     one still in flight), so the client's nonce count is not to be trusted until everything in
@@ -364,7 +430,7 @@ class Pipeline:
 
     block_weight: int
     block_length: int
-    settles: list[tuple[str, tuple[str, float], Settle]] = field(default_factory=list)
+    settles: list[Wait] = field(default_factory=list)
     opened: int = 0
     """Operations this round opened (their deposits are ours once included)."""
     execution_weight: int = 0
@@ -455,34 +521,26 @@ class Pipeline:
         self._current = (name, key)
         return self
 
-    def add(self, settle: Settle) -> None:
-        """Wait for ``settle`` at the end of the round, on behalf of the current proposal."""
+    def add(
+        self, settle: Settle, call: bytes, *, weight: int = 0, length: int = 0, opened: int = 0
+    ) -> None:
+        """Wait for ``settle`` (our extrinsic for ``call``, on behalf of the current proposal)
+        after the round, holding what it holds (:class:`Wait`) until it settled."""
         name, key = self._current
-        self.settles.append((name, key, settle))
+        self.settles.append(Wait(name, key, call, settle, weight, length, opened))
 
     async def settle(self, done: set[tuple[str, float]], state: AttesterState) -> bool:
-        """Wait for every extrinsic of the round, at once; a proposal finished is added to
-        ``done``. A lost race is logged at info (the state is read again next round). True if
-        a wait failed otherwise (counted in ``state.errors``): the client may have forgotten
-        its nonce count."""
+        """Wait for every extrinsic of the round, at once (:func:`_settle_one`). True if a
+        wait failed otherwise than by a lost race."""
         failed = False
 
-        async def one(name: str, key: tuple[str, float], settle: Settle) -> None:
+        async def one(wait: Wait) -> None:
             nonlocal failed
-            try:
-                if await settle():
-                    done.add(key)
-            except (AdapterError, ConfigError) as exc:
-                if any(race in str(exc) for race in MULTISIG_RACES):
-                    log.info("proposal %s: another signatory was first (%s)", name, exc)
-                    return
-                failed = True
-                state.errors += 1
-                log.warning("proposal %s: %s", name, exc)
+            failed |= await _settle_one(wait, done, state)
 
         async with trio.open_nursery() as nursery:
-            for name, key, settle in self.settles:
-                nursery.start_soon(one, name, key, settle)
+            for wait in self.settles:
+                nursery.start_soon(one, wait)
         self.settles.clear()
         return failed
 
@@ -521,6 +579,7 @@ class InFlight:
     length: int = 0
     opened: int = 0
     rounds: int = 0
+    """Rounds with an extrinsic still in flight (:meth:`drain` waits for none)."""
     calls: set[bytes] = field(default_factory=set)
     """Call hashes of the extrinsics in flight (:attr:`Pipeline.busy_calls`)."""
     halt: Halt = field(default_factory=Halt)
@@ -546,43 +605,50 @@ class InFlight:
         done: set[tuple[str, float]],
         state: AttesterState,
     ) -> None:
-        """Wait for ``pipeline``'s extrinsics in ``nursery`` (:meth:`Pipeline.settle`), what
-        they hold held until then."""
+        """Wait for each of ``pipeline``'s extrinsics in ``nursery`` (:func:`_settle_one`), what
+        each holds (:class:`Wait`) held until IT settled, not until the whole round has: an
+        included opening is read from the chain as one of our operations from then on, and an
+        execution that landed no longer fills the block."""
         if pipeline.halt is not self.halt and pipeline.halted:  # not one of ours: copy
             self.halt.raised = True
-        if not pipeline.settles:
+        waits, pipeline.settles = list(pipeline.settles), []
+        if not waits:
             return
-        keys = {key for _, key, _ in pipeline.settles}
-        calls = set(pipeline.calls) - self.calls  # what this round alone holds
-        self.calls |= calls
-        held = (pipeline.execution_weight, pipeline.execution_length, pipeline.opened)
-        self.keys |= keys
-        self.weight, self.length, self.opened = (
-            self.weight + held[0],
-            self.length + held[1],
-            self.opened + held[2],
-        )
         self.rounds += 1
+        left = len(waits)
 
-        async def settle() -> None:
+        async def settle(wait: Wait, call_ours: bool) -> None:
+            nonlocal left
             failed = True  # unless it returns: cancelled or broken counts as failed
             try:
-                failed = await pipeline.settle(done, state)
+                failed = await _settle_one(wait, done, state)
             finally:
                 # A wait that failed (not a lost race) may have made the client forget its
                 # nonce count, as a failed submission does.
                 if failed:
                     self.halt.raised = True
-                self.keys -= keys
-                self.calls -= calls
-                self.weight -= held[0]
-                self.length -= held[1]
-                self.opened -= held[2]
-                self.rounds -= 1
+                self.keys.discard(wait.key)
+                if call_ours:
+                    self.calls.discard(wait.call)
+                self.weight -= wait.weight
+                self.length -= wait.length
+                self.opened -= wait.opened
+                left -= 1
+                if not left:
+                    self.rounds -= 1
                 self._changed.set()
                 self._changed = trio.Event()
 
-        nursery.start_soon(settle)
+        for wait in waits:
+            # A call in flight from an earlier round is that round's to release (one
+            # extrinsic per call is in flight: Pipeline.call_busy).
+            call_ours = wait.call not in self.calls
+            self.calls.add(wait.call)
+            self.keys.add(wait.key)
+            self.weight += wait.weight
+            self.length += wait.length
+            self.opened += wait.opened
+            nursery.start_soon(settle, wait, call_ours)
 
     async def drain(self) -> None:
         """Wait until nothing is in flight; then submitting is safe again."""
@@ -684,6 +750,92 @@ class TurnGrace:
         return min(GRACE_MAX, max(ROLE_GRACE, ours, max(self.openings, default=0.0)))
 
 
+BLOCK_READS_TTL = 5.0
+"""Seconds a read of the multisig's state is reused while the best block stays the same
+(:class:`BlockReads`): a bound on what a node that keeps answering the same best hash can keep
+us believing."""
+
+
+@dataclass
+class BlockReads:
+    """The multisig state an attester read, kept for as long as the best block's hash is the
+    one read before it (at most :data:`BLOCK_READS_TTL`): the open operations of the pending
+    proposals' calls and those whose deposit is ours.
+
+    Why: every round (4 a second per attester) read each pending proposal's operation and all
+    of the multisig's operations again, at the best block, though that state changes only
+    with a block, one every 1-2 s in a burst on chopsticks; each read is several requests
+    (substrate-interface asks for the head, and on a new head for its header and runtime
+    version too) to a node that serves them on the same thread that builds the blocks. Now a
+    round costs one request (the best hash) while nothing changed.
+
+    Why it is right: the hash is read BEFORE the state, so a kept read is at least as new as
+    the block it is kept for; a new block (ours or anyone's: every extrinsic is in one) is a
+    new hash and everything is read again. Without :meth:`refresh` (``at`` None) nothing is
+    kept. What someone who wants to hurt us can do with it: a node answering one hash for
+    ever keeps a read for :data:`BLOCK_READS_TTL` — it could as well lie in the read itself;
+    an unreadable hash keeps nothing."""
+
+    at: bytes | None = None
+    """The best block hash the reads are kept for; None: nothing is kept."""
+    since: float = 0.0
+    operations: dict[bytes, OpenOperation | None] = field(default_factory=dict)
+    held: bool = False
+    """Whether the operations whose deposit is ours were read at :attr:`at`."""
+
+    def forget(self) -> None:
+        """Keep nothing: the next reads go to the node."""
+        self.at, self.operations, self.held = None, {}, False
+
+    async def refresh(self, client: SubstrateClient, now: float) -> None:
+        """Read the best block's hash; if it is another than :attr:`at` (or the reads are
+        older than :data:`BLOCK_READS_TTL`), forget what was read. AdapterError (and nothing
+        kept) if the node does not answer a hash."""
+        try:
+            answer = await client.rpc("chain_getBlockHash", [])
+            best = _block_hash(answer, client)
+        except AdapterError:
+            self.forget()
+            raise
+        if best != self.at or now - self.since > BLOCK_READS_TTL:
+            self.forget()
+            self.at, self.since = best, now
+
+    def kept(self, call_hash: bytes) -> bool:
+        """Whether :meth:`operation` would answer ``call_hash`` from a kept read."""
+        return self.at is not None and call_hash in self.operations
+
+    async def operation(
+        self, client: SubstrateClient, multisig: bytes, call_hash: bytes
+    ) -> OpenOperation | None:
+        """The open operation for ``call_hash`` (:func:`open_operation`), read once a block."""
+        if self.kept(call_hash):
+            return self.operations[call_hash]
+        return await self.fresh(client, multisig, call_hash)
+
+    async def fresh(
+        self, client: SubstrateClient, multisig: bytes, call_hash: bytes
+    ) -> OpenOperation | None:
+        """The open operation for ``call_hash`` read from the node now (and kept, if
+        anything is: the next :meth:`operation` at this block answers it)."""
+        operation = await open_operation(client, multisig, call_hash)
+        if self.at is not None:
+            self.operations[call_hash] = operation
+        return operation
+
+
+def _block_hash(answer: object, client: SubstrateClient) -> bytes:
+    """A node's ``chain_getBlockHash`` answer as 32 bytes; AdapterError (one line) if not."""
+    try:
+        if isinstance(answer, str) and answer.startswith("0x") and len(answer) == 66:
+            return bytes.fromhex(answer[2:])
+    except ValueError:
+        pass
+    raise AdapterError(
+        f"chain_getBlockHash on {redact_url(client.url)}: not a block hash: {str(answer)[:80]!r}"
+    )
+
+
 @dataclass
 class DeliveryDuty:
     """What an attester remembers about multisig operations, by its own clock."""
@@ -713,6 +865,9 @@ class DeliveryDuty:
     weigh_failed: set[bytes] = field(default_factory=set)
     """Call hashes whose estimate ahead failed: not asked ahead again (the execution asks
     afresh), and counted in the attester's errors once, not every poll."""
+    reads: BlockReads = field(default_factory=BlockReads)
+    """The multisig state read at the best block, kept while it is the best (one request a
+    round instead of one per pending proposal and the multisig's whole map)."""
 
     def keep_fees(self, live: set[bytes]) -> None:
         """Forget the estimates (and failed estimates) of calls no live proposal batches
@@ -769,7 +924,10 @@ async def _tend_held(
     operation we hold."""
     settings = chain.settings()
     me = bytes(keypair.public_key)
-    duty.held = await held_operations(client, settings.multisig, me)
+    if not duty.reads.held:
+        # Once a block (BlockReads): what we opened or cancelled since is in duty.held already.
+        duty.held = await held_operations(client, settings.multisig, me)
+        duty.reads.held = duty.reads.at is not None
     now = time.time() if now is None else now
     others = [s for s in settings.signatories if s != me]
     for call_hash, operation in list(duty.held.items()):
@@ -912,7 +1070,17 @@ async def _act_on(
     in flight (:meth:`Pipeline.call_busy`), and the extrinsic is only submitted here and the
     rest is left to :meth:`Pipeline.settle` (this returns False: not finished yet); without,
     it is waited for. Nothing else is decided differently: the same state read, the same
-    turn, the same caps."""
+    turn, the same caps.
+
+    The operation may come from a read kept for this best block (:class:`BlockReads`). Such a
+    read only ever decides to do nothing (not our turn, approved by us already). Before any
+    submission (an opening, a join, an execution, a stand-in's) the operation is read from
+    the node again, and we submit only if it is what the decision was made on
+    (:func:`_still_as_read`; review RRATE M1): a kept read can predate a block that came
+    while the round ran, with our own opening in it (acted on, we opened the same call again:
+    a paid ``NoTimepoint``, and one of :data:`MAX_OPENS_PER_CALL` burnt) or another
+    signatory's approval. One request per submission; a round at an unchanged block that
+    submits nothing still costs none."""
     if pipeline is not None and pipeline.call_busy(batch.hash):
         # Our extrinsic for this very call is in flight (or went out this round) under another
         # proposal key: read now, the chain would not show it yet (review M2).
@@ -920,7 +1088,8 @@ async def _act_on(
     settings = chain.settings()
     me = bytes(keypair.public_key)
     others = [s for s in settings.signatories if s != me]
-    operation = await open_operation(client, settings.multisig, batch.hash)
+    kept = duty.reads.kept(batch.hash)
+    operation = await duty.reads.operation(client, settings.multisig, batch.hash)
     threshold = settings.multisig_threshold
     now = time.time() if now is None else now
     if operation is None:
@@ -956,6 +1125,10 @@ async def _act_on(
                 len(duty.held),
             )
             return False
+        if not await _still_as_read(
+            client, settings, duty, proposal, batch, operation=operation, kept=kept
+        ):
+            return False
         open_it = partial(submit_approval, client, keypair, others, threshold, batch)
         submitted = await _submit(pipeline, open_it, batch.hash)
         duty.opened(batch.hash)
@@ -973,7 +1146,7 @@ async def _act_on(
         if pipeline is None:
             return await opened()
         pipeline.opened += 1
-        pipeline.add(opened)
+        pipeline.add(opened, batch.hash, opened=1)
         return False
     # The clock of the unopened operation has served once it is seen open. Kept, a batch
     # proposed again after its operation was cancelled (a re-publish, a relayer restart) found
@@ -989,6 +1162,10 @@ async def _act_on(
     if now < turn:
         return False
     started = _turn_started(now, turn)
+    if not await _still_as_read(
+        client, settings, duty, proposal, batch, operation=operation, kept=kept
+    ):
+        return False
     if len(operation.approvals) + 1 < threshold:
         join = partial(
             submit_approval,
@@ -1017,7 +1194,7 @@ async def _act_on(
 
         if pipeline is None:
             return await approved()
-        pipeline.add(approved)
+        pipeline.add(approved, batch.hash)
         return False
     fee = await _weigh(client, keypair, batch, duty)
     if pipeline is not None and not pipeline.room_for(fee.weight, len(batch.data)):
@@ -1052,7 +1229,34 @@ async def _act_on(
 
     if pipeline is None:
         return await executed()
-    pipeline.add(executed)
+    pipeline.add(executed, batch.hash, weight=fee.weight, length=len(batch.data))
+    return False
+
+
+async def _still_as_read(
+    client: SubstrateClient,
+    settings: SubstrateSettings,
+    duty: DeliveryDuty,
+    proposal: Proposal,
+    batch: Call,
+    *,
+    operation: OpenOperation | None,
+    kept: bool,
+) -> bool:
+    """Whether ``batch``'s operation is still ``operation``, the state :func:`_act_on` decided
+    to submit on: True at once if that was read from the node in this very call (``kept``
+    False), else read again now (and kept: the next round decides on it). False: the chain
+    moved since the kept read (our own extrinsic landed, another signatory acted); nothing
+    is submitted, and the next round decides afresh."""
+    if not kept:
+        return True
+    now_read = await duty.reads.fresh(client, settings.multisig, batch.hash)
+    if now_read == operation:
+        return True
+    log.info(
+        "proposal %s: the multisig operation changed since this block's read; deciding again",
+        proposal.name,
+    )
     return False
 
 

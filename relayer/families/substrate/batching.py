@@ -155,6 +155,21 @@ def plan_batches(costs: Sequence[Cost], budget: BatchBudget) -> tuple[list[list[
     return batches, oversized
 
 
+def has_room(costs: Sequence[Cost], budget: BatchBudget) -> bool:
+    """Could one more message, as dear in each measure as the dearest of ``costs``, still join
+    them within ``budget``? A batch for which this is False is full: waiting for more messages
+    to fill it gains nothing (:meth:`~relayer.families.substrate.delivery.SubstrateDelivery`'s
+    tail rule). An empty batch has room."""
+    if not costs:
+        return budget.messages >= 1
+    dearest = Cost(
+        weight=max(c.weight for c in costs),
+        length=max(c.length for c in costs),
+        proposal_bytes=max(c.proposal_bytes for c in costs),
+    )
+    return batch_excess([*costs, dearest], budget) is None
+
+
 def weighing_keypair() -> Keypair:
     """A key that only signs the dry extrinsics ``payment_queryInfo`` weighs (nothing is ever
     submitted with it, and it holds nothing): the relayer needs no Substrate key of its own."""

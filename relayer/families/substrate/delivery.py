@@ -10,6 +10,7 @@ is would never be delivered (the ledger says ``delivered``; nothing proposes it 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import defaultdict
@@ -33,8 +34,10 @@ from relayer.config import (
 )
 from relayer.families.substrate.batching import (
     BatchBudget,
+    Cost,
     CostModel,
     SizingCache,
+    has_room,
     message_cost,
     plan_batches,
 )
@@ -80,11 +83,43 @@ UNDELIVERED_COUNT_CAP = max(MAX_DELIVERY_ATTEMPTS, len(RETRY_BACKOFF))
 last attempt (:data:`MAX_DELIVERY_ATTEMPTS`) and the longest backoff to be exact; more would only
 read more of a trail that grows for ever while the final head cannot be read (review RFINAL,
 LOW 5)."""
+HELD_CAP = 4 * SUBSTRATE_BATCH_SIZE
+"""The most messages :attr:`SubstrateDelivery._held` keeps (review RFINA L1). Unbounded, a best
+state that lies "handled" (or a long finality stall) put the destination's whole attested
+backlog there, and every round shipped all of it to the database as the read's exclusion
+(100k ids: 7 MB of JSON and 0.17 CPU s a round). Past the cap a message is simply not held:
+it stays in the ordinary attested read, checked and dropped there as before the queue
+existed, so the read can fill with such messages again only beyond this many."""
 HELD_IDS_SHOWN = 5
 """Message ids named in one "held back" warning line (:meth:`SubstrateDelivery._warn_held`)."""
 
 SLOW_ROUND = 2.0
 """Seconds: a delivery round that took longer logs where its time went (:class:`RoundSteps`)."""
+
+FILL_WAIT = 2.0
+"""The longest (seconds, by the relayer's own clock, from the first round that held it) an
+attested message waits in a batch with room left, while more messages are on their way or
+proposals of ours to the same chain are still live (:meth:`SubstrateDelivery._fill_or_go`),
+before it is proposed as it is.
+
+Why wait at all: messages become attested a checkpoint at a time, and a burst's checkpoints
+come an origin block apart (alpha: 1 s). Proposed at each checkpoint's boundary, a block of
+771 messages became batches of 494 and 277: 6,000 messages took 16 batches where 13 do, and
+each batch costs the committee two extrinsics, each one of Asset Hub's blocks. Why this
+bound: two origin blocks of alpha, so the next checkpoint's messages usually join in time.
+
+What a message can lose is this plus one poll, once per relayer process: its clock starts in
+the first round that holds it and is kept while it stays an attested candidate read (held or
+not: a best block saying "handled" every other round, a round whose proposal could not be
+proven, a failed round), so nothing that arrives later, hostile or not, restarts it. The
+clocks are in memory: a successor (after a restart, a SIGKILL or a lease hand-over) starts
+new ones, so the bound is per process; nothing is written while a batch is held, so a
+successor only re-plans what is still attested (exactly-once is not at stake).
+
+"More is coming" is counted for the whole destination (any origin), not per route: a message
+to this chain stuck before attestation on any origin (a paused origin, hostile spam) makes a
+part-full batch wait, but never longer than this bound. A message goes at once only when
+nothing to its destination is on its way and no proposal of ours to it is live."""
 
 
 @dataclass
@@ -162,9 +197,26 @@ class SubstrateDelivery:
         # the final head does not (a proposal not ours, ours removed from the store, a stale or
         # lying best read): id -> when first seen so, and those already warned about (RFINAL
         # LOW 3: held silently, they showed only in the route-age metric). Pruned each round
-        # to the candidates read: a bound whatever the best block claims.
+        # to the candidates read and the held: a bound whatever the best block claims.
         self._held_since: dict[str, float] = {}
         self._held_warned: set[str] = set()
+        # The messages held so now, left out of the attested read by the database as the
+        # proposed are (review RINTA M1: read, they could fill its whole limit, and those
+        # behind them were never read), re-checked SUBSTRATE_BATCH_SIZE a round in this
+        # order, each moved to the end once re-checked (_recheck_held): a queue, so every
+        # held message is re-checked in turn however many are held.
+        self._held: dict[str, None] = {}
+        # Whether the "held queue full" line was logged since _held was last below HELD_CAP:
+        # one line per time it fills, not one a round (_hold).
+        self._held_full = False
+        # Attested messages held back in a batch with room left (_fill_or_go): id -> when a
+        # round first held them (self._clock). Kept while a candidate read (_propose_new).
+        self._filling: dict[str, float] = {}
+        self._clock: Callable[[], float] = time.monotonic
+        # What each candidate costs in a batch under the sizing in use (_costs): a held batch
+        # is planned and judged again every round, its messages decoded and costed once.
+        self._cost_memo: dict[str, Cost] = {}
+        self._cost_sizing: tuple[BatchBudget, CostModel] | None = None
 
     async def _sizing(self, client: SubstrateClient) -> tuple[BatchBudget, CostModel]:
         """The batch budget from the chain's extrinsic limits and the measured delivery costs
@@ -181,7 +233,10 @@ class SubstrateDelivery:
                 budget.length,
                 min(budget.messages, budget.weight // max(1, model.remark_short.weight)),
             )
-        return budget, model
+        # The cache's own object, not a new tuple of its parts: _costs keeps its memo while
+        # the sizing is the same object (a new measurement, after a runtime upgrade or a
+        # drop, is a new one and resets it). A new tuple every call reset it every round.
+        return sizing
 
     async def run(self) -> None:
         """Deliver to the chain for ever (:meth:`_deliver_substrate_loop`)."""
@@ -604,8 +659,12 @@ class SubstrateDelivery:
         block shows them handled, the final head does not, and no kept proposal of ours holds
         them) held longer than ``confirm_timeout`` since first seen so. They are neither
         proposed (the best block has them) nor recorded (the final head has not) until one or
-        the other changes: nothing else says so (RFINAL LOW 3). ``released`` are no longer held
-        (recorded, or shown no more): their clocks stop."""
+        the other changes: nothing else says so (RFINAL LOW 3). ``released`` are recorded
+        delivered: their clocks stop. A message the best block shows handled no more keeps its
+        clock while it is still a candidate read or held (pruned in :meth:`_propose_new` to
+        those, as the fill clocks are): reset there, a best block that says
+        "handled" every other round (a lying node, two forks) restarted it each time and the
+        line never came (review RRATE M2)."""
         for message_id in released:
             self._held_since.pop(message_id, None)
             self._held_warned.discard(message_id)
@@ -631,6 +690,83 @@ class SubstrateDelivery:
             more,
         )
 
+    async def _record_final(
+        self, chain: ChainConfig, client: SubstrateClient, shown: Sequence[MessageRecord]
+    ) -> tuple[list[str], list[str]]:
+        """``shown`` (attested, handled in the best block) read at the final head and recorded
+        where it shows them (:meth:`_mark_delivered_on`: the only way a best block's "handled"
+        reaches the ledger); the ids it does not show (held) and those it does (recorded)."""
+        held: list[str] = []
+        recorded: list[str] = []
+        if shown:
+            final = await self._final_items(client, chain, [r.message for r in shown])
+            await self._mark_delivered_on(chain, [r.message for r in shown], final)
+            for record, flag in zip(shown, final, strict=True):
+                (recorded if flag else held).append(record.id)
+        return held, recorded
+
+    def _hold(self, chain: ChainConfig, held: Sequence[str]) -> None:
+        """Queue ``held`` (attested, shown handled by the best block only) in :attr:`_held`,
+        so the attested read leaves them out, while it has room (:data:`HELD_CAP`). Those that
+        do not fit are not lost: they stay attested, the ordinary read takes them again and
+        checks them as at any round. The first time the queue fills, one line says so."""
+        room = HELD_CAP - len(self._held)
+        fresh = [m for m in held if m not in self._held]
+        self._held.update(dict.fromkeys(fresh[: max(room, 0)]))
+        if len(fresh) <= room:
+            self._held_full = len(self._held) >= HELD_CAP and self._held_full
+            return
+        if not self._held_full:
+            self._held_full = True
+            log.warning(
+                "%s: %d messages held (the best block shows them handled, the final head "
+                "does not); %d more stay in the ordinary read until some are recorded",
+                chain.name,
+                len(self._held),
+                len(fresh) - max(room, 0),
+            )
+
+    async def _recheck_held(self, chain: ChainConfig, client: SubstrateClient, now: float) -> None:
+        """Re-check up to ``SUBSTRATE_BATCH_SIZE`` of the held messages (:attr:`_held`, those
+        first re-checked longest ago) with the guard reads only, the main read leaving them
+        out (review RINTA M1):
+
+        - no longer attested (recorded, skipped by an operator): forgotten;
+        - the final head shows them handled: recorded (:meth:`_mark_delivered_on`, the final
+          head's read as every ``delivered`` the ledger gets from this chain);
+        - the best block no longer shows them handled: released, so this round's read takes
+          them as candidates again (their clocks kept: :meth:`_propose_new`);
+        - else still held, to the end of the queue, and :meth:`_warn_held`'s line once due.
+
+        The ids are read in one statement, one JSON parameter (``Ledger.messages(ids=…)``),
+        so the cost is bounded by the batch, not by what a lying best block added."""
+        due = list(itertools.islice(self._held, SUBSTRATE_BATCH_SIZE))
+        if not due:
+            return
+        records = await self.relayer.db(
+            self.relayer.ledger.messages,
+            ids=due,
+            status=MessageStatus.ATTESTED,
+            destination=chain.domain,
+            limit=len(due),
+        )
+        held: list[str] = []
+        recorded: list[str] = []
+        if records:
+            flags = await self._delivered_items(client, chain, [r.message for r in records])
+            shown = [r for r, flag in zip(records, flags, strict=True) if flag]
+            held, recorded = await self._record_final(chain, client, shown)
+        # Only once every read answered: a round failing above leaves the queue as it was,
+        # and the same messages are re-checked first next round.
+        attested = {record.id for record in records}
+        for message_id in due:
+            del self._held[message_id]  # released, recorded or gone; the held go back below
+            if message_id not in attested:
+                self._held_since.pop(message_id, None)
+                self._held_warned.discard(message_id)
+        self._held.update(dict.fromkeys(held))
+        self._warn_held(chain, held, recorded, now)
+
     async def _propose_new(
         self,
         chain: ChainConfig,
@@ -646,26 +782,95 @@ class SubstrateDelivery:
         in batches the chain can execute (:meth:`_plan`); each key written is added to
         ``published`` as it is written (so the caller knows them even if a later step
         raises)."""
+        limit = 2 * SUBSTRATE_BATCH_SIZE  # two full batches a round: a backlog goes as they fill
+        # Whether a part-full batch may wait for more (_fill_or_go): while proposals of ours
+        # to this chain are live, the committee and the chain have work of ours queued, and a
+        # batch proposed now would only queue behind it (the relayer scans an origin's FINAL
+        # blocks, so the next checkpoint's messages are unknown until about 0.3 s before they
+        # are attested: measured, a burst's 277-message tails went out alone although the next
+        # 729 were attested a second later); or while messages to this chain are on their way
+        # (seen on an origin, not attested), counted BEFORE the attested are read (counted
+        # after, those attested in between were neither read nor counted: measured 446 + 66
+        # where 494 + 18 do). One small statement (message_counts rows of this destination),
+        # all origins together: a batch may wait for another origin's messages, within
+        # FILL_WAIT all the same.
+        coming = bool(proposed)
+        if not coming:
+            counts = await self.relayer.db(
+                self.relayer.ledger.counts_by_status, destination=chain.domain
+            )
+            coming = counts[MessageStatus.DISCOVERED] + counts[MessageStatus.FINAL] > 0
+        now = time.time()
+        # Before the read: what the re-check releases (the best block shows it handled no
+        # more) is a candidate of this very read, not the next round's.
+        await self._recheck_held(chain, client, now)
+        steps.lap("held re-checked")
         records = await self.relayer.db(
             self.relayer.ledger.by_status,
             MessageStatus.ATTESTED,
-            # Two full batches a round: a backlog is proposed as fast as batches fill.
-            2 * SUBSTRATE_BATCH_SIZE,
+            limit,
             destination=chain.domain,
             # Left out by the database: loading the held back only to drop them here was
-            # about 2,500 rows every 0.2 s in a burst, a tenth of the relayer's CPU.
-            excluding=proposed,
+            # about 2,500 rows every 0.2 s in a burst, a tenth of the relayer's CPU. The held
+            # by the best block too: read, they filled the limit while the best block said
+            # "handled" and the final head did not, and nothing behind them was ever read
+            # (review RINTA M1); _recheck_held tends them instead. One JSON parameter still.
+            excluding=proposed | set(self._held),
         )
         by_origin: dict[int, list[MessageRecord]] = defaultdict(list)
         for record in records:
             by_origin[record.origin].append(record)
-        # Hold clocks of the candidates read this round only (the rest left attested, or are
-        # held back in a proposal of ours, which _warn_waiting speaks for).
+        # Hold clocks of the candidates read this round and of the held (the rest left
+        # attested, or are held back in a proposal of ours, which _warn_waiting speaks for).
+        # A held message keeps its clock while held, released or read again: its line comes
+        # confirm_timeout after the best block first said "handled" (review RRATE M2).
         read = {record.id for record in records}
-        self._held_since = {k: t for k, t in self._held_since.items() if k in read}
-        self._held_warned &= read
-        now = time.time()
+        kept = read | set(self._held)
+        self._held_since = {k: t for k, t in self._held_since.items() if k in kept}
+        self._held_warned &= kept
         steps.lap("attested from the ledger")
+        # The read stopped at its limit: the last origin read has more attested messages.
+        cut = records[-1].origin if len(records) >= limit else None
+        filling: dict[str, float] = {}  # this round's held tails (_fill_or_go)
+        try:
+            await self._propose_origins(
+                chain,
+                client,
+                proposals,
+                steps,
+                by_origin,
+                now=now,
+                coming=coming,
+                cut=cut,
+                filling=filling,
+                published=published,
+            )
+        finally:
+            # A clock is kept while its message is an attested candidate read this round,
+            # held or not (review RRATE M2), as _held_since is: pruned to this round's held
+            # tails, a round where the message was not held (the best block said "handled",
+            # a _propose that gave None, a round failing before its origin) restarted its
+            # wait, and such rounds every other time held it for ever. Dropped once the
+            # message is proposed (then excluded from the read), recorded or no longer read.
+            self._filling = {k: t for k, t in (self._filling | filling).items() if k in kept}
+
+    async def _propose_origins(
+        self,
+        chain: ChainConfig,
+        client: SubstrateClient,
+        proposals: ProposalStore,
+        steps: RoundSteps,
+        by_origin: dict[int, list[MessageRecord]],
+        *,
+        now: float,
+        coming: bool,
+        cut: int | None,
+        filling: dict[str, float],
+        published: set[ProposalKey],
+    ) -> None:
+        """The per-origin part of :meth:`_propose_new`: ``by_origin``'s attested candidates
+        admitted, checked against the guard items, planned and proposed (a partial last batch
+        perhaps held, into ``filling``: :meth:`_fill_or_go`)."""
         for origin, candidates in by_origin.items():
             # The operator's policy first, as on the EVM path: a refused message costs no RPC
             # and is never proposed (the committee would spend its fees on it).
@@ -679,25 +884,25 @@ class SubstrateDelivery:
             # line says so: _warn_held).
             shown = [r for r, flag in zip(group, flags, strict=True) if flag]
             todo = [r for r, flag in zip(group, flags, strict=True) if not flag]
-            held: list[str] = []
-            released = [r.id for r in todo]
-            if shown:
-                final = await self._final_items(client, chain, [r.message for r in shown])
-                await self._mark_delivered_on(chain, [r.message for r in shown], final)
-                for record, flag in zip(shown, final, strict=True):
-                    (released if flag else held).append(record.id)
+            held, released = await self._record_final(chain, client, shown)
+            self._hold(chain, held)  # read no more: _recheck_held's now (up to HELD_CAP)
             self._warn_held(chain, held, released, now)
             steps.lap("guard items of the new")
             if not todo:
                 continue
             batches = await self._plan(chain, client, todo)
             steps.lap("plan")
+            batches = self._fill_or_go(
+                chain, batches, more=coming or origin == cut, filling=filling
+            )
+            steps.lap("fill")
             for batch in batches:
                 fresh = await self._propose(chain, self.relayer.lanes[origin], batch)
                 steps.lap("prove")
                 if fresh is not None:
                     published.add(await trio.to_thread.run_sync(proposals.publish, fresh))
                     steps.lap("publish")
+                    self._forget_clocks(batch, fresh)
                     steps.proposed += len(fresh.messages)
                     self.relayer.metrics.proposals += 1
                     log.info(
@@ -706,6 +911,101 @@ class SubstrateDelivery:
                         self.relayer.lanes[origin].chain.name,
                         chain.name,
                     )
+
+    def _forget_clocks(self, batch: Sequence[MessageRecord], proposed: Proposal) -> None:
+        """Stop the clocks (held by the best block, :meth:`_warn_held`; held to fill,
+        :meth:`_fill_or_go`) of ``batch``'s messages that ``proposed`` carries: their wait is
+        over (the next rounds read them no more while the proposal is live). Those of the
+        batch it does not carry (not proven this round) keep theirs."""
+        carried = set(proposed.messages)
+        for record in batch:
+            if record.message in carried:
+                self._held_since.pop(record.id, None)
+                self._held_warned.discard(record.id)
+                self._filling.pop(record.id, None)
+
+    def _fill_or_go(
+        self,
+        chain: ChainConfig,
+        batches: list[list[MessageRecord]],
+        *,
+        more: bool,
+        filling: dict[str, float],
+    ) -> list[list[MessageRecord]]:
+        """``batches`` (planned, in nonce order: all but the last are full) less the last one
+        while it is worth waiting to fill it, its messages then recorded in ``filling``; the
+        rule (docs/decisions.md, session 8, "Full batches to Asset Hub"):
+
+        the last batch waits if it has room for another message like its dearest
+        (:func:`~relayer.families.substrate.batching.has_room`), it is worth waiting (``more``:
+        a proposal of ours to this chain is live, so the batch would only queue behind it; or
+        the ledger counted messages to this chain discovered or final, not yet attested,
+        before this round's attested were read; or that read stopped at its limit inside this
+        origin), it
+        holds no suspect of a failed batch (those go in their halves at once: the halving is
+        how a bad message is found), the sizing :meth:`_plan` used is known (no judging room
+        without it), and none of its messages has waited :data:`FILL_WAIT`
+        since a round first held it.
+
+        The clocks are per message and kept across rounds (``self._filling``) while the
+        message is an attested candidate read, held or not (:meth:`_propose_new`): a message
+        joins the held tail's front (a retried lower nonce) or its back without restarting
+        anyone's clock, and a round that does not hold it does not restart its own, so nobody
+        — an origin chain full of spam, messages stuck before attestation, a flood of
+        retries, a best block that says "handled" every other round — can hold one message
+        longer than :data:`FILL_WAIT` plus a round (per relayer process: see there).
+        The checks go from cheap to dear: ``more``, the suspects, the clocks, then the room
+        (the tail's messages costed by the sizing, in process)."""
+        if not batches or not more:
+            return batches
+        tail = batches[-1]
+        if any(record.id in self._suspects for record in tail):
+            return batches
+        now = self._clock()
+        since = [self._filling.get(record.id, now) for record in tail]
+        if now - min(since) >= FILL_WAIT:
+            return batches
+        sizing = self._sizes.current  # what _plan just planned with; None: nothing to judge
+        if sizing is None:
+            return batches
+        budget, _ = sizing
+        if not has_room(self._costs(chain, tail, sizing), budget):
+            return batches
+        filling.update((record.id, at) for record, at in zip(tail, since, strict=True))
+        log.debug(
+            "deliver to %s: %d message(s) wait up to %g s to fill their batch",
+            chain.name,
+            len(tail),
+            FILL_WAIT - (now - min(since)),
+        )
+        return batches[:-1]
+
+    def _costs(
+        self,
+        chain: ChainConfig,
+        records: Sequence[MessageRecord],
+        sizing: tuple[BatchBudget, CostModel],
+    ) -> list[Cost]:
+        """What each of ``records`` costs in a batch under ``sizing`` (:func:`message_cost`),
+        remembered by message id for as long as the sizing is the same object and the message
+        is among the last records costed (a bound: one round's candidates). Why: a batch held
+        to fill (:meth:`_fill_or_go`) is planned and judged every round (5 a second) until it
+        goes: each of its up to ~500 messages decoded and costed again each time was the
+        relayer's largest new CPU item."""
+        if sizing is not self._cost_sizing:
+            self._cost_memo, self._cost_sizing = {}, sizing
+        model = sizing[1]
+        settings, bridges = chain.settings(), token_bridges(self.relayer.config)
+        memo, costs = self._cost_memo, []
+        for record in records:
+            cost = memo.get(record.id)
+            if cost is None:
+                cost = message_cost(model, decode_message(record.message), settings, bridges)
+            costs.append(cost)
+        self._cost_memo = {r.id: c for r, c in zip(records, costs, strict=True)} | (
+            {k: memo[k] for k in self._filling if k in memo}
+        )
+        return costs
 
     async def _plan(
         self, chain: ChainConfig, client: SubstrateClient, todo: Sequence[MessageRecord]
@@ -720,10 +1020,8 @@ class SubstrateDelivery:
         the message: nothing is written (it stays attested, is not proposed), the sizing is
         dropped and measured again next round. Never ``failed``: that would let one RPC answer
         refuse deliverable messages for good."""
-        budget, model = await self._sizing(client)
-        settings, bridges = chain.settings(), token_bridges(self.relayer.config)
-        costs = [message_cost(model, decode_message(r.message), settings, bridges) for r in todo]
-        planned, oversized = plan_batches(costs, budget)
+        sizing = await self._sizing(client)
+        planned, oversized = plan_batches(self._costs(chain, todo, sizing), sizing[0])
         if oversized:
             self._sizes.drop()
             log.error(

@@ -17,12 +17,12 @@ from adapters.errors import AdapterError
 from adapters.rpc import EndpointHealth
 from adapters.substrate.client import SubstrateClient
 from adapters.substrate.finality import GrandpaFinality
+from light_clients.hexstr import to_hex
 from light_clients.merkle import IncrementalMerkleTree
 from relayer.config import ChainConfig, Config
 from relayer.families.substrate.connection import connected, final_header, grandpa_follower
 from relayer.families.substrate.scan import SCAN_CHUNK, OriginRoutes, escrow_routes, scan_remarks
-from relayer.family import Head, OutboxState, ScannedRange
-from relayer.ledger import DiscoveredMessage
+from relayer.family import DiscoveredMessage, Head, OutboxState, ScannedRange
 
 
 class SubstrateOrigin:
@@ -44,6 +44,9 @@ class SubstrateOrigin:
         self._tree = IncrementalMerkleTree()
         self._next = chain.start_block
         self._skipped = 0
+        # The last final head read in full (final_head): while the node's finalized hash is
+        # still its hash, it is the answer again, for one request instead of two.
+        self._head: Head | None = None
 
     @property
     def endpoints(self) -> Sequence[EndpointHealth]:
@@ -51,9 +54,23 @@ class SubstrateOrigin:
         return ()
 
     async def final_head(self) -> Head:
-        """The final head (GRANDPA-proven with a checkpoint; the node's word without one)."""
+        """The final head (GRANDPA-proven with a checkpoint; the node's word without one).
+
+        Asked every poll (4 a second by each attester and the relayer) while the head moves
+        once a block: under a node-finalized policy, when the node's finalized hash is the
+        hash of the head read last, that head (its header hash-checked, and proven final with
+        a checkpoint, when it was read) is returned after ONE request, the header not read
+        again. Any other answer — a new head, or whatever a node says that is not the same hash
+        — is read in full, as before (:func:`final_header`). Measured on a 1,500 burst to Asset
+        Hub: the finality polling was ~14 of the attesters' 55 requests a second to chopsticks,
+        whose one thread also builds the blocks."""
+        if self._head is not None and self.chain.finality.name in ("finalized", "devnet-instant"):
+            latest = await self.client.rpc("chain_getFinalizedHead")
+            if isinstance(latest, str) and latest.lower() == to_hex(self._head.hash):
+                return self._head
         header = await final_header(self.client, self.chain, self.grandpa)
-        return Head(header.number, header.hash, header)
+        self._head = Head(header.number, header.hash, header)
+        return self._head
 
     async def block_hash(self, number: int) -> bytes | None:
         """The hash of final block ``number``: with a GRANDPA checkpoint, one the light client
