@@ -119,34 +119,34 @@ def running_chopsticks(funded: Mapping[str, int] | None = None) -> Iterator[Chop
 # included, from a fresh clone's `--junitxml`, 2026-12-07); modules not named keep their order
 # after them.
 LONGEST_FIRST = (
-    "test_pos_chain.py",  # 249 s
-    "test_e2e_substrate.py",  # 132 s
-    "test_delivery_hardening.py",  # 104 s
-    "test_e2e_evm.py",  # 104 s
-    "test_ledger.py",  # 83 s
-    "test_e2e_resilience.py",  # 62 s
-    "test_family_conformance.py",  # 53 s
-    "test_ledger_rebuild.py",  # 47 s
-    "test_substrate_hardening.py",  # 45 s
-    "test_devnet.py",  # 36 s
-    "test_contract_artifacts.py",  # 36 s
-    "test_contracts.py",  # 34 s
-    "test_beacon_finality.py",  # 34 s
-    "test_inbox_v2.py",  # 32 s
-    "test_relayers_shared.py",  # 31 s
-    "test_devnet_scale.py",  # 27 s
-    "test_leases_hostile.py",  # 23 s
-    "test_substrate_adapter.py",  # 19 s
+    "test_pos_chain.py",  # 228 s
+    "test_e2e_substrate.py",  # 113 s
+    "test_delivery_hardening.py",  # 102 s
+    "test_ledger.py",  # 66 s
+    "test_substrate_hardening.py",  # 63 s
+    "test_inbox_v2.py",  # 61 s
+    "test_e2e_evm.py",  # 52 s
+    "test_contract_artifacts.py",  # 46 s
+    "test_e2e_resilience.py",  # 46 s
+    "test_family_conformance.py",  # 40 s
+    "test_ledger_rebuild.py",  # 36 s
+    "test_devnet.py",  # 34 s
+    "test_beacon_finality.py",  # 29 s
+    "test_relayers_shared.py",  # 28 s
+    "test_devnet_scale.py",  # 23 s
+    "test_contracts.py",  # 22 s
+    "test_substrate_adapter.py",  # 21 s
+    "test_leases_hostile.py",  # 20 s
     "test_paid_delivery.py",  # 16 s
-    "test_cli_proof.py",  # 14 s
-    "test_cli_proof_beacon.py",  # 13 s
-    "test_signer.py",  # 13 s
-    "test_chopsticks.py",  # 13 s
-    "test_installed_package.py",  # 12 s
-    "test_grandpa_route.py",  # 11 s
+    "test_seam_leftovers.py",  # 16 s
+    "test_cli_proof_beacon.py",  # 15 s
+    "test_installed_package.py",  # 14 s
+    "test_chopsticks.py",  # 14 s
+    "test_hub_relayer_rounds.py",  # 14 s
+    "test_grandpa_route.py",  # 13 s
     "test_leases.py",  # 11 s
+    "test_signer.py",  # 11 s
     "test_governance.py",  # 11 s
-    "test_keys.py",  # 11 s
 )
 
 # Coverage measures `light_clients/` only, but its tracer still costs every Python call of every
@@ -183,6 +183,8 @@ UNTRACED_MODULES = frozenset(
         "test_config_strict.py",
         "test_bench_scale.py",
         "test_pos_tools_wait.py",
+        "test_cli_runner_threads.py",
+        "test_import_cost.py",
         # EVM, beacon and CLI modules that never run the Substrate family.
         "test_attester_busy_store.py",
         "test_attester_hardening.py",
@@ -198,6 +200,7 @@ UNTRACED_MODULES = frozenset(
         "test_e2e_evm.py",
         "test_e2e_resilience.py",
         "test_governance.py",
+        "test_hostile_endpoints.py",
         "test_inbox_truncation.py",
         "test_inbox_v2.py",
         "test_ledger_rebroadcast.py",
@@ -220,6 +223,8 @@ UNTRACED_MODULES = frozenset(
         "test_error_tree.py",
         "test_grandpa_route.py",
         "test_health.py",
+        "test_hub_block_cost.py",
+        "test_hub_rate.py",
         "test_ledger_rebuild.py",
         "test_metrics.py",
         "test_paid_delivery.py",

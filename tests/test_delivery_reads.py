@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.evm.tx import MinedTx, SentTx
+from adapters.rpc import LOGS_ANSWER_BYTES, logs_caps
 from light_clients.ethereum.receipt import Log
 from relayer.families.evm.delivery import (
     PROCESS,
@@ -134,7 +135,9 @@ def test_a_mined_batch_is_read_in_one_query_and_recorded_as_before(tmp_path: Pat
         async def final_header() -> Any:
             return SimpleNamespace(gas_limit=30_000_000)
 
-        evm = SimpleNamespace(final_header=final_header)
+        # The receipt cap the relayer sizes batches by: the default logs cap (adapters/rpc.py).
+        rpc = SimpleNamespace(cap_of=logs_caps(LOGS_ANSWER_BYTES).__getitem__)
+        evm = SimpleNamespace(final_header=final_header, rpc=rpc)
         submission = Submission(bytes(12) + INBOX, PROCESS, records)
         assert trio.run(delivery._submit, delivery.chain, evm, engine, submission) == []  # type: ignore[arg-type]
         engine.counting.__exit__(None, None, None)

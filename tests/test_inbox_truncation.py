@@ -29,6 +29,7 @@ import trio
 from web3 import Web3
 
 from adapters.evm.tx import MinedTx
+from adapters.rpc import LOGS_ANSWER_BYTES, logs_caps
 from devnet.anvil import AnvilProcess
 from light_clients.ethereum.receipt import Log
 from light_clients.hashing import keccak256
@@ -399,7 +400,9 @@ def _submit(
     async def final_header() -> Any:
         return SimpleNamespace(gas_limit=block)
 
-    evm = SimpleNamespace(final_header=final_header)
+    # The receipt cap the relayer sizes batches by: the default logs cap (adapters/rpc.py).
+    rpc = SimpleNamespace(cap_of=logs_caps(LOGS_ANSWER_BYTES).__getitem__)
+    evm = SimpleNamespace(final_header=final_header, rpc=rpc)
     engine = FakeEngine(estimate)
     records = [r for i in ids if (r := ledger.get(i)) is not None]
     submission = Submission(bytes(12) + INBOX, PROCESS + calldata, records)

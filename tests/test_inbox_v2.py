@@ -31,6 +31,7 @@ from relayer import rebuild
 from relayer.families.evm.delivery import EvmDelivery, guard_slot, inbox_delivery_state
 from relayer.ledger import DiscoveredMessage, MessageStatus, NewTransaction, TxStatus, open_ledger
 from relayer.relay import Lane as RelayerLane
+from relayer.relay import RelayerMetrics
 from tests.test_contracts import (
     ATTACKER,
     COMMITTEE_KEYS,
@@ -442,7 +443,9 @@ def test_a_message_sharing_a_delivered_nonce_is_not_recorded_delivered(
     messages = [delivered, failing, impostor(delivered), impostor(failing)]
 
     async def read(attested: int) -> dict[bytes, tuple[bool, bool]]:
-        relayer = SimpleNamespace(lanes=lanes_of(outbox, fresh.lane.messages, attested))
+        relayer = SimpleNamespace(
+            lanes=lanes_of(outbox, fresh.lane.messages, attested), metrics=RelayerMetrics()
+        )
         chain = SimpleNamespace(contract=lambda _: inbox)
         delivery = EvmDelivery(chain, relayer)  # type: ignore[arg-type]
         async with JsonRpcClient([anvil.rpc_url]) as client:
@@ -505,6 +508,7 @@ class StubRelayer:
         self.ledger = RecordingLedger()
         self.lanes = lanes or {}
         self.admitted_groups: list[list[str]] = []
+        self.metrics = RelayerMetrics()
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         return fn(*args, **kwargs)
@@ -556,7 +560,12 @@ def test_a_held_origin_never_starves_the_others_and_is_reported_once(
         7: RelayerLane(chain=SimpleNamespace(name="idle"), outbox=outbox),  # type: ignore[arg-type]
     }
     relayer = SimpleNamespace(
-        ledger=ledger, lanes=lanes, batch_size=2, max_inflight=1, requeue_due=lambda _: 0
+        ledger=ledger,
+        lanes=lanes,
+        batch_size=2,
+        max_inflight=1,
+        requeue_due=lambda _: 0,
+        metrics=RelayerMetrics(),
     )
 
     async def db(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
