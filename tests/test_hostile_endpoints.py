@@ -930,12 +930,14 @@ def test_a_late_window_is_narrowed_once_every_endpoint_was_late() -> None:
     it, is narrowed like one over the cap, and the narrower windows finish in time. (The
     deadline here is 0.1 s and the links ~100 KB/s; at the defaults the same holds for any
     answer over ~15 MiB at 0.25 MiB/s.)"""
-    (one, two), blocks, rpc, took = _scan_with(["slow", "slow"], 16, deadline=0.1)
+    (one, two), blocks, _rpc, took = _scan_with(["slow", "slow"], 16, deadline=0.1)
     assert blocks == list(range(16))
     widths = [last - first + 1 for _, first, last in one.asked]
     assert widths[0] == 16 and min(widths) < 16  # asked whole first, then narrower
     assert two.asked  # the other endpoint was asked before any narrowing
-    assert all(e.failures == 0 for e in rpc.endpoints)  # both equally slow: none to blame
+    # Not asserted: which endpoint, if any, is rested. Both are equally slow, but under load one
+    # can be late on a narrower window the other answers in time, and is then rightly rested
+    # (test_a_slow_endpoint_rests_when_another_answers_the_window); it failed once under load.
     print(f"widths asked of the first endpoint: {widths}; {took:.2f} s")
 
 
