@@ -35,7 +35,8 @@ __all__ = [
 
 SYNC_ANSWER_BYTES = 32 << 20
 """The most bytes :func:`call_sync` reads of one answer (the devnet's and tests' calls: a
-block, a receipt, a chain id), as :data:`adapters.rpc.MAX_ANSWER_BYTES` for the relayer's."""
+block, a receipt, a chain id): as large as :data:`adapters.rpc.LOGS_ANSWER_BYTES`, since these
+calls only ever go to the devnet's own nodes on 127.0.0.1."""
 _CHUNK = 64 << 10
 
 # The errors of one exchange are defined here, not in adapters.rpc (which imports this module

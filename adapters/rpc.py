@@ -445,20 +445,11 @@ class JsonRpcClient:
         """The most bytes an answer to ``method`` may have."""
         return self.answer_caps.get(method, self.max_answer_bytes)
 
-    async def call(
-        self, method: str, params: Sequence[Any] = (), *, narrowable: bool = False
-    ) -> Any:
-        """Call ``method``; fail over across endpoints on transport errors.
-
-        ``narrowable``: the answer's size is the caller's choice (an ``eth_getLogs`` window of
-        more than one block). An endpoint whose answer is over the cap, not begun or not whole
-        within the deadline, or a JSON-RPC error, is not taken at its word: the next usable
-        one is asked the same, and :class:`RequestTooWide` is raised only if none answered
-        (see the module docstring). Endpoints with fewer strikes are asked first."""
-        calls = [(method, params)]
-        results, _ = await self._failover(
-            method, calls, batch=False, narrowable=narrowable, ranked=narrowable
-        )
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
+        """Call ``method``; fail over across endpoints on transport errors. A JSON-RPC error
+        is the node's answer, raised as is. (A read whose size is the caller's choice, an
+        ``eth_getLogs`` window, goes through :meth:`call_from`: see the module docstring.)"""
+        results, _ = await self._failover(method, [(method, params)], batch=False)
         return results[0]
 
     async def call_from(
@@ -495,7 +486,6 @@ class JsonRpcClient:
             calls,
             batch=False,
             narrowable=narrowable,
-            ranked=True,
             check=check,
             checked=True,
             overruled=overruled,
@@ -573,20 +563,19 @@ class JsonRpcClient:
         *,
         batch: bool,
         narrowable: bool = False,
-        ranked: bool = False,
         check: Callable[[Any], str | None] | None = None,
         checked: bool = False,
         overruled: list[tuple[EndpointHealth, str]] | None = None,
     ) -> tuple[list[Any], EndpointHealth]:
         """``calls`` asked of each usable endpoint in turn until one answers: its results and
-        the endpoint. ``ranked``: fewer strikes first (within the healthy, then the resting
-        endpoints). ``check`` (single calls): a refused result strikes the endpoint.
-        ``checked`` (:meth:`call_from`): every failure is a claim another endpoint's answer
-        overrules (into ``overruled`` if given, else struck), whatever the width."""
+        the endpoint. ``check`` (single calls): a refused result strikes the endpoint.
+        ``checked`` (:meth:`call_from`): endpoints with fewer strikes are asked first (within
+        the healthy, then the resting ones), and every failure is a claim another endpoint's
+        answer overrules (into ``overruled`` if given, else struck), whatever the width."""
         errors: list[RpcError] = [WrongChainError(e.refused) for e in self.endpoints if e.refused]
         too_wide: list[tuple[EndpointHealth, RpcError]] = []
         order = self.ordered()
-        if ranked:  # stable: configured order, then soonest out of rest, within each rank
+        if checked:  # stable: configured order, then soonest out of rest, within each rank
             now = trio.current_time()
             order.sort(key=lambda e: (e.quarantined_until > now, e.strikes))
         for endpoint in order:
@@ -594,7 +583,7 @@ class JsonRpcClient:
                 await self._identify(endpoint)
                 results = await self._post(endpoint, calls, batch=batch, narrowable=narrowable)
             except (RpcCallError, RequestTooWide) as exc:
-                if isinstance(exc, RpcCallError) and not narrowable and not checked:
+                if isinstance(exc, RpcCallError) and not checked:
                     raise  # the node's answer: the same on any endpoint
                 # Too wide, or this endpoint slow or lying (a bare huge Content-Length, a hang
                 # until the deadline): only another endpoint's answer tells which. Taking the

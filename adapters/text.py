@@ -44,4 +44,8 @@ def quoted(value: object, limit: int = VALUE_TEXT_LIMIT) -> str:
     >>> quoted("0xzz\\n" + "a" * 500, 12)
     "'0xzz\\\\naaaaa…"
     """
-    return one_line(repr(value), limit)
+    try:
+        text = repr(value)
+    except RecursionError:  # a value nested ~900 deep: quoting it must not be the failure
+        text = f"<{type(value).__name__} nested too deep>"
+    return one_line(text, limit)

@@ -32,7 +32,6 @@ devnet, which has no Root origin, writes the same field with chopsticks' ``dev_s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from hashlib import blake2b
 from typing import Any
 
 import trio
@@ -46,7 +45,7 @@ from adapters.substrate import (
     executed_ok,
     multisig_account,
 )
-from adapters.substrate.client import account_bytes
+from adapters.substrate.client import account_bytes, blake2_128_concat
 from adapters.substrate.client import keypair_from_seed as client_keypair_from_seed
 from adapters.substrate.finality import storage_key
 from light_clients.hexstr import to_hex
@@ -99,7 +98,7 @@ def class_key(class_id: int) -> bytes:
     if not 0 <= class_id < 2**32:
         raise SubstrateSetupError(f"collection id {class_id} is not a u32")
     encoded = class_id.to_bytes(4, "little")
-    return storage_key("Uniques", "Class") + blake2b(encoded, digest_size=16).digest() + encoded
+    return storage_key("Uniques", "Class") + blake2_128_concat(encoded)
 
 
 def free_holding_details(raw: bytes, owner: bytes) -> bytes | None:

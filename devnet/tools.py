@@ -33,8 +33,8 @@ Lodestar and the EthereumJS client (:data:`POS_PINNED`), come from a separate np
 ``devnet/npm-pos/`` (its ``package.json`` pins them and the ``overrides`` they need), installed by
 ``make pos-tools``; or from PATH (``lodestar``, ``ethereumjs``) when the package behind the
 command is the pinned version. The per-user cache does not cover them: their install compiles
-native code (g++, make; ~45 CPU s and ~450 MB even with only the two addons the devnet needs
-compiled, see the Makefile's ``pos-tools``), which no first ``devnet up`` should start behind
+native code (g++, make; ~45 CPU s and ~450 MB even with only the three add-ons the devnet loads
+rebuilt, see the Makefile's ``pos-tools``), which no first ``devnet up`` should start behind
 the user's back, so outside a checkout a missing one is one line (:class:`ToolError`) saying how
 to get it.
 

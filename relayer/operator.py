@@ -210,11 +210,6 @@ class _StoreOpener:
                 self._store = open_checkpoint_store(self._location)
             return self._store
 
-    @property
-    def opened(self) -> bool:
-        """Whether the store was opened."""
-        return self._store is not None
-
     def close(self) -> None:
         """Close the store if it was opened and has something to close (a directory store
         holds nothing open; a PostgreSQL one its connection pool)."""

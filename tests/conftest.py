@@ -160,8 +160,7 @@ LONGEST_FIRST = (
 #   test_multiproof, test_message, test_committee, test_remark, test_escrow, test_ancestry,
 #   test_light_client_rejections) with tests/test_substrate_hardening.py reach every line and
 #   branch the whole suite reaches (all but mpt.py's one, pyproject.toml): 99.98 %. Those stay
-#   traced, and so do the modules being changed this session; coverage only grows with more
-#   traced tests, so the floor holds with these untraced.
+#   traced; coverage only grows with more traced tests, so the floor holds with these untraced.
 # Should that ever change (a light-client line only such a module reaches), the coverage floor
 # (pyproject.toml) fails `make test` and names the line: trace the module again, or better, test
 # the line in a light-client unit module.

@@ -488,7 +488,8 @@ def test_the_multisig_state_is_read_once_a_block_and_again_on_a_new_one() -> Non
     assert node.asked.count("Multisig.Multisigs") == 2  # same hash, too old: read again
 
     node.best = "0x" + "zz" * 32
-    with pytest.raises(AdapterError, match=r"^chain_getBlockHash on ws://stand-in:9944: not a "):
+    refused = r"^chain_getBlockHash on ws://stand-in:9944: best block hash is not "
+    with pytest.raises(AdapterError, match=refused):
         trio.run(duty.reads.refresh, client, 2.0)
     node.asked.clear()
 

@@ -296,14 +296,12 @@ class CountingClient(JsonRpcClient):
         self.get_logs: list[dict[str, Any]] = []
         self.raw_transactions: list[bytes] = []
 
-    async def call(
-        self, method: str, params: Sequence[Any] = (), *, narrowable: bool = False
-    ) -> Any:
+    async def call(self, method: str, params: Sequence[Any] = ()) -> Any:
         if method == "eth_getLogs":
             self.get_logs.append(dict(params[0]))
         if method == "eth_sendRawTransaction":
             self.raw_transactions.append(parse_data(params[0], "raw transaction"))
-        return await super().call(method, params, narrowable=narrowable)
+        return await super().call(method, params)
 
     async def call_from(
         self, method: str, params: Sequence[Any] = (), **options: Any

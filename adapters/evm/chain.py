@@ -358,10 +358,7 @@ class EvmChain:
         scan at every poll, and the endpoint that sent it was never blamed."""
         decoded: dict[int, DispatchEvent] = {}  # by id() of a log the accepted answer holds
 
-        def check(result: Any) -> str | None:
-            problem = _not_logs(result)
-            if problem is not None:
-                return problem
+        def check(result: Any) -> str | None:  # asked once _not_logs passed (_logs_and)
             try:
                 for log in result:
                     if not log.get("removed"):
@@ -443,7 +440,7 @@ class EvmChain:
                     "eth_getLogs",
                     [query],
                     narrowable=end > start,
-                    check=_not_logs if check is None else check,
+                    check=_not_logs if check is None else _logs_and(check),
                     overruled=None if answered is None else overruled,
                 )
             except RequestTooWide as exc:
@@ -726,3 +723,13 @@ def _not_logs(result: Any) -> str | None:
     if isinstance(result, list) and all(isinstance(log, dict) for log in result):
         return None
     return "eth_getLogs returned something else than a list of logs"
+
+
+def _logs_and(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
+    """A caller's ``check`` of an ``eth_getLogs`` answer, asked only once :func:`_not_logs`
+    passed: it adds to the list-of-logs check, never replaces it."""
+
+    def both(result: Any) -> str | None:
+        return _not_logs(result) or check(result)
+
+    return both

@@ -323,9 +323,14 @@ def _hex_bytes(value: Any, what: str, size: int | None = None) -> bytes:
         raise AdapterError(f"node returned a malformed {what}: {one_line(repr(value))}") from None
 
 
+def blake2_128_concat(key: bytes) -> bytes:
+    """FRAME's ``Blake2_128Concat`` hasher of a map key: ``blake2b-128(key) ‖ key``."""
+    return hashlib.blake2b(key, digest_size=16).digest() + key
+
+
 def system_account_key(account: bytes) -> bytes:
     """The storage key of ``account``'s ``System.Account`` entry (``AccountInfo``)."""
-    return SYSTEM_ACCOUNT_PREFIX + hashlib.blake2b(account, digest_size=16).digest() + account
+    return SYSTEM_ACCOUNT_PREFIX + blake2_128_concat(account)
 
 
 def account_nonce(raw: bytes | None) -> int:

@@ -54,6 +54,7 @@ from relayer.families.substrate.batching import (
 from relayer.families.substrate.calls import (
     REFUND_REASONS,
     Refund,
+    best_block_hash,
     compose_batch,
     delivered_items,
     delivery_calls,
@@ -249,7 +250,8 @@ async def _round(
 ) -> None:
     """One round of :func:`approve_deliveries` over the ``pending`` proposals: check, verify
     and compose each new one (``batches`` keeps the result), and submit what is this
-    attester's turn into ``pipeline`` (its caller then waits with :meth:`Pipeline.settle`).
+    attester's turn into ``pipeline`` (its caller hands it to :meth:`InFlight.start`, which
+    waits for each extrinsic on its own).
 
     After a submission fails (:attr:`Pipeline.halted`) the round submits nothing more: the
     client has forgotten its nonce count, and the node's ``system_accountNextIndex`` leaves
@@ -418,7 +420,8 @@ class Halt:
 @dataclass
 class Pipeline:
     """One round of an attester's multisig extrinsics: submitted back to back (the client
-    gives them consecutive nonces), then waited for together (:meth:`settle`).
+    gives them consecutive nonces), then waited for by :class:`InFlight`, each on its own
+    (:meth:`settle`, waiting for them together, is what tests use).
 
     The executions of one round stay within one extrinsic's weight (``block_weight``) and
     length (``block_length``) together: chopsticks in its batch build modes, like a real block
@@ -793,7 +796,7 @@ class BlockReads:
         kept) if the node does not answer a hash."""
         try:
             answer = await client.rpc("chain_getBlockHash", [])
-            best = _block_hash(answer, client)
+            best = best_block_hash(answer, redact_url(client.url))
         except AdapterError:
             self.forget()
             raise
@@ -822,18 +825,6 @@ class BlockReads:
         if self.at is not None:
             self.operations[call_hash] = operation
         return operation
-
-
-def _block_hash(answer: object, client: SubstrateClient) -> bytes:
-    """A node's ``chain_getBlockHash`` answer as 32 bytes; AdapterError (one line) if not."""
-    try:
-        if isinstance(answer, str) and answer.startswith("0x") and len(answer) == 66:
-            return bytes.fromhex(answer[2:])
-    except ValueError:
-        pass
-    raise AdapterError(
-        f"chain_getBlockHash on {redact_url(client.url)}: not a block hash: {str(answer)[:80]!r}"
-    )
 
 
 @dataclass

@@ -19,12 +19,11 @@ import logging
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from hashlib import blake2b
 from typing import Any
 
 from adapters.errors import AdapterError
 from adapters.redact import redact_url
-from adapters.substrate.client import Call, SubstrateClient
+from adapters.substrate.client import Call, SubstrateClient, blake2_128_concat
 from adapters.substrate.finality import (
     GET_READ_PROOF,
     GrandpaFinality,
@@ -100,7 +99,7 @@ def guard_key(collection: int, item: int) -> bytes:
         if not 0 <= part < 2**32:
             raise ValueError(f"guard item ({collection}, {item}) is not a pair of u32")
         encoded = part.to_bytes(4, "little")
-        key += blake2b(encoded, digest_size=16).digest() + encoded
+        key += blake2_128_concat(encoded)
     return key
 
 
@@ -225,7 +224,7 @@ class GuardReads:
     async def _best(client: SubstrateClient) -> str:
         """The hex hash of the node's best block."""
         return to_hex(
-            _block_hash(await client.rpc("chain_getBlockHash", []), redact_url(client.url))
+            best_block_hash(await client.rpc("chain_getBlockHash", []), redact_url(client.url))
         )
 
     async def _items_at(
@@ -377,7 +376,7 @@ def shared_follower(config: Config, chain: ChainConfig) -> GrandpaFinality | Non
     return follower
 
 
-def _block_hash(value: object, where: str) -> bytes:
+def best_block_hash(value: object, where: str) -> bytes:
     """A node's answer that must be a 32-byte ``0x``-hex block hash; AdapterError if not."""
     try:
         return parse_data(value, "best block hash", 32)
