@@ -464,6 +464,8 @@ def test_the_approval_loop_forgets_an_estimate_once_no_proposal_batches_its_call
             return budget_for(ROCOCO), HONEST
 
     class Node:  # the loop asks for the best block's hash each poll (BlockReads)
+        url = "ws://stand-in:9944"
+
         async def rpc(self, method: str, params: object = ()) -> str:
             assert method == "chain_getBlockHash"
             return "0x" + "ab" * 32
