@@ -108,10 +108,17 @@ class FakeNode:
         self.upstream: str | None = None
         self.extra_methods: list[str] = []
         self.hidden_methods: set[str] = set()  # upstream methods the proxy does not list
+        self.raw_results: dict[str, Callable[[list[Any]], bytes | None]] = {}
         self.url = ""
 
     def on(self, method: str, handler: Callable[[list[Any]], Any]) -> None:
         self.handlers[method] = handler
+
+    def answer_raw(self, method: str, result: Callable[[list[Any]], bytes | None]) -> None:
+        """Answer ``method`` with ``result(params)``: raw bytes put where the JSON ``result``
+        goes and sent as a TEXT frame unchecked, so they may be what no honest node sends (bytes
+        that are not UTF-8); None forwards or answers the call as usual."""
+        self.raw_results[method] = result
 
     def serve_chain(self, headers: Sequence[SubstrateHeader]) -> None:
         by_hash = {to_hex(h.hash): h for h in headers}
@@ -155,6 +162,14 @@ class FakeNode:
             for raw in connection:
                 asked = json.loads(raw)
                 method, params = asked["method"], asked.get("params") or []
+                garble = self.raw_results.get(method)
+                result = None if garble is None else garble(params)
+                if result is not None:
+                    self.calls.append((method, params))
+                    head = json.dumps({"jsonrpc": "2.0", "id": asked["id"]})[:-1].encode()
+                    # websockets checks nothing it sends as text: the bytes go out as they are.
+                    connection.send(head + b', "result": ' + result + b"}", text=True)
+                    continue
                 if upstream is not None and method not in self.handlers:
                     upstream.send(raw)
                     while True:  # no subscriptions are opened: the next answer with this id

@@ -40,7 +40,7 @@ from test_substrate_batching import (
 
 from adapters.errors import AdapterError
 from adapters.substrate.client import Call, Fee, Included, Submitted, SubstrateClient
-from adapters.substrate.multisig import OpenOperation, Timepoint
+from adapters.substrate.multisig import OpenOperation, Timepoint, submit_together
 from benchmarks.bench_relay.hub_chain import HubBlock
 from benchmarks.bench_relay.hub_model import Floor, HubOutcome, HubPhase, HubResult
 from benchmarks.bench_relay.hub_report import (
@@ -50,6 +50,7 @@ from benchmarks.bench_relay.hub_report import (
     sustained_ceiling,
 )
 from light_clients.committee import Checkpoint
+from light_clients.hexstr import to_hex
 from relayer.attester import AttesterState
 from relayer.families.substrate import approval
 from relayer.families.substrate.approval import (
@@ -148,8 +149,9 @@ async def _act(
     sighted: float = 0.0,
     state: AttesterState | None = None,
 ) -> bool:
-    """One proposal's part of a round, as :func:`approval._round` does it: act on it, then
-    weigh ahead what it left to weigh once the round's submissions went out."""
+    """One proposal's part of a round, as :func:`approval._round` does it: act on it, submit
+    what it decided (:meth:`Pipeline.flush`), then weigh ahead what it left to weigh once the
+    round's submissions went out."""
     pipeline = Pipeline.for_budget(budget_for(ROCOCO))
     state = AttesterState() if state is None else state
     finished = await _act_on(
@@ -163,6 +165,10 @@ async def _act(
         now=now,
         pipeline=pipeline,
         sighted=sighted,
+    )
+    # What was decided goes out at the round's flush (its waits are not under test here).
+    await pipeline.flush(
+        cast(SubstrateClient, node), keypair, SETTINGS.multisig, chain=CHAIN, state=state
     )
     await _weigh_ahead(
         cast(SubstrateClient, node), keypair, pipeline.ahead, duty, chain=CHAIN, state=state
@@ -206,15 +212,14 @@ def test_only_the_expected_executor_weighs_ahead(
     keypair, call = _ranked(rank)
 
     _operations(monkeypatch)  # none is open
-
-    async def submit_approval(*args: Any, **kw: Any) -> Submitted:
-        return Submitted(b"\xee" * 32, b"", 1, 1, 64)
-
-    monkeypatch.setattr(approval, "submit_approval", submit_approval)
     monkeypatch.setattr(approval, "_already_delivered", lambda *a: _false())
     node, duty = _Node(), DeliveryDuty()
     trio.run(_act, node, keypair, call, duty, 0.5)
     assert node.estimates == [] and duty.fees == {}
+    # The opener opened (the node took it), the one after the executor did nothing.
+    assert [function for function, _ in node.submitted] == (
+        ["approve_as_multi"] if rank == 0 else []
+    )
 
 
 async def _false() -> bool:
@@ -433,15 +438,15 @@ class _Committee:
                 self.operation[call_hash] = _opened_by(due[1])
             return self.operation.get(call_hash)
 
-        async def submit_approval(
-            client: Any, keypair: Keypair, *args: Any, **kw: Any
-        ) -> Submitted:
-            call = args[2]
-            self.opening.setdefault(call.hash, (self.now + self.build, bytes(keypair.public_key)))
-            return Submitted(b"\xee" * 32, b"", 1, 1, 64)
+        async def submitting(client: Any, keypair: Keypair, calls: Any) -> Submitted:
+            for call in calls:
+                if call.function == "approve_as_multi":
+                    when = (self.now + self.build, bytes(keypair.public_key))
+                    self.opening.setdefault(call.call_hash, when)
+            return await submit_together(client, keypair, calls)  # the node takes it
 
         monkeypatch.setattr(approval, "open_operation", open_operation)
-        monkeypatch.setattr(approval, "submit_approval", submit_approval)
+        monkeypatch.setattr(approval, "submit_together", submitting)
         monkeypatch.setattr(approval, "_already_delivered", lambda *a: _false())
 
     def open_at(self, call: Call, when: float, depositor: bytes) -> None:
@@ -527,7 +532,7 @@ def test_a_first_signatory_opening_just_under_the_grace_cannot_ratchet_it(
 def _landing(monkeypatch: pytest.MonkeyPatch, outcomes: list[bool]) -> None:
     """``wait_landed`` stand-in: each wait lands (True) or times out (False), in turn."""
 
-    async def wait_landed(client: Any, submitted: Submitted) -> Included:
+    async def wait_landed(client: Any, submitted: Submitted, **_: Any) -> Included:
         if not outcomes.pop(0):
             raise AdapterError("as_multi not included within 60 s")
         return Included(b"\xbb" * 32, 9, 1, submitted.extrinsic_hash, 0, True, None, ())
@@ -612,9 +617,10 @@ def test_an_estimate_made_under_another_runtime_is_never_used(
 class _Unweighable(_SlowBlocks):
     """A node whose fee estimate times out; :attr:`events` is what it was asked, in order."""
 
-    def __init__(self, keypair: Keypair, others: list[bytes]) -> None:
+    def __init__(self, keypair: Keypair, others: list[bytes], multisig: bytes) -> None:
         super().__init__(keypair, others, build=0.0)
         self.events: list[str] = []
+        self.multisig = multisig  # the configured one (the test's settings, not the keys')
 
     async def estimate_fee(self, keypair: Keypair, call: Call) -> Fee:
         self.events.append("estimate")
@@ -623,6 +629,15 @@ class _Unweighable(_SlowBlocks):
     async def submit(self, keypair: Any, module: str, function: str, params: Any, **kw: Any) -> Any:
         self.events.append(function)
         return await super().submit(keypair, module, function, params, **kw)
+
+    async def wait_included(self, submitted: Submitted, **_: Any) -> Any:
+        """The opening's block, its ``NewMultisig`` naming the operation it opened (the call
+        hash of the submission: ``outcomes`` counts no event about another operation)."""
+        included = await super().wait_included(submitted)
+        call_hash = self.submitted[submitted.nonce - 1]
+        [event] = included.events
+        about = {"multisig": to_hex(self.multisig), "call_hash": to_hex(call_hash)}
+        return dataclasses.replace(included, events=(dataclasses.replace(event, attributes=about),))
 
 
 def test_weighing_ahead_waits_for_the_due_submissions_and_a_failure_is_no_warning_per_poll(
@@ -647,7 +662,7 @@ def test_weighing_ahead_waits_for_the_due_submissions_and_a_failure_is_no_warnin
     ahead, due = ranked(1), ranked(0)  # store order: the one to weigh first, then our turn
 
     _operations(monkeypatch)  # none is open
-    node = _Unweighable(keypair, [s for s in settings.signatories if s != me])
+    node = _Unweighable(keypair, [s for s in settings.signatories if s != me], settings.multisig)
     duty, state = DeliveryDuty(), AttesterState()
 
     def a_round(entries: list[Any]) -> None:

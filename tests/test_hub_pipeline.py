@@ -245,13 +245,23 @@ def test_a_timed_out_proposal_is_checked_before_it_is_failed_and_held_back_meanw
 class _SlowChain(_StandInClient):
     """What an attester's round asks of a node when every operation is new (none open, no
     item delivered); each extrinsic is accepted at once and then stays in flight until
-    ``land`` is set, when its wait fails (counted: the round's bookkeeping is not under test)."""
+    ``land`` is set, when its wait fails (counted: the round's bookkeeping is not under test).
+    :attr:`extrinsics`: the call hashes each extrinsic carried (one call, or a round's calls
+    together in a ``Utility.batch``); :attr:`submitted`: all of them, in order."""
 
     def __init__(self) -> None:
         super().__init__(fail_at=0)  # no submission is refused
         self.land = trio.Event()
+        self.extrinsics: list[list[bytes]] = []
 
-    async def wait_included(self, submitted: Submitted) -> Any:
+    async def submit(self, keypair: Any, module: str, function: str, params: Any, **kw: Any) -> Any:
+        together = params["calls"] if (module, function) == ("Utility", "batch") else [params]
+        hashes = [call.get("call_args", call)["call_hash"] for call in together]
+        self.extrinsics.append(hashes)
+        self.submitted.extend(hashes)
+        return Submitted(b"\xee" * 32, b"", len(self.extrinsics), 1, 64)
+
+    async def wait_included(self, submitted: Submitted, **_: Any) -> Any:
         await self.land.wait()
         return await super().wait_included(submitted)
 
@@ -397,52 +407,65 @@ def test_ours_compares_the_text_read_without_serialising_and_a_rewrite_is_not_ou
 
 
 class _FailsInTheBackground(_SlowChain):
-    """Round 1's extrinsic stays in flight; its wait fails right ``when`` round 2 has made
-    its second submission ("submitted": between two proposals) or is reading the chain for
-    its third proposal ("reading": after the round looked at the halt, before it submits)."""
+    """Round 1's extrinsic stays in flight; its wait fails right ``when`` round 2 submits its
+    first extrinsic ("submitted": what was due, before a new proposal's verification) or
+    reads the chain for its last proposal ("reading": after the round looked at the halt for
+    it, before the round's last submission)."""
 
     def __init__(self, when: str) -> None:
         super().__init__()
         self.when = when
 
     async def _fail_round_1(self) -> None:
-        if len(self.submitted) == 2 and not self.land.is_set():
+        if not self.land.is_set():
             self.land.set()  # round 1's wait fails now, in the background
             await trio.testing.wait_all_tasks_blocked()
 
     async def submit(self, keypair: Any, module: str, function: str, params: Any, **kw: Any) -> Any:
         submitted = await super().submit(keypair, module, function, params, **kw)
-        if self.when == "submitted":
+        if self.when == "submitted" and len(self.extrinsics) == 2:
             await self._fail_round_1()
         return submitted
 
     async def query(self, *args: Any, **kw: Any) -> None:
-        if self.when == "reading":
+        if self.when == "reading" and args[2][1] == bytes([3]) * 32:  # p3's operation
             await self._fail_round_1()
         return await super().query(*args, **kw)
 
 
 @pytest.mark.parametrize("when", ["submitted", "reading"])
-def test_a_wait_failing_in_the_background_stops_the_round_in_progress(when: str) -> None:
+def test_a_wait_failing_in_the_background_stops_the_round_in_progress(
+    when: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Review M1: round 1's wait fails while round 2 is submitting. The client has forgotten its
     nonce count, and the node's leaves out our extrinsics in a block being built: a further
-    submission would reuse a nonce and hold the attester for the inclusion timeout. Nothing is
-    submitted after the failure, whether it lands between two proposals or after the round
-    looked at the halt for the next one; the attester is halted until it drained."""
+    submission would reuse a nonce and hold the attester for the inclusion timeout. Round 2
+    submits twice: what was due on p1 and p2 (verified already) before it verifies the new
+    p3, then p3's opening. Nothing is submitted after the failure, whether it lands during
+    the first submission or while the last proposal is read (after the round looked at the
+    halt for it, so the submission itself must refuse); the attester is halted until it
+    drained."""
     a = _Attester(_FailsInTheBackground(when), 4)
     node, in_flight = a.node, a.in_flight
+    new_key = (a.pending[3][0].name, a.pending[3][1].created)
+    new_batch = a.batches.pop(new_key)  # p3 is new: verified in round 2
+
+    async def verified(*_args: Any, **_kw: Any) -> Any:
+        return new_batch
+
+    monkeypatch.setattr(approval, "_verified_batch", verified)
 
     async def scenario() -> None:
         async with trio.open_nursery() as nursery:
             await a.round(nursery, a.pending[:1])  # p0, in flight
-            await a.round(nursery, a.pending)  # p1 submitted; round 1 fails; p2, p3 must wait
-            assert node.submitted == [bytes([0]) * 32, bytes([1]) * 32]
-            assert in_flight.halted
+            await a.round(nursery, a.pending)  # p1, p2 submitted; round 1 fails; p3 must wait
+            assert node.extrinsics == [[bytes([0]) * 32], [bytes([1]) * 32, bytes([2]) * 32]]
+            assert in_flight.halted and new_key in a.batches  # p3 verified, not submitted
             node.land.set()
             with trio.fail_after(5):
                 await in_flight.drain()
             await a.round(nursery, a.pending)  # drained: all go out (p0, p1 settled, failed)
-            assert node.submitted[2:] == [bytes([n]) * 32 for n in range(4)]
+            assert node.extrinsics[2:] == [[bytes([n]) * 32 for n in range(4)]]  # together
             nursery.cancel_scope.cancel()
 
     trio.run(scenario)

@@ -736,9 +736,11 @@ def test_a_kept_read_never_submits_without_reading_the_operation_again() -> None
     is at the same best hash, so the read is kept; our opening lands meanwhile (its wait
     settled: the pipeline no longer holds the call). Acting on the kept "none open", the
     attester opened the same call again: a paid NoTimepoint and one of MAX_OPENS_PER_CALL
-    burnt. Now the kept read only decides; before submitting, the operation is read again,
-    shows ours open, and nothing is submitted. Round 3 decides on that read (approved by
-    us: nothing to do) without asking the node."""
+    burnt. Now the kept read only decides; right before submitting (at the round's flush),
+    the operation is read again, shows ours open, and nothing is submitted. Round 3 decides
+    on that read (approved by us: nothing to do) without asking the node. Round 1 reads
+    twice: to decide, and again right before its submission (the round's other decisions can
+    take seconds between the two)."""
     keypair, chain, pending, batches = _round_setup(1)
     duty, state, done = DeliveryDuty(), AttesterState(), set[tuple[str, float]]()
     for key, proposal_ in pending:
@@ -766,7 +768,7 @@ def test_a_kept_read_never_submits_without_reading_the_operation_again() -> None
 
         await duty.reads.refresh(cast(SubstrateClient, node), 1.0)
         await round_()
-        assert (node.submitted, node.reads) == ([call], 1)  # read fresh: no second read
+        assert (node.submitted, node.reads) == ([call], 2)  # decided, then read at the flush
         await duty.reads.refresh(cast(SubstrateClient, node), 1.3)  # same best hash: kept
         opened = OpenOperation(Timepoint(2, 1), frozenset({me}), me)
         node.open[call] = {
@@ -777,9 +779,9 @@ def test_a_kept_read_never_submits_without_reading_the_operation_again() -> None
         duty.held[call] = opened  # what the settled wait recorded
         await round_()
         assert node.submitted == [call] and duty.opens == {call: 1}
-        assert node.reads == 2 and duty.reads.operations[call] == opened
+        assert node.reads == 3 and duty.reads.operations[call] == opened
         await round_()
-        assert node.submitted == [call] and node.reads == 2  # decided on the kept read
+        assert node.submitted == [call] and node.reads == 3  # decided on the kept read
 
     trio.run(rounds)
     assert state.errors == 0

@@ -103,6 +103,16 @@ SCAN_RECURSION_LIMIT: Final = 1000 + _FRAMES_PER_LEVEL * RUNTIME_MAX_CALL_DEPTH
 1000 for the caller's own stack, plus the deepest call the runtime takes."""
 
 _BATCH_CALLS: Final = frozenset({"batch", "batch_all", "force_batch"})
+
+WS_OPTIONS: Final = {"skip_utf8_validation": True}
+"""websocket-client options of every Substrate connection. Its UTF-8 check of each text frame
+is pure Python: profiled in a 6,000-message Asset Hub burst it was 18 % of the relayer's CPU
+and 10 % of each attester's, on the machine chopsticks needs to build blocks (issue #12).
+Skipping it loses nothing: ``WebSocket.recv`` still decodes a text message with
+``bytes.decode("utf-8")``, so a node sending invalid UTF-8 still fails that call, as one
+AdapterError line (tests/test_multisig_together.py), and what is decoded is then parsed and
+checked like any other answer."""
+
 _HASH_LEN = 32
 
 SYSTEM_ACCOUNT_PREFIX: Final = bytes.fromhex(
@@ -826,7 +836,9 @@ class SubstrateClient:
         allow_the_deepest_call()
 
         def open_interface() -> tuple[SubstrateInterface, str | None, bytes]:
-            substrate = SubstrateInterface(url=self.url, ws_options={"timeout": self.timeout})
+            substrate = SubstrateInterface(
+                url=self.url, ws_options=WS_OPTIONS | {"timeout": self.timeout}
+            )
             try:
                 substrate.init_runtime()
                 methods = _result(substrate.rpc_request("rpc_methods", []), "rpc_methods")
@@ -1508,13 +1520,19 @@ class SubstrateClient:
         self._nonces_forgotten[signer] = self._nonces_forgotten.get(signer, 0) + 1
 
     async def wait_included(
-        self, submitted: Submitted, *, timeout: float = INCLUSION_TIMEOUT
+        self,
+        submitted: Submitted,
+        *,
+        timeout: float = INCLUSION_TIMEOUT,
+        on_block: Callable[[], None] | None = None,
     ) -> Included:
         """Poll new blocks until ``submitted`` is in one; AdapterError on timeout or expiry.
 
         Waits in trio between polls (the worker slot is free meanwhile). Blocks are followed by
         number on the node's canonical chain; a reorg after inclusion is the finality policy's
-        business, not this method's.
+        business, not this method's. ``on_block`` is called once the extrinsic is found in a
+        block, before that block's events are read and decoded (a block of 500 mints has
+        ~1,500 events: a few tenths of a second on a loaded host that a caller can use).
         """
         scanned = submitted.since_block
         with trio.move_on_after(timeout):
@@ -1527,6 +1545,8 @@ class SubstrateClient:
                         break
                     found = await self._find_extrinsic(block_hash, submitted.extrinsic_hash)
                     if found is not None:
+                        if on_block is not None:
+                            on_block()
                         return await self._included(submitted, block_hash, number, found)
                     scanned = number
                 if scanned >= submitted.valid_until:

@@ -89,23 +89,31 @@ class HubBlock:
 
 
 def classify(events: Sequence[Any]) -> str:
-    """One label for the events of one extrinsic."""
+    """One label for the events of one extrinsic: what each multisig call in it did, joined
+    with " + " when an attester sent several together (``Utility.batch``)."""
     names = [(e.pallet, e.name) for e in events]
     failed = next((e for e in events if (e.pallet, e.name) == ("System", "ExtrinsicFailed")), None)
     if failed is not None:
         return f"failed: {failed.error or '?'}"
-    if ("Multisig", "MultisigExecuted") in names:
-        issued = names.count(("Uniques", "Issued"))
-        executed = next(e for e in events if (e.pallet, e.name) == ("Multisig", "MultisigExecuted"))
-        result = (
-            executed.attributes.get("result") if isinstance(executed.attributes, dict) else None
-        )
-        ok = isinstance(result, dict) and "Ok" in result
-        return f"as_multi: executed, {issued} delivered" if ok else "as_multi: executed, Err"
-    if ("Multisig", "NewMultisig") in names:
-        return "approve_as_multi: opened"
-    if ("Multisig", "MultisigApproval") in names:
-        return "approve_as_multi: joined"
+    labels = []
+    for event in events:
+        if (event.pallet, event.name) == ("Multisig", "MultisigExecuted"):
+            attributes = event.attributes if isinstance(event.attributes, dict) else {}
+            result = attributes.get("result")
+            ok = isinstance(result, dict) and "Ok" in result
+            issued = names.count(("Uniques", "Issued"))
+            labels.append(
+                f"as_multi: executed, {issued} delivered" if ok else "as_multi: executed, Err"
+            )
+        elif (event.pallet, event.name) == ("Multisig", "NewMultisig"):
+            labels.append("approve_as_multi: opened")
+        elif (event.pallet, event.name) == ("Multisig", "MultisigApproval"):
+            labels.append("approve_as_multi: joined")
+        elif (event.pallet, event.name) == ("Utility", "BatchInterrupted"):
+            labels.append(f"failed: {event.error or '?'}")
+    if labels:
+        # Executions first: the report finds an executing block by its label's start.
+        return " + ".join(sorted(labels, key=lambda label: not label.startswith("as_multi")))
     remarks = names.count(("System", "Remarked"))
     if remarks:
         return f"remarks: {remarks}"

@@ -178,7 +178,8 @@ def report_hub(result: HubResult, baseline: PhaseResult) -> None:
     if not phase.from_hub and result.batches:
         executed = [b for b in result.batches.values() if b.first in result.delivery_block]
         useful = 2 * len(executed)
-        wasted = sum(n for label, n in kinds.items() if label.startswith("failed"))
+        calls = sum(n * (label.count(" + ") + 1) for label, n in kinds.items())
+        wasted = sum(n * label.count("failed") for label, n in kinds.items())
         cost = f" ≈ {wasted * statistics.median(intervals):.1f} s of blocks" if intervals else ""
         print(
             f"  batches: {len(result.batches)} proposals (messages "
@@ -186,8 +187,9 @@ def report_hub(result: HubResult, baseline: PhaseResult) -> None:
                 f"{b.first}-{b.last}"
                 for b in sorted(result.batches.values(), key=lambda b: b.first)
             )
-            + f"), {len(executed)} executed; the two extrinsics per batch are {useful} of the "
-            f"{sum(kinds.values())} extrinsics, {wasted} failed{cost}; the attesters' logs: "
+            + f"), {len(executed)} executed; the two multisig calls per batch are {useful} of "
+            f"the {calls} calls, in {sum(kinds.values())} extrinsics, {wasted} failed{cost}; the "
+            "attesters' logs: "
             + (", ".join(f"{k} ×{n}" for k, n in sorted(result.races.items())) or "none")
         )
     if result.cpu and wall > 0:
@@ -331,7 +333,7 @@ def openings_before(burst: HubResult) -> int:
         return 0
     first = min(burst.delivery_block.values())
     return sum(
-        label.startswith("approve_as_multi: opened")
+        label.count("approve_as_multi: opened")
         for block in burst.blocks
         if block.number < first
         for label in block.extrinsics

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -24,16 +24,21 @@ from adapters.errors import AdapterError
 from adapters.redact import redact_url
 from adapters.substrate.client import Call, Fee, Included, Submitted, SubstrateClient
 from adapters.substrate.multisig import (
+    MAX_CALLS_TOGETHER,
+    NOT_RUN,
     DispatchFailed,
+    MultisigCall,
     OpenOperation,
     Timepoint,
-    approval_included,
+    approval_args,
+    approval_timepoint,
     cancel,
     executed_ok,
+    execution_args,
     held_operations,
     open_operation,
-    submit_approval,
-    submit_execution,
+    outcomes,
+    submit_together,
     wait_landed,
 )
 from light_clients.committee import Checkpoint
@@ -175,13 +180,14 @@ async def approve_deliveries(
                 await trio.sleep(poll)
                 continue
             duty.keep_fees({batch.hash for batch in batches.values()})
-            # This round's extrinsics go to the pool back to back and are waited for together,
-            # in the background (:class:`InFlight`): the next round goes on meanwhile, so the
-            # opening of batch N+1 is submitted while batch N's execution is being built, not
-            # after it landed. One block takes executions worth one extrinsic's whole weight
-            # and length (the budget of each batch is its calls only), those still in flight
-            # included.
+            # This round's calls go to the pool together (as few extrinsics as they fit) and
+            # are waited for in the background (:class:`InFlight`): the next round goes on
+            # meanwhile, so the opening of batch N+1 is submitted while batch N's execution is
+            # being built, not after it landed. One block takes executions worth one
+            # extrinsic's whole weight and length (the budget of each batch is its calls
+            # only), those still in flight included.
             pipeline = in_flight.pipeline(sizing[0])
+            since = in_flight.generation
             await _round(
                 config,
                 chain,
@@ -199,7 +205,7 @@ async def approve_deliveries(
                 pipeline=pipeline,
             )
             in_flight.start(settling, pipeline, done, state)
-            await trio.sleep(poll)
+            await in_flight.settled_or(poll, since=since)
 
 
 async def _read_block(
@@ -262,49 +268,28 @@ async def _round(
 
     The halt is shared with every round still in flight (:class:`Halt`): a wait of an earlier
     round that fails in the background while this one submits stops this one too, checked
-    before every proposal here and again before every submission (:meth:`Pipeline.submit`)."""
+    before every proposal here and again before every submission (:meth:`Pipeline.submit`).
+
+    What is decided is queued and submitted together (:meth:`Pipeline.flush`): what is due on
+    batches verified already, before any new proposal is verified (it does not wait behind a
+    verification of seconds); then the new proposals, decided on and sent after each slice of
+    about :data:`VERIFY_SLICE` seconds of verifying (the openings of a burst's proposals
+    together, each decided at most a slice after it was verified)."""
     settings = chain.settings()
-    # Proposals whose batch we verified already first, then the new ones (each in the store's
-    # order): verifying a new proposal of ~500 messages takes seconds on a loaded attester,
-    # and an opening or execution that is our turn now should not wait behind it. It also
-    # means proposals anyone plants in the store (costly to verify, refused in the end) no
-    # longer delay our part in the batches we know to be good.
-    ordered = sorted(pending, key=lambda entry: (entry[0].name, entry[1].created) not in batches)
-    for entry, proposal in ordered:
-        if pipeline.halted:
-            log.info("%s: a submission failed; the rest waits for the next round", chain.name)
-            return
+    flush = partial(pipeline.flush, client, keypair, settings.multisig, chain=chain, state=state)
+    pipeline.alone = duty.alone  # calls whose last attempt failed go in extrinsics of their own
+    live = []
+    for entry, proposal in pending:
         key_ = (entry.name, proposal.created)
         if key_ in done or key_ in pipeline.busy:
             continue  # finished, or our extrinsic for it is not settled yet (in flight)
-        sighted = duty.sighted.setdefault(key_, time.time())
+        live.append((entry, proposal, key_))
+
+    async def step(entry: ProposalKey, key_: tuple[str, float], work: Awaitable[bool]) -> None:
+        """Run ``work`` on behalf of one proposal: its refusal, a lost race and a node error
+        are that proposal's (one line), never the round's."""
         try:
-            batch = batches.get(key_)
-            if batch is None:
-                # The free, local check first: a planted proposal of 1024 messages is refused
-                # before it costs a refund query per token message and a 2048-call compose.
-                _within_budget(settings, bridges, proposal, *sizing)
-                batch = await _verified_batch(
-                    config, chain, client, proposal, store=store, member=member, bridges=bridges
-                )
-                if batch is None:
-                    continue  # not a checkpoint a quorum (with us) signed: not yet
-            batches[key_] = batch
-            finished = await _act_on(
-                client,
-                chain,
-                keypair,
-                proposal,
-                batch,
-                state=state,
-                duty=duty,
-                pipeline=pipeline.for_proposal(entry.name, key_),
-                sighted=sighted,
-            )
-        except SubmissionHalted:
-            # Halted between the check above and the submission (a wait failed meanwhile).
-            log.info("%s: a submission failed; the rest waits for the next round", chain.name)
-            return
+            finished = await work
         except VerificationError as exc:
             log.error("proposal %s refused: %s", entry.name, exc)
             finished = True
@@ -313,11 +298,71 @@ async def _round(
             if any(race in str(exc) for race in MULTISIG_RACES):
                 # Another attester approved or executed in between: read again.
                 log.info("proposal %s: another signatory was first (%s)", entry.name, exc)
-                continue
-            state.errors += 1
-            log.warning("proposal %s: %s", entry.name, exc)
+            else:
+                state.errors += 1
+                log.warning("proposal %s: %s", entry.name, exc)
         if finished:
             done.add(key_)
+
+    async def act(entry: ProposalKey, proposal: Proposal, key_: tuple[str, float]) -> bool:
+        return await _act_on(
+            client,
+            chain,
+            keypair,
+            proposal,
+            batches[key_],
+            state=state,
+            duty=duty,
+            pipeline=pipeline.for_proposal(entry.name, key_),
+            sighted=duty.sighted.setdefault(key_, time.time()),
+        )
+
+    async def verify(proposal: Proposal, key_: tuple[str, float]) -> bool:
+        # The free, local check first: a planted proposal of 1024 messages is refused
+        # before it costs a refund query per token message and a 2048-call compose.
+        _within_budget(settings, bridges, proposal, *sizing)
+        batch = await _verified_batch(
+            config, chain, client, proposal, store=store, member=member, bridges=bridges
+        )
+        if batch is not None:  # else not a checkpoint a quorum (with us) signed: not yet
+            batches[key_] = batch
+            # Its opening turn starts now, when this attester could first act on it (see
+            # DeliveryDuty.sighted).
+            duty.sighted.setdefault(key_, time.time())
+            verified.append(key_)
+        return False
+
+    # 1. Proposals whose batch we verified already, in the store's order: verifying a new
+    # proposal of ~500 messages takes seconds on a loaded attester, and an opening or
+    # execution that is our turn now should not wait behind it — sent before any (flush).
+    # It also means proposals anyone plants in the store (costly to verify, refused in the
+    # end) no longer delay our part in the batches we know to be good.
+    for entry, proposal, key_ in live:
+        if key_ in batches and not pipeline.halted:
+            await step(entry, key_, act(entry, proposal, key_))
+    await flush()
+    # 2. The new ones verified, in slices of about VERIFY_SLICE seconds; 3. after each slice,
+    # the ones it verified decided on (on state read then) and sent together. Decided one by
+    # one between verifications, a decision waited seconds for its submission (review REVIEW1
+    # M3: another signatory could act meanwhile); decided only after a whole pass, an opener
+    # holding more new proposals than the next-ranked signatory was stood in for (REVIEW3 M1).
+    verified: list[tuple[str, float]] = []
+    fresh = [(entry, proposal, key_) for entry, proposal, key_ in live if key_ not in batches]
+
+    async def decide(slice_: Sequence[tuple[ProposalKey, Proposal, tuple[str, float]]]) -> None:
+        for entry, proposal, key_ in slice_:
+            if key_ in verified and key_ not in done and not pipeline.halted:
+                await step(entry, key_, act(entry, proposal, key_))
+        await flush()  # once halted it submits nothing
+
+    begun, position = time.monotonic(), 0
+    for index, (entry, proposal, key_) in enumerate(fresh):
+        # Halted too: verified now, acted on after the drain.
+        await step(entry, key_, verify(proposal, key_))
+        if time.monotonic() - begun >= VERIFY_SLICE:
+            await decide(fresh[position : index + 1])
+            begun, position = time.monotonic(), index + 1
+    await decide(fresh[position:])
     # After everything due this round is submitted: the estimates for later executions.
     await _weigh_ahead(client, keypair, pipeline.ahead, duty, chain=chain, state=state)
 
@@ -366,6 +411,9 @@ class Wait:
     weight: int = 0
     length: int = 0
     opened: int = 0
+    in_block: trio.Event | None = None
+    """Set once the extrinsic is seen in a block (:attr:`Landing.in_block`): from then on its
+    ``weight`` and ``length`` no longer fill a block to come (:meth:`InFlight.start`)."""
 
 
 async def _settle_one(wait: Wait, done: set[tuple[str, float]], state: AttesterState) -> bool:
@@ -375,6 +423,16 @@ async def _settle_one(wait: Wait, done: set[tuple[str, float]], state: AttesterS
     try:
         if await wait.settle():
             done.add(wait.key)
+    except SharedWaitFailed:
+        return True  # counted with the call that waited first; halts all the same
+    except DispatchFailed as exc:
+        # In a block and failed there, or never run behind a call of ours that failed: its
+        # nonce was used like any other, so nothing halts (REVIEW1 L2).
+        if any(race in str(exc) for race in MULTISIG_RACES) or NOT_RUN in str(exc):
+            log.info("proposal %s: %s", wait.name, exc)
+        else:
+            state.errors += 1
+            log.warning("proposal %s: %s", wait.name, exc)
     except (AdapterError, ConfigError) as exc:
         if any(race in str(exc) for race in MULTISIG_RACES):
             log.info("proposal %s: another signatory was first (%s)", wait.name, exc)
@@ -417,11 +475,140 @@ class Halt:
     raised: bool = False
 
 
+async def _still_due(group: Sequence[Queued], state: AttesterState) -> list[Queued]:
+    """The calls of ``group`` whose operation is still what each was decided on, read from the
+    node now, right before the submission (:attr:`Queued.unchanged`). A round decides its
+    calls one by one — each decision reads the chain, some weigh a 100 KB call — and submits
+    them together at its end: an operation another signatory opened, joined or executed in
+    between would cost us a paid, failed call (a run measured two ``NoTimepoint`` and one
+    ``UnexpectedTimepoint`` in a 6,000-message burst). The others are dropped (nothing was
+    tried: an execution keeps its weight estimate) and decided afresh next round. A read that
+    fails drops its call too, as one counted error."""
+    kept = []
+    for item in group:
+        try:
+            still = item.unchanged is None or await item.unchanged()
+        except AdapterError as exc:
+            state.errors += 1
+            log.warning("proposal %s: reading its operation again: %s", item.name, exc)
+            continue
+        if still:
+            kept.append(item)
+        else:
+            log.info("proposal %s: its multisig operation changed since decided", item.name)
+    return kept
+
+
+async def _unchanged(
+    reads: BlockReads,
+    client: SubstrateClient,
+    multisig: bytes,
+    call_hash: bytes,
+    decided_on: OpenOperation | None,
+) -> bool:
+    """Is the operation of ``call_hash`` still ``decided_on`` (None: not open), on the node now?
+    The read is kept (:meth:`BlockReads.fresh`): if it changed, the next round decides on it."""
+    return await reads.fresh(client, multisig, call_hash) == decided_on
+
+
+Landed = Callable[["Landing", int], Awaitable[bool]]
+"""Settles one call of ours (by its index) in a submitted extrinsic (:class:`Landing`) and does
+the bookkeeping; True once nothing is left for this attester to do on its proposal."""
+
+CALL_WRAPPER_BYTES = 256
+"""Bytes of one multisig call of ours besides the batch an execution carries and its other
+signatories (32 bytes each, counted apart: a committee may have up to the pallet's
+``MaxSignatories``): call index, threshold, timepoint, call hash, weight, with room to spare
+(about 60). :meth:`Pipeline.together` counts it per call."""
+
+TOGETHER_ENVELOPE_BYTES = 512
+"""Bytes of an extrinsic of ours besides its calls: address, signature, extensions and the
+``Utility.batch`` around them (about 120)."""
+
+
+@dataclass(frozen=True)
+class Queued:
+    """A multisig call of ours decided in this round and not yet submitted (:meth:`Pipeline.queue`):
+    what it is (``call``), on behalf of which proposal (``name``, ``key``), who settles it once
+    submitted (``settle``), what it holds until then (as :class:`Wait`), and ``submitted``,
+    told whether its extrinsic went to the node."""
+
+    name: str
+    key: tuple[str, float]
+    call: MultisigCall
+    settle: Landed
+    weight: int = 0
+    length: int = 0
+    opened: int = 0
+    submitted: Callable[[bool], None] | None = None
+    unchanged: Callable[[], Awaitable[bool]] | None = None
+    """Reads the chain again at the flush: is the operation still what the call was decided
+    on? (:func:`_unchanged`)"""
+
+
+class SharedWaitFailed(AdapterError):
+    """The wait for an extrinsic that carried this call and others failed; the failure is
+    counted and logged with the call that waited first (:func:`_settle_one` only halts for
+    the rest: the nonce is in doubt all the same)."""
+
+
+@dataclass
+class Landing:
+    """One extrinsic of ours carrying one or more multisig calls (:func:`submit_together`),
+    waited for once (:func:`wait_landed`) by whichever of their waits asks first, the others
+    sharing what it found: the extrinsic and each call's outcome (:func:`outcomes`)."""
+
+    client: SubstrateClient
+    submitted: Submitted
+    calls: tuple[MultisigCall, ...]
+    multisig: bytes
+    in_block: trio.Event = field(default_factory=trio.Event)
+    """Set once the extrinsic is seen in a block (before its events are read), or once the
+    wait ended otherwise."""
+    _started: bool = False
+    _done: trio.Event = field(default_factory=trio.Event)
+    _result: tuple[Included, list[str | None]] | AdapterError | None = None
+
+    async def outcome(self, index: int) -> tuple[Included, str | None]:
+        """The extrinsic as included and why call ``index`` did not run (None: it ran).
+        If the wait failed: AdapterError for the call whose wait asked first, and
+        :class:`SharedWaitFailed` for the others (one failure, counted once)."""
+        if not self._started:
+            self._started = True
+            try:
+                included = await wait_landed(
+                    self.client, self.submitted, on_block=self.in_block.set
+                )
+                self._result = (included, outcomes(included, self.calls, self.multisig))
+            except AdapterError as exc:
+                self._result = exc
+            finally:
+                if self._result is None:  # cancelled: the others must not wait for ever
+                    self._result = AdapterError("the wait for our extrinsic was cancelled")
+                self.in_block.set()
+                self._done.set()
+        else:
+            await self._done.wait()
+            if isinstance(self._result, AdapterError):
+                raise SharedWaitFailed(str(self._result))
+        result = self._result
+        if isinstance(result, AdapterError) or result is None:
+            raise result or AdapterError("no outcome")
+        included, failures = result
+        return included, failures[index]
+
+
 @dataclass
 class Pipeline:
-    """One round of an attester's multisig extrinsics: submitted back to back (the client
-    gives them consecutive nonces), then waited for by :class:`InFlight`, each on its own
-    (:meth:`settle`, waiting for them together, is what tests use).
+    """One round of an attester's multisig calls: queued as they are decided (:meth:`queue`),
+    submitted together — as few extrinsics as they fit (:meth:`flush`, :meth:`together`), the
+    client giving them consecutive nonces — then waited for by :class:`InFlight`, each call on
+    its own (:meth:`settle`, waiting for them together, is what tests use).
+
+    Why together: chopsticks' Instant mode builds a block per extrinsic, so an attester's
+    openings of three proposals and its execution of a fourth cost four blocks when sent
+    apart and one when sent together (issue #12: each block costs ~0.4 s of the builder
+    before any call in it runs); on a real chain, one extrinsic's base fee instead of four.
 
     The executions of one round stay within one extrinsic's weight (``block_weight``) and
     length (``block_length``) together: chopsticks in its batch build modes, like a real block
@@ -466,6 +653,11 @@ class Pipeline:
     ahead: list[Call] = field(default_factory=list)
     """Batches we expect to execute and are to weigh ahead (:func:`_weigh_ahead`) once this
     round's due submissions went out."""
+    queued: list[Queued] = field(default_factory=list)
+    """Calls decided since the last :meth:`flush`, submitted by it."""
+    alone: set[bytes] = field(default_factory=set)
+    """Call hashes to submit in an extrinsic of their own (:attr:`DeliveryDuty.alone`, which
+    :func:`_round` hands in); the calls of a group the node refused are added."""
     _current: tuple[str, tuple[str, float]] = ("", ("", 0.0))
 
     @property
@@ -503,21 +695,124 @@ class Pipeline:
         self.execution_length += length
         return True
 
-    async def submit(self, send: Callable[[], Awaitable[Submitted]], call_hash: bytes) -> Submitted:
-        """Submit with ``send`` the extrinsic for ``call_hash`` (then counted in :attr:`calls`);
-        if that fails, every submission after it is :attr:`halted` (and it raises).
-        :class:`SubmissionHalted`, without sending, when halted already: checked here, right
-        before the client is asked, because a wait settling in the background may have failed
-        since the round last looked."""
+    async def submit(self, send: Callable[[], Awaitable[Submitted]]) -> Submitted:
+        """Submit an extrinsic with ``send``; if that fails, every submission after it is
+        :attr:`halted` (and it raises). :class:`SubmissionHalted`, without sending, when
+        halted already: checked here, right before the client is asked, because a wait
+        settling in the background may have failed since the round last looked."""
         if self.halted:
             raise SubmissionHalted("a submission or a wait failed: submitting nothing more")
         try:
-            submitted = await send()
+            return await send()
         except (AdapterError, ConfigError):
             self.halt.raised = True
             raise
-        self.calls.add(call_hash)
-        return submitted
+
+    def queue(self, call: MultisigCall, settle: Landed, **holds: Any) -> None:
+        """Submit ``call`` (on behalf of the current proposal) at the next :meth:`flush`, then
+        wait for it with ``settle``; ``holds``: what it holds until then (:class:`Queued`).
+        Its call hash counts as busy from now on (:meth:`call_busy`)."""
+        name, key = self._current
+        self.queued.append(Queued(name, key, call, settle, **holds))
+        self.calls.add(call.call_hash)
+
+    def together(self, queued: Sequence[Queued]) -> list[list[Queued]]:
+        """``queued`` cut into the fewest extrinsics (:func:`submit_together`), executions
+        first and otherwise in order, that each stay within :data:`MAX_CALLS_TOGETHER` calls,
+        a batch's share of the weight (:data:`EXECUTION_WEIGHT_SHARE`: the approvals and
+        ``as_multi`` wrappers, a fraction of a percent each, fit in the rest) and the block's
+        length less
+        :data:`TOGETHER_ENVELOPE_BYTES`, each call counted with its
+        :data:`CALL_WRAPPER_BYTES`; a call in :attr:`alone` (its last attempt failed, or the
+        node refused it with others) goes in an extrinsic of its own. An execution planned to
+        fit an extrinsic alone (every proposal's batch) always fits one: at worst it goes
+        alone."""
+        share, whole = EXECUTION_WEIGHT_SHARE
+        weight_limit = self.block_weight * share // whole
+        length_limit = self.block_length - TOGETHER_ENVELOPE_BYTES
+        groups: list[list[Queued]] = []
+        group: list[Queued] = []
+        weight = length = 0
+        # Executions first: a call that fails stops the batch (Utility.batch), and an opening
+        # that lost a race should not hold back an execution, whose batch is the one ready.
+        for item in sorted(queued, key=lambda item: item.call.function != "as_multi"):
+            others = item.call.args.get("other_signatories", ())
+            more_length = item.length + CALL_WRAPPER_BYTES + 32 * len(others)
+            if group and (
+                item.call.call_hash in self.alone
+                or group[-1].call.call_hash in self.alone
+                or len(group) >= MAX_CALLS_TOGETHER
+                or weight + item.weight > weight_limit
+                or length + more_length > length_limit
+            ):
+                groups.append(group)
+                group, weight, length = [], 0, 0
+            group.append(item)
+            weight += item.weight
+            length += more_length
+        if group:
+            groups.append(group)
+        return groups
+
+    async def flush(
+        self,
+        client: SubstrateClient,
+        keypair: Keypair,
+        multisig: bytes,
+        *,
+        chain: ChainConfig,
+        state: AttesterState,
+    ) -> None:
+        """Submit what was queued since the last flush, as few extrinsics as it fits
+        (:meth:`together`), each waited for by :class:`InFlight` on behalf of every call in
+        it (:class:`Wait`, one :class:`Landing` shared). A refused submission halts the
+        pipeline (:meth:`submit`): one counted line, and each of its calls is told
+        (``submitted(False)``: an execution's weight estimate is not used again). Once halted
+        (then, or before) nothing more is submitted: the calls still queued are dropped, to be
+        decided afresh in a round after the drain."""
+        queued, self.queued = self.queued, []
+        groups = self.together(queued)
+        for group in groups:
+            if self.halted:
+                log.info("%s: a submission failed; the rest waits for the next round", chain.name)
+                return
+            due = await _still_due(group, state)
+            if not due:
+                continue
+            calls = [item.call for item in due]
+            try:
+                submitted = await self.submit(partial(submit_together, client, keypair, calls))
+            except SubmissionHalted:  # halted while the operations were read again
+                log.info("%s: a submission failed; the rest waits for the next round", chain.name)
+                return
+            except (AdapterError, ConfigError) as exc:
+                state.errors += 1
+                names = ", ".join(sorted({item.name for item in due}))
+                log.warning("proposal %s: %s", names, exc)
+                if len(due) > 1:
+                    # Refused together (too long or heavy for the node's pool, say): each goes
+                    # alone from now on, so one refusal cannot repeat every round (REVIEW1 L1).
+                    self.alone.update(call.call_hash for call in calls)
+                for item in due:
+                    if item.submitted is not None:
+                        item.submitted(False)
+                return
+            landing = Landing(client, submitted, tuple(calls), multisig)
+            for index, item in enumerate(due):
+                if item.submitted is not None:
+                    item.submitted(True)
+                self.settles.append(
+                    Wait(
+                        item.name,
+                        item.key,
+                        item.call.call_hash,
+                        partial(item.settle, landing, index),
+                        item.weight,
+                        item.length,
+                        item.opened,
+                        landing.in_block,
+                    )
+                )
 
     def for_proposal(self, name: str, key: tuple[str, float]) -> Pipeline:
         """This pipeline, its next submission being for proposal ``name`` (``key``)."""
@@ -586,6 +881,8 @@ class InFlight:
     calls: set[bytes] = field(default_factory=set)
     """Call hashes of the extrinsics in flight (:attr:`Pipeline.busy_calls`)."""
     halt: Halt = field(default_factory=Halt)
+    generation: int = 0
+    """How many times something in flight settled or left its block (:meth:`settled_or`)."""
     _changed: trio.Event = field(default_factory=trio.Event)
 
     @property
@@ -620,11 +917,37 @@ class InFlight:
         self.rounds += 1
         left = len(waits)
 
+        def changed() -> None:
+            self.generation += 1
+            self._changed.set()
+            self._changed = trio.Event()
+
         async def settle(wait: Wait, call_ours: bool) -> None:
             nonlocal left
             failed = True  # unless it returns: cancelled or broken counts as failed
+            held = True  # its weight and length, until its block is seen (or it settled)
+
+            def release() -> None:
+                nonlocal held
+                if held:
+                    held = False
+                    self.weight -= wait.weight
+                    self.length -= wait.length
+
+            async def release_in_block(in_block: trio.Event) -> None:
+                # In a block, an execution can no longer share the one being built with our
+                # next (Pipeline.room_for): released then, not only once its events are
+                # decoded — at a burst's end, executions of one signatory follow each other.
+                await in_block.wait()
+                release()
+                changed()
+
             try:
-                failed = await _settle_one(wait, done, state)
+                async with trio.open_nursery() as watching:
+                    if wait.in_block is not None and (wait.weight or wait.length):
+                        watching.start_soon(release_in_block, wait.in_block)
+                    failed = await _settle_one(wait, done, state)
+                    watching.cancel_scope.cancel()
             finally:
                 # A wait that failed (not a lost race) may have made the client forget its
                 # nonce count, as a failed submission does.
@@ -633,14 +956,12 @@ class InFlight:
                 self.keys.discard(wait.key)
                 if call_ours:
                     self.calls.discard(wait.call)
-                self.weight -= wait.weight
-                self.length -= wait.length
+                release()
                 self.opened -= wait.opened
                 left -= 1
                 if not left:
                     self.rounds -= 1
-                self._changed.set()
-                self._changed = trio.Event()
+                changed()
 
         for wait in waits:
             # A call in flight from an earlier round is that round's to release (one
@@ -653,11 +974,33 @@ class InFlight:
             self.opened += wait.opened
             nursery.start_soon(settle, wait, call_ours)
 
+    async def settled_or(self, seconds: float, *, since: int) -> None:
+        """Sleep ``seconds``, or less: until one of our extrinsics settles (or leaves the
+        block it held: :attr:`Wait.in_block`) after :attr:`generation` ``since`` — at once if
+        that happened already, during the round (a wake-up is not lost). The round after it
+        may then have an execution to send (ours, held by :meth:`Pipeline.room_for` until
+        now), and at a burst's end, when only executions are left, a poll's wait between them
+        was the chain's idle time (issue #12). Halted, it sleeps the whole ``seconds``: a wait
+        that fails at once must not make the loop resubmit as fast as the node answers
+        (review REVIEW3 L1)."""
+        if self.halted:
+            await trio.sleep(seconds)
+            return
+        with trio.move_on_after(seconds):
+            while self.generation == since:
+                await self._changed.wait()
+
     async def drain(self) -> None:
         """Wait until nothing is in flight; then submitting is safe again."""
         while self.rounds:
             await self._changed.wait()
         self.halt.raised = False
+
+
+VERIFY_SLICE = 1.0
+"""Seconds of verifying new proposals after which a round decides on those it verified and
+sends their calls (:func:`_round`): long enough for a burst's proposals to open together, short
+enough that an opener's turn never waits for a long pass of other proposals' verifications."""
 
 
 MAX_OPEN_OPERATIONS = 8
@@ -670,6 +1013,12 @@ batch after batch that nobody else approves can lock at most this many deposits.
 MAX_OPENS_PER_CALL = 2
 """How often an attester opens an operation for one call: a batch that was opened and then
 cancelled as stale twice is not opened by it again (the relayer bounds its retries too)."""
+
+MAX_OPEN_ATTEMPTS = 2 * MAX_OPENS_PER_CALL
+"""How often an attester submits an opening for one call at all, those that never ran
+included: an opening that did not run behind a failed call of ours gives its
+:data:`MAX_OPENS_PER_CALL` count back, on the word of the node's events, so a node lying
+about them could otherwise make us submit it for ever (review REVIEW2 L1)."""
 
 
 STALE_OPERATION = 300.0
@@ -732,7 +1081,7 @@ class TurnGrace:
 
     turns: deque[float] = field(default_factory=lambda: deque(maxlen=GRACE_SAMPLES))
     openings: deque[float] = field(default_factory=lambda: deque(maxlen=GRACE_SAMPLES))
-    """Recent openings by the rotation's first signatory: seconds from when we read the
+    """Recent openings by the rotation's first signatory: seconds from when we had verified the
     proposal to when we saw the operation open."""
 
     def observe(self, seconds: float) -> None:
@@ -741,7 +1090,7 @@ class TurnGrace:
             self.turns.append(min(seconds, GRACE_MAX))
 
     def observe_opening(self, seconds: float) -> None:
-        """The first signatory's opening was seen ``seconds`` after we read its proposal;
+        """The first signatory's opening was seen ``seconds`` after we had verified its proposal;
         nonsense is ignored."""
         if math.isfinite(seconds) and seconds >= 0:
             self.openings.append(min(seconds, GRACE_MAX))
@@ -837,14 +1186,23 @@ class DeliveryDuty:
     """(call hash, timepoint or None when not open) → when we first saw it in that state."""
     opens: dict[bytes, int] = field(default_factory=dict)
     """Call hash → how often we opened an operation for it."""
+    tries: dict[bytes, int] = field(default_factory=dict)
+    """Call hash → how often we submitted an opening for it, run or not."""
     grace: TurnGrace = field(default_factory=TurnGrace)
     """How long we wait per rank, from how long our own turns take."""
     sighted: dict[tuple[str, float], float] = field(default_factory=dict)
-    """Live proposal (name, created) → when we first read it, before verifying it: the
-    opening turn is timed from there, an event every signatory sees within a poll (the end of
-    each one's own verification is not: verifying 500 messages takes seconds, longer on a
-    busier attester, and a rank-1 that finished first would step in while rank 0 is still
-    verifying)."""
+    """Live proposal (name, created) → when this attester had verified it: the opening turn
+    is timed from there.
+
+    Why not from when it was first read (as before a round's calls went out together): a
+    round verifies new proposals before it decides on them (so that their openings go out
+    together), and a turn timed from the read waited for the verification of every proposal
+    ahead of it in the round — k × seconds at a burst's start, past the 4 s grace, so the
+    next-ranked signatories stood in for openers that were only verifying (review REVIEW2
+    N1). Nor from the end of a whole verification pass: attesters' rounds are not in step, so
+    their passes hold different proposals (REVIEW3 M1). Each proposal's own verification is
+    the same work for every signatory, and a round decides on what it verified at most
+    :data:`VERIFY_SLICE` later."""
     fees: dict[bytes, tuple[int, Fee]] = field(default_factory=dict)
     """Call hash → (runtime spec version, its weight and fee as our node estimated them under
     that runtime) (:func:`_weigh`), for the batches of live proposals only
@@ -856,6 +1214,12 @@ class DeliveryDuty:
     weigh_failed: set[bytes] = field(default_factory=set)
     """Call hashes whose estimate ahead failed: not asked ahead again (the execution asks
     afresh), and counted in the attester's errors once, not every poll."""
+    alone: set[bytes] = field(default_factory=set)
+    """Call hashes whose last call of ours failed in its block (not a call that merely did not
+    run): sent in an extrinsic of their own until one succeeds (:meth:`Pipeline.together`).
+    In a ``Utility.batch`` a failing call stops the calls after it, so a call that keeps
+    failing (a weight our node misjudges, say) would otherwise hold every opening of ours
+    behind it round after round. Only live proposals' calls are kept (:meth:`keep_fees`)."""
     reads: BlockReads = field(default_factory=BlockReads)
     """The multisig state read at the best block, kept while it is the best (one request a
     round instead of one per pending proposal and the multisig's whole map)."""
@@ -869,6 +1233,7 @@ class DeliveryDuty:
         for call_hash in set(self.fees) - live:
             del self.fees[call_hash]
         self.weigh_failed &= live
+        self.alone &= live
 
     def seen(self, call_hash: bytes, timepoint: Timepoint | None, now: float) -> float:
         """When we first saw ``call_hash`` in this state (now, if never before)."""
@@ -885,6 +1250,31 @@ class DeliveryDuty:
         self.opens[call_hash] = self.opens.get(call_hash, 0) + 1
         while len(self.opens) > _REMEMBERED_CALLS:
             del self.opens[next(iter(self.opens))]
+
+    def outcome(self, call_hash: bytes, failure: str | None) -> None:
+        """Note how our call for ``call_hash`` ended in its block (:attr:`alone`)."""
+        if failure is None:
+            self.alone.discard(call_hash)
+        elif not failure.startswith(NOT_RUN):
+            self.alone.add(call_hash)
+
+    def tried(self, call_hash: bytes) -> None:
+        """Count an opening we submitted for ``call_hash`` (never given back:
+        :data:`MAX_OPEN_ATTEMPTS`)."""
+        self.tries[call_hash] = self.tries.get(call_hash, 0) + 1
+        while len(self.tries) > _REMEMBERED_CALLS:
+            del self.tries[next(iter(self.tries))]
+
+    def not_opened(self, call_hash: bytes) -> None:
+        """Take back the count of an opening for ``call_hash`` that never ran (a call before it
+        in our ``Utility.batch`` failed): nothing was attempted, no deposit taken, so it is
+        not one of :data:`MAX_OPENS_PER_CALL`. An opening that ran and failed (a lost race)
+        keeps its count: a paid attempt all the same."""
+        count = self.opens.get(call_hash, 0) - 1
+        if count > 0:
+            self.opens[call_hash] = count
+        else:
+            self.opens.pop(call_hash, None)
 
 
 async def _tend_held(
@@ -1053,25 +1443,26 @@ async def _act_on(
 ) -> bool:
     """Approve or execute ``proposal``'s batch when it is our turn; True once nothing is left
     for this attester. Turns are timed from when *we* first saw the state (never from the
-    proposal's ``created``) — the opening turn from ``sighted``, when we first read the
+    proposal's ``created``) — the opening turn from ``sighted``, when we had verified the
     proposal, if given (:attr:`DeliveryDuty.sighted`); an operation is opened only within
     :data:`MAX_OPEN_OPERATIONS` and :data:`MAX_OPENS_PER_CALL`.
 
     With a ``pipeline``, nothing is done while an extrinsic of ours for the same call hash is
-    in flight (:meth:`Pipeline.call_busy`), and the extrinsic is only submitted here and the
-    rest is left to :meth:`Pipeline.settle` (this returns False: not finished yet); without,
-    it is waited for. Nothing else is decided differently: the same state read, the same
-    turn, the same caps.
+    in flight or queued (:meth:`Pipeline.call_busy`), and the call decided on is only queued
+    here (:meth:`Pipeline.queue`: submitted with the round's others at its next flush, settled
+    by :class:`InFlight`; this returns False: not finished yet); without, it is submitted
+    alone and waited for (:func:`_decided`). Nothing else is decided differently: the same
+    state read, the same turn, the same caps.
 
-    The operation may come from a read kept for this best block (:class:`BlockReads`). Such a
-    read only ever decides to do nothing (not our turn, approved by us already). Before any
-    submission (an opening, a join, an execution, a stand-in's) the operation is read from
-    the node again, and we submit only if it is what the decision was made on
-    (:func:`_still_as_read`; review RRATE M1): a kept read can predate a block that came
-    while the round ran, with our own opening in it (acted on, we opened the same call again:
-    a paid ``NoTimepoint``, and one of :data:`MAX_OPENS_PER_CALL` burnt) or another
-    signatory's approval. One request per submission; a round at an unchanged block that
-    submits nothing still costs none."""
+    The operation may come from a read kept for this best block (:class:`BlockReads`). Right
+    before any submission (an opening, a join, an execution, a stand-in's) the operation is
+    read from the node again, and the call goes out only if it is what the decision was made
+    on (:func:`_still_due`, at the flush; review RRATE M1 for kept reads, REVIEW2 for the
+    seconds a round's decisions can take before their flush): a kept read can predate a
+    block that came while the round ran, with our own opening in it (acted on, we opened the
+    same call again: a paid ``NoTimepoint``, and one of :data:`MAX_OPENS_PER_CALL` burnt) or
+    another signatory's approval. One request per submitted call; a round at an unchanged
+    block that submits nothing still costs none."""
     if pipeline is not None and pipeline.call_busy(batch.hash):
         # Our extrinsic for this very call is in flight (or went out this round) under another
         # proposal key: read now, the chain would not show it yet (review M2).
@@ -1079,7 +1470,6 @@ async def _act_on(
     settings = chain.settings()
     me = bytes(keypair.public_key)
     others = [s for s in settings.signatories if s != me]
-    kept = duty.reads.kept(batch.hash)
     operation = await duty.reads.operation(client, settings.multisig, batch.hash)
     threshold = settings.multisig_threshold
     now = time.time() if now is None else now
@@ -1101,11 +1491,14 @@ async def _act_on(
         started = _turn_started(now, turn)
         if await _already_delivered(client, settings, proposal):
             return True
-        if duty.opens.get(batch.hash, 0) >= MAX_OPENS_PER_CALL:
+        opens, tries = duty.opens.get(batch.hash, 0), duty.tries.get(batch.hash, 0)
+        if opens >= MAX_OPENS_PER_CALL or tries >= MAX_OPEN_ATTEMPTS:
             log.warning(
-                "proposal %s: opened %d times already, never executed; not opening it again",
+                "proposal %s: opened %d times already (%d openings submitted), never executed; "
+                "not opening it again",
                 proposal.name,
-                MAX_OPENS_PER_CALL,
+                opens,
+                tries,
             )
             return True
         opening = pipeline.opened + pipeline.carried_opened if pipeline else 0
@@ -1116,29 +1509,51 @@ async def _act_on(
                 len(duty.held),
             )
             return False
-        if not await _still_as_read(
-            client, settings, duty, proposal, batch, operation=operation, kept=kept
-        ):
-            return False
-        open_it = partial(submit_approval, client, keypair, others, threshold, batch)
-        submitted = await _submit(pipeline, open_it, batch.hash)
-        duty.opened(batch.hash)
+        open_call = MultisigCall(
+            "approve_as_multi",
+            approval_args(client, keypair, others, threshold, batch.hash, timepoint=None),
+            batch.hash,
+        )
 
-        async def opened() -> bool:
-            timepoint = await approval_included(
-                client, keypair, others, threshold, batch, submitted=submitted
-            )
+        async def opened(landing: Landing, index: int) -> bool:
+            included, failure = await landing.outcome(index)
+            duty.outcome(batch.hash, failure)
+            what = f"approve_as_multi of 0x{batch.hash.hex()} on {redact_url(client.url)}"
+            if failure is not None:
+                if failure.startswith(NOT_RUN):
+                    # Never ran (a call before it in our batch failed): no deposit, no paid
+                    # attempt. A failure of its own (a lost race) stays one of the two: a node
+                    # hiding the open operation must not make us pay again and again (REVIEW1 M2).
+                    duty.not_opened(batch.hash)
+                raise DispatchFailed(f"{what} failed: {failure}")
+            timepoint = approval_timepoint(included, settings.multisig, batch.hash)
+            if timepoint is None:
+                raise AdapterError(f"{what}: no Multisig.NewMultisig event for it")
             duty.grace.observe(trio.current_time() - started)
             duty.held[batch.hash] = OpenOperation(timepoint, frozenset({me}), me)
             state.approvals += 1
             log.info("proposal %s: opened the multisig operation", proposal.name)
             return threshold == 1
 
-        if pipeline is None:
-            return await opened()
-        pipeline.opened += 1
-        pipeline.add(opened, batch.hash, opened=1)
-        return False
+        def count_open(submitted: bool) -> None:
+            if submitted:
+                duty.opened(batch.hash)
+                duty.tried(batch.hash)
+
+        if pipeline is not None:
+            pipeline.opened += 1
+        return await _decided(
+            client,
+            keypair,
+            settings,
+            open_call,
+            opened,
+            pipeline=pipeline,
+            opened=1,
+            submitted=count_open,
+            reads=duty.reads,
+            state=state,
+        )
     # The clock of the unopened operation has served once it is seen open. Kept, a batch
     # proposed again after its operation was cancelled (a re-publish, a relayer restart) found
     # every rank's opening turn long past: all signatories opened at once, all but one paying a
@@ -1153,102 +1568,139 @@ async def _act_on(
     if now < turn:
         return False
     started = _turn_started(now, turn)
-    if not await _still_as_read(
-        client, settings, duty, proposal, batch, operation=operation, kept=kept
-    ):
-        return False
     if len(operation.approvals) + 1 < threshold:
-        join = partial(
-            submit_approval,
+        join = MultisigCall(
+            "approve_as_multi",
+            approval_args(
+                client, keypair, others, threshold, batch.hash, timepoint=operation.timepoint
+            ),
+            batch.hash,
+        )
+
+        async def approved(landing: Landing, index: int) -> bool:
+            _, failure = await landing.outcome(index)
+            duty.outcome(batch.hash, failure)
+            if failure is not None:
+                raise DispatchFailed(
+                    f"approve_as_multi of 0x{batch.hash.hex()} on {redact_url(client.url)} "
+                    f"failed: {failure}"
+                )
+            duty.grace.observe(trio.current_time() - started)
+            state.approvals += 1
+            return True
+
+        return await _decided(
             client,
+            keypair,
+            settings,
+            join,
+            approved,
+            pipeline=pipeline,
+            decided_on=operation,
+            reads=duty.reads,
+            state=state,
+        )
+    fee = await _weigh(client, keypair, batch, duty)
+    if pipeline is not None and not pipeline.room_for(fee.weight, len(batch.data)):
+        return False  # this block is full of our executions: the next round
+    execution = MultisigCall(
+        "as_multi",
+        execution_args(
             keypair,
             others,
             threshold,
             batch,
             timepoint=operation.timepoint,
+            max_weight=client.weight_arg(fee.weight, fee.proof_size),
+        ),
+        batch.hash,
+    )
+
+    async def executed(landing: Landing, index: int) -> bool:
+        try:
+            included, failure = await landing.outcome(index)
+        except BaseException:
+            duty.fees.pop(batch.hash, None)  # given up: see below
+            raise
+        duty.outcome(batch.hash, failure)
+        if failure is not None and failure.startswith(NOT_RUN):
+            # A call before it in our batch failed: not finished, decided afresh next round
+            # (returned True, the proposal was done with here for good: REVIEW1 M1). Its
+            # estimate was never put to the test: kept for that retry (REVIEW2 L3).
+            log.info("proposal %s: our execution did not run: %s", proposal.name, failure)
+            return False
+        # Settled or failed: the estimate has served. Kept, a wrong one (a node that lied
+        # once) would weigh every later execution of the same call, under a re-proposal or
+        # after a relayer restart (review L1); the next asks afresh.
+        duty.fees.pop(batch.hash, None)
+        duty.grace.observe(trio.current_time() - started)
+        _report_execution(
+            proposal, included, failure, about=(settings.multisig, batch.hash), state=state
         )
-        joined = await _submit(pipeline, join, batch.hash)
+        return True
 
-        async def approved() -> bool:
-            await approval_included(
-                client,
-                keypair,
-                others,
-                threshold,
-                batch,
-                submitted=joined,
-                timepoint=operation.timepoint,
-            )
-            duty.grace.observe(trio.current_time() - started)
-            state.approvals += 1
-            return True
+    def forget_weight(submitted: bool) -> None:
+        if not submitted:
+            duty.fees.pop(batch.hash, None)  # a wrong weight is not used again (review L1)
 
-        if pipeline is None:
-            return await approved()
-        pipeline.add(approved, batch.hash)
-        return False
-    fee = await _weigh(client, keypair, batch, duty)
-    if pipeline is not None and not pipeline.room_for(fee.weight, len(batch.data)):
-        return False  # this block is full of our executions: the next round
-    run = partial(
-        submit_execution,
+    return await _decided(
         client,
         keypair,
-        others,
-        threshold,
-        batch,
-        timepoint=operation.timepoint,
-        fee=fee,
+        settings,
+        execution,
+        executed,
+        pipeline=pipeline,
+        weight=fee.weight,
+        length=len(batch.data),
+        submitted=forget_weight,
+        decided_on=operation,
+        reads=duty.reads,
+        state=state,
     )
-    try:
-        submitted = await _submit(pipeline, run, batch.hash)
-    except (AdapterError, ConfigError):
-        duty.fees.pop(batch.hash, None)  # a wrong weight is not used again (review L1)
-        raise
-
-    async def executed() -> bool:
-        try:
-            included = await wait_landed(client, submitted)
-        finally:
-            # Settled, failed or given up: the estimate has served. Kept, a wrong one (a node
-            # that lied once) would weigh every later execution of the same call, under a
-            # re-proposal or after a relayer restart (review L1); the next asks afresh.
-            duty.fees.pop(batch.hash, None)
-        duty.grace.observe(trio.current_time() - started)
-        _report_execution(proposal, included, state=state)
-        return True
-
-    if pipeline is None:
-        return await executed()
-    pipeline.add(executed, batch.hash, weight=fee.weight, length=len(batch.data))
-    return False
 
 
-async def _still_as_read(
+async def _decided(
     client: SubstrateClient,
+    keypair: Keypair,
     settings: SubstrateSettings,
-    duty: DeliveryDuty,
-    proposal: Proposal,
-    batch: Call,
+    call: MultisigCall,
+    settle: Landed,
     *,
-    operation: OpenOperation | None,
-    kept: bool,
+    pipeline: Pipeline | None,
+    weight: int = 0,
+    length: int = 0,
+    opened: int = 0,
+    submitted: Callable[[bool], None] | None = None,
+    decided_on: OpenOperation | None = None,
+    reads: BlockReads,
+    state: AttesterState,
 ) -> bool:
-    """Whether ``batch``'s operation is still ``operation``, the state :func:`_act_on` decided
-    to submit on: True at once if that was read from the node in this very call (``kept``
-    False), else read again now (and kept: the next round decides on it). False: the chain
-    moved since the kept read (our own extrinsic landed, another signatory acted); nothing
-    is submitted, and the next round decides afresh."""
-    if not kept:
-        return True
-    now_read = await duty.reads.fresh(client, settings.multisig, batch.hash)
-    if now_read == operation:
-        return True
-    log.info(
-        "proposal %s: the multisig operation changed since this block's read; deciding again",
-        proposal.name,
-    )
-    return False
+    """Do what :func:`_act_on` decided: queue ``call`` in ``pipeline`` (submitted at its next
+    flush, settled by :class:`InFlight`; False: not finished yet) or, without one, submit it
+    alone and wait (what ``settle`` returns)."""
+    unchanged = partial(_unchanged, reads, client, settings.multisig, call.call_hash, decided_on)
+    if pipeline is not None:
+        pipeline.queue(
+            call,
+            settle,
+            weight=weight,
+            length=length,
+            opened=opened,
+            submitted=submitted,
+            unchanged=unchanged,
+        )
+        return False
+    if not await _still_due([Queued("", ("", 0.0), call, settle, unchanged=unchanged)], state):
+        return False
+    try:
+        sent = await submit_together(client, keypair, [call])
+    except (AdapterError, ConfigError):
+        if submitted is not None:
+            submitted(False)
+        raise
+    if submitted is not None:
+        submitted(True)
+    return await settle(Landing(client, sent, (call,), settings.multisig), 0)
 
 
 def _observe_opening(
@@ -1263,7 +1715,8 @@ def _observe_opening(
     """Count the rotation's first signatory's opening of ``call_hash`` as an opening sample
     (:meth:`TurnGrace.observe_opening`) when we see it open for the first time: from
     ``waited_since``, when our own clock for the unopened operation started (when we first
-    read its proposal; None if it was open when we first looked), to now, by our clock.
+    verified its proposal: :attr:`DeliveryDuty.sighted`; None if it was open when we first
+    looked), to now, by our clock.
 
     Why: our grace grew only with our own turns, and at a burst's start we have none, so it
     was :data:`ROLE_GRACE`; the first execution's block (hundreds of mints) took longer than
@@ -1365,17 +1818,18 @@ def _turn_started(now: float, turn: float) -> float:
     return trio.current_time() - max(0.0, now - turn)
 
 
-async def _submit(
-    pipeline: Pipeline | None, send: Callable[[], Awaitable[Submitted]], call_hash: bytes
-) -> Submitted:
-    """Submit with ``send`` the extrinsic for ``call_hash``: through ``pipeline`` if there is
-    one (:meth:`Pipeline.submit`: a failure halts it, and it refuses once halted)."""
-    return await (send() if pipeline is None else pipeline.submit(send, call_hash))
-
-
-def _report_execution(proposal: Proposal, included: Included, *, state: AttesterState) -> None:
-    """Count and log what an execution of ``proposal``'s batch did on chain."""
-    ok, reason = executed_ok(included)
+def _report_execution(
+    proposal: Proposal,
+    included: Included,
+    failure: str | None = None,
+    *,
+    about: tuple[bytes, bytes] | None = None,
+    state: AttesterState,
+) -> None:
+    """Count and log what an execution of ``proposal``'s batch did on chain: ``failure``, why
+    our ``as_multi`` did not run (:func:`outcomes`), else what the call did
+    (:func:`executed_ok`, looking only at the operation ``about``)."""
+    ok, reason = (False, failure) if failure is not None else executed_ok(included, about)
     state.executions += 1
     if ok:
         log.info(
