@@ -260,8 +260,8 @@ async def _round(
 ) -> None:
     """One round of :func:`approve_deliveries` over the ``pending`` proposals: check, verify
     and compose each new one (``batches`` keeps the result), and submit what is this
-    attester's turn into ``pipeline`` (its caller hands it to :meth:`InFlight.start`, which
-    waits for each extrinsic on its own).
+    attester's turn through ``pipeline`` (each flush hands its extrinsics to
+    :meth:`InFlight.start` at once, :attr:`Pipeline.flushed`, which waits for each on its own).
 
     After a submission fails (:attr:`Pipeline.halted`) the round submits nothing more: the
     client has forgotten its nonce count, and the node's ``system_accountNextIndex`` leaves
@@ -277,8 +277,8 @@ async def _round(
     What is decided is queued and submitted together (:meth:`Pipeline.flush`): what is due on
     batches verified already, before any new proposal is verified (it does not wait behind a
     verification of seconds); then the new proposals, decided on and sent after each slice of
-    about :data:`VERIFY_SLICE` seconds of verifying (the openings of a burst's proposals
-    together, each decided at most a slice after it was verified)."""
+    verifying — half the grace, at least :data:`VERIFY_SLICE` — (the openings of a burst's
+    proposals together, each decided about a slice after it was verified at most)."""
     settings = chain.settings()
     flush = partial(pipeline.flush, client, keypair, settings.multisig, chain=chain, state=state)
     pipeline.alone = duty.alone  # calls whose last attempt failed go in extrinsics of their own
@@ -351,7 +351,7 @@ async def _round(
         if key_ in batches and not pipeline.halted:
             await step(entry, key_, act(entry, proposal, key_))
     await flush()
-    # 2. The new ones verified, in slices of about VERIFY_SLICE seconds; 3. after each slice,
+    # 2. The new ones verified, in slices of half the grace (VERIFY_SLICE); 3. after each slice,
     # the ones it verified decided on (on state read then) and sent together. Decided one by
     # one between verifications, a decision waited seconds for its submission (review REVIEW1
     # M3: another signatory could act meanwhile); decided only after a whole pass, an opener
