@@ -541,7 +541,8 @@ class Queued:
     """A multisig call of ours decided in this round and not yet submitted (:meth:`Pipeline.queue`):
     what it is (``call``), on behalf of which proposal (``name``, ``key``), who settles it once
     submitted (``settle``), what it holds until then (as :class:`Wait`), and ``submitted``,
-    told whether its extrinsic went to the node."""
+    told True once its extrinsic went to the node and False if the node refused it (a call
+    never tried — halted, or dropped at the flush — is told nothing)."""
 
     name: str
     key: tuple[str, float]
