@@ -31,7 +31,6 @@ from adapters.errors import AdapterError
 from adapters.redact import redact_url
 from adapters.substrate.client import (
     Call,
-    Fee,
     Included,
     Submitted,
     SubstrateClient,
@@ -52,7 +51,6 @@ __all__ = [
     "OpenOperation",
     "Timepoint",
     "approval_args",
-    "approval_included",
     "approval_timepoint",
     "approve",
     "cancel",
@@ -65,8 +63,6 @@ __all__ = [
     "open_operation",
     "outcomes",
     "pending",
-    "submit_approval",
-    "submit_execution",
     "submit_together",
     "wait_landed",
 ]
@@ -215,30 +211,23 @@ async def approve(
     and the timepoint is this approval's own; with it, the approval joins that operation.
     Raises :class:`AdapterError` if the approval failed on chain.
     """
-    submitted = await submit_approval(client, keypair, others, threshold, call, timepoint=timepoint)
-    return await approval_included(
-        client, keypair, others, threshold, call, submitted=submitted, timepoint=timepoint
-    )
-
-
-async def submit_approval(
-    client: SubstrateClient,
-    keypair: Keypair,
-    others: Sequence[bytes],
-    threshold: int,
-    call: Call,
-    *,
-    timepoint: Timepoint | None = None,
-) -> Submitted:
-    """:func:`approve`'s extrinsic, submitted and not waited for: several can then go into one
-    block back to back (the client numbers their nonces); :func:`approval_included` waits."""
-    return await client.submit(
-        keypair,
-        "Multisig",
+    approval = MultisigCall(
         "approve_as_multi",
         approval_args(client, keypair, others, threshold, call.hash, timepoint=timepoint),
-        wait_for_inclusion=False,
+        call.hash,
     )
+    included = await wait_landed(client, await submit_together(client, keypair, [approval]))
+    _, multisig = _others(keypair, others, threshold)
+    [failure] = outcomes(included, [approval], multisig)
+    what = f"approve_as_multi of 0x{call.hash.hex()} on {redact_url(client.url)}"
+    if failure is not None:
+        raise AdapterError(f"{what} failed: {failure}")
+    if timepoint is not None:
+        return timepoint
+    opened = approval_timepoint(included, multisig, call.hash)
+    if opened is None:
+        raise AdapterError(f"{what}: no Multisig.NewMultisig event for 0x{multisig.hex()}")
+    return opened
 
 
 def approval_args(
@@ -263,32 +252,6 @@ def approval_args(
     }
 
 
-async def approval_included(
-    client: SubstrateClient,
-    keypair: Keypair,
-    others: Sequence[bytes],
-    threshold: int,
-    call: Call,
-    *,
-    submitted: Submitted,
-    timepoint: Timepoint | None = None,
-) -> Timepoint:
-    """Wait for an approval :func:`submit_approval` sent and return the operation's timepoint;
-    AdapterError if it failed on chain or recorded no approval of this multisig."""
-    _, multisig = _others(keypair, others, threshold)
-    included = await wait_landed(client, submitted)
-    what = f"approve_as_multi of 0x{call.hash.hex()} on {redact_url(client.url)}"
-    if not included.success:
-        raise AdapterError(f"{what} failed: {included.error}")
-    expected = "NewMultisig" if timepoint is None else "MultisigApproval"
-    events = [e for e in included.named("Multisig", expected) if _about(e, multisig, call.hash)]
-    if len(events) != 1:
-        raise AdapterError(f"{what}: no Multisig.{expected} event for 0x{multisig.hex()}")
-    if timepoint is None:
-        return Timepoint(height=included.block_number, index=included.extrinsic_index)
-    return timepoint
-
-
 async def execute(
     client: SubstrateClient,
     keypair: Keypair,
@@ -305,38 +268,17 @@ async def execute(
     ``max_weight`` (ref time) defaults to the call's weight from a fee estimate. The returned
     extrinsic succeeding says nothing about the call: check :func:`executed_ok`.
     """
-    submitted = await submit_execution(
-        client, keypair, others, threshold, call, timepoint=timepoint, max_weight=max_weight
-    )
-    return await client.wait_included(submitted)
-
-
-async def submit_execution(
-    client: SubstrateClient,
-    keypair: Keypair,
-    others: Sequence[bytes],
-    threshold: int,
-    call: Call,
-    *,
-    timepoint: Timepoint,
-    max_weight: int | None = None,
-    fee: Fee | None = None,
-) -> Submitted:
-    """:func:`execute`'s extrinsic, submitted and not waited for (``client.wait_included``
-    waits). ``fee``: the call's estimate if the caller has it already (it weighed the call
-    to see whether the block has room), so it is not asked for twice."""
     if max_weight is None:
-        fee = fee or await client.estimate_fee(keypair, call)
+        fee = await client.estimate_fee(keypair, call)
         weight = client.weight_arg(fee.weight, fee.proof_size)
     else:
         weight = client.weight_arg(max_weight)
-    return await client.submit(
-        keypair,
-        "Multisig",
+    execution = MultisigCall(
         "as_multi",
         execution_args(keypair, others, threshold, call, timepoint=timepoint, max_weight=weight),
-        wait_for_inclusion=False,
+        call.hash,
     )
+    return await client.wait_included(await submit_together(client, keypair, [execution]))
 
 
 def execution_args(
