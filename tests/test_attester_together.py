@@ -933,8 +933,8 @@ def test_a_failed_wait_is_counted_once_for_the_calls_it_carried(
             return True
 
         for n in range(3):
-            pipeline.for_proposal(f"p{n}", (f"p{n}", float(n))).add(
-                partial(settle, n), calls[n].call_hash
+            pipeline.settles.append(
+                approval.Wait(f"p{n}", (f"p{n}", float(n)), calls[n].call_hash, partial(settle, n))
             )
         async with trio.open_nursery() as nursery:
             in_flight.start(nursery, pipeline, done, state)

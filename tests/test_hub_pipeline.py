@@ -53,7 +53,7 @@ from light_clients.message import Message, decode_message
 from relayer.attester import AttesterState
 from relayer.config import ChainConfig
 from relayer.families.substrate import approval
-from relayer.families.substrate.approval import DeliveryDuty, InFlight
+from relayer.families.substrate.approval import DeliveryDuty, InFlight, Wait
 from relayer.families.substrate.batching import budget_for
 from relayer.families.substrate.calls import GUARD_DELIVERED, guard_items, guard_key
 from relayer.families.substrate.delivery import SubstrateDelivery
@@ -340,8 +340,8 @@ def test_executions_in_flight_hold_the_block_and_a_failure_stops_submitting() ->
             first = in_flight.pipeline(budget)
             assert first.room_for(first.block_weight, 1)  # one whole extrinsic: fits alone
             # The execution's weight and length are held by its wait, until it settled.
-            first.for_proposal("p0", ("p0", 1.0)).add(
-                fails, b"\x00" * 32, weight=first.block_weight, length=1
+            first.settles.append(
+                Wait("p0", ("p0", 1.0), b"\x00" * 32, fails, first.block_weight, 1)
             )
             in_flight.start(nursery, first, done, state)
             second = in_flight.pipeline(budget)

@@ -68,6 +68,7 @@ from relayer.families.substrate.approval import (
     DeliveryDuty,
     InFlight,
     Pipeline,
+    Wait,
 )
 from relayer.families.substrate.batching import (
     BatchBudget,
@@ -364,12 +365,12 @@ def test_each_extrinsic_in_flight_releases_what_it_holds_when_it_settles() -> No
         async with trio.open_nursery() as nursery:
             round_ = in_flight.pipeline(budget)
             round_.opened += 2
-            round_.for_proposal("p0", ("p0", 1.0)).add(lands("p0"), b"\x00" * 32, opened=1)
+            round_.settles.append(Wait("p0", ("p0", 1.0), b"\x00" * 32, lands("p0"), opened=1))
             assert round_.room_for(round_.block_weight, 1)
-            round_.for_proposal("p1", ("p1", 1.0)).add(
-                lands("p1"), b"\x01" * 32, weight=round_.block_weight, length=1
+            round_.settles.append(
+                Wait("p1", ("p1", 1.0), b"\x01" * 32, lands("p1"), round_.block_weight, 1)
             )
-            round_.for_proposal("p2", ("p2", 1.0)).add(lands("p2"), b"\x02" * 32, opened=1)
+            round_.settles.append(Wait("p2", ("p2", 1.0), b"\x02" * 32, lands("p2"), opened=1))
             in_flight.start(nursery, round_, done, state)
             assert in_flight.opened == 2 and in_flight.rounds == 1
 
@@ -418,7 +419,9 @@ def test_a_failed_wait_halts_at_once_and_openings_stay_within_the_cap() -> None:
             round_.opened = MAX_OPEN_OPERATIONS
             for n in range(MAX_OPEN_OPERATIONS):
                 settle = fails if n == 0 else never
-                round_.for_proposal(f"p{n}", (f"p{n}", 1.0)).add(settle, bytes([n]) * 32, opened=1)
+                round_.settles.append(
+                    Wait(f"p{n}", (f"p{n}", 1.0), bytes([n]) * 32, settle, opened=1)
+                )
             in_flight.start(nursery, round_, done, state)
             assert in_flight.pipeline(budget).carried_opened == MAX_OPEN_OPERATIONS
             failing.set()

@@ -46,7 +46,7 @@ from light_clients.merkle import TREE_DEPTH
 from light_clients.message import MAX_BODY_BYTES, MAX_MESSAGE_BYTES, Message
 from relayer.attester import AttesterState
 from relayer.config import SubstrateSettings
-from relayer.families.substrate import batching
+from relayer.families.substrate import approval, batching
 from relayer.families.substrate.approval import (
     GRACE_FACTOR,
     GRACE_MAX,
@@ -279,7 +279,9 @@ def test_a_round_waits_for_all_its_extrinsics_and_a_lost_race_is_not_an_error() 
         ("open", False, 0.02),
     ]
     for name, outcome, delay in cases:
-        pipeline.for_proposal(name, (name, 1.0)).add(settle(name, outcome, delay), name.encode())
+        pipeline.settles.append(
+            approval.Wait(name, (name, 1.0), name.encode(), settle(name, outcome, delay))
+        )
     done: set[tuple[str, float]] = set()
     state = AttesterState()
     trio.run(pipeline.settle, done, state)

@@ -835,14 +835,6 @@ class Pipeline:
         self._current = (name, key)
         return self
 
-    def add(
-        self, settle: Settle, call: bytes, *, weight: int = 0, length: int = 0, opened: int = 0
-    ) -> None:
-        """Wait for ``settle`` (our extrinsic for ``call``, on behalf of the current proposal)
-        after the round, holding what it holds (:class:`Wait`) until it settled."""
-        name, key = self._current
-        self.settles.append(Wait(name, key, call, settle, weight, length, opened))
-
     async def settle(self, done: set[tuple[str, float]], state: AttesterState) -> bool:
         """Wait for every extrinsic of the round, at once (:func:`_settle_one`). True if a
         wait failed otherwise than by a lost race."""
