@@ -55,7 +55,8 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
@@ -93,6 +94,10 @@ this long (plus a round) before another relayer takes it over."""
 ROUNDS_PER_LEASE = 4
 """Rounds (heartbeat, renew, claim) per lease period: a lease is renewed three times before it
 could expire, so one slow round costs nothing."""
+MIN_WRITE_TIMEOUT_SECONDS = 2.0
+"""Floor of a leasing relayer's write statement timeout (a quarter lease otherwise) and of its
+idle-transaction bound (a lease otherwise): under it a busy database on a loaded machine would
+fail ordinary writes and churn leases for nothing (:func:`leasing`)."""
 FORGET_AFTER = 20
 """Lease periods after which a silent relayer's ``lease_holders`` row is deleted (a relayer that
 restarts comes back under a new name: the table must not grow with every restart)."""
@@ -147,6 +152,33 @@ def shown_holder(holder: object) -> str:
     is cut to :data:`HOLDER_LIMIT` characters."""
     text = "".join(c if c.isprintable() else "?" for c in str(holder)[: HOLDER_LIMIT + 1])
     return text if len(text) <= HOLDER_LIMIT else text[:HOLDER_LIMIT] + "…"
+
+
+@contextmanager
+def leasing(ledger: Ledger, lease_seconds: float) -> Iterator[None]:
+    """The ledger of a relayer that shares its routes through leases of ``lease_seconds``,
+    inside the block; every setting is put back on the way out.
+
+    - every write must be fenced (:attr:`Ledger.require_fence`): one from outside a lease could
+      record over another relayer's work;
+    - on PostgreSQL a write statement or lease round waits at most a quarter lease
+      (:attr:`Ledger.write_timeout`, at least :data:`MIN_WRITE_TIMEOUT_SECONDS`): a write stuck
+      behind a frozen writer fails as ``LedgerBusy`` and its task gives the lease up;
+    - and a transaction left idle a lease period is ended by the server
+      (:attr:`Ledger.idle_timeout`, at least that floor, never above its own setting). A
+      relayer frozen inside a fenced write holds its lease row's lock (the fence check is an
+      UPDATE): its successor's claim skips locked rows, so the takeover waited for the server
+      to end that session (10 s by default, long after short leases expired). A transaction
+      idle a whole lease has lost its lease anyway: its own keeper's renewal waits behind the
+      same row lock."""
+    saved = (ledger.require_fence, ledger.write_timeout, ledger.idle_timeout)
+    ledger.write_timeout = max(lease_seconds / ROUNDS_PER_LEASE, MIN_WRITE_TIMEOUT_SECONDS)
+    ledger.idle_timeout = min(ledger.idle_timeout, max(lease_seconds, MIN_WRITE_TIMEOUT_SECONDS))
+    ledger.require_fence = True
+    try:
+        yield
+    finally:
+        ledger.require_fence, ledger.write_timeout, ledger.idle_timeout = saved
 
 
 def key_lease_name(address: bytes) -> str:

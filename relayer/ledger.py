@@ -2124,11 +2124,12 @@ class Ledger(_Operations):
         # SQLite applies it per connection (PRAGMA busy_timeout); PostgreSQL per transaction,
         # as the lock_timeout of the advisory lock every writer takes (see _writing).
         self._busy_ms = max(1, int(busy_timeout * 1000))
-        # PostgreSQL only: a write transaction left idle this long (its process frozen, its
-        # network cut) is ended by the server, which releases its locks (the ledger's write lock,
-        # lease rows): otherwise they stay held until the server's keepalive notices, hours, and
-        # no other relayer can write or take its leases over.
-        self._idle_ms = max(1, int(idle_timeout * 1000))
+        self.idle_timeout = idle_timeout
+        """PostgreSQL: a write transaction or lease round left idle this long (seconds: its
+        process frozen, its network cut) is ended by the server, which releases its locks (the
+        ledger's write locks, lease rows): otherwise they stay held until the server's keepalive
+        notices, hours, and no other relayer can write or take its leases over. A leasing
+        relayer lowers it to a lease period (:func:`relayer.leases.leasing`)."""
 
     @property
     def engine(self) -> Engine:
@@ -2251,7 +2252,7 @@ class Ledger(_Operations):
                     set_local_timeouts(
                         connection,
                         lock_ms=self._busy_ms,
-                        idle_ms=self._idle_ms,
+                        idle_ms=self._idle_ms(),
                         statement_ms=self._write_statement_ms(),
                     )
                     # Fenced writes of different domains proceed side by side; the rest alone
@@ -2269,13 +2270,17 @@ class Ledger(_Operations):
                         "through leases: refused, it could record over another relayer's work"
                     )
                 yield session
-        except sa_exc.OperationalError as error:
+        except (sa_exc.OperationalError, sa_exc.InternalError) as error:
+            # InternalError: PostgreSQL's class 25 (the server ended an idle transaction) too.
             raise _translate(error) from error
         except sa_exc.IntegrityError as error:
             raise LedgerError(f"constraint violated: {_one_line(error.orig)}") from error
 
     def _write_statement_ms(self) -> int | None:
         return None if self.write_timeout is None else max(1, int(self.write_timeout * 1000))
+
+    def _idle_ms(self) -> int:
+        return max(1, int(self.idle_timeout * 1000))
 
     @contextmanager
     def lease_transaction(self) -> Iterator[sa.Connection]:
@@ -2292,7 +2297,7 @@ class Ledger(_Operations):
                     set_local_timeouts(
                         connection,
                         lock_ms=self._busy_ms,
-                        idle_ms=self._idle_ms,
+                        idle_ms=self._idle_ms(),
                         statement_ms=self._write_statement_ms(),
                     )
                 yield connection
@@ -2331,6 +2336,15 @@ def _translate(error: sa_exc.DBAPIError) -> LedgerError:
         return LedgerDeadlock(
             f"ledger write deadlocked with other writers (the database cancelled this one, "
             f"nothing was written): {_one_line(error.orig)}"
+        )
+    if getattr(error.orig, "sqlstate", None) == "25P03":
+        # idle_in_transaction_session_timeout: this process stalled (SIGSTOP, a paused VM, no
+        # CPU) inside its transaction and the server ended the session, freeing its locks for
+        # the others (Ledger.idle_timeout). Rolled back whole; like a write that came too late,
+        # the lease keeper gives the task's lease up (LedgerBusy) and the relayer goes on.
+        return LedgerBusy(
+            "ledger transaction ended by the server after sitting idle past its bound (this "
+            f"process stalled); nothing of it was written: {_one_line(error.orig)}"
         )
     if _is_busy(error):
         return LedgerBusy(

@@ -68,11 +68,11 @@ from relayer.config import (
 )
 from relayer.family import Origin, family_of
 from relayer.leases import (
-    ROUNDS_PER_LEASE,
     LeaseBoard,
     LeaseKeeper,
     key_lease_name,
     lease_period,
+    leasing,
     new_holder_name,
     pin_key,
 )
@@ -116,9 +116,6 @@ MAX_DELIVERY_ATTEMPTS = 5
 """Failed deliveries of one message (reverting alone on chain, or a proposal never executed)
 before the relayer leaves it ``failed`` for good (an operator can re-queue it). A transfer a
 committee can show undeliverable is refunded on the first one; this bounds everything else."""
-MIN_WRITE_TIMEOUT_SECONDS = 2.0
-"""Floor of a leasing relayer's write statement timeout (a quarter lease otherwise): under it a
-busy database on a loaded machine would fail ordinary writes and churn leases for nothing."""
 ATTACH_PAGE = 10_000
 """``final`` messages of one origin :meth:`Relayer._attach_final` reads at a time."""
 ATTACH_RECHECK = 5.0
@@ -532,11 +529,11 @@ class Relayer:
         holder that may have just died (this very relayer before a quick restart) is waited
         for: :func:`relayer.leases.pin_key`. Once taken, the key lease is given back however
         start-up ends (an origin down, a signal), so a restart is not refused by it.
-        Writes and lease rounds get a statement timeout of a quarter lease, at least
-        :data:`MIN_WRITE_TIMEOUT_SECONDS` (:attr:`Ledger.write_timeout`): a write stuck behind
-        a frozen writer fails as ``LedgerBusy`` and its task gives the lease up; with short
-        leases (under 8 s) that bound reaches a quarter lease or more, and fencing is what
-        keeps a late write out."""
+        The ledger is bounded for sharing meanwhile (:func:`relayer.leases.leasing`): writes
+        fenced, a write stuck behind a frozen writer failing as ``LedgerBusy`` after a quarter
+        lease, a frozen writer's session ended after a lease period. With short leases (under
+        8 s) the write bound's floor reaches a quarter lease or more, and fencing is what keeps
+        a late write out."""
         board = LeaseBoard(
             self.ledger, list(tasks), holder=self.holder, lease_seconds=lease_seconds
         )
@@ -545,9 +542,6 @@ class Relayer:
             await pin_key(board, key_lease_name(address), self._db_limiter)
             log.info("holding the lease of key 0x%s for this relayer's life", address.hex())
         try:
-            self.ledger.write_timeout = max(
-                lease_seconds / ROUNDS_PER_LEASE, MIN_WRITE_TIMEOUT_SECONDS
-            )
             self.keeper = LeaseKeeper(board, tasks, self.metrics)
             log.info(
                 "sharing %d task(s) with the relayers on this ledger as %s (leases of %g s)",
@@ -555,14 +549,12 @@ class Relayer:
                 self.holder,
                 lease_seconds,
             )
-            self.ledger.require_fence = True
-            async with trio.open_nursery() as nursery:
-                if self.config.relay_policy.any_paid:
-                    await nursery.start(self._payment_origins)
-                await self.keeper.run()
+            with leasing(self.ledger, lease_seconds):
+                async with trio.open_nursery() as nursery:
+                    if self.config.relay_policy.any_paid:
+                        await nursery.start(self._payment_origins)
+                    await self.keeper.run()
         finally:
-            self.ledger.require_fence = False
-            self.ledger.write_timeout = None
             # keeper.run() gives everything back when it ran (its leave() empties pinned);
             # start-up that failed before it (an origin RPC down, SIGTERM while connecting)
             # must not leave the key lease to refuse this relayer's own restart.

@@ -50,15 +50,19 @@ from relayer.leases import (
     LeaseBoard,
     LeaseKeeper,
     key_lease_name,
+    leasing,
     pin_key,
     shown_holder,
 )
 from relayer.ledger import (
     SCHEMA_VERSION,
+    Fence,
+    LeaseLost,
     Ledger,
     LedgerBusy,
     MessageStatus,
     TxStatus,
+    fenced_by,
     migrate_ledger,
     open_ledger,
 )
@@ -301,6 +305,92 @@ def test_a_write_stuck_behind_a_frozen_writer_fails_fast_as_busy(backend: Backen
     assert "\n" not in str(busy.value)
     # Said by SQLSTATE (57014): a timeout, which a slow read also meets, not "the write lock".
     assert "cancelled after its time bound" in str(busy.value), busy.value
+
+
+@pytest.mark.parametrize(
+    ("lease", "write", "idle"),
+    [(1.0, 2.0, 2.0), (4.0, 2.0, 4.0), (60.0, 15.0, 10.0)],  # both floored at 2 s
+)
+def test_leasing_bounds_the_ledger_by_the_lease_and_puts_it_back(
+    ledger: Ledger, lease: float, write: float, idle: float
+) -> None:
+    """What a leasing relayer's ledger runs under (relayer.leases.leasing), and after: the idle
+    bound falls to a lease period (floored) but never rises above the ledger's own 10 s."""
+    assert (ledger.require_fence, ledger.write_timeout, ledger.idle_timeout) == (False, None, 10.0)
+    with leasing(ledger, lease):
+        assert (ledger.require_fence, ledger.write_timeout, ledger.idle_timeout) == (
+            True,
+            write,
+            idle,
+        )
+    assert (ledger.require_fence, ledger.write_timeout, ledger.idle_timeout) == (False, None, 10.0)
+    with pytest.raises(RuntimeError), leasing(ledger, lease):
+        raise RuntimeError("a relayer's tasks ended badly")
+    assert (ledger.require_fence, ledger.write_timeout, ledger.idle_timeout) == (False, None, 10.0)
+
+
+def test_a_relayer_frozen_inside_a_fenced_write_is_taken_over_within_a_lease(
+    backend: Backend,
+) -> None:
+    """PostgreSQL: a relayer SIGSTOPped in the middle of a fenced write holds its lease row's
+    lock (the fence check is an UPDATE), and a claim skips locked rows. Its successor took the
+    lease only once the server ended the frozen session: after 10 s, the default idle bound,
+    with leases of 2 s (tests/test_relayers_shared.py missed its 10 s that way on CI). Under
+    ``leasing`` the bound is the lease: the takeover comes within about a lease and a round."""
+    if backend.name != "postgresql":
+        pytest.skip("SQLite's one write lock is the file's: no row lock to outlive a lease")
+    lease = 2.0
+    location = backend.fresh("frozen_fence")
+    frozen, successor = open_ledger(location), open_ledger(location)
+    names = ("deliver:1",)
+    mine = LeaseBoard(frozen, names, holder="frozen", lease_seconds=lease).round({})
+    fence = mine.claimed[0].fence
+    inside, release = threading.Event(), threading.Event()
+    ended: list[BaseException | None] = []
+
+    def freeze() -> None:
+        try:
+            with leasing(frozen, lease), fenced_by(fence), frozen._writing():
+                inside.set()  # the fence row is locked from here; then the process stops
+                release.wait(20)
+            ended.append(None)
+        except BaseException as error:  # the server ended the session under it
+            ended.append(error)
+
+    worker = threading.Thread(target=freeze)
+    worker.start()
+    try:
+        assert inside.wait(10)
+        frozen_at = time.monotonic()
+        board_b = LeaseBoard(successor, names, holder="successor", lease_seconds=lease)
+        claimed: tuple[Any, ...] = ()
+        while not claimed and time.monotonic() - frozen_at < 15:
+            time.sleep(lease / 4)
+            claimed = board_b.round({}).claimed
+        took = time.monotonic() - frozen_at
+    finally:
+        release.set()
+        worker.join(20)
+        successor.close()
+    try:
+        _woken_after_the_takeover(frozen, fence, ended)
+    finally:
+        frozen.close()
+    assert took < lease + 2.0, f"taken over after {took:.1f} s (a lease is {lease} s)"
+    assert claimed and claimed[0].fence.token == fence.token + 1, claimed
+
+
+def _woken_after_the_takeover(
+    frozen: Ledger, fence: Fence, ended: list[BaseException | None]
+) -> None:
+    """Woken, the frozen relayer's write fails as one LedgerBusy line (its keeper gives the
+    lease up and the relayer goes on; the driver's InternalError went through untranslated and
+    ended it), nothing of it written; its next fenced write, on a fresh connection of the same
+    ledger, finds the successor's token."""
+    assert len(ended) == 1 and isinstance(ended[0], LedgerBusy), ended
+    assert "idle past its bound" in str(ended[0]) and "\n" not in str(ended[0])
+    with fenced_by(fence), pytest.raises(LeaseLost):
+        frozen.set_cursor(ORIGIN, 7, None)
 
 
 def test_a_task_meeting_a_busy_ledger_gives_its_lease_up_and_the_relayer_lives(
