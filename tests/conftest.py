@@ -121,13 +121,13 @@ def running_chopsticks(funded: Mapping[str, int] | None = None) -> Iterator[Chop
 LONGEST_FIRST = (
     "test_pos_chain.py",  # 228 s
     "test_e2e_substrate.py",  # 113 s
-    "test_delivery_hardening.py",  # 102 s
     "test_ledger.py",  # 66 s
     "test_substrate_hardening.py",  # 63 s
     "test_inbox_v2.py",  # 61 s
     "test_e2e_evm.py",  # 52 s
     "test_contract_artifacts.py",  # 46 s
     "test_e2e_resilience.py",  # 46 s
+    "test_delivery_hardening.py",  # ~40 s (session 10, 0.25 s blocks: 30 s alone, was 94-106)
     "test_family_conformance.py",  # 40 s
     "test_ledger_rebuild.py",  # 36 s
     "test_devnet.py",  # 34 s

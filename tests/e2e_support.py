@@ -224,11 +224,22 @@ def ensure_running(procs: Procs) -> None:
     wait_relaying(procs)
 
 
-def devnet(tmp_path_factory: pytest.TempPathFactory, *, assethub: bool = False) -> Iterator[Path]:
+def devnet(
+    tmp_path_factory: pytest.TempPathFactory,
+    *,
+    assethub: bool = False,
+    block_time: float = 1.0,
+) -> Iterator[Path]:
     """Body of a module-scoped fixture: a fresh devnet, its config path, ``down`` at the end.
 
-    Without ``assethub`` only the two anvil chains run (the EVM route's tests need no more)."""
-    with harness.devnet(tmp_path_factory.mktemp("devnet"), assethub=assethub) as config:
+    Without ``assethub`` only the two anvil chains run (the EVM route's tests need no more).
+    ``block_time``: the anvil chains' seconds per block. The devnet's EVM finality is
+    ``confirmations:3``, so every "until final" wait is three blocks: a module whose tests
+    wait for finality again and again (and whose processes poll all the while) may ask for
+    shorter blocks; the chain code under test is the same at any pace."""
+    with harness.devnet(
+        tmp_path_factory.mktemp("devnet"), assethub=assethub, block_time=block_time
+    ) as config:
         yield config
 
 

@@ -70,6 +70,9 @@ from relayer.signer import LocalSigner
 pytestmark = pytest.mark.chain
 
 CONTRACTS = Path(__file__).parent / "contracts"
+DISPATCH_GAS_SLACK = 100_000
+"""Gas added to a test dispatch's estimate (see :func:`dispatch`): more than 32 levels of cold
+reads and a fresh slot cost; unused gas is not paid."""
 DISPATCH = keccak256(b"dispatch(uint32,bytes32,bytes)")[:4]
 COUNT = keccak256(b"count()")[:4]
 INBOX_EVENTS = (
@@ -82,9 +85,18 @@ INBOX_EVENTS = (
 # --------------------------------------------------------------------------- fixtures
 
 
+BLOCK_TIME = 0.25
+"""The module's anvil blocks, in seconds (the devnet's default is 1). Every relaying test here
+waits for finality (``confirmations:3``) twice, the dispatches' and the delivery's, while
+three attester processes and the relayer poll: at 1 s blocks those waits were most of the
+module's time. Block timestamps then run ahead of the wall clock (anvil gives each block at
+least one second more than its parent); nothing here reads them (only Governed's delays do,
+and no test here changes the committee)."""
+
+
 @pytest.fixture(scope="module")
 def devnet_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    yield from devnet(tmp_path_factory)
+    yield from devnet(tmp_path_factory, block_time=BLOCK_TIME)
 
 
 @pytest.fixture(scope="module")
@@ -106,11 +118,19 @@ def config(devnet_config: Path, attesters: Procs) -> Config:
 
 @pytest.fixture(scope="module")
 def hostile() -> dict[str, dict[str, Any]]:
-    """ABI and bytecode of each test-only contract."""
-    _, output = solc.compile_sources(solc.standard_input(CONTRACTS))
+    """ABI and bytecode of each test-only contract of HostileRecipients.sol, compiled alone
+    (the project's settings, the same bytecode as with tests/contracts/ whole: solcjs then
+    also compiled ReproofRecipients.sol, which no test here deploys)."""
+    source = CONTRACTS / "HostileRecipients.sol"
+    compiler_input = {
+        "language": "Solidity",
+        "sources": {source.name: {"content": source.read_text(encoding="utf-8")}},
+        "settings": solc.settings(),
+    }
+    _, output = solc.compile_sources(compiler_input)
     return {
         name: {"abi": c["abi"], "bytecode": "0x" + c["evm"]["bytecode"]["object"]}
-        for name, c in output["contracts"]["HostileRecipients.sol"].items()
+        for name, c in output["contracts"][source.name].items()
     }
 
 
@@ -145,18 +165,23 @@ def dispatch(
     key = config.client_key.load()
 
     async def run() -> list[str]:
-        ids = []
         async with open_evm(source) as evm:
             engine = TxEngine(evm.rpc, LocalSigner(key), await evm.chain_id())
+            # All broadcast first (consecutive account nonces, so mined in this order: the
+            # n-th message gets the n-th outbox nonce), then waited for: one block or two, not
+            # one each. Each is estimated against the outbox before the others are mined, and
+            # a later insertion may hash and write more tree levels than the one estimated
+            # (cold slots, a first write at a new level): DISPATCH_GAS_SLACK covers that.
+            sent = []
             for n, recipient in enumerate(recipients):
                 data = DISPATCH + abi_encode(
                     ["uint32", "bytes32", "bytes"],
                     [target.domain, bytes32(recipient), body(n)],
                 )
-                sent = await engine.send(source.contract("outbox"), data)
-                mined = await engine.wait(sent, timeout=30)
-                ids += [_dispatch_id(mined)]
-        return ids
+                outbox = source.contract("outbox")
+                gas = await engine.estimate_gas(outbox, data) + DISPATCH_GAS_SLACK
+                sent.append(await engine.send(outbox, data, gas=gas))
+            return [_dispatch_id(await engine.wait(tx, timeout=30)) for tx in sent]
 
     return trio.run(run)
 

@@ -22,7 +22,7 @@ and, as a destination, delivers what the running relayer sends it and then shows
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -120,6 +120,37 @@ def sent(
     return {name: traffic[(name, ROUTES[name])] for name in CHAINS}
 
 
+OnePass = Callable[[str], tuple[list[DiscoveredMessage], Head]]
+
+
+@pytest.fixture(scope="module")
+def one_pass(config: Config, sent: dict[str, list[dict[str, Any]]]) -> OnePass:
+    """Chain ``name`` scanned in one pass, from a fresh connection, from its start block to a
+    final head at or past its last message: the messages found and that head. Each chain is
+    scanned once for the module (on first use) and every origin test compares with that pass:
+    a Substrate scan reads every block over the node's websocket, and chopsticks' grew with
+    each test, so the five passes this took before were most of the module's time. Nothing
+    reads the pass but the tests below (a list and a head: immutable to them)."""
+    done: dict[str, tuple[list[DiscoveredMessage], Head]] = {}
+
+    def scanned(name: str) -> tuple[list[DiscoveredMessage], Head]:
+        if name not in done:
+            chain = config.chain(name)
+            last_block = max(m["block"] for m in sent[name])
+
+            async def body(origin: Origin) -> tuple[list[DiscoveredMessage], Head]:
+                head = await final_after(origin, last_block)
+                found, _ = await scan_all(
+                    origin, chain, IncrementalMerkleTree(), chain.start_block, head
+                )
+                return found, head
+
+            done[name] = origin_run(config, name, body)
+        return done[name]
+
+    return scanned
+
+
 def inbound(traffic: dict[tuple[str, str], list[dict[str, Any]]], name: str) -> list[str]:
     """The ids of the module's messages to chain ``name``."""
     return [m["id"] for (_, to), messages in traffic.items() if to == name for m in messages]
@@ -185,18 +216,11 @@ def test_final_head_is_canonical(config: Config, name: str) -> None:
 
 @pytest.mark.parametrize("name", CHAINS)
 def test_scan_finds_what_was_sent_with_canonical_nonces(
-    config: Config, sent: dict[str, list[dict[str, Any]]], name: str
+    config: Config, sent: dict[str, list[dict[str, Any]]], one_pass: OnePass, name: str
 ) -> None:
     chain = config.chain(name)
     ours = sent[name]
-    last_block = max(m["block"] for m in ours)
-
-    async def body(origin: Origin) -> tuple[list[DiscoveredMessage], Head]:
-        head = await final_after(origin, last_block)
-        found, _ = await scan_all(origin, chain, IncrementalMerkleTree(), chain.start_block, head)
-        return found, head
-
-    found, _ = origin_run(config, name, body)
+    found, _ = one_pass(name)
     messages = [decode_message(m.message) for m in found]
     assert [m.nonce for m in messages] == list(range(len(messages)))  # canonical: 0, 1, …
     assert all(m.origin == chain.domain for m in messages)
@@ -214,13 +238,15 @@ def test_a_restarted_scan_resumes_into_the_same_messages(
     config: Config,
     prior_heads: dict[str, Head],
     sent: dict[str, list[dict[str, Any]]],
+    one_pass: OnePass,
     name: str,
 ) -> None:
     """A scan that stopped at one final head and goes on later from a fresh connection (a
-    relayer that restarted from its cursor) finds exactly what one pass finds."""
+    relayer that restarted from its cursor) finds exactly what one pass (:func:`one_pass`, to
+    the same final head) finds."""
     chain = config.chain(name)
     tree = IncrementalMerkleTree()
-    last_block = max(m["block"] for m in sent[name])
+    passed, head = one_pass(name)
 
     async def before_restart(origin: Origin) -> tuple[list[bytes], int]:
         found, cursor = await scan_all(origin, chain, tree, chain.start_block, prior_heads[name])
@@ -228,37 +254,30 @@ def test_a_restarted_scan_resumes_into_the_same_messages(
 
     before, cursor = origin_run(config, name, before_restart)
 
-    async def after_restart(origin: Origin) -> tuple[list[bytes], Head]:
-        head = await final_after(origin, last_block)
+    async def after_restart(origin: Origin) -> list[bytes]:
         found, _ = await scan_all(origin, chain, tree, cursor, head)
-        return [keccak256(m.message) for m in found], head
-
-    after, head = origin_run(config, name, after_restart)
-
-    async def one_pass(origin: Origin) -> list[bytes]:
-        found, _ = await scan_all(origin, chain, IncrementalMerkleTree(), chain.start_block, head)
         return [keccak256(m.message) for m in found]
 
-    assert origin_run(config, name, one_pass) == before + after
+    after = origin_run(config, name, after_restart)
+    assert [keccak256(m.message) for m in passed] == before + after
     assert {bytes.fromhex(m["id"][2:]) for m in sent[name]} <= set(after)
 
 
 @pytest.mark.parametrize("name", CHAINS)
 def test_proven_outbox_state_is_the_tree_of_the_scanned_messages(
-    config: Config, sent: dict[str, list[dict[str, Any]]], name: str
+    config: Config, sent: dict[str, list[dict[str, Any]]], one_pass: OnePass, name: str
 ) -> None:
     chain = config.chain(name)
-    last_block = max(m["block"] for m in sent[name])
+    found, head = one_pass(name)
+    tree = IncrementalMerkleTree()
+    for scanned in found:  # the ids the scan returned (scan_all: each the keccak of its bytes)
+        tree.append(keccak256(scanned.message))
 
-    async def body(origin: Origin) -> tuple[int, bytes, IncrementalMerkleTree, int | None]:
-        head = await final_after(origin, last_block)
-        tree = IncrementalMerkleTree()
-        await scan_all(origin, chain, tree, chain.start_block, head)
-        async with family_of(chain).open_origin(config, chain) as fresh:
-            state = await fresh.outbox_state(head)  # what an attester signs, on its own
-        return state.count, state.root, tree, await origin.stamped_domain()
+    async def body(origin: Origin) -> tuple[int, bytes, int | None]:
+        state = await origin.outbox_state(head)  # what an attester signs, on its own
+        return state.count, state.root, await origin.stamped_domain()
 
-    count, root, tree, stamped = origin_run(config, name, body)
+    count, root, stamped = origin_run(config, name, body)
     assert count == tree.count >= len(sent[name])
     assert root == tree.root()
     # The relayer's start-up check of the configured domain: a family either states the domain

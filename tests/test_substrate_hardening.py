@@ -590,6 +590,19 @@ def chopsticks() -> Iterator[ChopsticksProcess]:
         yield process
 
 
+@pytest.fixture(scope="module")
+def substrate(chopsticks: ChopsticksProcess) -> Iterator[SubstrateInterface]:
+    """One substrate-interface connection to the module's chopsticks, for the tests that build
+    raw extrinsics or storage values with it: each connection decodes the runtime's metadata
+    again on first use (a second or so of CPU). Shared safely: what they use it for reads the
+    chain afresh each time (account nonces, storage keys) and keeps no state of a test's."""
+    connection = SubstrateInterface(url=chopsticks.ws_url)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
 def test_the_committees_refund_remark_is_read_back_as_a_message(
     chopsticks: ChopsticksProcess,
 ) -> None:
@@ -735,7 +748,7 @@ async def _landed(
 
 
 def test_an_as_multi_whose_opaque_call_is_garbage_does_not_stall_the_scan(
-    chopsticks: ChopsticksProcess,
+    chopsticks: ChopsticksProcess, substrate: SubstrateInterface
 ) -> None:
     """An ``OpaqueCall`` is bytes the runtime keeps undecoded until the operation executes, so
     anyone can put garbage on chain in one (one cheap extrinsic: the first approval of a
@@ -753,31 +766,25 @@ def test_an_as_multi_whose_opaque_call_is_garbage_does_not_stall_the_scan(
             remark = await client.compose("System", "remark_with_event", {"remark": mine})
             # A remark_with_event whose length prefix promises more bytes than follow.
             garbage = remark.data[:2] + encode_compact(100) + b"abc"
-            substrate = SubstrateInterface(url=chopsticks.ws_url)
-            try:
-                honest = substrate.compose_call(
-                    "Multisig",
-                    "as_multi",
-                    {
-                        "threshold": 2,
-                        "other_signatories": [bob],
-                        "maybe_timepoint": None,
-                        "call": remark.generic,
-                        "store_call": False,
-                        "max_weight": client.weight_arg(0),
-                    },
-                )
-                opaque = encode_compact(len(remark.data)) + remark.data
-                as_multi = bytes(honest.data.data).replace(
-                    opaque, encode_compact(len(garbage)) + garbage
-                )
-                batch = await client.compose("Utility", "batch", {"calls": [remark]})
-                call = batch.data[:2] + encode_compact(2) + remark.data + as_multi
-                landed = await _landed(
-                    client, substrate, _signed_with_raw_call(substrate, alice, call)
-                )
-            finally:
-                substrate.close()
+            honest = substrate.compose_call(
+                "Multisig",
+                "as_multi",
+                {
+                    "threshold": 2,
+                    "other_signatories": [bob],
+                    "maybe_timepoint": None,
+                    "call": remark.generic,
+                    "store_call": False,
+                    "max_weight": client.weight_arg(0),
+                },
+            )
+            opaque = encode_compact(len(remark.data)) + remark.data
+            as_multi = bytes(honest.data.data).replace(
+                opaque, encode_compact(len(garbage)) + garbage
+            )
+            batch = await client.compose("Utility", "batch", {"calls": [remark]})
+            call = batch.data[:2] + encode_compact(2) + remark.data + as_multi
+            landed = await _landed(client, substrate, _signed_with_raw_call(substrate, alice, call))
             events = await client.events(landed)
             assert ("Utility", "BatchCompleted") in {(e.pallet, e.name) for e in events}
             [seen] = await client.remarks(landed)
@@ -794,7 +801,7 @@ executor may."""
 
 
 def test_the_deepest_nesting_the_runtime_takes_does_not_stall_the_scan(
-    chopsticks: ChopsticksProcess,
+    chopsticks: ChopsticksProcess, substrate: SubstrateInterface
 ) -> None:
     """Anyone can put a ``Utility.batch`` nested as deep as the runtime takes on chain for a
     fee, with ``PSRL`` inside so the scan decodes it. scalecodec decodes it recursively, and
@@ -817,19 +824,13 @@ def test_the_deepest_nesting_the_runtime_takes_does_not_stall_the_scan(
                     call = batch + encode_compact(1) + call
                 return call
 
-            substrate = SubstrateInterface(url=chopsticks.ws_url)
-            try:
-                # The runtime's bound, checked: one level deeper is refused by the pool (its
-                # decode fails inside validate_transaction, a wasm trap).
-                too_deep = _signed_with_raw_call(
-                    substrate, alice, nested(RUNTIME_MAX_CALL_DEPTH + 1)
-                )
-                with pytest.raises(SubstrateRequestException, match="unreachable"):
-                    substrate.rpc_request("author_submitExtrinsic", ["0x" + too_deep.hex()])
-                extrinsic = _signed_with_raw_call(substrate, alice, nested(DEEPEST_EXECUTED))
-                landed = await _landed(client, substrate, extrinsic)
-            finally:
-                substrate.close()
+            # The runtime's bound, checked: one level deeper is refused by the pool (its
+            # decode fails inside validate_transaction, a wasm trap).
+            too_deep = _signed_with_raw_call(substrate, alice, nested(RUNTIME_MAX_CALL_DEPTH + 1))
+            with pytest.raises(SubstrateRequestException, match="unreachable"):
+                substrate.rpc_request("author_submitExtrinsic", ["0x" + too_deep.hex()])
+            extrinsic = _signed_with_raw_call(substrate, alice, nested(DEEPEST_EXECUTED))
+            landed = await _landed(client, substrate, extrinsic)
             names = [(e.pallet, e.name) for e in await client.events(landed)]
             assert names.count(("Utility", "BatchCompleted")) == DEEPEST_EXECUTED
             assert names.count(("System", "Remarked")) == 1  # executed, prefix and all
@@ -943,40 +944,38 @@ def test_a_proposal_with_a_message_twice_is_refused(tmp_path: Path) -> None:
             _verify_proposal(config, chain, proposal(*forged))
 
 
-def _set_account(ws_url: str, who: bytes, *, providers: int, consumers: int) -> None:
+def _set_account(
+    substrate: SubstrateInterface, who: bytes, *, providers: int, consumers: int
+) -> None:
     """Chopsticks' ``dev_setStorage`` of ``System.Account``: an account holding native balance
     whose consumer references (assets held, locks, …) are ``consumers``."""
-    substrate = SubstrateInterface(url=ws_url)
-    try:
-        function = substrate.get_metadata_storage_function("System", "Account")
-        value = substrate.runtime_config.create_scale_object(
-            function.get_value_type_string(), metadata=substrate.metadata
-        )
-        encoded = value.encode(
-            {
-                "nonce": 0,
-                "consumers": consumers,
-                "providers": providers,
-                "sufficients": 0,
-                "data": {"free": 10**15, "reserved": 0, "misc_frozen": 0, "fee_frozen": 0},
-            }
-        )
-        key = substrate.create_storage_key("System", "Account", ["0x" + who.hex()])
-        substrate.rpc_request("dev_setStorage", [[[key.to_hex(), str(encoded)]]])
-    finally:
-        substrate.close()
+    function = substrate.get_metadata_storage_function("System", "Account")
+    value = substrate.runtime_config.create_scale_object(
+        function.get_value_type_string(), metadata=substrate.metadata
+    )
+    encoded = value.encode(
+        {
+            "nonce": 0,
+            "consumers": consumers,
+            "providers": providers,
+            "sufficients": 0,
+            "data": {"free": 10**15, "reserved": 0, "misc_frozen": 0, "fee_frozen": 0},
+        }
+    )
+    key = substrate.create_storage_key("System", "Account", ["0x" + who.hex()])
+    substrate.rpc_request("dev_setStorage", [[[key.to_hex(), str(encoded)]]])
 
 
 def test_a_beneficiary_without_room_for_a_consumer_is_refunded(
-    chopsticks: ChopsticksProcess,
+    chopsticks: ChopsticksProcess, substrate: SubstrateInterface
 ) -> None:
     """An account with native balance but no room for another consumer reference (anyone can
     fill their own account with 16 assets) cannot hold the non-sufficient wrapped asset: the
     mint fails ``Token.CannotCreate`` on every try. The committee refunds it at once rather
     than retrying it until the relayer gives up with the tokens still locked."""
     full, roomy = b"\x44" * 32, b"\x45" * 32
-    _set_account(chopsticks.ws_url, full, providers=1, consumers=16)
-    _set_account(chopsticks.ws_url, roomy, providers=1, consumers=3)
+    _set_account(substrate, full, providers=1, consumers=16)
+    _set_account(substrate, roomy, providers=1, consumers=3)
     to_full = message(nonce=61, recipient=COMMITTEE_MULTISIG, body=token_body(amount=10, to=full))
     to_roomy = message(nonce=62, recipient=COMMITTEE_MULTISIG, body=token_body(amount=10, to=roomy))
     opener, executor = COMMITTEE[0], COMMITTEE[1]
