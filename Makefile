@@ -13,9 +13,17 @@ WORKERS ?= 3
 
 .PHONY: demo test test-fast lint bench clean pos-tools
 
+# Installed with uv when it can be had: the same packages from the same places as pip
+# (.ci/uv-args hands it pip's configuration), in ~8 s instead of ~47 s on a fresh clone — the
+# step every test and the demo wait for. Should uv not install or not resolve, pip does, as
+# before (one line says so).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: -e '.[dev]'
+	@if $(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: uv==0.13.10 \
+	    && args=$$($(BIN)/python .ci/uv-args) \
+	    && $(BIN)/uv pip install --quiet --python $(BIN)/python --only-binary :all: $$args -e '.[dev]'; \
+	then :; else echo "uv could not install the virtualenv; pip does"; \
+	  $(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: -e '.[dev]'; fi
 	touch $(STAMP)
 
 ## demo: two real local chains, messages relayed both ways and a token round trip, status shown

@@ -14,6 +14,7 @@ JSON-RPC response object.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import threading
@@ -375,7 +376,9 @@ class BeaconProxy(_HttpServer):
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
                 if proxy.trickle is None:
-                    self.wfile.write(answer)
+                    # The client may give up (an answer over its size cap, say): no traceback.
+                    with contextlib.suppress(OSError):
+                        self.wfile.write(answer)
                     return
                 for byte in answer:
                     try:
