@@ -20,6 +20,7 @@ What someone who wants to hurt us can try, and what each test pins:
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Sequence
 from functools import partial
@@ -1122,3 +1123,34 @@ def test_a_checkpoint_store_that_fails_is_one_line_not_the_end_of_the_duty(
     state, node = AttesterState(), _Chain()
     _round(node, keypair, chain, pending, {}, DeliveryDuty(), state)
     assert state.errors == 2 and node.extrinsics == []
+
+
+def test_a_proposal_rewritten_in_place_is_verified_again_before_anything_is_done_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Anyone may write the store, the relayer's entries included. Rewritten in place (same
+    name, same ``created``) after we verified it, an entry used to be acted on as it read now
+    with the batch verified before — its messages' "already delivered" check included, so a
+    rewrite naming delivered messages made us drop a genuine batch (review REVIEW1 L4). Now it
+    is verified again first (one counted warning), and while that fails nothing is sent."""
+    keypair, chain, pending, every = _round_setup(1)
+    (entry, genuine), batch = pending[0], next(iter(every.values()))
+    rewritten = dataclasses.replace(genuine, messages=(genuine.messages[0] + b"!",))
+    verifications: list[Any] = []
+    answer: list[Call | None] = [batch]
+
+    async def verified(_c: Any, _ch: Any, _cl: Any, proposal: Any, **_: Any) -> Call | None:
+        verifications.append(proposal)
+        return answer[0]
+
+    monkeypatch.setattr(approval, "_verified_batch", verified)
+    duty, node, state, batches = DeliveryDuty(), _Chain(), AttesterState(), {}
+    _round(node, keypair, chain, [(entry, genuine)], batches, duty, state)
+    _round(node, keypair, chain, [(entry, genuine)], batches, duty, state)
+    assert verifications == [genuine] and state.errors == 0  # verified once, as it was
+    sent = len(node.extrinsics)
+    answer[0] = None  # the rewritten one does not verify
+    _round(node, keypair, chain, [(entry, rewritten)], batches, duty, state)
+    assert verifications == [genuine, rewritten] and state.errors == 1
+    assert batches == {} and duty.verified == {}
+    assert len(node.extrinsics) == sent  # nothing done on what it says now

@@ -171,6 +171,8 @@ async def approve_deliveries(
                 del batches[stale]
             for stale in set(duty.sighted) - live:
                 del duty.sighted[stale]
+            for stale in set(duty.verified) - live:
+                del duty.verified[stale]
             done &= live
             try:  # before the first proposal if we can: off its critical path
                 sizing = await sizes.get(client, settings, chain.domain, bridges)
@@ -287,6 +289,17 @@ async def _round(
         key_ = (entry.name, proposal.created)
         if key_ in done or key_ in pipeline.busy:
             continue  # finished, or our extrinsic for it is not settled yet (in flight)
+        verified_as = duty.verified.get(key_)
+        if verified_as is not None and verified_as is not proposal and verified_as != proposal:
+            # The entry was rewritten in place (same name and ``created``) since we verified
+            # it: nothing is done on what it says now — not even "already delivered", which
+            # made us drop a genuine batch (review REVIEW1 L4) — until it is verified again.
+            state.errors += 1
+            log.warning(
+                "proposal %s: rewritten since we verified it; verifying it again", entry.name
+            )
+            batches.pop(key_, None)
+            del duty.verified[key_]
         live.append((entry, proposal, key_))
 
     async def step(entry: ProposalKey, key_: tuple[str, float], work: Awaitable[bool]) -> None:
@@ -336,6 +349,7 @@ async def _round(
         )
         if batch is not None:  # else not a checkpoint a quorum (with us) signed: not yet
             batches[key_] = batch
+            duty.verified[key_] = proposal
             # Its opening turn starts now, when this attester could first act on it (see
             # DeliveryDuty.sighted).
             duty.sighted.setdefault(key_, time.time())
@@ -1201,6 +1215,10 @@ class DeliveryDuty:
     """Call hash → how often we submitted an opening for it, run or not."""
     grace: TurnGrace = field(default_factory=TurnGrace)
     """How long we wait per rank, from how long our own turns take."""
+    verified: dict[tuple[str, float], Proposal] = field(default_factory=dict)
+    """Live proposal (name, created) → what it said when we verified it. Anyone may write the
+    store, the relayer's own entries included: one rewritten in place since (same name and
+    ``created``) is verified again before anything is done on what it says now."""
     sighted: dict[tuple[str, float], float] = field(default_factory=dict)
     """Live proposal (name, created) → when this attester had verified it: the opening turn
     is timed from there.
