@@ -170,11 +170,42 @@ def start_anvil(
     if block_time is not None and block_time <= 0:
         raise AnvilError(f"block time must be positive (or None for automine), got {block_time}")
     binary = anvil_binary()
-    if port is None:
-        port = free_port()
-    elif not port_is_free(port):
-        raise AnvilError(f"port {port} on {HOST} is busy: stop what uses it or pick another port")
+    if port is not None:
+        if not port_is_free(port):
+            raise AnvilError(
+                f"port {port} on {HOST} is busy: stop what uses it or pick another port"
+            )
+        return _spawn(binary, port, chain_id, block_time, log_path, timeout, extra_args)
+    # A port the OS called free can be taken by another process before anvil binds it (tests
+    # on parallel workers start chains all the time): then another free port, a few times.
+    attempt = 1
+    while True:
+        try:
+            return _spawn(binary, free_port(), chain_id, block_time, log_path, timeout, extra_args)
+        except _PortTaken:
+            if attempt == _PORT_ATTEMPTS:
+                raise
+            attempt += 1
 
+
+_PORT_ATTEMPTS = 3
+"""Free ports tried by :func:`start_anvil` when it picks the port itself."""
+
+
+class _PortTaken(AnvilError):
+    """anvil exited because its port was taken after it was found free."""
+
+
+def _spawn(  # noqa: PLR0917 - start_anvil's own arguments, handed on
+    binary: Path,
+    port: int,
+    chain_id: int,
+    block_time: float | None,
+    log_path: Path | None,
+    timeout: float,
+    extra_args: tuple[str, ...],
+) -> AnvilProcess:
+    """One start of anvil on ``port`` (:func:`start_anvil`)."""
     owns_log = log_path is None
     if log_path is None:
         handle, name = tempfile.mkstemp(prefix=f"anvil-{chain_id}-", suffix=".log")
@@ -212,9 +243,11 @@ def start_anvil(
     try:
         while True:
             if process.poll() is not None:
-                raise AnvilError(
+                tail = log_tail(log_path)
+                taken = _PortTaken if "Address already in use" in tail else AnvilError
+                raise taken(
                     f"anvil exited with code {process.returncode} before answering on "
-                    f"{anvil.rpc_url} (port busy?); its log ends:\n{log_tail(log_path)}"
+                    f"{anvil.rpc_url} (port busy?); its log ends:\n{tail}"
                 )
             answered = _chain_id(anvil.rpc_url, timeout=1.0)
             if answered is not None:

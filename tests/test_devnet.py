@@ -523,6 +523,33 @@ def test_busy_port_is_one_line_and_starts_nothing(state_dir: Path) -> None:
         socket.create_connection(("127.0.0.1", free), timeout=2).close()
 
 
+@pytest.mark.parametrize("taken", [1, 3])
+def test_a_port_taken_after_it_was_found_free_is_retried_on_another(
+    taken: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tests on parallel workers start chains all the time: a port the OS called free can be
+    bound by another process before anvil binds it ("Address already in use": a CI run lost a
+    test to it). start_anvil then tries another free port, up to three in all, and says why
+    when all were taken. A port the caller chose is never swapped (it meant that one)."""
+    with contextlib.ExitStack() as stack:
+        held = []
+        for _ in range(taken):
+            thief = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            thief.bind(("127.0.0.1", 0))
+            thief.listen()
+            held.append(thief.getsockname()[1])
+        handed = iter(held)
+        monkeypatch.setattr(devnet.anvil, "free_port", lambda: next(handed, None) or free_port())
+        if taken == 3:
+            with pytest.raises(AnvilError, match="Address already in use") as caught:
+                devnet.anvil.start_anvil(chain_id=31_337, block_time=None)
+            assert str(held[-1]) in str(caught.value)
+            return
+        with devnet.anvil.start_anvil(chain_id=31_337, block_time=None) as chain:
+            assert chain.port not in held
+            assert call_sync(chain.rpc_url, "eth_chainId") == "0x7a69"
+
+
 def test_deploy_failure_stops_what_was_started(
     state_dir: Path, monkeypatch: pytest.MonkeyPatch, needs_chopsticks: None
 ) -> None:
