@@ -2350,6 +2350,16 @@ def _translate(error: sa_exc.DBAPIError) -> LedgerError:
         return LedgerBusy(
             f"ledger is busy (another process holds the write lock): {_one_line(error.orig)}"
         )
+    if error.connection_invalidated:
+        # The connection died under us (the server ended the session — an idle bound, an
+        # operator, a restart — or the network dropped it): SQLAlchemy drops it from the pool
+        # and the next call opens another. Like a write that came too late: a leasing
+        # relayer's keeper gives the task's lease up and reads the ledger again, instead of
+        # the whole relayer ending on it (a relayer frozen past its idle bound did).
+        return LedgerBusy(
+            "ledger connection lost mid-call (the server ended the session, or the network "
+            f"dropped it); the ledger is read again: {_one_line(error.orig)}"
+        )
     if _is_corruption(error):
         return LedgerCorrupt(f"ledger database is corrupt: {_one_line(error.orig)}")
     return LedgerError(f"ledger database error: {_one_line(error.orig)}")

@@ -380,6 +380,53 @@ def test_a_relayer_frozen_inside_a_fenced_write_is_taken_over_within_a_lease(
     assert claimed and claimed[0].fence.token == fence.token + 1, claimed
 
 
+def test_a_write_whose_connection_the_server_ends_is_busy_not_the_end_of_the_relayer(
+    backend: Backend,
+) -> None:
+    """PostgreSQL ends a writer's session mid-transaction (an operator's
+    ``pg_terminate_backend``, a restart; or the idle bound, when the client then sees only
+    "server closed the connection unexpectedly"): the write fails as LedgerBusy, which a
+    leasing relayer's keeper handles (a generic LedgerError ended the relayer: a CI-like run
+    lost a frozen-then-woken relayer that way), and the next write works on a new connection."""
+    if backend.name != "postgresql":
+        pytest.skip("SQLite has no server to end a session")
+    location = backend.fresh("ended")
+    with open_ledger(location) as writer, open_ledger(location) as operator:
+        inside, release = threading.Event(), threading.Event()
+        ended: list[BaseException | None] = []
+        backend_pid: list[int] = []
+
+        def write() -> None:
+            try:
+                with writer._writing() as session:
+                    backend_pid.append(
+                        session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+                    )
+                    inside.set()
+                    release.wait(20)
+                    session.execute(sa.text("SELECT 1"))
+                ended.append(None)
+            except BaseException as error:
+                ended.append(error)
+
+        worker = threading.Thread(target=write)
+        worker.start()
+        try:
+            assert inside.wait(10)
+            with operator.engine.connect() as connection:
+                connection.execute(
+                    sa.text("SELECT pg_terminate_backend(:p)"), {"p": backend_pid[0]}
+                )
+        finally:
+            release.set()
+            worker.join(20)
+        assert len(ended) == 1 and isinstance(ended[0], LedgerBusy), ended
+        assert "connection lost" in str(ended[0]) and "\n" not in str(ended[0])
+        writer.set_cursor(ORIGIN, 7, None)  # a new connection: the ledger goes on
+        cursor = writer.get_cursor(ORIGIN)
+        assert cursor is not None and cursor.next_block == 7
+
+
 def _woken_after_the_takeover(
     frozen: Ledger, fence: Fence, ended: list[BaseException | None]
 ) -> None:
