@@ -702,6 +702,13 @@ class JsonRpcClient:
         :class:`RequestTooWide` (the endpoint not resting yet: :meth:`_failover` decides) for a
         ``narrowable`` request too large or too slow to begin.
         The caller bounds it in time (``exchange.scope``, moved on as bytes arrive)."""
+        if self._http.is_closed:
+            # Closed by its owner on the way out (a shutdown cancelling the tasks that use it):
+            # a task not yet told of the cancellation reaches here before its next checkpoint,
+            # and httpx's RuntimeError ended a relayer's shutdown with a traceback. The
+            # cancellation is raised if there is one; else one line.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            raise RpcError(f"{what}: this client's connections are closed")
         try:
             async with self._http.stream("POST", endpoint.target, json=payload) as response:
                 exchange.answering = True

@@ -1458,3 +1458,23 @@ def test_a_value_nested_too_deep_to_repr_is_still_quoted_in_one_line() -> None:
     for _ in range(100_000):
         deep = [deep]
     assert quoted(deep) == "<list nested too deep>"
+
+
+def test_a_call_on_a_closed_client_is_one_line_or_the_shutdown_cancelling_it() -> None:
+    """A relayer shutting down closes its clients while a task not yet told of the
+    cancellation still calls one: that task gets the cancellation (a clean shutdown), and a
+    call on a closed client outside any shutdown is one RpcError line — never httpx's
+    RuntimeError, which ended a relayer's shutdown with a traceback."""
+    client = JsonRpcClient(["http://127.0.0.1:9"], timeout=1.0)
+
+    async def closed_then_called() -> None:
+        await client.aclose()
+        with pytest.raises(RpcError, match="connections are closed") as caught:
+            await client.call("eth_blockNumber", [])
+        assert "\n" not in str(caught.value)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # the shutdown, not yet delivered: the next checkpoint raises it
+            await client.call("eth_blockNumber", [])
+        assert scope.cancelled_caught
+
+    trio.run(closed_then_called)
