@@ -123,9 +123,16 @@ GENESIS_HASH: Final = "0x" + "45" * 32
 """What chopsticks reports as block 0's hash (and what ``CheckGenesis`` signs): frame_system's
 ``hash69`` placeholder, not blake2-256 of a header. Block 1's parent hash is this too."""
 
-BLOCK_MODES: Final = ("Instant", "Batch", "Manual")
-"""chopsticks ``build-block-mode``: a block per submitted extrinsic; a block per burst
-(100 ms debounce, at most 1 s); only on ``dev_newBlock``."""
+BLOCK_MODES: Final = ("Collator", "Instant", "Batch", "Manual")
+"""How blocks are built. ``Collator`` (the devnet's): as a collator does, whenever no block is
+being built and extrinsics are pending, one block with all of them; an extrinsic that did not
+fit (or whose nonce follows one that did not) waits for the next block instead of being
+dropped — chopsticks' Manual mode driven by ``devnet/collator.cjs``, a preload that patches its
+transaction pool. The others are chopsticks' own ``build-block-mode``: a block per submitted
+extrinsic; a block per burst (100 ms debounce; an extrinsic that does not fit is dropped); only
+on ``dev_newBlock``."""
+
+_COLLATOR_PRELOAD = Path(__file__).with_name("collator.cjs")
 
 DEV_URIS: Final = ("//Alice", "//Bob", "//Charlie", "//Dave", "//Eve", "//Ferdie")
 """The well-known sr25519 development accounts (devnet only; fund them explicitly)."""
@@ -284,13 +291,14 @@ def _write_config(
     for path in (spec_path, storage_path):
         if any(marker in str(path) for marker in _TEMPLATE_MARKERS):
             raise ChopsticksError(f"chopsticks cannot take a path containing '<%' or '${{': {path}")
+    preload = f"--require {_COLLATOR_PRELOAD} " if block_mode == "Collator" else ""
     lines = [
         "# Written by devnet/chopsticks.py; run by hand with:",
-        f"#   node {entry} \\",
+        f"#   node {preload}{entry} \\",
         f"#     --config {state_dir / _CONFIG_FILE} --host {HOST} --port <port>",
         f"genesis: {json.dumps(str(spec_path))}",
         f"import-storage: {json.dumps(str(storage_path))}",
-        f"build-block-mode: {block_mode}",
+        f"build-block-mode: {'Manual' if block_mode == 'Collator' else block_mode}",
         "",
     ]
     config_path = state_dir / _CONFIG_FILE
@@ -426,8 +434,10 @@ def start_chopsticks(
             shutil.rmtree(state_dir, ignore_errors=True)
         raise
 
+    preload = ["--require", str(_COLLATOR_PRELOAD)] if block_mode == "Collator" else []
     command = [
         node,
+        *preload,
         str(entry),
         "--config",
         str(config_path),

@@ -327,7 +327,7 @@ def _start_assethub(
             funded=funded,
             state_dir=state_dir / "chopsticks",
             log_path=state_dir / f"chopsticks-{ASSETHUB.name}.log",
-            block_mode="Instant",
+            block_mode="Collator",
         )
     except ChopsticksError as error:
         raise DevnetError(f"{ASSETHUB.name}: {_one_line(error)}") from None

@@ -130,12 +130,13 @@ def is_ours(entry: dict[str, Any]) -> bool:
 
     The command line must name the program devnet resolves for the entry's kind
     (:data:`KIND_TOOLS`; argv[0], or argv[1] when node runs it: the npm anvil wrapper,
-    chopsticks' script, Lodestar, the EthereumJS client) and that kind's port flag followed by
-    the recorded port (chopsticks: ``--port 0``, it is told its port afterwards), the recorded
-    ``--config`` when there is one, and the start time must match the recorded one within
-    :data:`START_TOLERANCE`. The record's ``binary``, ``port_flag`` and ``port_arg`` are not
-    read: every one of them can be copied from ``/proc`` for any process. A zombie (exited, not
-    yet reaped) is not alive.
+    chopsticks' script, Lodestar, the EthereumJS client; argv[3] after node's ``--require
+    <preload>``, as chopsticks runs in the devnet's Collator block mode) and that kind's port
+    flag followed by the recorded port (chopsticks: ``--port 0``, it is told its port
+    afterwards), the recorded ``--config`` when there is one, and the start time must match
+    the recorded one within :data:`START_TOLERANCE`. The record's ``binary``, ``port_flag``
+    and ``port_arg`` are not read: every one of them can be copied from ``/proc`` for any
+    process. A zombie (exited, not yet reaped) is not alive.
     """
     pid = entry.get("pid")
     expected = _expected(entry)
@@ -149,7 +150,8 @@ def is_ours(entry: dict[str, Any]) -> bool:
         return False
     _, started, argv = seen
     program, flag, port = expected
-    if program not in argv[:2]:
+    runs = argv[:2] if argv[1:2] != ["--require"] else [argv[0], *argv[3:4]]
+    if program not in runs:
         return False
     if not any(a == flag and b == port for a, b in itertools.pairwise(argv)):
         return False

@@ -96,14 +96,14 @@ def postgres() -> Iterator[PostgresProcess]:
 
 
 def running_chopsticks(funded: Mapping[str, int] | None = None) -> Iterator[ChopsticksProcess]:
-    """Body of a module-scoped fixture: chopsticks (Instant blocks) with ``funded`` accounts
-    (default //Alice), stopped — and checked gone — at the end."""
+    """Body of a module-scoped fixture: chopsticks (the devnet's Collator blocks) with
+    ``funded`` accounts (default //Alice), stopped — and checked gone — at the end."""
     try:
         node_binary()
         chopsticks_entry()
     except ChopsticksError as error:
         missing_chain_tool(str(error))
-    process = start_chopsticks(funded=funded, block_mode="Instant")
+    process = start_chopsticks(funded=funded, block_mode="Collator")
     try:
         yield process
     finally:

@@ -1,6 +1,7 @@
 """A real Substrate runtime (Rococo Asset Hub's genesis runtime) under chopsticks.
 
-One chopsticks process (``Instant``: a block per extrinsic) serves the whole module and is
+One chopsticks process (the devnet's ``Collator`` block mode: what is pending when a build
+starts goes into that block, what does not fit waits for the next) serves the whole module and is
 stopped in the fixture's ``finally``. The tests pin what issue 4 builds on: real sr25519
 signatures, ``System.remark_with_event`` and its ``Remarked {sender, hash}`` event,
 ``Utility.batch_all`` (atomic), ``Assets``, ``Uniques`` as the replay guard, the
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +51,8 @@ pytestmark = pytest.mark.chain
 ALICE_KEY = Keypair.create_from_uri("//Alice")
 BOB_KEY = Keypair.create_from_uri("//Bob")
 CHARLIE_KEY = Keypair.create_from_uri("//Charlie")
+DAVE_KEY = Keypair.create_from_uri("//Dave")
+EVE_KEY = Keypair.create_from_uri("//Eve")
 ZERO_HASH = "0x" + "00" * 32
 
 # Runtime constants of this runtime (statemine spec 900), in planck.
@@ -97,6 +101,8 @@ def chain() -> Iterator[ChopsticksProcess]:
             BOB_KEY.ss58_address: DEV_BALANCE,  # SS58 (prefix 42) works as a key too
             hex_of(CHARLIE_KEY): DEV_BALANCE,
             MULTISIG_HEX: DEV_BALANCE,
+            hex_of(DAVE_KEY): DEV_BALANCE,  # the block-building tests' own accounts
+            hex_of(EVE_KEY): DEV_BALANCE,
         }
     )
 
@@ -124,7 +130,7 @@ def rpc(chain: ChopsticksProcess, method: str, params: list[Any] | None = None) 
 
 
 def submit(substrate: SubstrateInterface, signer: Keypair, call: Any) -> ExtrinsicReceipt:
-    """Sign (immortal era), submit and wait for inclusion (in Instant mode: its own block)."""
+    """Sign (immortal era), submit and wait for inclusion (alone: in a block of its own)."""
     extrinsic = substrate.create_signed_extrinsic(call=call, keypair=signer)
     return substrate.submit_extrinsic(extrinsic, wait_for_inclusion=True)
 
@@ -532,3 +538,89 @@ def test_start_refuses_bad_arguments_before_starting(tmp_path: Path) -> None:
         with pytest.raises(ChopsticksError, match="busy"):
             start_chopsticks(port=busy.getsockname()[1], state_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+# --- block building (the devnet's Collator mode, devnet/collator.cjs) ----------------------
+
+
+def send_now(substrate: SubstrateInterface, signer: Keypair, call: Any, nonce: int) -> bytes:
+    """Sign with ``nonce`` and submit without waiting; the extrinsic's hash."""
+    extrinsic = substrate.create_signed_extrinsic(call=call, keypair=signer, nonce=nonce)
+    answer = substrate.rpc_request("author_submitExtrinsic", [str(extrinsic.data)])
+    assert "result" in answer, answer
+    return parse_data(answer["result"], "extrinsic hash")
+
+
+def blocks_of(
+    substrate: SubstrateInterface, hashes: list[bytes], after: int, timeout: float = 60.0
+) -> list[int]:
+    """The block number each extrinsic landed in (polled from block ``after + 1`` on)."""
+    found: dict[bytes, int] = {}
+    number, deadline = after + 1, time.monotonic() + timeout
+    while not all(h in found for h in hashes):
+        assert time.monotonic() < deadline, f"not all included by block {number - 1}"
+        block_hash = substrate.get_block_hash(number)
+        if block_hash is None:
+            time.sleep(0.1)
+            continue
+        body = substrate.rpc_request("chain_getBlock", [block_hash])["result"]["block"]
+        for encoded in body["extrinsics"]:
+            found.setdefault(blake2_256(parse_data(encoded, "extrinsic")), number)
+        number += 1
+    return [found[h] for h in hashes]
+
+
+def test_what_arrives_while_a_block_builds_goes_into_the_next_block_together(
+    substrate: SubstrateInterface, chain: ChopsticksProcess
+) -> None:
+    """Six remarks sent back to back: chopsticks' own Instant mode builds six blocks, one per
+    extrinsic in arrival order; the devnet builds the first at once and puts the ones that
+    arrived while it was being built (~0.3 s at least) into the next."""
+    nonce = substrate.get_account_nonce(DAVE_KEY.ss58_address)
+    after = substrate.get_block_number(None)
+    hashes = [
+        send_now(
+            substrate,
+            DAVE_KEY,
+            substrate.compose_call("System", "remark", {"remark": f"together {k}".encode()}),
+            nonce + k,
+        )
+        for k in range(6)
+    ]
+    numbers = blocks_of(substrate, hashes, after)
+    assert numbers == sorted(numbers)  # nonce order kept
+    assert len(set(numbers)) <= 3, numbers
+
+
+def test_an_extrinsic_that_does_not_fit_waits_for_the_next_block_with_its_later_nonces(
+    substrate: SubstrateInterface, chain: ChopsticksProcess
+) -> None:
+    """Two remarks of 2.2 MB cannot share a block (its normal class takes 3.75 MiB); a block
+    is built with both and a smaller remark of the same account after them (``dev_newBlock``
+    with these transactions: no timing involved). chopsticks applies the first and drops the
+    second (``ExhaustsResources``) and the small one (its nonce then in the future); the devnet
+    keeps both for the next block, in nonce order, as a node's pool does."""
+    nonce = substrate.get_account_nonce(EVE_KEY.ss58_address)
+    after = substrate.get_block_number(None)
+    log_before = chain.log_path.stat().st_size
+    big = b"\x5a" * 2_200_000
+    signed = [
+        substrate.create_signed_extrinsic(
+            call=substrate.compose_call("System", "remark", {"remark": r}),
+            keypair=EVE_KEY,
+            nonce=n,
+        )
+        for n, r in ((nonce, big), (nonce + 1, big), (nonce + 2, b"after the big ones"))
+    ]
+    answer = substrate.rpc_request(
+        "dev_newBlock", [{"transactions": [str(x.data) for x in signed]}]
+    )
+    assert "result" in answer, answer
+    hashes = [blake2_256(bytes(x.data.data)) for x in signed]
+    first, second, small = blocks_of(substrate, hashes, after, timeout=120.0)
+    assert first == after + 1 and second == small == first + 1
+    assert substrate.get_account_nonce(EVE_KEY.ss58_address) == nonce + 3
+    with chain.log_path.open("rb") as log:
+        log.seek(log_before)
+        told = log.read().decode("utf-8", errors="replace")
+    assert "refused (ExhaustsResources) waits for the next block" in told

@@ -452,6 +452,45 @@ def test_a_recycled_pid_with_the_recorded_command_line_is_told_apart_by_its_star
         assert _answers(bystander, "still here")
 
 
+def test_a_chain_that_node_runs_behind_a_preload_is_still_recognised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The devnet's Asset Hub runs as ``node --require devnet/collator.cjs <chopsticks> …``
+    (its Collator block mode): the program is then argv[3], not argv[1]. Unrecognised, `down`
+    said "was not running" and left the chain running (a benchmark run showed it)."""
+    try:
+        node = devnet.tools.node_executable()
+    except devnet.tools.ToolError as error:
+        missing_chain_tool(str(error))
+    script = tmp_path / "chain.cjs"
+    script.write_text("console.log('ready'); setInterval(() => {}, 1000)\n")
+    preload = tmp_path / "preload.cjs"
+    preload.write_text("\n")
+    monkeypatch.setitem(pids.KIND_TOOLS, "substrate", (lambda: script, "--port"))
+    process = subprocess.Popen(
+        [node, "--require", str(preload), str(script), "--port", "0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ready\n"
+        entry = {
+            "chain": "assethub",
+            "kind": "substrate",
+            "pid": process.pid,
+            "port": 9944,
+            "start_time": psutil.Process(process.pid).create_time(),
+        }
+        assert pids.is_ours(entry) is True
+        # The preload's place is not a way in for another program: still the kind's own.
+        monkeypatch.setitem(pids.KIND_TOOLS, "substrate", (lambda: preload, "--port"))
+        assert pids.is_ours(entry) is False
+    finally:
+        process.kill()
+        process.wait()
+
+
 def test_a_planted_chain_entry_cannot_name_another_program(state_dir: Path) -> None:
     """Every field of a chain entry can be copied from /proc for any process: its program,
     a flag and value pair from its command line, its start time. Whatever kind the entry

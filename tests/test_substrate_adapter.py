@@ -16,6 +16,7 @@ are played against recorded answers instead.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +44,9 @@ from adapters.substrate import (
     pending,
 )
 from adapters.substrate import client as client_module
-from adapters.substrate.client import BalanceTransfer, account_bytes, header_from_json
+from adapters.substrate import encoding as encoding_module
+from adapters.substrate.client import BalanceTransfer, Fee, account_bytes, header_from_json
+from adapters.substrate.encoding import SHAPES, FastCalls
 from adapters.substrate.finality import SYSTEM_EVENTS_KEY
 from devnet.chopsticks import (
     ALICE,
@@ -51,6 +54,7 @@ from devnet.chopsticks import (
     GENESIS_HASH,
     ChopsticksProcess,
 )
+from light_clients.errors import DecodeError
 from light_clients.hashing import blake2_256
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.message import Message
@@ -831,3 +835,288 @@ def test_a_scan_proves_the_events_of_prefixed_blocks_only(
     )
     assert found.message == Message(1, 7, ASSETHUB, ALICE_ID, GAMMA, b"\x0d" * 32, sent.body)
     assert scan.skipped == [] and scan.last_hash == carrying.block_hash
+
+
+# --- fast paths: a delivery batch's bytes, one extrinsic's events, a fee estimate ---------
+# Each is checked against substrate-interface itself, in this module's real runtime.
+
+_U32_EDGES = st.sampled_from([0, 1, 63, 64, 2**14 - 1, 2**14, 2**30 - 1, 2**30, 2**32 - 1])
+_COMPACT_EDGES = st.sampled_from([0, 63, 64, 16383, 16384, 2**30 - 1, 2**30, 2**64, 2**128 - 1])
+_ACCOUNTS = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
+_DELIVERY_CALLS = st.one_of(
+    st.tuples(
+        st.just("Uniques"),
+        st.just("mint"),
+        st.fixed_dictionaries(
+            {
+                "class": _U32_EDGES | st.integers(0, 2**32 - 1),
+                "instance": _U32_EDGES | st.integers(0, 2**32 - 1),
+                "owner": _ACCOUNTS,
+            }
+        ),
+    ),
+    st.tuples(
+        st.just("Uniques"),
+        st.just("freeze"),
+        st.fixed_dictionaries(
+            {"class": st.integers(0, 2**32 - 1), "instance": st.integers(0, 2**32 - 1)}
+        ),
+    ),
+    st.tuples(
+        st.just("System"),
+        st.just("remark_with_event"),
+        st.fixed_dictionaries({"remark": st.binary(max_size=300)}),
+    ),
+    st.tuples(
+        st.just("Assets"),
+        st.just("mint"),
+        st.fixed_dictionaries(
+            {
+                "id": _COMPACT_EDGES | st.integers(0, 2**32 - 1),
+                "beneficiary": _ACCOUNTS,
+                "amount": _COMPACT_EDGES | st.integers(0, 2**128 - 1),
+            }
+        ),
+    ),
+)
+
+
+def _library_batch(substrate: Any, calls: Sequence[tuple[str, str, dict[str, Any]]]) -> bytes:
+    nested = [{"call_module": m, "call_function": f, "call_args": a} for m, f, a in calls]
+    call = substrate.runtime_config.create_scale_object("Call", metadata=substrate.metadata)
+    return bytes(
+        call.encode(
+            {"call_module": "Utility", "call_function": "batch_all", "call_args": {"calls": nested}}
+        ).data
+    )
+
+
+@settings(max_examples=120, deadline=None)
+@given(calls=st.lists(_DELIVERY_CALLS, min_size=1, max_size=12))
+def test_a_fast_delivery_batch_is_byte_for_byte_substrate_interfaces(
+    client: SubstrateClient, calls: list[tuple[str, str, dict[str, Any]]]
+) -> None:
+    """Every shape probed in this runtime, every value at SCALE's edges (the compact modes'
+    boundaries, u32's and u128's maxima): FastCalls writes what substrate-interface encodes."""
+    substrate = _substrate(client)
+    fast = FastCalls.probe(substrate)
+    assert fast.shapes == set(SHAPES)
+    assert fast.batch_all(calls) == _library_batch(substrate, calls)
+
+
+def test_a_shape_or_value_the_fast_path_does_not_take_goes_the_librarys_way(
+    client: SubstrateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shape whose declared kinds are not this runtime's (here ``instance`` claimed compact)
+    is left out by the probe, and any value FastCalls does not take (an SS58 account, a u32 out
+    of range, a remark given as text) makes it answer None: the client then composes through
+    substrate-interface, the same bytes, or its one error line."""
+    substrate = _substrate(client)
+    owner = "0x" + "ab" * 32
+    mint = ("Uniques", "mint", {"class": 7, "instance": 9, "owner": owner})
+    remark = ("System", "remark_with_event", {"remark": b"x"})
+    wrong = dict(SHAPES)
+    wrong[("Uniques", "mint")] = (("class", "u32"), ("instance", "compact"), ("owner", "account"))
+    monkeypatch.setattr(encoding_module, "SHAPES", wrong)
+    probed = FastCalls.probe(substrate)
+    assert ("Uniques", "mint") not in probed.shapes
+    assert probed.batch_all([mint]) is None and probed.batch_all([remark]) is not None
+    monkeypatch.undo()
+    fast = FastCalls.probe(substrate)
+    for odd in (
+        ("Uniques", "mint", {"class": 7, "instance": 9, "owner": ALICE_KEY.ss58_address}),
+        ("Uniques", "freeze", {"class": 2**32, "instance": 1}),
+        ("System", "remark_with_event", {"remark": "text"}),
+        ("System", "remark_with_event", {"remark": b"x", "extra": 1}),
+        ("System", "remark", {"remark": b"x"}),
+    ):
+        assert fast.batch_all([mint, odd]) is None, odd
+    ss58 = ("Uniques", "mint", {"class": 7, "instance": 9, "owner": ALICE_KEY.ss58_address})
+    composed = run(lambda: client.compose_batch_all([mint, ss58]))
+    assert composed.data == _library_batch(substrate, [mint, ss58])
+    assert composed.hash == blake2_256(composed.data)
+    with pytest.raises(AdapterError, match=r"compose Utility\.batch_all"):
+        run(lambda: client.compose_batch_all([("Uniques", "freeze", {"class": -1, "instance": 1})]))
+
+
+def _block_with_several_extrinsics(client: SubstrateClient) -> tuple[bytes, int]:
+    """Three extrinsics sent at once from three accounts (Collator mode: one block for what
+    arrives while another builds); a block holding at least two of them, and its count."""
+
+    async def scenario() -> tuple[bytes, int]:
+        calls = [
+            await client.compose_batch_all(
+                [("System", "remark_with_event", {"remark": bytes([k, n])}) for n in range(40)]
+            )
+            for k in range(3)
+        ]
+        submitted = [
+            await client.submit_call(key, call, wait_for_inclusion=False)
+            for key, call in zip((ALICE_KEY, BOB_KEY, CHARLIE_KEY), calls, strict=True)
+        ]
+        included = [await client.wait_included(s) for s in submitted]
+        counts = Counter(i.block_hash for i in included)
+        block_hash, count = counts.most_common(1)[0]
+        return block_hash, count
+
+    return run(scenario)
+
+
+def test_one_extrinsics_events_are_the_same_as_every_event_filtered(
+    client: SubstrateClient,
+) -> None:
+    """`wait_included` decodes only its extrinsic's records (event_records' walk over the
+    runtime's registry): the events must be exactly those of a full decode, filtered, for every
+    extrinsic of a block of several (inherents included), and for blocks with no extrinsic of
+    that index."""
+    substrate = _substrate(client)
+    block_hash, count = _block_with_several_extrinsics(client)
+    assert count >= 2
+    walker = client_module.EventWalker()
+    every = client_module._events(substrate, block_hash)
+    indexes = {e.extrinsic_index for e in every}
+    assert len(indexes - {None}) >= 3  # inherents and ours
+    for index in [*sorted(i for i in indexes if i is not None), 99]:
+        ours = client_module._extrinsic_events(substrate, block_hash, index, walker)
+        assert ours == [e for e in every if e.extrinsic_index == index], index
+        # Only some kinds asked for (a multisig outcome's): only those decoded, the same ones.
+        kinds = {("System", "ExtrinsicSuccess"), ("Utility", "BatchCompleted")}
+        some = client_module._extrinsic_events(substrate, block_hash, index, walker, kinds)
+        assert some == [e for e in ours if (e.pallet, e.name) in kinds], index
+    assert any(e.name == "BatchCompleted" for e in every)  # the kinds above were there
+
+
+def test_events_that_cannot_be_walked_are_decoded_whole(
+    client: SubstrateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry the walk cannot use, or stored bytes it does not end exactly on, are no error:
+    the whole value is decoded and filtered, as before the walk existed."""
+    substrate = _substrate(client)
+    block_hash = parse_data(substrate.get_block_hash(1), "hash")
+    every = client_module._events(substrate, block_hash)
+
+    def refuse(*_: Any) -> Any:
+        raise DecodeError("cannot step over a bitsequence (1)")
+
+    monkeypatch.setattr(client_module.EventWalker, "spans", refuse)
+    index = next(e.extrinsic_index for e in every if e.extrinsic_index is not None)
+    got = client_module._extrinsic_events(substrate, block_hash, index, client_module.EventWalker())
+    assert got == [e for e in every if e.extrinsic_index == index]
+
+
+def test_the_event_walk_refuses_bytes_that_are_not_the_events_value(
+    client: SubstrateClient,
+) -> None:
+    """Hostile or corrupt bytes (a node answers ``state_getStorage``): a record cut short, a
+    byte too many, a phase or event index the runtime does not have — each a DecodeError,
+    never another exception or a span past the data."""
+    substrate = _substrate(client)
+    block_hash, _ = _block_with_several_extrinsics(client)
+    raw = substrate.rpc_request("state_getStorage", [to_hex(SYSTEM_EVENTS_KEY), to_hex(block_hash)])
+    data = parse_data(raw["result"], "events")
+    walker = client_module.EventWalker()
+    spans = walker.spans(substrate, data)
+    assert spans[-1].end == len(data) and all(s.start < s.end for s in spans)
+    first = spans[0].start
+    for bad in (
+        data[:-1],
+        data + b"\x00",
+        data[:first] + b"\x07" + data[first + 1 :],  # phase variant 7: none
+        data[:first] + b"\x01\xff" + data[first + 2 :],  # Finalization, then pallet 255: none
+    ):
+        with pytest.raises(DecodeError):
+            walker.spans(substrate, bad)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=400))
+def test_the_event_walk_of_random_bytes_is_spans_or_one_decode_error(
+    client: SubstrateClient, data: bytes
+) -> None:
+    walker = client_module.EventWalker()
+    try:
+        spans = walker.spans(_substrate(client), data)
+    except DecodeError:
+        return
+    assert not spans or spans[-1].end == len(data)
+
+
+def test_a_spliced_fee_estimate_is_what_substrate_interface_asks(
+    client: SubstrateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fee of a delivery-sized batch and of the ``as_multi`` around it: the extrinsic with
+    the call's bytes spliced in gives the node's same answer as substrate-interface's own
+    (which re-encodes the call from its value); and when the splice does not reproduce the
+    library's extrinsic for the sample, the library is asked."""
+    calls = [
+        ("System", "remark_with_event", {"remark": bytes([n % 256]) * 144}) for n in range(300)
+    ]
+
+    async def fees() -> list[Fee]:
+        batch = await client.compose_batch_all(calls)
+        wrapped = await client.compose(
+            "Multisig",
+            "as_multi",
+            {
+                "threshold": 2,
+                "other_signatories": [to_hex(BOB_ID), to_hex(CHARLIE_ID)],
+                "maybe_timepoint": None,
+                "call": batch,
+                "store_call": False,
+                "max_weight": client.weight_arg(10**11),
+            },
+        )
+        return [await client.estimate_fee(ALICE_KEY, c) for c in (batch, wrapped)]
+
+    spliced = run(fees)
+    asked: list[Any] = []
+    real = type(_substrate(client)).get_payment_info
+
+    def counting(self: Any, call: Any, keypair: Any) -> Any:
+        asked.append(call)
+        return real(self, call, keypair)
+
+    monkeypatch.setattr(type(_substrate(client)), "get_payment_info", counting)
+    client._fee_extrinsics = client_module.FeeExtrinsics()
+    monkeypatch.setattr(client_module.FeeExtrinsics, "_splice", staticmethod(lambda *a, **k: b""))
+    assert run(fees) == spliced
+    assert len(asked) == 2
+
+
+def test_waits_of_one_client_fetch_each_block_body_once(
+    client: SubstrateClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Several extrinsics in flight, each waited for: every wait looks at each new block, and a
+    delivery's block is ~100 KB of JSON from a node whose RPC thread also serves its block
+    builder's storage reads. One client asks for each block's body once."""
+    asked: list[str] = []
+    rpc = client.rpc
+
+    async def counting(method: str, params: Sequence[Any] = ()) -> Any:
+        if method == "chain_getBlock":
+            asked.append(str(params[0]))
+        return await rpc(method, params)
+
+    monkeypatch.setattr(client, "rpc", counting)
+
+    async def scenario() -> list[Included]:
+        calls = [
+            await client.compose("System", "remark", {"remark": b"wait %d" % k}) for k in range(3)
+        ]
+        submitted = [
+            await client.submit_call(key, call, wait_for_inclusion=False)
+            for key, call in zip((ALICE_KEY, BOB_KEY, CHARLIE_KEY), calls, strict=True)
+        ]
+        landed: list[Included] = []
+
+        async def wait(one: Any) -> None:
+            landed.append(await client.wait_included(one))
+
+        async with trio.open_nursery() as nursery:
+            for one in submitted:
+                nursery.start_soon(wait, one)
+        return landed
+
+    landed = run(scenario)
+    assert len(landed) == 3 and all(i.success for i in landed)
+    assert asked and len(asked) == len(set(asked)), asked

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Final
 
 import trio
 from substrateinterface import Keypair
@@ -355,6 +355,13 @@ _OWN_EVENTS = {
 }
 """The ``Multisig`` events that show a call of ours ran (whatever it did then)."""
 
+OUTCOME_EVENTS: Final = frozenset(
+    {("Utility", "BatchInterrupted")}
+    | {("Multisig", name) for names in _OWN_EVENTS.values() for name in names}
+)
+"""Every event :func:`outcomes`, :func:`executed_ok` and :func:`approval_timepoint` read: what
+:func:`wait_landed` has decoded (an execution's thousands of per-message events are not)."""
+
 
 NOT_RUN = "not run"
 """How :func:`outcomes` begins the reason of a call that never ran because one before it in
@@ -469,7 +476,9 @@ async def wait_landed(
 
     async def plain(cancel: trio.CancelScope) -> None:
         nonlocal outcome
-        outcome = await _settled(client.wait_included(submitted, on_block=on_block))
+        outcome = await _settled(
+            client.wait_included(submitted, on_block=on_block, kinds=OUTCOME_EVENTS)
+        )
         cancel.cancel()
 
     async def watch(cancel: trio.CancelScope) -> None:
@@ -488,7 +497,9 @@ async def wait_landed(
                 continue
             # Included by block ``best`` or never: the same wait, its mortality cut to there.
             cut = replace(submitted, valid_until=min(submitted.valid_until, best))
-            outcome = await _settled(client.wait_included(cut, on_block=on_block))
+            outcome = await _settled(
+                client.wait_included(cut, on_block=on_block, kinds=OUTCOME_EVENTS)
+            )
             if isinstance(outcome, AdapterError):
                 outcome = AdapterError(
                     f"extrinsic {to_hex(submitted.extrinsic_hash)} (nonce {submitted.nonce}) "
