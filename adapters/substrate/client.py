@@ -519,8 +519,8 @@ def _extrinsic_events(
     data = _hex_bytes(raw, "System.Events")
     try:
         spans = walker.spans(substrate, data)
-    except DecodeError as error:
-        log.debug("events of block %s decoded whole: %s", at, error)
+    except Exception as error:  # the walk only saves time: whatever fails, decode it whole
+        log.debug("events of block %s decoded whole: %r", at, error)
         return [
             e
             for e in _events(substrate, block_hash)
@@ -975,13 +975,14 @@ class SubstrateClient:
         lie, and a warning blaming "the key signed elsewhere" came every other submission)."""
         self._nonce_lock = trio.Lock()
         self._fast: tuple[object, FastCalls] | None = None
+        """The runtime metadata :meth:`_fast_calls` probed, and what it found."""
         self._event_walker = EventWalker()
         self._fee_extrinsics = FeeExtrinsics()
         self._block_extrinsics: dict[bytes, list[bytes]] = {}
-        self._block_lock = trio.Lock()
         """The extrinsic hashes of the last :data:`BLOCKS_REMEMBERED` blocks waits looked in
         (by block hash: a block's body never changes under its hash)."""
-        """The runtime metadata :meth:`_fast_calls` probed, and what it found."""
+        self._block_fetches: dict[bytes, trio.Lock] = {}
+        """One lock per block being fetched, so that its waits fetch it once."""
 
     # lifecycle
 
@@ -1777,8 +1778,17 @@ class SubstrateClient:
         )
 
     async def _find_extrinsic(self, block_hash: bytes, extrinsic_hash: bytes) -> int | None:
-        async with self._block_lock:  # waits looking at the same new block: one fetch
-            hashes = await self._extrinsic_hashes(block_hash)
+        hashes = self._block_extrinsics.get(block_hash)
+        if hashes is None:
+            # Waits looking at the same new block fetch it once; a slow fetch of one block
+            # holds up no wait on another (review REVIEW1 F7).
+            lock = self._block_fetches.setdefault(block_hash, trio.Lock())
+            try:
+                async with lock:
+                    hashes = await self._extrinsic_hashes(block_hash)
+            finally:
+                if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                    self._block_fetches.pop(block_hash, None)
         return hashes.index(extrinsic_hash) if extrinsic_hash in hashes else None
 
     async def _extrinsic_hashes(self, block_hash: bytes) -> list[bytes]:

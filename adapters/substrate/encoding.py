@@ -9,10 +9,11 @@ its call hash), on the two cores chopsticks builds the delivery blocks on.
 The calls a delivery is made of have a few shapes whose arguments are plain SCALE — a ``u32``,
 a compact integer, a byte vector, an account as ``MultiAddress::Id`` — so :class:`FastCalls`
 encodes them directly. It trusts nothing about the runtime: when built (once per runtime's
-metadata) it composes a sample of each shape through substrate-interface, with a distinct
-value in every byte of every argument, and keeps a shape only if its own encoding of the same
-sample is the same bytes; any other shape, value type or runtime goes the library's way
-(:meth:`FastCalls.batch_all` answers None). Why hand-written: no SCALE library here is both
+metadata) it composes a sample of each shape through substrate-interface, every byte of every
+argument distinct from every other (so that widths, compactness and the arguments' order all
+show), and keeps a shape only if its own encoding of the same sample is the same bytes; any
+other shape, value type or runtime goes the library's way (:meth:`FastCalls.batch_all` answers
+None). Why hand-written: no SCALE library here is both
 metadata-driven and fast (scalecodec is the metadata-driven one); this is the four shapes, not
 a codec.
 """
@@ -36,14 +37,22 @@ SHAPES: Final[Mapping[tuple[str, str], tuple[tuple[str, ArgKind], ...]]] = {
 }
 """The argument kinds each fast-encoded call is expected to have, in the call's order."""
 
-_SAMPLES: Final[Mapping[ArgKind, Any]] = {
-    # Every byte distinct and non-zero: a runtime whose argument is wider, narrower, fixed where
-    # this says compact (or the reverse) encodes the sample to other bytes.
-    "u32": 0x04030201,
-    "compact": 0x0D0C0B0A09,  # above u32: the big-integer mode of compact
-    "bytes": bytes(range(1, 40)),
-    "account": "0x" + bytes(range(100, 132)).hex(),
-}
+
+def _sample(kind: ArgKind, position: int) -> Any:
+    """A value of ``kind`` for the argument at ``position`` whose every byte differs from every
+    other argument's sample and from its own other bytes, so that a runtime whose argument is
+    wider, narrower, fixed where this says compact (or the reverse), or declared in another
+    order encodes the shape's sample to other bytes (review REVIEW1 F1: one sample per kind
+    could not see two u32 arguments swapped)."""
+    base = 1 + 48 * position  # positions 0-3: bytes 1-181, never 0
+    if kind == "u32":
+        return int.from_bytes(bytes(range(base, base + 4)), "little")
+    if kind == "compact":  # five bytes: above u32, the big-integer mode of compact
+        return int.from_bytes(bytes(range(base, base + 5)), "little")
+    if kind == "bytes":
+        return bytes(range(base, base + 39))
+    return "0x" + bytes(range(base, base + 32)).hex()
+
 
 _MULTIADDRESS_ID: Final = b"\x00"
 _ACCOUNT_LEN: Final = 32
@@ -75,7 +84,7 @@ class FastCalls:
         a vector of calls."""
         prefixes: dict[tuple[str, str], bytes] = {}
         for (module, function), args in SHAPES.items():
-            sample = {name: _SAMPLES[kind] for name, kind in args}
+            sample = {name: _sample(kind, k) for k, (name, kind) in enumerate(args)}
             library = _library(substrate, module, function, sample)
             ours = _encode_args(args, sample)
             if library and ours is not None and library[2:] == ours:
@@ -83,7 +92,9 @@ class FastCalls:
         batch_all: bytes | None = None
         if prefixes:
             module, function = next(iter(prefixes))
-            inner = {name: _SAMPLES[kind] for name, kind in SHAPES[(module, function)]}
+            inner = {
+                name: _sample(kind, k) for k, (name, kind) in enumerate(SHAPES[(module, function)])
+            }
             nested = {"call_module": module, "call_function": function, "call_args": inner}
             library = _library(substrate, "Utility", "batch_all", {"calls": [nested, nested]})
             call = prefixes[(module, function)] + (
