@@ -369,7 +369,7 @@ def start_chopsticks(
     port: int | None = None,
     funded: Mapping[str, int] | None = None,
     log_path: Path | None = None,
-    block_mode: str = "Instant",
+    block_mode: str = "Collator",
     state_dir: Path | None = None,
     timeout: float = _STARTUP_TIMEOUT,
 ) -> ChopsticksProcess:
