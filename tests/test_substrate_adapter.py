@@ -1107,9 +1107,7 @@ def test_a_spliced_fee_estimate_is_what_substrate_interface_asks(
     monkeypatch.setattr(type(_substrate(client)), "get_payment_info", counting)
     client._fee_extrinsics = client_module.FeeExtrinsics()
     spliced = run(fees)
-    checked = client._fee_extrinsics._checked
-    assert checked is not None and checked[1] is True  # this runtime's extrinsics splice
-    assert asked == []  # and both estimates were spliced (review REVIEW1 F8)
+    assert asked == []  # both estimates were spliced (review REVIEW1 F8)
     client._fee_extrinsics = client_module.FeeExtrinsics()
     monkeypatch.setattr(client_module.FeeExtrinsics, "_splice", staticmethod(lambda *a, **k: b""))
     assert run(fees) == spliced

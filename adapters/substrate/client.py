@@ -30,7 +30,7 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple, TypeVar, overload
+from typing import Any, Final, Generic, Literal, NamedTuple, TypeVar, overload
 
 import trio
 from scalecodec.base import ScaleBytes
@@ -40,7 +40,7 @@ from substrateinterface import Keypair, KeypairType, SubstrateInterface
 from adapters.errors import AdapterError
 from adapters.redact import redact_url, scrub_url
 from adapters.signing import signs_in_process
-from adapters.substrate.encoding import FastCalls
+from adapters.substrate.encoding import FastCalls, library_call
 from adapters.substrate.event_records import RecordSpan, TypeWalker, record_spans
 from adapters.substrate.signing import sign_sr25519
 from adapters.text import one_line
@@ -535,26 +535,46 @@ def _extrinsic_events(
     return _as_events(substrate, key.decode_scale_value(ScaleBytes(value)).elements)
 
 
+class PerRuntime(Generic[T]):
+    """A value worked out once per runtime a ``SubstrateInterface`` has loaded, keyed on its
+    metadata object (a runtime upgrade replaces it): the delivery shapes :class:`FastCalls`
+    found, the registry the event walk steps with, whether fee estimates splice."""
+
+    def __init__(self) -> None:
+        """Nothing worked out yet."""
+        self._kept: tuple[object, T] | None = None
+
+    def get(self, substrate: SubstrateInterface, work: Callable[[SubstrateInterface], T]) -> T:
+        """The value for the runtime ``substrate`` has loaded: ``work(substrate)`` the first
+        time (an exception from it is raised, and nothing is kept)."""
+        metadata = substrate.metadata
+        if self._kept is None or self._kept[0] is not metadata:
+            self._kept = (metadata, work(substrate))
+        return self._kept[1]
+
+
 class EventWalker:
     """:func:`~adapters.substrate.event_records.record_spans` with the registry of the runtime
-    a ``SubstrateInterface`` has loaded (indexed once per runtime's metadata)."""
+    a ``SubstrateInterface`` has loaded (indexed once per runtime)."""
 
     def __init__(self) -> None:
         """Nothing indexed yet."""
-        self._for: tuple[object, TypeWalker, int] | None = None
+        self._registry: PerRuntime[tuple[TypeWalker, int]] = PerRuntime()
 
     def spans(self, substrate: SubstrateInterface, data: bytes) -> list[RecordSpan]:
         """Each event record of ``data``; DecodeError when it cannot be walked."""
-        metadata = substrate.metadata
-        if self._for is None or self._for[0] is not metadata:
-            try:
-                types = metadata.portable_registry.value["types"]
-                function = substrate.get_metadata_storage_function("System", "Events")
-                events_type = int(function.value["type"]["Plain"])
-            except (AttributeError, KeyError, TypeError, ValueError) as error:
-                raise DecodeError(f"no type registry for System.Events: {error!r}") from None
-            self._for = (metadata, TypeWalker(types), events_type)
-        return record_spans(self._for[1], self._for[2], data)
+        walker, events_type = self._registry.get(substrate, _events_registry)
+        return record_spans(walker, events_type, data)
+
+
+def _events_registry(substrate: SubstrateInterface) -> tuple[TypeWalker, int]:
+    try:
+        types = substrate.metadata.portable_registry.value["types"]
+        function = substrate.get_metadata_storage_function("System", "Events")
+        events_type = int(function.value["type"]["Plain"])
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise DecodeError(f"no type registry for System.Events: {error!r}") from None
+    return TypeWalker(types), events_type
 
 
 class FeeExtrinsics:
@@ -573,25 +593,22 @@ class FeeExtrinsics:
 
     def __init__(self) -> None:
         """Nothing checked yet."""
-        self._checked: tuple[object, bool] | None = None
+        self._splices: PerRuntime[bool] = PerRuntime()
 
     def for_call(self, substrate: SubstrateInterface, keypair: Keypair, call: Call) -> Any | None:
         """A ``GenericExtrinsic`` holding ``call`` signed by ``keypair`` (zero signature, the
         account's next nonce), or None when this runtime's extrinsics cannot be spliced."""
-        metadata = substrate.metadata
-        if self._checked is None or self._checked[0] is not metadata:
-            self._checked = (metadata, self._splices_right(substrate, keypair))
-        if not self._checked[1]:
+        if not self._splices.get(substrate, lambda s: self._splices_right(s, keypair)):
             return None
         data = self._splice(substrate, keypair, call.data, nonce=None)
         if data is None:
             return None
         return substrate.runtime_config.create_scale_object(
-            "Extrinsic", data=ScaleBytes(data), metadata=metadata
+            "Extrinsic", data=ScaleBytes(data), metadata=substrate.metadata
         )
 
     def _splices_right(self, substrate: SubstrateInterface, keypair: Keypair) -> bool:
-        sample = _remark(substrate, bytes(range(1, 70)))
+        sample = library_call(substrate, "System", "remark", {"remark": bytes(range(1, 70))})
         whole = substrate.create_signed_extrinsic(
             call=sample, keypair=keypair, signature=_ZERO_SIGNATURE, nonce=0
         )
@@ -602,7 +619,7 @@ class FeeExtrinsics:
     def _splice(
         substrate: SubstrateInterface, keypair: Keypair, call: bytes, *, nonce: int | None
     ) -> bytes | None:
-        tiny = _remark(substrate, b"")
+        tiny = library_call(substrate, "System", "remark", {"remark": b""})
         shell = bytes(
             substrate.create_signed_extrinsic(
                 call=tiny, keypair=keypair, signature=_ZERO_SIGNATURE, nonce=nonce
@@ -630,16 +647,6 @@ _OUTCOME_EVENTS: Final = frozenset({("System", "ExtrinsicSuccess"), ("System", "
 
 _ZERO_SIGNATURE: Final = "0x" + "00" * 64
 """What substrate-interface's ``get_payment_info`` signs a fee estimate's extrinsic with."""
-
-
-def _remark(substrate: SubstrateInterface, remark: bytes) -> Any:
-    """``System.remark(remark)`` as a ``GenericCall`` of the loaded runtime, with no request to
-    the node (``compose_call`` asks for the head first)."""
-    call = substrate.runtime_config.create_scale_object("Call", metadata=substrate.metadata)
-    call.encode(
-        {"call_module": "System", "call_function": "remark", "call_args": {"remark": remark}}
-    )
-    return call
 
 
 def _as_events(substrate: SubstrateInterface, records: Sequence[Any]) -> list[SubstrateEvent]:
@@ -974,8 +981,8 @@ class SubstrateClient:
         (review RFINA L2: trusted again on the pool alone, the next storage read met the same
         lie, and a warning blaming "the key signed elsewhere" came every other submission)."""
         self._nonce_lock = trio.Lock()
-        self._fast: tuple[object, FastCalls] | None = None
-        """The runtime metadata :meth:`_fast_calls` probed, and what it found."""
+        self._fast: PerRuntime[FastCalls] = PerRuntime()
+        """The delivery shapes this runtime encodes as FastCalls does (probed once each)."""
         self._event_walker = EventWalker()
         self._fee_extrinsics = FeeExtrinsics()
         self._block_extrinsics: dict[bytes, list[bytes]] = {}
@@ -1344,7 +1351,7 @@ class SubstrateClient:
 
         def work(substrate: SubstrateInterface) -> Call:
             substrate.init_runtime()
-            data = self._fast_calls(substrate).batch_all(calls)
+            data = self._fast.get(substrate, FastCalls.probe).batch_all(calls)
             if data is None:
                 generic = substrate.compose_call("Utility", "batch_all", {"calls": nested})
                 data = bytes(generic.data.data)
@@ -1356,13 +1363,6 @@ class SubstrateClient:
             return Call("Utility", "batch_all", data, blake2_256(data), generic)
 
         return await self._run("compose Utility.batch_all", work)
-
-    def _fast_calls(self, substrate: SubstrateInterface) -> FastCalls:
-        """The :class:`FastCalls` of the runtime ``substrate`` has loaded (probed once each)."""
-        metadata = substrate.metadata
-        if self._fast is None or self._fast[0] is not metadata:
-            self._fast = (metadata, FastCalls.probe(substrate))
-        return self._fast[1]
 
     async def estimate_fee(self, keypair: Keypair, call: Call) -> Fee:
         """Fee and weight of ``call`` signed by ``keypair`` (``TransactionPaymentApi.query_info``,

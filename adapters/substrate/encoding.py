@@ -122,18 +122,23 @@ class FastCalls:
         return self._batch_all + encode_compact(len(encoded)) + b"".join(encoded)
 
 
-def _library(substrate: Any, module: str, function: str, args: Mapping[str, Any]) -> bytes:
-    """substrate-interface's encoding of the call in the runtime it has loaded, without a
-    request to the node (``compose_call`` would ask for the head first); b"" when it cannot
-    encode it (no such call here, or other argument types)."""
+def library_call(substrate: Any, module: str, function: str, args: Mapping[str, Any]) -> Any:
+    """``module.function(**args)`` as substrate-interface's ``GenericCall``, encoded in the
+    runtime it has loaded without a request to the node (``compose_call`` asks for the head
+    first); scalecodec's own exception when it cannot encode it."""
     call = substrate.runtime_config.create_scale_object("Call", metadata=substrate.metadata)
+    call.encode({"call_module": module, "call_function": function, "call_args": dict(args)})
+    return call
+
+
+def _library(substrate: Any, module: str, function: str, args: Mapping[str, Any]) -> bytes:
+    """:func:`library_call`'s bytes; b"" when it cannot encode the call (no such call here, or
+    other argument types)."""
     try:
-        encoded = call.encode(
-            {"call_module": module, "call_function": function, "call_args": dict(args)}
-        )
+        call = library_call(substrate, module, function, args)
     except Exception:  # scalecodec raises anything for a value its type does not take
         return b""
-    return bytes(encoded.data)
+    return bytes(call.data.data)
 
 
 def _encode_args(args: Sequence[tuple[str, ArgKind]], values: Mapping[str, Any]) -> bytes | None:
