@@ -137,6 +137,14 @@ fi
 """
 
 _FAKE_PYTEST = """#!/bin/sh
+# The Makefile's warm-collection: recorded (with whether bytecode may be written) once it has
+# taken a while, as a collection does: a PoS build started beside it would have logged first.
+if [ "$1" = --collect-only ]; then
+  sleep 0.5
+  echo "pytest collect-only, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE-unset}" >> "$FAKE_LOG"
+  exit 0
+fi
+echo "pytest run, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE-unset}" >> "$FAKE_LOG"
 # pytest started: record whether the PoS build had finished then, then wait as the PoS module's
 # fixture does, and exit as told.
 if [ -z "$PASSERELLE_POS_TOOLS_STATUS" ]; then
@@ -184,6 +192,8 @@ def _scratch_checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         **os.environ,
         "PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}",
         "FAKE_LOG": str(tmp_path / "calls.log"),
+        # As where CI runs: the test run must write bytecode all the same (Makefile).
+        "PYTHONDONTWRITEBYTECODE": "1",
     }
     for variable in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", POS_TOOLS_STATUS_VARIABLE):
         env.pop(variable, None)
@@ -214,6 +224,14 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     log = calls.read_text().splitlines()
     assert "pytest start: building" in log  # pytest did not wait for the PoS tools
     assert log.index("pytest start: building") < log.index("npm done ci")
+    # A checkout with no rewritten test module yet: one collection writes them, before the
+    # workers start and before the PoS build takes the CPU (its npm ci comes after it); the
+    # run itself writes bytecode too, whatever the environment says.
+    collect = "pytest collect-only, PYTHONDONTWRITEBYTECODE=unset"
+    assert [line for line in log if line.startswith("pytest collect-only")] == [collect]
+    pos_ci = "npm ci --ignore-scripts --no-audit --no-fund --loglevel=error [in npm-pos]"
+    assert log.index(collect) < log.index(pos_ci)
+    assert "pytest run, PYTHONDONTWRITEBYTECODE=unset" in log
     saw = next(line for line in log if line.startswith("pytest saw status"))
     assert saw.startswith("pytest saw status 0 args -q -n 3 --dist loadfile")
     assert "--cov=light_clients" in saw
@@ -261,14 +279,18 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     assert "-m not slow" in calls.read_text()
 
     # ruff and mypy run beside pytest (not before it), and a failure of theirs fails the target
-    # although pytest passed, with their output printed.
+    # although pytest passed, with their output printed. (With the rewritten test modules
+    # there, no collection runs before the tests.)
     calls.unlink()
+    (root / "tests" / "__pycache__").mkdir(parents=True)
+    (root / "tests" / "__pycache__" / "test_x.cpython-311-pytest-9.2.0.pyc").write_bytes(b"")
     (root / ".venv" / "bin" / "ruff").write_text("#!/bin/sh\necho 'E501 line too long'\nexit 1\n")
     linted = _make(root, env, "test")
     assert linted.returncode != 0
     assert "E501 line too long" in linted.stdout
     assert "ruff or mypy failed" in linted.stdout
     assert any(line.startswith("pytest saw status 0") for line in calls.read_text().splitlines())
+    assert "collect-only" not in calls.read_text()
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on PATH")
