@@ -141,7 +141,8 @@ _FAKE_PYTEST = """#!/bin/sh
 # taken a while, as a collection does: a PoS build started beside it would have logged first.
 if [ "$1" = --collect-only ]; then
   sleep 0.5
-  echo "pytest collect-only, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE-unset}" >> "$FAKE_LOG"
+  echo "pytest collect-only, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE-unset}" \\
+    >> "$FAKE_LOG"
   exit 0
 fi
 echo "pytest run, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE-unset}" >> "$FAKE_LOG"
