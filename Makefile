@@ -62,7 +62,7 @@ $(NODE): package.json package-lock.json
 # set by devnet/pos.py; this node uses it at start-up only); gc-stats is optional (GC metrics,
 # off); c-kzg (EIP-4844) is never loaded. Measured (CPU s, one core): 70 with every install
 # script, 44 this way (bcrypto alone was 26; blst's check ~1.4). `make test` runs this beside
-# pytest (below), so every CPU second of it is taken from the tests.
+# pytest (below), so every CPU second of it is taken from the tests' two cores.
 # Without this make's job flags: under `make -j` they would reach node-gyp's own make.
 POS_NATIVE := @chainsafe/blst snappy bigint-buffer
 POS_LOADS  := require("@chainsafe/blst"); require("snappy"); require("./node_modules/bigint-buffer/build/Release/bigint_buffer.node")
@@ -80,20 +80,16 @@ $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
 # npm project do not wait for each other. `make test` and `make test-fast` do not wait for the
 # PoS tools: only tests/test_pos_chain.py runs them, and its fixture waits for the build
 # (tests/e2e_support.py: wait_for_pos_tools), failing, never skipping, when it failed. The build
-# (~2 min of one core on a fresh clone, ~44 CPU s, the longest part of the setup) starts once
-# the rest of the setup is done, and runs while pytest already tests: started beside it, its
-# npm ci of 1,123 packages took the CPU the virtualenv, the root npm project and the first
-# collection were waiting for (session 12: pytest started 30 s later), while the one module
-# that needs it is blocked without using a core either way. It writes its exit status to
-# POS_STATUS (renamed into place, so never read half-written) and its output to POS_LOG.
-# ruff and mypy (~12 s) run beside pytest too, their output kept in LINT_LOG and printed at the
-# end. The build and the checks are waited for at the end whatever happened, and a failure of
-# either fails the target even when pytest passed.
-# Both run at the lowest CPU priority (BACKGROUND): the suite keeps both cores ~90 % busy and
-# nothing waits for either until the end, except the proof-of-stake module, which has minutes
-# of slack (it took ~230 s, ending ~270 s before the run's end, session 12). At the tests'
-# priority their ~55 CPU s were taken from the tests; niced, they use what the tests leave idle.
-BACKGROUND  := nice -n 19
+# (~44 CPU s, 1-2 min of wall on a fresh clone beside the tests, the longest part of the setup)
+# starts once the rest of the setup is done, and runs while pytest already tests: started
+# beside the setup, its npm ci of 1,123 packages took the CPU the virtualenv, the root npm
+# project and the first collection were waiting for (session 12: the first test ran 16 s
+# later), while the one module that needs it waits without using a core either way. After a
+# failed setup it is not started (nothing would run it; the status says 1 and the log why). It
+# writes its exit status to POS_STATUS (renamed into place, so never read half-written) and its
+# output to POS_LOG. ruff and mypy (~12 s) run beside pytest too, their output kept in LINT_LOG
+# and printed at the end. The build and the checks are waited for at the end whatever happened,
+# and a failure of either fails the target even when pytest passed.
 POS_BUILD   := devnet/npm-pos/build
 POS_STATUS  := $(POS_BUILD)/pos-tools.status
 POS_LOG     := $(POS_BUILD)/pos-tools.log
@@ -103,26 +99,30 @@ LINT_STATUS := $(POS_BUILD)/lint.status
 # pytest rewrites each test module's asserts when it imports it (5,851 asserts: ~8.5 CPU s a
 # process) and keeps the result as bytecode beside the source, unless PYTHONDONTWRITEBYTECODE
 # is set (as it is where CI runs): then each of the $(WORKERS) workers rewrote every module, on
-# every run. So the test run writes bytecode (WRITE_BYTECODE), and on a checkout with none yet
-# (a fresh clone) one collection (`warm-collection`, ~14 CPU s) writes it while the root npm
-# project is still installing; the workers then load it (a collection of ~5.5 CPU s each
-# instead of ~14). Measured on a fresh clone: pytest ran 60 s before its first test.
+# every run. So the test run writes bytecode (WRITE_BYTECODE; `make test WRITE_BYTECODE=` keeps
+# the environment's choice), and once per virtualenv (COLLECTED: a fresh clone, a new pytest)
+# one collection (~14 CPU s) writes it while the root npm project is still installing; the
+# workers then load it (a collection of ~5.5 CPU s each instead of ~14; a module changed since
+# is rewritten by the workers, as before). Measured on a fresh clone: pytest ran 60 s before
+# its first test. Its output is not shown: pytest's own run reports whatever it met.
 WRITE_BYTECODE := env -u PYTHONDONTWRITEBYTECODE
+COLLECTED      := $(VENV)/.collected
 
-.PHONY: warm-collection
-warm-collection: $(STAMP)
-	@if ls tests/__pycache__/*-pytest-*.pyc > /dev/null 2>&1; then :; else \
-	  echo "pytest --collect-only (writes the rewritten test modules' bytecode once)"; \
-	  $(WRITE_BYTECODE) $(BIN)/pytest --collect-only -q -p no:cacheprovider > /dev/null 2>&1 || :; fi
+$(COLLECTED): $(STAMP)
+	@echo "pytest --collect-only (writes the rewritten test modules' bytecode once)"
+	@$(WRITE_BYTECODE) $(BIN)/pytest --collect-only -q -p no:cacheprovider > /dev/null 2>&1 || :
+	@touch $(COLLECTED)
 
 define pytest-beside-pos-tools
 	@mkdir -p $(POS_BUILD) && rm -f $(POS_STATUS) $(LINT_STATUS); \
-	$(MAKE) --no-print-directory -j3 $(STAMP) $(NODE) warm-collection; ready=$$?; \
-	echo "make pos-tools > $(POS_LOG) (in the background)"; \
-	( $(BACKGROUND) $(MAKE) --no-print-directory pos-tools > $(POS_LOG) 2>&1; echo $$? > $(POS_STATUS).part; mv $(POS_STATUS).part $(POS_STATUS) ) & \
+	$(MAKE) --no-print-directory -j3 $(STAMP) $(NODE) $(COLLECTED); ready=$$?; \
+	if [ "$$ready" = 0 ]; then \
+	  echo "make pos-tools > $(POS_LOG) (in the background)"; \
+	  ( $(MAKE) --no-print-directory pos-tools > $(POS_LOG) 2>&1; echo $$? > $(POS_STATUS).part; mv $(POS_STATUS).part $(POS_STATUS) ) & \
+	else echo "not built: the set-up before it failed" > $(POS_LOG); echo 1 > $(POS_STATUS); fi; \
 	if [ "$$ready" = 0 ]; then \
 	  echo "make lint > $(LINT_LOG) (in the background)"; \
-	  ( $(BACKGROUND) $(MAKE) --no-print-directory lint > $(LINT_LOG) 2>&1; echo $$? > $(LINT_STATUS) ) & \
+	  ( $(MAKE) --no-print-directory lint > $(LINT_LOG) 2>&1; echo $$? > $(LINT_STATUS) ) & \
 	  echo "$(BIN)/pytest $(1)"; \
 	  PASSERELLE_POS_TOOLS_STATUS="$(CURDIR)/$(POS_STATUS)" $(WRITE_BYTECODE) $(BIN)/pytest $(1); tests=$$?; \
 	else tests=$$ready; echo 1 > $(LINT_STATUS); echo "setup failed: lint and tests not run" > $(LINT_LOG); fi; \

@@ -14,7 +14,7 @@ What could go wrong, and is tested here:
   after the target returns; the build compiles native addons it does not need, or fails to
   load one it does. These run the real Makefile in a scratch copy of the checkout's layout,
   with ``npm``, ``node``, ``ruff``, ``mypy`` and ``pytest`` replaced by scripts that record what
-  they were given (no network, ~1 s).
+  they were given (no network, a few seconds).
 """
 
 from __future__ import annotations
@@ -201,9 +201,9 @@ def _scratch_checkout(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, env
 
 
-def _make(root: Path, env: dict[str, str], target: str) -> subprocess.CompletedProcess[str]:
+def _make(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["make", "--no-print-directory", target],
+        ["make", "--no-print-directory", *args],
         cwd=root,
         env=env,
         capture_output=True,
@@ -225,9 +225,9 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     log = calls.read_text().splitlines()
     assert "pytest start: building" in log  # pytest did not wait for the PoS tools
     assert log.index("pytest start: building") < log.index("npm done ci")
-    # A checkout with no rewritten test module yet: one collection writes them, before the
-    # workers start and before the PoS build takes the CPU (its npm ci comes after it); the
-    # run itself writes bytecode too, whatever the environment says.
+    # A virtualenv that never collected (a fresh clone): one collection writes the rewritten
+    # test modules, before the workers start and before the PoS build takes the CPU (its npm
+    # ci comes after it); the run itself writes bytecode too, whatever the environment says.
     collect = "pytest collect-only, PYTHONDONTWRITEBYTECODE=unset"
     assert [line for line in log if line.startswith("pytest collect-only")] == [collect]
     pos_ci = "npm ci --ignore-scripts --no-audit --no-fund --loglevel=error [in npm-pos]"
@@ -280,11 +280,9 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     assert "-m not slow" in calls.read_text()
 
     # ruff and mypy run beside pytest (not before it), and a failure of theirs fails the target
-    # although pytest passed, with their output printed. (With the rewritten test modules
-    # there, no collection runs before the tests.)
+    # although pytest passed, with their output printed. (The virtualenv collected once
+    # already: no collection runs before the tests.)
     calls.unlink()
-    (root / "tests" / "__pycache__").mkdir(parents=True)
-    (root / "tests" / "__pycache__" / "test_x.cpython-311-pytest-9.2.0.pyc").write_bytes(b"")
     (root / ".venv" / "bin" / "ruff").write_text("#!/bin/sh\necho 'E501 line too long'\nexit 1\n")
     linted = _make(root, env, "test")
     assert linted.returncode != 0
@@ -292,6 +290,30 @@ def test_make_test_starts_pytest_beside_the_build_and_keeps_both_failures(
     assert "ruff or mypy failed" in linted.stdout
     assert any(line.startswith("pytest saw status 0") for line in calls.read_text().splitlines())
     assert "collect-only" not in calls.read_text()
+
+    # A set-up that failed (here the root npm project's install) fails the target and starts
+    # no PoS build: nothing would run it, and its minutes would only delay the failure.
+    calls.unlink()
+    shutil.rmtree(root / "devnet" / "npm-pos" / "node_modules")
+    os.utime(root / "package.json")  # newer than node_modules/.installed: installed again
+    no_setup = _make(root, {**env, "FAKE_NPM_FAIL": "1"}, "test")
+    assert no_setup.returncode != 0
+    assert "not built: the set-up before it failed" in no_setup.stdout
+    assert "[in checkout]" in calls.read_text()  # the root install ran, and failed
+    assert "[in npm-pos]" not in calls.read_text()
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="no make on PATH")
+def test_make_installs_the_virtualenv_compiled_to_bytecode(tmp_path: Path) -> None:
+    """uv, unlike pip, compiles nothing at install unless asked: without it, where
+    PYTHONDONTWRITEBYTECODE is set, every process the tests start compiled its libraries from
+    source (Makefile, session 12)."""
+    root, env = _scratch_checkout(tmp_path)
+    os.utime(root / "pyproject.toml")  # newer than .venv/.installed: installed again
+    planned = _make(root, env, "-n", ".venv/.installed")
+    assert planned.returncode == 0, planned.stderr
+    install = next(line for line in planned.stdout.splitlines() if "uv pip install" in line)
+    assert "--compile-bytecode" in install
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="no make on PATH")
