@@ -20,8 +20,8 @@ WORKERS ?= 3
 # --compile-bytecode: what pip does after an install (uv does not by default). Without it, where
 # PYTHONDONTWRITEBYTECODE is set (as where CI runs) every Python process compiles web3,
 # SQLAlchemy, substrate-interface... from source at each start: 4.2 CPU s instead of 1.5 to
-# import a relayer, in every process the tests start (relayers, attesters, the CLI). Compiling the
-# 3,700 files at install costs ~6 CPU s (+3 s of wall).
+# import a relayer, in every process the tests start (relayers, attesters, the CLI).
+# Compiling the 3,700 files at install costs ~6 CPU s (+3 s of wall).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	@if $(BIN)/pip install --quiet --disable-pip-version-check --only-binary=:all: uv==0.13.10 \
@@ -83,7 +83,7 @@ $(POS): devnet/npm-pos/package.json devnet/npm-pos/package-lock.json
 # (~44 CPU s, 1-2 min of wall on a fresh clone beside the tests, the longest part of the setup)
 # starts once the rest of the setup is done, and runs while pytest already tests: started
 # beside the setup, its npm ci of 1,123 packages took the CPU the virtualenv, the root npm
-# project and the first collection were waiting for (session 12: the first test ran 16 s
+# project and the first collection were waiting for (session 12: the first test ran 15 s
 # later), while the one module that needs it waits without using a core either way. After a
 # failed setup it is not started (nothing would run it; the status says 1 and the log why). It
 # writes its exit status to POS_STATUS (renamed into place, so never read half-written) and its
@@ -119,13 +119,12 @@ define pytest-beside-pos-tools
 	if [ "$$ready" = 0 ]; then \
 	  echo "make pos-tools > $(POS_LOG) (in the background)"; \
 	  ( $(MAKE) --no-print-directory pos-tools > $(POS_LOG) 2>&1; echo $$? > $(POS_STATUS).part; mv $(POS_STATUS).part $(POS_STATUS) ) & \
-	else echo "not built: the set-up before it failed" > $(POS_LOG); echo 1 > $(POS_STATUS); fi; \
-	if [ "$$ready" = 0 ]; then \
 	  echo "make lint > $(LINT_LOG) (in the background)"; \
 	  ( $(MAKE) --no-print-directory lint > $(LINT_LOG) 2>&1; echo $$? > $(LINT_STATUS) ) & \
 	  echo "$(BIN)/pytest $(1)"; \
 	  PASSERELLE_POS_TOOLS_STATUS="$(CURDIR)/$(POS_STATUS)" $(WRITE_BYTECODE) $(BIN)/pytest $(1); tests=$$?; \
-	else tests=$$ready; echo 1 > $(LINT_STATUS); echo "setup failed: lint and tests not run" > $(LINT_LOG); fi; \
+	else tests=$$ready; echo "not built: the set-up before it failed" > $(POS_LOG); echo 1 > $(POS_STATUS); \
+	  echo 1 > $(LINT_STATUS); echo "setup failed: lint and tests not run" > $(LINT_LOG); fi; \
 	wait; built=$$(cat $(POS_STATUS)); linted=$$(cat $(LINT_STATUS)); \
 	echo "--- ruff and mypy ($(LINT_LOG)):"; cat $(LINT_LOG); \
 	if [ "$$built" != 0 ]; then echo "make pos-tools failed (exit $$built); the end of $(POS_LOG):"; tail -n 30 $(POS_LOG); fi; \

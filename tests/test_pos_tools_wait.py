@@ -137,8 +137,9 @@ fi
 """
 
 _FAKE_PYTEST = """#!/bin/sh
-# The Makefile's warm-collection: recorded (with whether bytecode may be written) once it has
-# taken a while, as a collection does: a PoS build started beside it would have logged first.
+# The Makefile's one collection (COLLECTED): recorded, with whether bytecode may be written,
+# once it has taken a while, as a collection does: a PoS build started beside it would have
+# logged first.
 if [ "$1" = --collect-only ]; then
   sleep 0.5
   echo "pytest collect-only, PYTHONDONTWRITEBYTECODE=${PYTHONDONTWRITEBYTECODE-unset}" \\
