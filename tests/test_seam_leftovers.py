@@ -392,8 +392,10 @@ def test_a_message_whose_dry_run_reverts_waits_longer_each_time_and_is_never_giv
     relayer = Relayer(config, ledger)
     calldata = PROCESS + bytes(64)  # a call the inbox refuses: no committee, no origin
 
-    async def dry_runs(count: int) -> list[float]:
-        waits: list[float] = []
+    async def dry_runs(count: int) -> list[tuple[float, float]]:
+        # Each wait as the interval it must lie in: the failure (and with it the wait's start)
+        # came between `before` and `after`, and a submission can take seconds on a loaded run.
+        waits: list[tuple[float, float]] = []
         async with open_evm(beta) as evm:
             engine = TxEngine(evm.rpc, relayer.relayer_signer(), anvil.chain_id)
             for _ in range(count):
@@ -414,11 +416,17 @@ def test_a_message_whose_dry_run_reverts_waits_longer_each_time_and_is_never_giv
                 assert failed is not None and failed.status == MessageStatus.FAILED
                 assert failed.reason is not None and failed.reason.startswith("dry run reverted")
                 assert failed.next_attempt_at is not None  # never given up
-                waits.append(failed.next_attempt_at - before)
+                after = time.time()
+                waits.append((failed.next_attempt_at - after, failed.next_attempt_at - before))
         return waits
 
+    def waited(expected: list[float], waits: list[tuple[float, float]]) -> bool:
+        """Each expected wait within its interval (0.05 s for the clocks' rounding)."""
+        pairs = zip(expected, waits, strict=True)
+        return all(low - 0.05 <= wait <= high + 0.05 for wait, (low, high) in pairs)
+
     waits = trio.run(dry_runs, 4)
-    assert [round(w) for w in waits] == [2, 4, 8, 16], waits
+    assert waited([2, 4, 8, 16], waits), waits
     assert relayer.metrics.dry_run_backoffs == 4
     assert relayer.metrics.dry_run_failures == 4
     from relayer.families.evm.delivery import DRY_RUN_MAX_WAIT, dry_run_wait  # noqa: PLC0415
@@ -427,11 +435,11 @@ def test_a_message_whose_dry_run_reverts_waits_longer_each_time_and_is_never_giv
 
     # Five more: past MAX_DELIVERY_ATTEMPTS, the wait reaches its cap and is still scheduled.
     waits = trio.run(dry_runs, 5)
-    assert [round(w) for w in waits] == [32, 64, 128, 256, round(DRY_RUN_MAX_WAIT)], waits
+    assert waited([32, 64, 128, 256, DRY_RUN_MAX_WAIT], waits), waits
 
     operator.retry(ledger, [message_id], routed={INBOX_DOMAIN})
-    (wait,) = trio.run(dry_runs, 1)
-    assert round(wait) == 2  # the operator's retry starts the count over
+    waits = trio.run(dry_runs, 1)
+    assert waited([2], waits), waits  # the operator's retry starts the count over
 
 
 # --------------------------------------------------------------------------- review of SEAM
