@@ -44,7 +44,7 @@ def _sample(kind: ArgKind, position: int) -> Any:
     wider, narrower, fixed where this says compact (or the reverse), or declared in another
     order encodes the shape's sample to other bytes (review REVIEW1 F1: one sample per kind
     could not see two u32 arguments swapped)."""
-    base = 1 + 48 * position  # positions 0-3: bytes 1-181, never 0
+    base = 1 + 48 * position  # positions 0-3: bytes 1-183, never 0, never over 255
     if kind == "u32":
         return int.from_bytes(bytes(range(base, base + 4)), "little")
     if kind == "compact":  # five bytes: above u32, the big-integer mode of compact
@@ -52,6 +52,11 @@ def _sample(kind: ArgKind, position: int) -> Any:
     if kind == "bytes":
         return bytes(range(base, base + 39))
     return "0x" + bytes(range(base, base + 32)).hex()
+
+
+def _samples(args: tuple[tuple[str, ArgKind], ...]) -> dict[str, Any]:
+    """A call's arguments, each its position's :func:`_sample`."""
+    return {name: _sample(kind, position) for position, (name, kind) in enumerate(args)}
 
 
 _MULTIADDRESS_ID: Final = b"\x00"
@@ -84,7 +89,7 @@ class FastCalls:
         a vector of calls."""
         prefixes: dict[tuple[str, str], bytes] = {}
         for (module, function), args in SHAPES.items():
-            sample = {name: _sample(kind, k) for k, (name, kind) in enumerate(args)}
+            sample = _samples(args)
             library = _library(substrate, module, function, sample)
             ours = _encode_args(args, sample)
             if library and ours is not None and library[2:] == ours:
@@ -92,9 +97,7 @@ class FastCalls:
         batch_all: bytes | None = None
         if prefixes:
             module, function = next(iter(prefixes))
-            inner = {
-                name: _sample(kind, k) for k, (name, kind) in enumerate(SHAPES[(module, function)])
-            }
+            inner = _samples(SHAPES[(module, function)])
             nested = {"call_module": module, "call_function": function, "call_args": inner}
             library = _library(substrate, "Utility", "batch_all", {"calls": [nested, nested]})
             call = prefixes[(module, function)] + (
