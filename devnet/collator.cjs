@@ -14,10 +14,16 @@
 //
 // This mode: whenever no block is being built and extrinsics are pending, one block is
 // built with all of them, in arrival order. In any block (dev_newBlock's too), an extrinsic
-// refused for want of room (ExhaustsResources) or for a nonce gap (Future) goes first in line
-// for the next block, unless it was alone in its block (it fits no block, or its gap is
-// real: dropped, as chopsticks always does) or has already missed MAX_TRIES blocks. Every
-// other refusal is dropped as chopsticks drops it. A kept extrinsic's
+// refused for want of room (ExhaustsResources) goes first in line for the next block, unless
+// it was alone in its block (it fits no block: dropped, as chopsticks always does); one
+// refused for a nonce gap (Future) goes after what arrives meanwhile, alone or not: arrival
+// order is not nonce order (chopsticks validates the extrinsics of one JSON-RPC batch
+// concurrently, so a later nonce can be pooled, built alone and refused before the earlier
+// one arrives: dropping it wedged the account, the failure of CI's run of 5c5abdb). Either
+// is dropped once it has missed MAX_TRIES blocks. Every other refusal is dropped as
+// chopsticks drops it. A block is followed at once by another only if it included something
+// or something arrived while it was built: so a kept extrinsic whose gap is real costs at
+// most MAX_TRIES blocks, and nothing builds empty blocks for ever. A kept extrinsic's
 // author_submitAndWatchExtrinsic subscribers are still told it failed (chopsticks tells them
 // at the refusal); the devnet's clients submit without watching and look for their
 // extrinsics in blocks.
@@ -42,7 +48,7 @@ function install({ TxPool, APPLY_EXTRINSIC_ERROR }) {
     let collator = collators.get(pool)
     if (collator === undefined) {
       // next: kept for the next block, in order; refused: what the builds refused and why.
-      collator = { building: false, productive: true, next: [], refused: new Map() }
+      collator = { building: false, next: [], refused: new Map() }
       pool.event.on(APPLY_EXTRINSIC_ERROR, ([extrinsic, error]) => {
         const invalid = error && error.isInvalid ? error.asInvalid : undefined
         if (invalid && (invalid.isExhaustsResources || invalid.isFuture)) {
@@ -65,6 +71,8 @@ function install({ TxPool, APPLY_EXTRINSIC_ERROR }) {
       // from the pool only where the caller gave none, as chopsticks does; the others stay.
       const kept = collator.next.splice(0)
       tries = new Map(kept.map((entry) => [entry.extrinsic, entry.tries]))
+      const roomless = kept.filter((entry) => entry.why === 'ExhaustsResources')
+      const gapped = kept.filter((entry) => entry.why !== 'ExhaustsResources')
       const given = params || {}
       const stay = {
         ump: given.upwardMessages ? { ...this.ump } : {},
@@ -73,7 +81,11 @@ function install({ TxPool, APPLY_EXTRINSIC_ERROR }) {
       }
       params = {
         ...given,
-        transactions: [...kept.map((entry) => entry.extrinsic), ...this.pendingExtrinsics],
+        transactions: [
+          ...roomless.map((entry) => entry.extrinsic),
+          ...this.pendingExtrinsics,
+          ...gapped.map((entry) => entry.extrinsic),
+        ],
         upwardMessages: given.upwardMessages || { ...this.ump },
         downwardMessages: given.downwardMessages || this.dmp.slice(),
         horizontalMessages: given.horizontalMessages || { ...this.hrmp },
@@ -92,22 +104,29 @@ function install({ TxPool, APPLY_EXTRINSIC_ERROR }) {
       refused += 1
       collator.refused.delete(extrinsic)
       const tried = (tries.get(extrinsic) || 0) + 1
-      if (transactions.length > 1 && tried < MAX_TRIES) {
-        collator.next.push({ extrinsic, tries: tried })
+      // Alone and out of room, it fits no block; alone and gapped, its predecessor may
+      // still arrive.
+      const fits = why === 'Future' || transactions.length > 1
+      if (fits && tried < MAX_TRIES) {
+        collator.next.push({ extrinsic, tries: tried, why })
         console.log(`collator: an extrinsic refused (${why}) waits for the next block (try ${tried})`)
       } else {
         console.log(`collator: an extrinsic refused (${why}) is dropped after ${tried} block(s)`)
       }
     }
     // One whose application threw (not refused: a trap in the runtime, an executor error) is
-    // put back into the pool by chopsticks itself. A build that included nothing must not be
-    // followed by another at once (review REVIEW1 F2: it would build empty blocks for ever):
-    // what is left waits for the next submission or dev_newBlock, as in chopsticks' own
-    // Manual mode.
-    const pooled = new Set(this.pendingExtrinsics)
-    const thrown = transactions.filter((extrinsic) => pooled.has(extrinsic)).length
-    collator.productive = transactions.length - refused - thrown > 0
-    if (collator.next.length > 0 && this.mode === 'Manual') collate(this)
+    // put back into the pool by chopsticks itself. A build that included nothing and saw
+    // nothing arrive must not be followed by another at once (review REVIEW1 F2: it would
+    // build the same empty block for ever): what is left waits for the next submission or
+    // dev_newBlock, as in chopsticks' own Manual mode. The answer is this build's own (builds
+    // of dev_newBlock and of the loop below can overlap: no flag shared between them).
+    const built = new Set(transactions)
+    const pooled = this.pendingExtrinsics
+    const thrown = pooled.filter((extrinsic) => built.has(extrinsic)).length
+    const arrived = pooled.length > thrown
+    const again = transactions.length - refused - thrown > 0 || arrived
+    if (again && collator.next.length > 0 && this.mode === 'Manual') collate(this)
+    return again
   }
 
   function collate(pool) {
@@ -117,8 +136,7 @@ function install({ TxPool, APPLY_EXTRINSIC_ERROR }) {
     ;(async () => {
       try {
         while (collator.next.length + pool.pendingExtrinsics.length > 0) {
-          await pool.buildBlock()
-          if (!collator.productive) break
+          if (!(await pool.buildBlock())) break
         }
       } finally {
         collator.building = false
