@@ -18,6 +18,7 @@ from reach import Reach
 from light_clients.message import Message
 from light_clients.substrate.remark import (
     AssetTransfer,
+    CommitteeRemarkRejected,
     EscrowRoute,
     RemarkRejected,
     UnbackedTokenTransfer,
@@ -514,3 +515,101 @@ def test_the_oracle_agrees_with_solidity_abi_encoding() -> None:
     )
     assert token_body() == expected
     assert oracle(message(), [paid()], ROUTES, set()) == (True, 0)
+
+
+# --- the committee's own remarks: refunds only --------------------------------------------------
+
+MESSAGE_ID = b"\x1d" * 32  # a refund's second word: the refunded message's id
+REASON = word(1)  # and its fourth: a reason code
+
+
+def refund(
+    *, amount: int = 1000, action: int = 3, sender: bytes = ESCROW, **fields: object
+) -> Message:
+    """A committee remark: a REFUND ``(3, message id, amount, reason)`` to the home bridge."""
+    body = word(action) + MESSAGE_ID + word(amount) + REASON
+    return message(body=body, sender=sender, **fields)  # type: ignore[arg-type]
+
+
+def test_a_committee_refund_to_the_home_bridge_passes_and_consumes_no_transfer() -> None:
+    """The escrow (the committee's multisig) pays no escrow transfer: a threshold of attesters
+    made it remark. What it may say is one thing: a refund, which the home TokenBridge pays
+    only for a transfer it recorded."""
+    used = {0}
+    check_escrow(refund(), [paid()], ROUTES, used)
+    check_escrow(refund(amount=U128_MAX), [], ROUTES, used)
+    assert used == {0}
+
+
+@pytest.mark.parametrize(
+    ("committee_remark", "why"),
+    [
+        (refund(amount=0), "refund of zero"),
+        (refund(action=2), "not a refund"),  # an UNLOCK in the committee's name
+        (refund(action=3 + 2**8), "not a refund"),  # the action word read whole
+        (message(body=b"", sender=ESCROW), "not a refund"),
+        (message(body=token_body(action=3)[:127], sender=ESCROW), "not a refund"),
+        (refund(destination=ELSEWHERE, recipient=ELSEWHERE_BRIDGE), "has its home"),
+        (refund(recipient=EVM_RECIPIENT), "has its home"),  # not a bridge: no route
+        (refund(destination=ELSEWHERE + 1), "has its home"),
+    ],
+)
+def test_any_other_committee_remark_is_rejected(committee_remark: Message, why: str) -> None:
+    with pytest.raises(CommitteeRemarkRejected, match=why) as rejected:
+        check_escrow(committee_remark, [paid()], ROUTES, set())
+    assert rejected.value.reason == "committee-not-refund"
+    assert isinstance(rejected.value, RemarkRejected)
+
+
+def test_a_refund_must_come_from_the_escrow_of_the_route_it_names() -> None:
+    """Two routes with two committees: the escrow of one may not refund on the other's."""
+    other_escrow = b"\xef" * 32
+    routes = (ROUTE, EscrowRoute(HOME + 10, HOME_BRIDGE, HOME_TOKEN, ASSET, other_escrow))
+    check_escrow(refund(), [], routes, set())
+    check_escrow(refund(destination=HOME + 10, sender=other_escrow), [], routes, set())
+    with pytest.raises(CommitteeRemarkRejected, match="has its home"):
+        check_escrow(refund(destination=HOME + 10), [], routes, set())
+
+
+def test_committee_remarks_pass_iff_they_are_nonzero_refunds_to_a_home_bridge() -> None:
+    """Arbitrary bodies, destinations and recipients in the committee's name, against an
+    independent reading: the body's four words read whole, the route by (destination,
+    bridge), the route's escrow the sender."""
+    reach = Reach("refund accepted", "rejected")
+
+    @PROPERTY
+    @given(
+        body=st.one_of(
+            near_token_bodies(),
+            st.builds(
+                lambda action, amount: word(action) + MESSAGE_ID + word(amount) + REASON,
+                st.sampled_from((2, 3, 3, 3, 259)),
+                st.sampled_from((0, 1, 1000, U128_MAX, 2**256 - 1)),
+            ),
+        ),
+        destination=st.sampled_from((HOME, HOME, ELSEWHERE, 3)),
+        recipient=st.sampled_from((HOME_BRIDGE, HOME_BRIDGE, ELSEWHERE_BRIDGE, EVM_RECIPIENT)),
+        used=st.sets(st.integers(0, 3), max_size=2),
+    )
+    def run(body: bytes, destination: int, recipient: bytes, used: set[int]) -> None:
+        msg = message(body=body, sender=ESCROW, destination=destination, recipient=recipient)
+        before = set(used)
+        to_home = (destination, recipient) == (HOME, HOME_BRIDGE)
+        expected = (
+            to_home
+            and len(body) == 128
+            and int.from_bytes(body[:32], "big") == 3
+            and int.from_bytes(body[64:96], "big") != 0
+        )
+        try:
+            check_escrow(msg, [paid(), paid(7)], ROUTES, used)
+        except CommitteeRemarkRejected:
+            assert not expected, "rejected a well-formed refund"
+            reach.hit("rejected")
+        else:
+            assert expected, "accepted a committee remark that is not a refund"
+            reach.hit("refund accepted")
+        assert used == before  # a committee remark consumes no transfer
+
+    run()
+    reach.assert_reached()

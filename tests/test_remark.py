@@ -25,11 +25,13 @@ from light_clients.substrate.remark import (
     MessageSenderMismatch,
     MissingPrefix,
     NonceAssignmentError,
+    RecipientNotAllowed,
     RemarkRejected,
     SelfAddressed,
     WrongOrigin,
     assign_nonces,
     canonical_message,
+    check_recipient,
     validate_remark,
 )
 
@@ -105,6 +107,85 @@ def test_event_sender_must_be_the_signer() -> None:
     remark = remark_of(message())
     with pytest.raises(EventSenderMismatch, match="not by the signer"):
         validate_remark(remark, ALICE, MALLORY, blake2_256(remark), ORIGIN)
+
+
+def test_a_remark_the_committees_multisig_dispatched_is_accepted_whoever_signed() -> None:
+    """The runtime names the dispatch origin as the event's sender: for a multisig's remark,
+    the multisig, while the extrinsic's signer is the attester whose approval executed it."""
+    committee = b"\xcc" * 32
+    remark = remark_of(message(sender=committee))
+    accepted = validate_remark(
+        remark, MALLORY, committee, blake2_256(remark), ORIGIN, committee=committee
+    )
+    assert accepted.sender == committee
+    # Without the committee named, the same remark is someone else's.
+    with pytest.raises(EventSenderMismatch):
+        validate_remark(remark, MALLORY, committee, blake2_256(remark), ORIGIN)
+    # Naming the committee admits no other account as sender.
+    with pytest.raises(EventSenderMismatch):
+        validate_remark(remark, ALICE, MALLORY, blake2_256(remark), ORIGIN, committee=committee)
+
+
+@pytest.mark.parametrize("committee", [b"\xcc" * 31, b"\xcc" * 33, "cc" * 32, 0])
+def test_a_committee_that_is_not_32_bytes_is_an_invalid_input(committee: Any) -> None:
+    remark = remark_of(message())
+    with pytest.raises(InvalidRemarkInput, match="committee must be 32 bytes"):
+        validate_remark(remark, ALICE, ALICE, blake2_256(remark), ORIGIN, committee=committee)
+
+
+def test_a_committee_given_as_a_bytearray_is_the_same_committee() -> None:
+    committee = b"\xcc" * 32
+    remark = remark_of(message(sender=committee))
+    as_given: Any = bytearray(committee)  # accepted and copied, as the signer is
+    accepted = validate_remark(
+        remark, ALICE, committee, blake2_256(remark), ORIGIN, committee=as_given
+    )
+    assert accepted.sender == committee
+
+
+# --- recipients a destination allows (check_recipient) ---------------------------------------
+
+
+def test_a_listed_recipient_passes_and_any_other_is_refused() -> None:
+    allowed = {DESTINATION: {RECIPIENT}}
+    check_recipient(message(), allowed)
+    other = dataclasses.replace(message(), recipient=b"\x00" * 12 + b"\x0c" * 20)
+    with pytest.raises(RecipientNotAllowed, match="is not one this origin may address") as refused:
+        check_recipient(other, allowed)
+    assert refused.value.reason == "recipient-not-allowed"
+    assert "\n" not in str(refused.value)
+
+
+def test_a_destination_without_a_list_allows_nothing() -> None:
+    with pytest.raises(RecipientNotAllowed):
+        check_recipient(message(), {DESTINATION + 1: {RECIPIENT}})
+    with pytest.raises(RecipientNotAllowed):
+        check_recipient(message(), {})
+
+
+def test_check_recipient_refuses_exactly_what_the_lists_leave_out() -> None:
+    reach = Reach("allowed", "refused")
+    recipients = st.sampled_from([RECIPIENT, b"\x00" * 12 + b"\x0c" * 20, b"\x0b" * 32])
+    domains = st.sampled_from([DESTINATION, DESTINATION + 1, 0])
+
+    @PROPERTY
+    @given(
+        destination=domains,
+        recipient=recipients,
+        allowed=st.dictionaries(domains, st.frozensets(recipients), max_size=3),
+    )
+    def run(destination: int, recipient: bytes, allowed: dict[int, frozenset[bytes]]) -> None:
+        msg = dataclasses.replace(message(destination=destination), recipient=recipient)
+        if recipient in allowed.get(destination, frozenset()):
+            check_recipient(msg, allowed)
+            reach.hit("allowed")
+        else:
+            with pytest.raises(RecipientNotAllowed):
+                check_recipient(msg, allowed)
+            reach.hit("refused")
+
+    run()
+    reach.assert_reached()
 
 
 @pytest.mark.parametrize("remark", [b"", b"PSR", b"psrl" + message().encode(), b"hello world"])
