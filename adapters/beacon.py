@@ -57,6 +57,7 @@ from adapters.rpc import (
     late_answer,
     parse_json,
     read_capped,
+    tls_context,
 )
 from adapters.text import one_line
 
@@ -106,7 +107,7 @@ class BeaconApi:
         self.deadline = deadline
         self.endpoints = [EndpointHealth(url.rstrip("/"), identified=True) for url in urls]
         self._base_backoff, self._max_backoff = base_backoff, max_backoff
-        self._http = httpx.AsyncClient(timeout=timeout, headers=IDENTITY)
+        self._http = httpx.AsyncClient(timeout=timeout, headers=IDENTITY, verify=tls_context())
 
     async def aclose(self) -> None:
         """Close the connection pool."""

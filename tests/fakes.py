@@ -32,6 +32,7 @@ from websockets.sync.server import Server, ServerConnection, serve
 
 from adapters.errors import AdapterError
 from adapters.jsonrpc import request
+from adapters.rpc import tls_context
 from adapters.substrate.finality import GET_READ_PROOF, PROVE_FINALITY
 from light_clients.hexstr import parse_data, to_hex
 from light_clients.substrate.header import SubstrateHeader, encode_digest_item
@@ -315,7 +316,9 @@ class RpcProxy(_HttpServer):
                 elif canned is not None:
                     answer = json.dumps(response(request["id"], canned)).encode()
                 else:
-                    answer = httpx.post(proxy.target, json=request, timeout=10).content
+                    answer = httpx.post(
+                        proxy.target, json=request, timeout=10, verify=tls_context()
+                    ).content
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(answer)))
@@ -359,7 +362,9 @@ class BeaconProxy(_HttpServer):
                 status, body = proxy.status or 200, None
                 if proxy.status is None and proxy.raw is None:
                     if proxy.target is not None:
-                        upstream = httpx.get(proxy.target + self.path, timeout=10)
+                        upstream = httpx.get(
+                            proxy.target + self.path, timeout=10, verify=tls_context()
+                        )
                         status = upstream.status_code
                         body = upstream.json() if status == 200 else None
                     elif self.path in proxy.static:

@@ -51,6 +51,8 @@ from light_clients.beacon import (
     process_optimistic_update,
     process_update,
 )
+from light_clients.beacon import types as types_module
+from light_clients.beacon.bls import decode_pubkey
 from light_clients.beacon.ssz import is_valid_merkle_branch, merkleize
 from light_clients.beacon.sync import compute_domain, compute_signing_root
 from light_clients.beacon.types import SyncAggregate
@@ -491,6 +493,33 @@ def test_malformed_sync_committee(change: Any, reason: str) -> None:
     change(answer["data"]["current_sync_committee"])
     with pytest.raises(MalformedBeaconData, match=reason):
         parse_bootstrap(answer)
+
+
+def test_a_committee_is_decompressed_once_and_other_keys_never_get_its_points(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every update of a period carries the same next committee, and decompressing its keys is
+    ~36 ms: a committee seen again is not decompressed again. The keys themselves are what is
+    remembered, so the same keys in another order (or any other key) are decompressed anew,
+    and a bad key is refused every time (test_malformed_sync_committee)."""
+    decoded: list[bytes] = []
+
+    def counting(data: bytes) -> Any:
+        decoded.append(data)
+        return decode_pubkey(data)
+
+    monkeypatch.setattr(types_module, "decode_pubkey", counting)
+    types_module._committee_points_and_root.cache_clear()
+    first = parse_bootstrap(fresh("bootstrap")).current_sync_committee
+    assert len(decoded) == 512
+    again = parse_bootstrap(fresh("bootstrap")).current_sync_committee
+    assert len(decoded) == 512 and again.points is first.points and again.root == first.root
+    swapped = fresh("bootstrap")
+    keys = swapped["data"]["current_sync_committee"]["pubkeys"]
+    keys[0], keys[1] = keys[1], keys[0]
+    other = parse_bootstrap(swapped).current_sync_committee
+    assert len(decoded) == 1024
+    assert other.points[:2] == (first.points[1], first.points[0]) and other.root != first.root
 
 
 def test_bitvector_of_another_length() -> None:

@@ -27,6 +27,7 @@ from substrateinterface.base import ExtrinsicReceipt
 from substrateinterface.exceptions import SubstrateRequestException
 
 from adapters.jsonrpc import request
+from adapters.substrate.metadata import SharedMetadataInterface
 from devnet.chopsticks import (
     ALICE,
     CHAIN_NAME,
@@ -113,9 +114,10 @@ def chain() -> Iterator[ChopsticksProcess]:
 
 @pytest.fixture(scope="module")
 def substrate(chain: ChopsticksProcess) -> Iterator[SubstrateInterface]:
-    """substrate-interface over WebSocket, as the Substrate adapter will use it."""
-    interface = SubstrateInterface(url=chain.ws_url)
-    interface.init_runtime()  # metadata: ~3 s; sets ss58_format from System.SS58Prefix
+    """substrate-interface over WebSocket, as the Substrate adapter uses it (its metadata
+    decode shared with the adapter's clients in this process: adapters/substrate/metadata.py)."""
+    interface = SharedMetadataInterface(url=chain.ws_url)
+    interface.init_runtime()  # sets ss58_format from System.SS58Prefix
     try:
         yield interface
     finally:

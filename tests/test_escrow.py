@@ -583,15 +583,27 @@ def test_committee_remarks_pass_iff_they_are_nonzero_refunds_to_a_home_bridge() 
             near_token_bodies(),
             st.builds(
                 lambda action, amount: word(action) + MESSAGE_ID + word(amount) + REASON,
-                st.sampled_from((2, 3, 3, 3, 259)),
+                st.sampled_from((2, 3, 3, 3, 3, 259)),
                 st.sampled_from((0, 1, 1000, U128_MAX, 2**256 - 1)),
             ),
         ),
-        destination=st.sampled_from((HOME, HOME, ELSEWHERE, 3)),
-        recipient=st.sampled_from((HOME_BRIDGE, HOME_BRIDGE, ELSEWHERE_BRIDGE, EVM_RECIPIENT)),
+        # The home bridge 4 times in 9, every way of missing it once: a refund is accepted in
+        # ~12 % of the examples (the share Reach wants is 3 %; drawn independently, the
+        # destination and the recipient met in ~6 %, and a run drew it 7 times in 300).
+        target=st.sampled_from(
+            ((HOME, HOME_BRIDGE),) * 4
+            + (
+                (ELSEWHERE, ELSEWHERE_BRIDGE),
+                (HOME, ELSEWHERE_BRIDGE),
+                (HOME, EVM_RECIPIENT),
+                (ELSEWHERE, HOME_BRIDGE),
+                (3, HOME_BRIDGE),
+            )
+        ),
         used=st.sets(st.integers(0, 3), max_size=2),
     )
-    def run(body: bytes, destination: int, recipient: bytes, used: set[int]) -> None:
+    def run(body: bytes, target: tuple[int, bytes], used: set[int]) -> None:
+        destination, recipient = target
         msg = message(body=body, sender=ESCROW, destination=destination, recipient=recipient)
         before = set(used)
         to_home = (destination, recipient) == (HOME, HOME_BRIDGE)

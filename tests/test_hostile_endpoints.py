@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import re
+import ssl
 import threading
 import time
 import tracemalloc
@@ -58,6 +59,7 @@ from adapters.rpc import (
     EndpointHealth,
     JsonRpcClient,
     parse_json,
+    tls_context,
 )
 from adapters.text import quoted
 from devnet.anvil import AnvilProcess
@@ -1478,3 +1480,19 @@ def test_a_call_on_a_closed_client_is_one_line_or_the_shutdown_cancelling_it() -
         assert scope.cancelled_caught
 
     trio.run(closed_then_called)
+
+
+def test_every_http_client_shares_one_tls_context_and_it_verifies() -> None:
+    """One TLS context per process (adapters/rpc.py: tls_context): building one per client
+    read the CA bundle each time (~20 ms, and an attester opens clients each round). Shared,
+    it must still refuse a stranger's certificate: verification required, host names
+    checked, the bundle loaded."""
+    clients = [
+        JsonRpcClient(["http://127.0.0.1:9"])._http,
+        JsonRpcClient(["https://node.invalid"])._http,
+        BeaconApi(["http://127.0.0.1:9"])._http,
+    ]
+    shared = tls_context()
+    assert all(client._transport._pool._ssl_context is shared for client in clients)
+    assert shared.verify_mode == ssl.CERT_REQUIRED and shared.check_hostname
+    assert shared.get_ca_certs()

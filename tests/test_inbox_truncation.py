@@ -84,6 +84,8 @@ class Outcome:
     delivered: list[bytes]
     failed: list[bytes]
     cut: list[tuple[int, int]]  # (position, nonce) of each BatchCut
+    already: list[bytes]  # AlreadyDelivered: never expected here (each trial starts afresh)
+    gas_used: int
 
 
 def outcome(route: Route, receipt: Any, count: int) -> Outcome:
@@ -96,6 +98,8 @@ def outcome(route: Route, receipt: Any, count: int) -> Outcome:
         delivered=[e["id"] for e in events(inbox, "Delivered", receipt)],
         failed=[e["id"] for e in events(inbox, "HandleFailed", receipt)],
         cut=cut,
+        already=[e["id"] for e in events(inbox, "AlreadyDelivered", receipt)],
+        gas_used=int(receipt["gasUsed"]),
     )
 
 
@@ -113,10 +117,23 @@ class Sandbox:
         return answer["result"]
 
     def send(self, gas: int) -> Outcome:
+        """Mine the batch at ``gas``: it must be the only transaction of the next block, so
+        that what the receipt says is what this limit does to the state before it (in a
+        trial, the snapshot's), and nothing else."""
+        base = self.route.w3.eth.block_number
         fn = self.route.inbox.functions.processOrCut(*self.args)
         tx = fn.transact({"from": DEPLOYER, "gas": gas})
         receipt = self.route.w3.eth.wait_for_transaction_receipt(tx, timeout=10)
-        return outcome(self.route, receipt, len(self.messages))
+        block = self.route.w3.eth.get_block(receipt["blockNumber"])
+        assert receipt["blockNumber"] == base + 1 and block["transactions"] == [tx], (
+            "not mined alone on the snapshot's block",
+            base,
+            receipt["blockNumber"],
+            block["transactions"],
+        )
+        result = outcome(self.route, receipt, len(self.messages))
+        assert not result.already, ("a trial found a delivery an earlier one left", result)
+        return result
 
     def trial(self, gas: int, check: bool = False) -> Outcome:
         """The outcome at ``gas``; with ``check``, the chain state it left is verified first:
@@ -177,9 +194,9 @@ def test_underfunding_only_ever_cuts_a_batch_never_fails_or_half_delivers(w3: We
     for position in range(len(messages)):
         least = sandbox.least_gas_starting(position + 1, low, whole)
         tight = sandbox.trial(least, check=True)
-        assert tight.status == 1
+        assert tight.status == 1 and tight.started == position + 1, (position, least, tight)
         assert tight.failed == [ids[0]]  # only the burner's own doing, never the healthy one
-        assert tight.delivered == ids[1 : position + 1]
+        assert tight.delivered == ids[1 : position + 1], (position, least, tight)
         following = position + 1
         expected_cut = [] if following == len(messages) else [(following, following)]
         assert tight.cut == expected_cut, (position, tight)

@@ -40,6 +40,7 @@ from e2e_support import (
 )
 
 from adapters.evm.beacon_finality import BeaconSettings
+from adapters.rpc import tls_context
 from benchmarks import harness
 from devnet import manager
 from devnet.errors import DevnetError
@@ -77,7 +78,7 @@ def pos_config(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     # chain has finalized further, with no waiting).
     settings = load_config(config).chain(POS).family_settings
     assert isinstance(settings, BeaconSettings)
-    early = httpx.get(settings.api[0] + f"{LC}/finality_update", timeout=5)
+    early = _get(settings.api[0] + f"{LC}/finality_update")
     if early.status_code == 200:  # Lodestar serves one only once finality is in the period
         FIRST_FINALITY.append(early.json())
     try:
@@ -249,7 +250,7 @@ def test_a_stale_finality_update_moves_nothing_back(
     api = settings.api[0]
     if not FIRST_FINALITY:  # run alone, early: the chain may not serve one yet
         harness.wait_for(
-            lambda: httpx.get(api + f"{LC}/finality_update", timeout=5).status_code == 200,
+            lambda: _get(api + f"{LC}/finality_update").status_code == 200,
             "a first finality update",
             120,
         )
@@ -267,8 +268,13 @@ def test_a_stale_finality_update_moves_nothing_back(
     assert again >= first > old_slot
 
 
+def _get(url: str) -> httpx.Response:
+    """A GET of the beacon API (polled: one TLS context for all, adapters/rpc.py)."""
+    return httpx.get(url, timeout=5, verify=tls_context())
+
+
 def _finality_update(api: str) -> Any:
-    answer = httpx.get(api + f"{LC}/finality_update", timeout=5)
+    answer = _get(api + f"{LC}/finality_update")
     assert answer.status_code == 200, answer.text
     return answer.json()
 
@@ -305,7 +311,7 @@ def test_an_attester_crosses_a_period_and_resumes_after_a_restart(
     )
     # The committee it rotated to: 32 seats held by gamma's few validators, each key counted
     # once per seat (devnet.pos.VALIDATORS): the light client aggregates repeated keys right.
-    seats = httpx.get(settings.api[0] + "/eth/v1/beacon/states/head/sync_committees", timeout=5)
+    seats = _get(settings.api[0] + "/eth/v1/beacon/states/head/sync_committees")
     assert seats.status_code == 200, seats.text
     holders = seats.json()["data"]["validators"]
     assert len(holders) == 32, holders

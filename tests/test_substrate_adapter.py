@@ -17,6 +17,7 @@ are played against recorded answers instead.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +29,7 @@ from conftest import running_chopsticks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reach import Reach
-from substrateinterface import Keypair
+from substrateinterface import Keypair, SubstrateInterface
 from test_substrate_route import ASSETHUB, GAMMA, config_toml
 from test_substrate_route import load as load_config_text
 
@@ -45,9 +46,11 @@ from adapters.substrate import (
 )
 from adapters.substrate import client as client_module
 from adapters.substrate import encoding as encoding_module
+from adapters.substrate import metadata as metadata_module
 from adapters.substrate.client import BalanceTransfer, Fee, account_bytes, header_from_json
 from adapters.substrate.encoding import SHAPES, FastCalls
 from adapters.substrate.finality import SYSTEM_EVENTS_KEY
+from adapters.substrate.metadata import SharedMetadataInterface, decoded_metadata
 from devnet.chopsticks import (
     ALICE,
     DEV_BALANCE,
@@ -1151,3 +1154,83 @@ def test_waits_of_one_client_fetch_each_block_body_once(
     landed = run(scenario)
     assert len(landed) == 3 and all(i.success for i in landed)
     assert asked and len(asked) == len(set(asked)), asked
+
+
+# --- one metadata decode per process (adapters/substrate/metadata.py) ----------------------
+
+
+def _metadata_hex(client: SubstrateClient) -> str:
+    answer = _substrate(client).rpc_request("state_getMetadata", [])
+    raw = answer["result"]
+    assert isinstance(raw, str) and raw.startswith("0x")
+    return raw
+
+
+def test_a_second_connection_to_the_same_runtime_does_not_decode_its_metadata_again(
+    client: SubstrateClient, chain: ChopsticksProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The metadata decode (1.5-3 CPU s, holding the process's one Substrate slot) happens once
+    per process for the same bytes: a reconnect, or a second client of the same chain, reuses
+    it; the bytes are still fetched, and the decode is exactly the library's own."""
+    decodes = _Counted(metadata_module._decode)
+    monkeypatch.setattr(metadata_module, "_decode", decodes)
+    second = SubstrateClient(chain.ws_url)
+    run(second.connect)
+    try:
+        assert _substrate(second).metadata is _substrate(client).metadata
+        assert decodes.calls == 0
+        # What it serves decodes to the same value without the cache, in the library's way.
+        plain = SubstrateInterface(url=chain.ws_url)
+        try:
+            plain.init_runtime()
+            assert plain.metadata.value == _substrate(second).metadata.value
+        finally:
+            plain.close()
+        # And the connection works with it: a call composed, an extrinsic's events read.
+        call = run(lambda: second.compose("System", "remark", {"remark": b"cached"}))
+        again = run(lambda: client.compose("System", "remark", {"remark": b"cached"}))
+        assert call.data == again.data
+    finally:
+        run(second.aclose)
+
+
+def test_other_metadata_under_the_same_spec_version_is_never_given_another_decode(
+    client: SubstrateClient,
+) -> None:
+    """A node (lying, or another chain) serving other metadata under the spec version another
+    node announced gets the decode of what it served, not the cached one: the key is the
+    bytes. Here one letter of a pallet's documentation differs (a decodable, equally long
+    forgery); substrate-interface's own cache, keyed by spec version, would have handed it
+    the first node's decode."""
+    raw = _metadata_hex(client)
+    honest = decoded_metadata(raw)
+    assert honest is _substrate(client).metadata
+    text = b"Make some on-chain remark.".hex()
+    assert raw.count(text) == 1, "the System pallet's remark documentation moved"
+    forged = raw.replace(text, b"Make some on-chain remarK.".hex())
+    other = decoded_metadata(forged)
+    assert other is not honest
+    assert "remarK" in json.dumps(other.value) and "remarK" not in json.dumps(honest.value)
+    assert decoded_metadata(raw) is honest
+
+
+def test_a_connection_rebuilding_its_type_registry_changes_nothing_another_sees(
+    client: SubstrateClient, chain: ChopsticksProcess
+) -> None:
+    """A connection that follows a runtime upgrade clears and rebuilds its own type registry
+    (substrate-interface's ``reload_type_registry``). The shared decode resolves its pallets'
+    calls and events in a registry of its own, so another connection still finds them; had
+    it been decoded in the first connection's registry, it would now resolve nothing."""
+    first = SharedMetadataInterface(url=chain.ws_url)
+    try:
+        first.init_runtime()
+        assert first.metadata is _substrate(client).metadata
+        first.runtime_config.clear_type_registry()
+        metadata = _substrate(client).metadata
+        system = metadata.get_metadata_pallet("System")
+        assert any(call["name"] == "remark" for call in system.calls)
+        assert any(event["name"] == "Remarked" for event in system.events)
+        call = run(lambda: client.compose("System", "remark", {"remark": b"after"}))
+        assert call.data[:1] == b"\x00"  # System is pallet 0 on Asset Hub
+    finally:
+        first.close()

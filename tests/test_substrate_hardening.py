@@ -72,6 +72,7 @@ from adapters.substrate.client import (
     _remarks_in_call,
     keypair_from_seed,
 )
+from adapters.substrate.metadata import SharedMetadataInterface
 from adapters.substrate.multisig import (
     OpenOperation,
     Timepoint,
@@ -593,10 +594,10 @@ def chopsticks() -> Iterator[ChopsticksProcess]:
 @pytest.fixture(scope="module")
 def substrate(chopsticks: ChopsticksProcess) -> Iterator[SubstrateInterface]:
     """One substrate-interface connection to the module's chopsticks, for the tests that build
-    raw extrinsics or storage values with it: each connection decodes the runtime's metadata
-    again on first use (a second or so of CPU). Shared safely: what they use it for reads the
+    raw extrinsics or storage values with it (its metadata decode shared with the adapter's
+    clients: adapters/substrate/metadata.py). Shared safely: what they use it for reads the
     chain afresh each time (account nonces, storage keys) and keeps no state of a test's."""
-    connection = SubstrateInterface(url=chopsticks.ws_url)
+    connection = SharedMetadataInterface(url=chopsticks.ws_url)
     try:
         yield connection
     finally:

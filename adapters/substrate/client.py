@@ -42,6 +42,7 @@ from adapters.redact import redact_url, scrub_url
 from adapters.signing import signs_in_process
 from adapters.substrate.encoding import FastCalls, library_call
 from adapters.substrate.event_records import RecordSpan, TypeWalker, record_spans
+from adapters.substrate.metadata import SharedMetadataInterface
 from adapters.substrate.signing import sign_sr25519
 from adapters.text import one_line
 from light_clients.errors import DecodeError, VerificationError
@@ -958,8 +959,10 @@ def _extrinsic_signer_and_call(
 class SubstrateClient:
     """One Substrate node over WebSocket (``ws://`` or ``wss://``), used from trio.
 
-    ``async with SubstrateClient(url) as client:`` connects (and reads the runtime metadata,
-    ~1-3 s) and closes. Several clients may exist; all share :data:`SUBSTRATE_LIMITER`.
+    ``async with SubstrateClient(url) as client:`` connects (and reads the runtime metadata:
+    decoding it takes ~1.5-3 CPU s, once per process for the same metadata,
+    :mod:`adapters.substrate.metadata`) and closes. Several clients may exist; all share
+    :data:`SUBSTRATE_LIMITER`.
     """
 
     def __init__(self, url: str, *, timeout: float = REQUEST_TIMEOUT) -> None:
@@ -1001,7 +1004,7 @@ class SubstrateClient:
         allow_the_deepest_call()
 
         def open_interface() -> tuple[SubstrateInterface, str | None, bytes]:
-            substrate = SubstrateInterface(
+            substrate = SharedMetadataInterface(
                 url=self.url, ws_options=WS_OPTIONS | {"timeout": self.timeout}
             )
             try:
