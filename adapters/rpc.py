@@ -213,13 +213,15 @@ anyway)."""
 @functools.cache
 def tls_context() -> ssl.SSLContext:
     """The process's one TLS client context, what httpx builds by default (the certifi bundle,
-    or ``SSL_CERT_FILE``/``SSL_CERT_DIR``), given to every HTTP client Passerelle opens.
+    or ``SSL_CERT_FILE``/``SSL_CERT_DIR``, read once per process), given to every
+    :class:`JsonRpcClient` and beacon API client.
 
     httpx builds a new one for each client it is not given one: ~20 ms of CPU reading the CA
     bundle, even for a plain ``http://`` endpoint, and an attester or relayer opens clients
     for each origin it reads (measured: 65 CPU s of `make test`, a third of it in relayers
-    and attesters). An ``SSLContext`` is meant to be shared; httpcore only sets the same ALPN
-    protocols on it at each connect."""
+    and attesters). An ``SSLContext`` is meant to be shared; httpcore sets its ALPN
+    protocols at each TLS connect, the same ones for every client here (HTTP/1.1 only): a
+    client with ``http2=True`` must not be given this context."""
     return httpx.create_ssl_context()
 
 

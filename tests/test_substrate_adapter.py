@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import weakref
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reach import Reach
 from substrateinterface import Keypair, SubstrateInterface
+from substrateinterface.exceptions import SubstrateRequestException
 from test_substrate_route import ASSETHUB, GAMMA, config_toml
 from test_substrate_route import load as load_config_text
 
@@ -1166,71 +1168,140 @@ def _metadata_hex(client: SubstrateClient) -> str:
     return raw
 
 
+def _forged(raw: str) -> str:
+    """The same metadata with one letter of a pallet's documentation changed: decodable, as
+    long, and announced by a node under the same spec version as the real one."""
+    text = b"Make some on-chain remark.".hex()
+    assert raw.count(text) == 1, "the System pallet's remark documentation moved"
+    return raw.replace(text, b"Make some on-chain remarK.".hex())
+
+
+class _Serving:
+    """``rpc_request`` of one interface, with ``state_getMetadata`` answered by ``answer`` (a
+    lying node) and its calls counted."""
+
+    def __init__(self, interface: Any, answer: Callable[[], Any] | None = None) -> None:
+        self.rpc_request, self.answer, self.asked = interface.rpc_request, answer, 0
+
+    def __call__(self, method: str, params: Any, *args: Any, **kwargs: Any) -> Any:
+        if method == "state_getMetadata":
+            self.asked += 1
+            if self.answer is not None:
+                return {"jsonrpc": "2.0", "id": 1, "result": self.answer()}
+        return self.rpc_request(method, params, *args, **kwargs)
+
+
+def _interface(chain: ChopsticksProcess, answer: Callable[[], Any] | None = None) -> Any:
+    """A SharedMetadataInterface to the module's chain, not initialised yet, whose node answers
+    ``state_getMetadata`` with ``answer()`` (the truth if None); ``.serving`` counts the asks."""
+    interface = SharedMetadataInterface(url=chain.ws_url)
+    interface.serving = _Serving(interface, answer)
+    interface.rpc_request = interface.serving
+    return interface
+
+
+def _composes_as(interface: Any, plain: Any, remark: str) -> None:
+    """``interface`` composes a System.remark to the bytes substrate-interface alone does."""
+    ours = interface.compose_call("System", "remark", {"remark": remark})
+    assert ours.data.data == plain.compose_call("System", "remark", {"remark": remark}).data.data
+
+
 def test_a_second_connection_to_the_same_runtime_does_not_decode_its_metadata_again(
     client: SubstrateClient, chain: ChopsticksProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The metadata decode (1.5-3 CPU s, holding the process's one Substrate slot) happens once
     per process for the same bytes: a reconnect, or a second client of the same chain, reuses
-    it; the bytes are still fetched, and the decode is exactly the library's own."""
+    it; the bytes are still fetched each time; and what a connection then composes is what
+    substrate-interface alone composes."""
     decodes = _Counted(metadata_module._decode)
     monkeypatch.setattr(metadata_module, "_decode", decodes)
-    second = SubstrateClient(chain.ws_url)
-    run(second.connect)
+    first, second = _interface(chain), _interface(chain)
+    plain = SubstrateInterface(url=chain.ws_url)
     try:
-        assert _substrate(second).metadata is _substrate(client).metadata
-        assert decodes.calls == 0
-        # What it serves decodes to the same value without the cache, in the library's way.
-        plain = SubstrateInterface(url=chain.ws_url)
-        try:
-            plain.init_runtime()
-            assert plain.metadata.value == _substrate(second).metadata.value
-        finally:
-            plain.close()
-        # And the connection works with it: a call composed, an extrinsic's events read.
-        call = run(lambda: second.compose("System", "remark", {"remark": b"cached"}))
-        again = run(lambda: client.compose("System", "remark", {"remark": b"cached"}))
-        assert call.data == again.data
+        first.init_runtime()  # decodes, unless a client of this worker holds the decode
+        second.init_runtime()
+        assert decodes.calls <= 1 and first.serving.asked == second.serving.asked == 1
+        assert second.metadata is first.metadata is _substrate(client).metadata
+        plain.init_runtime()
+        assert plain.metadata.value == second.metadata.value
+        for interface in (second, _substrate(client)):
+            _composes_as(interface, plain, "0x63616368")
     finally:
-        run(second.aclose)
+        for interface in (first, second, plain):
+            interface.close()
 
 
-def test_other_metadata_under_the_same_spec_version_is_never_given_another_decode(
-    client: SubstrateClient,
-) -> None:
-    """A node (lying, or another chain) serving other metadata under the spec version another
-    node announced gets the decode of what it served, not the cached one: the key is the
-    bytes. Here one letter of a pallet's documentation differs (a decodable, equally long
-    forgery); substrate-interface's own cache, keyed by spec version, would have handed it
-    the first node's decode."""
-    raw = _metadata_hex(client)
-    honest = decoded_metadata(raw)
-    assert honest is _substrate(client).metadata
-    text = b"Make some on-chain remark.".hex()
-    assert raw.count(text) == 1, "the System pallet's remark documentation moved"
-    forged = raw.replace(text, b"Make some on-chain remarK.".hex())
-    other = decoded_metadata(forged)
-    assert other is not honest
-    assert "remarK" in json.dumps(other.value) and "remarK" not in json.dumps(honest.value)
-    assert decoded_metadata(raw) is honest
-
-
-def test_a_connection_rebuilding_its_type_registry_changes_nothing_another_sees(
+def test_a_node_serving_other_metadata_under_the_same_spec_version_gets_its_own_decode(
     client: SubstrateClient, chain: ChopsticksProcess
 ) -> None:
-    """A connection that follows a runtime upgrade clears and rebuilds its own type registry
-    (substrate-interface's ``reload_type_registry``). The shared decode resolves its pallets'
-    calls and events in a registry of its own, so another connection still finds them; had
-    it been decoded in the first connection's registry, it would now resolve nothing."""
-    first = SharedMetadataInterface(url=chain.ws_url)
+    """A node (lying, or another chain) serving other metadata under the spec version the
+    honest node announces gets the decode of what it served, not the cached one: the key is
+    the bytes. substrate-interface's own cache, keyed by spec version, would have handed it
+    the honest decode; and the honest connections keep theirs."""
+    raw = _metadata_hex(client)
+    honest = _substrate(client).metadata
+    liar = _interface(chain, lambda: _forged(raw))
     try:
-        first.init_runtime()
-        assert first.metadata is _substrate(client).metadata
-        first.runtime_config.clear_type_registry()
-        metadata = _substrate(client).metadata
-        system = metadata.get_metadata_pallet("System")
+        liar.init_runtime()
+        assert (
+            liar.serving.asked == 1 and liar.runtime_version == _substrate(client).runtime_version
+        )
+        assert liar.metadata is not honest and liar.metadata is decoded_metadata(_forged(raw))
+        assert "remarK" in json.dumps(liar.metadata.value)
+        assert "remarK" not in json.dumps(honest.value)
+        assert decoded_metadata(raw) is honest
+    finally:
+        liar.close()
+
+
+def test_a_decoders_registry_rebuilt_changes_nothing_another_connection_resolves(
+    client: SubstrateClient, chain: ChopsticksProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection that decoded the metadata later follows a runtime upgrade: it clears and
+    rebuilds its own type registry (substrate-interface's ``reload_type_registry``). The
+    shared decode resolves its pallets' calls and events in a registry of its own, so another
+    connection still finds them and composes what substrate-interface alone composes; decoded
+    in its decoder's registry, as the library does, it would resolve nothing now."""
+    # This test's connection must be the decoder: the cache emptied (restored after).
+    monkeypatch.setattr(metadata_module, "_decoded", weakref.WeakValueDictionary())
+    monkeypatch.setattr(metadata_module, "_latest", [])
+    decoder, other = _interface(chain), _interface(chain)
+    plain = SubstrateInterface(url=chain.ws_url)
+    try:
+        decoder.init_runtime()
+        assert decoder.metadata is not _substrate(client).metadata  # decoded here, afresh
+        decoder.runtime_config.clear_type_registry()
+        other.init_runtime()
+        assert other.metadata is decoder.metadata
+        system = other.metadata.get_metadata_pallet("System")
         assert any(call["name"] == "remark" for call in system.calls)
         assert any(event["name"] == "Remarked" for event in system.events)
-        call = run(lambda: client.compose("System", "remark", {"remark": b"after"}))
-        assert call.data[:1] == b"\x00"  # System is pallet 0 on Asset Hub
+        plain.init_runtime()
+        _composes_as(other, plain, "0x6166746572")
     finally:
-        first.close()
+        for interface in (decoder, other, plain):
+            interface.close()
+
+
+def test_a_runtime_switch_that_fails_is_forgotten_not_half_made(
+    chain: ChopsticksProcess, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At a runtime upgrade the node errs, or answers what is not metadata: the connection
+    must not keep the old metadata under the new spec version (substrate-interface records
+    the version first, and its next call for it would return at once: calls composed with
+    the old layout, signed for the new runtime). The next call starts over and fetches."""
+    answers: list[Any] = [{"not": "metadata"}, 7]
+    interface = _interface(chain, lambda: answers.pop(0) if answers else None)
+    try:
+        with pytest.raises(SubstrateRequestException, match="answered dict, not metadata"):
+            interface.init_runtime()
+        assert interface.runtime_version is None and interface.block_hash is None
+        with pytest.raises(SubstrateRequestException, match="answered int, not metadata"):
+            interface.init_runtime()  # asked again: nothing was kept from the failed switch
+        assert interface.serving.asked == 2 and interface.runtime_version is None
+        interface.serving.answer = None  # the node answers truly again
+        interface.init_runtime()
+        assert interface.serving.asked == 3 and interface.runtime_version is not None
+        assert interface.metadata.get_metadata_pallet("System") is not None
+    finally:
+        interface.close()

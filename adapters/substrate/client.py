@@ -706,9 +706,11 @@ def _batch_calls(
     prefix-deterministic, so the decode of those very bytes from this batch would cut the same
     calls and name the same functions (the list sits on this metadata's own description of
     the function, where only the decoder writes, so it did come from a decode under this
-    metadata; a decode cuts a given run of bytes one way only, so a list that tiles cannot cut
-    them elsewhere). Anything else (another library version, a stale or foreign value) gives
-    None, and the caller decodes the calls one by one as before.
+    metadata — by this connection or, the decode being shared for the same bytes
+    (:mod:`adapters.substrate.metadata`), by another connection of the process; a decode cuts
+    a given run of bytes one way only, so a list that tiles cannot cut them elsewhere).
+    Anything else (another library version, a stale or foreign value) gives None, and the
+    caller decodes the calls one by one as before.
     """
     if pallet != "Utility" or function not in _BATCH_CALLS:
         return None

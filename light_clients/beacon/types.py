@@ -256,7 +256,9 @@ class SyncCommittee:
             raise MalformedBeaconData(
                 f"pubkeys has {len(self.pubkeys)} keys, expected {_SIZES_TEXT} (a preset's)"
             )
-        points, root = _committee_points_and_root(tuple(self.pubkeys), self.aggregate_pubkey)
+        points, root = _committee_points_and_root(
+            tuple(bytes(key) for key in self.pubkeys), bytes(self.aggregate_pubkey)
+        )
         object.__setattr__(self, "points", points)
         object.__setattr__(self, "root", root)
 
