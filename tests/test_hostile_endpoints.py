@@ -735,16 +735,26 @@ def test_a_log_window_over_the_cap_is_halved_and_the_scan_goes_on(anvil: AnvilPr
     call_sync(url, "anvil_setCode", ["0x" + EMITTER.hex(), _emitter_code()])
     account = call_sync(url, "eth_accounts")[0]
 
-    def emit(size: int) -> None:
+    def emit(size: int) -> int:
+        """The block of one emission, waited for before the next is sent: automining, anvil
+        puts every transaction already waiting into the block it mines, so emissions sent
+        back to back on a loaded machine shared blocks (and the windows below moved)."""
         data = "0x" + size.to_bytes(32, "big").hex()
         tx = {"from": account, "to": "0x" + EMITTER.hex(), "data": data, "gas": hex(15_000_000)}
-        call_sync(url, "eth_sendTransaction", [tx])  # automined: a block each
+        sent = call_sync(url, "eth_sendTransaction", [tx])
+        deadline = time.monotonic() + 30
+        while (receipt := call_sync(url, "eth_getTransactionReceipt", [sent])) is None:
+            assert time.monotonic() < deadline, "an emission was not mined"
+            time.sleep(0.01)
+        block = call_sync(url, "eth_getBlockByNumber", [receipt["blockNumber"], False])
+        assert block["transactions"] == [sent], "an emission shared its block"
+        return int(receipt["blockNumber"], 16)
 
-    first = int(call_sync(url, "eth_blockNumber"), 16) + 1
-    for _ in range(5):
-        emit(300_000)  # ~600 KB of hex a block: two blocks are over 1 MiB
-    emit(700_000)  # ~1.4 MB in one block: over the cap however it is asked
-    last = first + 5
+    # ~600 KB of hex a block: two blocks are over 1 MiB; then ~1.4 MB in one block: over the
+    # cap however it is asked.
+    blocks = [emit(300_000) for _ in range(5)] + [emit(700_000)]
+    first, last = blocks[0], blocks[-1]
+    assert blocks == list(range(first, last + 1))
     chain = replace(
         _a_chain(),
         rpc=(url,),
