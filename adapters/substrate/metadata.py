@@ -16,9 +16,10 @@ Memory: a decode is tens to hundreds of MB of Python objects. One is kept for th
 most recent, for a reconnect); any other lives only while some connection holds it, as
 without the cache: a node that serves blob after blob pins no more than it did.
 
-Each decode owns a private type registry (scalecodec's ``RuntimeConfigurationObject``, set up
-as a fresh interface's is when it decodes metadata, then given the metadata's own portable
-registry), which no connection touches: the metadata's own lookups (a pallet's calls, events,
+Each decode owns a private type registry (scalecodec's ``RuntimeConfigurationObject`` with the
+core types a fresh interface decodes metadata with — no chain preset: V14 metadata carries
+its own types — then given the metadata's own portable registry), which no connection
+touches: the metadata's own lookups (a pallet's calls, events,
 errors and storage types, which ``compose_call`` and error decoding use) resolve there, so a
 connection that follows a runtime upgrade and rebuilds its own registry changes nothing
 another connection resolves. The decode is not frozen, though: scalecodec writes each call
