@@ -236,7 +236,7 @@ def devnet(
     ``block_time``: the anvil chains' seconds per block. The devnet's EVM finality is
     ``confirmations:3``, so every "until final" wait is three blocks, and the relayer and the
     attesters poll all the while: half-second blocks (the devnet's own default is one second)
-    took the five modules that use this from 264 s to 202 s alone and from 188 to 172 CPU s
+    took the five modules that use this from 264 s to 204 s alone and from 188 to 172 CPU s
     (measured 2026-12-08; quarter-second blocks: 188 s and 191 CPU s: more blocks
     to read). The chain code under test is the same at any pace."""
     with harness.devnet(
@@ -441,6 +441,20 @@ def delivered_events(config: Config, chain: str, since: int = 0) -> list[str]:
 
 def block_number(config: Config, chain: str) -> int:
     return harness.block_number(config.chain(chain).rpc[0])
+
+
+def mined(url: str, tx: Mapping[str, Any], timeout: float = 30) -> dict[str, Any]:
+    """``tx`` sent from an unlocked dev account (``eth_sendTransaction``) and its receipt once
+    mined. Automining, anvil answers with the hash as soon as the transaction is in, and the
+    receipt follows, later on a loaded machine (bounded: one never mined fails the test).
+    Anvil also puts every transaction already waiting into the block it mines, so a test
+    that needs a block per transaction waits for each before sending the next."""
+    sent = rpc(url, "eth_sendTransaction", [dict(tx)])
+    deadline = time.monotonic() + timeout
+    while (receipt := rpc(url, "eth_getTransactionReceipt", [sent])) is None:
+        assert time.monotonic() < deadline, f"{sent} not mined"
+        time.sleep(0.02)
+    return dict(receipt)
 
 
 def pending_to(url: str, address: bytes) -> bool:

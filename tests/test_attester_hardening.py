@@ -16,7 +16,6 @@ Plus redaction: an RPC URL's key never reaches an error text or the metrics.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +23,7 @@ from typing import Any, cast
 
 import pytest
 import trio
+from e2e_support import mined
 from eth_abi.abi import encode as abi_encode
 from fakes import RpcProxy, honest
 
@@ -67,15 +67,9 @@ def transact(url: str, to: str | None, data: bytes) -> dict[str, Any]:
     tx: dict[str, Any] = {"from": DEPLOYER, "data": to_hex(data), "gas": hex(3_000_000)}
     if to is not None:
         tx["to"] = to
-    tx_hash = rpc(url, "eth_sendTransaction", [tx])
-    # Automine answers with the hash as soon as the transaction is in; the receipt follows
-    # within milliseconds (bounded wait: a transaction that never mines fails the test).
-    deadline = time.monotonic() + 10
-    while (receipt := rpc(url, "eth_getTransactionReceipt", [tx_hash])) is None:
-        assert time.monotonic() < deadline, f"{tx_hash} not mined"
-        time.sleep(0.02)
+    receipt = mined(url, tx)
     assert receipt["status"] == "0x1", receipt
-    return cast(dict[str, Any], receipt)
+    return receipt
 
 
 def deploy_outbox(url: str, domain: int = DOMAIN) -> bytes:

@@ -42,6 +42,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from e2e_support import mined
 from eth_abi.abi import encode as abi_encode
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -736,18 +737,13 @@ def test_a_log_window_over_the_cap_is_halved_and_the_scan_goes_on(anvil: AnvilPr
     account = call_sync(url, "eth_accounts")[0]
 
     def emit(size: int) -> int:
-        """The block of one emission, waited for before the next is sent: automining, anvil
-        puts every transaction already waiting into the block it mines, so emissions sent
-        back to back on a loaded machine shared blocks (and the windows below moved)."""
+        """The block of one emission, mined before the next is sent (:func:`mined`: sent
+        back to back on a loaded machine, two shared a block and the windows below moved)."""
         data = "0x" + size.to_bytes(32, "big").hex()
         tx = {"from": account, "to": "0x" + EMITTER.hex(), "data": data, "gas": hex(15_000_000)}
-        sent = call_sync(url, "eth_sendTransaction", [tx])
-        deadline = time.monotonic() + 30
-        while (receipt := call_sync(url, "eth_getTransactionReceipt", [sent])) is None:
-            assert time.monotonic() < deadline, "an emission was not mined"
-            time.sleep(0.01)
+        receipt = mined(url, tx)
         block = call_sync(url, "eth_getBlockByNumber", [receipt["blockNumber"], False])
-        assert block["transactions"] == [sent], "an emission shared its block"
+        assert block["transactions"] == [receipt["transactionHash"]], "an emission shared a block"
         return int(receipt["blockNumber"], 16)
 
     # ~600 KB of hex a block: two blocks are over 1 MiB; then ~1.4 MB in one block: over the

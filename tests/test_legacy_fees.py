@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import math
 import re
-import time
 from collections.abc import Sequence
 from itertools import pairwise
 from typing import Any
 
 import pytest
 import trio
+from e2e_support import mined
 from eth_abi.abi import encode as abi_encode
 from eth_account import Account
 from eth_utils.address import to_checksum_address
@@ -325,14 +325,7 @@ def deploy_outbox(chain: AnvilProcess) -> bytes:
 
 def deploy(chain: AnvilProcess, code: bytes) -> bytes:
     """``code`` deployed from an unlocked dev account; the contract's address."""
-    tx_hash = call_sync(
-        chain.rpc_url, "eth_sendTransaction", [{"from": DEPLOYER, "data": to_hex(code)}]
-    )
-    deadline = time.monotonic() + 30
-    # automining, but the receipt may lag the answer by a moment on a busy machine
-    while (receipt := call_sync(chain.rpc_url, "eth_getTransactionReceipt", [tx_hash])) is None:
-        assert time.monotonic() < deadline, f"deployment {tx_hash} not mined"
-        time.sleep(0.05)
+    receipt = mined(chain.rpc_url, {"from": DEPLOYER, "data": to_hex(code)})
     assert receipt["status"] == "0x1", receipt
     return parse_data(receipt["contractAddress"], "contract address", 20)
 

@@ -35,6 +35,7 @@ import pytest
 import sqlalchemy as sa
 import trio
 from cli_runner import run_cli
+from e2e_support import mined
 from eth_abi.abi import encode as abi_encode
 from fakes import RpcProxy, honest
 from hypothesis import given, settings
@@ -52,7 +53,7 @@ from test_substrate_route import load as load_substrate_config
 from adapters.errors import AdapterError
 from adapters.evm.contracts import load_artifact
 from adapters.evm.tx import TxEngine
-from adapters.jsonrpc import RpcCallError, call_sync, result_of
+from adapters.jsonrpc import RpcCallError, result_of
 from adapters.rpc import JsonRpcClient
 from adapters.text import NODE_TEXT_LIMIT
 from devnet.anvil import DEV_ADDRESSES, DEV_PRIVATE_KEYS, AnvilProcess
@@ -101,11 +102,7 @@ def inbox(anvil: AnvilProcess) -> bytes:
         ["uint32", "address"], [INBOX_DOMAIN, DEV_ADDRESSES[0]]
     )
     deploy = {"from": DEV_ADDRESSES[0], "data": "0x" + code.hex(), "gas": hex(15_000_000)}
-    tx_hash = call_sync(anvil.rpc_url, "eth_sendTransaction", [deploy])
-    deadline = time.monotonic() + 10  # automine: the receipt follows within milliseconds
-    while (receipt := call_sync(anvil.rpc_url, "eth_getTransactionReceipt", [tx_hash])) is None:
-        assert time.monotonic() < deadline, f"{tx_hash} not mined"
-        time.sleep(0.02)
+    receipt = mined(anvil.rpc_url, deploy)
     assert receipt["status"] == "0x1", receipt
     return bytes.fromhex(receipt["contractAddress"][2:])
 
